@@ -1,0 +1,299 @@
+//! The dataplane's TOML configuration, and its validation into a plan of who
+//! polls what. Every error names the key it is about; docs/CONFIG.md documents
+//! every key.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: {key}: {reason}")]
+    Invalid { path: String, key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub dataplane: DataplaneSection,
+    #[serde(default)]
+    pub port: Vec<PortConfig>,
+    #[serde(default)]
+    pub bridge: Vec<BridgeConfig>,
+    #[serde(default)]
+    pub worker: Vec<WorkerConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneSection {
+    /// Packets a worker takes from a queue per poll.
+    pub burst: u16,
+    /// Mbufs in the packet pool.
+    pub mbufs: u32,
+    /// Per-lcore mbuf cache.
+    pub mbuf_cache: u32,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    /// Period of the one-line stats log; 0 turns it off.
+    pub stats_interval_ms: u64,
+    /// When a worker found nothing in `idle_polls` consecutive rounds it sleeps
+    /// this long; 0 busy-polls forever (best latency, one whole core).
+    pub idle_sleep_us: u64,
+    pub idle_polls: u32,
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection { burst: 32, mbufs: 16383, mbuf_cache: 256, rx_desc: 1024, tx_desc: 1024, stats_interval_ms: 5000, idle_sleep_us: 0, idle_polls: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// The name the rest of the config uses.
+    pub name: String,
+    /// The DPDK device name: a vdev (`net_tap0`) or a PCI address (`0000:03:00.0`).
+    pub device: String,
+    #[serde(default = "one")]
+    pub rx_queues: u16,
+    #[serde(default = "yes")]
+    pub promiscuous: bool,
+}
+
+fn one() -> u16 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Two port names; what arrives on one leaves on the other.
+    pub ports: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub lcore: u32,
+    /// RX queues this worker polls, as "port:queue".
+    pub rx: Vec<String>,
+}
+
+/// One RX queue a worker polls and where its packets leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    pub rx_port: usize,
+    pub rx_queue: u16,
+    pub tx_port: usize,
+    pub tx_queue: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerPlan {
+    pub lcore: u32,
+    pub lanes: Vec<Lane>,
+}
+
+/// A validated config: ports by index, and every worker's lanes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: Config,
+    /// Each worker owns one TX queue on every port, so TX needs no lock.
+    pub tx_queues: u16,
+    pub workers: Vec<WorkerPlan>,
+}
+
+impl Plan {
+    /// Mbufs the rings, bursts and caches can hold at once: the pool must be larger.
+    pub fn mbufs_needed(&self) -> u64 {
+        let d = &self.config.dataplane;
+        let rx: u64 = self.config.port.iter().map(|p| p.rx_queues as u64 * d.rx_desc as u64).sum();
+        let tx = self.config.port.len() as u64 * self.tx_queues as u64 * d.tx_desc as u64;
+        let lcores = self.workers.len() as u64 + 1;
+        rx + tx + lcores * (d.mbuf_cache as u64 + crate::dpdk::MAX_BURST as u64)
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Plan, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text, &p)
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Plan, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().replace('\n', " ") })?;
+        config.validate(path)
+    }
+
+    fn validate(self, path: &str) -> Result<Plan, ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid { path: path.into(), key, reason };
+        let d = &self.dataplane;
+        if d.burst == 0 || d.burst as usize > crate::dpdk::MAX_BURST {
+            return Err(bad("dataplane.burst".into(), format!("{} is out of range 1..={}", d.burst, crate::dpdk::MAX_BURST)));
+        }
+        if d.mbuf_cache > 512 {
+            return Err(bad("dataplane.mbuf_cache".into(), format!("{} is above DPDK's limit of 512", d.mbuf_cache)));
+        }
+        if d.rx_desc < 32 || d.tx_desc < 32 {
+            return Err(bad(if d.rx_desc < 32 { "dataplane.rx_desc" } else { "dataplane.tx_desc" }.into(), "must be at least 32".into()));
+        }
+        if self.port.is_empty() {
+            return Err(bad("port".into(), "no [[port]] is configured; name at least two ports and bridge them".into()));
+        }
+        let mut by_name = HashMap::new();
+        for (i, p) in self.port.iter().enumerate() {
+            if p.name.is_empty() || p.name.contains(':') {
+                return Err(bad(format!("port[{i}].name"), format!("{:?} must be non-empty and contain no ':'", p.name)));
+            }
+            if by_name.insert(p.name.as_str(), i).is_some() {
+                return Err(bad(format!("port[{i}].name"), format!("port {:?} is defined twice", p.name)));
+            }
+            if p.rx_queues == 0 {
+                return Err(bad(format!("port[{i}].rx_queues"), "must be at least 1".into()));
+            }
+            if self.port[..i].iter().any(|q| q.device == p.device) {
+                return Err(bad(format!("port[{i}].device"), format!("device {:?} is used by two ports", p.device)));
+            }
+        }
+        let mut peer: Vec<Option<usize>> = vec![None; self.port.len()];
+        for (i, b) in self.bridge.iter().enumerate() {
+            let key = format!("bridge[{i}].ports");
+            if b.ports.len() != 2 {
+                return Err(bad(key, format!("a bridge joins exactly two ports, got {}", b.ports.len())));
+            }
+            let mut ids = [0; 2];
+            for (k, name) in b.ports.iter().enumerate() {
+                ids[k] = *by_name.get(name.as_str()).ok_or_else(|| bad(key.clone(), format!("unknown port {name:?}")))?;
+                if peer[ids[k]].is_some() {
+                    return Err(bad(key.clone(), format!("port {name:?} is already in another bridge")));
+                }
+            }
+            if ids[0] == ids[1] {
+                return Err(bad(key, "a port cannot be bridged to itself".into()));
+            }
+            peer[ids[0]] = Some(ids[1]);
+            peer[ids[1]] = Some(ids[0]);
+        }
+        if let Some(i) = peer.iter().position(Option::is_none) {
+            return Err(bad("bridge".into(), format!("port {:?} is in no bridge; every port needs a peer", self.port[i].name)));
+        }
+        if self.worker.is_empty() {
+            return Err(bad("worker".into(), "no [[worker]] is configured; give each RX queue to a worker lcore".into()));
+        }
+        let mut owner: HashMap<(usize, u16), usize> = HashMap::new();
+        let mut workers = Vec::new();
+        let mut lcores = HashMap::new();
+        for (w, wc) in self.worker.iter().enumerate() {
+            if let Some(other) = lcores.insert(wc.lcore, w) {
+                return Err(bad(format!("worker[{w}].lcore"), format!("lcore {} is already used by worker[{other}]", wc.lcore)));
+            }
+            if wc.rx.is_empty() {
+                return Err(bad(format!("worker[{w}].rx"), "a worker must poll at least one RX queue".into()));
+            }
+            let mut lanes = Vec::new();
+            for (r, spec) in wc.rx.iter().enumerate() {
+                let key = format!("worker[{w}].rx[{r}]");
+                let (pname, q) = spec.rsplit_once(':').ok_or_else(|| bad(key.clone(), format!("{spec:?} is not \"port:queue\"")))?;
+                let port = *by_name.get(pname).ok_or_else(|| bad(key.clone(), format!("unknown port {pname:?}")))?;
+                let queue: u16 = q.parse().map_err(|_| bad(key.clone(), format!("queue {q:?} is not a number")))?;
+                if queue >= self.port[port].rx_queues {
+                    return Err(bad(key, format!("port {pname:?} has {} RX queue(s); queue {queue} does not exist", self.port[port].rx_queues)));
+                }
+                if let Some(other) = owner.insert((port, queue), w) {
+                    return Err(bad(key, format!("{spec} is already polled by worker[{other}]")));
+                }
+                lanes.push(Lane { rx_port: port, rx_queue: queue, tx_port: peer[port].expect("checked above"), tx_queue: w as u16 });
+            }
+            workers.push(WorkerPlan { lcore: wc.lcore, lanes });
+        }
+        for (i, p) in self.port.iter().enumerate() {
+            for q in 0..p.rx_queues {
+                if !owner.contains_key(&(i, q)) {
+                    return Err(bad("worker".into(), format!("RX queue {}:{q} is polled by no worker; its packets would never leave the NIC", p.name)));
+                }
+            }
+        }
+        let tx_queues = workers.len() as u16;
+        let plan = Plan { config: self, tx_queues, workers };
+        let need = plan.mbufs_needed();
+        if (plan.config.dataplane.mbufs as u64) < need {
+            return Err(bad("dataplane.mbufs".into(), format!("{} is fewer than the {need} the descriptor rings, bursts and caches can hold; raise it or lower rx_desc/tx_desc", plan.config.dataplane.mbufs)));
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [dataplane]
+        burst = 32
+        [[port]]
+        name = "client"
+        device = "net_tap0"
+        [[port]]
+        name = "server"
+        device = "net_tap1"
+        [[bridge]]
+        ports = ["client", "server"]
+        [[worker]]
+        lcore = 1
+        rx = ["client:0", "server:0"]
+    "#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_gives_lanes_to_the_peer_port() {
+        let plan = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(plan.workers.len(), 1);
+        assert_eq!(plan.workers[0].lanes, vec![Lane { rx_port: 0, rx_queue: 0, tx_port: 1, tx_queue: 0 }, Lane { rx_port: 1, rx_queue: 0, tx_port: 0, tx_queue: 0 }]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("burst = 32", "brust = 32"));
+        assert!(e.contains("brust"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(err(&GOOD.replace("burst = 32", "burst = 0")).contains("dataplane.burst"));
+        assert!(err(&GOOD.replace("[\"client\", \"server\"]", "[\"client\", \"nowhere\"]")).contains("bridge[0].ports: unknown port \"nowhere\""));
+        assert!(err(&GOOD.replace("\"server:0\"", "\"server:3\"")).contains("worker[0].rx[1]"));
+        assert!(err(&GOOD.replace("\"server:0\"", "\"client:0\"")).contains("already polled"));
+        assert!(err(&GOOD.replace(", \"server:0\"", "")).contains("server:0 is polled by no worker"));
+        assert!(err(&GOOD.replace("burst = 32", "mbufs = 100")).contains("dataplane.mbufs"));
+        assert!(err(&GOOD.replace("net_tap1", "net_tap0")).contains("port[1].device"));
+    }
+
+    #[test]
+    fn unbridged_port_is_refused() {
+        let e = err(&GOOD.replace("[[bridge]]\n        ports = [\"client\", \"server\"]", ""));
+        assert!(e.contains("in no bridge"), "{e}");
+    }
+
+    #[test]
+    fn two_workers_get_their_own_tx_queue() {
+        let text = GOOD.replace("rx_queues", "x").replace("device = \"net_tap0\"", "device = \"net_tap0\"\n        rx_queues = 2")
+            .replace("rx = [\"client:0\", \"server:0\"]", "rx = [\"client:0\", \"server:0\"]\n        [[worker]]\n        lcore = 2\n        rx = [\"client:1\"]");
+        let plan = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!(plan.tx_queues, 2);
+        assert_eq!(plan.workers[1].lanes[0], Lane { rx_port: 0, rx_queue: 1, tx_port: 1, tx_queue: 1 });
+    }
+}

@@ -1,0 +1,46 @@
+use super::{last_error, DpdkError};
+use std::ffi::CString;
+
+/// A pktmbuf pool. Must be dropped after every port that uses it and before EAL.
+pub struct Mempool {
+    raw: *mut dpdk_sys::rte_mempool,
+}
+
+// SAFETY: DPDK mempools are thread-safe (per-lcore caches + lock-free ring).
+unsafe impl Send for Mempool {}
+// SAFETY: as above.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    pub fn new(name: &str, count: u32, cache: u32, socket: i32) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError::Mempool { name: name.into(), count, reason: "name contains NUL".into() })?;
+        // SAFETY: EAL is initialised (a Mempool is only made after Eal::init); the
+        // name is a valid C string; sizes are checked by DPDK.
+        let raw = unsafe {
+            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16, socket)
+        };
+        if raw.is_null() {
+            let (errno, reason) = last_error();
+            return Err(DpdkError::Mempool { name: name.into(), count, reason: format!("{reason} (rte_errno {errno})") });
+        }
+        Ok(Mempool { raw })
+    }
+
+    pub(crate) fn raw(&self) -> *mut dpdk_sys::rte_mempool {
+        self.raw
+    }
+
+    /// Mbufs currently free in the pool (including per-lcore caches).
+    pub fn available(&self) -> u32 {
+        // SAFETY: raw is a live mempool.
+        unsafe { dpdk_sys::rte_mempool_avail_count(self.raw) }
+    }
+}
+
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        // SAFETY: every port using this pool was stopped and closed before (ports
+        // are declared after the pool and dropped first).
+        unsafe { dpdk_sys::rte_mempool_free(self.raw) };
+    }
+}

@@ -1,0 +1,72 @@
+//! Per-worker, per-port counters. Each worker is the only writer of its own
+//! counters, so an update is a plain load + store (no locked RMW on the packet
+//! path); the main thread reads them with Relaxed loads for the stats line.
+
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Single-writer add: only the owning worker calls this.
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// What one worker did on one port.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Packets received on this port.
+    pub rx: Counter,
+    /// Packets sent out of this port.
+    pub tx: Counter,
+    /// Packets for this port the TX ring had no room for (freed; also in `dropped`).
+    pub tx_full: Counter,
+    /// Packets received on this port that did not leave, for any reason.
+    pub dropped: Counter,
+}
+
+/// A plain copy of PortCounters, for sums and printing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PortTotals {
+    pub rx: u64,
+    pub tx: u64,
+    pub tx_full: u64,
+    pub dropped: u64,
+}
+
+impl PortCounters {
+    pub fn snapshot(&self) -> PortTotals {
+        PortTotals { rx: self.rx.get(), tx: self.tx.get(), tx_full: self.tx_full.get(), dropped: self.dropped.get() }
+    }
+}
+
+impl std::ops::AddAssign for PortTotals {
+    fn add_assign(&mut self, o: Self) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.tx_full += o.tx_full;
+        self.dropped += o.dropped;
+    }
+}
+
+/// All counters of one worker, on cache lines of their own so that workers
+/// never share a line.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    pub ports: Box<[CachePadded<PortCounters>]>,
+    /// Poll rounds in which the worker found nothing on any queue.
+    pub idle_polls: CachePadded<Counter>,
+}
+
+impl WorkerCounters {
+    pub fn new(ports: usize) -> Self {
+        WorkerCounters { ports: (0..ports).map(|_| CachePadded::new(PortCounters::default())).collect(), idle_polls: Default::default() }
+    }
+}

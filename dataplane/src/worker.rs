@@ -1,0 +1,79 @@
+//! The poll-mode worker: one per lcore, owning its RX queues and one TX queue
+//! on every port. It shares nothing with other workers.
+
+use crate::config::Lane;
+use crate::dpdk::{LcoreTask, MbufBurst};
+use crate::stats::WorkerCounters;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A lane resolved to DPDK port ids.
+#[derive(Debug, Clone, Copy)]
+pub struct PortLane {
+    pub lane: Lane,
+    pub rx_port_id: u16,
+    pub tx_port_id: u16,
+}
+
+pub struct Worker {
+    pub index: usize,
+    pub lcore: u32,
+    pub lanes: Vec<PortLane>,
+    pub burst: usize,
+    pub idle_sleep: Duration,
+    pub idle_polls: u32,
+    pub counters: WorkerCounters,
+    pub quit: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// One poll round over every lane; returns the packets received.
+    #[inline]
+    fn poll_once(&self, burst: &mut MbufBurst) -> usize {
+        let mut got = 0;
+        for pl in &self.lanes {
+            let n = burst.rx(pl.rx_port_id, pl.lane.rx_queue, self.burst);
+            if n == 0 {
+                continue;
+            }
+            got += n;
+            let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
+            let rxc = &self.counters.ports[pl.lane.rx_port];
+            let txc = &self.counters.ports[pl.lane.tx_port];
+            rxc.rx.add(n as u64);
+            txc.tx.add(out.sent as u64);
+            if out.unsent != 0 {
+                txc.tx_full.add(out.unsent as u64);
+                rxc.dropped.add(out.unsent as u64);
+            }
+        }
+        got
+    }
+}
+
+impl LcoreTask for Worker {
+    fn run(&self) {
+        tracing::info!(worker = self.index, lcore = self.lcore, lanes = self.lanes.len(), "worker polling");
+        let mut burst = MbufBurst::new();
+        let mut idle = 0u32;
+        // Relaxed is enough: the flag carries no data, and the main thread joins
+        // the lcore (rte_eal_mp_wait_lcore) before it reads anything we wrote.
+        while !self.quit.load(Ordering::Relaxed) {
+            if self.poll_once(&mut burst) != 0 {
+                idle = 0;
+                continue;
+            }
+            self.counters.idle_polls.add(1);
+            if !self.idle_sleep.is_zero() {
+                idle += 1;
+                if idle >= self.idle_polls {
+                    // Only reached when every queue was empty for idle_polls rounds:
+                    // gives the core back on shared machines (config: idle_sleep_us).
+                    std::thread::sleep(self.idle_sleep);
+                }
+            }
+        }
+        tracing::info!(worker = self.index, lcore = self.lcore, "worker stopped");
+    }
+}

@@ -1,0 +1,33 @@
+#include "shim.h"
+#include <rte_prefetch.h>
+
+uint16_t lz_rte_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts)
+{ return rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts); }
+
+uint16_t lz_rte_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts)
+{ return rte_eth_tx_burst(port_id, queue_id, tx_pkts, nb_pkts); }
+
+struct rte_mbuf *lz_rte_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+
+int lz_rte_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, unsigned count)
+{ return rte_pktmbuf_alloc_bulk(pool, mbufs, count); }
+
+void lz_rte_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+
+void *lz_rte_pktmbuf_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, void *); }
+
+uint16_t lz_rte_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_data_len(m); }
+
+uint32_t lz_rte_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
+
+char *lz_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
+
+unsigned lz_rte_lcore_id(void) { return rte_lcore_id(); }
+
+uint64_t lz_rte_rdtsc(void) { return rte_rdtsc(); }
+
+int lz_rte_errno(void) { return rte_errno; }
+
+void lz_rte_prefetch0(const void *p) { rte_prefetch0(p); }
+
+uint64_t lz_rss_hf_ip_tcp_udp(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }

@@ -1,0 +1,38 @@
+/* One-line wrappers that give DPDK's static inline functions and macros a
+ * linkable symbol for Rust. Every function here is named lz_<what it wraps>. */
+#ifndef LAZARUS_DPDK_SHIM_H
+#define LAZARUS_DPDK_SHIM_H
+
+#include <rte_config.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_bus_vdev.h>
+#include <rte_telemetry.h>
+#include <rte_version.h>
+
+uint16_t lz_rte_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
+uint16_t lz_rte_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
+struct rte_mbuf *lz_rte_pktmbuf_alloc(struct rte_mempool *mp);
+int lz_rte_pktmbuf_alloc_bulk(struct rte_mempool *pool, struct rte_mbuf **mbufs, unsigned count);
+void lz_rte_pktmbuf_free(struct rte_mbuf *m);
+void *lz_rte_pktmbuf_mtod(struct rte_mbuf *m);
+uint16_t lz_rte_pktmbuf_data_len(const struct rte_mbuf *m);
+uint32_t lz_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
+char *lz_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+unsigned lz_rte_lcore_id(void);
+uint64_t lz_rte_rdtsc(void);
+int lz_rte_errno(void);
+void lz_rte_prefetch0(const void *p);
+
+
+
+/* RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP: function-like macros
+ * bindgen cannot evaluate. */
+uint64_t lz_rss_hf_ip_tcp_udp(void);
+#endif
