@@ -1,4 +1,4 @@
-use super::{last_error, DpdkError};
+use super::{eal_hint, last_error, DpdkError};
 use std::ffi::{c_char, c_int, CString};
 
 /// EAL arguments as given before `--` (argv[0] first).
@@ -26,7 +26,7 @@ impl Eal {
         let n = unsafe { dpdk_sys::rte_eal_init((ptrs.len() - 1) as c_int, ptrs.as_mut_ptr()) };
         if n < 0 {
             let (errno, reason) = last_error();
-            return Err(DpdkError::EalInit { errno, reason });
+            return Err(DpdkError::EalInit { errno, reason, hint: eal_hint(errno) });
         }
         Ok(Eal { _argv: argv })
     }

@@ -21,8 +21,8 @@ use std::ffi::CStr;
 /// Errors from the DPDK layer. Each says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum DpdkError {
-    #[error("EAL initialisation failed: {reason} (rte_errno {errno}); check the EAL arguments before `--`, that hugepages are reserved and mounted (`sudo scripts/setup.sh`), and that no other DPDK process uses the same --file-prefix")]
-    EalInit { errno: i32, reason: String },
+    #[error("EAL initialisation failed: {reason} (rte_errno {errno}); {hint}")]
+    EalInit { errno: i32, reason: String, hint: &'static str },
     #[error("EAL argument {0:?} contains a NUL byte")]
     BadEalArg(String),
     #[error("{0}")]
@@ -39,6 +39,26 @@ pub enum DpdkError {
     Mempool { name: String, count: u32, reason: String },
     #[error("lcore {lcore}: {reason}")]
     Lcore { lcore: u32, reason: String },
+}
+
+/// What to do about an rte_eal_init failure, by rte_errno.
+fn eal_hint(errno: i32) -> &'static str {
+    match errno {
+        libc_errno::ENODEV => "a --vdev or -a device could not be created: check its driver name (net_tap0, net_pcap0, net_null0, ...) and arguments",
+        libc_errno::ENOMEM => "not enough hugepage memory for -m/--socket-mem: reserve more with `sudo scripts/setup.sh` (LAZARUS_HUGEPAGES) or ask for less",
+        libc_errno::EACCES | libc_errno::EPERM => "permission denied: DPDK needs root (or the capabilities for hugepages and devices)",
+        libc_errno::EALREADY => "EAL was already initialised in this process",
+        _ => "check the EAL arguments before `--`, that hugepages are reserved and mounted (`sudo scripts/setup.sh`), and that no other DPDK process uses the same --file-prefix",
+    }
+}
+
+/// The errno values EAL reports (Linux numbering).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOMEM: i32 = 12;
+    pub const EACCES: i32 = 13;
+    pub const ENODEV: i32 = 19;
+    pub const EALREADY: i32 = 114;
 }
 
 /// rte_errno of the calling thread and its text.

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what Lazarus needs on Debian (bookworm), reserves hugepages and mounts
+# hugetlbfs. Idempotent; run as root. Checks what it set and says what is missing.
+#   LAZARUS_HUGEPAGES  2 MiB pages to reserve at least (default 1024 = 2 GiB)
+set -euo pipefail
+
+want_pages=${LAZARUS_HUGEPAGES:-1024}
+packages=(libdpdk-dev dpdk dpdk-dev libpcap-dev clang libclang-dev pkg-config gcc
+          iproute2 iperf3 iputils-ping tcpdump procps psmisc python3)
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (sudo scripts/setup.sh): it installs packages and reserves hugepages"
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed: is a Debian mirror reachable?"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+        || die "apt-get install ${missing[*]} failed"
+else
+    say "packages: all ${#packages[@]} present"
+fi
+pkg-config --atleast-version=22.11 libdpdk || die "libdpdk >= 22.11 not visible to pkg-config after install"
+command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd missing (package dpdk-dev)"
+
+# Hugepages: reserve at least want_pages 2 MiB pages (never shrink a larger reservation
+# another user made), then mount hugetlbfs.
+cur=$(cat /proc/sys/vm/nr_hugepages)
+if [ "$cur" -lt "$want_pages" ]; then
+    echo "$want_pages" > /proc/sys/vm/nr_hugepages || true
+    cur=$(cat /proc/sys/vm/nr_hugepages)
+fi
+[ "$cur" -ge "$want_pages" ] || die "asked the kernel for $want_pages hugepages, got $cur (memory too fragmented? try again after freeing memory, or set LAZARUS_HUGEPAGES lower)"
+if ! mountpoint -q /dev/hugepages; then
+    mkdir -p /dev/hugepages
+    mount -t hugetlbfs nodev /dev/hugepages || die "cannot mount hugetlbfs on /dev/hugepages"
+fi
+free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+say "hugepages: $cur reserved, $free free, hugetlbfs on /dev/hugepages"
+[ "$free" -gt 0 ] || die "no free hugepages: another DPDK process holds them all (give it -m, or stop it)"
+say "DPDK $(pkg-config --modversion libdpdk); ready"
