@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command: sets the machine up, builds, runs every test (cargo tests of
+# the workspace, then the end-to-end tests), prints one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+$SUDO scripts/setup.sh || { echo "lazarus tests: setup failed"; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --workspace --locked || { echo "lazarus tests: build failed"; exit 1; }
+
+passed=(); failed=()
+step() {
+    local name=$1; shift
+    echo "=== $name"
+    if "$@"; then passed+=("$name"); else failed+=("$name"); echo "--- FAILED: $name"; fi
+}
+
+step "cargo test" cargo test --release --workspace --locked
+for t in tests/e2e/*.sh; do
+    [ "$(basename "$t")" = lib.sh ] && continue
+    step "e2e $(basename "$t" .sh)" $SUDO "$t"
+done
+
+secs=$(( $(date +%s) - start ))
+if [ ${#failed[@]} -eq 0 ]; then
+    echo "lazarus tests: ${#passed[@]} passed, 0 failed in ${secs}s"
+else
+    echo "lazarus tests: ${#passed[@]} passed, ${#failed[@]} failed (${failed[*]}) in ${secs}s"
+    exit 1
+fi

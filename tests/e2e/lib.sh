@@ -1,0 +1,138 @@
+# Shared by the end-to-end tests and the demo: two network namespaces (client,
+# server) joined through the dataplane's two net_tap ports.
+#
+#   ns client: veth (10.99.0.1/24) ─┐                 ┌─ veth (10.99.0.2/24) :ns server
+#   root ns:   veth peer ── bridge ── tap ═ dataplane ═ tap ── bridge ── veth peer
+#
+# The taps stay in the root namespace and are created with `persist`, so they
+# outlive a dataplane that is killed (later issues restart it into the same
+# taps). Everything is named with a per-run id and removed by lz_cleanup, which
+# the caller installs as an EXIT trap.
+
+LZ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LZ_ID=${LZ_ID:-$(( $$ % 100000 ))}
+LZ_NS_C=lzc$LZ_ID; LZ_NS_S=lzs$LZ_ID
+LZ_TAP_C=lztc$LZ_ID; LZ_TAP_S=lzts$LZ_ID
+LZ_BR_C=lzbc$LZ_ID;  LZ_BR_S=lzbs$LZ_ID
+LZ_VE_C=lzvc$LZ_ID;  LZ_VE_S=lzvs$LZ_ID
+LZ_CLIENT_IP=10.99.0.1; LZ_SERVER_IP=10.99.0.2
+LZ_WORK=${LZ_WORK:-$(mktemp -d /tmp/lazarus-e2e.XXXXXX)}
+LZ_PIDS=()
+LZ_DP_PID=
+LZ_BIN=${LZ_BIN:-$LZ_ROOT/target/release/lazarus-dataplane}
+
+lz_log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+lz_fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+lz_cleanup() {
+    local rc=$?
+    for p in "${LZ_PIDS[@]}" $LZ_DP_PID; do kill -KILL "$p" 2>/dev/null || true; done
+    for ns in $LZ_NS_C $LZ_NS_S; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p; do
+        ip link del "$l" 2>/dev/null || true
+    done
+    [ -n "${LZ_KEEP_WORK:-}" ] || rm -rf "$LZ_WORK"
+    return $rc
+}
+
+lz_ns_up() {
+    for side in C S; do
+        local ns ve br ip
+        eval "ns=\$LZ_NS_$side ve=\$LZ_VE_$side br=\$LZ_BR_$side"
+        [ $side = C ] && ip=$LZ_CLIENT_IP || ip=$LZ_SERVER_IP
+        ip netns add "$ns"
+        ip link add "$ve" type veth peer name "${ve}p"
+        ip link set "$ve" netns "$ns"
+        ip -n "$ns" addr add "$ip/24" dev "$ve"
+        ip -n "$ns" link set "$ve" up
+        ip -n "$ns" link set lo up
+        ip link add "$br" type bridge
+        # No IPv6 on the plumbing in the root namespace: it would only add noise.
+        sysctl -qw "net.ipv6.conf.$br.disable_ipv6=1" "net.ipv6.conf.${ve}p.disable_ipv6=1" || true
+        ip link set "${ve}p" master "$br"
+        ip link set "${ve}p" up
+        ip link set "$br" up
+    done
+}
+
+# Joins the dataplane's taps to the bridges once the PMD has created them.
+lz_join_taps() {
+    local t
+    for t in $(seq 1 100); do
+        ip link show "$LZ_TAP_C" >/dev/null 2>&1 && ip link show "$LZ_TAP_S" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    ip link show "$LZ_TAP_C" >/dev/null 2>&1 || lz_fail "the dataplane did not create tap $LZ_TAP_C"
+    sysctl -qw "net.ipv6.conf.$LZ_TAP_C.disable_ipv6=1" "net.ipv6.conf.$LZ_TAP_S.disable_ipv6=1" || true
+    ip link set "$LZ_TAP_C" master "$LZ_BR_C"; ip link set "$LZ_TAP_C" up
+    ip link set "$LZ_TAP_S" master "$LZ_BR_S"; ip link set "$LZ_TAP_S" up
+}
+
+# Waits until the client reaches the server (ARP resolved, bridges forwarding).
+lz_wait_path() {
+    ip -n "$LZ_NS_C" neigh flush all 2>/dev/null || true
+    ip -n "$LZ_NS_S" neigh flush all 2>/dev/null || true
+    local t
+    for t in $(seq 1 20); do
+        lz_in_client ping -c 1 -W 1 -q "$LZ_SERVER_IP" >/dev/null 2>&1 && return 0
+    done
+    lz_fail "client cannot reach the server through the dataplane after 20 tries"
+}
+
+# Writes the dataplane config for the two taps; extra TOML lines from $1.
+lz_config() {
+    cat > "$LZ_WORK/dataplane.toml" <<TOML
+[dataplane]
+stats_interval_ms = 1000
+mbufs = 8191
+# Two cores: the kernel's TCP stacks and iperf3 need the other one.
+idle_sleep_us = 20
+${1:-}
+
+[[port]]
+name = "client"
+device = "net_tap0"
+
+[[port]]
+name = "server"
+device = "net_tap1"
+
+[[bridge]]
+ports = ["client", "server"]
+
+[[worker]]
+lcore = 1
+rx = ["client:0", "server:0"]
+TOML
+}
+
+# Starts the dataplane in the background, logging to $LZ_WORK/dataplane.log.
+lz_dp_start() {
+    "$LZ_BIN" -l 0,1 -m 256 --file-prefix "lz$LZ_ID" --no-pci \
+        --vdev "net_tap0,iface=$LZ_TAP_C,persist" --vdev "net_tap1,iface=$LZ_TAP_S,persist" \
+        -- --config "$LZ_WORK/dataplane.toml" >>"$LZ_WORK/dataplane.log" 2>&1 &
+    LZ_DP_PID=$!
+    local t
+    for t in $(seq 1 200); do
+        grep -q "forwarding;" "$LZ_WORK/dataplane.log" && return 0
+        kill -0 "$LZ_DP_PID" 2>/dev/null || { cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited at start"; }
+        sleep 0.05
+    done
+    cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane not forwarding after 10 s"
+}
+
+# SIGTERM and wait; fails unless the dataplane stops cleanly with status 0.
+lz_dp_stop() {
+    kill -TERM "$LZ_DP_PID"
+    local rc=0
+    wait "$LZ_DP_PID" || rc=$?
+    LZ_DP_PID=
+    [ $rc -eq 0 ] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited $rc on SIGTERM"; }
+    grep -q "stopped cleanly" "$LZ_WORK/dataplane.log" || lz_fail "dataplane did not report a clean stop"
+}
+
+lz_in_client() { ip netns exec "$LZ_NS_C" "$@"; }
+lz_in_server() { ip netns exec "$LZ_NS_S" "$@"; }
