@@ -27,6 +27,85 @@ pub struct Config {
     pub bridge: Vec<BridgeConfig>,
     #[serde(default)]
     pub worker: Vec<WorkerConfig>,
+    #[serde(default)]
+    pub conntrack: ConntrackSection,
+    #[serde(default)]
+    pub zone: Vec<crate::policy::ZoneConfig>,
+    #[serde(default)]
+    pub rule: Vec<crate::policy::RuleConfig>,
+}
+
+/// Connection tracking: table size, timeouts, modules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackSection {
+    /// Connections each worker can track; a full table drops new connections.
+    pub capacity: u32,
+    /// Table slots the expiry sweep looks at per poll round.
+    pub sweep_batch: u32,
+    /// Follow FTP control channels and admit their data connections as related.
+    pub ftp: bool,
+    /// TCP ports whose connections are FTP control channels.
+    pub ftp_ports: Vec<u16>,
+    /// FTP control connections each worker can follow at once.
+    pub ftp_sessions: u32,
+    /// Pending data-connection expectations per worker.
+    pub expectations: u32,
+    /// Seconds an expectation waits for its data connection.
+    pub expectation_timeout: u64,
+    /// Non-first fragments remembered per worker (first fragments' verdicts).
+    pub fragments: u32,
+    pub timeouts: Timeouts,
+}
+
+impl Default for ConntrackSection {
+    fn default() -> Self {
+        ConntrackSection { capacity: 65536, sweep_batch: 8, ftp: true, ftp_ports: vec![21], ftp_sessions: 1024, expectations: 256, expectation_timeout: 30, fragments: 1024, timeouts: Timeouts::default() }
+    }
+}
+
+/// Seconds of silence after which a connection expires (Linux conntrack's defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub tcp_syn_sent: u64,
+    pub tcp_syn_recv: u64,
+    pub tcp_established: u64,
+    pub tcp_fin_wait: u64,
+    pub tcp_close_wait: u64,
+    pub tcp_last_ack: u64,
+    pub tcp_time_wait: u64,
+    pub tcp_close: u64,
+    /// UDP before the first reply.
+    pub udp: u64,
+    /// UDP after a reply.
+    pub udp_stream: u64,
+    pub icmp: u64,
+    /// Any other IP protocol.
+    pub generic: u64,
+    /// Non-first fragments wait this long for their first fragment's verdict.
+    pub fragment: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        use crate::modules::tcp::{default_timeout_secs as t, TcpState as S};
+        Timeouts {
+            tcp_syn_sent: t(S::SynSent),
+            tcp_syn_recv: t(S::SynRecv),
+            tcp_established: t(S::Established),
+            tcp_fin_wait: t(S::FinWait),
+            tcp_close_wait: t(S::CloseWait),
+            tcp_last_ack: t(S::LastAck),
+            tcp_time_wait: t(S::TimeWait),
+            tcp_close: t(S::Close),
+            udp: 30,
+            udp_stream: 120,
+            icmp: 30,
+            generic: 600,
+            fragment: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +144,9 @@ pub struct PortConfig {
     pub rx_queues: u16,
     #[serde(default = "yes")]
     pub promiscuous: bool,
+    /// Policy zone of the port (a `[[zone]]` name); absent: no policy, every
+    /// valid connection is accepted.
+    pub zone: Option<String>,
 }
 
 fn one() -> u16 {
@@ -111,6 +193,9 @@ pub struct Plan {
     /// Each worker owns one TX queue on every port, so TX needs no lock.
     pub tx_queues: u16,
     pub workers: Vec<WorkerPlan>,
+    pub policy: crate::policy::Policy,
+    /// Bridge index of each port: the conntrack zone of the flows crossing it.
+    pub port_bridge: Vec<u16>,
 }
 
 impl Plan {
@@ -224,8 +309,26 @@ impl Config {
                 }
             }
         }
+        let c = &self.conntrack;
+        if c.capacity == 0 || c.capacity > 1 << 26 {
+            return Err(bad("conntrack.capacity".into(), format!("{} is out of range 1..=67108864", c.capacity)));
+        }
+        if c.sweep_batch == 0 {
+            return Err(bad("conntrack.sweep_batch".into(), "must be at least 1, or connections never expire".into()));
+        }
+        if c.ftp && (c.ftp_sessions == 0 || c.expectations == 0) {
+            return Err(bad("conntrack.ftp_sessions".into(), "ftp = true needs ftp_sessions and expectations of at least 1".into()));
+        }
+        let port_zones: Vec<Option<String>> = self.port.iter().map(|p| p.zone.clone()).collect();
+        let policy = crate::policy::Policy::compile(&self.zone, &self.rule, &port_zones).map_err(|(key, reason)| bad(key, reason))?;
+        let mut port_bridge = vec![0u16; self.port.len()];
+        for (b, br) in self.bridge.iter().enumerate() {
+            for name in &br.ports {
+                port_bridge[by_name[name.as_str()]] = b as u16;
+            }
+        }
         let tx_queues = workers.len() as u16;
-        let plan = Plan { config: self, tx_queues, workers };
+        let plan = Plan { config: self, tx_queues, workers, policy, port_bridge };
         let need = plan.mbufs_needed();
         if (plan.config.dataplane.mbufs as u64) < need {
             return Err(bad("dataplane.mbufs".into(), format!("{} is fewer than the {need} the descriptor rings, bursts and caches can hold; raise it or lower rx_desc/tx_desc", plan.config.dataplane.mbufs)));
@@ -280,6 +383,16 @@ mod tests {
         assert!(err(&GOOD.replace(", \"server:0\"", "")).contains("server:0 is polled by no worker"));
         assert!(err(&GOOD.replace("burst = 32", "mbufs = 100")).contains("dataplane.mbufs"));
         assert!(err(&GOOD.replace("net_tap1", "net_tap0")).contains("port[1].device"));
+    }
+
+    #[test]
+    fn policy_errors_name_the_rule() {
+        let text = format!("{GOOD}\n[[zone]]\nname = \"out\"\ndefault = \"drop\"\n[[rule]]\nname = \"web\"\nproto = \"tcp\"\ndst = \"10.0.0.300\"\naction = \"accept\"\n");
+        let e = err(&text);
+        assert!(e.contains("rule[0] (\"web\").dst"), "{e}");
+        let e = err(&GOOD.replace("device = \"net_tap1\"", "device = \"net_tap1\"\n        zone = \"nowhere\""));
+        assert!(e.contains("port[1].zone: unknown zone"), "{e}");
+        assert!(err(&format!("{GOOD}\n[conntrack]\ncapacity = 0\n")).contains("conntrack.capacity"));
     }
 
     #[test]

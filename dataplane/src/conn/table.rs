@@ -1,0 +1,207 @@
+use super::{ConnId, ConnKey};
+use allocator_api2::alloc::Allocator;
+use allocator_api2::vec::Vec;
+use hashbrown::HashTable;
+
+/// What the table needs to know of a record.
+pub trait TableEntry {
+    fn key(&self) -> &ConnKey;
+    fn id(&self) -> ConnId;
+    /// TSC after which the record may be expired.
+    fn deadline(&self) -> u64;
+}
+
+/// A record's place in the slab; stable for the record's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotId(pub u32);
+
+/// The table is full: the new connection was not added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
+/// Fixed-capacity connection table: a slab of records plus a hashbrown index
+/// of slab positions keyed by ConnId. Nothing allocates after `new`: the slab
+/// and free list are full-size from the start, and the index is sized for
+/// `capacity` so it never grows (deletes are rehashed in place).
+pub struct ConnTable<T, A: Allocator + Clone> {
+    index: HashTable<u32, A>,
+    slots: Vec<Option<T>, A>,
+    free: Vec<u32, A>,
+    sweep_cursor: usize,
+}
+
+impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
+    pub fn new_in(capacity: u32, alloc: A) -> Self {
+        let cap = capacity as usize;
+        let mut slots = Vec::with_capacity_in(cap, alloc.clone());
+        slots.resize_with(cap, || None);
+        let mut free = Vec::with_capacity_in(cap, alloc.clone());
+        free.extend((0..capacity).rev());
+        ConnTable { index: HashTable::with_capacity_in(cap, alloc), slots, free, sweep_cursor: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes this table allocated, for the memory-per-connection figure.
+    pub fn bytes_allocated(&self) -> usize {
+        let buckets = self.index.capacity().next_power_of_two().max(4) * 8 / 7;
+        self.slots.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4 + buckets * (4 + 1)
+    }
+
+    #[inline]
+    pub fn lookup(&self, key: &ConnKey, id: ConnId) -> Option<SlotId> {
+        let slots = &self.slots;
+        self.index.find(id.0, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&i| SlotId(i))
+    }
+
+    #[inline]
+    pub fn get(&self, s: SlotId) -> &T {
+        self.slots[s.0 as usize].as_ref().expect("SlotId of a live record")
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, s: SlotId) -> &mut T {
+        self.slots[s.0 as usize].as_mut().expect("SlotId of a live record")
+    }
+
+    /// Adds a record whose key is not in the table yet.
+    #[inline]
+    pub fn insert(&mut self, rec: T) -> Result<SlotId, TableFull> {
+        let i = self.free.pop().ok_or(TableFull)?;
+        let id = rec.id();
+        self.slots[i as usize] = Some(rec);
+        let slots = &self.slots;
+        self.index.insert_unique(id.0, i, |&j| slots[j as usize].as_ref().map_or(0, |r| r.id().0));
+        Ok(SlotId(i))
+    }
+
+    pub fn remove(&mut self, s: SlotId) -> Option<T> {
+        let rec = self.slots[s.0 as usize].take()?;
+        if let Ok(e) = self.index.find_entry(rec.id().0, |&i| i == s.0) {
+            e.remove();
+        }
+        self.free.push(s.0);
+        Some(rec)
+    }
+
+    /// Looks at up to `budget` slab positions from where the last sweep
+    /// stopped and removes records whose deadline passed, handing each to
+    /// `expired`. A bounded, incremental sweep: the packet path pays for a few
+    /// slots per burst instead of a timer per connection.
+    #[inline]
+    pub fn sweep(&mut self, now: u64, budget: usize, mut expired: impl FnMut(SlotId, T)) -> usize {
+        let n = self.slots.len();
+        if n == 0 || self.index.is_empty() {
+            return 0;
+        }
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.sweep_cursor;
+            self.sweep_cursor = if i + 1 == n { 0 } else { i + 1 };
+            if self.slots[i].as_ref().is_some_and(|r| r.deadline() <= now) {
+                let s = SlotId(i as u32);
+                if let Some(rec) = self.remove(s) {
+                    expired(s, rec);
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Every live record, in slab order.
+    pub fn iter(&self) -> impl Iterator<Item = (SlotId, &T)> {
+        self.slots.iter().enumerate().filter_map(|(i, r)| r.as_ref().map(|r| (SlotId(i as u32), r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{ConnKey, Endpoint};
+    use crate::parse::{v4_mapped, Family};
+    use allocator_api2::alloc::Global;
+
+    struct Rec {
+        key: ConnKey,
+        deadline: u64,
+    }
+    impl TableEntry for Rec {
+        fn key(&self) -> &ConnKey {
+            &self.key
+        }
+        fn id(&self) -> ConnId {
+            self.key.id()
+        }
+        fn deadline(&self) -> u64 {
+            self.deadline
+        }
+    }
+
+    fn key(n: u32) -> ConnKey {
+        let a = Endpoint { addr: v4_mapped(n.to_be_bytes()), port: 1000 };
+        let b = Endpoint { addr: v4_mapped([192, 168, 0, 1]), port: 80 };
+        ConnKey::canonical(Family::V4, 6, a, b, 0, 0).0
+    }
+
+    #[test]
+    fn insert_lookup_remove_and_full() {
+        let mut t: ConnTable<Rec, Global> = ConnTable::new_in(100, Global);
+        for n in 0..100 {
+            t.insert(Rec { key: key(n), deadline: n as u64 }).unwrap();
+        }
+        assert_eq!(t.insert(Rec { key: key(1000), deadline: 0 }), Err(TableFull).map(|_: ()| SlotId(0)));
+        for n in 0..100 {
+            let k = key(n);
+            assert!(t.lookup(&k, k.id()).is_some(), "{n}");
+        }
+        let k = key(7);
+        let s = t.lookup(&k, k.id()).unwrap();
+        t.remove(s).unwrap();
+        assert!(t.lookup(&k, k.id()).is_none());
+        assert!(t.insert(Rec { key: key(1000), deadline: 0 }).is_ok(), "a freed slot is reused");
+    }
+
+    #[test]
+    fn churn_never_exceeds_capacity_or_loses_records() {
+        let mut t: ConnTable<Rec, Global> = ConnTable::new_in(64, Global);
+        let mut live = std::collections::VecDeque::new();
+        for n in 0..10_000u32 {
+            if live.len() == 64 {
+                let old: u32 = live.pop_front().unwrap();
+                let k = key(old);
+                t.remove(t.lookup(&k, k.id()).unwrap());
+            }
+            t.insert(Rec { key: key(n), deadline: 0 }).unwrap();
+            live.push_back(n);
+        }
+        assert_eq!(t.len(), 64);
+        for &n in &live {
+            let k = key(n);
+            assert!(t.lookup(&k, k.id()).is_some());
+        }
+    }
+
+    #[test]
+    fn sweep_expires_only_past_deadline() {
+        let mut t: ConnTable<Rec, Global> = ConnTable::new_in(10, Global);
+        for n in 0..10 {
+            t.insert(Rec { key: key(n), deadline: if n % 2 == 0 { 5 } else { 50 } }).unwrap();
+        }
+        let mut gone = 0;
+        t.sweep(10, 3, |_, _| gone += 1);
+        t.sweep(10, 100, |_, _| gone += 1);
+        assert_eq!(gone, 5);
+        assert_eq!(t.len(), 5);
+    }
+}

@@ -1,0 +1,77 @@
+//! Protocol modules. Each owns its portion of a connection record and nothing
+//! else, and says when its portion changed in a way a checkpoint must capture.
+pub mod tcp;
+pub mod ftp;
+pub mod icmp;
+pub mod ip;
+pub mod udp;
+
+use crate::conn::{ConnId, ConnKey};
+
+/// The modules, as named in checkpoint deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Module {
+    Ip = 0,
+    Tcp = 1,
+    Udp = 2,
+    Icmp = 3,
+    Ftp = 4,
+}
+
+impl Module {
+    pub const COUNT: usize = 5;
+    pub const ALL: [Module; 5] = [Module::Ip, Module::Tcp, Module::Udp, Module::Icmp, Module::Ftp];
+    pub fn name(self) -> &'static str {
+        ["ip", "tcp", "udp", "icmp", "ftp"][self as usize]
+    }
+}
+
+/// The layer-4 module's portion: exactly one per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Portion {
+    Tcp(tcp::TcpPortion),
+    Udp(udp::UdpPortion),
+    Icmp(icmp::IcmpPortion),
+    /// Another IP protocol: tracked by addresses only.
+    Other,
+}
+
+impl L4Portion {
+    pub fn module(&self) -> Option<Module> {
+        match self {
+            L4Portion::Tcp(_) => Some(Module::Tcp),
+            L4Portion::Udp(_) => Some(Module::Udp),
+            L4Portion::Icmp(_) => Some(Module::Icmp),
+            L4Portion::Other => None,
+        }
+    }
+}
+
+/// No FTP portion.
+pub const NO_FTP: u32 = u32::MAX;
+
+/// A connection record: the key, and each module's portion side by side.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub key: ConnKey,
+    pub id: ConnId,
+    /// TSC after which the sweep may expire it.
+    pub deadline: u64,
+    pub ip: ip::IpPortion,
+    pub l4: L4Portion,
+    /// Index of the ftp portion in the worker's FTP pool, or NO_FTP.
+    pub ftp: u32,
+}
+
+impl crate::conn::table::TableEntry for Conn {
+    fn key(&self) -> &ConnKey {
+        &self.key
+    }
+    fn id(&self) -> ConnId {
+        self.id
+    }
+    fn deadline(&self) -> u64 {
+        self.deadline
+    }
+}

@@ -1,0 +1,519 @@
+//! The tcp module: the connection state machine and per-direction window
+//! tracking, after Linux's nf_conntrack_proto_tcp.c (itself after Guido van
+//! Rooij, "Real Stateful TCP Packet Filtering in IP Filter"). Read RFC 793 §3.2
+//! (states), RFC 7323 §2 (window scale) and RFC 5961 §3 (RST validation).
+//!
+//! The transition table is declared once (`TRANSITIONS`); `in_window` is one
+//! pure function. Strict: a connection starts with a SYN (no mid-stream
+//! pickup; a restarted dataplane gets its state from the checkpoint instead).
+
+use crate::conn::Dir;
+use crate::parse::{tcp_flags as f, TcpHdr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum TcpState {
+    #[default]
+    None = 0,
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+    /// Simultaneous open: both sides sent a SYN.
+    SynSent2,
+}
+
+impl TcpState {
+    pub const COUNT: usize = 10;
+    pub fn name(self) -> &'static str {
+        ["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"][self as usize]
+    }
+    fn from_u8(v: u8) -> TcpState {
+        use TcpState::*;
+        [None, SynSent, SynRecv, Established, FinWait, CloseWait, LastAck, TimeWait, Close, SynSent2][v as usize]
+    }
+}
+
+/// Why the tracker refused a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TcpInvalid {
+    /// A flag combination no TCP sends (SYN+FIN, SYN+RST, none, ...).
+    BadFlags = 0,
+    /// A first packet that is not a plain SYN.
+    NewNotSyn,
+    /// A packet the state machine has no transition for (e.g. SYN-ACK in ESTABLISHED from the client).
+    BadTransition,
+    /// Sequence or acknowledgment outside the tracked window.
+    OutOfWindow,
+    /// A RST outside the window (or not acknowledging our SYN).
+    RstOutOfWindow,
+}
+
+impl TcpInvalid {
+    pub const COUNT: usize = 5;
+    pub const ALL: [TcpInvalid; 5] = [TcpInvalid::BadFlags, TcpInvalid::NewNotSyn, TcpInvalid::BadTransition, TcpInvalid::OutOfWindow, TcpInvalid::RstOutOfWindow];
+    pub fn name(self) -> &'static str {
+        ["bad_flags", "new_not_syn", "bad_transition", "out_of_window", "rst_out_of_window"][self as usize]
+    }
+}
+
+/// What one direction has sent, as Linux's `ip_ct_tcp_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct TcpDirState {
+    /// Highest sequence number sent + 1 (seq + len of the furthest segment).
+    pub end: u32,
+    /// Highest sequence number the peer allowed: its ack + its window.
+    pub maxend: u32,
+    /// Largest window (scaled) this side advertised.
+    pub maxwin: u32,
+    /// Highest ack this side sent.
+    pub maxack: u32,
+    pub scale: u8,
+    pub flags: u8,
+}
+
+pub mod dir_flags {
+    pub const WINDOW_SCALE: u8 = 0x01;
+    pub const SACK_PERM: u8 = 0x02;
+    pub const CLOSE_INIT: u8 = 0x04;
+    pub const MAXACK_SET: u8 = 0x08;
+}
+
+/// The tcp module's portion of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct TcpPortion {
+    pub dirs: [TcpDirState; 2],
+    /// `end` of each direction when the portion was last checkpointed.
+    pub ckpt_end: [u32; 2],
+    pub state: TcpState,
+    /// Whether the reply direction has been seen (for "unreplied").
+    pub seen_reply: bool,
+}
+
+/// What a checkpoint must capture after a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpChange {
+    None,
+    /// The state machine moved (SYN_SENT → ESTABLISHED, → TIME_WAIT, ...).
+    State,
+    /// A window edge moved past the checkpoint threshold.
+    Window,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FlagIdx {
+    Syn = 0,
+    SynAck,
+    Fin,
+    Ack,
+    Rst,
+    None,
+}
+
+fn flag_idx(flags: u8) -> FlagIdx {
+    if flags & f::RST != 0 {
+        FlagIdx::Rst
+    } else if flags & f::SYN != 0 {
+        if flags & f::ACK != 0 {
+            FlagIdx::SynAck
+        } else {
+            FlagIdx::Syn
+        }
+    } else if flags & f::FIN != 0 {
+        FlagIdx::Fin
+    } else if flags & f::ACK != 0 {
+        FlagIdx::Ack
+    } else {
+        FlagIdx::None
+    }
+}
+
+/// Flag combinations real stacks send (Linux's tcp_valid_flags); PSH, ECE and
+/// CWR are ignored.
+fn valid_flags(flags: u8) -> bool {
+    let x = flags & (f::FIN | f::SYN | f::RST | f::ACK | f::URG);
+    matches!(
+        x,
+        f::SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | f::RST | 0x14 /* RST|ACK */ | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | f::ACK | 0x30 /* ACK|URG */
+    )
+}
+
+const IV: u8 = 0xfe; // invalid
+const IG: u8 = 0xff; // ignore: accept without changing state
+
+/// TRANSITIONS[dir][flag][state] = new state. Columns: NONE, SYN_SENT,
+/// SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE,
+/// SYN_SENT2 — Linux's tcp_conntracks, with ACK on NONE invalid (strict, no
+/// mid-stream pickup).
+const TRANSITIONS: [[[u8; TcpState::COUNT]; 6]; 2] = {
+    const NO: u8 = 0;
+    const SS: u8 = 1;
+    const SR: u8 = 2;
+    const ES: u8 = 3;
+    const FW: u8 = 4;
+    const CW: u8 = 5;
+    const LA: u8 = 6;
+    const TW: u8 = 7;
+    const CL: u8 = 8;
+    const S2: u8 = 9;
+    let _ = NO;
+    [
+        // Original direction.
+        [
+            /* syn    */ [SS, SS, IG, IG, IG, IG, IG, SS, SS, S2],
+            /* synack */ [IV, IV, SR, IV, IV, IV, IV, IV, IV, SR],
+            /* fin    */ [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
+            /* ack    */ [IV, IV, ES, ES, CW, CW, TW, TW, CL, IV],
+            /* rst    */ [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
+            /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
+        ],
+        // Reply direction.
+        [
+            /* syn    */ [IV, S2, IV, IV, IV, IV, IV, SS, IV, S2],
+            /* synack */ [IV, SR, IG, IG, IG, IG, IG, IG, IG, SR],
+            /* fin    */ [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
+            /* ack    */ [IV, IG, SR, ES, CW, CW, TW, TW, CL, IG],
+            /* rst    */ [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
+            /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
+        ],
+    ]
+};
+
+#[inline]
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+#[inline]
+fn after(a: u32, b: u32) -> bool {
+    before(b, a)
+}
+
+fn init_dir(d: &mut TcpDirState, h: &TcpHdr, end: u32) {
+    d.end = end;
+    d.maxend = end;
+    d.maxwin = (h.window as u32).max(1);
+    d.maxack = 0;
+    d.flags = 0;
+    d.scale = 0;
+    if let Some(s) = h.opts.wscale {
+        d.flags |= dir_flags::WINDOW_SCALE;
+        d.scale = s.min(14);
+    }
+    if h.opts.sack_perm {
+        d.flags |= dir_flags::SACK_PERM;
+    }
+}
+
+/// seq + payload + SYN + FIN: the sequence space a segment occupies.
+#[inline]
+fn segment_end(h: &TcpHdr, payload_len: u32) -> u32 {
+    h.seq.wrapping_add(payload_len).wrapping_add((h.flags & f::SYN != 0) as u32).wrapping_add((h.flags & f::FIN != 0) as u32)
+}
+
+/// The portion of a connection that starts with `h`, or why it cannot start.
+pub fn new_conn(h: &TcpHdr, payload_len: u32) -> Result<TcpPortion, TcpInvalid> {
+    if !valid_flags(h.flags) {
+        return Err(TcpInvalid::BadFlags);
+    }
+    if flag_idx(h.flags) != FlagIdx::Syn {
+        return Err(TcpInvalid::NewNotSyn);
+    }
+    let mut p = TcpPortion { state: TcpState::SynSent, ..Default::default() };
+    init_dir(&mut p.dirs[0], h, segment_end(h, payload_len));
+    p.ckpt_end = [p.dirs[0].end, 0];
+    Ok(p)
+}
+
+/// Linux's tcp_in_window: is the segment inside what the two sides allowed,
+/// and if so, move the window edges.
+fn in_window(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool {
+    let (s, r) = (dir.idx(), dir.other().idx());
+    let mut seq = h.seq;
+    let mut ack = h.ack;
+    let mut end = segment_end(h, payload_len);
+    let syn = h.flags & f::SYN != 0;
+    let has_ack = h.flags & f::ACK != 0;
+    let rst = h.flags & f::RST != 0;
+    let mut win = h.window as u32;
+    if !syn {
+        win <<= p.dirs[s].scale;
+    }
+
+    if p.dirs[s].maxwin == 0 {
+        // First packet of this direction: it must be the SYN (SYN-ACK).
+        if !syn {
+            return false;
+        }
+        init_dir(&mut p.dirs[s], h, end);
+        // RFC 7323 §2.2: scaling is used only when both SYNs carried the option.
+        if p.dirs[s].flags & p.dirs[r].flags & dir_flags::WINDOW_SCALE == 0 {
+            p.dirs[s].scale = 0;
+            p.dirs[r].scale = 0;
+        }
+        if !has_ack {
+            return true; // simultaneous open
+        }
+    } else if ((p.state == TcpState::SynSent && dir == Dir::Original) || (p.state == TcpState::SynRecv && dir == Dir::Reply)) && syn && after(end, p.dirs[s].end) {
+        // RFC 793: a reinitialised sender (new ISN on a retransmitted SYN).
+        init_dir(&mut p.dirs[s], h, end);
+    }
+
+    if !has_ack || (rst && ack == 0) {
+        ack = p.dirs[r].end;
+    }
+    if rst && seq == 0 && p.state == TcpState::SynSent {
+        // RST answering a SYN.
+        seq = p.dirs[s].end;
+        end = seq;
+    }
+
+    let maxackwin = p.dirs[s].maxwin.max(66000);
+    let ok = before(seq, p.dirs[s].maxend.wrapping_add(1))
+        && after(end, p.dirs[s].end.wrapping_sub(p.dirs[r].maxwin).wrapping_sub(1))
+        && before(ack, p.dirs[r].end.wrapping_add(1))
+        && after(ack, p.dirs[r].end.wrapping_sub(maxackwin).wrapping_sub(1));
+    if !ok {
+        return false;
+    }
+    let sd = &mut p.dirs[s];
+    if sd.maxwin < win {
+        sd.maxwin = win;
+    }
+    if after(end, sd.end) {
+        sd.end = end;
+    }
+    if has_ack {
+        if sd.flags & dir_flags::MAXACK_SET == 0 {
+            sd.maxack = ack;
+            sd.flags |= dir_flags::MAXACK_SET;
+        } else if after(ack, sd.maxack) {
+            sd.maxack = ack;
+        }
+    }
+    let s_maxend = p.dirs[s].maxend;
+    let rd = &mut p.dirs[r];
+    if rd.maxwin != 0 && after(end, s_maxend) {
+        rd.maxwin = rd.maxwin.wrapping_add(end.wrapping_sub(s_maxend));
+    }
+    if after(ack.wrapping_add(win), rd.maxend.wrapping_sub(1)) {
+        rd.maxend = ack.wrapping_add(win).wrapping_add((win == 0) as u32);
+    }
+    true
+}
+
+/// Tracks one packet of an existing connection. On success returns what a
+/// checkpoint must capture; the portion is changed only when the packet is valid.
+pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
+    if !valid_flags(h.flags) {
+        return Err(TcpInvalid::BadFlags);
+    }
+    let fi = flag_idx(h.flags);
+    // A new SYN from the client on a finished connection reopens it (RFC 793
+    // TIME-WAIT assassination rules, as Linux allows).
+    if dir == Dir::Original && fi == FlagIdx::Syn && matches!(p.state, TcpState::TimeWait | TcpState::Close) {
+        *p = new_conn(h, payload_len)?;
+        return Ok(TcpChange::State);
+    }
+    let next = TRANSITIONS[dir.idx()][fi as usize][p.state as usize];
+    if next == IV {
+        return Err(TcpInvalid::BadTransition);
+    }
+    let mut trial = *p;
+    if fi == FlagIdx::Rst && p.state == TcpState::SynSent && dir == Dir::Reply {
+        // RFC 793: a RST answering our SYN is acceptable only if it ACKs the SYN.
+        if h.flags & f::ACK == 0 || h.ack != p.dirs[0].end {
+            return Err(TcpInvalid::RstOutOfWindow);
+        }
+        // The server side has no window yet to check the RST against.
+        p.state = TcpState::Close;
+        p.seen_reply = true;
+        return Ok(TcpChange::State);
+    }
+    if !in_window(&mut trial, dir, h, payload_len) {
+        return Err(if fi == FlagIdx::Rst { TcpInvalid::RstOutOfWindow } else { TcpInvalid::OutOfWindow });
+    }
+    if dir == Dir::Reply {
+        trial.seen_reply = true;
+    }
+    let old_state = p.state;
+    if next != IG {
+        trial.state = TcpState::from_u8(next);
+    }
+    *p = trial;
+    if p.state != old_state {
+        p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
+        return Ok(TcpChange::State);
+    }
+    // A window edge that moved by more than a quarter of the peer's largest
+    // window since the last checkpoint: a restore from an older edge could
+    // refuse segments that are in flight.
+    let (s, r) = (dir.idx(), dir.other().idx());
+    let threshold = (p.dirs[r].maxwin / 4).max(1);
+    if p.dirs[s].end.wrapping_sub(p.ckpt_end[s]) > threshold {
+        p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
+        return Ok(TcpChange::Window);
+    }
+    Ok(TcpChange::None)
+}
+
+/// Seconds a connection in `state` lives without packets (Linux's defaults).
+pub fn default_timeout_secs(state: TcpState) -> u64 {
+    match state {
+        TcpState::None => 10,
+        TcpState::SynSent | TcpState::SynSent2 => 120,
+        TcpState::SynRecv => 60,
+        TcpState::Established => 432_000,
+        TcpState::FinWait => 120,
+        TcpState::CloseWait => 60,
+        TcpState::LastAck => 30,
+        TcpState::TimeWait => 120,
+        TcpState::Close => 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::TcpOpts;
+    use Dir::{Original as O, Reply as R};
+
+    const A: u8 = f::ACK;
+
+    fn seg(flags: u8, seq: u32, ack: u32, window: u16) -> TcpHdr {
+        TcpHdr { sport: 40000, dport: 80, seq, ack, flags, window, opts: TcpOpts::default() }
+    }
+
+    /// A handshake: client ISN 1000, server ISN 5000, windows 64000.
+    fn established() -> TcpPortion {
+        let mut p = new_conn(&seg(f::SYN, 1000, 0, 64000), 0).unwrap();
+        assert_eq!(track(&mut p, R, &seg(f::SYN | A, 5000, 1001, 64000), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::SynRecv);
+        assert_eq!(track(&mut p, O, &seg(A, 1001, 5001, 64000), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::Established);
+        p
+    }
+
+    #[test]
+    fn three_way_handshake_and_data() {
+        let mut p = established();
+        assert!(track(&mut p, O, &seg(A | f::PSH, 1001, 5001, 64000), 100).is_ok());
+        assert!(track(&mut p, R, &seg(A, 5001, 1101, 64000), 0).is_ok());
+        assert_eq!(p.dirs[0].end, 1101);
+    }
+
+    #[test]
+    fn retransmission_is_accepted() {
+        let mut p = established();
+        track(&mut p, O, &seg(A, 1001, 5001, 64000), 500).unwrap();
+        assert!(track(&mut p, O, &seg(A, 1001, 5001, 64000), 500).is_ok(), "same segment again");
+        assert_eq!(p.dirs[0].end, 1501);
+    }
+
+    #[test]
+    fn out_of_window_is_refused_and_leaves_state_alone() {
+        let mut p = established();
+        let before = p;
+        assert_eq!(track(&mut p, O, &seg(A, 1001 + 200_000, 5001, 64000), 10), Err(TcpInvalid::OutOfWindow));
+        assert_eq!(track(&mut p, O, &seg(A, 1001, 5001 + 100_000, 64000), 10), Err(TcpInvalid::OutOfWindow), "ack of data never sent");
+        assert_eq!(track(&mut p, O, &seg(A, 1001u32.wrapping_sub(200_000), 5001, 64000), 10), Err(TcpInvalid::OutOfWindow), "far in the past");
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn rst_in_window_closes_and_out_of_window_is_refused() {
+        let mut p = established();
+        assert_eq!(track(&mut p, R, &seg(f::RST, 5001 + 1_000_000, 0, 0), 0), Err(TcpInvalid::RstOutOfWindow));
+        assert_eq!(p.state, TcpState::Established);
+        assert_eq!(track(&mut p, R, &seg(f::RST, 5001, 0, 0), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::Close);
+    }
+
+    #[test]
+    fn rst_to_syn_must_ack_it() {
+        let mut p = new_conn(&seg(f::SYN, 1000, 0, 64000), 0).unwrap();
+        assert_eq!(track(&mut p, R, &seg(f::RST | A, 0, 77, 0), 0), Err(TcpInvalid::RstOutOfWindow));
+        assert_eq!(track(&mut p, R, &seg(f::RST | A, 0, 1001, 0), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::Close);
+    }
+
+    #[test]
+    fn fin_both_sides_then_time_wait() {
+        let mut p = established();
+        track(&mut p, O, &seg(f::FIN | A, 1001, 5001, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::FinWait);
+        track(&mut p, R, &seg(A, 5001, 1002, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::CloseWait);
+        track(&mut p, R, &seg(f::FIN | A, 5001, 1002, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::LastAck);
+        track(&mut p, O, &seg(A, 1002, 5002, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::TimeWait);
+        // A new SYN from the client reopens.
+        assert_eq!(track(&mut p, O, &seg(f::SYN, 90000, 0, 64000), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn simultaneous_open() {
+        let mut p = new_conn(&seg(f::SYN, 1000, 0, 64000), 0).unwrap();
+        track(&mut p, R, &seg(f::SYN, 5000, 0, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::SynSent2);
+        track(&mut p, O, &seg(f::SYN | A, 1000, 5001, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::SynRecv);
+        track(&mut p, R, &seg(f::SYN | A, 5000, 1001, 64000), 0).unwrap();
+        track(&mut p, O, &seg(A, 1001, 5001, 64000), 0).unwrap();
+        assert_eq!(p.state, TcpState::Established);
+    }
+
+    #[test]
+    fn new_must_be_syn_and_flags_must_be_sane() {
+        assert_eq!(new_conn(&seg(A, 1, 1, 100), 0), Err(TcpInvalid::NewNotSyn));
+        assert_eq!(new_conn(&seg(f::SYN | A, 1, 1, 100), 0), Err(TcpInvalid::NewNotSyn));
+        assert_eq!(new_conn(&seg(f::SYN | f::FIN, 1, 0, 100), 0), Err(TcpInvalid::BadFlags));
+        assert_eq!(new_conn(&seg(0, 1, 0, 100), 0), Err(TcpInvalid::BadFlags));
+        let mut p = established();
+        assert_eq!(track(&mut p, O, &seg(f::SYN | f::RST, 1001, 0, 100), 0), Err(TcpInvalid::BadFlags));
+        assert_eq!(track(&mut p, O, &seg(f::SYN | A, 1001, 5001, 100), 0), Err(TcpInvalid::BadTransition), "SYN-ACK from the client");
+    }
+
+    #[test]
+    fn window_scale_applies_only_when_both_offer_it() {
+        let mut syn = seg(f::SYN, 1000, 0, 65535);
+        syn.opts.wscale = Some(7);
+        let mut p = new_conn(&syn, 0).unwrap();
+        let mut synack = seg(f::SYN | A, 5000, 1001, 65535);
+        synack.opts.wscale = Some(7);
+        track(&mut p, R, &synack, 0).unwrap();
+        track(&mut p, O, &seg(A, 1001, 5001, 1000), 0).unwrap();
+        assert_eq!((p.dirs[0].scale, p.dirs[1].scale), (7, 7));
+        // The server advertised 1000 << 7 = 128000: the client may send that far.
+        track(&mut p, R, &seg(A, 5001, 1001, 1000), 0).unwrap();
+        assert!(track(&mut p, O, &seg(A, 1001 + 120_000, 5001, 1000), 1000).is_ok());
+
+        let mut p = new_conn(&syn, 0).unwrap();
+        track(&mut p, R, &seg(f::SYN | A, 5000, 1001, 65535), 0).unwrap();
+        assert_eq!((p.dirs[0].scale, p.dirs[1].scale), (0, 0), "no scaling unless both SYNs carry it");
+    }
+
+    #[test]
+    fn window_movement_asks_for_a_checkpoint() {
+        let mut p = established();
+        let mut seqno = 1001u32;
+        let mut changes = 0;
+        for _ in 0..100 {
+            if track(&mut p, O, &seg(A, seqno, 5001, 64000), 1000) == Ok(TcpChange::Window) {
+                changes += 1;
+            }
+            seqno += 1000;
+            track(&mut p, R, &seg(A, 5001, seqno, 64000), 0).unwrap();
+        }
+        // 100 kB with a 64 kB window: a checkpoint every ~16 kB, not per packet.
+        assert!((4..=8).contains(&changes), "{changes}");
+    }
+}
