@@ -51,6 +51,7 @@ fn main() {
         .allowlist_function("rte_eth_(dev_adjust_nb_rx_tx_desc|dev_(count_avail|get_port_by_name|get_name_by_port|info_get|configure|start|stop|close|is_valid_port|socket_id)|rx_queue_setup|tx_queue_setup|promiscuous_(enable|get)|stats_get|stats_reset|macaddr_get|link_get_nowait|find_next_owned_by)")
         .allowlist_function("rte_pktmbuf_(pool_create|free_bulk)")
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count|lookup)")
+        .allowlist_function("rte_(zmalloc_socket|free)")
         .allowlist_function("rte_(lcore_(is_enabled|count|to_socket_id)|get_main_lcore|get_next_lcore|socket_id|get_tsc_hz|strerror|version)")
         .allowlist_function("rte_telemetry_.*|rte_tel_data_.*")
         .allowlist_type("rte_eth_(conf|dev_info|stats|rxconf|txconf|link)")

@@ -39,6 +39,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConntrackSection {
+    /// Track connections and apply the policy; false makes a stateless bridge.
+    pub enabled: bool,
     /// Connections each worker can track; a full table drops new connections.
     pub capacity: u32,
     /// Table slots the expiry sweep looks at per poll round.
@@ -60,7 +62,7 @@ pub struct ConntrackSection {
 
 impl Default for ConntrackSection {
     fn default() -> Self {
-        ConntrackSection { capacity: 65536, sweep_batch: 8, ftp: true, ftp_ports: vec![21], ftp_sessions: 1024, expectations: 256, expectation_timeout: 30, fragments: 1024, timeouts: Timeouts::default() }
+        ConntrackSection { enabled: true, capacity: 65536, sweep_batch: 8, ftp: true, ftp_ports: vec![21], ftp_sessions: 1024, expectations: 256, expectation_timeout: 30, fragments: 1024, timeouts: Timeouts::default() }
     }
 }
 

@@ -4,8 +4,11 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dataplane::config::{Config, Plan};
 use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
-use dataplane::stats::{PortTotals, WorkerCounters};
+use dataplane::checkpoint::CountingSink;
+use dataplane::firewall::Firewall;
+use dataplane::stats::{FwCounters, PortTotals, WorkerCounters};
 use dataplane::worker::{PortLane, Worker};
+use std::sync::Mutex;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,11 +87,20 @@ fn run() -> Result<()> {
         ports.push(port);
     }
 
+    let policy = Arc::new(plan.policy.clone());
+    let ct = &plan.config.conntrack;
     let workers: Vec<Worker> = plan
         .workers
         .iter()
         .enumerate()
-        .map(|(index, w)| Worker {
+        .map(|(index, w)| {
+            let fw_counters = Arc::new(FwCounters::default());
+            let firewall = ct.enabled.then(|| {
+                let alloc = dpdk::HugepageAlloc { socket: dpdk_socket() };
+                let sink = CountingSink { counters: fw_counters.clone() };
+                Mutex::new(Firewall::new(ct, policy.clone(), plan.port_bridge.clone(), dpdk::tsc_hz(), alloc, sink, fw_counters.clone()))
+            });
+            Worker {
             index,
             lcore: w.lcore,
             lanes: w.lanes.iter().map(|&lane| PortLane { lane, rx_port_id: ports[lane.rx_port].id(), tx_port_id: ports[lane.tx_port].id() }).collect(),
@@ -97,8 +109,14 @@ fn run() -> Result<()> {
             idle_polls: d.idle_polls,
             counters: WorkerCounters::new(ports.len()),
             quit: quit.clone(),
-        })
+            firewall,
+            fw_counters,
+        }})
         .collect();
+    if ct.enabled {
+        let bytes: usize = workers.iter().filter_map(|w| w.firewall.as_ref()).map(|f| f.lock().map(|f| f.table().bytes_allocated()).unwrap_or(0)).sum();
+        tracing::info!(capacity_per_worker = ct.capacity, table_bytes = bytes, bytes_per_conn = bytes / (ct.capacity as usize * workers.len()).max(1), ftp = ct.ftp, zones = plan.policy.zones.len(), rules = plan.policy.rules.len(), "connection tracking on");
+    }
 
     let started = Instant::now();
     let mut launched = Ok(());
@@ -121,7 +139,12 @@ fn run() -> Result<()> {
     for w in &workers {
         let t = totals(w);
         tracing::info!(worker = w.index, lcore = w.lcore, rx = t.rx, tx = t.tx, dropped = t.dropped, tx_full = t.tx_full, idle_polls = w.counters.idle_polls.get(), "worker summary");
+        if plan.config.conntrack.enabled {
+            tracing::info!(worker = w.index, "conntrack summary {} | {}", w.fw_counters.brief(), w.fw_counters.detail());
+        }
     }
+    // Tables live in DPDK's heap: free them before EAL goes.
+    drop(workers);
     drop(ports);
     drop(pool);
     drop(eal);
@@ -182,6 +205,11 @@ fn stats_line(tag: &str, plan: &Plan, ports: &[Port], workers: &[Worker], elapse
     let mut s = format!("{tag} elapsed={:.2}s rx={} tx={} dropped={} tx_full={}", elapsed.as_secs_f64(), all.rx, all.tx, all.dropped, all.tx_full);
     if let Some((rx, tx)) = rates {
         let _ = write!(s, " rx_mpps={rx:.3} tx_mpps={tx:.3}");
+    }
+    if plan.config.conntrack.enabled {
+        for w in workers {
+            let _ = write!(s, " | w{} {}", w.index, w.fw_counters.brief());
+        }
     }
     for (i, port) in ports.iter().enumerate() {
         let mut t = PortTotals::default();

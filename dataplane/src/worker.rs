@@ -1,9 +1,12 @@
 //! The poll-mode worker: one per lcore, owning its RX queues and one TX queue
 //! on every port. It shares nothing with other workers.
 
+use crate::checkpoint::CountingSink;
 use crate::config::Lane;
-use crate::dpdk::{LcoreTask, MbufBurst};
-use crate::stats::WorkerCounters;
+use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
+use crate::firewall::{Firewall, Verdict};
+use crate::stats::{FwCounters, WorkerCounters};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +28,19 @@ pub struct Worker {
     pub idle_polls: u32,
     pub counters: WorkerCounters,
     pub quit: Arc<AtomicBool>,
+    /// The worker's connection tracker; None bridges without state
+    /// (`conntrack.enabled = false`). The mutex is taken once, when the worker
+    /// starts, never per packet: it only hands the tracker to the lcore thread.
+    pub firewall: Option<Mutex<WorkerFirewall>>,
+    pub fw_counters: Arc<FwCounters>,
 }
+
+pub type WorkerFirewall = Firewall<CountingSink, HugepageAlloc>;
 
 impl Worker {
     /// One poll round over every lane; returns the packets received.
     #[inline]
-    fn poll_once(&self, burst: &mut MbufBurst) -> usize {
+    fn poll_once(&self, burst: &mut MbufBurst, mut fw: Option<&mut WorkerFirewall>) -> usize {
         let mut got = 0;
         for pl in &self.lanes {
             let n = burst.rx(pl.rx_port_id, pl.lane.rx_queue, self.burst);
@@ -38,8 +48,16 @@ impl Worker {
                 continue;
             }
             got += n;
-            let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
             let rxc = &self.counters.ports[pl.lane.rx_port];
+            if let Some(fw) = fw.as_deref_mut() {
+                let now = rdtsc();
+                let port = pl.lane.rx_port;
+                let dropped = burst.retain(|_, frame| fw.process(frame, port, now) == Verdict::Forward);
+                if dropped != 0 {
+                    rxc.dropped.add(dropped as u64);
+                }
+            }
+            let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
             let txc = &self.counters.ports[pl.lane.tx_port];
             rxc.rx.add(n as u64);
             txc.tx.add(out.sent as u64);
@@ -57,10 +75,15 @@ impl LcoreTask for Worker {
         tracing::info!(worker = self.index, lcore = self.lcore, lanes = self.lanes.len(), "worker polling");
         let mut burst = MbufBurst::new();
         let mut idle = 0u32;
+        let mut guard = self.firewall.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         // Relaxed is enough: the flag carries no data, and the main thread joins
         // the lcore (rte_eal_mp_wait_lcore) before it reads anything we wrote.
         while !self.quit.load(Ordering::Relaxed) {
-            if self.poll_once(&mut burst) != 0 {
+            let got = self.poll_once(&mut burst, guard.as_deref_mut());
+            if let Some(fw) = guard.as_deref_mut() {
+                fw.housekeeping(rdtsc());
+            }
+            if got != 0 {
                 idle = 0;
                 continue;
             }

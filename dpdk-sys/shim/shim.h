@@ -12,6 +12,7 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_malloc.h>
 #include <rte_bus_vdev.h>
 #include <rte_telemetry.h>
 #include <rte_version.h>

@@ -43,3 +43,10 @@ pub fn tsc_hz() -> u64 {
     // SAFETY: valid after rte_eal_init.
     unsafe { dpdk_sys::rte_get_tsc_hz() }
 }
+
+/// The time-stamp counter: the packet path's clock (no system call).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: reads the TSC; no memory is touched.
+    unsafe { dpdk_sys::lz_rte_rdtsc() }
+}
