@@ -34,6 +34,9 @@ lz_cleanup() {
     for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p; do
         ip link del "$l" 2>/dev/null || true
     done
+    # A dataplane that died leaves its hugepage files and runtime directory.
+    rm -f /dev/hugepages/lz${LZ_ID}map_* 2>/dev/null || true
+    rm -rf "/var/run/dpdk/lz$LZ_ID" 2>/dev/null || true
     [ -n "${LZ_KEEP_WORK:-}" ] || rm -rf "$LZ_WORK"
     return $rc
 }
@@ -82,8 +85,13 @@ lz_wait_path() {
     lz_fail "client cannot reach the server through the dataplane after 20 tries"
 }
 
-# Writes the dataplane config for the two taps; extra TOML lines from $1.
+# Writes the dataplane config for the two taps; extra [dataplane] lines from $1,
+# extra top-level TOML (zones, rules, [conntrack]) from $2; port zones from
+# LZ_CLIENT_ZONE / LZ_SERVER_ZONE.
 lz_config() {
+    local czone= szone=
+    [ -z "${LZ_CLIENT_ZONE:-}" ] || czone="zone = \"$LZ_CLIENT_ZONE\""
+    [ -z "${LZ_SERVER_ZONE:-}" ] || szone="zone = \"$LZ_SERVER_ZONE\""
     cat > "$LZ_WORK/dataplane.toml" <<TOML
 [dataplane]
 stats_interval_ms = 1000
@@ -95,10 +103,12 @@ ${1:-}
 [[port]]
 name = "client"
 device = "net_tap0"
+$czone
 
 [[port]]
 name = "server"
 device = "net_tap1"
+$szone
 
 [[bridge]]
 ports = ["client", "server"]
@@ -106,6 +116,8 @@ ports = ["client", "server"]
 [[worker]]
 lcore = 1
 rx = ["client:0", "server:0"]
+
+${2:-}
 TOML
 }
 
