@@ -398,6 +398,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let plan = Config::parse(include_str!("../../config/lazarus.toml"), "config/lazarus.toml").unwrap();
+        assert_eq!(plan.policy.rules.len(), 1);
+        assert_eq!(plan.policy.port_zone, vec![Some(1), Some(0)]);
+    }
+
+    #[test]
     fn unbridged_port_is_refused() {
         let e = err(&GOOD.replace("[[bridge]]\n        ports = [\"client\", \"server\"]", ""));
         assert!(e.contains("in no bridge"), "{e}");
