@@ -1,0 +1,362 @@
+//! Functional tests of the delta ring and the segment header.
+
+mod common;
+
+use common::Buf;
+use proptest::prelude::*;
+use shm_layout::*;
+use std::collections::VecDeque;
+
+fn rings(workers: u32, slots: u32) -> (Buf, RingsSegment) {
+    let geom = RingsGeometry { workers, slots_per_ring: slots };
+    let buf = Buf::new(geom.segment_bytes() as usize);
+    // SAFETY: buf is page-aligned, zeroed, exclusively ours, and outlives the
+    // segment (callers keep the pair together and drop the segment first).
+    let seg = unsafe { RingsSegment::format(buf.ptr(), buf.len(), geom) }.unwrap();
+    (buf, seg)
+}
+
+fn payload_for(seq: u64) -> Vec<u8> {
+    let len = (seq % (DELTA_PAYLOAD_MAX as u64 + 1)) as usize;
+    (0..len).map(|i| (seq as u8).wrapping_add(i as u8).wrapping_mul(31)).collect()
+}
+
+#[test]
+fn push_publish_drain_round_trip() {
+    let (_buf, seg) = rings(2, 64);
+    let mut p = seg.producer(1).unwrap();
+    let mut c = seg.consumer(1).unwrap();
+    p.try_push(7, module::TCP, delta_kind::PORTION, 3, b"hello").unwrap();
+    p.try_push(7, 0, delta_kind::DELETE, 4, &[]).unwrap();
+    // Not published yet: the consumer sees nothing.
+    assert_eq!(c.lag(), 0);
+    assert_eq!(c.drain(100, |_| panic!("unpublished record applied")), DrainReport::default());
+    p.publish();
+    assert_eq!(c.lag(), 2);
+    let mut got = Vec::new();
+    let r = c.drain(100, |d| got.push((d.seq, d.conn_id, d.module, d.kind, d.version, d.payload.to_vec())));
+    assert_eq!(r, DrainReport { applied: 2, torn: 0 });
+    assert_eq!(
+        got,
+        vec![
+            (0, 7, module::TCP, delta_kind::PORTION, 3, b"hello".to_vec()),
+            (1, 7, 0, delta_kind::DELETE, 4, vec![]),
+        ]
+    );
+    let st = seg.status(1);
+    assert_eq!((st.head, st.tail, st.torn, st.applied), (2, 2, 0, 2));
+    assert_eq!(seg.status(0).head, 0);
+}
+
+#[test]
+fn full_ring_is_detected_and_space_returns() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    for i in 0..64 {
+        p.try_push(i, 1, delta_kind::PORTION, i, &[1; 48]).unwrap();
+    }
+    assert_eq!(p.try_push(99, 1, delta_kind::PORTION, 0, &[1; 48]), Err(PushError::Full));
+    assert_eq!(p.free_slots(), 0);
+    p.publish();
+    assert_eq!(c.drain(10, |_| {}).applied, 10);
+    assert_eq!(p.free_slots(), 10);
+    for i in 0..10 {
+        p.try_push(100 + i, 1, delta_kind::PORTION, 0, &[2; 48]).unwrap();
+    }
+    assert_eq!(p.try_push(99, 1, delta_kind::PORTION, 0, &[]), Err(PushError::Full));
+}
+
+#[test]
+fn oversized_payload_is_a_typed_error() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    p.try_push(1, 4, delta_kind::PORTION, 1, &[0; DELTA_PAYLOAD_MAX]).unwrap();
+    assert_eq!(
+        p.try_push(1, 4, delta_kind::PORTION, 1, &[0; DELTA_PAYLOAD_MAX + 1]),
+        Err(PushError::TooLarge { len: DELTA_PAYLOAD_MAX + 1 })
+    );
+    assert_eq!(p.position(), 1, "a refused record takes no slot");
+}
+
+#[test]
+fn torn_record_is_skipped_and_the_next_applied() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    // Leave stale bytes in the slot the torn record will use (next lap).
+    for i in 0..64 {
+        p.try_push(i, 1, delta_kind::PORTION, 1, &[0xee; 64]).unwrap();
+    }
+    p.publish();
+    assert_eq!(c.drain(64, |_| {}).applied, 64);
+    // A producer killed halfway through a 64-byte payload ...
+    p.test_push_torn(42, 1, delta_kind::PORTION, 9, &[0x11; 64], 32).unwrap();
+    // ... and, after it, a complete record.
+    p.try_push(43, 1, delta_kind::PORTION, 10, &[0x22; 64]).unwrap();
+    // Advance head past both by hand (a real producer would never publish the
+    // torn one: head is stored only by publish).
+    p.publish();
+    let mut applied = Vec::new();
+    let r = c.drain(16, |d| applied.push((d.conn_id, d.version, d.payload.to_vec())));
+    assert_eq!(r, DrainReport { applied: 1, torn: 1 });
+    assert_eq!(applied, vec![(43, 10, vec![0x22; 64])]);
+    assert_eq!(seg.status(0).torn, 1);
+    assert_eq!(c.lag(), 0);
+}
+
+#[test]
+fn stale_slot_from_previous_lap_is_skipped() {
+    let (_buf, seg) = rings(1, 64);
+    let mut c = seg.consumer(0).unwrap();
+    {
+        let mut p = seg.producer(0).unwrap();
+        p.try_push(1, 1, delta_kind::PORTION, 1, b"lap0").unwrap();
+        p.publish();
+    }
+    assert_eq!(c.drain(1, |_| {}).applied, 1);
+    // A head one lap ahead: slot 1..64 are never-written (seq 0, checksum 0)
+    // and slot 0 holds seq 0, not 64.
+    seg.test_force_head(0, 65);
+    let r = c.drain(1000, |_| panic!("stale record applied"));
+    assert_eq!(r.torn, 64);
+}
+
+#[test]
+fn producer_and_consumer_resume_where_published() {
+    let (_buf, seg) = rings(1, 64);
+    {
+        let mut p = seg.producer(0).unwrap();
+        for i in 0..5 {
+            p.try_push(i, 1, delta_kind::PORTION, i, &[i as u8]).unwrap();
+        }
+        p.publish();
+        // Pushed but never published: lost with the producer, as designed.
+        p.try_push(99, 1, delta_kind::PORTION, 99, &[99]).unwrap();
+    }
+    {
+        let mut c = seg.consumer(0).unwrap();
+        assert_eq!(c.drain(2, |_| {}).applied, 2);
+    }
+    let mut p = seg.producer(0).unwrap();
+    assert_eq!(p.position(), 5);
+    p.try_push(5, 1, delta_kind::PORTION, 5, &[5]).unwrap();
+    p.publish();
+    let mut c = seg.consumer(0).unwrap();
+    assert_eq!(c.position(), 2);
+    let mut ids = Vec::new();
+    c.drain(100, |d| ids.push(d.conn_id));
+    assert_eq!(ids, vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn one_producer_and_one_consumer_per_ring() {
+    let (_buf, seg) = rings(2, 64);
+    let p = seg.producer(0).unwrap();
+    assert!(matches!(seg.producer(0), Err(LayoutError::RingInUse { worker: 0, role: "producer" })));
+    assert!(seg.producer(1).is_ok());
+    drop(p);
+    assert!(seg.producer(0).is_ok());
+    let _c = seg.consumer(0).unwrap();
+    assert!(matches!(seg.consumer(0), Err(LayoutError::RingInUse { .. })));
+    assert!(matches!(seg.producer(2), Err(LayoutError::NoSuchRing { worker: 2, workers: 2 })));
+}
+
+#[test]
+fn heartbeat_and_resync() {
+    let (_buf, seg) = rings(2, 64);
+    assert_eq!(seg.heartbeat(), Heartbeat::default());
+    let now = monotonic_ns();
+    seg.beat(1234, now);
+    assert_eq!(seg.heartbeat(), Heartbeat { pid: 1234, monotonic_ns: now });
+    let p = seg.producer(1).unwrap();
+    assert_eq!(p.resync_epoch(), 0);
+    seg.request_resync(1);
+    assert_eq!(p.resync_epoch(), 1);
+    assert_eq!(seg.status(1).resync_epoch, 1);
+    assert_eq!(seg.status(0).resync_epoch, 0);
+}
+
+#[test]
+fn geometry_is_checked() {
+    for (w, s) in [(0, 64), (1, 32), (1, 100), (2000, 64)] {
+        let geom = RingsGeometry { workers: w, slots_per_ring: s };
+        assert!(matches!(geom.validate(), Err(LayoutError::BadGeometry(_))), "{geom:?}");
+    }
+    let g = RingsGeometry { workers: 2, slots_per_ring: 64 };
+    assert_eq!(g.segment_bytes(), 4096 + 2 * (512 + 64 * 256));
+}
+
+#[test]
+fn version_mismatch_is_refused_with_advice() {
+    let (buf, seg) = rings(1, 64);
+    drop(seg);
+    // SAFETY: byte 8..12 is the layout version; the buffer is ours.
+    unsafe { buf.ptr().add(8).cast::<u32>().write(LAYOUT_VERSION + 1) };
+    // SAFETY: as in rings().
+    let err = unsafe { RingsSegment::attach(buf.ptr(), buf.len()) }.unwrap_err();
+    assert!(matches!(err, LayoutError::VersionMismatch { found, expected } if found == LAYOUT_VERSION + 1 && expected == LAYOUT_VERSION));
+    let msg = err.to_string();
+    assert!(msg.contains("another Lazarus build") && msg.contains("remove the segment files"), "{msg}");
+}
+
+#[test]
+fn truncated_segment_is_refused() {
+    let (buf, seg) = rings(2, 64);
+    drop(seg);
+    let short = buf.len() - 256;
+    // SAFETY: a prefix of our buffer.
+    let err = unsafe { RingsSegment::attach(buf.ptr(), short) }.unwrap_err();
+    assert!(matches!(err, LayoutError::Truncated { len, needed } if len == short as u64 && needed == buf.len() as u64), "{err}");
+    // SAFETY: as above.
+    let err = unsafe { RingsSegment::attach(buf.ptr(), 100) }.unwrap_err();
+    assert!(matches!(err, LayoutError::Truncated { .. }));
+}
+
+#[test]
+fn bad_magic_wrong_kind_and_scribbled_header() {
+    let buf = Buf::new(8192);
+    // SAFETY: zeroed buffer of ours.
+    let err = unsafe { RingsSegment::attach(buf.ptr(), buf.len()) }.unwrap_err();
+    assert!(matches!(err, LayoutError::BadMagic { .. }), "{err}");
+
+    let geom = StoreGeometry { conn_capacity: 4, ftp_capacity: 1 };
+    let sbuf = Buf::new(geom.segment_bytes() as usize);
+    // SAFETY: ours, aligned, big enough.
+    drop(unsafe { StoreSegment::format(sbuf.ptr(), sbuf.len(), geom) }.unwrap());
+    // SAFETY: as above.
+    let err = unsafe { RingsSegment::attach(sbuf.ptr(), sbuf.len()) }.unwrap_err();
+    assert!(matches!(err, LayoutError::WrongKind { found: 2, expected: 1 }), "{err}");
+
+    // SAFETY: byte 32 is geom_a (conn capacity); the buffer is ours.
+    unsafe { sbuf.ptr().add(32).write(9) };
+    // SAFETY: as above.
+    let err = unsafe { StoreSegment::attach(sbuf.ptr(), sbuf.len()) }.unwrap_err();
+    assert!(matches!(err, LayoutError::BadGeometry(ref m) if m.contains("checksum")), "{err}");
+}
+
+#[test]
+fn file_backed_segment_survives_reopen() {
+    let dir = common::temp_dir("rings");
+    let path = dir.join("rings");
+    let geom = RingsGeometry { workers: 2, slots_per_ring: 128 };
+    {
+        let seg = RingsSegment::create_file(&path, geom).unwrap();
+        let mut p = seg.producer(1).unwrap();
+        p.try_push(5, 0, delta_kind::PORTION, 1, b"kept").unwrap();
+        p.publish();
+    }
+    let seg = RingsSegment::open_file(&path).unwrap();
+    assert_eq!(seg.geometry(), geom);
+    let mut c = seg.consumer(1).unwrap();
+    let mut got = Vec::new();
+    c.drain(10, |d| got.push(d.payload.to_vec()));
+    assert_eq!(got, vec![b"kept".to_vec()]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(u8),
+    Publish,
+    Drain(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => any::<u8>().prop_map(Op::Push),
+        2 => Just(Op::Publish),
+        2 => (0u32..80).prop_map(Op::Drain),
+    ]
+}
+
+proptest! {
+    /// The ring against a VecDeque: nothing lost, order kept, full detected
+    /// exactly when 64 records are pushed and not yet drained.
+    #[test]
+    fn ring_matches_a_queue(ops in proptest::collection::vec(op(), 1..600)) {
+        let (_buf, seg) = rings(1, 64);
+        let mut p = seg.producer(0).unwrap();
+        let mut c = seg.consumer(0).unwrap();
+        let mut published: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut next_id = 0u64;
+        for op in ops {
+            match op {
+                Op::Push(len) => {
+                    let len = len as usize % (DELTA_PAYLOAD_MAX + 1);
+                    let payload: Vec<u8> = (0..len).map(|i| (next_id as u8) ^ (i as u8)).collect();
+                    let in_ring = published.len() + pending.len();
+                    match p.try_push(next_id, (next_id % 5) as u8, delta_kind::PORTION, next_id, &payload) {
+                        Ok(()) => {
+                            prop_assert!(in_ring < 64);
+                            pending.push((next_id, payload));
+                            next_id += 1;
+                        }
+                        Err(PushError::Full) => prop_assert_eq!(in_ring, 64),
+                        Err(e) => prop_assert!(false, "{e}"),
+                    }
+                }
+                Op::Publish => {
+                    p.publish();
+                    published.extend(pending.drain(..));
+                }
+                Op::Drain(max) => {
+                    let mut got = Vec::new();
+                    let r = c.drain(max, |d| got.push((d.conn_id, d.payload.to_vec())));
+                    prop_assert_eq!(r.torn, 0);
+                    let want: Vec<_> = published.drain(..(max as usize).min(published.len())).collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            prop_assert_eq!(c.lag(), published.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn two_thread_stress() {
+    const N: u64 = if cfg!(debug_assertions) { 300_000 } else { 2_000_000 };
+    let (_buf, seg) = rings(1, 1024);
+    std::thread::scope(|s| {
+        let seg = &seg;
+        s.spawn(move || {
+            let mut p = seg.producer(0).unwrap();
+            let mut seq = 0;
+            while seq < N {
+                let payload = payload_for(seq);
+                match p.try_push(seq, (seq % 5) as u8, delta_kind::PORTION, seq * 3, &payload) {
+                    Ok(()) => {
+                        seq += 1;
+                        if seq % 32 == 0 {
+                            p.publish();
+                        }
+                    }
+                    Err(PushError::Full) => {
+                        p.publish();
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            p.publish();
+        });
+        let mut c = seg.consumer(0).unwrap();
+        let mut expect = 0u64;
+        while expect < N {
+            let r = c.drain(256, |d| {
+                assert_eq!(d.seq, expect);
+                assert_eq!(d.conn_id, expect);
+                assert_eq!(d.version, expect * 3);
+                assert_eq!(d.module, (expect % 5) as u8);
+                assert_eq!(d.payload, &payload_for(expect)[..]);
+                expect += 1;
+            });
+            assert_eq!(r.torn, 0);
+            if r.applied == 0 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    assert_eq!(seg.status(0).applied, N);
+}
