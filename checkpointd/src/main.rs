@@ -1,1 +1,312 @@
-fn main(){}
+//! `lazarus-checkpointd --config FILE`: owns the shared-memory segments,
+//! drains every worker's delta ring into the connection store, answers the
+//! control socket. Runs in the foreground and logs to stderr.
+//!
+//! docs/CHECKPOINT.md describes the segments, the protocol and the crash
+//! cases; docs/CONFIG.md the `[checkpoint]` keys.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod control;
+mod store;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use shm_layout::{
+    choose_segment_dir, monotonic_ns, DirChoice, RingsGeometry, RingsSegment, StoreGeometry, StoreSegment,
+    RINGS_FILE, STORE_FILE,
+};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+#[derive(Parser, Debug)]
+#[command(name = "lazarus-checkpointd", version, about = "Lazarus checkpoint daemon (always in the foreground)")]
+struct Args {
+    /// The Lazarus TOML file (the dataplane's); checkpointd reads [checkpoint],
+    /// the [[worker]] count and conntrack.capacity.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Exit code when `checkpoint.enabled = false`.
+const EXIT_DISABLED: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let cfg = config::Config::load(&args.config)?;
+    let ck = &cfg.checkpoint;
+    if !ck.enabled {
+        error!(
+            "{}: checkpoint.enabled = false: the dataplane runs without checkpointd, so there is nothing \
+             to do; set it to true to checkpoint connections",
+            args.config.display()
+        );
+        return Ok(ExitCode::from(EXIT_DISABLED));
+    }
+
+    let (dir, choice) = choose_segment_dir(&ck.dir).context("no directory for the segments")?;
+    match choice {
+        DirChoice::Hugetlbfs => {}
+        DirChoice::ExistingNotHugetlbfs => warn!(
+            "{} is not on hugetlbfs: the segments use normal pages (fine on tmpfs; on a disk \
+             filesystem every store write may reach the disk)",
+            dir.display()
+        ),
+        DirChoice::Fallback => warn!(
+            "{} does not exist and its parent is not on hugetlbfs (mount hugetlbfs, e.g. on /dev/hugepages); \
+             using {} instead, where the dataplane will look too",
+            ck.dir.display(),
+            dir.display()
+        ),
+    }
+    let _lock = lock_dir(&dir)?;
+
+    let rings_geom = RingsGeometry { workers: cfg.workers, slots_per_ring: ck.ring_slots };
+    let store_geom = StoreGeometry { conn_capacity: cfg.store_capacity, ftp_capacity: ck.ftp_capacity };
+    let (rings, rings_existed) = open_rings(&dir, rings_geom)?;
+    let (store_seg, store_created) = open_store(&dir, store_geom)?;
+    if store_created && rings_existed {
+        for w in 0..rings_geom.workers {
+            rings.request_resync(w);
+        }
+        warn!(
+            "the store was lost while the rings survived: asked all {} worker(s) for a full resync",
+            rings_geom.workers
+        );
+    }
+    let hugetlbfs = rings.file().is_some_and(|f| f.hugetlbfs());
+    let (mut store, rebuilt) = store::Store::rebuild(store_seg);
+    if rebuilt.bad_portions + rebuilt.dropped_records + rebuilt.orphan_ftp > 0 {
+        warn!(
+            "store scan: dropped {} portion(s) failing their checksum, {} empty or duplicate record(s), \
+             {} orphan FTP record(s); their deltas are re-applied from the rings if still there",
+            rebuilt.bad_portions, rebuilt.dropped_records, rebuilt.orphan_ftp
+        );
+    }
+    info!(
+        "checkpointd {}: {} ring(s) x {} slots ({} MiB), store {} conns + {} ftp ({} MiB, {} B/conn), \
+         {} connection(s) and {} ftp portion(s) restored from the store, dir {} (hugetlbfs: {hugetlbfs})",
+        std::process::id(),
+        rings_geom.workers,
+        rings_geom.slots_per_ring,
+        rings_geom.segment_bytes() >> 20,
+        store_geom.conn_capacity,
+        store_geom.ftp_capacity,
+        store_geom.segment_bytes() >> 20,
+        std::mem::size_of::<shm_layout::ConnRecord>(),
+        rebuilt.conns,
+        rebuilt.ftp,
+        dir.display()
+    );
+
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&term)).context("cannot install signal handlers")?;
+    }
+
+    let rings = Arc::new(rings);
+    let (req_tx, req_rx) = mpsc::channel();
+    let listener = control::bind(&ck.control_socket)?;
+    let control = control::Control {
+        rings: Arc::clone(&rings),
+        stats: Arc::clone(&store.stats),
+        facts: control::Facts {
+            dir: dir.clone(),
+            hugetlbfs,
+            capacity: store_geom.conn_capacity,
+            ftp_capacity: store_geom.ftp_capacity,
+            segment_bytes: store_geom.segment_bytes(),
+            rings_bytes: rings_geom.segment_bytes(),
+            bytes_per_conn: std::mem::size_of::<shm_layout::ConnRecord>() as u64,
+            generation: store.segment().generation(),
+        },
+        started: Instant::now(),
+        requests: req_tx,
+    };
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control.serve(listener))
+        .context("cannot start the control thread")?;
+    info!("control socket {}", ck.control_socket.display());
+
+    let totals = drain_loop(&rings, &mut store, ck, &term, &req_rx)?;
+    let _ = std::fs::remove_file(&ck.control_socket);
+    info!(
+        "checkpointd exiting on signal: {} delta(s) applied, {} torn, {} connection(s) stored, {} store-full \
+         drop(s); segments kept in {}",
+        totals.applied,
+        totals.torn,
+        store.stats.conns.load(Ordering::Relaxed),
+        store.stats.full_drops.load(Ordering::Relaxed),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Default)]
+struct Totals {
+    applied: u64,
+    torn: u64,
+}
+
+fn drain_loop(
+    rings: &RingsSegment,
+    store: &mut store::Store,
+    ck: &config::CheckpointSection,
+    term: &AtomicBool,
+    requests: &mpsc::Receiver<control::ConnsRequest>,
+) -> anyhow::Result<Totals> {
+    let workers = rings.geometry().workers;
+    let mut consumers = (0..workers).map(|w| rings.consumer(w)).collect::<Result<Vec<_>, _>>()?;
+    let pid = std::process::id();
+    let idle = Duration::from_micros(ck.idle_sleep_us);
+    let mut totals = Totals::default();
+    let mut last_drop_log = Instant::now() - Duration::from_secs(2);
+    let mut logged_drops = 0u64;
+    loop {
+        // Read before the pass: a signal that arrives during it still gets
+        // the pass finished (and its tails published) before we leave.
+        let stop = term.load(Ordering::Relaxed);
+        let mut busy = false;
+        for (w, c) in consumers.iter_mut().enumerate() {
+            let r = c.drain(ck.drain_batch, |d| {
+                store.apply(d, w as u16);
+            });
+            if r.torn > 0 {
+                warn!("ring {w}: skipped {} torn record(s) (checksum or sequence mismatch)", r.torn);
+            }
+            totals.applied += u64::from(r.applied);
+            totals.torn += u64::from(r.torn);
+            busy |= r.applied + r.torn > 0;
+        }
+        rings.beat(pid, monotonic_ns());
+        while let Ok(req) = requests.try_recv() {
+            let (list, total) = store.list(req.limit);
+            let truncated = list.len() < total;
+            let _ = req.reply.send(serde_json::json!({"conns": list, "total": total, "truncated": truncated}));
+        }
+        let drops = store.stats.full_drops.load(Ordering::Relaxed) + store.stats.ftp_full_drops.load(Ordering::Relaxed);
+        if drops != logged_drops && last_drop_log.elapsed() >= Duration::from_secs(1) {
+            warn!(
+                "store full: {} new connection(s) and {} ftp portion(s) dropped so far; raise \
+                 checkpoint.store_capacity / ftp_capacity",
+                store.stats.full_drops.load(Ordering::Relaxed),
+                store.stats.ftp_full_drops.load(Ordering::Relaxed)
+            );
+            logged_drops = drops;
+            last_drop_log = Instant::now();
+        }
+        if stop {
+            return Ok(totals);
+        }
+        if !busy && !idle.is_zero() {
+            std::thread::sleep(idle);
+        }
+    }
+}
+
+/// One checkpointd per directory: an flock held for the process's life.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("checkpointd.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match shm_layout::try_lock_exclusive(&f) {
+        Ok(true) => {}
+        Ok(false) => bail!("{}: another checkpointd owns this segment directory; stop it first", dir.display()),
+        Err(e) => warn!("cannot lock {} ({e}); make sure only one checkpointd uses {}", path.display(), dir.display()),
+    }
+    Ok(f)
+}
+
+fn remove_advice(dir: &Path) -> String {
+    format!(
+        "stop the dataplane and checkpointd, remove {} and {} (the connections they hold are lost), then \
+         start checkpointd again",
+        dir.join(RINGS_FILE).display(),
+        dir.join(STORE_FILE).display()
+    )
+}
+
+/// Creates a segment under a temporary name and renames it into place, so a
+/// crash in the middle never leaves a half-formatted file under the real name.
+fn create_atomically<T>(path: &Path, create: impl FnOnce(&Path) -> Result<T, shm_layout::LayoutError>) -> anyhow::Result<T> {
+    let tmp = path.with_extension("new");
+    let seg = create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(seg)
+}
+
+fn open_rings(dir: &Path, geom: RingsGeometry) -> anyhow::Result<(RingsSegment, bool)> {
+    let path = dir.join(RINGS_FILE);
+    if !path.exists() {
+        let seg = create_atomically(&path, |p| RingsSegment::create_file(p, geom))?;
+        info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
+        return Ok((seg, false));
+    }
+    let seg = RingsSegment::open_file(&path).with_context(|| format!("rings segment {}", path.display()))?;
+    let found = seg.geometry();
+    if found != geom {
+        bail!(
+            "rings segment {}: holds {} ring(s) of {} slots but the config asks for {} of {} \
+             ([[worker]] count, checkpoint.ring_slots): {}",
+            path.display(),
+            found.workers,
+            found.slots_per_ring,
+            geom.workers,
+            geom.slots_per_ring,
+            remove_advice(dir)
+        );
+    }
+    info!("attached {} (generation {:016x})", path.display(), seg.generation());
+    Ok((seg, true))
+}
+
+fn open_store(dir: &Path, geom: StoreGeometry) -> anyhow::Result<(StoreSegment, bool)> {
+    let path = dir.join(STORE_FILE);
+    if !path.exists() {
+        let seg = create_atomically(&path, |p| StoreSegment::create_file(p, geom))?;
+        info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
+        return Ok((seg, true));
+    }
+    let seg = StoreSegment::open_file(&path).with_context(|| format!("store segment {}", path.display()))?;
+    let found = seg.geometry();
+    if found != geom {
+        bail!(
+            "store segment {}: holds {} connections + {} ftp records but the config asks for {} + {} \
+             (checkpoint.store_capacity, ftp_capacity): {}",
+            path.display(),
+            found.conn_capacity,
+            found.ftp_capacity,
+            geom.conn_capacity,
+            geom.ftp_capacity,
+            remove_advice(dir)
+        );
+    }
+    info!("attached {} (generation {:016x})", path.display(), seg.generation());
+    Ok((seg, false))
+}

@@ -30,8 +30,12 @@ mod ring;
 mod store;
 
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
-pub use mapped::{is_hugetlbfs, MappedFile, HUGEPAGE_BYTES};
+pub use mapped::{
+    choose_segment_dir, find_segment_dir, is_hugetlbfs, try_lock_exclusive, DirChoice, MappedFile, FALLBACK_DIR,
+    HUGEPAGE_BYTES,
+};
 pub use ring::{
+    RINGS_FILE, STORE_FILE,
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
     RingsGeometry, RingsSegment, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES,
     RING_CTRL_BYTES,

@@ -141,3 +141,62 @@ fn reserve(file: &File, len: u64) -> std::io::Result<()> {
         _ => Err(e),
     }
 }
+
+/// Where segments go when `checkpoint.dir` cannot be used.
+pub const FALLBACK_DIR: &str = "/dev/shm/lazarus";
+
+/// How checkpointd settled on its segment directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirChoice {
+    /// The configured directory, on hugetlbfs.
+    Hugetlbfs,
+    /// The configured directory exists but is not on hugetlbfs: used as is
+    /// (normal pages; still shared memory when it is a tmpfs).
+    ExistingNotHugetlbfs,
+    /// The configured directory did not exist and its parent is not on
+    /// hugetlbfs (or it could not be created): [`FALLBACK_DIR`].
+    Fallback,
+}
+
+/// checkpointd's choice of segment directory, creating it when needed:
+/// 1. `configured` already exists as a directory: use it (hugetlbfs or not);
+/// 2. its parent is on hugetlbfs: create it and use it;
+/// 3. otherwise [`FALLBACK_DIR`] (created).
+///
+/// The dataplane finds the same directory with [`find_segment_dir`].
+pub fn choose_segment_dir(configured: &Path) -> Result<(PathBuf, DirChoice), LayoutError> {
+    if configured.is_dir() {
+        let choice = if is_hugetlbfs(configured) { DirChoice::Hugetlbfs } else { DirChoice::ExistingNotHugetlbfs };
+        return Ok((configured.to_path_buf(), choice));
+    }
+    if configured.parent().is_some_and(is_hugetlbfs) && std::fs::create_dir_all(configured).is_ok() {
+        return Ok((configured.to_path_buf(), DirChoice::Hugetlbfs));
+    }
+    let fallback = Path::new(FALLBACK_DIR);
+    std::fs::create_dir_all(fallback).map_err(|e| io_err(fallback, e))?;
+    Ok((fallback.to_path_buf(), DirChoice::Fallback))
+}
+
+/// The dataplane's view: the directory whose `rings` file checkpointd
+/// created, `configured` first, then [`FALLBACK_DIR`]; None when neither has
+/// one (checkpointd not started yet).
+pub fn find_segment_dir(configured: &Path) -> Option<PathBuf> {
+    [configured, Path::new(FALLBACK_DIR)].into_iter().find(|d| d.join("rings").is_file()).map(Path::to_path_buf)
+}
+
+/// Takes a non-blocking exclusive `flock` on `file`: Ok(true) when taken,
+/// Ok(false) when another process holds it. Released when the file closes.
+pub fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is owned by `file`, open for the duration of the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

@@ -686,3 +686,8 @@ impl DeltaConsumer<'_> {
         self.tail
     }
 }
+
+/// File name of the rings segment inside the segment directory.
+pub const RINGS_FILE: &str = "rings";
+/// File name of the store segment inside the segment directory.
+pub const STORE_FILE: &str = "store";

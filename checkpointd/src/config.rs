@@ -1,0 +1,163 @@
+//! checkpointd reads the dataplane's TOML file: leniently at the top level
+//! (the dataplane's tables are not its business) and strictly inside
+//! `[checkpoint]`, its own section.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: {key}: {reason}")]
+    Invalid { path: String, key: String, reason: String },
+}
+
+/// The parts of the file checkpointd looks at.
+#[derive(Debug, Deserialize)]
+struct File {
+    #[serde(default)]
+    checkpoint: CheckpointSection,
+    #[serde(default)]
+    worker: Vec<toml::Value>,
+    #[serde(default)]
+    conntrack: Conntrack,
+}
+
+#[derive(Debug, Deserialize)]
+struct Conntrack {
+    #[serde(default = "default_conntrack_capacity")]
+    capacity: u64,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack { capacity: default_conntrack_capacity() }
+    }
+}
+
+fn default_conntrack_capacity() -> u64 {
+    65536
+}
+
+/// `[checkpoint]`, every key documented in docs/CONFIG.md.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    pub ring_slots: u32,
+    pub store_capacity: u64,
+    pub ftp_capacity: u32,
+    pub control_socket: PathBuf,
+    pub drain_batch: u32,
+    pub attach_timeout_ms: u64,
+    pub idle_sleep_us: u64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            enabled: true,
+            dir: PathBuf::from("/dev/hugepages/lazarus"),
+            ring_slots: 65536,
+            store_capacity: 0,
+            ftp_capacity: 4096,
+            control_socket: PathBuf::from("/run/lazarus/checkpointd.sock"),
+            drain_batch: 1024,
+            attach_timeout_ms: 5000,
+            idle_sleep_us: 50,
+        }
+    }
+}
+
+/// What checkpointd runs with, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub checkpoint: CheckpointSection,
+    /// Number of `[[worker]]` entries: one ring each.
+    pub workers: u32,
+    /// Connection records in the store.
+    pub store_capacity: u32,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let file: File =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let invalid = |key: &str, reason: String| ConfigError::Invalid { path: path.into(), key: key.into(), reason };
+        let c = file.checkpoint;
+        if file.worker.is_empty() {
+            return Err(invalid("worker", "no [[worker]] entries: checkpointd needs one ring per dataplane worker".into()));
+        }
+        let workers = u32::try_from(file.worker.len()).map_err(|_| invalid("worker", "too many workers".into()))?;
+        if !c.ring_slots.is_power_of_two() || !(64..=1 << 24).contains(&c.ring_slots) {
+            return Err(invalid("checkpoint.ring_slots", format!("{} is not a power of two in 64..=16777216", c.ring_slots)));
+        }
+        let store_capacity = if c.store_capacity == 0 {
+            file.conntrack.capacity.saturating_mul(u64::from(workers))
+        } else {
+            c.store_capacity
+        };
+        let store_capacity = u32::try_from(store_capacity)
+            .ok()
+            .filter(|n| (1..=1 << 28).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "checkpoint.store_capacity",
+                    format!("{store_capacity} connections: need 1..=268435456 (0 means conntrack.capacity x workers)"),
+                )
+            })?;
+        if c.ftp_capacity > 1 << 24 {
+            return Err(invalid("checkpoint.ftp_capacity", format!("{} exceeds 16777216", c.ftp_capacity)));
+        }
+        if c.drain_batch == 0 {
+            return Err(invalid("checkpoint.drain_batch", "must be at least 1".into()));
+        }
+        if c.idle_sleep_us > 1_000_000 {
+            return Err(invalid("checkpoint.idle_sleep_us", format!("{} exceeds one second", c.idle_sleep_us)));
+        }
+        if c.dir.as_os_str().is_empty() {
+            return Err(invalid("checkpoint.dir", "empty path".into()));
+        }
+        Ok(Config { checkpoint: c, workers, store_capacity })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let c = Config::parse(include_str!("../../config/lazarus.toml"), "config/lazarus.toml").unwrap();
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.store_capacity, 65536);
+        assert!(c.checkpoint.enabled);
+    }
+
+    #[test]
+    fn defaults_and_derived_capacity() {
+        let c = Config::parse("[[worker]]\nlcore=1\n[[worker]]\nlcore=2\n[conntrack]\ncapacity=1000\nftp=true\n[dataplane]\nburst=8", "t").unwrap();
+        assert_eq!((c.workers, c.store_capacity), (2, 2000));
+        assert_eq!(c.checkpoint, CheckpointSection::default());
+    }
+
+    #[test]
+    fn strict_inside_checkpoint() {
+        let e = Config::parse("[[worker]]\n[checkpoint]\nring_slot = 64\n", "t").unwrap_err();
+        assert!(e.to_string().contains("ring_slot"), "{e}");
+        let e = Config::parse("[[worker]]\n[checkpoint]\nring_slots = 100\n", "t").unwrap_err();
+        assert!(e.to_string().contains("checkpoint.ring_slots"), "{e}");
+        let e = Config::parse("[checkpoint]\n", "t").unwrap_err();
+        assert!(e.to_string().contains("[[worker]]"), "{e}");
+    }
+}

@@ -1,0 +1,340 @@
+//! The store as checkpointd sees it: the shared segment plus an index in
+//! checkpointd's own heap (conn_id -> record, free lists), rebuilt from the
+//! segment at every start.
+
+use hashbrown::HashMap;
+use shm_layout::{delta_kind, module, Delta, StoreSegment, NO_FTP};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters the control thread reads while the drain loop runs.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub conns: AtomicU64,
+    pub ftp: AtomicU64,
+    /// New connections dropped because every record was in use.
+    pub full_drops: AtomicU64,
+    /// FTP portions dropped because the FTP pool was exhausted.
+    pub ftp_full_drops: AtomicU64,
+    /// Portions ignored because the store already had a newer version.
+    pub stale: AtomicU64,
+    /// Deltas refused: unknown module or kind, oversized portion.
+    pub rejected: AtomicU64,
+}
+
+/// What the start-up scan found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rebuild {
+    pub conns: u32,
+    pub ftp: u32,
+    /// Portions dropped because their checksum failed (a write checkpointd
+    /// was killed in the middle of; the delta is still in its ring).
+    pub bad_portions: u32,
+    /// Records dropped: no valid portion left, or a duplicate conn_id.
+    pub dropped_records: u32,
+    /// FTP records nobody linked to, freed.
+    pub orphan_ftp: u32,
+}
+
+/// Why `apply` did not store a delta (counted; the drain goes on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Deleted,
+    /// DELETE of a connection the store does not hold (already deleted, or
+    /// never stored): nothing to do.
+    Absent,
+    Stale,
+    StoreFull,
+    FtpFull,
+    Rejected,
+}
+
+pub struct Store {
+    seg: StoreSegment,
+    index: HashMap<u64, u32>,
+    free: Vec<u32>,
+    free_ftp: Vec<u32>,
+    pub stats: std::sync::Arc<StoreStats>,
+}
+
+impl Store {
+    /// Scans the segment, drops what fails its checksum, builds the index.
+    pub fn rebuild(mut seg: StoreSegment) -> (Self, Rebuild) {
+        let geom = seg.geometry();
+        let mut r = Rebuild::default();
+        let mut index = HashMap::with_capacity(1024);
+        let mut ftp_linked = vec![false; geom.ftp_capacity as usize];
+        let mut free = Vec::new();
+        for i in 0..geom.conn_capacity {
+            let rec = seg.record(i);
+            if rec.used == 0 {
+                continue;
+            }
+            let mut valid = 0;
+            for (clear_as, present, ok) in [
+                (module::IP, rec.ip.is_present(), rec.ip.verify(rec.conn_id)),
+                (module::TCP, rec.l4.is_present(), rec.l4.verify(rec.conn_id)),
+            ] {
+                if present && ok {
+                    valid += 1;
+                } else if present {
+                    r.bad_portions += 1;
+                    seg.clear_portion(i, clear_as);
+                }
+            }
+            let mut ftp_ok = false;
+            if rec.ftp != NO_FTP {
+                let fi = rec.ftp;
+                let f = (fi < geom.ftp_capacity).then(|| seg.ftp_record(fi));
+                ftp_ok = f.is_some_and(|f| {
+                    f.used != 0 && f.conn_id == rec.conn_id && f.portion.is_present() && f.portion.verify(rec.conn_id)
+                }) && !ftp_linked[fi as usize];
+                if ftp_ok {
+                    valid += 1;
+                } else {
+                    r.bad_portions += 1;
+                    let mut fixed = seg.record(i);
+                    fixed.ftp = NO_FTP;
+                    seg.write_record(i, &fixed);
+                }
+            }
+            if valid == 0 || index.contains_key(&rec.conn_id) {
+                r.dropped_records += 1;
+                seg.clear_record(i);
+                continue;
+            }
+            if ftp_ok {
+                ftp_linked[rec.ftp as usize] = true;
+            }
+            index.insert(rec.conn_id, i);
+            r.conns += 1;
+        }
+        for i in (0..geom.conn_capacity).rev() {
+            if seg.record(i).used == 0 {
+                free.push(i);
+            }
+        }
+        let mut free_ftp = Vec::new();
+        for fi in (0..geom.ftp_capacity).rev() {
+            if ftp_linked[fi as usize] {
+                r.ftp += 1;
+                continue;
+            }
+            if seg.ftp_record(fi).used != 0 {
+                r.orphan_ftp += 1;
+                seg.clear_ftp(fi);
+            }
+            free_ftp.push(fi);
+        }
+        let stats = StoreStats::default();
+        stats.conns.store(u64::from(r.conns), Ordering::Relaxed);
+        stats.ftp.store(u64::from(r.ftp), Ordering::Relaxed);
+        (Store { seg, index, free, free_ftp, stats: std::sync::Arc::new(stats) }, r)
+    }
+
+    pub fn segment(&self) -> &StoreSegment {
+        &self.seg
+    }
+
+    /// Applies one delta from ring `worker`. Idempotent: applying the same
+    /// delta again (a restarted checkpointd replays from its last tail)
+    /// leaves the same store.
+    pub fn apply(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {
+        let o = match d.kind {
+            delta_kind::PORTION => self.upsert(d, worker),
+            delta_kind::DELETE => self.delete(d.conn_id),
+            _ => Outcome::Rejected,
+        };
+        let counter = match o {
+            Outcome::Stale => &self.stats.stale,
+            Outcome::StoreFull => &self.stats.full_drops,
+            Outcome::FtpFull => &self.stats.ftp_full_drops,
+            Outcome::Rejected => &self.stats.rejected,
+            Outcome::Applied | Outcome::Deleted | Outcome::Absent => return o,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        o
+    }
+
+    fn upsert(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {
+        if !matches!(d.module, module::IP | module::TCP | module::UDP | module::ICMP | module::FTP) {
+            return Outcome::Rejected;
+        }
+        let i = match self.index.get(&d.conn_id) {
+            Some(&i) => {
+                let rec = self.seg.record(i);
+                let stored = match d.module {
+                    module::IP => rec.ip.is_present().then_some(rec.ip.version),
+                    module::FTP => (rec.ftp != NO_FTP).then(|| self.seg.ftp_record(rec.ftp).portion.version),
+                    _ => rec.l4.is_present().then_some(rec.l4.version),
+                };
+                if stored.is_some_and(|v| d.version < v) {
+                    return Outcome::Stale;
+                }
+                if rec.worker != worker {
+                    // The connection moved (worker count or RSS changed):
+                    // the newest ring owns it.
+                    let mut moved = rec;
+                    moved.worker = worker;
+                    self.seg.write_record(i, &moved);
+                }
+                i
+            }
+            None => {
+                let Some(i) = self.free.pop() else {
+                    return Outcome::StoreFull;
+                };
+                self.seg.init_record(i, d.conn_id, worker);
+                self.index.insert(d.conn_id, i);
+                self.stats.conns.fetch_add(1, Ordering::Relaxed);
+                i
+            }
+        };
+        let result = if d.module == module::FTP {
+            let linked = self.seg.record(i).ftp;
+            let fi = if linked != NO_FTP {
+                linked
+            } else if let Some(fi) = self.free_ftp.pop() {
+                self.stats.ftp.fetch_add(1, Ordering::Relaxed);
+                fi
+            } else {
+                self.forget_if_empty(i, d.conn_id);
+                return Outcome::FtpFull;
+            };
+            self.seg.put_ftp(i, fi, d.conn_id, d.version, d.payload)
+        } else {
+            self.seg.put_portion(i, d.module, d.version, d.payload)
+        };
+        match result {
+            Ok(()) => Outcome::Applied,
+            Err(_) => {
+                self.forget_if_empty(i, d.conn_id);
+                Outcome::Rejected
+            }
+        }
+    }
+
+    /// A record allocated for a delta that could not be stored holds nothing:
+    /// free it again.
+    fn forget_if_empty(&mut self, i: u32, conn_id: u64) {
+        let rec = self.seg.record(i);
+        if !rec.ip.is_present() && !rec.l4.is_present() && rec.ftp == NO_FTP {
+            self.delete(conn_id);
+        }
+    }
+
+    fn delete(&mut self, conn_id: u64) -> Outcome {
+        let Some(i) = self.index.remove(&conn_id) else {
+            return Outcome::Absent;
+        };
+        let ftp = self.seg.record(i).ftp;
+        self.seg.clear_record(i);
+        if ftp != NO_FTP {
+            self.seg.clear_ftp(ftp);
+            self.free_ftp.push(ftp);
+            self.stats.ftp.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.free.push(i);
+        self.stats.conns.fetch_sub(1, Ordering::Relaxed);
+        Outcome::Deleted
+    }
+
+    /// Up to `limit` stored connections, for the control socket.
+    pub fn list(&self, limit: usize) -> (Vec<serde_json::Value>, usize) {
+        let mut out = Vec::new();
+        for &i in self.index.values() {
+            if out.len() >= limit {
+                break;
+            }
+            let rec = self.seg.record(i);
+            let mut modules = Vec::new();
+            for slot in [(rec.ip.is_present(), rec.ip.module, rec.ip.version, rec.ip.len), (rec.l4.is_present(), rec.l4.module, rec.l4.version, rec.l4.len)] {
+                if slot.0 {
+                    modules.push(serde_json::json!({"module": module::name(slot.1), "version": slot.2, "len": slot.3}));
+                }
+            }
+            if rec.ftp != NO_FTP {
+                let f = self.seg.ftp_record(rec.ftp).portion;
+                modules.push(serde_json::json!({"module": "ftp", "version": f.version, "len": f.len}));
+            }
+            out.push(serde_json::json!({
+                "conn_id": format!("{:016x}", rec.conn_id),
+                "worker": rec.worker,
+                "modules": modules,
+            }));
+        }
+        (out, self.index.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::StoreGeometry;
+
+    fn store(dir: &std::path::Path, conns: u32, ftp: u32) -> Store {
+        let seg = StoreSegment::create_file(&dir.join("store"), StoreGeometry { conn_capacity: conns, ftp_capacity: ftp }).unwrap();
+        Store::rebuild(seg).0
+    }
+
+    fn tmp(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ckptd-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn portion(conn_id: u64, m: u8, version: u64, payload: &[u8]) -> Delta<'_> {
+        Delta { seq: 0, conn_id, version, module: m, kind: delta_kind::PORTION, payload }
+    }
+
+    #[test]
+    fn upsert_keeps_newest_and_is_idempotent() {
+        let d = tmp("upsert");
+        let mut s = store(&d, 4, 1);
+        assert_eq!(s.apply(&portion(1, module::TCP, 5, b"v5"), 0), Outcome::Applied);
+        assert_eq!(s.apply(&portion(1, module::TCP, 5, b"v5"), 0), Outcome::Applied);
+        assert_eq!(s.apply(&portion(1, module::TCP, 4, b"v4"), 0), Outcome::Stale);
+        assert_eq!(s.apply(&portion(1, module::FTP, 1, b"ftp"), 0), Outcome::Applied);
+        assert_eq!(s.apply(&portion(2, module::FTP, 1, b"ftp"), 0), Outcome::FtpFull);
+        assert_eq!(s.index.len(), 1, "a record allocated for a dropped portion is freed");
+        let c = s.segment().restore_iter(0).next().unwrap();
+        assert_eq!((c.l4.unwrap().payload, c.ftp.unwrap().payload), (&b"v5"[..], &b"ftp"[..]));
+        let del = Delta { kind: delta_kind::DELETE, ..portion(1, 0, 6, &[]) };
+        assert_eq!(s.apply(&del, 0), Outcome::Deleted);
+        assert_eq!(s.apply(&del, 0), Outcome::Absent);
+        assert_eq!(s.apply(&portion(2, module::FTP, 1, b"ftp"), 0), Outcome::Applied);
+        for id in 10..13 {
+            s.apply(&portion(id, module::IP, 1, b"x"), 0);
+        }
+        assert_eq!(s.apply(&portion(99, module::IP, 1, b"x"), 0), Outcome::StoreFull);
+        assert_eq!(s.stats.full_drops.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn rebuild_drops_bad_portions_and_keeps_the_rest() {
+        let d = tmp("rebuild");
+        let mut s = store(&d, 8, 2);
+        s.apply(&portion(1, module::IP, 1, b"ip1"), 0);
+        s.apply(&portion(1, module::TCP, 1, b"tcp1"), 0);
+        s.apply(&portion(2, module::UDP, 1, b"udp2"), 1);
+        s.apply(&portion(3, module::FTP, 1, b"ftp3"), 1);
+        let i1 = s.index[&1];
+        let i2 = s.index[&2];
+        let mut seg = s.seg;
+        let mut r = seg.record(i1);
+        r.l4.payload[0] ^= 1;
+        seg.write_record(i1, &r);
+        let mut r = seg.record(i2);
+        r.l4.payload[0] ^= 1;
+        seg.write_record(i2, &r);
+        let (s, rb) = Store::rebuild(seg);
+        assert_eq!((rb.conns, rb.ftp, rb.bad_portions, rb.dropped_records), (2, 1, 2, 1));
+        let c = s.segment().restore_iter(0).next().unwrap();
+        assert_eq!((c.conn_id, c.ip.is_some(), c.l4.is_none()), (1, true, true));
+        assert_eq!(s.free.len(), 6);
+        assert_eq!(s.free_ftp.len(), 1);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
