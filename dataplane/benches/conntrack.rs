@@ -8,7 +8,7 @@
 
 use allocator_api2::alloc::Global;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dataplane::checkpoint::CountingSink;
+use dataplane::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
 use dataplane::conn::{ConnKey, Endpoint};
 use dataplane::firewall::{Firewall, Verdict};
@@ -55,10 +55,10 @@ fn client(i: u32) -> ([u8; 4], u16) {
 
 /// A firewall holding `n` established flows, and a shuffled list of frames
 /// (one per flow, alternating directions) of established traffic.
-fn established(n: u32) -> (Firewall<CountingSink, Global>, Vec<Vec<u8>>) {
+fn established(n: u32) -> (Firewall<NoCheckpoint, Global>, Vec<Vec<u8>>) {
     let ct = ConntrackSection { capacity: n + n / 8 + 1024, ..Default::default() };
     let counters = Arc::new(FwCounters::default());
-    let mut fw = Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, CountingSink { counters: counters.clone() }, counters);
+    let mut fw = Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, NoCheckpoint, counters);
     let mut frames = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (c, p) = client(i);

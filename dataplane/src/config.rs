@@ -33,6 +33,49 @@ pub struct Config {
     pub zone: Vec<crate::policy::ZoneConfig>,
     #[serde(default)]
     pub rule: Vec<crate::policy::RuleConfig>,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+}
+
+/// Checkpointing to lazarus-checkpointd (read by both processes; see
+/// docs/CHECKPOINT.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Write every connection's state to checkpointd and restore it at start.
+    /// false runs without checkpointd: a restart forgets every connection.
+    pub enabled: bool,
+    /// Directory of the shared segments (`rings`, `store`); checkpointd falls
+    /// back to /dev/shm/lazarus when it is not on hugetlbfs.
+    pub dir: std::path::PathBuf,
+    /// Delta ring slots per worker (power of two).
+    pub ring_slots: u32,
+    /// Connections the store holds; 0 = conntrack.capacity x workers.
+    pub store_capacity: u32,
+    /// FTP portions the store holds.
+    pub ftp_capacity: u32,
+    /// checkpointd's control socket.
+    pub control_socket: std::path::PathBuf,
+    /// Deltas checkpointd drains from one ring per pass.
+    pub drain_batch: u32,
+    /// How long a starting dataplane waits for checkpointd to be up and to
+    /// have drained every ring before it gives up.
+    pub attach_timeout_ms: u64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            enabled: true,
+            dir: "/dev/hugepages/lazarus".into(),
+            ring_slots: 65536,
+            store_capacity: 0,
+            ftp_capacity: 4096,
+            control_socket: "/run/lazarus/checkpointd.sock".into(),
+            drain_batch: 1024,
+            attach_timeout_ms: 5000,
+        }
+    }
 }
 
 /// Connection tracking: table size, timeouts, modules.
@@ -320,6 +363,10 @@ impl Config {
         }
         if c.ftp && (c.ftp_sessions == 0 || c.expectations == 0) {
             return Err(bad("conntrack.ftp_sessions".into(), "ftp = true needs ftp_sessions and expectations of at least 1".into()));
+        }
+        let k = &self.checkpoint;
+        if !k.ring_slots.is_power_of_two() || k.ring_slots < 64 {
+            return Err(bad("checkpoint.ring_slots".into(), format!("{} must be a power of two, at least 64", k.ring_slots)));
         }
         let port_zones: Vec<Option<String>> = self.port.iter().map(|p| p.zone.clone()).collect();
         let policy = crate::policy::Policy::compile(&self.zone, &self.rule, &port_zones).map_err(|(key, reason)| bad(key, reason))?;

@@ -2,7 +2,9 @@
 //! protocol modules (ip → tcp | udp | icmp → ftp) → policy for new connections.
 //! Owned by one worker; allocates nothing and locks nothing after `new`.
 
-use crate::checkpoint::CheckpointSink;
+use crate::checkpoint::wire::PortionError;
+use crate::checkpoint::{CheckpointSink, SinkFull};
+use crate::conn::ConnId;
 use crate::config::ConntrackSection;
 use crate::conn::{ConnKey, ConnTable, Dir, Endpoint};
 use crate::modules::ftp::{Expectation, Expectations, FtpEvent, FtpPortion};
@@ -92,6 +94,103 @@ pub struct Firewall<S: CheckpointSink, A: Allocator + Clone> {
     frags: Box<[FragEntry]>,
     pub counters: Arc<FwCounters>,
     pub sink: S,
+    ckpt: ReemitState,
+}
+
+/// The background side of checkpointing: deletes the ring had no room for,
+/// and a walk over the table that writes dirty portions again (or every
+/// portion, when checkpointd asked for a full resync).
+struct ReemitState {
+    pending_deletes: Vec<ConnId>,
+    /// Connections with a dirty portion (may over-count: cleared by the walk).
+    dirty: usize,
+    /// Slab position of the walk; None when no walk is under way.
+    cursor: Option<usize>,
+    resync: bool,
+}
+
+/// Slab positions the re-emit walk looks at per poll round.
+const REEMIT_BATCH: usize = 64;
+/// Deletes remembered while the ring is full.
+const PENDING_DELETES: usize = 4096;
+
+/// Why a stored connection could not be rebuilt (it is skipped and counted).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Portion(#[from] PortionError),
+    #[error("stored id {stored:016x} is not the id of the key it carries ({computed}): the record is damaged")]
+    IdMismatch { stored: u64, computed: ConnId },
+    #[error("a stored layer-4 portion of module {0} is not one this build knows")]
+    UnknownModule(u8),
+    #[error("the connection table is full (conntrack.capacity): raise it to restore every stored connection")]
+    TableFull,
+    #[error("the connection is already in the table")]
+    Duplicate,
+}
+
+/// Encodes `module`'s portion of `conn` and hands it to the sink; on no room
+/// marks the portion dirty. Free-standing so callers can lend disjoint fields.
+#[allow(clippy::too_many_arguments)]
+fn emit<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, dirty: &mut usize, version: u64) -> bool {
+    let mut buf = [0u8; FtpPortion::MAX];
+    let len = match module {
+        Module::Ip => conn.ip.encode(&conn.key, &mut buf),
+        Module::Tcp => match &conn.l4 {
+            L4Portion::Tcp(t) => t.encode(&mut buf),
+            _ => return true,
+        },
+        Module::Udp => match &conn.l4 {
+            L4Portion::Udp(u) => u.encode(&mut buf),
+            _ => return true,
+        },
+        Module::Icmp => match &conn.l4 {
+            L4Portion::Icmp(i) => i.encode(&mut buf),
+            _ => return true,
+        },
+        Module::Ftp => {
+            if conn.ftp == NO_FTP {
+                return true;
+            }
+            let mut x = [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
+            let mut n = 0;
+            for e in exps.of_master(conn.id).take(x.len()) {
+                x[n] = *e;
+                n += 1;
+            }
+            ftp.slots[conn.ftp as usize].encode(&x[..n], &mut buf)
+        }
+    };
+    // Every encoding fits its buffer by construction (the portion MAX sizes).
+    let len = len.unwrap_or(0);
+    let bit = 1u8 << module as u8;
+    match sink.portion(conn.id, module, version, &buf[..len]) {
+        Ok(()) => {
+            counters.ckpt[module as usize].add(1);
+            conn.dirty &= !bit;
+            true
+        }
+        Err(SinkFull) => {
+            counters.ckpt_ring_full.add(1);
+            if conn.dirty == 0 {
+                *dirty += 1;
+            }
+            conn.dirty |= bit;
+            false
+        }
+    }
+}
+
+/// Every module that holds a portion of `conn`.
+fn modules_of(conn: &Conn) -> u8 {
+    let mut m = 1u8 << Module::Ip as u8;
+    if let Some(l4) = conn.l4.module() {
+        m |= 1 << l4 as u8;
+    }
+    if conn.ftp != NO_FTP {
+        m |= 1 << Module::Ftp as u8;
+    }
+    m
 }
 
 impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
@@ -110,7 +209,128 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             frags: vec![FragEntry::default(); c.fragments.max(1) as usize].into_boxed_slice(),
             counters,
             sink,
+            ckpt: ReemitState { pending_deletes: Vec::with_capacity(PENDING_DELETES), dirty: 0, cursor: None, resync: false },
         }
+    }
+
+    /// Writes `module`'s portion of the connection in `slot` to the sink.
+    #[inline]
+    fn emit(&mut self, slot: crate::conn::SlotId, module: Module, now: u64) {
+        let conn = self.table.get_mut(slot);
+        emit(conn, module, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt.dirty, now);
+    }
+
+    fn emit_delete(sink: &mut S, pending: &mut Vec<ConnId>, counters: &FwCounters, id: ConnId, now: u64) {
+        match sink.deleted(id, now) {
+            Ok(()) => counters.ckpt_deletes.add(1),
+            Err(SinkFull) => {
+                counters.ckpt_ring_full.add(1);
+                if pending.len() < pending.capacity() {
+                    pending.push(id);
+                } else {
+                    counters.ckpt_deletes_lost.add(1);
+                }
+            }
+        }
+    }
+
+    /// The checkpoint side of housekeeping: a resync checkpointd asked for,
+    /// deletes and dirty portions the ring had no room for earlier.
+    fn reemit(&mut self, now: u64) {
+        if self.sink.take_resync() {
+            self.counters.ckpt_resyncs.add(1);
+            self.ckpt.resync = true;
+            self.ckpt.cursor = Some(0);
+        }
+        while let Some(&id) = self.ckpt.pending_deletes.last() {
+            if self.sink.deleted(id, now).is_err() {
+                return;
+            }
+            self.ckpt.pending_deletes.pop();
+            self.counters.ckpt_deletes.add(1);
+        }
+        if self.ckpt.cursor.is_none() && self.ckpt.dirty != 0 {
+            self.ckpt.cursor = Some(0);
+        }
+        let Some(mut i) = self.ckpt.cursor else { return };
+        let cap = self.table.capacity();
+        let end = (i + REEMIT_BATCH).min(cap);
+        while i < end {
+            // Room for a whole connection (ip, l4, ftp) before touching it.
+            if !self.sink.has_room(Module::COUNT as u32) {
+                break;
+            }
+            if let Some(conn) = self.table.at_mut(i) {
+                let want = if self.ckpt.resync { modules_of(conn) } else { conn.dirty };
+                let was_dirty = conn.dirty != 0;
+                for m in Module::ALL {
+                    if want & (1 << m as u8) != 0 && emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt.dirty, now) {
+                        self.counters.ckpt_reemitted.add(1);
+                    }
+                }
+                if was_dirty && conn.dirty == 0 {
+                    self.ckpt.dirty = self.ckpt.dirty.saturating_sub(1);
+                }
+            }
+            i += 1;
+        }
+        if i >= cap {
+            // A full walk: what is still dirty failed again and starts a new one.
+            self.ckpt.cursor = None;
+            self.ckpt.resync = false;
+            if self.ckpt.dirty != 0 && !self.table.iter().any(|(_, c)| c.dirty != 0) {
+                self.ckpt.dirty = 0;
+            }
+        } else {
+            self.ckpt.cursor = Some(i);
+        }
+    }
+
+    /// Rebuilds one connection from its stored portions (before the ports
+    /// start). The id must be the id of the key the ip portion carries.
+    pub fn restore(&mut self, id: u64, ip: &[u8], l4: Option<(u8, &[u8])>, ftp: Option<&[u8]>, now: u64) -> Result<(), RestoreError> {
+        let (key, ipp) = IpPortion::decode(ip)?;
+        let computed = key.id();
+        if computed.0 != id {
+            return Err(RestoreError::IdMismatch { stored: id, computed });
+        }
+        let l4 = match l4 {
+            None => L4Portion::Other,
+            Some((m, b)) if m == Module::Tcp as u8 => L4Portion::Tcp(tcp::TcpPortion::decode(b)?),
+            Some((m, b)) if m == Module::Udp as u8 => L4Portion::Udp(UdpPortion::decode(b)?),
+            Some((m, b)) if m == Module::Icmp as u8 => L4Portion::Icmp(IcmpPortion::decode(b)?),
+            Some((m, _)) => return Err(RestoreError::UnknownModule(m)),
+        };
+        if self.table.lookup(&key, computed).is_some() {
+            return Err(RestoreError::Duplicate);
+        }
+        let mut conn = Conn { key, id: computed, deadline: 0, ip: ipp, l4, ftp: NO_FTP, dirty: 0 };
+        // A restored connection gets a fresh timeout for its state: the old
+        // process's last-seen time is not checkpointed (it changes per packet).
+        conn.deadline = now + self.ticks.of(&conn.l4);
+        if let Some(b) = ftp {
+            let (portion, exps, n) = FtpPortion::decode(b, computed)?;
+            match self.ftp.free.pop() {
+                Some(i) => {
+                    self.ftp.slots[i as usize] = portion;
+                    conn.ftp = i;
+                    for e in &exps[..n] {
+                        if e.deadline > now && !self.expectations.add(*e, now) {
+                            self.counters.expectations_full.add(1);
+                        }
+                    }
+                }
+                None => self.counters.ftp_no_session.add(1),
+            }
+        }
+        if self.table.insert(conn).is_err() {
+            if conn.ftp != NO_FTP {
+                self.ftp.free.push(conn.ftp);
+            }
+            return Err(RestoreError::TableFull);
+        }
+        self.counters.restored.add(1);
+        Ok(())
     }
 
     pub fn table(&self) -> &ConnTable<Conn, A> {
@@ -120,7 +340,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// Expires what timed out; call once per poll round.
     #[inline]
     pub fn housekeeping(&mut self, now: u64) {
-        let (counters, sink, ftp) = (&self.counters, &mut self.sink, &mut self.ftp);
+        let (counters, sink, ftp, ckpt) = (&self.counters, &mut self.sink, &mut self.ftp, &mut self.ckpt);
         self.table.sweep(now, self.sweep_batch, |_, conn| {
             if let Some(m) = conn.l4.module() {
                 counters.expired[m as usize].add(1);
@@ -128,12 +348,17 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             if conn.ftp != NO_FTP {
                 ftp.free.push(conn.ftp);
             }
-            sink.deleted(conn.id);
+            if conn.dirty != 0 {
+                ckpt.dirty = ckpt.dirty.saturating_sub(1);
+            }
+            Self::emit_delete(sink, &mut ckpt.pending_deletes, counters, conn.id, now);
         });
         self.counters.live.set(self.table.len() as u64);
         if !self.expectations.is_empty() {
             self.expectations.expire(now);
         }
+        self.reemit(now);
+        self.sink.publish();
     }
 
     /// The verdict on one frame received on config port `port`.
@@ -246,7 +471,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 conn.ip.count(dir, frame.len());
                 conn.deadline = now + self.ticks.of(&conn.l4);
                 if let Some(m) = changed {
-                    self.sink.portion_changed(conn, m);
+                    emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt.dirty, now);
                 }
                 if conn.ftp != NO_FTP {
                     if let L4::Tcp(h) = p.l4 {
@@ -287,7 +512,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         } else if self.policy.decide(port, p).0 == Action::Drop {
             return self.drop_because(FwDrop::Policy);
         }
-        let mut conn = Conn { key, id: key.id(), deadline: 0, ip: IpPortion::new(src_is_lo, now), l4, ftp: NO_FTP };
+        let mut conn = Conn { key, id: key.id(), deadline: 0, ip: IpPortion::new(src_is_lo, now), l4, ftp: NO_FTP, dirty: 0 };
         conn.ip.count(Dir::Original, frame.len());
         conn.deadline = now + self.ticks.of(&conn.l4);
         let wants_ftp = self.ftp_enabled && matches!(p.l4, L4::Tcp(_)) && self.ftp_ports.contains(&dport);
@@ -301,14 +526,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             }
         }
         match self.table.insert(conn) {
-            Ok(_) => {
+            Ok(slot) => {
+                self.counters.new[module.unwrap_or(Module::Ip) as usize].add(1);
+                self.emit(slot, Module::Ip, now);
                 if let Some(m) = module {
-                    self.counters.new[m as usize].add(1);
-                    self.sink.portion_changed(&conn, Module::Ip);
-                    self.sink.portion_changed(&conn, m);
-                } else {
-                    self.counters.new[Module::Ip as usize].add(1);
-                    self.sink.portion_changed(&conn, Module::Ip);
+                    self.emit(slot, m, now);
+                }
+                if conn.ftp != NO_FTP {
+                    self.emit(slot, Module::Ftp, now);
                 }
                 Verdict::Forward
             }
@@ -321,10 +546,18 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         }
     }
 
+    /// Feeds a control-connection segment to its ftp portion. The portion is
+    /// checkpointed after every segment with payload: its unfinished line and
+    /// stream position change then, and control channels carry little.
     fn ftp_segment(&mut self, slot: crate::conn::SlotId, dir: Dir, seq: u32, payload: &[u8], now: u64) {
         if payload.is_empty() {
             return;
         }
+        self.ftp_feed(slot, dir, seq, payload, now);
+        self.emit(slot, Module::Ftp, now);
+    }
+
+    fn ftp_feed(&mut self, slot: crate::conn::SlotId, dir: Dir, seq: u32, payload: &[u8], now: u64) {
         let conn = *self.table.get(slot);
         let portion = &mut self.ftp.slots[conn.ftp as usize];
         let r = portion.feed(dir, seq, payload);
@@ -349,7 +582,6 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         if self.expectations.add(e, now) {
             self.counters.ftp_expectations.add(1);
             portion.expectations_made += 1;
-            self.sink.portion_changed(&conn, Module::Ftp);
         } else {
             self.counters.expectations_full.add(1);
         }
@@ -365,5 +597,115 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         } else {
             self.drop_because(FwDrop::IcmpUnrelated)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemorySink;
+    use crate::frames::{tcp, tcp_flags::*, udp};
+    use allocator_api2::alloc::Global;
+
+    const C: [u8; 4] = [10, 99, 0, 1];
+    const S: [u8; 4] = [10, 99, 0, 2];
+    const HZ: u64 = 1_000_000_000;
+
+    fn fw(sink: MemorySink) -> Firewall<MemorySink, Global> {
+        let c = ConntrackSection { capacity: 64, ..Default::default() };
+        let counters = Arc::new(FwCounters::default());
+        Firewall::new(&c, Arc::new(Policy::default()), vec![0, 0], HZ, Global, sink, counters)
+    }
+
+    /// Handshake and some data on one connection; returns the next (client seq, server seq).
+    fn open(f: &mut Firewall<MemorySink, Global>, sport: u16) -> (u32, u32) {
+        let t = 1;
+        assert_eq!(f.process(&tcp(C, S, sport, 80, SYN, 1000, 0, b""), 0, t), Verdict::Forward);
+        assert_eq!(f.process(&tcp(S, C, 80, sport, SYN | ACK, 5000, 1001, b""), 1, t), Verdict::Forward);
+        assert_eq!(f.process(&tcp(C, S, sport, 80, ACK, 1001, 5001, b""), 0, t), Verdict::Forward);
+        assert_eq!(f.process(&tcp(C, S, sport, 80, ACK | PSH, 1001, 5001, &[7; 100]), 0, t), Verdict::Forward);
+        (1101, 5001)
+    }
+
+    fn restore_all(from: &MemorySink, into: &mut Firewall<MemorySink, Global>) -> usize {
+        let ids: std::collections::BTreeSet<u64> = from.store.keys().map(|k| k.0).collect();
+        for id in &ids {
+            let get = |m: Module| from.store.get(&(*id, m as u8)).map(|(_, b)| b.as_slice());
+            let l4 = [Module::Tcp, Module::Udp, Module::Icmp].into_iter().find_map(|m| get(m).map(|b| (m as u8, b)));
+            into.restore(*id, get(Module::Ip).unwrap(), l4, get(Module::Ftp), 10).unwrap();
+        }
+        ids.len()
+    }
+
+    #[test]
+    fn a_restored_table_carries_established_flows_and_an_empty_one_does_not() {
+        let mut a = fw(MemorySink::default());
+        let (cs, ss) = open(&mut a, 40000);
+        assert_eq!(a.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        assert_eq!(a.process(&udp(S, C, 53, 5353, b"r"), 1, 1), Verdict::Forward);
+        // What a dead dataplane left in the store, rebuilt in a new one.
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.sink, &mut b), 2);
+        assert_eq!(b.table().len(), 2);
+        let mid = tcp(C, S, 40000, 80, ACK | PSH, cs, ss, &[8; 100]);
+        let reply = tcp(S, C, 80, 40000, ACK, ss, cs + 100, b"");
+        assert_eq!(b.process(&mid, 0, 20), Verdict::Forward);
+        assert_eq!(b.process(&reply, 1, 20), Verdict::Forward);
+        assert_eq!(b.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0);
+        // Control: without the restore the strict tracker refuses mid-stream packets.
+        let mut empty = fw(MemorySink::default());
+        assert_eq!(empty.process(&mid, 0, 20), Verdict::Drop);
+        assert_eq!(empty.counters.tcp_invalid[tcp::TcpInvalid::NewNotSyn as usize].get(), 1);
+    }
+
+    #[test]
+    fn a_full_ring_marks_portions_dirty_and_the_sweep_writes_them_later() {
+        let mut a = fw(MemorySink { room: Some(1), ..Default::default() });
+        open(&mut a, 40001);
+        assert!(a.counters.ckpt_ring_full.get() > 0);
+        assert!(!a.sink.store.contains_key(&(a.table().iter().next().unwrap().1.id.0, Module::Tcp as u8)));
+        a.sink.room = None;
+        a.housekeeping(2);
+        let conn = *a.table().iter().next().unwrap().1;
+        assert_eq!(conn.dirty, 0);
+        assert!(a.counters.ckpt_reemitted.get() > 0);
+        let (_, tcp_bytes) = &a.sink.store[&(conn.id.0, Module::Tcp as u8)];
+        let L4Portion::Tcp(live) = conn.l4 else { panic!() };
+        assert_eq!(tcp::TcpPortion::decode(tcp_bytes).unwrap().state, live.state, "the store converged to the live state");
+    }
+
+    #[test]
+    fn a_resync_writes_every_connection_again() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40002);
+        open(&mut a, 40003);
+        a.sink.store.clear();
+        a.sink.resync = true;
+        a.housekeeping(2);
+        assert_eq!(a.sink.store.len(), 4, "ip and tcp of both connections");
+        assert_eq!(a.counters.ckpt_resyncs.get(), 1);
+    }
+
+    #[test]
+    fn expiry_writes_a_delete() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40004);
+        for _ in 0..64 {
+            a.housekeeping(u64::MAX / 2);
+        }
+        assert_eq!(a.table().len(), 0);
+        assert_eq!(a.sink.deletes, 1);
+        assert!(a.sink.store.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40005);
+        let (k, (_, ip)) = a.sink.store.iter().find(|(k, _)| k.1 == Module::Ip as u8).unwrap();
+        let mut b = fw(MemorySink::default());
+        assert!(matches!(b.restore(k.0 ^ 1, ip, None, None, 1), Err(RestoreError::IdMismatch { .. })));
+        assert!(matches!(b.restore(k.0, &ip[..10], None, None, 1), Err(RestoreError::Portion(_))));
+        assert_eq!(b.table().len(), 0);
     }
 }

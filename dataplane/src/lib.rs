@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod dpdk;
 pub mod firewall;
+pub mod frames;
 pub mod modules;
 pub mod parse;
 pub mod policy;

@@ -4,8 +4,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dataplane::config::{Config, Plan};
 use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
-use dataplane::checkpoint::CountingSink;
+use dataplane::checkpoint::restore::{self, Attached};
+use dataplane::checkpoint::{NoCheckpoint, RingSink, WorkerSink};
 use dataplane::firewall::Firewall;
+use dataplane::worker::WorkerFirewall;
 use dataplane::stats::{FwCounters, PortTotals, WorkerCounters};
 use dataplane::worker::{PortLane, Worker};
 use std::sync::Mutex;
@@ -65,6 +67,17 @@ fn run() -> Result<()> {
     // clear line, not EAL's log.
     let plan = Config::load(&app.config)?;
     dpdk::check_hugepages(&eal_args.0)?;
+    let ct = &plan.config.conntrack;
+    let ck = &plan.config.checkpoint;
+    // checkpointd first: a dataplane that cannot restore must not take traffic.
+    let attached = if ct.enabled && ck.enabled {
+        Some(restore::attach(ck, plan.workers.len() as u32)?)
+    } else {
+        if ct.enabled {
+            tracing::warn!("checkpoint.enabled = false: connections will not survive a restart of the dataplane");
+        }
+        None
+    };
 
     let quit = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -79,6 +92,9 @@ fn run() -> Result<()> {
 
     let d = &plan.config.dataplane;
     let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, dpdk_socket())?;
+    // Tables are rebuilt before any port starts: traffic never meets an empty table.
+    let fw_counters: Vec<Arc<FwCounters>> = plan.workers.iter().map(|_| Arc::new(FwCounters::default())).collect();
+    let mut firewalls = build_firewalls(&plan, attached.as_ref(), &fw_counters)?;
     let mut ports = Vec::new();
     for (i, pc) in plan.config.port.iter().enumerate() {
         let setup = PortSetup { device: pc.device.clone(), rx_queues: pc.rx_queues, tx_queues: plan.tx_queues, rx_desc: d.rx_desc, tx_desc: d.tx_desc, promiscuous: pc.promiscuous };
@@ -87,19 +103,13 @@ fn run() -> Result<()> {
         ports.push(port);
     }
 
-    let policy = Arc::new(plan.policy.clone());
-    let ct = &plan.config.conntrack;
     let workers: Vec<Worker> = plan
         .workers
         .iter()
         .enumerate()
         .map(|(index, w)| {
-            let fw_counters = Arc::new(FwCounters::default());
-            let firewall = ct.enabled.then(|| {
-                let alloc = dpdk::HugepageAlloc { socket: dpdk_socket() };
-                let sink = CountingSink { counters: fw_counters.clone() };
-                Mutex::new(Firewall::new(ct, policy.clone(), plan.port_bridge.clone(), dpdk::tsc_hz(), alloc, sink, fw_counters.clone()))
-            });
+            let firewall = firewalls[index].take().map(Mutex::new);
+            let fw_counters = fw_counters[index].clone();
             Worker {
             index,
             lcore: w.lcore,
@@ -150,6 +160,38 @@ fn run() -> Result<()> {
     drop(eal);
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Each worker's tracker, with its sink, rebuilt from checkpointd's store when
+/// checkpointing is on.
+fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwCounters>]) -> Result<Vec<Option<WorkerFirewall>>> {
+    let ct = &plan.config.conntrack;
+    let policy = Arc::new(plan.policy.clone());
+    let mut out = Vec::new();
+    let started = Instant::now();
+    let mut total = 0;
+    for (index, c) in counters.iter().enumerate() {
+        if !ct.enabled {
+            out.push(None);
+            continue;
+        }
+        let alloc = dpdk::HugepageAlloc { socket: dpdk_socket() };
+        let sink = match attached {
+            Some(a) => WorkerSink::Ring(RingSink::new(a.rings.producer(index as u32).with_context(|| format!("taking worker {index}'s delta ring"))?)),
+            None => WorkerSink::Off(NoCheckpoint),
+        };
+        let mut fw = Firewall::new(ct, policy.clone(), plan.port_bridge.clone(), dpdk::tsc_hz(), alloc, sink, c.clone());
+        if let Some(a) = attached {
+            let s = restore::restore_worker(&mut fw, &a.store, index as u16, dpdk::rdtsc());
+            total += s.restored;
+            tracing::info!(worker = index, restored = s.restored, skipped = s.skipped, "connections restored");
+        }
+        out.push(Some(fw));
+    }
+    if attached.is_some() {
+        tracing::info!(connections = total, ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3), "restore done");
+    }
+    Ok(out)
 }
 
 fn dpdk_socket() -> i32 {

@@ -120,6 +120,18 @@ pub struct FwCounters {
     /// Portions handed to the checkpoint sink, per module.
     pub ckpt: [Counter; Module::COUNT],
     pub ckpt_deletes: Counter,
+    /// Deltas the ring had no room for: the connection was marked dirty.
+    pub ckpt_ring_full: Counter,
+    /// Portions written again by the background sweep (dirty or resync).
+    pub ckpt_reemitted: Counter,
+    /// Deletes that found the ring and the pending list full: the store keeps
+    /// the connection until a restore drops it as expired.
+    pub ckpt_deletes_lost: Counter,
+    /// Full resyncs checkpointd asked for (it lost its store).
+    pub ckpt_resyncs: Counter,
+    /// Connections rebuilt from the store at start, and records skipped.
+    pub restored: Counter,
+    pub restore_skipped: Counter,
     /// Connections in the table (a gauge the worker refreshes).
     pub live: Counter,
 }
@@ -144,7 +156,7 @@ impl FwCounters {
     /// One short summary for the periodic stats line.
     pub fn brief(&self) -> String {
         format!(
-            "conns={} new={} closed={} expired={} invalid={} policy_drop={} table_full={} related={} ckpt={}",
+            "conns={} new={} closed={} expired={} invalid={} policy_drop={} table_full={} related={} ckpt={} ring_full={}",
             self.live.get(),
             sum(&self.new),
             sum(&self.closed),
@@ -153,7 +165,8 @@ impl FwCounters {
             self.fw_drop[FwDrop::Policy as usize].get(),
             self.fw_drop[FwDrop::TableFull as usize].get(),
             self.related.get(),
-            sum(&self.ckpt) + self.ckpt_deletes.get()
+            sum(&self.ckpt) + self.ckpt_deletes.get(),
+            self.ckpt_ring_full.get()
         )
     }
 
@@ -186,7 +199,7 @@ impl FwCounters {
                 parts.push(format!("drop.{}={v}", r.name()));
             }
         }
-        for (n, c) in [("related", &self.related), ("ftp.expectations", &self.ftp_expectations), ("ftp.refused", &self.ftp_refused), ("ftp.no_session", &self.ftp_no_session), ("ftp.gaps", &self.ftp_gaps), ("expectations_full", &self.expectations_full), ("ckpt.deletes", &self.ckpt_deletes)] {
+        for (n, c) in [("related", &self.related), ("ftp.expectations", &self.ftp_expectations), ("ftp.refused", &self.ftp_refused), ("ftp.no_session", &self.ftp_no_session), ("ftp.gaps", &self.ftp_gaps), ("expectations_full", &self.expectations_full), ("ckpt.deletes", &self.ckpt_deletes), ("ckpt.ring_full", &self.ckpt_ring_full), ("ckpt.reemitted", &self.ckpt_reemitted), ("ckpt.deletes_lost", &self.ckpt_deletes_lost), ("ckpt.resyncs", &self.ckpt_resyncs), ("restored", &self.restored), ("restore.skipped", &self.restore_skipped)] {
             if c.get() != 0 {
                 parts.push(format!("{n}={}", c.get()));
             }

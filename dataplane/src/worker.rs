@@ -1,7 +1,7 @@
 //! The poll-mode worker: one per lcore, owning its RX queues and one TX queue
 //! on every port. It shares nothing with other workers.
 
-use crate::checkpoint::CountingSink;
+use crate::checkpoint::{CheckpointSink, WorkerSink};
 use crate::config::Lane;
 use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
 use crate::firewall::{Firewall, Verdict};
@@ -35,7 +35,7 @@ pub struct Worker {
     pub fw_counters: Arc<FwCounters>,
 }
 
-pub type WorkerFirewall = Firewall<CountingSink, HugepageAlloc>;
+pub type WorkerFirewall = Firewall<WorkerSink, HugepageAlloc>;
 
 impl Worker {
     /// One poll round over every lane; returns the packets received.
@@ -56,6 +56,9 @@ impl Worker {
                 if dropped != 0 {
                     rxc.dropped.add(dropped as u64);
                 }
+                // Output commit: the deltas this burst made are visible to
+                // checkpointd before any of its packets leave.
+                fw.sink.publish();
             }
             let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
             let txc = &self.counters.ports[pl.lane.tx_port];

@@ -117,6 +117,14 @@ ports = ["client", "server"]
 lcore = 1
 rx = ["client:0", "server:0"]
 
+[checkpoint]
+enabled = ${LZ_CHECKPOINT:-false}
+dir = "${LZ_CKPT_DIR:-$LZ_WORK/ckpt}"
+control_socket = "$LZ_WORK/checkpointd.sock"
+ring_slots = 65536
+store_capacity = 65536
+attach_timeout_ms = 10000
+
 ${2:-}
 TOML
 }

@@ -119,6 +119,13 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         removed
     }
 
+    /// The record at slab position `i`, if one lives there (for walks that
+    /// resume where they stopped, like the checkpoint re-emit sweep).
+    #[inline]
+    pub fn at_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
+    }
+
     /// Every live record, in slab order.
     pub fn iter(&self) -> impl Iterator<Item = (SlotId, &T)> {
         self.slots.iter().enumerate().filter_map(|(i, r)| r.as_ref().map(|r| (SlotId(i as u32), r)))

@@ -4,7 +4,9 @@
 //! admitted as related even where policy would drop it as new. RFC 959 §4.1
 //! (PORT, PASV), RFC 2428 (EPRT, EPSV).
 
+use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::{ConnId, Dir};
+use crate::modules::Module;
 use crate::parse::{v4_mapped, Addr, Family};
 
 /// Longest control line the module keeps; longer lines are not PORT/EPRT/227/229
@@ -167,6 +169,19 @@ impl LineBuf {
         self.len = 0;
         self.skipping = false;
     }
+
+    /// The unfinished line, and whether it is being skipped as over-long.
+    pub fn partial(&self) -> (&[u8], bool) {
+        (&self.buf[..self.len as usize], self.skipping)
+    }
+
+    fn restored(partial: &[u8], skipping: bool) -> LineBuf {
+        let mut l = LineBuf { skipping, ..Default::default() };
+        let n = partial.len().min(MAX_LINE);
+        l.buf[..n].copy_from_slice(&partial[..n]);
+        l.len = n as u8;
+        l
+    }
 }
 
 /// The ftp module's portion of a control connection: where each direction's
@@ -178,6 +193,74 @@ pub struct FtpPortion {
     pub lines: [LineBuf; 2],
     /// Expectations this control connection created (checkpoint version).
     pub expectations_made: u32,
+}
+
+/// Expectations an FTP portion carries in its checkpoint (a control
+/// connection rarely has more than one outstanding).
+pub const CHECKPOINT_EXPECTATIONS: usize = 2;
+/// Longest unfinished line a checkpoint keeps per direction; a longer one is
+/// restored as "skip to the next line" (commands that matter are shorter).
+const CHECKPOINT_LINE: usize = 48;
+
+impl FtpPortion {
+    pub const MAX: usize = 224;
+
+    /// The portion as checkpointed, with the live expectations it created.
+    pub fn encode(&self, expectations: &[Expectation], out: &mut [u8]) -> Result<usize, PortionError> {
+        let mut w = Writer::new(out, Module::Ftp);
+        for d in 0..2 {
+            w.u32(self.next_seq[d]);
+            w.u8(self.synced[d] as u8);
+            let (line, skipping) = self.lines[d].partial();
+            if line.len() > CHECKPOINT_LINE {
+                w.u8(1);
+                w.u8(0);
+            } else {
+                w.u8(skipping as u8);
+                w.u8(line.len() as u8);
+                w.bytes(line);
+            }
+        }
+        w.u32(self.expectations_made);
+        let n = expectations.len().min(CHECKPOINT_EXPECTATIONS);
+        w.u8(n as u8);
+        for e in &expectations[..n] {
+            w.u8(e.family);
+            w.u16(e.zone);
+            w.u16(e.vlan);
+            w.bytes(&e.src);
+            w.bytes(&e.dst);
+            w.u16(e.dport);
+            w.u64(e.deadline);
+        }
+        w.finish()
+    }
+
+    /// The portion and the expectations it carried (`master` set to `id`).
+    pub fn decode(b: &[u8], id: ConnId) -> Result<(FtpPortion, [Expectation; CHECKPOINT_EXPECTATIONS], usize), PortionError> {
+        let mut r = Reader::new(b, Module::Ftp)?;
+        let mut p = FtpPortion::default();
+        for d in 0..2 {
+            p.next_seq[d] = r.u32()?;
+            p.synced[d] = r.bool()?;
+            let skipping = r.bool()?;
+            let len = r.u8()? as usize;
+            if len > CHECKPOINT_LINE {
+                return Err(r.bad("line length"));
+            }
+            p.lines[d] = LineBuf::restored(r.bytes(len)?, skipping);
+        }
+        p.expectations_made = r.u32()?;
+        let n = r.u8()? as usize;
+        if n > CHECKPOINT_EXPECTATIONS {
+            return Err(r.bad("expectation count"));
+        }
+        let mut x = [Expectation::default(); CHECKPOINT_EXPECTATIONS];
+        for e in x.iter_mut().take(n) {
+            *e = Expectation { family: r.u8()?, zone: r.u16()?, vlan: r.u16()?, src: r.array()?, dst: r.array()?, dport: r.u16()?, master: id, deadline: r.u64()?, live: true };
+        }
+        Ok((p, x, n))
+    }
 }
 
 /// What feeding a segment found.
@@ -289,6 +372,11 @@ impl Expectations {
         s.live = false;
         self.live -= 1;
         Some(*s)
+    }
+
+    /// The live expectations a control connection created.
+    pub fn of_master(&self, id: ConnId) -> impl Iterator<Item = &Expectation> {
+        self.slots.iter().filter(move |s| s.live && s.master == id)
     }
 
     /// Drops expired expectations; returns how many.

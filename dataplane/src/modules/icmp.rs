@@ -1,7 +1,9 @@
 //! The icmp module: echo request/reply pairs as connections (keyed by the echo
 //! id); errors pass when the header they quote belongs to a known connection.
 
+use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::Dir;
+use crate::modules::Module;
 use crate::parse::{Family, IcmpInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,6 +39,17 @@ pub fn classify(family: Family, info: &IcmpInfo) -> IcmpKind {
 }
 
 impl IcmpPortion {
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+        let mut w = Writer::new(out, Module::Icmp);
+        w.u16(self.echo_id);
+        w.u8(self.replied as u8);
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
+        let mut r = Reader::new(b, Module::Icmp)?;
+        Ok(IcmpPortion { echo_id: r.u16()?, replied: r.bool()? })
+    }
+
     pub fn new(echo_id: u16) -> Self {
         IcmpPortion { echo_id, replied: false }
     }

@@ -1,6 +1,8 @@
 //! The ip module: which side opened the connection, and traffic counters.
 
-use crate::conn::Dir;
+use crate::checkpoint::wire::{PortionError, Reader, Writer};
+use crate::conn::{ConnKey, Dir};
+use crate::modules::Module;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -34,5 +36,43 @@ impl IpPortion {
     pub fn count(&mut self, dir: Dir, len: usize) {
         self.packets[dir.idx()] += 1;
         self.bytes[dir.idx()] += len as u64;
+    }
+}
+
+impl IpPortion {
+    /// Largest encoding (the store's ip slot is sized from it).
+    pub const MAX: usize = 88;
+
+    /// The ip portion as checkpointed: the canonical key travels with it, so a
+    /// restore can rebuild the record and check the id against the key.
+    pub fn encode(&self, key: &ConnKey, out: &mut [u8]) -> Result<usize, PortionError> {
+        let mut w = Writer::new(out, Module::Ip);
+        w.bytes(&key.lo_addr);
+        w.bytes(&key.hi_addr);
+        w.u16(key.lo_port);
+        w.u16(key.hi_port);
+        w.u8(key.proto);
+        w.u8(key.family);
+        w.u16(key.zone);
+        w.u16(key.vlan);
+        w.u8(self.orig_src_is_lo as u8);
+        for v in self.packets.iter().chain(&self.bytes) {
+            w.u64(*v);
+        }
+        w.u64(self.created);
+        w.finish()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<(ConnKey, IpPortion), PortionError> {
+        let mut r = Reader::new(b, Module::Ip)?;
+        let key = ConnKey { lo_addr: r.array()?, hi_addr: r.array()?, lo_port: r.u16()?, hi_port: r.u16()?, proto: r.u8()?, family: r.u8()?, zone: r.u16()?, vlan: r.u16()? };
+        if key.family != 4 && key.family != 6 {
+            return Err(r.bad("address family"));
+        }
+        let orig_src_is_lo = r.bool()?;
+        let packets = [r.u64()?, r.u64()?];
+        let bytes = [r.u64()?, r.u64()?];
+        let created = r.u64()?;
+        Ok((key, IpPortion { packets, bytes, created, orig_src_is_lo }))
     }
 }

@@ -62,6 +62,9 @@ pub struct Conn {
     pub l4: L4Portion,
     /// Index of the ftp portion in the worker's FTP pool, or NO_FTP.
     pub ftp: u32,
+    /// Modules (bit = Module as u8) whose last change the checkpoint ring had
+    /// no room for; the re-emit sweep writes them again.
+    pub dirty: u8,
 }
 
 impl crate::conn::table::TableEntry for Conn {

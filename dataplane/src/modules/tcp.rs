@@ -7,7 +7,9 @@
 //! pure function. Strict: a connection starts with a SYN (no mid-stream
 //! pickup; a restarted dataplane gets its state from the checkpoint instead).
 
+use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::Dir;
+use crate::modules::Module;
 use crate::parse::{tcp_flags as f, TcpHdr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,6 +85,9 @@ pub mod dir_flags {
     pub const SACK_PERM: u8 = 0x02;
     pub const CLOSE_INIT: u8 = 0x04;
     pub const MAXACK_SET: u8 = 0x08;
+    /// The portion came from a checkpoint and its edges may be stale, until
+    /// the next checkpoint of the live connection.
+    pub const RESTORED: u8 = 0x10;
 }
 
 /// The tcp module's portion of a connection.
@@ -275,10 +280,15 @@ fn in_window(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool
     }
 
     let maxackwin = p.dirs[s].maxwin.max(66000);
-    let ok = before(seq, p.dirs[s].maxend.wrapping_add(1))
-        && after(end, p.dirs[s].end.wrapping_sub(p.dirs[r].maxwin).wrapping_sub(1))
-        && before(ack, p.dirs[r].end.wrapping_add(1))
-        && after(ack, p.dirs[r].end.wrapping_sub(maxackwin).wrapping_sub(1));
+    // A restored portion's edges lag the live ones by at most one checkpoint
+    // threshold (a quarter of a window, see `track`) plus the window the peer
+    // opened meanwhile: widen each bound by two of the larger windows until the
+    // next checkpoint re-anchors them.
+    let slack = if (p.dirs[s].flags | p.dirs[r].flags) & dir_flags::RESTORED != 0 { p.dirs[s].maxwin.max(p.dirs[r].maxwin).max(65535).saturating_mul(2) } else { 0 };
+    let ok = before(seq, p.dirs[s].maxend.wrapping_add(slack).wrapping_add(1))
+        && after(end, p.dirs[s].end.wrapping_sub(p.dirs[r].maxwin).wrapping_sub(slack).wrapping_sub(1))
+        && before(ack, p.dirs[r].end.wrapping_add(slack).wrapping_add(1))
+        && after(ack, p.dirs[r].end.wrapping_sub(maxackwin).wrapping_sub(slack).wrapping_sub(1));
     if !ok {
         return false;
     }
@@ -348,7 +358,7 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     }
     *p = trial;
     if p.state != old_state {
-        p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
+        p.checkpointed();
         return Ok(TcpChange::State);
     }
     // A window edge that moved by more than a quarter of the peer's largest
@@ -357,10 +367,58 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     let (s, r) = (dir.idx(), dir.other().idx());
     let threshold = (p.dirs[r].maxwin / 4).max(1);
     if p.dirs[s].end.wrapping_sub(p.ckpt_end[s]) > threshold {
-        p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
+        p.checkpointed();
         return Ok(TcpChange::Window);
     }
     Ok(TcpChange::None)
+}
+
+impl TcpPortion {
+    /// Largest encoding (the store's layer-4 slot is sized from it).
+    pub const MAX: usize = 56;
+
+    /// The portion is about to be checkpointed: remember the edges it carries,
+    /// and it no longer needs a restored connection's slack.
+    fn checkpointed(&mut self) {
+        self.ckpt_end = [self.dirs[0].end, self.dirs[1].end];
+        for d in &mut self.dirs {
+            d.flags &= !dir_flags::RESTORED;
+        }
+    }
+
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+        let mut w = Writer::new(out, Module::Tcp);
+        w.u8(self.state as u8);
+        w.u8(self.seen_reply as u8);
+        for d in &self.dirs {
+            w.u32(d.end);
+            w.u32(d.maxend);
+            w.u32(d.maxwin);
+            w.u32(d.maxack);
+            w.u8(d.scale);
+            w.u8(d.flags & !dir_flags::RESTORED);
+        }
+        w.finish()
+    }
+
+    /// A portion read back from a checkpoint: marked restored, so its window
+    /// checks allow for edges that moved after it was written.
+    pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
+        let mut r = Reader::new(b, Module::Tcp)?;
+        let st = r.u8()?;
+        if st as usize >= TcpState::COUNT {
+            return Err(r.bad("state"));
+        }
+        let mut p = TcpPortion { state: TcpState::from_u8(st), seen_reply: r.bool()?, ..Default::default() };
+        for d in &mut p.dirs {
+            *d = TcpDirState { end: r.u32()?, maxend: r.u32()?, maxwin: r.u32()?, maxack: r.u32()?, scale: r.u8()?, flags: r.u8()? | dir_flags::RESTORED };
+            if d.scale > 14 {
+                return Err(r.bad("window scale"));
+            }
+        }
+        p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
+        Ok(p)
+    }
 }
 
 /// Seconds a connection in `state` lives without packets (Linux's defaults).
@@ -441,6 +499,89 @@ mod tests {
         assert_eq!(track(&mut p, R, &seg(f::RST | A, 0, 77, 0), 0), Err(TcpInvalid::RstOutOfWindow));
         assert_eq!(track(&mut p, R, &seg(f::RST | A, 0, 1001, 0), 0), Ok(TcpChange::State));
         assert_eq!(p.state, TcpState::Close);
+    }
+
+    /// A bulk transfer that keeps the window full; returns the last checkpoint
+    /// written (encoded, as in the store) and the segments that followed it.
+    fn bulk_with_checkpoints() -> (Vec<u8>, Vec<(Dir, TcpHdr, u32)>) {
+        let mut p = established();
+        let (mss, win) = (1400u32, 64000u16);
+        let mut ckpt = vec![0u8; TcpPortion::MAX];
+        let n = p.encode(&mut ckpt).unwrap();
+        ckpt.truncate(n);
+        let mut since = Vec::new();
+        let (mut next, mut acked) = (1001u32, 1001u32);
+        for it in 0.. {
+            // Stop where the store is stale: acks moved the window since.
+            if it >= 400 && since.iter().filter(|(d, _, _)| *d == R).count() >= 2 {
+                break;
+            }
+            // The sender fills the window; the receiver acks what is 40 kB old.
+            let mut segs = Vec::new();
+            while next.wrapping_add(mss) <= acked.wrapping_add(win as u32) {
+                segs.push((O, seg(A, next, 5001, win), mss));
+                next = next.wrapping_add(mss);
+            }
+            if next.wrapping_sub(acked) > 40_000 {
+                acked = acked.wrapping_add(mss * 3);
+                segs.push((R, seg(A, 5001, acked, win), 0));
+            }
+            for (d, h, len) in segs {
+                match track(&mut p, d, &h, len).expect("live tracking accepts the transfer") {
+                    TcpChange::None => since.push((d, h, len)),
+                    _ => {
+                        ckpt.resize(TcpPortion::MAX, 0);
+                        let n = p.encode(&mut ckpt).unwrap();
+                        ckpt.truncate(n);
+                        since.clear();
+                    }
+                }
+            }
+        }
+        (ckpt, since)
+    }
+
+    #[test]
+    fn a_restored_portion_accepts_what_flowed_after_its_checkpoint() {
+        let (ckpt, mut since) = bulk_with_checkpoints();
+        // The two directions are independent streams: after a restart the
+        // sender's newest data may arrive before the acks that opened the
+        // window for it.
+        since.sort_by_key(|(d, _, _)| d.idx());
+        assert!(!since.is_empty());
+        let mut p = TcpPortion::decode(&ckpt).unwrap();
+        assert_eq!(p.state, TcpState::Established);
+        for (i, (d, h, len)) in since.iter().enumerate() {
+            assert!(track(&mut p, *d, h, *len).is_ok(), "segment {i} after the checkpoint refused");
+        }
+        // Control: the same stale edges without the restore slack refuse some.
+        let mut strict = TcpPortion::decode(&ckpt).unwrap();
+        for d in &mut strict.dirs {
+            d.flags &= !dir_flags::RESTORED;
+        }
+        let refused = since.iter().filter(|(d, h, len)| track(&mut strict, *d, h, *len).is_err()).count();
+        assert!(refused > 0, "the test must exercise stale edges");
+        // Out of any window is still refused after a restore.
+        let mut p = TcpPortion::decode(&ckpt).unwrap();
+        let far = p.dirs[0].end.wrapping_add(1_000_000);
+        assert_eq!(track(&mut p, O, &seg(A, far, 5001, 64000), 10), Err(TcpInvalid::OutOfWindow));
+    }
+
+    #[test]
+    fn portion_round_trips_and_rejects_garbage() {
+        let p = established();
+        let mut b = [0u8; TcpPortion::MAX];
+        let n = p.encode(&mut b).unwrap();
+        let q = TcpPortion::decode(&b[..n]).unwrap();
+        assert_eq!(q.state, p.state);
+        assert_eq!(q.dirs[0].end, p.dirs[0].end);
+        assert!(TcpPortion::decode(&b[..n - 1]).is_err(), "truncated");
+        let mut bad = b;
+        bad[0] = 99;
+        assert!(TcpPortion::decode(&bad[..n]).is_err(), "future format");
+        bad = b;
+        bad[1] = 200;
+        assert!(TcpPortion::decode(&bad[..n]).is_err(), "state out of range");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The udp module: unreplied until the first reply, then assured.
 
+use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::Dir;
+use crate::modules::Module;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -18,5 +20,17 @@ impl UdpPortion {
             return true;
         }
         false
+    }
+}
+
+impl UdpPortion {
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+        let mut w = Writer::new(out, Module::Udp);
+        w.u8(self.replied as u8);
+        w.finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
+        let mut r = Reader::new(b, Module::Udp)?;
+        Ok(UdpPortion { replied: r.bool()? })
     }
 }

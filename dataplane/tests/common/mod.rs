@@ -103,7 +103,7 @@ pub fn bridge_config(dir: &std::path::Path, a: &str, b: &str, extra: &str) -> st
     std::fs::write(
         &path,
         format!(
-            "[dataplane]\nstats_interval_ms = 100\nmbufs = 8191\n{extra}\n[[port]]\nname = \"a\"\ndevice = \"{a}\"\n[[port]]\nname = \"b\"\ndevice = \"{b}\"\n[[bridge]]\nports = [\"a\", \"b\"]\n[[worker]]\nlcore = 1\nrx = [\"a:0\", \"b:0\"]\n"
+            "[dataplane]\nstats_interval_ms = 100\nmbufs = 8191\n{extra}\n[[port]]\nname = \"a\"\ndevice = \"{a}\"\n[[port]]\nname = \"b\"\ndevice = \"{b}\"\n[[bridge]]\nports = [\"a\", \"b\"]\n[[worker]]\nlcore = 1\nrx = [\"a:0\", \"b:0\"]\n[checkpoint]\nenabled = false\n"
         ),
     )
     .unwrap();

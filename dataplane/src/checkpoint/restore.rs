@@ -1,0 +1,132 @@
+//! The start-up handshake with checkpointd, and the rebuild of each worker's
+//! table from its store before any port starts.
+
+use crate::checkpoint::CheckpointSink;
+use crate::config::CheckpointSection;
+use crate::firewall::{Firewall, RestoreError};
+use allocator_api2::alloc::Allocator;
+use shm_layout::{monotonic_ns, LayoutError, RingsSegment, StoreSegment};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where checkpointd puts its segments when `checkpoint.dir` is unusable.
+pub const FALLBACK_DIR: &str = "/dev/shm/lazarus";
+/// A heartbeat older than this means checkpointd is not running.
+const HEARTBEAT_STALE: Duration = Duration::from_millis(1000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("checkpointd is not running: no rings segment in {dir} (or {FALLBACK_DIR}) after {waited_ms} ms; start lazarus-checkpointd with the same config (systemctl start lazarus-checkpointd), or set checkpoint.enabled = false to run without checkpointing")]
+    NoSegment { dir: String, waited_ms: u64 },
+    #[error("checkpointd is not running: its last heartbeat in {path} is {age_ms} ms old (pid {pid}); start lazarus-checkpointd, or set checkpoint.enabled = false")]
+    Stale { path: String, age_ms: u64, pid: u32 },
+    #[error("checkpointd keeps rings for {have} worker(s) but the config has {want}: restart lazarus-checkpointd with this config")]
+    Workers { have: u32, want: u32 },
+    #[error("checkpointd has not drained ring {worker} ({lag} deltas behind) after {waited_ms} ms: it is overloaded or stuck; see `lazarusctl status`, or raise checkpoint.attach_timeout_ms")]
+    NotDrained { worker: u32, lag: u64, waited_ms: u64 },
+    #[error("checkpoint segment {path}: {source}")]
+    Layout { path: String, source: LayoutError },
+}
+
+/// The segments a dataplane works with. The rings are mapped for the life of
+/// the process (workers hold producers into them).
+pub struct Attached {
+    pub rings: &'static RingsSegment,
+    pub store: StoreSegment,
+    pub dir: PathBuf,
+}
+
+fn find_dir(cfg: &CheckpointSection) -> Option<PathBuf> {
+    [cfg.dir.as_path(), Path::new(FALLBACK_DIR)].into_iter().find(|d| d.join("rings").exists() && d.join("store").exists()).map(Path::to_path_buf)
+}
+
+/// Waits (up to `attach_timeout_ms`) until checkpointd is up and has drained
+/// every ring, then maps its segments. Traffic must never meet an empty table,
+/// so every failure here stops the start with the reason.
+pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachError> {
+    let start = Instant::now();
+    let timeout = Duration::from_millis(cfg.attach_timeout_ms);
+    let waited = || start.elapsed().as_millis() as u64;
+    let mut logged = false;
+    let dir = loop {
+        if let Some(d) = find_dir(cfg) {
+            break d;
+        }
+        if start.elapsed() >= timeout {
+            return Err(AttachError::NoSegment { dir: cfg.dir.display().to_string(), waited_ms: waited() });
+        }
+        if !logged {
+            tracing::info!(dir = %cfg.dir.display(), "waiting for checkpointd's segments");
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let rings_path = dir.join("rings");
+    fn layout(path: &Path) -> impl FnOnce(LayoutError) -> AttachError + '_ {
+        move |source| AttachError::Layout { path: path.display().to_string(), source }
+    }
+    let rings = RingsSegment::open_file(&rings_path).map_err(layout(&rings_path))?;
+    let have = rings.geometry().workers;
+    if have < workers {
+        return Err(AttachError::Workers { have, want: workers });
+    }
+    // Alive: a heartbeat that keeps moving.
+    loop {
+        let hb = rings.heartbeat();
+        let age = Duration::from_nanos(monotonic_ns().saturating_sub(hb.monotonic_ns));
+        if hb.pid != 0 && age < HEARTBEAT_STALE {
+            break;
+        }
+        if start.elapsed() >= timeout {
+            return Err(AttachError::Stale { path: rings_path.display().to_string(), age_ms: age.as_millis() as u64, pid: hb.pid });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Drained: everything the dead dataplane published is in the store.
+    for w in 0..workers {
+        loop {
+            let lag = rings.status(w).lag();
+            if lag == 0 {
+                break;
+            }
+            if start.elapsed() >= timeout {
+                return Err(AttachError::NotDrained { worker: w, lag, waited_ms: waited() });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let store_path = dir.join("store");
+    let store = StoreSegment::open_file(&store_path).map_err(layout(&store_path))?;
+    tracing::info!(dir = %dir.display(), waited_ms = waited(), checkpointd_pid = rings.heartbeat().pid, "checkpointd up, every ring drained");
+    Ok(Attached { rings: Box::leak(Box::new(rings)), store, dir })
+}
+
+/// What a worker's restore did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RestoreSummary {
+    pub restored: u64,
+    pub skipped: u64,
+}
+
+/// Rebuilds `worker`'s table from the store: each module restores its own
+/// portion. A damaged record is skipped and counted, never applied.
+pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(fw: &mut Firewall<S, A>, store: &StoreSegment, worker: u16, now: u64) -> RestoreSummary {
+    let mut sum = RestoreSummary::default();
+    for c in store.restore_iter(worker) {
+        let r = match &c.ip {
+            Some(ip) => fw.restore(c.conn_id, ip.payload, c.l4.as_ref().map(|p| (p.module, p.payload)), c.ftp.as_ref().map(|p| p.payload), now),
+            None => Err(RestoreError::Portion(crate::checkpoint::wire::PortionError::Truncated { module: "ip", len: 0 })),
+        };
+        match r {
+            Ok(()) => sum.restored += 1,
+            Err(e) => {
+                sum.skipped += 1;
+                fw.counters.restore_skipped.add(1);
+                if sum.skipped <= 5 {
+                    tracing::warn!(worker, conn = format_args!("{:016x}", c.conn_id), "stored connection skipped: {e}");
+                }
+            }
+        }
+    }
+    sum
+}

@@ -1,0 +1,119 @@
+//! The byte form of module portions inside checkpoint deltas and the store.
+//! Little-endian, fixed order, a format byte first: a restarted dataplane of a
+//! newer build must read what an older one wrote (hitless upgrade), so fields
+//! are only ever appended and the format byte says which came last.
+
+use crate::modules::Module;
+
+/// Format of every portion written by this build.
+pub const PORTION_FORMAT: u8 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PortionError {
+    #[error("{module} portion is truncated ({len} bytes): the store or ring holds a damaged record; it is skipped and the connection restarts without it")]
+    Truncated { module: &'static str, len: usize },
+    #[error("{module} portion has format {found}, this build reads up to {PORTION_FORMAT}: run the newer build, or flush the checkpoint store")]
+    Format { module: &'static str, found: u8 },
+    #[error("{module} portion has an impossible {what}: the record is skipped")]
+    BadValue { module: &'static str, what: &'static str },
+    #[error("{module} portion does not fit in {max} bytes")]
+    TooLong { module: &'static str, max: usize },
+}
+
+pub struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+    module: Module,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(buf: &'a mut [u8], module: Module) -> Self {
+        let mut w = Writer { buf, pos: 0, module };
+        w.u8(PORTION_FORMAT);
+        w
+    }
+    #[inline]
+    pub fn bytes(&mut self, b: &[u8]) {
+        // Callers size their buffers from the portion maxima; a write past the
+        // end is truncated and reported by `finish`.
+        let end = self.pos + b.len();
+        if end <= self.buf.len() {
+            self.buf[self.pos..end].copy_from_slice(b);
+        }
+        self.pos = end;
+    }
+    #[inline]
+    pub fn u8(&mut self, v: u8) {
+        self.bytes(&[v]);
+    }
+    #[inline]
+    pub fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_le_bytes());
+    }
+    #[inline]
+    pub fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    #[inline]
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    /// The length written.
+    pub fn finish(self) -> Result<usize, PortionError> {
+        if self.pos > self.buf.len() {
+            return Err(PortionError::TooLong { module: self.module.name(), max: self.buf.len() });
+        }
+        Ok(self.pos)
+    }
+}
+
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    module: Module,
+    pub format: u8,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], module: Module) -> Result<Self, PortionError> {
+        let mut r = Reader { buf, pos: 0, module, format: 0 };
+        let f = r.u8()?;
+        if f == 0 || f > PORTION_FORMAT {
+            return Err(PortionError::Format { module: module.name(), found: f });
+        }
+        r.format = f;
+        Ok(r)
+    }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], PortionError> {
+        let b = self.buf.get(self.pos..self.pos + n).ok_or(PortionError::Truncated { module: self.module.name(), len: self.buf.len() })?;
+        self.pos += n;
+        Ok(b)
+    }
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], PortionError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8, PortionError> {
+        Ok(self.bytes(1)?[0])
+    }
+    pub fn bool(&mut self) -> Result<bool, PortionError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.bad("boolean")),
+        }
+    }
+    pub fn u16(&mut self) -> Result<u16, PortionError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    pub fn u32(&mut self) -> Result<u32, PortionError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    pub fn u64(&mut self) -> Result<u64, PortionError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    pub fn bad(&self, what: &'static str) -> PortionError {
+        PortionError::BadValue { module: self.module.name(), what }
+    }
+}
