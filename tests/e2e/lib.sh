@@ -20,13 +20,17 @@ LZ_WORK=${LZ_WORK:-$(mktemp -d /tmp/lazarus-e2e.XXXXXX)}
 LZ_PIDS=()
 LZ_DP_PID=
 LZ_BIN=${LZ_BIN:-$LZ_ROOT/target/release/lazarus-dataplane}
+LZ_CKPT_BIN=${LZ_CKPT_BIN:-$LZ_ROOT/target/release/lazarus-checkpointd}
+LZ_CKPT_PID=
+# checkpointd's segments: on hugetlbfs, as in production, named per run.
+LZ_CKPT_DIR=${LZ_CKPT_DIR:-/dev/hugepages/lz$LZ_ID-ckpt}
 
 lz_log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
 lz_fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 lz_cleanup() {
     local rc=$?
-    for p in "${LZ_PIDS[@]}" $LZ_DP_PID; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do kill -KILL "$p" 2>/dev/null || true; done
     for ns in $LZ_NS_C $LZ_NS_S; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
@@ -36,7 +40,7 @@ lz_cleanup() {
     done
     # A dataplane that died leaves its hugepage files and runtime directory.
     rm -f /dev/hugepages/lz${LZ_ID}map_* 2>/dev/null || true
-    rm -rf "/var/run/dpdk/lz$LZ_ID" 2>/dev/null || true
+    rm -rf "/var/run/dpdk/lz$LZ_ID" "$LZ_CKPT_DIR" 2>/dev/null || true
     [ -n "${LZ_KEEP_WORK:-}" ] || rm -rf "$LZ_WORK"
     return $rc
 }
@@ -119,7 +123,7 @@ rx = ["client:0", "server:0"]
 
 [checkpoint]
 enabled = ${LZ_CHECKPOINT:-false}
-dir = "${LZ_CKPT_DIR:-$LZ_WORK/ckpt}"
+dir = "$LZ_CKPT_DIR"
 control_socket = "$LZ_WORK/checkpointd.sock"
 ring_slots = 65536
 store_capacity = 65536
@@ -131,13 +135,16 @@ TOML
 
 # Starts the dataplane in the background, logging to $LZ_WORK/dataplane.log.
 lz_dp_start() {
+    local base=0
+    [ ! -f "$LZ_WORK/dataplane.log" ] || base=$(wc -l < "$LZ_WORK/dataplane.log")
     "$LZ_BIN" -l 0,1 -m 256 --file-prefix "lz$LZ_ID" --no-pci \
         --vdev "net_tap0,iface=$LZ_TAP_C,persist" --vdev "net_tap1,iface=$LZ_TAP_S,persist" \
         -- --config "$LZ_WORK/dataplane.toml" >>"$LZ_WORK/dataplane.log" 2>&1 &
     LZ_DP_PID=$!
     local t
     for t in $(seq 1 200); do
-        grep -q "forwarding;" "$LZ_WORK/dataplane.log" && return 0
+        # Only this start's lines: the log is appended to across restarts.
+        tail -n +"$((base + 1))" "$LZ_WORK/dataplane.log" | grep -q "forwarding;" && return 0
         kill -0 "$LZ_DP_PID" 2>/dev/null || { cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited at start"; }
         sleep 0.05
     done
@@ -152,6 +159,44 @@ lz_dp_stop() {
     LZ_DP_PID=
     [ $rc -eq 0 ] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited $rc on SIGTERM"; }
     grep -q "stopped cleanly" "$LZ_WORK/dataplane.log" || lz_fail "dataplane did not report a clean stop"
+}
+
+# SIGKILL: what a crash looks like. The taps persist.
+lz_dp_kill() {
+    kill -KILL "$LZ_DP_PID"
+    wait "$LZ_DP_PID" 2>/dev/null || true
+    LZ_DP_PID=
+}
+
+# Starts checkpointd (same config file as the dataplane), logging to
+# $LZ_WORK/checkpointd.log; waits for its control socket.
+lz_ckpt_start() {
+    rm -f "$LZ_WORK/checkpointd.sock"
+    "$LZ_CKPT_BIN" --config "$LZ_WORK/dataplane.toml" >>"$LZ_WORK/checkpointd.log" 2>&1 &
+    LZ_CKPT_PID=$!
+    local t
+    for t in $(seq 1 200); do
+        [ -S "$LZ_WORK/checkpointd.sock" ] && return 0
+        kill -0 "$LZ_CKPT_PID" 2>/dev/null || { cat "$LZ_WORK/checkpointd.log"; lz_fail "checkpointd exited at start"; }
+        sleep 0.05
+    done
+    cat "$LZ_WORK/checkpointd.log"; lz_fail "checkpointd has no control socket after 10 s"
+}
+
+lz_ckpt_kill() {
+    kill -KILL "$LZ_CKPT_PID"
+    wait "$LZ_CKPT_PID" 2>/dev/null || true
+    LZ_CKPT_PID=
+}
+
+# One request to checkpointd's control socket; prints the JSON reply.
+lz_ckpt_ask() {
+    python3 - "$LZ_WORK/checkpointd.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n"); f = s.makefile()
+print(f.readline().strip())
+PY
 }
 
 lz_in_client() { ip netns exec "$LZ_NS_C" "$@"; }
