@@ -48,7 +48,7 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
                 for _ in 0..batch {
                     p.try_push(id, module::TCP, delta_kind::PORTION, id, black_box(&PAYLOAD)).unwrap();
                     id += 1;
-                    if id % 32 == 0 {
+                    if id & 31 == 0 {
                         p.publish();
                     }
                 }
