@@ -1,0 +1,362 @@
+//! The real `lazarus-checkpointd` binary against a producer in the test
+//! process: no DPDK needed. Segments live in a temporary directory that is
+//! not on hugetlbfs (checkpointd uses an existing directory as is, with a
+//! warning).
+
+use serde_json::{json, Value};
+use shm_layout::{delta_kind, module, PushError, RingsGeometry, RingsSegment, StoreSegment, LAYOUT_VERSION};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Env {
+    root: PathBuf,
+    seg: PathBuf,
+    sock: PathBuf,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new(tag: &str, workers: usize, extra: &str) -> Env {
+        let root = std::env::temp_dir().join(format!("ckptd-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let seg = root.join("seg");
+        std::fs::create_dir_all(&seg).unwrap();
+        let sock = root.join("run/ckpt.sock");
+        let config = root.join("lazarus.toml");
+        let mut text = String::from("[dataplane]\nburst = 32\n\n");
+        for w in 0..workers {
+            text += &format!("[[worker]]\nlcore = {}\nrx = [\"a:{w}\"]\n\n", w + 1);
+        }
+        text += &format!(
+            "[checkpoint]\ndir = \"{}\"\ncontrol_socket = \"{}\"\nring_slots = 1024\nstore_capacity = 5000\nftp_capacity = 16\n{extra}\n",
+            seg.display(),
+            sock.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Env { root, seg, sock, config }
+    }
+
+    fn spawn(&self) -> Daemon {
+        let log = self.root.join(format!("log-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let child = Command::new(env!("CARGO_BIN_EXE_lazarus-checkpointd"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, log, sock: self.sock.clone() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if d.try_request(&json!({"cmd": "status"})).is_some() {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "checkpointd did not come up: {}", d.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the binary to completion (for start-up failures).
+    fn run_to_exit(&self) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_lazarus-checkpointd"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn rings(&self) -> RingsSegment {
+        RingsSegment::open_file(&self.seg.join("rings")).unwrap()
+    }
+
+    fn store(&self) -> StoreSegment {
+        StoreSegment::open_file(&self.seg.join("store")).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    sock: PathBuf,
+}
+
+impl Daemon {
+    fn try_request(&self, req: &Value) -> Option<Value> {
+        let mut s = UnixStream::connect(&self.sock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(format!("{req}\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        serde_json::from_str(&line).ok()
+    }
+
+    fn request(&self, req: Value) -> Value {
+        self.try_request(&req).unwrap_or_else(|| panic!("no reply to {req}: {}", self.stderr()))
+    }
+
+    fn wait_drained(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.request(json!({"cmd": "drained"}))["drained"] != json!(true) {
+            assert!(Instant::now() < deadline, "rings never drained");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait, return (exit code, stderr).
+    fn terminate(mut self) -> (i32, String) {
+        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), self.stderr())
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn push(p: &mut shm_layout::DeltaProducer<'_>, conn: u64, m: u8, kind: u8, version: u64, payload: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match p.try_push(conn, m, kind, version, payload) {
+            Ok(()) => return,
+            Err(PushError::Full) => {
+                p.publish();
+                assert!(Instant::now() < deadline, "ring stayed full");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn tcp_payload(conn: u64, version: u64) -> Vec<u8> {
+    let mut v = conn.to_le_bytes().to_vec();
+    v.extend_from_slice(&version.to_le_bytes());
+    v.resize(48, (conn ^ version) as u8);
+    v
+}
+
+#[test]
+fn portions_and_deletes_reach_the_store() {
+    let env = Env::new("roundtrip", 2, "");
+    let d = env.spawn();
+    assert!(d.stderr().contains("not on hugetlbfs"), "{}", d.stderr());
+    let rings = env.rings();
+    assert_eq!(rings.geometry(), RingsGeometry { workers: 2, slots_per_ring: 1024 });
+    let mut p0 = rings.producer(0).unwrap();
+    let mut p1 = rings.producer(1).unwrap();
+    for c in 0..100u64 {
+        let p = if c % 2 == 0 { &mut p0 } else { &mut p1 };
+        push(p, c, module::IP, delta_kind::PORTION, 1, &[c as u8; 40]);
+        push(p, c, module::TCP, delta_kind::PORTION, 1, &tcp_payload(c, 1));
+        push(p, c, module::TCP, delta_kind::PORTION, 2, &tcp_payload(c, 2));
+    }
+    push(&mut p0, 4, module::FTP, delta_kind::PORTION, 1, b"227 Entering Passive Mode");
+    for c in 90..100u64 {
+        let p = if c % 2 == 0 { &mut p0 } else { &mut p1 };
+        push(p, c, 0, delta_kind::DELETE, 3, &[]);
+    }
+    p0.publish();
+    p1.publish();
+    d.wait_drained();
+
+    let st = d.request(json!({"cmd": "status"}));
+    assert_eq!(st["store"]["conns"], 90, "{st}");
+    assert_eq!(st["store"]["ftp"], 1);
+    assert_eq!(st["store"]["capacity"], 5000);
+    assert_eq!(st["store"]["bytes_per_conn"], 192);
+    assert_eq!(st["hugetlbfs"], false);
+    assert_eq!(st["rings"][0]["lag"], 0);
+    assert_eq!(st["rings"][0]["applied"], 50 * 3 + 1 + 5);
+    assert_eq!(st["rings"][1]["torn"], 0);
+    assert_eq!(st["pid"], d.child.id());
+
+    let conns = d.request(json!({"cmd": "conns", "limit": 5}));
+    assert_eq!((conns["total"].as_u64(), conns["conns"].as_array().unwrap().len()), (Some(90), 5));
+    let all = d.request(json!({"cmd": "conns", "limit": 1000}));
+    let c4 = all["conns"].as_array().unwrap().iter().find(|c| c["conn_id"] == "0000000000000004").unwrap();
+    assert_eq!(c4["worker"], 0);
+    assert_eq!(
+        c4["modules"],
+        json!([{"module": "ip", "version": 1, "len": 40}, {"module": "tcp", "version": 2, "len": 48},
+               {"module": "ftp", "version": 1, "len": 25}])
+    );
+    assert!(d.request(json!({"cmd": "nope"}))["error"].as_str().unwrap().contains("unknown command"));
+    assert!(d.request(json!({"bad": 1}))["error"].is_string());
+
+    let store = env.store();
+    for w in 0..2u16 {
+        let mut n = 0;
+        let mut it = store.restore_iter(w);
+        for c in it.by_ref() {
+            assert_eq!(c.conn_id % 2, u64::from(w));
+            assert!(c.conn_id < 90);
+            assert_eq!(c.ip.unwrap().payload, &[c.conn_id as u8; 40]);
+            let l4 = c.l4.unwrap();
+            assert_eq!((l4.module, l4.version, l4.payload), (module::TCP, 2, &tcp_payload(c.conn_id, 2)[..]));
+            assert_eq!(c.ftp.is_some(), c.conn_id == 4);
+            n += 1;
+        }
+        assert_eq!((n, it.corrupt_portions()), (45, 0));
+    }
+    // The heartbeat is fresh and names the daemon.
+    let hb = rings.heartbeat();
+    assert_eq!(hb.pid, d.child.id());
+    assert!(shm_layout::monotonic_ns() - hb.monotonic_ns < 2_000_000_000);
+
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("exiting on signal") && log.contains("segments kept"), "{log}");
+    assert!(env.seg.join("rings").exists() && env.seg.join("store").exists());
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_published() {
+    const CONNS: u64 = 3000;
+    const ROUNDS: u64 = 4;
+    let env = Env::new("kill9", 1, "drain_batch = 64");
+    let mut d = Some(env.spawn());
+    let rings = env.rings();
+    let mut p = rings.producer(0).unwrap();
+    let mut kills = 0;
+    for round in 1..=ROUNDS {
+        for c in 0..CONNS {
+            // Restart checkpointd once the ring is full, or 800 deltas later.
+            if d.is_none() && (p.free_slots() == 0 || c == CONNS / 2 + 800) {
+                d = Some(env.spawn());
+            }
+            push(&mut p, c, module::TCP, delta_kind::PORTION, round, &tcp_payload(c, round));
+            if c % 32 == 31 {
+                p.publish();
+            }
+            // Kill checkpointd twice in the middle of the stream.
+            if c == CONNS / 2 && round <= 2 {
+                p.publish();
+                let lag = rings.status(0).lag();
+                d.take().unwrap().kill9();
+                eprintln!("killed checkpointd with {lag} published delta(s) not yet drained");
+                kills += 1;
+            }
+        }
+        p.publish();
+    }
+    // Deletes for a tenth, after a last kill right before them.
+    d.take().unwrap().kill9();
+    let d = env.spawn();
+    for c in (0..CONNS).step_by(10) {
+        push(&mut p, c, 0, delta_kind::DELETE, ROUNDS + 1, &[]);
+    }
+    p.publish();
+    d.wait_drained();
+    assert_eq!(kills, 2);
+    let st = d.request(json!({"cmd": "status"}));
+    assert_eq!(st["rings"][0]["torn"], 0, "{st}");
+    assert_eq!(st["store"]["conns"], CONNS - CONNS / 10, "{st}");
+    let store = env.store();
+    let mut seen = 0;
+    for c in store.restore_iter(0) {
+        assert_ne!(c.conn_id % 10, 0, "deleted conn {} still stored", c.conn_id);
+        let l4 = c.l4.unwrap();
+        assert_eq!((l4.version, l4.payload), (ROUNDS, &tcp_payload(c.conn_id, ROUNDS)[..]));
+        seen += 1;
+    }
+    assert_eq!(seen, CONNS - CONNS / 10);
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn version_mismatched_segment_is_a_clear_error() {
+    let env = Env::new("version", 1, "");
+    {
+        let d = env.spawn();
+        assert_eq!(d.terminate().0, 0);
+    }
+    // Bump the layout version in the rings file's header (bytes 8..12).
+    let path = env.seg.join("rings");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let (code, log) = env.run_to_exit();
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("another Lazarus build") && log.contains("remove the segment files"), "{log}");
+}
+
+#[test]
+fn geometry_change_is_a_clear_error() {
+    let env = Env::new("geometry", 1, "");
+    assert_eq!(env.spawn().terminate().0, 0);
+    let text = std::fs::read_to_string(&env.config).unwrap().replace("ring_slots = 1024", "ring_slots = 2048");
+    std::fs::write(&env.config, text).unwrap();
+    let (code, log) = env.run_to_exit();
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("ring(s) of 1024 slots") && log.contains("stop the dataplane"), "{log}");
+}
+
+#[test]
+fn lost_store_triggers_a_resync() {
+    let env = Env::new("resync", 2, "");
+    {
+        let d = env.spawn();
+        let rings = env.rings();
+        let mut p = rings.producer(1).unwrap();
+        push(&mut p, 7, module::UDP, delta_kind::PORTION, 1, b"udp");
+        p.publish();
+        d.wait_drained();
+        assert_eq!(d.terminate().0, 0);
+    }
+    std::fs::remove_file(env.seg.join("store")).unwrap();
+    let d = env.spawn();
+    assert!(d.stderr().contains("full resync"), "{}", d.stderr());
+    let st = d.request(json!({"cmd": "status"}));
+    assert_eq!(st["rings"][0]["resync_epoch"], 1, "{st}");
+    assert_eq!(st["rings"][1]["resync_epoch"], 1, "{st}");
+    assert_eq!(st["store"]["conns"], 0);
+    let rings = env.rings();
+    assert_eq!(rings.producer(1).unwrap().resync_epoch(), 1);
+    // A restart with both files present does not ask again.
+    assert_eq!(d.terminate().0, 0);
+    let d = env.spawn();
+    assert_eq!(d.request(json!({"cmd": "status"}))["rings"][0]["resync_epoch"], 1);
+}
+
+#[test]
+fn disabled_exits_with_code_2() {
+    let env = Env::new("disabled", 1, "enabled = false");
+    let (code, log) = env.run_to_exit();
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("checkpoint.enabled = false"), "{log}");
+}
+
+#[test]
+fn second_instance_is_refused() {
+    let env = Env::new("twice", 1, "");
+    let _d = env.spawn();
+    let (code, log) = env.run_to_exit();
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("another checkpointd"), "{log}");
+}
