@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: sets the machine up, builds, runs every test (cargo tests of
-# the workspace, then the end-to-end tests), prints one summary line.
+# the workspace, a short fuzz run, then the end-to-end tests), prints one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -18,6 +18,8 @@ step() {
 }
 
 step "cargo test" cargo test --release --workspace --locked
+# Coverage-guided fuzzing of the packet and FTP parsers, 30 s per target (docs/FUZZING.md).
+step "fuzz" scripts/fuzz.sh 30
 for t in tests/e2e/*.sh; do
     [ "$(basename "$t")" = lib.sh ] && continue
     step "e2e $(basename "$t" .sh)" $SUDO "$t"
