@@ -78,7 +78,7 @@ fn run() -> Result<()> {
     check_lcores(&eal, &plan)?;
 
     let d = &plan.config.dataplane;
-    let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, dpdk_socket())?;
+    let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?;
     let mut ports = Vec::new();
     for (i, pc) in plan.config.port.iter().enumerate() {
         let setup = PortSetup { device: pc.device.clone(), rx_queues: pc.rx_queues, tx_queues: plan.tx_queues, rx_desc: d.rx_desc, tx_desc: d.tx_desc, promiscuous: pc.promiscuous };
