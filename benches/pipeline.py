@@ -154,7 +154,8 @@ def lazarus(seconds, cfg, eal=EAL, steady=False):
 def testpmd(seconds, eal=EAL, extra=()):
     # testpmd exits on stdin EOF: keep a pipe open for the whole run.
     keep = subprocess.Popen(["sleep", str(seconds + 60)], stdout=subprocess.PIPE)
-    out = run_for(["dpdk-testpmd", *eal, "--file-prefix", "lzbench-tp", "--", "--forward-mode=io",
+    # --huge-unlink: testpmd leaves its hugepage files behind otherwise.
+    out = run_for(["dpdk-testpmd", *eal, "--file-prefix", "lzbench-tp", "--huge-unlink", "--", "--forward-mode=io",
                    "--nb-cores=1", "--burst=32", "--stats-period", "1", *extra], seconds + 4, stdin=keep.stdout)
     keep.kill()
     tx = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
