@@ -7,10 +7,20 @@ Reports Mpps (median of the per-second rates, first seconds dropped as warm-up)
 and cycles per packet (TSC Hz / packets per second: the worker busy-polls one
 core, so every cycle of that core is spent on the packets it moved).
 
-usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--markdown]
+Firewall mode (--flows N): conntrack on, established TCP traffic over N flows
+of 64-byte frames (60 + FCS), from two net_pcap ports: port a replays once a
+pcap of every flow's handshake (SYN, SYN-ACK, ACK), port b replays forever
+(infinite_rx=1) one pure-ACK segment per flow, alternating directions, flows
+in a shuffled order (the criterion bench's traffic). Both ports drop what is
+sent to them (net_pcap without tx). Only the steady state counts: seconds in
+which lazarus forwarded all it received (handshakes done), minus the first.
+net_pcap infinite_rx copies each frame into a fresh mbuf: both forwarders pay
+that, so the figures are PMD-bound; compare them in one run.
+
+usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N] [--markdown]
 Needs root, hugepages (scripts/setup.sh) and a release build.
 """
-import argparse, os, re, signal, statistics, subprocess, sys, tempfile, time
+import argparse, os, random, re, signal, statistics, struct, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("LAZARUS_BIN", os.path.join(ROOT, "target/release/lazarus-dataplane"))
@@ -34,6 +44,83 @@ rx = ["a:0", "b:0"]
 """
 
 
+FW_CONFIG = """
+[dataplane]
+stats_interval_ms = 1000
+burst = 32
+mbufs = {mbufs}
+mbuf_data_room = 256
+[[port]]
+name = "a"
+device = "net_pcap0"
+[[port]]
+name = "b"
+device = "net_pcap1"
+[[bridge]]
+ports = ["a", "b"]
+[[worker]]
+lcore = 1
+rx = ["a:0", "b:0"]
+[conntrack]
+enabled = true
+capacity = {capacity}
+ftp = false
+"""
+
+SERVER = bytes([10, 99, 0, 2])
+
+
+def client(i):
+    """The criterion bench's flow i (dataplane/benches/common/mod.rs)."""
+    a = (i // 50000).to_bytes(4, "big")
+    return bytes([10, 100 + a[2], a[3], 1 + i % 250]), 1024 + i % 50000
+
+
+def csum(b):
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def tcp_frame(src, dst, sport, dport, flags, seq, ack):
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, src, dst))
+    ip[10:12] = struct.pack("!H", csum(bytes(ip)))
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 0xFAF0, 0, 0)
+    f = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]) + bytes(ip) + tcp
+    return f + bytes(60 - len(f))
+
+
+def write_pcap(path, frames):
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        rec = struct.pack("<IIII", 0, 0, 60, 60)
+        for fr in frames:
+            f.write(rec)
+            f.write(fr)
+
+
+def make_pcaps(n, d):
+    """handshakes.pcap (every flow's three-way handshake) and established.pcap."""
+    cs, ss = 1000, 5000
+    hs, est = os.path.join(d, "handshakes.pcap"), os.path.join(d, "established.pcap")
+    def handshakes():
+        for i in range(n):
+            c, p = client(i)
+            yield tcp_frame(c, SERVER, p, 80, 0x02, cs, 0)
+            yield tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1)
+            yield tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)
+    write_pcap(hs, handshakes())
+    order = list(range(n))
+    random.Random(1).shuffle(order)
+    def established():
+        for i in order:
+            c, p = client(i)
+            yield tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1) if i % 2 == 0 else tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1)
+    write_pcap(est, established())
+    return hs, est
+
+
 def run_for(cmd, seconds, stdin=None):
     """Runs cmd for `seconds`, SIGINT, returns its combined output."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=stdin, text=True)
@@ -49,20 +136,27 @@ def run_for(cmd, seconds, stdin=None):
     return out
 
 
-def lazarus(seconds, cfg):
-    out = run_for([BIN, *EAL, "--file-prefix", "lzbench", "--", "--config", cfg], seconds)
-    rates = [float(m) for m in re.findall(r"stats elapsed=\S+ .*? tx_mpps=([0-9.]+)", out)]
+def lazarus(seconds, cfg, eal=EAL, steady=False):
+    out = run_for([BIN, *eal, "--file-prefix", "lzbench", "--", "--config", cfg], seconds)
+    pairs = [(float(r), float(t)) for r, t in re.findall(r"stats elapsed=\S+ .*? rx_mpps=([0-9.]+) tx_mpps=([0-9.]+)", out)]
+    if steady:
+        # Steady state: from the first second in which everything received
+        # was forwarded (the handshakes are done), that second excluded.
+        first = next((i for i, (r, t) in enumerate(pairs) if r > 0 and t >= 0.999 * r), len(pairs))
+        pairs = pairs[first + 1:]
+    rates = [t for _, t in pairs]
     hz = re.search(r"tsc_hz=(\d+)", out)
     if not rates or not hz:
         sys.exit(f"pipeline: no stats from lazarus-dataplane:\n{out[-3000:]}")
     return rates[2:] or rates, int(hz.group(1))
 
 
-def testpmd(seconds):
+def testpmd(seconds, eal=EAL, extra=()):
     # testpmd exits on stdin EOF: keep a pipe open for the whole run.
     keep = subprocess.Popen(["sleep", str(seconds + 60)], stdout=subprocess.PIPE)
-    out = run_for(["dpdk-testpmd", *EAL, "--file-prefix", "lzbench-tp", "--", "--forward-mode=io",
-                   "--nb-cores=1", "--burst=32", "--stats-period", "1"], seconds + 4, stdin=keep.stdout)
+    # --huge-unlink: testpmd leaves its hugepage files behind otherwise.
+    out = run_for(["dpdk-testpmd", *eal, "--file-prefix", "lzbench-tp", "--huge-unlink", "--", "--forward-mode=io",
+                   "--nb-cores=1", "--burst=32", "--stats-period", "1", *extra], seconds + 4, stdin=keep.stdout)
     keep.kill()
     tx = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
     per_period = [(tx[i] + tx[i + 1]) / 1e6 for i in range(0, len(tx) - 1, 2)]
@@ -78,23 +172,42 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--flows", type=int, default=0, help="firewall mode: established TCP over this many flows")
     ap.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"pipeline: {BIN} missing: cargo build --release")
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
-        f.write(CONFIG)
-        cfg = f.name
+    tmp = tempfile.mkdtemp(prefix="lzbench-")
+    cfg = os.path.join(tmp, "lazarus.toml")
+    eal, tp_extra, name = EAL, (), "lazarus-dataplane (bridge, 1 worker)"
+    if a.flows:
+        hs, est = make_pcaps(a.flows, tmp)
+        # infinite_rx holds the whole pcap in mbufs of the port's pool: small
+        # mbufs (256-byte buffers) keep 1 000 000 of them within the hugepages.
+        mbufs = a.flows + 16384
+        mem = 64 + mbufs * 512 // 2**20 + a.flows * 400 // 2**20
+        eal = ["-l", "0,1", "-m", str(mem), "--no-pci", "--vdev", f"net_pcap0,rx_pcap={hs}", "--vdev", f"net_pcap1,rx_pcap={est},infinite_rx=1"]
+        tp_extra = (f"--total-num-mbufs={mbufs}", "--mbuf-size=256")
+        name = f"lazarus-dataplane (firewall, {a.flows} flows, 1 worker)"
+        with open(cfg, "w") as f:
+            f.write(FW_CONFIG.format(mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024))
+    else:
+        with open(cfg, "w") as f:
+            f.write(CONFIG)
     lz, tp, hz = [], [], 0
-    for r in range(a.rounds):
-        rates, hz = lazarus(a.seconds, cfg)
-        lz += rates
-        tp += testpmd(a.seconds)
-        print(f"round {r + 1}/{a.rounds}: lazarus {statistics.median(rates):.2f} Mpps, testpmd {statistics.median(tp[-len(rates):]):.2f} Mpps", file=sys.stderr)
-    os.unlink(cfg)
+    try:
+        for r in range(a.rounds):
+            rates, hz = lazarus(a.seconds, cfg, eal, steady=bool(a.flows))
+            lz += rates
+            tp += testpmd(a.seconds, eal, tp_extra)
+            print(f"round {r + 1}/{a.rounds}: lazarus {statistics.median(rates):.2f} Mpps, testpmd {statistics.median(tp[-len(rates):]):.2f} Mpps", file=sys.stderr)
+    finally:
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
     l, t = statistics.median(lz), statistics.median(tp)
     cpp = lambda mpps: hz / (mpps * 1e6)
-    rows = [("lazarus-dataplane (bridge, 1 worker)", l, cpp(l)), ("dpdk-testpmd io (1 core)", t, cpp(t))]
+    rows = [(name, l, cpp(l)), ("dpdk-testpmd io (1 core)", t, cpp(t))]
     if a.markdown:
         print("| forwarder | Mpps | cycles/packet |\n|---|---:|---:|")
         for n, m, c in rows:

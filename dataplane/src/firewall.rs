@@ -13,7 +13,7 @@ use crate::modules::ip::IpPortion;
 use crate::modules::tcp::{self, TcpChange, TcpState};
 use crate::modules::udp::UdpPortion;
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
-use crate::parse::{self, Addr, Fragment, IpPacket, Parsed, L4};
+use crate::parse::{self, Addr, FrameKind, Fragment, IpPacket, L4};
 use crate::policy::{Action, Policy};
 use crate::stats::{FwCounters, FwDrop};
 use allocator_api2::alloc::Allocator;
@@ -364,9 +364,10 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// The verdict on one frame received on config port `port`.
     #[inline]
     pub fn process(&mut self, frame: &[u8], port: usize, now: u64) -> Verdict {
-        let p = match parse::parse(frame) {
-            Ok(Parsed::Ip(p)) => p,
-            Ok(Parsed::NonIp { .. }) => return Verdict::Forward,
+        let mut p = IpPacket::default();
+        match parse::parse_into(frame, &mut p) {
+            Ok(FrameKind::Ip) => {}
+            Ok(FrameKind::NonIp { .. }) => return Verdict::Forward,
             Err(r) => {
                 self.counters.parse_drop[r as usize].add(1);
                 return Verdict::Drop;
@@ -439,10 +440,10 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 let conn = self.table.get_mut(slot);
                 let dir = conn.ip.dir_of(src_is_lo);
                 let mut changed: Option<Module> = None;
-                match (&mut conn.l4, p.l4) {
+                match (&mut conn.l4, &p.l4) {
                     (L4Portion::Tcp(t), L4::Tcp(h)) => {
                         let old = t.state;
-                        match tcp::track(t, dir, &h, p.payload_len as u32) {
+                        match tcp::track(t, dir, h, p.payload_len as u32) {
                             Ok(TcpChange::None) => {}
                             Ok(_) => {
                                 changed = Some(Module::Tcp);

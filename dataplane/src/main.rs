@@ -91,7 +91,7 @@ fn run() -> Result<()> {
     check_lcores(&eal, &plan)?;
 
     let d = &plan.config.dataplane;
-    let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, dpdk_socket())?;
+    let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?;
     // Tables are rebuilt before any port starts: traffic never meets an empty table.
     let fw_counters: Vec<Arc<FwCounters>> = plan.workers.iter().map(|_| Arc::new(FwCounters::default())).collect();
     let mut firewalls = build_firewalls(&plan, attached.as_ref(), &fw_counters)?;

@@ -12,12 +12,12 @@ unsafe impl Send for Mempool {}
 unsafe impl Sync for Mempool {}
 
 impl Mempool {
-    pub fn new(name: &str, count: u32, cache: u32, socket: i32) -> Result<Mempool, DpdkError> {
+    pub fn new(name: &str, count: u32, cache: u32, data_room: u16, socket: i32) -> Result<Mempool, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError::Mempool { name: name.into(), count, reason: "name contains NUL".into() })?;
         // SAFETY: EAL is initialised (a Mempool is only made after Eal::init); the
         // name is a valid C string; sizes are checked by DPDK.
         let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16, socket)
+            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, socket)
         };
         if raw.is_null() {
             let (errno, reason) = last_error();

@@ -238,8 +238,19 @@ pub fn new_conn(h: &TcpHdr, payload_len: u32) -> Result<TcpPortion, TcpInvalid> 
 
 /// Linux's tcp_in_window: is the segment inside what the two sides allowed,
 /// and if so, move the window edges.
+///
+/// Only a SYN changes the portion before the check (it initialises or
+/// reinitialises the sender's side); any other segment changes it only when
+/// it returns true, so the caller need not work on a copy.
+#[inline]
 fn in_window(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool {
-    let (s, r) = (dir.idx(), dir.other().idx());
+    let state = p.state;
+    // The sender's and the receiver's sides, resolved once.
+    let [d0, d1] = &mut p.dirs;
+    let (sd, rd) = match dir {
+        Dir::Original => (d0, d1),
+        Dir::Reply => (d1, d0),
+    };
     let mut seq = h.seq;
     let mut ack = h.ack;
     let mut end = segment_end(h, payload_len);
@@ -248,51 +259,50 @@ fn in_window(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool
     let rst = h.flags & f::RST != 0;
     let mut win = h.window as u32;
     if !syn {
-        win <<= p.dirs[s].scale;
+        win <<= sd.scale;
     }
 
-    if p.dirs[s].maxwin == 0 {
+    if sd.maxwin == 0 {
         // First packet of this direction: it must be the SYN (SYN-ACK).
         if !syn {
             return false;
         }
-        init_dir(&mut p.dirs[s], h, end);
+        init_dir(sd, h, end);
         // RFC 7323 §2.2: scaling is used only when both SYNs carried the option.
-        if p.dirs[s].flags & p.dirs[r].flags & dir_flags::WINDOW_SCALE == 0 {
-            p.dirs[s].scale = 0;
-            p.dirs[r].scale = 0;
+        if sd.flags & rd.flags & dir_flags::WINDOW_SCALE == 0 {
+            sd.scale = 0;
+            rd.scale = 0;
         }
         if !has_ack {
             return true; // simultaneous open
         }
-    } else if ((p.state == TcpState::SynSent && dir == Dir::Original) || (p.state == TcpState::SynRecv && dir == Dir::Reply)) && syn && after(end, p.dirs[s].end) {
+    } else if ((state == TcpState::SynSent && dir == Dir::Original) || (state == TcpState::SynRecv && dir == Dir::Reply)) && syn && after(end, sd.end) {
         // RFC 793: a reinitialised sender (new ISN on a retransmitted SYN).
-        init_dir(&mut p.dirs[s], h, end);
+        init_dir(sd, h, end);
     }
 
     if !has_ack || (rst && ack == 0) {
-        ack = p.dirs[r].end;
+        ack = rd.end;
     }
-    if rst && seq == 0 && p.state == TcpState::SynSent {
+    if rst && seq == 0 && state == TcpState::SynSent {
         // RST answering a SYN.
-        seq = p.dirs[s].end;
+        seq = sd.end;
         end = seq;
     }
 
-    let maxackwin = p.dirs[s].maxwin.max(66000);
+    let maxackwin = sd.maxwin.max(66000);
     // A restored portion's edges lag the live ones by at most one checkpoint
     // threshold (a quarter of a window, see `track`) plus the window the peer
     // opened meanwhile: widen each bound by two of the larger windows until the
     // next checkpoint re-anchors them.
-    let slack = if (p.dirs[s].flags | p.dirs[r].flags) & dir_flags::RESTORED != 0 { p.dirs[s].maxwin.max(p.dirs[r].maxwin).max(65535).saturating_mul(2) } else { 0 };
-    let ok = before(seq, p.dirs[s].maxend.wrapping_add(slack).wrapping_add(1))
-        && after(end, p.dirs[s].end.wrapping_sub(p.dirs[r].maxwin).wrapping_sub(slack).wrapping_sub(1))
-        && before(ack, p.dirs[r].end.wrapping_add(slack).wrapping_add(1))
-        && after(ack, p.dirs[r].end.wrapping_sub(maxackwin).wrapping_sub(slack).wrapping_sub(1));
+    let slack = if (sd.flags | rd.flags) & dir_flags::RESTORED != 0 { sd.maxwin.max(rd.maxwin).max(65535).saturating_mul(2) } else { 0 };
+    let ok = before(seq, sd.maxend.wrapping_add(slack).wrapping_add(1))
+        && after(end, sd.end.wrapping_sub(rd.maxwin).wrapping_sub(slack).wrapping_sub(1))
+        && before(ack, rd.end.wrapping_add(slack).wrapping_add(1))
+        && after(ack, rd.end.wrapping_sub(maxackwin).wrapping_sub(slack).wrapping_sub(1));
     if !ok {
         return false;
     }
-    let sd = &mut p.dirs[s];
     if sd.maxwin < win {
         sd.maxwin = win;
     }
@@ -307,8 +317,7 @@ fn in_window(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool
             sd.maxack = ack;
         }
     }
-    let s_maxend = p.dirs[s].maxend;
-    let rd = &mut p.dirs[r];
+    let s_maxend = sd.maxend;
     if rd.maxwin != 0 && after(end, s_maxend) {
         rd.maxwin = rd.maxwin.wrapping_add(end.wrapping_sub(s_maxend));
     }
@@ -335,7 +344,6 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     if next == IV {
         return Err(TcpInvalid::BadTransition);
     }
-    let mut trial = *p;
     if fi == FlagIdx::Rst && p.state == TcpState::SynSent && dir == Dir::Reply {
         // RFC 793: a RST answering our SYN is acceptable only if it ACKs the SYN.
         if h.flags & f::ACK == 0 || h.ack != p.dirs[0].end {
@@ -346,17 +354,29 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
         p.seen_reply = true;
         return Ok(TcpChange::State);
     }
-    if !in_window(&mut trial, dir, h, payload_len) {
+    // A SYN may (re)initialise its sender's side before the window check:
+    // try it on a copy. Any other segment leaves the portion alone unless it
+    // passes (see `in_window`), so established traffic needs no copy.
+    let accepted = if h.flags & f::SYN != 0 {
+        let mut trial = *p;
+        let ok = in_window(&mut trial, dir, h, payload_len);
+        if ok {
+            *p = trial;
+        }
+        ok
+    } else {
+        in_window(p, dir, h, payload_len)
+    };
+    if !accepted {
         return Err(if fi == FlagIdx::Rst { TcpInvalid::RstOutOfWindow } else { TcpInvalid::OutOfWindow });
     }
     if dir == Dir::Reply {
-        trial.seen_reply = true;
+        p.seen_reply = true;
     }
     let old_state = p.state;
     if next != IG {
-        trial.state = TcpState::from_u8(next);
+        p.state = TcpState::from_u8(next);
     }
-    *p = trial;
     if p.state != old_state {
         p.checkpointed();
         return Ok(TcpChange::State);

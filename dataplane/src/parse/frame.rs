@@ -28,7 +28,7 @@
 //!   ones (as Linux does); only a length byte < 2 or past the header is an error.
 
 use super::{
-    proto, v4_mapped, Addr, DropReason, Family, Fragment, IcmpInfo, IpPacket, Parsed, Quoted,
+    proto, v4_mapped, Addr, DropReason, Family, FrameKind, Fragment, IcmpInfo, IpPacket, Parsed, Quoted,
     TcpHdr, TcpOpts, L4,
 };
 
@@ -120,6 +120,19 @@ fn icmp_proto(family: Family) -> u8 {
 /// IPv4/IPv6, TCP/UDP/ICMP/ICMPv6). See the module docs for the contract.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
+    let mut pkt = IpPacket::default();
+    match parse_into(frame, &mut pkt)? {
+        FrameKind::Ip => Ok(Parsed::Ip(pkt)),
+        FrameKind::NonIp { ethertype } => Ok(Parsed::NonIp { ethertype }),
+    }
+}
+
+/// `parse`, writing an IP packet's metadata into `out` instead of returning
+/// it: the packet path's form, which spares it copies of the ~100-byte
+/// `IpPacket` through the layers of `Result`. `out` is meaningful only when
+/// the result is `Ok(FrameKind::Ip)`.
+#[inline(always)]
+pub fn parse_into(frame: &[u8], out: &mut IpPacket) -> Result<FrameKind, DropReason> {
     if frame.len() < ETH_HLEN {
         return Err(DropReason::Truncated);
     }
@@ -139,16 +152,16 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, DropReason> {
         tags += 1;
     }
     match ethertype {
-        ETHERTYPE_IPV4 => parse_v4(frame, off, vlan).map(Parsed::Ip),
-        ETHERTYPE_IPV6 => parse_v6(frame, off, vlan).map(Parsed::Ip),
+        ETHERTYPE_IPV4 => parse_v4(frame, off, vlan, out).map(|()| FrameKind::Ip),
+        ETHERTYPE_IPV6 => parse_v6(frame, off, vlan, out).map(|()| FrameKind::Ip),
         ETHERTYPE_VLAN | ETHERTYPE_QINQ => Err(DropReason::VlanStack),
-        _ => Ok(Parsed::NonIp { ethertype }),
+        _ => Ok(FrameKind::NonIp { ethertype }),
     }
 }
 
 /// IPv4 header at `frame[off..]`.
-#[inline]
-fn parse_v4(frame: &[u8], off: usize, vlan: u16) -> Result<IpPacket, DropReason> {
+#[inline(always)]
+fn parse_v4(frame: &[u8], off: usize, vlan: u16, pkt: &mut IpPacket) -> Result<(), DropReason> {
     let avail = frame.get(off..).unwrap_or(&[]);
     if avail.len() < IPV4_MIN_HLEN {
         return Err(DropReason::Truncated);
@@ -173,7 +186,7 @@ fn parse_v4(frame: &[u8], off: usize, vlan: u16) -> Result<IpPacket, DropReason>
     let frag_field = be16(ip, 6);
     let more = frag_field & 0x2000 != 0;
     let frag_off = frag_field & 0x1fff;
-    let pkt = IpPacket {
+    *pkt = IpPacket {
         vlan,
         family: Family::V4,
         src: addr_v4(ip, 12),
@@ -212,7 +225,7 @@ fn check_v4_options(opts: &[u8]) -> Result<(), DropReason> {
 
 /// IPv6 header at `frame[off..]`, then its extension header chain.
 #[inline]
-fn parse_v6(frame: &[u8], off: usize, vlan: u16) -> Result<IpPacket, DropReason> {
+fn parse_v6(frame: &[u8], off: usize, vlan: u16, pkt: &mut IpPacket) -> Result<(), DropReason> {
     let avail = frame.get(off..).unwrap_or(&[]);
     if avail.len() < IPV6_HLEN {
         return Err(DropReason::Truncated);
@@ -277,7 +290,7 @@ fn parse_v6(frame: &[u8], off: usize, vlan: u16) -> Result<IpPacket, DropReason>
             break;
         }
     }
-    let pkt = IpPacket {
+    *pkt = IpPacket {
         vlan,
         family: Family::V6,
         src: addr_v6(ip, 8),
@@ -295,14 +308,14 @@ fn parse_v6(frame: &[u8], off: usize, vlan: u16) -> Result<IpPacket, DropReason>
 
 /// Common tail of both families: fragment handling, L4, payload bounds.
 /// `seg` is the IP payload after all IP headers, at frame offset `base`.
-#[inline]
+#[inline(always)]
 fn finish(
-    mut pkt: IpPacket,
+    pkt: &mut IpPacket,
     seg: &[u8],
     base: usize,
     frag_off: u16,
     more: bool,
-) -> Result<IpPacket, DropReason> {
+) -> Result<(), DropReason> {
     if frag_off != 0 {
         // RFC 1858: a TCP fragment at offset 8 can rewrite the flags of the
         // first fragment's header on reassembly.
@@ -310,16 +323,13 @@ fn finish(
             return Err(DropReason::BadFragment);
         }
         pkt.frag = Fragment::Later;
-        set_payload(&mut pkt, base, seg.len())?;
-        return Ok(pkt);
+        return set_payload(pkt, base, seg.len());
     }
     if more {
         pkt.frag = Fragment::First;
     }
-    let (l4, hlen, plen) = parse_l4(seg, pkt.proto, pkt.family, more)?;
-    pkt.l4 = l4;
-    set_payload(&mut pkt, base + hlen, plen)?;
-    Ok(pkt)
+    let (hlen, plen) = parse_l4(seg, pkt.proto, pkt.family, more, &mut pkt.l4)?;
+    set_payload(pkt, base + hlen, plen)
 }
 
 #[inline(always)]
@@ -331,26 +341,31 @@ fn set_payload(pkt: &mut IpPacket, off: usize, len: usize) -> Result<(), DropRea
     Ok(())
 }
 
-/// Returns the L4 header, its length, and the L4 payload length.
+/// Writes the L4 header to `l4` and returns its length and the L4 payload
+/// length (through `l4` rather than a returned tuple: no copy of `L4`).
 /// `first` is true in a first fragment, where a header that does not fit is
 /// `BadFragment`.
-#[inline]
+#[inline(always)]
 fn parse_l4(
     seg: &[u8],
     proto_nr: u8,
     family: Family,
     first: bool,
-) -> Result<(L4, usize, usize), DropReason> {
+    l4: &mut L4,
+) -> Result<(usize, usize), DropReason> {
     match proto_nr {
-        proto::TCP => parse_tcp(seg, first),
-        proto::UDP => parse_udp(seg, first),
-        p if p == icmp_proto(family) => parse_icmp(seg, family, first),
-        _ => Ok((L4::Other, 0, seg.len())),
+        proto::TCP => parse_tcp(seg, first, l4),
+        proto::UDP => parse_udp(seg, first, l4),
+        p if p == icmp_proto(family) => parse_icmp(seg, family, first, l4),
+        _ => {
+            *l4 = L4::Other;
+            Ok((0, seg.len()))
+        }
     }
 }
 
-#[inline]
-fn parse_tcp(seg: &[u8], first: bool) -> Result<(L4, usize, usize), DropReason> {
+#[inline(always)]
+fn parse_tcp(seg: &[u8], first: bool, l4: &mut L4) -> Result<(usize, usize), DropReason> {
     if seg.len() < TCP_MIN_HLEN {
         return Err(if first {
             DropReason::BadFragment
@@ -383,7 +398,8 @@ fn parse_tcp(seg: &[u8], first: bool) -> Result<(L4, usize, usize), DropReason> 
         window: be16(seg, 14),
         opts,
     };
-    Ok((L4::Tcp(hdr), doff, seg.len() - doff))
+    *l4 = L4::Tcp(hdr);
+    Ok((doff, seg.len() - doff))
 }
 
 #[inline]
@@ -422,8 +438,8 @@ fn parse_tcp_opts(b: &[u8]) -> Result<TcpOpts, DropReason> {
     Ok(o)
 }
 
-#[inline]
-fn parse_udp(seg: &[u8], first: bool) -> Result<(L4, usize, usize), DropReason> {
+#[inline(always)]
+fn parse_udp(seg: &[u8], first: bool, l4: &mut L4) -> Result<(usize, usize), DropReason> {
     if seg.len() < UDP_HLEN {
         return Err(if first {
             DropReason::BadFragment
@@ -443,15 +459,15 @@ fn parse_udp(seg: &[u8], first: bool) -> Result<(L4, usize, usize), DropReason> 
     } else {
         ulen
     };
-    let l4 = L4::Udp {
+    *l4 = L4::Udp {
         sport: be16(seg, 0),
         dport: be16(seg, 2),
     };
-    Ok((l4, UDP_HLEN, end - UDP_HLEN))
+    Ok((UDP_HLEN, end - UDP_HLEN))
 }
 
 #[inline]
-fn parse_icmp(seg: &[u8], family: Family, first: bool) -> Result<(L4, usize, usize), DropReason> {
+fn parse_icmp(seg: &[u8], family: Family, first: bool, l4: &mut L4) -> Result<(usize, usize), DropReason> {
     if seg.len() < ICMP_HLEN {
         return Err(if first {
             DropReason::BadFragment
@@ -475,7 +491,8 @@ fn parse_icmp(seg: &[u8], family: Family, first: bool) -> Result<(L4, usize, usi
             Family::V6 => quoted_v6(q),
         };
     }
-    Ok((L4::Icmp(info), ICMP_HLEN, seg.len() - ICMP_HLEN))
+    *l4 = L4::Icmp(info);
+    Ok((ICMP_HLEN, seg.len() - ICMP_HLEN))
 }
 
 /// The IPv4 header (and 8 bytes of L4) an ICMP error quotes. Its total length

@@ -197,5 +197,14 @@ pub enum Parsed {
     Ip(IpPacket),
 }
 
+/// What `parse_into` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// An IP packet, described in the `IpPacket` given to `parse_into`.
+    Ip,
+    /// ARP and any other non-IP ethertype: passed through untouched.
+    NonIp { ethertype: u16 },
+}
+
 mod frame;
-pub use frame::parse;
+pub use frame::{parse, parse_into};
