@@ -3,7 +3,8 @@
 //! `[checkpoint]`, its own section.
 
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+pub use shm_layout::CheckpointSection;
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,37 +41,6 @@ impl Default for Conntrack {
 
 fn default_conntrack_capacity() -> u64 {
     65536
-}
-
-/// `[checkpoint]`, every key documented in docs/CONFIG.md.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CheckpointSection {
-    pub enabled: bool,
-    pub dir: PathBuf,
-    pub ring_slots: u32,
-    pub store_capacity: u64,
-    pub ftp_capacity: u32,
-    pub control_socket: PathBuf,
-    pub drain_batch: u32,
-    pub attach_timeout_ms: u64,
-    pub idle_sleep_us: u64,
-}
-
-impl Default for CheckpointSection {
-    fn default() -> Self {
-        CheckpointSection {
-            enabled: true,
-            dir: PathBuf::from("/dev/hugepages/lazarus"),
-            ring_slots: 65536,
-            store_capacity: 0,
-            ftp_capacity: 4096,
-            control_socket: PathBuf::from("/run/lazarus/checkpointd.sock"),
-            drain_batch: 1024,
-            attach_timeout_ms: 5000,
-            idle_sleep_us: 50,
-        }
-    }
 }
 
 /// What checkpointd runs with, validated.

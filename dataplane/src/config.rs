@@ -37,46 +37,7 @@ pub struct Config {
     pub checkpoint: CheckpointSection,
 }
 
-/// Checkpointing to lazarus-checkpointd (read by both processes; see
-/// docs/CHECKPOINT.md).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CheckpointSection {
-    /// Write every connection's state to checkpointd and restore it at start.
-    /// false runs without checkpointd: a restart forgets every connection.
-    pub enabled: bool,
-    /// Directory of the shared segments (`rings`, `store`); checkpointd falls
-    /// back to /dev/shm/lazarus when it is not on hugetlbfs.
-    pub dir: std::path::PathBuf,
-    /// Delta ring slots per worker (power of two).
-    pub ring_slots: u32,
-    /// Connections the store holds; 0 = conntrack.capacity x workers.
-    pub store_capacity: u32,
-    /// FTP portions the store holds.
-    pub ftp_capacity: u32,
-    /// checkpointd's control socket.
-    pub control_socket: std::path::PathBuf,
-    /// Deltas checkpointd drains from one ring per pass.
-    pub drain_batch: u32,
-    /// How long a starting dataplane waits for checkpointd to be up and to
-    /// have drained every ring before it gives up.
-    pub attach_timeout_ms: u64,
-}
-
-impl Default for CheckpointSection {
-    fn default() -> Self {
-        CheckpointSection {
-            enabled: true,
-            dir: "/dev/hugepages/lazarus".into(),
-            ring_slots: 65536,
-            store_capacity: 0,
-            ftp_capacity: 4096,
-            control_socket: "/run/lazarus/checkpointd.sock".into(),
-            drain_batch: 1024,
-            attach_timeout_ms: 5000,
-        }
-    }
-}
+pub use shm_layout::CheckpointSection;
 
 /// Connection tracking: table size, timeouts, modules.
 #[derive(Debug, Clone, Deserialize)]

@@ -92,3 +92,56 @@ fn missing_separator_prints_usage() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: lazarus-dataplane [EAL options] -- --config FILE"));
 }
+
+/// A config with checkpointing on, segments in `seg_dir`, a short attach timeout.
+fn checkpoint_config(dir: &std::path::Path, seg_dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = bridge_config(dir, "net_null0", "net_null1", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[checkpoint]\nenabled = false\n",
+        &format!("[checkpoint]\nenabled = true\ndir = \"{}\"\nattach_timeout_ms = 300\nring_slots = 64\n", seg_dir.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+#[test]
+fn checkpointd_not_running_is_a_clear_error_not_an_empty_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), seg.path());
+    // No segments at all: checkpointd never ran.
+    let (code, err) = run(&null_eal("ckpt-none"), &cfg);
+    assert_ne!(code, 0);
+    assert!(err.contains("checkpointd is not running") && err.contains("checkpoint.enabled = false"), "{err}");
+    assert!(!err.contains("forwarding"), "{err}");
+
+    // Segments left by a checkpointd that died: no fresh heartbeat.
+    let geom = shm_layout::RingsGeometry { workers: 1, slots_per_ring: 64 };
+    let rings = shm_layout::RingsSegment::create_file(&seg.path().join("rings"), geom).unwrap();
+    shm_layout::StoreSegment::create_file(&seg.path().join("store"), shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 }).unwrap();
+    let (code, err) = run(&null_eal("ckpt-stale"), &cfg);
+    assert_ne!(code, 0);
+    assert!(err.contains("last heartbeat") && err.contains("start lazarus-checkpointd"), "{err}");
+
+    // Alive but behind: a published delta it never drains.
+    let mut p = rings.producer(0).unwrap();
+    p.try_push(1, 0, shm_layout::delta_kind::PORTION, 1, b"x").unwrap();
+    p.publish();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beating = {
+        let stop = stop.clone();
+        let path = seg.path().join("rings");
+        std::thread::spawn(move || {
+            let r = shm_layout::RingsSegment::open_file(&path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                r.beat(std::process::id(), shm_layout::monotonic_ns());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+    };
+    let (code, err) = run(&null_eal("ckpt-lag"), &cfg);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beating.join().unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("has not drained ring 0") && err.contains("1 deltas behind"), "{err}");
+}

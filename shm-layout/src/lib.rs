@@ -24,11 +24,13 @@
 //! This crate is the only one besides the dataplane's DPDK layer allowed to
 //! use `unsafe`; every block carries a `// SAFETY:` comment.
 
+mod config;
 mod header;
 mod mapped;
 mod ring;
 mod store;
 
+pub use config::CheckpointSection;
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 pub use mapped::{
     choose_segment_dir, find_segment_dir, is_hugetlbfs, try_lock_exclusive, DirChoice, MappedFile, FALLBACK_DIR,

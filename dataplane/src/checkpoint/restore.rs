@@ -9,8 +9,7 @@ use shm_layout::{monotonic_ns, LayoutError, RingsSegment, StoreSegment};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Where checkpointd puts its segments when `checkpoint.dir` is unusable.
-pub const FALLBACK_DIR: &str = "/dev/shm/lazarus";
+use shm_layout::FALLBACK_DIR;
 /// A heartbeat older than this means checkpointd is not running.
 const HEARTBEAT_STALE: Duration = Duration::from_millis(1000);
 
@@ -37,7 +36,7 @@ pub struct Attached {
 }
 
 fn find_dir(cfg: &CheckpointSection) -> Option<PathBuf> {
-    [cfg.dir.as_path(), Path::new(FALLBACK_DIR)].into_iter().find(|d| d.join("rings").exists() && d.join("store").exists()).map(Path::to_path_buf)
+    shm_layout::find_segment_dir(&cfg.dir).filter(|d| d.join("store").is_file())
 }
 
 /// Waits (up to `attach_timeout_ms`) until checkpointd is up and has drained

@@ -1,0 +1,47 @@
+//! The `[checkpoint]` config section.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `[checkpoint]` of the config file both processes read; every key is
+/// documented in docs/CONFIG.md. Here so that the dataplane and checkpointd
+/// parse one definition.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// false: the dataplane runs without checkpointd; a restart forgets every connection.
+    pub enabled: bool,
+    /// Directory of the segments (`rings`, `store`).
+    pub dir: PathBuf,
+    /// Delta ring slots per worker, a power of two >= 64.
+    pub ring_slots: u32,
+    /// Connections in the store; 0 = conntrack.capacity x workers.
+    pub store_capacity: u64,
+    /// FTP portions in the store.
+    pub ftp_capacity: u32,
+    /// checkpointd's control socket.
+    pub control_socket: PathBuf,
+    /// Deltas checkpointd drains from one ring per pass.
+    pub drain_batch: u32,
+    /// How long a starting dataplane waits for checkpointd to be up and drained.
+    pub attach_timeout_ms: u64,
+    /// checkpointd sleeps this long when every ring was empty (0: busy-poll).
+    pub idle_sleep_us: u64,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            enabled: true,
+            dir: PathBuf::from("/dev/hugepages/lazarus"),
+            ring_slots: 65536,
+            store_capacity: 0,
+            ftp_capacity: 4096,
+            control_socket: PathBuf::from("/run/lazarus/checkpointd.sock"),
+            drain_batch: 1024,
+            attach_timeout_ms: 5000,
+            idle_sleep_us: 50,
+        }
+    }
+}
+
