@@ -353,6 +353,19 @@ impl StoreSegment {
     }
 
     /// A copy of connection record `i`. Panics if `i >= conn_capacity`.
+    /// Record `i` where it lies, for readers of a quiescent store (restore).
+    fn record_in_place(&self, i: u32) -> &ConnRecord {
+        // SAFETY: record_ptr is in bounds and aligned; ConnRecord is plain
+        // integers, so any bytes are a valid value; restore_iter's contract is
+        // that nobody writes the segment while it runs.
+        unsafe { &*self.record_ptr(i) }
+    }
+
+    fn ftp_in_place(&self, i: u32) -> &FtpRecord {
+        // SAFETY: as for record_in_place.
+        unsafe { &*self.ftp_ptr(i) }
+    }
+
     pub fn record(&self, i: u32) -> ConnRecord {
         // SAFETY: record_ptr is in bounds and aligned; ConnRecord is plain
         // integers, any bytes are a valid value; a volatile copy never
@@ -500,6 +513,17 @@ impl StoreSegment {
     }
 }
 
+fn portion_in_place<'a, const N: usize>(slot: &'a PortionSlot<N>, conn_id: u64, bad: &mut u32) -> Option<StoredPortion<'a>> {
+    if !slot.is_present() {
+        return None;
+    }
+    if !slot.verify(conn_id) {
+        *bad += 1;
+        return None;
+    }
+    Some(StoredPortion { module: slot.module, version: slot.version, payload: slot.payload() })
+}
+
 fn portion<'a, const N: usize>(slot: &PortionSlot<N>, conn_id: u64, live: &'a [u8; N], bad: &mut u32) -> Option<StoredPortion<'a>> {
     if !slot.is_present() {
         return None;
@@ -537,17 +561,35 @@ impl<'a> Iterator for RestoreIter<'a> {
     type Item = StoredConn<'a>;
 
     fn next(&mut self) -> Option<StoredConn<'a>> {
-        while self.next < self.store.geom.conn_capacity {
+        let store = self.store;
+        while self.next < store.geom.conn_capacity {
             let i = self.next;
             self.next += 1;
-            if self.store.record(i).worker != self.worker {
+            // In place, no copy: the store is quiescent during a restore.
+            let rec = store.record_in_place(i);
+            if rec.used == 0 || rec.worker != self.worker {
                 continue;
             }
-            if let Some((conn, bad)) = self.store.load(i) {
-                self.corrupt += bad;
-                self.seen += 1;
-                return Some(conn);
-            }
+            let mut bad = 0;
+            let ip = portion_in_place(&rec.ip, rec.conn_id, &mut bad);
+            let l4 = portion_in_place(&rec.l4, rec.conn_id, &mut bad);
+            let ftp = if rec.ftp == NO_FTP {
+                None
+            } else if rec.ftp < store.geom.ftp_capacity {
+                let f = store.ftp_in_place(rec.ftp);
+                if f.used != 0 && f.conn_id == rec.conn_id {
+                    portion_in_place(&f.portion, rec.conn_id, &mut bad)
+                } else {
+                    bad += 1;
+                    None
+                }
+            } else {
+                bad += 1;
+                None
+            };
+            self.corrupt += bad;
+            self.seen += 1;
+            return Some(StoredConn { conn_id: rec.conn_id, worker: rec.worker, ip, l4, ftp });
         }
         None
     }

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each bench uses part of it
 //! Established-flow fixtures shared by the criterion benches and the
 //! callgrind harness (`examples/profile_pipeline.rs`).
 
@@ -70,4 +71,36 @@ pub fn established(n: u32) -> (Fw, Vec<Vec<u8>>) {
         frames.swap(i, (x % (i as u64 + 1)) as usize);
     }
     (fw, frames)
+}
+
+/// A checkpointd store segment (on tmpfs, already unlinked) holding `n`
+/// established TCP connections of worker 0, as checkpointd would have them.
+pub fn store_of(n: u32) -> shm_layout::StoreSegment {
+    use dataplane::conn::{ConnKey, Endpoint};
+    use dataplane::modules::ip::IpPortion;
+    use dataplane::modules::tcp::{self, TcpPortion};
+    use dataplane::modules::Module;
+    use dataplane::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
+    use shm_layout::{StoreGeometry, StoreSegment};
+    let path = std::env::temp_dir().join(format!("lazarus-bench-store-{}", std::process::id()));
+    let mut store = StoreSegment::create_file(&path, StoreGeometry { conn_capacity: n, ftp_capacity: 16 }).unwrap();
+    let _ = std::fs::remove_file(&path);
+    // One established TCP portion (the same for every flow) and each flow's ip portion.
+    let h = |flags, seq, ack| TcpHdr { sport: 1, dport: 80, seq, ack, flags, window: 64000, opts: TcpOpts::default() };
+    let mut t: TcpPortion = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
+    tcp::track(&mut t, dataplane::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
+    tcp::track(&mut t, dataplane::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
+    let mut tb = [0u8; TcpPortion::MAX];
+    let tn = t.encode(&mut tb).unwrap();
+    let mut ib = [0u8; IpPortion::MAX];
+    for i in 0..n {
+        let (ca, cp) = client(i);
+        let (key, lo) = ConnKey::canonical(Family::V4, 6, Endpoint { addr: v4_mapped(ca), port: cp }, Endpoint { addr: v4_mapped(SERVER), port: 80 }, 0, 0);
+        let n = IpPortion::new(lo, 1).encode(&key, &mut ib).unwrap();
+        let id = key.id().0;
+        store.init_record(i, id, 0);
+        store.put_portion(i, Module::Ip as u8, 1, &ib[..n]).unwrap();
+        store.put_portion(i, Module::Tcp as u8, 1, &tb[..tn]).unwrap();
+    }
+    store
 }

@@ -84,19 +84,23 @@ impl<'a> Reader<'a> {
         r.format = f;
         Ok(r)
     }
+    #[inline]
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], PortionError> {
         let b = self.buf.get(self.pos..self.pos + n).ok_or(PortionError::Truncated { module: self.module.name(), len: self.buf.len() })?;
         self.pos += n;
         Ok(b)
     }
+    #[inline]
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], PortionError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.bytes(N)?);
         Ok(a)
     }
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, PortionError> {
         Ok(self.bytes(1)?[0])
     }
+    #[inline]
     pub fn bool(&mut self) -> Result<bool, PortionError> {
         match self.u8()? {
             0 => Ok(false),
@@ -104,12 +108,15 @@ impl<'a> Reader<'a> {
             _ => Err(self.bad("boolean")),
         }
     }
+    #[inline]
     pub fn u16(&mut self) -> Result<u16, PortionError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, PortionError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
+    #[inline]
     pub fn u64(&mut self) -> Result<u64, PortionError> {
         Ok(u64::from_le_bytes(self.array()?))
     }

@@ -1,0 +1,145 @@
+//! Checkpointing costs, for docs/BENCHMARKS.md:
+//! * `overhead`: the pipeline on churning connections (every connection opens,
+//!   carries a few packets, closes, and opens again) with checkpointing off
+//!   and with deltas going into a real delta ring that a second thread drains
+//!   as checkpointd would; the ratio is the figure.
+//! * `restore_1m`: rebuilding 1 000 000 connections from a store segment.
+
+mod common;
+use allocator_api2::alloc::Global;
+use common::{client, tcp_frame, SERVER};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dataplane::checkpoint::restore::restore_worker;
+use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
+use dataplane::config::ConntrackSection;
+use dataplane::firewall::{Firewall, Verdict};
+use dataplane::stats::FwCounters;
+use shm_layout::{RingsGeometry, RingsSegment};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FLOWS: u32 = 10_000;
+/// Packets of established traffic in each connection's life.
+const DATA: u32 = 40;
+
+/// Every flow's life, interleaved step by step across flows so that many are
+/// open at once: SYN, SYN-ACK, ACK, DATA packets both ways, FIN, ACK, FIN,
+/// ACK. Replayed again, each SYN reopens its flow from TIME_WAIT.
+fn churn_frames() -> Vec<Vec<u8>> {
+    let mut lives: Vec<Vec<Vec<u8>>> = Vec::new();
+    for i in 0..FLOWS {
+        let (c, p) = client(i);
+        let (cs, ss) = (1000u32, 5000u32);
+        let mut l = vec![tcp_frame(c, SERVER, p, 80, 0x02, cs, 0), tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)];
+        for k in 0..DATA {
+            l.push(if k % 2 == 0 { tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1) } else { tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1) });
+        }
+        l.push(tcp_frame(c, SERVER, p, 80, 0x11, cs + 1, ss + 1));
+        l.push(tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 2));
+        l.push(tcp_frame(SERVER, c, 80, p, 0x11, ss + 1, cs + 2));
+        l.push(tcp_frame(c, SERVER, p, 80, 0x10, cs + 2, ss + 2));
+        lives.push(l);
+    }
+    let steps = lives[0].len();
+    (0..steps).flat_map(|s| lives.iter().map(move |l| l[s].clone())).collect()
+}
+
+fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, Global> {
+    let ct = ConntrackSection { capacity, ..Default::default() };
+    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(FwCounters::default()))
+}
+
+/// Runs the frames in bursts of 32 as a worker does: process, publish, then
+/// housekeeping once per burst.
+fn run<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) {
+    for burst in frames.chunks(32) {
+        *now += 1000;
+        for f in burst {
+            let v = fw.process(f, 0, *now);
+            debug_assert_eq!(v, Verdict::Forward);
+        }
+        fw.sink.publish();
+        fw.housekeeping(*now);
+    }
+}
+
+fn overhead(c: &mut Criterion) {
+    let frames = churn_frames();
+    let mut g = c.benchmark_group("checkpoint_overhead");
+    g.throughput(Throughput::Elements(frames.len() as u64));
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+
+    let mut off = firewall(NoCheckpoint, FLOWS * 2);
+    let mut now = 1;
+    run(&mut off, &frames, &mut now);
+    g.bench_function("churn_off", |b| b.iter(|| run(&mut off, &frames, &mut now)));
+    assert_eq!(off.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0, "the churn workload must be valid traffic");
+
+    // A real ring in shared memory (tmpfs) and a drainer on the other core.
+    let path = std::env::temp_dir().join(format!("lazarus-bench-rings-{}", std::process::id()));
+    let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: 65536 }).unwrap()));
+    let _ = std::fs::remove_file(&path);
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut cons = rings.consumer(0).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let r = cons.drain(1024, |d| {
+                    std::hint::black_box(d.payload);
+                });
+                n += r.applied as u64;
+                if r.applied == 0 {
+                    std::hint::spin_loop();
+                }
+            }
+            n
+        })
+    };
+    let mut on = firewall(RingSink::new(rings.producer(0).unwrap()), FLOWS * 2);
+    let mut now = 1;
+    run(&mut on, &frames, &mut now);
+    g.bench_function("churn_ring", |b| b.iter(|| run(&mut on, &frames, &mut now)));
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    let n = drained.join().unwrap();
+    let deltas: u64 = on.counters.ckpt.iter().map(|c| c.get()).sum::<u64>() + on.counters.ckpt_deletes.get();
+    eprintln!(
+        "checkpoint_overhead: {} frames per pass, {:.2} deltas per packet, {} drained, ring full {} (re-emitted {})",
+        frames.len(),
+        deltas as f64 / (now / 1000 * 32) as f64,
+        n,
+        on.counters.ckpt_ring_full.get(),
+        on.counters.ckpt_reemitted.get()
+    );
+}
+
+fn restore(c: &mut Criterion) {
+    const N: u32 = 1_000_000;
+    let store = common::store_of(N);
+    let mut g = c.benchmark_group("restore");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("1m_connections", |b| {
+        b.iter_batched_ref(
+            || firewall(NoCheckpoint, N + N / 8),
+            |fw| {
+                let s = restore_worker(fw, &store, 0, 10);
+                assert_eq!(s.restored, N as u64);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    let t0 = Instant::now();
+    let mut fw = firewall(NoCheckpoint, N + N / 8);
+    let alloc = t0.elapsed();
+    let t1 = Instant::now();
+    restore_worker(&mut fw, &store, 0, 10);
+    eprintln!("restore: table allocation {:.1} ms, rebuild of {N} connections {:.1} ms", alloc.as_secs_f64() * 1e3, t1.elapsed().as_secs_f64() * 1e3);
+}
+
+criterion_group!(benches, overhead, restore);
+criterion_main!(benches);
