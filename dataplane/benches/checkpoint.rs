@@ -7,7 +7,7 @@
 
 mod common;
 use allocator_api2::alloc::Global;
-use common::{client, tcp_frame, SERVER};
+use common::{churn_frames, FLOWS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::checkpoint::restore::restore_worker;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
@@ -18,32 +18,6 @@ use shm_layout::{RingsGeometry, RingsSegment};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const FLOWS: u32 = 10_000;
-/// Packets of established traffic in each connection's life.
-const DATA: u32 = 40;
-
-/// Every flow's life, interleaved step by step across flows so that many are
-/// open at once: SYN, SYN-ACK, ACK, DATA packets both ways, FIN, ACK, FIN,
-/// ACK. Replayed again, each SYN reopens its flow from TIME_WAIT.
-fn churn_frames() -> Vec<Vec<u8>> {
-    let mut lives: Vec<Vec<Vec<u8>>> = Vec::new();
-    for i in 0..FLOWS {
-        let (c, p) = client(i);
-        let (cs, ss) = (1000u32, 5000u32);
-        let mut l = vec![tcp_frame(c, SERVER, p, 80, 0x02, cs, 0), tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)];
-        for k in 0..DATA {
-            l.push(if k % 2 == 0 { tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1) } else { tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1) });
-        }
-        l.push(tcp_frame(c, SERVER, p, 80, 0x11, cs + 1, ss + 1));
-        l.push(tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 2));
-        l.push(tcp_frame(SERVER, c, 80, p, 0x11, ss + 1, cs + 2));
-        l.push(tcp_frame(c, SERVER, p, 80, 0x10, cs + 2, ss + 2));
-        lives.push(l);
-    }
-    let steps = lives[0].len();
-    (0..steps).flat_map(|s| lives.iter().map(move |l| l[s].clone())).collect()
-}
 
 fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, Global> {
     let ct = ConntrackSection { capacity, ..Default::default() };

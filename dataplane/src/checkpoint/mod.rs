@@ -17,6 +17,8 @@ pub use ring::RingSink;
 pub struct SinkFull;
 
 pub trait CheckpointSink {
+    /// False when deltas go nowhere: the firewall then skips encoding them.
+    const ENABLED: bool = true;
     /// `module`'s portion of connection `id` changed; `payload` is its encoding.
     /// `version` orders the portion's deltas (the TSC, monotonic on one host).
     fn portion(&mut self, id: ConnId, module: Module, version: u64, payload: &[u8]) -> Result<(), SinkFull>;
@@ -42,6 +44,7 @@ pub trait CheckpointSink {
 pub struct NoCheckpoint;
 
 impl CheckpointSink for NoCheckpoint {
+    const ENABLED: bool = false;
     #[inline]
     fn portion(&mut self, _: ConnId, _: Module, _: u64, _: &[u8]) -> Result<(), SinkFull> {
         Ok(())

@@ -1,0 +1,76 @@
+//! The `checkpoint_overhead` bench without criterion, for instruction counts
+//! of the worker's side only (checkpointd's drain is not counted):
+//!
+//!     cargo build --release -p dataplane --example profile_churn
+//!     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*run_passes*' \
+//!         --toggle-collect='*profile_churn::drain*' target/release/examples/profile_churn off|ring 3 [DATA]
+//!
+//! Instructions per packet = the Ir total / (passes × frames per pass).
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use allocator_api2::alloc::Global;
+use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
+use dataplane::config::ConntrackSection;
+use dataplane::firewall::{Firewall, Verdict};
+use shm_layout::{DeltaConsumer, RingsGeometry, RingsSegment};
+use std::sync::Arc;
+
+fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, Global> {
+    let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
+    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(Default::default()))
+}
+
+#[inline(never)]
+fn drain(c: &mut Option<DeltaConsumer<'_>>) {
+    if let Some(c) = c {
+        while c.drain(4096, |d| {
+            std::hint::black_box(d.payload);
+        })
+        .applied
+            != 0
+        {}
+    }
+}
+
+/// One pass in bursts of 32; the ring is drained between bursts outside the count.
+#[inline(never)]
+fn run_passes<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64, cons: &mut Option<DeltaConsumer<'_>>) -> usize {
+    let mut fwd = 0;
+    for burst in frames.chunks(32) {
+        *now += 1000;
+        for f in burst {
+            fwd += (fw.process(f, 0, *now) == Verdict::Forward) as usize;
+        }
+        fw.sink.publish();
+        fw.housekeeping(*now);
+        drain(cons);
+    }
+    fwd
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "ring".into());
+    let passes: usize = args.next().map(|a| a.parse().expect("usage: profile_churn off|ring PASSES [DATA]")).unwrap_or(3);
+    let data: u32 = args.next().map(|a| a.parse().expect("DATA: packets per connection life")).unwrap_or(common::DATA);
+    let frames = common::churn_frames_with(data);
+    let mut now = 1;
+    let fwd = if mode == "off" {
+        let mut fw = firewall(NoCheckpoint);
+        (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut None)).sum::<usize>()
+    } else {
+        let path = std::env::temp_dir().join(format!("lazarus-profile-rings-{}", std::process::id()));
+        let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: 65536 }).unwrap()));
+        let _ = std::fs::remove_file(&path);
+        let mut cons = Some(rings.consumer(0).unwrap());
+        let mut fw = firewall(RingSink::new(rings.producer(0).unwrap()));
+        let n = (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut cons)).sum::<usize>();
+        let deltas: u64 = fw.counters.ckpt.iter().map(|c| c.get()).sum::<u64>() + fw.counters.ckpt_deletes.get();
+        println!("{deltas} deltas, ring full {}", fw.counters.ckpt_ring_full.get());
+        n
+    };
+    assert_eq!(fwd, passes * frames.len(), "the churn workload is valid traffic");
+    println!("{mode}: {} packets", passes * frames.len());
+}
