@@ -9,8 +9,8 @@
       not reachable). Telemetry runs on a control thread of each process, so
       polling does not stop its forwarding lcore.
 
-  load_probe.py wait-down TIMEOUT_S PREFIX:PORT...
-      Waits until each port reports its link down (telemetry
+  load_probe.py wait-down TIMEOUT_S TRIGGER_FILE PREFIX:PORT...
+      Once TRIGGER_FILE exists, waits until each port reports its link down (telemetry
       /ethdev/link_status): a memif server takes a moment to notice that its
       client died, and refuses the successor until it has.
 
@@ -74,9 +74,13 @@ def poll(out, interval, targets):
                 nxt = time.monotonic()
 
 
-def wait_down(timeout, targets):
-    """Waits until every PREFIX:PORT reports its link down (a memif server
-    that has seen its client go). Exit status 1 on timeout."""
+def wait_down(timeout, trigger, targets):
+    """Once the file `trigger` exists, waits until every PREFIX:PORT reports
+    its link down (a memif server that has seen its client go); prints the
+    time. Started before the kill, so Python's start-up is not in the outage.
+    Exit status 1 on timeout."""
+    while not os.path.exists(trigger):
+        time.sleep(0.001)
     end = time.monotonic() + timeout
     pending = list(targets)
     while pending and time.monotonic() < end:
@@ -91,7 +95,8 @@ def wait_down(timeout, targets):
                     pending.remove(t)
             except (OSError, ValueError, KeyError):
                 pass
-        time.sleep(0.002)
+        time.sleep(0.001)
+    print(f"servers_down {time.time():.6f}")
     sys.exit(1 if pending else 0)
 
 
@@ -167,7 +172,7 @@ def report(a):
     s_rx = series(rows, "sink", "rx")
     if len(g_tx) < 2 or len(s_rx) < 2:
         sys.exit("bench-load: the generator or the sink never answered telemetry")
-    kill = started = None
+    kill = started = down = None
     if a.kill_times:
         for line in open(a.kill_times):
             k, v = line.split()
@@ -175,6 +180,8 @@ def report(a):
                 kill = float(v)
             elif k == "started":
                 started = float(v)
+            elif k == "servers_down":
+                down = float(v)
     t0, t1 = rows[0]["t"], rows[-1]["t"]
     # Counts over the sink's whole window; the generator's sent packets over the same.
     gen_total = g_tx[-1][1] - g_tx[0][1]
@@ -191,7 +198,7 @@ def report(a):
     lines = []
     lines.append(("generator tx (sent into the link)", f"{gen_total / dur / 1e6:.3f} Mpps", f"{gen_total} packets in {dur:.2f} s"))
     if gd is not None:
-        lines.append(("generator tx refused by the link (back-pressure)", f"{gd}", "ring full or link down; a NIC would count these as rx_missed"))
+        lines.append(("generator tx refused by the link (back-pressure)", f"{gd}", "ring full, or link down (then testpmd retries in a tight loop: attempts, not packets)"))
     lines.append(("dataplane rx (median of 1 s stats)", f"{statistics.median(rx_s):.3f} Mpps" if rx_s else "-", ""))
     lines.append(("dataplane tx (median of 1 s stats)", f"{statistics.median(tx_s):.3f} Mpps" if tx_s else "-", ""))
     lines.append(("received at the sink", f"{sink_total / dur / 1e6:.3f} Mpps", f"{sink_total} packets"))
@@ -208,6 +215,8 @@ def report(a):
             # What entered the firewall and never left it: in its rings at the
             # kill, or dropped by it (the generator cannot send while the link is down).
             lines.append(("sent into the dataplane, never delivered", f"{lost_total}", "whole run, the kill included"))
+        if down:
+            lines.append(("kill → memif servers report link down", f"{(down - kill) * 1e3:.0f} ms", "the killed process's teardown; the restart waits for it"))
         if started:
             lines.append(("kill → restarted dataplane forwarding", f"{(started - kill) * 1e3:.0f} ms", "script's clock; EAL init, checkpointd attach, restore"))
         after = [p for p in s_rx if p[0] > (started or kill)]
@@ -221,13 +230,15 @@ def report(a):
         print(title)
         for n, v, note in lines:
             print(f"  {n:50} {v:>18}  {note}")
+    if sink_total <= 0:
+        sys.exit("bench-load: nothing reached the sink")
     if kill is not None and not moved:
-        sys.exit(2)
+        sys.exit("bench-load: no traffic reached the sink after the restart")
 
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "wait-down":
-        wait_down(float(sys.argv[2]), sys.argv[3:])
+        wait_down(float(sys.argv[2]), sys.argv[3], sys.argv[4:])
     if len(sys.argv) > 1 and sys.argv[1] == "poll":
         poll(sys.argv[2], float(sys.argv[3]), sys.argv[4:])
         return

@@ -249,14 +249,20 @@ PROBE_PID=$!
 
 if [ "$KILL" = 1 ]; then
     sleep "$(python3 -c "print($SECONDS_RUN / 2)")"
-    log "SIGKILL the dataplane under load"
-    kill -KILL "$DP"; echo "kill $(now)" >"$W/kill.times"
-    wait "$DP" 2>/dev/null || true; DP=
     if [ "$LINK" = memif ]; then
         # The memif servers must have seen the client go before a new one can
         # connect (else rte_eth_dev_start fails: "Failed to connect socket").
-        python3 "$PROBE" wait-down 5 "${P}gen:0" "${P}sink:0" || log "memif servers still report link up 5 s after the kill"
-        echo "servers_down $(now)" >>"$W/kill.times"
+        # The waiter starts now and acts on the trigger file, so that its
+        # start-up does not count in the outage.
+        python3 "$PROBE" wait-down 5 "$W/killed" "${P}gen:0" "${P}sink:0" >"$W/down.times" &
+        waiter=$!
+    fi
+    log "SIGKILL the dataplane under load"
+    kill -KILL "$DP"; echo "kill $(now)" >"$W/kill.times"; touch "$W/killed"
+    wait "$DP" 2>/dev/null || true; DP=
+    if [ "$LINK" = memif ]; then
+        wait "$waiter" || log "memif servers still report link up 5 s after the kill"
+        cat "$W/down.times" >>"$W/kill.times"
     fi
     # A killed primary leaves its runtime directory; the successor reuses it.
     dp_start; echo "started $(now)" >>"$W/kill.times"
