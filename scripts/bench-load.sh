@@ -11,11 +11,12 @@
 # dataplane is the client of both, so a killed dataplane leaves the servers
 # listening and its successor reconnects), or veth (net_af_packet on two veth
 # pairs; kernel-bound, what Pktgen needs: it cannot run on net_memif, see
-# docs/LOAD.md). The sink's and generator's port counters are read through
+# docs/LOAD.md), or pci (real NICs named by LOAD_GEN_PCI, LOAD_SINK_PCI,
+# LOAD_DP_PCI_A, LOAD_DP_PCI_B; cores by LOAD_*_LCORES, docs/LOAD.md). The sink's and generator's port counters are read through
 # their telemetry sockets every 10 ms (benches/load_probe.py).
 #
 # usage: scripts/bench-load.sh [--seconds N] [--short] [--kill] [--checkpoint on|off]
-#            [--conntrack on|off] [--rate PPS] [--link memif|veth] [--flows N] [--markdown]
+#            [--conntrack on|off] [--rate PPS] [--link memif|veth|pci] [--flows N] [--markdown]
 # Root, hugepages (scripts/setup.sh) and a release build of dataplane and checkpointd.
 # Environment: PKTGEN=/path/to/pktgen to use Pktgen-DPDK as the generator;
 # LZ_BIN, LZ_CKPT_BIN to use other binaries; LOAD_KEEP=1 keeps the work directory.
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
         --link) LINK=$2; shift ;;
         --flows) FLOWS=$2; shift ;;
         --markdown) MARKDOWN=1 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench-load: unknown argument $1 (--help)" >&2; exit 2 ;;
     esac
     shift
@@ -45,7 +46,12 @@ done
 [ "$SHORT" = 0 ] || SECONDS_RUN=4
 case $CKPT in on|off) ;; *) echo "bench-load: --checkpoint on|off" >&2; exit 2 ;; esac
 case $CONNTRACK in on|off) ;; *) echo "bench-load: --conntrack on|off" >&2; exit 2 ;; esac
-case $LINK in memif|veth) ;; *) echo "bench-load: --link memif|veth" >&2; exit 2 ;; esac
+case $LINK in memif|veth|pci) ;; *) echo "bench-load: --link memif|veth|pci" >&2; exit 2 ;; esac
+# Cores (docs/LOAD.md): defaults for two shared cores; real machines give each
+# busy poller its own: LOAD_DP_LCORES=2,3 LOAD_DP_WORKER=3 LOAD_GEN_LCORES=4,5 ...
+DP_LCORES=${LOAD_DP_LCORES:-0,1}; DP_WORKER=${LOAD_DP_WORKER:-1}
+GEN_LCORES=${LOAD_GEN_LCORES:-'0@(0-1),1@(0-1)'}; SINK_LCORES=${LOAD_SINK_LCORES:-'0@(0-1),1@(0-1)'}
+DP_MEM=${LOAD_DP_MEM:-"-m 256"}; TP_MEM=${LOAD_TP_MEM:-"-m 96"}
 [ "$CONNTRACK" = on ] || CKPT=off   # nothing to checkpoint without connection tracking
 [ "$(id -u)" -eq 0 ] || { echo "bench-load: needs root (hugepages, telemetry sockets, veth)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "bench-load: $BIN missing: cargo build --release -p dataplane -p checkpointd" >&2; exit 1; }
@@ -99,20 +105,28 @@ if [ "$LINK" = memif ]; then
     # rsize=14: 16384-slot rings, so that a sink or generator the scheduler
     # takes off a shared core for a few ms does not turn into drops. Only the
     # client's value counts, the dataplane is the client.
-    GEN_VDEV="net_memif0,role=server,socket=$W/gen.sock"
-    SINK_VDEV="net_memif0,role=server,socket=$W/sink.sock"
-    DP_VDEVS=(--vdev "net_memif0,role=client,socket=$W/gen.sock,rsize=14"
-              --vdev "net_memif1,role=client,socket=$W/sink.sock,rsize=14")
+    GEN_DEV=(--no-pci --vdev "net_memif0,role=server,socket=$W/gen.sock")
+    SINK_DEV=(--no-pci --vdev "net_memif0,role=server,socket=$W/sink.sock")
+    DP_DEVS=(--no-pci --vdev "net_memif0,role=client,socket=$W/gen.sock,rsize=14"
+             --vdev "net_memif1,role=client,socket=$W/sink.sock,rsize=14")
     DEV_A=net_memif0; DEV_B=net_memif1
+elif [ "$LINK" = pci ]; then
+    # Real NICs bound to vfio-pci, cabled generator → a, b → sink.
+    for v in LOAD_GEN_PCI LOAD_SINK_PCI LOAD_DP_PCI_A LOAD_DP_PCI_B; do
+        [ -n "${!v:-}" ] || { echo "bench-load: --link pci needs $v=<PCI address> (docs/LOAD.md)" >&2; exit 2; }
+    done
+    GEN_DEV=(-a "$LOAD_GEN_PCI"); SINK_DEV=(-a "$LOAD_SINK_PCI")
+    DP_DEVS=(-a "$LOAD_DP_PCI_A" -a "$LOAD_DP_PCI_B")
+    DEV_A=$LOAD_DP_PCI_A; DEV_B=$LOAD_DP_PCI_B
 else
     for v in $VG $VS; do
         ip link add "$v" type veth peer name "${v}d"
         sysctl -qw "net.ipv6.conf.$v.disable_ipv6=1" "net.ipv6.conf.${v}d.disable_ipv6=1" || true
         ip link set "$v" up; ip link set "${v}d" up
     done
-    GEN_VDEV="net_af_packet0,iface=$VG"
-    SINK_VDEV="net_af_packet0,iface=$VS"
-    DP_VDEVS=(--vdev "net_af_packet0,iface=${VG}d" --vdev "net_af_packet1,iface=${VS}d")
+    GEN_DEV=(--no-pci --vdev "net_af_packet0,iface=$VG")
+    SINK_DEV=(--no-pci --vdev "net_af_packet0,iface=$VS")
+    DP_DEVS=(--no-pci --vdev "net_af_packet0,iface=${VG}d" --vdev "net_af_packet1,iface=${VS}d")
     DEV_A=net_af_packet0; DEV_B=net_af_packet1
 fi
 
@@ -139,7 +153,7 @@ device = "$DEV_B"
 ports = ["a", "b"]
 
 [[worker]]
-lcore = 1
+lcore = $DP_WORKER
 rx = ["a:0", "b:0"]
 
 [conntrack]
@@ -160,12 +174,13 @@ TOML
 # --stats-period makes testpmd non-interactive (it does not read stdin);
 # SIGINT stops it and prints its forward statistics.
 declare -A TP
-testpmd_start() { # $1 name, $2 vdev, $3 forward mode, extra testpmd args...
-    local name=$1 vdev=$2 mode=$3; shift 3
+testpmd_start() { # $1 name, $2 lcores, $3 forward mode, extra testpmd args after --; device EAL args in DEVS
+    local name=$1 lcores=$2 mode=$3; shift 3
     # Main and forwarding lcores may run on either core: the kernel spreads
     # generator, sink and the dataplane's worker over the two.
-    dpdk-testpmd --lcores '0@(0-1),1@(0-1)' -m 96 --no-pci --file-prefix "$P$name" --huge-unlink \
-        --vdev "$vdev" -- --total-num-mbufs=8192 --forward-mode="$mode" --stats-period 1 "$@" \
+    # shellcheck disable=SC2086
+    dpdk-testpmd --lcores "$lcores" $TP_MEM --file-prefix "$P$name" --huge-unlink \
+        "${DEVS[@]}" -- --total-num-mbufs=8192 --forward-mode="$mode" --stats-period 1 "$@" \
         </dev/null >"$W/$name.log" 2>&1 &
     PIDS+=($!); TP[$name]=$!
 }
@@ -190,7 +205,8 @@ PKT
     mkfifo "$W/pktgen.in"
     sleep 3600 >"$W/pktgen.in" &
     PIDS+=($!)
-    script -qfc "$PKTGEN -l 0,1 -m 1024 --no-pci --file-prefix ${P}gen --huge-unlink --vdev $GEN_VDEV -- -P -T -m [1].0 -f $W/pktgen.pkt" \
+    local lc=${LOAD_GEN_LCORES:-0,1}
+    script -qfc "$PKTGEN -l $lc -m 1024 --file-prefix ${P}gen --huge-unlink ${GEN_DEV[*]} -- -P -T -m [${lc#*,}].0 -f $W/pktgen.pkt" \
         "$W/gen.log" <"$W/pktgen.in" >/dev/null 2>&1 &
     PIDS+=($!)
 }
@@ -198,7 +214,8 @@ PKT
 dp_start() {
     local base=0
     [ ! -f "$W/dataplane.log" ] || base=$(wc -l < "$W/dataplane.log")
-    "$BIN" -l 0,1 -m 256 --file-prefix "${P}dp" --huge-unlink --no-pci "${DP_VDEVS[@]}" \
+    # shellcheck disable=SC2086
+    "$BIN" -l "$DP_LCORES" $DP_MEM --file-prefix "${P}dp" --huge-unlink "${DP_DEVS[@]}" \
         -- --config "$W/dataplane.toml" >>"$W/dataplane.log" 2>&1 &
     DP=$!
     local t
@@ -233,13 +250,13 @@ wait_telemetry() { # $1 prefix
 
 log "link $LINK, generator $GEN, conntrack $CONNTRACK, checkpoint $CKPT, ${SECONDS_RUN}s$([ $KILL = 1 ] && echo ', SIGKILL of the dataplane half-way')"
 # Servers first (memif): sink, then generator; the dataplane connects to both.
-testpmd_start sink "$SINK_VDEV" rxonly
+DEVS=("${SINK_DEV[@]}"); testpmd_start sink "$SINK_LCORES" rxonly
 wait_telemetry "${P}sink"
 if [ "$GEN" = pktgen ]; then
     pktgen_start
 else
     extra=(); [ "$FLOWS" -le 1 ] || extra=(--txonly-multi-flow)
-    testpmd_start gen "$GEN_VDEV" txonly --tx-ip=198.18.0.1,198.18.0.2 "${extra[@]}"
+    DEVS=("${GEN_DEV[@]}"); testpmd_start gen "$GEN_LCORES" txonly --tx-ip=198.18.0.1,198.18.0.2 "${extra[@]}"
 fi
 wait_telemetry "${P}gen"
 [ "$CKPT" = off ] || ckpt_start
