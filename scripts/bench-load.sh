@@ -138,7 +138,7 @@ cat > "$W/dataplane.toml" <<TOML
 stats_interval_ms = 1000
 mbufs = 16383
 # Two cores shared by generator, dataplane and sink: give the core back when idle.
-idle_sleep_us = 20
+idle_sleep_us = ${LOAD_IDLE_SLEEP_US:-20}
 
 # No zones: every new connection is accepted (UDP from the generator opens one).
 [[port]]
