@@ -20,6 +20,8 @@ step() {
 step "cargo test" cargo test --release --workspace --locked
 # Coverage-guided fuzzing of the packet and FTP parsers, 30 s per target (docs/FUZZING.md).
 step "fuzz" scripts/fuzz.sh 30
+# Load through virtual links, with a SIGKILL and restart of the dataplane (docs/LOAD.md).
+step "bench-load --short --kill" $SUDO scripts/bench-load.sh --short --kill
 for t in tests/e2e/*.sh; do
     [ "$(basename "$t")" = lib.sh ] && continue
     step "e2e $(basename "$t" .sh)" $SUDO "$t"
