@@ -30,19 +30,7 @@ fi
 pkg-config --atleast-version=22.11 libdpdk || die "libdpdk >= 22.11 not visible to pkg-config after install"
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd missing (package dpdk-dev)"
 
-# Hugepages: reserve at least want_pages 2 MiB pages (never shrink a larger reservation
-# another user made), then mount hugetlbfs.
-cur=$(cat /proc/sys/vm/nr_hugepages)
-if [ "$cur" -lt "$want_pages" ]; then
-    echo "$want_pages" > /proc/sys/vm/nr_hugepages || true
-    cur=$(cat /proc/sys/vm/nr_hugepages)
-fi
-[ "$cur" -ge "$want_pages" ] || die "asked the kernel for $want_pages hugepages, got $cur (memory too fragmented? try again after freeing memory, or set LAZARUS_HUGEPAGES lower)"
-if ! mountpoint -q /dev/hugepages; then
-    mkdir -p /dev/hugepages
-    mount -t hugetlbfs nodev /dev/hugepages || die "cannot mount hugetlbfs on /dev/hugepages"
-fi
-free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
-say "hugepages: $cur reserved, $free free, hugetlbfs on /dev/hugepages"
-[ "$free" -gt 0 ] || die "no free hugepages: another DPDK process holds them all (give it -m, or stop it)"
+# Hugepages: reserve at least LAZARUS_HUGEPAGES 2 MiB pages, mount hugetlbfs
+# (scripts/hugepages.sh, which lazarus-hugepages.service runs too).
+LAZARUS_HUGEPAGES=$want_pages LAZARUS_LOG_TAG=setup "$(dirname "$0")/hugepages.sh" || exit 1
 say "DPDK $(pkg-config --modversion libdpdk); ready"

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 pub use shm_layout::CheckpointSection;
+use std::net::SocketAddr;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,8 @@ pub struct Config {
     pub workers: u32,
     /// Connection records in the store.
     pub store_capacity: u32,
+    /// Where the Prometheus endpoint listens; None when `metrics_listen = ""`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -98,8 +101,28 @@ impl Config {
         if c.dir.as_os_str().is_empty() {
             return Err(invalid("checkpoint.dir", "empty path".into()));
         }
-        Ok(Config { checkpoint: c, workers, store_capacity })
+        let metrics = parse_metrics_listen(&c.metrics_listen, c.metrics_allow_remote)
+            .map_err(|reason| invalid("checkpoint.metrics_listen", reason))?;
+        Ok(Config { checkpoint: c, workers, store_capacity, metrics })
     }
+}
+
+/// `""` is off; otherwise an `IP:port` (no host names: the address must not
+/// depend on a resolver at start), loopback unless remote access is allowed.
+fn parse_metrics_listen(text: &str, allow_remote: bool) -> Result<Option<SocketAddr>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IP:port (e.g. \"127.0.0.1:9108\" or \"[::1]:9108\"); \"\" turns metrics off"))?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(format!(
+            "{addr} is not a loopback address and the metrics endpoint has no authentication; set \
+             checkpoint.metrics_allow_remote = true to serve it there anyway (and firewall the port)"
+        ));
+    }
+    Ok(Some(addr))
 }
 
 #[cfg(test)]
@@ -112,6 +135,20 @@ mod tests {
         assert_eq!(c.workers, 1);
         assert_eq!(c.store_capacity, 65536);
         assert!(c.checkpoint.enabled);
+        assert_eq!(c.metrics, Some("127.0.0.1:9108".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_allowed() {
+        let parse = |extra: &str| Config::parse(&format!("[[worker]]\n[checkpoint]\n{extra}\n"), "t");
+        assert_eq!(parse("metrics_listen = \"\"").unwrap().metrics, None);
+        assert_eq!(parse("metrics_listen = \"[::1]:9\"").unwrap().metrics, Some("[::1]:9".parse().unwrap()));
+        let e = parse("metrics_listen = \"0.0.0.0:9108\"").unwrap_err().to_string();
+        assert!(e.contains("checkpoint.metrics_listen") && e.contains("metrics_allow_remote"), "{e}");
+        let ok = parse("metrics_listen = \"0.0.0.0:9108\"\nmetrics_allow_remote = true").unwrap();
+        assert_eq!(ok.metrics, Some("0.0.0.0:9108".parse().unwrap()));
+        let e = parse("metrics_listen = \"localhost:9108\"").unwrap_err().to_string();
+        assert!(e.contains("not an IP:port"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod config;
 mod control;
+mod metrics;
 mod store;
 
 use anyhow::{bail, Context};
@@ -126,6 +127,9 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
 
     let rings = Arc::new(rings);
+    let started = Instant::now();
+    // Bound before anything is served, so a taken port fails the start.
+    let metrics_listener = cfg.metrics.map(metrics::bind).transpose()?;
     let (req_tx, req_rx) = mpsc::channel();
     let listener = control::bind(&ck.control_socket)?;
     let control = control::Control {
@@ -141,7 +145,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             bytes_per_conn: std::mem::size_of::<shm_layout::ConnRecord>() as u64,
             generation: store.segment().generation(),
         },
-        started: Instant::now(),
+        started,
         requests: req_tx,
     };
     std::thread::Builder::new()
@@ -149,6 +153,27 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .spawn(move || control.serve(listener))
         .context("cannot start the control thread")?;
     info!("control socket {}", ck.control_socket.display());
+    if let Some(listener) = metrics_listener {
+        let telemetry = Some(ck.dataplane_telemetry.clone()).filter(|p| !p.as_os_str().is_empty());
+        let exporter = metrics::Exporter {
+            rings: Arc::clone(&rings),
+            stats: Arc::clone(&store.stats),
+            capacity: store_geom.conn_capacity,
+            ftp_capacity: store_geom.ftp_capacity,
+            bytes_per_conn: std::mem::size_of::<shm_layout::ConnRecord>() as u64,
+            started,
+            telemetry: telemetry.clone(),
+        };
+        let addr = listener.local_addr().context("metrics listener has no address")?;
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || exporter.serve(listener))
+            .context("cannot start the metrics thread")?;
+        match telemetry {
+            Some(p) => info!("metrics on http://{addr}/metrics (dataplane counters from {})", p.display()),
+            None => info!("metrics on http://{addr}/metrics (checkpointd only; checkpoint.dataplane_telemetry is off)"),
+        }
+    }
 
     let totals = drain_loop(&rings, &mut store, ck, &term, &req_rx)?;
     let _ = std::fs::remove_file(&ck.control_socket);

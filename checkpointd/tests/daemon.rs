@@ -30,8 +30,11 @@ impl Env {
         for w in 0..workers {
             text += &format!("[[worker]]\nlcore = {}\nrx = [\"a:{w}\"]\n\n", w + 1);
         }
+        // Tests run in parallel: no metrics endpoint unless the test asks
+        // for one (on a port of its own).
+        let metrics = if extra.contains("metrics_listen") { "" } else { "metrics_listen = \"\"\n" };
         text += &format!(
-            "[checkpoint]\ndir = \"{}\"\ncontrol_socket = \"{}\"\nring_slots = 1024\nstore_capacity = 5000\nftp_capacity = 16\n{extra}\n",
+            "[checkpoint]\n{metrics}dir = \"{}\"\ncontrol_socket = \"{}\"\nring_slots = 1024\nstore_capacity = 5000\nftp_capacity = 16\n{extra}\n",
             seg.display(),
             sock.display()
         );
@@ -359,4 +362,129 @@ fn second_instance_is_refused() {
     let (code, log) = env.run_to_exit();
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("another checkpointd"), "{log}");
+}
+
+/// A free loopback port: bind port 0, note the port, close. A race with
+/// another process taking it in between is possible but rare.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` over plain TCP; returns (status line, headers, body).
+fn http_get(port: u16, path: &str) -> (String, String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("no end of HTTP head");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// Checks the Prometheus/OpenMetrics text exposition line by line: comments
+/// are `# HELP|TYPE|UNIT name ...` or `# EOF` (last); every other line is
+/// `name{label="value",...} value` with a valid name and a float value.
+/// Returns the samples as (name{labels}, value).
+fn parse_exposition(text: &str) -> Vec<(String, f64)> {
+    fn valid_name(n: &str) -> bool {
+        let mut c = n.chars();
+        c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+            && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "no # EOF at the end:\n{text}");
+    let mut samples = Vec::new();
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut w = rest.split(' ');
+            assert!(matches!(w.next(), Some("HELP" | "TYPE" | "UNIT")), "bad comment line {line:?}");
+            assert!(w.next().is_some_and(valid_name), "bad name in {line:?}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                for pair in labels.split(',') {
+                    let (k, val) = pair.split_once('=').unwrap_or_else(|| panic!("bad label {pair:?} in {line:?}"));
+                    assert!(valid_name(k), "bad label name in {line:?}");
+                    assert!(val.len() >= 2 && val.starts_with('"') && val.ends_with('"'), "bad label value in {line:?}");
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(valid_name(name), "bad metric name in {line:?}");
+        samples.push((series.to_string(), v));
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples.iter().find(|(s, _)| s == series).unwrap_or_else(|| panic!("no sample {series} in {samples:?}")).1
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let port = free_port();
+    let telemetry = std::env::temp_dir().join(format!("ckptd-it-no-dataplane-{}.sock", std::process::id()));
+    let env = Env::new(
+        "metrics",
+        2,
+        &format!("metrics_listen = \"127.0.0.1:{port}\"\ndataplane_telemetry = \"{}\"", telemetry.display()),
+    );
+    let d = env.spawn();
+    assert!(d.stderr().contains(&format!("metrics on http://127.0.0.1:{port}/metrics")), "{}", d.stderr());
+    let rings = env.rings();
+    let mut p1 = rings.producer(1).unwrap();
+    for c in 0..10u64 {
+        push(&mut p1, c, module::TCP, delta_kind::PORTION, 1, &tcp_payload(c, 1));
+    }
+    p1.publish();
+    d.wait_drained();
+
+    let (status, headers, body) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(headers.contains("Content-Type: application/openmetrics-text"), "{headers}");
+    let first = parse_exposition(&body);
+    assert_eq!(sample(&first, "lazarus_ring_applied_total{worker=\"1\"}"), 10.0, "{body}");
+    assert_eq!(sample(&first, "lazarus_ring_applied_total{worker=\"0\"}"), 0.0);
+    assert_eq!(sample(&first, "lazarus_ring_lag{worker=\"1\"}"), 0.0);
+    assert_eq!(sample(&first, "lazarus_store_connections"), 10.0);
+    assert_eq!(sample(&first, "lazarus_store_capacity"), 5000.0);
+    assert_eq!(sample(&first, "lazarus_store_bytes_per_connection"), 192.0);
+    assert!(sample(&first, "lazarus_checkpointd_heartbeat_age_seconds") < 2.0);
+    // No dataplane behind the configured socket: down, not an error.
+    assert_eq!(sample(&first, "lazarus_dataplane_up"), 0.0);
+
+    for c in 10..25u64 {
+        push(&mut p1, c, module::UDP, delta_kind::PORTION, 1, b"udp");
+    }
+    p1.publish();
+    d.wait_drained();
+    let (_, _, body) = http_get(port, "/metrics");
+    let second = parse_exposition(&body);
+    assert_eq!(sample(&second, "lazarus_ring_applied_total{worker=\"1\"}"), 25.0, "{body}");
+    assert_eq!(sample(&second, "lazarus_store_connections"), 25.0);
+    assert!(
+        sample(&second, "lazarus_checkpointd_uptime_seconds") >= sample(&first, "lazarus_checkpointd_uptime_seconds")
+    );
+    assert_eq!(http_get(port, "/nope").0, "HTTP/1.1 404 Not Found");
+    let (code, log) = d.terminate();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn metrics_on_a_remote_address_needs_the_allow_key() {
+    let env = Env::new("metrics-remote", 1, "metrics_listen = \"0.0.0.0:9108\"");
+    let (code, log) = env.run_to_exit();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("checkpoint.metrics_listen") && log.contains("not a loopback address")
+            && log.contains("metrics_allow_remote = true"),
+        "{log}"
+    );
 }

@@ -27,6 +27,15 @@ pub struct CheckpointSection {
     pub attach_timeout_ms: u64,
     /// checkpointd sleeps this long when every ring was empty (0: busy-poll).
     pub idle_sleep_us: u64,
+    /// checkpointd's Prometheus endpoint, `IP:port` ("" turns it off). Only a
+    /// loopback address unless `metrics_allow_remote`.
+    pub metrics_listen: String,
+    /// Allow `metrics_listen` on a non-loopback address (the endpoint has no
+    /// authentication: firewall it).
+    pub metrics_allow_remote: bool,
+    /// The dataplane's DPDK telemetry socket, scraped on every metrics scrape
+    /// for the dataplane's counters ("" turns it off).
+    pub dataplane_telemetry: PathBuf,
 }
 
 impl Default for CheckpointSection {
@@ -41,6 +50,9 @@ impl Default for CheckpointSection {
             drain_batch: 1024,
             attach_timeout_ms: 5000,
             idle_sleep_us: 50,
+            metrics_listen: "127.0.0.1:9108".into(),
+            metrics_allow_remote: false,
+            dataplane_telemetry: PathBuf::new(),
         }
     }
 }
