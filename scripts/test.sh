@@ -18,6 +18,8 @@ step() {
 }
 
 step "cargo test" cargo test --release --workspace --locked
+# The install script into a temporary DESTDIR, and the systemd units (docs/OPERATING.md).
+step "install" env LAZARUS_TEST_NO_BUILD=1 tests/install.sh
 # Coverage-guided fuzzing of the packet and FTP parsers, 30 s per target (docs/FUZZING.md).
 step "fuzz" scripts/fuzz.sh 30
 # Load through virtual links, with a SIGKILL and restart of the dataplane (docs/LOAD.md).

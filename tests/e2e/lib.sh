@@ -128,6 +128,7 @@ control_socket = "$LZ_WORK/checkpointd.sock"
 ring_slots = 65536
 store_capacity = 65536
 attach_timeout_ms = 10000
+metrics_listen = ""
 
 ${2:-}
 TOML
