@@ -22,8 +22,12 @@ step "cargo test" cargo test --release --workspace --locked
 step "install" env LAZARUS_TEST_NO_BUILD=1 tests/install.sh
 # Coverage-guided fuzzing of the packet and FTP parsers, 30 s per target (docs/FUZZING.md).
 step "fuzz" scripts/fuzz.sh 30
-# Load through virtual links, with a SIGKILL and restart of the dataplane (docs/LOAD.md).
-step "bench-load --short --kill" $SUDO scripts/bench-load.sh --short --kill
+# Load through virtual links (docs/LOAD.md): memif throughput, then a SIGKILL and
+# restart of the dataplane under load over veth. Not memif for the kill: Debian's
+# testpmd 22.11 memif server sometimes segfaults when its client is SIGKILLed,
+# which fails the run on the generator's bug, not ours.
+step "bench-load --short" $SUDO scripts/bench-load.sh --short
+step "bench-load --short --kill --link veth" $SUDO scripts/bench-load.sh --short --kill --link veth
 for t in tests/e2e/*.sh; do
     [ "$(basename "$t")" = lib.sh ] && continue
     step "e2e $(basename "$t" .sh)" $SUDO "$t"

@@ -30,7 +30,12 @@ lz_fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 lz_cleanup() {
     local rc=$?
-    for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do kill -KILL "$p" 2>/dev/null || true; done
+    # Reaped here, with stderr closed, so that bash's "Killed" job notices
+    # do not clutter the output.
+    {
+        for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do kill -KILL "$p" || true; done
+        for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do wait "$p" || true; done
+    } 2>/dev/null
     for ns in $LZ_NS_C $LZ_NS_S; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
@@ -202,3 +207,131 @@ PY
 
 lz_in_client() { ip netns exec "$LZ_NS_C" "$@"; }
 lz_in_server() { ip netns exec "$LZ_NS_S" "$@"; }
+
+# ---- the kill scenario (tests/e2e/kill.sh and the demo) ----
+LZ_STREAMS=$LZ_ROOT/tests/e2e/streams.py
+LZ_SECS=${LZ_SECS:-12}; LZ_KILL_AT=${LZ_KILL_AT:-4}; LZ_CONNS=${LZ_CONNS:-50}
+# Bytes per second of each verified stream and of the FTP transfer.
+LZ_RATE=${LZ_RATE:-150000}
+# The firewall policy of firewall.sh: new connections from the server side dropped.
+LZ_KILL_POLICY='
+[[zone]]
+name = "inside"
+default = "accept"
+
+[[zone]]
+name = "outside"
+default = "drop"
+'
+
+# Servers in the server namespace: vsftpd (paced), the verifying stream and
+# UDP echo servers, iperf3. Sets LZ_FTP_SHA.
+lz_kill_servers() {
+export LZ_CLIENT_ZONE=inside LZ_SERVER_ZONE=outside
+mkdir -p "$LZ_WORK/ftp" /var/run/vsftpd/empty
+head -c $((LZ_RATE * LZ_SECS)) /dev/urandom > "$LZ_WORK/ftp/file.bin"
+chmod 755 "$LZ_WORK" "$LZ_WORK/ftp"; chmod 644 "$LZ_WORK/ftp/file.bin"
+cat > "$LZ_WORK/vsftpd.conf" <<CONF
+listen=YES
+listen_ipv6=NO
+listen_address=$LZ_SERVER_IP
+background=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root=$LZ_WORK/ftp
+local_enable=NO
+write_enable=NO
+pasv_enable=YES
+port_enable=YES
+connect_from_port_20=NO
+anon_max_rate=$LZ_RATE
+seccomp_sandbox=NO
+secure_chroot_dir=/var/run/vsftpd/empty
+xferlog_enable=NO
+CONF
+lz_in_server vsftpd "$LZ_WORK/vsftpd.conf" >"$LZ_WORK/vsftpd.log" 2>&1 &
+LZ_PIDS+=($!)
+lz_in_server python3 "$LZ_STREAMS" tcp-server --bind "$LZ_SERVER_IP" --port 7000 &
+LZ_PIDS+=($!)
+lz_in_server python3 "$LZ_STREAMS" udp-server --bind "$LZ_SERVER_IP" --port 7001 &
+LZ_PIDS+=($!)
+lz_in_server iperf3 -s -B "$LZ_SERVER_IP" >/dev/null 2>&1 &
+LZ_PIDS+=($!)
+LZ_FTP_SHA=$(sha256sum < "$LZ_WORK/ftp/file.bin" | cut -c1-64)
+}
+
+lz_resets() { # TCP resets the kernels of both namespaces sent or saw, so far
+    local n=0 v
+    for ns in "$LZ_NS_C" "$LZ_NS_S"; do
+        v=$(ip netns exec "$ns" nstat -az TcpOutRsts TcpEstabResets 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {s+=$2} END {print s+0}')
+        n=$((n + v))
+    done
+    echo "$n"
+}
+
+# Runs the traffic, kills the dataplane at KILL_AT and restarts it. $1: tag.
+# Leaves results in $LZ_WORK/$1.*.
+lz_kill_traffic() {
+    local tag=$1 pids=() t0
+    lz_in_client tcpdump -i "$LZ_VE_C" -n -U -s 96 -w "$LZ_WORK/$tag.rst.pcap" 'tcp[tcpflags] & tcp-rst != 0' >/dev/null 2>&1 &
+    local dump_rst=$!
+    # What the dataplane forwards to the server side, for the outage.
+    tcpdump -i "$LZ_TAP_S" -Q in -n -s 64 -w "$LZ_WORK/$tag.fwd.pcap" >/dev/null 2>&1 &
+    local dump_fwd=$!
+    sleep 1
+    local rst0; rst0=$(lz_resets)
+    t0=$(date +%s.%N)
+    lz_in_client python3 "$LZ_STREAMS" tcp-client --server "$LZ_SERVER_IP" --port 7000 --conns "$LZ_CONNS" \
+        --bytes $((LZ_RATE * LZ_SECS)) --rate "$LZ_RATE" --stall 10 >"$LZ_WORK/$tag.streams.json" 2>"$LZ_WORK/$tag.streams.err" &
+    pids+=($!)
+    lz_in_client timeout $((LZ_SECS + 15)) iperf3 -c "$LZ_SERVER_IP" -P 4 -b 10M -t "$LZ_SECS" -J >"$LZ_WORK/$tag.iperf3.json" 2>"$LZ_WORK/$tag.iperf3.err" &
+    pids+=($!)
+    # Active mode: the data connection comes from the server side, which the
+    # policy admits only as related. vsftpd paces it (anon_max_rate), so the
+    # transfer is on the wire when the dataplane dies.
+    ( rc=0; lz_in_client timeout $((LZ_SECS + 15)) curl -s -P - -o "$LZ_WORK/$tag.ftp.bin" "ftp://$LZ_SERVER_IP/file.bin" || rc=$?
+      echo "$rc $(date +%s.%N)" >"$LZ_WORK/$tag.ftp.done"; exit $rc ) &
+    pids+=($!)
+    lz_in_client python3 "$LZ_STREAMS" udp-client --server "$LZ_SERVER_IP" --port 7001 --interval 0.01 --duration "$LZ_SECS" >"$LZ_WORK/$tag.udp.json" &
+    pids+=($!)
+    lz_in_client ping -i 0.01 -w "$LZ_SECS" -q "$LZ_SERVER_IP" >"$LZ_WORK/$tag.ping.txt" 2>&1 &
+    pids+=($!)
+    sleep "$LZ_KILL_AT"
+    ! declare -F lz_before_kill >/dev/null || lz_before_kill "$tag"
+    lz_log "$tag: SIGKILL the dataplane under traffic"
+    lz_dp_kill
+    echo "kill $(date +%s.%N)" >"$LZ_WORK/$tag.times"
+    lz_dp_start
+    echo "started $(date +%s.%N)" >>"$LZ_WORK/$tag.times"
+    lz_join_taps
+    local rc=0 p
+    for p in "${pids[@]}"; do wait "$p" || rc=$((rc + 1)); done
+    echo "$rc" >"$LZ_WORK/$tag.rc"
+    echo "$(( $(lz_resets) - rst0 ))" >"$LZ_WORK/$tag.resets"
+    sleep 0.5
+    kill -TERM "$dump_rst" "$dump_fwd" 2>/dev/null || true
+    wait "$dump_rst" "$dump_fwd" 2>/dev/null || true
+    lz_log "$tag: traffic done in $(python3 -c "import sys; print(round($(date +%s.%N) - $t0, 1))")s"
+}
+
+# The longest silence in what the dataplane forwarded, in ms (pcap, any link type).
+lz_outage_ms() {
+    python3 - "$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+e = "<" if d[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+nano = d[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+off, ts = 24, []
+while off + 16 <= len(d):
+    s, u, incl, _ = struct.unpack(e + "IIII", d[off:off + 16])
+    ts.append(s + u / (1e9 if nano else 1e6))
+    off += 16 + incl
+gaps = [b - a for a, b in zip(ts, ts[1:])]
+print(round(max(gaps) * 1000, 1) if gaps else -1)
+PY
+}
+
+lz_rst_on_wire() { # RST segments captured on the client's interface
+    tcpdump -r "$1" -n 2>/dev/null | wc -l
+}
+
