@@ -259,3 +259,63 @@ pub fn flush(_: &str) -> TelValue {
     }
     TelValue::dict([("workers_asked", u(asked)), ("conns_before", u(conns))])
 }
+
+/// A client of a DPDK telemetry socket (this dataplane's or any DPDK
+/// process's): SOCK_SEQPACKET, one JSON message per command.
+pub mod client {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    use std::io::{self, Read, Write};
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Where EAL puts the socket of the process started with `--file-prefix prefix`.
+    pub fn socket_path(prefix: &str) -> PathBuf {
+        let run = if nix_is_root() { PathBuf::from("/var/run/dpdk") } else { std::env::var_os("XDG_RUNTIME_DIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from).join("dpdk") };
+        run.join(prefix).join("dpdk_telemetry.v2")
+    }
+
+    fn nix_is_root() -> bool {
+        // EAL picks /var/run/dpdk for root, $XDG_RUNTIME_DIR/dpdk otherwise.
+        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(true)
+    }
+
+    pub struct TelemetryClient {
+        sock: Socket,
+        /// The greeting: `{"version":"DPDK 22.11.x","pid":N,"max_output_len":16384}`.
+        pub greeting: String,
+        max_len: usize,
+    }
+
+    impl TelemetryClient {
+        /// Connects and reads the greeting.
+        pub fn connect(path: &Path) -> io::Result<Self> {
+            let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
+            sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+            sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+            sock.connect(&SockAddr::unix(path)?)?;
+            let mut c = TelemetryClient { sock, greeting: String::new(), max_len: 16384 };
+            c.greeting = c.recv()?;
+            if let Some(n) = c.greeting.split("\"max_output_len\":").nth(1).and_then(|s| s.trim_start().split(|ch: char| !ch.is_ascii_digit()).next()).and_then(|s| s.parse().ok()) {
+                c.max_len = n;
+            }
+            Ok(c)
+        }
+
+        fn recv(&mut self) -> io::Result<String> {
+            let mut buf = vec![0u8; self.max_len.max(16384) + 1];
+            let n = self.sock.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the telemetry socket closed"));
+            }
+            buf.truncate(n);
+            String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+
+        /// Sends `cmd` (e.g. "/lazarus/stats" or "/ethdev/stats,0") and returns
+        /// the JSON reply, `{"<cmd>": value}`.
+        pub fn query(&mut self, cmd: &str) -> io::Result<String> {
+            self.sock.write_all(cmd.as_bytes())?;
+            self.recv()
+        }
+    }
+}
