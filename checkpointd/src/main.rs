@@ -202,7 +202,7 @@ fn drain_loop(
         }
         rings.beat(pid, monotonic_ns());
         while let Ok(req) = requests.try_recv() {
-            let (list, total) = store.list(req.limit);
+            let (list, total) = store.list(req.limit, req.payloads);
             let truncated = list.len() < total;
             let _ = req.reply.send(serde_json::json!({"conns": list, "total": total, "truncated": truncated}));
         }
