@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 /// A `conns` request for the drain loop.
 pub struct ConnsRequest {
     pub limit: usize,
+    /// Include each portion's bytes (hex).
+    pub payloads: bool,
     pub reply: mpsc::SyncSender<Value>,
 }
 
@@ -108,7 +110,8 @@ impl Control {
             Some("drained") => json!({"drained": self.drained()}),
             Some("conns") => {
                 let limit = req.get("limit").and_then(Value::as_u64).map_or(DEFAULT_CONNS_LIMIT, |n| n as usize);
-                self.conns(limit)
+                let payloads = req.get("payloads").and_then(Value::as_bool).unwrap_or(false);
+                self.conns(limit, payloads)
             }
             Some(other) => json!({"error": format!("unknown command {other:?}; commands: status, conns, drained")}),
             None => json!({"error": "missing \"cmd\"; commands: status, conns, drained"}),
@@ -160,9 +163,9 @@ impl Control {
         })
     }
 
-    fn conns(&self, limit: usize) -> Value {
+    fn conns(&self, limit: usize, payloads: bool) -> Value {
         let (tx, rx) = mpsc::sync_channel(1);
-        if self.requests.send(ConnsRequest { limit, reply: tx }).is_err() {
+        if self.requests.send(ConnsRequest { limit, payloads, reply: tx }).is_err() {
             return json!({"error": "the drain loop is gone (checkpointd is stopping)"});
         }
         match rx.recv_timeout(Duration::from_secs(5)) {

@@ -40,6 +40,10 @@ const EXIT_DISABLED: u8 = 2;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A closed stderr (journald restarted, a pipe whose reader left) must not
+        // take the process down: tracing-subscriber would eprintln! the write
+        // error, and that panics.
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -227,7 +231,7 @@ fn drain_loop(
         }
         rings.beat(pid, monotonic_ns());
         while let Ok(req) = requests.try_recv() {
-            let (list, total) = store.list(req.limit);
+            let (list, total) = store.list(req.limit, req.payloads);
             let truncated = list.len() < total;
             let _ = req.reply.send(serde_json::json!({"conns": list, "total": total, "truncated": truncated}));
         }

@@ -95,6 +95,53 @@ pub struct Firewall<S: CheckpointSink, A: Allocator + Clone> {
     pub counters: Arc<FwCounters>,
     pub sink: S,
     ckpt: ReemitState,
+    /// The worker's own tallies behind `counters.gauges`.
+    tally: Tally,
+    /// TSC ticks between two copies of the tallies into the gauges (~100 ms).
+    gauge_every: u64,
+    next_gauge: u64,
+    /// Slab position of an operator's flush under way.
+    flush_cursor: Option<usize>,
+}
+
+/// Connections by layer-4 portion and TCP state, kept exact on insert, state
+/// change and removal; plain integers, since only the worker touches them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// tcp, udp, icmp, other.
+    l4: [u64; 4],
+    tcp_states: [u64; TcpState::COUNT],
+}
+
+impl Tally {
+    fn slot(l4: &L4Portion) -> usize {
+        match l4 {
+            L4Portion::Tcp(_) => 0,
+            L4Portion::Udp(_) => 1,
+            L4Portion::Icmp(_) => 2,
+            L4Portion::Other => 3,
+        }
+    }
+    fn on(&mut self, l4: &L4Portion) {
+        self.l4[Self::slot(l4)] += 1;
+        if let L4Portion::Tcp(t) = l4 {
+            self.tcp_states[t.state as usize] += 1;
+        }
+    }
+    fn off(&mut self, l4: &L4Portion) {
+        let i = Self::slot(l4);
+        self.l4[i] = self.l4[i].saturating_sub(1);
+        if let L4Portion::Tcp(t) = l4 {
+            let s = &mut self.tcp_states[t.state as usize];
+            *s = s.saturating_sub(1);
+        }
+    }
+    fn moved(&mut self, from: TcpState, to: TcpState) {
+        if from != to {
+            self.tcp_states[from as usize] = self.tcp_states[from as usize].saturating_sub(1);
+            self.tcp_states[to as usize] += 1;
+        }
+    }
 }
 
 /// The background side of checkpointing: deletes the ring had no room for,
@@ -115,6 +162,9 @@ struct ReemitState {
 const REEMIT_BATCH: usize = 64;
 /// Deletes remembered while the ring is full.
 const PENDING_DELETES: usize = 4096;
+/// Slab positions an operator's flush empties per poll round: a flush of a
+/// large table is spread over rounds instead of stalling the worker.
+const FLUSH_BATCH: usize = 1024;
 
 /// Why a stored connection could not be rebuilt (it is skipped and counted).
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +270,10 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             counters,
             sink,
             ckpt: ReemitState { pending_deletes: Vec::with_capacity(PENDING_DELETES), dirty: 0, cursor: None, resync: false, scratch: [0; FtpPortion::MAX] },
+            tally: Tally::default(),
+            gauge_every: tsc_hz / 10,
+            next_gauge: 0,
+            flush_cursor: None,
         }
     }
 
@@ -333,6 +387,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             }
             return Err(RestoreError::TableFull);
         }
+        self.tally.on(&conn.l4);
         self.counters.restored.add(1);
         Ok(())
     }
@@ -341,28 +396,94 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         &self.table
     }
 
-    /// Expires what timed out; call once per poll round.
+    /// Expires what timed out, answers a flush request, refreshes the gauges;
+    /// call once per poll round.
     #[inline]
     pub fn housekeeping(&mut self, now: u64) {
-        let (counters, sink, ftp, ckpt) = (&self.counters, &mut self.sink, &mut self.ftp, &mut self.ckpt);
+        let (counters, sink, ftp, ckpt, tally) = (&self.counters, &mut self.sink, &mut self.ftp, &mut self.ckpt, &mut self.tally);
         self.table.sweep(now, self.sweep_batch, |_, conn| {
             if let Some(m) = conn.l4.module() {
                 counters.expired[m as usize].add(1);
             }
-            if conn.ftp != NO_FTP {
-                ftp.free.push(conn.ftp);
-            }
-            if conn.dirty != 0 {
-                ckpt.dirty = ckpt.dirty.saturating_sub(1);
-            }
-            Self::emit_delete(sink, &mut ckpt.pending_deletes, counters, conn.id, now);
+            Self::forget(sink, ftp, ckpt, tally, counters, &conn, now);
         });
         self.counters.live.set(self.table.len() as u64);
         if !self.expectations.is_empty() {
             self.expectations.expire(now);
         }
+        // Relaxed: the flag carries no data; the worker only has to see it soon.
+        if self.flush_cursor.is_some() || self.counters.requests.flush.load(std::sync::atomic::Ordering::Relaxed) {
+            self.flush_step(now);
+        }
         self.reemit(now);
         self.sink.publish();
+        if now >= self.next_gauge {
+            self.next_gauge = now.saturating_add(self.gauge_every);
+            self.publish_gauges();
+        }
+    }
+
+    /// What every removal of a connection does besides the table: its FTP
+    /// portion goes back to the pool, its tallies drop, and checkpointd is
+    /// told with a delete (kept for later when the ring is full).
+    fn forget(sink: &mut S, ftp: &mut FtpPool, ckpt: &mut ReemitState, tally: &mut Tally, counters: &FwCounters, conn: &Conn, now: u64) {
+        if conn.ftp != NO_FTP {
+            ftp.free.push(conn.ftp);
+        }
+        if conn.dirty != 0 {
+            ckpt.dirty = ckpt.dirty.saturating_sub(1);
+        }
+        tally.off(&conn.l4);
+        Self::emit_delete(sink, &mut ckpt.pending_deletes, counters, conn.id, now);
+    }
+
+    /// Copies the tallies into the gauges other threads read (a few dozen
+    /// Relaxed stores, about every 100 ms).
+    fn publish_gauges(&self) {
+        let g = &self.counters.gauges;
+        for (c, v) in [&g.tcp, &g.udp, &g.icmp, &g.other].into_iter().zip(self.tally.l4) {
+            c.set(v);
+        }
+        for (c, v) in g.tcp_states.iter().zip(self.tally.tcp_states) {
+            c.set(v);
+        }
+        g.ftp.set((self.ftp.slots.len() - self.ftp.free.len()) as u64);
+        g.expectations.set(self.expectations.len() as u64);
+        self.counters.live.set(self.table.len() as u64);
+        g.refreshes.add(1);
+    }
+
+    /// One round of an operator's flush: removes the connections of the next
+    /// `FLUSH_BATCH` slab positions, each with a checkpoint delete so that
+    /// checkpointd's store follows. Waits (next round) while the ring is full
+    /// rather than lose deletes; the request flag is cleared when the walk
+    /// has covered the whole table.
+    fn flush_step(&mut self, now: u64) {
+        let mut i = self.flush_cursor.unwrap_or(0);
+        let cap = self.table.capacity();
+        let end = (i + FLUSH_BATCH).min(cap);
+        while i < end {
+            if self.table.at_mut(i).is_some() {
+                if !self.sink.has_room(1) {
+                    break;
+                }
+                if let Some(conn) = self.table.remove(crate::conn::SlotId(i as u32)) {
+                    self.counters.flushed.add(1);
+                    Self::forget(&mut self.sink, &mut self.ftp, &mut self.ckpt, &mut self.tally, &self.counters, &conn, now);
+                }
+            }
+            i += 1;
+        }
+        if i < cap {
+            self.flush_cursor = Some(i);
+            return;
+        }
+        self.flush_cursor = None;
+        // The data connections the flushed control connections expected.
+        self.expectations.expire(u64::MAX);
+        self.counters.live.set(self.table.len() as u64);
+        self.counters.requests.flush.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.publish_gauges();
     }
 
     /// The verdict on one frame received on config port `port`.
@@ -447,7 +568,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 match (&mut conn.l4, &p.l4) {
                     (L4Portion::Tcp(t), L4::Tcp(h)) => {
                         let old = t.state;
-                        match tcp::track(t, dir, h, p.payload_len as u32) {
+                        let r = tcp::track(t, dir, h, p.payload_len as u32);
+                        self.tally.moved(old, t.state);
+                        match r {
                             Ok(TcpChange::None) => {}
                             Ok(_) => {
                                 changed = Some(Module::Tcp);
@@ -532,6 +655,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         }
         match self.table.insert(conn) {
             Ok(slot) => {
+                self.tally.on(&conn.l4);
                 self.counters.new[module.unwrap_or(Module::Ip) as usize].add(1);
                 self.emit(slot, Module::Ip, now);
                 if let Some(m) = module {
@@ -701,6 +825,32 @@ mod tests {
         assert_eq!(a.table().len(), 0);
         assert_eq!(a.sink.deletes, 1);
         assert!(a.sink.store.is_empty());
+    }
+
+    #[test]
+    fn gauges_follow_the_table_and_a_flush_deletes_everything() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40006);
+        open(&mut a, 40007);
+        assert_eq!(a.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        a.housekeeping(1);
+        let g = &a.counters.gauges;
+        assert_eq!((g.tcp.get(), g.udp.get(), g.icmp.get()), (2, 1, 0));
+        assert_eq!(g.tcp_states[TcpState::Established as usize].get(), 2);
+        assert_eq!(a.sink.store.len(), 6, "ip + l4 of three connections");
+        a.counters.requests.flush.store(true, Relaxed);
+        // Gauges refresh every 100 ms of TSC (HZ / 10 ticks); the flush refreshes at once.
+        a.housekeeping(2);
+        assert_eq!(a.table().len(), 0);
+        assert!(!a.counters.requests.flush.load(Relaxed), "the flag is cleared when done");
+        assert_eq!(a.counters.flushed.get(), 3);
+        assert_eq!(a.sink.deletes, 3);
+        assert!(a.sink.store.is_empty(), "the store follows the flush");
+        let g = &a.counters.gauges;
+        assert_eq!((g.tcp.get(), g.udp.get(), g.tcp_states[TcpState::Established as usize].get()), (0, 0, 0));
+        // Traffic after a flush: an established flow mid-stream is now unknown.
+        assert_eq!(a.process(&tcp(C, S, 40006, 80, ACK, 1101, 5001, b""), 0, 3), Verdict::Drop);
     }
 
     #[test]

@@ -12,4 +12,5 @@ pub mod modules;
 pub mod parse;
 pub mod policy;
 pub mod stats;
+pub mod telemetry;
 pub mod worker;

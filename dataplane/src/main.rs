@@ -2,11 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use std::io::Write as _;
 use dataplane::config::{Config, Plan};
 use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
 use dataplane::checkpoint::restore::{self, Attached};
 use dataplane::checkpoint::{NoCheckpoint, RingSink, WorkerSink};
 use dataplane::firewall::Firewall;
+use dataplane::telemetry;
 use dataplane::worker::WorkerFirewall;
 use dataplane::stats::{FwCounters, PortTotals, WorkerCounters};
 use dataplane::worker::{PortLane, Worker};
@@ -30,13 +32,18 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // A closed stderr (journald restarted, a pipe whose reader left) must not
+        // take the process down: tracing-subscriber would eprintln! the write
+        // error, and that panics.
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lazarus-dataplane: error: {e:#}");
+            // Not eprintln!: it panics when stderr is gone.
+            let _ = writeln!(std::io::stderr(), "lazarus-dataplane: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -94,7 +101,7 @@ fn run() -> Result<()> {
     let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?;
     // Tables are rebuilt before any port starts: traffic never meets an empty table.
     let fw_counters: Vec<Arc<FwCounters>> = plan.workers.iter().map(|_| Arc::new(FwCounters::default())).collect();
-    let mut firewalls = build_firewalls(&plan, attached.as_ref(), &fw_counters)?;
+    let (mut firewalls, restore_time) = build_firewalls(&plan, attached.as_ref(), &fw_counters)?;
     let mut ports = Vec::new();
     for (i, pc) in plan.config.port.iter().enumerate() {
         let setup = PortSetup { device: pc.device.clone(), rx_queues: pc.rx_queues, tx_queues: plan.tx_queues, rx_desc: d.rx_desc, tx_desc: d.tx_desc, promiscuous: pc.promiscuous };
@@ -117,7 +124,7 @@ fn run() -> Result<()> {
             burst: d.burst as usize,
             idle_sleep: Duration::from_micros(d.idle_sleep_us),
             idle_polls: d.idle_polls,
-            counters: WorkerCounters::new(ports.len()),
+            counters: Arc::new(WorkerCounters::new(ports.len())),
             quit: quit.clone(),
             firewall,
             fw_counters,
@@ -127,6 +134,17 @@ fn run() -> Result<()> {
         let bytes: usize = workers.iter().filter_map(|w| w.firewall.as_ref()).map(|f| f.lock().map(|f| f.table().bytes_allocated()).unwrap_or(0)).sum();
         tracing::info!(capacity_per_worker = ct.capacity, table_bytes = bytes, bytes_per_conn = bytes / (ct.capacity as usize * workers.len()).max(1), ftp = ct.ftp, zones = plan.policy.zones.len(), rules = plan.policy.rules.len(), "connection tracking on");
     }
+
+    // Telemetry reads atomics only; its state is complete before any worker runs.
+    telemetry::install(telemetry::State {
+        started: Instant::now(),
+        ports: plan.config.port.iter().zip(&ports).map(|(pc, p)| telemetry::PortView { name: pc.name.clone(), eth_id: p.id() }).collect(),
+        workers: workers.iter().map(|w| telemetry::WorkerView { index: w.index, lcore: w.lcore, counters: w.counters.clone(), fw: w.firewall.as_ref().map(|_| w.fw_counters.clone()) }).collect(),
+        rings: attached.as_ref().map(|a| a.rings),
+        checkpoint_dir: attached.as_ref().map(|a| a.dir.display().to_string()),
+        restore_us: restore_time.as_micros() as u64,
+    })
+    .context("registering the /lazarus/ telemetry commands")?;
 
     let started = Instant::now();
     let mut launched = Ok(());
@@ -164,7 +182,7 @@ fn run() -> Result<()> {
 
 /// Each worker's tracker, with its sink, rebuilt from checkpointd's store when
 /// checkpointing is on.
-fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwCounters>]) -> Result<Vec<Option<WorkerFirewall>>> {
+fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwCounters>]) -> Result<(Vec<Option<WorkerFirewall>>, Duration)> {
     let ct = &plan.config.conntrack;
     let policy = Arc::new(plan.policy.clone());
     let mut out = Vec::new();
@@ -191,7 +209,7 @@ fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwC
     if attached.is_some() {
         tracing::info!(connections = total, ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3), "restore done");
     }
-    Ok(out)
+    Ok((out, if attached.is_some() { started.elapsed() } else { Duration::ZERO }))
 }
 
 fn dpdk_socket() -> i32 {

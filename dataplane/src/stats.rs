@@ -134,6 +134,40 @@ pub struct FwCounters {
     pub restore_skipped: Counter,
     /// Connections in the table (a gauge the worker refreshes).
     pub live: Counter,
+    /// Connections removed by an operator's flush (`/lazarus/flush`).
+    pub flushed: Counter,
+    /// What the table holds, refreshed by the worker about every 100 ms.
+    pub gauges: ConnGauges,
+    /// Requests from other threads (telemetry) that the worker acts on in
+    /// housekeeping.
+    pub requests: WorkerRequests,
+}
+
+/// Gauges of one worker's table, copied from the worker's own tallies (kept
+/// up to date on insert, state change and removal) every ~100 ms, so that
+/// another thread can read them without touching the table.
+#[derive(Debug, Default)]
+pub struct ConnGauges {
+    /// Connections by layer-4 portion: tcp, udp, icmp, other IP protocols.
+    pub tcp: Counter,
+    pub udp: Counter,
+    pub icmp: Counter,
+    pub other: Counter,
+    /// TCP connections per state (`TcpState as usize`).
+    pub tcp_states: [Counter; crate::modules::tcp::TcpState::COUNT],
+    /// Control connections with an FTP portion.
+    pub ftp: Counter,
+    /// Pending FTP data-connection expectations.
+    pub expectations: Counter,
+    /// How many times the worker refreshed these gauges (0: never yet).
+    pub refreshes: Counter,
+}
+
+/// Flags set by other threads, cleared by the worker when done.
+#[derive(Debug, Default)]
+pub struct WorkerRequests {
+    /// Empty the table (a checkpoint delete for each connection).
+    pub flush: std::sync::atomic::AtomicBool,
 }
 
 impl Counter {
@@ -199,7 +233,7 @@ impl FwCounters {
                 parts.push(format!("drop.{}={v}", r.name()));
             }
         }
-        for (n, c) in [("related", &self.related), ("ftp.expectations", &self.ftp_expectations), ("ftp.refused", &self.ftp_refused), ("ftp.no_session", &self.ftp_no_session), ("ftp.gaps", &self.ftp_gaps), ("expectations_full", &self.expectations_full), ("ckpt.deletes", &self.ckpt_deletes), ("ckpt.ring_full", &self.ckpt_ring_full), ("ckpt.reemitted", &self.ckpt_reemitted), ("ckpt.deletes_lost", &self.ckpt_deletes_lost), ("ckpt.resyncs", &self.ckpt_resyncs), ("restored", &self.restored), ("restore.skipped", &self.restore_skipped)] {
+        for (n, c) in [("related", &self.related), ("ftp.expectations", &self.ftp_expectations), ("ftp.refused", &self.ftp_refused), ("ftp.no_session", &self.ftp_no_session), ("ftp.gaps", &self.ftp_gaps), ("expectations_full", &self.expectations_full), ("ckpt.deletes", &self.ckpt_deletes), ("ckpt.ring_full", &self.ckpt_ring_full), ("ckpt.reemitted", &self.ckpt_reemitted), ("ckpt.deletes_lost", &self.ckpt_deletes_lost), ("ckpt.resyncs", &self.ckpt_resyncs), ("restored", &self.restored), ("restore.skipped", &self.restore_skipped), ("flushed", &self.flushed)] {
             if c.get() != 0 {
                 parts.push(format!("{n}={}", c.get()));
             }

@@ -26,7 +26,8 @@ pub struct Worker {
     pub burst: usize,
     pub idle_sleep: Duration,
     pub idle_polls: u32,
-    pub counters: WorkerCounters,
+    /// Shared with telemetry, which reads them from its own thread.
+    pub counters: Arc<WorkerCounters>,
     pub quit: Arc<AtomicBool>,
     /// The worker's connection tracker; None bridges without state
     /// (`conntrack.enabled = false`). The mutex is taken once, when the worker

@@ -9,6 +9,7 @@ mod mbuf;
 mod memory;
 mod mempool;
 mod port;
+pub mod telemetry;
 
 pub use eal::{Eal, EalArgs};
 pub use hugepages::{check_hugepages, HugepageStatus};
@@ -39,6 +40,8 @@ pub enum DpdkError {
     NoRss { port: u16, name: String, queues: u16 },
     #[error("cannot create mbuf pool {name:?} of {count} mbufs: {reason}; reserve more hugepages or give EAL more memory with -m")]
     Mempool { name: String, count: u32, reason: String },
+    #[error("telemetry command {cmd}: {reason}")]
+    Telemetry { cmd: String, reason: String },
     #[error("lcore {lcore}: {reason}")]
     Lcore { lcore: u32, reason: String },
 }
