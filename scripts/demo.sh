@@ -34,7 +34,14 @@ lz_wait_path
 lz_log "dataplane up (pid $LZ_DP_PID): policy drops new connections from the server side, strict TCP window tracking"
 
 store_conns() { lz_ckpt_ask '{"cmd":"status"}' 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["conns"])' 2>/dev/null || echo "?"; }
-lz_before_kill() { store_conns >"$LZ_WORK/before_kill"; }
+lz_before_kill() {
+    store_conns >"$LZ_WORK/before_kill"
+    # What an operator sees (docs/TELEMETRY.md): checkpointd's copy of the
+    # connections, decoded the way conntrack -L prints them.
+    lz_ctl conns >"$LZ_WORK/ctl.conns.txt" 2>&1 || true
+    lz_log "lazarusctl conns, just before the kill ($(grep -c . "$LZ_WORK/ctl.conns.txt") lines; three of them):"
+    grep -E 'dport=(21|7000) ' "$LZ_WORK/ctl.conns.txt" | head -3 | sed 's/^/    /' || true
+}
 
 # The progress line: time, whether the dataplane runs, what checkpointd holds,
 # and the packets the dataplane forwarded so far.

@@ -31,6 +31,16 @@ lz_kill_servers
 want=$LZ_FTP_SHA
 POLICY=$LZ_KILL_POLICY
 
+# Just before the kill, what an operator sees: lazarusctl against both daemons
+# while the transfers run.
+lz_before_kill() {
+    [ "$1" = on ] || return 0
+    lz_ctl status --json >"$LZ_WORK/ctl.status.json"
+    lz_ctl conns --json >"$LZ_WORK/ctl.conns.json"
+    lz_ctl conns >"$LZ_WORK/ctl.conns.txt"
+    lz_ctl stats --json >"$LZ_WORK/ctl.stats.json"
+}
+
 # ---------------------------------------------------------------- checkpointing on
 export LZ_CHECKPOINT=true
 lz_config "" "$POLICY"
@@ -61,6 +71,28 @@ restored=$(grep -o 'restore done.*' "$LZ_WORK/dataplane.log" | tail -1)
 lz_log "on: $CONNS/$CONNS streams verified ($((RATE * SECS)) B each), FTP sha256 ok, iperf3 $(cat "$LZ_WORK/on.iperf3.bytes") B, 0 RST"
 lz_log "on: outage on the server tap ${outage} ms; udp $udp; ping $(grep -o '[0-9]* packets transmitted, [0-9]* received' "$LZ_WORK/on.ping.txt"); $restored"
 echo "$outage" >"$LZ_WORK/outage_ms"
+
+# lazarusctl saw the live transfers: both daemons up, the 50 streams and the
+# FTP control connection ESTABLISHED in checkpointd's store, decoded the way
+# conntrack -L prints them, and the dataplane's counters through telemetry.
+python3 - "$LZ_WORK" "$CONNS" "$LZ_CLIENT_IP" "$LZ_SERVER_IP" <<'PY' || lz_fail "lazarusctl during the transfer: see above"
+import json, sys
+w, conns, cip, sip = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+st = json.load(open(w + "/ctl.status.json"))
+assert st["checkpointd"]["up"] and st["dataplane"]["up"], st
+assert st["checkpointd"]["status"]["store"]["conns"] >= conns, st["checkpointd"]["status"]["store"]
+c = json.load(open(w + "/ctl.conns.json"))["conns"]
+streams = [x for x in c if x["proto"] == "tcp" and x["dport"] == 7000 and x["src"] == cip and x["dst"] == sip]
+est = [x for x in streams if x["state"] == "ESTABLISHED" and x["assured"]]
+assert len(est) == conns, f"{len(est)} of {conns} streams ESTABLISHED in lazarusctl conns: {streams[:3]}"
+ftp = [x for x in c if x["proto"] == "tcp" and x["dport"] == 21]
+assert ftp and ftp[0].get("helper") == "ftp", f"no FTP control connection with the ftp helper: {ftp}"
+text = open(w + "/ctl.conns.txt").read()
+assert text.count("dport=7000") >= conns and "ESTABLISHED" in text and "[ASSURED]" in text, text[:500]
+s = json.load(open(w + "/ctl.stats.json"))
+assert s["stats"]["rx"] > 0, s
+print(f"lazarusctl during the transfer: {len(est)} streams ESTABLISHED, FTP helper on, dataplane rx {s['stats']['rx']}")
+PY
 
 # -------------------------------------------- checkpointd killed and restarted
 lz_log "checkpointd: SIGKILL and restart under traffic"

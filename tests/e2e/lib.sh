@@ -22,6 +22,7 @@ LZ_DP_PID=
 LZ_BIN=${LZ_BIN:-$LZ_ROOT/target/release/lazarus-dataplane}
 LZ_CKPT_BIN=${LZ_CKPT_BIN:-$LZ_ROOT/target/release/lazarus-checkpointd}
 LZ_CKPT_PID=
+LZ_CTL=${LZ_CTL:-$LZ_ROOT/target/release/lazarusctl}
 # checkpointd's segments: on hugetlbfs, as in production, named per run.
 LZ_CKPT_DIR=${LZ_CKPT_DIR:-/dev/hugepages/lz$LZ_ID-ckpt}
 
@@ -259,6 +260,9 @@ lz_in_server iperf3 -s -B "$LZ_SERVER_IP" >/dev/null 2>&1 &
 LZ_PIDS+=($!)
 LZ_FTP_SHA=$(sha256sum < "$LZ_WORK/ftp/file.bin" | cut -c1-64)
 }
+
+# lazarusctl pointed at this run's daemons.
+lz_ctl() { "$LZ_CTL" --config "$LZ_WORK/dataplane.toml" --file-prefix "lz$LZ_ID" "$@"; }
 
 lz_resets() { # TCP resets the kernels of both namespaces sent or saw, so far
     local n=0 v
