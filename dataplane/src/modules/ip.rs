@@ -30,8 +30,9 @@ impl IpPortion {
         }
     }
 
-    /// Counters change on every packet; they are not worth a checkpoint by
-    /// themselves (they ride along with the next one).
+    /// Counters change on every packet; they are not worth a checkpoint: the
+    /// ip portion is written once, at creation, so a restored connection's
+    /// counters restart from those (docs/TELEMETRY.md, `conns`).
     #[inline]
     pub fn count(&mut self, dir: Dir, len: usize) {
         self.packets[dir.idx()] += 1;
