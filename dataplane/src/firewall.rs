@@ -584,15 +584,11 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                             }
                         }
                     }
-                    (L4Portion::Udp(u), _) => {
-                        if u.track(dir) {
-                            changed = Some(Module::Udp);
-                        }
-                    }
+                    (L4Portion::Udp(u), _) => changed = u.track(dir).then_some(Module::Udp),
                     (L4Portion::Icmp(i), _) => match i.track(dir, icmp_kind.unwrap_or(IcmpKind::Other)) {
                         Ok(true) => changed = Some(Module::Icmp),
                         Ok(false) => {}
-                        Err(()) => return self.drop_because(FwDrop::IcmpBadEcho),
+                        Err(_wrong_way) => return self.drop_because(FwDrop::IcmpBadEcho),
                     },
                     _ => {}
                 }

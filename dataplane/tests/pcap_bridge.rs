@@ -52,7 +52,7 @@ fn frames() -> Vec<Vec<u8>> {
             1 => {
                 let mut udp = vec![0x13, 0x88, 0x00, 0x35, 0, 0, 0, 0];
                 udp.extend_from_slice(&tag);
-                udp.extend(std::iter::repeat(i as u8).take((i as usize * 7) % 1400));
+                udp.extend(std::iter::repeat_n(i as u8, (i as usize * 7) % 1400));
                 let l = (udp.len() as u16).to_be_bytes();
                 udp[4..6].copy_from_slice(&l);
                 eth(m1, m2, 0x0800, &ipv4(17, [10, 0, 0, 2], [10, 0, 0, 1], &udp))

@@ -115,7 +115,7 @@ unsafe fn write_reply(d: *mut rte_tel_data, v: &TelValue) -> c_int {
 /// `d` must be a valid, not yet started `rte_tel_data`.
 unsafe fn write(d: *mut rte_tel_data, v: &TelValue, top: bool) -> c_int {
     use dpdk_sys::*;
-    // SAFETY (whole block): `d` is valid (contract); every string passed is a
+    // SAFETY: (the whole block) `d` is valid (contract); every string passed is a
     // CString alive for the call (DPDK copies it); a child container comes
     // from rte_tel_data_alloc, and DPDK owns it once added (keep = 0), or it
     // is freed here when adding failed.

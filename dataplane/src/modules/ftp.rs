@@ -362,6 +362,7 @@ impl Expectations {
 
     /// Takes the expectation a new connection fulfils, if any.
     #[inline]
+    #[allow(clippy::too_many_arguments)] // the data connection's key fields, as the caller holds them
     pub fn take(&mut self, family: Family, zone: u16, vlan: u16, src: &Addr, dst: &Addr, dport: u16, now: u64) -> Option<Expectation> {
         if self.live == 0 {
             return None;

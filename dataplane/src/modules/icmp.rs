@@ -38,6 +38,11 @@ pub fn classify(family: Family, info: &IcmpInfo) -> IcmpKind {
     }
 }
 
+/// An echo request in the reply direction or a reply in the original one
+/// (counted as `icmp_bad_echo` and dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongWayEcho;
+
 impl IcmpPortion {
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
         let mut w = Writer::new(out, Module::Icmp);
@@ -55,8 +60,9 @@ impl IcmpPortion {
     }
 
     /// An echo of an existing connection: a request may only travel in the
-    /// original direction, a reply only in the reply direction.
-    pub fn track(&mut self, dir: Dir, kind: IcmpKind) -> Result<bool, ()> {
+    /// original direction, a reply only in the reply direction. `Ok(true)`:
+    /// the first reply, a change worth a checkpoint.
+    pub fn track(&mut self, dir: Dir, kind: IcmpKind) -> Result<bool, WrongWayEcho> {
         match (kind, dir) {
             (IcmpKind::EchoRequest(_), Dir::Original) => Ok(false),
             (IcmpKind::EchoReply(_), Dir::Reply) => {
@@ -64,7 +70,7 @@ impl IcmpPortion {
                 self.replied = true;
                 Ok(first)
             }
-            _ => Err(()),
+            _ => Err(WrongWayEcho),
         }
     }
 }
