@@ -359,11 +359,15 @@ pub fn flatten(name: &str, v: &Value, labels: &Labels, out: &mut Families) {
         Value::Number(n) => push_sample(out, name, labels, n.as_f64().unwrap_or(f64::NAN)),
         Value::Bool(b) => push_sample(out, name, labels, f64::from(u8::from(*b))),
         Value::Object(map) => {
+            // The dataplane keys per-worker dicts "worker0", "worker1", ...
+            // (DPDK 22.11 telemetry has no arrays of dicts); plain "0" too.
+            let worker_of = |k: &str| k.strip_prefix("worker").unwrap_or(k).parse::<u32>().ok();
             let keyed_by_worker =
-                !map.is_empty() && map.keys().all(|k| k.parse::<u32>().is_ok()) && !has_label(labels, "worker");
+                !map.is_empty() && map.keys().all(|k| worker_of(k).is_some()) && !has_label(labels, "worker");
             for (k, item) in map {
                 if keyed_by_worker {
-                    flatten(name, item, &with_label(labels, "worker", k), out);
+                    let w = worker_of(k).unwrap_or_default().to_string();
+                    flatten(name, item, &with_label(labels, "worker", &w), out);
                 } else if k == "worker" && has_label(labels, "worker") {
                     // Already a label.
                 } else {
@@ -485,14 +489,12 @@ mod tests {
         let path = std::env::temp_dir().join(format!("lazarus-fake-telemetry-{}.v2", std::process::id()));
         let server = fake_telemetry(
             &path,
-            vec![("/lazarus/workers", json!({"workers": [{"worker": 0, "rx_packets": 7}, {"worker": 1, "rx_packets": 9}]}))],
+            // The shape the dataplane answers (dataplane/src/telemetry.rs).
+            vec![("/lazarus/workers", json!({"worker0": {"worker": 0, "lcore": 1, "rx": 7}, "worker1": {"worker": 1, "lcore": 2, "rx": 9}}))],
         );
         let dp = scrape_dataplane(&path);
         assert!(dp.up);
-        assert_eq!(
-            dp.families["lazarus_dataplane_workers_rx_packets"],
-            vec![(l(&[("worker", "0")]), 7.0), (l(&[("worker", "1")]), 9.0)]
-        );
+        assert_eq!(dp.families["lazarus_dataplane_rx"], vec![(l(&[("worker", "0")]), 7.0), (l(&[("worker", "1")]), 9.0)]);
         // /lazarus/checkpoint answered null (not in this build): no samples, still up.
         assert!(!dp.families.keys().any(|k| k.starts_with("lazarus_dataplane_checkpoint")));
         assert_eq!(server.join().unwrap(), vec!["/lazarus/workers", "/lazarus/checkpoint"]);

@@ -34,29 +34,7 @@ mkdir -p "$LZ_WORK/www" "$LZ_WORK/ftp" /var/run/vsftpd/empty
 head -c 3000000 /dev/urandom > "$LZ_WORK/ftp/file.bin"
 cp "$LZ_WORK/ftp/file.bin" "$LZ_WORK/www/"
 chmod 755 "$LZ_WORK" "$LZ_WORK/ftp"; chmod 644 "$LZ_WORK/ftp/file.bin"
-cat > "$LZ_WORK/vsftpd.conf" <<CONF
-listen=YES
-listen_ipv6=NO
-listen_address=$LZ_SERVER_IP
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$LZ_WORK/ftp
-local_enable=NO
-write_enable=NO
-pasv_enable=YES
-pasv_min_port=30000
-pasv_max_port=30100
-port_enable=YES
-connect_from_port_20=NO
-connect_timeout=5
-data_connection_timeout=10
-seccomp_sandbox=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-xferlog_enable=NO
-CONF
-lz_in_server vsftpd "$LZ_WORK/vsftpd.conf" >"$LZ_WORK/vsftpd.log" 2>&1 &
-LZ_PIDS+=($!)
+lz_vsftpd pasv_min_port=30000 pasv_max_port=30100 connect_timeout=5 data_connection_timeout=10
 lz_in_server python3 -m http.server 8080 --bind "$LZ_SERVER_IP" --directory "$LZ_WORK/www" >/dev/null 2>&1 &
 LZ_PIDS+=($!)
 lz_in_client python3 -m http.server 8081 --bind "$LZ_CLIENT_IP" --directory "$LZ_WORK/www" >/dev/null 2>&1 &

@@ -209,6 +209,34 @@ PY
 lz_in_client() { ip netns exec "$LZ_NS_C" "$@"; }
 lz_in_server() { ip netns exec "$LZ_NS_S" "$@"; }
 
+# vsftpd in the server namespace, anonymous, read-only, serving $LZ_WORK/ftp;
+# $@: extra config lines.
+lz_vsftpd() {
+    mkdir -p /var/run/vsftpd/empty
+    {
+        cat <<CONF
+listen=YES
+listen_ipv6=NO
+listen_address=$LZ_SERVER_IP
+background=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root=$LZ_WORK/ftp
+local_enable=NO
+write_enable=NO
+pasv_enable=YES
+port_enable=YES
+connect_from_port_20=NO
+seccomp_sandbox=NO
+secure_chroot_dir=/var/run/vsftpd/empty
+xferlog_enable=NO
+CONF
+        printf '%s\n' "$@"
+    } >"$LZ_WORK/vsftpd.conf"
+    lz_in_server vsftpd "$LZ_WORK/vsftpd.conf" >"$LZ_WORK/vsftpd.log" 2>&1 &
+    LZ_PIDS+=($!)
+}
+
 # ---- the kill scenario (tests/e2e/kill.sh and the demo) ----
 LZ_STREAMS=$LZ_ROOT/tests/e2e/streams.py
 LZ_SECS=${LZ_SECS:-12}; LZ_KILL_AT=${LZ_KILL_AT:-4}; LZ_CONNS=${LZ_CONNS:-50}
@@ -232,26 +260,7 @@ export LZ_CLIENT_ZONE=inside LZ_SERVER_ZONE=outside
 mkdir -p "$LZ_WORK/ftp" /var/run/vsftpd/empty
 head -c $((LZ_RATE * LZ_SECS)) /dev/urandom > "$LZ_WORK/ftp/file.bin"
 chmod 755 "$LZ_WORK" "$LZ_WORK/ftp"; chmod 644 "$LZ_WORK/ftp/file.bin"
-cat > "$LZ_WORK/vsftpd.conf" <<CONF
-listen=YES
-listen_ipv6=NO
-listen_address=$LZ_SERVER_IP
-background=NO
-anonymous_enable=YES
-no_anon_password=YES
-anon_root=$LZ_WORK/ftp
-local_enable=NO
-write_enable=NO
-pasv_enable=YES
-port_enable=YES
-connect_from_port_20=NO
-anon_max_rate=$LZ_RATE
-seccomp_sandbox=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-xferlog_enable=NO
-CONF
-lz_in_server vsftpd "$LZ_WORK/vsftpd.conf" >"$LZ_WORK/vsftpd.log" 2>&1 &
-LZ_PIDS+=($!)
+lz_vsftpd "anon_max_rate=$LZ_RATE"
 lz_in_server python3 "$LZ_STREAMS" tcp-server --bind "$LZ_SERVER_IP" --port 7000 &
 LZ_PIDS+=($!)
 lz_in_server python3 "$LZ_STREAMS" udp-server --bind "$LZ_SERVER_IP" --port 7001 &
