@@ -30,6 +30,8 @@ lz_ns_up
 lz_kill_servers
 want=$LZ_FTP_SHA
 POLICY=$LZ_KILL_POLICY
+# checkpointd's Prometheus endpoint, on a loopback port of this run's own.
+export LZ_METRICS="127.0.0.1:$(( 20000 + LZ_ID % 20000 ))"
 
 # Just before the kill, what an operator sees: lazarusctl against both daemons
 # while the transfers run.
@@ -39,6 +41,7 @@ lz_before_kill() {
     lz_ctl conns --json >"$LZ_WORK/ctl.conns.json"
     lz_ctl conns >"$LZ_WORK/ctl.conns.txt"
     lz_ctl stats --json >"$LZ_WORK/ctl.stats.json"
+    curl -sf "http://$LZ_METRICS/metrics" >"$LZ_WORK/metrics.before"
 }
 
 # ---------------------------------------------------------------- checkpointing on
@@ -50,6 +53,7 @@ lz_join_taps
 lz_wait_path
 lz_kill_traffic on
 
+curl -sf "http://$LZ_METRICS/metrics" >"$LZ_WORK/metrics.after" || lz_fail "no metrics from checkpointd at $LZ_METRICS"
 streams=$(cat "$LZ_WORK/on.streams.json")
 ok=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$streams")
 [ "$ok" = "$CONNS" ] || { cat "$LZ_WORK/on.streams.err"; tail -30 "$LZ_WORK/dataplane.log"; lz_fail "checkpointing on: $ok of $CONNS streams verified: $streams"; }
@@ -71,6 +75,33 @@ restored=$(grep -o 'restore done.*' "$LZ_WORK/dataplane.log" | tail -1)
 lz_log "on: $CONNS/$CONNS streams verified ($((RATE * SECS)) B each), FTP sha256 ok, iperf3 $(cat "$LZ_WORK/on.iperf3.bytes") B, 0 RST"
 lz_log "on: outage on the server tap ${outage} ms; udp $udp; ping $(grep -o '[0-9]* packets transmitted, [0-9]* received' "$LZ_WORK/on.ping.txt"); $restored"
 echo "$outage" >"$LZ_WORK/outage_ms"
+
+# Prometheus scrapes of checkpointd, before the kill and after the restart:
+# both processes' counters (the dataplane's through its telemetry), moving, and
+# the restore's figures.
+python3 - "$LZ_WORK" "$CONNS" <<'PY' || lz_fail "checkpointd's metrics: see above"
+import sys
+w, conns = sys.argv[1], int(sys.argv[2])
+def scrape(f):
+    m = {}
+    for line in open(f):
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        m[name] = m.get(name, 0.0) + float(value)
+    return m
+a, b = scrape(w + "/metrics.before"), scrape(w + "/metrics.after")
+for m in (a, b):
+    assert m.get("lazarus_dataplane_up") == 1, "dataplane not up in a scrape"
+assert a["lazarus_store_connections"] >= conns, a["lazarus_store_connections"]
+assert b["lazarus_ring_applied_total"] > a["lazarus_ring_applied_total"], "checkpointd's applied deltas did not move"
+assert a.get("lazarus_dataplane_rx", 0) > 0 and b.get("lazarus_dataplane_rx", 0) > 0, "dataplane rx not moving"
+assert b["lazarus_dataplane_checkpoint_restored"] >= conns, b.get("lazarus_dataplane_checkpoint_restored")
+assert "lazarus_dataplane_checkpoint_restore_us" in b
+print(f"metrics: deltas applied {a['lazarus_ring_applied_total']:.0f} -> {b['lazarus_ring_applied_total']:.0f}, "
+      f"restored {b['lazarus_dataplane_checkpoint_restored']:.0f} in {b['lazarus_dataplane_checkpoint_restore_us']:.0f} us")
+PY
 
 # lazarusctl saw the live transfers: both daemons up, the 50 streams and the
 # FTP control connection ESTABLISHED in checkpointd's store, decoded the way

@@ -134,7 +134,8 @@ control_socket = "$LZ_WORK/checkpointd.sock"
 ring_slots = 65536
 store_capacity = 65536
 attach_timeout_ms = 10000
-metrics_listen = ""
+metrics_listen = "${LZ_METRICS:-}"
+dataplane_telemetry = "/var/run/dpdk/lz$LZ_ID/dpdk_telemetry.v2"
 
 ${2:-}
 TOML
