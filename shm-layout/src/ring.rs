@@ -31,8 +31,29 @@ pub const DELTA_HEADER_BYTES: usize = 32;
 pub const DELTA_PAYLOAD_MAX: usize = DELTA_SLOT_BYTES - DELTA_HEADER_BYTES;
 /// Bytes of one ring's control block (head, tail, resync lines) before its slots.
 pub const RING_CTRL_BYTES: usize = 512;
-/// How far ahead of the head the producer prefetches slots.
+/// How far ahead the producer (of its head) and the consumer (of its tail)
+/// prefetch slots: a ring larger than the cache is cold on every lap, and
+/// without this each delta stalls its side on a miss (docs/BENCHMARKS.md,
+/// checkpoint overhead and drain rate).
 const PREFETCH_SLOTS: u64 = 8;
+
+/// Starts fetching a slot's first two lines (the header and up to 96 bytes
+/// of payload, where most portions end).
+#[inline]
+fn prefetch_slot(slot: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint: it neither reads nor writes memory as
+        // far as the program is concerned, and cannot fault; callers pass a
+        // slot of the ring (slot_ptr masks the position), so both lines are
+        // inside the slot array anyway.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(slot.cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(slot.add(64).cast::<i8>());
+        }
+    }
+}
 
 const HEARTBEAT_OFFSET: usize = 128;
 const MIN_SLOTS: u32 = 64;
@@ -472,25 +493,6 @@ impl std::fmt::Debug for DeltaProducer<'_> {
 }
 
 impl DeltaProducer<'_> {
-    /// Starts fetching the slot PREFETCH_SLOTS ahead: a ring larger than the
-    /// cache is written cold on every lap, and without this each delta
-    /// stalls the worker on a miss (docs/BENCHMARKS.md, checkpoint overhead).
-    #[inline]
-    fn prefetch_ahead(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)).cast::<i8>();
-            // SAFETY: a prefetch is a hint that neither reads nor writes
-            // memory as far as the program is concerned; p and p + 64 are
-            // inside the ring's slot array (slot_ptr masks the position).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-            }
-        }
-    }
-
     #[inline]
     fn slot_ptr(&self, pos: u64) -> *mut u8 {
         // SAFETY: (pos & mask) < slots_per_ring, so the slot lies inside this
@@ -546,7 +548,7 @@ impl DeltaProducer<'_> {
         // SAFETY: same slot, same exclusivity; the checksum field is at 28..32.
         unsafe { slot.add(CHECKSUM_AT).cast::<u32>().write(sum) };
         self.head = self.head.wrapping_add(1);
-        self.prefetch_ahead();
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
     }
 
@@ -644,8 +646,12 @@ impl DeltaConsumer<'_> {
         let avail = head.wrapping_sub(self.tail).min(self.size);
         let n = avail.min(u64::from(max));
         let mut report = DrainReport::default();
-        for _ in 0..n {
+        for i in 0..n {
             let pos = self.tail;
+            if i + PREFETCH_SLOTS < n {
+                // SAFETY: masked position: inside this ring's slot array.
+                prefetch_slot(unsafe { self.slots.as_ptr().add((pos.wrapping_add(PREFETCH_SLOTS) & self.mask) as usize * DELTA_SLOT_BYTES) });
+            }
             match self.read(pos) {
                 Some(delta) => {
                     apply(&delta);
