@@ -412,7 +412,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             self.expectations.expire(now);
         }
         // Relaxed: the flag carries no data; the worker only has to see it soon.
-        if self.flush_cursor.is_some() || self.counters.requests.flush.load(std::sync::atomic::Ordering::Relaxed) {
+        // Taken (swapped to false) when a walk starts, so that a request made
+        // during a walk starts another one instead of being absorbed by it;
+        // the plain load first keeps the locked swap off the common path.
+        let flush = &self.counters.requests.flush;
+        if self.flush_cursor.is_none() && flush.load(std::sync::atomic::Ordering::Relaxed) && flush.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.flush_cursor = Some(0);
+        }
+        if self.flush_cursor.is_some() {
             self.flush_step(now);
         }
         self.reemit(now);
@@ -456,8 +463,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// One round of an operator's flush: removes the connections of the next
     /// `FLUSH_BATCH` slab positions, each with a checkpoint delete so that
     /// checkpointd's store follows. Waits (next round) while the ring is full
-    /// rather than lose deletes; the request flag is cleared when the walk
-    /// has covered the whole table.
+    /// rather than lose deletes.
     fn flush_step(&mut self, now: u64) {
         let mut i = self.flush_cursor.unwrap_or(0);
         let cap = self.table.capacity();
@@ -482,7 +488,6 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // The data connections the flushed control connections expected.
         self.expectations.expire(u64::MAX);
         self.counters.live.set(self.table.len() as u64);
-        self.counters.requests.flush.store(false, std::sync::atomic::Ordering::Relaxed);
         self.publish_gauges();
     }
 
@@ -847,6 +852,27 @@ mod tests {
         assert_eq!((g.tcp.get(), g.udp.get(), g.tcp_states[TcpState::Established as usize].get()), (0, 0, 0));
         // Traffic after a flush: an established flow mid-stream is now unknown.
         assert_eq!(a.process(&tcp(C, S, 40006, 80, ACK, 1101, 5001, b""), 0, 3), Verdict::Drop);
+    }
+
+    #[test]
+    fn a_flush_asked_during_a_walk_gets_a_walk_of_its_own() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = ConntrackSection { capacity: 4 * FLUSH_BATCH as u32, ..Default::default() };
+        let mut a = Firewall::new(&c, Arc::new(Policy::default()), vec![0, 0], HZ, Global, MemorySink::default(), Arc::new(FwCounters::default()));
+        open(&mut a, 40010);
+        a.counters.requests.flush.store(true, Relaxed);
+        a.housekeeping(1);
+        assert!(a.flush_cursor.is_some(), "a table of several batches takes several rounds");
+        assert_eq!(a.table().len(), 0);
+        // A connection opened behind the walk's cursor, and a second request.
+        open(&mut a, 40011);
+        a.counters.requests.flush.store(true, Relaxed);
+        for t in 2..20 {
+            a.housekeeping(t);
+        }
+        assert_eq!(a.table().len(), 0, "the second request was absorbed by the first walk");
+        assert_eq!(a.counters.flushed.get(), 2);
+        assert!(!a.counters.requests.flush.load(Relaxed));
     }
 
     #[test]

@@ -51,16 +51,19 @@ fn status_and_conns_against_a_running_checkpointd() {
     std::fs::write(
         &cfg,
         format!(
-            "[[worker]]\nlcore = 1\nrx = [\"a:0\"]\n\n[checkpoint]\ndir = \"{}\"\ncontrol_socket = \"{}\"\nring_slots = 1024\nstore_capacity = 1000\nftp_capacity = 16\n",
+            "[[worker]]\nlcore = 1\nrx = [\"a:0\"]\n\n[checkpoint]\ndir = \"{}\"\ncontrol_socket = \"{}\"\nring_slots = 1024\nstore_capacity = 1000\nftp_capacity = 16\nmetrics_listen = \"\"\n",
             seg.display(),
             sock.display()
         ),
     )
     .unwrap();
-    let _ckpt = Daemon(Command::new(sibling("lazarus-checkpointd")).arg("--config").arg(&cfg).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    // No metrics port: the default 127.0.0.1:9108 may be taken on a shared machine.
+    let log_path = dir.path().join("checkpointd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _ckpt = Daemon(Command::new(sibling("lazarus-checkpointd")).arg("--config").arg(&cfg).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap());
     let end = Instant::now() + Duration::from_secs(20);
     while !(sock.exists() && seg.join("rings").exists()) {
-        assert!(Instant::now() < end, "checkpointd did not come up");
+        assert!(Instant::now() < end, "checkpointd did not come up:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(20));
     }
 

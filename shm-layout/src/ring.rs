@@ -45,14 +45,16 @@ fn prefetch_slot(slot: *const u8) {
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // SAFETY: a prefetch is a hint: it neither reads nor writes memory as
-        // far as the program is concerned, and cannot fault; callers pass a
-        // slot of the ring (slot_ptr masks the position), so both lines are
-        // inside the slot array anyway.
+        // far as the program is concerned, and cannot fault, whatever the
+        // address (wrapping_add: no in-bounds claim is made). Callers pass a
+        // slot of the ring (masked position), so both lines are its own.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(slot.cast::<i8>());
-            _mm_prefetch::<_MM_HINT_T0>(slot.add(64).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(slot.wrapping_add(64).cast::<i8>());
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
 }
 
 const HEARTBEAT_OFFSET: usize = 128;

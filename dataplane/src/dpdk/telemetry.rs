@@ -78,14 +78,17 @@ unsafe extern "C" fn callback(cmd: *const c_char, params: *const c_char, d: *mut
     };
     let handler = HANDLERS.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(c, _)| *c == cmd).map(|(_, h)| *h);
     let Some(handler) = handler else { return -22 };
-    let value = handler(&params);
+    // A panic must not unwind into DPDK's telemetry thread (with
+    // panic = "abort" in release this is moot; in debug builds it is UB).
+    let Ok(value) = std::panic::catch_unwind(|| handler(&params)) else { return -22 };
     // SAFETY: `d` is the reply DPDK handed this callback, valid for its duration.
     unsafe { write_reply(d, &value) }
 }
 
-/// DPDK's name rule: letters, digits, `_`, `/`.
+/// DPDK's name rule: letters, digits, `_`, `/`; shorter than
+/// RTE_TEL_MAX_STRING_LEN (128) so that DPDK never cuts one.
 fn name(s: &str) -> CString {
-    let clean: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '/' { c } else { '_' }).collect();
+    let clean: String = s.chars().take(127).map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '/' { c } else { '_' }).collect();
     CString::new(clean).unwrap_or_default()
 }
 
@@ -141,7 +144,15 @@ unsafe fn write(d: *mut rte_tel_data, v: &TelValue, top: bool) -> c_int {
                             if child.is_null() {
                                 continue;
                             }
-                            if write(child, container, false) != 0 || rte_tel_data_add_dict_container(d, k.as_ptr(), child, 0) != 0 {
+                            if write(child, container, false) != 0 {
+                                rte_tel_data_free(child);
+                                continue;
+                            }
+                            // Negative: refused, still ours to free. Positive
+                            // (E2BIG, a name cut short): DPDK has linked the
+                            // child and owns it; freeing it would be a double
+                            // free. `name` keeps names short enough anyway.
+                            if rte_tel_data_add_dict_container(d, k.as_ptr(), child, 0) < 0 {
                                 rte_tel_data_free(child);
                             }
                         }
