@@ -25,7 +25,7 @@ lz_log "namespaces $LZ_NS_C ($LZ_CLIENT_IP, zone inside) and $LZ_NS_S ($LZ_SERVE
 lz_ns_up
 lz_kill_servers
 export LZ_CHECKPOINT=true
-lz_config "" "$LZ_KILL_POLICY"
+lz_config "" "$LZ_ZONE_POLICY"
 lz_ckpt_start
 lz_log "checkpointd up (pid $LZ_CKPT_PID), segments in $LZ_CKPT_DIR"
 lz_dp_start

@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use dataplane::checkpoint::restore::restore_worker;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
-use dataplane::firewall::{Firewall, Verdict};
+use dataplane::firewall::Firewall;
 use dataplane::stats::FwCounters;
 use shm_layout::{RingsGeometry, RingsSegment};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,18 +24,9 @@ fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, Global> {
     Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(FwCounters::default()))
 }
 
-/// Runs the frames in bursts of 32 as a worker does: process, publish, then
-/// housekeeping once per burst.
 fn run<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) {
-    for burst in frames.chunks(32) {
-        *now += 1000;
-        for f in burst {
-            let v = fw.process(f, 0, *now);
-            debug_assert_eq!(v, Verdict::Forward);
-        }
-        fw.sink.publish();
-        fw.housekeeping(*now);
-    }
+    let fwd = common::run_bursts(fw, frames, now);
+    debug_assert_eq!(fwd, frames.len());
 }
 
 fn overhead(c: &mut Criterion) {
@@ -55,23 +46,8 @@ fn overhead(c: &mut Criterion) {
     let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: 65536 }).unwrap()));
     let _ = std::fs::remove_file(&path);
     let stop = Arc::new(AtomicBool::new(false));
-    let drained = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut cons = rings.consumer(0).unwrap();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let r = cons.drain(1024, |d| {
-                    std::hint::black_box(d.payload);
-                });
-                n += r.applied as u64;
-                if r.applied == 0 {
-                    std::hint::spin_loop();
-                }
-            }
-            n
-        })
-    };
+    // Spinning when empty: criterion's figure is the busy-drainer case.
+    let drained = common::spawn_drainer(rings, stop.clone(), 0);
     let mut on = firewall(RingSink::new(rings.producer(0).unwrap()), FLOWS * 2);
     let mut now = 1;
     run(&mut on, &frames, &mut now);

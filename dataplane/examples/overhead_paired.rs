@@ -16,7 +16,7 @@ mod common;
 use allocator_api2::alloc::Global;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
-use dataplane::firewall::{Firewall, Verdict};
+use dataplane::firewall::Firewall;
 use shm_layout::{RingsGeometry, RingsSegment};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,18 +27,10 @@ fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, Global> {
     Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(Default::default()))
 }
 
-/// One pass in bursts of 32 as a worker runs them; returns its duration.
+/// One pass; returns its duration.
 fn pass<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) -> Duration {
     let t = Instant::now();
-    let mut fwd = 0;
-    for burst in frames.chunks(32) {
-        *now += 1000;
-        for f in burst {
-            fwd += (fw.process(f, 0, *now) == Verdict::Forward) as usize;
-        }
-        fw.sink.publish();
-        fw.housekeeping(*now);
-    }
+    let fwd = common::run_bursts(fw, frames, now);
     let d = t.elapsed();
     assert_eq!(fwd, frames.len(), "the churn workload is valid traffic");
     d
@@ -61,27 +53,7 @@ fn main() {
     let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: slots }).unwrap()));
     let _ = std::fs::remove_file(&path);
     let stop = Arc::new(AtomicBool::new(false));
-    let drainer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut cons = rings.consumer(0).unwrap();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let r = cons.drain(1024, |d| {
-                    std::hint::black_box(d.payload);
-                });
-                n += r.applied as u64;
-                if r.applied == 0 {
-                    if sleep_us == 0 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::sleep(Duration::from_micros(sleep_us));
-                    }
-                }
-            }
-            n
-        })
-    };
+    let drainer = common::spawn_drainer(rings, stop.clone(), sleep_us);
 
     let mut off = firewall(NoCheckpoint);
     let mut on = firewall(RingSink::new(rings.producer(0).unwrap()));

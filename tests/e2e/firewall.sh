@@ -15,18 +15,7 @@ command -v vsftpd >/dev/null || lz_fail "vsftpd missing: run scripts/setup.sh"
 lz_ns_up
 export LZ_CLIENT_ZONE=inside LZ_SERVER_ZONE=outside
 policy() {
-    cat <<TOML
-[conntrack]
-ftp = $1
-
-[[zone]]
-name = "inside"
-default = "accept"
-
-[[zone]]
-name = "outside"
-default = "drop"
-TOML
+    printf '[conntrack]\nftp = %s\n%s' "$1" "$LZ_ZONE_POLICY"
 }
 
 # Servers in the server namespace: HTTP, iperf3, FTP.

@@ -29,7 +29,7 @@ CONNS=$LZ_CONNS; SECS=$LZ_SECS; RATE=$LZ_RATE
 lz_ns_up
 lz_kill_servers
 want=$LZ_FTP_SHA
-POLICY=$LZ_KILL_POLICY
+POLICY=$LZ_ZONE_POLICY
 # checkpointd's Prometheus endpoint, on a loopback port of this run's own.
 export LZ_METRICS="127.0.0.1:$(( 20000 + LZ_ID % 20000 ))"
 

@@ -243,8 +243,8 @@ LZ_STREAMS=$LZ_ROOT/tests/e2e/streams.py
 LZ_SECS=${LZ_SECS:-12}; LZ_KILL_AT=${LZ_KILL_AT:-4}; LZ_CONNS=${LZ_CONNS:-50}
 # Bytes per second of each verified stream and of the FTP transfer.
 LZ_RATE=${LZ_RATE:-150000}
-# The firewall policy of firewall.sh: new connections from the server side dropped.
-LZ_KILL_POLICY='
+# The zones of firewall.sh and kill.sh: new connections from the server side dropped.
+LZ_ZONE_POLICY='
 [[zone]]
 name = "inside"
 default = "accept"

@@ -136,3 +136,41 @@ pub fn churn_frames_with(data: u32) -> Vec<Vec<u8>> {
     (0..steps).flat_map(|s| lives.iter().map(move |l| l[s].clone())).collect()
 }
 
+/// A thread that drains worker 0's ring as checkpointd does: while there is
+/// something to drain, and sleeping `idle_sleep_us` (0: spinning) when it is
+/// empty. Returns the deltas drained when `stop` is set.
+pub fn spawn_drainer(rings: &'static shm_layout::RingsSegment, stop: Arc<std::sync::atomic::AtomicBool>, idle_sleep_us: u64) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut cons = rings.consumer(0).unwrap();
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = cons.drain(1024, |d| {
+                std::hint::black_box(d.payload);
+            });
+            n += r.applied as u64;
+            if r.applied == 0 {
+                if idle_sleep_us == 0 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_micros(idle_sleep_us));
+                }
+            }
+        }
+        n
+    })
+}
+
+/// One pass over `frames` in bursts of 32 as a worker runs them: process,
+/// publish, housekeeping once per burst. Returns the frames forwarded.
+pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) -> usize {
+    let mut fwd = 0;
+    for burst in frames.chunks(32) {
+        *now += 1000;
+        for f in burst {
+            fwd += (fw.process(f, 0, *now) == Verdict::Forward) as usize;
+        }
+        fw.sink.publish();
+        fw.housekeeping(*now);
+    }
+    fwd
+}
