@@ -16,7 +16,7 @@ cargo build --release --workspace --locked 2>&1 | tail -1
 [ "$(id -u)" -eq 0 ] || exec sudo --preserve-env=PATH,DEMO_SECS "$0" "$@"
 
 source tests/e2e/lib.sh
-trap 'kill "${PROGRESS_PID:-}" 2>/dev/null || true; lz_cleanup; pkill -f "vsftpd $LZ_WORK" 2>/dev/null || true' EXIT
+trap 'kill "${PROGRESS_PID:-}" 2>/dev/null || true; lz_cleanup' EXIT
 LZ_SECS=${DEMO_SECS:-15}
 LZ_KILL_AT=$(( LZ_SECS / 3 ))
 LZ_CONNS=50

@@ -8,7 +8,7 @@
 #    the control run with `ftp = false` shows the same transfer failing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-trap 'lz_cleanup; pkill -f "vsftpd $LZ_WORK" 2>/dev/null || true' EXIT
+trap lz_cleanup EXIT
 
 [ -x "$LZ_BIN" ] || lz_fail "$LZ_BIN not built (cargo build --release)"
 command -v vsftpd >/dev/null || lz_fail "vsftpd missing: run scripts/setup.sh"

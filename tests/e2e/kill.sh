@@ -13,7 +13,7 @@
 # never stops, and a second dataplane kill afterwards still loses nothing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-trap 'lz_cleanup; pkill -f "vsftpd $LZ_WORK" 2>/dev/null || true' EXIT
+trap lz_cleanup EXIT
 set -E
 trap 'echo "kill.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 

@@ -37,8 +37,15 @@ lz_cleanup() {
         for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do kill -KILL "$p" || true; done
         for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do wait "$p" || true; done
     } 2>/dev/null
+    # vsftpd forks a session process per client, possibly while we kill: it
+    # keeps its deleted namespace alive, so kill by name as well, twice.
+    for _ in 1 2; do
+        pkill -KILL -f "vsftpd $LZ_WORK/" 2>/dev/null || true
+        for ns in $LZ_NS_C $LZ_NS_S; do
+            ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+        done
+    done
     for ns in $LZ_NS_C $LZ_NS_S; do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
         ip netns del "$ns" 2>/dev/null || true
     done
     for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p; do
