@@ -105,6 +105,45 @@ pub(crate) fn check_base(base: *mut u8, len: usize) -> Result<(), LayoutError> {
     Ok(())
 }
 
+/// Formats a segment: checks the mapping can hold `header.total_bytes`, then
+/// zeroes that much and writes the header (what `format` of every segment
+/// kind does before its own initialisation).
+///
+/// # Safety
+/// `base..base+len` is valid for writes and nobody else accesses it during
+/// the call.
+pub(crate) unsafe fn format_segment(base: *mut u8, len: usize, header: &SegmentHeader) -> Result<(), LayoutError> {
+    check_base(base, len)?;
+    let total = header.total_bytes;
+    if total > len as u64 {
+        return Err(LayoutError::Truncated { len: len as u64, needed: total });
+    }
+    // SAFETY: the caller guarantees base..base+len (>= total) is ours.
+    unsafe { write_header(base, total as usize, header) };
+    Ok(())
+}
+
+impl SegmentHeader {
+    /// At attach: the record sizes the header records are this build's, and
+    /// its total is what the geometry read from it needs. `what` names the
+    /// two sizes in the error ("slot / control", "records of").
+    pub(crate) fn check_sizes(&self, what: &str, record: usize, aux: usize, geometry_bytes: u64) -> Result<(), LayoutError> {
+        if self.record_bytes as usize != record || self.aux_bytes as usize != aux {
+            return Err(LayoutError::BadGeometry(format!(
+                "{what} {} / {} bytes, this build uses {record} / {aux}",
+                self.record_bytes, self.aux_bytes
+            )));
+        }
+        if self.total_bytes != geometry_bytes {
+            return Err(LayoutError::BadGeometry(format!(
+                "header says {} bytes, the geometry needs {geometry_bytes}",
+                self.total_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Zeroes `total` bytes and writes `header`, magic last.
 ///
 /// # Safety

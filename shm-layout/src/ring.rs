@@ -16,7 +16,7 @@
 //! `seq`, so a slot left over from the previous lap is detected, and a
 //! checksum, so a record a killed producer left half written is skipped.
 
-use crate::header::{check_base, read_header, write_header, SegmentHeader, SegmentKind, HEADER_BYTES};
+use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
 use crate::{checksum32, LayoutError};
 use std::path::Path;
@@ -255,19 +255,14 @@ impl RingsSegment {
     /// outlives the returned value, and nobody else uses it during the call.
     pub unsafe fn format(base: *mut u8, len: usize, geom: RingsGeometry) -> Result<Self, LayoutError> {
         geom.validate()?;
-        check_base(base, len)?;
-        let total = geom.segment_bytes();
-        if total > len as u64 {
-            return Err(LayoutError::Truncated { len: len as u64, needed: total });
-        }
         let header = SegmentHeader::new(
             SegmentKind::Rings,
-            total,
+            geom.segment_bytes(),
             (geom.workers, geom.slots_per_ring),
             (DELTA_SLOT_BYTES as u32, RING_CTRL_BYTES as u32),
         );
-        // SAFETY: the caller guarantees base..base+len (>= total) is ours.
-        unsafe { write_header(base, total as usize, &header) };
+        // SAFETY: the caller guarantees base..base+len is ours.
+        unsafe { format_segment(base, len, &header) }?;
         // SAFETY: just formatted with the same contract.
         unsafe { Self::attach(base, len) }
     }
@@ -284,19 +279,7 @@ impl RingsSegment {
         let h = unsafe { read_header(base, len, SegmentKind::Rings) }?;
         let geom = RingsGeometry { workers: h.geom_a, slots_per_ring: h.geom_b };
         geom.validate()?;
-        if h.record_bytes as usize != DELTA_SLOT_BYTES || h.aux_bytes as usize != RING_CTRL_BYTES {
-            return Err(LayoutError::BadGeometry(format!(
-                "slot {} / control {} bytes, this build uses {DELTA_SLOT_BYTES} / {RING_CTRL_BYTES}",
-                h.record_bytes, h.aux_bytes
-            )));
-        }
-        if h.total_bytes != geom.segment_bytes() {
-            return Err(LayoutError::BadGeometry(format!(
-                "header says {} bytes, the geometry needs {}",
-                h.total_bytes,
-                geom.segment_bytes()
-            )));
-        }
+        h.check_sizes("slot / control", DELTA_SLOT_BYTES, RING_CTRL_BYTES, geom.segment_bytes())?;
         let flags = |n: u32| (0..n).map(|_| AtomicBool::new(false)).collect::<Box<[_]>>();
         Ok(RingsSegment {
             base: NonNull::new(base).ok_or(LayoutError::Misaligned { addr: 0, align: 64 })?,

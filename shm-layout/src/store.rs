@@ -10,7 +10,7 @@
 //! detected; the delta it came from is still in the ring (the tail moves only
 //! after the store was written) and is applied again on restart.
 
-use crate::header::{check_base, read_header, write_header, SegmentHeader, SegmentKind, HEADER_BYTES};
+use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
 use crate::{module, LayoutError};
 use std::path::Path;
@@ -228,19 +228,14 @@ impl StoreSegment {
     /// outlives the returned value, and nobody else uses it during the call.
     pub unsafe fn format(base: *mut u8, len: usize, geom: StoreGeometry) -> Result<Self, LayoutError> {
         geom.validate()?;
-        check_base(base, len)?;
-        let total = geom.segment_bytes();
-        if total > len as u64 {
-            return Err(LayoutError::Truncated { len: len as u64, needed: total });
-        }
         let header = SegmentHeader::new(
             SegmentKind::Store,
-            total,
+            geom.segment_bytes(),
             (geom.conn_capacity, geom.ftp_capacity),
             (std::mem::size_of::<ConnRecord>() as u32, std::mem::size_of::<FtpRecord>() as u32),
         );
-        // SAFETY: the caller guarantees base..base+len (>= total) is ours.
-        unsafe { write_header(base, total as usize, &header) };
+        // SAFETY: the caller guarantees base..base+len is ours.
+        unsafe { format_segment(base, len, &header) }?;
         // SAFETY: just formatted, same contract.
         let mut seg = unsafe { Self::attach(base, len) }?;
         // Zeroed memory is not an empty record (ftp must be NO_FTP).
@@ -262,24 +257,7 @@ impl StoreSegment {
         let h = unsafe { read_header(base, len, SegmentKind::Store) }?;
         let geom = StoreGeometry { conn_capacity: h.geom_a, ftp_capacity: h.geom_b };
         geom.validate()?;
-        if h.record_bytes as usize != std::mem::size_of::<ConnRecord>()
-            || h.aux_bytes as usize != std::mem::size_of::<FtpRecord>()
-        {
-            return Err(LayoutError::BadGeometry(format!(
-                "records of {} / {} bytes, this build uses {} / {}",
-                h.record_bytes,
-                h.aux_bytes,
-                std::mem::size_of::<ConnRecord>(),
-                std::mem::size_of::<FtpRecord>()
-            )));
-        }
-        if h.total_bytes != geom.segment_bytes() {
-            return Err(LayoutError::BadGeometry(format!(
-                "header says {} bytes, the geometry needs {}",
-                h.total_bytes,
-                geom.segment_bytes()
-            )));
-        }
+        h.check_sizes("records of", std::mem::size_of::<ConnRecord>(), std::mem::size_of::<FtpRecord>(), geom.segment_bytes())?;
         Ok(StoreSegment {
             base: NonNull::new(base).ok_or(LayoutError::Misaligned { addr: 0, align: 64 })?,
             len,
