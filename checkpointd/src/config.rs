@@ -7,15 +7,7 @@ pub use shm_layout::CheckpointSection;
 use std::net::SocketAddr;
 use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("config {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config {path}: {key}: {reason}")]
-    Invalid { path: String, key: String, reason: String },
-}
+pub use shm_layout::ConfigError;
 
 /// The parts of the file checkpointd looks at.
 #[derive(Debug, Deserialize)]
@@ -41,7 +33,7 @@ impl Default for Conntrack {
 }
 
 fn default_conntrack_capacity() -> u64 {
-    65536
+    shm_layout::DEFAULT_CONNTRACK_CAPACITY.into()
 }
 
 /// What checkpointd runs with, validated.
@@ -58,9 +50,8 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text, &path.display().to_string())
+        let (text, path) = shm_layout::read_config(path)?;
+        Self::parse(&text, &path)
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {

@@ -6,15 +6,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("config {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config {path}: {key}: {reason}")]
-    Invalid { path: String, key: String, reason: String },
-}
+pub use shm_layout::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +58,7 @@ pub struct ConntrackSection {
 
 impl Default for ConntrackSection {
     fn default() -> Self {
-        ConntrackSection { enabled: true, capacity: 65536, sweep_batch: 8, ftp: true, ftp_ports: vec![21], ftp_sessions: 1024, expectations: 256, expectation_timeout: 30, fragments: 1024, timeouts: Timeouts::default() }
+        ConntrackSection { enabled: true, capacity: shm_layout::DEFAULT_CONNTRACK_CAPACITY, sweep_batch: 8, ftp: true, ftp_ports: vec![21], ftp_sessions: 1024, expectations: 256, expectation_timeout: 30, fragments: 1024, timeouts: Timeouts::default() }
     }
 }
 
@@ -221,8 +213,7 @@ impl Plan {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Plan, ConfigError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let (text, p) = shm_layout::read_config(path)?;
         Self::parse(&text, &p)
     }
 

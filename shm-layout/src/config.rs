@@ -1,7 +1,31 @@
-//! The `[checkpoint]` config section.
+//! What both processes share of the config file: its errors, how it is
+//! read, and the `[checkpoint]` section.
 
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// A config file that cannot be used; every message names the file, and the
+/// key when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: {key}: {reason}")]
+    Invalid { path: String, key: String, reason: String },
+}
+
+/// The file's text and the path as errors name it.
+pub fn read_config(path: &Path) -> Result<(String, String), ConfigError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+    Ok((text, p))
+}
+
+/// `[conntrack] capacity` when the file does not set it: connections per
+/// worker (checkpointd sizes its store from it).
+pub const DEFAULT_CONNTRACK_CAPACITY: u32 = 65536;
 
 /// `[checkpoint]` of the config file both processes read; every key is
 /// documented in docs/CONFIG.md. Here so that the dataplane and checkpointd

@@ -30,7 +30,7 @@ mod mapped;
 mod ring;
 mod store;
 
-pub use config::CheckpointSection;
+pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 pub use mapped::{
     choose_segment_dir, find_segment_dir, is_hugetlbfs, try_lock_exclusive, DirChoice, MappedFile, FALLBACK_DIR,
