@@ -13,7 +13,7 @@ mod common;
 use allocator_api2::alloc::Global;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
-use dataplane::firewall::{Firewall, Verdict};
+use dataplane::firewall::Firewall;
 use shm_layout::{DeltaConsumer, RingsGeometry, RingsSegment};
 use std::sync::Arc;
 
@@ -39,12 +39,7 @@ fn drain(c: &mut Option<DeltaConsumer<'_>>) {
 fn run_passes<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64, cons: &mut Option<DeltaConsumer<'_>>) -> usize {
     let mut fwd = 0;
     for burst in frames.chunks(32) {
-        *now += 1000;
-        for f in burst {
-            fwd += (fw.process(f, 0, *now) == Verdict::Forward) as usize;
-        }
-        fw.sink.publish();
-        fw.housekeeping(*now);
+        fwd += common::run_bursts(fw, burst, now);
         drain(cons);
     }
     fwd
