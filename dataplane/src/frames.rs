@@ -1,13 +1,7 @@
 //! Frame builders for tests, benchmarks and fuzz seeds: plain Ethernet/IPv4
 //! frames with valid checksums. Not used by the dataplane itself.
 
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-}
+pub use crate::parse::tcp_flags;
 
 /// The Internet checksum (RFC 1071).
 pub fn csum(b: &[u8]) -> u16 {
