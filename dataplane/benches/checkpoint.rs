@@ -6,7 +6,7 @@
 //! * `restore_1m`: rebuilding 1 000 000 connections from a store segment.
 
 mod common;
-use allocator_api2::alloc::Global;
+use dataplane::dpdk::KernelHugepageAlloc;
 use common::{churn_frames, FLOWS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::checkpoint::restore::restore_worker;
@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, Global> {
+fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, KernelHugepageAlloc> {
     let ct = ConntrackSection { capacity, ..Default::default() };
-    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(FwCounters::default()))
+    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, sink, Arc::new(FwCounters::default()))
 }
 
-fn run<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) {
+fn run<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) {
     let fwd = common::run_bursts(fw, frames, now);
     debug_assert_eq!(fwd, frames.len());
 }

@@ -13,7 +13,7 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use allocator_api2::alloc::Global;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
 use dataplane::firewall::Firewall;
@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, Global> {
+fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
     let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
-    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(Default::default()))
+    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, sink, Arc::new(Default::default()))
 }
 
 /// One pass; returns its duration.
-fn pass<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) -> Duration {
+fn pass<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) -> Duration {
     let t = Instant::now();
     let fwd = common::run_bursts(fw, frames, now);
     let d = t.elapsed();

@@ -10,16 +10,16 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use allocator_api2::alloc::Global;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
 use dataplane::firewall::Firewall;
 use shm_layout::{DeltaConsumer, RingsGeometry, RingsSegment};
 use std::sync::Arc;
 
-fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, Global> {
+fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
     let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
-    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, sink, Arc::new(Default::default()))
+    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, sink, Arc::new(Default::default()))
 }
 
 #[inline(never)]
@@ -36,7 +36,7 @@ fn drain(c: &mut Option<DeltaConsumer<'_>>) {
 
 /// One pass in bursts of 32; the ring is drained between bursts outside the count.
 #[inline(never)]
-fn run_passes<S: CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64, cons: &mut Option<DeltaConsumer<'_>>) -> usize {
+fn run_passes<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64, cons: &mut Option<DeltaConsumer<'_>>) -> usize {
     let mut fwd = 0;
     for burst in frames.chunks(32) {
         fwd += common::run_bursts(fw, burst, now);

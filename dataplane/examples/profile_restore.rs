@@ -1,7 +1,10 @@
-//! The `restore/1m_connections` bench without criterion, for instruction
-//! counts of the rebuild alone:
+//! The `restore/1m_connections` bench without criterion, for wall time and
+//! instruction counts of the rebuild alone, with the store and tables in
+//! hugepages as in the dataplane:
 //!
 //!     cargo build --release -p dataplane --example profile_restore
+//!     target/release/examples/profile_restore 1000000      # one worker
+//!     target/release/examples/profile_restore 1000000 2    # two workers, one thread each, as the dataplane restores
 //!     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*rebuild*' \
 //!         target/release/examples/profile_restore 100000
 //!
@@ -10,25 +13,40 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use allocator_api2::alloc::Global;
 use dataplane::checkpoint::restore::restore_worker;
 use dataplane::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::firewall::Firewall;
 use std::sync::Arc;
 
+type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
+
 #[inline(never)]
-fn rebuild(fw: &mut Firewall<NoCheckpoint, Global>, store: &shm_layout::StoreSegment) -> u64 {
-    restore_worker(fw, store, 0, 10).restored
+fn rebuild(fw: &mut Fw, store: &shm_layout::StoreSegment, worker: u16) -> u64 {
+    restore_worker(fw, store, worker, 10).restored
 }
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).map(|a| a.parse().expect("usage: profile_restore CONNECTIONS")).unwrap_or(100_000);
-    let store = common::store_of(n);
-    let ct = ConntrackSection { capacity: n + n / 8, ..Default::default() };
-    let mut fw = Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, NoCheckpoint, Arc::new(Default::default()));
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<u32>().expect("usage: profile_restore CONNECTIONS [WORKERS]"));
+    let n = args.next().unwrap_or(100_000);
+    let workers = args.next().unwrap_or(1).max(1) as u16;
+    let store = common::store_for(n, workers);
+    let share = n / workers as u32 + 1;
+    let ct = ConntrackSection { capacity: share + share / 8, ..Default::default() };
+    let mut fws: Vec<Fw> = (0..workers)
+        .map(|_| Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, NoCheckpoint, Arc::new(Default::default())))
+        .collect();
     let t = std::time::Instant::now();
-    let restored = rebuild(&mut fw, &store);
+    let restored: u64 = if workers == 1 {
+        rebuild(&mut fws[0], &store, 0)
+    } else {
+        std::thread::scope(|s| {
+            let store = &store;
+            let jobs: Vec<_> = fws.iter_mut().enumerate().map(|(w, fw)| s.spawn(move || rebuild(fw, store, w as u16))).collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).sum()
+        })
+    };
     assert_eq!(restored, n as u64);
-    println!("{n} connections restored in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!("{n} connections restored by {workers} worker(s) in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }

@@ -166,6 +166,16 @@ const PENDING_DELETES: usize = 4096;
 /// large table is spread over rounds instead of stalling the worker.
 const FLUSH_BATCH: usize = 1024;
 
+/// One stored connection's portions, as checkpointd's store holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredPortions<'a> {
+    pub id: u64,
+    pub ip: Option<&'a [u8]>,
+    /// (module, bytes) of the tcp, udp or icmp portion.
+    pub l4: Option<(u8, &'a [u8])>,
+    pub ftp: Option<&'a [u8]>,
+}
+
 /// Why a stored connection could not be rebuilt (it is skipped and counted).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -346,50 +356,81 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// Rebuilds one connection from its stored portions (before the ports
     /// start). The id must be the id of the key the ip portion carries.
     pub fn restore(&mut self, id: u64, ip: &[u8], l4: Option<(u8, &[u8])>, ftp: Option<&[u8]>, now: u64) -> Result<(), RestoreError> {
+        let mut refused = None;
+        self.restore_many(std::iter::once(StoredPortions { id, ip: Some(ip), l4, ftp }), now, |_, e| refused = Some(e));
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Rebuilds connections from their stored portions (before the ports
+    /// start), each module restoring its own portion; a connection that
+    /// cannot be rebuilt goes to `skipped` and the rest carry on. Returns how
+    /// many were restored.
+    pub fn restore_many<'a>(&mut self, stored: impl IntoIterator<Item = StoredPortions<'a>>, now: u64, mut skipped: impl FnMut(u64, RestoreError)) -> u64 {
+        let Firewall { table, ticks, ftp, expectations, counters, tally, .. } = self;
+        // No duplicate check: the id is the key's hash and checkpointd's store
+        // holds each id once (its rebuild drops duplicates), so a probe per
+        // connection would only double the cache misses of a 1M restore.
+        let mut bulk = table.bulk_insert();
+        let mut restored = 0;
+        for s in stored {
+            let conn = match Self::rebuild(&s, ticks, ftp, expectations, counters, now) {
+                Ok(c) => c,
+                Err(e) => {
+                    skipped(s.id, e);
+                    continue;
+                }
+            };
+            if bulk.push(conn).is_err() {
+                if conn.ftp != NO_FTP {
+                    ftp.free.push(conn.ftp);
+                }
+                skipped(s.id, RestoreError::TableFull);
+                continue;
+            }
+            tally.on(&conn.l4);
+            restored += 1;
+        }
+        drop(bulk);
+        counters.restored.add(restored);
+        restored
+    }
+
+    /// One connection from its portions, its FTP session (if any) placed in
+    /// the pool and its expectations re-armed.
+    fn rebuild(s: &StoredPortions<'_>, ticks: &Ticks, ftp: &mut FtpPool, expectations: &mut Expectations, counters: &FwCounters, now: u64) -> Result<Conn, RestoreError> {
+        let ip = s.ip.ok_or(RestoreError::Portion(PortionError::Truncated { module: "ip", len: 0 }))?;
         let (key, ipp) = IpPortion::decode(ip)?;
         let computed = key.id();
-        if computed.0 != id {
-            return Err(RestoreError::IdMismatch { stored: id, computed });
+        if computed.0 != s.id {
+            return Err(RestoreError::IdMismatch { stored: s.id, computed });
         }
-        let l4 = match l4 {
+        let l4 = match s.l4 {
             None => L4Portion::Other,
             Some((m, b)) if m == Module::Tcp as u8 => L4Portion::Tcp(tcp::TcpPortion::decode(b)?),
             Some((m, b)) if m == Module::Udp as u8 => L4Portion::Udp(UdpPortion::decode(b)?),
             Some((m, b)) if m == Module::Icmp as u8 => L4Portion::Icmp(IcmpPortion::decode(b)?),
             Some((m, _)) => return Err(RestoreError::UnknownModule(m)),
         };
-        // No duplicate check: the id is the key's hash and checkpointd's store
-        // holds each id once (its rebuild drops duplicates), so a probe per
-        // connection would only double the cache misses of a 1M restore.
-        debug_assert!(self.table.lookup(&key, computed).is_none(), "checkpointd stored {computed} twice");
-        let mut conn = Conn { key, id: computed, deadline: 0, ip: ipp, l4, ftp: NO_FTP, dirty: 0 };
         // A restored connection gets a fresh timeout for its state: the old
         // process's last-seen time is not checkpointed (it changes per packet).
-        conn.deadline = now + self.ticks.of(&conn.l4);
-        if let Some(b) = ftp {
+        let deadline = now + ticks.of(&l4);
+        let mut conn = Conn { key, id: computed, deadline, ip: ipp, l4, ftp: NO_FTP, dirty: 0 };
+        if let Some(b) = s.ftp {
             let (portion, exps, n) = FtpPortion::decode(b, computed)?;
-            match self.ftp.free.pop() {
+            match ftp.free.pop() {
                 Some(i) => {
-                    self.ftp.slots[i as usize] = portion;
+                    ftp.slots[i as usize] = portion;
                     conn.ftp = i;
                     for e in &exps[..n] {
-                        if e.deadline > now && !self.expectations.add(*e, now) {
-                            self.counters.expectations_full.add(1);
+                        if e.deadline > now && !expectations.add(*e, now) {
+                            counters.expectations_full.add(1);
                         }
                     }
                 }
-                None => self.counters.ftp_no_session.add(1),
+                None => counters.ftp_no_session.add(1),
             }
         }
-        if self.table.insert(conn).is_err() {
-            if conn.ftp != NO_FTP {
-                self.ftp.free.push(conn.ftp);
-            }
-            return Err(RestoreError::TableFull);
-        }
-        self.tally.on(&conn.l4);
-        self.counters.restored.add(1);
-        Ok(())
+        Ok(conn)
     }
 
     pub fn table(&self) -> &ConnTable<Conn, A> {

@@ -198,15 +198,27 @@ fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwC
             Some(a) => WorkerSink::Ring(RingSink::new(a.rings.producer(index as u32).with_context(|| format!("taking worker {index}'s delta ring"))?)),
             None => WorkerSink::Off(NoCheckpoint),
         };
-        let mut fw = Firewall::new(ct, policy.clone(), plan.port_bridge.clone(), dpdk::tsc_hz(), alloc, sink, c.clone());
-        if let Some(a) = attached {
-            let s = restore::restore_worker(&mut fw, &a.store, index as u16, dpdk::rdtsc());
+        out.push(Some(Firewall::new(ct, policy.clone(), plan.port_bridge.clone(), dpdk::tsc_hz(), alloc, sink, c.clone())));
+    }
+    if let Some(a) = attached {
+        // Each worker's share is rebuilt on its own thread: the tables are
+        // disjoint and the store is read-only until the ports start, so the
+        // outage shrinks with the number of workers.
+        let now = dpdk::rdtsc();
+        let summaries: Vec<_> = std::thread::scope(|scope| {
+            let jobs: Vec<_> = out
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(index, fw)| fw.as_mut().map(|fw| (index, fw)))
+                .map(|(index, fw)| (index, scope.spawn(move || restore::restore_worker(fw, &a.store, index as u16, now))))
+                .collect();
+            jobs.into_iter().map(|(index, job)| (index, job.join())).collect()
+        });
+        for (index, s) in summaries {
+            let s = s.map_err(|_| anyhow::anyhow!("restoring worker {index}'s connections panicked"))?;
             total += s.restored;
             tracing::info!(worker = index, restored = s.restored, skipped = s.skipped, "connections restored");
         }
-        out.push(Some(fw));
-    }
-    if attached.is_some() {
         tracing::info!(connections = total, ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3), "restore done");
     }
     Ok((out, if attached.is_some() { started.elapsed() } else { Duration::ZERO }))

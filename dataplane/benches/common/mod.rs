@@ -2,14 +2,14 @@
 //! Established-flow fixtures shared by the criterion benches and the
 //! callgrind harness (`examples/profile_pipeline.rs`).
 
-use allocator_api2::alloc::Global;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
 use dataplane::firewall::{Firewall, Verdict};
 use dataplane::stats::FwCounters;
 use std::sync::Arc;
 
-pub type Fw = Firewall<NoCheckpoint, Global>;
+pub type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
 /// A 60-byte (64 with FCS) Ethernet/IPv4/TCP frame.
 pub fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
@@ -28,7 +28,7 @@ pub fn client(i: u32) -> ([u8; 4], u16) {
 pub fn established(n: u32) -> (Fw, Vec<Vec<u8>>) {
     let ct = ConntrackSection { capacity: n + n / 8 + 1024, ..Default::default() };
     let counters = Arc::new(FwCounters::default());
-    let mut fw = Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, Global, NoCheckpoint, counters);
+    let mut fw = Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, NoCheckpoint, counters);
     let mut frames = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (c, p) = client(i);
@@ -49,16 +49,25 @@ pub fn established(n: u32) -> (Fw, Vec<Vec<u8>>) {
     (fw, frames)
 }
 
-/// A checkpointd store segment (on tmpfs, already unlinked) holding `n`
+/// A checkpointd store segment (on hugetlbfs if mounted and writable, else
+/// the temp dir; already unlinked) holding `n`
 /// established TCP connections of worker 0, as checkpointd would have them.
 pub fn store_of(n: u32) -> shm_layout::StoreSegment {
+    store_for(n, 1)
+}
+
+/// As [`store_of`], the connections dealt round-robin to `workers` workers.
+pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
     use dataplane::conn::{ConnKey, Endpoint};
     use dataplane::modules::ip::IpPortion;
     use dataplane::modules::tcp::{self, TcpPortion};
     use dataplane::modules::Module;
     use dataplane::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
     use shm_layout::{StoreGeometry, StoreSegment};
-    let path = std::env::temp_dir().join(format!("lazarus-bench-store-{}", std::process::id()));
+    // On hugetlbfs when the machine has it, as checkpointd keeps it.
+    let dir = ["/dev/hugepages".into(), std::env::temp_dir()].into_iter().find(|d| shm_layout::is_hugetlbfs(d) && std::fs::File::create(d.join(".lazarus-bench-probe")).is_ok()).unwrap_or_else(std::env::temp_dir);
+    let _ = std::fs::remove_file(dir.join(".lazarus-bench-probe"));
+    let path = dir.join(format!("lazarus-bench-store-{}", std::process::id()));
     let mut store = StoreSegment::create_file(&path, StoreGeometry { conn_capacity: n, ftp_capacity: 16 }).unwrap();
     let _ = std::fs::remove_file(&path);
     // One established TCP portion (the same for every flow) and each flow's ip portion.
@@ -74,7 +83,7 @@ pub fn store_of(n: u32) -> shm_layout::StoreSegment {
         let (key, lo) = ConnKey::canonical(Family::V4, 6, Endpoint { addr: v4_mapped(ca), port: cp }, Endpoint { addr: v4_mapped(SERVER), port: 80 }, 0, 0);
         let n = IpPortion::new(lo, 1).encode(&key, &mut ib).unwrap();
         let id = key.id().0;
-        store.init_record(i, id, 0);
+        store.init_record(i, id, (i % workers as u32) as u16);
         store.put_portion(i, Module::Ip as u8, 1, &ib[..n]).unwrap();
         store.put_portion(i, Module::Tcp as u8, 1, &tb[..tn]).unwrap();
     }
@@ -138,7 +147,7 @@ pub fn spawn_drainer(rings: &'static shm_layout::RingsSegment, stop: Arc<std::sy
 
 /// One pass over `frames` in bursts of 32 as a worker runs them: process,
 /// publish, housekeeping once per burst. Returns the frames forwarded.
-pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, Global>, frames: &[Vec<u8>], now: &mut u64) -> usize {
+pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) -> usize {
     let mut fwd = 0;
     for burst in frames.chunks(32) {
         *now += 1000;

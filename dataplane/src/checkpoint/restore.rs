@@ -3,7 +3,7 @@
 
 use crate::checkpoint::CheckpointSink;
 use crate::config::CheckpointSection;
-use crate::firewall::{Firewall, RestoreError};
+use crate::firewall::{Firewall, StoredPortions};
 use allocator_api2::alloc::Allocator;
 use shm_layout::{monotonic_ns, LayoutError, RingsSegment, StoreSegment};
 use std::path::{Path, PathBuf};
@@ -110,22 +110,20 @@ pub struct RestoreSummary {
 /// Rebuilds `worker`'s table from the store: each module restores its own
 /// portion. A damaged record is skipped and counted, never applied.
 pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(fw: &mut Firewall<S, A>, store: &StoreSegment, worker: u16, now: u64) -> RestoreSummary {
-    let mut sum = RestoreSummary::default();
-    for c in store.restore_iter(worker) {
-        let r = match &c.ip {
-            Some(ip) => fw.restore(c.conn_id, ip.payload, c.l4.as_ref().map(|p| (p.module, p.payload)), c.ftp.as_ref().map(|p| p.payload), now),
-            None => Err(RestoreError::Portion(crate::checkpoint::wire::PortionError::Truncated { module: "ip", len: 0 })),
-        };
-        match r {
-            Ok(()) => sum.restored += 1,
-            Err(e) => {
-                sum.skipped += 1;
-                fw.counters.restore_skipped.add(1);
-                if sum.skipped <= 5 {
-                    tracing::warn!(worker, conn = format_args!("{:016x}", c.conn_id), "stored connection skipped: {e}");
-                }
-            }
+    let mut skipped = 0u64;
+    let stored = store.restore_iter(worker).map(|c| StoredPortions {
+        id: c.conn_id,
+        ip: c.ip.map(|p| p.payload),
+        l4: c.l4.map(|p| (p.module, p.payload)),
+        ftp: c.ftp.map(|p| p.payload),
+    });
+    let counters = fw.counters.clone();
+    let restored = fw.restore_many(stored, now, |id, e| {
+        skipped += 1;
+        counters.restore_skipped.add(1);
+        if skipped <= 5 {
+            tracing::warn!(worker, conn = format_args!("{id:016x}"), "stored connection skipped: {e}");
         }
-    }
-    sum
+    });
+    RestoreSummary { restored, skipped }
 }

@@ -31,3 +31,45 @@ unsafe impl Allocator for HugepageAlloc {
         }
     }
 }
+
+/// Allocates whole 2 MiB hugepages straight from the kernel (anonymous
+/// `MAP_HUGETLB`), falling back to transparent hugepages when the pool is
+/// empty. For tables built without EAL (benchmarks, tools) that must see the
+/// TLB behaviour of the dataplane's [`HugepageAlloc`], not 4 KiB pages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelHugepageAlloc;
+
+const HUGEPAGE: usize = 2 << 20;
+
+// SAFETY: every block is its own fresh, zero-filled mapping rounded up to
+// 2 MiB, so it is aligned for any layout up to 2 MiB and valid until the
+// munmap in deallocate; mmap and munmap are thread-safe.
+unsafe impl Allocator for KernelHugepageAlloc {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 || layout.align() > HUGEPAGE {
+            return Err(AllocError);
+        }
+        let len = layout.size().div_ceil(HUGEPAGE) * HUGEPAGE;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing
+        // touches no existing memory.
+        let mut p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
+        if p == libc::MAP_FAILED {
+            // SAFETY: as above, without MAP_HUGETLB.
+            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags & !libc::MAP_POPULATE, -1, 0) };
+            if p == libc::MAP_FAILED {
+                return Err(AllocError);
+            }
+            // SAFETY: p..p+len is the mapping just made; a refused hint is harmless.
+            unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        }
+        NonNull::new(p as *mut u8).map(|p| NonNull::slice_from_raw_parts(p, layout.size())).ok_or(AllocError)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        let len = layout.size().div_ceil(HUGEPAGE) * HUGEPAGE;
+        // SAFETY: ptr and len are those of a mapping made in allocate (the caller's contract).
+        unsafe { libc::munmap(ptr.as_ptr() as *mut libc::c_void, len) };
+    }
+}

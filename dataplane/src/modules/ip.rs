@@ -66,14 +66,19 @@ impl IpPortion {
 
     pub fn decode(b: &[u8]) -> Result<(ConnKey, IpPortion), PortionError> {
         let mut r = Reader::new(b, Module::Ip)?;
-        let key = ConnKey { lo_addr: r.array()?, hi_addr: r.array()?, lo_port: r.u16()?, hi_port: r.u16()?, proto: r.u8()?, family: r.u8()?, zone: r.u16()?, vlan: r.u16()? };
+        let mut f = r.fields::<{ 16 + 16 + 2 + 2 + 1 + 1 + 2 + 2 + 1 + 5 * 8 }>()?;
+        let key = ConnKey { lo_addr: f.array(), hi_addr: f.array(), lo_port: f.u16(), hi_port: f.u16(), proto: f.u8(), family: f.u8(), zone: f.u16(), vlan: f.u16() };
         if key.family != 4 && key.family != 6 {
             return Err(r.bad("address family"));
         }
-        let orig_src_is_lo = r.bool()?;
-        let packets = [r.u64()?, r.u64()?];
-        let bytes = [r.u64()?, r.u64()?];
-        let created = r.u64()?;
+        let orig_src_is_lo = match f.u8() {
+            0 => false,
+            1 => true,
+            _ => return Err(r.bad("boolean")),
+        };
+        let packets = [f.u64(), f.u64()];
+        let bytes = [f.u64(), f.u64()];
+        let created = f.u64();
         Ok((key, IpPortion { packets, bytes, created, orig_src_is_lo }))
     }
 }

@@ -425,13 +425,19 @@ impl TcpPortion {
     /// checks allow for edges that moved after it was written.
     pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
         let mut r = Reader::new(b, Module::Tcp)?;
-        let st = r.u8()?;
+        let mut f = r.fields::<{ 2 + 2 * 18 }>()?;
+        let st = f.u8();
         if st as usize >= TcpState::COUNT {
             return Err(r.bad("state"));
         }
-        let mut p = TcpPortion { state: TcpState::from_u8(st), seen_reply: r.bool()?, ..Default::default() };
+        let seen_reply = match f.u8() {
+            0 => false,
+            1 => true,
+            _ => return Err(r.bad("boolean")),
+        };
+        let mut p = TcpPortion { state: TcpState::from_u8(st), seen_reply, ..Default::default() };
         for d in &mut p.dirs {
-            *d = TcpDirState { end: r.u32()?, maxend: r.u32()?, maxwin: r.u32()?, maxack: r.u32()?, scale: r.u8()?, flags: r.u8()? | dir_flags::RESTORED };
+            *d = TcpDirState { end: f.u32(), maxend: f.u32(), maxwin: f.u32(), maxack: f.u32(), scale: f.u8(), flags: f.u8() | dir_flags::RESTORED };
             if d.scale > 14 {
                 return Err(r.bad("window scale"));
             }
