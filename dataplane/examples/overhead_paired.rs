@@ -88,6 +88,13 @@ fn main() {
         drained,
         on.counters.ckpt_ring_full.get()
     );
+    let lives = ((rounds + 1) * common::FLOWS as usize) as f64;
+    println!(
+        "deltas per connection life: ip {:.2}, tcp {:.2}, delete {:.2}",
+        on.counters.ckpt[dataplane::modules::Module::Ip as usize].get() as f64 / lives,
+        on.counters.ckpt[dataplane::modules::Module::Tcp as usize].get() as f64 / lives,
+        on.counters.ckpt_deletes.get() as f64 / lives
+    );
     println!(
         "off {:.2} Mpps, on {:.2} Mpps (medians); on/off median {:.3} (quartiles {:.3}..{:.3})",
         median(&mut offs),

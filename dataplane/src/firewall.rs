@@ -155,7 +155,6 @@ struct ReemitState {
     /// Slab position of the walk; None when no walk is under way.
     cursor: Option<usize>,
     resync: bool,
-    scratch: [u8; FtpPortion::MAX],
 }
 
 /// Slab positions the re-emit walk looks at per poll round.
@@ -197,41 +196,42 @@ fn emit<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps:
         counters.ckpt[module as usize].add(1);
         return true;
     }
-    // A scratch buffer kept across calls: zeroing 224 bytes per delta was a
-    // tenth of its cost.
-    let buf = &mut ckpt.scratch;
-    let dirty = &mut ckpt.dirty;
-    let len = match module {
-        Module::Ip => conn.ip.encode(&conn.key, buf),
-        Module::Tcp => match &conn.l4 {
-            L4Portion::Tcp(t) => t.encode(buf),
-            _ => return true,
-        },
-        Module::Udp => match &conn.l4 {
-            L4Portion::Udp(u) => u.encode(buf),
-            _ => return true,
-        },
-        Module::Icmp => match &conn.l4 {
-            L4Portion::Icmp(i) => i.encode(buf),
-            _ => return true,
-        },
-        Module::Ftp => {
-            if conn.ftp == NO_FTP {
-                return true;
-            }
-            let mut x = [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
-            let mut n = 0;
-            for e in exps.of_master(conn.id).take(x.len()) {
-                x[n] = *e;
-                n += 1;
-            }
-            ftp.slots[conn.ftp as usize].encode(&x[..n], buf)
-        }
+    let present = match module {
+        Module::Ip => true,
+        Module::Tcp => matches!(conn.l4, L4Portion::Tcp(_)),
+        Module::Udp => matches!(conn.l4, L4Portion::Udp(_)),
+        Module::Icmp => matches!(conn.l4, L4Portion::Icmp(_)),
+        Module::Ftp => conn.ftp != NO_FTP,
     };
-    // Every encoding fits its buffer by construction (the portion MAX sizes).
-    let len = len.unwrap_or(0);
+    if !present {
+        return true;
+    }
+    // Encoded straight into the sink's slot. Every encoding fits the slot by
+    // construction (the portion MAX sizes); were one not to, the delta would
+    // be empty, which a restore refuses as truncated.
+    let c = &*conn;
+    let encode = |buf: &mut [u8]| {
+        let len = match (module, &c.l4) {
+            (Module::Ip, _) => c.ip.encode(&c.key, buf),
+            (Module::Tcp, L4Portion::Tcp(t)) => t.encode(buf),
+            (Module::Udp, L4Portion::Udp(u)) => u.encode(buf),
+            (Module::Icmp, L4Portion::Icmp(i)) => i.encode(buf),
+            (Module::Ftp, _) => {
+                let mut x = [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
+                let mut n = 0;
+                for e in exps.of_master(c.id).take(x.len()) {
+                    x[n] = *e;
+                    n += 1;
+                }
+                ftp.slots[c.ftp as usize].encode(&x[..n], buf)
+            }
+            _ => Ok(0),
+        };
+        len.unwrap_or(0)
+    };
+    let dirty = &mut ckpt.dirty;
     let bit = 1u8 << module as u8;
-    match sink.portion(conn.id, module, version, &buf[..len]) {
+    match sink.portion_with(conn.id, module, version, encode) {
         Ok(()) => {
             counters.ckpt[module as usize].add(1);
             if conn.dirty == bit {
@@ -279,7 +279,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             frags: vec![FragEntry::default(); c.fragments.max(1) as usize].into_boxed_slice(),
             counters,
             sink,
-            ckpt: ReemitState { pending_deletes: Vec::with_capacity(PENDING_DELETES), dirty: 0, cursor: None, resync: false, scratch: [0; FtpPortion::MAX] },
+            ckpt: ReemitState { pending_deletes: Vec::with_capacity(PENDING_DELETES), dirty: 0, cursor: None, resync: false },
             tally: Tally::default(),
             gauge_every: tsc_hz / 10,
             next_gauge: 0,

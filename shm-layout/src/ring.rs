@@ -537,6 +537,38 @@ impl DeltaProducer<'_> {
         Ok(())
     }
 
+    /// As [`try_push`](Self::try_push), with the payload written by `encode`
+    /// straight into the slot (it gets the slot's payload area, returns the
+    /// length it wrote): no scratch buffer and no copy per delta. Never
+    /// blocks; on error the slot is not taken.
+    #[inline]
+    pub fn try_push_with(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, encode: impl FnOnce(&mut [u8]) -> usize) -> Result<(), PushError> {
+        if !self.has_room() {
+            return Err(PushError::Full);
+        }
+        let slot = self.slot_ptr(self.head);
+        // SAFETY: the slot at head belongs to the producer until `publish`
+        // (see `write`); its payload area is DELTA_PAYLOAD_MAX bytes after
+        // the header, inside the 256-byte slot, and nothing else references
+        // it while `encode` runs.
+        let payload = unsafe { std::slice::from_raw_parts_mut(slot.add(DELTA_HEADER_BYTES), DELTA_PAYLOAD_MAX) };
+        let len = encode(payload);
+        if len > DELTA_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len });
+        }
+        let header = SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum: 0 };
+        // SAFETY: same slot, same exclusivity; header then checksum over
+        // header and payload, as `write` does.
+        unsafe {
+            slot.cast::<SlotHeader>().write(header);
+            let sum = checksum32(std::slice::from_raw_parts(slot, DELTA_HEADER_BYTES + len));
+            slot.add(CHECKSUM_AT).cast::<u32>().write(sum);
+        }
+        self.head = self.head.wrapping_add(1);
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
+        Ok(())
+    }
+
     /// Test support: writes a record whose payload is only `written` bytes
     /// long in the slot (the rest left as it was) but whose header and
     /// checksum describe the whole payload: what a producer killed in the

@@ -80,6 +80,29 @@ fn oversized_payload_is_a_typed_error() {
 }
 
 #[test]
+fn in_place_push_reads_back_like_a_copied_one() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    for seq in [5u64, 40, DELTA_PAYLOAD_MAX as u64] {
+        let want = payload_for(seq);
+        p.try_push_with(seq, module::TCP, delta_kind::PORTION, seq, |buf| {
+            assert_eq!(buf.len(), DELTA_PAYLOAD_MAX, "the whole payload area is lent");
+            buf[..want.len()].copy_from_slice(&want);
+            want.len()
+        })
+        .unwrap();
+    }
+    // A length past the slot is refused and takes no slot.
+    assert!(matches!(p.try_push_with(9, module::TCP, delta_kind::PORTION, 9, |_| DELTA_PAYLOAD_MAX + 1), Err(PushError::TooLarge { .. })));
+    p.publish();
+    let mut got = Vec::new();
+    let r = c.drain(100, |d| got.push((d.conn_id, d.payload.to_vec())));
+    assert_eq!(r, DrainReport { applied: 3, torn: 0 }, "every checksum verifies");
+    assert_eq!(got, [5u64, 40, DELTA_PAYLOAD_MAX as u64].map(|s| (s, payload_for(s))));
+}
+
+#[test]
 fn torn_record_is_skipped_and_the_next_applied() {
     let (_buf, seg) = rings(1, 64);
     let mut p = seg.producer(0).unwrap();

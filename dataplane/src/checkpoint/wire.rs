@@ -58,6 +58,16 @@ impl<'a> Writer<'a> {
     pub fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
+    /// The next `N` bytes as a run of fixed fields, bounds-checked once (the
+    /// encode side of [`Reader::fields`]); None, and `finish` reports the
+    /// overflow, when they do not fit.
+    #[inline]
+    pub fn fields<const N: usize>(&mut self) -> Option<FieldsMut<'_, N>> {
+        let end = self.pos + N;
+        let b = self.buf.get_mut(self.pos..end).and_then(|b| <&mut [u8; N]>::try_from(b).ok());
+        self.pos = end;
+        b.map(|b| FieldsMut { b, pos: 0 })
+    }
     /// The length written.
     pub fn finish(self) -> Result<usize, PortionError> {
         if self.pos > self.buf.len() {
@@ -166,5 +176,36 @@ impl<const N: usize> Fields<'_, N> {
     #[inline(always)]
     pub fn u64(&mut self) -> u64 {
         u64::from_le_bytes(self.array())
+    }
+}
+
+/// Fixed fields written into a bounds-checked run of `N` bytes; see [`Fields`].
+pub struct FieldsMut<'a, const N: usize> {
+    b: &'a mut [u8; N],
+    pos: usize,
+}
+
+impl<const N: usize> FieldsMut<'_, N> {
+    #[inline(always)]
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.b[self.pos..self.pos + v.len()].copy_from_slice(v);
+        self.pos += v.len();
+    }
+    #[inline(always)]
+    pub fn u8(&mut self, v: u8) {
+        self.b[self.pos] = v;
+        self.pos += 1;
+    }
+    #[inline(always)]
+    pub fn u16(&mut self, v: u16) {
+        self.bytes(&v.to_le_bytes());
+    }
+    #[inline(always)]
+    pub fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    #[inline(always)]
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
     }
 }

@@ -15,6 +15,10 @@ pub struct IpPortion {
     pub orig_src_is_lo: bool,
 }
 
+/// Bytes of the ip portion after its format byte: the key, the direction,
+/// the counters and the creation time.
+const IP_FIXED: usize = 16 + 16 + 2 + 2 + 1 + 1 + 2 + 2 + 1 + 5 * 8;
+
 impl IpPortion {
     pub fn new(src_is_lo: bool, now: u64) -> Self {
         IpPortion { orig_src_is_lo: src_is_lo, created: now, ..Default::default() }
@@ -48,25 +52,27 @@ impl IpPortion {
     /// restore can rebuild the record and check the id against the key.
     pub fn encode(&self, key: &ConnKey, out: &mut [u8]) -> Result<usize, PortionError> {
         let mut w = Writer::new(out, Module::Ip);
-        w.bytes(&key.lo_addr);
-        w.bytes(&key.hi_addr);
-        w.u16(key.lo_port);
-        w.u16(key.hi_port);
-        w.u8(key.proto);
-        w.u8(key.family);
-        w.u16(key.zone);
-        w.u16(key.vlan);
-        w.u8(self.orig_src_is_lo as u8);
-        for v in self.packets.iter().chain(&self.bytes) {
-            w.u64(*v);
+        if let Some(mut f) = w.fields::<{ IP_FIXED }>() {
+            f.bytes(&key.lo_addr);
+            f.bytes(&key.hi_addr);
+            f.u16(key.lo_port);
+            f.u16(key.hi_port);
+            f.u8(key.proto);
+            f.u8(key.family);
+            f.u16(key.zone);
+            f.u16(key.vlan);
+            f.u8(self.orig_src_is_lo as u8);
+            for v in self.packets.iter().chain(&self.bytes) {
+                f.u64(*v);
+            }
+            f.u64(self.created);
         }
-        w.u64(self.created);
         w.finish()
     }
 
     pub fn decode(b: &[u8]) -> Result<(ConnKey, IpPortion), PortionError> {
         let mut r = Reader::new(b, Module::Ip)?;
-        let mut f = r.fields::<{ 16 + 16 + 2 + 2 + 1 + 1 + 2 + 2 + 1 + 5 * 8 }>()?;
+        let mut f = r.fields::<{ IP_FIXED }>()?;
         let key = ConnKey { lo_addr: f.array(), hi_addr: f.array(), lo_port: f.u16(), hi_port: f.u16(), proto: f.u8(), family: f.u8(), zone: f.u16(), vlan: f.u16() };
         if key.family != 4 && key.family != 6 {
             return Err(r.bad("address family"));

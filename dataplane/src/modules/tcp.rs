@@ -393,6 +393,10 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     Ok(TcpChange::None)
 }
 
+/// Bytes of the tcp portion after its format byte: state, seen-reply, and
+/// per direction end, maxend, maxwin, maxack, scale, flags.
+const TCP_FIXED: usize = 2 + 2 * 18;
+
 impl TcpPortion {
     /// Largest encoding (the store's layer-4 slot is sized from it).
     pub const MAX: usize = 56;
@@ -408,15 +412,17 @@ impl TcpPortion {
 
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
         let mut w = Writer::new(out, Module::Tcp);
-        w.u8(self.state as u8);
-        w.u8(self.seen_reply as u8);
-        for d in &self.dirs {
-            w.u32(d.end);
-            w.u32(d.maxend);
-            w.u32(d.maxwin);
-            w.u32(d.maxack);
-            w.u8(d.scale);
-            w.u8(d.flags & !dir_flags::RESTORED);
+        if let Some(mut f) = w.fields::<{ TCP_FIXED }>() {
+            f.u8(self.state as u8);
+            f.u8(self.seen_reply as u8);
+            for d in &self.dirs {
+                f.u32(d.end);
+                f.u32(d.maxend);
+                f.u32(d.maxwin);
+                f.u32(d.maxack);
+                f.u8(d.scale);
+                f.u8(d.flags & !dir_flags::RESTORED);
+            }
         }
         w.finish()
     }
@@ -425,7 +431,7 @@ impl TcpPortion {
     /// checks allow for edges that moved after it was written.
     pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
         let mut r = Reader::new(b, Module::Tcp)?;
-        let mut f = r.fields::<{ 2 + 2 * 18 }>()?;
+        let mut f = r.fields::<{ TCP_FIXED }>()?;
         let st = f.u8();
         if st as usize >= TcpState::COUNT {
             return Err(r.bad("state"));
