@@ -499,42 +499,13 @@ impl DeltaProducer<'_> {
     /// blocks; on error nothing is written.
     #[inline]
     pub fn try_push(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, payload: &[u8]) -> Result<(), PushError> {
-        self.write(conn_id, module, kind, version, payload, payload.len())
-    }
-
-    #[inline]
-    fn write(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, payload: &[u8], copy: usize) -> Result<(), PushError> {
         if payload.len() > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len: payload.len() });
         }
-        if !self.has_room() {
-            return Err(PushError::Full);
-        }
-        let slot = self.slot_ptr(self.head);
-        let header = SlotHeader { seq: self.head, conn_id, version, module, kind, len: payload.len() as u16, checksum: 0 };
-        let n = DELTA_HEADER_BYTES + payload.len();
-        // SAFETY: positions head..tail+size belong to the producer: the
-        // consumer reads only below the published head (<= self.head) and has
-        // finished with everything below the tail it published (C2/P2), so
-        // nobody else touches this slot until `publish`. The slot is 256
-        // bytes, 32-byte aligned; n <= 256; payload does not overlap it.
-        let sum = unsafe {
-            slot.cast::<SlotHeader>().write(header);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), slot.add(DELTA_HEADER_BYTES), copy.min(payload.len()));
-            checksum32(std::slice::from_raw_parts(slot, n))
-        };
-        let sum = if copy < payload.len() {
-            // Torn-write simulation (tests): seal as if the whole payload had
-            // been written.
-            record_checksum(&header, payload)
-        } else {
-            sum
-        };
-        // SAFETY: same slot, same exclusivity; the checksum field is at 28..32.
-        unsafe { slot.add(CHECKSUM_AT).cast::<u32>().write(sum) };
-        self.head = self.head.wrapping_add(1);
-        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
-        Ok(())
+        self.try_push_with(conn_id, module, kind, version, |buf| {
+            buf[..payload.len()].copy_from_slice(payload);
+            payload.len()
+        })
     }
 
     /// As [`try_push`](Self::try_push), with the payload written by `encode`
@@ -547,18 +518,21 @@ impl DeltaProducer<'_> {
             return Err(PushError::Full);
         }
         let slot = self.slot_ptr(self.head);
-        // SAFETY: the slot at head belongs to the producer until `publish`
-        // (see `write`); its payload area is DELTA_PAYLOAD_MAX bytes after
-        // the header, inside the 256-byte slot, and nothing else references
-        // it while `encode` runs.
+        // SAFETY: positions head..tail+size belong to the producer: the
+        // consumer reads only below the published head (<= self.head) and has
+        // finished with everything below the tail it published (C2/P2), so
+        // nobody else touches this slot until `publish`. Its payload area is
+        // the DELTA_PAYLOAD_MAX bytes after the header, inside the 256-byte
+        // slot, and nothing else references it while `encode` runs.
         let payload = unsafe { std::slice::from_raw_parts_mut(slot.add(DELTA_HEADER_BYTES), DELTA_PAYLOAD_MAX) };
         let len = encode(payload);
         if len > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len });
         }
         let header = SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum: 0 };
-        // SAFETY: same slot, same exclusivity; header then checksum over
-        // header and payload, as `write` does.
+        // SAFETY: same slot, same exclusivity (32-byte aligned, 32 + len <=
+        // 256 bytes): header, then the checksum over header and payload in
+        // its field at 28..32.
         unsafe {
             slot.cast::<SlotHeader>().write(header);
             let sum = checksum32(std::slice::from_raw_parts(slot, DELTA_HEADER_BYTES + len));
@@ -575,7 +549,20 @@ impl DeltaProducer<'_> {
     /// middle of `try_push` would leave. Not for production use.
     #[doc(hidden)]
     pub fn test_push_torn(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, payload: &[u8], written: usize) -> Result<(), PushError> {
-        self.write(conn_id, module, kind, version, payload, written)
+        if payload.len() > DELTA_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len: payload.len() });
+        }
+        let seq = self.head;
+        self.try_push_with(conn_id, module, kind, version, |buf| {
+            let w = written.min(payload.len());
+            buf[..w].copy_from_slice(&payload[..w]);
+            payload.len()
+        })?;
+        // Seal as if the whole payload had been written.
+        let header = SlotHeader { seq, conn_id, version, module, kind, len: payload.len() as u16, checksum: 0 };
+        // SAFETY: the slot just written is still the producer's (unpublished).
+        unsafe { self.slot_ptr(seq).add(CHECKSUM_AT).cast::<u32>().write(record_checksum(&header, payload)) };
+        Ok(())
     }
 
     /// Makes every pushed record visible to the consumer (one Release store).
