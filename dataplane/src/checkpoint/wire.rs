@@ -112,11 +112,8 @@ impl<'a> Reader<'a> {
     }
     #[inline]
     pub fn bool(&mut self) -> Result<bool, PortionError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(self.bad("boolean")),
-        }
+        let v = self.u8()?;
+        bool_of(v).ok_or_else(|| self.bad("boolean"))
     }
     #[inline]
     pub fn u16(&mut self) -> Result<u16, PortionError> {
@@ -144,6 +141,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A stored boolean: 0 or 1, anything else is damage.
+#[inline(always)]
+fn bool_of(v: u8) -> Option<bool> {
+    match v {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
 /// Fixed fields read from a bounds-checked run of `N` bytes. Offsets are
 /// constants once inlined, so the compiler drops the per-field checks; a
 /// read past `N` is a bug in the caller's `N` (every decoder's tests catch it).
@@ -164,6 +171,11 @@ impl<const N: usize> Fields<'_, N> {
     pub fn u8(&mut self) -> u8 {
         self.pos += 1;
         self.b[self.pos - 1]
+    }
+    /// None for a byte other than 0 or 1 (the caller names the error).
+    #[inline(always)]
+    pub fn bool(&mut self) -> Option<bool> {
+        bool_of(self.u8())
     }
     #[inline(always)]
     pub fn u16(&mut self) -> u16 {

@@ -77,11 +77,7 @@ impl IpPortion {
         if key.family != 4 && key.family != 6 {
             return Err(r.bad("address family"));
         }
-        let orig_src_is_lo = match f.u8() {
-            0 => false,
-            1 => true,
-            _ => return Err(r.bad("boolean")),
-        };
+        let orig_src_is_lo = f.bool().ok_or_else(|| r.bad("boolean"))?;
         let packets = [f.u64(), f.u64()];
         let bytes = [f.u64(), f.u64()];
         let created = f.u64();

@@ -436,11 +436,7 @@ impl TcpPortion {
         if st as usize >= TcpState::COUNT {
             return Err(r.bad("state"));
         }
-        let seen_reply = match f.u8() {
-            0 => false,
-            1 => true,
-            _ => return Err(r.bad("boolean")),
-        };
+        let seen_reply = f.bool().ok_or_else(|| r.bad("boolean"))?;
         let mut p = TcpPortion { state: TcpState::from_u8(st), seen_reply, ..Default::default() };
         for d in &mut p.dirs {
             *d = TcpDirState { end: f.u32(), maxend: f.u32(), maxwin: f.u32(), maxack: f.u32(), scale: f.u8(), flags: f.u8() | dir_flags::RESTORED };
