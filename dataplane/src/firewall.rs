@@ -363,8 +363,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     /// Rebuilds connections from their stored portions (before the ports
     /// start), each module restoring its own portion; a connection that
-    /// cannot be rebuilt goes to `skipped` and the rest carry on. Returns how
-    /// many were restored.
+    /// cannot be rebuilt is counted (`restore_skipped`), handed to `skipped`,
+    /// and the rest carry on. Returns how many were restored.
     pub fn restore_many<'a>(&mut self, stored: impl IntoIterator<Item = StoredPortions<'a>>, now: u64, mut skipped: impl FnMut(u64, RestoreError)) -> u64 {
         let Firewall { table, ticks, ftp, expectations, counters, tally, .. } = self;
         // No duplicate check: the id is the key's hash and checkpointd's store
@@ -373,22 +373,25 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let mut bulk = table.bulk_insert();
         let mut restored = 0;
         for s in stored {
-            let conn = match Self::rebuild(&s, ticks, ftp, expectations, counters, now) {
-                Ok(c) => c,
+            let placed = Self::rebuild(&s, ticks, ftp, expectations, counters, now).and_then(|conn| match bulk.push(conn) {
+                Ok(_) => Ok(conn),
+                Err(crate::conn::table::TableFull) => {
+                    if conn.ftp != NO_FTP {
+                        ftp.free.push(conn.ftp);
+                    }
+                    Err(RestoreError::TableFull)
+                }
+            });
+            match placed {
+                Ok(conn) => {
+                    tally.on(&conn.l4);
+                    restored += 1;
+                }
                 Err(e) => {
+                    counters.restore_skipped.add(1);
                     skipped(s.id, e);
-                    continue;
                 }
-            };
-            if bulk.push(conn).is_err() {
-                if conn.ftp != NO_FTP {
-                    ftp.free.push(conn.ftp);
-                }
-                skipped(s.id, RestoreError::TableFull);
-                continue;
             }
-            tally.on(&conn.l4);
-            restored += 1;
         }
         drop(bulk);
         counters.restored.add(restored);

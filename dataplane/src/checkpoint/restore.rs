@@ -117,10 +117,8 @@ pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(fw: &mut Firewall
         l4: c.l4.map(|p| (p.module, p.payload)),
         ftp: c.ftp.map(|p| p.payload),
     });
-    let counters = fw.counters.clone();
     let restored = fw.restore_many(stored, now, |id, e| {
         skipped += 1;
-        counters.restore_skipped.add(1);
         if skipped <= 5 {
             tracing::warn!(worker, conn = format_args!("{id:016x}"), "stored connection skipped: {e}");
         }
