@@ -49,9 +49,9 @@ pub fn established(n: u32) -> (Fw, Vec<Vec<u8>>) {
     (fw, frames)
 }
 
-/// A checkpointd store segment (on hugetlbfs if mounted and writable, else
-/// the temp dir; already unlinked) holding `n`
-/// established TCP connections of worker 0, as checkpointd would have them.
+/// A checkpointd store segment (on hugetlbfs if it can be, else the temp
+/// dir; already unlinked) holding `n` established TCP connections of worker
+/// 0, as checkpointd would have them.
 pub fn store_of(n: u32) -> shm_layout::StoreSegment {
     store_for(n, 1)
 }
@@ -64,11 +64,21 @@ pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
     use dataplane::modules::Module;
     use dataplane::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
     use shm_layout::{StoreGeometry, StoreSegment};
-    // On hugetlbfs when the machine has it, as checkpointd keeps it.
-    let dir = ["/dev/hugepages".into(), std::env::temp_dir()].into_iter().find(|d| shm_layout::is_hugetlbfs(d) && std::fs::File::create(d.join(".lazarus-bench-probe")).is_ok()).unwrap_or_else(std::env::temp_dir);
-    let _ = std::fs::remove_file(dir.join(".lazarus-bench-probe"));
-    let path = dir.join(format!("lazarus-bench-store-{}", std::process::id()));
-    let mut store = StoreSegment::create_file(&path, StoreGeometry { conn_capacity: n, ftp_capacity: 16 }).unwrap();
+    // On hugetlbfs when the machine has it (and the hugepages), as
+    // checkpointd keeps it; else in the temp dir.
+    let name = format!("lazarus-bench-store-{}", std::process::id());
+    let geom = StoreGeometry { conn_capacity: n, ftp_capacity: 16 };
+    let (mut store, path) = [std::path::PathBuf::from("/dev/hugepages"), std::env::temp_dir()]
+        .into_iter()
+        .map(|d| d.join(&name))
+        .find_map(|p| match StoreSegment::create_file(&p, geom) {
+            Ok(s) => Some((s, p)),
+            Err(_) => {
+                let _ = std::fs::remove_file(&p);
+                None
+            }
+        })
+        .expect("cannot create a bench store in /dev/hugepages or the temp dir");
     let _ = std::fs::remove_file(&path);
     // One established TCP portion (the same for every flow) and each flow's ip portion.
     let h = |flags, seq, ack| TcpHdr { sport: 1, dport: 80, seq, ack, flags, window: 64000, opts: TcpOpts::default() };

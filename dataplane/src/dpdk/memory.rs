@@ -40,13 +40,16 @@ unsafe impl Allocator for HugepageAlloc {
 pub struct KernelHugepageAlloc;
 
 const HUGEPAGE: usize = 2 << 20;
+/// What every mapping is aligned to, hugepage or not (the THP fallback's
+/// mapping is only page-aligned).
+const PAGE: usize = 4096;
 
-// SAFETY: every block is its own fresh, zero-filled mapping rounded up to
-// 2 MiB, so it is aligned for any layout up to 2 MiB and valid until the
-// munmap in deallocate; mmap and munmap are thread-safe.
+// SAFETY: every block is its own fresh, zero-filled mapping of whole 2 MiB
+// units, page-aligned at least (larger alignments are refused), valid until
+// the munmap in deallocate; mmap and munmap are thread-safe.
 unsafe impl Allocator for KernelHugepageAlloc {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 || layout.align() > HUGEPAGE {
+        if layout.size() == 0 || layout.align() > PAGE {
             return Err(AllocError);
         }
         let len = layout.size().div_ceil(HUGEPAGE) * HUGEPAGE;
@@ -56,6 +59,8 @@ unsafe impl Allocator for KernelHugepageAlloc {
         // touches no existing memory.
         let mut p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
         if p == libc::MAP_FAILED {
+            // No populate here: faulting the pages in before the madvise
+            // would fault them as 4 KiB pages.
             // SAFETY: as above, without MAP_HUGETLB.
             p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags & !libc::MAP_POPULATE, -1, 0) };
             if p == libc::MAP_FAILED {
