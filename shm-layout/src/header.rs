@@ -6,7 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 /// Bytes 0..8 of every segment.
 pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// Bumped whenever any shared structure changes size, order or meaning.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// The header page: the [`SegmentHeader`] and segment-wide fields (the rings'
 /// heartbeat) live in the first 4 KiB; the body starts after it.
 pub const HEADER_BYTES: usize = 4096;

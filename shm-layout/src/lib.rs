@@ -141,12 +141,6 @@ fn kind_name(kind: u32) -> &'static str {
     }
 }
 
-/// The checksum every record carries: the low 32 bits of xxh3-64.
-#[inline]
-pub(crate) fn checksum32(bytes: &[u8]) -> u32 {
-    xxhash_rust::xxh3::xxh3_64(bytes) as u32
-}
-
 /// CLOCK_MONOTONIC in nanoseconds: the clock of [`Heartbeat`].
 pub fn monotonic_ns() -> u64 {
     // SAFETY: timespec is plain old data; all-zero is valid.

@@ -18,7 +18,7 @@
 
 use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
-use crate::{checksum32, LayoutError};
+use crate::LayoutError;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -73,8 +73,7 @@ struct SlotHeader {
     module: u8,
     kind: u8,
     len: u16,
-    /// Low 32 bits of xxh3-64 over the slot's first 32 + len bytes, with
-    /// these four bytes zero.
+    /// [`record_checksum`] of the other fields (but `seq`) and the payload.
     checksum: u32,
 }
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == DELTA_HEADER_BYTES);
@@ -529,15 +528,12 @@ impl DeltaProducer<'_> {
         if len > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len });
         }
-        let header = SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum: 0 };
-        // SAFETY: same slot, same exclusivity (32-byte aligned, 32 + len <=
-        // 256 bytes): header, then the checksum over header and payload in
-        // its field at 28..32.
-        unsafe {
-            slot.cast::<SlotHeader>().write(header);
-            let sum = checksum32(std::slice::from_raw_parts(slot, DELTA_HEADER_BYTES + len));
-            slot.add(CHECKSUM_AT).cast::<u32>().write(sum);
-        }
+        // SAFETY: same slot, same exclusivity: `encode` has returned, so the
+        // payload area is read here by nobody else; len <= DELTA_PAYLOAD_MAX.
+        let checksum = record_checksum(conn_id, version, module, kind, unsafe { std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), len) });
+        // SAFETY: same slot, same exclusivity; 32-byte aligned, and the
+        // header is the slot's first 32 bytes.
+        unsafe { slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum }) };
         self.head = self.head.wrapping_add(1);
         prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
@@ -559,9 +555,8 @@ impl DeltaProducer<'_> {
             payload.len()
         })?;
         // Seal as if the whole payload had been written.
-        let header = SlotHeader { seq, conn_id, version, module, kind, len: payload.len() as u16, checksum: 0 };
         // SAFETY: the slot just written is still the producer's (unpublished).
-        unsafe { self.slot_ptr(seq).add(CHECKSUM_AT).cast::<u32>().write(record_checksum(&header, payload)) };
+        unsafe { self.slot_ptr(seq).add(CHECKSUM_AT).cast::<u32>().write(record_checksum(conn_id, version, module, kind, payload)) };
         Ok(())
     }
 
@@ -597,16 +592,62 @@ impl DeltaProducer<'_> {
     }
 }
 
-fn record_checksum(header: &SlotHeader, payload: &[u8]) -> u32 {
-    let mut buf = [0u8; DELTA_SLOT_BYTES];
-    buf[0..8].copy_from_slice(&header.seq.to_ne_bytes());
-    buf[8..16].copy_from_slice(&header.conn_id.to_ne_bytes());
-    buf[16..24].copy_from_slice(&header.version.to_ne_bytes());
-    buf[24] = header.module;
-    buf[25] = header.kind;
-    buf[26..28].copy_from_slice(&header.len.to_ne_bytes());
-    buf[DELTA_HEADER_BYTES..DELTA_HEADER_BYTES + payload.len()].copy_from_slice(payload);
-    checksum32(&buf[..DELTA_HEADER_BYTES + payload.len()])
+/// A record's checksum: CRC-32C of the header fields but `seq` (as three
+/// little-endian words), then of the payload where it lies. `seq` is left
+/// out: the consumer compares it with the position it reads, which catches a
+/// slot left from an earlier lap, and a header half written carries the old
+/// checksum. xxh3 over the header and payload was ~70 of the worker's ~140
+/// instructions per delta; the crc32c crate's entry, built for long buffers,
+/// ~260 for these 40–90 bytes; the SSE 4.2 instruction (which DPDK's x86
+/// builds require anyway), a word at a time, ~20 (docs/BENCHMARKS.md,
+/// checkpoint overhead). Other CPUs take the crate's path: the same CRC.
+#[inline]
+fn record_checksum(conn_id: u64, version: u64, module: u8, kind: u8, payload: &[u8]) -> u32 {
+    let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (payload.len() as u64) << 16];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2, checked just above.
+        return unsafe { crc32c_sse42(fields, payload) };
+    }
+    crc32c_portable(fields, payload)
+}
+
+fn crc32c_portable(fields: [u64; 3], payload: &[u8]) -> u32 {
+    let mut head = [0u8; 24];
+    for (chunk, w) in head.chunks_exact_mut(8).zip(fields) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    crc32c::crc32c_append(crc32c::crc32c(&head), payload)
+}
+
+/// # Safety
+/// The CPU supports SSE 4.2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_sse42(fields: [u64; 3], payload: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let mut c = u64::from(u32::MAX);
+    for w in fields {
+        c = _mm_crc32_u64(c, w);
+    }
+    let mut words = payload.chunks_exact(8);
+    for w in &mut words {
+        c = _mm_crc32_u64(c, u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
+    }
+    let mut c = c as u32;
+    let mut tail = words.remainder();
+    if tail.len() >= 4 {
+        c = _mm_crc32_u32(c, u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        tail = &tail[4..];
+    }
+    if tail.len() >= 2 {
+        c = _mm_crc32_u16(c, u16::from_le_bytes([tail[0], tail[1]]));
+        tail = &tail[2..];
+    }
+    if let Some(&b) = tail.first() {
+        c = _mm_crc32_u8(c, b);
+    }
+    !c
 }
 
 /// The consumer end of one ring (checkpointd).
@@ -694,8 +735,9 @@ impl DeltaConsumer<'_> {
         let n = DELTA_HEADER_BYTES + len;
         // SAFETY: as above, and n <= 256 = the slot and the scratch buffer.
         unsafe { std::ptr::copy_nonoverlapping(slot, self.scratch.as_mut_ptr(), n) };
-        self.scratch[CHECKSUM_AT..DELTA_HEADER_BYTES].fill(0);
-        if checksum32(&self.scratch[..n]) != header.checksum {
+        // The private copy is what gets verified and applied: a producer
+        // writing the slot meanwhile (a bug) cannot change it after the check.
+        if record_checksum(header.conn_id, header.version, header.module, header.kind, &self.scratch[DELTA_HEADER_BYTES..n]) != header.checksum {
             return None;
         }
         Some(Delta {
@@ -723,3 +765,35 @@ impl DeltaConsumer<'_> {
 pub const RINGS_FILE: &str = "rings";
 /// File name of the store segment inside the segment directory.
 pub const STORE_FILE: &str = "store";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The SSE 4.2 path and the portable one are the same CRC: a record
+        /// written on one CPU verifies on any other.
+        #[test]
+        fn record_checksum_is_one_crc_on_every_path(conn_id: u64, version: u64, module: u8, kind: u8, payload in proptest::collection::vec(any::<u8>(), 0..=DELTA_PAYLOAD_MAX)) {
+            let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (payload.len() as u64) << 16];
+            prop_assert_eq!(record_checksum(conn_id, version, module, kind, &payload), crc32c_portable(fields, &payload));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("sse4.2") {
+                // SAFETY: checked just above.
+                prop_assert_eq!(unsafe { crc32c_sse42(fields, &payload) }, crc32c_portable(fields, &payload));
+            }
+        }
+    }
+
+    #[test]
+    fn record_checksum_is_crc32c() {
+        // The CRC-32C check value (RFC 3720 B.4): 32 zero bytes -> 0x8a9136aa.
+        assert_eq!(crc32c_portable([0; 3], &[0; 8]), 0x8a91_36aa);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: checked just above.
+            assert_eq!(unsafe { crc32c_sse42([0; 3], &[0; 8]) }, 0x8a91_36aa);
+        }
+    }
+}

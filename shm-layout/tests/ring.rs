@@ -129,6 +129,29 @@ fn torn_record_is_skipped_and_the_next_applied() {
 }
 
 #[test]
+fn a_changed_header_field_or_payload_byte_fails_the_checksum() {
+    // The checksum hashes only the payload and takes the header fields in its
+    // seed: a flip in any of them (and in any payload byte) must still show.
+    // Slot layout: seq 0..8, conn_id 8..16, version 16..24, module 24,
+    // kind 25, len 26..28, checksum 28..32, payload from 32.
+    let payload: Vec<u8> = (0..48u8).collect();
+    let offsets: Vec<usize> = [8, 13, 16, 23, 24, 25, 26].into_iter().chain((32..32 + payload.len()).step_by(5)).collect();
+    for at in offsets {
+        let (buf, seg) = rings(1, 64);
+        let mut p = seg.producer(0).unwrap();
+        let mut c = seg.consumer(0).unwrap();
+        p.try_push(0x1234_5678_9abc, module::TCP, delta_kind::PORTION, 77, &payload).unwrap();
+        p.publish();
+        let slot0 = HEADER_BYTES + RING_CTRL_BYTES;
+        // SAFETY: the record is published and not drained; nobody else touches
+        // the buffer; the offset is inside slot 0 of the only ring.
+        unsafe { *buf.ptr().add(slot0 + at) ^= 0x04 };
+        let r = c.drain(1, |d| panic!("record with byte {at} flipped applied: {d:?}"));
+        assert_eq!(r, DrainReport { applied: 0, torn: 1 }, "byte {at}");
+    }
+}
+
+#[test]
 fn stale_slot_from_previous_lap_is_skipped() {
     let (_buf, seg) = rings(1, 64);
     let mut c = seg.consumer(0).unwrap();
