@@ -110,6 +110,12 @@ pub enum TcpChange {
     State,
     /// A window edge moved past the checkpoint threshold.
     Window,
+    /// The state moved from `from` to a state that accepts the same segments
+    /// and leads to the same states (FIN_WAIT → CLOSE_WAIT): a restore into
+    /// `from` would only keep the connection for `from`'s timeout. The
+    /// firewall checkpoints it when that timeout is the shorter one (then it
+    /// calls [`TcpPortion::checkpointed`]); with Linux's defaults it is not.
+    Timeout { from: TcpState },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -189,6 +195,38 @@ const TRANSITIONS: [[[u8; TcpState::COUNT]; 6]; 2] = {
             /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
         ],
     ]
+};
+
+/// TIMEOUT_ONLY[a][b]: moving from state a to state b changes nothing a
+/// restore would decide differently but the timeout. Their columns of
+/// `TRANSITIONS` are equal (IG keeps each in itself, so equal columns also
+/// lead back into the pair), and neither is a state `track` or `in_window`
+/// treats specially (SYN_SENT, SYN_RECV, TIME_WAIT, CLOSE).
+const TIMEOUT_ONLY: [[bool; TcpState::COUNT]; TcpState::COUNT] = {
+    const fn special(s: usize) -> bool {
+        matches!(s, 1 | 2 | 7 | 8)
+    }
+    let mut t = [[false; TcpState::COUNT]; TcpState::COUNT];
+    let mut a = 0;
+    while a < TcpState::COUNT {
+        let mut b = 0;
+        while b < TcpState::COUNT {
+            let mut same = a != b && !special(a) && !special(b);
+            let mut d = 0;
+            while d < 2 {
+                let mut f = 0;
+                while f < 6 {
+                    same = same && TRANSITIONS[d][f][a] == TRANSITIONS[d][f][b];
+                    f += 1;
+                }
+                d += 1;
+            }
+            t[a][b] = same;
+            b += 1;
+        }
+        a += 1;
+    }
+    t
 };
 
 #[inline]
@@ -377,9 +415,13 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     if next != IG {
         p.state = TcpState::from_u8(next);
     }
+    let mut timeout_only = None;
     if p.state != old_state {
-        p.checkpointed();
-        return Ok(TcpChange::State);
+        if !TIMEOUT_ONLY[old_state as usize][p.state as usize] {
+            p.checkpointed();
+            return Ok(TcpChange::State);
+        }
+        timeout_only = Some(old_state);
     }
     // A window edge that moved by more than a quarter of the peer's largest
     // window since the last checkpoint: a restore from an older edge could
@@ -390,7 +432,10 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
         p.checkpointed();
         return Ok(TcpChange::Window);
     }
-    Ok(TcpChange::None)
+    Ok(match timeout_only {
+        Some(from) => TcpChange::Timeout { from },
+        None => TcpChange::None,
+    })
 }
 
 /// Bytes of the tcp portion after its format byte: state, seen-reply, and
@@ -403,7 +448,7 @@ impl TcpPortion {
 
     /// The portion is about to be checkpointed: remember the edges it carries,
     /// and it no longer needs a restored connection's slack.
-    fn checkpointed(&mut self) {
+    pub fn checkpointed(&mut self) {
         self.ckpt_end = [self.dirs[0].end, self.dirs[1].end];
         for d in &mut self.dirs {
             d.flags &= !dir_flags::RESTORED;
@@ -626,6 +671,47 @@ mod tests {
         // A new SYN from the client reopens.
         assert_eq!(track(&mut p, O, &seg(f::SYN, 90000, 0, 64000), 0), Ok(TcpChange::State));
         assert_eq!(p.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn only_fin_wait_and_close_wait_differ_by_their_timeout_alone() {
+        let mut pairs = Vec::new();
+        for (a, row) in TIMEOUT_ONLY.iter().enumerate() {
+            for (b, &quiet) in row.iter().enumerate() {
+                if quiet {
+                    pairs.push((TcpState::from_u8(a as u8), TcpState::from_u8(b as u8)));
+                }
+            }
+        }
+        assert_eq!(pairs, vec![(TcpState::FinWait, TcpState::CloseWait), (TcpState::CloseWait, TcpState::FinWait)]);
+    }
+
+    #[test]
+    fn the_ack_of_a_fin_changes_only_the_timeout_and_a_restore_before_it_closes_alike() {
+        let mut p = established();
+        assert_eq!(track(&mut p, O, &seg(f::FIN | A, 1001, 5001, 64000), 0), Ok(TcpChange::State));
+        let mut ckpt = [0u8; 64];
+        let n = p.encode(&mut ckpt).unwrap();
+        assert_eq!(track(&mut p, R, &seg(A, 5001, 1002, 64000), 0), Ok(TcpChange::Timeout { from: TcpState::FinWait }));
+        assert_eq!(p.state, TcpState::CloseWait);
+        // A dataplane restored from the FIN's checkpoint (FIN_WAIT) takes the
+        // rest of the close (and stray retransmissions) exactly as the live one.
+        let mut restored = TcpPortion::decode(&ckpt[..n]).unwrap();
+        assert_eq!(restored.state, TcpState::FinWait);
+        let rest = [
+            (R, seg(A, 5001, 1002, 64000)),
+            (O, seg(f::FIN | A, 1001, 5001, 64000)),
+            (R, seg(f::FIN | A, 5001, 1002, 64000)),
+            (O, seg(A, 1002, 5002, 64000)),
+        ];
+        for (d, h) in rest {
+            let live = track(&mut p, d, &h, 0).is_ok();
+            assert_eq!(track(&mut restored, d, &h, 0).is_ok(), live, "{h:?}");
+            if p.state != TcpState::CloseWait {
+                assert_eq!(restored.state, p.state);
+            }
+        }
+        assert_eq!(p.state, TcpState::TimeWait);
     }
 
     #[test]
