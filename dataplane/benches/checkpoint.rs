@@ -14,7 +14,6 @@ use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
 use dataplane::firewall::Firewall;
 use dataplane::stats::FwCounters;
-use shm_layout::{RingsGeometry, RingsSegment};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,9 +41,7 @@ fn overhead(c: &mut Criterion) {
     assert_eq!(off.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0, "the churn workload must be valid traffic");
 
     // A real ring in shared memory (tmpfs) and a drainer on the other core.
-    let path = std::env::temp_dir().join(format!("lazarus-bench-rings-{}", std::process::id()));
-    let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: 65536 }).unwrap()));
-    let _ = std::fs::remove_file(&path);
+    let rings = common::scratch_rings(65536);
     let stop = Arc::new(AtomicBool::new(false));
     // Spinning when empty: criterion's figure is the busy-drainer case.
     let drained = common::spawn_drainer(rings, stop.clone(), 0);
@@ -55,7 +52,7 @@ fn overhead(c: &mut Criterion) {
     g.finish();
     stop.store(true, Ordering::Relaxed);
     let n = drained.join().unwrap();
-    let deltas: u64 = on.counters.ckpt.iter().map(|c| c.get()).sum::<u64>() + on.counters.ckpt_deletes.get();
+    let deltas = common::deltas_written(&on.counters);
     eprintln!(
         "checkpoint_overhead: {} frames per pass, {:.2} deltas per packet, {} drained, ring full {} (re-emitted {})",
         frames.len(),

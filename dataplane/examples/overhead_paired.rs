@@ -22,7 +22,6 @@ use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
 use dataplane::firewall::Firewall;
-use shm_layout::{RingsGeometry, RingsSegment};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,9 +62,7 @@ fn main() {
     let slots: u32 = std::env::var("RING_SLOTS").ok().map_or(65536, |v| v.parse().expect("RING_SLOTS: a power of two"));
     let frames = common::churn_frames_with(data);
 
-    let path = std::env::temp_dir().join(format!("lazarus-overhead-rings-{}", std::process::id()));
-    let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: slots }).unwrap()));
-    let _ = std::fs::remove_file(&path);
+    let rings = common::scratch_rings(slots);
     let stop = Arc::new(AtomicBool::new(false));
     let drainer = common::spawn_drainer(rings, stop.clone(), sleep_us);
 
@@ -96,7 +93,7 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let drained = drainer.join().unwrap();
-    let deltas: u64 = on.counters.ckpt.iter().map(|c| c.get()).sum::<u64>() + on.counters.ckpt_deletes.get();
+    let deltas = common::deltas_written(&on.counters);
     println!(
         "{} packets per pass ({:.3} deltas/packet, {} drained, ring full {}), {rounds} rounds, ring {slots} slots, drainer idle sleep {sleep_us} us",
         frames.len(),

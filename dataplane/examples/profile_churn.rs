@@ -14,7 +14,7 @@ use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
 use dataplane::firewall::Firewall;
-use shm_layout::{DeltaConsumer, RingsGeometry, RingsSegment};
+use shm_layout::DeltaConsumer;
 use std::sync::Arc;
 
 fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
@@ -56,13 +56,11 @@ fn main() {
         let mut fw = firewall(NoCheckpoint);
         (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut None)).sum::<usize>()
     } else {
-        let path = std::env::temp_dir().join(format!("lazarus-profile-rings-{}", std::process::id()));
-        let rings: &'static RingsSegment = Box::leak(Box::new(RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: 65536 }).unwrap()));
-        let _ = std::fs::remove_file(&path);
+        let rings = common::scratch_rings(65536);
         let mut cons = Some(rings.consumer(0).unwrap());
         let mut fw = firewall(RingSink::new(rings.producer(0).unwrap()));
         let n = (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut cons)).sum::<usize>();
-        let deltas: u64 = fw.counters.ckpt.iter().map(|c| c.get()).sum::<u64>() + fw.counters.ckpt_deletes.get();
+        let deltas = common::deltas_written(&fw.counters);
         println!("{deltas} deltas, ring full {}", fw.counters.ckpt_ring_full.get());
         n
     };

@@ -131,6 +131,21 @@ pub fn churn_frames_with(data: u32) -> Vec<Vec<u8>> {
     (0..steps).flat_map(|s| lives.iter().map(move |l| l[s].clone())).collect()
 }
 
+/// A one-ring segment of `slots` slots in a file that is unlinked at once
+/// (the mapping lives for the process), as a worker's ring to checkpointd.
+pub fn scratch_rings(slots: u32) -> &'static shm_layout::RingsSegment {
+    use shm_layout::{RingsGeometry, RingsSegment};
+    let path = std::env::temp_dir().join(format!("lazarus-bench-rings-{}", std::process::id()));
+    let rings = RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: slots }).unwrap();
+    let _ = std::fs::remove_file(&path);
+    Box::leak(Box::new(rings))
+}
+
+/// Deltas a firewall handed its sink: portions of every module and deletes.
+pub fn deltas_written(c: &FwCounters) -> u64 {
+    c.ckpt.iter().map(|m| m.get()).sum::<u64>() + c.ckpt_deletes.get()
+}
+
 /// A thread that drains worker 0's ring as checkpointd does: while there is
 /// something to drain, and sleeping `idle_sleep_us` (0: spinning) when it is
 /// empty. Returns the deltas drained when `stop` is set.
