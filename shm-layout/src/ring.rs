@@ -599,7 +599,7 @@ impl DeltaProducer<'_> {
 /// checksum. xxh3 over the header and payload was ~70 of the worker's ~140
 /// instructions per delta; the crc32c crate's entry, built for long buffers,
 /// ~260 for these 40–90 bytes; the SSE 4.2 instruction (which DPDK's x86
-/// builds require anyway), a word at a time, ~20 (docs/BENCHMARKS.md,
+/// builds require anyway), a word at a time, ~45 (docs/BENCHMARKS.md,
 /// checkpoint overhead). Other CPUs take the crate's path: the same CRC.
 #[inline]
 fn record_checksum(conn_id: u64, version: u64, module: u8, kind: u8, payload: &[u8]) -> u32 {
