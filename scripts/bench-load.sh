@@ -81,13 +81,16 @@ W=$(mktemp -d /tmp/lazarus-load.XXXXXX)
 CKDIR=/dev/hugepages/$P-ckpt
 PIDS=(); DP=; CK=; PROBE_PID=
 VG=lzlg$ID; VS=lzls$ID      # veth pairs: $VG <-> ${VG}d (dataplane side), same for $VS
+GEN_IN=(); SINK_IN=()       # how generator and sink are started: in their own netns on veth
 
 cleanup() {
     local rc=$?
     for p in $PROBE_PID $DP $CK "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     for p in $PROBE_PID $DP $CK "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    ip link del "$VG" 2>/dev/null || true
-    ip link del "$VS" 2>/dev/null || true
+    ip link del "${VG}d" 2>/dev/null || true
+    ip link del "${VS}d" 2>/dev/null || true
+    ip netns del "$VG" 2>/dev/null || true
+    ip netns del "$VS" 2>/dev/null || true
     # Runs that die leave hugepage files and runtime directories behind.
     rm -f /dev/hugepages/${P}*map_* 2>/dev/null || true
     rm -rf /var/run/dpdk/${P}* "$CKDIR" 2>/dev/null || true
@@ -119,11 +122,20 @@ elif [ "$LINK" = pci ]; then
     DP_DEVS=(-a "$LOAD_DP_PCI_A" -a "$LOAD_DP_PCI_B")
     DEV_A=$LOAD_DP_PCI_A; DEV_B=$LOAD_DP_PCI_B
 else
+    # The generator's and the sink's ends live in a netns each. net_af_packet
+    # names its PACKET_FANOUT group (pid ^ ifindex) & 0xffff, and groups are
+    # per netns: with every end in one netns, two processes of close pids on
+    # veths of close ifindexes pick the same group, and the second one's port
+    # fails with EINVAL (it happened in CI). One netns per process rules it out.
     for v in $VG $VS; do
+        ip netns add "$v"
         ip link add "$v" type veth peer name "${v}d"
-        sysctl -qw "net.ipv6.conf.$v.disable_ipv6=1" "net.ipv6.conf.${v}d.disable_ipv6=1" || true
-        ip link set "$v" up; ip link set "${v}d" up
+        ip link set "$v" netns "$v"
+        ip netns exec "$v" sysctl -qw "net.ipv6.conf.$v.disable_ipv6=1" || true
+        sysctl -qw "net.ipv6.conf.${v}d.disable_ipv6=1" || true
+        ip -n "$v" link set "$v" up; ip link set "${v}d" up
     done
+    GEN_IN=(ip netns exec "$VG"); SINK_IN=(ip netns exec "$VS")
     GEN_DEV=(--no-pci --vdev "net_af_packet0,iface=$VG")
     SINK_DEV=(--no-pci --vdev "net_af_packet0,iface=$VS")
     DP_DEVS=(--no-pci --vdev "net_af_packet0,iface=${VG}d" --vdev "net_af_packet1,iface=${VS}d")
@@ -174,12 +186,12 @@ TOML
 # --stats-period makes testpmd non-interactive (it does not read stdin);
 # SIGINT stops it and prints its forward statistics.
 declare -A TP
-testpmd_start() { # $1 name, $2 lcores, $3 forward mode, extra testpmd args after --; device EAL args in DEVS
+testpmd_start() { # $1 name, $2 lcores, $3 forward mode, extra testpmd args after --; device EAL args in DEVS, netns prefix in IN
     local name=$1 lcores=$2 mode=$3; shift 3
     # Main and forwarding lcores may run on either core: the kernel spreads
     # generator, sink and the dataplane's worker over the two.
     # shellcheck disable=SC2086
-    dpdk-testpmd --lcores "$lcores" $TP_MEM --file-prefix "$P$name" --huge-unlink \
+    "${IN[@]}" dpdk-testpmd --lcores "$lcores" $TP_MEM --file-prefix "$P$name" --huge-unlink \
         "${DEVS[@]}" -- --total-num-mbufs=8192 --forward-mode="$mode" --stats-period 1 "$@" \
         </dev/null >"$W/$name.log" 2>&1 &
     PIDS+=($!); TP[$name]=$!
@@ -206,7 +218,7 @@ PKT
     sleep 3600 >"$W/pktgen.in" &
     PIDS+=($!)
     local lc=${LOAD_GEN_LCORES:-0,1}
-    script -qfc "$PKTGEN -l $lc -m 1024 --file-prefix ${P}gen --huge-unlink ${GEN_DEV[*]} -- -P -T -m [${lc#*,}].0 -f $W/pktgen.pkt" \
+    script -qfc "${GEN_IN[*]} $PKTGEN -l $lc -m 1024 --file-prefix ${P}gen --huge-unlink ${GEN_DEV[*]} -- -P -T -m [${lc#*,}].0 -f $W/pktgen.pkt" \
         "$W/gen.log" <"$W/pktgen.in" >/dev/null 2>&1 &
     PIDS+=($!)
 }
@@ -250,13 +262,13 @@ wait_telemetry() { # $1 prefix
 
 log "link $LINK, generator $GEN, conntrack $CONNTRACK, checkpoint $CKPT, ${SECONDS_RUN}s$([ $KILL = 1 ] && echo ', SIGKILL of the dataplane half-way')"
 # Servers first (memif): sink, then generator; the dataplane connects to both.
-DEVS=("${SINK_DEV[@]}"); testpmd_start sink "$SINK_LCORES" rxonly
+DEVS=("${SINK_DEV[@]}"); IN=("${SINK_IN[@]}"); testpmd_start sink "$SINK_LCORES" rxonly
 wait_telemetry "${P}sink"
 if [ "$GEN" = pktgen ]; then
     pktgen_start
 else
     extra=(); [ "$FLOWS" -le 1 ] || extra=(--txonly-multi-flow)
-    DEVS=("${GEN_DEV[@]}"); testpmd_start gen "$GEN_LCORES" txonly --tx-ip=198.18.0.1,198.18.0.2 "${extra[@]}"
+    DEVS=("${GEN_DEV[@]}"); IN=("${GEN_IN[@]}"); testpmd_start gen "$GEN_LCORES" txonly --tx-ip=198.18.0.1,198.18.0.2 "${extra[@]}"
 fi
 wait_telemetry "${P}gen"
 [ "$CKPT" = off ] || ckpt_start

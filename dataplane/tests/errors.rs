@@ -6,6 +6,7 @@ use std::process::Command;
 
 fn run(eal: &[String], config: &std::path::Path) -> (i32, String) {
     let out = Command::new(BIN).args(eal).arg("--").arg("--config").arg(config).output().unwrap();
+    remove_runtime_dir(eal);
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -41,6 +41,16 @@ impl Drop for Daemon {
     }
 }
 
+/// Removes a dataplane's EAL runtime directory when dropped (after the
+/// `Daemon` declared after it): EAL leaves it in /var/run/dpdk.
+struct RuntimeDir(std::path::PathBuf);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn status_and_conns_against_a_running_checkpointd() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +154,7 @@ fn stats_and_flush_against_a_running_dataplane() {
     )
     .unwrap();
     let prefix = format!("lz-ctl-test-{}", std::process::id());
+    let _runtime = RuntimeDir(std::path::Path::new("/var/run/dpdk").join(&prefix));
     let mut child = Command::new(sibling("lazarus-dataplane"))
         .args(["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--file-prefix", &prefix, "--vdev=net_null0", "--vdev=net_null1", "--", "--config"])
         .arg(&cfg)

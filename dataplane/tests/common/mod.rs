@@ -14,9 +14,23 @@ pub fn eal_no_huge(prefix: &str) -> Vec<String> {
     ["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--file-prefix"].iter().map(|s| s.to_string()).chain([format!("lz-test-{prefix}-{}", std::process::id())]).collect()
 }
 
+/// Removes the EAL runtime directory of the `--file-prefix` in `eal`, once
+/// its process has exited: EAL leaves it behind, and a test per prefix per run
+/// would otherwise pile them up in /var/run/dpdk.
+pub fn remove_runtime_dir(eal: &[String]) {
+    let Some(prefix) = eal.iter().skip_while(|a| *a != "--file-prefix").nth(1) else { return };
+    // EAL picks /var/run/dpdk as root, else $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk;
+    // the prefix is this test's own, so trying all three touches nothing else.
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from);
+    for base in [Some("/var/run".into()), xdg, Some("/tmp".into())].into_iter().flatten() {
+        let _ = std::fs::remove_dir_all(base.join("dpdk").join(prefix));
+    }
+}
+
 /// A running dataplane whose log lines arrive on a channel.
 pub struct Running {
     child: Child,
+    eal: Vec<String>,
     lines: mpsc::Receiver<String>,
     pub log: Vec<String>,
 }
@@ -41,7 +55,7 @@ pub fn start(eal: &[String], config: &std::path::Path) -> Running {
             }
         });
     }
-    Running { child, lines: rx, log: Vec::new() }
+    Running { child, eal: eal.to_vec(), lines: rx, log: Vec::new() }
 }
 
 impl Running {
@@ -88,6 +102,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        remove_runtime_dir(&self.eal);
     }
 }
 
