@@ -10,6 +10,11 @@
 //! something to drain and sleeps SLEEP_US (checkpointd's `idle_sleep_us`,
 //! default 50) when the ring is empty; 0 busy-polls.
 //!
+//! `DRAINER=inline` runs no drainer thread: the main thread drains the ring
+//! between passes, outside the timed part (RING_SLOTS must then hold a whole
+//! pass's deltas). It isolates what the worker's own writes cost from what a
+//! consumer running beside it on the other core costs.
+//!
 //! Two clocks: wall time, and the worker thread's CPU time
 //! (CLOCK_THREAD_CPUTIME_ID). A DPDK lcore is pinned and never descheduled,
 //! so there the two agree; on this shared 2-core machine the wall clock also
@@ -64,7 +69,23 @@ fn main() {
 
     let rings = common::scratch_rings(slots);
     let stop = Arc::new(AtomicBool::new(false));
-    let drainer = common::spawn_drainer(rings, stop.clone(), sleep_us);
+    let inline = std::env::var("DRAINER").is_ok_and(|v| v == "inline");
+    let drainer = (!inline).then(|| common::spawn_drainer(rings, stop.clone(), sleep_us));
+    let mut inline_consumer = inline.then(|| rings.consumer(0).unwrap());
+    let mut inline_drained = 0u64;
+    let mut drain_inline = || {
+        if let Some(c) = inline_consumer.as_mut() {
+            loop {
+                let r = c.drain(1024, |d| {
+                    std::hint::black_box(d.payload);
+                });
+                inline_drained += u64::from(r.applied);
+                if r.applied == 0 {
+                    break;
+                }
+            }
+        }
+    };
 
     let mut off = firewall(NoCheckpoint);
     let mut on = firewall(RingSink::new(rings.producer(0).unwrap()));
@@ -72,6 +93,7 @@ fn main() {
     // Warm-up: tables populated, pages touched, caches and branch predictors.
     pass(&mut off, &frames, &mut t_off);
     pass(&mut on, &frames, &mut t_on);
+    drain_inline();
     let (mut ratios, mut offs, mut ons) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cpu_ratios, mut cpu_offs, mut cpu_ons) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
@@ -83,6 +105,7 @@ fn main() {
             let b = pass(&mut on, &frames, &mut t_on);
             (pass(&mut off, &frames, &mut t_off), b)
         };
+        drain_inline();
         let mpps = |d: Duration| frames.len() as f64 / d.as_secs_f64() / 1e6;
         offs.push(mpps(a.0));
         ons.push(mpps(b.0));
@@ -92,14 +115,15 @@ fn main() {
         cpu_ratios.push(a.1.as_secs_f64() / b.1.as_secs_f64());
     }
     stop.store(true, Ordering::Relaxed);
-    let drained = drainer.join().unwrap();
+    let drained = drainer.map_or(inline_drained, |d| d.join().unwrap());
     let deltas = common::deltas_written(&on.counters);
     println!(
-        "{} packets per pass ({:.3} deltas/packet, {} drained, ring full {}), {rounds} rounds, ring {slots} slots, drainer idle sleep {sleep_us} us",
+        "{} packets per pass ({:.3} deltas/packet, {} drained, ring full {}), {rounds} rounds, ring {slots} slots, {}",
         frames.len(),
         deltas as f64 / ((rounds + 1) * frames.len()) as f64,
         drained,
-        on.counters.ckpt_ring_full.get()
+        on.counters.ckpt_ring_full.get(),
+        if inline { "drained inline between passes".to_string() } else { format!("drainer idle sleep {sleep_us} us") }
     );
     let lives = ((rounds + 1) * common::FLOWS as usize) as f64;
     println!(
