@@ -29,15 +29,12 @@ pub const DELTA_SLOT_BYTES: usize = 256;
 pub const DELTA_HEADER_BYTES: usize = 32;
 /// The largest payload a delta carries.
 pub const DELTA_PAYLOAD_MAX: usize = DELTA_SLOT_BYTES - DELTA_HEADER_BYTES;
-/// A cache line: the producer stores whole lines of its record image.
-const LINE: usize = 64;
-const _: () = assert!(DELTA_SLOT_BYTES.is_multiple_of(LINE) && RING_CTRL_BYTES.is_multiple_of(LINE) && HEADER_BYTES.is_multiple_of(LINE));
 /// Bytes of one ring's control block (head, tail, resync lines) before its slots.
 pub const RING_CTRL_BYTES: usize = 512;
-/// How far ahead of its tail the consumer prefetches slots: a ring larger
-/// than the cache is cold on every lap, and without this each delta stalls
-/// on a miss (docs/BENCHMARKS.md, drain rate). The producer streams its
-/// slots instead (`flush`).
+/// How far ahead the producer (of its head) and the consumer (of its tail)
+/// prefetch slots: a ring larger than the cache is cold on every lap, and
+/// without this each delta stalls its side on a miss (docs/BENCHMARKS.md,
+/// checkpoint overhead and drain rate).
 const PREFETCH_SLOTS: u64 = 8;
 
 /// Starts fetching a slot's first two lines (the header and up to 96 bytes
@@ -60,40 +57,6 @@ fn prefetch_slot(slot: *const u8) {
     let _ = slot;
 }
 
-/// Stores the 64-byte line at `src` to `dst`, bypassing the cache on x86-64.
-///
-/// # Safety
-/// Both are valid for 64 bytes, 64-byte aligned, and do not overlap; a
-/// [`store_fence`] must come before anything that tells another thread the
-/// line is written.
-#[inline(always)]
-unsafe fn store_line(dst: *mut u8, src: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__m128i, _mm_load_si128, _mm_stream_si128};
-        for k in 0..LINE / 16 {
-            // SAFETY: the caller's contract; 16-byte aligned as 64 is (SSE2
-            // is part of x86-64).
-            unsafe { _mm_stream_si128(dst.add(16 * k).cast::<__m128i>(), _mm_load_si128(src.add(16 * k).cast::<__m128i>())) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    // SAFETY: the caller's contract.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src, dst, LINE)
-    };
-}
-
-/// Orders every [`store_line`] before the stores that follow.
-#[inline(always)]
-fn store_fence() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: sfence has no operands and no preconditions (SSE, part of x86-64).
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
-}
-
 const HEARTBEAT_OFFSET: usize = 128;
 const MIN_SLOTS: u32 = 64;
 const MAX_SLOTS: u32 = 1 << 24;
@@ -114,7 +77,7 @@ struct SlotHeader {
     checksum: u32,
 }
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == DELTA_HEADER_BYTES);
-const CHECKSUM_AT: usize = std::mem::offset_of!(SlotHeader, checksum);
+const CHECKSUM_AT: usize = 28;
 
 /// One ring's control block: head, consumer fields and rarely written
 /// fields each on a 128-byte line pair of their own (the x86 adjacent-line
@@ -418,9 +381,6 @@ impl RingsSegment {
             head,
             cached_tail: ctrl.tail.load(Ordering::Acquire),
             taken,
-            staged: Box::new([const { SlotImage([0; DELTA_SLOT_BYTES]) }; STAGED]),
-            flushed: head,
-            unfenced: false,
         })
     }
 
@@ -498,21 +458,7 @@ pub struct DeltaProducer<'a> {
     /// The consumer's tail as last read: the producer's view of free space.
     cached_tail: u64,
     taken: &'a AtomicBool,
-    /// Records pushed but not yet stored into their slots: positions
-    /// flushed..head.
-    staged: Box<[SlotImage; STAGED]>,
-    flushed: u64,
-    /// Lines were streamed since the last `publish`: it must fence first.
-    unfenced: bool,
 }
-
-/// Records a producer stages before it stores them: a burst of 32 packets
-/// writes ~4 at heavy churn; 8 KiB, a quarter of L1.
-const STAGED: usize = 32;
-
-/// One slot's bytes, aligned as a slot is.
-#[repr(C, align(64))]
-struct SlotImage([u8; DELTA_SLOT_BYTES]);
 
 // SAFETY: the handle is the only writer of its ring's slots and head in this
 // process; moving it to another thread moves that exclusivity with it.
@@ -562,134 +508,61 @@ impl DeltaProducer<'_> {
     }
 
     /// As [`try_push`](Self::try_push), with the payload written by `encode`
-    /// (it gets the payload area, returns the length it wrote). The record
-    /// is staged in the producer's own cache-resident images; [`flush`]
-    /// (at the latest `publish`) seals and stores it. Never blocks; on error
-    /// the slot is not taken.
-    ///
-    /// [`flush`]: Self::flush
+    /// straight into the slot (it gets the slot's payload area, returns the
+    /// length it wrote): no scratch buffer and no copy per delta. Never
+    /// blocks; on error the slot is not taken.
     #[inline]
     pub fn try_push_with(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, encode: impl FnOnce(&mut [u8]) -> usize) -> Result<(), PushError> {
         if !self.has_room() {
             return Err(PushError::Full);
         }
-        if self.head.wrapping_sub(self.flushed) == STAGED as u64 {
-            self.flush();
-        }
-        let image = &mut self.staged[self.head.wrapping_sub(self.flushed) as usize].0;
-        let len = encode(&mut image[DELTA_HEADER_BYTES..]);
+        let slot = self.slot_ptr(self.head);
+        // SAFETY: positions head..tail+size belong to the producer: the
+        // consumer reads only below the published head (<= self.head) and has
+        // finished with everything below the tail it published (C2/P2), so
+        // nobody else touches this slot until `publish`. Its payload area is
+        // the DELTA_PAYLOAD_MAX bytes after the header, inside the 256-byte
+        // slot, and nothing else references it while `encode` runs.
+        let payload = unsafe { std::slice::from_raw_parts_mut(slot.add(DELTA_HEADER_BYTES), DELTA_PAYLOAD_MAX) };
+        let len = encode(payload);
         if len > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len });
         }
-        let header = SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum: 0 };
-        // SAFETY: the image is 64-byte aligned and at least a header long.
-        unsafe { image.as_mut_ptr().cast::<SlotHeader>().write(header) };
+        // SAFETY: same slot, same exclusivity: `encode` has returned, so the
+        // payload area is read here by nobody else; len <= DELTA_PAYLOAD_MAX.
+        let checksum = record_checksum(conn_id, version, module, kind, unsafe { std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), len) });
+        // SAFETY: same slot, same exclusivity; 32-byte aligned, and the
+        // header is the slot's first 32 bytes.
+        unsafe { slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum }) };
         self.head = self.head.wrapping_add(1);
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
     }
 
-    /// Seals every staged record with its checksum and stores it into its
-    /// slot, unpublished. A burst's records are sealed together, well after
-    /// their encoders' narrow stores: computed per record right after them,
-    /// the checksum's wide loads could not be forwarded those stores and
-    /// waited for them to leave the store buffer, behind any older store to
-    /// a cold line (perf put most of the checksum's samples on its first
-    /// payload load; docs/BENCHMARKS.md, checkpoint overhead). The slots get
-    /// whole lines by non-temporal stores (x86-64): the slot's line is cold
-    /// (the consumer had it last, a lap ago), streaming needs no ownership of
-    /// it, and the worker's cache stays with its connection table.
-    #[inline]
-    pub fn flush(&mut self) {
-        if self.head == self.flushed {
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the CPU has SSE 4.2, checked just above.
-            unsafe { self.flush_sse42() };
-            return;
-        }
-        self.seal_and_store::<false>();
-    }
-
-    /// `flush` with the checksum's instructions inlined into its loop (a
-    /// call and a feature check per record were a third of its cost).
-    ///
-    /// # Safety
-    /// The CPU supports SSE 4.2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "sse4.2")]
-    unsafe fn flush_sse42(&mut self) {
-        self.seal_and_store::<true>();
-    }
-
-    #[inline(always)]
-    fn seal_and_store<const SSE42: bool>(&mut self) {
-        let n = self.head.wrapping_sub(self.flushed) as usize;
-        let (flushed, mask, slots) = (self.flushed, self.mask, self.slots);
-        for (i, image) in self.staged.iter_mut().take(n).enumerate() {
-            let image = &mut image.0;
-            // SAFETY: the image is 64-byte aligned and holds the header
-            // try_push_with wrote.
-            let h = unsafe { image.as_ptr().cast::<SlotHeader>().read() };
-            let len = usize::from(h.len).min(DELTA_PAYLOAD_MAX);
-            let fields = checksum_fields(h.conn_id, h.version, h.module, h.kind, len);
-            let payload = &image[DELTA_HEADER_BYTES..DELTA_HEADER_BYTES + len];
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: SSE42 is true only under flush_sse42, whose caller
-            // checked the CPU.
-            let checksum = if SSE42 { unsafe { crc32c_sse42(fields, payload) } } else { crc32c_portable(fields, payload) };
-            #[cfg(not(target_arch = "x86_64"))]
-            let checksum = crc32c_portable(fields, payload);
-            image[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&checksum.to_ne_bytes());
-            // SAFETY: (pos & mask) < slots_per_ring: the slot lies inside
-            // this ring's slot array in the validated layout.
-            let slot = unsafe { slots.as_ptr().add((flushed.wrapping_add(i as u64) & mask) as usize * DELTA_SLOT_BYTES) };
-            // Whole lines: bytes past the payload are the image's leftovers,
-            // which no reader looks at (the length and checksum bound it).
-            for line in 0..(DELTA_HEADER_BYTES + len).div_ceil(LINE) {
-                // SAFETY: positions head..tail+size belong to the producer:
-                // the consumer reads only below the published head (<= this
-                // position) and has finished with everything below the tail
-                // it published (C2/P2), so nobody else touches this slot
-                // until `publish`. (line + 1) * LINE <= DELTA_SLOT_BYTES since
-                // len <= DELTA_PAYLOAD_MAX, so the line lies inside both the
-                // image and the slot, both 64-byte aligned (slots start at a
-                // multiple of 64 from the page-aligned segment base); they do
-                // not overlap (the image is this process's own memory).
-                unsafe { store_line(slot.add(line * LINE), image.as_ptr().add(line * LINE)) };
-            }
-        }
-        self.flushed = self.head;
-        self.unfenced = true;
-    }
-
-    /// Test support: writes a record whose payload from byte `written` on is
-    /// not what its header and checksum describe: what a producer killed in
-    /// the middle of writing the slot would leave. Not for production use.
+    /// Test support: writes a record whose payload is only `written` bytes
+    /// long in the slot (the rest left as it was) but whose header and
+    /// checksum describe the whole payload: what a producer killed in the
+    /// middle of `try_push` would leave. Not for production use.
     #[doc(hidden)]
     pub fn test_push_torn(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, payload: &[u8], written: usize) -> Result<(), PushError> {
-        let seq = self.head;
-        self.try_push(conn_id, module, kind, version, payload)?;
-        self.flush();
-        for (i, b) in payload.iter().enumerate().skip(written) {
-            // SAFETY: the slot just written is still the producer's
-            // (unpublished), and i < payload.len() <= DELTA_PAYLOAD_MAX.
-            unsafe { self.slot_ptr(seq).add(DELTA_HEADER_BYTES + i).write(!b) };
+        if payload.len() > DELTA_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len: payload.len() });
         }
+        let seq = self.head;
+        self.try_push_with(conn_id, module, kind, version, |buf| {
+            let w = written.min(payload.len());
+            buf[..w].copy_from_slice(&payload[..w]);
+            payload.len()
+        })?;
+        // Seal as if the whole payload had been written.
+        // SAFETY: the slot just written is still the producer's (unpublished).
+        unsafe { self.slot_ptr(seq).add(CHECKSUM_AT).cast::<u32>().write(record_checksum(conn_id, version, module, kind, payload)) };
         Ok(())
     }
 
     /// Makes every pushed record visible to the consumer (one Release store).
     #[inline]
     pub fn publish(&mut self) {
-        self.flush();
-        if self.unfenced {
-            // Streaming stores are weakly ordered: Release does not cover
-            // them, the fence does (once per burst, not per delta).
-            store_fence();
-            self.unfenced = false;
-        }
         // P1: Release pairs with the consumer's C1.
         self.ctrl.head.store(self.head, Ordering::Release);
     }
@@ -730,19 +603,13 @@ impl DeltaProducer<'_> {
 /// checkpoint overhead). Other CPUs take the crate's path: the same CRC.
 #[inline]
 fn record_checksum(conn_id: u64, version: u64, module: u8, kind: u8, payload: &[u8]) -> u32 {
-    let fields = checksum_fields(conn_id, version, module, kind, payload.len());
+    let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (payload.len() as u64) << 16];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2, checked just above.
         return unsafe { crc32c_sse42(fields, payload) };
     }
     crc32c_portable(fields, payload)
-}
-
-/// The header fields a record's checksum covers, as the words it hashes.
-#[inline(always)]
-fn checksum_fields(conn_id: u64, version: u64, module: u8, kind: u8, len: usize) -> [u64; 3] {
-    [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (len as u64) << 16]
 }
 
 fn crc32c_portable(fields: [u64; 3], payload: &[u8]) -> u32 {
@@ -757,7 +624,6 @@ fn crc32c_portable(fields: [u64; 3], payload: &[u8]) -> u32 {
 /// The CPU supports SSE 4.2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-#[inline]
 unsafe fn crc32c_sse42(fields: [u64; 3], payload: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
     let mut c = u64::from(u32::MAX);
