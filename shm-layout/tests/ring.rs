@@ -364,8 +364,19 @@ proptest! {
 fn two_thread_stress() {
     const N: u64 = if cfg!(debug_assertions) { 300_000 } else { 2_000_000 };
     let (_buf, seg) = rings(1, 1024);
+    // Set when the consumer stops, also by a failed assertion: the producer
+    // then gives up instead of waiting for room forever (the scope would
+    // hang rather than report the failure).
+    let consumer_gone = std::sync::atomic::AtomicBool::new(false);
+    struct Gone<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
         let seg = &seg;
+        let consumer_gone = &consumer_gone;
         s.spawn(move || {
             let mut p = seg.producer(0).unwrap();
             let mut seq = 0;
@@ -380,6 +391,9 @@ fn two_thread_stress() {
                     }
                     Err(PushError::Full) => {
                         p.publish();
+                        if consumer_gone.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
                         std::thread::yield_now();
                     }
                     Err(e) => panic!("{e}"),
@@ -387,6 +401,7 @@ fn two_thread_stress() {
             }
             p.publish();
         });
+        let _gone = Gone(consumer_gone);
         let mut c = seg.consumer(0).unwrap();
         let mut expect = 0u64;
         while expect < N {
