@@ -6,7 +6,9 @@ use shm_layout::{delta_kind, module, RingsGeometry, RingsSegment};
 use std::hint::black_box;
 
 const SLOTS: u32 = 65536;
-const PAYLOAD: [u8; 48] = [0x5a; 48];
+/// A tcp portion's usual encoding (the delta most changes write), and a
+/// larger one.
+const PAYLOADS: [&[u8]; 2] = [&[0x5a; 39], &[0x5a; 48]];
 
 fn segment() -> (std::path::PathBuf, RingsSegment) {
     let dir = std::env::temp_dir().join(format!("shm-layout-bench-{}", std::process::id()));
@@ -24,17 +26,19 @@ fn ring(c: &mut Criterion) {
     // Batches of 2048 deltas (512 KiB of slots, cache-resident) and 32768
     // (8 MiB: more than the caches, as behind a busy dataplane); the other
     // side of the ring runs outside the timing.
-    for batch in [2048u64, 32768] {
-        bench_batch(&mut g, &seg, batch);
+    for payload in PAYLOADS {
+        for batch in [2048u64, 32768] {
+            bench_batch(&mut g, &seg, batch, payload);
+        }
     }
     g.finish();
     drop(seg);
     let _ = std::fs::remove_file(path);
 }
 
-fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64) {
+fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64, payload: &[u8]) {
     g.throughput(Throughput::Elements(batch));
-    g.bench_function(BenchmarkId::new("try_push_48B_publish_per_32", batch), |b| {
+    g.bench_function(BenchmarkId::new(format!("try_push_{}B_publish_per_32", payload.len()), batch), |b| {
         let mut p = seg.producer(0).unwrap();
         let mut cons = seg.consumer(0).unwrap();
         let mut id = 0u64;
@@ -46,7 +50,7 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
             },
             |()| {
                 for _ in 0..batch {
-                    p.try_push(id, module::TCP, delta_kind::PORTION, id, black_box(&PAYLOAD)).unwrap();
+                    p.try_push(id, module::TCP, delta_kind::PORTION, id, black_box(payload)).unwrap();
                     id += 1;
                     if id & 31 == 0 {
                         p.publish();
@@ -58,13 +62,13 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
         );
         cons.drain(u32::MAX, |_| {});
     });
-    g.bench_function(BenchmarkId::new("drain_48B", batch), |b| {
+    g.bench_function(BenchmarkId::new(format!("drain_{}B", payload.len()), batch), |b| {
         let mut p = seg.producer(0).unwrap();
         let mut cons = seg.consumer(0).unwrap();
         b.iter_batched(
             || {
                 for id in 0..batch {
-                    p.try_push(id, module::TCP, delta_kind::PORTION, id, &PAYLOAD).unwrap();
+                    p.try_push(id, module::TCP, delta_kind::PORTION, id, payload).unwrap();
                 }
                 p.publish();
             },
