@@ -58,7 +58,9 @@ impl ConnKey {
     /// the key's low side.
     #[inline]
     pub fn canonical(family: Family, proto: u8, src: Endpoint, dst: Endpoint, zone: u16, vlan: u16) -> (ConnKey, bool) {
-        let src_is_lo = (src.addr, src.port) <= (dst.addr, dst.port);
+        // Big-endian u128s order as the address bytes do; compared as
+        // integers, not byte by byte (~20 instructions a packet less).
+        let src_is_lo = (u128::from_be_bytes(src.addr), src.port) <= (u128::from_be_bytes(dst.addr), dst.port);
         let (lo, hi) = if src_is_lo { (src, dst) } else { (dst, src) };
         (ConnKey { lo_addr: lo.addr, hi_addr: hi.addr, lo_port: lo.port, hi_port: hi.port, proto, family: family as u8, zone, vlan }, src_is_lo)
     }
@@ -111,5 +113,20 @@ mod tests {
         assert_ne!(k1.id(), k3.id(), "the zone is part of the id");
         let (k4, _) = ConnKey::canonical(Family::V4, 17, a, b, 0, 0);
         assert_ne!(k1.id(), k4.id(), "the protocol is part of the id");
+    }
+
+    proptest::proptest! {
+        /// The low side is the one whose (address bytes, port) sort first,
+        /// and both directions give one key.
+        #[test]
+        fn the_low_side_sorts_first_by_address_bytes_then_port(a: [u8; 16], b: [u8; 16], pa: u16, pb: u16, same_addr: bool) {
+            let b = if same_addr { a } else { b };
+            let (x, y) = (Endpoint { addr: a, port: pa }, Endpoint { addr: b, port: pb });
+            let (k, x_is_lo) = ConnKey::canonical(Family::V6, 6, x, y, 0, 0);
+            proptest::prop_assert_eq!(x_is_lo, (a, pa) <= (b, pb));
+            let (k2, y_is_lo) = ConnKey::canonical(Family::V6, 6, y, x, 0, 0);
+            proptest::prop_assert_eq!(k, k2);
+            proptest::prop_assert_eq!(y_is_lo, (b, pb) <= (a, pa));
+        }
     }
 }
