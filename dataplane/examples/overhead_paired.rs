@@ -75,14 +75,11 @@ fn main() {
     let mut inline_drained = 0u64;
     let mut drain_inline = || {
         if let Some(c) = inline_consumer.as_mut() {
-            loop {
+            while c.lag() > 0 {
                 let r = c.drain(1024, |d| {
                     std::hint::black_box(d.payload);
                 });
                 inline_drained += u64::from(r.applied);
-                if r.applied == 0 {
-                    break;
-                }
             }
         }
     };

@@ -57,12 +57,11 @@ fn main() {
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(restored, n as u64);
     }
-    let mut sorted = ms.clone();
-    sorted.sort_by(f64::total_cmp);
+    ms.sort_by(f64::total_cmp);
     println!(
         "{n} connections restored by {workers} worker(s): median {:.1} ms over {rounds} round(s) (min {:.1}, max {:.1})",
-        sorted[sorted.len() / 2],
-        sorted[0],
-        sorted[sorted.len() - 1]
+        ms[ms.len() / 2],
+        ms[0],
+        ms[ms.len() - 1]
     );
 }

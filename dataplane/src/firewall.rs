@@ -207,6 +207,8 @@ fn emit<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps:
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, ckpt: &mut ReemitState, version: u64) -> bool {
+    // Not `modules_of(conn) & bit`, nor `conn.l4.module() == Some(module)`:
+    // both cost 13–20 more instructions a delta here (callgrind, profile_churn).
     let present = match module {
         Module::Ip => true,
         Module::Tcp => matches!(conn.l4, L4Portion::Tcp(_)),
