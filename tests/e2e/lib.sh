@@ -329,6 +329,9 @@ lz_kill_traffic() {
     for p in "${pids[@]}"; do wait "$p" || rc=$((rc + 1)); done
     echo "$rc" >"$LZ_WORK/$tag.rc"
     echo "$(( $(lz_resets) - rst0 ))" >"$LZ_WORK/$tag.resets"
+    for ns in "$LZ_NS_C" "$LZ_NS_S"; do
+        echo "$ns: $(ip netns exec "$ns" nstat -az TcpOutRsts TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpExtTCPAbortOnTimeout 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {printf "%s=%s ", $1, $2}')"
+    done >"$LZ_WORK/$tag.resets.detail"
     sleep 0.5
     kill -TERM "$dump_rst" "$dump_fwd" 2>/dev/null || true
     wait "$dump_rst" "$dump_fwd" 2>/dev/null || true
