@@ -23,13 +23,27 @@ fn pipeline(c: &mut Criterion) {
         eprintln!("{n} flows: table {bytes} bytes for {} slots = {} bytes per connection; record {} bytes", fw.table().capacity(), bytes / fw.table().capacity(), std::mem::size_of::<Option<dataplane::modules::Conn>>());
         g.throughput(Throughput::Elements(32));
         let mut at = 0usize;
-        g.bench_with_input(BenchmarkId::new("flows", n), &n, |b, _| {
+        // One burst of 32, as a worker sees it: staged (the worker's way),
+        // and each packet through `process` alone, for comparison.
+        let next_burst = |at: &mut usize| -> [&[u8]; 32] {
+            std::array::from_fn(|_| {
+                let f: &[u8] = &frames[*at];
+                *at = if *at + 1 == frames.len() { 0 } else { *at + 1 };
+                f
+            })
+        };
+        g.bench_with_input(BenchmarkId::new("staged", n), &n, |b, _| {
             b.iter(|| {
-                // One burst of 32, as a worker sees it.
-                for _ in 0..32 {
-                    let v = fw.process(black_box(&frames[at]), 0, 2);
+                let burst = next_burst(&mut at);
+                let fwd = common::staged_burst(&mut fw, black_box(&burst), 0, 2);
+                debug_assert_eq!(fwd, 32);
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("per_packet", n), &n, |b, _| {
+            b.iter(|| {
+                for f in next_burst(&mut at) {
+                    let v = fw.process(black_box(f), 0, 2);
                     debug_assert_eq!(v, Verdict::Forward);
-                    at = if at + 1 == frames.len() { 0 } else { at + 1 };
                 }
             })
         });

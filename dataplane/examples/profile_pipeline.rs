@@ -8,6 +8,10 @@
 //!         target/release/examples/profile_pipeline 10000 2000
 //!
 //! Instructions per packet = the Ir total / (bursts × 32).
+//!
+//! `MODE=per-packet` runs each frame through `Firewall::process` alone
+//! instead of staging the burst first (`stage`, then `process_staged`, as the
+//! worker does): the two, compared in one build.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -16,13 +20,21 @@ use dataplane::firewall::Verdict;
 use std::hint::black_box;
 
 #[inline(never)]
-fn run_bursts(fw: &mut common::Fw, frames: &[Vec<u8>], bursts: usize) -> usize {
+fn run_bursts(fw: &mut common::Fw, frames: &[Vec<u8>], bursts: usize, staged: bool) -> usize {
     let mut at = 0;
     let mut forwarded = 0;
     for _ in 0..bursts {
-        for _ in 0..32 {
-            forwarded += (fw.process(black_box(&frames[at]), 0, 2) == Verdict::Forward) as usize;
+        let mut burst: [&[u8]; 32] = [&[]; 32];
+        for b in burst.iter_mut() {
+            *b = black_box(&frames[at]);
             at = if at + 1 == frames.len() { 0 } else { at + 1 };
+        }
+        if staged {
+            forwarded += common::staged_burst(fw, &burst, 0, 2);
+        } else {
+            for f in burst {
+                forwarded += (fw.process(f, 0, 2) == Verdict::Forward) as usize;
+            }
         }
     }
     forwarded
@@ -33,7 +45,8 @@ fn main() {
     let flows = args.next().unwrap_or(10_000);
     let bursts = args.next().unwrap_or(2_000);
     let (mut fw, frames) = common::established(flows as u32);
-    let fwd = run_bursts(&mut fw, &frames, bursts);
+    let staged = std::env::var("MODE").map_or(true, |m| m != "per-packet");
+    let fwd = run_bursts(&mut fw, &frames, bursts, staged);
     assert_eq!(fwd, bursts * 32, "every established frame is forwarded");
-    println!("{flows} flows, {} packets", bursts * 32);
+    println!("{flows} flows, {} packets, {}", bursts * 32, if staged { "staged bursts" } else { "per packet" });
 }

@@ -6,7 +6,7 @@ use crate::checkpoint::wire::PortionError;
 use crate::checkpoint::{CheckpointSink, SinkFull};
 use crate::conn::ConnId;
 use crate::config::ConntrackSection;
-use crate::conn::{ConnKey, ConnTable, Dir, Endpoint};
+use crate::conn::{ConnKey, ConnTable, Dir, Endpoint, SlotId};
 use crate::modules::ftp::{Expectation, Expectations, FtpEvent, FtpPortion};
 use crate::modules::icmp::{self, IcmpKind, IcmpPortion};
 use crate::modules::ip::IpPortion;
@@ -102,6 +102,35 @@ pub struct Firewall<S: CheckpointSink, A: Allocator + Clone> {
     next_gauge: u64,
     /// Slab position of an operator's flush under way.
     flush_cursor: Option<usize>,
+    /// The current burst's packets as `stage` left them for `process_staged`.
+    staged: Box<[Staged]>,
+}
+
+/// Packets a burst may stage (DPDK's usual maximum burst; MAX_BURST of the
+/// worker's mbuf burst is no larger).
+pub const STAGE_MAX: usize = 64;
+
+/// What `stage` learned of one packet of a burst.
+#[derive(Debug, Clone, Copy, Default)]
+struct Staged {
+    pkt: IpPacket,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+enum Step {
+    /// Not staged in this burst: `process_staged` runs `process`.
+    #[default]
+    Unstaged,
+    /// Decided by the parser: a malformed frame (already counted) or non-IP.
+    Decided(Verdict),
+    /// Parsed, but no connection key of its own (a later fragment, an ICMP
+    /// error, stateless ICMP, a protocol without ports): tracked as `process`
+    /// would, from the parsed packet.
+    Parsed,
+    /// Keyed and looked up. `slot` None may since have been created by an
+    /// earlier packet of the same burst, so it is looked up again.
+    Keyed { key: ConnKey, src_is_lo: bool, id: ConnId, slot: Option<SlotId>, icmp_kind: Option<IcmpKind> },
 }
 
 /// Connections by layer-4 portion and TCP state, kept exact on insert, state
@@ -297,6 +326,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             gauge_every: tsc_hz / 10,
             next_gauge: 0,
             flush_cursor: None,
+            staged: vec![Staged::default(); STAGE_MAX].into_boxed_slice(),
         }
     }
 
@@ -570,6 +600,105 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         v
     }
 
+    /// A burst in three passes: `stage(i, ..)` parses packet `i` and forms
+    /// its key, `lookup_staged(n)` looks the burst's connections up, and
+    /// `process_staged(i, ..)` tracks each packet. The lookups, each a likely
+    /// cache miss in a big table, then run back to back where the CPU
+    /// overlaps them, instead of one per packet between long stretches of
+    /// parsing and tracking.
+    ///
+    /// Tables only grow during a burst (connections are removed by
+    /// `housekeeping`, between bursts), so a slot found by `lookup_staged` is
+    /// still that connection's when the packet is tracked.
+    #[inline]
+    pub fn stage(&mut self, i: usize, frame: &[u8], port: usize) {
+        let Some(st) = self.staged.get_mut(i) else { return };
+        st.step = match parse::parse_into(frame, &mut st.pkt) {
+            Ok(FrameKind::Ip) => Step::Parsed,
+            Ok(FrameKind::NonIp { .. }) => Step::Decided(Verdict::Forward),
+            Err(r) => {
+                self.counters.parse_drop[r as usize].add(1);
+                Step::Decided(Verdict::Drop)
+            }
+        };
+        if !matches!(st.step, Step::Parsed) || st.pkt.frag == Fragment::Later {
+            return;
+        }
+        let zone = self.port_bridge.get(port).copied().unwrap_or(0);
+        if let Some((key, src_is_lo, icmp_kind)) = Self::key_of(&st.pkt, zone) {
+            st.step = Step::Keyed { id: key.id(), key, src_is_lo, slot: None, icmp_kind };
+        }
+    }
+
+    /// Looks up the connections of the first `n` staged packets, after every
+    /// one of them was staged: a tight loop of lookups and nothing else, so
+    /// that their cache misses are in flight together.
+    #[inline]
+    pub fn lookup_staged(&mut self, n: usize) {
+        let table = &self.table;
+        for st in self.staged.iter_mut().take(n) {
+            if let Step::Keyed { ref key, id, ref mut slot, .. } = st.step {
+                *slot = table.lookup(key, id);
+            }
+        }
+    }
+
+    /// Second half: the verdict on packet `i` of the burst, which `stage`
+    /// saw as `frame`. A packet that was not staged is processed whole.
+    #[inline]
+    pub fn process_staged(&mut self, i: usize, frame: &[u8], port: usize, now: u64) -> Verdict {
+        // Out of `self` while the packet is tracked, so that the staged
+        // packet and key are read in place rather than copied (a Box swap).
+        let mut staged = std::mem::take(&mut self.staged);
+        let v = match staged.get_mut(i) {
+            Some(st) => {
+                let v = self.finish_staged(st, frame, port, now);
+                st.step = Step::Unstaged;
+                v
+            }
+            None => self.process(frame, port, now),
+        };
+        self.staged = staged;
+        v
+    }
+
+    #[inline(always)]
+    fn finish_staged(&mut self, st: &Staged, frame: &[u8], port: usize, now: u64) -> Verdict {
+        let p = &st.pkt;
+        let v = match st.step {
+            Step::Unstaged => return self.process(frame, port, now),
+            Step::Decided(v) => return v,
+            Step::Parsed if p.frag == Fragment::Later => return self.later_fragment(p, now),
+            Step::Parsed => self.track(frame, p, port, now),
+            Step::Keyed { ref key, src_is_lo, id, slot, icmp_kind } => match slot.or_else(|| self.table.lookup(key, id)) {
+                Some(slot) => self.track_existing(slot, src_is_lo, icmp_kind, frame, p, now),
+                None => self.new_conn(*key, src_is_lo, frame, p, port, icmp_kind, now),
+            },
+        };
+        if p.frag == Fragment::First {
+            self.remember_fragment(p, v == Verdict::Forward, now);
+        }
+        v
+    }
+
+    /// The canonical key of a packet that has one of its own: TCP, UDP, ICMP
+    /// echo, and other protocols by address. None for ICMP errors and
+    /// stateless ICMP, which `track` decides without a connection of theirs.
+    #[inline(always)]
+    fn key_of(p: &IpPacket, zone: u16) -> Option<(ConnKey, bool, Option<IcmpKind>)> {
+        let (sport, dport, icmp_kind) = match p.l4 {
+            L4::Tcp(h) => (h.sport, h.dport, None),
+            L4::Udp { sport, dport } => (sport, dport, None),
+            L4::Icmp(info) => match icmp::classify(p.family, &info) {
+                k @ (IcmpKind::EchoRequest(id) | IcmpKind::EchoReply(id)) => (id, id, Some(k)),
+                _ => return None,
+            },
+            L4::Other => (0, 0, None),
+        };
+        let (key, src_is_lo) = ConnKey::canonical(p.family, p.proto, Endpoint { addr: p.src, port: sport }, Endpoint { addr: p.dst, port: dport }, zone, p.vlan);
+        Some((key, src_is_lo, icmp_kind))
+    }
+
     fn frag_slot(&self, src: &Addr, dst: &Addr, id: u32, proto: u8) -> usize {
         let mut b = [0u8; 37];
         b[..16].copy_from_slice(src);
@@ -603,80 +732,78 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     fn track(&mut self, frame: &[u8], p: &IpPacket, port: usize, now: u64) -> Verdict {
         let zone = self.port_bridge.get(port).copied().unwrap_or(0);
-        let (sport, dport, icmp_kind) = match p.l4 {
-            L4::Tcp(h) => (h.sport, h.dport, None),
-            L4::Udp { sport, dport } => (sport, dport, None),
-            L4::Icmp(info) => match icmp::classify(p.family, &info) {
-                IcmpKind::Error => return self.icmp_error(p, zone),
-                IcmpKind::LinkLocal => return Verdict::Forward,
-                IcmpKind::Other => {
-                    // Stateless: the policy decides each one.
-                    return match self.policy.decide(port, p).0 {
-                        Action::Accept => Verdict::Forward,
-                        Action::Drop => self.drop_because(FwDrop::Policy),
-                    };
-                }
-                k @ (IcmpKind::EchoRequest(id) | IcmpKind::EchoReply(id)) => (id, id, Some(k)),
-            },
-            L4::Other => (0, 0, None),
+        let Some((key, src_is_lo, icmp_kind)) = Self::key_of(p, zone) else {
+            let L4::Icmp(info) = p.l4 else { return Verdict::Drop };
+            return match icmp::classify(p.family, &info) {
+                IcmpKind::Error => self.icmp_error(p, zone),
+                IcmpKind::LinkLocal => Verdict::Forward,
+                // Stateless: the policy decides each one.
+                _ => match self.policy.decide(port, p).0 {
+                    Action::Accept => Verdict::Forward,
+                    Action::Drop => self.drop_because(FwDrop::Policy),
+                },
+            };
         };
-        let (key, src_is_lo) = ConnKey::canonical(p.family, p.proto, Endpoint { addr: p.src, port: sport }, Endpoint { addr: p.dst, port: dport }, zone, p.vlan);
         let id = key.id();
         match self.table.lookup(&key, id) {
-            Some(slot) => {
-                let conn = self.table.get_mut(slot);
-                let dir = conn.ip.dir_of(src_is_lo);
-                let mut changed: Option<Module> = None;
-                match (&mut conn.l4, &p.l4) {
-                    (L4Portion::Tcp(t), L4::Tcp(h)) => {
-                        let old = t.state;
-                        let r = tcp::track(t, dir, h, p.payload_len as u32);
-                        self.tally.moved(old, t.state);
-                        match r {
-                            Ok(TcpChange::None) => {}
-                            Ok(TcpChange::Timeout { from }) => {
-                                // A restore into `from` accepts what the new
-                                // state accepts, for `from`'s timeout: worth a
-                                // delta only when that is the shorter one.
-                                if self.ticks.tcp[t.state as usize] > self.ticks.tcp[from as usize] {
-                                    t.checkpointed();
-                                    changed = Some(Module::Tcp);
-                                }
-                            }
-                            Ok(_) => {
-                                changed = Some(Module::Tcp);
-                                if t.state == TcpState::Close && old != TcpState::Close {
-                                    self.counters.closed[Module::Tcp as usize].add(1);
-                                }
-                            }
-                            Err(why) => {
-                                self.counters.tcp_invalid[why as usize].add(1);
-                                return Verdict::Drop;
-                            }
-                        }
-                    }
-                    (L4Portion::Udp(u), _) => changed = u.track(dir).then_some(Module::Udp),
-                    (L4Portion::Icmp(i), _) => match i.track(dir, icmp_kind.unwrap_or(IcmpKind::Other)) {
-                        Ok(true) => changed = Some(Module::Icmp),
-                        Ok(false) => {}
-                        Err(_wrong_way) => return self.drop_because(FwDrop::IcmpBadEcho),
-                    },
-                    _ => {}
-                }
-                conn.ip.count(dir, frame.len());
-                conn.deadline = now + self.ticks.of(&conn.l4);
-                if let Some(m) = changed {
-                    emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
-                }
-                if conn.ftp != NO_FTP {
-                    if let L4::Tcp(h) = p.l4 {
-                        self.ftp_segment(slot, dir, h.seq, p.payload(frame), now);
-                    }
-                }
-                Verdict::Forward
-            }
+            Some(slot) => self.track_existing(slot, src_is_lo, icmp_kind, frame, p, now),
             None => self.new_conn(key, src_is_lo, frame, p, port, icmp_kind, now),
         }
+    }
+
+    /// A packet of the connection in `slot`, through its modules.
+    #[inline(always)]
+    fn track_existing(&mut self, slot: SlotId, src_is_lo: bool, icmp_kind: Option<IcmpKind>, frame: &[u8], p: &IpPacket, now: u64) -> Verdict {
+        let conn = self.table.get_mut(slot);
+        let dir = conn.ip.dir_of(src_is_lo);
+        let mut changed: Option<Module> = None;
+        match (&mut conn.l4, &p.l4) {
+            (L4Portion::Tcp(t), L4::Tcp(h)) => {
+                let old = t.state;
+                let r = tcp::track(t, dir, h, p.payload_len as u32);
+                self.tally.moved(old, t.state);
+                match r {
+                    Ok(TcpChange::None) => {}
+                    Ok(TcpChange::Timeout { from }) => {
+                        // A restore into `from` accepts what the new
+                        // state accepts, for `from`'s timeout: worth a
+                        // delta only when that is the shorter one.
+                        if self.ticks.tcp[t.state as usize] > self.ticks.tcp[from as usize] {
+                            t.checkpointed();
+                            changed = Some(Module::Tcp);
+                        }
+                    }
+                    Ok(_) => {
+                        changed = Some(Module::Tcp);
+                        if t.state == TcpState::Close && old != TcpState::Close {
+                            self.counters.closed[Module::Tcp as usize].add(1);
+                        }
+                    }
+                    Err(why) => {
+                        self.counters.tcp_invalid[why as usize].add(1);
+                        return Verdict::Drop;
+                    }
+                }
+            }
+            (L4Portion::Udp(u), _) => changed = u.track(dir).then_some(Module::Udp),
+            (L4Portion::Icmp(i), _) => match i.track(dir, icmp_kind.unwrap_or(IcmpKind::Other)) {
+                Ok(true) => changed = Some(Module::Icmp),
+                Ok(false) => {}
+                Err(_wrong_way) => return self.drop_because(FwDrop::IcmpBadEcho),
+            },
+            _ => {}
+        }
+        conn.ip.count(dir, frame.len());
+        conn.deadline = now + self.ticks.of(&conn.l4);
+        if let Some(m) = changed {
+            emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+        }
+        if conn.ftp != NO_FTP {
+            if let L4::Tcp(h) = p.l4 {
+                self.ftp_segment(slot, dir, h.seq, p.payload(frame), now);
+            }
+        }
+        Verdict::Forward
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -985,5 +1112,87 @@ mod tests {
         assert!(matches!(b.restore(k.0 ^ 1, ip, None, None, 1), Err(RestoreError::IdMismatch { .. })));
         assert!(matches!(b.restore(k.0, &ip[..10], None, None, 1), Err(RestoreError::Portion(_))));
         assert_eq!(b.table().len(), 0);
+    }
+
+    /// Frames of every kind the pipeline tells apart, in an order where later
+    /// packets depend on connections earlier ones opened.
+    fn mixed_traffic() -> Vec<(Vec<u8>, usize)> {
+        use crate::frames::{eth, icmp, ipv4};
+        let mut v = Vec::new();
+        for sport in [40000u16, 40001] {
+            v.push((tcp(C, S, sport, 80, SYN, 1000, 0, b""), 0));
+            v.push((tcp(S, C, 80, sport, SYN | ACK, 5000, 1001, b""), 1));
+            v.push((tcp(C, S, sport, 80, ACK, 1001, 5001, b""), 0));
+            v.push((tcp(C, S, sport, 80, ACK | PSH, 1001, 5001, &[7; 100]), 0));
+            v.push((tcp(C, S, sport, 80, ACK | PSH, 1101 + 10_000_000, 5001, b"y"), 0));
+        }
+        v.push((tcp(C, S, 40009, 80, ACK, 77, 88, b""), 0));
+        v.push((udp(C, S, 5353, 53, b"query"), 0));
+        v.push((udp(S, C, 53, 5353, b"answer"), 1));
+        v.push((icmp(C, S, 8, 0, [0, 7, 0, 1], b"ping"), 0));
+        v.push((icmp(S, C, 0, 0, [0, 7, 0, 1], b"ping"), 1));
+        v.push((icmp(S, C, 0, 0, [0, 8, 0, 1], b"ping"), 1));
+        v.push((icmp(S, C, 3, 3, [0; 4], &udp(C, S, 5353, 53, b"query")[14..42]), 1));
+        v.push((icmp(S, C, 3, 3, [0; 4], &udp(C, S, 6000, 53, b"query")[14..42]), 1));
+        v.push((eth(ipv4(6, C, S, &[0; 8])), 0));
+        v.push((eth(ipv4(47, C, S, &[0; 8])), 0));
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.resize(60, 0);
+        v.push((arp, 0));
+        v.push((tcp(C, S, 40000, 80, FIN | ACK, 1101, 5001, b""), 0));
+        v.push((tcp(S, C, 80, 40000, FIN | ACK, 5001, 1102, b""), 1));
+        v
+    }
+
+    #[test]
+    fn staged_bursts_give_the_verdicts_and_counters_of_packet_by_packet() {
+        let traffic = mixed_traffic();
+        let mut one = fw(MemorySink::default());
+        let want: Vec<Verdict> = traffic.iter().map(|(f, port)| one.process(f, *port, 1)).collect();
+        assert!(want.contains(&Verdict::Drop) && want.contains(&Verdict::Forward));
+        for burst in [1, 2, 3, 7, 16, STAGE_MAX] {
+            let mut f = fw(MemorySink::default());
+            let mut got = Vec::new();
+            for chunk in traffic.chunks(burst) {
+                for (i, (frame, port)) in chunk.iter().enumerate() {
+                    f.stage(i, frame, *port);
+                }
+                f.lookup_staged(chunk.len());
+                for (i, (frame, port)) in chunk.iter().enumerate() {
+                    got.push(f.process_staged(i, frame, *port, 1));
+                }
+            }
+            assert_eq!(got, want, "bursts of {burst}");
+            assert_eq!(f.table().len(), one.table().len(), "bursts of {burst}");
+            assert_eq!(format!("{:?}", f.counters), format!("{:?}", one.counters), "bursts of {burst}");
+        }
+    }
+
+    #[test]
+    fn a_connection_opened_earlier_in_the_burst_is_found() {
+        // The whole handshake and data in one burst: the SYN-ACK's lookup ran
+        // before the SYN created the connection.
+        let mut f = fw(MemorySink::default());
+        let burst = [(tcp(C, S, 40000, 80, SYN, 1000, 0, b""), 0), (tcp(S, C, 80, 40000, SYN | ACK, 5000, 1001, b""), 1), (tcp(C, S, 40000, 80, ACK, 1001, 5001, b""), 0)];
+        for (i, (frame, port)) in burst.iter().enumerate() {
+            f.stage(i, frame, *port);
+        }
+        f.lookup_staged(burst.len());
+        let got: Vec<Verdict> = burst.iter().enumerate().map(|(i, (frame, port))| f.process_staged(i, frame, *port, 1)).collect();
+        assert_eq!(got, [Verdict::Forward; 3]);
+        assert_eq!(f.table().len(), 1);
+    }
+
+    #[test]
+    fn a_packet_not_staged_in_this_burst_is_processed_whole() {
+        // Staged in one burst, not in the next: the next must not reuse it.
+        let mut f = fw(MemorySink::default());
+        let syn = tcp(C, S, 40000, 80, SYN, 1000, 0, b"");
+        f.stage(0, &syn, 0);
+        f.lookup_staged(1);
+        assert_eq!(f.process_staged(0, &syn, 0, 1), Verdict::Forward);
+        let stray = tcp(C, S, 40001, 80, ACK, 1, 1, b"");
+        assert_eq!(f.process_staged(0, &stray, 0, 1), Verdict::Drop, "tracked as itself, not as the SYN staged before");
     }
 }

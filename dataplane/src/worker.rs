@@ -38,6 +38,9 @@ pub struct Worker {
 
 pub type WorkerFirewall = Firewall<WorkerSink, HugepageAlloc>;
 
+// Every packet of a received burst can be staged.
+const _: () = assert!(crate::dpdk::MAX_BURST <= crate::firewall::STAGE_MAX);
+
 impl Worker {
     /// One poll round over every lane; returns the packets received.
     #[inline]
@@ -53,7 +56,11 @@ impl Worker {
             if let Some(fw) = fw.as_deref_mut() {
                 let now = rdtsc();
                 let port = pl.lane.rx_port;
-                let dropped = burst.retain(|_, frame| fw.process(frame, port, now) == Verdict::Forward);
+                for i in 0..n {
+                    fw.stage(i, burst.data(i), port);
+                }
+                fw.lookup_staged(n);
+                let dropped = burst.retain(|i, frame| fw.process_staged(i, frame, port, now) == Verdict::Forward);
                 if dropped != 0 {
                     rxc.dropped.add(dropped as u64);
                 }

@@ -170,15 +170,32 @@ pub fn spawn_drainer(rings: &'static shm_layout::RingsSegment, stop: Arc<std::sy
     })
 }
 
-/// One pass over `frames` in bursts of 32 as a worker runs them: process,
-/// publish, housekeeping once per burst. Returns the frames forwarded.
+/// One burst as the worker runs it: every packet staged (parsed, keyed),
+/// their connections looked up, then each tracked. Returns the packets forwarded.
+#[inline(always)]
+pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, burst: &[&[u8]], port: usize, now: u64) -> usize {
+    for (i, f) in burst.iter().enumerate() {
+        fw.stage(i, f, port);
+    }
+    fw.lookup_staged(burst.len());
+    let mut fwd = 0;
+    for (i, f) in burst.iter().enumerate() {
+        fwd += (fw.process_staged(i, f, port, now) == Verdict::Forward) as usize;
+    }
+    fwd
+}
+
+/// One pass over `frames` in bursts of 32 as a worker runs them: stage and
+/// process, publish, housekeeping once per burst. Returns the frames forwarded.
 pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) -> usize {
     let mut fwd = 0;
     for burst in frames.chunks(32) {
         *now += 1000;
-        for f in burst {
-            fwd += (fw.process(f, 0, *now) == Verdict::Forward) as usize;
+        let mut refs: [&[u8]; 32] = [&[]; 32];
+        for (r, f) in refs.iter_mut().zip(burst) {
+            *r = f;
         }
+        fwd += staged_burst(fw, &refs[..burst.len()], 0, *now);
         fw.sink.publish();
         fw.housekeeping(*now);
     }
