@@ -281,10 +281,16 @@ LZ_FTP_SHA=$(sha256sum < "$LZ_WORK/ftp/file.bin" | cut -c1-64)
 # lazarusctl pointed at this run's daemons.
 lz_ctl() { "$LZ_CTL" --config "$LZ_WORK/dataplane.toml" --file-prefix "lz$LZ_ID" "$@"; }
 
-lz_resets() { # TCP resets the kernels of both namespaces sent or saw, so far
+# The kernels' counters of connections that a reset ended, or that failed to
+# open, in both namespaces so far: an established or closing connection reset
+# (received), aborted (sent: on data, close, timeout, memory, linger) or a
+# connect that failed. Not TcpOutRsts: that also counts the answer to a stray
+# segment for a socket already gone, which ends nothing (see lz_rst_on_wire).
+LZ_BREAK_COUNTERS="TcpEstabResets TcpAttemptFails TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpExtTCPAbortOnTimeout TcpExtTCPAbortOnMemory TcpExtTCPAbortOnLinger"
+lz_resets() {
     local n=0 v
     for ns in "$LZ_NS_C" "$LZ_NS_S"; do
-        v=$(ip netns exec "$ns" nstat -az TcpOutRsts TcpEstabResets 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {s+=$2} END {print s+0}')
+        v=$(ip netns exec "$ns" nstat -az $LZ_BREAK_COUNTERS 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {s+=$2} END {print s+0}')
         n=$((n + v))
     done
     echo "$n"
@@ -294,7 +300,8 @@ lz_resets() { # TCP resets the kernels of both namespaces sent or saw, so far
 # Leaves results in $LZ_WORK/$1.*.
 lz_kill_traffic() {
     local tag=$1 pids=() t0
-    lz_in_client tcpdump -i "$LZ_VE_C" -n -U -s 96 -w "$LZ_WORK/$tag.rst.pcap" 'tcp[tcpflags] & tcp-rst != 0' >/dev/null 2>&1 &
+    # RSTs, and the FINs that tell whether a connection was already over.
+    lz_in_client tcpdump -i "$LZ_VE_C" -n -U -s 96 -w "$LZ_WORK/$tag.rst.pcap" 'tcp[tcpflags] & (tcp-rst|tcp-fin) != 0' >/dev/null 2>&1 &
     local dump_rst=$!
     # What the dataplane forwards to the server side, for the outage.
     tcpdump -i "$LZ_TAP_S" -Q in -n -s 64 -w "$LZ_WORK/$tag.fwd.pcap" >/dev/null 2>&1 &
@@ -330,7 +337,7 @@ lz_kill_traffic() {
     echo "$rc" >"$LZ_WORK/$tag.rc"
     echo "$(( $(lz_resets) - rst0 ))" >"$LZ_WORK/$tag.resets"
     for ns in "$LZ_NS_C" "$LZ_NS_S"; do
-        echo "$ns: $(ip netns exec "$ns" nstat -az TcpOutRsts TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpExtTCPAbortOnTimeout 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {printf "%s=%s ", $1, $2}')"
+        echo "$ns: $(ip netns exec "$ns" nstat -az TcpOutRsts $LZ_BREAK_COUNTERS 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {printf "%s=%s ", $1, $2}')"
     done >"$LZ_WORK/$tag.resets.detail"
     sleep 0.5
     kill -TERM "$dump_rst" "$dump_fwd" 2>/dev/null || true
@@ -355,7 +362,44 @@ print(round(max(gaps) * 1000, 1) if gaps else -1)
 PY
 }
 
-lz_rst_on_wire() { # RST segments captured on the client's interface
-    tcpdump -r "$1" -n 2>/dev/null | wc -l
+# RST segments on the client's interface, from a capture of RSTs and FINs:
+# prints "BAD HARMLESS". An RST is harmless when both ends had sent their FIN
+# on that connection before it: all data was delivered and the close
+# exchanged, and the RST is a kernel answering a late duplicate (after a
+# stall longer than the retransmission timeout, a retransmitted FIN is ACKed
+# twice and the second ACK finds the server's socket gone). Any other RST is
+# bad, and printed.
+lz_rst_on_wire() {
+    python3 - "$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+e = "<" if d[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+off, fins, bad, harmless = 24, set(), [], 0
+while off + 16 <= len(d):
+    s, u, incl, _ = struct.unpack(e + "IIII", d[off:off + 16])
+    f = d[off + 16:off + 16 + incl]
+    off += 16 + incl
+    if len(f) < 34 or f[12:14] != b"\x08\x00":
+        continue
+    ihl = (f[14] & 15) * 4
+    t = f[14 + ihl:]
+    if f[23] != 6 or len(t) < 14:
+        continue
+    src = (f[26:30], t[0:2])
+    dst = (f[30:34], t[2:4])
+    flags = t[13]
+    if flags & 0x01:
+        fins.add((src, dst))
+    if flags & 0x04:
+        if (src, dst) in fins and (dst, src) in fins:
+            harmless += 1
+        else:
+            def ep(x):
+                return "%s:%d" % (".".join(map(str, x[0])), int.from_bytes(x[1], "big"))
+            bad.append("%.6f %s > %s" % (s + u / 1e6, ep(src), ep(dst)))
+for b in bad:
+    print("bad RST:", b, file=sys.stderr)
+print(len(bad), harmless)
+PY
 }
 
