@@ -58,7 +58,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         self.slots.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4 + buckets * (4 + 1)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &ConnKey, id: ConnId) -> Option<SlotId> {
         let slots = &self.slots;
         self.index.find(id.0, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&i| SlotId(i))
