@@ -1,5 +1,7 @@
-//! The per-packet pipeline of one worker: parse → connection lookup → the
+//! The packet pipeline of one worker: parse → connection lookup → the
 //! protocol modules (ip → tcp | udp | icmp → ftp) → policy for new connections.
+//! The worker runs it a burst at a time (`stage`, `lookup_staged`,
+//! `process_staged`); `process` is the same pipeline for one packet.
 //! Owned by one worker; allocates nothing and locks nothing after `new`.
 
 use crate::checkpoint::wire::PortionError;
