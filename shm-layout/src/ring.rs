@@ -379,6 +379,7 @@ impl RingsSegment {
             mask: u64::from(self.geom.slots_per_ring) - 1,
             size: u64::from(self.geom.slots_per_ring),
             head,
+            unsealed: head,
             cached_tail: ctrl.tail.load(Ordering::Acquire),
             taken,
         })
@@ -455,6 +456,9 @@ pub struct DeltaProducer<'a> {
     size: u64,
     /// Next position to write; `ctrl.head` lags it until `publish`.
     head: u64,
+    /// Records from here to `head` are written but not sealed: `publish`
+    /// computes their checksums, just before it makes them visible.
+    unsealed: u64,
     /// The consumer's tail as last read: the producer's view of free space.
     cached_tail: u64,
     taken: &'a AtomicBool,
@@ -528,12 +532,14 @@ impl DeltaProducer<'_> {
         if len > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len });
         }
-        // SAFETY: same slot, same exclusivity: `encode` has returned, so the
-        // payload area is read here by nobody else; len <= DELTA_PAYLOAD_MAX.
-        let checksum = record_checksum(conn_id, version, module, kind, unsafe { std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), len) });
+        // The checksum is left to `seal` (at `publish`): computed here, it
+        // would read back the payload `encode` has only just stored, field by
+        // narrow field, and wait for those stores (no store-to-load
+        // forwarding into a wider load); at `publish` they are long done, and
+        // the burst's records are checksummed side by side.
         // SAFETY: same slot, same exclusivity; 32-byte aligned, and the
         // header is the slot's first 32 bytes.
-        unsafe { slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum }) };
+        unsafe { slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum: 0 }) };
         self.head = self.head.wrapping_add(1);
         prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
@@ -554,15 +560,36 @@ impl DeltaProducer<'_> {
             buf[..w].copy_from_slice(&payload[..w]);
             payload.len()
         })?;
-        // Seal as if the whole payload had been written.
+        // Seal as if the whole payload had been written (and everything
+        // before it as it is), so that `publish` leaves it so.
+        self.seal();
         // SAFETY: the slot just written is still the producer's (unpublished).
         unsafe { self.slot_ptr(seq).add(CHECKSUM_AT).cast::<u32>().write(record_checksum(conn_id, version, module, kind, payload)) };
         Ok(())
     }
 
-    /// Makes every pushed record visible to the consumer (one Release store).
+    /// Writes the checksum of every record pushed since the last seal.
+    #[inline]
+    fn seal(&mut self) {
+        while self.unsealed != self.head {
+            let slot = self.slot_ptr(self.unsealed);
+            // SAFETY: positions unsealed..head are pushed and unpublished, so
+            // still the producer's alone (see try_push_with); the header was
+            // written whole by the push, len <= DELTA_PAYLOAD_MAX.
+            unsafe {
+                let h = slot.cast::<SlotHeader>().read();
+                let payload = std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), usize::from(h.len));
+                slot.add(CHECKSUM_AT).cast::<u32>().write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
+            }
+            self.unsealed = self.unsealed.wrapping_add(1);
+        }
+    }
+
+    /// Seals and makes every pushed record visible to the consumer (one
+    /// Release store).
     #[inline]
     pub fn publish(&mut self) {
+        self.seal();
         // P1: Release pairs with the consumer's C1.
         self.ctrl.head.store(self.head, Ordering::Release);
     }
