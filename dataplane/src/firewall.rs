@@ -594,20 +594,44 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     #[inline]
     pub fn process(&mut self, frame: &[u8], port: usize, now: u64) -> Verdict {
         let mut p = IpPacket::default();
-        match parse::parse_into(frame, &mut p) {
-            Ok(FrameKind::Ip) => {}
-            Ok(FrameKind::NonIp { .. }) => return Verdict::Forward,
-            Err(r) => {
-                self.counters.parse_drop[r as usize].add(1);
-                return Verdict::Drop;
-            }
-        };
-        if p.frag == Fragment::Later {
-            return self.later_fragment(&p, now);
+        match Self::parse_step(&self.counters, frame, &mut p) {
+            Step::Decided(v) => v,
+            _ => self.track_parsed(frame, &p, port, now),
         }
-        let v = self.track(frame, &p, port, now);
+    }
+
+    /// Parses `frame` into `p`: `Step::Parsed` for an IP packet, else the
+    /// verdict parsing decides (non-IP passes; a malformed frame is counted
+    /// and dropped).
+    #[inline(always)]
+    fn parse_step(counters: &FwCounters, frame: &[u8], p: &mut IpPacket) -> Step {
+        match parse::parse_into(frame, p) {
+            Ok(FrameKind::Ip) => Step::Parsed,
+            Ok(FrameKind::NonIp { .. }) => Step::Decided(Verdict::Forward),
+            Err(r) => {
+                counters.parse_drop[r as usize].add(1);
+                Step::Decided(Verdict::Drop)
+            }
+        }
+    }
+
+    /// A parsed IP packet, its key not formed yet: a later fragment by the
+    /// fragment table, anything else tracked.
+    #[inline]
+    fn track_parsed(&mut self, frame: &[u8], p: &IpPacket, port: usize, now: u64) -> Verdict {
+        if p.frag == Fragment::Later {
+            return self.later_fragment(p, now);
+        }
+        let v = self.track(frame, p, port, now);
+        self.fragment_seen(p, v, now)
+    }
+
+    /// `v`, after remembering it for the later fragments when `p` is a first
+    /// fragment.
+    #[inline(always)]
+    fn fragment_seen(&mut self, p: &IpPacket, v: Verdict, now: u64) -> Verdict {
         if p.frag == Fragment::First {
-            self.remember_fragment(&p, v == Verdict::Forward, now);
+            self.remember_fragment(p, v == Verdict::Forward, now);
         }
         v
     }
@@ -625,15 +649,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     #[inline]
     pub fn stage(&mut self, i: usize, frame: &[u8], port: usize) {
         let Some(st) = self.staged.get_mut(i) else { return };
-        st.step = match parse::parse_into(frame, &mut st.pkt) {
-            Ok(FrameKind::Ip) => Step::Parsed,
-            Ok(FrameKind::NonIp { .. }) => Step::Decided(Verdict::Forward),
-            Err(r) => {
-                self.counters.parse_drop[r as usize].add(1);
-                Step::Decided(Verdict::Drop)
-            }
-        };
-        if !matches!(st.step, Step::Parsed) || st.pkt.frag == Fragment::Later {
+        st.step = Self::parse_step(&self.counters, frame, &mut st.pkt);
+        if st.step != Step::Parsed || st.pkt.frag == Fragment::Later {
             return;
         }
         let zone = self.port_bridge.get(port).copied().unwrap_or(0);
@@ -682,20 +699,18 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     #[inline(always)]
     fn finish_staged(&mut self, st: &Staged, frame: &[u8], port: usize, now: u64) -> Verdict {
         let p = &st.pkt;
-        let v = match st.step {
-            Step::Unstaged => return self.process(frame, port, now),
-            Step::Decided(v) => return v,
-            Step::Parsed if p.frag == Fragment::Later => return self.later_fragment(p, now),
-            Step::Parsed => self.track(frame, p, port, now),
-            Step::Keyed => match st.slot.or_else(|| self.table.lookup(&st.key, st.id)) {
-                Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, p, now),
-                None => self.new_conn(st.key, st.src_is_lo, frame, p, port, st.icmp_kind, now),
-            },
-        };
-        if p.frag == Fragment::First {
-            self.remember_fragment(p, v == Verdict::Forward, now);
+        match st.step {
+            Step::Unstaged => self.process(frame, port, now),
+            Step::Decided(v) => v,
+            Step::Parsed => self.track_parsed(frame, p, port, now),
+            Step::Keyed => {
+                let v = match st.slot.or_else(|| self.table.lookup(&st.key, st.id)) {
+                    Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, p, now),
+                    None => self.new_conn(st.key, st.src_is_lo, frame, p, port, st.icmp_kind, now),
+                };
+                self.fragment_seen(p, v, now)
+            }
         }
-        v
     }
 
     /// The canonical key of a packet that has one of its own: TCP, UDP, ICMP
