@@ -8,7 +8,6 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::conn::{ConnKey, Endpoint};
-use dataplane::firewall::Verdict;
 use dataplane::modules::tcp;
 use dataplane::parse::{self, v4_mapped, Family, TcpHdr};
 
@@ -41,10 +40,8 @@ fn pipeline(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("per_packet", n), &n, |b, _| {
             b.iter(|| {
-                for f in next_burst(&mut at) {
-                    let v = fw.process(black_box(f), 0, 2);
-                    debug_assert_eq!(v, Verdict::Forward);
-                }
+                let fwd = common::per_packet_burst(&mut fw, black_box(next_burst(&mut at)), 0, 2);
+                debug_assert_eq!(fwd, 32);
             })
         });
     }

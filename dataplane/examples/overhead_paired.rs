@@ -105,8 +105,7 @@ fn main() {
         if fws.len() == 2 {
             return on as usize;
         }
-        let wants_ring = on;
-        if matches!(fws[0].sink, WorkerSink::Ring(_)) != wants_ring {
+        if matches!(fws[0].sink, WorkerSink::Ring(_)) != on {
             let other = parked.take().expect("the parked sink");
             parked = Some(std::mem::replace(&mut fws[0].sink, other));
         }

@@ -16,7 +16,6 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use dataplane::firewall::Verdict;
 use std::hint::black_box;
 
 #[inline(never)]
@@ -29,13 +28,7 @@ fn run_bursts(fw: &mut common::Fw, frames: &[Vec<u8>], bursts: usize, staged: bo
             *b = black_box(&frames[at]);
             at = if at + 1 == frames.len() { 0 } else { at + 1 };
         }
-        if staged {
-            forwarded += common::staged_burst(fw, &burst, 0, 2);
-        } else {
-            for f in burst {
-                forwarded += (fw.process(f, 0, 2) == Verdict::Forward) as usize;
-            }
-        }
+        forwarded += if staged { common::staged_burst(fw, &burst, 0, 2) } else { common::per_packet_burst(fw, burst, 0, 2) };
     }
     forwarded
 }
@@ -45,7 +38,7 @@ fn main() {
     let flows = args.next().unwrap_or(10_000);
     let bursts = args.next().unwrap_or(2_000);
     let (mut fw, frames) = common::established(flows as u32);
-    let staged = std::env::var("MODE").map_or(true, |m| m != "per-packet");
+    let staged = !common::per_packet();
     let fwd = run_bursts(&mut fw, &frames, bursts, staged);
     assert_eq!(fwd, bursts * 32, "every established frame is forwarded");
     println!("{flows} flows, {} packets, {}", bursts * 32, if staged { "staged bursts" } else { "per packet" });

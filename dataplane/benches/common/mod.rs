@@ -196,6 +196,14 @@ pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<
     fwd
 }
 
+/// The same burst with each packet through `Firewall::process` alone, the
+/// path the worker ran before bursts were staged. Returns the packets
+/// forwarded.
+#[inline(always)]
+pub fn per_packet_burst<'f, S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, burst: impl IntoIterator<Item = &'f [u8]>, port: usize, now: u64) -> usize {
+    burst.into_iter().map(|f| (fw.process(f, port, now) == Verdict::Forward) as usize).sum()
+}
+
 /// `MODE=per-packet` in the environment: `run_bursts` sends each frame
 /// through `Firewall::process` alone instead of staging the burst, to
 /// compare the two in one build.
@@ -212,9 +220,7 @@ pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S,
     for burst in frames.chunks(32) {
         *now += 1000;
         if per_packet() {
-            for f in burst {
-                fwd += (fw.process(f, 0, *now) == Verdict::Forward) as usize;
-            }
+            fwd += per_packet_burst(fw, burst.iter().map(Vec::as_slice), 0, *now);
         } else {
             let mut refs: [&[u8]; 32] = [&[]; 32];
             for (r, f) in refs.iter_mut().zip(burst) {
