@@ -247,6 +247,7 @@ CONF
 
 # ---- the kill scenario (tests/e2e/kill.sh and the demo) ----
 LZ_STREAMS=$LZ_ROOT/tests/e2e/streams.py
+LZ_PCAP=$LZ_ROOT/tests/e2e/pcap.py
 LZ_SECS=${LZ_SECS:-12}; LZ_KILL_AT=${LZ_KILL_AT:-4}; LZ_CONNS=${LZ_CONNS:-50}
 # Bytes per second of each verified stream and of the FTP transfer.
 LZ_RATE=${LZ_RATE:-150000}
@@ -345,61 +346,11 @@ lz_kill_traffic() {
     lz_log "$tag: traffic done in $(python3 -c "import sys; print(round($(date +%s.%N) - $t0, 1))")s"
 }
 
-# The longest silence in what the dataplane forwarded, in ms (pcap, any link type).
-lz_outage_ms() {
-    python3 - "$1" <<'PY'
-import struct, sys
-d = open(sys.argv[1], "rb").read()
-e = "<" if d[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-nano = d[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-off, ts = 24, []
-while off + 16 <= len(d):
-    s, u, incl, _ = struct.unpack(e + "IIII", d[off:off + 16])
-    ts.append(s + u / (1e9 if nano else 1e6))
-    off += 16 + incl
-gaps = [b - a for a, b in zip(ts, ts[1:])]
-print(round(max(gaps) * 1000, 1) if gaps else -1)
-PY
-}
+# The longest silence in what the dataplane forwarded, in ms.
+lz_outage_ms() { python3 "$LZ_PCAP" outage "$1"; }
 
 # RST segments on the client's interface, from a capture of RSTs and FINs:
-# prints "BAD HARMLESS". An RST is harmless when both ends had sent their FIN
-# on that connection before it: all data was delivered and the close
-# exchanged, and the RST is a kernel answering a late duplicate (after a
-# stall longer than the retransmission timeout, a retransmitted FIN is ACKed
-# twice and the second ACK finds the server's socket gone). Any other RST is
-# bad, and printed.
-lz_rst_on_wire() {
-    python3 - "$1" <<'PY'
-import struct, sys
-d = open(sys.argv[1], "rb").read()
-e = "<" if d[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-off, fins, bad, harmless = 24, set(), [], 0
-while off + 16 <= len(d):
-    s, u, incl, _ = struct.unpack(e + "IIII", d[off:off + 16])
-    f = d[off + 16:off + 16 + incl]
-    off += 16 + incl
-    if len(f) < 34 or f[12:14] != b"\x08\x00":
-        continue
-    ihl = (f[14] & 15) * 4
-    t = f[14 + ihl:]
-    if f[23] != 6 or len(t) < 14:
-        continue
-    src = (f[26:30], t[0:2])
-    dst = (f[30:34], t[2:4])
-    flags = t[13]
-    if flags & 0x01:
-        fins.add((src, dst))
-    if flags & 0x04:
-        if (src, dst) in fins and (dst, src) in fins:
-            harmless += 1
-        else:
-            def ep(x):
-                return "%s:%d" % (".".join(map(str, x[0])), int.from_bytes(x[1], "big"))
-            bad.append("%.6f %s > %s" % (s + u / 1e6, ep(src), ep(dst)))
-for b in bad:
-    print("bad RST:", b, file=sys.stderr)
-print(len(bad), harmless)
-PY
-}
+# prints "BAD LATE"; late ones came after both FINs of their connection (see
+# tests/e2e/pcap.py), bad ones are printed on stderr.
+lz_rst_on_wire() { python3 "$LZ_PCAP" rst "$1"; }
 
