@@ -66,7 +66,7 @@ ftp_ok=no; [ "$(sha256sum < "$W/demo.ftp.bin" | cut -c1-64)" = "$LZ_FTP_SHA" ] &
 iperf=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"]))' "$W/demo.iperf3.json" 2>/dev/null || echo 0)
 verified=$(( ok * LZ_RATE * LZ_SECS ))
 [ "$ftp_ok" = yes ] && verified=$(( verified + $(stat -c %s "$W/ftp/file.bin") ))
-read -r rst rst_late < <(lz_rst_on_wire "$W/demo.rst.pcap"); kres=$(cat "$W/demo.resets")
+read -r rst rst_late rst_aborts <"$W/demo.rst"; kres=$(cat "$W/demo.resets")
 outage=$(lz_outage_ms "$W/demo.fwd.pcap")
 restored=$(grep -o 'restore done connections=[0-9]*' "$W/dataplane.log" | tail -1 | grep -o '[0-9]*$')
 restore_ms=$(grep -o 'restore done connections=[0-9]* ms=[0-9.]*' "$W/dataplane.log" | tail -1 | grep -o '[0-9.]*$')
@@ -86,7 +86,9 @@ cat <<REPORT
   iperf3 bytes received                               $iperf
   UDP echo flow                                       $udp
   ping                                                $ping
-  TCP resets on live connections (wire / kernels)     $rst / $kres ($rst_late more after both FINs)
+  TCP resets on live connections (wire / kernels)     $rst / $kres
+    not counted: after both FINs                      $rst_late
+    not counted: closed with every byte in (iperf3)   $rst_aborts
   outage: longest silence on the server-side tap      ${outage} ms
 
 REPORT

@@ -283,32 +283,43 @@ LZ_FTP_SHA=$(sha256sum < "$LZ_WORK/ftp/file.bin" | cut -c1-64)
 lz_ctl() { "$LZ_CTL" --config "$LZ_WORK/dataplane.toml" --file-prefix "lz$LZ_ID" "$@"; }
 
 # The kernels' counters of connections that a reset ended, or that failed to
-# open, in both namespaces so far: an established or closing connection reset
-# (received), aborted (sent: on data, close, timeout, memory, linger) or a
-# connect that failed. Not TcpOutRsts: that also counts the answer to a stray
-# segment for a socket already gone, which ends nothing (see lz_rst_on_wire).
+# open: an established or closing connection reset (received), aborted (sent:
+# on data, close, timeout, memory, linger) or a connect that failed. Not
+# TcpOutRsts: that also counts the answer to a stray segment for a socket
+# already gone, which ends nothing (see lz_rst_on_wire).
 LZ_BREAK_COUNTERS="TcpEstabResets TcpAttemptFails TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpExtTCPAbortOnTimeout TcpExtTCPAbortOnMemory TcpExtTCPAbortOnLinger"
-lz_resets() {
-    local n=0 v
+# Each counter so far, summed over both namespaces: "NAME VALUE" lines.
+lz_break_counters() {
     for ns in "$LZ_NS_C" "$LZ_NS_S"; do
-        v=$(ip netns exec "$ns" nstat -az $LZ_BREAK_COUNTERS 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {s+=$2} END {print s+0}')
-        n=$((n + v))
-    done
-    echo "$n"
+        ip netns exec "$ns" nstat -az $LZ_BREAK_COUNTERS 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {print $1, $2}'
+    done | awk '{s[$1]+=$2} END {for (k in s) print k, s[k]}'
+}
+
+# The breaks the kernels counted between two lz_break_counters snapshots ($1,
+# $2) that the capture does not explain. Each of the $3 aborts seen on the
+# wire (an application closed with data unread; see lz_rst_on_wire) explains
+# one TCPAbortOnClose and two TcpEstabResets: Linux counts an established
+# connection's move to CLOSE at both ends, the one that aborted and the one
+# its RST reset.
+lz_unexplained_breaks() {
+    awk -v aborts="$3" 'FNR==NR {b[$1]=$2; next} {d=$2-b[$1]; n+=d; if ($1=="TcpExtTCPAbortOnClose") c=d; if ($1=="TcpEstabResets") e=d}
+        END {n -= (c < aborts ? c : aborts) + (e < 2*aborts ? e : 2*aborts); print n+0}' "$1" "$2"
 }
 
 # Runs the traffic, kills the dataplane at KILL_AT and restarts it. $1: tag.
 # Leaves results in $LZ_WORK/$1.*.
 lz_kill_traffic() {
     local tag=$1 pids=() t0
-    # RSTs, and the FINs that tell whether a connection was already over.
-    lz_in_client tcpdump -i "$LZ_VE_C" -n -U -s 96 -w "$LZ_WORK/$tag.rst.pcap" 'tcp[tcpflags] & (tcp-rst|tcp-fin) != 0' >/dev/null 2>&1 &
+    # RSTs, the FINs that tell whether a connection was already over, and
+    # what the iperf3 client sends, which tells whether its server's RSTs are
+    # the aborts iperf3 makes by design (lz_rst_on_wire).
+    lz_in_client tcpdump -i "$LZ_VE_C" -n -U -s 96 -w "$LZ_WORK/$tag.rst.pcap" 'tcp[tcpflags] & (tcp-rst|tcp-fin) != 0 or tcp dst port 5201' >/dev/null 2>&1 &
     local dump_rst=$!
     # What the dataplane forwards to the server side, for the outage.
     tcpdump -i "$LZ_TAP_S" -Q in -n -s 64 -w "$LZ_WORK/$tag.fwd.pcap" >/dev/null 2>&1 &
     local dump_fwd=$!
     sleep 1
-    local rst0; rst0=$(lz_resets)
+    lz_break_counters >"$LZ_WORK/$tag.breaks.before"
     t0=$(date +%s.%N)
     lz_in_client python3 "$LZ_STREAMS" tcp-client --server "$LZ_SERVER_IP" --port 7000 --conns "$LZ_CONNS" \
         --bytes $((LZ_RATE * LZ_SECS)) --rate "$LZ_RATE" --stall 10 >"$LZ_WORK/$tag.streams.json" 2>"$LZ_WORK/$tag.streams.err" &
@@ -336,13 +347,18 @@ lz_kill_traffic() {
     local rc=0 p
     for p in "${pids[@]}"; do wait "$p" || rc=$((rc + 1)); done
     echo "$rc" >"$LZ_WORK/$tag.rc"
-    echo "$(( $(lz_resets) - rst0 ))" >"$LZ_WORK/$tag.resets"
+    lz_break_counters >"$LZ_WORK/$tag.breaks.after"
     for ns in "$LZ_NS_C" "$LZ_NS_S"; do
         echo "$ns: $(ip netns exec "$ns" nstat -az TcpOutRsts $LZ_BREAK_COUNTERS 2>/dev/null | awk 'NR>1 && $1 ~ /^Tcp/ {printf "%s=%s ", $1, $2}')"
     done >"$LZ_WORK/$tag.resets.detail"
     sleep 0.5
     kill -TERM "$dump_rst" "$dump_fwd" 2>/dev/null || true
     wait "$dump_rst" "$dump_fwd" 2>/dev/null || true
+    # "BAD LATE ABORTS" on the wire, then the kernels' breaks they leave
+    # unexplained.
+    local wire; wire=$(lz_rst_on_wire "$LZ_WORK/$tag.rst.pcap")
+    echo "$wire" >"$LZ_WORK/$tag.rst"
+    lz_unexplained_breaks "$LZ_WORK/$tag.breaks.before" "$LZ_WORK/$tag.breaks.after" "${wire##* }" >"$LZ_WORK/$tag.resets"
     lz_log "$tag: traffic done in $(python3 -c "import sys; print(round($(date +%s.%N) - $t0, 1))")s"
 }
 
@@ -350,7 +366,9 @@ lz_kill_traffic() {
 lz_outage_ms() { python3 "$LZ_PCAP" outage "$1"; }
 
 # RST segments on the client's interface, from a capture of RSTs and FINs:
-# prints "BAD LATE"; late ones came after both FINs of their connection (see
-# tests/e2e/pcap.py), bad ones are printed on stderr.
+# prints "BAD LATE ABORTS"; late ones came after both FINs of their
+# connection, aborts from an application that closed with data unread after
+# every byte had arrived (see tests/e2e/pcap.py); bad ones are printed on
+# stderr.
 lz_rst_on_wire() { python3 "$LZ_PCAP" rst "$1"; }
 
