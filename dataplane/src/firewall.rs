@@ -234,6 +234,9 @@ pub enum RestoreError {
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn emit<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, ckpt: &mut ReemitState, version: u64) -> bool {
+    if !conn.stored {
+        return true;
+    }
     if !S::ENABLED {
         counters.ckpt[module as usize].add(1);
         return true;
@@ -347,6 +350,17 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     fn emit(&mut self, slot: crate::conn::SlotId, module: Module, now: u64) {
         let conn = self.table.get_mut(slot);
         emit(conn, module, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+    }
+
+    /// Writes every portion the connection in `slot` has.
+    fn emit_all(&mut self, slot: crate::conn::SlotId, now: u64) {
+        let conn = self.table.get_mut(slot);
+        let present = modules_of(conn);
+        for m in Module::ALL {
+            if present & (1 << m as u8) != 0 {
+                emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+            }
+        }
     }
 
     fn emit_delete(sink: &mut S, pending: &mut Vec<ConnId>, counters: &FwCounters, id: ConnId, now: u64) {
@@ -472,7 +486,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // A restored connection gets a fresh timeout for its state: the old
         // process's last-seen time is not checkpointed (it changes per packet).
         let deadline = now + ticks.of(&l4);
-        let mut conn = Conn { key, id: computed, deadline, ip: ipp, l4, ftp: NO_FTP, dirty: 0 };
+        let mut conn = Conn { key, id: computed, deadline, ip: ipp, l4, ftp: NO_FTP, dirty: 0, stored: true };
         if let Some(b) = s.ftp {
             let (portion, exps, n) = FtpPortion::decode(b, computed)?;
             match ftp.free.pop() {
@@ -540,7 +554,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             ckpt.dirty = ckpt.dirty.saturating_sub(1);
         }
         tally.off(&conn.l4);
-        Self::emit_delete(sink, &mut ckpt.pending_deletes, counters, conn.id, now);
+        if conn.stored {
+            Self::emit_delete(sink, &mut ckpt.pending_deletes, counters, conn.id, now);
+        }
     }
 
     /// Copies the tallies into the gauges other threads read (a few dozen
@@ -827,10 +843,23 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         }
         conn.ip.count(dir, frame.len());
         conn.deadline = now + self.ticks.of(&conn.l4);
+        let mut store_now = false;
         if let Some(m) = changed {
-            emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+            if conn.stored {
+                emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+            } else if let L4Portion::Tcp(t) = &conn.l4 {
+                // The SYN answered (or a simultaneous open): from now on the
+                // client may treat the connection as open. Not one reset
+                // before it was ever stored: nothing to keep.
+                store_now = t.seen_reply && t.state != TcpState::Close;
+            }
         }
-        if conn.ftp != NO_FTP {
+        let has_ftp = conn.ftp != NO_FTP;
+        if store_now {
+            self.table.get_mut(slot).stored = true;
+            self.emit_all(slot, now);
+        }
+        if has_ftp {
             if let L4::Tcp(h) = p.l4 {
                 self.ftp_segment(slot, dir, h.seq, p.payload(frame), now);
             }
@@ -866,7 +895,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         } else if self.policy.decide(port, p).0 == Action::Drop {
             return self.drop_because(FwDrop::Policy);
         }
-        let mut conn = Conn { key, id: key.id(), deadline: 0, ip: IpPortion::new(src_is_lo, now), l4, ftp: NO_FTP, dirty: 0 };
+        // A TCP connection goes to the checkpoint when its SYN is answered
+        // (`track_existing`), not now. Lost in a restart before that, it
+        // costs the client one SYN retransmission: the server's answer is
+        // dropped as new, the retransmitted SYN opens it again. Once answered,
+        // the client may consider it open, and it must survive. So a SYN
+        // flood's half-open connections write nothing to the ring.
+        let stored = !matches!(l4, L4Portion::Tcp(_));
+        let mut conn = Conn { key, id: key.id(), deadline: 0, ip: IpPortion::new(src_is_lo, now), l4, ftp: NO_FTP, dirty: 0, stored };
         conn.ip.count(Dir::Original, frame.len());
         conn.deadline = now + self.ticks.of(&conn.l4);
         let wants_ftp = self.ftp_enabled && matches!(p.l4, L4::Tcp(_)) && self.ftp_ports.contains(&dport);
@@ -883,12 +919,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             Ok(slot) => {
                 self.tally.on(&conn.l4);
                 self.counters.new[module.unwrap_or(Module::Ip) as usize].add(1);
-                self.emit(slot, Module::Ip, now);
-                if let Some(m) = module {
-                    self.emit(slot, m, now);
-                }
-                if conn.ftp != NO_FTP {
-                    self.emit(slot, Module::Ftp, now);
+                if stored {
+                    self.emit_all(slot, now);
                 }
                 Verdict::Forward
             }
@@ -1074,6 +1106,70 @@ mod tests {
         a.housekeeping(2);
         assert_eq!(a.sink.store.len(), 4, "ip and tcp of both connections");
         assert_eq!(a.counters.ckpt_resyncs.get(), 1);
+    }
+
+    #[test]
+    fn a_tcp_connection_is_stored_once_its_syn_is_answered() {
+        let syn = tcp(C, S, 40200, 80, SYN, 1000, 0, b"");
+        let syn_ack = tcp(S, C, 80, 40200, SYN | ACK, 5000, 1001, b"");
+        let mut a = fw(MemorySink::default());
+        assert_eq!(a.process(&syn, 0, 1), Verdict::Forward);
+        assert!(a.sink.store.is_empty(), "a SYN alone writes nothing");
+        // Killed here: the new dataplane drops the server's answer, and the
+        // client's retransmitted SYN opens the connection again.
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.sink, &mut b), 0);
+        assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Drop);
+        assert_eq!(b.process(&syn, 0, 21), Verdict::Forward);
+        assert_eq!(b.process(&syn_ack, 1, 21), Verdict::Forward);
+        assert_eq!(b.process(&tcp(C, S, 40200, 80, ACK, 1001, 5001, b""), 0, 21), Verdict::Forward);
+        // Not killed: the answer stores ip and tcp, in the state it made.
+        assert_eq!(a.process(&syn_ack, 1, 2), Verdict::Forward);
+        let id = a.table().iter().next().unwrap().1.id.0;
+        assert_eq!(a.sink.store.keys().copied().collect::<Vec<_>>(), vec![(id, Module::Ip as u8), (id, Module::Tcp as u8)]);
+        assert_eq!(tcp::TcpPortion::decode(&a.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state, tcp::TcpState::SynRecv);
+    }
+
+    #[test]
+    fn a_reopening_syn_is_stored_once_answered() {
+        let mut a = fw(MemorySink::default());
+        let (cs, ss) = open(&mut a, 40203);
+        for (p, port) in [(tcp(C, S, 40203, 80, FIN | ACK, cs, ss, b""), 0), (tcp(S, C, 80, 40203, FIN | ACK, ss, cs + 1, b""), 1), (tcp(C, S, 40203, 80, ACK, cs + 1, ss + 1, b""), 0)] {
+            assert_eq!(a.process(&p, port, 2), Verdict::Forward);
+        }
+        let id = a.table().iter().next().unwrap().1.id.0;
+        let stored = |f: &Firewall<MemorySink, Global>| tcp::TcpPortion::decode(&f.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state;
+        assert_eq!(stored(&a), tcp::TcpState::TimeWait);
+        let syn = tcp(C, S, 40203, 80, SYN, 90000, 0, b"");
+        let syn_ack = tcp(S, C, 80, 40203, SYN | ACK, 7000, 90001, b"");
+        assert_eq!(a.process(&syn, 0, 3), Verdict::Forward);
+        assert_eq!(stored(&a), tcp::TcpState::TimeWait, "the reopening SYN alone writes nothing");
+        // Killed here: restored in TIME_WAIT, the connection takes the
+        // client's retransmitted SYN as it took the first.
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.sink, &mut b), 1);
+        assert_eq!(b.process(&syn, 0, 20), Verdict::Forward);
+        assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Forward);
+        assert_eq!(b.process(&tcp(C, S, 40203, 80, ACK, 90001, 7001, b""), 0, 20), Verdict::Forward);
+        // Not killed: the answer is written.
+        assert_eq!(a.process(&syn_ack, 1, 4), Verdict::Forward);
+        assert_eq!(stored(&a), tcp::TcpState::SynRecv);
+    }
+
+    #[test]
+    fn an_unanswered_syn_is_neither_resynced_nor_deleted() {
+        let mut a = fw(MemorySink::default());
+        assert_eq!(a.process(&tcp(C, S, 40201, 80, SYN, 1000, 0, b""), 0, 1), Verdict::Forward);
+        open(&mut a, 40202);
+        a.sink.store.clear();
+        a.sink.resync = true;
+        a.housekeeping(2);
+        assert_eq!(a.sink.store.len(), 2, "ip and tcp of the answered connection only");
+        for _ in 0..64 {
+            a.housekeeping(u64::MAX / 2);
+        }
+        assert_eq!(a.table().len(), 0);
+        assert_eq!(a.sink.deletes, 1, "the answered connection's delete only");
     }
 
     #[test]

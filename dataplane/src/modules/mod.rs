@@ -65,6 +65,11 @@ pub struct Conn {
     /// Modules (bit = Module as u8) whose last change the checkpoint ring had
     /// no room for; the re-emit sweep writes them again.
     pub dirty: u8,
+    /// Whether the connection goes to the checkpoint: from its first packet,
+    /// except a TCP connection, which goes from the first answer to its SYN
+    /// (see `Firewall::new_conn`). Until then it writes no delta, and no
+    /// delete when it ends.
+    pub stored: bool,
 }
 
 impl crate::conn::table::TableEntry for Conn {

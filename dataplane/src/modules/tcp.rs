@@ -419,9 +419,12 @@ fn track_any(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     let fi = flag_idx(h.flags);
     // A new SYN from the client on a finished connection reopens it (RFC 793
     // TIME-WAIT assassination rules, as Linux allows).
+    // Not worth a delta until it is answered, like a new connection's SYN
+    // (see `Firewall::new_conn`): restored in the old state, the connection
+    // takes the client's retransmitted SYN the same way.
     if dir == Dir::Original && fi == FlagIdx::Syn && matches!(p.state, TcpState::TimeWait | TcpState::Close) {
         *p = new_conn(h, payload_len)?;
-        return Ok(TcpChange::State);
+        return Ok(TcpChange::None);
     }
     let next = TRANSITIONS[dir.idx()][fi as usize][p.state as usize];
     if next == IV {
@@ -707,9 +710,11 @@ mod tests {
         assert_eq!(p.state, TcpState::LastAck);
         track(&mut p, O, &seg(A, 1002, 5002, 64000), 0).unwrap();
         assert_eq!(p.state, TcpState::TimeWait);
-        // A new SYN from the client reopens.
-        assert_eq!(track(&mut p, O, &seg(f::SYN, 90000, 0, 64000), 0), Ok(TcpChange::State));
+        // A new SYN from the client reopens; worth a delta once answered.
+        assert_eq!(track(&mut p, O, &seg(f::SYN, 90000, 0, 64000), 0), Ok(TcpChange::None));
         assert_eq!(p.state, TcpState::SynSent);
+        assert_eq!(track(&mut p, R, &seg(f::SYN | A, 7000, 90001, 64000), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::SynRecv);
     }
 
     fn dir_state() -> impl proptest::strategy::Strategy<Value = TcpDirState> {
