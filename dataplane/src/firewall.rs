@@ -8,7 +8,7 @@ use crate::checkpoint::wire::PortionError;
 use crate::checkpoint::{CheckpointSink, SinkFull};
 use crate::conn::ConnId;
 use crate::config::ConntrackSection;
-use crate::conn::{ConnKey, ConnTable, Dir, Endpoint, SlotId};
+use crate::conn::{ConnKey, ConnTable, Dir, Endpoint, IndexHash, SlotId};
 use crate::modules::ftp::{Expectation, Expectations, FtpEvent, FtpPortion};
 use crate::modules::icmp::{self, IcmpKind, IcmpPortion};
 use crate::modules::ip::IpPortion;
@@ -121,7 +121,7 @@ struct Staged {
     step: Step,
     /// Meaningful in `Step::Keyed` only, as are the fields below.
     key: ConnKey,
-    id: ConnId,
+    hash: IndexHash,
     /// None may since have been created by an earlier packet of the same
     /// burst, so it is looked up again when the packet is tracked.
     slot: Option<SlotId>,
@@ -672,7 +672,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let zone = self.port_bridge.get(port).copied().unwrap_or(0);
         if let Some((key, src_is_lo, icmp_kind)) = Self::key_of(&st.pkt, zone) {
             st.key = key;
-            st.id = st.key.id();
+            st.hash = self.table.hash_of(&st.key);
             st.src_is_lo = src_is_lo;
             st.icmp_kind = icmp_kind;
             st.slot = None;
@@ -688,7 +688,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let table = &self.table;
         for st in self.staged.iter_mut().take(n) {
             if st.step == Step::Keyed {
-                st.slot = table.lookup(&st.key, st.id);
+                st.slot = table.lookup(&st.key, st.hash);
             }
         }
     }
@@ -720,7 +720,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             Step::Decided(v) => v,
             Step::Parsed => self.track_parsed(frame, p, port, now),
             Step::Keyed => {
-                let v = match st.slot.or_else(|| self.table.lookup(&st.key, st.id)) {
+                let v = match st.slot.or_else(|| self.table.lookup(&st.key, st.hash)) {
                     Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, p, now),
                     None => self.new_conn(st.key, st.src_is_lo, frame, p, port, st.icmp_kind, now),
                 };
@@ -792,8 +792,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 },
             };
         };
-        let id = key.id();
-        match self.table.lookup(&key, id) {
+        match self.table.lookup(&key, self.table.hash_of(&key)) {
             Some(slot) => self.track_existing(slot, src_is_lo, icmp_kind, frame, p, now),
             None => self.new_conn(key, src_is_lo, frame, p, port, icmp_kind, now),
         }
@@ -979,7 +978,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let L4::Icmp(info) = p.l4 else { return Verdict::Drop };
         let Some(q) = info.quoted else { return self.drop_because(FwDrop::IcmpNoQuote) };
         let (key, _) = ConnKey::canonical(q.family, q.proto, Endpoint { addr: q.src, port: q.sport }, Endpoint { addr: q.dst, port: q.dport }, zone, p.vlan);
-        if self.table.lookup(&key, key.id()).is_some() {
+        if self.table.lookup(&key, self.table.hash_of(&key)).is_some() {
             Verdict::Forward
         } else {
             self.drop_because(FwDrop::IcmpUnrelated)

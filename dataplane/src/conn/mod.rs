@@ -83,6 +83,28 @@ impl ConnKey {
     }
 }
 
+/// Where a key sits in a table's index: a hash keyed with a seed drawn when
+/// the table is made, cheap to form per packet. Not the [`ConnId`], which
+/// must be the same in every process (the checkpoint's key) and costs an
+/// xxh3 over 42 bytes; and unlike it, not something a sender can aim
+/// collisions at from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexHash(pub u64);
+
+impl ConnKey {
+    /// The key as three words, what the index hashes.
+    #[inline(always)]
+    pub fn words(&self) -> [u128; 3] {
+        let rest = u128::from(self.lo_port)
+            | u128::from(self.hi_port) << 16
+            | u128::from(self.proto) << 32
+            | u128::from(self.family) << 40
+            | u128::from(self.zone) << 48
+            | u128::from(self.vlan) << 64;
+        [u128::from_ne_bytes(self.lo_addr), u128::from_ne_bytes(self.hi_addr), rest]
+    }
+}
+
 /// A connection's id, formed from its canonical key (addresses, ports,
 /// protocol, zone, VLAN); embedded in every checkpoint delta.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]

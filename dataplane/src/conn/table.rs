@@ -1,12 +1,13 @@
-use super::{ConnId, ConnKey};
+use super::{ConnKey, IndexHash};
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
+use std::hash::{BuildHasher, Hasher};
 
 /// What the table needs to know of a record.
 pub trait TableEntry {
     fn key(&self) -> &ConnKey;
-    fn id(&self) -> ConnId;
     /// TSC after which the record may be expired.
     fn deadline(&self) -> u64;
 }
@@ -20,14 +21,28 @@ pub struct SlotId(pub u32);
 pub struct TableFull;
 
 /// Fixed-capacity connection table: a slab of records plus a hashbrown index
-/// of slab positions keyed by ConnId. Nothing allocates after `new`: the slab
-/// and free list are full-size from the start, and the index is sized for
-/// `capacity` so it never grows (deletes are rehashed in place).
+/// of slab positions keyed by [`IndexHash`]. Nothing allocates after `new`:
+/// the slab and free list are full-size from the start, and the index is
+/// sized for `capacity` so it never grows (deletes are rehashed in place).
 pub struct ConnTable<T, A: Allocator + Clone> {
     index: HashTable<u32, A>,
     slots: Vec<Option<T>, A>,
     free: Vec<u32, A>,
     sweep_cursor: usize,
+    /// foldhash, seeded at random per table: three folded multiplies a key,
+    /// against xxh3 over the key's 42 bytes (~70 instructions a packet with
+    /// the buffer it needs, callgrind `profile_pipeline`).
+    hasher: RandomState,
+}
+
+/// The index hash of `key` under `hasher`.
+#[inline(always)]
+fn hash_with(hasher: &RandomState, key: &ConnKey) -> u64 {
+    let mut h = hasher.build_hasher();
+    for w in key.words() {
+        h.write_u128(w);
+    }
+    h.finish()
 }
 
 impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
@@ -37,7 +52,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         slots.resize_with(cap, || None);
         let mut free = Vec::with_capacity_in(cap, alloc.clone());
         free.extend((0..capacity).rev());
-        ConnTable { index: HashTable::with_capacity_in(cap, alloc), slots, free, sweep_cursor: 0 }
+        ConnTable { index: HashTable::with_capacity_in(cap, alloc), slots, free, sweep_cursor: 0, hasher: RandomState::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -58,10 +73,17 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         self.slots.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4 + buckets * (4 + 1)
     }
 
+    /// Where `key` sits in this table's index (formed apart from the lookup,
+    /// so that a burst's hashes can be formed before its lookups).
     #[inline(always)]
-    pub fn lookup(&self, key: &ConnKey, id: ConnId) -> Option<SlotId> {
+    pub fn hash_of(&self, key: &ConnKey) -> IndexHash {
+        IndexHash(hash_with(&self.hasher, key))
+    }
+
+    #[inline(always)]
+    pub fn lookup(&self, key: &ConnKey, h: IndexHash) -> Option<SlotId> {
         let slots = &self.slots;
-        self.index.find(id.0, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&i| SlotId(i))
+        self.index.find(h.0, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&i| SlotId(i))
     }
 
     #[inline]
@@ -78,10 +100,10 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
     #[inline]
     pub fn insert(&mut self, rec: T) -> Result<SlotId, TableFull> {
         let i = self.free.pop().ok_or(TableFull)?;
-        let id = rec.id();
+        let h = hash_with(&self.hasher, rec.key());
         self.slots[i as usize] = Some(rec);
-        let slots = &self.slots;
-        self.index.insert_unique(id.0, i, |&j| slots[j as usize].as_ref().map_or(0, |r| r.id().0));
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(h, i, |&j| slots[j as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key())));
         Ok(SlotId(i))
     }
 
@@ -97,7 +119,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
 
     pub fn remove(&mut self, s: SlotId) -> Option<T> {
         let rec = self.slots[s.0 as usize].take()?;
-        if let Ok(e) = self.index.find_entry(rec.id().0, |&i| i == s.0) {
+        if let Ok(e) = self.index.find_entry(hash_with(&self.hasher, rec.key()), |&i| i == s.0) {
             e.remove();
         }
         self.free.push(s.0);
@@ -160,7 +182,7 @@ impl<T: TableEntry, A: Allocator + Clone> BulkInsert<'_, T, A> {
     #[inline]
     pub fn push(&mut self, rec: T) -> Result<SlotId, TableFull> {
         let i = self.table.free.pop().ok_or(TableFull)?;
-        self.pending[self.n] = (rec.id().0, i);
+        self.pending[self.n] = (hash_with(&self.table.hasher, rec.key()), i);
         self.table.slots[i as usize] = Some(rec);
         self.n += 1;
         if self.n == BULK_BATCH {
@@ -170,9 +192,9 @@ impl<T: TableEntry, A: Allocator + Clone> BulkInsert<'_, T, A> {
     }
 
     fn index_pending(&mut self) {
-        let ConnTable { index, slots, .. } = &mut *self.table;
+        let ConnTable { index, slots, hasher, .. } = &mut *self.table;
         for &(h, i) in &self.pending[..self.n] {
-            index.insert_unique(h, i, |&j| slots[j as usize].as_ref().map_or(0, |r| r.id().0));
+            index.insert_unique(h, i, |&j| slots[j as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key())));
         }
         self.n = 0;
     }
@@ -199,9 +221,6 @@ mod tests {
         fn key(&self) -> &ConnKey {
             &self.key
         }
-        fn id(&self) -> ConnId {
-            self.key.id()
-        }
         fn deadline(&self) -> u64 {
             self.deadline
         }
@@ -222,12 +241,12 @@ mod tests {
         assert_eq!(t.insert(Rec { key: key(1000), deadline: 0 }), Err(TableFull).map(|_: ()| SlotId(0)));
         for n in 0..100 {
             let k = key(n);
-            assert!(t.lookup(&k, k.id()).is_some(), "{n}");
+            assert!(t.lookup(&k, t.hash_of(&k)).is_some(), "{n}");
         }
         let k = key(7);
-        let s = t.lookup(&k, k.id()).unwrap();
+        let s = t.lookup(&k, t.hash_of(&k)).unwrap();
         t.remove(s).unwrap();
-        assert!(t.lookup(&k, k.id()).is_none());
+        assert!(t.lookup(&k, t.hash_of(&k)).is_none());
         assert!(t.insert(Rec { key: key(1000), deadline: 0 }).is_ok(), "a freed slot is reused");
     }
 
@@ -251,7 +270,7 @@ mod tests {
         assert_eq!(t.len(), cap as usize);
         for n in (0..cap - 1).chain([u32::MAX]) {
             let k = key(n);
-            let s = t.lookup(&k, k.id()).unwrap_or_else(|| panic!("record {n} not indexed"));
+            let s = t.lookup(&k, t.hash_of(&k)).unwrap_or_else(|| panic!("record {n} not indexed"));
             assert_eq!(t.get(s).key, k);
         }
     }
@@ -264,7 +283,7 @@ mod tests {
             if live.len() == 64 {
                 let old: u32 = live.pop_front().unwrap();
                 let k = key(old);
-                t.remove(t.lookup(&k, k.id()).unwrap());
+                t.remove(t.lookup(&k, t.hash_of(&k)).unwrap());
             }
             t.insert(Rec { key: key(n), deadline: 0 }).unwrap();
             live.push_back(n);
@@ -272,7 +291,7 @@ mod tests {
         assert_eq!(t.len(), 64);
         for &n in &live {
             let k = key(n);
-            assert!(t.lookup(&k, k.id()).is_some());
+            assert!(t.lookup(&k, t.hash_of(&k)).is_some());
         }
     }
 

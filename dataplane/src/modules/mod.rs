@@ -76,9 +76,6 @@ impl crate::conn::table::TableEntry for Conn {
     fn key(&self) -> &ConnKey {
         &self.key
     }
-    fn id(&self) -> ConnId {
-        self.id
-    }
     fn deadline(&self) -> u64 {
         self.deadline
     }
