@@ -374,7 +374,11 @@ const NOT_PLAIN_ACK: u8 = f::FIN | f::SYN | f::RST | f::ACK | f::URG;
 
 /// Tracks one packet of an existing connection. On success returns what a
 /// checkpoint must capture; the portion is changed only when the packet is valid.
-#[inline]
+///
+/// Inlined whole into the packet path, the general case kept out of line:
+/// as one function, every packet paid the general case's register saves
+/// and stack frame for a call.
+#[inline(always)]
 pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
     // Data and pure ACKs of an established connection, nearly every packet:
     // ESTABLISHED stays ESTABLISHED on an ACK in both directions, so no table
@@ -412,6 +416,7 @@ fn edge_moved(p: &mut TcpPortion, dir: Dir) -> bool {
     false
 }
 
+#[inline(never)]
 fn track_any(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
     if !valid_flags(h.flags) {
         return Err(TcpInvalid::BadFlags);
