@@ -899,8 +899,11 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // costs the client one SYN retransmission: the server's answer is
         // dropped as new, the retransmitted SYN opens it again. Once answered,
         // the client may consider it open, and it must survive. So a SYN
-        // flood's half-open connections write nothing to the ring.
-        let stored = !matches!(l4, L4Portion::Tcp(_));
+        // flood's half-open connections write nothing to the ring. Not a
+        // related connection: it used up its expectation, which the control
+        // connection's next delta no longer carries, so a retransmitted SYN
+        // would find nothing to admit it.
+        let stored = !matches!(l4, L4Portion::Tcp(_)) || related;
         let mut conn = Conn { key, id: key.id(), deadline: 0, ip: IpPortion::new(src_is_lo, now), l4, ftp: NO_FTP, dirty: 0, stored };
         conn.ip.count(Dir::Original, frame.len());
         conn.deadline = now + self.ticks.of(&conn.l4);
@@ -1127,6 +1130,27 @@ mod tests {
         let id = a.table().iter().next().unwrap().1.id.0;
         assert_eq!(a.sink.store.keys().copied().collect::<Vec<_>>(), vec![(id, Module::Ip as u8), (id, Module::Tcp as u8)]);
         assert_eq!(tcp::TcpPortion::decode(&a.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state, tcp::TcpState::SynRecv);
+    }
+
+    #[test]
+    fn a_related_connection_is_stored_at_its_syn() {
+        let mut a = fw(MemorySink::default());
+        for (p, port) in [
+            (tcp(C, S, 40300, 21, SYN, 1000, 0, b""), 0),
+            (tcp(S, C, 21, 40300, SYN | ACK, 5000, 1001, b""), 1),
+            (tcp(C, S, 40300, 21, ACK, 1001, 5001, b""), 0),
+            (tcp(C, S, 40300, 21, ACK | PSH, 1001, 5001, b"PORT 10,99,0,1,156,64\r\n"), 0),
+        ] {
+            assert_eq!(a.process(&p, port, 1), Verdict::Forward);
+        }
+        // Active mode: the server opens the data connection to the port the
+        // client named, admitted by the expectation that this SYN uses up.
+        assert_eq!(a.process(&tcp(S, C, 20, 40000, SYN, 9000, 0, b""), 1, 2), Verdict::Forward);
+        assert_eq!(a.counters.related.get(), 1);
+        let data = a.table().iter().map(|(_, c)| *c).find(|c| c.key.lo_port == 20 || c.key.hi_port == 20).unwrap();
+        assert!(a.sink.store.contains_key(&(data.id.0, Module::Ip as u8)) && a.sink.store.contains_key(&(data.id.0, Module::Tcp as u8)), "stored before its answer: its expectation is gone");
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.sink, &mut b), 2);
     }
 
     #[test]
