@@ -17,13 +17,23 @@ which lazarus forwarded all it received (handshakes done), minus the first.
 net_pcap infinite_rx copies each frame into a fresh mbuf: both forwarders pay
 that, so the figures are PMD-bound; compare them in one run.
 
-usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N] [--markdown]
+Checkpoint mode (--flows N --churn DATA): the checkpoint overhead through
+the PMD (issue 4's "pipeline Mpps with checkpointing on divided by off").
+Port b replays forever every flow's whole life (SYN, SYN-ACK, ACK, DATA
+packets both ways, FIN, ACK, FIN, ACK; lives interleaved step by step, as
+the in-process `overhead_paired` churn), so each replay reopens every flow
+from TIME_WAIT. Rounds alternate checkpointing off and on (checkpointd
+running, a fresh segment directory each round); the figure is the median of
+the per-round on/off ratios.
+
+usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--markdown]
 Needs root, hugepages (scripts/setup.sh) and a release build.
 """
 import argparse, os, random, re, signal, statistics, struct, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("LAZARUS_BIN", os.path.join(ROOT, "target/release/lazarus-dataplane"))
+CKPT_BIN = os.environ.get("LAZARUS_CKPT_BIN", os.path.join(os.path.dirname(BIN), "lazarus-checkpointd"))
 EAL = ["-l", "0,1", "-m", "512", "--no-pci", "--vdev", "net_null0", "--vdev", "net_null1"]
 
 CONFIG = """
@@ -65,9 +75,18 @@ rx = ["a:0", "b:0"]
 enabled = true
 capacity = {capacity}
 ftp = false
+{checkpoint}
+"""
+
 # The firewall's own cost (issue 3); checkpointing's is measured apart.
-[checkpoint]
-enabled = false
+CKPT_OFF = """[checkpoint]
+enabled = false"""
+
+CKPT_ON = """[checkpoint]
+enabled = true
+dir = "{dir}"
+control_socket = "{dir}/checkpointd.sock"
+metrics_listen = ""
 """
 
 SERVER = bytes([10, 99, 0, 2])
@@ -124,6 +143,56 @@ def make_pcaps(n, d):
     return hs, est
 
 
+def make_churn_pcap(n, data, d):
+    """churn.pcap: every flow's life, interleaved step by step
+    (dataplane/benches/common/mod.rs, churn_frames_with), and an empty
+    pcap for the other port."""
+    cs, ss = 1000, 5000
+    lives = []
+    for i in range(n):
+        c, p = client(i)
+        l = [tcp_frame(c, SERVER, p, 80, 0x02, cs, 0), tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)]
+        l += [tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1) if k % 2 == 0 else tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1) for k in range(data)]
+        l += [tcp_frame(c, SERVER, p, 80, 0x11, cs + 1, ss + 1), tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 2),
+              tcp_frame(SERVER, c, 80, p, 0x11, ss + 1, cs + 2), tcp_frame(c, SERVER, p, 80, 0x10, cs + 2, ss + 2)]
+        lives.append(l)
+    churn, empty = os.path.join(d, "churn.pcap"), os.path.join(d, "empty.pcap")
+    write_pcap(churn, (l[s] for s in range(len(lives[0])) for l in lives))
+    write_pcap(empty, [])
+    return empty, churn, n * len(lives[0])
+
+
+class Checkpointd:
+    """lazarus-checkpointd on `cfg`, for one round; its segments go with it."""
+
+    def __init__(self, cfg, seg):
+        self.seg = seg
+        os.makedirs(seg, exist_ok=True)
+        self.log = open(os.path.join(seg, "checkpointd.log"), "w")
+        self.p = subprocess.Popen([CKPT_BIN, "--config", cfg], stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if os.path.exists(os.path.join(seg, "checkpointd.sock")):
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        sys.exit(f"pipeline: checkpointd did not start:\n{open(os.path.join(seg, 'checkpointd.log')).read()[-3000:]}")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        for f in os.listdir(self.seg):
+            os.unlink(os.path.join(self.seg, f))
+        os.rmdir(self.seg)
+
+
 def run_for(cmd, seconds, stdin=None):
     """Runs cmd for `seconds`, SIGINT, returns its combined output."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=stdin, text=True)
@@ -176,8 +245,13 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--flows", type=int, default=0, help="firewall mode: established TCP over this many flows")
+    ap.add_argument("--churn", type=int, default=None, metavar="DATA", help="checkpoint mode: connections churning, DATA established packets a life; checkpointing off and on")
     ap.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
     a = ap.parse_args()
+    if a.churn is not None:
+        if not a.flows:
+            sys.exit("pipeline: --churn needs --flows")
+        return churn_main(a)
     if not os.path.exists(BIN):
         sys.exit(f"pipeline: {BIN} missing: cargo build --release")
     tmp = tempfile.mkdtemp(prefix="lzbench-")
@@ -193,7 +267,7 @@ def main():
         tp_extra = (f"--total-num-mbufs={mbufs}", "--mbuf-size=256")
         name = f"lazarus-dataplane (firewall, {a.flows} flows, 1 worker)"
         with open(cfg, "w") as f:
-            f.write(FW_CONFIG.format(mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024))
+            f.write(FW_CONFIG.format(mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024, checkpoint=CKPT_OFF))
     else:
         with open(cfg, "w") as f:
             f.write(CONFIG)
@@ -220,6 +294,62 @@ def main():
         for n, m, c in rows:
             print(f"{n:40} {m:8.2f} Mpps {c:8.1f} cycles/packet")
         print(f"ratio lazarus/testpmd: {l / t:.3f}")
+
+
+def churn_main(a):
+    if not os.path.exists(CKPT_BIN):
+        sys.exit(f"pipeline: {CKPT_BIN} missing: cargo build --release")
+    tmp = tempfile.mkdtemp(prefix="lzbench-")
+    # Segments where checkpointd keeps them: hugetlbfs, else /dev/shm.
+    seg_root = tempfile.mkdtemp(prefix="lzbench-seg-", dir="/dev/hugepages" if os.path.ismount("/dev/hugepages") else "/dev/shm")
+    empty, churn, frames = make_churn_pcap(a.flows, a.churn, tmp)
+    mbufs = frames + 16384
+    mem = 64 + mbufs * 512 // 2**20 + a.flows * 400 // 2**20
+    eal = ["-l", "0,1", "-m", str(mem), "--no-pci", "--vdev", f"net_pcap0,rx_pcap={empty}", "--vdev", f"net_pcap1,rx_pcap={churn},infinite_rx=1"]
+    capacity = a.flows + a.flows // 8 + 1024
+    off_cfg, on_cfg = os.path.join(tmp, "off.toml"), os.path.join(tmp, "on.toml")
+    with open(off_cfg, "w") as f:
+        f.write(FW_CONFIG.format(mbufs=mbufs, capacity=capacity, checkpoint=CKPT_OFF))
+    offs, ons, ratios, hz = [], [], [], 0
+    try:
+        for r in range(a.rounds):
+            seg = os.path.join(seg_root, f"r{r}")
+            with open(on_cfg, "w") as f:
+                f.write(FW_CONFIG.format(mbufs=mbufs, capacity=capacity, checkpoint=CKPT_ON.format(dir=seg)))
+            # Alternate which goes first, so neither always follows the other.
+            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            got = {}
+            for side in order:
+                if side == "on":
+                    ck = Checkpointd(on_cfg, seg)
+                    try:
+                        rates, hz = lazarus(a.seconds, on_cfg, eal, steady=True)
+                    finally:
+                        ck.stop()
+                else:
+                    rates, hz = lazarus(a.seconds, off_cfg, eal, steady=True)
+                got[side] = statistics.median(rates)
+            offs.append(got["off"])
+            ons.append(got["on"])
+            ratios.append(got["on"] / got["off"])
+            print(f"round {r + 1}/{a.rounds}: off {got['off']:.2f} Mpps, on {got['on']:.2f} Mpps, on/off {ratios[-1]:.3f}", file=sys.stderr)
+    finally:
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
+        os.rmdir(seg_root)
+    off, on, ratio = statistics.median(offs), statistics.median(ons), statistics.median(ratios)
+    cpp = lambda mpps: hz / (mpps * 1e6)
+    label = f"{a.flows} flows churning, {a.churn + 7} packets a life, 1 worker"
+    if a.markdown:
+        print("| lazarus-dataplane | Mpps | cycles/packet |\n|---|---:|---:|")
+        print(f"| checkpointing off ({label}) | {off:.2f} | {cpp(off):.1f} |")
+        print(f"| checkpointing on, checkpointd draining | {on:.2f} | {cpp(on):.1f} |")
+        print(f"\non/off: **{ratio:.3f}** (median of {len(ratios)} paired rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
+    else:
+        print(f"checkpointing off ({label}) {off:8.2f} Mpps {cpp(off):8.1f} cycles/packet")
+        print(f"checkpointing on                              {on:8.2f} Mpps {cpp(on):8.1f} cycles/packet")
+        print(f"on/off: {ratio:.3f} (paired rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
 
 
 if __name__ == "__main__":
