@@ -288,7 +288,12 @@ fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPo
     };
     let dirty = &mut ckpt.dirty;
     let bit = 1u8 << module as u8;
-    match sink.portion_with(conn.id, module, version, encode) {
+    // The tcp portion, the one the packet path writes most, as words.
+    let pushed = match (module, &c.l4) {
+        (Module::Tcp, L4Portion::Tcp(t)) => sink.portion_words(c.id, module, version, &t.encode_words(), tcp::TcpPortion::WORDS_LEN),
+        _ => sink.portion_with(c.id, module, version, encode),
+    };
+    match pushed {
         Ok(()) => {
             counters.ckpt[module as usize].add(1);
             if conn.dirty == bit {

@@ -545,6 +545,44 @@ impl DeltaProducer<'_> {
         Ok(())
     }
 
+    /// As [`try_push`](Self::try_push), with the payload given as
+    /// little-endian words (its first `len` bytes are the payload; the rest of
+    /// the last word is ignored): the words are stored whole and the record's
+    /// checksum is computed from them as they are, in registers, so the
+    /// record is sealed here and `publish` has nothing to read back. For
+    /// fixed-size portions encoded on the packet path (tcp).
+    #[inline]
+    pub fn try_push_words<const N: usize>(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, words: &[u64; N], len: usize) -> Result<(), PushError> {
+        const { assert!(N * 8 <= DELTA_PAYLOAD_MAX) };
+        if len > N * 8 {
+            return Err(PushError::TooLarge { len });
+        }
+        if !self.has_room() {
+            return Err(PushError::Full);
+        }
+        let checksum = words_checksum([conn_id, version, u64::from(module) | u64::from(kind) << 8 | (len as u64) << 16], words, len);
+        let slot = self.slot_ptr(self.head);
+        // SAFETY: as in try_push_with: the slot at head is the producer's
+        // alone until `publish`; the header is its first 32 bytes, and the N
+        // words (N * 8 <= DELTA_PAYLOAD_MAX, checked at compile time) fit in
+        // its payload area after them.
+        unsafe {
+            let payload = slot.add(DELTA_HEADER_BYTES).cast::<u64>();
+            for (i, w) in words.iter().enumerate() {
+                payload.add(i).write_unaligned(w.to_le());
+            }
+            slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum });
+        }
+        // Sealed already: when nothing before it waits for `seal`, `seal`
+        // need not look at it (else it checksums it again, the same value).
+        if self.unsealed == self.head {
+            self.unsealed = self.unsealed.wrapping_add(1);
+        }
+        self.head = self.head.wrapping_add(1);
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
+        Ok(())
+    }
+
     /// Test support: writes a record whose payload is only `written` bytes
     /// long in the slot (the rest left as it was) but whose header and
     /// checksum describe the whole payload: what a producer killed in the
@@ -637,6 +675,58 @@ fn record_checksum(conn_id: u64, version: u64, module: u8, kind: u8, payload: &[
         return unsafe { crc32c_sse42(fields, payload) };
     }
     crc32c_portable(fields, payload)
+}
+
+/// [`record_checksum`] of a payload given as little-endian words, its first
+/// `len` bytes (len <= 8 N).
+#[inline(always)]
+fn words_checksum<const N: usize>(fields: [u64; 3], words: &[u64; N], len: usize) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE 4.2, checked just above.
+        return unsafe { crc32c_sse42_words(fields, words, len) };
+    }
+    let mut bytes = [0u8; DELTA_PAYLOAD_MAX];
+    for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    crc32c_portable(fields, &bytes[..len])
+}
+
+/// # Safety
+/// The CPU supports SSE 4.2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+#[inline]
+unsafe fn crc32c_sse42_words<const N: usize>(fields: [u64; 3], words: &[u64; N], len: usize) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let mut c = u64::from(u32::MAX);
+    for w in fields {
+        c = _mm_crc32_u64(c, w);
+    }
+    let full = len / 8;
+    for &w in &words[..full.min(N)] {
+        c = _mm_crc32_u64(c, w);
+    }
+    let mut c = c as u32;
+    let mut rest = len % 8;
+    if rest != 0 {
+        let mut w = words[full.min(N - 1)];
+        if rest >= 4 {
+            c = _mm_crc32_u32(c, w as u32);
+            w >>= 32;
+            rest -= 4;
+        }
+        if rest >= 2 {
+            c = _mm_crc32_u16(c, w as u16);
+            w >>= 16;
+            rest -= 2;
+        }
+        if rest == 1 {
+            c = _mm_crc32_u8(c, w as u8);
+        }
+    }
+    !c
 }
 
 fn crc32c_portable(fields: [u64; 3], payload: &[u8]) -> u32 {
@@ -810,6 +900,19 @@ mod tests {
                 // SAFETY: checked just above.
                 prop_assert_eq!(unsafe { crc32c_sse42(fields, &payload) }, crc32c_portable(fields, &payload));
             }
+        }
+    }
+
+    proptest! {
+        /// A payload given as words has the checksum of the same bytes.
+        #[test]
+        fn words_checksum_is_record_checksum(conn_id: u64, version: u64, module: u8, kind: u8, words: [u64; 6], len in 0usize..=48) {
+            let mut bytes = Vec::new();
+            for w in words {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
+            let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (len as u64) << 16];
+            prop_assert_eq!(words_checksum(fields, &words, len), record_checksum(conn_id, version, module, kind, &bytes[..len]));
         }
     }
 

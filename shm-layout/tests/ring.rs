@@ -49,6 +49,27 @@ fn push_publish_drain_round_trip() {
 }
 
 #[test]
+fn records_pushed_as_words_verify_between_and_around_others() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    let words = [0x0807_0605_0403_0201u64, 0x100f_0e0d_0c0b_0a09, 0x1817_1615_1413_1211];
+    let bytes: Vec<u8> = (1..=24).collect();
+    // Alone, after a record `publish` has yet to seal, and before one.
+    p.try_push_words(1, module::TCP, delta_kind::PORTION, 1, &words, 19).unwrap();
+    p.try_push(2, module::IP, delta_kind::PORTION, 2, b"ip").unwrap();
+    p.try_push_words(3, module::TCP, delta_kind::PORTION, 3, &words, 24).unwrap();
+    p.try_push(4, module::IP, delta_kind::PORTION, 4, b"after").unwrap();
+    p.try_push_words(5, module::TCP, delta_kind::PORTION, 5, &words, 0).unwrap();
+    assert_eq!(p.try_push_words(6, module::TCP, delta_kind::PORTION, 6, &words, 25), Err(PushError::TooLarge { len: 25 }));
+    p.publish();
+    let mut got = Vec::new();
+    let r = c.drain(100, |d| got.push((d.conn_id, d.payload.to_vec())));
+    assert_eq!(r, DrainReport { applied: 5, torn: 0 });
+    assert_eq!(got, vec![(1, bytes[..19].to_vec()), (2, b"ip".to_vec()), (3, bytes.clone()), (4, b"after".to_vec()), (5, vec![])]);
+}
+
+#[test]
 fn full_ring_is_detected_and_space_returns() {
     let (_buf, seg) = rings(1, 64);
     let mut p = seg.producer(0).unwrap();

@@ -34,6 +34,17 @@ pub trait CheckpointSink {
         let len = encode(&mut buf).min(PORTION_BUF);
         self.portion(id, module, version, &buf[..len])
     }
+    /// As `portion`, with the payload as little-endian words (its first `len`
+    /// bytes), built in registers: a sink that stores whole words (the ring)
+    /// checksums them as they are, with nothing to read back.
+    #[inline]
+    fn portion_words<const N: usize>(&mut self, id: ConnId, module: Module, version: u64, words: &[u64; N], len: usize) -> Result<(), SinkFull> {
+        let mut buf = [0u8; PORTION_BUF];
+        for (c, w) in buf.chunks_exact_mut(8).zip(words) {
+            c.copy_from_slice(&w.to_le_bytes());
+        }
+        self.portion(id, module, version, &buf[..len.min(PORTION_BUF)])
+    }
     /// The connection ended (closed or expired): its portions can go.
     fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull>;
     /// Makes what was written visible to checkpointd. The worker calls it
@@ -66,6 +77,10 @@ impl CheckpointSink for NoCheckpoint {
         Ok(())
     }
     #[inline]
+    fn portion_words<const N: usize>(&mut self, _: ConnId, _: Module, _: u64, _: &[u64; N], _: usize) -> Result<(), SinkFull> {
+        Ok(())
+    }
+    #[inline]
     fn deleted(&mut self, _: ConnId, _: u64) -> Result<(), SinkFull> {
         Ok(())
     }
@@ -90,6 +105,13 @@ impl CheckpointSink for WorkerSink {
         match self {
             WorkerSink::Off(s) => s.portion_with(id, module, version, encode),
             WorkerSink::Ring(s) => s.portion_with(id, module, version, encode),
+        }
+    }
+    #[inline]
+    fn portion_words<const N: usize>(&mut self, id: ConnId, module: Module, version: u64, words: &[u64; N], len: usize) -> Result<(), SinkFull> {
+        match self {
+            WorkerSink::Off(s) => s.portion_words(id, module, version, words, len),
+            WorkerSink::Ring(s) => s.portion_words(id, module, version, words, len),
         }
     }
     #[inline]

@@ -31,6 +31,10 @@ impl CheckpointSink for RingSink {
         self.producer.try_push_with(id.0, module as u8, delta_kind::PORTION, version, encode).map_err(|_| SinkFull)
     }
     #[inline]
+    fn portion_words<const N: usize>(&mut self, id: ConnId, module: Module, version: u64, words: &[u64; N], len: usize) -> Result<(), SinkFull> {
+        self.producer.try_push_words(id.0, module as u8, delta_kind::PORTION, version, words, len).map_err(|_| SinkFull)
+    }
+    #[inline]
     fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull> {
         self.producer.try_push(id.0, Module::Ip as u8, delta_kind::DELETE, version, &[]).map_err(|_| SinkFull)
     }

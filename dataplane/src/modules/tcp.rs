@@ -7,7 +7,7 @@
 //! pure function. Strict: a connection starts with a SYN (no mid-stream
 //! pickup; a restarted dataplane gets its state from the checkpoint instead).
 
-use crate::checkpoint::wire::{PortionError, Reader, Writer};
+use crate::checkpoint::wire::{PortionError, Reader, Writer, PORTION_FORMAT};
 use crate::conn::Dir;
 use crate::modules::Module;
 use crate::parse::{tcp_flags as f, TcpHdr};
@@ -519,6 +519,39 @@ impl TcpPortion {
         w.finish()
     }
 
+    /// Bytes of [`encode_words`](Self::encode_words)'s encoding.
+    pub const WORDS_LEN: usize = 1 + TCP_FIXED;
+
+    /// What [`encode`](Self::encode) writes, as little-endian words built in
+    /// registers (the first [`WORDS_LEN`](Self::WORDS_LEN) bytes), for a sink
+    /// that stores and checksums whole words: the packet path's delta, with
+    /// no narrow stores read back.
+    #[inline(always)]
+    pub fn encode_words(&self) -> [u64; 5] {
+        #[inline(always)]
+        fn put(w: &mut [u64; 5], at: usize, v: u64, bytes: usize) {
+            let (i, sh) = (at / 8, (at % 8) * 8);
+            w[i] |= v << sh;
+            if sh + bytes * 8 > 64 {
+                w[i + 1] |= v >> (64 - sh);
+            }
+        }
+        let mut w = [0u64; 5];
+        put(&mut w, 0, u64::from(PORTION_FORMAT), 1);
+        put(&mut w, 1, self.state as u64, 1);
+        put(&mut w, 2, u64::from(self.seen_reply), 1);
+        for (k, d) in self.dirs.iter().enumerate() {
+            let at = 3 + 18 * k;
+            put(&mut w, at, u64::from(d.end), 4);
+            put(&mut w, at + 4, u64::from(d.maxend), 4);
+            put(&mut w, at + 8, u64::from(d.maxwin), 4);
+            put(&mut w, at + 12, u64::from(d.maxack), 4);
+            put(&mut w, at + 16, u64::from(d.scale), 1);
+            put(&mut w, at + 17, u64::from(d.flags & !dir_flags::RESTORED), 1);
+        }
+        w
+    }
+
     /// A portion read back from a checkpoint: marked restored, so its window
     /// checks allow for edges that moved after it was written.
     pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
@@ -726,6 +759,19 @@ mod tests {
         use proptest::prelude::*;
         (any::<u32>(), 0u32..200_000, 0u32..300_000, any::<u32>(), 0u8..=14, any::<u8>())
             .prop_map(|(end, ahead, maxwin, maxack, scale, flags)| TcpDirState { end, maxend: end.wrapping_add(ahead), maxwin, maxack, scale, flags: flags & 0x1f })
+    }
+
+    proptest::proptest! {
+        /// The word encoding is the byte encoding, byte for byte.
+        #[test]
+        fn the_word_encoding_is_the_byte_encoding(d0 in dir_state(), d1 in dir_state(), ckpt in proptest::prelude::any::<[u32; 2]>(), seen_reply in proptest::prelude::any::<bool>(), state in 0u8..TcpState::COUNT as u8) {
+            let p = TcpPortion { dirs: [d0, d1], ckpt_end: ckpt, state: TcpState::from_u8(state), seen_reply };
+            let mut bytes = [0u8; 64];
+            let n = p.encode(&mut bytes).unwrap();
+            proptest::prop_assert_eq!(n, TcpPortion::WORDS_LEN);
+            let words: Vec<u8> = p.encode_words().iter().flat_map(|w| w.to_le_bytes()).collect();
+            proptest::prop_assert_eq!(&words[..n], &bytes[..n]);
+        }
     }
 
     proptest::proptest! {
