@@ -31,6 +31,9 @@ fn ring(c: &mut Criterion) {
             bench_batch(&mut g, &seg, batch, payload);
         }
     }
+    for batch in [2048u64, 32768] {
+        bench_words(&mut g, &seg, batch);
+    }
     g.finish();
     drop(seg);
     let _ = std::fs::remove_file(path);
@@ -80,6 +83,38 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
             },
             BatchSize::PerIteration,
         );
+    });
+}
+
+/// The worker's tcp delta: 39 bytes given as five words, checksummed from
+/// them at the push (`try_push_words`); a new portion each time, as the
+/// worker's fields change from one delta to the next.
+fn bench_words(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64) {
+    g.throughput(Throughput::Elements(batch));
+    g.bench_function(BenchmarkId::new("try_push_words_39B_publish_per_32", batch), |b| {
+        let mut p = seg.producer(0).unwrap();
+        let mut cons = seg.consumer(0).unwrap();
+        let mut id = 0u64;
+        b.iter_batched(
+            || {
+                cons.drain(u32::MAX, |d| {
+                    black_box(d);
+                });
+            },
+            |()| {
+                for _ in 0..batch {
+                    let w = black_box([id, id ^ 0x5a5a, id.rotate_left(17), !id, id.wrapping_mul(3)]);
+                    p.try_push_words(id, module::TCP, delta_kind::PORTION, id, &w, 39).unwrap();
+                    id += 1;
+                    if id & 31 == 0 {
+                        p.publish();
+                    }
+                }
+                p.publish();
+            },
+            BatchSize::PerIteration,
+        );
+        cons.drain(u32::MAX, |_| {});
     });
 }
 
