@@ -694,6 +694,12 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         for st in self.staged.iter_mut().take(n) {
             if st.step == Step::Keyed {
                 st.slot = table.lookup(&st.key, st.hash);
+                // The lookup read the record's key; the tracker reads and
+                // writes the rest of it (ip counters, tcp portion, deadline):
+                // fetch those lines now, beside the burst's other misses.
+                if let Some(s) = st.slot {
+                    table.prefetch(s);
+                }
             }
         }
     }

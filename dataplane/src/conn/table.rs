@@ -86,6 +86,14 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         self.index.find(h.0, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&i| SlotId(i))
     }
 
+    /// Starts fetching the record in `s` (see `lookup_staged`).
+    #[inline(always)]
+    pub fn prefetch(&self, s: SlotId) {
+        if let Some(r) = self.slots.get(s.0 as usize) {
+            crate::dpdk::prefetch(r);
+        }
+    }
+
     #[inline]
     pub fn get(&self, s: SlotId) -> &T {
         self.slots[s.0 as usize].as_ref().expect("SlotId of a live record")
