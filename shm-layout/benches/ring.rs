@@ -2,7 +2,7 @@
 //! fast path) and the consumer's drain rate (checkpointd, one core).
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use shm_layout::{delta_kind, module, RingsGeometry, RingsSegment};
+use shm_layout::{delta_kind, module, DeltaProducer, RingsGeometry, RingsSegment};
 use std::hint::black_box;
 
 const SLOTS: u32 = 65536;
@@ -40,30 +40,8 @@ fn ring(c: &mut Criterion) {
 }
 
 fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64, payload: &[u8]) {
-    g.throughput(Throughput::Elements(batch));
-    g.bench_function(BenchmarkId::new(format!("try_push_{}B_publish_per_32", payload.len()), batch), |b| {
-        let mut p = seg.producer(0).unwrap();
-        let mut cons = seg.consumer(0).unwrap();
-        let mut id = 0u64;
-        b.iter_batched(
-            || {
-                cons.drain(u32::MAX, |d| {
-                    black_box(d);
-                });
-            },
-            |()| {
-                for _ in 0..batch {
-                    p.try_push(id, module::TCP, delta_kind::PORTION, id, black_box(payload)).unwrap();
-                    id += 1;
-                    if id & 31 == 0 {
-                        p.publish();
-                    }
-                }
-                p.publish();
-            },
-            BatchSize::PerIteration,
-        );
-        cons.drain(u32::MAX, |_| {});
+    bench_push(g, seg, batch, &format!("try_push_{}B_publish_per_32", payload.len()), |p, id| {
+        p.try_push(id, module::TCP, delta_kind::PORTION, id, black_box(payload)).unwrap();
     });
     g.bench_function(BenchmarkId::new(format!("drain_{}B", payload.len()), batch), |b| {
         let mut p = seg.producer(0).unwrap();
@@ -90,8 +68,17 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
 /// them at the push (`try_push_words`); a new portion each time, as the
 /// worker's fields change from one delta to the next.
 fn bench_words(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64) {
+    bench_push(g, seg, batch, "try_push_words_39B_publish_per_32", |p, id| {
+        let w = black_box([id, id ^ 0x5a5a, id.rotate_left(17), !id, id.wrapping_mul(3)]);
+        p.try_push_words(id, module::TCP, delta_kind::PORTION, id, &w, 39).unwrap();
+    });
+}
+
+/// `batch` deltas written by `push` (given the producer and the delta's
+/// number), published every 32, the ring drained outside the timing.
+fn bench_push(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64, name: &str, mut push: impl FnMut(&mut DeltaProducer<'_>, u64)) {
     g.throughput(Throughput::Elements(batch));
-    g.bench_function(BenchmarkId::new("try_push_words_39B_publish_per_32", batch), |b| {
+    g.bench_function(BenchmarkId::new(name, batch), |b| {
         let mut p = seg.producer(0).unwrap();
         let mut cons = seg.consumer(0).unwrap();
         let mut id = 0u64;
@@ -103,8 +90,7 @@ fn bench_words(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
             },
             |()| {
                 for _ in 0..batch {
-                    let w = black_box([id, id ^ 0x5a5a, id.rotate_left(17), !id, id.wrapping_mul(3)]);
-                    p.try_push_words(id, module::TCP, delta_kind::PORTION, id, &w, 39).unwrap();
+                    push(&mut p, id);
                     id += 1;
                     if id & 31 == 0 {
                         p.publish();
