@@ -140,7 +140,7 @@ enum Step {
     /// error, stateless ICMP): tracked as `process` would, from the parsed
     /// packet.
     Parsed,
-    /// Keyed (`key`, `id`, `src_is_lo`, `icmp_kind`) and, after
+    /// Keyed (`key`, `hash`, `src_is_lo`, `icmp_kind`) and, after
     /// `lookup_staged`, looked up (`slot`).
     Keyed,
 }
@@ -263,36 +263,35 @@ fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPo
     if !present {
         return true;
     }
-    // Encoded straight into the sink's slot. Every encoding fits the slot by
-    // construction (the portion MAX sizes); were one not to, the delta would
-    // be empty, which a restore refuses as truncated.
     let c = &*conn;
-    let encode = |buf: &mut [u8]| {
-        let len = match (module, &c.l4) {
-            (Module::Ip, _) => c.ip.encode(&c.key, buf),
-            (Module::Tcp, L4Portion::Tcp(t)) => t.encode(buf),
-            (Module::Udp, L4Portion::Udp(u)) => u.encode(buf),
-            (Module::Icmp, L4Portion::Icmp(i)) => i.encode(buf),
-            (Module::Ftp, _) => {
-                let mut x = [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
-                let mut n = 0;
-                for e in exps.of_master(c.id).take(x.len()) {
-                    x[n] = *e;
-                    n += 1;
+    let pushed = match (module, &c.l4) {
+        // The tcp portion, the one the packet path writes most, as words
+        // built in registers.
+        (Module::Tcp, L4Portion::Tcp(t)) => sink.portion_words(c.id, module, version, &t.encode_words(), tcp::TcpPortion::WORDS_LEN),
+        // The others encoded straight into the sink's slot. Every encoding
+        // fits the slot by construction (the portion MAX sizes); were one not
+        // to, the delta would be empty, which a restore refuses as truncated.
+        _ => sink.portion_with(c.id, module, version, |buf: &mut [u8]| {
+            let len = match (module, &c.l4) {
+                (Module::Ip, _) => c.ip.encode(&c.key, buf),
+                (Module::Udp, L4Portion::Udp(u)) => u.encode(buf),
+                (Module::Icmp, L4Portion::Icmp(i)) => i.encode(buf),
+                (Module::Ftp, _) => {
+                    let mut x = [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
+                    let mut n = 0;
+                    for e in exps.of_master(c.id).take(x.len()) {
+                        x[n] = *e;
+                        n += 1;
+                    }
+                    ftp.slots[c.ftp as usize].encode(&x[..n], buf)
                 }
-                ftp.slots[c.ftp as usize].encode(&x[..n], buf)
-            }
-            _ => Ok(0),
-        };
-        len.unwrap_or(0)
+                _ => Ok(0),
+            };
+            len.unwrap_or(0)
+        }),
     };
     let dirty = &mut ckpt.dirty;
     let bit = 1u8 << module as u8;
-    // The tcp portion, the one the packet path writes most, as words.
-    let pushed = match (module, &c.l4) {
-        (Module::Tcp, L4Portion::Tcp(t)) => sink.portion_words(c.id, module, version, &t.encode_words(), tcp::TcpPortion::WORDS_LEN),
-        _ => sink.portion_with(c.id, module, version, encode),
-    };
     match pushed {
         Ok(()) => {
             counters.ckpt[module as usize].add(1);
@@ -311,6 +310,22 @@ fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPo
             false
         }
     }
+}
+
+/// Writes the portions of `conn` whose module bits are in `want`; returns
+/// how many the sink took. Nothing while the connection is not stored.
+#[allow(clippy::too_many_arguments)]
+fn emit_modules<S: CheckpointSink>(conn: &mut Conn, want: u8, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, ckpt: &mut ReemitState, version: u64) -> u64 {
+    if !conn.stored {
+        return 0;
+    }
+    let mut n = 0;
+    for m in Module::ALL {
+        if want & (1 << m as u8) != 0 && emit(conn, m, ftp, exps, sink, counters, ckpt, version) {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Every module that holds a portion of `conn`.
@@ -361,11 +376,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     fn emit_all(&mut self, slot: crate::conn::SlotId, now: u64) {
         let conn = self.table.get_mut(slot);
         let present = modules_of(conn);
-        for m in Module::ALL {
-            if present & (1 << m as u8) != 0 {
-                emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
-            }
-        }
+        emit_modules(conn, present, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
     }
 
     fn emit_delete(sink: &mut S, pending: &mut Vec<ConnId>, counters: &FwCounters, id: ConnId, now: u64) {
@@ -410,11 +421,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             }
             if let Some(conn) = self.table.at_mut(i) {
                 let want = if self.ckpt.resync { modules_of(conn) } else { conn.dirty };
-                for m in Module::ALL {
-                    if want & (1 << m as u8) != 0 && emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now) {
-                        self.counters.ckpt_reemitted.add(1);
-                    }
-                }
+                let n = emit_modules(conn, want, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+                self.counters.ckpt_reemitted.add(n);
             }
             i += 1;
         }
@@ -1199,6 +1207,7 @@ mod tests {
         a.sink.resync = true;
         a.housekeeping(2);
         assert_eq!(a.sink.store.len(), 2, "ip and tcp of the answered connection only");
+        assert_eq!(a.counters.ckpt_reemitted.get(), 2, "and only those counted as re-emitted");
         for _ in 0..64 {
             a.housekeeping(u64::MAX / 2);
         }

@@ -456,8 +456,9 @@ pub struct DeltaProducer<'a> {
     size: u64,
     /// Next position to write; `ctrl.head` lags it until `publish`.
     head: u64,
-    /// Records from here to `head` are written but not sealed: `publish`
-    /// computes their checksums, just before it makes them visible.
+    /// Records from here to `head` are written and may not be sealed:
+    /// `publish` computes their checksums, just before it makes them visible
+    /// (a record `try_push_words` sealed among them gets the same one again).
     unsealed: u64,
     /// The consumer's tail as last read: the producer's view of free space.
     cached_tail: u64,
@@ -560,7 +561,7 @@ impl DeltaProducer<'_> {
         if !self.has_room() {
             return Err(PushError::Full);
         }
-        let checksum = words_checksum([conn_id, version, u64::from(module) | u64::from(kind) << 8 | (len as u64) << 16], words, len);
+        let checksum = words_checksum(checksum_fields(conn_id, version, module, kind, len), words, len);
         let slot = self.slot_ptr(self.head);
         // SAFETY: as in try_push_with: the slot at head is the producer's
         // alone until `publish`; the header is its first 32 bytes, and the N
@@ -668,13 +669,19 @@ impl DeltaProducer<'_> {
 /// checkpoint overhead). Other CPUs take the crate's path: the same CRC.
 #[inline]
 fn record_checksum(conn_id: u64, version: u64, module: u8, kind: u8, payload: &[u8]) -> u32 {
-    let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (payload.len() as u64) << 16];
+    let fields = checksum_fields(conn_id, version, module, kind, payload.len());
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2, checked just above.
         return unsafe { crc32c_sse42(fields, payload) };
     }
     crc32c_portable(fields, payload)
+}
+
+/// The header words a record's checksum starts with (all but `seq`).
+#[inline(always)]
+fn checksum_fields(conn_id: u64, version: u64, module: u8, kind: u8, len: usize) -> [u64; 3] {
+    [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (len as u64) << 16]
 }
 
 /// [`record_checksum`] of a payload given as little-endian words, its first
@@ -893,7 +900,7 @@ mod tests {
         /// written on one CPU verifies on any other.
         #[test]
         fn record_checksum_is_one_crc_on_every_path(conn_id: u64, version: u64, module: u8, kind: u8, payload in proptest::collection::vec(any::<u8>(), 0..=DELTA_PAYLOAD_MAX)) {
-            let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (payload.len() as u64) << 16];
+            let fields = checksum_fields(conn_id, version, module, kind, payload.len());
             prop_assert_eq!(record_checksum(conn_id, version, module, kind, &payload), crc32c_portable(fields, &payload));
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("sse4.2") {
@@ -911,7 +918,7 @@ mod tests {
             for w in words {
                 bytes.extend_from_slice(&w.to_le_bytes());
             }
-            let fields = [conn_id, version, u64::from(module) | u64::from(kind) << 8 | (len as u64) << 16];
+            let fields = checksum_fields(conn_id, version, module, kind, len);
             prop_assert_eq!(words_checksum(fields, &words, len), record_checksum(conn_id, version, module, kind, &bytes[..len]));
         }
     }
