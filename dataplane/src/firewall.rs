@@ -15,7 +15,7 @@ use crate::modules::ip::IpPortion;
 use crate::modules::tcp::{self, TcpChange, TcpState};
 use crate::modules::udp::UdpPortion;
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
-use crate::parse::{self, Addr, FrameKind, Fragment, IpPacket, L4};
+use crate::parse::{self, proto, Addr, FrameKind, Fragment, IpPacket, TcpHdr, L4};
 use crate::policy::{Action, Policy};
 use crate::stats::{FwCounters, FwDrop};
 use allocator_api2::alloc::Allocator;
@@ -127,6 +127,34 @@ struct Staged {
     slot: Option<SlotId>,
     src_is_lo: bool,
     icmp_kind: Option<IcmpKind>,
+    /// `Step::Segment` only: the segment as `parse::v4_tcp` read it
+    /// (`pkt` is then not filled).
+    seg: Seg,
+}
+
+/// What the modules of an existing connection read of a packet besides its
+/// key: the TCP header of a TCP packet, and where its payload lies.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seg {
+    tcp: Option<TcpHdr>,
+    payload_off: u16,
+    payload_len: u16,
+}
+
+impl Seg {
+    #[inline(always)]
+    fn of(p: &IpPacket) -> Seg {
+        let tcp = match p.l4 {
+            L4::Tcp(h) => Some(h),
+            _ => None,
+        };
+        Seg { tcp, payload_off: p.payload_off, payload_len: p.payload_len }
+    }
+
+    fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        let s = usize::from(self.payload_off);
+        frame.get(s..s + usize::from(self.payload_len)).unwrap_or(&[])
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,6 +171,11 @@ enum Step {
     /// Keyed (`key`, `hash`, `src_is_lo`, `icmp_kind`) and, after
     /// `lookup_staged`, looked up (`slot`).
     Keyed,
+    /// An IPv4/TCP segment of the common shape (`parse::v4_tcp`), keyed
+    /// (`key`, `hash`, `src_is_lo`) and described by `seg` alone. When it
+    /// finds a connection it is tracked from `seg`; when not, the general
+    /// path parses it again and decides, as for any new connection.
+    Segment,
 }
 
 /// Connections by layer-4 portion and TCP state, kept exact on insert, state
@@ -678,11 +711,23 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     #[inline]
     pub fn stage(&mut self, i: usize, frame: &[u8], port: usize) {
         let Some(st) = self.staged.get_mut(i) else { return };
+        let zone = self.port_bridge.get(port).copied().unwrap_or(0);
+        // Most packets: read only what the key and the tracker need.
+        if let Some(seg) = parse::v4_tcp(frame) {
+            let (key, src_is_lo) = ConnKey::canonical_v4(proto::TCP, seg.src, seg.tcp.sport, seg.dst, seg.tcp.dport, zone);
+            // Hashed from registers, before the key goes to memory.
+            st.hash = self.table.hash_of(&key);
+            st.key = key;
+            st.src_is_lo = src_is_lo;
+            st.seg = Seg { tcp: Some(seg.tcp), payload_off: seg.payload_off, payload_len: seg.payload_len };
+            st.slot = None;
+            st.step = Step::Segment;
+            return;
+        }
         st.step = Self::parse_step(&self.counters, frame, &mut st.pkt);
         if st.step != Step::Parsed || st.pkt.frag == Fragment::Later {
             return;
         }
-        let zone = self.port_bridge.get(port).copied().unwrap_or(0);
         if let Some((key, src_is_lo, icmp_kind)) = Self::key_of(&st.pkt, zone) {
             st.key = key;
             st.hash = self.table.hash_of(&st.key);
@@ -700,7 +745,7 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     pub fn lookup_staged(&mut self, n: usize) {
         let table = &self.table;
         for st in self.staged.iter_mut().take(n) {
-            if st.step == Step::Keyed {
+            if matches!(st.step, Step::Keyed | Step::Segment) {
                 st.slot = table.lookup(&st.key, st.hash);
                 // The lookup read the record's key; the tracker reads and
                 // writes the rest of it (ip counters, tcp portion, deadline):
@@ -740,11 +785,16 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             Step::Parsed => self.track_parsed(frame, p, port, now),
             Step::Keyed => {
                 let v = match st.slot.or_else(|| self.table.lookup(&st.key, st.hash)) {
-                    Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, p, now),
+                    Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, &Seg::of(p), now),
                     None => self.new_conn(st.key, st.src_is_lo, frame, p, port, st.icmp_kind, now),
                 };
                 self.fragment_seen(p, v, now)
             }
+            Step::Segment => match st.slot.or_else(|| self.table.lookup(&st.key, st.hash)) {
+                Some(slot) => self.track_existing(slot, st.src_is_lo, None, frame, &st.seg, now),
+                // Policy and the new connection read the whole packet.
+                None => self.process(frame, port, now),
+            },
         }
     }
 
@@ -812,21 +862,22 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             };
         };
         match self.table.lookup(&key, self.table.hash_of(&key)) {
-            Some(slot) => self.track_existing(slot, src_is_lo, icmp_kind, frame, p, now),
+            Some(slot) => self.track_existing(slot, src_is_lo, icmp_kind, frame, &Seg::of(p), now),
             None => self.new_conn(key, src_is_lo, frame, p, port, icmp_kind, now),
         }
     }
 
     /// A packet of the connection in `slot`, through its modules.
     #[inline(always)]
-    fn track_existing(&mut self, slot: SlotId, src_is_lo: bool, icmp_kind: Option<IcmpKind>, frame: &[u8], p: &IpPacket, now: u64) -> Verdict {
+    fn track_existing(&mut self, slot: SlotId, src_is_lo: bool, icmp_kind: Option<IcmpKind>, frame: &[u8], seg: &Seg, now: u64) -> Verdict {
         let conn = self.table.get_mut(slot);
         let dir = conn.ip.dir_of(src_is_lo);
         let mut changed: Option<Module> = None;
-        match (&mut conn.l4, &p.l4) {
-            (L4Portion::Tcp(t), L4::Tcp(h)) => {
+        // The tcp arm knows its timeout without matching the portion again.
+        let timeout = match (&mut conn.l4, &seg.tcp) {
+            (L4Portion::Tcp(t), Some(h)) => {
                 let old = t.state;
-                let r = tcp::track(t, dir, h, p.payload_len as u32);
+                let r = tcp::track(t, dir, h, u32::from(seg.payload_len));
                 self.tally.moved(old, t.state);
                 match r {
                     Ok(TcpChange::None) => {}
@@ -850,17 +901,24 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                         return Verdict::Drop;
                     }
                 }
+                self.ticks.tcp[t.state as usize]
             }
-            (L4Portion::Udp(u), _) => changed = u.track(dir).then_some(Module::Udp),
-            (L4Portion::Icmp(i), _) => match i.track(dir, icmp_kind.unwrap_or(IcmpKind::Other)) {
-                Ok(true) => changed = Some(Module::Icmp),
-                Ok(false) => {}
-                Err(_wrong_way) => return self.drop_because(FwDrop::IcmpBadEcho),
-            },
-            _ => {}
-        }
+            (L4Portion::Udp(u), _) => {
+                changed = u.track(dir).then_some(Module::Udp);
+                self.ticks.of(&conn.l4)
+            }
+            (L4Portion::Icmp(i), _) => {
+                match i.track(dir, icmp_kind.unwrap_or(IcmpKind::Other)) {
+                    Ok(true) => changed = Some(Module::Icmp),
+                    Ok(false) => {}
+                    Err(_wrong_way) => return self.drop_because(FwDrop::IcmpBadEcho),
+                }
+                self.ticks.of(&conn.l4)
+            }
+            _ => self.ticks.of(&conn.l4),
+        };
         conn.ip.count(dir, frame.len());
-        conn.deadline = now + self.ticks.of(&conn.l4);
+        conn.deadline = now + timeout;
         let mut store_now = false;
         if let Some(m) = changed {
             if conn.stored {
@@ -878,8 +936,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             self.emit_all(slot, now);
         }
         if has_ftp {
-            if let L4::Tcp(h) = p.l4 {
-                self.ftp_segment(slot, dir, h.seq, p.payload(frame), now);
+            if let Some(h) = seg.tcp {
+                self.ftp_segment(slot, dir, h.seq, seg.payload(frame), now);
             }
         }
         Verdict::Forward
@@ -1325,15 +1383,19 @@ mod tests {
         for burst in [1, 2, 3, 7, 16, STAGE_MAX] {
             let mut f = fw(MemorySink::default());
             let mut got = Vec::new();
+            let mut by_fast_path = 0;
             for chunk in traffic.chunks(burst) {
                 for (i, (frame, port)) in chunk.iter().enumerate() {
                     f.stage(i, frame, *port);
+                    by_fast_path += usize::from(f.staged[i].step == Step::Segment);
                 }
                 f.lookup_staged(chunk.len());
                 for (i, (frame, port)) in chunk.iter().enumerate() {
                     got.push(f.process_staged(i, frame, *port, 1));
                 }
             }
+            // Every TCP frame here has the fast path's shape (no options).
+            assert_eq!(by_fast_path, 13, "bursts of {burst}");
             assert_eq!(got, want, "bursts of {burst}");
             assert_eq!(f.table().len(), one.table().len(), "bursts of {burst}");
             assert_eq!(format!("{:?}", f.counters), format!("{:?}", one.counters), "bursts of {burst}");

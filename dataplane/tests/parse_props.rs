@@ -211,8 +211,82 @@ fn check_bounds(frame: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Whenever the fast path reads a segment, the general parser reads the same
+/// packet: an untagged, unfragmented IPv4/TCP packet with these addresses,
+/// this header and this payload.
+fn check_fast(frame: &[u8]) -> Result<bool, TestCaseError> {
+    let Some(s) = v4_tcp(frame) else { return Ok(false) };
+    let parsed = parse(frame);
+    let Ok(Parsed::Ip(p)) = parsed else {
+        return Err(TestCaseError::fail(format!("fast path read {s:?}, general parser {parsed:?}")));
+    };
+    prop_assert_eq!(p.vlan, 0);
+    prop_assert_eq!(p.family, Family::V4);
+    prop_assert_eq!(p.proto, proto::TCP);
+    prop_assert_eq!(p.frag, Fragment::None);
+    prop_assert_eq!(p.src, v4_mapped(s.src.to_be_bytes()));
+    prop_assert_eq!(p.dst, v4_mapped(s.dst.to_be_bytes()));
+    prop_assert_eq!(p.l4, L4::Tcp(s.tcp));
+    prop_assert_eq!((p.payload_off, p.payload_len), (s.payload_off, s.payload_len));
+    Ok(true)
+}
+
+/// The shape the fast path takes: untagged IPv4/TCP, no IP options, and no
+/// TCP options or Linux's NOP, NOP, timestamp.
+fn fast_shaped() -> impl Strategy<Value = Vec<u8>> {
+    (any::<[u8; 8]>(), any::<[u16; 3]>(), any::<[u32; 2]>(), any::<u8>(), proptest::option::of(any::<(u32, u32)>()), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..100), 0usize..20)
+        .prop_map(|(addrs, [sport, dport, window], [seq, ack], flags, ts, df, payload, padding)| {
+            let opts: Vec<u8> = match ts {
+                Some((v, e)) => [&[1, 1, 8, 10][..], &v.to_be_bytes(), &e.to_be_bytes()].concat(),
+                None => Vec::new(),
+            };
+            let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
+            f.extend_from_slice(&((40 + opts.len() + payload.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 7, if df { 0x40 } else { 0 }, 0, 64, proto::TCP, 0, 0]);
+            f.extend_from_slice(&addrs);
+            f.extend_from_slice(&sport.to_be_bytes());
+            f.extend_from_slice(&dport.to_be_bytes());
+            f.extend_from_slice(&seq.to_be_bytes());
+            f.extend_from_slice(&ack.to_be_bytes());
+            f.extend_from_slice(&[(((20 + opts.len()) / 4) as u8) << 4, flags]);
+            f.extend_from_slice(&window.to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 0]);
+            f.extend_from_slice(&opts);
+            f.extend_from_slice(&payload);
+            f.resize(f.len() + padding, 0);
+            f
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The fast path takes every frame of its shape, and reads each as the
+    /// general parser does; mutated and cut, it reads the same or declines.
+    #[test]
+    fn the_fast_path_reads_what_the_general_parser_reads(
+        frame in fast_shaped(),
+        muts in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        prop_assert!(check_fast(&frame)?, "a frame of the fast path's shape was declined");
+        let mut m = frame.clone();
+        for (idx, val) in &muts {
+            let i = idx.index(m.len());
+            m[i] = *val;
+            check_fast(&m)?;
+        }
+        check_fast(&frame[..cut.index(frame.len() + 1)])?;
+    }
+
+    /// Frames of every shape: where the fast path reads one, it agrees.
+    #[test]
+    fn the_fast_path_agrees_on_generated_frames(g in gen_frame()) {
+        let (frame, _) = build(&g);
+        let taken = check_fast(&frame)?;
+        let plain_v4_tcp = !g.v6 && g.vlan.is_none() && matches!(g.l4, GenL4::Tcp { mss: None, wscale: None, sack_perm: false, timestamp: None, .. });
+        prop_assert_eq!(taken, plain_v4_tcp);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {

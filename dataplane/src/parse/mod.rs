@@ -206,5 +206,7 @@ pub enum FrameKind {
     NonIp { ethertype: u16 },
 }
 
+mod fast;
 mod frame;
+pub use fast::{v4_tcp, V4TcpSegment};
 pub use frame::{parse, parse_into};
