@@ -20,6 +20,14 @@ uint16_t lz_rte_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_
 
 uint32_t lz_rte_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
 
+void lz_rte_pktmbuf_views(struct rte_mbuf *const *pkts, uint16_t n, const uint8_t **data, uint16_t *len)
+{
+    for (uint16_t i = 0; i < n; i++) {
+        data[i] = rte_pktmbuf_mtod(pkts[i], const uint8_t *);
+        len[i] = rte_pktmbuf_data_len(pkts[i]);
+    }
+}
+
 char *lz_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_append(m, len); }
 
 unsigned lz_rte_lcore_id(void) { return rte_lcore_id(); }

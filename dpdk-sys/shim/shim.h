@@ -25,6 +25,9 @@ void lz_rte_pktmbuf_free(struct rte_mbuf *m);
 void *lz_rte_pktmbuf_mtod(struct rte_mbuf *m);
 uint16_t lz_rte_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t lz_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
+/* For each of pkts[0..n): where its first segment's data starts and how long
+ * it is, as rte_pktmbuf_mtod and rte_pktmbuf_data_len say: one call a burst. */
+void lz_rte_pktmbuf_views(struct rte_mbuf *const *pkts, uint16_t n, const uint8_t **data, uint16_t *len);
 char *lz_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 unsigned lz_rte_lcore_id(void);
 uint64_t lz_rte_rdtsc(void);

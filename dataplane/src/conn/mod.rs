@@ -19,6 +19,13 @@ pub enum Dir {
 }
 
 impl Dir {
+    /// Reply when `reply`, as a value rather than a branch: the two
+    /// directions of the flows interleave in no order a predictor learns.
+    #[inline(always)]
+    pub fn reply_if(reply: bool) -> Dir {
+        [Dir::Original, Dir::Reply][usize::from(reply)]
+    }
+
     pub fn idx(self) -> usize {
         self as usize
     }

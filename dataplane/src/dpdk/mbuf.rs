@@ -78,6 +78,12 @@ pub struct TxOutcome {
 /// transmit could not take it, is freed in one bulk call: no path leaks an mbuf.
 pub struct MbufBurst {
     pkts: [*mut rte_mbuf; MAX_BURST],
+    /// Each packet's first segment (`rte_pktmbuf_mtod`, `data_len`), read
+    /// once when it joins the burst: the packet path reads it twice per
+    /// packet, and two calls into C for each read cost ~7 % of a worker's
+    /// time (perf, 10 000 flows).
+    data: [*const u8; MAX_BURST],
+    data_len: [u16; MAX_BURST],
     len: usize,
 }
 
@@ -92,7 +98,7 @@ impl Default for MbufBurst {
 
 impl MbufBurst {
     pub const fn new() -> Self {
-        MbufBurst { pkts: [std::ptr::null_mut(); MAX_BURST], len: 0 }
+        MbufBurst { pkts: [std::ptr::null_mut(); MAX_BURST], data: [std::ptr::null(); MAX_BURST], data_len: [0; MAX_BURST], len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -115,6 +121,11 @@ impl MbufBurst {
         // SAFETY: pkts has room for `max` pointers; the queue is polled by this
         // lcore only; received mbufs become owned by the burst.
         let n = unsafe { dpdk_sys::lz_rte_eth_rx_burst(port, queue, self.pkts.as_mut_ptr(), max) };
+        if n != 0 {
+            // SAFETY: pkts[..n] are valid mbufs just received; data and
+            // data_len have room for MAX_BURST >= n entries.
+            unsafe { dpdk_sys::lz_rte_pktmbuf_views(self.pkts.as_ptr(), n, self.data.as_mut_ptr(), self.data_len.as_mut_ptr()) };
+        }
         self.len = n as usize;
         self.len
     }
@@ -123,6 +134,8 @@ impl MbufBurst {
         if self.len == MAX_BURST {
             return Err(m);
         }
+        let view = m.data();
+        (self.data[self.len], self.data_len[self.len]) = (view.as_ptr(), view.len() as u16);
         self.pkts[self.len] = m.into_raw();
         self.len += 1;
         Ok(())
@@ -131,9 +144,11 @@ impl MbufBurst {
     /// Bytes of packet `i` (first segment).
     #[inline]
     pub fn data(&self, i: usize) -> &[u8] {
-        let m = self.pkts[..self.len][i];
-        // SAFETY: m is a valid mbuf owned by the burst (i < len checked above).
-        unsafe { std::slice::from_raw_parts(dpdk_sys::lz_rte_pktmbuf_mtod(m) as *const u8, dpdk_sys::lz_rte_pktmbuf_data_len(m) as usize) }
+        let (p, n) = (self.data[..self.len][i], self.data_len[i]);
+        // SAFETY: packet i (< len, checked above) is a valid mbuf owned by the
+        // burst, and (p, n) its first segment's data, read when it joined; an
+        // mbuf's data does not move while we own it.
+        unsafe { std::slice::from_raw_parts(p, usize::from(n)) }
     }
 
     /// Keeps the packets for which `keep` returns true, in order; frees the
@@ -146,6 +161,8 @@ impl MbufBurst {
             let m = self.pkts[i];
             if keep(i, self.data(i)) {
                 self.pkts[kept] = m;
+                self.data[kept] = self.data[i];
+                self.data_len[kept] = self.data_len[i];
                 kept += 1;
             } else {
                 dropped[nd] = m;

@@ -27,11 +27,7 @@ impl IpPortion {
     /// The direction of a packet whose source is (or is not) the key's low side.
     #[inline]
     pub fn dir_of(&self, src_is_lo: bool) -> Dir {
-        if src_is_lo == self.orig_src_is_lo {
-            Dir::Original
-        } else {
-            Dir::Reply
-        }
+        Dir::reply_if(src_is_lo != self.orig_src_is_lo)
     }
 
     /// Counters change on every packet; they are not worth a checkpoint: the

@@ -395,9 +395,7 @@ fn track_plain_ack(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -
     if !in_window::<true>(p, dir, h, payload_len) {
         return Err(TcpInvalid::OutOfWindow);
     }
-    if dir == Dir::Reply {
-        p.seen_reply = true;
-    }
+    p.seen_reply |= dir == Dir::Reply;
     Ok(if edge_moved(p, dir) { TcpChange::Window } else { TcpChange::None })
 }
 
