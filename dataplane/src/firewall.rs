@@ -761,6 +761,15 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// saw as `frame`. A packet that was not staged is processed whole.
     #[inline]
     pub fn process_staged(&mut self, i: usize, frame: &[u8], port: usize, now: u64) -> Verdict {
+        // Most packets: a segment whose connection the lookup found, tracked
+        // from a copy of the little it needs.
+        if let Some(st) = self.staged.get_mut(i) {
+            if let (Step::Segment, Some(slot)) = (st.step, st.slot) {
+                st.step = Step::Unstaged;
+                let (src_is_lo, seg) = (st.src_is_lo, st.seg);
+                return self.track_existing(slot, src_is_lo, None, frame, &seg, now);
+            }
+        }
         // Out of `self` while the packet is tracked, so that the staged
         // packet and key are read in place rather than copied (a Box swap).
         let mut staged = std::mem::take(&mut self.staged);
@@ -877,7 +886,19 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // TCP, nearly every packet, on one predictable branch rather than
         // through a jump table over the portion's kind.
         let timeout = if let (L4Portion::Tcp(t), Some(h)) = (&mut conn.l4, &seg.tcp) {
-            {
+            if tcp::is_plain_ack(t, h) {
+                // ESTABLISHED stays so: no state to tally, no close to
+                // count, and the timeout known.
+                match tcp::track_plain_ack(t, dir, h, u32::from(seg.payload_len)) {
+                    Ok(TcpChange::None) => {}
+                    Ok(_) => changed = Some(Module::Tcp),
+                    Err(why) => {
+                        self.counters.tcp_invalid[why as usize].add(1);
+                        return Verdict::Drop;
+                    }
+                }
+                self.ticks.tcp[TcpState::Established as usize]
+            } else {
                 let old = t.state;
                 let r = tcp::track(t, dir, h, u32::from(seg.payload_len));
                 self.tally.moved(old, t.state);

@@ -384,14 +384,24 @@ pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     // ESTABLISHED stays ESTABLISHED on an ACK in both directions, so no table
     // lookup, and the window check without its SYN and RST cases (the same
     // `in_window`, specialised; a proptest holds the two paths to one result).
-    if p.state == TcpState::Established && h.flags & NOT_PLAIN_ACK == f::ACK {
+    if is_plain_ack(p, h) {
         return track_plain_ack(p, dir, h, payload_len);
     }
     track_any(p, dir, h, payload_len)
 }
 
+/// Whether `h` is an ACK without SYN, FIN, RST or URG on an ESTABLISHED
+/// connection: `track` then takes `track_plain_ack`, and the state stays
+/// ESTABLISHED whatever the result.
 #[inline(always)]
-fn track_plain_ack(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
+pub fn is_plain_ack(p: &TcpPortion, h: &TcpHdr) -> bool {
+    p.state == TcpState::Established && h.flags & NOT_PLAIN_ACK == f::ACK
+}
+
+/// `track` of a segment `is_plain_ack` accepts; for a caller that would
+/// otherwise handle state changes that cannot happen here.
+#[inline(always)]
+pub fn track_plain_ack(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
     if !in_window::<true>(p, dir, h, payload_len) {
         return Err(TcpInvalid::OutOfWindow);
     }
