@@ -714,12 +714,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let zone = self.port_bridge.get(port).copied().unwrap_or(0);
         // Most packets: read only what the key and the tracker need.
         if let Some(seg) = parse::v4_tcp(frame) {
+            // Stored while the header is in registers, before the key and
+            // its hash need them.
+            st.seg = Seg { tcp: Some(seg.tcp), payload_off: seg.payload_off, payload_len: seg.payload_len };
             let (key, src_is_lo) = ConnKey::canonical_v4(proto::TCP, seg.src, seg.tcp.sport, seg.dst, seg.tcp.dport, zone);
             // Hashed from registers, before the key goes to memory.
             st.hash = self.table.hash_of(&key);
             st.key = key;
             st.src_is_lo = src_is_lo;
-            st.seg = Seg { tcp: Some(seg.tcp), payload_off: seg.payload_off, payload_len: seg.payload_len };
             st.slot = None;
             st.step = Step::Segment;
             return;
