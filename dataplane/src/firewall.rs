@@ -104,13 +104,32 @@ pub struct Firewall<S: CheckpointSink, A: Allocator + Clone> {
     next_gauge: u64,
     /// Slab position of an operator's flush under way.
     flush_cursor: Option<usize>,
-    /// The current burst's packets as `stage` left them for `process_staged`.
-    staged: Box<[Staged]>,
 }
 
 /// Packets a burst may stage (DPDK's usual maximum burst; MAX_BURST of the
 /// worker's mbuf burst is no larger).
 pub const STAGE_MAX: usize = 64;
+
+/// A burst's packets as `Firewall::stage` left them for
+/// `Firewall::process_staged`. The worker owns it beside its mbufs, apart
+/// from the firewall, so that a packet is tracked from its entry in place
+/// while the firewall is borrowed mutably: no copy, no swap.
+pub struct StagedBurst {
+    staged: Box<[Staged]>,
+}
+
+impl StagedBurst {
+    /// Room for `STAGE_MAX` packets: allocated once, when a worker starts.
+    pub fn new() -> StagedBurst {
+        StagedBurst { staged: vec![Staged::default(); STAGE_MAX].into_boxed_slice() }
+    }
+}
+
+impl Default for StagedBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What `stage` learned of one packet of a burst. Flat fields rather than
 /// an enum carrying the key: the key is then formed in place, not built and
@@ -394,7 +413,6 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             gauge_every: tsc_hz / 10,
             next_gauge: 0,
             flush_cursor: None,
-            staged: vec![Staged::default(); STAGE_MAX].into_boxed_slice(),
         }
     }
 
@@ -698,9 +716,10 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         v
     }
 
-    /// A burst in three passes: `stage(i, ..)` parses packet `i` and forms
-    /// its key, `lookup_staged(n)` looks the burst's connections up, and
-    /// `process_staged(i, ..)` tracks each packet. The lookups, each a likely
+    /// A burst in three passes over a `StagedBurst`: `stage(.., i, ..)`
+    /// parses packet `i` and forms its key, `lookup_staged(.., n)` looks the
+    /// burst's connections up, and `process_staged(.., i, ..)` tracks each
+    /// packet. The lookups, each a likely
     /// cache miss in a big table, then run back to back where the CPU
     /// overlaps them, instead of one per packet between long stretches of
     /// parsing and tracking.
@@ -709,8 +728,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// `housekeeping`, between bursts), so a slot found by `lookup_staged` is
     /// still that connection's when the packet is tracked.
     #[inline]
-    pub fn stage(&mut self, i: usize, frame: &[u8], port: usize) {
-        let Some(st) = self.staged.get_mut(i) else { return };
+    pub fn stage(&self, burst: &mut StagedBurst, i: usize, frame: &[u8], port: usize) {
+        let Some(st) = burst.staged.get_mut(i) else { return };
         let zone = self.port_bridge.get(port).copied().unwrap_or(0);
         // Most packets: read only what the key and the tracker need.
         if let Some(seg) = parse::v4_tcp(frame) {
@@ -744,9 +763,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// one of them was staged: a tight loop of lookups and nothing else, so
     /// that their cache misses are in flight together.
     #[inline]
-    pub fn lookup_staged(&mut self, n: usize) {
+    pub fn lookup_staged(&self, burst: &mut StagedBurst, n: usize) {
         let table = &self.table;
-        for st in self.staged.iter_mut().take(n) {
+        for st in burst.staged.iter_mut().take(n) {
             if matches!(st.step, Step::Keyed | Step::Segment) {
                 st.slot = table.lookup(&st.key, st.hash);
                 // The lookup read the record's key; the tracker reads and
@@ -762,33 +781,20 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// Second half: the verdict on packet `i` of the burst, which `stage`
     /// saw as `frame`. A packet that was not staged is processed whole.
     #[inline]
-    pub fn process_staged(&mut self, i: usize, frame: &[u8], port: usize, now: u64) -> Verdict {
-        // Most packets: a segment whose connection the lookup found, tracked
-        // from a copy of the little it needs.
-        if let Some(st) = self.staged.get_mut(i) {
-            if let (Step::Segment, Some(slot)) = (st.step, st.slot) {
-                st.step = Step::Unstaged;
-                let (src_is_lo, seg) = (st.src_is_lo, st.seg);
-                return self.track_existing(slot, src_is_lo, None, frame, &seg, now);
-            }
-        }
-        // Out of `self` while the packet is tracked, so that the staged
-        // packet and key are read in place rather than copied (a Box swap).
-        let mut staged = std::mem::take(&mut self.staged);
-        let v = match staged.get_mut(i) {
-            Some(st) => {
-                let v = self.finish_staged(st, frame, port, now);
-                st.step = Step::Unstaged;
-                v
-            }
-            None => self.process(frame, port, now),
-        };
-        self.staged = staged;
+    pub fn process_staged(&mut self, burst: &mut StagedBurst, i: usize, frame: &[u8], port: usize, now: u64) -> Verdict {
+        let Some(st) = burst.staged.get_mut(i) else { return self.process(frame, port, now) };
+        let v = self.finish_staged(st, frame, port, now);
+        st.step = Step::Unstaged;
         v
     }
 
     #[inline(always)]
     fn finish_staged(&mut self, st: &Staged, frame: &[u8], port: usize, now: u64) -> Verdict {
+        // Most packets: a segment whose connection the lookup found, on one
+        // predictable branch rather than through a jump table over the steps.
+        if let (Step::Segment, Some(slot)) = (st.step, st.slot) {
+            return self.track_existing(slot, st.src_is_lo, None, frame, &st.seg, now);
+        }
         let p = &st.pkt;
         match st.step {
             Step::Unstaged => self.process(frame, port, now),
@@ -1405,16 +1411,17 @@ mod tests {
         assert!(want.contains(&Verdict::Drop) && want.contains(&Verdict::Forward));
         for burst in [1, 2, 3, 7, 16, STAGE_MAX] {
             let mut f = fw(MemorySink::default());
+            let mut sb = StagedBurst::new();
             let mut got = Vec::new();
             let mut by_fast_path = 0;
             for chunk in traffic.chunks(burst) {
                 for (i, (frame, port)) in chunk.iter().enumerate() {
-                    f.stage(i, frame, *port);
-                    by_fast_path += usize::from(f.staged[i].step == Step::Segment);
+                    f.stage(&mut sb, i, frame, *port);
+                    by_fast_path += usize::from(sb.staged[i].step == Step::Segment);
                 }
-                f.lookup_staged(chunk.len());
+                f.lookup_staged(&mut sb, chunk.len());
                 for (i, (frame, port)) in chunk.iter().enumerate() {
-                    got.push(f.process_staged(i, frame, *port, 1));
+                    got.push(f.process_staged(&mut sb, i, frame, *port, 1));
                 }
             }
             // Every TCP frame here has the fast path's shape (no options).
@@ -1430,12 +1437,13 @@ mod tests {
         // The whole handshake and data in one burst: the SYN-ACK's lookup ran
         // before the SYN created the connection.
         let mut f = fw(MemorySink::default());
+        let mut sb = StagedBurst::new();
         let burst = [(tcp(C, S, 40000, 80, SYN, 1000, 0, b""), 0), (tcp(S, C, 80, 40000, SYN | ACK, 5000, 1001, b""), 1), (tcp(C, S, 40000, 80, ACK, 1001, 5001, b""), 0)];
         for (i, (frame, port)) in burst.iter().enumerate() {
-            f.stage(i, frame, *port);
+            f.stage(&mut sb, i, frame, *port);
         }
-        f.lookup_staged(burst.len());
-        let got: Vec<Verdict> = burst.iter().enumerate().map(|(i, (frame, port))| f.process_staged(i, frame, *port, 1)).collect();
+        f.lookup_staged(&mut sb, burst.len());
+        let got: Vec<Verdict> = burst.iter().enumerate().map(|(i, (frame, port))| f.process_staged(&mut sb, i, frame, *port, 1)).collect();
         assert_eq!(got, [Verdict::Forward; 3]);
         assert_eq!(f.table().len(), 1);
     }
@@ -1444,11 +1452,12 @@ mod tests {
     fn a_packet_not_staged_in_this_burst_is_processed_whole() {
         // Staged in one burst, not in the next: the next must not reuse it.
         let mut f = fw(MemorySink::default());
+        let mut sb = StagedBurst::new();
         let syn = tcp(C, S, 40000, 80, SYN, 1000, 0, b"");
-        f.stage(0, &syn, 0);
-        f.lookup_staged(1);
-        assert_eq!(f.process_staged(0, &syn, 0, 1), Verdict::Forward);
+        f.stage(&mut sb, 0, &syn, 0);
+        f.lookup_staged(&mut sb, 1);
+        assert_eq!(f.process_staged(&mut sb, 0, &syn, 0, 1), Verdict::Forward);
         let stray = tcp(C, S, 40001, 80, ACK, 1, 1, b"");
-        assert_eq!(f.process_staged(0, &stray, 0, 1), Verdict::Drop, "tracked as itself, not as the SYN staged before");
+        assert_eq!(f.process_staged(&mut sb, 0, &stray, 0, 1), Verdict::Drop, "tracked as itself, not as the SYN staged before");
     }
 }

@@ -4,7 +4,7 @@
 use crate::checkpoint::{CheckpointSink, WorkerSink};
 use crate::config::Lane;
 use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
-use crate::firewall::{Firewall, Verdict};
+use crate::firewall::{Firewall, StagedBurst, Verdict};
 use crate::stats::{FwCounters, WorkerCounters};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +44,7 @@ const _: () = assert!(crate::dpdk::MAX_BURST <= crate::firewall::STAGE_MAX);
 impl Worker {
     /// One poll round over every lane; returns the packets received.
     #[inline]
-    fn poll_once(&self, burst: &mut MbufBurst, mut fw: Option<&mut WorkerFirewall>) -> usize {
+    fn poll_once(&self, burst: &mut MbufBurst, staged: &mut StagedBurst, mut fw: Option<&mut WorkerFirewall>) -> usize {
         let mut got = 0;
         for pl in &self.lanes {
             let n = burst.rx(pl.rx_port_id, pl.lane.rx_queue, self.burst);
@@ -57,10 +57,10 @@ impl Worker {
                 let now = rdtsc();
                 let port = pl.lane.rx_port;
                 for i in 0..n {
-                    fw.stage(i, burst.data(i), port);
+                    fw.stage(staged, i, burst.data(i), port);
                 }
-                fw.lookup_staged(n);
-                let dropped = burst.retain(|i, frame| fw.process_staged(i, frame, port, now) == Verdict::Forward);
+                fw.lookup_staged(staged, n);
+                let dropped = burst.retain(|i, frame| fw.process_staged(staged, i, frame, port, now) == Verdict::Forward);
                 if dropped != 0 {
                     rxc.dropped.add(dropped as u64);
                 }
@@ -85,12 +85,13 @@ impl LcoreTask for Worker {
     fn run(&self) {
         tracing::info!(worker = self.index, lcore = self.lcore, lanes = self.lanes.len(), "worker polling");
         let mut burst = MbufBurst::new();
+        let mut staged = StagedBurst::new();
         let mut idle = 0u32;
         let mut guard = self.firewall.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         // Relaxed is enough: the flag carries no data, and the main thread joins
         // the lcore (rte_eal_mp_wait_lcore) before it reads anything we wrote.
         while !self.quit.load(Ordering::Relaxed) {
-            let got = self.poll_once(&mut burst, guard.as_deref_mut());
+            let got = self.poll_once(&mut burst, &mut staged, guard.as_deref_mut());
             if let Some(fw) = guard.as_deref_mut() {
                 fw.housekeeping(rdtsc());
             }

@@ -185,15 +185,22 @@ pub fn spawn_drainer(rings: &'static shm_layout::RingsSegment, stop: Arc<std::sy
 /// their connections looked up, then each tracked. Returns the packets forwarded.
 #[inline(always)]
 pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, burst: &[&[u8]], port: usize, now: u64) -> usize {
-    for (i, f) in burst.iter().enumerate() {
-        fw.stage(i, f, port);
-    }
-    fw.lookup_staged(burst.len());
-    let mut fwd = 0;
-    for (i, f) in burst.iter().enumerate() {
-        fwd += (fw.process_staged(i, f, port, now) == Verdict::Forward) as usize;
-    }
-    fwd
+    STAGED.with_borrow_mut(|sb| {
+        for (i, f) in burst.iter().enumerate() {
+            fw.stage(sb, i, f, port);
+        }
+        fw.lookup_staged(sb, burst.len());
+        let mut fwd = 0;
+        for (i, f) in burst.iter().enumerate() {
+            fwd += (fw.process_staged(sb, i, f, port, now) == Verdict::Forward) as usize;
+        }
+        fwd
+    })
+}
+
+thread_local! {
+    /// The benches' one staged burst, as a worker has one.
+    static STAGED: std::cell::RefCell<dataplane::firewall::StagedBurst> = std::cell::RefCell::new(dataplane::firewall::StagedBurst::new());
 }
 
 /// The same burst with each packet through `Firewall::process` alone, the
