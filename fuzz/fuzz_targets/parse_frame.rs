@@ -7,10 +7,13 @@
 //! * `IpPacket::payload` returns exactly that sub-slice of the input;
 //! * the addresses and VLAN id are the ones at the header offsets;
 //! * a later fragment has no L4 header; a window scale is clamped to 14;
-//! * appending bytes after a parsed IP packet (Ethernet padding) changes nothing.
+//! * appending bytes after a parsed IP packet (Ethernet padding) changes nothing;
+//! * whatever the packet path's shortcut (`dataplane::parse::v4_tcp`) reads,
+//!   the general parser reads the same: an untagged, unfragmented IPv4/TCP
+//!   packet with those addresses, that header and that payload.
 #![no_main]
 
-use dataplane::parse::{parse, v4_mapped, Family, Fragment, Parsed, L4};
+use dataplane::parse::{parse, proto, v4_mapped, v4_tcp, Family, Fragment, Parsed, L4};
 use libfuzzer_sys::fuzz_target;
 
 fn be16(b: &[u8], off: usize) -> usize {
@@ -18,6 +21,17 @@ fn be16(b: &[u8], off: usize) -> usize {
 }
 
 fuzz_target!(|frame: &[u8]| {
+    if let Some(s) = v4_tcp(frame) {
+        let parsed = parse(frame);
+        let Ok(Parsed::Ip(q)) = parsed else {
+            panic!("the shortcut read {s:?}, the parser {parsed:?}");
+        };
+        assert_eq!((q.vlan, q.family, q.proto, q.frag), (0, Family::V4, proto::TCP, Fragment::None));
+        assert_eq!((q.src, q.dst), (v4_mapped(s.src.to_be_bytes()), v4_mapped(s.dst.to_be_bytes())));
+        assert_eq!(q.l4, L4::Tcp(s.tcp));
+        assert_eq!((q.payload_off, q.payload_len), (s.payload_off, s.payload_len));
+    }
+
     let Ok(Parsed::Ip(p)) = parse(frame) else {
         return;
     };
