@@ -283,8 +283,10 @@ pub fn new_conn(h: &TcpHdr, payload_len: u32) -> Result<TcpPortion, TcpInvalid> 
 ///
 /// `PLAIN_ACK`: the caller knows the segment is an ACK without SYN, FIN,
 /// RST or URG on an ESTABLISHED connection; the flag tests then fold away.
+/// `MAYBE_RESTORED`: false when the caller knows neither side is marked
+/// `RESTORED`; the slack then folds away.
 #[inline(always)]
-fn in_window<const PLAIN_ACK: bool>(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool {
+fn in_window<const PLAIN_ACK: bool, const MAYBE_RESTORED: bool>(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool {
     let state = if PLAIN_ACK { TcpState::Established } else { p.state };
     // The sender's and the receiver's sides, resolved once.
     let [d0, d1] = &mut p.dirs;
@@ -336,7 +338,7 @@ fn in_window<const PLAIN_ACK: bool>(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, pa
     // threshold (a quarter of a window, see `track`) plus the window the peer
     // opened meanwhile: widen each bound by two of the larger windows until the
     // next checkpoint re-anchors them.
-    let slack = if (sd.flags | rd.flags) & dir_flags::RESTORED != 0 { sd.maxwin.max(rd.maxwin).max(65535).saturating_mul(2) } else { 0 };
+    let slack = if MAYBE_RESTORED && (sd.flags | rd.flags) & dir_flags::RESTORED != 0 { sd.maxwin.max(rd.maxwin).max(65535).saturating_mul(2) } else { 0 };
     let ok = before(seq, sd.maxend.wrapping_add(slack).wrapping_add(1))
         && after(end, sd.end.wrapping_sub(rd.maxwin).wrapping_sub(slack).wrapping_sub(1))
         && before(ack, rd.end.wrapping_add(slack).wrapping_add(1))
@@ -402,7 +404,11 @@ pub fn is_plain_ack(p: &TcpPortion, h: &TcpHdr) -> bool {
 /// otherwise handle state changes that cannot happen here.
 #[inline(always)]
 pub fn track_plain_ack(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
-    if !in_window::<true>(p, dir, h, payload_len) {
+    // Most connections were never restored: their bounds need no slack,
+    // and the check is the shorter for knowing it.
+    let restored = (p.dirs[0].flags | p.dirs[1].flags) & dir_flags::RESTORED != 0;
+    let ok = if restored { in_window::<true, true>(p, dir, h, payload_len) } else { in_window::<true, false>(p, dir, h, payload_len) };
+    if !ok {
         return Err(TcpInvalid::OutOfWindow);
     }
     p.seen_reply |= dir == Dir::Reply;
@@ -458,13 +464,13 @@ fn track_any(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     // passes (see `in_window`), so established traffic needs no copy.
     let accepted = if h.flags & f::SYN != 0 {
         let mut trial = *p;
-        let ok = in_window::<false>(&mut trial, dir, h, payload_len);
+        let ok = in_window::<false, true>(&mut trial, dir, h, payload_len);
         if ok {
             *p = trial;
         }
         ok
     } else {
-        in_window::<false>(p, dir, h, payload_len)
+        in_window::<false, true>(p, dir, h, payload_len)
     };
     if !accepted {
         return Err(if fi == FlagIdx::Rst { TcpInvalid::RstOutOfWindow } else { TcpInvalid::OutOfWindow });
