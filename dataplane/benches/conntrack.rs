@@ -53,6 +53,8 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("stages");
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_tcp", |b| b.iter(|| parse::parse(black_box(&frame))));
+    // The packet path's shortcut for the same frame (parse::v4_tcp).
+    g.bench_function("parse_tcp_fast", |b| b.iter(|| parse::v4_tcp(black_box(&frame))));
 
     let (fw, _) = established(100_000);
     let keys: Vec<ConnKey> = (0..100_000u32)

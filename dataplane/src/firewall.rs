@@ -719,10 +719,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// A burst in three passes over a `StagedBurst`: `stage(.., i, ..)`
     /// parses packet `i` and forms its key, `lookup_staged(.., n)` looks the
     /// burst's connections up, and `process_staged(.., i, ..)` tracks each
-    /// packet. The lookups, each a likely
-    /// cache miss in a big table, then run back to back where the CPU
-    /// overlaps them, instead of one per packet between long stretches of
-    /// parsing and tracking.
+    /// packet. The lookups, each a likely cache miss in a big table, then
+    /// run back to back where the CPU overlaps them, instead of one per
+    /// packet between long stretches of parsing and tracking.
     ///
     /// Tables only grow during a burst (connections are removed by
     /// `housekeeping`, between bursts), so a slot found by `lookup_staged` is
@@ -807,7 +806,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 };
                 self.fragment_seen(p, v, now)
             }
-            Step::Segment => match st.slot.or_else(|| self.table.lookup(&st.key, st.hash)) {
+            // Not found at the lookup: maybe since created by an earlier
+            // packet of the burst.
+            Step::Segment => match self.table.lookup(&st.key, st.hash) {
                 Some(slot) => self.track_existing(slot, st.src_is_lo, None, frame, &st.seg, now),
                 // Policy and the new connection read the whole packet.
                 None => self.process(frame, port, now),
@@ -890,9 +891,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let conn = self.table.get_mut(slot);
         let dir = conn.ip.dir_of(src_is_lo);
         let mut changed: Option<Module> = None;
-        // The tcp arm knows its timeout without matching the portion again.
         // TCP, nearly every packet, on one predictable branch rather than
-        // through a jump table over the portion's kind.
+        // through a jump table over the portion's kind; its arm knows the
+        // timeout without matching the portion again.
         let timeout = if let (L4Portion::Tcp(t), Some(h)) = (&mut conn.l4, &seg.tcp) {
             if tcp::is_plain_ack(t, h) {
                 // ESTABLISHED stays so: no state to tally, no close to
