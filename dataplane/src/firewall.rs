@@ -114,6 +114,10 @@ pub const STAGE_MAX: usize = 64;
 /// `Firewall::process_staged`. The worker owns it beside its mbufs, apart
 /// from the firewall, so that a packet is tracked from its entry in place
 /// while the firewall is borrowed mutably: no copy, no swap.
+///
+/// An entry holds a slot of the table that staged it: stage, look up and
+/// process a burst with one firewall, and no `housekeeping` in between (the
+/// worker's loop does exactly that).
 pub struct StagedBurst {
     staged: Box<[Staged]>,
 }
