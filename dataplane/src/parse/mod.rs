@@ -185,9 +185,15 @@ pub struct IpPacket {
 
 impl IpPacket {
     pub fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        let s = self.payload_off as usize;
-        frame.get(s..s + self.payload_len as usize).unwrap_or(&[])
+        payload_at(frame, self.payload_off, self.payload_len)
     }
+}
+
+/// The `len` bytes of `frame` from `off`, as a parser described them (empty
+/// if they are not all there).
+pub fn payload_at(frame: &[u8], off: u16, len: u16) -> &[u8] {
+    let s = usize::from(off);
+    frame.get(s..s + usize::from(len)).unwrap_or(&[])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
