@@ -146,8 +146,9 @@ struct Staged {
     /// `slot` and `src_is_lo`; `icmp_kind` in `Step::Keyed` only.
     key: ConnKey,
     hash: IndexHash,
-    /// None may since have been created by an earlier packet of the same
-    /// burst, so it is looked up again when the packet is tracked.
+    /// The index's candidate (`ConnTable::candidate`), confirmed when the
+    /// packet is tracked. None may since have been created by an earlier
+    /// packet of the same burst, so it is looked up again then.
     slot: Option<SlotId>,
     src_is_lo: bool,
     icmp_kind: Option<IcmpKind>,
@@ -770,10 +771,10 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let table = &self.table;
         for st in burst.staged.iter_mut().take(n) {
             if matches!(st.step, Step::Keyed | Step::Segment) {
-                st.slot = table.lookup(&st.key, st.hash);
-                // The lookup read the record's key; the tracker reads and
-                // writes the rest of it (ip counters, tcp portion, deadline):
-                // fetch those lines now, beside the burst's other misses.
+                // Within the index alone: the record is confirmed when the
+                // packet is tracked, its lines fetched meanwhile beside the
+                // burst's other records.
+                st.slot = table.candidate(st.hash);
                 if let Some(s) = st.slot {
                     table.prefetch(s);
                 }
@@ -796,7 +797,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // Most packets: a segment whose connection the lookup found, on one
         // predictable branch rather than through a jump table over the steps.
         if let (Step::Segment, Some(slot)) = (st.step, st.slot) {
-            return self.track_existing(slot, st.src_is_lo, None, frame, &st.seg, now);
+            if self.table.holds(slot, &st.key) {
+                return self.track_existing(slot, st.src_is_lo, None, frame, &st.seg, now);
+            }
         }
         let p = &st.pkt;
         match st.step {
@@ -804,23 +807,29 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             Step::Decided(v) => v,
             Step::Parsed => self.track_parsed(frame, p, port, now),
             Step::Keyed => {
-                let v = match st.slot.or_else(|| self.table.lookup(&st.key, st.hash)) {
+                let v = match self.found(st) {
                     Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, &Seg::of(p), now),
                     None => self.new_conn(st.key, st.src_is_lo, frame, p, port, st.icmp_kind, now),
                 };
                 self.fragment_seen(p, v, now)
             }
-            // Not found at the lookup (the branch above took the found
-            // ones): maybe since created by an earlier packet of the burst.
-            // Written as the Keyed arm is: with a plain lookup here the
-            // found-segment path above compiled 6 instructions longer
-            // (callgrind `profile_pipeline`).
-            Step::Segment => match st.slot.or_else(|| self.table.lookup(&st.key, st.hash)) {
+            // No candidate, or another key's (the branch above took the
+            // confirmed ones).
+            Step::Segment => match self.found(st) {
                 Some(slot) => self.track_existing(slot, st.src_is_lo, None, frame, &st.seg, now),
                 // Policy and the new connection read the whole packet.
                 None => self.process(frame, port, now),
             },
         }
+    }
+
+    /// The connection of a keyed packet: the lookup's candidate when it is
+    /// the key's, else a lookup now (the candidate was another key's, or
+    /// there was none and an earlier packet of the burst may have created
+    /// the connection since).
+    #[inline(always)]
+    fn found(&self, st: &Staged) -> Option<SlotId> {
+        st.slot.filter(|&s| self.table.holds(s, &st.key)).or_else(|| self.table.lookup(&st.key, st.hash))
     }
 
     /// The canonical key of a packet that has one of its own: TCP, UDP, ICMP
@@ -1451,6 +1460,50 @@ mod tests {
         let got: Vec<Verdict> = burst.iter().enumerate().map(|(i, (frame, port))| f.process_staged(&mut sb, i, frame, *port, 1)).collect();
         assert_eq!(got, [Verdict::Forward; 3]);
         assert_eq!(f.table().len(), 1);
+    }
+
+    #[test]
+    fn a_candidate_holding_another_key_is_not_tracked() {
+        // The index names a candidate by hash bits alone; here each packet's
+        // candidate is swapped for another connection's, as a collision of
+        // those bits would. Each packet must still reach its own connection:
+        // tracked on another's record, A's data would fail B's windows.
+        let mut f = fw(MemorySink::default());
+        for (sport, isn) in [(40000u16, 1000u32), (40001, 900_000_000)] {
+            for (frame, port) in [
+                (tcp(C, S, sport, 80, SYN, isn, 0, b""), 0),
+                (tcp(S, C, 80, sport, SYN | ACK, isn ^ 0x5555, isn + 1, b""), 1),
+                (tcp(C, S, sport, 80, ACK, isn + 1, (isn ^ 0x5555) + 1, b""), 0),
+            ] {
+                assert_eq!(f.process(&frame, port, 1), Verdict::Forward);
+            }
+        }
+        assert_eq!(f.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        let burst = [
+            (tcp(C, S, 40000, 80, ACK | PSH, 1001, 1001 ^ 0x5554, &[1; 10]), 0),
+            (tcp(C, S, 40001, 80, ACK | PSH, 900_000_001, 900_000_001 ^ 0x5554, &[2; 20]), 0),
+            (udp(C, S, 5353, 53, b"again"), 0),
+        ];
+        let mut sb = StagedBurst::new();
+        for (i, (frame, port)) in burst.iter().enumerate() {
+            f.stage(&mut sb, i, frame, *port);
+        }
+        assert_eq!([sb.staged[0].step, sb.staged[1].step, sb.staged[2].step], [Step::Segment, Step::Segment, Step::Keyed]);
+        f.lookup_staged(&mut sb, burst.len());
+        let slots: Vec<SlotId> = sb.staged[..3].iter().map(|st| st.slot.expect("every connection exists")).collect();
+        for (i, s) in [slots[1], slots[2], slots[0]].into_iter().enumerate() {
+            sb.staged[i].slot = Some(s);
+        }
+        for (i, (frame, port)) in burst.iter().enumerate() {
+            assert_eq!(f.process_staged(&mut sb, i, frame, *port, 1), Verdict::Forward, "packet {i}");
+        }
+        // Each connection counted its own packet, on top of the SYN and ACK
+        // of a TCP one, or the first query of the UDP one.
+        for s in &slots {
+            let conn = f.table().get(*s);
+            assert_eq!(conn.ip.packets[0], if conn.key.proto == proto::TCP { 3 } else { 2 }, "{:?}", conn.key);
+        }
+        assert_eq!(f.table().len(), 3, "no connection was created for a packet whose candidate was wrong");
     }
 
     #[test]

@@ -20,12 +20,29 @@ pub struct SlotId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableFull;
 
+/// One connection in the index: its slab position, and bits of its
+/// [`IndexHash`] that the index's own tag and bucket position do not use.
+/// They let a lookup settle on a record without reading it (see
+/// [`ConnTable::candidate`]).
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    slot: u32,
+    digest: u32,
+}
+
+/// Hash bits 24..56: hashbrown takes a bucket's position from the low bits
+/// (24 of them reach 16 M buckets) and its 7-bit tag from the top ones.
+#[inline(always)]
+fn digest_of(h: u64) -> u32 {
+    (h >> 24) as u32
+}
+
 /// Fixed-capacity connection table: a slab of records plus a hashbrown index
 /// of slab positions keyed by [`IndexHash`]. Nothing allocates after `new`:
 /// the slab and free list are full-size from the start, and the index is
 /// sized for `capacity` so it never grows (deletes are rehashed in place).
 pub struct ConnTable<T, A: Allocator + Clone> {
-    index: HashTable<u32, A>,
+    index: HashTable<IndexEntry, A>,
     slots: Vec<Option<T>, A>,
     free: Vec<u32, A>,
     sweep_cursor: usize,
@@ -43,6 +60,12 @@ fn hash_with(hasher: &RandomState, key: &ConnKey) -> u64 {
         h.write_u128(w);
     }
     h.finish()
+}
+
+/// An entry's hash, for when the index rehashes in place to clear the
+/// marks deletes left.
+fn rehash<T: TableEntry, A: Allocator>(slots: &Vec<Option<T>, A>, hasher: &RandomState, e: &IndexEntry) -> u64 {
+    slots[e.slot as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key()))
 }
 
 impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
@@ -70,7 +93,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
     /// Bytes this table allocated, for the memory-per-connection figure.
     pub fn bytes_allocated(&self) -> usize {
         let buckets = self.index.capacity().next_power_of_two().max(4) * 8 / 7;
-        self.slots.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4 + buckets * (4 + 1)
+        self.slots.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4 + buckets * (std::mem::size_of::<IndexEntry>() + 1)
     }
 
     /// Where `key` sits in this table's index (formed apart from the lookup,
@@ -82,8 +105,26 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
 
     #[inline(always)]
     pub fn lookup(&self, key: &ConnKey, h: IndexHash) -> Option<SlotId> {
-        let slots = &self.slots;
-        self.index.find(h.0, |&i| slots[i as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&i| SlotId(i))
+        let (slots, d) = (&self.slots, digest_of(h.0));
+        self.index.find(h.0, |e| e.digest == d && slots[e.slot as usize].as_ref().is_some_and(|r| r.key() == key)).map(|e| SlotId(e.slot))
+    }
+
+    /// The record whose hash matches `h` in the index's 39 bits (tag and
+    /// digest) besides the bucket's, found without reading any record: the
+    /// lookup of a burst then stays within the index, and the records it
+    /// names are fetched together instead of each on the lookup's critical
+    /// path. Most likely the key's record; confirm it with [`Self::holds`]
+    /// before use, and [`Self::lookup`] when it is not.
+    #[inline(always)]
+    pub fn candidate(&self, h: IndexHash) -> Option<SlotId> {
+        let d = digest_of(h.0);
+        self.index.find(h.0, |e| e.digest == d).map(|e| SlotId(e.slot))
+    }
+
+    /// Whether `s` holds the record of `key`.
+    #[inline(always)]
+    pub fn holds(&self, s: SlotId, key: &ConnKey) -> bool {
+        self.slots.get(s.0 as usize).is_some_and(|r| r.as_ref().is_some_and(|r| r.key() == key))
     }
 
     /// Starts fetching the record in `s` (see `lookup_staged`).
@@ -111,7 +152,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         let h = hash_with(&self.hasher, rec.key());
         self.slots[i as usize] = Some(rec);
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(h, i, |&j| slots[j as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key())));
+        self.index.insert_unique(h, IndexEntry { slot: i, digest: digest_of(h) }, |e| rehash(slots, hasher, e));
         Ok(SlotId(i))
     }
 
@@ -127,7 +168,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
 
     pub fn remove(&mut self, s: SlotId) -> Option<T> {
         let rec = self.slots[s.0 as usize].take()?;
-        if let Ok(e) = self.index.find_entry(hash_with(&self.hasher, rec.key()), |&i| i == s.0) {
+        if let Ok(e) = self.index.find_entry(hash_with(&self.hasher, rec.key()), |e| e.slot == s.0) {
             e.remove();
         }
         self.free.push(s.0);
@@ -202,7 +243,7 @@ impl<T: TableEntry, A: Allocator + Clone> BulkInsert<'_, T, A> {
     fn index_pending(&mut self) {
         let ConnTable { index, slots, hasher, .. } = &mut *self.table;
         for &(h, i) in &self.pending[..self.n] {
-            index.insert_unique(h, i, |&j| slots[j as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key())));
+            index.insert_unique(h, IndexEntry { slot: i, digest: digest_of(h) }, |e| rehash(slots, hasher, e));
         }
         self.n = 0;
     }
@@ -249,7 +290,10 @@ mod tests {
         assert_eq!(t.insert(Rec { key: key(1000), deadline: 0 }), Err(TableFull).map(|_: ()| SlotId(0)));
         for n in 0..100 {
             let k = key(n);
-            assert!(t.lookup(&k, t.hash_of(&k)).is_some(), "{n}");
+            let s = t.lookup(&k, t.hash_of(&k));
+            assert!(s.is_some(), "{n}");
+            assert_eq!(t.candidate(t.hash_of(&k)), s, "the candidate of a present key is its record (barring 39-bit collisions)");
+            assert!(t.holds(s.unwrap(), &k) && !t.holds(s.unwrap(), &key(n + 1)));
         }
         let k = key(7);
         let s = t.lookup(&k, t.hash_of(&k)).unwrap();
