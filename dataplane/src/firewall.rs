@@ -115,9 +115,9 @@ pub const STAGE_MAX: usize = 64;
 /// from the firewall, so that a packet is tracked from its entry in place
 /// while the firewall is borrowed mutably: no copy, no swap.
 ///
-/// An entry holds a slot of the table that staged it: stage, look up and
-/// process a burst with one firewall, and no `housekeeping` in between (the
-/// worker's loop does exactly that).
+/// An entry holds a slot of the table that staged it, confirmed by key
+/// before use: stage, look up and process a burst with one firewall (the
+/// worker's loop does, with no `housekeeping` in between).
 pub struct StagedBurst {
     staged: Box<[Staged; STAGE_MAX]>,
     /// The general parser's result per packet, apart from `staged`: the
@@ -726,14 +726,15 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     /// A burst in three passes over a `StagedBurst`: `stage(.., i, ..)`
     /// parses packet `i` and forms its key, `lookup_staged(.., n)` looks the
-    /// burst's connections up, and `process_staged(.., i, ..)` tracks each
-    /// packet. The lookups, each a likely cache miss in a big table, then
-    /// run back to back where the CPU overlaps them, instead of one per
-    /// packet between long stretches of parsing and tracking.
+    /// burst's connections up in the index and starts fetching their records,
+    /// and `process_staged(.., i, ..)` tracks each packet. The lookups then
+    /// run back to back where the CPU overlaps their misses, instead of one
+    /// per packet between long stretches of parsing and tracking.
     ///
-    /// Tables only grow during a burst (connections are removed by
-    /// `housekeeping`, between bursts), so a slot found by `lookup_staged` is
-    /// still that connection's when the packet is tracked.
+    /// A slot found by `lookup_staged` is a candidate, confirmed by its key
+    /// when the packet is tracked (`ConnTable::holds`) and looked up again
+    /// when not: whatever changed the table in between, a packet reaches its
+    /// own connection.
     #[inline]
     pub fn stage(&self, burst: &mut StagedBurst, i: usize, frame: &[u8], port: usize) {
         if i >= STAGE_MAX {
