@@ -27,17 +27,19 @@ fn main() {
 
     // Debian builds DPDK with `-include rte_config.h -march=corei7`; both the
     // shim and bindgen must see the same flags or struct layouts drift.
-    let mut clang_args: Vec<String> = dpdk
-        .include_paths
-        .iter()
-        .map(|p| format!("-I{}", p.display()))
-        .collect();
+    let mut clang_args: Vec<String> =
+        dpdk.include_paths.iter().map(|p| format!("-I{}", p.display())).collect();
     clang_args.push("-include".into());
     clang_args.push("rte_config.h".into());
     clang_args.push("-march=corei7".into());
 
     let mut build = cc::Build::new();
-    build.file("shim/shim.c").flag("-include").flag("rte_config.h").flag("-march=corei7").opt_level(3);
+    build
+        .file("shim/shim.c")
+        .flag("-include")
+        .flag("rte_config.h")
+        .flag("-march=corei7")
+        .opt_level(3);
     for p in &dpdk.include_paths {
         build.include(p);
     }

@@ -55,16 +55,27 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let file: File =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        let invalid = |key: &str, reason: String| ConfigError::Invalid { path: path.into(), key: key.into(), reason };
+        let file: File = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.into(),
+            key: key.into(),
+            reason,
+        };
         let c = file.checkpoint;
         if file.worker.is_empty() {
-            return Err(invalid("worker", "no [[worker]] entries: checkpointd needs one ring per dataplane worker".into()));
+            return Err(invalid(
+                "worker",
+                "no [[worker]] entries: checkpointd needs one ring per dataplane worker".into(),
+            ));
         }
-        let workers = u32::try_from(file.worker.len()).map_err(|_| invalid("worker", "too many workers".into()))?;
+        let workers = u32::try_from(file.worker.len())
+            .map_err(|_| invalid("worker", "too many workers".into()))?;
         if !c.ring_slots.is_power_of_two() || !(64..=1 << 24).contains(&c.ring_slots) {
-            return Err(invalid("checkpoint.ring_slots", format!("{} is not a power of two in 64..=16777216", c.ring_slots)));
+            return Err(invalid(
+                "checkpoint.ring_slots",
+                format!("{} is not a power of two in 64..=16777216", c.ring_slots),
+            ));
         }
         let store_capacity = if c.store_capacity == 0 {
             file.conntrack.capacity.saturating_mul(u64::from(workers))
@@ -81,13 +92,19 @@ impl Config {
                 )
             })?;
         if c.ftp_capacity > 1 << 24 {
-            return Err(invalid("checkpoint.ftp_capacity", format!("{} exceeds 16777216", c.ftp_capacity)));
+            return Err(invalid(
+                "checkpoint.ftp_capacity",
+                format!("{} exceeds 16777216", c.ftp_capacity),
+            ));
         }
         if c.drain_batch == 0 {
             return Err(invalid("checkpoint.drain_batch", "must be at least 1".into()));
         }
         if c.idle_sleep_us > 1_000_000 {
-            return Err(invalid("checkpoint.idle_sleep_us", format!("{} exceeds one second", c.idle_sleep_us)));
+            return Err(invalid(
+                "checkpoint.idle_sleep_us",
+                format!("{} exceeds one second", c.idle_sleep_us),
+            ));
         }
         if c.dir.as_os_str().is_empty() {
             return Err(invalid("checkpoint.dir", "empty path".into()));
@@ -122,7 +139,8 @@ mod tests {
 
     #[test]
     fn example_config_parses() {
-        let c = Config::parse(include_str!("../../config/lazarus.toml"), "config/lazarus.toml").unwrap();
+        let c = Config::parse(include_str!("../../config/lazarus.toml"), "config/lazarus.toml")
+            .unwrap();
         assert_eq!(c.workers, 1);
         assert_eq!(c.store_capacity, 65536);
         assert!(c.checkpoint.enabled);
@@ -131,11 +149,18 @@ mod tests {
 
     #[test]
     fn metrics_listen_is_loopback_unless_allowed() {
-        let parse = |extra: &str| Config::parse(&format!("[[worker]]\n[checkpoint]\n{extra}\n"), "t");
+        let parse =
+            |extra: &str| Config::parse(&format!("[[worker]]\n[checkpoint]\n{extra}\n"), "t");
         assert_eq!(parse("metrics_listen = \"\"").unwrap().metrics, None);
-        assert_eq!(parse("metrics_listen = \"[::1]:9\"").unwrap().metrics, Some("[::1]:9".parse().unwrap()));
+        assert_eq!(
+            parse("metrics_listen = \"[::1]:9\"").unwrap().metrics,
+            Some("[::1]:9".parse().unwrap())
+        );
         let e = parse("metrics_listen = \"0.0.0.0:9108\"").unwrap_err().to_string();
-        assert!(e.contains("checkpoint.metrics_listen") && e.contains("metrics_allow_remote"), "{e}");
+        assert!(
+            e.contains("checkpoint.metrics_listen") && e.contains("metrics_allow_remote"),
+            "{e}"
+        );
         let ok = parse("metrics_listen = \"0.0.0.0:9108\"\nmetrics_allow_remote = true").unwrap();
         assert_eq!(ok.metrics, Some("0.0.0.0:9108".parse().unwrap()));
         let e = parse("metrics_listen = \"localhost:9108\"").unwrap_err().to_string();

@@ -50,8 +50,9 @@ const DEFAULT_CONNS_LIMIT: usize = 1000;
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the control socket directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("cannot create the control socket directory {}", dir.display())
+        })?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -60,9 +61,11 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("cannot bind the control socket {}", path.display()))
+    UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the control socket {}", path.display()))
 }
 
 impl Control {
@@ -103,17 +106,24 @@ impl Control {
     pub fn handle(&self, line: &str) -> Value {
         let req: Value = match serde_json::from_str(line) {
             Ok(v) => v,
-            Err(e) => return json!({"error": format!("request is not JSON ({e}); send e.g. {{\"cmd\":\"status\"}}")}),
+            Err(e) => {
+                return json!({"error": format!("request is not JSON ({e}); send e.g. {{\"cmd\":\"status\"}}")})
+            }
         };
         match req.get("cmd").and_then(Value::as_str) {
             Some("status") => self.status(),
             Some("drained") => json!({"drained": self.drained()}),
             Some("conns") => {
-                let limit = req.get("limit").and_then(Value::as_u64).map_or(DEFAULT_CONNS_LIMIT, |n| n as usize);
+                let limit = req
+                    .get("limit")
+                    .and_then(Value::as_u64)
+                    .map_or(DEFAULT_CONNS_LIMIT, |n| n as usize);
                 let payloads = req.get("payloads").and_then(Value::as_bool).unwrap_or(false);
                 self.conns(limit, payloads)
             }
-            Some(other) => json!({"error": format!("unknown command {other:?}; commands: status, conns, drained")}),
+            Some(other) => {
+                json!({"error": format!("unknown command {other:?}; commands: status, conns, drained")})
+            }
             None => json!({"error": "missing \"cmd\"; commands: status, conns, drained"}),
         }
     }

@@ -15,8 +15,8 @@ mod store;
 use anyhow::{bail, Context};
 use clap::Parser;
 use shm_layout::{
-    choose_segment_dir, monotonic_ns, DirChoice, RingsGeometry, RingsSegment, StoreGeometry, StoreSegment,
-    RINGS_FILE, STORE_FILE,
+    choose_segment_dir, monotonic_ns, DirChoice, RingsGeometry, RingsSegment, StoreGeometry,
+    StoreSegment, RINGS_FILE, STORE_FILE,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +26,11 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
-#[command(name = "lazarus-checkpointd", version, about = "Lazarus checkpoint daemon (always in the foreground)")]
+#[command(
+    name = "lazarus-checkpointd",
+    version,
+    about = "Lazarus checkpoint daemon (always in the foreground)"
+)]
 struct Args {
     /// The Lazarus TOML file (the dataplane's); checkpointd reads [checkpoint],
     /// the [[worker]] count and conntrack.capacity.
@@ -88,7 +92,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let _lock = lock_dir(&dir)?;
 
     let rings_geom = RingsGeometry { workers: cfg.workers, slots_per_ring: ck.ring_slots };
-    let store_geom = StoreGeometry { conn_capacity: cfg.store_capacity, ftp_capacity: ck.ftp_capacity };
+    let store_geom =
+        StoreGeometry { conn_capacity: cfg.store_capacity, ftp_capacity: ck.ftp_capacity };
     let (rings, rings_existed) = open_rings(&dir, rings_geom)?;
     let (store_seg, store_created) = open_store(&dir, store_geom)?;
     if store_created && rings_existed {
@@ -127,7 +132,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&term)).context("cannot install signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&term))
+            .context("cannot install signal handlers")?;
     }
 
     let rings = Arc::new(rings);
@@ -223,7 +229,10 @@ fn drain_loop(
                 store.apply(d, w as u16);
             });
             if r.torn > 0 {
-                warn!("ring {w}: skipped {} torn record(s) (checksum or sequence mismatch)", r.torn);
+                warn!(
+                    "ring {w}: skipped {} torn record(s) (checksum or sequence mismatch)",
+                    r.torn
+                );
             }
             totals.applied += u64::from(r.applied);
             totals.torn += u64::from(r.torn);
@@ -233,9 +242,12 @@ fn drain_loop(
         while let Ok(req) = requests.try_recv() {
             let (list, total) = store.list(req.limit, req.payloads);
             let truncated = list.len() < total;
-            let _ = req.reply.send(serde_json::json!({"conns": list, "total": total, "truncated": truncated}));
+            let _ = req
+                .reply
+                .send(serde_json::json!({"conns": list, "total": total, "truncated": truncated}));
         }
-        let drops = store.stats.full_drops.load(Ordering::Relaxed) + store.stats.ftp_full_drops.load(Ordering::Relaxed);
+        let drops = store.stats.full_drops.load(Ordering::Relaxed)
+            + store.stats.ftp_full_drops.load(Ordering::Relaxed);
         if drops != logged_drops && last_drop_log.elapsed() >= Duration::from_secs(1) {
             warn!(
                 "store full: {} new connection(s) and {} ftp portion(s) dropped so far; raise \
@@ -266,8 +278,15 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     match shm_layout::try_lock_exclusive(&f) {
         Ok(true) => {}
-        Ok(false) => bail!("{}: another checkpointd owns this segment directory; stop it first", dir.display()),
-        Err(e) => warn!("cannot lock {} ({e}); make sure only one checkpointd uses {}", path.display(), dir.display()),
+        Ok(false) => bail!(
+            "{}: another checkpointd owns this segment directory; stop it first",
+            dir.display()
+        ),
+        Err(e) => warn!(
+            "cannot lock {} ({e}); make sure only one checkpointd uses {}",
+            path.display(),
+            dir.display()
+        ),
     }
     Ok(f)
 }
@@ -283,10 +302,14 @@ fn remove_advice(dir: &Path) -> String {
 
 /// Creates a segment under a temporary name and renames it into place, so a
 /// crash in the middle never leaves a half-formatted file under the real name.
-fn create_atomically<T>(path: &Path, create: impl FnOnce(&Path) -> Result<T, shm_layout::LayoutError>) -> anyhow::Result<T> {
+fn create_atomically<T>(
+    path: &Path,
+    create: impl FnOnce(&Path) -> Result<T, shm_layout::LayoutError>,
+) -> anyhow::Result<T> {
     let tmp = path.with_extension("new");
     let seg = create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(seg)
 }
 
@@ -297,7 +320,8 @@ fn open_rings(dir: &Path, geom: RingsGeometry) -> anyhow::Result<(RingsSegment, 
         info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
         return Ok((seg, false));
     }
-    let seg = RingsSegment::open_file(&path).with_context(|| format!("rings segment {}", path.display()))?;
+    let seg = RingsSegment::open_file(&path)
+        .with_context(|| format!("rings segment {}", path.display()))?;
     let found = seg.geometry();
     if found != geom {
         bail!(
@@ -322,7 +346,8 @@ fn open_store(dir: &Path, geom: StoreGeometry) -> anyhow::Result<(StoreSegment, 
         info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
         return Ok((seg, true));
     }
-    let seg = StoreSegment::open_file(&path).with_context(|| format!("store segment {}", path.display()))?;
+    let seg = StoreSegment::open_file(&path)
+        .with_context(|| format!("store segment {}", path.display()))?;
     let found = seg.geometry();
     if found != geom {
         bail!(

@@ -97,8 +97,16 @@ impl Exporter {
                 "text/plain; charset=utf-8",
                 "lazarus-checkpointd: metrics at /metrics\n".to_string(),
             ),
-            (true, _) => ("404 Not Found", "text/plain; charset=utf-8", "not found; try /metrics\n".to_string()),
-            _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET and HEAD\n".to_string()),
+            (true, _) => (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "not found; try /metrics\n".to_string(),
+            ),
+            _ => (
+                "405 Method Not Allowed",
+                "text/plain; charset=utf-8",
+                "only GET and HEAD\n".to_string(),
+            ),
         };
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -159,7 +167,10 @@ fn read_request_head(stream: &mut TcpStream) -> std::io::Result<String> {
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > 8192 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request head over 8 KiB"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head over 8 KiB",
+            ));
         }
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -206,8 +217,14 @@ impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type RingField = fn(&shm_layout::RingStatus) -> u64;
         let ring_gauges: [(&str, &str, RingField); 3] = [
-            ("lazarus_ring_head", "Next position the dataplane worker will publish in its delta ring", |s| s.head),
-            ("lazarus_ring_tail", "Next position checkpointd will read in the delta ring", |s| s.tail),
+            (
+                "lazarus_ring_head",
+                "Next position the dataplane worker will publish in its delta ring",
+                |s| s.head,
+            ),
+            ("lazarus_ring_tail", "Next position checkpointd will read in the delta ring", |s| {
+                s.tail
+            }),
             ("lazarus_ring_lag", "Deltas published but not yet drained (head - tail)", |s| s.lag()),
         ];
         for (name, help, f) in ring_gauges {
@@ -218,8 +235,16 @@ impl Collector for Snapshot {
             }
         }
         let ring_counters: [(&str, &str, RingField); 3] = [
-            ("lazarus_ring_applied", "Deltas checkpointd drained from the ring and applied to the store", |s| s.applied),
-            ("lazarus_ring_torn", "Ring records skipped because their checksum or sequence did not match", |s| s.torn),
+            (
+                "lazarus_ring_applied",
+                "Deltas checkpointd drained from the ring and applied to the store",
+                |s| s.applied,
+            ),
+            (
+                "lazarus_ring_torn",
+                "Ring records skipped because their checksum or sequence did not match",
+                |s| s.torn,
+            ),
             (
                 "lazarus_ring_resync_requests",
                 "Full resyncs checkpointd asked this worker for (resync_epoch)",
@@ -236,22 +261,60 @@ impl Collector for Snapshot {
 
         let gauges: [(&str, &str, u64); 5] = [
             ("lazarus_store_connections", "Connections held in the store", self.conns),
-            ("lazarus_store_ftp_portions", "FTP control-channel portions held in the store", self.ftp),
+            (
+                "lazarus_store_ftp_portions",
+                "FTP control-channel portions held in the store",
+                self.ftp,
+            ),
             ("lazarus_store_capacity", "Connections the store can hold", u64::from(self.capacity)),
-            ("lazarus_store_ftp_capacity", "FTP portions the store can hold", u64::from(self.ftp_capacity)),
-            ("lazarus_store_bytes_per_connection", "Store bytes per connection record", self.bytes_per_conn),
+            (
+                "lazarus_store_ftp_capacity",
+                "FTP portions the store can hold",
+                u64::from(self.ftp_capacity),
+            ),
+            (
+                "lazarus_store_bytes_per_connection",
+                "Store bytes per connection record",
+                self.bytes_per_conn,
+            ),
         ];
         for (name, help, v) in gauges {
-            ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+            ConstGauge::new(v).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
         }
         let counters: [(&str, &str, u64); 4] = [
-            ("lazarus_store_full_drops", "New connections not stored because the store was full", self.full_drops),
-            ("lazarus_store_ftp_full_drops", "FTP portions not stored because the FTP pool was full", self.ftp_full_drops),
-            ("lazarus_store_stale", "Deltas ignored because the store already held a newer version", self.stale),
-            ("lazarus_store_rejected", "Deltas refused: unknown module or kind, oversized portion", self.rejected),
+            (
+                "lazarus_store_full_drops",
+                "New connections not stored because the store was full",
+                self.full_drops,
+            ),
+            (
+                "lazarus_store_ftp_full_drops",
+                "FTP portions not stored because the FTP pool was full",
+                self.ftp_full_drops,
+            ),
+            (
+                "lazarus_store_stale",
+                "Deltas ignored because the store already held a newer version",
+                self.stale,
+            ),
+            (
+                "lazarus_store_rejected",
+                "Deltas refused: unknown module or kind, oversized portion",
+                self.rejected,
+            ),
         ];
         for (name, help, v) in counters {
-            ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+            ConstCounter::new(v).encode(enc.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
         }
         ConstGauge::new(self.uptime).encode(enc.encode_descriptor(
             "lazarus_checkpointd_uptime_seconds",
@@ -309,7 +372,9 @@ pub fn scrape_dataplane(socket: &Path) -> Dataplane {
                         }
                         flatten(&format!("lazarus_{prefix}"), p, &Vec::new(), &mut dp.families);
                     }
-                    None => tracing::debug!("dataplane telemetry: no data for {cmd} (older dataplane?)"),
+                    None => {
+                        tracing::debug!("dataplane telemetry: no data for {cmd} (older dataplane?)")
+                    }
                 }
             }
         }
@@ -317,7 +382,9 @@ pub fn scrape_dataplane(socket: &Path) -> Dataplane {
     }
     // Names the reply shares with our own families would make the exposition
     // invalid; they cannot arise with the prefixes above, but be sure.
-    dp.families.retain(|name, _| name != "lazarus_dataplane_up" && name != "lazarus_dataplane_scrape_seconds");
+    dp.families.retain(|name, _| {
+        name != "lazarus_dataplane_up" && name != "lazarus_dataplane_scrape_seconds"
+    });
     dp.scrape_seconds = start.elapsed().as_secs_f64();
     dp
 }
@@ -335,10 +402,15 @@ pub fn telemetry_query(socket: &Path, commands: &[&str]) -> std::io::Result<Vec<
     s.connect(&SockAddr::unix(socket)?)?;
     let mut buf = vec![0u8; 16384];
     let n = (&s).read(&mut buf)?;
-    let greeting: Value = serde_json::from_slice(&buf[..n])
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("greeting is not JSON: {e}")))?;
+    let greeting: Value = serde_json::from_slice(&buf[..n]).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("greeting is not JSON: {e}"))
+    })?;
     // Replies are at most max_output_len bytes; one more shows truncation.
-    let max = greeting.get("max_output_len").and_then(Value::as_u64).unwrap_or(16384).clamp(1024, 1 << 20) as usize;
+    let max = greeting
+        .get("max_output_len")
+        .and_then(Value::as_u64)
+        .unwrap_or(16384)
+        .clamp(1024, 1 << 20) as usize;
     buf.resize(max + 1, 0);
     let mut replies = Vec::with_capacity(commands.len());
     for cmd in commands {
@@ -362,8 +434,9 @@ pub fn flatten(name: &str, v: &Value, labels: &Labels, out: &mut Families) {
             // The dataplane keys per-worker dicts "worker0", "worker1", ...
             // (DPDK 22.11 telemetry has no arrays of dicts); plain "0" too.
             let worker_of = |k: &str| k.strip_prefix("worker").unwrap_or(k).parse::<u32>().ok();
-            let keyed_by_worker =
-                !map.is_empty() && map.keys().all(|k| worker_of(k).is_some()) && !has_label(labels, "worker");
+            let keyed_by_worker = !map.is_empty()
+                && map.keys().all(|k| worker_of(k).is_some())
+                && !has_label(labels, "worker");
             for (k, item) in map {
                 if keyed_by_worker {
                     let w = worker_of(k).unwrap_or_default().to_string();
@@ -378,7 +451,10 @@ pub fn flatten(name: &str, v: &Value, labels: &Labels, out: &mut Families) {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let l = if item.is_object() && !has_label(labels, "worker") {
-                    let w = item.get("worker").map_or_else(|| i.to_string(), |w| w.to_string().trim_matches('"').to_string());
+                    let w = item.get("worker").map_or_else(
+                        || i.to_string(),
+                        |w| w.to_string().trim_matches('"').to_string(),
+                    );
                     with_label(labels, "worker", &w)
                 } else {
                     with_label(labels, "index", &i.to_string())
@@ -410,7 +486,9 @@ fn push_sample(out: &mut Families, name: &str, labels: &Labels, v: f64) {
 
 /// A metric name part: `[a-z0-9_]`, anything else becomes `_`.
 fn sanitize(key: &str) -> String {
-    key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect()
 }
 
 #[cfg(test)]
@@ -434,7 +512,10 @@ mod tests {
             "workers": [{"worker": 0, "lcore": 1, "rx": 10, "name": "w0"}, {"worker": 1, "lcore": 2, "rx": 20}],
             "restore": {"ms": 12.5, "ok": true},
         }));
-        assert_eq!(out["lazarus_dataplane_workers_rx"], vec![(l(&[("worker", "0")]), 10.0), (l(&[("worker", "1")]), 20.0)]);
+        assert_eq!(
+            out["lazarus_dataplane_workers_rx"],
+            vec![(l(&[("worker", "0")]), 10.0), (l(&[("worker", "1")]), 20.0)]
+        );
         assert_eq!(out["lazarus_dataplane_workers_lcore"][1], (l(&[("worker", "1")]), 2.0));
         assert!(!out.contains_key("lazarus_dataplane_workers_worker"));
         assert!(!out.contains_key("lazarus_dataplane_workers_name"));
@@ -460,7 +541,10 @@ mod tests {
     /// A stand-in for the dataplane's telemetry socket: greets, then answers
     /// each command from `replies` (by command) or with null, as DPDK does
     /// for an unknown command.
-    fn fake_telemetry(path: &Path, replies: Vec<(&'static str, Value)>) -> std::thread::JoinHandle<Vec<String>> {
+    fn fake_telemetry(
+        path: &Path,
+        replies: Vec<(&'static str, Value)>,
+    ) -> std::thread::JoinHandle<Vec<String>> {
         use socket2::{Domain, SockAddr, Socket, Type};
         let _ = std::fs::remove_file(path);
         let l = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
@@ -468,7 +552,8 @@ mod tests {
         l.listen(1).unwrap();
         std::thread::spawn(move || {
             let (c, _) = l.accept().unwrap();
-            (&c).write_all(br#"{"version": "DPDK 22.11.0", "pid": 42, "max_output_len": 16384}"#).unwrap();
+            (&c).write_all(br#"{"version": "DPDK 22.11.0", "pid": 42, "max_output_len": 16384}"#)
+                .unwrap();
             let mut seen = Vec::new();
             let mut buf = [0u8; 1024];
             loop {
@@ -477,7 +562,8 @@ mod tests {
                     return seen;
                 }
                 let cmd = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let data = replies.iter().find(|(k, _)| *k == cmd).map_or(Value::Null, |(_, v)| v.clone());
+                let data =
+                    replies.iter().find(|(k, _)| *k == cmd).map_or(Value::Null, |(_, v)| v.clone());
                 (&c).write_all(json!({ cmd.clone(): data }).to_string().as_bytes()).unwrap();
                 seen.push(cmd);
             }
@@ -486,15 +572,22 @@ mod tests {
 
     #[test]
     fn telemetry_v2_client_reads_the_dataplane() {
-        let path = std::env::temp_dir().join(format!("lazarus-fake-telemetry-{}.v2", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("lazarus-fake-telemetry-{}.v2", std::process::id()));
         let server = fake_telemetry(
             &path,
             // The shape the dataplane answers (dataplane/src/telemetry.rs).
-            vec![("/lazarus/workers", json!({"worker0": {"worker": 0, "lcore": 1, "rx": 7}, "worker1": {"worker": 1, "lcore": 2, "rx": 9}}))],
+            vec![(
+                "/lazarus/workers",
+                json!({"worker0": {"worker": 0, "lcore": 1, "rx": 7}, "worker1": {"worker": 1, "lcore": 2, "rx": 9}}),
+            )],
         );
         let dp = scrape_dataplane(&path);
         assert!(dp.up);
-        assert_eq!(dp.families["lazarus_dataplane_rx"], vec![(l(&[("worker", "0")]), 7.0), (l(&[("worker", "1")]), 9.0)]);
+        assert_eq!(
+            dp.families["lazarus_dataplane_rx"],
+            vec![(l(&[("worker", "0")]), 7.0), (l(&[("worker", "1")]), 9.0)]
+        );
         // /lazarus/checkpoint answered null (not in this build): no samples, still up.
         assert!(!dp.families.keys().any(|k| k.starts_with("lazarus_dataplane_checkpoint")));
         assert_eq!(server.join().unwrap(), vec!["/lazarus/workers", "/lazarus/checkpoint"]);
@@ -509,7 +602,10 @@ mod tests {
         let mut families = BTreeMap::new();
         flatten("lazarus_dataplane", &json!([{"worker": 0, "rx": 5}]), &Vec::new(), &mut families);
         let snap = Snapshot {
-            rings: vec![(0, shm_layout::RingStatus { head: 10, tail: 7, resync_epoch: 1, torn: 0, applied: 7 })],
+            rings: vec![(
+                0,
+                shm_layout::RingStatus { head: 10, tail: 7, resync_epoch: 1, torn: 0, applied: 7 },
+            )],
             heartbeat_age: Some(0.25),
             conns: 3,
             ftp: 1,

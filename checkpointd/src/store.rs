@@ -87,7 +87,10 @@ impl Store {
                 let fi = rec.ftp;
                 let f = (fi < geom.ftp_capacity).then(|| seg.ftp_record(fi));
                 ftp_ok = f.is_some_and(|f| {
-                    f.used != 0 && f.conn_id == rec.conn_id && f.portion.is_present() && f.portion.verify(rec.conn_id)
+                    f.used != 0
+                        && f.conn_id == rec.conn_id
+                        && f.portion.is_present()
+                        && f.portion.verify(rec.conn_id)
                 }) && !ftp_linked[fi as usize];
                 if ftp_ok {
                     valid += 1;
@@ -157,7 +160,8 @@ impl Store {
     }
 
     fn upsert(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {
-        if !matches!(d.module, module::IP | module::TCP | module::UDP | module::ICMP | module::FTP) {
+        if !matches!(d.module, module::IP | module::TCP | module::UDP | module::ICMP | module::FTP)
+        {
             return Outcome::Rejected;
         }
         let i = match self.index.get(&d.conn_id) {
@@ -165,7 +169,9 @@ impl Store {
                 let rec = self.seg.record(i);
                 let stored = match d.module {
                     module::IP => rec.ip.is_present().then_some(rec.ip.version),
-                    module::FTP => (rec.ftp != NO_FTP).then(|| self.seg.ftp_record(rec.ftp).portion.version),
+                    module::FTP => {
+                        (rec.ftp != NO_FTP).then(|| self.seg.ftp_record(rec.ftp).portion.version)
+                    }
                     _ => rec.l4.is_present().then_some(rec.l4.version),
                 };
                 if stored.is_some_and(|v| d.version < v) {
@@ -246,7 +252,8 @@ impl Store {
         let entry = |module: &str, version: u64, len: u16, bytes: &[u8]| {
             let mut v = serde_json::json!({"module": module, "version": version, "len": len});
             if payloads {
-                v["hex"] = serde_json::Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect());
+                v["hex"] =
+                    serde_json::Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect());
             }
             v
         };
@@ -258,10 +265,20 @@ impl Store {
             let rec = self.seg.record(i);
             let mut modules = Vec::new();
             if rec.ip.is_present() {
-                modules.push(entry(module::name(rec.ip.module), rec.ip.version, rec.ip.len, rec.ip.payload()));
+                modules.push(entry(
+                    module::name(rec.ip.module),
+                    rec.ip.version,
+                    rec.ip.len,
+                    rec.ip.payload(),
+                ));
             }
             if rec.l4.is_present() {
-                modules.push(entry(module::name(rec.l4.module), rec.l4.version, rec.l4.len, rec.l4.payload()));
+                modules.push(entry(
+                    module::name(rec.l4.module),
+                    rec.l4.version,
+                    rec.l4.len,
+                    rec.l4.payload(),
+                ));
             }
             if rec.ftp != NO_FTP {
                 let f = self.seg.ftp_record(rec.ftp).portion;
@@ -283,7 +300,11 @@ mod tests {
     use shm_layout::StoreGeometry;
 
     fn store(dir: &std::path::Path, conns: u32, ftp: u32) -> Store {
-        let seg = StoreSegment::create_file(&dir.join("store"), StoreGeometry { conn_capacity: conns, ftp_capacity: ftp }).unwrap();
+        let seg = StoreSegment::create_file(
+            &dir.join("store"),
+            StoreGeometry { conn_capacity: conns, ftp_capacity: ftp },
+        )
+        .unwrap();
         Store::rebuild(seg).0
     }
 

@@ -4,7 +4,9 @@
 //! warning).
 
 use serde_json::{json, Value};
-use shm_layout::{delta_kind, module, PushError, RingsGeometry, RingsSegment, StoreSegment, LAYOUT_VERSION};
+use shm_layout::{
+    delta_kind, module, PushError, RingsGeometry, RingsSegment, StoreSegment, LAYOUT_VERSION,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -43,7 +45,10 @@ impl Env {
     }
 
     fn spawn(&self) -> Daemon {
-        let log = self.root.join(format!("log-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = self.root.join(format!(
+            "log-{}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
         let child = Command::new(env!("CARGO_BIN_EXE_lazarus-checkpointd"))
             .arg("--config")
             .arg(&self.config)
@@ -141,7 +146,14 @@ impl Drop for Daemon {
     }
 }
 
-fn push(p: &mut shm_layout::DeltaProducer<'_>, conn: u64, m: u8, kind: u8, version: u64, payload: &[u8]) {
+fn push(
+    p: &mut shm_layout::DeltaProducer<'_>,
+    conn: u64,
+    m: u8,
+    kind: u8,
+    version: u64,
+    payload: &[u8],
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match p.try_push(conn, m, kind, version, payload) {
@@ -201,14 +213,22 @@ fn portions_and_deletes_reach_the_store() {
     let conns = d.request(json!({"cmd": "conns", "limit": 5}));
     assert_eq!((conns["total"].as_u64(), conns["conns"].as_array().unwrap().len()), (Some(90), 5));
     let all = d.request(json!({"cmd": "conns", "limit": 1000}));
-    let c4 = all["conns"].as_array().unwrap().iter().find(|c| c["conn_id"] == "0000000000000004").unwrap();
+    let c4 = all["conns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["conn_id"] == "0000000000000004")
+        .unwrap();
     assert_eq!(c4["worker"], 0);
     assert_eq!(
         c4["modules"],
         json!([{"module": "ip", "version": 1, "len": 40}, {"module": "tcp", "version": 2, "len": 48},
                {"module": "ftp", "version": 1, "len": 25}])
     );
-    assert!(d.request(json!({"cmd": "nope"}))["error"].as_str().unwrap().contains("unknown command"));
+    assert!(d.request(json!({"cmd": "nope"}))["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command"));
     assert!(d.request(json!({"bad": 1}))["error"].is_string());
 
     let store = env.store();
@@ -220,7 +240,10 @@ fn portions_and_deletes_reach_the_store() {
             assert!(c.conn_id < 90);
             assert_eq!(c.ip.unwrap().payload, &[c.conn_id as u8; 40]);
             let l4 = c.l4.unwrap();
-            assert_eq!((l4.module, l4.version, l4.payload), (module::TCP, 2, &tcp_payload(c.conn_id, 2)[..]));
+            assert_eq!(
+                (l4.module, l4.version, l4.payload),
+                (module::TCP, 2, &tcp_payload(c.conn_id, 2)[..])
+            );
             assert_eq!(c.ftp.is_some(), c.conn_id == 4);
             n += 1;
         }
@@ -306,14 +329,19 @@ fn version_mismatched_segment_is_a_clear_error() {
     std::fs::write(&path, bytes).unwrap();
     let (code, log) = env.run_to_exit();
     assert_eq!(code, 1, "{log}");
-    assert!(log.contains("another Lazarus build") && log.contains("remove the segment files"), "{log}");
+    assert!(
+        log.contains("another Lazarus build") && log.contains("remove the segment files"),
+        "{log}"
+    );
 }
 
 #[test]
 fn geometry_change_is_a_clear_error() {
     let env = Env::new("geometry", 1, "");
     assert_eq!(env.spawn().terminate().0, 0);
-    let text = std::fs::read_to_string(&env.config).unwrap().replace("ring_slots = 1024", "ring_slots = 2048");
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("ring_slots = 1024", "ring_slots = 2048");
     std::fs::write(&env.config, text).unwrap();
     let (code, log) = env.run_to_exit();
     assert_eq!(code, 1, "{log}");
@@ -399,19 +427,30 @@ fn parse_exposition(text: &str) -> Vec<(String, f64)> {
     for line in &lines[..lines.len() - 1] {
         if let Some(rest) = line.strip_prefix("# ") {
             let mut w = rest.split(' ');
-            assert!(matches!(w.next(), Some("HELP" | "TYPE" | "UNIT")), "bad comment line {line:?}");
+            assert!(
+                matches!(w.next(), Some("HELP" | "TYPE" | "UNIT")),
+                "bad comment line {line:?}"
+            );
             assert!(w.next().is_some_and(valid_name), "bad name in {line:?}");
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let (series, value) =
+            line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
         let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
         let name = match series.split_once('{') {
             Some((name, labels)) => {
-                let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let labels = labels
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
                 for pair in labels.split(',') {
-                    let (k, val) = pair.split_once('=').unwrap_or_else(|| panic!("bad label {pair:?} in {line:?}"));
+                    let (k, val) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label {pair:?} in {line:?}"));
                     assert!(valid_name(k), "bad label name in {line:?}");
-                    assert!(val.len() >= 2 && val.starts_with('"') && val.ends_with('"'), "bad label value in {line:?}");
+                    assert!(
+                        val.len() >= 2 && val.starts_with('"') && val.ends_with('"'),
+                        "bad label value in {line:?}"
+                    );
                 }
                 name
             }
@@ -424,20 +463,32 @@ fn parse_exposition(text: &str) -> Vec<(String, f64)> {
 }
 
 fn sample(samples: &[(String, f64)], series: &str) -> f64 {
-    samples.iter().find(|(s, _)| s == series).unwrap_or_else(|| panic!("no sample {series} in {samples:?}")).1
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .unwrap_or_else(|| panic!("no sample {series} in {samples:?}"))
+        .1
 }
 
 #[test]
 fn metrics_endpoint_serves_prometheus_text() {
     let port = free_port();
-    let telemetry = std::env::temp_dir().join(format!("ckptd-it-no-dataplane-{}.sock", std::process::id()));
+    let telemetry =
+        std::env::temp_dir().join(format!("ckptd-it-no-dataplane-{}.sock", std::process::id()));
     let env = Env::new(
         "metrics",
         2,
-        &format!("metrics_listen = \"127.0.0.1:{port}\"\ndataplane_telemetry = \"{}\"", telemetry.display()),
+        &format!(
+            "metrics_listen = \"127.0.0.1:{port}\"\ndataplane_telemetry = \"{}\"",
+            telemetry.display()
+        ),
     );
     let d = env.spawn();
-    assert!(d.stderr().contains(&format!("metrics on http://127.0.0.1:{port}/metrics")), "{}", d.stderr());
+    assert!(
+        d.stderr().contains(&format!("metrics on http://127.0.0.1:{port}/metrics")),
+        "{}",
+        d.stderr()
+    );
     let rings = env.rings();
     let mut p1 = rings.producer(1).unwrap();
     for c in 0..10u64 {
@@ -470,7 +521,8 @@ fn metrics_endpoint_serves_prometheus_text() {
     assert_eq!(sample(&second, "lazarus_ring_applied_total{worker=\"1\"}"), 25.0, "{body}");
     assert_eq!(sample(&second, "lazarus_store_connections"), 25.0);
     assert!(
-        sample(&second, "lazarus_checkpointd_uptime_seconds") >= sample(&first, "lazarus_checkpointd_uptime_seconds")
+        sample(&second, "lazarus_checkpointd_uptime_seconds")
+            >= sample(&first, "lazarus_checkpointd_uptime_seconds")
     );
     assert_eq!(http_get(port, "/nope").0, "HTTP/1.1 404 Not Found");
     let (code, log) = d.terminate();
@@ -483,7 +535,8 @@ fn metrics_on_a_remote_address_needs_the_allow_key() {
     let (code, log) = env.run_to_exit();
     assert_eq!(code, 1, "{log}");
     assert!(
-        log.contains("checkpoint.metrics_listen") && log.contains("not a loopback address")
+        log.contains("checkpoint.metrics_listen")
+            && log.contains("not a loopback address")
             && log.contains("metrics_allow_remote = true"),
         "{log}"
     );

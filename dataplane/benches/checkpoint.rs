@@ -6,12 +6,12 @@
 //! * `restore_1m`: rebuilding 1 000 000 connections from a store segment.
 
 mod common;
-use dataplane::dpdk::KernelHugepageAlloc;
 use common::{churn_frames, FLOWS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::checkpoint::restore::restore_worker;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
 use dataplane::config::ConntrackSection;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::firewall::Firewall;
 use dataplane::stats::FwCounters;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,10 +20,22 @@ use std::time::{Duration, Instant};
 
 fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, KernelHugepageAlloc> {
     let ct = ConntrackSection { capacity, ..Default::default() };
-    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, sink, Arc::new(FwCounters::default()))
+    Firewall::new(
+        &ct,
+        Arc::new(Default::default()),
+        vec![0, 0],
+        2_450_000_000,
+        KernelHugepageAlloc,
+        sink,
+        Arc::new(FwCounters::default()),
+    )
 }
 
-fn run<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) {
+fn run<S: CheckpointSink>(
+    fw: &mut Firewall<S, KernelHugepageAlloc>,
+    frames: &[Vec<u8>],
+    now: &mut u64,
+) {
     let fwd = common::run_bursts(fw, frames, now);
     debug_assert_eq!(fwd, frames.len());
 }
@@ -38,7 +50,11 @@ fn overhead(c: &mut Criterion) {
     let mut now = 1;
     run(&mut off, &frames, &mut now);
     g.bench_function("churn_off", |b| b.iter(|| run(&mut off, &frames, &mut now)));
-    assert_eq!(off.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0, "the churn workload must be valid traffic");
+    assert_eq!(
+        off.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(),
+        0,
+        "the churn workload must be valid traffic"
+    );
 
     // A real ring in shared memory (tmpfs) and a drainer on the other core.
     let rings = common::scratch_rings(65536);
@@ -85,7 +101,11 @@ fn restore(c: &mut Criterion) {
     let alloc = t0.elapsed();
     let t1 = Instant::now();
     restore_worker(&mut fw, &store, 0, 10);
-    eprintln!("restore: table allocation {:.1} ms, rebuild of {N} connections {:.1} ms", alloc.as_secs_f64() * 1e3, t1.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "restore: table allocation {:.1} ms, rebuild of {N} connections {:.1} ms",
+        alloc.as_secs_f64() * 1e3,
+        t1.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 criterion_group!(benches, overhead, restore);

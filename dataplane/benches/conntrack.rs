@@ -60,7 +60,15 @@ fn stages(c: &mut Criterion) {
     let keys: Vec<ConnKey> = (0..100_000u32)
         .map(|i| {
             let (c, p) = client(i);
-            ConnKey::canonical(Family::V4, 6, Endpoint { addr: v4_mapped(c), port: p }, Endpoint { addr: v4_mapped(SERVER), port: 80 }, 0, 0).0
+            ConnKey::canonical(
+                Family::V4,
+                6,
+                Endpoint { addr: v4_mapped(c), port: p },
+                Endpoint { addr: v4_mapped(SERVER), port: 80 },
+                0,
+                0,
+            )
+            .0
         })
         .collect();
     let mut i = 0;
@@ -72,12 +80,24 @@ fn stages(c: &mut Criterion) {
         })
     });
 
-    let h = |flags, seq, ack| TcpHdr { sport: 40000, dport: 80, seq, ack, flags, window: 64240, ..Default::default() };
+    let h = |flags, seq, ack| TcpHdr {
+        sport: 40000,
+        dport: 80,
+        seq,
+        ack,
+        flags,
+        window: 64240,
+        ..Default::default()
+    };
     let mut p = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
     tcp::track(&mut p, dataplane::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
     tcp::track(&mut p, dataplane::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
     let data = h(0x10, 1001, 5001);
-    g.bench_function("tcp_track_established", |b| b.iter(|| tcp::track(black_box(&mut p), dataplane::conn::Dir::Original, black_box(&data), 0)));
+    g.bench_function("tcp_track_established", |b| {
+        b.iter(|| {
+            tcp::track(black_box(&mut p), dataplane::conn::Dir::Original, black_box(&data), 0)
+        })
+    });
     g.finish();
 }
 

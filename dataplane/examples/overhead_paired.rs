@@ -31,9 +31,9 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink, WorkerSink};
 use dataplane::config::ConntrackSection;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::firewall::Firewall;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,7 +41,15 @@ use std::time::{Duration, Instant};
 
 fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
     let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
-    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, sink, Arc::new(Default::default()))
+    Firewall::new(
+        &ct,
+        Arc::new(Default::default()),
+        vec![0, 0],
+        2_450_000_000,
+        KernelHugepageAlloc,
+        sink,
+        Arc::new(Default::default()),
+    )
 }
 
 fn thread_cpu() -> Duration {
@@ -54,7 +62,11 @@ fn thread_cpu() -> Duration {
 }
 
 /// One pass; returns its wall and worker-CPU durations.
-fn pass<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) -> (Duration, Duration) {
+fn pass<S: CheckpointSink>(
+    fw: &mut Firewall<S, KernelHugepageAlloc>,
+    frames: &[Vec<u8>],
+    now: &mut u64,
+) -> (Duration, Duration) {
     let (t, c) = (Instant::now(), thread_cpu());
     let fwd = common::run_bursts(fw, frames, now);
     let (d, cd) = (t.elapsed(), thread_cpu() - c);
@@ -69,10 +81,19 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let rounds: usize = args.next().map(|a| a.parse().expect("usage: overhead_paired [ROUNDS] [DATA] [SLEEP_US]")).unwrap_or(31);
-    let data: u32 = args.next().map(|a| a.parse().expect("DATA: data packets per connection life")).unwrap_or(common::DATA);
-    let sleep_us: u64 = args.next().map(|a| a.parse().expect("SLEEP_US: drainer idle sleep")).unwrap_or(50);
-    let slots: u32 = std::env::var("RING_SLOTS").ok().map_or(65536, |v| v.parse().expect("RING_SLOTS: a power of two"));
+    let rounds: usize = args
+        .next()
+        .map(|a| a.parse().expect("usage: overhead_paired [ROUNDS] [DATA] [SLEEP_US]"))
+        .unwrap_or(31);
+    let data: u32 = args
+        .next()
+        .map(|a| a.parse().expect("DATA: data packets per connection life"))
+        .unwrap_or(common::DATA);
+    let sleep_us: u64 =
+        args.next().map(|a| a.parse().expect("SLEEP_US: drainer idle sleep")).unwrap_or(50);
+    let slots: u32 = std::env::var("RING_SLOTS")
+        .ok()
+        .map_or(65536, |v| v.parse().expect("RING_SLOTS: a power of two"));
     let frames = common::churn_frames_with(data);
 
     let rings = common::scratch_rings(slots);
@@ -115,14 +136,15 @@ fn main() {
     // deadlines stay in order whichever side runs.
     let mut clocks = [1u64, 1u64];
     let (mut deltas, mut ring_full) = (0u64, 0u64);
-    let mut on_pass = |fws: &mut Vec<Firewall<WorkerSink, KernelHugepageAlloc>>, i: usize, t: &mut u64| {
-        let fw = &mut fws[i];
-        let (d0, f0) = (common::deltas_written(&fw.counters), fw.counters.ckpt_ring_full.get());
-        let r = pass(fw, &frames, t);
-        deltas += common::deltas_written(&fw.counters) - d0;
-        ring_full += fw.counters.ckpt_ring_full.get() - f0;
-        r
-    };
+    let mut on_pass =
+        |fws: &mut Vec<Firewall<WorkerSink, KernelHugepageAlloc>>, i: usize, t: &mut u64| {
+            let fw = &mut fws[i];
+            let (d0, f0) = (common::deltas_written(&fw.counters), fw.counters.ckpt_ring_full.get());
+            let r = pass(fw, &frames, t);
+            deltas += common::deltas_written(&fw.counters) - d0;
+            ring_full += fw.counters.ckpt_ring_full.get() - f0;
+            r
+        };
     // Warm-up: tables populated, pages touched, caches and branch predictors.
     let i = side(&mut fws, false);
     pass(&mut fws[i], &frames, &mut clocks[i]);
@@ -164,8 +186,14 @@ fn main() {
         if inline { "drained inline between passes".to_string() } else { format!("drainer idle sleep {sleep_us} us") },
         if two { "a table per side" } else { "one table, sink switched" }
     );
-    println!("deltas per connection life: {:.2}", deltas as f64 / ((rounds + 1) * common::FLOWS as usize) as f64);
-    for (clock, offs, ons, ratios) in [("wall clock", &mut offs, &mut ons, &mut ratios), ("worker CPU", &mut cpu_offs, &mut cpu_ons, &mut cpu_ratios)] {
+    println!(
+        "deltas per connection life: {:.2}",
+        deltas as f64 / ((rounds + 1) * common::FLOWS as usize) as f64
+    );
+    for (clock, offs, ons, ratios) in [
+        ("wall clock", &mut offs, &mut ons, &mut ratios),
+        ("worker CPU", &mut cpu_offs, &mut cpu_ons, &mut cpu_ratios),
+    ] {
         let m = median(ratios);
         println!(
             "{clock}: off {:.2} Mpps, on {:.2} Mpps (medians); on/off median {m:.3} (quartiles {:.3}..{:.3})",

@@ -15,25 +15,34 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink, WorkerSink};
 use dataplane::config::ConntrackSection;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::firewall::Firewall;
 use shm_layout::DeltaConsumer;
 use std::sync::Arc;
 
 fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
     let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
-    Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, sink, Arc::new(Default::default()))
+    Firewall::new(
+        &ct,
+        Arc::new(Default::default()),
+        vec![0, 0],
+        2_450_000_000,
+        KernelHugepageAlloc,
+        sink,
+        Arc::new(Default::default()),
+    )
 }
 
 #[inline(never)]
 fn drain(c: &mut Option<DeltaConsumer<'_>>) {
     if let Some(c) = c {
-        while c.drain(4096, |d| {
-            std::hint::black_box(d.payload);
-        })
-        .applied
+        while c
+            .drain(4096, |d| {
+                std::hint::black_box(d.payload);
+            })
+            .applied
             != 0
         {}
     }
@@ -41,7 +50,12 @@ fn drain(c: &mut Option<DeltaConsumer<'_>>) {
 
 /// One pass in bursts of 32; the ring is drained between bursts outside the count.
 #[inline(never)]
-fn run_passes<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64, cons: &mut Option<DeltaConsumer<'_>>) -> usize {
+fn run_passes<S: CheckpointSink>(
+    fw: &mut Firewall<S, KernelHugepageAlloc>,
+    frames: &[Vec<u8>],
+    now: &mut u64,
+    cons: &mut Option<DeltaConsumer<'_>>,
+) -> usize {
     let mut fwd = 0;
     for burst in frames.chunks(32) {
         fwd += common::run_bursts(fw, burst, now);
@@ -53,8 +67,14 @@ fn run_passes<S: CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, fram
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "ring".into());
-    let passes: usize = args.next().map(|a| a.parse().expect("usage: profile_churn off|ring PASSES [DATA]")).unwrap_or(3);
-    let data: u32 = args.next().map(|a| a.parse().expect("DATA: packets per connection life")).unwrap_or(common::DATA);
+    let passes: usize = args
+        .next()
+        .map(|a| a.parse().expect("usage: profile_churn off|ring PASSES [DATA]"))
+        .unwrap_or(3);
+    let data: u32 = args
+        .next()
+        .map(|a| a.parse().expect("DATA: packets per connection life"))
+        .unwrap_or(common::DATA);
     let frames = common::churn_frames_with(data);
     let mut now = 1;
     let fwd = if mode == "off" {
@@ -64,7 +84,8 @@ fn main() {
         let rings = common::scratch_rings(65536);
         let mut cons = Some(rings.consumer(0).unwrap());
         let mut fw = firewall(WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap())));
-        let n = (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut cons)).sum::<usize>();
+        let n =
+            (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut cons)).sum::<usize>();
         let deltas = common::deltas_written(&fw.counters);
         println!("{deltas} deltas, ring full {}", fw.counters.ckpt_ring_full.get());
         n

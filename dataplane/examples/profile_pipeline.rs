@@ -28,18 +28,28 @@ fn run_bursts(fw: &mut common::Fw, frames: &[Vec<u8>], bursts: usize, staged: bo
             *b = black_box(&frames[at]);
             at = if at + 1 == frames.len() { 0 } else { at + 1 };
         }
-        forwarded += if staged { common::staged_burst(fw, &burst, 0, 2) } else { common::per_packet_burst(fw, burst, 0, 2) };
+        forwarded += if staged {
+            common::staged_burst(fw, &burst, 0, 2)
+        } else {
+            common::per_packet_burst(fw, burst, 0, 2)
+        };
     }
     forwarded
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("usage: profile_pipeline FLOWS BURSTS"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>().expect("usage: profile_pipeline FLOWS BURSTS"));
     let flows = args.next().unwrap_or(10_000);
     let bursts = args.next().unwrap_or(2_000);
     let (mut fw, frames) = common::established(flows as u32);
     let staged = !common::per_packet();
     let fwd = run_bursts(&mut fw, &frames, bursts, staged);
     assert_eq!(fwd, bursts * 32, "every established frame is forwarded");
-    println!("{flows} flows, {} packets, {}", bursts * 32, if staged { "staged bursts" } else { "per packet" });
+    println!(
+        "{flows} flows, {} packets, {}",
+        bursts * 32,
+        if staged { "staged bursts" } else { "per packet" }
+    );
 }

@@ -32,7 +32,9 @@ fn rebuild(fw: &mut Fw, store: &shm_layout::StoreSegment, worker: u16) -> u64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<u32>().expect("usage: profile_restore CONNECTIONS [WORKERS] [ROUNDS]"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<u32>().expect("usage: profile_restore CONNECTIONS [WORKERS] [ROUNDS]"));
     let n = args.next().unwrap_or(100_000);
     let workers = args.next().unwrap_or(1).max(1) as u16;
     let rounds = args.next().unwrap_or(1).max(1);
@@ -42,7 +44,17 @@ fn main() {
     let mut ms = Vec::new();
     for _ in 0..rounds {
         let mut fws: Vec<Fw> = (0..workers)
-            .map(|_| Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, NoCheckpoint, Arc::new(Default::default())))
+            .map(|_| {
+                Firewall::new(
+                    &ct,
+                    Arc::new(Default::default()),
+                    vec![0, 0],
+                    2_450_000_000,
+                    KernelHugepageAlloc,
+                    NoCheckpoint,
+                    Arc::new(Default::default()),
+                )
+            })
             .collect();
         let t = std::time::Instant::now();
         let restored: u64 = if workers == 1 {
@@ -50,7 +62,11 @@ fn main() {
         } else {
             std::thread::scope(|s| {
                 let store = &store;
-                let jobs: Vec<_> = fws.iter_mut().enumerate().map(|(w, fw)| s.spawn(move || rebuild(fw, store, w as u16))).collect();
+                let jobs: Vec<_> = fws
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(w, fw)| s.spawn(move || rebuild(fw, store, w as u16)))
+                    .collect();
                 jobs.into_iter().map(|j| j.join().unwrap()).sum()
             })
         };

@@ -58,7 +58,18 @@ pub struct ConntrackSection {
 
 impl Default for ConntrackSection {
     fn default() -> Self {
-        ConntrackSection { enabled: true, capacity: shm_layout::DEFAULT_CONNTRACK_CAPACITY, sweep_batch: 8, ftp: true, ftp_ports: vec![21], ftp_sessions: 1024, expectations: 256, expectation_timeout: 30, fragments: 1024, timeouts: Timeouts::default() }
+        ConntrackSection {
+            enabled: true,
+            capacity: shm_layout::DEFAULT_CONNTRACK_CAPACITY,
+            sweep_batch: 8,
+            ftp: true,
+            ftp_ports: vec![21],
+            ftp_sessions: 1024,
+            expectations: 256,
+            expectation_timeout: 30,
+            fragments: 1024,
+            timeouts: Timeouts::default(),
+        }
     }
 }
 
@@ -131,7 +142,17 @@ pub struct DataplaneSection {
 
 impl Default for DataplaneSection {
     fn default() -> Self {
-        DataplaneSection { burst: 32, mbufs: 16383, mbuf_cache: 256, mbuf_data_room: 2176, rx_desc: 1024, tx_desc: 1024, stats_interval_ms: 5000, idle_sleep_us: 0, idle_polls: 256 }
+        DataplaneSection {
+            burst: 32,
+            mbufs: 16383,
+            mbuf_cache: 256,
+            mbuf_data_room: 2176,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            stats_interval_ms: 5000,
+            idle_sleep_us: 0,
+            idle_polls: 256,
+        }
     }
 }
 
@@ -218,51 +239,84 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &str) -> Result<Plan, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().replace('\n', " ") })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
         config.validate(path)
     }
 
     fn validate(self, path: &str) -> Result<Plan, ConfigError> {
-        let bad = |key: String, reason: String| ConfigError::Invalid { path: path.into(), key, reason };
+        let bad =
+            |key: String, reason: String| ConfigError::Invalid { path: path.into(), key, reason };
         let d = &self.dataplane;
         if d.burst == 0 || d.burst as usize > crate::dpdk::MAX_BURST {
-            return Err(bad("dataplane.burst".into(), format!("{} is out of range 1..={}", d.burst, crate::dpdk::MAX_BURST)));
+            return Err(bad(
+                "dataplane.burst".into(),
+                format!("{} is out of range 1..={}", d.burst, crate::dpdk::MAX_BURST),
+            ));
         }
         if d.mbuf_cache > 512 {
-            return Err(bad("dataplane.mbuf_cache".into(), format!("{} is above DPDK's limit of 512", d.mbuf_cache)));
+            return Err(bad(
+                "dataplane.mbuf_cache".into(),
+                format!("{} is above DPDK's limit of 512", d.mbuf_cache),
+            ));
         }
         if d.rx_desc < 32 || d.tx_desc < 32 {
-            return Err(bad(if d.rx_desc < 32 { "dataplane.rx_desc" } else { "dataplane.tx_desc" }.into(), "must be at least 32".into()));
+            return Err(bad(
+                if d.rx_desc < 32 { "dataplane.rx_desc" } else { "dataplane.tx_desc" }.into(),
+                "must be at least 32".into(),
+            ));
         }
         if self.port.is_empty() {
-            return Err(bad("port".into(), "no [[port]] is configured; name at least two ports and bridge them".into()));
+            return Err(bad(
+                "port".into(),
+                "no [[port]] is configured; name at least two ports and bridge them".into(),
+            ));
         }
         let mut by_name = HashMap::new();
         for (i, p) in self.port.iter().enumerate() {
             if p.name.is_empty() || p.name.contains(':') {
-                return Err(bad(format!("port[{i}].name"), format!("{:?} must be non-empty and contain no ':'", p.name)));
+                return Err(bad(
+                    format!("port[{i}].name"),
+                    format!("{:?} must be non-empty and contain no ':'", p.name),
+                ));
             }
             if by_name.insert(p.name.as_str(), i).is_some() {
-                return Err(bad(format!("port[{i}].name"), format!("port {:?} is defined twice", p.name)));
+                return Err(bad(
+                    format!("port[{i}].name"),
+                    format!("port {:?} is defined twice", p.name),
+                ));
             }
             if p.rx_queues == 0 {
                 return Err(bad(format!("port[{i}].rx_queues"), "must be at least 1".into()));
             }
             if self.port[..i].iter().any(|q| q.device == p.device) {
-                return Err(bad(format!("port[{i}].device"), format!("device {:?} is used by two ports", p.device)));
+                return Err(bad(
+                    format!("port[{i}].device"),
+                    format!("device {:?} is used by two ports", p.device),
+                ));
             }
         }
         let mut peer: Vec<Option<usize>> = vec![None; self.port.len()];
         for (i, b) in self.bridge.iter().enumerate() {
             let key = format!("bridge[{i}].ports");
             if b.ports.len() != 2 {
-                return Err(bad(key, format!("a bridge joins exactly two ports, got {}", b.ports.len())));
+                return Err(bad(
+                    key,
+                    format!("a bridge joins exactly two ports, got {}", b.ports.len()),
+                ));
             }
             let mut ids = [0; 2];
             for (k, name) in b.ports.iter().enumerate() {
-                ids[k] = *by_name.get(name.as_str()).ok_or_else(|| bad(key.clone(), format!("unknown port {name:?}")))?;
+                ids[k] = *by_name
+                    .get(name.as_str())
+                    .ok_or_else(|| bad(key.clone(), format!("unknown port {name:?}")))?;
                 if peer[ids[k]].is_some() {
-                    return Err(bad(key.clone(), format!("port {name:?} is already in another bridge")));
+                    return Err(bad(
+                        key.clone(),
+                        format!("port {name:?} is already in another bridge"),
+                    ));
                 }
             }
             if ids[0] == ids[1] {
@@ -272,34 +326,63 @@ impl Config {
             peer[ids[1]] = Some(ids[0]);
         }
         if let Some(i) = peer.iter().position(Option::is_none) {
-            return Err(bad("bridge".into(), format!("port {:?} is in no bridge; every port needs a peer", self.port[i].name)));
+            return Err(bad(
+                "bridge".into(),
+                format!("port {:?} is in no bridge; every port needs a peer", self.port[i].name),
+            ));
         }
         if self.worker.is_empty() {
-            return Err(bad("worker".into(), "no [[worker]] is configured; give each RX queue to a worker lcore".into()));
+            return Err(bad(
+                "worker".into(),
+                "no [[worker]] is configured; give each RX queue to a worker lcore".into(),
+            ));
         }
         let mut owner: HashMap<(usize, u16), usize> = HashMap::new();
         let mut workers = Vec::new();
         let mut lcores = HashMap::new();
         for (w, wc) in self.worker.iter().enumerate() {
             if let Some(other) = lcores.insert(wc.lcore, w) {
-                return Err(bad(format!("worker[{w}].lcore"), format!("lcore {} is already used by worker[{other}]", wc.lcore)));
+                return Err(bad(
+                    format!("worker[{w}].lcore"),
+                    format!("lcore {} is already used by worker[{other}]", wc.lcore),
+                ));
             }
             if wc.rx.is_empty() {
-                return Err(bad(format!("worker[{w}].rx"), "a worker must poll at least one RX queue".into()));
+                return Err(bad(
+                    format!("worker[{w}].rx"),
+                    "a worker must poll at least one RX queue".into(),
+                ));
             }
             let mut lanes = Vec::new();
             for (r, spec) in wc.rx.iter().enumerate() {
                 let key = format!("worker[{w}].rx[{r}]");
-                let (pname, q) = spec.rsplit_once(':').ok_or_else(|| bad(key.clone(), format!("{spec:?} is not \"port:queue\"")))?;
-                let port = *by_name.get(pname).ok_or_else(|| bad(key.clone(), format!("unknown port {pname:?}")))?;
-                let queue: u16 = q.parse().map_err(|_| bad(key.clone(), format!("queue {q:?} is not a number")))?;
+                let (pname, q) = spec
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad(key.clone(), format!("{spec:?} is not \"port:queue\"")))?;
+                let port = *by_name
+                    .get(pname)
+                    .ok_or_else(|| bad(key.clone(), format!("unknown port {pname:?}")))?;
+                let queue: u16 = q
+                    .parse()
+                    .map_err(|_| bad(key.clone(), format!("queue {q:?} is not a number")))?;
                 if queue >= self.port[port].rx_queues {
-                    return Err(bad(key, format!("port {pname:?} has {} RX queue(s); queue {queue} does not exist", self.port[port].rx_queues)));
+                    return Err(bad(
+                        key,
+                        format!(
+                            "port {pname:?} has {} RX queue(s); queue {queue} does not exist",
+                            self.port[port].rx_queues
+                        ),
+                    ));
                 }
                 if let Some(other) = owner.insert((port, queue), w) {
                     return Err(bad(key, format!("{spec} is already polled by worker[{other}]")));
                 }
-                lanes.push(Lane { rx_port: port, rx_queue: queue, tx_port: peer[port].expect("checked above"), tx_queue: w as u16 });
+                lanes.push(Lane {
+                    rx_port: port,
+                    rx_queue: queue,
+                    tx_port: peer[port].expect("checked above"),
+                    tx_queue: w as u16,
+                });
             }
             workers.push(WorkerPlan { lcore: wc.lcore, lanes });
         }
@@ -312,20 +395,33 @@ impl Config {
         }
         let c = &self.conntrack;
         if c.capacity == 0 || c.capacity > 1 << 26 {
-            return Err(bad("conntrack.capacity".into(), format!("{} is out of range 1..=67108864", c.capacity)));
+            return Err(bad(
+                "conntrack.capacity".into(),
+                format!("{} is out of range 1..=67108864", c.capacity),
+            ));
         }
         if c.sweep_batch == 0 {
-            return Err(bad("conntrack.sweep_batch".into(), "must be at least 1, or connections never expire".into()));
+            return Err(bad(
+                "conntrack.sweep_batch".into(),
+                "must be at least 1, or connections never expire".into(),
+            ));
         }
         if c.ftp && (c.ftp_sessions == 0 || c.expectations == 0) {
-            return Err(bad("conntrack.ftp_sessions".into(), "ftp = true needs ftp_sessions and expectations of at least 1".into()));
+            return Err(bad(
+                "conntrack.ftp_sessions".into(),
+                "ftp = true needs ftp_sessions and expectations of at least 1".into(),
+            ));
         }
         let k = &self.checkpoint;
         if !k.ring_slots.is_power_of_two() || k.ring_slots < 64 {
-            return Err(bad("checkpoint.ring_slots".into(), format!("{} must be a power of two, at least 64", k.ring_slots)));
+            return Err(bad(
+                "checkpoint.ring_slots".into(),
+                format!("{} must be a power of two, at least 64", k.ring_slots),
+            ));
         }
         let port_zones: Vec<Option<String>> = self.port.iter().map(|p| p.zone.clone()).collect();
-        let policy = crate::policy::Policy::compile(&self.zone, &self.rule, &port_zones).map_err(|(key, reason)| bad(key, reason))?;
+        let policy = crate::policy::Policy::compile(&self.zone, &self.rule, &port_zones)
+            .map_err(|(key, reason)| bad(key, reason))?;
         let mut port_bridge = vec![0u16; self.port.len()];
         for (b, br) in self.bridge.iter().enumerate() {
             for name in &br.ports {
@@ -335,7 +431,13 @@ impl Config {
         let tx_queues = workers.len() as u16;
         let plan = Plan { config: self, tx_queues, workers, policy, port_bridge };
         if plan.config.dataplane.mbuf_data_room < 256 {
-            return Err(bad("dataplane.mbuf_data_room".into(), format!("{} leaves no room for a frame after the 128-byte headroom; at least 256", plan.config.dataplane.mbuf_data_room)));
+            return Err(bad(
+                "dataplane.mbuf_data_room".into(),
+                format!(
+                    "{} leaves no room for a frame after the 128-byte headroom; at least 256",
+                    plan.config.dataplane.mbuf_data_room
+                ),
+            ));
         }
         let need = plan.mbufs_needed();
         if (plan.config.dataplane.mbufs as u64) < need {
@@ -373,7 +475,13 @@ mod tests {
     fn good_config_gives_lanes_to_the_peer_port() {
         let plan = Config::parse(GOOD, "t.toml").unwrap();
         assert_eq!(plan.workers.len(), 1);
-        assert_eq!(plan.workers[0].lanes, vec![Lane { rx_port: 0, rx_queue: 0, tx_port: 1, tx_queue: 0 }, Lane { rx_port: 1, rx_queue: 0, tx_port: 0, tx_queue: 0 }]);
+        assert_eq!(
+            plan.workers[0].lanes,
+            vec![
+                Lane { rx_port: 0, rx_queue: 0, tx_port: 1, tx_queue: 0 },
+                Lane { rx_port: 1, rx_queue: 0, tx_port: 0, tx_queue: 0 }
+            ]
+        );
     }
 
     #[test]
@@ -385,10 +493,13 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert!(err(&GOOD.replace("burst = 32", "burst = 0")).contains("dataplane.burst"));
-        assert!(err(&GOOD.replace("[\"client\", \"server\"]", "[\"client\", \"nowhere\"]")).contains("bridge[0].ports: unknown port \"nowhere\""));
+        assert!(err(&GOOD.replace("[\"client\", \"server\"]", "[\"client\", \"nowhere\"]"))
+            .contains("bridge[0].ports: unknown port \"nowhere\""));
         assert!(err(&GOOD.replace("\"server:0\"", "\"server:3\"")).contains("worker[0].rx[1]"));
         assert!(err(&GOOD.replace("\"server:0\"", "\"client:0\"")).contains("already polled"));
-        assert!(err(&GOOD.replace(", \"server:0\"", "")).contains("server:0 is polled by no worker"));
+        assert!(
+            err(&GOOD.replace(", \"server:0\"", "")).contains("server:0 is polled by no worker")
+        );
         assert!(err(&GOOD.replace("burst = 32", "mbufs = 100")).contains("dataplane.mbufs"));
         assert!(err(&GOOD.replace("net_tap1", "net_tap0")).contains("port[1].device"));
     }
@@ -398,14 +509,16 @@ mod tests {
         let text = format!("{GOOD}\n[[zone]]\nname = \"out\"\ndefault = \"drop\"\n[[rule]]\nname = \"web\"\nproto = \"tcp\"\ndst = \"10.0.0.300\"\naction = \"accept\"\n");
         let e = err(&text);
         assert!(e.contains("rule[0] (\"web\").dst"), "{e}");
-        let e = err(&GOOD.replace("device = \"net_tap1\"", "device = \"net_tap1\"\n        zone = \"nowhere\""));
+        let e = err(&GOOD
+            .replace("device = \"net_tap1\"", "device = \"net_tap1\"\n        zone = \"nowhere\""));
         assert!(e.contains("port[1].zone: unknown zone"), "{e}");
         assert!(err(&format!("{GOOD}\n[conntrack]\ncapacity = 0\n")).contains("conntrack.capacity"));
     }
 
     #[test]
     fn the_shipped_example_config_is_valid() {
-        let plan = Config::parse(include_str!("../../config/lazarus.toml"), "config/lazarus.toml").unwrap();
+        let plan = Config::parse(include_str!("../../config/lazarus.toml"), "config/lazarus.toml")
+            .unwrap();
         assert_eq!(plan.policy.rules.len(), 1);
         assert_eq!(plan.policy.port_zone, vec![Some(1), Some(0)]);
     }
@@ -422,6 +535,9 @@ mod tests {
             .replace("rx = [\"client:0\", \"server:0\"]", "rx = [\"client:0\", \"server:0\"]\n        [[worker]]\n        lcore = 2\n        rx = [\"client:1\"]");
         let plan = Config::parse(&text, "t.toml").unwrap();
         assert_eq!(plan.tx_queues, 2);
-        assert_eq!(plan.workers[1].lanes[0], Lane { rx_port: 0, rx_queue: 1, tx_port: 1, tx_queue: 1 });
+        assert_eq!(
+            plan.workers[1].lanes[0],
+            Lane { rx_port: 0, rx_queue: 1, tx_port: 1, tx_queue: 1 }
+        );
     }
 }

@@ -6,8 +6,8 @@
 
 use crate::checkpoint::wire::PortionError;
 use crate::checkpoint::{CheckpointSink, SinkFull};
-use crate::conn::ConnId;
 use crate::config::ConntrackSection;
+use crate::conn::ConnId;
 use crate::conn::{ConnKey, ConnTable, Dir, Endpoint, IndexHash, SlotId};
 use crate::modules::ftp::{Expectation, Expectations, FtpEvent, FtpPortion};
 use crate::modules::icmp::{self, IcmpKind, IcmpPortion};
@@ -15,7 +15,7 @@ use crate::modules::ip::IpPortion;
 use crate::modules::tcp::{self, TcpChange, TcpState};
 use crate::modules::udp::UdpPortion;
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
-use crate::parse::{self, proto, Addr, FrameKind, Fragment, IpPacket, TcpHdr, L4};
+use crate::parse::{self, proto, Addr, Fragment, FrameKind, IpPacket, TcpHdr, L4};
 use crate::policy::{Action, Policy};
 use crate::stats::{FwCounters, FwDrop};
 use allocator_api2::alloc::Allocator;
@@ -44,10 +44,32 @@ impl Ticks {
         let t = &c.timeouts;
         let s = |secs: u64| secs.saturating_mul(hz);
         let mut tcp = [0; TcpState::COUNT];
-        for (i, v) in [t.tcp_close, t.tcp_syn_sent, t.tcp_syn_recv, t.tcp_established, t.tcp_fin_wait, t.tcp_close_wait, t.tcp_last_ack, t.tcp_time_wait, t.tcp_close, t.tcp_syn_sent].iter().enumerate() {
+        for (i, v) in [
+            t.tcp_close,
+            t.tcp_syn_sent,
+            t.tcp_syn_recv,
+            t.tcp_established,
+            t.tcp_fin_wait,
+            t.tcp_close_wait,
+            t.tcp_last_ack,
+            t.tcp_time_wait,
+            t.tcp_close,
+            t.tcp_syn_sent,
+        ]
+        .iter()
+        .enumerate()
+        {
             tcp[i] = s(*v);
         }
-        Ticks { tcp, udp: s(t.udp), udp_stream: s(t.udp_stream), icmp: s(t.icmp), generic: s(t.generic), fragment: s(t.fragment), expectation: s(c.expectation_timeout) }
+        Ticks {
+            tcp,
+            udp: s(t.udp),
+            udp_stream: s(t.udp_stream),
+            icmp: s(t.icmp),
+            generic: s(t.generic),
+            fragment: s(t.fragment),
+            expectation: s(c.expectation_timeout),
+        }
     }
 
     fn of(&self, l4: &L4Portion) -> u64 {
@@ -129,7 +151,10 @@ pub struct StagedBurst {
 impl StagedBurst {
     /// Room for `STAGE_MAX` packets: allocated once, when a worker starts.
     pub fn new() -> StagedBurst {
-        StagedBurst { staged: Box::new([Staged::default(); STAGE_MAX]), pkts: Box::new([IpPacket::default(); STAGE_MAX]) }
+        StagedBurst {
+            staged: Box::new([Staged::default(); STAGE_MAX]),
+            pkts: Box::new([IpPacket::default(); STAGE_MAX]),
+        }
     }
 }
 
@@ -293,7 +318,16 @@ pub enum RestoreError {
 /// marks the portion dirty. Free-standing so callers can lend disjoint fields.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn emit<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, ckpt: &mut ReemitState, version: u64) -> bool {
+fn emit<S: CheckpointSink>(
+    conn: &mut Conn,
+    module: Module,
+    ftp: &FtpPool,
+    exps: &Expectations,
+    sink: &mut S,
+    counters: &FwCounters,
+    ckpt: &mut ReemitState,
+    version: u64,
+) -> bool {
     if !conn.stored {
         return true;
     }
@@ -310,7 +344,16 @@ fn emit<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps:
 /// in `profile_churn`).
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
-fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, ckpt: &mut ReemitState, version: u64) -> bool {
+fn write_portion<S: CheckpointSink>(
+    conn: &mut Conn,
+    module: Module,
+    ftp: &FtpPool,
+    exps: &Expectations,
+    sink: &mut S,
+    counters: &FwCounters,
+    ckpt: &mut ReemitState,
+    version: u64,
+) -> bool {
     // Not `modules_of(conn) & bit`, nor `conn.l4.module() == Some(module)`:
     // both cost 13–20 more instructions a delta here (callgrind, profile_churn).
     let present = match module {
@@ -327,7 +370,9 @@ fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPo
     let pushed = match (module, &c.l4) {
         // The tcp portion, the one the packet path writes most, as words
         // built in registers.
-        (Module::Tcp, L4Portion::Tcp(t)) => sink.portion_words(c.id, module, version, &t.encode_words(), tcp::TcpPortion::WORDS_LEN),
+        (Module::Tcp, L4Portion::Tcp(t)) => {
+            sink.portion_words(c.id, module, version, &t.encode_words(), tcp::TcpPortion::WORDS_LEN)
+        }
         // The others encoded straight into the sink's slot. Every encoding
         // fits the slot by construction (the portion MAX sizes); were one not
         // to, the delta would be empty, which a restore refuses as truncated.
@@ -337,7 +382,8 @@ fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPo
                 (Module::Udp, L4Portion::Udp(u)) => u.encode(buf),
                 (Module::Icmp, L4Portion::Icmp(i)) => i.encode(buf),
                 (Module::Ftp, _) => {
-                    let mut x = [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
+                    let mut x =
+                        [Expectation::default(); crate::modules::ftp::CHECKPOINT_EXPECTATIONS];
                     let mut n = 0;
                     for e in exps.of_master(c.id).take(x.len()) {
                         x[n] = *e;
@@ -375,7 +421,16 @@ fn write_portion<S: CheckpointSink>(conn: &mut Conn, module: Module, ftp: &FtpPo
 /// Writes the portions of `conn` whose module bits are in `want`; returns
 /// how many the sink took. Nothing while the connection is not stored.
 #[allow(clippy::too_many_arguments)]
-fn emit_modules<S: CheckpointSink>(conn: &mut Conn, want: u8, ftp: &FtpPool, exps: &Expectations, sink: &mut S, counters: &FwCounters, ckpt: &mut ReemitState, version: u64) -> u64 {
+fn emit_modules<S: CheckpointSink>(
+    conn: &mut Conn,
+    want: u8,
+    ftp: &FtpPool,
+    exps: &Expectations,
+    sink: &mut S,
+    counters: &FwCounters,
+    ckpt: &mut ReemitState,
+    version: u64,
+) -> u64 {
     if !conn.stored {
         return 0;
     }
@@ -401,7 +456,15 @@ fn modules_of(conn: &Conn) -> u8 {
 }
 
 impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
-    pub fn new(c: &ConntrackSection, policy: Arc<Policy>, port_bridge: Vec<u16>, tsc_hz: u64, alloc: A, sink: S, counters: Arc<FwCounters>) -> Self {
+    pub fn new(
+        c: &ConntrackSection,
+        policy: Arc<Policy>,
+        port_bridge: Vec<u16>,
+        tsc_hz: u64,
+        alloc: A,
+        sink: S,
+        counters: Arc<FwCounters>,
+    ) -> Self {
         let ftp_n = if c.ftp { c.ftp_sessions } else { 0 };
         Firewall {
             table: ConnTable::new_in(c.capacity, alloc),
@@ -411,12 +474,20 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             sweep_batch: c.sweep_batch as usize,
             ftp_enabled: c.ftp,
             ftp_ports: c.ftp_ports.clone(),
-            ftp: FtpPool { slots: vec![FtpPortion::default(); ftp_n as usize].into_boxed_slice(), free: (0..ftp_n).rev().collect() },
+            ftp: FtpPool {
+                slots: vec![FtpPortion::default(); ftp_n as usize].into_boxed_slice(),
+                free: (0..ftp_n).rev().collect(),
+            },
             expectations: Expectations::new(c.expectations as usize),
             frags: vec![FragEntry::default(); c.fragments.max(1) as usize].into_boxed_slice(),
             counters,
             sink,
-            ckpt: ReemitState { pending_deletes: Vec::with_capacity(PENDING_DELETES), dirty: 0, cursor: None, resync: false },
+            ckpt: ReemitState {
+                pending_deletes: Vec::with_capacity(PENDING_DELETES),
+                dirty: 0,
+                cursor: None,
+                resync: false,
+            },
             tally: Tally::default(),
             gauge_every: tsc_hz / 10,
             next_gauge: 0,
@@ -428,17 +499,41 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     #[inline]
     fn emit(&mut self, slot: crate::conn::SlotId, module: Module, now: u64) {
         let conn = self.table.get_mut(slot);
-        emit(conn, module, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+        emit(
+            conn,
+            module,
+            &self.ftp,
+            &self.expectations,
+            &mut self.sink,
+            &self.counters,
+            &mut self.ckpt,
+            now,
+        );
     }
 
     /// Writes every portion the connection in `slot` has.
     fn emit_all(&mut self, slot: crate::conn::SlotId, now: u64) {
         let conn = self.table.get_mut(slot);
         let present = modules_of(conn);
-        emit_modules(conn, present, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+        emit_modules(
+            conn,
+            present,
+            &self.ftp,
+            &self.expectations,
+            &mut self.sink,
+            &self.counters,
+            &mut self.ckpt,
+            now,
+        );
     }
 
-    fn emit_delete(sink: &mut S, pending: &mut Vec<ConnId>, counters: &FwCounters, id: ConnId, now: u64) {
+    fn emit_delete(
+        sink: &mut S,
+        pending: &mut Vec<ConnId>,
+        counters: &FwCounters,
+        id: ConnId,
+        now: u64,
+    ) {
         match sink.deleted(id, now) {
             Ok(()) => counters.ckpt_deletes.add(1),
             Err(SinkFull) => {
@@ -480,7 +575,16 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             }
             if let Some(conn) = self.table.at_mut(i) {
                 let want = if self.ckpt.resync { modules_of(conn) } else { conn.dirty };
-                let n = emit_modules(conn, want, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+                let n = emit_modules(
+                    conn,
+                    want,
+                    &self.ftp,
+                    &self.expectations,
+                    &mut self.sink,
+                    &self.counters,
+                    &mut self.ckpt,
+                    now,
+                );
                 self.counters.ckpt_reemitted.add(n);
             }
             i += 1;
@@ -496,9 +600,20 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     /// Rebuilds one connection from its stored portions (before the ports
     /// start). The id must be the id of the key the ip portion carries.
-    pub fn restore(&mut self, id: u64, ip: &[u8], l4: Option<(u8, &[u8])>, ftp: Option<&[u8]>, now: u64) -> Result<(), RestoreError> {
+    pub fn restore(
+        &mut self,
+        id: u64,
+        ip: &[u8],
+        l4: Option<(u8, &[u8])>,
+        ftp: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), RestoreError> {
         let mut refused = None;
-        self.restore_many(std::iter::once(StoredPortions { id, ip: Some(ip), l4, ftp }), now, |_, e| refused = Some(e));
+        self.restore_many(
+            std::iter::once(StoredPortions { id, ip: Some(ip), l4, ftp }),
+            now,
+            |_, e| refused = Some(e),
+        );
         refused.map_or(Ok(()), Err)
     }
 
@@ -506,7 +621,12 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// start), each module restoring its own portion; a connection that
     /// cannot be rebuilt is counted (`restore_skipped`), handed to `skipped`,
     /// and the rest carry on. Returns how many were restored.
-    pub fn restore_many<'a>(&mut self, stored: impl IntoIterator<Item = StoredPortions<'a>>, now: u64, mut skipped: impl FnMut(u64, RestoreError)) -> u64 {
+    pub fn restore_many<'a>(
+        &mut self,
+        stored: impl IntoIterator<Item = StoredPortions<'a>>,
+        now: u64,
+        mut skipped: impl FnMut(u64, RestoreError),
+    ) -> u64 {
         let Firewall { table, ticks, ftp, expectations, counters, tally, .. } = self;
         // No duplicate check: the id is the key's hash and checkpointd's store
         // holds each id once (its rebuild drops duplicates), so a probe per
@@ -514,15 +634,18 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let mut bulk = table.bulk_insert();
         let mut restored = 0;
         for s in stored {
-            let placed = Self::rebuild(&s, ticks, ftp, expectations, counters, now).and_then(|conn| match bulk.push(conn) {
-                Ok(_) => Ok(conn),
-                Err(crate::conn::table::TableFull) => {
-                    if conn.ftp != NO_FTP {
-                        ftp.free.push(conn.ftp);
+            let placed =
+                Self::rebuild(&s, ticks, ftp, expectations, counters, now).and_then(|conn| {
+                    match bulk.push(conn) {
+                        Ok(_) => Ok(conn),
+                        Err(crate::conn::table::TableFull) => {
+                            if conn.ftp != NO_FTP {
+                                ftp.free.push(conn.ftp);
+                            }
+                            Err(RestoreError::TableFull)
+                        }
                     }
-                    Err(RestoreError::TableFull)
-                }
-            });
+                });
             match placed {
                 Ok(conn) => {
                     tally.on(&conn.l4);
@@ -541,8 +664,16 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     /// One connection from its portions, its FTP session (if any) placed in
     /// the pool and its expectations re-armed.
-    fn rebuild(s: &StoredPortions<'_>, ticks: &Ticks, ftp: &mut FtpPool, expectations: &mut Expectations, counters: &FwCounters, now: u64) -> Result<Conn, RestoreError> {
-        let ip = s.ip.ok_or(RestoreError::Portion(PortionError::Truncated { module: "ip", len: 0 }))?;
+    fn rebuild(
+        s: &StoredPortions<'_>,
+        ticks: &Ticks,
+        ftp: &mut FtpPool,
+        expectations: &mut Expectations,
+        counters: &FwCounters,
+        now: u64,
+    ) -> Result<Conn, RestoreError> {
+        let ip =
+            s.ip.ok_or(RestoreError::Portion(PortionError::Truncated { module: "ip", len: 0 }))?;
         let (key, ipp) = IpPortion::decode(ip)?;
         let computed = key.id();
         if computed.0 != s.id {
@@ -558,7 +689,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // A restored connection gets a fresh timeout for its state: the old
         // process's last-seen time is not checkpointed (it changes per packet).
         let deadline = now + ticks.of(&l4);
-        let mut conn = Conn { key, id: computed, deadline, ip: ipp, l4, ftp: NO_FTP, dirty: 0, stored: true };
+        let mut conn =
+            Conn { key, id: computed, deadline, ip: ipp, l4, ftp: NO_FTP, dirty: 0, stored: true };
         if let Some(b) = s.ftp {
             let (portion, exps, n) = FtpPortion::decode(b, computed)?;
             match ftp.free.pop() {
@@ -585,7 +717,8 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// call once per poll round.
     #[inline]
     pub fn housekeeping(&mut self, now: u64) {
-        let (counters, sink, ftp, ckpt, tally) = (&self.counters, &mut self.sink, &mut self.ftp, &mut self.ckpt, &mut self.tally);
+        let (counters, sink, ftp, ckpt, tally) =
+            (&self.counters, &mut self.sink, &mut self.ftp, &mut self.ckpt, &mut self.tally);
         self.table.sweep(now, self.sweep_batch, |_, conn| {
             if let Some(m) = conn.l4.module() {
                 counters.expired[m as usize].add(1);
@@ -601,7 +734,10 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // during a walk starts another one instead of being absorbed by it;
         // the plain load first keeps the locked swap off the common path.
         let flush = &self.counters.requests.flush;
-        if self.flush_cursor.is_none() && flush.load(std::sync::atomic::Ordering::Relaxed) && flush.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if self.flush_cursor.is_none()
+            && flush.load(std::sync::atomic::Ordering::Relaxed)
+            && flush.swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
             self.flush_cursor = Some(0);
         }
         if self.flush_cursor.is_some() {
@@ -618,7 +754,15 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// What every removal of a connection does besides the table: its FTP
     /// portion goes back to the pool, its tallies drop, and checkpointd is
     /// told with a delete (kept for later when the ring is full).
-    fn forget(sink: &mut S, ftp: &mut FtpPool, ckpt: &mut ReemitState, tally: &mut Tally, counters: &FwCounters, conn: &Conn, now: u64) {
+    fn forget(
+        sink: &mut S,
+        ftp: &mut FtpPool,
+        ckpt: &mut ReemitState,
+        tally: &mut Tally,
+        counters: &FwCounters,
+        conn: &Conn,
+        now: u64,
+    ) {
         if conn.ftp != NO_FTP {
             ftp.free.push(conn.ftp);
         }
@@ -662,7 +806,15 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 }
                 if let Some(conn) = self.table.remove(crate::conn::SlotId(i as u32)) {
                     self.counters.flushed.add(1);
-                    Self::forget(&mut self.sink, &mut self.ftp, &mut self.ckpt, &mut self.tally, &self.counters, &conn, now);
+                    Self::forget(
+                        &mut self.sink,
+                        &mut self.ftp,
+                        &mut self.ckpt,
+                        &mut self.tally,
+                        &self.counters,
+                        &conn,
+                        now,
+                    );
                 }
             }
             i += 1;
@@ -746,8 +898,19 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         if let Some(seg) = parse::v4_tcp(frame) {
             // Stored while the header is in registers, before the key and
             // its hash need them.
-            st.seg = Seg { tcp: Some(seg.tcp), payload_off: seg.payload_off, payload_len: seg.payload_len };
-            let (key, src_is_lo) = ConnKey::canonical_v4(proto::TCP, seg.src, seg.tcp.sport, seg.dst, seg.tcp.dport, zone);
+            st.seg = Seg {
+                tcp: Some(seg.tcp),
+                payload_off: seg.payload_off,
+                payload_len: seg.payload_len,
+            };
+            let (key, src_is_lo) = ConnKey::canonical_v4(
+                proto::TCP,
+                seg.src,
+                seg.tcp.sport,
+                seg.dst,
+                seg.tcp.dport,
+                zone,
+            );
             // Hashed from registers, before the key goes to memory.
             st.hash = self.table.hash_of(&key);
             st.key = key;
@@ -792,7 +955,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// Second half: the verdict on packet `i` of the burst, which `stage`
     /// saw as `frame`. A packet that was not staged is processed whole.
     #[inline]
-    pub fn process_staged(&mut self, burst: &mut StagedBurst, i: usize, frame: &[u8], port: usize, now: u64) -> Verdict {
+    pub fn process_staged(
+        &mut self,
+        burst: &mut StagedBurst,
+        i: usize,
+        frame: &[u8],
+        port: usize,
+        now: u64,
+    ) -> Verdict {
         if i >= STAGE_MAX {
             return self.process(frame, port, now);
         }
@@ -803,7 +973,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     }
 
     #[inline(always)]
-    fn finish_staged(&mut self, st: &Staged, p: &IpPacket, frame: &[u8], port: usize, now: u64) -> Verdict {
+    fn finish_staged(
+        &mut self,
+        st: &Staged,
+        p: &IpPacket,
+        frame: &[u8],
+        port: usize,
+        now: u64,
+    ) -> Verdict {
         // Most packets: a segment whose connection the lookup found, on one
         // predictable branch rather than through a jump table over the steps.
         if let (Step::Segment, Some(slot)) = (st.step, st.slot) {
@@ -817,7 +994,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             Step::Parsed => self.track_parsed(frame, p, port, now),
             Step::Keyed => {
                 let v = match self.found(st) {
-                    Some(slot) => self.track_existing(slot, st.src_is_lo, st.icmp_kind, frame, &Seg::of(p), now),
+                    Some(slot) => self.track_existing(
+                        slot,
+                        st.src_is_lo,
+                        st.icmp_kind,
+                        frame,
+                        &Seg::of(p),
+                        now,
+                    ),
                     None => self.new_conn(st.key, st.src_is_lo, frame, p, port, st.icmp_kind, now),
                 };
                 self.fragment_seen(p, v, now)
@@ -838,7 +1022,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// the connection since).
     #[inline(always)]
     fn found(&self, st: &Staged) -> Option<SlotId> {
-        st.slot.filter(|&s| self.table.holds(s, &st.key)).or_else(|| self.table.lookup(&st.key, st.hash))
+        st.slot
+            .filter(|&s| self.table.holds(s, &st.key))
+            .or_else(|| self.table.lookup(&st.key, st.hash))
     }
 
     /// The canonical key of a packet that has one of its own: TCP, UDP, ICMP
@@ -855,7 +1041,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             },
             L4::Other => (0, 0, None),
         };
-        let (key, src_is_lo) = ConnKey::canonical(p.family, p.proto, Endpoint { addr: p.src, port: sport }, Endpoint { addr: p.dst, port: dport }, zone, p.vlan);
+        let (key, src_is_lo) = ConnKey::canonical(
+            p.family,
+            p.proto,
+            Endpoint { addr: p.src, port: sport },
+            Endpoint { addr: p.dst, port: dport },
+            zone,
+            p.vlan,
+        );
         Some((key, src_is_lo, icmp_kind))
     }
 
@@ -870,12 +1063,24 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     fn remember_fragment(&mut self, p: &IpPacket, forward: bool, now: u64) {
         let i = self.frag_slot(&p.src, &p.dst, p.frag_id, p.proto);
-        self.frags[i] = FragEntry { src: p.src, dst: p.dst, id: p.frag_id, proto: p.proto, forward, deadline: now + self.ticks.fragment };
+        self.frags[i] = FragEntry {
+            src: p.src,
+            dst: p.dst,
+            id: p.frag_id,
+            proto: p.proto,
+            forward,
+            deadline: now + self.ticks.fragment,
+        };
     }
 
     fn later_fragment(&mut self, p: &IpPacket, now: u64) -> Verdict {
         let e = self.frags[self.frag_slot(&p.src, &p.dst, p.frag_id, p.proto)];
-        if e.deadline > now && e.id == p.frag_id && e.proto == p.proto && e.src == p.src && e.dst == p.dst {
+        if e.deadline > now
+            && e.id == p.frag_id
+            && e.proto == p.proto
+            && e.src == p.src
+            && e.dst == p.dst
+        {
             if e.forward {
                 return Verdict::Forward;
             }
@@ -918,7 +1123,15 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
 
     /// A packet of the connection in `slot`, through its modules.
     #[inline(always)]
-    fn track_existing(&mut self, slot: SlotId, src_is_lo: bool, icmp_kind: Option<IcmpKind>, frame: &[u8], seg: &Seg, now: u64) -> Verdict {
+    fn track_existing(
+        &mut self,
+        slot: SlotId,
+        src_is_lo: bool,
+        icmp_kind: Option<IcmpKind>,
+        frame: &[u8],
+        seg: &Seg,
+        now: u64,
+    ) -> Verdict {
         let conn = self.table.get_mut(slot);
         let dir = conn.ip.dir_of(src_is_lo);
         let mut changed: Option<Module> = None;
@@ -977,7 +1190,16 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         let mut store_now = false;
         if let Some(m) = changed {
             if conn.stored {
-                emit(conn, m, &self.ftp, &self.expectations, &mut self.sink, &self.counters, &mut self.ckpt, now);
+                emit(
+                    conn,
+                    m,
+                    &self.ftp,
+                    &self.expectations,
+                    &mut self.sink,
+                    &self.counters,
+                    &mut self.ckpt,
+                    now,
+                );
             } else if let L4Portion::Tcp(t) = &conn.l4 {
                 // The SYN answered (or a simultaneous open): from now on the
                 // client may treat the connection as open. Not one reset
@@ -999,7 +1221,16 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn new_conn(&mut self, key: ConnKey, src_is_lo: bool, frame: &[u8], p: &IpPacket, port: usize, icmp_kind: Option<IcmpKind>, now: u64) -> Verdict {
+    fn new_conn(
+        &mut self,
+        key: ConnKey,
+        src_is_lo: bool,
+        frame: &[u8],
+        p: &IpPacket,
+        port: usize,
+        icmp_kind: Option<IcmpKind>,
+        now: u64,
+    ) -> Verdict {
         let (l4, module) = match p.l4 {
             L4::Tcp(h) => match tcp::new_conn(&h, p.payload_len as u32) {
                 Ok(t) => (L4Portion::Tcp(t), Some(Module::Tcp)),
@@ -1007,7 +1238,9 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             },
             L4::Udp { .. } => (L4Portion::Udp(UdpPortion::default()), Some(Module::Udp)),
             L4::Icmp(_) => match icmp_kind {
-                Some(IcmpKind::EchoRequest(id)) => (L4Portion::Icmp(IcmpPortion::new(id)), Some(Module::Icmp)),
+                Some(IcmpKind::EchoRequest(id)) => {
+                    (L4Portion::Icmp(IcmpPortion::new(id)), Some(Module::Icmp))
+                }
                 _ => return self.drop_because(FwDrop::IcmpBadEcho),
             },
             L4::Other => (L4Portion::Other, None),
@@ -1017,7 +1250,11 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
             L4::Udp { dport, .. } => dport,
             _ => 0,
         };
-        let related = matches!(p.l4, L4::Tcp(_)) && self.expectations.take(p.family, key.zone, key.vlan, &p.src, &p.dst, dport, now).is_some();
+        let related = matches!(p.l4, L4::Tcp(_))
+            && self
+                .expectations
+                .take(p.family, key.zone, key.vlan, &p.src, &p.dst, dport, now)
+                .is_some();
         if related {
             self.counters.related.add(1);
         } else if self.policy.decide(port, p).0 == Action::Drop {
@@ -1033,10 +1270,20 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         // connection's next delta no longer carries, so a retransmitted SYN
         // would find nothing to admit it.
         let stored = !matches!(l4, L4Portion::Tcp(_)) || related;
-        let mut conn = Conn { key, id: key.id(), deadline: 0, ip: IpPortion::new(src_is_lo, now), l4, ftp: NO_FTP, dirty: 0, stored };
+        let mut conn = Conn {
+            key,
+            id: key.id(),
+            deadline: 0,
+            ip: IpPortion::new(src_is_lo, now),
+            l4,
+            ftp: NO_FTP,
+            dirty: 0,
+            stored,
+        };
         conn.ip.count(Dir::Original, frame.len());
         conn.deadline = now + self.ticks.of(&conn.l4);
-        let wants_ftp = self.ftp_enabled && matches!(p.l4, L4::Tcp(_)) && self.ftp_ports.contains(&dport);
+        let wants_ftp =
+            self.ftp_enabled && matches!(p.l4, L4::Tcp(_)) && self.ftp_ports.contains(&dport);
         if wants_ftp {
             match self.ftp.free.pop() {
                 Some(i) => {
@@ -1067,7 +1314,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     /// Feeds a control-connection segment to its ftp portion. The portion is
     /// checkpointed after every segment with payload: its unfinished line and
     /// stream position change then, and control channels carry little.
-    fn ftp_segment(&mut self, slot: crate::conn::SlotId, dir: Dir, seq: u32, payload: &[u8], now: u64) {
+    fn ftp_segment(
+        &mut self,
+        slot: crate::conn::SlotId,
+        dir: Dir,
+        seq: u32,
+        payload: &[u8],
+        now: u64,
+    ) {
         if payload.is_empty() {
             return;
         }
@@ -1075,7 +1329,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         self.emit(slot, Module::Ftp, now);
     }
 
-    fn ftp_feed(&mut self, slot: crate::conn::SlotId, dir: Dir, seq: u32, payload: &[u8], now: u64) {
+    fn ftp_feed(
+        &mut self,
+        slot: crate::conn::SlotId,
+        dir: Dir,
+        seq: u32,
+        payload: &[u8],
+        now: u64,
+    ) {
         let conn = *self.table.get(slot);
         let portion = &mut self.ftp.slots[conn.ftp as usize];
         let r = portion.feed(dir, seq, payload);
@@ -1084,7 +1345,11 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
         }
         let Some(ev) = r.event else { return };
         // The two ends of the control connection, as the client and server.
-        let (client, server) = if conn.ip.orig_src_is_lo { (conn.key.lo_addr, conn.key.hi_addr) } else { (conn.key.hi_addr, conn.key.lo_addr) };
+        let (client, server) = if conn.ip.orig_src_is_lo {
+            (conn.key.lo_addr, conn.key.hi_addr)
+        } else {
+            (conn.key.hi_addr, conn.key.lo_addr)
+        };
         // Only the control connection's own peers may be named: anything else
         // is an FTP bounce (RFC 2577) and creates no expectation.
         let (src, dst, port) = match ev {
@@ -1096,7 +1361,17 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
                 return;
             }
         };
-        let e = Expectation { family: conn.key.family, zone: conn.key.zone, vlan: conn.key.vlan, src, dst, dport: port, master: conn.id, deadline: now + self.ticks.expectation, live: true };
+        let e = Expectation {
+            family: conn.key.family,
+            zone: conn.key.zone,
+            vlan: conn.key.vlan,
+            src,
+            dst,
+            dport: port,
+            master: conn.id,
+            deadline: now + self.ticks.expectation,
+            live: true,
+        };
         if self.expectations.add(e, now) {
             self.counters.ftp_expectations.add(1);
             portion.expectations_made += 1;
@@ -1109,7 +1384,14 @@ impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
     fn icmp_error(&mut self, p: &IpPacket, zone: u16) -> Verdict {
         let L4::Icmp(info) = p.l4 else { return Verdict::Drop };
         let Some(q) = info.quoted else { return self.drop_because(FwDrop::IcmpNoQuote) };
-        let (key, _) = ConnKey::canonical(q.family, q.proto, Endpoint { addr: q.src, port: q.sport }, Endpoint { addr: q.dst, port: q.dport }, zone, p.vlan);
+        let (key, _) = ConnKey::canonical(
+            q.family,
+            q.proto,
+            Endpoint { addr: q.src, port: q.sport },
+            Endpoint { addr: q.dst, port: q.dport },
+            zone,
+            p.vlan,
+        );
         if self.table.lookup(&key, self.table.hash_of(&key)).is_some() {
             Verdict::Forward
         } else {
@@ -1139,9 +1421,15 @@ mod tests {
     fn open(f: &mut Firewall<MemorySink, Global>, sport: u16) -> (u32, u32) {
         let t = 1;
         assert_eq!(f.process(&tcp(C, S, sport, 80, SYN, 1000, 0, b""), 0, t), Verdict::Forward);
-        assert_eq!(f.process(&tcp(S, C, 80, sport, SYN | ACK, 5000, 1001, b""), 1, t), Verdict::Forward);
+        assert_eq!(
+            f.process(&tcp(S, C, 80, sport, SYN | ACK, 5000, 1001, b""), 1, t),
+            Verdict::Forward
+        );
         assert_eq!(f.process(&tcp(C, S, sport, 80, ACK, 1001, 5001, b""), 0, t), Verdict::Forward);
-        assert_eq!(f.process(&tcp(C, S, sport, 80, ACK | PSH, 1001, 5001, &[7; 100]), 0, t), Verdict::Forward);
+        assert_eq!(
+            f.process(&tcp(C, S, sport, 80, ACK | PSH, 1001, 5001, &[7; 100]), 0, t),
+            Verdict::Forward
+        );
         (1101, 5001)
     }
 
@@ -1149,7 +1437,9 @@ mod tests {
         let ids: std::collections::BTreeSet<u64> = from.store.keys().map(|k| k.0).collect();
         for id in &ids {
             let get = |m: Module| from.store.get(&(*id, m as u8)).map(|(_, b)| b.as_slice());
-            let l4 = [Module::Tcp, Module::Udp, Module::Icmp].into_iter().find_map(|m| get(m).map(|b| (m as u8, b)));
+            let l4 = [Module::Tcp, Module::Udp, Module::Icmp]
+                .into_iter()
+                .find_map(|m| get(m).map(|b| (m as u8, b)));
             into.restore(*id, get(Module::Ip).unwrap(), l4, get(Module::Ftp), 10).unwrap();
         }
         ids.len()
@@ -1182,29 +1472,62 @@ mod tests {
             let (_, conn) = f.table().iter().next().unwrap();
             tcp::TcpPortion::decode(&f.sink.store[&(conn.id.0, Module::Tcp as u8)].1).unwrap().state
         };
-        let tcp_deltas = |f: &Firewall<MemorySink, Global>| f.counters.ckpt[Module::Tcp as usize].get();
+        let tcp_deltas =
+            |f: &Firewall<MemorySink, Global>| f.counters.ckpt[Module::Tcp as usize].get();
         for close_wait_longer in [false, true] {
             let mut c = ConntrackSection { capacity: 64, ..Default::default() };
             if close_wait_longer {
                 c.timeouts.tcp_close_wait = c.timeouts.tcp_fin_wait + 1;
             }
-            let mut a = Firewall::new(&c, Arc::new(Policy::default()), vec![0, 0], HZ, Global, MemorySink::default(), Arc::new(FwCounters::default()));
+            let mut a = Firewall::new(
+                &c,
+                Arc::new(Policy::default()),
+                vec![0, 0],
+                HZ,
+                Global,
+                MemorySink::default(),
+                Arc::new(FwCounters::default()),
+            );
             let (cs, ss) = open(&mut a, 40100);
-            assert_eq!(a.process(&tcp(C, S, 40100, 80, FIN | ACK, cs, ss, b""), 0, 2), Verdict::Forward);
+            assert_eq!(
+                a.process(&tcp(C, S, 40100, 80, FIN | ACK, cs, ss, b""), 0, 2),
+                Verdict::Forward
+            );
             let after_fin = tcp_deltas(&a);
-            assert_eq!(a.process(&tcp(S, C, 80, 40100, ACK, ss, cs + 1, b""), 1, 3), Verdict::Forward);
+            assert_eq!(
+                a.process(&tcp(S, C, 80, 40100, ACK, ss, cs + 1, b""), 1, 3),
+                Verdict::Forward
+            );
             if close_wait_longer {
                 assert_eq!(tcp_deltas(&a), after_fin + 1);
                 assert_eq!(stored_state(&a), tcp::TcpState::CloseWait);
             } else {
-                assert_eq!(tcp_deltas(&a), after_fin, "FIN_WAIT -> CLOSE_WAIT is not worth a delta");
+                assert_eq!(
+                    tcp_deltas(&a),
+                    after_fin,
+                    "FIN_WAIT -> CLOSE_WAIT is not worth a delta"
+                );
                 assert_eq!(stored_state(&a), tcp::TcpState::FinWait);
             }
             // Killed here: a restored dataplane carries the rest of the close.
-            let mut b = Firewall::new(&c, Arc::new(Policy::default()), vec![0, 0], HZ, Global, MemorySink::default(), Arc::new(FwCounters::default()));
+            let mut b = Firewall::new(
+                &c,
+                Arc::new(Policy::default()),
+                vec![0, 0],
+                HZ,
+                Global,
+                MemorySink::default(),
+                Arc::new(FwCounters::default()),
+            );
             assert_eq!(restore_all(&a.sink, &mut b), 1);
-            assert_eq!(b.process(&tcp(S, C, 80, 40100, FIN | ACK, ss, cs + 1, b""), 1, 20), Verdict::Forward);
-            assert_eq!(b.process(&tcp(C, S, 40100, 80, ACK, cs + 1, ss + 1, b""), 0, 20), Verdict::Forward);
+            assert_eq!(
+                b.process(&tcp(S, C, 80, 40100, FIN | ACK, ss, cs + 1, b""), 1, 20),
+                Verdict::Forward
+            );
+            assert_eq!(
+                b.process(&tcp(C, S, 40100, 80, ACK, cs + 1, ss + 1, b""), 0, 20),
+                Verdict::Forward
+            );
             assert_eq!(b.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0);
             let L4Portion::Tcp(t) = b.table().iter().next().unwrap().1.l4 else { panic!() };
             assert_eq!(t.state, tcp::TcpState::TimeWait);
@@ -1216,7 +1539,10 @@ mod tests {
         let mut a = fw(MemorySink { room: Some(1), ..Default::default() });
         open(&mut a, 40001);
         assert!(a.counters.ckpt_ring_full.get() > 0);
-        assert!(!a.sink.store.contains_key(&(a.table().iter().next().unwrap().1.id.0, Module::Tcp as u8)));
+        assert!(!a
+            .sink
+            .store
+            .contains_key(&(a.table().iter().next().unwrap().1.id.0, Module::Tcp as u8)));
         a.sink.room = None;
         a.housekeeping(2);
         let conn = *a.table().iter().next().unwrap().1;
@@ -1224,7 +1550,11 @@ mod tests {
         assert!(a.counters.ckpt_reemitted.get() > 0);
         let (_, tcp_bytes) = &a.sink.store[&(conn.id.0, Module::Tcp as u8)];
         let L4Portion::Tcp(live) = conn.l4 else { panic!() };
-        assert_eq!(tcp::TcpPortion::decode(tcp_bytes).unwrap().state, live.state, "the store converged to the live state");
+        assert_eq!(
+            tcp::TcpPortion::decode(tcp_bytes).unwrap().state,
+            live.state,
+            "the store converged to the live state"
+        );
     }
 
     #[test]
@@ -1257,8 +1587,14 @@ mod tests {
         // Not killed: the answer stores ip and tcp, in the state it made.
         assert_eq!(a.process(&syn_ack, 1, 2), Verdict::Forward);
         let id = a.table().iter().next().unwrap().1.id.0;
-        assert_eq!(a.sink.store.keys().copied().collect::<Vec<_>>(), vec![(id, Module::Ip as u8), (id, Module::Tcp as u8)]);
-        assert_eq!(tcp::TcpPortion::decode(&a.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state, tcp::TcpState::SynRecv);
+        assert_eq!(
+            a.sink.store.keys().copied().collect::<Vec<_>>(),
+            vec![(id, Module::Ip as u8), (id, Module::Tcp as u8)]
+        );
+        assert_eq!(
+            tcp::TcpPortion::decode(&a.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state,
+            tcp::TcpState::SynRecv
+        );
     }
 
     #[test]
@@ -1276,8 +1612,17 @@ mod tests {
         // client named, admitted by the expectation that this SYN uses up.
         assert_eq!(a.process(&tcp(S, C, 20, 40000, SYN, 9000, 0, b""), 1, 2), Verdict::Forward);
         assert_eq!(a.counters.related.get(), 1);
-        let data = a.table().iter().map(|(_, c)| *c).find(|c| c.key.lo_port == 20 || c.key.hi_port == 20).unwrap();
-        assert!(a.sink.store.contains_key(&(data.id.0, Module::Ip as u8)) && a.sink.store.contains_key(&(data.id.0, Module::Tcp as u8)), "stored before its answer: its expectation is gone");
+        let data = a
+            .table()
+            .iter()
+            .map(|(_, c)| *c)
+            .find(|c| c.key.lo_port == 20 || c.key.hi_port == 20)
+            .unwrap();
+        assert!(
+            a.sink.store.contains_key(&(data.id.0, Module::Ip as u8))
+                && a.sink.store.contains_key(&(data.id.0, Module::Tcp as u8)),
+            "stored before its answer: its expectation is gone"
+        );
         let mut b = fw(MemorySink::default());
         assert_eq!(restore_all(&a.sink, &mut b), 2);
     }
@@ -1286,11 +1631,17 @@ mod tests {
     fn a_reopening_syn_is_stored_once_answered() {
         let mut a = fw(MemorySink::default());
         let (cs, ss) = open(&mut a, 40203);
-        for (p, port) in [(tcp(C, S, 40203, 80, FIN | ACK, cs, ss, b""), 0), (tcp(S, C, 80, 40203, FIN | ACK, ss, cs + 1, b""), 1), (tcp(C, S, 40203, 80, ACK, cs + 1, ss + 1, b""), 0)] {
+        for (p, port) in [
+            (tcp(C, S, 40203, 80, FIN | ACK, cs, ss, b""), 0),
+            (tcp(S, C, 80, 40203, FIN | ACK, ss, cs + 1, b""), 1),
+            (tcp(C, S, 40203, 80, ACK, cs + 1, ss + 1, b""), 0),
+        ] {
             assert_eq!(a.process(&p, port, 2), Verdict::Forward);
         }
         let id = a.table().iter().next().unwrap().1.id.0;
-        let stored = |f: &Firewall<MemorySink, Global>| tcp::TcpPortion::decode(&f.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state;
+        let stored = |f: &Firewall<MemorySink, Global>| {
+            tcp::TcpPortion::decode(&f.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state
+        };
         assert_eq!(stored(&a), tcp::TcpState::TimeWait);
         let syn = tcp(C, S, 40203, 80, SYN, 90000, 0, b"");
         let syn_ack = tcp(S, C, 80, 40203, SYN | ACK, 7000, 90001, b"");
@@ -1302,7 +1653,10 @@ mod tests {
         assert_eq!(restore_all(&a.sink, &mut b), 1);
         assert_eq!(b.process(&syn, 0, 20), Verdict::Forward);
         assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Forward);
-        assert_eq!(b.process(&tcp(C, S, 40203, 80, ACK, 90001, 7001, b""), 0, 20), Verdict::Forward);
+        assert_eq!(
+            b.process(&tcp(C, S, 40203, 80, ACK, 90001, 7001, b""), 0, 20),
+            Verdict::Forward
+        );
         // Not killed: the answer is written.
         assert_eq!(a.process(&syn_ack, 1, 4), Verdict::Forward);
         assert_eq!(stored(&a), tcp::TcpState::SynRecv);
@@ -1358,7 +1712,10 @@ mod tests {
         assert_eq!(a.sink.deletes, 3);
         assert!(a.sink.store.is_empty(), "the store follows the flush");
         let g = &a.counters.gauges;
-        assert_eq!((g.tcp.get(), g.udp.get(), g.tcp_states[TcpState::Established as usize].get()), (0, 0, 0));
+        assert_eq!(
+            (g.tcp.get(), g.udp.get(), g.tcp_states[TcpState::Established as usize].get()),
+            (0, 0, 0)
+        );
         // Traffic after a flush: an established flow mid-stream is now unknown.
         assert_eq!(a.process(&tcp(C, S, 40006, 80, ACK, 1101, 5001, b""), 0, 3), Verdict::Drop);
     }
@@ -1367,7 +1724,15 @@ mod tests {
     fn a_flush_asked_during_a_walk_gets_a_walk_of_its_own() {
         use std::sync::atomic::Ordering::Relaxed;
         let c = ConntrackSection { capacity: 4 * FLUSH_BATCH as u32, ..Default::default() };
-        let mut a = Firewall::new(&c, Arc::new(Policy::default()), vec![0, 0], HZ, Global, MemorySink::default(), Arc::new(FwCounters::default()));
+        let mut a = Firewall::new(
+            &c,
+            Arc::new(Policy::default()),
+            vec![0, 0],
+            HZ,
+            Global,
+            MemorySink::default(),
+            Arc::new(FwCounters::default()),
+        );
         open(&mut a, 40010);
         a.counters.requests.flush.store(true, Relaxed);
         a.housekeeping(1);
@@ -1390,7 +1755,10 @@ mod tests {
         open(&mut a, 40005);
         let (k, (_, ip)) = a.sink.store.iter().find(|(k, _)| k.1 == Module::Ip as u8).unwrap();
         let mut b = fw(MemorySink::default());
-        assert!(matches!(b.restore(k.0 ^ 1, ip, None, None, 1), Err(RestoreError::IdMismatch { .. })));
+        assert!(matches!(
+            b.restore(k.0 ^ 1, ip, None, None, 1),
+            Err(RestoreError::IdMismatch { .. })
+        ));
         assert!(matches!(b.restore(k.0, &ip[..10], None, None, 1), Err(RestoreError::Portion(_))));
         assert_eq!(b.table().len(), 0);
     }
@@ -1451,7 +1819,11 @@ mod tests {
             assert_eq!(by_fast_path, 13, "bursts of {burst}");
             assert_eq!(got, want, "bursts of {burst}");
             assert_eq!(f.table().len(), one.table().len(), "bursts of {burst}");
-            assert_eq!(format!("{:?}", f.counters), format!("{:?}", one.counters), "bursts of {burst}");
+            assert_eq!(
+                format!("{:?}", f.counters),
+                format!("{:?}", one.counters),
+                "bursts of {burst}"
+            );
         }
     }
 
@@ -1461,12 +1833,20 @@ mod tests {
         // before the SYN created the connection.
         let mut f = fw(MemorySink::default());
         let mut sb = StagedBurst::new();
-        let burst = [(tcp(C, S, 40000, 80, SYN, 1000, 0, b""), 0), (tcp(S, C, 80, 40000, SYN | ACK, 5000, 1001, b""), 1), (tcp(C, S, 40000, 80, ACK, 1001, 5001, b""), 0)];
+        let burst = [
+            (tcp(C, S, 40000, 80, SYN, 1000, 0, b""), 0),
+            (tcp(S, C, 80, 40000, SYN | ACK, 5000, 1001, b""), 1),
+            (tcp(C, S, 40000, 80, ACK, 1001, 5001, b""), 0),
+        ];
         for (i, (frame, port)) in burst.iter().enumerate() {
             f.stage(&mut sb, i, frame, *port);
         }
         f.lookup_staged(&mut sb, burst.len());
-        let got: Vec<Verdict> = burst.iter().enumerate().map(|(i, (frame, port))| f.process_staged(&mut sb, i, frame, *port, 1)).collect();
+        let got: Vec<Verdict> = burst
+            .iter()
+            .enumerate()
+            .map(|(i, (frame, port))| f.process_staged(&mut sb, i, frame, *port, 1))
+            .collect();
         assert_eq!(got, [Verdict::Forward; 3]);
         assert_eq!(f.table().len(), 1);
     }
@@ -1497,22 +1877,39 @@ mod tests {
         for (i, (frame, port)) in burst.iter().enumerate() {
             f.stage(&mut sb, i, frame, *port);
         }
-        assert_eq!([sb.staged[0].step, sb.staged[1].step, sb.staged[2].step], [Step::Segment, Step::Segment, Step::Keyed]);
+        assert_eq!(
+            [sb.staged[0].step, sb.staged[1].step, sb.staged[2].step],
+            [Step::Segment, Step::Segment, Step::Keyed]
+        );
         f.lookup_staged(&mut sb, burst.len());
-        let slots: Vec<SlotId> = sb.staged[..3].iter().map(|st| st.slot.expect("every connection exists")).collect();
+        let slots: Vec<SlotId> =
+            sb.staged[..3].iter().map(|st| st.slot.expect("every connection exists")).collect();
         for (i, s) in [slots[1], slots[2], slots[0]].into_iter().enumerate() {
             sb.staged[i].slot = Some(s);
         }
         for (i, (frame, port)) in burst.iter().enumerate() {
-            assert_eq!(f.process_staged(&mut sb, i, frame, *port, 1), Verdict::Forward, "packet {i}");
+            assert_eq!(
+                f.process_staged(&mut sb, i, frame, *port, 1),
+                Verdict::Forward,
+                "packet {i}"
+            );
         }
         // Each connection counted its own packet, on top of the SYN and ACK
         // of a TCP one, or the first query of the UDP one.
         for s in &slots {
             let conn = f.table().get(*s);
-            assert_eq!(conn.ip.packets[0], if conn.key.proto == proto::TCP { 3 } else { 2 }, "{:?}", conn.key);
+            assert_eq!(
+                conn.ip.packets[0],
+                if conn.key.proto == proto::TCP { 3 } else { 2 },
+                "{:?}",
+                conn.key
+            );
         }
-        assert_eq!(f.table().len(), 3, "no connection was created for a packet whose candidate was wrong");
+        assert_eq!(
+            f.table().len(),
+            3,
+            "no connection was created for a packet whose candidate was wrong"
+        );
     }
 
     #[test]
@@ -1525,6 +1922,10 @@ mod tests {
         f.lookup_staged(&mut sb, 1);
         assert_eq!(f.process_staged(&mut sb, 0, &syn, 0, 1), Verdict::Forward);
         let stray = tcp(C, S, 40001, 80, ACK, 1, 1, b"");
-        assert_eq!(f.process_staged(&mut sb, 0, &stray, 0, 1), Verdict::Drop, "tracked as itself, not as the SYN staged before");
+        assert_eq!(
+            f.process_staged(&mut sb, 0, &stray, 0, 1),
+            Verdict::Drop,
+            "tracked as itself, not as the SYN staged before"
+        );
     }
 }

@@ -38,7 +38,16 @@ pub fn eth(ip: Vec<u8>) -> Vec<u8> {
 
 /// A TCP segment with window 64240 and no options.
 #[allow(clippy::too_many_arguments)]
-pub fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
@@ -60,7 +69,14 @@ pub fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -
 }
 
 /// An ICMP message: type, code, the 4 bytes after the checksum, and what it quotes.
-pub fn icmp(src: [u8; 4], dst: [u8; 4], typ: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+pub fn icmp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    typ: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
     let mut m = vec![typ, code, 0, 0];
     m.extend_from_slice(&rest);
     m.extend_from_slice(quoted);

@@ -2,26 +2,31 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use std::io::Write as _;
-use dataplane::config::{Config, Plan};
-use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
 use dataplane::checkpoint::restore::{self, Attached};
 use dataplane::checkpoint::{NoCheckpoint, RingSink, WorkerSink};
+use dataplane::config::{Config, Plan};
+use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
 use dataplane::firewall::Firewall;
+use dataplane::stats::{FwCounters, PortTotals, WorkerCounters};
 use dataplane::telemetry;
 use dataplane::worker::WorkerFirewall;
-use dataplane::stats::{FwCounters, PortTotals, WorkerCounters};
 use dataplane::worker::{PortLane, Worker};
-use std::sync::Mutex;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Options after `--` (EAL options come before it).
 #[derive(Debug, Parser)]
-#[command(name = "lazarus-dataplane", version, about = "Lazarus dataplane", override_usage = "lazarus-dataplane [EAL options] -- --config FILE")]
+#[command(
+    name = "lazarus-dataplane",
+    version,
+    about = "Lazarus dataplane",
+    override_usage = "lazarus-dataplane [EAL options] -- --config FILE"
+)]
 struct AppArgs {
     /// TOML config (ports, bridges, workers); see docs/CONFIG.md.
     #[arg(long, short)]
@@ -30,7 +35,9 @@ struct AppArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         // A closed stderr (journald restarted, a pipe whose reader left) must not
         // take the process down: tracing-subscriber would eprintln! the write
@@ -54,13 +61,20 @@ fn split_args() -> Result<(EalArgs, AppArgs)> {
     let argv: Vec<String> = std::env::args().collect();
     let prog = argv.first().cloned().unwrap_or_else(|| "lazarus-dataplane".into());
     let Some(sep) = argv.iter().position(|a| a == "--") else {
-        if argv.iter().skip(1).any(|a| a == "--help" || a == "-h" || a == "--version" || a == "-V") {
+        if argv.iter().skip(1).any(|a| a == "--help" || a == "-h" || a == "--version" || a == "-V")
+        {
             AppArgs::parse_from(&argv); // prints and exits
         }
         bail!("usage: lazarus-dataplane [EAL options] -- --config FILE (no `--` found; EAL options go before it, ours after)");
     };
-    let app = AppArgs::try_parse_from(std::iter::once(prog.clone()).chain(argv[sep + 1..].iter().cloned())).map_err(|e| {
-        if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
+    let app = AppArgs::try_parse_from(
+        std::iter::once(prog.clone()).chain(argv[sep + 1..].iter().cloned()),
+    )
+    .map_err(|e| {
+        if matches!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+        ) {
             e.exit()
         }
         anyhow::anyhow!("{}", e.render().to_string().trim_end())
@@ -89,7 +103,8 @@ fn run() -> Result<()> {
     let quit = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, quit.clone()).context("installing signal handlers")?;
+        signal_hook::flag::register_conditional_shutdown(sig, 130, quit.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, quit.clone()).context("installing signal handlers")?;
     }
 
@@ -98,14 +113,24 @@ fn run() -> Result<()> {
     check_lcores(&eal, &plan)?;
 
     let d = &plan.config.dataplane;
-    let pool = Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?;
+    let pool =
+        Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?;
     // Tables are rebuilt before any port starts: traffic never meets an empty table.
-    let fw_counters: Vec<Arc<FwCounters>> = plan.workers.iter().map(|_| Arc::new(FwCounters::default())).collect();
+    let fw_counters: Vec<Arc<FwCounters>> =
+        plan.workers.iter().map(|_| Arc::new(FwCounters::default())).collect();
     let (mut firewalls, restore_time) = build_firewalls(&plan, attached.as_ref(), &fw_counters)?;
     let mut ports = Vec::new();
     for (i, pc) in plan.config.port.iter().enumerate() {
-        let setup = PortSetup { device: pc.device.clone(), rx_queues: pc.rx_queues, tx_queues: plan.tx_queues, rx_desc: d.rx_desc, tx_desc: d.tx_desc, promiscuous: pc.promiscuous };
-        let port = Port::start(&setup, &pool, || eal.port_names()).with_context(|| format!("port[{i}] {:?}", pc.name))?;
+        let setup = PortSetup {
+            device: pc.device.clone(),
+            rx_queues: pc.rx_queues,
+            tx_queues: plan.tx_queues,
+            rx_desc: d.rx_desc,
+            tx_desc: d.tx_desc,
+            promiscuous: pc.promiscuous,
+        };
+        let port = Port::start(&setup, &pool, || eal.port_names())
+            .with_context(|| format!("port[{i}] {:?}", pc.name))?;
         tracing::info!(port = %pc.name, device = %pc.device, id = port.id(), rx_queues = pc.rx_queues, tx_queues = plan.tx_queues, rss = port.rss, promiscuous = port.promiscuous, "port started");
         ports.push(port);
     }
@@ -118,28 +143,63 @@ fn run() -> Result<()> {
             let firewall = firewalls[index].take().map(Mutex::new);
             let fw_counters = fw_counters[index].clone();
             Worker {
-            index,
-            lcore: w.lcore,
-            lanes: w.lanes.iter().map(|&lane| PortLane { lane, rx_port_id: ports[lane.rx_port].id(), tx_port_id: ports[lane.tx_port].id() }).collect(),
-            burst: d.burst as usize,
-            idle_sleep: Duration::from_micros(d.idle_sleep_us),
-            idle_polls: d.idle_polls,
-            counters: Arc::new(WorkerCounters::new(ports.len())),
-            quit: quit.clone(),
-            firewall,
-            fw_counters,
-        }})
+                index,
+                lcore: w.lcore,
+                lanes: w
+                    .lanes
+                    .iter()
+                    .map(|&lane| PortLane {
+                        lane,
+                        rx_port_id: ports[lane.rx_port].id(),
+                        tx_port_id: ports[lane.tx_port].id(),
+                    })
+                    .collect(),
+                burst: d.burst as usize,
+                idle_sleep: Duration::from_micros(d.idle_sleep_us),
+                idle_polls: d.idle_polls,
+                counters: Arc::new(WorkerCounters::new(ports.len())),
+                quit: quit.clone(),
+                firewall,
+                fw_counters,
+            }
+        })
         .collect();
     if ct.enabled {
-        let bytes: usize = workers.iter().filter_map(|w| w.firewall.as_ref()).map(|f| f.lock().map(|f| f.table().bytes_allocated()).unwrap_or(0)).sum();
-        tracing::info!(capacity_per_worker = ct.capacity, table_bytes = bytes, bytes_per_conn = bytes / (ct.capacity as usize * workers.len()).max(1), ftp = ct.ftp, zones = plan.policy.zones.len(), rules = plan.policy.rules.len(), "connection tracking on");
+        let bytes: usize = workers
+            .iter()
+            .filter_map(|w| w.firewall.as_ref())
+            .map(|f| f.lock().map(|f| f.table().bytes_allocated()).unwrap_or(0))
+            .sum();
+        tracing::info!(
+            capacity_per_worker = ct.capacity,
+            table_bytes = bytes,
+            bytes_per_conn = bytes / (ct.capacity as usize * workers.len()).max(1),
+            ftp = ct.ftp,
+            zones = plan.policy.zones.len(),
+            rules = plan.policy.rules.len(),
+            "connection tracking on"
+        );
     }
 
     // Telemetry reads atomics only; its state is complete before any worker runs.
     telemetry::install(telemetry::State {
         started: Instant::now(),
-        ports: plan.config.port.iter().zip(&ports).map(|(pc, p)| telemetry::PortView { name: pc.name.clone(), eth_id: p.id() }).collect(),
-        workers: workers.iter().map(|w| telemetry::WorkerView { index: w.index, lcore: w.lcore, counters: w.counters.clone(), fw: w.firewall.as_ref().map(|_| w.fw_counters.clone()) }).collect(),
+        ports: plan
+            .config
+            .port
+            .iter()
+            .zip(&ports)
+            .map(|(pc, p)| telemetry::PortView { name: pc.name.clone(), eth_id: p.id() })
+            .collect(),
+        workers: workers
+            .iter()
+            .map(|w| telemetry::WorkerView {
+                index: w.index,
+                lcore: w.lcore,
+                counters: w.counters.clone(),
+                fw: w.firewall.as_ref().map(|_| w.fw_counters.clone()),
+            })
+            .collect(),
         rings: attached.as_ref().map(|a| a.rings),
         checkpoint_dir: attached.as_ref().map(|a| a.dir.display().to_string()),
         restore_us: restore_time.as_micros() as u64,
@@ -166,9 +226,23 @@ fn run() -> Result<()> {
     tracing::info!("{}", stats_line("summary", &plan, &ports, &workers, started.elapsed(), None));
     for w in &workers {
         let t = totals(w);
-        tracing::info!(worker = w.index, lcore = w.lcore, rx = t.rx, tx = t.tx, dropped = t.dropped, tx_full = t.tx_full, idle_polls = w.counters.idle_polls.get(), "worker summary");
+        tracing::info!(
+            worker = w.index,
+            lcore = w.lcore,
+            rx = t.rx,
+            tx = t.tx,
+            dropped = t.dropped,
+            tx_full = t.tx_full,
+            idle_polls = w.counters.idle_polls.get(),
+            "worker summary"
+        );
         if plan.config.conntrack.enabled {
-            tracing::info!(worker = w.index, "conntrack summary {} | {}", w.fw_counters.brief(), w.fw_counters.detail());
+            tracing::info!(
+                worker = w.index,
+                "conntrack summary {} | {}",
+                w.fw_counters.brief(),
+                w.fw_counters.detail()
+            );
         }
     }
     // Tables live in DPDK's heap: free them before EAL goes.
@@ -182,7 +256,11 @@ fn run() -> Result<()> {
 
 /// Each worker's tracker, with its sink, rebuilt from checkpointd's store when
 /// checkpointing is on.
-fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwCounters>]) -> Result<(Vec<Option<WorkerFirewall>>, Duration)> {
+fn build_firewalls(
+    plan: &Plan,
+    attached: Option<&Attached>,
+    counters: &[Arc<FwCounters>],
+) -> Result<(Vec<Option<WorkerFirewall>>, Duration)> {
     let ct = &plan.config.conntrack;
     let policy = Arc::new(plan.policy.clone());
     let mut out = Vec::new();
@@ -195,10 +273,22 @@ fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwC
         }
         let alloc = dpdk::HugepageAlloc { socket: dpdk_socket() };
         let sink = match attached {
-            Some(a) => WorkerSink::Ring(RingSink::new(a.rings.producer(index as u32).with_context(|| format!("taking worker {index}'s delta ring"))?)),
+            Some(a) => WorkerSink::Ring(RingSink::new(
+                a.rings
+                    .producer(index as u32)
+                    .with_context(|| format!("taking worker {index}'s delta ring"))?,
+            )),
             None => WorkerSink::Off(NoCheckpoint),
         };
-        out.push(Some(Firewall::new(ct, policy.clone(), plan.port_bridge.clone(), dpdk::tsc_hz(), alloc, sink, c.clone())));
+        out.push(Some(Firewall::new(
+            ct,
+            policy.clone(),
+            plan.port_bridge.clone(),
+            dpdk::tsc_hz(),
+            alloc,
+            sink,
+            c.clone(),
+        )));
     }
     if let Some(a) = attached {
         // Each worker's share is rebuilt on its own thread: the tables are
@@ -210,16 +300,33 @@ fn build_firewalls(plan: &Plan, attached: Option<&Attached>, counters: &[Arc<FwC
                 .iter_mut()
                 .enumerate()
                 .filter_map(|(index, fw)| fw.as_mut().map(|fw| (index, fw)))
-                .map(|(index, fw)| (index, scope.spawn(move || restore::restore_worker(fw, &a.store, index as u16, now))))
+                .map(|(index, fw)| {
+                    (
+                        index,
+                        scope.spawn(move || {
+                            restore::restore_worker(fw, &a.store, index as u16, now)
+                        }),
+                    )
+                })
                 .collect();
             jobs.into_iter().map(|(index, job)| (index, job.join())).collect()
         });
         for (index, s) in summaries {
-            let s = s.map_err(|_| anyhow::anyhow!("restoring worker {index}'s connections panicked"))?;
+            let s =
+                s.map_err(|_| anyhow::anyhow!("restoring worker {index}'s connections panicked"))?;
             total += s.restored;
-            tracing::info!(worker = index, restored = s.restored, skipped = s.skipped, "connections restored");
+            tracing::info!(
+                worker = index,
+                restored = s.restored,
+                skipped = s.skipped,
+                "connections restored"
+            );
         }
-        tracing::info!(connections = total, ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3), "restore done");
+        tracing::info!(
+            connections = total,
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "restore done"
+        );
     }
     Ok((out, if attached.is_some() { started.elapsed() } else { Duration::ZERO }))
 }
@@ -249,7 +356,13 @@ fn totals(w: &Worker) -> PortTotals {
     t
 }
 
-fn stats_loop(plan: &Plan, ports: &[Port], workers: &[Worker], quit: &AtomicBool, started: Instant) {
+fn stats_loop(
+    plan: &Plan,
+    ports: &[Port],
+    workers: &[Worker],
+    quit: &AtomicBool,
+    started: Instant,
+) {
     let every = Duration::from_millis(plan.config.dataplane.stats_interval_ms);
     let mut last = (Instant::now(), PortTotals::default());
     let mut next = Instant::now() + every;
@@ -263,18 +376,36 @@ fn stats_loop(plan: &Plan, ports: &[Port], workers: &[Worker], quit: &AtomicBool
         let mut sum = PortTotals::default();
         workers.iter().for_each(|w| sum += totals(w));
         let secs = now.duration_since(last.0).as_secs_f64();
-        let rates = ((sum.rx - last.1.rx) as f64 / secs / 1e6, (sum.tx - last.1.tx) as f64 / secs / 1e6);
-        tracing::info!("{}", stats_line("stats", plan, ports, workers, started.elapsed(), Some(rates)));
+        let rates =
+            ((sum.rx - last.1.rx) as f64 / secs / 1e6, (sum.tx - last.1.tx) as f64 / secs / 1e6);
+        tracing::info!(
+            "{}",
+            stats_line("stats", plan, ports, workers, started.elapsed(), Some(rates))
+        );
         last = (now, sum);
     }
 }
 
 /// The one-line summary: totals, then each port's share.
-fn stats_line(tag: &str, plan: &Plan, ports: &[Port], workers: &[Worker], elapsed: Duration, rates: Option<(f64, f64)>) -> String {
+fn stats_line(
+    tag: &str,
+    plan: &Plan,
+    ports: &[Port],
+    workers: &[Worker],
+    elapsed: Duration,
+    rates: Option<(f64, f64)>,
+) -> String {
     use std::fmt::Write;
     let mut all = PortTotals::default();
     workers.iter().for_each(|w| all += totals(w));
-    let mut s = format!("{tag} elapsed={:.2}s rx={} tx={} dropped={} tx_full={}", elapsed.as_secs_f64(), all.rx, all.tx, all.dropped, all.tx_full);
+    let mut s = format!(
+        "{tag} elapsed={:.2}s rx={} tx={} dropped={} tx_full={}",
+        elapsed.as_secs_f64(),
+        all.rx,
+        all.tx,
+        all.dropped,
+        all.tx_full
+    );
     if let Some((rx, tx)) = rates {
         let _ = write!(s, " rx_mpps={rx:.3} tx_mpps={tx:.3}");
     }
@@ -287,7 +418,11 @@ fn stats_line(tag: &str, plan: &Plan, ports: &[Port], workers: &[Worker], elapse
         let mut t = PortTotals::default();
         workers.iter().for_each(|w| t += w.counters.ports[i].snapshot());
         let e = port.stats();
-        let _ = write!(s, " | {}: rx={} tx={} dropped={} tx_full={} imissed={} rx_nombuf={}", plan.config.port[i].name, t.rx, t.tx, t.dropped, t.tx_full, e.imissed, e.rx_nombuf);
+        let _ = write!(
+            s,
+            " | {}: rx={} tx={} dropped={} tx_full={} imissed={} rx_nombuf={}",
+            plan.config.port[i].name, t.rx, t.tx, t.dropped, t.tx_full, e.imissed, e.rx_nombuf
+        );
     }
     s
 }

@@ -46,7 +46,9 @@ pub struct Cidr {
 impl Cidr {
     pub fn parse(s: &str) -> Result<Cidr, String> {
         let (a, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().map_err(|_| format!("bad prefix length in {s:?}"))?)),
+            Some((a, l)) => {
+                (a, Some(l.parse::<u8>().map_err(|_| format!("bad prefix length in {s:?}"))?))
+            }
             None => (s, None),
         };
         let ip: std::net::IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address"))?;
@@ -121,11 +123,20 @@ pub struct Policy {
 
 impl Policy {
     /// Compiles the policy; errors are (key, reason).
-    pub fn compile(zones: &[ZoneConfig], rules: &[RuleConfig], port_zones: &[Option<String>]) -> Result<Policy, (String, String)> {
-        let zone_idx = |name: &str, key: String| zones.iter().position(|z| z.name == name).ok_or((key, format!("unknown zone {name:?}")));
+    pub fn compile(
+        zones: &[ZoneConfig],
+        rules: &[RuleConfig],
+        port_zones: &[Option<String>],
+    ) -> Result<Policy, (String, String)> {
+        let zone_idx = |name: &str, key: String| {
+            zones.iter().position(|z| z.name == name).ok_or((key, format!("unknown zone {name:?}")))
+        };
         for (i, z) in zones.iter().enumerate() {
             if zones[..i].iter().any(|o| o.name == z.name) {
-                return Err((format!("zone[{i}].name"), format!("zone {:?} is defined twice", z.name)));
+                return Err((
+                    format!("zone[{i}].name"),
+                    format!("zone {:?} is defined twice", z.name),
+                ));
             }
         }
         let port_zone = port_zones
@@ -141,19 +152,25 @@ impl Policy {
                 Some("tcp") => Some(6),
                 Some("udp") => Some(17),
                 Some("icmp") => Some(1),
-                Some(n) => Some(n.parse::<u8>().map_err(|_| (key("proto"), format!("{n:?} is not tcp, udp, icmp, any or a protocol number")))?),
+                Some(n) => Some(n.parse::<u8>().map_err(|_| {
+                    (key("proto"), format!("{n:?} is not tcp, udp, icmp, any or a protocol number"))
+                })?),
             };
-            let ports = |v: &Option<String>, k: &str| -> Result<Option<(u16, u16)>, (String, String)> {
-                match v {
-                    None => Ok(None),
-                    Some(s) => {
-                        if !matches!(proto, Some(6) | Some(17)) {
-                            return Err((key(k), "port ranges need proto = \"tcp\" or \"udp\"".into()));
+            let ports =
+                |v: &Option<String>, k: &str| -> Result<Option<(u16, u16)>, (String, String)> {
+                    match v {
+                        None => Ok(None),
+                        Some(s) => {
+                            if !matches!(proto, Some(6) | Some(17)) {
+                                return Err((
+                                    key(k),
+                                    "port ranges need proto = \"tcp\" or \"udp\"".into(),
+                                ));
+                            }
+                            port_range(s).map(Some).map_err(|e| (key(k), e))
                         }
-                        port_range(s).map(Some).map_err(|e| (key(k), e))
                     }
-                }
-            };
+                };
             out.push(Rule {
                 name: r.name.clone(),
                 from: r.from.as_deref().map(|z| zone_idx(z, key("from"))).transpose()?,
@@ -180,7 +197,9 @@ impl Policy {
             L4::Udp { sport, dport } => (Some(sport), Some(dport)),
             _ => (None, None),
         };
-        let in_range = |r: Option<(u16, u16)>, v: Option<u16>| r.is_none_or(|(a, b)| v.is_some_and(|v| a <= v && v <= b));
+        let in_range = |r: Option<(u16, u16)>, v: Option<u16>| {
+            r.is_none_or(|(a, b)| v.is_some_and(|v| a <= v && v <= b))
+        };
         for (i, r) in self.rules.iter().enumerate() {
             let proto_ok = match r.proto {
                 None => true,
@@ -220,10 +239,28 @@ mod tests {
 
     #[test]
     fn first_match_then_zone_default() {
-        let zones = vec![ZoneConfig { name: "in".into(), default: Action::Accept }, ZoneConfig { name: "out".into(), default: Action::Drop }];
-        let rules = vec![RuleConfig { name: "web".into(), from: Some("out".into()), proto: Some("tcp".into()), src: None, dst: Some("10.99.0.2".into()), src_ports: None, dst_ports: Some("80".into()), action: Action::Accept }];
+        let zones = vec![
+            ZoneConfig { name: "in".into(), default: Action::Accept },
+            ZoneConfig { name: "out".into(), default: Action::Drop },
+        ];
+        let rules = vec![RuleConfig {
+            name: "web".into(),
+            from: Some("out".into()),
+            proto: Some("tcp".into()),
+            src: None,
+            dst: Some("10.99.0.2".into()),
+            src_ports: None,
+            dst_ports: Some("80".into()),
+            action: Action::Accept,
+        }];
         let p = Policy::compile(&zones, &rules, &[Some("in".into()), Some("out".into())]).unwrap();
-        let mut pkt = IpPacket { proto: 6, src: v4_mapped([1, 2, 3, 4]), dst: v4_mapped([10, 99, 0, 2]), l4: L4::Tcp(TcpHdr { dport: 80, ..Default::default() }), ..Default::default() };
+        let mut pkt = IpPacket {
+            proto: 6,
+            src: v4_mapped([1, 2, 3, 4]),
+            dst: v4_mapped([10, 99, 0, 2]),
+            l4: L4::Tcp(TcpHdr { dport: 80, ..Default::default() }),
+            ..Default::default()
+        };
         assert_eq!(p.decide(1, &pkt), (Action::Accept, Some(0)));
         pkt.l4 = L4::Tcp(TcpHdr { dport: 22, ..Default::default() });
         assert_eq!(p.decide(1, &pkt), (Action::Drop, None));
@@ -233,8 +270,20 @@ mod tests {
     #[test]
     fn bad_rules_are_named() {
         let zones = vec![ZoneConfig { name: "in".into(), default: Action::Accept }];
-        let mut r = RuleConfig { name: "x".into(), from: Some("nowhere".into()), proto: None, src: None, dst: None, src_ports: None, dst_ports: None, action: Action::Drop };
-        assert_eq!(Policy::compile(&zones, &[r.clone()], &[]).unwrap_err().0, "rule[0] (\"x\").from");
+        let mut r = RuleConfig {
+            name: "x".into(),
+            from: Some("nowhere".into()),
+            proto: None,
+            src: None,
+            dst: None,
+            src_ports: None,
+            dst_ports: None,
+            action: Action::Drop,
+        };
+        assert_eq!(
+            Policy::compile(&zones, &[r.clone()], &[]).unwrap_err().0,
+            "rule[0] (\"x\").from"
+        );
         r.from = None;
         r.dst_ports = Some("80".into());
         assert!(Policy::compile(&zones, &[r.clone()], &[]).unwrap_err().1.contains("need proto"));

@@ -43,7 +43,12 @@ pub struct PortTotals {
 
 impl PortCounters {
     pub fn snapshot(&self) -> PortTotals {
-        PortTotals { rx: self.rx.get(), tx: self.tx.get(), tx_full: self.tx_full.get(), dropped: self.dropped.get() }
+        PortTotals {
+            rx: self.rx.get(),
+            tx: self.tx.get(),
+            tx_full: self.tx_full.get(),
+            dropped: self.dropped.get(),
+        }
     }
 }
 
@@ -67,7 +72,10 @@ pub struct WorkerCounters {
 
 impl WorkerCounters {
     pub fn new(ports: usize) -> Self {
-        WorkerCounters { ports: (0..ports).map(|_| CachePadded::new(PortCounters::default())).collect(), idle_polls: Default::default() }
+        WorkerCounters {
+            ports: (0..ports).map(|_| CachePadded::new(PortCounters::default())).collect(),
+            idle_polls: Default::default(),
+        }
     }
 }
 
@@ -94,9 +102,23 @@ pub enum FwDrop {
 
 impl FwDrop {
     pub const COUNT: usize = 6;
-    pub const ALL: [FwDrop; 6] = [FwDrop::Policy, FwDrop::TableFull, FwDrop::FragmentUnmatched, FwDrop::IcmpUnrelated, FwDrop::IcmpBadEcho, FwDrop::IcmpNoQuote];
+    pub const ALL: [FwDrop; 6] = [
+        FwDrop::Policy,
+        FwDrop::TableFull,
+        FwDrop::FragmentUnmatched,
+        FwDrop::IcmpUnrelated,
+        FwDrop::IcmpBadEcho,
+        FwDrop::IcmpNoQuote,
+    ];
     pub fn name(self) -> &'static str {
-        ["policy", "table_full", "fragment_unmatched", "icmp_unrelated", "icmp_bad_echo", "icmp_no_quote"][self as usize]
+        [
+            "policy",
+            "table_full",
+            "fragment_unmatched",
+            "icmp_unrelated",
+            "icmp_bad_echo",
+            "icmp_no_quote",
+        ][self as usize]
     }
 }
 
@@ -184,7 +206,9 @@ fn sum(c: &[Counter]) -> u64 {
 
 impl FwCounters {
     pub fn invalid_total(&self) -> u64 {
-        sum(&self.parse_drop) + sum(&self.tcp_invalid) + sum(&self.fw_drop[FwDrop::FragmentUnmatched as usize..])
+        sum(&self.parse_drop)
+            + sum(&self.tcp_invalid)
+            + sum(&self.fw_drop[FwDrop::FragmentUnmatched as usize..])
     }
 
     /// One short summary for the periodic stats line.
@@ -208,7 +232,12 @@ impl FwCounters {
     pub fn detail(&self) -> String {
         let mut parts = Vec::new();
         for m in Module::ALL {
-            for (what, c) in [("new", &self.new), ("closed", &self.closed), ("expired", &self.expired), ("ckpt", &self.ckpt)] {
+            for (what, c) in [
+                ("new", &self.new),
+                ("closed", &self.closed),
+                ("expired", &self.expired),
+                ("ckpt", &self.ckpt),
+            ] {
                 let v = c[m as usize].get();
                 if v != 0 {
                     parts.push(format!("{}.{what}={v}", m.name()));
@@ -233,7 +262,22 @@ impl FwCounters {
                 parts.push(format!("drop.{}={v}", r.name()));
             }
         }
-        for (n, c) in [("related", &self.related), ("ftp.expectations", &self.ftp_expectations), ("ftp.refused", &self.ftp_refused), ("ftp.no_session", &self.ftp_no_session), ("ftp.gaps", &self.ftp_gaps), ("expectations_full", &self.expectations_full), ("ckpt.deletes", &self.ckpt_deletes), ("ckpt.ring_full", &self.ckpt_ring_full), ("ckpt.reemitted", &self.ckpt_reemitted), ("ckpt.deletes_lost", &self.ckpt_deletes_lost), ("ckpt.resyncs", &self.ckpt_resyncs), ("restored", &self.restored), ("restore.skipped", &self.restore_skipped), ("flushed", &self.flushed)] {
+        for (n, c) in [
+            ("related", &self.related),
+            ("ftp.expectations", &self.ftp_expectations),
+            ("ftp.refused", &self.ftp_refused),
+            ("ftp.no_session", &self.ftp_no_session),
+            ("ftp.gaps", &self.ftp_gaps),
+            ("expectations_full", &self.expectations_full),
+            ("ckpt.deletes", &self.ckpt_deletes),
+            ("ckpt.ring_full", &self.ckpt_ring_full),
+            ("ckpt.reemitted", &self.ckpt_reemitted),
+            ("ckpt.deletes_lost", &self.ckpt_deletes_lost),
+            ("ckpt.resyncs", &self.ckpt_resyncs),
+            ("restored", &self.restored),
+            ("restore.skipped", &self.restore_skipped),
+            ("flushed", &self.flushed),
+        ] {
             if c.get() != 0 {
                 parts.push(format!("{n}={}", c.get()));
             }

@@ -116,7 +116,13 @@ pub fn stats(_: &str) -> TelValue {
     for (p, t) in s.ports.iter().zip(per_port) {
         d.push((
             format!("port/{}", p.name),
-            TelValue::dict([("eth_port", u(p.eth_id as u64)), ("rx", u(t.rx)), ("tx", u(t.tx)), ("dropped", u(t.dropped)), ("tx_full", u(t.tx_full))]),
+            TelValue::dict([
+                ("eth_port", u(p.eth_id as u64)),
+                ("rx", u(t.rx)),
+                ("tx", u(t.tx)),
+                ("dropped", u(t.dropped)),
+                ("tx_full", u(t.tx_full)),
+            ]),
         ));
     }
     TelValue::Dict(d)
@@ -125,10 +131,18 @@ pub fn stats(_: &str) -> TelValue {
 /// The connection gauges of one worker, by module.
 fn gauges(f: &FwCounters) -> Vec<(String, TelValue)> {
     let g = &f.gauges;
-    [("conns", f.live.get()), ("tcp", g.tcp.get()), ("udp", g.udp.get()), ("icmp", g.icmp.get()), ("other", g.other.get()), ("ftp", g.ftp.get()), ("expectations", g.expectations.get())]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), u(v)))
-        .collect()
+    [
+        ("conns", f.live.get()),
+        ("tcp", g.tcp.get()),
+        ("udp", g.udp.get()),
+        ("icmp", g.icmp.get()),
+        ("other", g.other.get()),
+        ("ftp", g.ftp.get()),
+        ("expectations", g.expectations.get()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), u(v)))
+    .collect()
 }
 
 /// `/lazarus/workers`.
@@ -208,14 +222,18 @@ pub fn conns(_: &str) -> TelValue {
 fn tcp_state(i: usize) -> TcpState {
     use TcpState::*;
     // `get`: a state added to TcpState but not here shows as NONE, no panic.
-    [None, SynSent, SynRecv, Established, FinWait, CloseWait, LastAck, TimeWait, Close, SynSent2].get(i).copied().unwrap_or(None)
+    [None, SynSent, SynRecv, Established, FinWait, CloseWait, LastAck, TimeWait, Close, SynSent2]
+        .get(i)
+        .copied()
+        .unwrap_or(None)
 }
 
 /// `/lazarus/checkpoint`.
 pub fn checkpoint(_: &str) -> TelValue {
     let Some(s) = state() else { return not_ready() };
     let fws: Vec<&FwCounters> = s.workers.iter().filter_map(|w| w.fw.as_deref()).collect();
-    let col = |pick: &dyn Fn(&FwCounters) -> u64| TelValue::U64s(fws.iter().map(|f| pick(f)).collect());
+    let col =
+        |pick: &dyn Fn(&FwCounters) -> u64| TelValue::U64s(fws.iter().map(|f| pick(f)).collect());
     let mut d: Vec<(String, TelValue)> = vec![
         ("enabled".into(), u(s.rings.is_some() as u64)),
         ("restored".into(), u(fws.iter().map(|f| f.restored.get()).sum())),
@@ -229,7 +247,10 @@ pub fn checkpoint(_: &str) -> TelValue {
     if let Some(rings) = s.rings {
         let hb = rings.heartbeat();
         d.push(("checkpointd_pid".into(), u(hb.pid as u64)));
-        d.push(("heartbeat_age_ms".into(), u(shm_layout::monotonic_ns().saturating_sub(hb.monotonic_ns) / 1_000_000)));
+        d.push((
+            "heartbeat_age_ms".into(),
+            u(shm_layout::monotonic_ns().saturating_sub(hb.monotonic_ns) / 1_000_000),
+        ));
         let st: Vec<_> = (0..s.workers.len() as u32).map(|w| rings.status(w)).collect();
         d.push(("head".into(), TelValue::U64s(st.iter().map(|x| x.head).collect())));
         d.push(("tail".into(), TelValue::U64s(st.iter().map(|x| x.tail).collect())));
@@ -271,13 +292,21 @@ pub mod client {
 
     /// Where EAL puts the socket of the process started with `--file-prefix prefix`.
     pub fn socket_path(prefix: &str) -> PathBuf {
-        let run = if nix_is_root() { PathBuf::from("/var/run/dpdk") } else { std::env::var_os("XDG_RUNTIME_DIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from).join("dpdk") };
+        let run = if nix_is_root() {
+            PathBuf::from("/var/run/dpdk")
+        } else {
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+                .join("dpdk")
+        };
         run.join(prefix).join("dpdk_telemetry.v2")
     }
 
     fn nix_is_root() -> bool {
         // EAL picks /var/run/dpdk for root, $XDG_RUNTIME_DIR/dpdk otherwise.
-        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(true)
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(true)
     }
 
     pub struct TelemetryClient {
@@ -296,7 +325,13 @@ pub mod client {
             sock.connect(&SockAddr::unix(path)?)?;
             let mut c = TelemetryClient { sock, greeting: String::new(), max_len: 16384 };
             c.greeting = c.recv()?;
-            if let Some(n) = c.greeting.split("\"max_output_len\":").nth(1).and_then(|s| s.trim_start().split(|ch: char| !ch.is_ascii_digit()).next()).and_then(|s| s.parse().ok()) {
+            if let Some(n) = c
+                .greeting
+                .split("\"max_output_len\":")
+                .nth(1)
+                .and_then(|s| s.trim_start().split(|ch: char| !ch.is_ascii_digit()).next())
+                .and_then(|s| s.parse().ok())
+            {
                 c.max_len = n;
             }
             Ok(c)
@@ -306,7 +341,10 @@ pub mod client {
             let mut buf = vec![0u8; self.max_len.max(16384) + 1];
             let n = self.sock.read(&mut buf)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the telemetry socket closed"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the telemetry socket closed",
+                ));
             }
             buf.truncate(n);
             String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

@@ -6,9 +6,9 @@ use crate::config::Lane;
 use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
 use crate::firewall::{Firewall, StagedBurst, Verdict};
 use crate::stats::{FwCounters, WorkerCounters};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A lane resolved to DPDK port ids.
@@ -44,7 +44,13 @@ const _: () = assert!(crate::dpdk::MAX_BURST <= crate::firewall::STAGE_MAX);
 impl Worker {
     /// One poll round over every lane; returns the packets received.
     #[inline]
-    fn poll_once(&self, burst: &mut MbufBurst, staged: &mut StagedBurst, mut fw: Option<&mut WorkerFirewall>, now: u64) -> usize {
+    fn poll_once(
+        &self,
+        burst: &mut MbufBurst,
+        staged: &mut StagedBurst,
+        mut fw: Option<&mut WorkerFirewall>,
+        now: u64,
+    ) -> usize {
         let mut got = 0;
         for pl in &self.lanes {
             let n = burst.rx(pl.rx_port_id, pl.lane.rx_queue, self.burst);
@@ -59,7 +65,9 @@ impl Worker {
                     fw.stage(staged, i, burst.data(i), port);
                 }
                 fw.lookup_staged(staged, n);
-                let dropped = burst.retain(|i, frame| fw.process_staged(staged, i, frame, port, now) == Verdict::Forward);
+                let dropped = burst.retain(|i, frame| {
+                    fw.process_staged(staged, i, frame, port, now) == Verdict::Forward
+                });
                 if dropped != 0 {
                     rxc.dropped.add(dropped as u64);
                 }
@@ -82,7 +90,12 @@ impl Worker {
 
 impl LcoreTask for Worker {
     fn run(&self) {
-        tracing::info!(worker = self.index, lcore = self.lcore, lanes = self.lanes.len(), "worker polling");
+        tracing::info!(
+            worker = self.index,
+            lcore = self.lcore,
+            lanes = self.lanes.len(),
+            "worker polling"
+        );
         let mut burst = MbufBurst::new();
         let mut staged = StagedBurst::new();
         let mut idle = 0u32;

@@ -39,7 +39,12 @@ fn bad_config_names_the_key() {
 fn missing_hugepages_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = bridge_config(dir.path(), "net_null0", "net_null1", "");
-    let eal: Vec<String> = ["-l", "0,1", "--no-pci", "--vdev=net_null0", "--vdev=net_null1", "--huge-dir"].iter().map(|s| s.to_string()).chain([dir.path().display().to_string()]).collect();
+    let eal: Vec<String> =
+        ["-l", "0,1", "--no-pci", "--vdev=net_null0", "--vdev=net_null1", "--huge-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([dir.path().display().to_string()])
+            .collect();
     let (code, err) = run(&eal, &cfg);
     assert_ne!(code, 0);
     assert!(err.contains("is not a hugetlbfs mount") && err.contains("scripts/setup.sh"), "{err}");
@@ -50,7 +55,20 @@ fn too_little_hugepage_memory_is_a_clear_error() {
     // Past the hugepage pre-check: EAL itself fails to get 64 GiB of hugepages.
     let dir = tempfile::tempdir().unwrap();
     let cfg = bridge_config(dir.path(), "net_null0", "net_null1", "");
-    let eal: Vec<String> = ["-l", "0,1", "--no-pci", "-m", "65536", "--vdev=net_null0", "--vdev=net_null1", "--file-prefix"].iter().map(|s| s.to_string()).chain([format!("lz-test-mem-{}", std::process::id())]).collect();
+    let eal: Vec<String> = [
+        "-l",
+        "0,1",
+        "--no-pci",
+        "-m",
+        "65536",
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+        "--file-prefix",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("lz-test-mem-{}", std::process::id())])
+    .collect();
     let (code, err) = run(&eal, &cfg);
     assert_ne!(code, 0);
     assert!(err.contains("EAL initialisation failed") && err.contains("hugepage"), "{err}");
@@ -73,7 +91,10 @@ fn config_device_that_was_not_created_is_named() {
     let cfg = bridge_config(dir.path(), "net_null0", "net_tap7", "");
     let (code, err) = run(&null_eal("nodev"), &cfg);
     assert_ne!(code, 0);
-    assert!(err.contains("no DPDK device named \"net_tap7\"") && err.contains("net_null1"), "{err}");
+    assert!(
+        err.contains("no DPDK device named \"net_tap7\"") && err.contains("net_null1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,7 +112,8 @@ fn worker_on_a_disabled_lcore_is_refused() {
 fn missing_separator_prints_usage() {
     let out = Command::new(BIN).arg("--config").arg("x.toml").output().unwrap();
     assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: lazarus-dataplane [EAL options] -- --config FILE"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("usage: lazarus-dataplane [EAL options] -- --config FILE"));
 }
 
 /// A config with checkpointing on, segments in `seg_dir`, a short attach timeout.
@@ -113,13 +135,20 @@ fn checkpointd_not_running_is_a_clear_error_not_an_empty_table() {
     // No segments at all: checkpointd never ran.
     let (code, err) = run(&null_eal("ckpt-none"), &cfg);
     assert_ne!(code, 0);
-    assert!(err.contains("checkpointd is not running") && err.contains("checkpoint.enabled = false"), "{err}");
+    assert!(
+        err.contains("checkpointd is not running") && err.contains("checkpoint.enabled = false"),
+        "{err}"
+    );
     assert!(!err.contains("forwarding"), "{err}");
 
     // Segments left by a checkpointd that died: no fresh heartbeat.
     let geom = shm_layout::RingsGeometry { workers: 1, slots_per_ring: 64 };
     let rings = shm_layout::RingsSegment::create_file(&seg.path().join("rings"), geom).unwrap();
-    shm_layout::StoreSegment::create_file(&seg.path().join("store"), shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 }).unwrap();
+    shm_layout::StoreSegment::create_file(
+        &seg.path().join("store"),
+        shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 },
+    )
+    .unwrap();
     let (code, err) = run(&null_eal("ckpt-stale"), &cfg);
     assert_ne!(code, 0);
     assert!(err.contains("last heartbeat") && err.contains("start lazarus-checkpointd"), "{err}");

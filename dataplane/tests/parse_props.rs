@@ -68,16 +68,7 @@ fn build(g: &GenFrame) -> (Vec<u8>, usize) {
     l4.extend_from_slice(&g.sport.to_be_bytes());
     l4.extend_from_slice(&g.dport.to_be_bytes());
     match &g.l4 {
-        GenL4::Tcp {
-            seq,
-            ack,
-            flags,
-            window,
-            mss,
-            wscale,
-            sack_perm,
-            timestamp,
-        } => {
+        GenL4::Tcp { seq, ack, flags, window, mss, wscale, sack_perm, timestamp } => {
             let opts = tcp_options(*mss, *wscale, *sack_perm, *timestamp);
             l4.extend_from_slice(&seq.to_be_bytes());
             l4.extend_from_slice(&ack.to_be_bytes());
@@ -142,8 +133,8 @@ fn gen_l4() -> impl Strategy<Value = GenL4> {
             any::<bool>(),
             proptest::option::of(any::<(u32, u32)>()),
         )
-            .prop_map(
-                |(seq, ack, flags, window, mss, wscale, sack_perm, timestamp)| GenL4::Tcp {
+            .prop_map(|(seq, ack, flags, window, mss, wscale, sack_perm, timestamp)| {
+                GenL4::Tcp {
                     seq,
                     ack,
                     flags,
@@ -153,7 +144,7 @@ fn gen_l4() -> impl Strategy<Value = GenL4> {
                     sack_perm,
                     timestamp,
                 }
-            ),
+            }),
         Just(GenL4::Udp),
     ]
 }
@@ -171,30 +162,17 @@ fn gen_frame() -> impl Strategy<Value = GenFrame> {
         proptest::collection::vec(any::<u8>(), 0..300),
         0usize..20,
     )
-        .prop_map(
-            |(vlan, v6, src, dst, ip_id, sport, dport, l4, payload, padding)| {
-                let (src, dst) = if v6 {
-                    (src, dst)
-                } else {
-                    (
-                        v4_mapped([src[0], src[1], src[2], src[3]]),
-                        v4_mapped([dst[0], dst[1], dst[2], dst[3]]),
-                    )
-                };
-                GenFrame {
-                    vlan,
-                    v6,
-                    src,
-                    dst,
-                    ip_id,
-                    sport,
-                    dport,
-                    l4,
-                    payload,
-                    padding,
-                }
-            },
-        )
+        .prop_map(|(vlan, v6, src, dst, ip_id, sport, dport, l4, payload, padding)| {
+            let (src, dst) = if v6 {
+                (src, dst)
+            } else {
+                (
+                    v4_mapped([src[0], src[1], src[2], src[3]]),
+                    v4_mapped([dst[0], dst[1], dst[2], dst[3]]),
+                )
+            };
+            GenFrame { vlan, v6, src, dst, ip_id, sport, dport, l4, payload, padding }
+        })
 }
 
 fn check_bounds(frame: &[u8]) -> Result<(), TestCaseError> {
@@ -218,7 +196,9 @@ fn check_fast(frame: &[u8]) -> Result<bool, TestCaseError> {
     let Some(s) = v4_tcp(frame) else { return Ok(false) };
     let parsed = parse(frame);
     let Ok(Parsed::Ip(p)) = parsed else {
-        return Err(TestCaseError::fail(format!("fast path read {s:?}, general parser {parsed:?}")));
+        return Err(TestCaseError::fail(format!(
+            "fast path read {s:?}, general parser {parsed:?}"
+        )));
     };
     prop_assert_eq!(p.vlan, 0);
     prop_assert_eq!(p.family, Family::V4);
@@ -234,28 +214,41 @@ fn check_fast(frame: &[u8]) -> Result<bool, TestCaseError> {
 /// The shape the fast path takes: untagged IPv4/TCP, no IP options, and no
 /// TCP options or Linux's NOP, NOP, timestamp.
 fn fast_shaped() -> impl Strategy<Value = Vec<u8>> {
-    (any::<[u8; 8]>(), any::<[u16; 3]>(), any::<[u32; 2]>(), any::<u8>(), proptest::option::of(any::<(u32, u32)>()), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..100), 0usize..20)
-        .prop_map(|(addrs, [sport, dport, window], [seq, ack], flags, ts, df, payload, padding)| {
-            let opts: Vec<u8> = match ts {
-                Some((v, e)) => [&[1, 1, 8, 10][..], &v.to_be_bytes(), &e.to_be_bytes()].concat(),
-                None => Vec::new(),
-            };
-            let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
-            f.extend_from_slice(&((40 + opts.len() + payload.len()) as u16).to_be_bytes());
-            f.extend_from_slice(&[0, 7, if df { 0x40 } else { 0 }, 0, 64, proto::TCP, 0, 0]);
-            f.extend_from_slice(&addrs);
-            f.extend_from_slice(&sport.to_be_bytes());
-            f.extend_from_slice(&dport.to_be_bytes());
-            f.extend_from_slice(&seq.to_be_bytes());
-            f.extend_from_slice(&ack.to_be_bytes());
-            f.extend_from_slice(&[(((20 + opts.len()) / 4) as u8) << 4, flags]);
-            f.extend_from_slice(&window.to_be_bytes());
-            f.extend_from_slice(&[0, 0, 0, 0]);
-            f.extend_from_slice(&opts);
-            f.extend_from_slice(&payload);
-            f.resize(f.len() + padding, 0);
-            f
-        })
+    (
+        any::<[u8; 8]>(),
+        any::<[u16; 3]>(),
+        any::<[u32; 2]>(),
+        any::<u8>(),
+        proptest::option::of(any::<(u32, u32)>()),
+        any::<bool>(),
+        proptest::collection::vec(any::<u8>(), 0..100),
+        0usize..20,
+    )
+        .prop_map(
+            |(addrs, [sport, dport, window], [seq, ack], flags, ts, df, payload, padding)| {
+                let opts: Vec<u8> = match ts {
+                    Some((v, e)) => {
+                        [&[1, 1, 8, 10][..], &v.to_be_bytes(), &e.to_be_bytes()].concat()
+                    }
+                    None => Vec::new(),
+                };
+                let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
+                f.extend_from_slice(&((40 + opts.len() + payload.len()) as u16).to_be_bytes());
+                f.extend_from_slice(&[0, 7, if df { 0x40 } else { 0 }, 0, 64, proto::TCP, 0, 0]);
+                f.extend_from_slice(&addrs);
+                f.extend_from_slice(&sport.to_be_bytes());
+                f.extend_from_slice(&dport.to_be_bytes());
+                f.extend_from_slice(&seq.to_be_bytes());
+                f.extend_from_slice(&ack.to_be_bytes());
+                f.extend_from_slice(&[(((20 + opts.len()) / 4) as u8) << 4, flags]);
+                f.extend_from_slice(&window.to_be_bytes());
+                f.extend_from_slice(&[0, 0, 0, 0]);
+                f.extend_from_slice(&opts);
+                f.extend_from_slice(&payload);
+                f.resize(f.len() + padding, 0);
+                f
+            },
+        )
 }
 
 proptest! {

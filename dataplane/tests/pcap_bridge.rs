@@ -75,10 +75,20 @@ fn frames() -> Vec<Vec<u8>> {
             }
             4 => {
                 let mut vlan = vec![0x00, 0x64, 0x08, 0x00];
-                vlan.extend_from_slice(&ipv4(1, [10, 0, 0, 1], [10, 0, 0, 9], &[8, 0, 0, 0, 0, 1, 0, 1, tag[0], tag[1], tag[2], tag[3]]));
+                vlan.extend_from_slice(&ipv4(
+                    1,
+                    [10, 0, 0, 1],
+                    [10, 0, 0, 9],
+                    &[8, 0, 0, 0, 0, 1, 0, 1, tag[0], tag[1], tag[2], tag[3]],
+                ));
                 eth(m2, m1, 0x8100, &vlan)
             }
-            5 => eth([0x01, 0x80, 0xc2, 0, 0, 0x0e], m1, 0x88cc, &[tag.as_slice(), &[0u8; 40]].concat()),
+            5 => eth(
+                [0x01, 0x80, 0xc2, 0, 0, 0x0e],
+                m1,
+                0x88cc,
+                &[tag.as_slice(), &[0u8; 40]].concat(),
+            ),
             6 => {
                 // Full-size frame.
                 let mut p = tag.to_vec();
@@ -95,7 +105,8 @@ fn frames() -> Vec<Vec<u8>> {
 fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
     let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
     for (i, f) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(Duration::from_micros(i as u64), f.len() as u32, f)).unwrap();
+        w.write_packet(&PcapPacket::new(Duration::from_micros(i as u64), f.len() as u32, f))
+            .unwrap();
     }
 }
 
@@ -112,7 +123,12 @@ fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
 fn pcap_frames_cross_the_bridge_unchanged_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let input = frames();
-    let (inp, empty, out_a, out_b) = (dir.path().join("in.pcap"), dir.path().join("empty.pcap"), dir.path().join("out_a.pcap"), dir.path().join("out_b.pcap"));
+    let (inp, empty, out_a, out_b) = (
+        dir.path().join("in.pcap"),
+        dir.path().join("empty.pcap"),
+        dir.path().join("out_a.pcap"),
+        dir.path().join("out_b.pcap"),
+    );
     write_pcap(&inp, &input);
     write_pcap(&empty, &[]);
     // A stateless bridge: this test is about the datapath, not the firewall
@@ -124,11 +140,20 @@ fn pcap_frames_cross_the_bridge_unchanged_and_in_order() {
 
     let mut dp = start(&eal, &cfg);
     let n = input.len() as u64;
-    let line = dp.wait_for(Duration::from_secs(60), |l| l.contains("stats ") && field(l, "tx") >= Some(n));
+    let line =
+        dp.wait_for(Duration::from_secs(60), |l| l.contains("stats ") && field(l, "tx") >= Some(n));
     let (status, log) = dp.stop();
-    assert!(line.is_some(), "the dataplane never reported {n} frames forwarded; log:\n{}", log.join("\n"));
+    assert!(
+        line.is_some(),
+        "the dataplane never reported {n} frames forwarded; log:\n{}",
+        log.join("\n")
+    );
     assert!(status.success(), "exit {status}; log:\n{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("stopped cleanly")), "no clean stop; log:\n{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("stopped cleanly")),
+        "no clean stop; log:\n{}",
+        log.join("\n")
+    );
 
     let got = read_pcap(&out_b);
     assert_eq!(got.len(), input.len(), "frame count differs");

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 fn ask(c: &mut TelemetryClient, cmd: &str) -> Value {
     let text = c.query(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{cmd}: reply is not JSON ({e}): {text}"));
-    v.get(cmd.split(',').next().unwrap()).cloned().unwrap_or_else(|| panic!("{cmd}: no such key in {text}"))
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{cmd}: reply is not JSON ({e}): {text}"));
+    v.get(cmd.split(',').next().unwrap())
+        .cloned()
+        .unwrap_or_else(|| panic!("{cmd}: no such key in {text}"))
 }
 
 fn connect(prefix: &str) -> TelemetryClient {
@@ -36,7 +39,11 @@ fn lazarus_commands_answer_with_live_counters() {
     eal.push("--vdev=net_null0".into());
     eal.push("--vdev=net_null1".into());
     let mut dp = start(&eal, &cfg);
-    assert!(dp.wait_for(Duration::from_secs(60), |l| l.contains("forwarding")).is_some(), "dataplane did not start:\n{}", dp.log.join("\n"));
+    assert!(
+        dp.wait_for(Duration::from_secs(60), |l| l.contains("forwarding")).is_some(),
+        "dataplane did not start:\n{}",
+        dp.log.join("\n")
+    );
 
     let mut c = connect(&prefix);
     assert!(c.greeting.contains("DPDK 22.11"), "greeting: {}", c.greeting);
@@ -52,7 +59,18 @@ fn lazarus_commands_answer_with_live_counters() {
     let w = ask(&mut c, "/lazarus/workers");
     assert_eq!(w["worker0"]["lcore"], 1, "{w}");
     assert!(w["worker0"]["rx"].as_u64().unwrap() > 0, "{w}");
-    for k in ["conns", "new", "closed", "expired", "invalid", "ring_full", "ckpt_portions", "restored", "tcp", "udp"] {
+    for k in [
+        "conns",
+        "new",
+        "closed",
+        "expired",
+        "invalid",
+        "ring_full",
+        "ckpt_portions",
+        "restored",
+        "tcp",
+        "udp",
+    ] {
         assert!(w["worker0"][k].is_u64(), "{k} missing in {w}");
     }
     let conns = ask(&mut c, "/lazarus/conns");
@@ -73,9 +91,13 @@ fn lazarus_commands_answer_with_live_counters() {
     assert!(ask(&mut c, "/ethdev/stats,0")["ipackets"].as_u64().unwrap() > 0);
 
     // Debian's client, against the same live process.
-    let script = ["/usr/bin/dpdk-telemetry.py", "/usr/local/bin/dpdk-telemetry.py"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let script = ["/usr/bin/dpdk-telemetry.py", "/usr/local/bin/dpdk-telemetry.py"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
     match script {
-        None => eprintln!("SKIPPED dpdk-telemetry.py part: the script is not installed (apt-get install dpdk)"),
+        None => eprintln!(
+            "SKIPPED dpdk-telemetry.py part: the script is not installed (apt-get install dpdk)"
+        ),
         Some(script) => {
             let before = rx(&ask(&mut c, "/lazarus/stats"));
             let out = std::process::Command::new(script)
@@ -90,9 +112,16 @@ fn lazarus_commands_answer_with_live_counters() {
                 })
                 .expect("run dpdk-telemetry.py");
             let text = String::from_utf8_lossy(&out.stdout);
-            let line = text.lines().find(|l| l.contains("/lazarus/stats")).unwrap_or_else(|| panic!("dpdk-telemetry.py printed no reply: {text}"));
-            let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
-            assert!(rx(&v["/lazarus/stats"]) > before, "dpdk-telemetry.py sees the live value: {line} (before: {before})");
+            let line = text
+                .lines()
+                .find(|l| l.contains("/lazarus/stats"))
+                .unwrap_or_else(|| panic!("dpdk-telemetry.py printed no reply: {text}"));
+            let v: Value =
+                serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(
+                rx(&v["/lazarus/stats"]) > before,
+                "dpdk-telemetry.py sees the live value: {line} (before: {before})"
+            );
         }
     }
     let (status, log) = dp.stop();

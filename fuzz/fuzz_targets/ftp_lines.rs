@@ -62,11 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let mut portion = FtpPortion::default();
     let mut seq = u32::from(cuts).wrapping_mul(0x0101_0101).wrapping_sub(40);
     for (i, piece) in pieces.iter().enumerate() {
-        let dir = if (cuts >> 4) & 1 == 0 || i % 2 == 0 {
-            Dir::Original
-        } else {
-            Dir::Reply
-        };
+        let dir = if (cuts >> 4) & 1 == 0 || i % 2 == 0 { Dir::Original } else { Dir::Reply };
         let r = portion.feed(dir, seq, piece);
         check_event(r.event);
         seq = match (cuts >> 5) & 3 {

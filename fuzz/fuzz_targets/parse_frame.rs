@@ -26,8 +26,14 @@ fuzz_target!(|frame: &[u8]| {
         let Ok(Parsed::Ip(q)) = parsed else {
             panic!("the shortcut read {s:?}, the parser {parsed:?}");
         };
-        assert_eq!((q.vlan, q.family, q.proto, q.frag), (0, Family::V4, proto::TCP, Fragment::None));
-        assert_eq!((q.src, q.dst), (v4_mapped(s.src.to_be_bytes()), v4_mapped(s.dst.to_be_bytes())));
+        assert_eq!(
+            (q.vlan, q.family, q.proto, q.frag),
+            (0, Family::V4, proto::TCP, Fragment::None)
+        );
+        assert_eq!(
+            (q.src, q.dst),
+            (v4_mapped(s.src.to_be_bytes()), v4_mapped(s.dst.to_be_bytes()))
+        );
         assert_eq!(q.l4, L4::Tcp(s.tcp));
         assert_eq!((q.payload_off, q.payload_len), (s.payload_off, s.payload_len));
     }
@@ -51,14 +57,8 @@ fuzz_target!(|frame: &[u8]| {
     let (ip_end, min_hlen) = match p.family {
         Family::V4 => {
             assert_eq!(ethertype, 0x0800);
-            assert_eq!(
-                p.src,
-                v4_mapped(frame[l3 + 12..l3 + 16].try_into().unwrap())
-            );
-            assert_eq!(
-                p.dst,
-                v4_mapped(frame[l3 + 16..l3 + 20].try_into().unwrap())
-            );
+            assert_eq!(p.src, v4_mapped(frame[l3 + 12..l3 + 16].try_into().unwrap()));
+            assert_eq!(p.dst, v4_mapped(frame[l3 + 16..l3 + 20].try_into().unwrap()));
             (l3 + be16(frame, l3 + 2), 20)
         }
         Family::V6 => {
@@ -68,11 +68,7 @@ fuzz_target!(|frame: &[u8]| {
             (l3 + 40 + be16(frame, l3 + 4), 40)
         }
     };
-    assert!(
-        ip_end <= frame.len(),
-        "IP end {ip_end} past frame {}",
-        frame.len()
-    );
+    assert!(ip_end <= frame.len(), "IP end {ip_end} past frame {}", frame.len());
 
     let off = usize::from(p.payload_off);
     let len = usize::from(p.payload_len);
@@ -88,10 +84,7 @@ fuzz_target!(|frame: &[u8]| {
         off >= l3 + min_hlen + l4_hlen,
         "payload at {off} inside the headers (l3 {l3}, l4 header {l4_hlen})"
     );
-    assert!(
-        off + len <= ip_end,
-        "payload {off}+{len} past IP end {ip_end}"
-    );
+    assert!(off + len <= ip_end, "payload {off}+{len} past IP end {ip_end}");
     if p.frag == Fragment::Later {
         assert_eq!(p.l4, L4::Other);
     }

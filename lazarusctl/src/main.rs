@@ -7,7 +7,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dataplane::modules::{ftp::FtpPortion, icmp::IcmpPortion, ip::IpPortion, tcp::TcpPortion, udp::UdpPortion};
+use dataplane::modules::{
+    ftp::FtpPortion, icmp::IcmpPortion, ip::IpPortion, tcp::TcpPortion, udp::UdpPortion,
+};
 use dataplane::telemetry::client::{socket_path, TelemetryClient};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +19,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "lazarusctl", version, about = "Operate Lazarus: status, connections, stats, flush")]
+#[command(
+    name = "lazarusctl",
+    version,
+    about = "Operate Lazarus: status, connections, stats, flush"
+)]
 struct Args {
     /// The TOML config both daemons read (only `[checkpoint] control_socket` is used).
     #[arg(long, short, global = true)]
@@ -106,7 +112,8 @@ impl Endpoints {
         s.write_all(format!("{req}\n").as_bytes()).map_err(down)?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).map_err(down)?;
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("checkpointd's reply is not JSON: {line}"))?;
+        let v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("checkpointd's reply is not JSON: {line}"))?;
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             bail!("checkpointd: {e}");
         }
@@ -126,8 +133,10 @@ impl Endpoints {
 
 /// `[checkpoint] control_socket` of `cfg`, or the default.
 fn control_socket_of(cfg: &Path) -> Result<PathBuf> {
-    let text = std::fs::read_to_string(cfg).with_context(|| format!("cannot read config {}", cfg.display()))?;
-    let v: toml::Value = toml::from_str(&text).with_context(|| format!("config {}", cfg.display()))?;
+    let text = std::fs::read_to_string(cfg)
+        .with_context(|| format!("cannot read config {}", cfg.display()))?;
+    let v: toml::Value =
+        toml::from_str(&text).with_context(|| format!("config {}", cfg.display()))?;
     Ok(match v.get("checkpoint").and_then(|c| c.get("control_socket")).and_then(|s| s.as_str()) {
         Some(s) => PathBuf::from(s),
         None => shm_layout::CheckpointSection::default().control_socket,
@@ -137,9 +146,12 @@ fn control_socket_of(cfg: &Path) -> Result<PathBuf> {
 /// `cmd`'s value in a telemetry reply `{"<cmd>": value}`.
 fn ask(c: &mut TelemetryClient, cmd: &str) -> Result<Value> {
     let text = c.query(cmd).with_context(|| format!("telemetry {cmd}"))?;
-    let mut v: Value = serde_json::from_str(&text).with_context(|| format!("telemetry reply to {cmd} is not JSON: {text}"))?;
+    let mut v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("telemetry reply to {cmd} is not JSON: {text}"))?;
     match v.get_mut(cmd).map(Value::take) {
-        Some(Value::Null) | None => bail!("the dataplane does not know {cmd} (an older build?): {text}"),
+        Some(Value::Null) | None => {
+            bail!("the dataplane does not know {cmd} (an older build?): {text}")
+        }
         Some(x) => Ok(x),
     }
 }
@@ -168,9 +180,13 @@ fn status(ep: &Endpoints, as_json: bool) -> Result<()> {
     if as_json {
         let part = |r: &Result<Value>, sock: &Path| match r {
             Ok(v) => json!({"up": true, "socket": sock.display().to_string(), "status": v}),
-            Err(e) => json!({"up": false, "socket": sock.display().to_string(), "error": format!("{e:#}")}),
+            Err(e) => {
+                json!({"up": false, "socket": sock.display().to_string(), "error": format!("{e:#}")})
+            }
         };
-        return print_json(&json!({"checkpointd": part(&ck, &ep.checkpointd), "dataplane": part(&dp, &ep.telemetry)}));
+        return print_json(
+            &json!({"checkpointd": part(&ck, &ep.checkpointd), "dataplane": part(&dp, &ep.telemetry)}),
+        );
     }
     match &ck {
         Ok(s) => {
@@ -186,7 +202,15 @@ fn status(ep: &Endpoints, as_json: bool) -> Result<()> {
                 n(store, "full_drops")
             );
             for r in s["rings"].as_array().into_iter().flatten() {
-                println!("  ring {}: head {} tail {} lag {} applied {} torn {}", n(r, "worker"), n(r, "head"), n(r, "tail"), n(r, "lag"), n(r, "applied"), n(r, "torn"));
+                println!(
+                    "  ring {}: head {} tail {} lag {} applied {} torn {}",
+                    n(r, "worker"),
+                    n(r, "head"),
+                    n(r, "tail"),
+                    n(r, "lag"),
+                    n(r, "applied"),
+                    n(r, "torn")
+                );
             }
         }
         Err(e) => println!("checkpointd: down ({e:#})"),
@@ -207,8 +231,14 @@ fn status(ep: &Endpoints, as_json: bool) -> Result<()> {
                 n(st, "dropped")
             );
             if n(ckp, "enabled") == 1 {
-                let lag: Vec<String> = ckp["lag"].as_array().into_iter().flatten().map(|x| x.to_string()).collect();
-                println!("  checkpoint: on, ring lag [{}], restored {} conn(s) in {} ms", lag.join(", "), n(ckp, "restored"), n(ckp, "restore_ms"));
+                let lag: Vec<String> =
+                    ckp["lag"].as_array().into_iter().flatten().map(|x| x.to_string()).collect();
+                println!(
+                    "  checkpoint: on, ring lag [{}], restored {} conn(s) in {} ms",
+                    lag.join(", "),
+                    n(ckp, "restored"),
+                    n(ckp, "restore_ms")
+                );
             } else {
                 println!("  checkpoint: off (connections do not survive a restart)");
             }
@@ -226,7 +256,9 @@ fn decode_conn(c: &Value) -> Result<Value> {
     for m in c["modules"].as_array().into_iter().flatten() {
         let name = m["module"].as_str().unwrap_or("?");
         out["versions"][name] = m["version"].clone();
-        let bytes = unhex(m["hex"].as_str().ok_or_else(|| anyhow!("checkpointd sent no portion bytes (an older checkpointd?)"))?)?;
+        let bytes = unhex(m["hex"].as_str().ok_or_else(|| {
+            anyhow!("checkpointd sent no portion bytes (an older checkpointd?)")
+        })?)?;
         match name {
             "ip" => ip = Some(IpPortion::decode(&bytes).map_err(|e| anyhow!("ip portion: {e}"))?),
             "tcp" => {
@@ -245,7 +277,8 @@ fn decode_conn(c: &Value) -> Result<Value> {
             }
             "ftp" => {
                 let conn_id = u64::from_str_radix(&id, 16).unwrap_or(0);
-                let (_, _, exps) = FtpPortion::decode(&bytes, dataplane::conn::ConnId(conn_id)).map_err(|e| anyhow!("ftp portion: {e}"))?;
+                let (_, _, exps) = FtpPortion::decode(&bytes, dataplane::conn::ConnId(conn_id))
+                    .map_err(|e| anyhow!("ftp portion: {e}"))?;
                 out["helper"] = json!("ftp");
                 out["expectations"] = json!(exps);
             }
@@ -260,7 +293,11 @@ fn decode_conn(c: &Value) -> Result<Value> {
             std::net::Ipv6Addr::from(*a).to_string()
         }
     };
-    let (src, dst, sport, dport) = if ipp.orig_src_is_lo { (key.lo_addr, key.hi_addr, key.lo_port, key.hi_port) } else { (key.hi_addr, key.lo_addr, key.hi_port, key.lo_port) };
+    let (src, dst, sport, dport) = if ipp.orig_src_is_lo {
+        (key.lo_addr, key.hi_addr, key.lo_port, key.hi_port)
+    } else {
+        (key.hi_addr, key.lo_addr, key.hi_port, key.lo_port)
+    };
     let proto = match key.proto {
         6 => "tcp",
         17 => "udp",
@@ -289,7 +326,10 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         bail!("odd hex length");
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("bad hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("bad hex"))
+        .collect()
 }
 
 /// One connection as a `conntrack -L`-like line.
@@ -309,11 +349,21 @@ fn conn_line(c: &Value) -> String {
     };
     let (src, dst) = (c["src"].as_str().unwrap_or("?"), c["dst"].as_str().unwrap_or("?"));
     let (sport, dport) = (n(c, "sport"), n(c, "dport"));
-    s += &format!("{} packets={} bytes={} ", ends(src, dst, sport, dport), p(0, "packets"), p(0, "bytes"));
+    s += &format!(
+        "{} packets={} bytes={} ",
+        ends(src, dst, sport, dport),
+        p(0, "packets"),
+        p(0, "bytes")
+    );
     if c["assured"] == json!(false) {
         s += "[UNREPLIED] ";
     }
-    s += &format!("{} packets={} bytes={} ", ends(dst, src, dport, sport), p(1, "packets"), p(1, "bytes"));
+    s += &format!(
+        "{} packets={} bytes={} ",
+        ends(dst, src, dport, sport),
+        p(1, "packets"),
+        p(1, "bytes")
+    );
     if c["assured"] == json!(true) {
         s += "[ASSURED] ";
     }
@@ -324,8 +374,14 @@ fn conn_line(c: &Value) -> String {
     if n(c, "vlan") != 0 {
         s += &format!(" vlan={}", n(c, "vlan"));
     }
-    let versions: Vec<String> = c["versions"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}:{v}")).collect();
-    s += &format!(" worker={} id={} versions={}", n(c, "worker"), c["id"].as_str().unwrap_or("?"), versions.join(","));
+    let versions: Vec<String> =
+        c["versions"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}:{v}")).collect();
+    s += &format!(
+        " worker={} id={} versions={}",
+        n(c, "worker"),
+        c["id"].as_str().unwrap_or("?"),
+        versions.join(",")
+    );
     s
 }
 
@@ -338,12 +394,17 @@ fn conns(ep: &Endpoints, limit: u64, as_json: bool) -> Result<()> {
             Ok(v) => list.push(v),
             Err(e) => {
                 bad += 1;
-                eprintln!("lazarusctl: connection {}: cannot decode: {e:#}", c["conn_id"].as_str().unwrap_or("?"));
+                eprintln!(
+                    "lazarusctl: connection {}: cannot decode: {e:#}",
+                    c["conn_id"].as_str().unwrap_or("?")
+                );
             }
         }
     }
     if as_json {
-        return print_json(&json!({"conns": list, "total": reply["total"], "truncated": reply["truncated"], "undecodable": bad}));
+        return print_json(
+            &json!({"conns": list, "total": reply["total"], "truncated": reply["truncated"], "undecodable": bad}),
+        );
     }
     for c in &list {
         println!("{}", conn_line(c));
@@ -351,7 +412,11 @@ fn conns(ep: &Endpoints, limit: u64, as_json: bool) -> Result<()> {
     eprintln!(
         "lazarusctl: {} connection(s) shown from checkpointd's store{}",
         list.len(),
-        if reply["truncated"] == json!(true) { format!(" (of {}; raise --limit)", n(&reply, "total")) } else { String::new() }
+        if reply["truncated"] == json!(true) {
+            format!(" (of {}; raise --limit)", n(&reply, "total"))
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -374,12 +439,25 @@ fn stats(ep: &Endpoints, as_json: bool) -> Result<()> {
     );
     for name in st["ports"].as_array().into_iter().flatten().filter_map(Value::as_str) {
         let p = &st[format!("port/{name}")];
-        println!("  port {name} (ethdev {}): rx {} tx {} dropped {} tx_full {}", n(p, "eth_port"), n(p, "rx"), n(p, "tx"), n(p, "dropped"), n(p, "tx_full"));
+        println!(
+            "  port {name} (ethdev {}): rx {} tx {} dropped {} tx_full {}",
+            n(p, "eth_port"),
+            n(p, "rx"),
+            n(p, "tx"),
+            n(p, "dropped"),
+            n(p, "tx_full")
+        );
     }
     let mut ws: Vec<(&String, &Value)> = workers.as_object().into_iter().flatten().collect();
     ws.sort_by_key(|(_, w)| n(w, "worker"));
     for (name, w) in ws {
-        let fields: Vec<String> = w.as_object().into_iter().flatten().filter(|(k, _)| *k != "worker").map(|(k, v)| format!("{k}={v}")).collect();
+        let fields: Vec<String> = w
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "worker")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("  {name}: {}", fields.join(" "));
     }
     Ok(())

@@ -19,7 +19,11 @@ const CTL: &str = env!("CARGO_BIN_EXE_lazarusctl");
 /// A workspace binary next to lazarusctl.
 fn sibling(name: &str) -> PathBuf {
     let p = Path::new(CTL).with_file_name(name);
-    assert!(p.exists(), "{} is not built; run `cargo build --release --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --release --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -29,7 +33,8 @@ fn ctl(args: &[&str]) -> Output {
 
 fn stdout_json(o: &Output) -> Value {
     assert!(o.status.success(), "lazarusctl failed: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 struct Daemon(Child);
@@ -70,10 +75,23 @@ fn status_and_conns_against_a_running_checkpointd() {
     // No metrics port: the default 127.0.0.1:9108 may be taken on a shared machine.
     let log_path = dir.path().join("checkpointd.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let _ckpt = Daemon(Command::new(sibling("lazarus-checkpointd")).arg("--config").arg(&cfg).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap());
+    let _ckpt = Daemon(
+        Command::new(sibling("lazarus-checkpointd"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let end = Instant::now() + Duration::from_secs(20);
     while !(sock.exists() && seg.join("rings").exists()) {
-        assert!(Instant::now() < end, "checkpointd did not come up:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+        assert!(
+            Instant::now() < end,
+            "checkpointd did not come up:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -101,7 +119,14 @@ fn status_and_conns_against_a_running_checkpointd() {
 
     let cfg_s = cfg.to_str().unwrap();
     let nowhere = dir.path().join("no-dataplane.sock");
-    let st = stdout_json(&ctl(&["--config", cfg_s, "--telemetry-socket", nowhere.to_str().unwrap(), "status", "--json"]));
+    let st = stdout_json(&ctl(&[
+        "--config",
+        cfg_s,
+        "--telemetry-socket",
+        nowhere.to_str().unwrap(),
+        "status",
+        "--json",
+    ]));
     assert_eq!(st["checkpointd"]["up"], true, "{st}");
     assert_eq!(st["checkpointd"]["status"]["store"]["conns"], 1, "{st}");
     assert_eq!(st["checkpointd"]["status"]["rings"][0]["lag"], 0, "{st}");
@@ -111,8 +136,20 @@ fn status_and_conns_against_a_running_checkpointd() {
     let out = ctl(&["--config", cfg_s, "conns"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("sport=40000")).unwrap_or_else(|| panic!("connection not listed:\n{text}"));
-    for want in ["tcp", "ESTABLISHED", "src=10.1.0.1 dst=10.1.0.2 sport=40000 dport=80 packets=5 bytes=600", "src=10.1.0.2 dst=10.1.0.1 sport=80 dport=40000 packets=4 bytes=500", "[ASSURED]", "zone=3", "ip:7", "tcp:8"] {
+    let line = text
+        .lines()
+        .find(|l| l.contains("sport=40000"))
+        .unwrap_or_else(|| panic!("connection not listed:\n{text}"));
+    for want in [
+        "tcp",
+        "ESTABLISHED",
+        "src=10.1.0.1 dst=10.1.0.2 sport=40000 dport=80 packets=5 bytes=600",
+        "src=10.1.0.2 dst=10.1.0.1 sport=80 dport=40000 packets=4 bytes=500",
+        "[ASSURED]",
+        "zone=3",
+        "ip:7",
+        "tcp:8",
+    ] {
         assert!(line.contains(want), "{want:?} missing in: {line}");
     }
     let j = stdout_json(&ctl(&["--config", cfg_s, "conns", "--json"]));
@@ -129,16 +166,32 @@ fn a_daemon_that_is_not_running_is_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("checkpointd is not running") && err.contains(ck.to_str().unwrap()) && err.contains("lazarus-checkpointd"), "{err}");
+    assert!(
+        err.contains("checkpointd is not running")
+            && err.contains(ck.to_str().unwrap())
+            && err.contains("lazarus-checkpointd"),
+        "{err}"
+    );
     for cmd in ["stats", "flush"] {
         let out = ctl(&["--telemetry-socket", tel.to_str().unwrap(), cmd]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains("dataplane is not running") && err.contains(tel.to_str().unwrap()) && err.contains("lazarus-dataplane"), "{err}");
+        assert!(
+            err.contains("dataplane is not running")
+                && err.contains(tel.to_str().unwrap())
+                && err.contains("lazarus-dataplane"),
+            "{err}"
+        );
     }
     // status reports each daemon instead of failing.
-    let out = ctl(&["--checkpointd-socket", ck.to_str().unwrap(), "--telemetry-socket", tel.to_str().unwrap(), "status"]);
+    let out = ctl(&[
+        "--checkpointd-socket",
+        ck.to_str().unwrap(),
+        "--telemetry-socket",
+        tel.to_str().unwrap(),
+        "status",
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("checkpointd: down") && text.contains("dataplane: down"), "{text}");
@@ -156,7 +209,20 @@ fn stats_and_flush_against_a_running_dataplane() {
     let prefix = format!("lz-ctl-test-{}", std::process::id());
     let _runtime = RuntimeDir(std::path::Path::new("/var/run/dpdk").join(&prefix));
     let mut child = Command::new(sibling("lazarus-dataplane"))
-        .args(["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--file-prefix", &prefix, "--vdev=net_null0", "--vdev=net_null1", "--", "--config"])
+        .args([
+            "-l",
+            "0,1",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-pci",
+            "--file-prefix",
+            &prefix,
+            "--vdev=net_null0",
+            "--vdev=net_null1",
+            "--",
+            "--config",
+        ])
         .arg(&cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -174,16 +240,28 @@ fn stats_and_flush_against_a_running_dataplane() {
             break;
         }
     }
-    assert!(seen.last().is_some_and(|l| l.contains("forwarding")), "dataplane did not start:\n{}", seen.join("\n"));
+    assert!(
+        seen.last().is_some_and(|l| l.contains("forwarding")),
+        "dataplane did not start:\n{}",
+        seen.join("\n")
+    );
     std::thread::sleep(Duration::from_millis(100));
     let j = stdout_json(&ctl(&["--file-prefix", &prefix, "stats", "--json"]));
     assert!(j["stats"]["rx"].as_u64().unwrap() > 0, "{j}");
     assert!(j["workers"]["worker0"]["rx"].as_u64().unwrap() > 0, "{j}");
-    let text = String::from_utf8_lossy(&ctl(&["--file-prefix", &prefix, "stats"]).stdout).into_owned();
+    let text =
+        String::from_utf8_lossy(&ctl(&["--file-prefix", &prefix, "stats"]).stdout).into_owned();
     assert!(text.contains("port a") && text.contains("worker0:"), "{text}");
     let f = stdout_json(&ctl(&["--file-prefix", &prefix, "flush", "--json"]));
     assert_eq!(f["workers_asked"], 1, "{f}");
-    let st = stdout_json(&ctl(&["--file-prefix", &prefix, "--checkpointd-socket", "/nonexistent/ckpt.sock", "status", "--json"]));
+    let st = stdout_json(&ctl(&[
+        "--file-prefix",
+        &prefix,
+        "--checkpointd-socket",
+        "/nonexistent/ckpt.sock",
+        "status",
+        "--json",
+    ]));
     assert_eq!(st["dataplane"]["up"], true, "{st}");
     assert_eq!(st["checkpointd"]["up"], false, "{st}");
     drop(dp);

@@ -14,9 +14,14 @@ fn segment() -> (std::path::PathBuf, RingsSegment) {
     let dir = std::env::temp_dir().join(format!("shm-layout-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // /dev/shm when present: the same kind of memory the daemon uses.
-    let base = if std::path::Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { dir };
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        dir
+    };
     let path = base.join(format!("lazarus-bench-rings-{}", std::process::id()));
-    let seg = RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: SLOTS }).unwrap();
+    let seg = RingsSegment::create_file(&path, RingsGeometry { workers: 1, slots_per_ring: SLOTS })
+        .unwrap();
     (path, seg)
 }
 
@@ -39,7 +44,12 @@ fn ring(c: &mut Criterion) {
     let _ = std::fs::remove_file(path);
 }
 
-fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64, payload: &[u8]) {
+fn bench_batch(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    seg: &RingsSegment,
+    batch: u64,
+    payload: &[u8],
+) {
     bench_push(g, seg, batch, &format!("try_push_{}B_publish_per_32", payload.len()), |p, id| {
         p.try_push(id, module::TCP, delta_kind::PORTION, id, black_box(payload)).unwrap();
     });
@@ -55,7 +65,9 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
             },
             |()| {
                 let mut sum = 0u64;
-                let r = cons.drain(u32::MAX, |d| sum = sum.wrapping_add(d.version ^ u64::from(d.payload[7])));
+                let r = cons.drain(u32::MAX, |d| {
+                    sum = sum.wrapping_add(d.version ^ u64::from(d.payload[7]))
+                });
                 assert_eq!(u64::from(r.applied), batch);
                 black_box(sum)
             },
@@ -67,7 +79,11 @@ fn bench_batch(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
 /// The worker's tcp delta: 39 bytes given as five words, checksummed from
 /// them at the push (`try_push_words`); a new portion each time, as the
 /// worker's fields change from one delta to the next.
-fn bench_words(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64) {
+fn bench_words(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    seg: &RingsSegment,
+    batch: u64,
+) {
     bench_push(g, seg, batch, "try_push_words_39B_publish_per_32", |p, id| {
         let w = black_box([id, id ^ 0x5a5a, id.rotate_left(17), !id, id.wrapping_mul(3)]);
         p.try_push_words(id, module::TCP, delta_kind::PORTION, id, &w, 39).unwrap();
@@ -76,7 +92,13 @@ fn bench_words(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wal
 
 /// `batch` deltas written by `push` (given the producer and the delta's
 /// number), published every 32, the ring drained outside the timing.
-fn bench_push(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, seg: &RingsSegment, batch: u64, name: &str, mut push: impl FnMut(&mut DeltaProducer<'_>, u64)) {
+fn bench_push(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    seg: &RingsSegment,
+    batch: u64,
+    name: &str,
+    mut push: impl FnMut(&mut DeltaProducer<'_>, u64),
+) {
     g.throughput(Throughput::Elements(batch));
     g.bench_function(BenchmarkId::new(name, batch), |b| {
         let mut p = seg.producer(0).unwrap();

@@ -19,7 +19,8 @@ pub enum ConfigError {
 /// The file's text and the path as errors name it.
 pub fn read_config(path: &Path) -> Result<(String, String), ConfigError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
     Ok((text, p))
 }
 
@@ -80,4 +81,3 @@ impl Default for CheckpointSection {
         }
     }
 }
-

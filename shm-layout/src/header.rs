@@ -52,7 +52,12 @@ const _: () = assert!(std::mem::size_of::<SegmentHeader>() == 64);
 const _: () = assert!(HEADER_BYTES >= 64 + 128 + 128);
 
 impl SegmentHeader {
-    pub(crate) fn new(kind: SegmentKind, total_bytes: u64, geom: (u32, u32), sizes: (u32, u32)) -> Self {
+    pub(crate) fn new(
+        kind: SegmentKind,
+        total_bytes: u64,
+        geom: (u32, u32),
+        sizes: (u32, u32),
+    ) -> Self {
         let mut h = SegmentHeader {
             magic: MAGIC,
             layout_version: LAYOUT_VERSION,
@@ -112,7 +117,11 @@ pub(crate) fn check_base(base: *mut u8, len: usize) -> Result<(), LayoutError> {
 /// # Safety
 /// `base..base+len` is valid for writes and nobody else accesses it during
 /// the call.
-pub(crate) unsafe fn format_segment(base: *mut u8, len: usize, header: &SegmentHeader) -> Result<(), LayoutError> {
+pub(crate) unsafe fn format_segment(
+    base: *mut u8,
+    len: usize,
+    header: &SegmentHeader,
+) -> Result<(), LayoutError> {
     check_base(base, len)?;
     let total = header.total_bytes;
     if total > len as u64 {
@@ -127,7 +136,13 @@ impl SegmentHeader {
     /// At attach: the record sizes the header records are this build's, and
     /// its total is what the geometry read from it needs. `what` names the
     /// two sizes in the error ("slot / control", "records of").
-    pub(crate) fn check_sizes(&self, what: &str, record: usize, aux: usize, geometry_bytes: u64) -> Result<(), LayoutError> {
+    pub(crate) fn check_sizes(
+        &self,
+        what: &str,
+        record: usize,
+        aux: usize,
+        geometry_bytes: u64,
+    ) -> Result<(), LayoutError> {
         if self.record_bytes as usize != record || self.aux_bytes as usize != aux {
             return Err(LayoutError::BadGeometry(format!(
                 "{what} {} / {} bytes, this build uses {record} / {aux}",
@@ -167,7 +182,11 @@ pub(crate) unsafe fn write_header(base: *mut u8, total: usize, header: &SegmentH
 ///
 /// # Safety
 /// `base..base+len` is valid for reads and 64-byte aligned, len >= HEADER_BYTES.
-pub(crate) unsafe fn read_header(base: *const u8, len: usize, kind: SegmentKind) -> Result<SegmentHeader, LayoutError> {
+pub(crate) unsafe fn read_header(
+    base: *const u8,
+    len: usize,
+    kind: SegmentKind,
+) -> Result<SegmentHeader, LayoutError> {
     // SAFETY: the caller guarantees at least HEADER_BYTES readable bytes at
     // an aligned base; the header is plain integers, any bit pattern is valid.
     let h = unsafe { std::ptr::read_volatile(base.cast::<SegmentHeader>()) };
@@ -176,7 +195,10 @@ pub(crate) unsafe fn read_header(base: *const u8, len: usize, kind: SegmentKind)
         return Err(LayoutError::BadMagic { found: h.magic });
     }
     if h.layout_version != LAYOUT_VERSION {
-        return Err(LayoutError::VersionMismatch { found: h.layout_version, expected: LAYOUT_VERSION });
+        return Err(LayoutError::VersionMismatch {
+            found: h.layout_version,
+            expected: LAYOUT_VERSION,
+        });
     }
     if h.kind != kind as u32 {
         return Err(LayoutError::WrongKind { found: h.kind, expected: kind as u32 });

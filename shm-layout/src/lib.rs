@@ -33,19 +33,17 @@ mod store;
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 pub use mapped::{
-    choose_segment_dir, find_segment_dir, is_hugetlbfs, try_lock_exclusive, DirChoice, MappedFile, FALLBACK_DIR,
-    HUGEPAGE_BYTES,
+    choose_segment_dir, find_segment_dir, is_hugetlbfs, try_lock_exclusive, DirChoice, MappedFile,
+    FALLBACK_DIR, HUGEPAGE_BYTES,
 };
 pub use ring::{
-    RINGS_FILE, STORE_FILE,
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
     RingsGeometry, RingsSegment, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES,
-    RING_CTRL_BYTES,
+    RINGS_FILE, RING_CTRL_BYTES, STORE_FILE,
 };
 pub use store::{
-    portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry,
-    StoreSegment, StoredConn, StoredPortion, FTP_PORTION_MAX, IP_PORTION_MAX, L4_PORTION_MAX,
-    NO_FTP,
+    portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry, StoreSegment,
+    StoredConn, StoredPortion, FTP_PORTION_MAX, IP_PORTION_MAX, L4_PORTION_MAX, NO_FTP,
 };
 
 use std::path::PathBuf;

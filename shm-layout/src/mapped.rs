@@ -77,7 +77,8 @@ impl MappedFile {
 
     /// Maps an existing file read-write, shared.
     pub fn open(path: &Path) -> Result<Self, LayoutError> {
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| io_err(path, e))?;
+        let file =
+            OpenOptions::new().read(true).write(true).open(path).map_err(|e| io_err(path, e))?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         Self::map(file, path, is_hugetlbfs(dir))
     }
@@ -166,10 +167,15 @@ pub enum DirChoice {
 /// The dataplane finds the same directory with [`find_segment_dir`].
 pub fn choose_segment_dir(configured: &Path) -> Result<(PathBuf, DirChoice), LayoutError> {
     if configured.is_dir() {
-        let choice = if is_hugetlbfs(configured) { DirChoice::Hugetlbfs } else { DirChoice::ExistingNotHugetlbfs };
+        let choice = if is_hugetlbfs(configured) {
+            DirChoice::Hugetlbfs
+        } else {
+            DirChoice::ExistingNotHugetlbfs
+        };
         return Ok((configured.to_path_buf(), choice));
     }
-    if configured.parent().is_some_and(is_hugetlbfs) && std::fs::create_dir_all(configured).is_ok() {
+    if configured.parent().is_some_and(is_hugetlbfs) && std::fs::create_dir_all(configured).is_ok()
+    {
         return Ok((configured.to_path_buf(), DirChoice::Hugetlbfs));
     }
     let fallback = Path::new(FALLBACK_DIR);
@@ -181,7 +187,10 @@ pub fn choose_segment_dir(configured: &Path) -> Result<(PathBuf, DirChoice), Lay
 /// created, `configured` first, then [`FALLBACK_DIR`]; None when neither has
 /// one (checkpointd not started yet).
 pub fn find_segment_dir(configured: &Path) -> Option<PathBuf> {
-    [configured, Path::new(FALLBACK_DIR)].into_iter().find(|d| d.join("rings").is_file()).map(Path::to_path_buf)
+    [configured, Path::new(FALLBACK_DIR)]
+        .into_iter()
+        .find(|d| d.join("rings").is_file())
+        .map(Path::to_path_buf)
 }
 
 /// Takes a non-blocking exclusive `flock` on `file`: Ok(true) when taken,

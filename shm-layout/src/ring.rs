@@ -16,7 +16,9 @@
 //! `seq`, so a slot left over from the previous lap is detected, and a
 //! checksum, so a record a killed producer left half written is skipped.
 
-use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES};
+use crate::header::{
+    check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES,
+};
 use crate::mapped::MappedFile;
 use crate::LayoutError;
 use std::path::Path;
@@ -139,7 +141,9 @@ impl RingsGeometry {
                 self.workers
             )));
         }
-        if !self.slots_per_ring.is_power_of_two() || !(MIN_SLOTS..=MAX_SLOTS).contains(&self.slots_per_ring) {
+        if !self.slots_per_ring.is_power_of_two()
+            || !(MIN_SLOTS..=MAX_SLOTS).contains(&self.slots_per_ring)
+        {
             return Err(LayoutError::BadGeometry(format!(
                 "{} slots per ring: need a power of two in {MIN_SLOTS}..={MAX_SLOTS} (checkpoint.ring_slots)",
                 self.slots_per_ring
@@ -252,7 +256,11 @@ impl RingsSegment {
     /// # Safety
     /// `base..base+len` is mapped memory, valid for reads and writes, that
     /// outlives the returned value, and nobody else uses it during the call.
-    pub unsafe fn format(base: *mut u8, len: usize, geom: RingsGeometry) -> Result<Self, LayoutError> {
+    pub unsafe fn format(
+        base: *mut u8,
+        len: usize,
+        geom: RingsGeometry,
+    ) -> Result<Self, LayoutError> {
         geom.validate()?;
         let header = SegmentHeader::new(
             SegmentKind::Rings,
@@ -353,7 +361,11 @@ impl RingsSegment {
 
     fn slots(&self, worker: u32) -> NonNull<u8> {
         // SAFETY: inside the validated layout, as in ctrl().
-        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(self.ring_offset(worker) + RING_CTRL_BYTES)) }
+        unsafe {
+            NonNull::new_unchecked(
+                self.base.as_ptr().add(self.ring_offset(worker) + RING_CTRL_BYTES),
+            )
+        }
     }
 
     fn heartbeat_shm(&self) -> &HeartbeatShm {
@@ -477,7 +489,10 @@ impl Drop for DeltaProducer<'_> {
 
 impl std::fmt::Debug for DeltaProducer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeltaProducer").field("head", &self.head).field("cached_tail", &self.cached_tail).finish()
+        f.debug_struct("DeltaProducer")
+            .field("head", &self.head)
+            .field("cached_tail", &self.cached_tail)
+            .finish()
     }
 }
 
@@ -502,7 +517,14 @@ impl DeltaProducer<'_> {
     /// Writes the record into the next slot without publishing it. Never
     /// blocks; on error nothing is written.
     #[inline]
-    pub fn try_push(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, payload: &[u8]) -> Result<(), PushError> {
+    pub fn try_push(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), PushError> {
         if payload.len() > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len: payload.len() });
         }
@@ -517,7 +539,14 @@ impl DeltaProducer<'_> {
     /// length it wrote): no scratch buffer and no copy per delta. Never
     /// blocks; on error the slot is not taken.
     #[inline]
-    pub fn try_push_with(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, encode: impl FnOnce(&mut [u8]) -> usize) -> Result<(), PushError> {
+    pub fn try_push_with(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        encode: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), PushError> {
         if !self.has_room() {
             return Err(PushError::Full);
         }
@@ -528,7 +557,9 @@ impl DeltaProducer<'_> {
         // nobody else touches this slot until `publish`. Its payload area is
         // the DELTA_PAYLOAD_MAX bytes after the header, inside the 256-byte
         // slot, and nothing else references it while `encode` runs.
-        let payload = unsafe { std::slice::from_raw_parts_mut(slot.add(DELTA_HEADER_BYTES), DELTA_PAYLOAD_MAX) };
+        let payload = unsafe {
+            std::slice::from_raw_parts_mut(slot.add(DELTA_HEADER_BYTES), DELTA_PAYLOAD_MAX)
+        };
         let len = encode(payload);
         if len > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len });
@@ -540,7 +571,17 @@ impl DeltaProducer<'_> {
         // the burst's records are checksummed side by side.
         // SAFETY: same slot, same exclusivity; 32-byte aligned, and the
         // header is the slot's first 32 bytes.
-        unsafe { slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum: 0 }) };
+        unsafe {
+            slot.cast::<SlotHeader>().write(SlotHeader {
+                seq: self.head,
+                conn_id,
+                version,
+                module,
+                kind,
+                len: len as u16,
+                checksum: 0,
+            })
+        };
         self.head = self.head.wrapping_add(1);
         prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
@@ -553,7 +594,15 @@ impl DeltaProducer<'_> {
     /// record is sealed here and `publish` has nothing to read back. For
     /// fixed-size portions encoded on the packet path (tcp).
     #[inline]
-    pub fn try_push_words<const N: usize>(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, words: &[u64; N], len: usize) -> Result<(), PushError> {
+    pub fn try_push_words<const N: usize>(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        words: &[u64; N],
+        len: usize,
+    ) -> Result<(), PushError> {
         const { assert!(N * 8 <= DELTA_PAYLOAD_MAX) };
         if len > N * 8 {
             return Err(PushError::TooLarge { len });
@@ -561,7 +610,8 @@ impl DeltaProducer<'_> {
         if !self.has_room() {
             return Err(PushError::Full);
         }
-        let checksum = words_checksum(checksum_fields(conn_id, version, module, kind, len), words, len);
+        let checksum =
+            words_checksum(checksum_fields(conn_id, version, module, kind, len), words, len);
         let slot = self.slot_ptr(self.head);
         // SAFETY: as in try_push_with: the slot at head is the producer's
         // alone until `publish`; the header is its first 32 bytes, and the N
@@ -572,7 +622,15 @@ impl DeltaProducer<'_> {
             for (i, w) in words.iter().enumerate() {
                 payload.add(i).write_unaligned(w.to_le());
             }
-            slot.cast::<SlotHeader>().write(SlotHeader { seq: self.head, conn_id, version, module, kind, len: len as u16, checksum });
+            slot.cast::<SlotHeader>().write(SlotHeader {
+                seq: self.head,
+                conn_id,
+                version,
+                module,
+                kind,
+                len: len as u16,
+                checksum,
+            });
         }
         // Sealed already: when nothing before it waits for `seal`, `seal`
         // need not look at it (else it checksums it again, the same value).
@@ -589,7 +647,15 @@ impl DeltaProducer<'_> {
     /// checksum describe the whole payload: what a producer killed in the
     /// middle of `try_push` would leave. Not for production use.
     #[doc(hidden)]
-    pub fn test_push_torn(&mut self, conn_id: u64, module: u8, kind: u8, version: u64, payload: &[u8], written: usize) -> Result<(), PushError> {
+    pub fn test_push_torn(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        payload: &[u8],
+        written: usize,
+    ) -> Result<(), PushError> {
         if payload.len() > DELTA_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len: payload.len() });
         }
@@ -603,7 +669,12 @@ impl DeltaProducer<'_> {
         // before it as it is), so that `publish` leaves it so.
         self.seal();
         // SAFETY: the slot just written is still the producer's (unpublished).
-        unsafe { self.slot_ptr(seq).add(CHECKSUM_AT).cast::<u32>().write(record_checksum(conn_id, version, module, kind, payload)) };
+        unsafe {
+            self.slot_ptr(seq)
+                .add(CHECKSUM_AT)
+                .cast::<u32>()
+                .write(record_checksum(conn_id, version, module, kind, payload))
+        };
         Ok(())
     }
 
@@ -617,8 +688,11 @@ impl DeltaProducer<'_> {
             // written whole by the push, len <= DELTA_PAYLOAD_MAX.
             unsafe {
                 let h = slot.cast::<SlotHeader>().read();
-                let payload = std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), usize::from(h.len));
-                slot.add(CHECKSUM_AT).cast::<u32>().write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
+                let payload =
+                    std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), usize::from(h.len));
+                slot.add(CHECKSUM_AT)
+                    .cast::<u32>()
+                    .write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
             }
             self.unsealed = self.unsealed.wrapping_add(1);
         }
@@ -705,7 +779,11 @@ fn words_checksum<const N: usize>(fields: [u64; 3], words: &[u64; N], len: usize
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 #[inline]
-unsafe fn crc32c_sse42_words<const N: usize>(fields: [u64; 3], words: &[u64; N], len: usize) -> u32 {
+unsafe fn crc32c_sse42_words<const N: usize>(
+    fields: [u64; 3],
+    words: &[u64; N],
+    len: usize,
+) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
     let mut c = u64::from(u32::MAX);
     for w in fields {
@@ -819,7 +897,11 @@ impl DeltaConsumer<'_> {
             let pos = self.tail;
             if i + PREFETCH_SLOTS < n {
                 // SAFETY: masked position: inside this ring's slot array.
-                prefetch_slot(unsafe { self.slots.as_ptr().add((pos.wrapping_add(PREFETCH_SLOTS) & self.mask) as usize * DELTA_SLOT_BYTES) });
+                prefetch_slot(unsafe {
+                    self.slots.as_ptr().add(
+                        (pos.wrapping_add(PREFETCH_SLOTS) & self.mask) as usize * DELTA_SLOT_BYTES,
+                    )
+                });
             }
             match self.read(pos) {
                 Some(delta) => {
@@ -846,7 +928,8 @@ impl DeltaConsumer<'_> {
     fn read(&mut self, pos: u64) -> Option<Delta<'_>> {
         // SAFETY: (pos & mask) < slots_per_ring, so the slot is inside this
         // ring's slot array in the validated layout.
-        let slot = unsafe { self.slots.as_ptr().add((pos & self.mask) as usize * DELTA_SLOT_BYTES) };
+        let slot =
+            unsafe { self.slots.as_ptr().add((pos & self.mask) as usize * DELTA_SLOT_BYTES) };
         // SAFETY: pos is below the head loaded with Acquire (C1), so the
         // producer finished writing the slot and will not touch it before we
         // publish a tail beyond it (C2). A slot header is plain integers: any
@@ -861,7 +944,14 @@ impl DeltaConsumer<'_> {
         unsafe { std::ptr::copy_nonoverlapping(slot, self.scratch.as_mut_ptr(), n) };
         // The private copy is what gets verified and applied: a producer
         // writing the slot meanwhile (a bug) cannot change it after the check.
-        if record_checksum(header.conn_id, header.version, header.module, header.kind, &self.scratch[DELTA_HEADER_BYTES..n]) != header.checksum {
+        if record_checksum(
+            header.conn_id,
+            header.version,
+            header.module,
+            header.kind,
+            &self.scratch[DELTA_HEADER_BYTES..n],
+        ) != header.checksum
+        {
             return None;
         }
         Some(Delta {

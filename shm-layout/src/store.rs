@@ -10,7 +10,9 @@
 //! detected; the delta it came from is still in the ring (the tail moves only
 //! after the store was written) and is applied again on restart.
 
-use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES};
+use crate::header::{
+    check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES,
+};
 use crate::mapped::MappedFile;
 use crate::{module, LayoutError};
 use std::path::Path;
@@ -40,7 +42,9 @@ const MAX_FTP: u32 = 1 << 24;
 #[inline]
 pub fn portion_checksum(conn_id: u64, version: u64, module: u8, payload: &[u8]) -> u32 {
     let len = payload.len().min(FTP_PORTION_MAX);
-    let seed = conn_id ^ version.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((module as u64) << 56 | (len as u64) << 40).rotate_left(17);
+    let seed = conn_id
+        ^ version.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ ((module as u64) << 56 | (len as u64) << 40).rotate_left(17);
     xxhash_rust::xxh3::xxh3_64_with_seed(&payload[..len], seed) as u32
 }
 
@@ -59,14 +63,27 @@ pub struct PortionSlot<const N: usize> {
 
 impl<const N: usize> PortionSlot<N> {
     /// No portion.
-    pub const EMPTY: Self = PortionSlot { version: 0, checksum: 0, len: 0, module: 0, present: 0, payload: [0; N] };
+    pub const EMPTY: Self =
+        PortionSlot { version: 0, checksum: 0, len: 0, module: 0, present: 0, payload: [0; N] };
 
     /// A present portion with its checksum sealed.
-    pub fn seal(conn_id: u64, module: u8, version: u64, payload: &[u8]) -> Result<Self, LayoutError> {
+    pub fn seal(
+        conn_id: u64,
+        module: u8,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<Self, LayoutError> {
         if payload.len() > N {
             return Err(LayoutError::PortionTooLarge { module, len: payload.len(), max: N });
         }
-        let mut s = PortionSlot { version, checksum: 0, len: payload.len() as u16, module, present: 1, payload: [0; N] };
+        let mut s = PortionSlot {
+            version,
+            checksum: 0,
+            len: payload.len() as u16,
+            module,
+            present: 1,
+            payload: [0; N],
+        };
         s.payload[..payload.len()].copy_from_slice(payload);
         s.checksum = portion_checksum(conn_id, version, module, payload);
         Ok(s)
@@ -80,7 +97,9 @@ impl<const N: usize> PortionSlot<N> {
     /// Whether a present portion's length and checksum hold for `conn_id`.
     pub fn verify(&self, conn_id: u64) -> bool {
         let len = self.len as usize;
-        len <= N && self.checksum == portion_checksum(conn_id, self.version, self.module, &self.payload[..len])
+        len <= N
+            && self.checksum
+                == portion_checksum(conn_id, self.version, self.module, &self.payload[..len])
     }
 
     /// The payload (length clamped to the slot).
@@ -134,7 +153,8 @@ const _: () = assert!(std::mem::size_of::<FtpRecord>() == 256);
 
 impl FtpRecord {
     /// An unused record.
-    pub const EMPTY: Self = FtpRecord { conn_id: 0, used: 0, _pad: [0; 7], portion: PortionSlot::EMPTY };
+    pub const EMPTY: Self =
+        FtpRecord { conn_id: 0, used: 0, _pad: [0; 7], portion: PortionSlot::EMPTY };
 }
 
 /// How many records.
@@ -151,7 +171,8 @@ impl StoreGeometry {
         HEADER_BYTES as u64
     }
     fn ftp_offset(&self) -> u64 {
-        self.conns_offset() + u64::from(self.conn_capacity) * std::mem::size_of::<ConnRecord>() as u64
+        self.conns_offset()
+            + u64::from(self.conn_capacity) * std::mem::size_of::<ConnRecord>() as u64
     }
 
     /// Bytes of the segment: header page, connection records, FTP records.
@@ -228,7 +249,11 @@ impl StoreSegment {
     /// # Safety
     /// `base..base+len` is mapped memory, valid for reads and writes, that
     /// outlives the returned value, and nobody else uses it during the call.
-    pub unsafe fn format(base: *mut u8, len: usize, geom: StoreGeometry) -> Result<Self, LayoutError> {
+    pub unsafe fn format(
+        base: *mut u8,
+        len: usize,
+        geom: StoreGeometry,
+    ) -> Result<Self, LayoutError> {
         geom.validate()?;
         let header = SegmentHeader::new(
             SegmentKind::Store,
@@ -259,7 +284,12 @@ impl StoreSegment {
         let h = unsafe { read_header(base, len, SegmentKind::Store) }?;
         let geom = StoreGeometry { conn_capacity: h.geom_a, ftp_capacity: h.geom_b };
         geom.validate()?;
-        h.check_sizes("records of", std::mem::size_of::<ConnRecord>(), std::mem::size_of::<FtpRecord>(), geom.segment_bytes())?;
+        h.check_sizes(
+            "records of",
+            std::mem::size_of::<ConnRecord>(),
+            std::mem::size_of::<FtpRecord>(),
+            geom.segment_bytes(),
+        )?;
         Ok(StoreSegment {
             base: NonNull::new(base).ok_or(LayoutError::Misaligned { addr: 0, align: 64 })?,
             len,
@@ -316,7 +346,10 @@ impl StoreSegment {
         unsafe {
             self.base
                 .as_ptr()
-                .add(self.geom.conns_offset() as usize + i as usize * std::mem::size_of::<ConnRecord>())
+                .add(
+                    self.geom.conns_offset() as usize
+                        + i as usize * std::mem::size_of::<ConnRecord>(),
+                )
                 .cast()
         }
     }
@@ -327,7 +360,9 @@ impl StoreSegment {
         unsafe {
             self.base
                 .as_ptr()
-                .add(self.geom.ftp_offset() as usize + i as usize * std::mem::size_of::<FtpRecord>())
+                .add(
+                    self.geom.ftp_offset() as usize + i as usize * std::mem::size_of::<FtpRecord>(),
+                )
                 .cast()
         }
     }
@@ -391,18 +426,26 @@ impl StoreSegment {
     /// Writes the ip (module 0) or layer-4 (tcp/udp/icmp) portion of record
     /// `i`, sealed for the record's conn_id. FTP portions go to the FTP pool
     /// ([`StoreSegment::put_ftp`]).
-    pub fn put_portion(&mut self, i: u32, module_id: u8, version: u64, payload: &[u8]) -> Result<(), LayoutError> {
+    pub fn put_portion(
+        &mut self,
+        i: u32,
+        module_id: u8,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), LayoutError> {
         let p = self.record_ptr(i);
         // SAFETY: in bounds; conn_id is a plain u64 field.
         let conn_id = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*p).conn_id)) };
         match module_id {
             module::IP => {
-                let slot = PortionSlot::<IP_PORTION_MAX>::seal(conn_id, module_id, version, payload)?;
+                let slot =
+                    PortionSlot::<IP_PORTION_MAX>::seal(conn_id, module_id, version, payload)?;
                 // SAFETY: in bounds; &mut self: this process's only writer.
                 unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).ip), slot) };
             }
             module::TCP | module::UDP | module::ICMP => {
-                let slot = PortionSlot::<L4_PORTION_MAX>::seal(conn_id, module_id, version, payload)?;
+                let slot =
+                    PortionSlot::<L4_PORTION_MAX>::seal(conn_id, module_id, version, payload)?;
                 // SAFETY: as above.
                 unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).l4), slot) };
             }
@@ -416,14 +459,25 @@ impl StoreSegment {
         let p = self.record_ptr(i);
         match module_id {
             // SAFETY: in bounds; &mut self: this process's only writer.
-            module::IP => unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).ip), PortionSlot::EMPTY) },
+            module::IP => unsafe {
+                std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).ip), PortionSlot::EMPTY)
+            },
             // SAFETY: as above.
-            _ => unsafe { std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).l4), PortionSlot::EMPTY) },
+            _ => unsafe {
+                std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).l4), PortionSlot::EMPTY)
+            },
         }
     }
 
     /// Writes FTP record `fi` for `conn_id` and links it from record `i`.
-    pub fn put_ftp(&mut self, i: u32, fi: u32, conn_id: u64, version: u64, payload: &[u8]) -> Result<(), LayoutError> {
+    pub fn put_ftp(
+        &mut self,
+        i: u32,
+        fi: u32,
+        conn_id: u64,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), LayoutError> {
         let portion = PortionSlot::<FTP_PORTION_MAX>::seal(conn_id, module::FTP, version, payload)?;
         self.write_ftp(fi, &FtpRecord { conn_id, used: 1, _pad: [0; 7], portion });
         let p = self.record_ptr(i);
@@ -468,7 +522,9 @@ impl StoreSegment {
             let f = self.ftp_record(rec.ftp);
             let fp = self.ftp_ptr(rec.ftp);
             // SAFETY: in bounds; as for the record's payloads.
-            let payload = unsafe { &*std::ptr::addr_of!((*fp).portion.payload).cast::<[u8; FTP_PORTION_MAX]>() };
+            let payload = unsafe {
+                &*std::ptr::addr_of!((*fp).portion.payload).cast::<[u8; FTP_PORTION_MAX]>()
+            };
             if f.used != 0 && f.conn_id == rec.conn_id {
                 portion(&f.portion, rec.conn_id, payload, &mut bad)
             } else {
@@ -493,7 +549,11 @@ impl StoreSegment {
     }
 }
 
-fn portion_in_place<'a, const N: usize>(slot: &'a PortionSlot<N>, conn_id: u64, bad: &mut u32) -> Option<StoredPortion<'a>> {
+fn portion_in_place<'a, const N: usize>(
+    slot: &'a PortionSlot<N>,
+    conn_id: u64,
+    bad: &mut u32,
+) -> Option<StoredPortion<'a>> {
     if !slot.is_present() {
         return None;
     }
@@ -504,7 +564,12 @@ fn portion_in_place<'a, const N: usize>(slot: &'a PortionSlot<N>, conn_id: u64, 
     Some(StoredPortion { module: slot.module, version: slot.version, payload: slot.payload() })
 }
 
-fn portion<'a, const N: usize>(slot: &PortionSlot<N>, conn_id: u64, live: &'a [u8; N], bad: &mut u32) -> Option<StoredPortion<'a>> {
+fn portion<'a, const N: usize>(
+    slot: &PortionSlot<N>,
+    conn_id: u64,
+    live: &'a [u8; N],
+    bad: &mut u32,
+) -> Option<StoredPortion<'a>> {
     if !slot.is_present() {
         return None;
     }

@@ -34,7 +34,9 @@ fn push_publish_drain_round_trip() {
     p.publish();
     assert_eq!(c.lag(), 2);
     let mut got = Vec::new();
-    let r = c.drain(100, |d| got.push((d.seq, d.conn_id, d.module, d.kind, d.version, d.payload.to_vec())));
+    let r = c.drain(100, |d| {
+        got.push((d.seq, d.conn_id, d.module, d.kind, d.version, d.payload.to_vec()))
+    });
     assert_eq!(r, DrainReport { applied: 2, torn: 0 });
     assert_eq!(
         got,
@@ -61,12 +63,24 @@ fn records_pushed_as_words_verify_between_and_around_others() {
     p.try_push_words(3, module::TCP, delta_kind::PORTION, 3, &words, 24).unwrap();
     p.try_push(4, module::IP, delta_kind::PORTION, 4, b"after").unwrap();
     p.try_push_words(5, module::TCP, delta_kind::PORTION, 5, &words, 0).unwrap();
-    assert_eq!(p.try_push_words(6, module::TCP, delta_kind::PORTION, 6, &words, 25), Err(PushError::TooLarge { len: 25 }));
+    assert_eq!(
+        p.try_push_words(6, module::TCP, delta_kind::PORTION, 6, &words, 25),
+        Err(PushError::TooLarge { len: 25 })
+    );
     p.publish();
     let mut got = Vec::new();
     let r = c.drain(100, |d| got.push((d.conn_id, d.payload.to_vec())));
     assert_eq!(r, DrainReport { applied: 5, torn: 0 });
-    assert_eq!(got, vec![(1, bytes[..19].to_vec()), (2, b"ip".to_vec()), (3, bytes.clone()), (4, b"after".to_vec()), (5, vec![])]);
+    assert_eq!(
+        got,
+        vec![
+            (1, bytes[..19].to_vec()),
+            (2, b"ip".to_vec()),
+            (3, bytes.clone()),
+            (4, b"after".to_vec()),
+            (5, vec![])
+        ]
+    );
 }
 
 #[test]
@@ -115,7 +129,10 @@ fn in_place_push_reads_back_like_a_copied_one() {
         .unwrap();
     }
     // A length past the slot is refused and takes no slot.
-    assert!(matches!(p.try_push_with(9, module::TCP, delta_kind::PORTION, 9, |_| DELTA_PAYLOAD_MAX + 1), Err(PushError::TooLarge { .. })));
+    assert!(matches!(
+        p.try_push_with(9, module::TCP, delta_kind::PORTION, 9, |_| DELTA_PAYLOAD_MAX + 1),
+        Err(PushError::TooLarge { .. })
+    ));
     p.publish();
     let mut got = Vec::new();
     let r = c.drain(100, |d| got.push((d.conn_id, d.payload.to_vec())));
@@ -156,7 +173,10 @@ fn a_changed_header_field_or_payload_byte_fails_the_checksum() {
     // Slot layout: seq 0..8, conn_id 8..16, version 16..24, module 24,
     // kind 25, len 26..28, checksum 28..32, payload from 32.
     let payload: Vec<u8> = (0..48u8).collect();
-    let offsets: Vec<usize> = [8, 13, 16, 23, 24, 25, 26].into_iter().chain((32..32 + payload.len()).step_by(5)).collect();
+    let offsets: Vec<usize> = [8, 13, 16, 23, 24, 25, 26]
+        .into_iter()
+        .chain((32..32 + payload.len()).step_by(5))
+        .collect();
     for at in offsets {
         let (buf, seg) = rings(1, 64);
         let mut p = seg.producer(0).unwrap();
@@ -262,9 +282,14 @@ fn version_mismatch_is_refused_with_advice() {
     unsafe { buf.ptr().add(8).cast::<u32>().write(LAYOUT_VERSION + 1) };
     // SAFETY: as in rings().
     let err = unsafe { RingsSegment::attach(buf.ptr(), buf.len()) }.unwrap_err();
-    assert!(matches!(err, LayoutError::VersionMismatch { found, expected } if found == LAYOUT_VERSION + 1 && expected == LAYOUT_VERSION));
+    assert!(
+        matches!(err, LayoutError::VersionMismatch { found, expected } if found == LAYOUT_VERSION + 1 && expected == LAYOUT_VERSION)
+    );
     let msg = err.to_string();
-    assert!(msg.contains("another Lazarus build") && msg.contains("remove the segment files"), "{msg}");
+    assert!(
+        msg.contains("another Lazarus build") && msg.contains("remove the segment files"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -274,7 +299,10 @@ fn truncated_segment_is_refused() {
     let short = buf.len() - 256;
     // SAFETY: a prefix of our buffer.
     let err = unsafe { RingsSegment::attach(buf.ptr(), short) }.unwrap_err();
-    assert!(matches!(err, LayoutError::Truncated { len, needed } if len == short as u64 && needed == buf.len() as u64), "{err}");
+    assert!(
+        matches!(err, LayoutError::Truncated { len, needed } if len == short as u64 && needed == buf.len() as u64),
+        "{err}"
+    );
     // SAFETY: as above.
     let err = unsafe { RingsSegment::attach(buf.ptr(), 100) }.unwrap_err();
     assert!(matches!(err, LayoutError::Truncated { .. }));

@@ -18,7 +18,10 @@ fn store(conns: u32, ftp: u32) -> (Buf, StoreSegment) {
 fn record_sizes() {
     let conn = std::mem::size_of::<ConnRecord>();
     let ftp = std::mem::size_of::<FtpRecord>();
-    println!("ConnRecord = {conn} bytes, FtpRecord = {ftp} bytes, SegmentHeader = {} bytes", std::mem::size_of::<SegmentHeader>());
+    println!(
+        "ConnRecord = {conn} bytes, FtpRecord = {ftp} bytes, SegmentHeader = {} bytes",
+        std::mem::size_of::<SegmentHeader>()
+    );
     assert!(conn <= 256);
     assert_eq!(conn, 192);
     assert_eq!(ftp, 256);
@@ -41,7 +44,10 @@ fn store_round_trip() {
     let w0: Vec<_> = st.restore_iter(0).collect();
     assert_eq!(w0.len(), 2);
     let a = w0.iter().find(|c| c.conn_id == 0xaaaa).unwrap();
-    assert_eq!(a.ip, Some(StoredPortion { module: module::IP, version: 1, payload: &[1; IP_PORTION_MAX] }));
+    assert_eq!(
+        a.ip,
+        Some(StoredPortion { module: module::IP, version: 1, payload: &[1; IP_PORTION_MAX] })
+    );
     assert_eq!(a.l4, Some(StoredPortion { module: module::TCP, version: 2, payload: &[2; 40] }));
     assert_eq!(a.ftp.unwrap().payload, b"PORT 10,0,0,1,4,1");
     let c = w0.iter().find(|c| c.conn_id == 0xcccc).unwrap();
@@ -70,7 +76,10 @@ fn oversized_and_unknown_portions_are_refused() {
         Err(LayoutError::PortionTooLarge { module: 1, len: 57, max: 56 })
     ));
     assert!(matches!(st.put_portion(0, 9, 1, &[]), Err(LayoutError::UnknownModule(9))));
-    assert!(matches!(st.put_ftp(0, 0, 1, 1, &[0; FTP_PORTION_MAX + 1]), Err(LayoutError::PortionTooLarge { .. })));
+    assert!(matches!(
+        st.put_ftp(0, 0, 1, 1, &[0; FTP_PORTION_MAX + 1]),
+        Err(LayoutError::PortionTooLarge { .. })
+    ));
 }
 
 #[test]

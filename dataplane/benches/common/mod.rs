@@ -2,9 +2,9 @@
 //! Established-flow fixtures shared by the criterion benches and the
 //! callgrind harness (`examples/profile_pipeline.rs`).
 
-use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
+use dataplane::dpdk::KernelHugepageAlloc;
 use dataplane::firewall::{Firewall, Verdict};
 use dataplane::stats::FwCounters;
 use std::sync::Arc;
@@ -12,7 +12,15 @@ use std::sync::Arc;
 pub type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
 /// A 60-byte (64 with FCS) Ethernet/IPv4/TCP frame.
-pub fn tcp_frame(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+pub fn tcp_frame(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
     dataplane::frames::tcp(src, dst, sport, dport, flags, seq, ack, &[])
 }
 
@@ -28,15 +36,33 @@ pub fn client(i: u32) -> ([u8; 4], u16) {
 pub fn established(n: u32) -> (Fw, Vec<Vec<u8>>) {
     let ct = ConntrackSection { capacity: n + n / 8 + 1024, ..Default::default() };
     let counters = Arc::new(FwCounters::default());
-    let mut fw = Firewall::new(&ct, Arc::new(Default::default()), vec![0, 0], 2_450_000_000, KernelHugepageAlloc, NoCheckpoint, counters);
+    let mut fw = Firewall::new(
+        &ct,
+        Arc::new(Default::default()),
+        vec![0, 0],
+        2_450_000_000,
+        KernelHugepageAlloc,
+        NoCheckpoint,
+        counters,
+    );
     let mut frames = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (c, p) = client(i);
         let (cs, ss) = (1000u32, 5000u32);
         assert_eq!(fw.process(&tcp_frame(c, SERVER, p, 80, 0x02, cs, 0), 0, 1), Verdict::Forward);
-        assert_eq!(fw.process(&tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), 1, 1), Verdict::Forward);
-        assert_eq!(fw.process(&tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1), 0, 1), Verdict::Forward);
-        frames.push(if i % 2 == 0 { tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1) } else { tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1) });
+        assert_eq!(
+            fw.process(&tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), 1, 1),
+            Verdict::Forward
+        );
+        assert_eq!(
+            fw.process(&tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1), 0, 1),
+            Verdict::Forward
+        );
+        frames.push(if i % 2 == 0 {
+            tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)
+        } else {
+            tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1)
+        });
     }
     // Visit flows in a random order, as traffic would: no cache-friendly stride.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -81,7 +107,15 @@ pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
         .expect("cannot create a bench store in /dev/hugepages or the temp dir");
     let _ = std::fs::remove_file(&path);
     // One established TCP portion (the same for every flow) and each flow's ip portion.
-    let h = |flags, seq, ack| TcpHdr { sport: 1, dport: 80, seq, ack, flags, window: 64000, opts: TcpOpts::default() };
+    let h = |flags, seq, ack| TcpHdr {
+        sport: 1,
+        dport: 80,
+        seq,
+        ack,
+        flags,
+        window: 64000,
+        opts: TcpOpts::default(),
+    };
     let mut t: TcpPortion = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
     tcp::track(&mut t, dataplane::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
     tcp::track(&mut t, dataplane::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
@@ -90,7 +124,14 @@ pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
     let mut ib = [0u8; IpPortion::MAX];
     for i in 0..n {
         let (ca, cp) = client(i);
-        let (key, lo) = ConnKey::canonical(Family::V4, 6, Endpoint { addr: v4_mapped(ca), port: cp }, Endpoint { addr: v4_mapped(SERVER), port: 80 }, 0, 0);
+        let (key, lo) = ConnKey::canonical(
+            Family::V4,
+            6,
+            Endpoint { addr: v4_mapped(ca), port: cp },
+            Endpoint { addr: v4_mapped(SERVER), port: 80 },
+            0,
+            0,
+        );
         let n = IpPortion::new(lo, 1).encode(&key, &mut ib).unwrap();
         let id = key.id().0;
         store.init_record(i, id, (i % workers as u32) as u16);
@@ -117,9 +158,17 @@ pub fn churn_frames_with(data: u32) -> Vec<Vec<u8>> {
     for i in 0..FLOWS {
         let (c, p) = client(i);
         let (cs, ss) = (1000u32, 5000u32);
-        let mut l = vec![tcp_frame(c, SERVER, p, 80, 0x02, cs, 0), tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)];
+        let mut l = vec![
+            tcp_frame(c, SERVER, p, 80, 0x02, cs, 0),
+            tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1),
+            tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1),
+        ];
         for k in 0..data {
-            l.push(if k % 2 == 0 { tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1) } else { tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1) });
+            l.push(if k % 2 == 0 {
+                tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)
+            } else {
+                tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1)
+            });
         }
         l.push(tcp_frame(c, SERVER, p, 80, 0x11, cs + 1, ss + 1));
         l.push(tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 2));
@@ -142,13 +191,20 @@ pub fn scratch_rings(slots: u32) -> &'static shm_layout::RingsSegment {
     use shm_layout::{RingsGeometry, RingsSegment};
     let name = format!("lazarus-bench-rings-{}", std::process::id());
     let geom = RingsGeometry { workers: 1, slots_per_ring: slots };
-    let (rings, path) = [std::path::PathBuf::from("/dev/hugepages"), std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()]
-        .into_iter()
-        .map(|d| d.join(&name))
-        .find_map(|p| RingsSegment::create_file(&p, geom).ok().map(|r| (r, p)))
-        .expect("a rings segment in /dev/hugepages, /dev/shm or the temp dir");
+    let (rings, path) = [
+        std::path::PathBuf::from("/dev/hugepages"),
+        std::path::PathBuf::from("/dev/shm"),
+        std::env::temp_dir(),
+    ]
+    .into_iter()
+    .map(|d| d.join(&name))
+    .find_map(|p| RingsSegment::create_file(&p, geom).ok().map(|r| (r, p)))
+    .expect("a rings segment in /dev/hugepages, /dev/shm or the temp dir");
     let _ = std::fs::remove_file(&path);
-    eprintln!("ring segment in {}", path.parent().map_or_else(String::new, |d| d.display().to_string()));
+    eprintln!(
+        "ring segment in {}",
+        path.parent().map_or_else(String::new, |d| d.display().to_string())
+    );
     Box::leak(Box::new(rings))
 }
 
@@ -160,7 +216,11 @@ pub fn deltas_written(c: &FwCounters) -> u64 {
 /// A thread that drains worker 0's ring as checkpointd does: while there is
 /// something to drain, and sleeping `idle_sleep_us` (0: spinning) when it is
 /// empty. Returns the deltas drained when `stop` is set.
-pub fn spawn_drainer(rings: &'static shm_layout::RingsSegment, stop: Arc<std::sync::atomic::AtomicBool>, idle_sleep_us: u64) -> std::thread::JoinHandle<u64> {
+pub fn spawn_drainer(
+    rings: &'static shm_layout::RingsSegment,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    idle_sleep_us: u64,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut cons = rings.consumer(0).unwrap();
         let mut n = 0u64;
@@ -184,7 +244,12 @@ pub fn spawn_drainer(rings: &'static shm_layout::RingsSegment, stop: Arc<std::sy
 /// One burst as the worker runs it: every packet staged (parsed, keyed),
 /// their connections looked up, then each tracked. Returns the packets forwarded.
 #[inline(always)]
-pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, burst: &[&[u8]], port: usize, now: u64) -> usize {
+pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(
+    fw: &mut Firewall<S, KernelHugepageAlloc>,
+    burst: &[&[u8]],
+    port: usize,
+    now: u64,
+) -> usize {
     STAGED.with_borrow_mut(|sb| {
         for (i, f) in burst.iter().enumerate() {
             fw.stage(sb, i, f, port);
@@ -207,7 +272,12 @@ thread_local! {
 /// path the worker ran before bursts were staged. Returns the packets
 /// forwarded.
 #[inline(always)]
-pub fn per_packet_burst<'f, S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, burst: impl IntoIterator<Item = &'f [u8]>, port: usize, now: u64) -> usize {
+pub fn per_packet_burst<'f, S: dataplane::checkpoint::CheckpointSink>(
+    fw: &mut Firewall<S, KernelHugepageAlloc>,
+    burst: impl IntoIterator<Item = &'f [u8]>,
+    port: usize,
+    now: u64,
+) -> usize {
     burst.into_iter().map(|f| (fw.process(f, port, now) == Verdict::Forward) as usize).sum()
 }
 
@@ -222,7 +292,11 @@ pub fn per_packet() -> bool {
 /// One pass over `frames` in bursts of 32 as a worker runs them: stage and
 /// process (see `per_packet`), publish, housekeeping once per burst. Returns
 /// the frames forwarded.
-pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(fw: &mut Firewall<S, KernelHugepageAlloc>, frames: &[Vec<u8>], now: &mut u64) -> usize {
+pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(
+    fw: &mut Firewall<S, KernelHugepageAlloc>,
+    frames: &[Vec<u8>],
+    now: &mut u64,
+) -> usize {
     let mut fwd = 0;
     for burst in frames.chunks(32) {
         *now += 1000;

@@ -24,12 +24,24 @@ pub trait CheckpointSink {
     const ENABLED: bool = true;
     /// `module`'s portion of connection `id` changed; `payload` is its encoding.
     /// `version` orders the portion's deltas (the TSC, monotonic on one host).
-    fn portion(&mut self, id: ConnId, module: Module, version: u64, payload: &[u8]) -> Result<(), SinkFull>;
+    fn portion(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), SinkFull>;
     /// As `portion`, with the payload written by `encode` (given a buffer of
     /// at least [`PORTION_BUF`] bytes, returns the length). A sink that can
     /// take the bytes in place (the ring) saves a copy per delta.
     #[inline]
-    fn portion_with(&mut self, id: ConnId, module: Module, version: u64, encode: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SinkFull> {
+    fn portion_with(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        encode: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SinkFull> {
         let mut buf = [0u8; PORTION_BUF];
         let len = encode(&mut buf).min(PORTION_BUF);
         self.portion(id, module, version, &buf[..len])
@@ -38,7 +50,14 @@ pub trait CheckpointSink {
     /// bytes), built in registers: a sink that stores whole words (the ring)
     /// checksums them as they are, with nothing to read back.
     #[inline]
-    fn portion_words<const N: usize>(&mut self, id: ConnId, module: Module, version: u64, words: &[u64; N], len: usize) -> Result<(), SinkFull> {
+    fn portion_words<const N: usize>(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        words: &[u64; N],
+        len: usize,
+    ) -> Result<(), SinkFull> {
         let mut buf = [0u8; PORTION_BUF];
         for (c, w) in buf.chunks_exact_mut(8).zip(words) {
             c.copy_from_slice(&w.to_le_bytes());
@@ -73,11 +92,24 @@ impl CheckpointSink for NoCheckpoint {
         Ok(())
     }
     #[inline]
-    fn portion_with(&mut self, _: ConnId, _: Module, _: u64, _: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SinkFull> {
+    fn portion_with(
+        &mut self,
+        _: ConnId,
+        _: Module,
+        _: u64,
+        _: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SinkFull> {
         Ok(())
     }
     #[inline]
-    fn portion_words<const N: usize>(&mut self, _: ConnId, _: Module, _: u64, _: &[u64; N], _: usize) -> Result<(), SinkFull> {
+    fn portion_words<const N: usize>(
+        &mut self,
+        _: ConnId,
+        _: Module,
+        _: u64,
+        _: &[u64; N],
+        _: usize,
+    ) -> Result<(), SinkFull> {
         Ok(())
     }
     #[inline]
@@ -94,21 +126,40 @@ pub enum WorkerSink {
 
 impl CheckpointSink for WorkerSink {
     #[inline]
-    fn portion(&mut self, id: ConnId, module: Module, version: u64, payload: &[u8]) -> Result<(), SinkFull> {
+    fn portion(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), SinkFull> {
         match self {
             WorkerSink::Off(s) => s.portion(id, module, version, payload),
             WorkerSink::Ring(s) => s.portion(id, module, version, payload),
         }
     }
     #[inline]
-    fn portion_with(&mut self, id: ConnId, module: Module, version: u64, encode: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SinkFull> {
+    fn portion_with(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        encode: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SinkFull> {
         match self {
             WorkerSink::Off(s) => s.portion_with(id, module, version, encode),
             WorkerSink::Ring(s) => s.portion_with(id, module, version, encode),
         }
     }
     #[inline]
-    fn portion_words<const N: usize>(&mut self, id: ConnId, module: Module, version: u64, words: &[u64; N], len: usize) -> Result<(), SinkFull> {
+    fn portion_words<const N: usize>(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        words: &[u64; N],
+        len: usize,
+    ) -> Result<(), SinkFull> {
         match self {
             WorkerSink::Off(s) => s.portion_words(id, module, version, words, len),
             WorkerSink::Ring(s) => s.portion_words(id, module, version, words, len),
@@ -155,7 +206,13 @@ pub struct MemorySink {
 }
 
 impl CheckpointSink for MemorySink {
-    fn portion(&mut self, id: ConnId, module: Module, version: u64, payload: &[u8]) -> Result<(), SinkFull> {
+    fn portion(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), SinkFull> {
         if let Some(r) = &mut self.room {
             if *r == 0 {
                 return Err(SinkFull);

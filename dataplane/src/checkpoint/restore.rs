@@ -52,7 +52,10 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
             break d;
         }
         if start.elapsed() >= timeout {
-            return Err(AttachError::NoSegment { dir: cfg.dir.display().to_string(), waited_ms: waited() });
+            return Err(AttachError::NoSegment {
+                dir: cfg.dir.display().to_string(),
+                waited_ms: waited(),
+            });
         }
         if !logged {
             tracing::info!(dir = %cfg.dir.display(), "waiting for checkpointd's segments");
@@ -77,7 +80,11 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
             break;
         }
         if start.elapsed() >= timeout {
-            return Err(AttachError::Stale { path: rings_path.display().to_string(), age_ms: age.as_millis() as u64, pid: hb.pid });
+            return Err(AttachError::Stale {
+                path: rings_path.display().to_string(),
+                age_ms: age.as_millis() as u64,
+                pid: hb.pid,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -109,7 +116,12 @@ pub struct RestoreSummary {
 
 /// Rebuilds `worker`'s table from the store: each module restores its own
 /// portion. A damaged record is skipped and counted, never applied.
-pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(fw: &mut Firewall<S, A>, store: &StoreSegment, worker: u16, now: u64) -> RestoreSummary {
+pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(
+    fw: &mut Firewall<S, A>,
+    store: &StoreSegment,
+    worker: u16,
+    now: u64,
+) -> RestoreSummary {
     let mut skipped = 0u64;
     let stored = store.restore_iter(worker).map(|c| StoredPortions {
         id: c.conn_id,
@@ -120,7 +132,11 @@ pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(fw: &mut Firewall
     let restored = fw.restore_many(stored, now, |id, e| {
         skipped += 1;
         if skipped <= 5 {
-            tracing::warn!(worker, conn = format_args!("{id:016x}"), "stored connection skipped: {e}");
+            tracing::warn!(
+                worker,
+                conn = format_args!("{id:016x}"),
+                "stored connection skipped: {e}"
+            );
         }
     });
     RestoreSummary { restored, skipped }

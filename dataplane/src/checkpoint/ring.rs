@@ -23,20 +23,47 @@ impl RingSink {
 
 impl CheckpointSink for RingSink {
     #[inline]
-    fn portion(&mut self, id: ConnId, module: Module, version: u64, payload: &[u8]) -> Result<(), SinkFull> {
-        self.producer.try_push(id.0, module as u8, delta_kind::PORTION, version, payload).map_err(|_| SinkFull)
+    fn portion(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), SinkFull> {
+        self.producer
+            .try_push(id.0, module as u8, delta_kind::PORTION, version, payload)
+            .map_err(|_| SinkFull)
     }
     #[inline]
-    fn portion_with(&mut self, id: ConnId, module: Module, version: u64, encode: impl FnOnce(&mut [u8]) -> usize) -> Result<(), SinkFull> {
-        self.producer.try_push_with(id.0, module as u8, delta_kind::PORTION, version, encode).map_err(|_| SinkFull)
+    fn portion_with(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        encode: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SinkFull> {
+        self.producer
+            .try_push_with(id.0, module as u8, delta_kind::PORTION, version, encode)
+            .map_err(|_| SinkFull)
     }
     #[inline]
-    fn portion_words<const N: usize>(&mut self, id: ConnId, module: Module, version: u64, words: &[u64; N], len: usize) -> Result<(), SinkFull> {
-        self.producer.try_push_words(id.0, module as u8, delta_kind::PORTION, version, words, len).map_err(|_| SinkFull)
+    fn portion_words<const N: usize>(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        words: &[u64; N],
+        len: usize,
+    ) -> Result<(), SinkFull> {
+        self.producer
+            .try_push_words(id.0, module as u8, delta_kind::PORTION, version, words, len)
+            .map_err(|_| SinkFull)
     }
     #[inline]
     fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull> {
-        self.producer.try_push(id.0, Module::Ip as u8, delta_kind::DELETE, version, &[]).map_err(|_| SinkFull)
+        self.producer
+            .try_push(id.0, Module::Ip as u8, delta_kind::DELETE, version, &[])
+            .map_err(|_| SinkFull)
     }
     #[inline]
     fn publish(&mut self) {

@@ -96,7 +96,10 @@ impl<'a> Reader<'a> {
     }
     #[inline]
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], PortionError> {
-        let b = self.buf.get(self.pos..self.pos + n).ok_or(PortionError::Truncated { module: self.module.name(), len: self.buf.len() })?;
+        let b = self
+            .buf
+            .get(self.pos..self.pos + n)
+            .ok_or(PortionError::Truncated { module: self.module.name(), len: self.buf.len() })?;
         self.pos += n;
         Ok(b)
     }
@@ -133,7 +136,10 @@ impl<'a> Reader<'a> {
     #[inline]
     pub fn fields<const N: usize>(&mut self) -> Result<Fields<'a, N>, PortionError> {
         let b = self.bytes(N)?;
-        let b: &[u8; N] = b.try_into().map_err(|_| PortionError::Truncated { module: self.module.name(), len: self.buf.len() })?;
+        let b: &[u8; N] = b.try_into().map_err(|_| PortionError::Truncated {
+            module: self.module.name(),
+            len: self.buf.len(),
+        })?;
         Ok(Fields { b, pos: 0 })
     }
     pub fn bad(&self, what: &'static str) -> PortionError {

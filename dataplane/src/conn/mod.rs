@@ -80,12 +80,32 @@ impl ConnKey {
     /// The canonical key of a packet from `src` to `dst`, and whether `src` is
     /// the key's low side.
     #[inline]
-    pub fn canonical(family: Family, proto: u8, src: Endpoint, dst: Endpoint, zone: u16, vlan: u16) -> (ConnKey, bool) {
+    pub fn canonical(
+        family: Family,
+        proto: u8,
+        src: Endpoint,
+        dst: Endpoint,
+        zone: u16,
+        vlan: u16,
+    ) -> (ConnKey, bool) {
         // Big-endian u128s order as the address bytes do; compared as
         // integers, not byte by byte (~20 instructions a packet less).
-        let src_is_lo = (u128::from_be_bytes(src.addr), src.port) <= (u128::from_be_bytes(dst.addr), dst.port);
+        let src_is_lo =
+            (u128::from_be_bytes(src.addr), src.port) <= (u128::from_be_bytes(dst.addr), dst.port);
         let (lo, hi) = if src_is_lo { (src, dst) } else { (dst, src) };
-        (ConnKey { lo_addr: lo.addr, hi_addr: hi.addr, lo_port: lo.port, hi_port: hi.port, proto, family: family as u8, zone, vlan }, src_is_lo)
+        (
+            ConnKey {
+                lo_addr: lo.addr,
+                hi_addr: hi.addr,
+                lo_port: lo.port,
+                hi_port: hi.port,
+                proto,
+                family: family as u8,
+                zone,
+                vlan,
+            },
+            src_is_lo,
+        )
     }
 
     /// `canonical` for an IPv4 packet (addresses IPv4-mapped, no VLAN),
@@ -93,7 +113,14 @@ impl ConnKey {
     /// one integer of address and port instead of two 128-bit ones, and the
     /// mapped addresses are formed in registers, not byte by byte.
     #[inline(always)]
-    pub fn canonical_v4(proto: u8, src: u32, sport: u16, dst: u32, dport: u16, zone: u16) -> (ConnKey, bool) {
+    pub fn canonical_v4(
+        proto: u8,
+        src: u32,
+        sport: u16,
+        dst: u32,
+        dport: u16,
+        zone: u16,
+    ) -> (ConnKey, bool) {
         // The mapped addresses share their first 12 bytes, so they order as
         // their last four do.
         let s = u64::from(src) << 16 | u64::from(sport);
@@ -101,7 +128,16 @@ impl ConnKey {
         let src_is_lo = s <= d;
         let (lo, hi) = if src_is_lo { (s, d) } else { (d, s) };
         let mapped = |a: u64| (V4_MAPPED | u128::from(a >> 16)).to_be_bytes();
-        let key = ConnKey { lo_addr: mapped(lo), hi_addr: mapped(hi), lo_port: lo as u16, hi_port: hi as u16, proto, family: Family::V4 as u8, zone, vlan: 0 };
+        let key = ConnKey {
+            lo_addr: mapped(lo),
+            hi_addr: mapped(hi),
+            lo_port: lo as u16,
+            hi_port: hi as u16,
+            proto,
+            family: Family::V4 as u8,
+            zone,
+            vlan: 0,
+        };
         (key, src_is_lo)
     }
 

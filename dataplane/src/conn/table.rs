@@ -96,7 +96,12 @@ fn hash_with(hasher: &RandomState, key: &ConnKey) -> u64 {
 
 /// An entry's hash, for when the index rehashes in place to clear the
 /// marks deletes left.
-fn rehash<T: TableEntry, A: Allocator>(slots: &Vec<Option<T>, A>, hasher: &RandomState, packing: Packing, e: &IndexEntry) -> u64 {
+fn rehash<T: TableEntry, A: Allocator>(
+    slots: &Vec<Option<T>, A>,
+    hasher: &RandomState,
+    packing: Packing,
+    e: &IndexEntry,
+) -> u64 {
     slots[packing.slot(*e) as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key()))
 }
 
@@ -107,7 +112,14 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
         slots.resize_with(cap, || None);
         let mut free = Vec::with_capacity_in(cap, alloc.clone());
         free.extend((0..capacity).rev());
-        ConnTable { index: HashTable::with_capacity_in(cap, alloc), packing: Packing::for_capacity(capacity), slots, free, sweep_cursor: 0, hasher: RandomState::default() }
+        ConnTable {
+            index: HashTable::with_capacity_in(cap, alloc),
+            packing: Packing::for_capacity(capacity),
+            slots,
+            free,
+            sweep_cursor: 0,
+            hasher: RandomState::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -125,7 +137,9 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
     /// Bytes this table allocated, for the memory-per-connection figure.
     pub fn bytes_allocated(&self) -> usize {
         let buckets = self.index.capacity().next_power_of_two().max(4) * 8 / 7;
-        self.slots.capacity() * std::mem::size_of::<Option<T>>() + self.free.capacity() * 4 + buckets * (std::mem::size_of::<IndexEntry>() + 1)
+        self.slots.capacity() * std::mem::size_of::<Option<T>>()
+            + self.free.capacity() * 4
+            + buckets * (std::mem::size_of::<IndexEntry>() + 1)
     }
 
     /// Where `key` sits in this table's index (formed apart from the lookup,
@@ -139,7 +153,12 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
     pub fn lookup(&self, key: &ConnKey, h: IndexHash) -> Option<SlotId> {
         let (slots, pk) = (&self.slots, self.packing);
         let d = pk.digest(h.0);
-        self.index.find(h.0, |&e| pk.matches(e, d) && slots[pk.slot(e) as usize].as_ref().is_some_and(|r| r.key() == key)).map(|&e| SlotId(pk.slot(e)))
+        self.index
+            .find(h.0, |&e| {
+                pk.matches(e, d)
+                    && slots[pk.slot(e) as usize].as_ref().is_some_and(|r| r.key() == key)
+            })
+            .map(|&e| SlotId(pk.slot(e)))
     }
 
     /// The record whose hash matches `h` in the index's tag and digest
@@ -202,7 +221,10 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
 
     pub fn remove(&mut self, s: SlotId) -> Option<T> {
         let rec = self.slots[s.0 as usize].take()?;
-        if let Ok(e) = self.index.find_entry(hash_with(&self.hasher, rec.key()), |&e| self.packing.slot(e) == s.0) {
+        if let Ok(e) = self
+            .index
+            .find_entry(hash_with(&self.hasher, rec.key()), |&e| self.packing.slot(e) == s.0)
+        {
             e.remove();
         }
         self.free.push(s.0);
@@ -322,7 +344,10 @@ mod tests {
         for n in 0..100 {
             t.insert(Rec { key: key(n), deadline: n as u64 }).unwrap();
         }
-        assert_eq!(t.insert(Rec { key: key(1000), deadline: 0 }), Err(TableFull).map(|_: ()| SlotId(0)));
+        assert_eq!(
+            t.insert(Rec { key: key(1000), deadline: 0 }),
+            Err(TableFull).map(|_: ()| SlotId(0))
+        );
         for n in 0..100 {
             let k = key(n);
             let s = t.lookup(&k, t.hash_of(&k));

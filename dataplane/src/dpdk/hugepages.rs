@@ -25,7 +25,10 @@ pub fn hugepage_status() -> HugepageStatus {
     if let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/hugepages") {
         for e in dir.flatten() {
             let f = e.path().join("free_hugepages");
-            free_pages += std::fs::read_to_string(f).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+            free_pages += std::fs::read_to_string(f)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0);
         }
     }
     HugepageStatus { mounts, free_pages }
@@ -38,11 +41,14 @@ pub fn check_hugepages(eal_args: &[String]) -> Result<HugepageStatus, DpdkError>
         return Ok(status);
     }
     let huge_dir = eal_args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--huge-dir=").map(str::to_string).or_else(|| (a == "--huge-dir").then(|| eal_args.get(i + 1).cloned()).flatten())
+        a.strip_prefix("--huge-dir=")
+            .map(str::to_string)
+            .or_else(|| (a == "--huge-dir").then(|| eal_args.get(i + 1).cloned()).flatten())
     });
     let fix = "run `sudo scripts/setup.sh` (reserves and mounts hugepages), or pass `--no-huge -m 512` to EAL for a small test run";
     if let Some(dir) = huge_dir {
-        let canon = Path::new(&dir).canonicalize().map(|p| p.display().to_string()).unwrap_or(dir.clone());
+        let canon =
+            Path::new(&dir).canonicalize().map(|p| p.display().to_string()).unwrap_or(dir.clone());
         if !status.mounts.iter().any(|m| *m == canon || *m == dir) {
             return Err(DpdkError::Hugepages(format!(
                 "--huge-dir {dir} is not a hugetlbfs mount (hugetlbfs mounts: {}); {fix}",
@@ -53,7 +59,9 @@ pub fn check_hugepages(eal_args: &[String]) -> Result<HugepageStatus, DpdkError>
         return Err(DpdkError::Hugepages(format!("no hugetlbfs is mounted; {fix}")));
     }
     if status.free_pages == 0 {
-        return Err(DpdkError::Hugepages(format!("no free hugepages (all reserved pages are in use or none are reserved); {fix}")));
+        return Err(DpdkError::Hugepages(format!(
+            "no free hugepages (all reserved pages are in use or none are reserved); {fix}"
+        )));
     }
     Ok(status)
 }

@@ -21,9 +21,20 @@ extern "C" fn trampoline<T: LcoreTask>(arg: *mut c_void) -> c_int {
 pub unsafe fn launch_on_lcore<T: LcoreTask>(task: &T, lcore: u32) -> Result<(), DpdkError> {
     // SAFETY: the caller guarantees the lifetime of `task`; the trampoline matches
     // lcore_function_t.
-    let rc = unsafe { dpdk_sys::rte_eal_remote_launch(Some(trampoline::<T>), task as *const T as *mut c_void, lcore) };
+    let rc = unsafe {
+        dpdk_sys::rte_eal_remote_launch(
+            Some(trampoline::<T>),
+            task as *const T as *mut c_void,
+            lcore,
+        )
+    };
     if rc != 0 {
-        return Err(DpdkError::Lcore { lcore, reason: format!("cannot launch a worker there (code {rc}): it is busy or is the main lcore") });
+        return Err(DpdkError::Lcore {
+            lcore,
+            reason: format!(
+                "cannot launch a worker there (code {rc}): it is busy or is the main lcore"
+            ),
+        });
     }
     Ok(())
 }

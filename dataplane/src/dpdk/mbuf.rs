@@ -37,13 +37,23 @@ impl Mbuf {
     pub fn data(&self) -> &[u8] {
         // SAFETY: mtod/data_len describe the initialised bytes of the first segment,
         // which self owns for the lifetime of the borrow.
-        unsafe { std::slice::from_raw_parts(dpdk_sys::lz_rte_pktmbuf_mtod(self.0.as_ptr()) as *const u8, dpdk_sys::lz_rte_pktmbuf_data_len(self.0.as_ptr()) as usize) }
+        unsafe {
+            std::slice::from_raw_parts(
+                dpdk_sys::lz_rte_pktmbuf_mtod(self.0.as_ptr()) as *const u8,
+                dpdk_sys::lz_rte_pktmbuf_data_len(self.0.as_ptr()) as usize,
+            )
+        }
     }
 
     /// The first segment's bytes, writable.
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in data(), and &mut self makes the borrow exclusive.
-        unsafe { std::slice::from_raw_parts_mut(dpdk_sys::lz_rte_pktmbuf_mtod(self.0.as_ptr()) as *mut u8, dpdk_sys::lz_rte_pktmbuf_data_len(self.0.as_ptr()) as usize) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                dpdk_sys::lz_rte_pktmbuf_mtod(self.0.as_ptr()) as *mut u8,
+                dpdk_sys::lz_rte_pktmbuf_data_len(self.0.as_ptr()) as usize,
+            )
+        }
     }
 
     /// Length of the whole packet (all segments).
@@ -98,7 +108,12 @@ impl Default for MbufBurst {
 
 impl MbufBurst {
     pub const fn new() -> Self {
-        MbufBurst { pkts: [std::ptr::null_mut(); MAX_BURST], data: [std::ptr::null(); MAX_BURST], data_len: [0; MAX_BURST], len: 0 }
+        MbufBurst {
+            pkts: [std::ptr::null_mut(); MAX_BURST],
+            data: [std::ptr::null(); MAX_BURST],
+            data_len: [0; MAX_BURST],
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -124,7 +139,14 @@ impl MbufBurst {
         if n != 0 {
             // SAFETY: pkts[..n] are valid mbufs just received; data and
             // data_len have room for MAX_BURST >= n entries.
-            unsafe { dpdk_sys::lz_rte_pktmbuf_views(self.pkts.as_ptr(), n, self.data.as_mut_ptr(), self.data_len.as_mut_ptr()) };
+            unsafe {
+                dpdk_sys::lz_rte_pktmbuf_views(
+                    self.pkts.as_ptr(),
+                    n,
+                    self.data.as_mut_ptr(),
+                    self.data_len.as_mut_ptr(),
+                )
+            };
         }
         self.len = n as usize;
         self.len
@@ -185,7 +207,9 @@ impl MbufBurst {
         }
         // SAFETY: pkts[..len] are valid mbufs owned by the burst; the PMD takes
         // ownership of the first `sent` of them; the queue is used by this lcore only.
-        let sent = unsafe { dpdk_sys::lz_rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr(), self.len as u16) } as usize;
+        let sent = unsafe {
+            dpdk_sys::lz_rte_eth_tx_burst(port, queue, self.pkts.as_mut_ptr(), self.len as u16)
+        } as usize;
         let unsent = self.len - sent;
         let len = self.len;
         self.len = 0;

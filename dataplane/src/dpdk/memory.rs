@@ -20,8 +20,17 @@ unsafe impl Allocator for HugepageAlloc {
             return Ok(NonNull::slice_from_raw_parts(p, 0));
         }
         // SAFETY: EAL is initialised before any table is built; the name may be NULL.
-        let p = unsafe { dpdk_sys::rte_zmalloc_socket(std::ptr::null(), layout.size(), layout.align().max(64) as u32, self.socket) };
-        NonNull::new(p as *mut u8).map(|p| NonNull::slice_from_raw_parts(p, layout.size())).ok_or(AllocError)
+        let p = unsafe {
+            dpdk_sys::rte_zmalloc_socket(
+                std::ptr::null(),
+                layout.size(),
+                layout.align().max(64) as u32,
+                self.socket,
+            )
+        };
+        NonNull::new(p as *mut u8)
+            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+            .ok_or(AllocError)
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
@@ -57,19 +66,25 @@ unsafe impl Allocator for KernelHugepageAlloc {
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
         // SAFETY: an anonymous mapping at an address of the kernel's choosing
         // touches no existing memory.
-        let mut p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0) };
+        let mut p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, prot, flags | libc::MAP_HUGETLB, -1, 0)
+        };
         if p == libc::MAP_FAILED {
             // No populate here: faulting the pages in before the madvise
             // would fault them as 4 KiB pages.
             // SAFETY: as above, without MAP_HUGETLB.
-            p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags & !libc::MAP_POPULATE, -1, 0) };
+            p = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, prot, flags & !libc::MAP_POPULATE, -1, 0)
+            };
             if p == libc::MAP_FAILED {
                 return Err(AllocError);
             }
             // SAFETY: p..p+len is the mapping just made; a refused hint is harmless.
             unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
         }
-        NonNull::new(p as *mut u8).map(|p| NonNull::slice_from_raw_parts(p, layout.size())).ok_or(AllocError)
+        NonNull::new(p as *mut u8)
+            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+            .ok_or(AllocError)
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {

@@ -12,8 +12,18 @@ unsafe impl Send for Mempool {}
 unsafe impl Sync for Mempool {}
 
 impl Mempool {
-    pub fn new(name: &str, count: u32, cache: u32, data_room: u16, socket: i32) -> Result<Mempool, DpdkError> {
-        let cname = CString::new(name).map_err(|_| DpdkError::Mempool { name: name.into(), count, reason: "name contains NUL".into() })?;
+    pub fn new(
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+        socket: i32,
+    ) -> Result<Mempool, DpdkError> {
+        let cname = CString::new(name).map_err(|_| DpdkError::Mempool {
+            name: name.into(),
+            count,
+            reason: "name contains NUL".into(),
+        })?;
         // SAFETY: EAL is initialised (a Mempool is only made after Eal::init); the
         // name is a valid C string; sizes are checked by DPDK.
         let raw = unsafe {
@@ -21,7 +31,11 @@ impl Mempool {
         };
         if raw.is_null() {
             let (errno, reason) = last_error();
-            return Err(DpdkError::Mempool { name: name.into(), count, reason: format!("{reason} (rte_errno {errno})") });
+            return Err(DpdkError::Mempool {
+                name: name.into(),
+                count,
+                reason: format!("{reason} (rte_errno {errno})"),
+            });
         }
         Ok(Mempool { raw })
     }

@@ -60,16 +60,32 @@ pub(crate) fn port_name(id: u16) -> String {
 impl Port {
     /// Finds `setup.device`, configures its queues (RSS with a symmetric key when
     /// more than one RX queue), starts it and sets promiscuous mode.
-    pub fn start(setup: &PortSetup, pool: &Mempool, available: impl FnOnce() -> Vec<String>) -> Result<Port, DpdkError> {
-        let cname = CString::new(setup.device.as_str()).map_err(|_| DpdkError::NoSuchDevice { name: setup.device.clone(), available: String::new() })?;
+    pub fn start(
+        setup: &PortSetup,
+        pool: &Mempool,
+        available: impl FnOnce() -> Vec<String>,
+    ) -> Result<Port, DpdkError> {
+        let cname = CString::new(setup.device.as_str()).map_err(|_| DpdkError::NoSuchDevice {
+            name: setup.device.clone(),
+            available: String::new(),
+        })?;
         let mut id = 0u16;
         // SAFETY: cname is a valid C string, id a valid out-pointer.
         if unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } != 0 {
             let list = available();
-            return Err(DpdkError::NoSuchDevice { name: setup.device.clone(), available: if list.is_empty() { "none".into() } else { list.join(", ") } });
+            return Err(DpdkError::NoSuchDevice {
+                name: setup.device.clone(),
+                available: if list.is_empty() { "none".into() } else { list.join(", ") },
+            });
         }
         let name = setup.device.clone();
-        let fail = |what: &'static str, code: i32| DpdkError::Port { port: id, name: name.clone(), what, code, reason: strerror(code) };
+        let fail = |what: &'static str, code: i32| DpdkError::Port {
+            port: id,
+            name: name.clone(),
+            what,
+            code,
+            reason: strerror(code),
+        };
 
         let mut info = dpdk_sys::rte_eth_dev_info::default();
         // SAFETY: id is a valid port; info is a valid out-pointer.
@@ -78,10 +94,22 @@ impl Port {
             return Err(fail("rte_eth_dev_info_get", rc));
         }
         if setup.rx_queues > info.max_rx_queues {
-            return Err(DpdkError::PortLimit { port: id, name, what: "RX queues", asked: setup.rx_queues.into(), max: info.max_rx_queues.into() });
+            return Err(DpdkError::PortLimit {
+                port: id,
+                name,
+                what: "RX queues",
+                asked: setup.rx_queues.into(),
+                max: info.max_rx_queues.into(),
+            });
         }
         if setup.tx_queues > info.max_tx_queues {
-            return Err(DpdkError::PortLimit { port: id, name, what: "TX queues", asked: setup.tx_queues.into(), max: info.max_tx_queues.into() });
+            return Err(DpdkError::PortLimit {
+                port: id,
+                name,
+                what: "TX queues",
+                asked: setup.tx_queues.into(),
+                max: info.max_tx_queues.into(),
+            });
         }
 
         let mut key = SYMMETRIC_RSS_KEY;
@@ -95,11 +123,13 @@ impl Port {
             }
             conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
-            conf.rx_adv_conf.rss_conf.rss_key_len = if info.hash_key_size == 0 { 40 } else { info.hash_key_size.min(52) };
+            conf.rx_adv_conf.rss_conf.rss_key_len =
+                if info.hash_key_size == 0 { 40 } else { info.hash_key_size.min(52) };
             conf.rx_adv_conf.rss_conf.rss_hf = hf;
         }
         // SAFETY: id is valid; conf (and the key it points to) lives across the call.
-        let rc = unsafe { dpdk_sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
+        let rc =
+            unsafe { dpdk_sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
         if rc != 0 {
             return Err(fail("rte_eth_dev_configure", rc));
         }
@@ -115,14 +145,25 @@ impl Port {
         for q in 0..setup.rx_queues {
             // SAFETY: port configured with rx_queues queues; pool outlives the port
             // (Port is dropped before its Mempool); NULL rxconf = PMD defaults.
-            let rc = unsafe { dpdk_sys::rte_eth_rx_queue_setup(id, q, nrx, socket as u32, std::ptr::null(), pool.raw()) };
+            let rc = unsafe {
+                dpdk_sys::rte_eth_rx_queue_setup(
+                    id,
+                    q,
+                    nrx,
+                    socket as u32,
+                    std::ptr::null(),
+                    pool.raw(),
+                )
+            };
             if rc != 0 {
                 return Err(fail("rte_eth_rx_queue_setup", rc));
             }
         }
         for q in 0..setup.tx_queues {
             // SAFETY: as above, NULL txconf = PMD defaults.
-            let rc = unsafe { dpdk_sys::rte_eth_tx_queue_setup(id, q, ntx, socket as u32, std::ptr::null()) };
+            let rc = unsafe {
+                dpdk_sys::rte_eth_tx_queue_setup(id, q, ntx, socket as u32, std::ptr::null())
+            };
             if rc != 0 {
                 return Err(fail("rte_eth_tx_queue_setup", rc));
             }
@@ -158,7 +199,14 @@ impl Port {
         if unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) } != 0 {
             return EthStats::default();
         }
-        EthStats { ipackets: s.ipackets, opackets: s.opackets, imissed: s.imissed, ierrors: s.ierrors, oerrors: s.oerrors, rx_nombuf: s.rx_nombuf }
+        EthStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
     }
 }
 

@@ -49,13 +49,21 @@ static HANDLERS: Mutex<Vec<(String, TelHandler)>> = Mutex::new(Vec::new());
 /// Registers `cmd` (e.g. "/lazarus/stats") with DPDK's telemetry; `help`
 /// is what `/help,<cmd>` prints. Call after `Eal::init`.
 pub fn register(cmd: &str, help: &str, handler: TelHandler) -> Result<(), DpdkError> {
-    let c_cmd = CString::new(cmd).map_err(|_| DpdkError::Telemetry { cmd: cmd.into(), reason: "NUL in the command name".into() })?;
-    let c_help = CString::new(help).map_err(|_| DpdkError::Telemetry { cmd: cmd.into(), reason: "NUL in the help text".into() })?;
+    let c_cmd = CString::new(cmd).map_err(|_| DpdkError::Telemetry {
+        cmd: cmd.into(),
+        reason: "NUL in the command name".into(),
+    })?;
+    let c_help = CString::new(help).map_err(|_| DpdkError::Telemetry {
+        cmd: cmd.into(),
+        reason: "NUL in the help text".into(),
+    })?;
     HANDLERS.lock().unwrap_or_else(|e| e.into_inner()).push((cmd.to_string(), handler));
     // SAFETY: both strings are valid NUL-terminated C strings for the call;
     // DPDK copies them (strlcpy into its own table). `callback` has the
     // telemetry_cb signature and stays valid for the life of the process.
-    let rc = unsafe { dpdk_sys::rte_telemetry_register_cmd(c_cmd.as_ptr(), Some(callback), c_help.as_ptr()) };
+    let rc = unsafe {
+        dpdk_sys::rte_telemetry_register_cmd(c_cmd.as_ptr(), Some(callback), c_help.as_ptr())
+    };
     if rc != 0 {
         return Err(DpdkError::Telemetry { cmd: cmd.into(), reason: super::strerror(rc) });
     }
@@ -64,7 +72,11 @@ pub fn register(cmd: &str, help: &str, handler: TelHandler) -> Result<(), DpdkEr
 
 /// The one C callback every Lazarus command shares: finds the handler by
 /// name and writes its reply.
-unsafe extern "C" fn callback(cmd: *const c_char, params: *const c_char, d: *mut rte_tel_data) -> c_int {
+unsafe extern "C" fn callback(
+    cmd: *const c_char,
+    params: *const c_char,
+    d: *mut rte_tel_data,
+) -> c_int {
     if cmd.is_null() || d.is_null() {
         return -22; // -EINVAL
     }
@@ -76,7 +88,12 @@ unsafe extern "C" fn callback(cmd: *const c_char, params: *const c_char, d: *mut
         // SAFETY: non-null; DPDK passes a NUL-terminated parameter string.
         unsafe { CStr::from_ptr(params) }.to_string_lossy().into_owned()
     };
-    let handler = HANDLERS.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(c, _)| *c == cmd).map(|(_, h)| *h);
+    let handler = HANDLERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(c, _)| *c == cmd)
+        .map(|(_, h)| *h);
     let Some(handler) = handler else { return -22 };
     // A panic must not unwind into DPDK's telemetry thread (with
     // panic = "abort" in release this is moot; in debug builds it is UB).
@@ -88,7 +105,11 @@ unsafe extern "C" fn callback(cmd: *const c_char, params: *const c_char, d: *mut
 /// DPDK's name rule: letters, digits, `_`, `/`; shorter than
 /// RTE_TEL_MAX_STRING_LEN (128) so that DPDK never cuts one.
 fn name(s: &str) -> CString {
-    let clean: String = s.chars().take(127).map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '/' { c } else { '_' }).collect();
+    let clean: String = s
+        .chars()
+        .take(127)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '/' { c } else { '_' })
+        .collect();
     CString::new(clean).unwrap_or_default()
 }
 
@@ -189,5 +210,9 @@ unsafe fn write(d: *mut rte_tel_data, v: &TelValue, top: bool) -> c_int {
 
 fn nested_dropped() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| tracing::warn!("telemetry: a container inside a container was left out (DPDK 22.11 nests one level)"));
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "telemetry: a container inside a container was left out (DPDK 22.11 nests one level)"
+        )
+    });
 }

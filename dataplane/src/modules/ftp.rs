@@ -97,7 +97,10 @@ pub fn parse_reply(line: &[u8]) -> Option<FtpEvent> {
         // the first run of digits and commas that holds six numbers.
         let body = &l[4..];
         let first = body.iter().position(|c| c.is_ascii_digit())?;
-        let len = body[first..].iter().take_while(|c| c.is_ascii_digit() || **c == b',' || **c == b' ').count();
+        let len = body[first..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || **c == b',' || **c == b' ')
+            .count();
         let (addr, port) = host_port(&body[first..first + len])?;
         return (port != 0).then_some(FtpEvent::Passive { addr, port });
     }
@@ -206,7 +209,11 @@ impl FtpPortion {
     pub const MAX: usize = 224;
 
     /// The portion as checkpointed, with the live expectations it created.
-    pub fn encode(&self, expectations: &[Expectation], out: &mut [u8]) -> Result<usize, PortionError> {
+    pub fn encode(
+        &self,
+        expectations: &[Expectation],
+        out: &mut [u8],
+    ) -> Result<usize, PortionError> {
         let mut w = Writer::new(out, Module::Ftp);
         for d in 0..2 {
             w.u32(self.next_seq[d]);
@@ -237,7 +244,10 @@ impl FtpPortion {
     }
 
     /// The portion and the expectations it carried (`master` set to `id`).
-    pub fn decode(b: &[u8], id: ConnId) -> Result<(FtpPortion, [Expectation; CHECKPOINT_EXPECTATIONS], usize), PortionError> {
+    pub fn decode(
+        b: &[u8],
+        id: ConnId,
+    ) -> Result<(FtpPortion, [Expectation; CHECKPOINT_EXPECTATIONS], usize), PortionError> {
         let mut r = Reader::new(b, Module::Ftp)?;
         let mut p = FtpPortion::default();
         for d in 0..2 {
@@ -257,7 +267,17 @@ impl FtpPortion {
         }
         let mut x = [Expectation::default(); CHECKPOINT_EXPECTATIONS];
         for e in x.iter_mut().take(n) {
-            *e = Expectation { family: r.u8()?, zone: r.u16()?, vlan: r.u16()?, src: r.array()?, dst: r.array()?, dport: r.u16()?, master: id, deadline: r.u64()?, live: true };
+            *e = Expectation {
+                family: r.u8()?,
+                zone: r.u16()?,
+                vlan: r.u16()?,
+                src: r.array()?,
+                dst: r.array()?,
+                dport: r.u16()?,
+                master: id,
+                deadline: r.u64()?,
+                live: true,
+            };
         }
         Ok((p, x, n))
     }
@@ -334,7 +354,10 @@ pub struct Expectations {
 
 impl Expectations {
     pub fn new(capacity: usize) -> Self {
-        Expectations { slots: vec![Expectation::default(); capacity.max(1)].into_boxed_slice(), live: 0 }
+        Expectations {
+            slots: vec![Expectation::default(); capacity.max(1)].into_boxed_slice(),
+            live: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -347,7 +370,9 @@ impl Expectations {
 
     /// Adds an expectation; false when every slot holds a live, unexpired one.
     pub fn add(&mut self, e: Expectation, now: u64) -> bool {
-        let slot = self.slots.iter_mut().find(|s| !s.live || s.deadline <= now || (s.src == e.src && s.dst == e.dst && s.dport == e.dport));
+        let slot = self.slots.iter_mut().find(|s| {
+            !s.live || s.deadline <= now || (s.src == e.src && s.dst == e.dst && s.dport == e.dport)
+        });
         match slot {
             Some(s) => {
                 if !s.live {
@@ -363,12 +388,28 @@ impl Expectations {
     /// Takes the expectation a new connection fulfils, if any.
     #[inline]
     #[allow(clippy::too_many_arguments)] // the data connection's key fields, as the caller holds them
-    pub fn take(&mut self, family: Family, zone: u16, vlan: u16, src: &Addr, dst: &Addr, dport: u16, now: u64) -> Option<Expectation> {
+    pub fn take(
+        &mut self,
+        family: Family,
+        zone: u16,
+        vlan: u16,
+        src: &Addr,
+        dst: &Addr,
+        dport: u16,
+        now: u64,
+    ) -> Option<Expectation> {
         if self.live == 0 {
             return None;
         }
         let s = self.slots.iter_mut().find(|s| {
-            s.live && s.deadline > now && s.dport == dport && s.dst == *dst && s.src == *src && s.zone == zone && s.vlan == vlan && s.family == family as u8
+            s.live
+                && s.deadline > now
+                && s.dport == dport
+                && s.dst == *dst
+                && s.src == *src
+                && s.zone == zone
+                && s.vlan == vlan
+                && s.family == family as u8
         })?;
         s.live = false;
         self.live -= 1;
@@ -398,11 +439,23 @@ mod tests {
 
     #[test]
     fn port_and_eprt_commands() {
-        assert_eq!(parse_command(b"PORT 10,99,0,1,195,80\r\n"), Some(FtpEvent::Active { addr: v4_mapped([10, 99, 0, 1]), port: 50000 }));
-        assert_eq!(parse_command(b"port 10,99,0,1,0,21\r\n"), Some(FtpEvent::Active { addr: v4_mapped([10, 99, 0, 1]), port: 21 }));
-        assert_eq!(parse_command(b"EPRT |1|132.235.1.2|6275|\r\n"), Some(FtpEvent::Active { addr: v4_mapped([132, 235, 1, 2]), port: 6275 }));
+        assert_eq!(
+            parse_command(b"PORT 10,99,0,1,195,80\r\n"),
+            Some(FtpEvent::Active { addr: v4_mapped([10, 99, 0, 1]), port: 50000 })
+        );
+        assert_eq!(
+            parse_command(b"port 10,99,0,1,0,21\r\n"),
+            Some(FtpEvent::Active { addr: v4_mapped([10, 99, 0, 1]), port: 21 })
+        );
+        assert_eq!(
+            parse_command(b"EPRT |1|132.235.1.2|6275|\r\n"),
+            Some(FtpEvent::Active { addr: v4_mapped([132, 235, 1, 2]), port: 6275 })
+        );
         let v6: std::net::Ipv6Addr = "1080::8:800:200c:417a".parse().unwrap();
-        assert_eq!(parse_command(b"EPRT |2|1080::8:800:200C:417A|5282|\r\n"), Some(FtpEvent::Active { addr: v6.octets(), port: 5282 }));
+        assert_eq!(
+            parse_command(b"EPRT |2|1080::8:800:200C:417A|5282|\r\n"),
+            Some(FtpEvent::Active { addr: v6.octets(), port: 5282 })
+        );
         assert_eq!(parse_command(b"PORT 10,99,0,1,195\r\n"), None);
         assert_eq!(parse_command(b"PORT 10,99,0,1,195,80,1\r\n"), None);
         assert_eq!(parse_command(b"PORT 300,99,0,1,195,80\r\n"), None);
@@ -412,9 +465,18 @@ mod tests {
 
     #[test]
     fn passive_replies() {
-        assert_eq!(parse_reply(b"227 Entering Passive Mode (10,99,0,2,117,48).\r\n"), Some(FtpEvent::Passive { addr: v4_mapped([10, 99, 0, 2]), port: 30000 }));
-        assert_eq!(parse_reply(b"227 Entering Passive Mode 10,99,0,2,117,48\r\n"), Some(FtpEvent::Passive { addr: v4_mapped([10, 99, 0, 2]), port: 30000 }));
-        assert_eq!(parse_reply(b"229 Entering Extended Passive Mode (|||6446|)\r\n"), Some(FtpEvent::ExtendedPassive { port: 6446 }));
+        assert_eq!(
+            parse_reply(b"227 Entering Passive Mode (10,99,0,2,117,48).\r\n"),
+            Some(FtpEvent::Passive { addr: v4_mapped([10, 99, 0, 2]), port: 30000 })
+        );
+        assert_eq!(
+            parse_reply(b"227 Entering Passive Mode 10,99,0,2,117,48\r\n"),
+            Some(FtpEvent::Passive { addr: v4_mapped([10, 99, 0, 2]), port: 30000 })
+        );
+        assert_eq!(
+            parse_reply(b"229 Entering Extended Passive Mode (|||6446|)\r\n"),
+            Some(FtpEvent::ExtendedPassive { port: 6446 })
+        );
         assert_eq!(parse_reply(b"229 Entering Extended Passive Mode (|||0|)\r\n"), None);
         assert_eq!(parse_reply(b"230 Login successful.\r\n"), None);
     }
@@ -427,13 +489,20 @@ mod tests {
             let mut p2 = FtpPortion::default();
             assert_eq!(p2.feed(Dir::Original, 100, &line[..cut]).event, None);
             let r = p2.feed(Dir::Original, 100 + cut as u32, &line[cut..]);
-            assert_eq!(r.event, Some(FtpEvent::Active { addr: v4_mapped([10, 99, 0, 1]), port: 50000 }), "cut at {cut}");
+            assert_eq!(
+                r.event,
+                Some(FtpEvent::Active { addr: v4_mapped([10, 99, 0, 1]), port: 50000 }),
+                "cut at {cut}"
+            );
         }
         // Three pieces, with a retransmission of the middle one.
         assert_eq!(p.feed(Dir::Original, 1, b"EPRT |2|::1").event, None);
         assert_eq!(p.feed(Dir::Original, 12, b"|2121").event, None);
         assert_eq!(p.feed(Dir::Original, 12, b"|2121").event, None);
-        assert_eq!(p.feed(Dir::Original, 17, b"|\r\n").event, Some(FtpEvent::Active { addr: std::net::Ipv6Addr::LOCALHOST.octets(), port: 2121 }));
+        assert_eq!(
+            p.feed(Dir::Original, 17, b"|\r\n").event,
+            Some(FtpEvent::Active { addr: std::net::Ipv6Addr::LOCALHOST.octets(), port: 2121 })
+        );
     }
 
     #[test]
@@ -449,7 +518,14 @@ mod tests {
     #[test]
     fn expectations_match_once_and_expire() {
         let mut x = Expectations::new(2);
-        let e = Expectation { family: 4, src: v4_mapped([1, 1, 1, 1]), dst: v4_mapped([2, 2, 2, 2]), dport: 5000, deadline: 100, ..Default::default() };
+        let e = Expectation {
+            family: 4,
+            src: v4_mapped([1, 1, 1, 1]),
+            dst: v4_mapped([2, 2, 2, 2]),
+            dport: 5000,
+            deadline: 100,
+            ..Default::default()
+        };
         assert!(x.add(e, 0));
         assert!(x.take(Family::V4, 0, 0, &e.src, &e.dst, 5001, 10).is_none());
         assert!(x.take(Family::V4, 0, 0, &e.src, &e.dst, 5000, 10).is_some());

@@ -31,8 +31,12 @@ pub fn classify(family: Family, info: &IcmpInfo) -> IcmpKind {
         return IcmpKind::Error;
     }
     match (family, info.typ, info.echo) {
-        (Family::V4, 8, Some((id, _))) | (Family::V6, 128, Some((id, _))) => IcmpKind::EchoRequest(id),
-        (Family::V4, 0, Some((id, _))) | (Family::V6, 129, Some((id, _))) => IcmpKind::EchoReply(id),
+        (Family::V4, 8, Some((id, _))) | (Family::V6, 128, Some((id, _))) => {
+            IcmpKind::EchoRequest(id)
+        }
+        (Family::V4, 0, Some((id, _))) | (Family::V6, 129, Some((id, _))) => {
+            IcmpKind::EchoReply(id)
+        }
         (Family::V6, 130..=137 | 143, _) => IcmpKind::LinkLocal,
         _ => IcmpKind::Other,
     }

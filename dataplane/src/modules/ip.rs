@@ -69,7 +69,16 @@ impl IpPortion {
     pub fn decode(b: &[u8]) -> Result<(ConnKey, IpPortion), PortionError> {
         let mut r = Reader::new(b, Module::Ip)?;
         let mut f = r.fields::<{ IP_FIXED }>()?;
-        let key = ConnKey { lo_addr: f.array(), hi_addr: f.array(), lo_port: f.u16(), hi_port: f.u16(), proto: f.u8(), family: f.u8(), zone: f.u16(), vlan: f.u16() };
+        let key = ConnKey {
+            lo_addr: f.array(),
+            hi_addr: f.array(),
+            lo_port: f.u16(),
+            hi_port: f.u16(),
+            proto: f.u8(),
+            family: f.u8(),
+            zone: f.u16(),
+            vlan: f.u16(),
+        };
         if key.family != 4 && key.family != 6 {
             return Err(r.bad("address family"));
         }

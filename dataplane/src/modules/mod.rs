@@ -1,9 +1,9 @@
 //! Protocol modules. Each owns its portion of a connection record and nothing
 //! else, and says when its portion changed in a way a checkpoint must capture.
-pub mod tcp;
 pub mod ftp;
 pub mod icmp;
 pub mod ip;
+pub mod tcp;
 pub mod udp;
 
 use crate::conn::{ConnId, ConnKey};

@@ -32,11 +32,33 @@ pub enum TcpState {
 impl TcpState {
     pub const COUNT: usize = 10;
     pub fn name(self) -> &'static str {
-        ["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"][self as usize]
+        [
+            "NONE",
+            "SYN_SENT",
+            "SYN_RECV",
+            "ESTABLISHED",
+            "FIN_WAIT",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "TIME_WAIT",
+            "CLOSE",
+            "SYN_SENT2",
+        ][self as usize]
     }
     fn from_u8(v: u8) -> TcpState {
         use TcpState::*;
-        [None, SynSent, SynRecv, Established, FinWait, CloseWait, LastAck, TimeWait, Close, SynSent2][v as usize]
+        [
+            None,
+            SynSent,
+            SynRecv,
+            Established,
+            FinWait,
+            CloseWait,
+            LastAck,
+            TimeWait,
+            Close,
+            SynSent2,
+        ][v as usize]
     }
 }
 
@@ -58,9 +80,16 @@ pub enum TcpInvalid {
 
 impl TcpInvalid {
     pub const COUNT: usize = 5;
-    pub const ALL: [TcpInvalid; 5] = [TcpInvalid::BadFlags, TcpInvalid::NewNotSyn, TcpInvalid::BadTransition, TcpInvalid::OutOfWindow, TcpInvalid::RstOutOfWindow];
+    pub const ALL: [TcpInvalid; 5] = [
+        TcpInvalid::BadFlags,
+        TcpInvalid::NewNotSyn,
+        TcpInvalid::BadTransition,
+        TcpInvalid::OutOfWindow,
+        TcpInvalid::RstOutOfWindow,
+    ];
     pub fn name(self) -> &'static str {
-        ["bad_flags", "new_not_syn", "bad_transition", "out_of_window", "rst_out_of_window"][self as usize]
+        ["bad_flags", "new_not_syn", "bad_transition", "out_of_window", "rst_out_of_window"]
+            [self as usize]
     }
 }
 
@@ -115,7 +144,9 @@ pub enum TcpChange {
     /// `from` would only keep the connection for `from`'s timeout. The
     /// firewall checkpoints it when that timeout is the shorter one (then it
     /// calls [`TcpPortion::checkpointed`]); with Linux's defaults it is not.
-    Timeout { from: TcpState },
+    Timeout {
+        from: TcpState,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -257,7 +288,10 @@ fn init_dir(d: &mut TcpDirState, h: &TcpHdr, end: u32) {
 /// seq + payload + SYN + FIN: the sequence space a segment occupies.
 #[inline]
 fn segment_end(h: &TcpHdr, payload_len: u32) -> u32 {
-    h.seq.wrapping_add(payload_len).wrapping_add((h.flags & f::SYN != 0) as u32).wrapping_add((h.flags & f::FIN != 0) as u32)
+    h.seq
+        .wrapping_add(payload_len)
+        .wrapping_add((h.flags & f::SYN != 0) as u32)
+        .wrapping_add((h.flags & f::FIN != 0) as u32)
 }
 
 /// The portion of a connection that starts with `h`, or why it cannot start.
@@ -286,7 +320,12 @@ pub fn new_conn(h: &TcpHdr, payload_len: u32) -> Result<TcpPortion, TcpInvalid> 
 /// `MAYBE_RESTORED`: false when the caller knows neither side is marked
 /// `RESTORED`; the slack then folds away.
 #[inline(always)]
-fn in_window<const PLAIN_ACK: bool, const MAYBE_RESTORED: bool>(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> bool {
+fn in_window<const PLAIN_ACK: bool, const MAYBE_RESTORED: bool>(
+    p: &mut TcpPortion,
+    dir: Dir,
+    h: &TcpHdr,
+    payload_len: u32,
+) -> bool {
     let state = if PLAIN_ACK { TcpState::Established } else { p.state };
     // The sender's and the receiver's sides, resolved once.
     let [d0, d1] = &mut p.dirs;
@@ -296,7 +335,8 @@ fn in_window<const PLAIN_ACK: bool, const MAYBE_RESTORED: bool>(p: &mut TcpPorti
     };
     let mut seq = h.seq;
     let mut ack = h.ack;
-    let mut end = if PLAIN_ACK { h.seq.wrapping_add(payload_len) } else { segment_end(h, payload_len) };
+    let mut end =
+        if PLAIN_ACK { h.seq.wrapping_add(payload_len) } else { segment_end(h, payload_len) };
     let syn = !PLAIN_ACK && h.flags & f::SYN != 0;
     let has_ack = PLAIN_ACK || h.flags & f::ACK != 0;
     let rst = !PLAIN_ACK && h.flags & f::RST != 0;
@@ -319,7 +359,11 @@ fn in_window<const PLAIN_ACK: bool, const MAYBE_RESTORED: bool>(p: &mut TcpPorti
         if !has_ack {
             return true; // simultaneous open
         }
-    } else if ((state == TcpState::SynSent && dir == Dir::Original) || (state == TcpState::SynRecv && dir == Dir::Reply)) && syn && after(end, sd.end) {
+    } else if ((state == TcpState::SynSent && dir == Dir::Original)
+        || (state == TcpState::SynRecv && dir == Dir::Reply))
+        && syn
+        && after(end, sd.end)
+    {
         // RFC 793: a reinitialised sender (new ISN on a retransmitted SYN).
         init_dir(sd, h, end);
     }
@@ -338,7 +382,11 @@ fn in_window<const PLAIN_ACK: bool, const MAYBE_RESTORED: bool>(p: &mut TcpPorti
     // threshold (a quarter of a window, see `track`) plus the window the peer
     // opened meanwhile: widen each bound by two of the larger windows until the
     // next checkpoint re-anchors them.
-    let slack = if MAYBE_RESTORED && (sd.flags | rd.flags) & dir_flags::RESTORED != 0 { sd.maxwin.max(rd.maxwin).max(65535).saturating_mul(2) } else { 0 };
+    let slack = if MAYBE_RESTORED && (sd.flags | rd.flags) & dir_flags::RESTORED != 0 {
+        sd.maxwin.max(rd.maxwin).max(65535).saturating_mul(2)
+    } else {
+        0
+    };
     let ok = before(seq, sd.maxend.wrapping_add(slack).wrapping_add(1))
         && after(end, sd.end.wrapping_sub(rd.maxwin).wrapping_sub(slack).wrapping_sub(1))
         && before(ack, rd.end.wrapping_add(slack).wrapping_add(1))
@@ -381,7 +429,12 @@ const NOT_PLAIN_ACK: u8 = f::FIN | f::SYN | f::RST | f::ACK | f::URG;
 /// as one function, every packet paid the general case's register saves
 /// and stack frame for a call.
 #[inline(always)]
-pub fn track(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
+pub fn track(
+    p: &mut TcpPortion,
+    dir: Dir,
+    h: &TcpHdr,
+    payload_len: u32,
+) -> Result<TcpChange, TcpInvalid> {
     // Data and pure ACKs of an established connection, nearly every packet:
     // ESTABLISHED stays ESTABLISHED on an ACK in both directions, so no table
     // lookup, and the window check without its SYN and RST cases (the same
@@ -403,11 +456,20 @@ pub fn is_plain_ack(p: &TcpPortion, h: &TcpHdr) -> bool {
 /// `track` of a segment `is_plain_ack` accepts; for a caller that would
 /// otherwise handle state changes that cannot happen here.
 #[inline(always)]
-pub fn track_plain_ack(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
+pub fn track_plain_ack(
+    p: &mut TcpPortion,
+    dir: Dir,
+    h: &TcpHdr,
+    payload_len: u32,
+) -> Result<TcpChange, TcpInvalid> {
     // Most connections were never restored: their bounds need no slack,
     // and the check is the shorter for knowing it.
     let restored = (p.dirs[0].flags | p.dirs[1].flags) & dir_flags::RESTORED != 0;
-    let ok = if restored { in_window::<true, true>(p, dir, h, payload_len) } else { in_window::<true, false>(p, dir, h, payload_len) };
+    let ok = if restored {
+        in_window::<true, true>(p, dir, h, payload_len)
+    } else {
+        in_window::<true, false>(p, dir, h, payload_len)
+    };
     if !ok {
         return Err(TcpInvalid::OutOfWindow);
     }
@@ -431,7 +493,12 @@ fn edge_moved(p: &mut TcpPortion, dir: Dir) -> bool {
 }
 
 #[inline(never)]
-fn track_any(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Result<TcpChange, TcpInvalid> {
+fn track_any(
+    p: &mut TcpPortion,
+    dir: Dir,
+    h: &TcpHdr,
+    payload_len: u32,
+) -> Result<TcpChange, TcpInvalid> {
     if !valid_flags(h.flags) {
         return Err(TcpInvalid::BadFlags);
     }
@@ -441,7 +508,10 @@ fn track_any(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
     // Not worth a delta until it is answered, like a new connection's SYN
     // (see `Firewall::new_conn`): restored in the old state, the connection
     // takes the client's retransmitted SYN the same way.
-    if dir == Dir::Original && fi == FlagIdx::Syn && matches!(p.state, TcpState::TimeWait | TcpState::Close) {
+    if dir == Dir::Original
+        && fi == FlagIdx::Syn
+        && matches!(p.state, TcpState::TimeWait | TcpState::Close)
+    {
         *p = new_conn(h, payload_len)?;
         return Ok(TcpChange::None);
     }
@@ -473,7 +543,11 @@ fn track_any(p: &mut TcpPortion, dir: Dir, h: &TcpHdr, payload_len: u32) -> Resu
         in_window::<false, true>(p, dir, h, payload_len)
     };
     if !accepted {
-        return Err(if fi == FlagIdx::Rst { TcpInvalid::RstOutOfWindow } else { TcpInvalid::OutOfWindow });
+        return Err(if fi == FlagIdx::Rst {
+            TcpInvalid::RstOutOfWindow
+        } else {
+            TcpInvalid::OutOfWindow
+        });
     }
     if dir == Dir::Reply {
         p.seen_reply = true;
@@ -578,7 +652,14 @@ impl TcpPortion {
         let seen_reply = f.bool().ok_or_else(|| r.bad("boolean"))?;
         let mut p = TcpPortion { state: TcpState::from_u8(st), seen_reply, ..Default::default() };
         for d in &mut p.dirs {
-            *d = TcpDirState { end: f.u32(), maxend: f.u32(), maxwin: f.u32(), maxack: f.u32(), scale: f.u8(), flags: f.u8() | dir_flags::RESTORED };
+            *d = TcpDirState {
+                end: f.u32(),
+                maxend: f.u32(),
+                maxwin: f.u32(),
+                maxack: f.u32(),
+                scale: f.u8(),
+                flags: f.u8() | dir_flags::RESTORED,
+            };
             if d.scale > 14 {
                 return Err(r.bad("window scale"));
             }
@@ -645,16 +726,30 @@ mod tests {
     fn out_of_window_is_refused_and_leaves_state_alone() {
         let mut p = established();
         let before = p;
-        assert_eq!(track(&mut p, O, &seg(A, 1001 + 200_000, 5001, 64000), 10), Err(TcpInvalid::OutOfWindow));
-        assert_eq!(track(&mut p, O, &seg(A, 1001, 5001 + 100_000, 64000), 10), Err(TcpInvalid::OutOfWindow), "ack of data never sent");
-        assert_eq!(track(&mut p, O, &seg(A, 1001u32.wrapping_sub(200_000), 5001, 64000), 10), Err(TcpInvalid::OutOfWindow), "far in the past");
+        assert_eq!(
+            track(&mut p, O, &seg(A, 1001 + 200_000, 5001, 64000), 10),
+            Err(TcpInvalid::OutOfWindow)
+        );
+        assert_eq!(
+            track(&mut p, O, &seg(A, 1001, 5001 + 100_000, 64000), 10),
+            Err(TcpInvalid::OutOfWindow),
+            "ack of data never sent"
+        );
+        assert_eq!(
+            track(&mut p, O, &seg(A, 1001u32.wrapping_sub(200_000), 5001, 64000), 10),
+            Err(TcpInvalid::OutOfWindow),
+            "far in the past"
+        );
         assert_eq!(p, before);
     }
 
     #[test]
     fn rst_in_window_closes_and_out_of_window_is_refused() {
         let mut p = established();
-        assert_eq!(track(&mut p, R, &seg(f::RST, 5001 + 1_000_000, 0, 0), 0), Err(TcpInvalid::RstOutOfWindow));
+        assert_eq!(
+            track(&mut p, R, &seg(f::RST, 5001 + 1_000_000, 0, 0), 0),
+            Err(TcpInvalid::RstOutOfWindow)
+        );
         assert_eq!(p.state, TcpState::Established);
         assert_eq!(track(&mut p, R, &seg(f::RST, 5001, 0, 0), 0), Ok(TcpChange::State));
         assert_eq!(p.state, TcpState::Close);
@@ -663,7 +758,10 @@ mod tests {
     #[test]
     fn rst_to_syn_must_ack_it() {
         let mut p = new_conn(&seg(f::SYN, 1000, 0, 64000), 0).unwrap();
-        assert_eq!(track(&mut p, R, &seg(f::RST | A, 0, 77, 0), 0), Err(TcpInvalid::RstOutOfWindow));
+        assert_eq!(
+            track(&mut p, R, &seg(f::RST | A, 0, 77, 0), 0),
+            Err(TcpInvalid::RstOutOfWindow)
+        );
         assert_eq!(track(&mut p, R, &seg(f::RST | A, 0, 1001, 0), 0), Ok(TcpChange::State));
         assert_eq!(p.state, TcpState::Close);
     }
@@ -726,7 +824,8 @@ mod tests {
         for d in &mut strict.dirs {
             d.flags &= !dir_flags::RESTORED;
         }
-        let refused = since.iter().filter(|(d, h, len)| track(&mut strict, *d, h, *len).is_err()).count();
+        let refused =
+            since.iter().filter(|(d, h, len)| track(&mut strict, *d, h, *len).is_err()).count();
         assert!(refused > 0, "the test must exercise stale edges");
         // Out of any window is still refused after a restore.
         let mut p = TcpPortion::decode(&ckpt).unwrap();
@@ -771,8 +870,16 @@ mod tests {
 
     fn dir_state() -> impl proptest::strategy::Strategy<Value = TcpDirState> {
         use proptest::prelude::*;
-        (any::<u32>(), 0u32..200_000, 0u32..300_000, any::<u32>(), 0u8..=14, any::<u8>())
-            .prop_map(|(end, ahead, maxwin, maxack, scale, flags)| TcpDirState { end, maxend: end.wrapping_add(ahead), maxwin, maxack, scale, flags: flags & 0x1f })
+        (any::<u32>(), 0u32..200_000, 0u32..300_000, any::<u32>(), 0u8..=14, any::<u8>()).prop_map(
+            |(end, ahead, maxwin, maxack, scale, flags)| TcpDirState {
+                end,
+                maxend: end.wrapping_add(ahead),
+                maxwin,
+                maxack,
+                scale,
+                flags: flags & 0x1f,
+            },
+        )
     }
 
     proptest::proptest! {
@@ -822,7 +929,13 @@ mod tests {
                 }
             }
         }
-        assert_eq!(pairs, vec![(TcpState::FinWait, TcpState::CloseWait), (TcpState::CloseWait, TcpState::FinWait)]);
+        assert_eq!(
+            pairs,
+            vec![
+                (TcpState::FinWait, TcpState::CloseWait),
+                (TcpState::CloseWait, TcpState::FinWait)
+            ]
+        );
     }
 
     #[test]
@@ -831,7 +944,10 @@ mod tests {
         assert_eq!(track(&mut p, O, &seg(f::FIN | A, 1001, 5001, 64000), 0), Ok(TcpChange::State));
         let mut ckpt = [0u8; 64];
         let n = p.encode(&mut ckpt).unwrap();
-        assert_eq!(track(&mut p, R, &seg(A, 5001, 1002, 64000), 0), Ok(TcpChange::Timeout { from: TcpState::FinWait }));
+        assert_eq!(
+            track(&mut p, R, &seg(A, 5001, 1002, 64000), 0),
+            Ok(TcpChange::Timeout { from: TcpState::FinWait })
+        );
         assert_eq!(p.state, TcpState::CloseWait);
         // A dataplane restored from the FIN's checkpoint (FIN_WAIT) takes the
         // rest of the close (and stray retransmissions) exactly as the live one.
@@ -872,8 +988,15 @@ mod tests {
         assert_eq!(new_conn(&seg(f::SYN | f::FIN, 1, 0, 100), 0), Err(TcpInvalid::BadFlags));
         assert_eq!(new_conn(&seg(0, 1, 0, 100), 0), Err(TcpInvalid::BadFlags));
         let mut p = established();
-        assert_eq!(track(&mut p, O, &seg(f::SYN | f::RST, 1001, 0, 100), 0), Err(TcpInvalid::BadFlags));
-        assert_eq!(track(&mut p, O, &seg(f::SYN | A, 1001, 5001, 100), 0), Err(TcpInvalid::BadTransition), "SYN-ACK from the client");
+        assert_eq!(
+            track(&mut p, O, &seg(f::SYN | f::RST, 1001, 0, 100), 0),
+            Err(TcpInvalid::BadFlags)
+        );
+        assert_eq!(
+            track(&mut p, O, &seg(f::SYN | A, 1001, 5001, 100), 0),
+            Err(TcpInvalid::BadTransition),
+            "SYN-ACK from the client"
+        );
     }
 
     #[test]
@@ -892,7 +1015,11 @@ mod tests {
 
         let mut p = new_conn(&syn, 0).unwrap();
         track(&mut p, R, &seg(f::SYN | A, 5000, 1001, 65535), 0).unwrap();
-        assert_eq!((p.dirs[0].scale, p.dirs[1].scale), (0, 0), "no scaling unless both SYNs carry it");
+        assert_eq!(
+            (p.dirs[0].scale, p.dirs[1].scale),
+            (0, 0),
+            "no scaling unless both SYNs carry it"
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@
 //!   ones (as Linux does); only a length byte < 2 or past the header is an error.
 
 use super::{
-    proto, v4_mapped, Addr, DropReason, Family, FrameKind, Fragment, IcmpInfo, IpPacket, Parsed, Quoted,
-    TcpHdr, TcpOpts, L4,
+    proto, v4_mapped, Addr, DropReason, Family, Fragment, FrameKind, IcmpInfo, IpPacket, Parsed,
+    Quoted, TcpHdr, TcpOpts, L4,
 };
 
 const ETH_HLEN: usize = 14;
@@ -87,9 +87,7 @@ fn addr_v4(b: &[u8], off: usize) -> Addr {
 /// The IPv6 address at `off`; unspecified if out of bounds.
 #[inline(always)]
 fn addr_v6(b: &[u8], off: usize) -> Addr {
-    b.get(off..off.wrapping_add(16))
-        .and_then(|s| <[u8; 16]>::try_from(s).ok())
-        .unwrap_or([0; 16])
+    b.get(off..off.wrapping_add(16)).and_then(|s| <[u8; 16]>::try_from(s).ok()).unwrap_or([0; 16])
 }
 
 #[inline(always)]
@@ -367,28 +365,16 @@ fn parse_l4(
 #[inline(always)]
 fn parse_tcp(seg: &[u8], first: bool, l4: &mut L4) -> Result<(usize, usize), DropReason> {
     if seg.len() < TCP_MIN_HLEN {
-        return Err(if first {
-            DropReason::BadFragment
-        } else {
-            DropReason::Truncated
-        });
+        return Err(if first { DropReason::BadFragment } else { DropReason::Truncated });
     }
     let doff = usize::from(seg[12] >> 4) * 4;
     if doff < TCP_MIN_HLEN {
         return Err(DropReason::BadTcpHeader);
     }
     let Some(opt_bytes) = seg.get(TCP_MIN_HLEN..doff) else {
-        return Err(if first {
-            DropReason::BadFragment
-        } else {
-            DropReason::BadTcpHeader
-        });
+        return Err(if first { DropReason::BadFragment } else { DropReason::BadTcpHeader });
     };
-    let opts = if opt_bytes.is_empty() {
-        TcpOpts::default()
-    } else {
-        parse_tcp_opts(opt_bytes)?
-    };
+    let opts = if opt_bytes.is_empty() { TcpOpts::default() } else { parse_tcp_opts(opt_bytes)? };
     let hdr = TcpHdr {
         sport: be16(seg, 0),
         dport: be16(seg, 2),
@@ -425,10 +411,8 @@ fn parse_tcp_opts(b: &[u8]) -> Result<TcpOpts, DropReason> {
             (3, &[shift]) => o.wscale = Some(shift.min(MAX_WSCALE)),
             (4, []) => o.sack_perm = true,
             (8, &[a, b, c, d, e, f, g, h]) => {
-                o.timestamp = Some((
-                    u32::from_be_bytes([a, b, c, d]),
-                    u32::from_be_bytes([e, f, g, h]),
-                ));
+                o.timestamp =
+                    Some((u32::from_be_bytes([a, b, c, d]), u32::from_be_bytes([e, f, g, h])));
             }
             // SACK blocks, unknown kinds, known kinds with a wrong length.
             _ => {}
@@ -441,11 +425,7 @@ fn parse_tcp_opts(b: &[u8]) -> Result<TcpOpts, DropReason> {
 #[inline(always)]
 fn parse_udp(seg: &[u8], first: bool, l4: &mut L4) -> Result<(usize, usize), DropReason> {
     if seg.len() < UDP_HLEN {
-        return Err(if first {
-            DropReason::BadFragment
-        } else {
-            DropReason::Truncated
-        });
+        return Err(if first { DropReason::BadFragment } else { DropReason::Truncated });
     }
     let ulen = usize::from(be16(seg, 4));
     if ulen < UDP_HLEN {
@@ -459,28 +439,22 @@ fn parse_udp(seg: &[u8], first: bool, l4: &mut L4) -> Result<(usize, usize), Dro
     } else {
         ulen
     };
-    *l4 = L4::Udp {
-        sport: be16(seg, 0),
-        dport: be16(seg, 2),
-    };
+    *l4 = L4::Udp { sport: be16(seg, 0), dport: be16(seg, 2) };
     Ok((UDP_HLEN, end - UDP_HLEN))
 }
 
 #[inline]
-fn parse_icmp(seg: &[u8], family: Family, first: bool, l4: &mut L4) -> Result<(usize, usize), DropReason> {
+fn parse_icmp(
+    seg: &[u8],
+    family: Family,
+    first: bool,
+    l4: &mut L4,
+) -> Result<(usize, usize), DropReason> {
     if seg.len() < ICMP_HLEN {
-        return Err(if first {
-            DropReason::BadFragment
-        } else {
-            DropReason::BadIcmp
-        });
+        return Err(if first { DropReason::BadFragment } else { DropReason::BadIcmp });
     }
     let typ = seg[0];
-    let mut info = IcmpInfo {
-        typ,
-        code: seg[1],
-        ..IcmpInfo::default()
-    };
+    let mut info = IcmpInfo { typ, code: seg[1], ..IcmpInfo::default() };
     if is_echo(family, typ) {
         info.echo = Some((be16(seg, 4), be16(seg, 6)));
     } else if is_icmp_error(family, typ) {
@@ -727,16 +701,7 @@ mod tests {
     }
 
     fn syn_frame() -> Vec<u8> {
-        let seg = tcp(
-            40000,
-            443,
-            0xdead_beef,
-            0,
-            tcp_flags::SYN,
-            64240,
-            &syn_opts(),
-            &[],
-        );
+        let seg = tcp(40000, 443, 0xdead_beef, 0, tcp_flags::SYN, 64240, &syn_opts(), &[]);
         eth(0x0800, &ipv4(proto::TCP, &seg))
     }
 
@@ -795,13 +760,7 @@ mod tests {
 
     #[test]
     fn tcp_bad_options_rejected() {
-        for opts in [
-            [2u8, 1, 0, 0],
-            [2, 0, 0, 0],
-            [1, 1, 1, 8],
-            [8, 10, 0, 0],
-            [1, 1, 2, 3],
-        ] {
+        for opts in [[2u8, 1, 0, 0], [2, 0, 0, 0], [1, 1, 1, 8], [8, 10, 0, 0], [1, 1, 2, 3]] {
             let seg = tcp(1, 2, 3, 4, tcp_flags::SYN, 5, &opts, &[]);
             let f = eth(0x0800, &ipv4(proto::TCP, &seg));
             assert_eq!(parse(&f), Err(DropReason::BadTcpHeader), "{opts:?}");
@@ -815,26 +774,14 @@ mod tests {
     fn tcp_doff_checked() {
         let mut seg = tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &[], b"0123456789");
         seg[12] = 4 << 4;
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::TCP, &seg))),
-            Err(DropReason::BadTcpHeader)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::TCP, &seg))), Err(DropReason::BadTcpHeader));
         seg[12] = 0;
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::TCP, &seg))),
-            Err(DropReason::BadTcpHeader)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::TCP, &seg))), Err(DropReason::BadTcpHeader));
         // 15 * 4 = 60 > 30 bytes of segment.
         seg[12] = 15 << 4;
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::TCP, &seg))),
-            Err(DropReason::BadTcpHeader)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::TCP, &seg))), Err(DropReason::BadTcpHeader));
         // Header shorter than 20 bytes inside a valid IP packet.
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::TCP, &seg[..19]))),
-            Err(DropReason::Truncated)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::TCP, &seg[..19]))), Err(DropReason::Truncated));
     }
 
     #[test]
@@ -842,13 +789,7 @@ mod tests {
         let f = eth(0x0800, &ipv4(proto::UDP, &udp(5353, 53, b"hello")));
         let p = ip(&f);
         assert_eq!(p.proto, proto::UDP);
-        assert_eq!(
-            p.l4,
-            L4::Udp {
-                sport: 5353,
-                dport: 53
-            }
-        );
+        assert_eq!(p.l4, L4::Udp { sport: 5353, dport: 53 });
         assert_eq!(p.payload_off, 14 + 20 + 8);
         assert_eq!(p.payload_len, 5);
         assert_eq!(p.payload(&f), b"hello");
@@ -858,23 +799,14 @@ mod tests {
     fn udp_bad_length_rejected() {
         let mut seg = udp(1, 2, b"hello");
         seg[4..6].copy_from_slice(&7u16.to_be_bytes());
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::UDP, &seg))),
-            Err(DropReason::BadUdpHeader)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::UDP, &seg))), Err(DropReason::BadUdpHeader));
         seg[4..6].copy_from_slice(&14u16.to_be_bytes());
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::UDP, &seg))),
-            Err(DropReason::BadUdpHeader)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::UDP, &seg))), Err(DropReason::BadUdpHeader));
         // Shorter than the IP payload: payload bounded by the UDP length.
         seg[4..6].copy_from_slice(&10u16.to_be_bytes());
         let f = eth(0x0800, &ipv4(proto::UDP, &seg));
         assert_eq!(ip(&f).payload(&f), b"he");
-        assert_eq!(
-            parse(&eth(0x0800, &ipv4(proto::UDP, &seg[..7]))),
-            Err(DropReason::Truncated)
-        );
+        assert_eq!(parse(&eth(0x0800, &ipv4(proto::UDP, &seg[..7]))), Err(DropReason::Truncated));
     }
 
     #[test]
@@ -886,10 +818,7 @@ mod tests {
         assert_eq!(p.payload_len, 1);
         assert_eq!(p.payload(&f), b"x");
 
-        let mut f = eth(
-            0x0800,
-            &ipv4(proto::TCP, &tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &[], &[])),
-        );
+        let mut f = eth(0x0800, &ipv4(proto::TCP, &tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &[], &[])));
         f.resize(60, 0xee);
         assert_eq!(ip(&f).payload_len, 0);
 
@@ -903,10 +832,7 @@ mod tests {
     fn arp_and_others_are_non_ip() {
         let arp = eth(0x0806, &[0u8; 28]);
         assert_eq!(parse(&arp), Ok(Parsed::NonIp { ethertype: 0x0806 }));
-        assert_eq!(
-            parse(&eth(0x88cc, &[])),
-            Ok(Parsed::NonIp { ethertype: 0x88cc })
-        );
+        assert_eq!(parse(&eth(0x88cc, &[])), Ok(Parsed::NonIp { ethertype: 0x88cc }));
         assert_eq!(parse(&arp[..13]), Err(DropReason::Truncated));
         assert_eq!(parse(&[]), Err(DropReason::Truncated));
     }
@@ -924,11 +850,7 @@ mod tests {
 
     #[test]
     fn vlan_tagged_ipv4() {
-        let f = tagged(
-            &[(0x8100, 0x2064)],
-            0x0800,
-            &ipv4(proto::UDP, &udp(1, 2, b"ab")),
-        );
+        let f = tagged(&[(0x8100, 0x2064)], 0x0800, &ipv4(proto::UDP, &udp(1, 2, b"ab")));
         let p = ip(&f);
         assert_eq!(p.vlan, 100);
         assert_eq!(p.payload_off, 18 + 28);
@@ -942,20 +864,13 @@ mod tests {
 
     #[test]
     fn qinq() {
-        let f = tagged(
-            &[(0x88a8, 0xf00a), (0x8100, 20)],
-            0x0800,
-            &ipv4(proto::UDP, &udp(1, 2, b"ab")),
-        );
+        let f =
+            tagged(&[(0x88a8, 0xf00a), (0x8100, 20)], 0x0800, &ipv4(proto::UDP, &udp(1, 2, b"ab")));
         let p = ip(&f);
         assert_eq!(p.vlan, 10);
         assert_eq!(p.payload_off, 22 + 28);
         assert_eq!(p.payload(&f), b"ab");
-        let f = tagged(
-            &[(0x8100, 7), (0x8100, 8)],
-            0x86dd,
-            &ipv6(proto::UDP, &udp(1, 2, b"")),
-        );
+        let f = tagged(&[(0x8100, 7), (0x8100, 8)], 0x86dd, &ipv6(proto::UDP, &udp(1, 2, b"")));
         assert_eq!(ip(&f).vlan, 7);
         // A third tag is not followed.
         let f = tagged(
@@ -986,10 +901,7 @@ mod tests {
         assert_eq!(p.frag, Fragment::None);
         assert_eq!(p.frag_id, 0);
         let L4::Tcp(t) = p.l4 else { panic!() };
-        assert_eq!(
-            (t.sport, t.dport, t.seq, t.ack, t.window),
-            (5555, 22, 100, 200, 1000)
-        );
+        assert_eq!((t.sport, t.dport, t.seq, t.ack, t.window), (5555, 22, 100, 200, 1000));
         assert_eq!(t.opts.timestamp, Some((1, 2)));
         assert_eq!(p.payload_off, 14 + 40 + 32);
         assert_eq!(p.payload(&f), b"data");
@@ -1004,13 +916,7 @@ mod tests {
         let f = eth(0x86dd, &ipv6(0, &pl));
         let p = ip(&f);
         assert_eq!(p.proto, proto::UDP);
-        assert_eq!(
-            p.l4,
-            L4::Udp {
-                sport: 1000,
-                dport: 2000
-            }
-        );
+        assert_eq!(p.l4, L4::Udp { sport: 1000, dport: 2000 });
         assert_eq!(p.payload_off as usize, 14 + 40 + 32 + 8);
         assert_eq!(p.payload(&f), b"xyz");
 
@@ -1028,10 +934,7 @@ mod tests {
         let mut pl = ext(50, 0);
         pl.extend([0u8; 16]);
         let p = ip(&eth(0x86dd, &ipv6(60, &pl)));
-        assert_eq!(
-            (p.proto, p.l4, p.payload_off, p.payload_len),
-            (50, L4::Other, 14 + 48, 16)
-        );
+        assert_eq!((p.proto, p.l4, p.payload_off, p.payload_len), (50, L4::Other, 14 + 48, 16));
     }
 
     #[test]
@@ -1043,23 +946,14 @@ mod tests {
         }
         pl.extend(ext(proto::UDP, 0));
         pl.extend(udp(1, 2, b""));
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(60, &pl))),
-            Err(DropReason::BadIpv6ExtHeader)
-        );
+        assert_eq!(parse(&eth(0x86dd, &ipv6(60, &pl))), Err(DropReason::BadIpv6ExtHeader));
         // Eight are fine.
         let p = ip(&eth(0x86dd, &ipv6(60, &pl[8..])));
         assert_eq!(p.proto, proto::UDP);
         // A header past the payload.
         let pl = ext(proto::UDP, 3);
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(60, &pl[..16]))),
-            Err(DropReason::BadIpv6ExtHeader)
-        );
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(60, &[17]))),
-            Err(DropReason::BadIpv6ExtHeader)
-        );
+        assert_eq!(parse(&eth(0x86dd, &ipv6(60, &pl[..16]))), Err(DropReason::BadIpv6ExtHeader));
+        assert_eq!(parse(&eth(0x86dd, &ipv6(60, &[17]))), Err(DropReason::BadIpv6ExtHeader));
         assert_eq!(
             parse(&eth(0x86dd, &ipv6(44, &[17, 0, 0, 0]))),
             Err(DropReason::BadIpv6ExtHeader)
@@ -1068,10 +962,7 @@ mod tests {
         let mut pl = ext(0, 0);
         pl.extend(ext(proto::UDP, 0));
         pl.extend(udp(1, 2, b""));
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(60, &pl))),
-            Err(DropReason::BadIpv6ExtHeader)
-        );
+        assert_eq!(parse(&eth(0x86dd, &ipv6(60, &pl))), Err(DropReason::BadIpv6ExtHeader));
     }
 
     #[test]
@@ -1115,17 +1006,11 @@ mod tests {
         // Tiny TCP fragment.
         let mut pl = frag6(proto::TCP, 1, true, 9);
         pl.extend([0; 16]);
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(44, &pl))),
-            Err(DropReason::BadFragment)
-        );
+        assert_eq!(parse(&eth(0x86dd, &ipv6(44, &pl))), Err(DropReason::BadFragment));
         // First fragment too short for the TCP header.
         let mut pl = frag6(proto::TCP, 0, true, 9);
         pl.extend([0x50; 16]);
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(44, &pl))),
-            Err(DropReason::BadFragment)
-        );
+        assert_eq!(parse(&eth(0x86dd, &ipv6(44, &pl))), Err(DropReason::BadFragment));
         // Atomic fragment.
         let mut pl = frag6(proto::UDP, 0, false, 3);
         pl.extend(udp(1, 2, b""));
@@ -1135,10 +1020,7 @@ mod tests {
         let mut pl = frag6(44, 0, true, 3);
         pl.extend(frag6(proto::UDP, 0, true, 3));
         pl.extend(udp(1, 2, b""));
-        assert_eq!(
-            parse(&eth(0x86dd, &ipv6(44, &pl))),
-            Err(DropReason::BadIpv6ExtHeader)
-        );
+        assert_eq!(parse(&eth(0x86dd, &ipv6(44, &pl))), Err(DropReason::BadIpv6ExtHeader));
     }
 
     #[test]
@@ -1160,10 +1042,7 @@ mod tests {
         assert_eq!(p.payload_off, 34);
         assert_eq!(p.payload(&f), &[0x88; 12]);
         // Later with MF.
-        let p = ip(&eth(
-            0x0800,
-            &ipv4_full(proto::UDP, &[], 1, 0x2000 | 3, &[0; 8]),
-        ));
+        let p = ip(&eth(0x0800, &ipv4_full(proto::UDP, &[], 1, 0x2000 | 3, &[0; 8])));
         assert_eq!(p.frag, Fragment::Later);
         // First fragment too short for its L4 header.
         let f = eth(0x0800, &ipv4_full(proto::TCP, &[], 1, 0x2000, &seg[..16]));
@@ -1229,27 +1108,14 @@ mod tests {
     fn ipv4_options() {
         // NOP + Record Route (7 bytes, one slot).
         let opts = [1, 7, 7, 4, 0, 0, 0, 0];
-        let f = eth(
-            0x0800,
-            &ipv4_full(proto::UDP, &opts, 1, 0, &udp(1, 2, b"q")),
-        );
+        let f = eth(0x0800, &ipv4_full(proto::UDP, &opts, 1, 0, &udp(1, 2, b"q")));
         let p = ip(&f);
         assert_eq!(p.payload_off, 14 + 28 + 8);
         assert_eq!(p.payload(&f), b"q");
         // EOL then garbage.
         let opts = [1, 0, 0xff, 0xff];
-        assert!(parse(&eth(
-            0x0800,
-            &ipv4_full(proto::UDP, &opts, 1, 0, &udp(1, 2, b""))
-        ))
-        .is_ok());
-        for opts in [
-            [7u8, 1, 0, 0],
-            [7, 0, 0, 0],
-            [7, 9, 4, 0],
-            [1, 1, 1, 0x44],
-            [1, 1, 0x83, 3],
-        ] {
+        assert!(parse(&eth(0x0800, &ipv4_full(proto::UDP, &opts, 1, 0, &udp(1, 2, b"")))).is_ok());
+        for opts in [[7u8, 1, 0, 0], [7, 0, 0, 0], [7, 9, 4, 0], [1, 1, 1, 0x44], [1, 1, 0x83, 3]] {
             let f = eth(0x0800, &ipv4_full(proto::UDP, &opts, 1, 0, &udp(1, 2, b"")));
             assert_eq!(parse(&f), Err(DropReason::BadIpOptions), "{opts:?}");
         }
@@ -1277,11 +1143,7 @@ mod tests {
         };
         assert_eq!(i.echo, Some((1, 2)));
         // Other types: neither echo nor error.
-        let L4::Icmp(i) = ip(&eth(
-            0x0800,
-            &ipv4(proto::ICMP, &icmp(13, 0, [0; 4], &[0; 12])),
-        ))
-        .l4
+        let L4::Icmp(i) = ip(&eth(0x0800, &ipv4(proto::ICMP, &icmp(13, 0, [0; 4], &[0; 12])))).l4
         else {
             panic!()
         };
@@ -1319,10 +1181,7 @@ mod tests {
         assert_eq!(p.payload_len, 28);
 
         // Too little quoted: error without a quote.
-        let f = eth(
-            0x0800,
-            &ipv4(proto::ICMP, &icmp(11, 0, [0; 4], &inner[..27])),
-        );
+        let f = eth(0x0800, &ipv4(proto::ICMP, &icmp(11, 0, [0; 4], &inner[..27])));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
         assert!(i.is_error);
         assert_eq!(i.quoted, None);
@@ -1342,10 +1201,7 @@ mod tests {
         let inner = ipv4(47, &[]);
         let f = eth(0x0800, &ipv4(proto::ICMP, &icmp(3, 1, [0; 4], &inner)));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
-        assert_eq!(
-            i.quoted.map(|q| (q.proto, q.sport, q.dport)),
-            Some((47, 0, 0))
-        );
+        assert_eq!(i.quoted.map(|q| (q.proto, q.sport, q.dport)), Some((47, 0, 0)));
     }
 
     #[test]
@@ -1365,10 +1221,7 @@ mod tests {
             panic!()
         };
         assert_eq!(i.echo, None);
-        assert_eq!(
-            ip(&eth(0x86dd, &ipv6(proto::ICMP, &echo(8, 1, 1, b"")))).l4,
-            L4::Other
-        );
+        assert_eq!(ip(&eth(0x86dd, &ipv6(proto::ICMP, &echo(8, 1, 1, b"")))).l4, L4::Other);
         assert_eq!(
             parse(&eth(0x86dd, &ipv6(proto::ICMPV6, &[128, 0, 0]))),
             Err(DropReason::BadIcmp)
@@ -1383,10 +1236,7 @@ mod tests {
             A6,
             &tcp(50000, 80, 1, 0, tcp_flags::SYN, 9, &syn_opts(), &[]),
         );
-        let f = eth(
-            0x86dd,
-            &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner[..48])),
-        );
+        let f = eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner[..48])));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
         assert!(i.is_error);
         assert_eq!(
@@ -1404,20 +1254,11 @@ mod tests {
         let mut pl = ext(proto::TCP, 0);
         pl.extend(tcp(50000, 80, 1, 0, tcp_flags::SYN, 9, &[], &[]));
         let inner = ipv6_raw(60, B6, A6, &pl);
-        let f = eth(
-            0x86dd,
-            &ipv6(proto::ICMPV6, &icmp(2, 0, [0, 0, 5, 0xdc], &inner[..56])),
-        );
+        let f = eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(2, 0, [0, 0, 5, 0xdc], &inner[..56])));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
-        assert_eq!(
-            i.quoted.map(|q| (q.proto, q.sport, q.dport)),
-            Some((proto::TCP, 50000, 80))
-        );
+        assert_eq!(i.quoted.map(|q| (q.proto, q.sport, q.dport)), Some((proto::TCP, 50000, 80)));
         // Cut inside the quoted TCP header.
-        let f = eth(
-            0x86dd,
-            &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner[..55])),
-        );
+        let f = eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner[..55])));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
         assert_eq!((i.is_error, i.quoted), (true, None));
         // Quoting a non-first fragment: ports unknown.
@@ -1449,20 +1290,11 @@ mod tests {
                 0x0800,
                 &ipv4(proto::TCP, &tcp(1, 2, 3, 4, 0x10, 5, &syn_opts(), b"xy")),
             ),
-            eth(
-                0x86dd,
-                &ipv6(proto::TCP, &tcp(1, 2, 3, 4, 0x10, 5, &syn_opts(), b"xy")),
-            ),
+            eth(0x86dd, &ipv6(proto::TCP, &tcp(1, 2, 3, 4, 0x10, 5, &syn_opts(), b"xy"))),
             eth(0x0800, &ipv4(proto::UDP, &udp(1, 2, b"abcdef"))),
             eth(
                 0x0800,
-                &ipv4_full(
-                    proto::UDP,
-                    &[1, 7, 7, 4, 0, 0, 0, 0],
-                    1,
-                    0,
-                    &udp(1, 2, b"abcdef"),
-                ),
+                &ipv4_full(proto::UDP, &[1, 7, 7, 4, 0, 0, 0, 0], 1, 0, &udp(1, 2, b"abcdef")),
             ),
         ];
         for full in &frames {
@@ -1481,16 +1313,8 @@ mod tests {
     #[test]
     fn mutations_never_panic() {
         let mut frames = vec![syn_frame()];
-        let inner = ipv6_raw(
-            proto::TCP,
-            B6,
-            A6,
-            &tcp(50000, 80, 1, 0, 2, 9, &syn_opts(), &[]),
-        );
-        frames.push(eth(
-            0x86dd,
-            &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner)),
-        ));
+        let inner = ipv6_raw(proto::TCP, B6, A6, &tcp(50000, 80, 1, 0, 2, 9, &syn_opts(), &[]));
+        frames.push(eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner))));
         let mut inner = ipv4(proto::UDP, &udp(3333, 53, b"query"));
         inner.truncate(28);
         frames.push(eth(0x0800, &ipv4(proto::ICMP, &icmp(3, 3, [0; 4], &inner))));

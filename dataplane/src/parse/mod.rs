@@ -146,7 +146,10 @@ pub struct IcmpInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum L4 {
     Tcp(TcpHdr),
-    Udp { sport: u16, dport: u16 },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     Icmp(IcmpInfo),
     /// Another protocol, or a non-first fragment.
     #[default]
@@ -199,7 +202,9 @@ pub fn payload_at(frame: &[u8], off: u16, len: u16) -> &[u8] {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
     /// ARP and any other non-IP ethertype: passed through untouched.
-    NonIp { ethertype: u16 },
+    NonIp {
+        ethertype: u16,
+    },
     Ip(IpPacket),
 }
 

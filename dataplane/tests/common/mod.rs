@@ -11,7 +11,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_lazarus-dataplane");
 /// EAL arguments for a small run without hugepages, unique per test so that
 /// tests can run in parallel.
 pub fn eal_no_huge(prefix: &str) -> Vec<String> {
-    ["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--file-prefix"].iter().map(|s| s.to_string()).chain([format!("lz-test-{prefix}-{}", std::process::id())]).collect()
+    ["-l", "0,1", "--no-huge", "-m", "256", "--no-pci", "--file-prefix"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("lz-test-{prefix}-{}", std::process::id())])
+        .collect()
 }
 
 /// Removes the EAL runtime directory of the `--file-prefix` in `eal`, once
@@ -47,7 +51,10 @@ pub fn start(eal: &[String], config: &std::path::Path) -> Running {
         .spawn()
         .expect("spawn lazarus-dataplane");
     let (tx, rx) = mpsc::channel();
-    for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -60,7 +67,11 @@ pub fn start(eal: &[String], config: &std::path::Path) -> Running {
 
 impl Running {
     /// Waits (up to `limit`) for a log line satisfying `pred`.
-    pub fn wait_for(&mut self, limit: Duration, mut pred: impl FnMut(&str) -> bool) -> Option<String> {
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
         let end = Instant::now() + limit;
         while let Some(left) = end.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
@@ -87,7 +98,10 @@ impl Running {
             }
             if Instant::now() > end {
                 let _ = self.child.kill();
-                panic!("dataplane did not stop within 30 s of SIGTERM; log:\n{}", self.log.join("\n"));
+                panic!(
+                    "dataplane did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
