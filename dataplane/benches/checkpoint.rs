@@ -8,12 +8,13 @@
 mod common;
 use common::{churn_frames, FLOWS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dataplane::checkpoint::restore::restore_worker;
-use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink};
+use lazarus_core::checkpoint::restore::restore_worker;
+use dataplane::checkpoint::RingSink;
+use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
-use dataplane::firewall::Firewall;
-use dataplane::stats::FwCounters;
+use lazarus_core::firewall::Firewall;
+use lazarus_core::stats::FwCounters;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

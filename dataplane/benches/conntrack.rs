@@ -7,9 +7,9 @@
 //! (docs/BENCHMARKS.md).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dataplane::conn::{ConnKey, Endpoint};
-use dataplane::modules::tcp;
-use dataplane::parse::{self, v4_mapped, Family, TcpHdr};
+use lazarus_core::conn::{ConnKey, Endpoint};
+use lazarus_core::modules::tcp;
+use lazarus_core::parse::{self, v4_mapped, Family, TcpHdr};
 
 mod common;
 use common::{client, established, tcp_frame, SERVER};
@@ -19,7 +19,7 @@ fn pipeline(c: &mut Criterion) {
     for n in [10_000u32, 1_000_000] {
         let (mut fw, frames) = established(n);
         let bytes = fw.table().bytes_allocated();
-        eprintln!("{n} flows: table {bytes} bytes for {} slots = {} bytes per connection; record {} bytes", fw.table().capacity(), bytes / fw.table().capacity(), std::mem::size_of::<Option<dataplane::modules::Conn>>());
+        eprintln!("{n} flows: table {bytes} bytes for {} slots = {} bytes per connection; record {} bytes", fw.table().capacity(), bytes / fw.table().capacity(), std::mem::size_of::<Option<lazarus_core::modules::Conn>>());
         g.throughput(Throughput::Elements(32));
         let mut at = 0usize;
         // One burst of 32, as a worker sees it: staged (the worker's way),
@@ -90,12 +90,12 @@ fn stages(c: &mut Criterion) {
         ..Default::default()
     };
     let mut p = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
-    tcp::track(&mut p, dataplane::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
-    tcp::track(&mut p, dataplane::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
+    tcp::track(&mut p, lazarus_core::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
+    tcp::track(&mut p, lazarus_core::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
     let data = h(0x10, 1001, 5001);
     g.bench_function("tcp_track_established", |b| {
         b.iter(|| {
-            tcp::track(black_box(&mut p), dataplane::conn::Dir::Original, black_box(&data), 0)
+            tcp::track(black_box(&mut p), lazarus_core::conn::Dir::Original, black_box(&data), 0)
         })
     });
     g.finish();

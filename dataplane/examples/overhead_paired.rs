@@ -31,10 +31,11 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use dataplane::checkpoint::{CheckpointSink, NoCheckpoint, RingSink, WorkerSink};
+use dataplane::checkpoint::{RingSink, WorkerSink};
+use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
-use dataplane::firewall::Firewall;
+use lazarus_core::firewall::Firewall;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

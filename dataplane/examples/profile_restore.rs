@@ -17,11 +17,11 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use dataplane::checkpoint::restore::restore_worker;
-use dataplane::checkpoint::NoCheckpoint;
+use lazarus_core::checkpoint::restore::restore_worker;
+use lazarus_core::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
-use dataplane::firewall::Firewall;
+use lazarus_core::firewall::Firewall;
 use std::sync::Arc;
 
 type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;

@@ -22,101 +22,17 @@ pub struct Config {
     #[serde(default)]
     pub conntrack: ConntrackSection,
     #[serde(default)]
-    pub zone: Vec<crate::policy::ZoneConfig>,
+    pub zone: Vec<lazarus_core::policy::ZoneConfig>,
     #[serde(default)]
-    pub rule: Vec<crate::policy::RuleConfig>,
+    pub rule: Vec<lazarus_core::policy::RuleConfig>,
     #[serde(default)]
     pub checkpoint: CheckpointSection,
 }
 
 pub use shm_layout::CheckpointSection;
 
-/// Connection tracking: table size, timeouts, modules.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConntrackSection {
-    /// Track connections and apply the policy; false makes a stateless bridge.
-    pub enabled: bool,
-    /// Connections each worker can track; a full table drops new connections.
-    pub capacity: u32,
-    /// Table slots the expiry sweep looks at per poll round.
-    pub sweep_batch: u32,
-    /// Follow FTP control channels and admit their data connections as related.
-    pub ftp: bool,
-    /// TCP ports whose connections are FTP control channels.
-    pub ftp_ports: Vec<u16>,
-    /// FTP control connections each worker can follow at once.
-    pub ftp_sessions: u32,
-    /// Pending data-connection expectations per worker.
-    pub expectations: u32,
-    /// Seconds an expectation waits for its data connection.
-    pub expectation_timeout: u64,
-    /// Non-first fragments remembered per worker (first fragments' verdicts).
-    pub fragments: u32,
-    pub timeouts: Timeouts,
-}
-
-impl Default for ConntrackSection {
-    fn default() -> Self {
-        ConntrackSection {
-            enabled: true,
-            capacity: shm_layout::DEFAULT_CONNTRACK_CAPACITY,
-            sweep_batch: 8,
-            ftp: true,
-            ftp_ports: vec![21],
-            ftp_sessions: 1024,
-            expectations: 256,
-            expectation_timeout: 30,
-            fragments: 1024,
-            timeouts: Timeouts::default(),
-        }
-    }
-}
-
-/// Seconds of silence after which a connection expires (Linux conntrack's defaults).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Timeouts {
-    pub tcp_syn_sent: u64,
-    pub tcp_syn_recv: u64,
-    pub tcp_established: u64,
-    pub tcp_fin_wait: u64,
-    pub tcp_close_wait: u64,
-    pub tcp_last_ack: u64,
-    pub tcp_time_wait: u64,
-    pub tcp_close: u64,
-    /// UDP before the first reply.
-    pub udp: u64,
-    /// UDP after a reply.
-    pub udp_stream: u64,
-    pub icmp: u64,
-    /// Any other IP protocol.
-    pub generic: u64,
-    /// Non-first fragments wait this long for their first fragment's verdict.
-    pub fragment: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        use crate::modules::tcp::{default_timeout_secs as t, TcpState as S};
-        Timeouts {
-            tcp_syn_sent: t(S::SynSent),
-            tcp_syn_recv: t(S::SynRecv),
-            tcp_established: t(S::Established),
-            tcp_fin_wait: t(S::FinWait),
-            tcp_close_wait: t(S::CloseWait),
-            tcp_last_ack: t(S::LastAck),
-            tcp_time_wait: t(S::TimeWait),
-            tcp_close: t(S::Close),
-            udp: 30,
-            udp_stream: 120,
-            icmp: 30,
-            generic: 600,
-            fragment: 30,
-        }
-    }
-}
-
+pub use lazarus_core::config::{ConntrackSection, Timeouts};
+ 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
@@ -216,7 +132,7 @@ pub struct Plan {
     /// Each worker owns one TX queue on every port, so TX needs no lock.
     pub tx_queues: u16,
     pub workers: Vec<WorkerPlan>,
-    pub policy: crate::policy::Policy,
+    pub policy: lazarus_core::policy::Policy,
     /// Bridge index of each port: the conntrack zone of the flows crossing it.
     pub port_bridge: Vec<u16>,
 }
@@ -420,7 +336,7 @@ impl Config {
             ));
         }
         let port_zones: Vec<Option<String>> = self.port.iter().map(|p| p.zone.clone()).collect();
-        let policy = crate::policy::Policy::compile(&self.zone, &self.rule, &port_zones)
+        let policy = lazarus_core::policy::Policy::compile(&self.zone, &self.rule, &port_zones)
             .map_err(|(key, reason)| bad(key, reason))?;
         let mut port_bridge = vec![0u16; self.port.len()];
         for (b, br) in self.bridge.iter().enumerate() {

@@ -2,12 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dataplane::checkpoint::restore::{self, Attached};
-use dataplane::checkpoint::{NoCheckpoint, RingSink, WorkerSink};
+use dataplane::checkpoint::attach::{self, Attached};
+use lazarus_core::checkpoint::restore;
+use dataplane::checkpoint::{RingSink, WorkerSink};
+use lazarus_core::checkpoint::NoCheckpoint;
 use dataplane::config::{Config, Plan};
 use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
-use dataplane::firewall::Firewall;
-use dataplane::stats::{FwCounters, PortTotals, WorkerCounters};
+use lazarus_core::firewall::Firewall;
+use dataplane::stats::{PortTotals, WorkerCounters};
+use lazarus_core::stats::FwCounters;
 use dataplane::telemetry;
 use dataplane::worker::WorkerFirewall;
 use dataplane::worker::{PortLane, Worker};
@@ -92,7 +95,7 @@ fn run() -> Result<()> {
     let ck = &plan.config.checkpoint;
     // checkpointd first: a dataplane that cannot restore must not take traffic.
     let attached = if ct.enabled && ck.enabled {
-        Some(restore::attach(ck, plan.workers.len() as u32)?)
+        Some(attach::attach(ck, plan.workers.len() as u32)?)
     } else {
         if ct.enabled {
             tracing::warn!("checkpoint.enabled = false: connections will not survive a restart of the dataplane");

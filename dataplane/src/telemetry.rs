@@ -13,8 +13,9 @@
 //! The FFI side (registration, writing `rte_tel_data`) is in `dpdk::telemetry`.
 
 use crate::dpdk::telemetry::{self as tel, TelValue};
-use crate::modules::tcp::TcpState;
-use crate::stats::{FwCounters, FwDrop, PortTotals, WorkerCounters};
+use lazarus_core::modules::tcp::TcpState;
+use crate::stats::{PortTotals, WorkerCounters};
+use lazarus_core::stats::{FwCounters, FwDrop};
 use shm_layout::RingsSegment;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -78,7 +79,7 @@ fn u(v: u64) -> TelValue {
     TelValue::U64(v)
 }
 
-fn sum(c: &[crate::stats::Counter]) -> u64 {
+fn sum(c: &[lazarus_core::stats::Counter]) -> u64 {
     c.iter().map(|c| c.get()).sum()
 }
 

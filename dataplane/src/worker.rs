@@ -1,11 +1,13 @@
 //! The poll-mode worker: one per lcore, owning its RX queues and one TX queue
 //! on every port. It shares nothing with other workers.
 
-use crate::checkpoint::{CheckpointSink, WorkerSink};
+use crate::checkpoint::WorkerSink;
+use lazarus_core::checkpoint::CheckpointSink;
 use crate::config::Lane;
 use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
-use crate::firewall::{Firewall, StagedBurst, Verdict};
-use crate::stats::{FwCounters, WorkerCounters};
+use lazarus_core::firewall::{Firewall, StagedBurst, Verdict};
+use crate::stats::WorkerCounters;
+use lazarus_core::stats::FwCounters;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -39,7 +41,7 @@ pub struct Worker {
 pub type WorkerFirewall = Firewall<WorkerSink, HugepageAlloc>;
 
 // Every packet of a received burst can be staged.
-const _: () = assert!(crate::dpdk::MAX_BURST <= crate::firewall::STAGE_MAX);
+const _: () = assert!(crate::dpdk::MAX_BURST <= lazarus_core::firewall::STAGE_MAX);
 
 impl Worker {
     /// One poll round over every lane; returns the packets received.

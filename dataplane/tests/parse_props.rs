@@ -2,7 +2,7 @@
 //! payload outside the frame, and reads back exactly what a well-formed
 //! generated frame carries.
 
-use dataplane::parse::*;
+use lazarus_core::parse::*;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

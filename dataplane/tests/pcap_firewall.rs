@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use dataplane::frames::{eth, icmp, ipv4, tcp, udp};
+use lazarus_core::frames::{eth, icmp, ipv4, tcp, udp};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use std::time::Duration;
 

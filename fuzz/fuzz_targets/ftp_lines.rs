@@ -1,5 +1,5 @@
 //! Arbitrary bytes through the ftp module's line handling
-//! (`dataplane::modules::ftp`): `LineBuf::feed` and `parse_command` /
+//! (`lazarus_core::modules::ftp`): `LineBuf::feed` and `parse_command` /
 //! `parse_reply`, and `FtpPortion::feed` with arbitrary sequence numbers.
 //!
 //! Checked: nothing panics; every line handed out is at most MAX_LINE bytes,
@@ -8,8 +8,8 @@
 //! skipped count as feeding it whole; an announced port is never 0.
 #![no_main]
 
-use dataplane::conn::Dir;
-use dataplane::modules::ftp::{
+use lazarus_core::conn::Dir;
+use lazarus_core::modules::ftp::{
     parse_command, parse_reply, FtpEvent, FtpPortion, LineBuf, MAX_LINE,
 };
 use libfuzzer_sys::fuzz_target;

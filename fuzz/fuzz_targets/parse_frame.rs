@@ -1,4 +1,4 @@
-//! Arbitrary bytes through the full frame parser (`dataplane::parse::parse`).
+//! Arbitrary bytes through the full frame parser (`lazarus_core::parse::parse`).
 //!
 //! Checked on every input, beyond "never panics" (the contract in
 //! dataplane/src/parse/mod.rs):
@@ -8,12 +8,12 @@
 //! * the addresses and VLAN id are the ones at the header offsets;
 //! * a later fragment has no L4 header; a window scale is clamped to 14;
 //! * appending bytes after a parsed IP packet (Ethernet padding) changes nothing;
-//! * whatever the packet path's shortcut (`dataplane::parse::v4_tcp`) reads,
+//! * whatever the packet path's shortcut (`lazarus_core::parse::v4_tcp`) reads,
 //!   the general parser reads the same: an untagged, unfragmented IPv4/TCP
 //!   packet with those addresses, that header and that payload.
 #![no_main]
 
-use dataplane::parse::{parse, proto, v4_mapped, v4_tcp, Family, Fragment, Parsed, L4};
+use lazarus_core::parse::{parse, proto, v4_mapped, v4_tcp, Family, Fragment, Parsed, L4};
 use libfuzzer_sys::fuzz_target;
 
 fn be16(b: &[u8], off: usize) -> usize {

@@ -7,7 +7,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dataplane::modules::{
+use lazarus_core::modules::{
     ftp::FtpPortion, icmp::IcmpPortion, ip::IpPortion, tcp::TcpPortion, udp::UdpPortion,
 };
 use dataplane::telemetry::client::{socket_path, TelemetryClient};
@@ -277,7 +277,7 @@ fn decode_conn(c: &Value) -> Result<Value> {
             }
             "ftp" => {
                 let conn_id = u64::from_str_radix(&id, 16).unwrap_or(0);
-                let (_, _, exps) = FtpPortion::decode(&bytes, dataplane::conn::ConnId(conn_id))
+                let (_, _, exps) = FtpPortion::decode(&bytes, lazarus_core::conn::ConnId(conn_id))
                     .map_err(|e| anyhow!("ftp portion: {e}"))?;
                 out["helper"] = json!("ftp");
                 out["expectations"] = json!(exps);

@@ -3,10 +3,10 @@
 //! The daemons' binaries are the workspace's (`cargo build --release
 //! --workspace` first, as scripts/test.sh does).
 
-use dataplane::conn::{ConnKey, Endpoint};
-use dataplane::modules::ip::IpPortion;
-use dataplane::modules::tcp::{TcpPortion, TcpState};
-use dataplane::parse::{v4_mapped, Family};
+use lazarus_core::conn::{ConnKey, Endpoint};
+use lazarus_core::modules::ip::IpPortion;
+use lazarus_core::modules::tcp::{TcpPortion, TcpState};
+use lazarus_core::parse::{v4_mapped, Family};
 use serde_json::Value;
 use shm_layout::{delta_kind, module, RingsSegment};
 use std::io::{BufRead, BufReader};

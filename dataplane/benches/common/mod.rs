@@ -2,11 +2,11 @@
 //! Established-flow fixtures shared by the criterion benches and the
 //! callgrind harness (`examples/profile_pipeline.rs`).
 
-use dataplane::checkpoint::NoCheckpoint;
+use lazarus_core::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
-use dataplane::firewall::{Firewall, Verdict};
-use dataplane::stats::FwCounters;
+use lazarus_core::firewall::{Firewall, Verdict};
+use lazarus_core::stats::FwCounters;
 use std::sync::Arc;
 
 pub type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
@@ -21,7 +21,7 @@ pub fn tcp_frame(
     seq: u32,
     ack: u32,
 ) -> Vec<u8> {
-    dataplane::frames::tcp(src, dst, sport, dport, flags, seq, ack, &[])
+    lazarus_core::frames::tcp(src, dst, sport, dport, flags, seq, ack, &[])
 }
 
 pub const SERVER: [u8; 4] = [10, 99, 0, 2];
@@ -84,11 +84,11 @@ pub fn store_of(n: u32) -> shm_layout::StoreSegment {
 
 /// As [`store_of`], the connections dealt round-robin to `workers` workers.
 pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
-    use dataplane::conn::{ConnKey, Endpoint};
-    use dataplane::modules::ip::IpPortion;
-    use dataplane::modules::tcp::{self, TcpPortion};
-    use dataplane::modules::Module;
-    use dataplane::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
+    use lazarus_core::conn::{ConnKey, Endpoint};
+    use lazarus_core::modules::ip::IpPortion;
+    use lazarus_core::modules::tcp::{self, TcpPortion};
+    use lazarus_core::modules::Module;
+    use lazarus_core::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
     use shm_layout::{StoreGeometry, StoreSegment};
     // On hugetlbfs when the machine has it (and the hugepages), as
     // checkpointd keeps it; else in the temp dir.
@@ -117,8 +117,8 @@ pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
         opts: TcpOpts::default(),
     };
     let mut t: TcpPortion = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
-    tcp::track(&mut t, dataplane::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
-    tcp::track(&mut t, dataplane::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
+    tcp::track(&mut t, lazarus_core::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
+    tcp::track(&mut t, lazarus_core::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
     let mut tb = [0u8; TcpPortion::MAX];
     let tn = t.encode(&mut tb).unwrap();
     let mut ib = [0u8; IpPortion::MAX];
@@ -244,7 +244,7 @@ pub fn spawn_drainer(
 /// One burst as the worker runs it: every packet staged (parsed, keyed),
 /// their connections looked up, then each tracked. Returns the packets forwarded.
 #[inline(always)]
-pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(
+pub fn staged_burst<S: lazarus_core::checkpoint::CheckpointSink>(
     fw: &mut Firewall<S, KernelHugepageAlloc>,
     burst: &[&[u8]],
     port: usize,
@@ -265,14 +265,14 @@ pub fn staged_burst<S: dataplane::checkpoint::CheckpointSink>(
 
 thread_local! {
     /// The benches' one staged burst, as a worker has one.
-    static STAGED: std::cell::RefCell<dataplane::firewall::StagedBurst> = std::cell::RefCell::new(dataplane::firewall::StagedBurst::new());
+    static STAGED: std::cell::RefCell<lazarus_core::firewall::StagedBurst> = std::cell::RefCell::new(lazarus_core::firewall::StagedBurst::new());
 }
 
 /// The same burst with each packet through `Firewall::process` alone, the
 /// path the worker ran before bursts were staged. Returns the packets
 /// forwarded.
 #[inline(always)]
-pub fn per_packet_burst<'f, S: dataplane::checkpoint::CheckpointSink>(
+pub fn per_packet_burst<'f, S: lazarus_core::checkpoint::CheckpointSink>(
     fw: &mut Firewall<S, KernelHugepageAlloc>,
     burst: impl IntoIterator<Item = &'f [u8]>,
     port: usize,
@@ -292,7 +292,7 @@ pub fn per_packet() -> bool {
 /// One pass over `frames` in bursts of 32 as a worker runs them: stage and
 /// process (see `per_packet`), publish, housekeeping once per burst. Returns
 /// the frames forwarded.
-pub fn run_bursts<S: dataplane::checkpoint::CheckpointSink>(
+pub fn run_bursts<S: lazarus_core::checkpoint::CheckpointSink>(
     fw: &mut Firewall<S, KernelHugepageAlloc>,
     frames: &[Vec<u8>],
     now: &mut u64,

@@ -1,8 +1,8 @@
 //! The worker's end of its delta ring in checkpointd's shared memory.
 
 use super::{CheckpointSink, SinkFull};
-use crate::conn::ConnId;
-use crate::modules::Module;
+use lazarus_core::conn::ConnId;
+use lazarus_core::modules::Module;
 use shm_layout::{delta_kind, DeltaProducer};
 
 /// Writes deltas into one worker's ring; never blocks, never waits on

@@ -126,3 +126,17 @@ pub fn prefetch<T>(r: &T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
 }
+
+impl lazarus_core::conn::table::TableMemory for HugepageAlloc {
+    #[inline(always)]
+    fn prefetch<R>(record: &R) {
+        prefetch(record);
+    }
+}
+
+impl lazarus_core::conn::table::TableMemory for KernelHugepageAlloc {
+    #[inline(always)]
+    fn prefetch<R>(record: &R) {
+        prefetch(record);
+    }
+}

@@ -16,6 +16,7 @@ pub use hugepages::{check_hugepages, HugepageStatus};
 pub use lcore::{launch_on_lcore, main_lcore, rdtsc, tsc_hz, wait_all_lcores, LcoreTask};
 pub use mbuf::{Mbuf, MbufBurst, MAX_BURST};
 pub use memory::{prefetch, HugepageAlloc, KernelHugepageAlloc};
+
 pub use mempool::Mempool;
 pub use port::{EthStats, Port, PortSetup};
 

@@ -1,10 +1,7 @@
-//! The start-up handshake with checkpointd, and the rebuild of each worker's
-//! table from its store before any port starts.
+//! The start-up handshake with checkpointd: wait until it is up and has
+//! drained every ring, then map its segments.
 
-use crate::checkpoint::CheckpointSink;
 use crate::config::CheckpointSection;
-use crate::firewall::{Firewall, StoredPortions};
-use allocator_api2::alloc::Allocator;
 use shm_layout::{monotonic_ns, LayoutError, RingsSegment, StoreSegment};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,39 +102,4 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
     let store = StoreSegment::open_file(&store_path).map_err(layout(&store_path))?;
     tracing::info!(dir = %dir.display(), waited_ms = waited(), checkpointd_pid = rings.heartbeat().pid, "checkpointd up, every ring drained");
     Ok(Attached { rings: Box::leak(Box::new(rings)), store, dir })
-}
-
-/// What a worker's restore did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RestoreSummary {
-    pub restored: u64,
-    pub skipped: u64,
-}
-
-/// Rebuilds `worker`'s table from the store: each module restores its own
-/// portion. A damaged record is skipped and counted, never applied.
-pub fn restore_worker<S: CheckpointSink, A: Allocator + Clone>(
-    fw: &mut Firewall<S, A>,
-    store: &StoreSegment,
-    worker: u16,
-    now: u64,
-) -> RestoreSummary {
-    let mut skipped = 0u64;
-    let stored = store.restore_iter(worker).map(|c| StoredPortions {
-        id: c.conn_id,
-        ip: c.ip.map(|p| p.payload),
-        l4: c.l4.map(|p| (p.module, p.payload)),
-        ftp: c.ftp.map(|p| p.payload),
-    });
-    let restored = fw.restore_many(stored, now, |id, e| {
-        skipped += 1;
-        if skipped <= 5 {
-            tracing::warn!(
-                worker,
-                conn = format_args!("{id:016x}"),
-                "stored connection skipped: {e}"
-            );
-        }
-    });
-    RestoreSummary { restored, skipped }
 }

@@ -18,7 +18,7 @@ use crate::modules::{Conn, L4Portion, Module, NO_FTP};
 use crate::parse::{self, proto, Addr, Fragment, FrameKind, IpPacket, TcpHdr, L4};
 use crate::policy::{Action, Policy};
 use crate::stats::{FwCounters, FwDrop};
-use allocator_api2::alloc::Allocator;
+use crate::conn::table::TableMemory;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ struct FtpPool {
     free: Vec<u32>,
 }
 
-pub struct Firewall<S: CheckpointSink, A: Allocator + Clone> {
+pub struct Firewall<S: CheckpointSink, A: TableMemory> {
     table: ConnTable<Conn, A>,
     policy: Arc<Policy>,
     port_bridge: Vec<u16>,
@@ -455,7 +455,7 @@ fn modules_of(conn: &Conn) -> u8 {
     m
 }
 
-impl<S: CheckpointSink, A: Allocator + Clone> Firewall<S, A> {
+impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     pub fn new(
         c: &ConntrackSection,
         policy: Arc<Policy>,

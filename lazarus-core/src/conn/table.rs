@@ -72,7 +72,17 @@ impl Packing {
 /// of slab positions keyed by [`IndexHash`]. Nothing allocates after `new`:
 /// the slab and free list are full-size from the start, and the index is
 /// sized for `capacity` so it never grows (deletes are rehashed in place).
-pub struct ConnTable<T, A: Allocator + Clone> {
+/// Memory a table lives in: an allocator that may also start fetching a
+/// record into cache ahead of use. The dataplane's hugepage allocators
+/// prefetch; the heap (`Global`) does not.
+pub trait TableMemory: Allocator + Clone {
+    #[inline(always)]
+    fn prefetch<R>(_record: &R) {}
+}
+
+impl TableMemory for allocator_api2::alloc::Global {}
+
+pub struct ConnTable<T, A: TableMemory> {
     index: HashTable<IndexEntry, A>,
     packing: Packing,
     slots: Vec<Option<T>, A>,
@@ -105,7 +115,7 @@ fn rehash<T: TableEntry, A: Allocator>(
     slots[packing.slot(*e) as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key()))
 }
 
-impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
+impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
     pub fn new_in(capacity: u32, alloc: A) -> Self {
         let cap = capacity as usize;
         let mut slots = Vec::with_capacity_in(cap, alloc.clone());
@@ -184,7 +194,7 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
     #[inline(always)]
     pub fn prefetch(&self, s: SlotId) {
         if let Some(r) = self.slots.get(s.0 as usize) {
-            crate::dpdk::prefetch(r);
+            A::prefetch(r);
         }
     }
 
@@ -274,14 +284,14 @@ impl<T: TableEntry, A: Allocator + Clone> ConnTable<T, A> {
 const BULK_BATCH: usize = 256;
 
 /// A run of inserts into a [`ConnTable`]; see [`ConnTable::bulk_insert`].
-pub struct BulkInsert<'t, T: TableEntry, A: Allocator + Clone> {
+pub struct BulkInsert<'t, T: TableEntry, A: TableMemory> {
     table: &'t mut ConnTable<T, A>,
     /// (hash, slab position) of records not indexed yet.
     pending: [(u64, u32); BULK_BATCH],
     n: usize,
 }
 
-impl<T: TableEntry, A: Allocator + Clone> BulkInsert<'_, T, A> {
+impl<T: TableEntry, A: TableMemory> BulkInsert<'_, T, A> {
     /// Adds a record whose key is not in the table yet; it becomes visible to
     /// lookups at the next batch boundary or when the guard is dropped.
     #[inline]
@@ -306,7 +316,7 @@ impl<T: TableEntry, A: Allocator + Clone> BulkInsert<'_, T, A> {
     }
 }
 
-impl<T: TableEntry, A: Allocator + Clone> Drop for BulkInsert<'_, T, A> {
+impl<T: TableEntry, A: TableMemory> Drop for BulkInsert<'_, T, A> {
     fn drop(&mut self) {
         self.index_pending();
     }

@@ -1,0 +1,164 @@
+//! Where modules hand the changes of their portions. Each change is one delta
+//! {connection id, module, version, bytes} written into the worker's
+//! shared-memory ring (`RingSink`), which checkpointd drains into its store; a
+//! starting dataplane rebuilds its tables from that store (`restore`).
+
+pub mod restore;
+pub mod wire;
+
+use crate::conn::ConnId;
+use crate::modules::Module;
+
+/// Room every portion encoding fits in: the ring slot's payload area.
+pub const PORTION_BUF: usize = shm_layout::DELTA_PAYLOAD_MAX;
+
+/// The sink had no room: the caller marks the portion dirty and a background
+/// sweep writes it again later. The packet path never waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkFull;
+
+pub trait CheckpointSink {
+    /// False when deltas go nowhere: the firewall then skips encoding them.
+    const ENABLED: bool = true;
+    /// `module`'s portion of connection `id` changed; `payload` is its encoding.
+    /// `version` orders the portion's deltas (the TSC, monotonic on one host).
+    fn portion(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), SinkFull>;
+    /// As `portion`, with the payload written by `encode` (given a buffer of
+    /// at least [`PORTION_BUF`] bytes, returns the length). A sink that can
+    /// take the bytes in place (the ring) saves a copy per delta.
+    #[inline]
+    fn portion_with(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        encode: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SinkFull> {
+        let mut buf = [0u8; PORTION_BUF];
+        let len = encode(&mut buf).min(PORTION_BUF);
+        self.portion(id, module, version, &buf[..len])
+    }
+    /// As `portion`, with the payload as little-endian words (its first `len`
+    /// bytes), built in registers: a sink that stores whole words (the ring)
+    /// checksums them as they are, with nothing to read back.
+    #[inline]
+    fn portion_words<const N: usize>(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        words: &[u64; N],
+        len: usize,
+    ) -> Result<(), SinkFull> {
+        let mut buf = [0u8; PORTION_BUF];
+        for (c, w) in buf.chunks_exact_mut(8).zip(words) {
+            c.copy_from_slice(&w.to_le_bytes());
+        }
+        self.portion(id, module, version, &buf[..len.min(PORTION_BUF)])
+    }
+    /// The connection ended (closed or expired): its portions can go.
+    fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull>;
+    /// Makes what was written visible to checkpointd. The worker calls it
+    /// before it transmits a burst, so no packet leaves before the state it
+    /// created is in the ring.
+    fn publish(&mut self) {}
+    /// Whether `n` more deltas would fit now.
+    fn has_room(&mut self, _n: u32) -> bool {
+        true
+    }
+    /// Whether checkpointd asked for every connection again (it lost its
+    /// store) since the last call.
+    fn take_resync(&mut self) -> bool {
+        false
+    }
+}
+
+/// `checkpoint.enabled = false`: changes go nowhere (they are still counted).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCheckpoint;
+
+impl CheckpointSink for NoCheckpoint {
+    const ENABLED: bool = false;
+    #[inline]
+    fn portion(&mut self, _: ConnId, _: Module, _: u64, _: &[u8]) -> Result<(), SinkFull> {
+        Ok(())
+    }
+    #[inline]
+    fn portion_with(
+        &mut self,
+        _: ConnId,
+        _: Module,
+        _: u64,
+        _: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), SinkFull> {
+        Ok(())
+    }
+    #[inline]
+    fn portion_words<const N: usize>(
+        &mut self,
+        _: ConnId,
+        _: Module,
+        _: u64,
+        _: &[u64; N],
+        _: usize,
+    ) -> Result<(), SinkFull> {
+        Ok(())
+    }
+    #[inline]
+    fn deleted(&mut self, _: ConnId, _: u64) -> Result<(), SinkFull> {
+        Ok(())
+    }
+}
+
+/// A sink that keeps every delta in memory, for tests: the newest payload
+/// of each (connection, module), like checkpointd's store, with a room limit.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub store: std::collections::BTreeMap<(u64, u8), (u64, Vec<u8>)>,
+    pub deletes: u64,
+    /// Deltas accepted before the sink reports full (None: unlimited).
+    pub room: Option<u32>,
+    pub resync: bool,
+}
+
+impl CheckpointSink for MemorySink {
+    fn portion(
+        &mut self,
+        id: ConnId,
+        module: Module,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), SinkFull> {
+        if let Some(r) = &mut self.room {
+            if *r == 0 {
+                return Err(SinkFull);
+            }
+            *r -= 1;
+        }
+        self.store.insert((id.0, module as u8), (version, payload.to_vec()));
+        Ok(())
+    }
+    fn deleted(&mut self, id: ConnId, _version: u64) -> Result<(), SinkFull> {
+        if let Some(r) = &mut self.room {
+            if *r == 0 {
+                return Err(SinkFull);
+            }
+            *r -= 1;
+        }
+        self.store.retain(|k, _| k.0 != id.0);
+        self.deletes += 1;
+        Ok(())
+    }
+    fn has_room(&mut self, n: u32) -> bool {
+        self.room.is_none_or(|r| r >= n)
+    }
+    fn take_resync(&mut self) -> bool {
+        std::mem::take(&mut self.resync)
+    }
+}

@@ -1,0 +1,229 @@
+//! The firewall's counters and gauges: each worker is the only writer of its
+//! own, so an update is a plain load + store; other threads read them Relaxed.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Single-writer add: only the owning worker calls this.
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+use crate::modules::{tcp::TcpInvalid, Module};
+use crate::parse::DropReason;
+
+/// Why a packet of the firewall was dropped after parsing, besides TCP's own reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FwDrop {
+    /// Policy refused a new connection.
+    Policy = 0,
+    /// The connection table is full: a new connection was refused.
+    TableFull,
+    /// A non-first fragment whose first fragment was not seen (or was dropped).
+    FragmentUnmatched,
+    /// An ICMP error quoting no known connection.
+    IcmpUnrelated,
+    /// An echo reply with no request, or a request in the reply direction.
+    IcmpBadEcho,
+    /// An ICMP error too short to say which flow it is about.
+    IcmpNoQuote,
+}
+
+impl FwDrop {
+    pub const COUNT: usize = 6;
+    pub const ALL: [FwDrop; 6] = [
+        FwDrop::Policy,
+        FwDrop::TableFull,
+        FwDrop::FragmentUnmatched,
+        FwDrop::IcmpUnrelated,
+        FwDrop::IcmpBadEcho,
+        FwDrop::IcmpNoQuote,
+    ];
+    pub fn name(self) -> &'static str {
+        [
+            "policy",
+            "table_full",
+            "fragment_unmatched",
+            "icmp_unrelated",
+            "icmp_bad_echo",
+            "icmp_no_quote",
+        ][self as usize]
+    }
+}
+
+/// Connection-tracking counters of one worker, by module and reason.
+#[derive(Debug, Default)]
+pub struct FwCounters {
+    pub new: [Counter; Module::COUNT],
+    pub closed: [Counter; Module::COUNT],
+    pub expired: [Counter; Module::COUNT],
+    pub parse_drop: [Counter; DropReason::COUNT],
+    pub tcp_invalid: [Counter; TcpInvalid::COUNT],
+    pub fw_drop: [Counter; FwDrop::COUNT],
+    /// New connections admitted as related (an FTP data connection).
+    pub related: Counter,
+    pub ftp_expectations: Counter,
+    /// PORT/EPRT/227 naming an address other than the control connection's peer.
+    pub ftp_refused: Counter,
+    pub ftp_no_session: Counter,
+    pub ftp_gaps: Counter,
+    pub expectations_full: Counter,
+    /// Portions handed to the checkpoint sink, per module.
+    pub ckpt: [Counter; Module::COUNT],
+    pub ckpt_deletes: Counter,
+    /// Deltas the ring had no room for: the connection was marked dirty.
+    pub ckpt_ring_full: Counter,
+    /// Portions written again by the background sweep (dirty or resync).
+    pub ckpt_reemitted: Counter,
+    /// Deletes that found the ring and the pending list full: the store keeps
+    /// the connection until a restore drops it as expired.
+    pub ckpt_deletes_lost: Counter,
+    /// Full resyncs checkpointd asked for (it lost its store).
+    pub ckpt_resyncs: Counter,
+    /// Connections rebuilt from the store at start, and records skipped.
+    pub restored: Counter,
+    pub restore_skipped: Counter,
+    /// Connections in the table (a gauge the worker refreshes).
+    pub live: Counter,
+    /// Connections removed by an operator's flush (`/lazarus/flush`).
+    pub flushed: Counter,
+    /// What the table holds, refreshed by the worker about every 100 ms.
+    pub gauges: ConnGauges,
+    /// Requests from other threads (telemetry) that the worker acts on in
+    /// housekeeping.
+    pub requests: WorkerRequests,
+}
+
+/// Gauges of one worker's table, copied from the worker's own tallies (kept
+/// up to date on insert, state change and removal) every ~100 ms, so that
+/// another thread can read them without touching the table.
+#[derive(Debug, Default)]
+pub struct ConnGauges {
+    /// Connections by layer-4 portion: tcp, udp, icmp, other IP protocols.
+    pub tcp: Counter,
+    pub udp: Counter,
+    pub icmp: Counter,
+    pub other: Counter,
+    /// TCP connections per state (`TcpState as usize`).
+    pub tcp_states: [Counter; crate::modules::tcp::TcpState::COUNT],
+    /// Control connections with an FTP portion.
+    pub ftp: Counter,
+    /// Pending FTP data-connection expectations.
+    pub expectations: Counter,
+    /// How many times the worker refreshed these gauges (0: never yet).
+    pub refreshes: Counter,
+}
+
+/// Flags set by other threads, cleared by the worker when done.
+#[derive(Debug, Default)]
+pub struct WorkerRequests {
+    /// Empty the table (a checkpoint delete for each connection).
+    pub flush: std::sync::atomic::AtomicBool,
+}
+
+impl Counter {
+    /// For gauges: only the owning worker calls this.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
+fn sum(c: &[Counter]) -> u64 {
+    c.iter().map(Counter::get).sum()
+}
+
+impl FwCounters {
+    pub fn invalid_total(&self) -> u64 {
+        sum(&self.parse_drop)
+            + sum(&self.tcp_invalid)
+            + sum(&self.fw_drop[FwDrop::FragmentUnmatched as usize..])
+    }
+
+    /// One short summary for the periodic stats line.
+    pub fn brief(&self) -> String {
+        format!(
+            "conns={} new={} closed={} expired={} invalid={} policy_drop={} table_full={} related={} ckpt={} ring_full={}",
+            self.live.get(),
+            sum(&self.new),
+            sum(&self.closed),
+            sum(&self.expired),
+            self.invalid_total(),
+            self.fw_drop[FwDrop::Policy as usize].get(),
+            self.fw_drop[FwDrop::TableFull as usize].get(),
+            self.related.get(),
+            sum(&self.ckpt) + self.ckpt_deletes.get(),
+            self.ckpt_ring_full.get()
+        )
+    }
+
+    /// Every non-zero counter by name, for the final summary.
+    pub fn detail(&self) -> String {
+        let mut parts = Vec::new();
+        for m in Module::ALL {
+            for (what, c) in [
+                ("new", &self.new),
+                ("closed", &self.closed),
+                ("expired", &self.expired),
+                ("ckpt", &self.ckpt),
+            ] {
+                let v = c[m as usize].get();
+                if v != 0 {
+                    parts.push(format!("{}.{what}={v}", m.name()));
+                }
+            }
+        }
+        for r in DropReason::ALL {
+            let v = self.parse_drop[r as usize].get();
+            if v != 0 {
+                parts.push(format!("parse.{}={v}", r.name()));
+            }
+        }
+        for r in TcpInvalid::ALL {
+            let v = self.tcp_invalid[r as usize].get();
+            if v != 0 {
+                parts.push(format!("tcp.invalid.{}={v}", r.name()));
+            }
+        }
+        for r in FwDrop::ALL {
+            let v = self.fw_drop[r as usize].get();
+            if v != 0 {
+                parts.push(format!("drop.{}={v}", r.name()));
+            }
+        }
+        for (n, c) in [
+            ("related", &self.related),
+            ("ftp.expectations", &self.ftp_expectations),
+            ("ftp.refused", &self.ftp_refused),
+            ("ftp.no_session", &self.ftp_no_session),
+            ("ftp.gaps", &self.ftp_gaps),
+            ("expectations_full", &self.expectations_full),
+            ("ckpt.deletes", &self.ckpt_deletes),
+            ("ckpt.ring_full", &self.ckpt_ring_full),
+            ("ckpt.reemitted", &self.ckpt_reemitted),
+            ("ckpt.deletes_lost", &self.ckpt_deletes_lost),
+            ("ckpt.resyncs", &self.ckpt_resyncs),
+            ("restored", &self.restored),
+            ("restore.skipped", &self.restore_skipped),
+            ("flushed", &self.flushed),
+        ] {
+            if c.get() != 0 {
+                parts.push(format!("{n}={}", c.get()));
+            }
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
