@@ -8,11 +8,10 @@
 mod common;
 use common::{churn_frames, FLOWS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use lazarus_core::checkpoint::restore::restore_worker;
 use dataplane::checkpoint::RingSink;
-use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
+use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::Firewall;
 use lazarus_core::stats::FwCounters;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,7 +89,7 @@ fn restore(c: &mut Criterion) {
         b.iter_batched_ref(
             || firewall(NoCheckpoint, N + N / 8),
             |fw| {
-                let s = restore_worker(fw, &store, 0, 10);
+                let s = fw.restore_from_store(&store, 0, 10);
                 assert_eq!(s.restored, N as u64);
             },
             BatchSize::PerIteration,
@@ -101,7 +100,7 @@ fn restore(c: &mut Criterion) {
     let mut fw = firewall(NoCheckpoint, N + N / 8);
     let alloc = t0.elapsed();
     let t1 = Instant::now();
-    restore_worker(&mut fw, &store, 0, 10);
+    fw.restore_from_store(&store, 0, 10);
     eprintln!(
         "restore: table allocation {:.1} ms, rebuild of {N} connections {:.1} ms",
         alloc.as_secs_f64() * 1e3,

@@ -32,9 +32,9 @@
 mod common;
 
 use dataplane::checkpoint::{RingSink, WorkerSink};
-use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
+use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::Firewall;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,9 +127,9 @@ fn main() {
         if fws.len() == 2 {
             return on as usize;
         }
-        if matches!(fws[0].sink, WorkerSink::Ring(_)) != on {
+        if matches!(fws[0].sink(), WorkerSink::Ring(_)) != on {
             let other = parked.take().expect("the parked sink");
-            parked = Some(std::mem::replace(&mut fws[0].sink, other));
+            parked = Some(std::mem::replace(fws[0].sink_mut(), other));
         }
         0
     };

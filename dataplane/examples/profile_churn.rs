@@ -16,9 +16,9 @@
 mod common;
 
 use dataplane::checkpoint::{RingSink, WorkerSink};
-use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
+use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::Firewall;
 use shm_layout::DeltaConsumer;
 use std::sync::Arc;

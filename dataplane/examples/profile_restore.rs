@@ -17,10 +17,9 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use lazarus_core::checkpoint::restore::restore_worker;
-use lazarus_core::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
+use lazarus_core::checkpoint::NoCheckpoint;
 use lazarus_core::firewall::Firewall;
 use std::sync::Arc;
 
@@ -28,7 +27,7 @@ type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
 #[inline(never)]
 fn rebuild(fw: &mut Fw, store: &shm_layout::StoreSegment, worker: u16) -> u64 {
-    restore_worker(fw, store, worker, 10).restored
+    fw.restore_from_store(store, worker, 10).restored
 }
 
 fn main() {

@@ -32,7 +32,7 @@ pub struct Config {
 pub use shm_layout::CheckpointSection;
 
 pub use lazarus_core::config::{ConntrackSection, Timeouts};
- 
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {

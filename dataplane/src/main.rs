@@ -3,17 +3,16 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use dataplane::checkpoint::attach::{self, Attached};
-use lazarus_core::checkpoint::restore;
 use dataplane::checkpoint::{RingSink, WorkerSink};
-use lazarus_core::checkpoint::NoCheckpoint;
 use dataplane::config::{Config, Plan};
 use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
-use lazarus_core::firewall::Firewall;
 use dataplane::stats::{PortTotals, WorkerCounters};
-use lazarus_core::stats::FwCounters;
 use dataplane::telemetry;
 use dataplane::worker::WorkerFirewall;
 use dataplane::worker::{PortLane, Worker};
+use lazarus_core::checkpoint::NoCheckpoint;
+use lazarus_core::firewall::Firewall;
+use lazarus_core::stats::FwCounters;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -304,12 +303,7 @@ fn build_firewalls(
                 .enumerate()
                 .filter_map(|(index, fw)| fw.as_mut().map(|fw| (index, fw)))
                 .map(|(index, fw)| {
-                    (
-                        index,
-                        scope.spawn(move || {
-                            restore::restore_worker(fw, &a.store, index as u16, now)
-                        }),
-                    )
+                    (index, scope.spawn(move || fw.restore_from_store(&a.store, index as u16, now)))
                 })
                 .collect();
             jobs.into_iter().map(|(index, job)| (index, job.join())).collect()

@@ -4,7 +4,6 @@
 
 use crossbeam_utils::CachePadded;
 
-
 pub use lazarus_core::stats::Counter;
 
 /// What one worker did on one port.

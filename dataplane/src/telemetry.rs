@@ -13,8 +13,8 @@
 //! The FFI side (registration, writing `rte_tel_data`) is in `dpdk::telemetry`.
 
 use crate::dpdk::telemetry::{self as tel, TelValue};
-use lazarus_core::modules::tcp::TcpState;
 use crate::stats::{PortTotals, WorkerCounters};
+use lazarus_core::modules::tcp::TcpState;
 use lazarus_core::stats::{FwCounters, FwDrop};
 use shm_layout::RingsSegment;
 use std::sync::atomic::Ordering;

@@ -2,11 +2,10 @@
 //! on every port. It shares nothing with other workers.
 
 use crate::checkpoint::WorkerSink;
-use lazarus_core::checkpoint::CheckpointSink;
 use crate::config::Lane;
 use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
-use lazarus_core::firewall::{Firewall, StagedBurst, Verdict};
 use crate::stats::WorkerCounters;
+use lazarus_core::firewall::{Firewall, StagedBurst};
 use lazarus_core::stats::FwCounters;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,20 +61,10 @@ impl Worker {
             got += n;
             let rxc = &self.counters.ports[pl.lane.rx_port];
             if let Some(fw) = fw.as_deref_mut() {
-                let port = pl.lane.rx_port;
-                for i in 0..n {
-                    fw.stage(staged, i, burst.data(i), port);
-                }
-                fw.lookup_staged(staged, n);
-                let dropped = burst.retain(|i, frame| {
-                    fw.process_staged(staged, i, frame, port, now) == Verdict::Forward
-                });
+                let dropped = fw.process_burst(staged, burst, pl.lane.rx_port, now);
                 if dropped != 0 {
                     rxc.dropped.add(dropped as u64);
                 }
-                // Output commit: the deltas this burst made are visible to
-                // checkpointd before any of its packets leave.
-                fw.sink.publish();
             }
             let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
             let txc = &self.counters.ports[pl.lane.tx_port];

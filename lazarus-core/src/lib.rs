@@ -13,4 +13,5 @@ pub mod frames;
 pub mod modules;
 pub mod parse;
 pub mod policy;
+pub mod portion;
 pub mod stats;

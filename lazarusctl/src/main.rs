@@ -7,10 +7,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use lazarus_core::modules::{
-    ftp::FtpPortion, icmp::IcmpPortion, ip::IpPortion, tcp::TcpPortion, udp::UdpPortion,
-};
 use dataplane::telemetry::client::{socket_path, TelemetryClient};
+use lazarus_core::modules::{
+    ftp::FtpRecord, icmp::IcmpPortion, ip::IpRecord, tcp::TcpPortion, udp::UdpPortion,
+};
+use lazarus_core::portion::Portion;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -260,7 +261,7 @@ fn decode_conn(c: &Value) -> Result<Value> {
             anyhow!("checkpointd sent no portion bytes (an older checkpointd?)")
         })?)?;
         match name {
-            "ip" => ip = Some(IpPortion::decode(&bytes).map_err(|e| anyhow!("ip portion: {e}"))?),
+            "ip" => ip = Some(IpRecord::decode(&bytes).map_err(|e| anyhow!("ip portion: {e}"))?),
             "tcp" => {
                 let t = TcpPortion::decode(&bytes).map_err(|e| anyhow!("tcp portion: {e}"))?;
                 out["state"] = json!(t.state.name());
@@ -276,16 +277,14 @@ fn decode_conn(c: &Value) -> Result<Value> {
                 out["assured"] = json!(i.replied);
             }
             "ftp" => {
-                let conn_id = u64::from_str_radix(&id, 16).unwrap_or(0);
-                let (_, _, exps) = FtpPortion::decode(&bytes, lazarus_core::conn::ConnId(conn_id))
-                    .map_err(|e| anyhow!("ftp portion: {e}"))?;
+                let r = FtpRecord::decode(&bytes).map_err(|e| anyhow!("ftp portion: {e}"))?;
                 out["helper"] = json!("ftp");
-                out["expectations"] = json!(exps);
+                out["expectations"] = json!(r.count);
             }
             other => bail!("a portion of unknown module {other:?}"),
         }
     }
-    let (key, ipp) = ip.ok_or_else(|| anyhow!("no ip portion stored"))?;
+    let IpRecord { key, ip: ipp } = ip.ok_or_else(|| anyhow!("no ip portion stored"))?;
     let addr = |a: &[u8; 16]| -> String {
         if key.family == 4 {
             std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()

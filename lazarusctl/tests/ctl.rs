@@ -7,6 +7,7 @@ use lazarus_core::conn::{ConnKey, Endpoint};
 use lazarus_core::modules::ip::IpPortion;
 use lazarus_core::modules::tcp::{TcpPortion, TcpState};
 use lazarus_core::parse::{v4_mapped, Family};
+use lazarus_core::portion::Portion;
 use serde_json::Value;
 use shm_layout::{delta_kind, module, RingsSegment};
 use std::io::{BufRead, BufReader};

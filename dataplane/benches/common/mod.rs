@@ -2,10 +2,11 @@
 //! Established-flow fixtures shared by the criterion benches and the
 //! callgrind harness (`examples/profile_pipeline.rs`).
 
-use lazarus_core::checkpoint::NoCheckpoint;
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
+use lazarus_core::checkpoint::NoCheckpoint;
 use lazarus_core::firewall::{Firewall, Verdict};
+use lazarus_core::portion::Portion;
 use lazarus_core::stats::FwCounters;
 use std::sync::Arc;
 
@@ -119,9 +120,9 @@ pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
     let mut t: TcpPortion = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
     tcp::track(&mut t, lazarus_core::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
     tcp::track(&mut t, lazarus_core::conn::Dir::Original, &h(0x10, 1001, 5001), 0).unwrap();
-    let mut tb = [0u8; TcpPortion::MAX];
+    let mut tb = [0u8; TcpPortion::MAX_LEN];
     let tn = t.encode(&mut tb).unwrap();
-    let mut ib = [0u8; IpPortion::MAX];
+    let mut ib = [0u8; shm_layout::IP_PORTION_MAX];
     for i in 0..n {
         let (ca, cp) = client(i);
         let (key, lo) = ConnKey::canonical(
@@ -309,7 +310,7 @@ pub fn run_bursts<S: lazarus_core::checkpoint::CheckpointSink>(
             }
             fwd += staged_burst(fw, &refs[..burst.len()], 0, *now);
         }
-        fw.sink.publish();
+        fw.sink_mut().publish();
         fw.housekeeping(*now);
     }
     fwd

@@ -232,3 +232,18 @@ impl Drop for MbufBurst {
         free_bulk(&mut self.pkts[..len]);
     }
 }
+
+impl lazarus_core::firewall::Burst for MbufBurst {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        MbufBurst::len(self)
+    }
+    #[inline(always)]
+    fn frame(&self, i: usize) -> &[u8] {
+        self.data(i)
+    }
+    #[inline(always)]
+    fn retain(&mut self, keep: impl FnMut(usize, &[u8]) -> bool) -> usize {
+        MbufBurst::retain(self, keep)
+    }
+}

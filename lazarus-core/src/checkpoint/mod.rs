@@ -3,8 +3,10 @@
 //! shared-memory ring (`RingSink`), which checkpointd drains into its store; a
 //! starting dataplane rebuilds its tables from that store (`restore`).
 
+mod emit;
 pub mod restore;
-pub mod wire;
+
+pub use emit::{worth_storing, Checkpointer};
 
 use crate::conn::ConnId;
 use crate::modules::Module;

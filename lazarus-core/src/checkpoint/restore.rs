@@ -1,10 +1,43 @@
-//! Rebuilding a worker's table from checkpointd's store, before any port
-//! starts: each module restores its own portion.
+//! Rebuilding connections from checkpointd's store before any port starts:
+//! each module decodes its own portion, and a record that does not hold
+//! together is refused and counted, never applied.
 
-use crate::checkpoint::CheckpointSink;
-use crate::conn::table::TableMemory;
-use crate::firewall::{Firewall, StoredPortions};
+use crate::conn::ConnId;
+use crate::modules::ftp::FtpRecord;
+use crate::modules::icmp::IcmpPortion;
+use crate::modules::ip::IpRecord;
+use crate::modules::tcp::TcpPortion;
+use crate::modules::udp::UdpPortion;
+use crate::modules::{Conn, L4Portion, Module, NO_FTP};
+use crate::portion::{Portion, PortionError};
 use shm_layout::StoreSegment;
+
+/// One stored connection's portions, as checkpointd's store holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredPortions<'a> {
+    pub id: u64,
+    pub ip: Option<&'a [u8]>,
+    /// (module, bytes) of the tcp, udp or icmp portion.
+    pub l4: Option<(u8, &'a [u8])>,
+    pub ftp: Option<&'a [u8]>,
+}
+
+/// Why a stored connection could not be rebuilt (it is skipped and counted).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Portion(#[from] PortionError),
+    #[error(
+        "stored id {stored:016x} is not the id of the key it carries ({computed}): the record is damaged"
+    )]
+    IdMismatch { stored: u64, computed: ConnId },
+    #[error("a stored layer-4 portion of module {0} is not one this build knows")]
+    UnknownModule(u8),
+    #[error(
+        "the connection table is full (conntrack.capacity): raise it to restore every stored connection"
+    )]
+    TableFull,
+}
 
 /// What a worker's restore did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -13,30 +46,58 @@ pub struct RestoreSummary {
     pub skipped: u64,
 }
 
-/// Rebuilds `worker`'s table from the store: each module restores its own
-/// portion. A damaged record is skipped and counted, never applied.
-pub fn restore_worker<S: CheckpointSink, A: TableMemory>(
-    fw: &mut Firewall<S, A>,
-    store: &StoreSegment,
-    worker: u16,
+/// A connection decoded from its portions; its FTP record (if any) is
+/// apart, for the firewall to place in its pool.
+#[derive(Clone, Copy)]
+pub struct Rebuilt {
+    pub conn: Conn,
+    pub ftp: Option<FtpRecord>,
+}
+
+/// Decodes one stored connection. The id must be the id of the key the ip
+/// portion carries; `timeout` gives the fresh timeout of its state (the old
+/// process's last-seen time is not checkpointed: it changes per packet).
+pub fn rebuild(
+    s: &StoredPortions<'_>,
     now: u64,
-) -> RestoreSummary {
-    let mut skipped = 0u64;
-    let stored = store.restore_iter(worker).map(|c| StoredPortions {
+    timeout: impl FnOnce(&L4Portion) -> u64,
+) -> Result<Rebuilt, RestoreError> {
+    let ip = s.ip.ok_or(RestoreError::Portion(PortionError::Truncated { module: "ip", len: 0 }))?;
+    let IpRecord { key, ip } = IpRecord::decode(ip)?;
+    let computed = key.id();
+    if computed.0 != s.id {
+        return Err(RestoreError::IdMismatch { stored: s.id, computed });
+    }
+    let l4 = match s.l4 {
+        None => L4Portion::Other,
+        Some((m, b)) => match Module::from_id(m) {
+            Some(Module::Tcp) => L4Portion::Tcp(TcpPortion::decode(b)?),
+            Some(Module::Udp) => L4Portion::Udp(UdpPortion::decode(b)?),
+            Some(Module::Icmp) => L4Portion::Icmp(IcmpPortion::decode(b)?),
+            _ => return Err(RestoreError::UnknownModule(m)),
+        },
+    };
+    let deadline = now + timeout(&l4);
+    let conn = Conn { key, id: computed, deadline, ip, l4, ftp: NO_FTP, dirty: 0, stored: true };
+    let ftp = match s.ftp {
+        Some(b) => {
+            let mut r = FtpRecord::decode(b)?;
+            for e in &mut r.expectations[..r.count] {
+                e.master = computed;
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    Ok(Rebuilt { conn, ftp })
+}
+
+/// The connections `worker` left in checkpointd's store.
+pub fn stored_by(store: &StoreSegment, worker: u16) -> impl Iterator<Item = StoredPortions<'_>> {
+    store.restore_iter(worker).map(|c| StoredPortions {
         id: c.conn_id,
         ip: c.ip.map(|p| p.payload),
         l4: c.l4.map(|p| (p.module, p.payload)),
         ftp: c.ftp.map(|p| p.payload),
-    });
-    let restored = fw.restore_many(stored, now, |id, e| {
-        skipped += 1;
-        if skipped <= 5 {
-            tracing::warn!(
-                worker,
-                conn = format_args!("{id:016x}"),
-                "stored connection skipped: {e}"
-            );
-        }
-    });
-    RestoreSummary { restored, skipped }
+    })
 }

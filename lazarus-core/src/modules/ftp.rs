@@ -4,10 +4,10 @@
 //! admitted as related even where policy would drop it as new. RFC 959 §4.1
 //! (PORT, PASV), RFC 2428 (EPRT, EPSV).
 
-use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::{ConnId, Dir};
 use crate::modules::Module;
 use crate::parse::{v4_mapped, Addr, Family};
+use crate::portion::{Portion, PortionError, Reader, Writer};
 
 /// Longest control line the module keeps; longer lines are not PORT/EPRT/227/229
 /// lines (those fit in about 60 bytes), so they are skipped up to their newline.
@@ -205,10 +205,25 @@ pub const CHECKPOINT_EXPECTATIONS: usize = 2;
 /// restored as "skip to the next line" (commands that matter are shorter).
 const CHECKPOINT_LINE: usize = 48;
 
-impl FtpPortion {
-    pub const MAX: usize = 224;
+/// The ftp portion as checkpointed: the control connection's parse state
+/// and the live expectations it created (their `master` is the connection's
+/// id, set by the restore).
+#[derive(Clone, Copy)]
+pub struct FtpRecord {
+    pub portion: FtpPortion,
+    pub expectations: [Expectation; CHECKPOINT_EXPECTATIONS],
+    /// How many of `expectations` are meaningful.
+    pub count: usize,
+}
 
-    /// The portion as checkpointed, with the live expectations it created.
+// The format byte, both directions' lines and the expectations at their longest.
+const FTP_ENCODED_MAX: usize =
+    1 + 2 * (4 + 1 + 1 + 1 + CHECKPOINT_LINE) + 4 + 1 + CHECKPOINT_EXPECTATIONS * 47;
+const _: () = assert!(FTP_ENCODED_MAX <= shm_layout::FTP_PORTION_MAX);
+
+impl FtpPortion {
+    /// Writes the portion with `expectations` (what [`FtpRecord::encode`]
+    /// writes, without copying the portion into a record).
     pub fn encode(
         &self,
         expectations: &[Expectation],
@@ -242,12 +257,17 @@ impl FtpPortion {
         }
         w.finish()
     }
+}
 
-    /// The portion and the expectations it carried (`master` set to `id`).
-    pub fn decode(
-        b: &[u8],
-        id: ConnId,
-    ) -> Result<(FtpPortion, [Expectation; CHECKPOINT_EXPECTATIONS], usize), PortionError> {
+impl Portion for FtpRecord {
+    const MODULE: Module = Module::Ftp;
+    const MAX_LEN: usize = shm_layout::FTP_PORTION_MAX;
+
+    fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+        self.portion.encode(&self.expectations[..self.count], out)
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, PortionError> {
         let mut r = Reader::new(b, Module::Ftp)?;
         let mut p = FtpPortion::default();
         for d in 0..2 {
@@ -274,12 +294,12 @@ impl FtpPortion {
                 src: r.array()?,
                 dst: r.array()?,
                 dport: r.u16()?,
-                master: id,
+                master: ConnId(0),
                 deadline: r.u64()?,
                 live: true,
             };
         }
-        Ok((p, x, n))
+        Ok(FtpRecord { portion: p, expectations: x, count: n })
     }
 }
 

@@ -1,10 +1,10 @@
 //! The icmp module: echo request/reply pairs as connections (keyed by the echo
 //! id); errors pass when the header they quote belongs to a known connection.
 
-use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::Dir;
 use crate::modules::Module;
 use crate::parse::{Family, IcmpInfo};
+use crate::portion::{Portion, PortionError, Reader, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -47,18 +47,27 @@ pub fn classify(family: Family, info: &IcmpInfo) -> IcmpKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrongWayEcho;
 
-impl IcmpPortion {
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+// Echo id and state, a format byte before them.
+const ICMP_ENCODED: usize = 1 + 2 + 1;
+const _: () = assert!(ICMP_ENCODED <= shm_layout::L4_PORTION_MAX);
+
+impl Portion for IcmpPortion {
+    const MODULE: Module = Module::Icmp;
+    const MAX_LEN: usize = shm_layout::L4_PORTION_MAX;
+
+    fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
         let mut w = Writer::new(out, Module::Icmp);
         w.u16(self.echo_id);
         w.u8(self.replied as u8);
         w.finish()
     }
-    pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
+    fn decode(b: &[u8]) -> Result<Self, PortionError> {
         let mut r = Reader::new(b, Module::Icmp)?;
         Ok(IcmpPortion { echo_id: r.u16()?, replied: r.bool()? })
     }
+}
 
+impl IcmpPortion {
     pub fn new(echo_id: u16) -> Self {
         IcmpPortion { echo_id, replied: false }
     }

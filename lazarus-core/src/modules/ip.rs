@@ -1,8 +1,8 @@
 //! The ip module: which side opened the connection, and traffic counters.
 
-use crate::checkpoint::wire::{PortionError, Reader, Writer};
 use crate::conn::{ConnKey, Dir};
 use crate::modules::Module;
+use crate::portion::{Portion, PortionError, Reader, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
@@ -40,12 +40,21 @@ impl IpPortion {
     }
 }
 
-impl IpPortion {
-    /// Largest encoding (the store's ip slot is sized from it).
-    pub const MAX: usize = 88;
+/// The ip portion as checkpointed: the canonical key travels with it, so a
+/// restore can rebuild the record and check the id against the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRecord {
+    pub key: ConnKey,
+    pub ip: IpPortion,
+}
 
-    /// The ip portion as checkpointed: the canonical key travels with it, so a
-    /// restore can rebuild the record and check the id against the key.
+// The format byte, then the fixed fields.
+const IP_ENCODED: usize = 1 + IP_FIXED;
+const _: () = assert!(IP_ENCODED <= shm_layout::IP_PORTION_MAX);
+
+impl IpPortion {
+    /// Writes the ip portion of the connection keyed `key` (what
+    /// [`IpRecord::encode`] writes, without copying the key into a record).
     pub fn encode(&self, key: &ConnKey, out: &mut [u8]) -> Result<usize, PortionError> {
         let mut w = Writer::new(out, Module::Ip);
         if let Some(mut f) = w.fields::<{ IP_FIXED }>() {
@@ -65,8 +74,17 @@ impl IpPortion {
         }
         w.finish()
     }
+}
 
-    pub fn decode(b: &[u8]) -> Result<(ConnKey, IpPortion), PortionError> {
+impl Portion for IpRecord {
+    const MODULE: Module = Module::Ip;
+    const MAX_LEN: usize = shm_layout::IP_PORTION_MAX;
+
+    fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+        self.ip.encode(&self.key, out)
+    }
+
+    fn decode(b: &[u8]) -> Result<Self, PortionError> {
         let mut r = Reader::new(b, Module::Ip)?;
         let mut f = r.fields::<{ IP_FIXED }>()?;
         let key = ConnKey {
@@ -86,6 +104,6 @@ impl IpPortion {
         let packets = [f.u64(), f.u64()];
         let bytes = [f.u64(), f.u64()];
         let created = f.u64();
-        Ok((key, IpPortion { packets, bytes, created, orig_src_is_lo }))
+        Ok(IpRecord { key, ip: IpPortion { packets, bytes, created, orig_src_is_lo } })
     }
 }

@@ -1,31 +1,15 @@
 //! Protocol modules. Each owns its portion of a connection record and nothing
 //! else, and says when its portion changed in a way a checkpoint must capture.
 pub mod ftp;
+pub mod ftp_sessions;
 pub mod icmp;
 pub mod ip;
 pub mod tcp;
 pub mod udp;
 
+pub use crate::portion::Module;
+
 use crate::conn::{ConnId, ConnKey};
-
-/// The modules, as named in checkpoint deltas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Module {
-    Ip = 0,
-    Tcp = 1,
-    Udp = 2,
-    Icmp = 3,
-    Ftp = 4,
-}
-
-impl Module {
-    pub const COUNT: usize = 5;
-    pub const ALL: [Module; 5] = [Module::Ip, Module::Tcp, Module::Udp, Module::Icmp, Module::Ftp];
-    pub fn name(self) -> &'static str {
-        ["ip", "tcp", "udp", "icmp", "ftp"][self as usize]
-    }
-}
 
 /// The layer-4 module's portion: exactly one per connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +32,8 @@ impl L4Portion {
     }
 }
 
-/// No FTP portion.
-pub const NO_FTP: u32 = u32::MAX;
+/// No FTP portion: the sentinel the store uses for the same absence.
+pub use shm_layout::NO_FTP;
 
 /// A connection record: the key, and each module's portion side by side.
 #[derive(Debug, Clone, Copy)]

@@ -7,10 +7,10 @@
 //! pure function. Strict: a connection starts with a SYN (no mid-stream
 //! pickup; a restarted dataplane gets its state from the checkpoint instead).
 
-use crate::checkpoint::wire::{PortionError, Reader, Writer, PORTION_FORMAT};
 use crate::conn::Dir;
 use crate::modules::Module;
 use crate::parse::{tcp_flags as f, TcpHdr};
+use crate::portion::{Portion, PortionError, Reader, Writer, PORTION_FORMAT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
@@ -453,6 +453,47 @@ pub fn is_plain_ack(p: &TcpPortion, h: &TcpHdr) -> bool {
     p.state == TcpState::Established && h.flags & NOT_PLAIN_ACK == f::ACK
 }
 
+/// What one segment did to a tracked connection, as the firewall needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    /// The change is worth a checkpoint delta.
+    pub delta: bool,
+    /// The timeout of the state the segment left the connection in.
+    pub timeout: u64,
+}
+
+/// `track`, for the firewall: whether the change is worth a delta, and the
+/// timeout of the resulting state from `timeouts` (by state, in the
+/// caller's units). A move that only shortens what a restore would keep
+/// ([`TcpChange::Timeout`]) is worth a delta only when the new state's
+/// timeout is the longer one.
+#[inline(always)]
+pub fn on_segment(
+    p: &mut TcpPortion,
+    dir: Dir,
+    h: &TcpHdr,
+    payload_len: u32,
+    timeouts: &[u64; TcpState::COUNT],
+) -> Result<Tracked, TcpInvalid> {
+    // Nearly every packet: ESTABLISHED stays so, its timeout known.
+    if is_plain_ack(p, h) {
+        let delta = !matches!(track_plain_ack(p, dir, h, payload_len)?, TcpChange::None);
+        return Ok(Tracked { delta, timeout: timeouts[TcpState::Established as usize] });
+    }
+    let delta = match track(p, dir, h, payload_len)? {
+        TcpChange::None => false,
+        TcpChange::Timeout { from } => {
+            let worth = timeouts[p.state as usize] > timeouts[from as usize];
+            if worth {
+                p.checkpointed();
+            }
+            worth
+        }
+        _ => true,
+    };
+    Ok(Tracked { delta, timeout: timeouts[p.state as usize] })
+}
+
 /// `track` of a segment `is_plain_ack` accepts; for a caller that would
 /// otherwise handle state changes that cannot happen here.
 #[inline(always)]
@@ -577,10 +618,9 @@ fn track_any(
 /// per direction end, maxend, maxwin, maxack, scale, flags.
 const TCP_FIXED: usize = 2 + 2 * 18;
 
-impl TcpPortion {
-    /// Largest encoding (the store's layer-4 slot is sized from it).
-    pub const MAX: usize = 56;
+const _: () = assert!(TcpPortion::WORDS_LEN <= shm_layout::L4_PORTION_MAX);
 
+impl TcpPortion {
     /// The portion is about to be checkpointed: remember the edges it carries,
     /// and it no longer needs a restored connection's slack.
     pub fn checkpointed(&mut self) {
@@ -588,23 +628,6 @@ impl TcpPortion {
         for d in &mut self.dirs {
             d.flags &= !dir_flags::RESTORED;
         }
-    }
-
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
-        let mut w = Writer::new(out, Module::Tcp);
-        if let Some(mut f) = w.fields::<{ TCP_FIXED }>() {
-            f.u8(self.state as u8);
-            f.u8(self.seen_reply as u8);
-            for d in &self.dirs {
-                f.u32(d.end);
-                f.u32(d.maxend);
-                f.u32(d.maxwin);
-                f.u32(d.maxack);
-                f.u8(d.scale);
-                f.u8(d.flags & !dir_flags::RESTORED);
-            }
-        }
-        w.finish()
     }
 
     /// Bytes of [`encode_words`](Self::encode_words)'s encoding.
@@ -639,10 +662,32 @@ impl TcpPortion {
         }
         w
     }
+}
+
+impl Portion for TcpPortion {
+    const MODULE: Module = Module::Tcp;
+    const MAX_LEN: usize = shm_layout::L4_PORTION_MAX;
+
+    fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
+        let mut w = Writer::new(out, Module::Tcp);
+        if let Some(mut f) = w.fields::<{ TCP_FIXED }>() {
+            f.u8(self.state as u8);
+            f.u8(self.seen_reply as u8);
+            for d in &self.dirs {
+                f.u32(d.end);
+                f.u32(d.maxend);
+                f.u32(d.maxwin);
+                f.u32(d.maxack);
+                f.u8(d.scale);
+                f.u8(d.flags & !dir_flags::RESTORED);
+            }
+        }
+        w.finish()
+    }
 
     /// A portion read back from a checkpoint: marked restored, so its window
     /// checks allow for edges that moved after it was written.
-    pub fn decode(b: &[u8]) -> Result<Self, PortionError> {
+    fn decode(b: &[u8]) -> Result<Self, PortionError> {
         let mut r = Reader::new(b, Module::Tcp)?;
         let mut f = r.fields::<{ TCP_FIXED }>()?;
         let st = f.u8();
@@ -771,7 +816,7 @@ mod tests {
     fn bulk_with_checkpoints() -> (Vec<u8>, Vec<(Dir, TcpHdr, u32)>) {
         let mut p = established();
         let (mss, win) = (1400u32, 64000u16);
-        let mut ckpt = vec![0u8; TcpPortion::MAX];
+        let mut ckpt = vec![0u8; TcpPortion::MAX_LEN];
         let n = p.encode(&mut ckpt).unwrap();
         ckpt.truncate(n);
         let mut since = Vec::new();
@@ -795,7 +840,7 @@ mod tests {
                 match track(&mut p, d, &h, len).expect("live tracking accepts the transfer") {
                     TcpChange::None => since.push((d, h, len)),
                     _ => {
-                        ckpt.resize(TcpPortion::MAX, 0);
+                        ckpt.resize(TcpPortion::MAX_LEN, 0);
                         let n = p.encode(&mut ckpt).unwrap();
                         ckpt.truncate(n);
                         since.clear();
@@ -836,7 +881,7 @@ mod tests {
     #[test]
     fn portion_round_trips_and_rejects_garbage() {
         let p = established();
-        let mut b = [0u8; TcpPortion::MAX];
+        let mut b = [0u8; TcpPortion::MAX_LEN];
         let n = p.encode(&mut b).unwrap();
         let q = TcpPortion::decode(&b[..n]).unwrap();
         assert_eq!(q.state, p.state);

@@ -3,7 +3,7 @@
 //! newer build must read what an older one wrote (hitless upgrade), so fields
 //! are only ever appended and the format byte says which came last.
 
-use crate::modules::Module;
+use super::Module;
 
 /// Format of every portion written by this build.
 pub const PORTION_FORMAT: u8 = 1;

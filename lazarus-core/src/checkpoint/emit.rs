@@ -1,0 +1,276 @@
+//! Checkpoint emission: the firewall's side of the sink. A module's changed
+//! portion is encoded into the sink at once; what the sink had no room for
+//! is marked dirty and written again by a background walk over the table,
+//! and deletes it had no room for wait in a list. The packet path never
+//! waits for checkpointd.
+
+use super::{CheckpointSink, SinkFull};
+use crate::conn::table::TableMemory;
+use crate::conn::{ConnId, ConnTable};
+use crate::modules::ftp::{Expectation, CHECKPOINT_EXPECTATIONS};
+use crate::modules::ftp_sessions::FtpSessions;
+use crate::modules::tcp::{TcpPortion, TcpState};
+use crate::modules::{Conn, L4Portion, Module, NO_FTP};
+use crate::portion::Portion;
+use crate::stats::FwCounters;
+use std::sync::Arc;
+
+/// Slab positions the re-emit walk looks at per poll round.
+const REEMIT_BATCH: usize = 64;
+/// Deletes remembered while the ring is full.
+const PENDING_DELETES: usize = 4096;
+
+/// Whether a connection goes to the checkpoint: from its first packet,
+/// except a TCP connection, which goes from the first answer to its SYN.
+/// Lost in a restart before that, it costs the client one SYN
+/// retransmission (the server's answer is dropped as new, the retransmitted
+/// SYN opens it again); once answered, the client may consider it open and
+/// it must survive. So a SYN flood's half-open connections write nothing.
+/// A related connection (an FTP data channel) is stored at its SYN: it used
+/// up its expectation, so a retransmitted SYN would find nothing to admit it.
+/// Nor is one that resets before it was ever stored: there is nothing to keep.
+#[inline(always)]
+pub fn worth_storing(l4: &L4Portion, related: bool) -> bool {
+    match l4 {
+        L4Portion::Tcp(t) => related || (t.seen_reply && t.state != TcpState::Close),
+        _ => true,
+    }
+}
+
+/// The sink of one firewall, with what the sink could not take yet.
+pub struct Checkpointer<S: CheckpointSink> {
+    pub sink: S,
+    counters: Arc<FwCounters>,
+    pending_deletes: Vec<ConnId>,
+    /// Connections with a dirty portion: `emit` counts each connection's
+    /// clean → dirty and dirty → clean transitions, removal its end.
+    dirty: usize,
+    /// Slab position of the re-emit walk; None when no walk is under way.
+    cursor: Option<usize>,
+    /// The walk writes every portion, not only dirty ones: checkpointd lost
+    /// its store and asked for everything.
+    resync: bool,
+}
+
+/// Every module that holds a portion of `conn`.
+fn modules_of(conn: &Conn) -> u8 {
+    let mut m = 1u8 << Module::Ip as u8;
+    if let Some(l4) = conn.l4.module() {
+        m |= 1 << l4 as u8;
+    }
+    if conn.ftp != NO_FTP {
+        m |= 1 << Module::Ftp as u8;
+    }
+    m
+}
+
+impl<S: CheckpointSink> Checkpointer<S> {
+    pub fn new(sink: S, counters: Arc<FwCounters>) -> Self {
+        Checkpointer {
+            sink,
+            counters,
+            pending_deletes: Vec::with_capacity(PENDING_DELETES),
+            dirty: 0,
+            cursor: None,
+            resync: false,
+        }
+    }
+
+    /// Writes `module`'s portion of `conn`, if the connection is stored; on
+    /// no room marks the portion dirty. Returns whether it needs no retry.
+    #[inline]
+    pub fn emit(
+        &mut self,
+        conn: &mut Conn,
+        module: Module,
+        ftp: &FtpSessions,
+        version: u64,
+    ) -> bool {
+        if !conn.stored {
+            return true;
+        }
+        if !S::ENABLED {
+            self.counters.ckpt[module as usize].add(1);
+            return true;
+        }
+        self.write_portion(conn, module, ftp, version)
+    }
+
+    /// `emit`'s work, kept out of line: few packets need it, and inlined
+    /// into every caller it made the packet path around it compile
+    /// differently from one build to the next.
+    #[inline(never)]
+    fn write_portion(
+        &mut self,
+        conn: &mut Conn,
+        module: Module,
+        ftp: &FtpSessions,
+        version: u64,
+    ) -> bool {
+        // A match on the module, not a test of `modules_of`: fewer
+        // instructions a delta on the packet path.
+        let present = match module {
+            Module::Ip => true,
+            Module::Tcp => matches!(conn.l4, L4Portion::Tcp(_)),
+            Module::Udp => matches!(conn.l4, L4Portion::Udp(_)),
+            Module::Icmp => matches!(conn.l4, L4Portion::Icmp(_)),
+            Module::Ftp => conn.ftp != NO_FTP,
+        };
+        if !present {
+            return true;
+        }
+        let c = &*conn;
+        let pushed = match (module, &c.l4) {
+            // The tcp portion, the one the packet path writes most, as words
+            // built in registers.
+            (Module::Tcp, L4Portion::Tcp(t)) => self.sink.portion_words(
+                c.id,
+                module,
+                version,
+                &t.encode_words(),
+                TcpPortion::WORDS_LEN,
+            ),
+            // The others encoded straight into the sink's slot. Every encoding
+            // fits the slot by construction (the portion MAX sizes); were one not
+            // to, the delta would be empty, which a restore refuses as truncated.
+            _ => self.sink.portion_with(c.id, module, version, |buf: &mut [u8]| {
+                let len = match (module, &c.l4) {
+                    (Module::Ip, _) => c.ip.encode(&c.key, buf),
+                    (Module::Udp, L4Portion::Udp(u)) => u.encode(buf),
+                    (Module::Icmp, L4Portion::Icmp(i)) => i.encode(buf),
+                    (Module::Ftp, _) => {
+                        let mut x = [Expectation::default(); CHECKPOINT_EXPECTATIONS];
+                        let mut n = 0;
+                        for e in ftp.expectations.of_master(c.id).take(x.len()) {
+                            x[n] = *e;
+                            n += 1;
+                        }
+                        ftp.portion(c.ftp).encode(&x[..n], buf)
+                    }
+                    _ => Ok(0),
+                };
+                len.unwrap_or(0)
+            }),
+        };
+        let bit = 1u8 << module as u8;
+        match pushed {
+            Ok(()) => {
+                self.counters.ckpt[module as usize].add(1);
+                if conn.dirty == bit {
+                    self.dirty -= 1;
+                }
+                conn.dirty &= !bit;
+                true
+            }
+            Err(SinkFull) => {
+                self.counters.ckpt_ring_full.add(1);
+                if conn.dirty == 0 {
+                    self.dirty += 1;
+                }
+                conn.dirty |= bit;
+                false
+            }
+        }
+    }
+
+    /// Writes the portions of `conn` whose module bits are in `want`; returns
+    /// how many the sink took. Nothing while the connection is not stored.
+    fn emit_modules(&mut self, conn: &mut Conn, want: u8, ftp: &FtpSessions, version: u64) -> u64 {
+        if !conn.stored {
+            return 0;
+        }
+        let mut n = 0;
+        for m in Module::ALL {
+            if want & (1 << m as u8) != 0 && self.emit(conn, m, ftp, version) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Writes every portion `conn` has.
+    pub fn emit_all(&mut self, conn: &mut Conn, ftp: &FtpSessions, version: u64) {
+        let present = modules_of(conn);
+        self.emit_modules(conn, present, ftp, version);
+    }
+
+    /// `conn` left the table: a delete for checkpointd if it was stored
+    /// (kept for later when the sink is full).
+    pub fn removed(&mut self, conn: &Conn, version: u64) {
+        if conn.dirty != 0 {
+            self.dirty = self.dirty.saturating_sub(1);
+        }
+        if !conn.stored {
+            return;
+        }
+        match self.sink.deleted(conn.id, version) {
+            Ok(()) => self.counters.ckpt_deletes.add(1),
+            Err(SinkFull) => {
+                self.counters.ckpt_ring_full.add(1);
+                if self.pending_deletes.len() < self.pending_deletes.capacity() {
+                    self.pending_deletes.push(conn.id);
+                } else {
+                    self.counters.ckpt_deletes_lost.add(1);
+                }
+            }
+        }
+    }
+
+    /// The background side, once per poll round: a resync checkpointd asked
+    /// for, deletes and dirty portions the sink had no room for earlier.
+    pub fn reemit<A: TableMemory>(
+        &mut self,
+        table: &mut ConnTable<Conn, A>,
+        ftp: &FtpSessions,
+        now: u64,
+    ) {
+        if self.sink.take_resync() {
+            self.counters.ckpt_resyncs.add(1);
+            self.resync = true;
+            self.cursor = Some(0);
+        }
+        while let Some(&id) = self.pending_deletes.last() {
+            if self.sink.deleted(id, now).is_err() {
+                return;
+            }
+            self.pending_deletes.pop();
+            self.counters.ckpt_deletes.add(1);
+        }
+        if self.cursor.is_none() && self.dirty != 0 {
+            self.cursor = Some(0);
+        }
+        let Some(mut i) = self.cursor else { return };
+        let cap = table.capacity();
+        let end = (i + REEMIT_BATCH).min(cap);
+        while i < end {
+            // Room for a whole connection (ip, l4, ftp) before touching it.
+            if !self.sink.has_room(Module::COUNT as u32) {
+                break;
+            }
+            if let Some(conn) = table.at_mut(i) {
+                let want = if self.resync { modules_of(conn) } else { conn.dirty };
+                let n = self.emit_modules(conn, want, ftp, now);
+                self.counters.ckpt_reemitted.add(n);
+            }
+            i += 1;
+        }
+        if i >= cap {
+            // A full walk: what is still dirty failed again and starts a new one.
+            self.cursor = None;
+            self.resync = false;
+        } else {
+            self.cursor = Some(i);
+        }
+    }
+
+    /// Whether the sink has room for `n` more deltas now.
+    pub fn has_room(&mut self, n: u32) -> bool {
+        self.sink.has_room(n)
+    }
+
+    /// Makes what was written visible to checkpointd.
+    #[inline]
+    pub fn publish(&mut self) {
+        self.sink.publish();
+    }
+}

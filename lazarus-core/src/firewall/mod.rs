@@ -1,0 +1,213 @@
+//! The packet pipeline of one worker: parse → connection lookup → the
+//! protocol modules (ip → tcp | udp | icmp → ftp) → policy for new
+//! connections. The worker hands it a burst at a time (`process_burst`);
+//! `process` is the same pipeline for one packet. Owned by one worker;
+//! allocates nothing and locks nothing after `new`.
+//!
+//! One file a job: `burst` stages a burst and looks its connections up
+//! together, `track` admits and tracks packets, `fragments` remembers
+//! first fragments' verdicts, `housekeeping` expires, flushes and counts;
+//! checkpoint emission is `checkpoint::Checkpointer`'s, restore decoding
+//! `checkpoint::restore`'s.
+
+mod burst;
+mod fragments;
+mod housekeeping;
+mod ticks;
+mod track;
+
+pub use burst::{Burst, FrameBurst, StagedBurst, STAGE_MAX};
+
+use crate::checkpoint::restore::{self, RestoreError, RestoreSummary, StoredPortions};
+use crate::checkpoint::{CheckpointSink, Checkpointer};
+use crate::config::ConntrackSection;
+use crate::conn::table::{TableFull, TableMemory};
+use crate::conn::ConnTable;
+use crate::modules::ftp_sessions::FtpSessions;
+use crate::modules::Conn;
+use crate::policy::Policy;
+use crate::stats::FwCounters;
+use fragments::Fragments;
+use housekeeping::{Housekeeping, Tally};
+use std::sync::Arc;
+use ticks::Ticks;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+}
+
+pub struct Firewall<S: CheckpointSink, A: TableMemory> {
+    table: ConnTable<Conn, A>,
+    policy: Arc<Policy>,
+    /// The zone of each config port.
+    port_zone: Vec<u16>,
+    ticks: Ticks,
+    ftp: FtpSessions,
+    frags: Fragments,
+    pub counters: Arc<FwCounters>,
+    checkpoint: Checkpointer<S>,
+    /// Connections by kind and TCP state, behind `counters.gauges`.
+    tally: Tally,
+    chores: Housekeeping,
+}
+
+impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
+    pub fn new(
+        c: &ConntrackSection,
+        policy: Arc<Policy>,
+        port_zone: Vec<u16>,
+        tsc_hz: u64,
+        alloc: A,
+        sink: S,
+        counters: Arc<FwCounters>,
+    ) -> Self {
+        let ticks = Ticks::new(c, tsc_hz);
+        Firewall {
+            table: ConnTable::new_in(c.capacity, alloc),
+            policy,
+            port_zone,
+            ftp: FtpSessions::new(c, ticks.expectation),
+            frags: Fragments::new(c.fragments as usize, ticks.fragment),
+            checkpoint: Checkpointer::new(sink, counters.clone()),
+            counters,
+            tally: Tally::default(),
+            chores: Housekeeping::new(c.sweep_batch as usize, tsc_hz),
+            ticks,
+        }
+    }
+
+    pub fn table(&self) -> &ConnTable<Conn, A> {
+        &self.table
+    }
+
+    /// Where this firewall's checkpoint deltas go.
+    pub fn sink(&self) -> &S {
+        &self.checkpoint.sink
+    }
+
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.checkpoint.sink
+    }
+
+    /// The pipeline over one received burst, from config port `port`: every
+    /// packet staged (parsed, keyed), their connections looked up together,
+    /// then each one tracked; `burst` keeps the packets to forward. The
+    /// deltas the burst made are published before it returns, so none of its
+    /// packets leaves before the state it created is in the ring (output
+    /// commit). Returns how many packets were dropped.
+    #[inline]
+    pub fn process_burst<B: Burst>(
+        &mut self,
+        staged: &mut StagedBurst,
+        burst: &mut B,
+        port: usize,
+        now: u64,
+    ) -> usize {
+        let n = burst.len();
+        for i in 0..n {
+            self.stage(staged, i, burst.frame(i), port);
+        }
+        self.lookup_staged(staged, n);
+        let dropped = burst.retain(|i, frame| {
+            self.process_staged(staged, i, frame, port, now) == Verdict::Forward
+        });
+        self.checkpoint.publish();
+        dropped
+    }
+
+    /// Rebuilds one connection from its stored portions (before the ports
+    /// start). The id must be the id of the key the ip portion carries.
+    pub fn restore(
+        &mut self,
+        id: u64,
+        ip: &[u8],
+        l4: Option<(u8, &[u8])>,
+        ftp: Option<&[u8]>,
+        now: u64,
+    ) -> Result<(), RestoreError> {
+        let mut refused = None;
+        let one = StoredPortions { id, ip: Some(ip), l4, ftp };
+        self.restore_many(std::iter::once(one), now, |_, e| refused = Some(e));
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Rebuilds connections from their stored portions (before the ports
+    /// start), each module restoring its own portion; a connection that
+    /// cannot be rebuilt is counted (`restore_skipped`), handed to `skipped`,
+    /// and the rest carry on. Returns how many were restored.
+    pub fn restore_many<'a>(
+        &mut self,
+        stored: impl IntoIterator<Item = StoredPortions<'a>>,
+        now: u64,
+        mut skipped: impl FnMut(u64, RestoreError),
+    ) -> u64 {
+        let Firewall { table, ticks, ftp, counters, tally, .. } = self;
+        // No duplicate check: the id is the key's hash and checkpointd's store
+        // holds each id once (its rebuild drops duplicates), so a probe per
+        // connection would only double the cache misses of a large restore.
+        let mut bulk = table.bulk_insert();
+        let mut restored = 0;
+        for s in stored {
+            let placed = restore::rebuild(&s, now, |l4| ticks.of(l4)).and_then(|r| {
+                let mut conn = r.conn;
+                if let Some(rec) = r.ftp {
+                    if let Some(i) = ftp.place(rec.portion, counters) {
+                        conn.ftp = i;
+                        for e in &rec.expectations[..rec.count] {
+                            if e.deadline > now && !ftp.expectations.add(*e, now) {
+                                counters.expectations_full.add(1);
+                            }
+                        }
+                    }
+                }
+                match bulk.push(conn) {
+                    Ok(_) => Ok(conn),
+                    Err(TableFull) => {
+                        ftp.release(conn.ftp);
+                        Err(RestoreError::TableFull)
+                    }
+                }
+            });
+            match placed {
+                Ok(conn) => {
+                    tally.on(&conn.l4);
+                    restored += 1;
+                }
+                Err(e) => {
+                    counters.restore_skipped.add(1);
+                    skipped(s.id, e);
+                }
+            }
+        }
+        drop(bulk);
+        counters.restored.add(restored);
+        restored
+    }
+
+    /// Rebuilds this worker's table from checkpointd's store; a damaged
+    /// record is skipped, counted and logged (the first few), never applied.
+    pub fn restore_from_store(
+        &mut self,
+        store: &shm_layout::StoreSegment,
+        worker: u16,
+        now: u64,
+    ) -> RestoreSummary {
+        let mut skipped = 0u64;
+        let restored = self.restore_many(restore::stored_by(store, worker), now, |id, e| {
+            skipped += 1;
+            if skipped <= 5 {
+                tracing::warn!(
+                    worker,
+                    conn = format_args!("{id:016x}"),
+                    "stored connection skipped: {e}"
+                );
+            }
+        });
+        RestoreSummary { restored, skipped }
+    }
+}
+
+#[cfg(test)]
+mod tests;
