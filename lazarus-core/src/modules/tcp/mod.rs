@@ -7,10 +7,12 @@
 //! pure function. Strict: a connection starts with a SYN (no mid-stream
 //! pickup; a restarted dataplane gets its state from the checkpoint instead).
 
+mod portion;
+mod transitions;
+
 use crate::conn::Dir;
-use crate::modules::Module;
 use crate::parse::{tcp_flags as f, TcpHdr};
-use crate::portion::{Portion, PortionError, Reader, Writer, PORTION_FORMAT};
+use transitions::{flag_idx, valid_flags, FlagIdx, IG, IV, TIMEOUT_ONLY, TRANSITIONS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
@@ -148,117 +150,6 @@ pub enum TcpChange {
         from: TcpState,
     },
 }
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum FlagIdx {
-    Syn = 0,
-    SynAck,
-    Fin,
-    Ack,
-    Rst,
-    None,
-}
-
-fn flag_idx(flags: u8) -> FlagIdx {
-    if flags & f::RST != 0 {
-        FlagIdx::Rst
-    } else if flags & f::SYN != 0 {
-        if flags & f::ACK != 0 {
-            FlagIdx::SynAck
-        } else {
-            FlagIdx::Syn
-        }
-    } else if flags & f::FIN != 0 {
-        FlagIdx::Fin
-    } else if flags & f::ACK != 0 {
-        FlagIdx::Ack
-    } else {
-        FlagIdx::None
-    }
-}
-
-/// Flag combinations real stacks send (Linux's tcp_valid_flags); PSH, ECE and
-/// CWR are ignored.
-fn valid_flags(flags: u8) -> bool {
-    let x = flags & (f::FIN | f::SYN | f::RST | f::ACK | f::URG);
-    matches!(
-        x,
-        f::SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | f::RST | 0x14 /* RST|ACK */ | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | f::ACK | 0x30 /* ACK|URG */
-    )
-}
-
-const IV: u8 = 0xfe; // invalid
-const IG: u8 = 0xff; // ignore: accept without changing state
-
-/// TRANSITIONS[dir][flag][state] = new state. Columns: NONE, SYN_SENT,
-/// SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE,
-/// SYN_SENT2 — Linux's tcp_conntracks, with ACK on NONE invalid (strict, no
-/// mid-stream pickup).
-const TRANSITIONS: [[[u8; TcpState::COUNT]; 6]; 2] = {
-    const NO: u8 = 0;
-    const SS: u8 = 1;
-    const SR: u8 = 2;
-    const ES: u8 = 3;
-    const FW: u8 = 4;
-    const CW: u8 = 5;
-    const LA: u8 = 6;
-    const TW: u8 = 7;
-    const CL: u8 = 8;
-    const S2: u8 = 9;
-    let _ = NO;
-    [
-        // Original direction.
-        [
-            /* syn    */ [SS, SS, IG, IG, IG, IG, IG, SS, SS, S2],
-            /* synack */ [IV, IV, SR, IV, IV, IV, IV, IV, IV, SR],
-            /* fin    */ [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
-            /* ack    */ [IV, IV, ES, ES, CW, CW, TW, TW, CL, IV],
-            /* rst    */ [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
-            /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
-        ],
-        // Reply direction.
-        [
-            /* syn    */ [IV, S2, IV, IV, IV, IV, IV, SS, IV, S2],
-            /* synack */ [IV, SR, IG, IG, IG, IG, IG, IG, IG, SR],
-            /* fin    */ [IV, IV, FW, FW, LA, LA, LA, TW, CL, IV],
-            /* ack    */ [IV, IG, SR, ES, CW, CW, TW, TW, CL, IG],
-            /* rst    */ [IV, CL, CL, CL, CL, CL, CL, CL, CL, CL],
-            /* none   */ [IV, IV, IV, IV, IV, IV, IV, IV, IV, IV],
-        ],
-    ]
-};
-
-/// TIMEOUT_ONLY[a][b]: moving from state a to state b changes nothing a
-/// restore would decide differently but the timeout. Their columns of
-/// `TRANSITIONS` are equal (IG keeps each in itself, so equal columns also
-/// lead back into the pair), and neither is a state `track` or `in_window`
-/// treats specially (SYN_SENT, SYN_RECV, TIME_WAIT, CLOSE).
-const TIMEOUT_ONLY: [[bool; TcpState::COUNT]; TcpState::COUNT] = {
-    const fn special(s: usize) -> bool {
-        matches!(s, 1 | 2 | 7 | 8)
-    }
-    let mut t = [[false; TcpState::COUNT]; TcpState::COUNT];
-    let mut a = 0;
-    while a < TcpState::COUNT {
-        let mut b = 0;
-        while b < TcpState::COUNT {
-            let mut same = a != b && !special(a) && !special(b);
-            let mut d = 0;
-            while d < 2 {
-                let mut f = 0;
-                while f < 6 {
-                    same = same && TRANSITIONS[d][f][a] == TRANSITIONS[d][f][b];
-                    f += 1;
-                }
-                d += 1;
-            }
-            t[a][b] = same;
-            b += 1;
-        }
-        a += 1;
-    }
-    t
-};
 
 #[inline]
 fn before(a: u32, b: u32) -> bool {
@@ -614,106 +505,6 @@ fn track_any(
     })
 }
 
-/// Bytes of the tcp portion after its format byte: state, seen-reply, and
-/// per direction end, maxend, maxwin, maxack, scale, flags.
-const TCP_FIXED: usize = 2 + 2 * 18;
-
-const _: () = assert!(TcpPortion::WORDS_LEN <= shm_layout::L4_PORTION_MAX);
-
-impl TcpPortion {
-    /// The portion is about to be checkpointed: remember the edges it carries,
-    /// and it no longer needs a restored connection's slack.
-    pub fn checkpointed(&mut self) {
-        self.ckpt_end = [self.dirs[0].end, self.dirs[1].end];
-        for d in &mut self.dirs {
-            d.flags &= !dir_flags::RESTORED;
-        }
-    }
-
-    /// Bytes of [`encode_words`](Self::encode_words)'s encoding.
-    pub const WORDS_LEN: usize = 1 + TCP_FIXED;
-
-    /// What [`encode`](Self::encode) writes, as little-endian words built in
-    /// registers (the first [`WORDS_LEN`](Self::WORDS_LEN) bytes), for a sink
-    /// that stores and checksums whole words: the packet path's delta, with
-    /// no narrow stores read back.
-    #[inline(always)]
-    pub fn encode_words(&self) -> [u64; 5] {
-        #[inline(always)]
-        fn put(w: &mut [u64; 5], at: usize, v: u64, bytes: usize) {
-            let (i, sh) = (at / 8, (at % 8) * 8);
-            w[i] |= v << sh;
-            if sh + bytes * 8 > 64 {
-                w[i + 1] |= v >> (64 - sh);
-            }
-        }
-        let mut w = [0u64; 5];
-        put(&mut w, 0, u64::from(PORTION_FORMAT), 1);
-        put(&mut w, 1, self.state as u64, 1);
-        put(&mut w, 2, u64::from(self.seen_reply), 1);
-        for (k, d) in self.dirs.iter().enumerate() {
-            let at = 3 + 18 * k;
-            put(&mut w, at, u64::from(d.end), 4);
-            put(&mut w, at + 4, u64::from(d.maxend), 4);
-            put(&mut w, at + 8, u64::from(d.maxwin), 4);
-            put(&mut w, at + 12, u64::from(d.maxack), 4);
-            put(&mut w, at + 16, u64::from(d.scale), 1);
-            put(&mut w, at + 17, u64::from(d.flags & !dir_flags::RESTORED), 1);
-        }
-        w
-    }
-}
-
-impl Portion for TcpPortion {
-    const MODULE: Module = Module::Tcp;
-    const MAX_LEN: usize = shm_layout::L4_PORTION_MAX;
-
-    fn encode(&self, out: &mut [u8]) -> Result<usize, PortionError> {
-        let mut w = Writer::new(out, Module::Tcp);
-        if let Some(mut f) = w.fields::<{ TCP_FIXED }>() {
-            f.u8(self.state as u8);
-            f.u8(self.seen_reply as u8);
-            for d in &self.dirs {
-                f.u32(d.end);
-                f.u32(d.maxend);
-                f.u32(d.maxwin);
-                f.u32(d.maxack);
-                f.u8(d.scale);
-                f.u8(d.flags & !dir_flags::RESTORED);
-            }
-        }
-        w.finish()
-    }
-
-    /// A portion read back from a checkpoint: marked restored, so its window
-    /// checks allow for edges that moved after it was written.
-    fn decode(b: &[u8]) -> Result<Self, PortionError> {
-        let mut r = Reader::new(b, Module::Tcp)?;
-        let mut f = r.fields::<{ TCP_FIXED }>()?;
-        let st = f.u8();
-        if st as usize >= TcpState::COUNT {
-            return Err(r.bad("state"));
-        }
-        let seen_reply = f.bool().ok_or_else(|| r.bad("boolean"))?;
-        let mut p = TcpPortion { state: TcpState::from_u8(st), seen_reply, ..Default::default() };
-        for d in &mut p.dirs {
-            *d = TcpDirState {
-                end: f.u32(),
-                maxend: f.u32(),
-                maxwin: f.u32(),
-                maxack: f.u32(),
-                scale: f.u8(),
-                flags: f.u8() | dir_flags::RESTORED,
-            };
-            if d.scale > 14 {
-                return Err(r.bad("window scale"));
-            }
-        }
-        p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
-        Ok(p)
-    }
-}
-
 /// Seconds a connection in `state` lives without packets (Linux's defaults).
 pub fn default_timeout_secs(state: TcpState) -> u64 {
     match state {
@@ -733,6 +524,7 @@ pub fn default_timeout_secs(state: TcpState) -> u64 {
 mod tests {
     use super::*;
     use crate::parse::TcpOpts;
+    use crate::portion::Portion;
     use Dir::{Original as O, Reply as R};
 
     const A: u8 = f::ACK;
