@@ -3,9 +3,9 @@
 
 use super::collector::{flatten, Families};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use telemetry_client::TelemetryClient;
 
 /// Commands asked of the dataplane at each scrape, and the metric prefix of
 /// each reply's numbers. The first decides `lazarus_dataplane_up`.
@@ -32,24 +32,17 @@ pub struct Dataplane {
 pub fn scrape(socket: &Path) -> Dataplane {
     let start = Instant::now();
     let mut dp = Dataplane::default();
-    match telemetry_query(socket, &DATAPLANE_COMMANDS.map(|(c, _)| c)) {
+    match ask_all(socket) {
         Ok(replies) => {
-            for ((cmd, prefix), reply) in DATAPLANE_COMMANDS.iter().zip(&replies) {
-                let payload = reply.as_ref().and_then(|r| r.get(*cmd)).filter(|v| !v.is_null());
-                match payload {
-                    Some(p) => {
-                        if *cmd == DATAPLANE_COMMANDS[0].0 {
-                            dp.up = true;
-                        }
-                        flatten(&format!("lazarus_{prefix}"), p, &Vec::new(), &mut dp.families);
-                    }
-                    None => {
-                        tracing::debug!("dataplane telemetry: no data for {cmd} (older dataplane?)")
-                    }
+            for ((cmd, prefix), payload) in DATAPLANE_COMMANDS.iter().zip(&replies) {
+                let Some(p) = payload else { continue };
+                if *cmd == DATAPLANE_COMMANDS[0].0 {
+                    dp.up = true;
                 }
+                flatten(&format!("lazarus_{prefix}"), p, &Vec::new(), &mut dp.families);
             }
         }
-        Err(e) => tracing::debug!("dataplane telemetry {}: {e}", socket.display()),
+        Err(e) => tracing::debug!("dataplane telemetry: {e}"),
     }
     // Names the reply shares with our own families would make the exposition
     // invalid; they cannot arise with the prefixes above, but be sure.
@@ -60,42 +53,28 @@ pub fn scrape(socket: &Path) -> Dataplane {
     dp
 }
 
-/// The DPDK telemetry v2 protocol (`dpdk_telemetry.v2`): connect a
-/// SOCK_SEQPACKET socket, read the JSON greeting (`version`, `pid`,
-/// `max_output_len`), then for each command send it as one message and read
-/// one JSON reply `{"<command>": <data or null>}`. Returns one entry per
-/// command: None when that reply was not JSON.
-pub fn telemetry_query(socket: &Path, commands: &[&str]) -> std::io::Result<Vec<Option<Value>>> {
-    use socket2::{Domain, SockAddr, Socket, Type};
-    let s = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
-    s.set_read_timeout(Some(TELEMETRY_TIMEOUT))?;
-    s.set_write_timeout(Some(TELEMETRY_TIMEOUT))?;
-    s.connect(&SockAddr::unix(socket)?)?;
-    let mut buf = vec![0u8; 16384];
-    let n = (&s).read(&mut buf)?;
-    let greeting: Value = serde_json::from_slice(&buf[..n]).map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("greeting is not JSON: {e}"))
-    })?;
-    // Replies are at most max_output_len bytes; one more shows truncation.
-    let max = greeting
-        .get("max_output_len")
-        .and_then(Value::as_u64)
-        .unwrap_or(16384)
-        .clamp(1024, 1 << 20) as usize;
-    buf.resize(max + 1, 0);
-    let mut replies = Vec::with_capacity(commands.len());
-    for cmd in commands {
-        (&s).write_all(cmd.as_bytes())?;
-        let n = (&s).read(&mut buf)?;
-        replies.push(serde_json::from_slice(&buf[..n]).ok());
-    }
-    Ok(replies)
+/// Each command's data, None where only that reply was unusable (null from
+/// an older dataplane, not JSON); a broken connection fails the whole scrape.
+fn ask_all(socket: &Path) -> Result<Vec<Option<Value>>, telemetry_client::Error> {
+    let mut c = TelemetryClient::connect_timeout(socket, TELEMETRY_TIMEOUT)?;
+    DATAPLANE_COMMANDS
+        .iter()
+        .map(|(cmd, _)| match c.query(cmd) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.is_reply_only() => {
+                tracing::debug!("dataplane telemetry: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::io::{Read, Write};
 
     fn l(pairs: &[(&str, &str)]) -> crate::metrics::collector::Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -141,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn telemetry_v2_client_reads_the_dataplane() {
+    fn scrape_reads_a_dataplane_over_telemetry_v2() {
         let path =
             std::env::temp_dir().join(format!("lazarus-fake-telemetry-{}.v2", std::process::id()));
         let server = fake_telemetry(
