@@ -7,7 +7,6 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dataplane::telemetry::client::{socket_path, TelemetryClient};
 use lazarus_core::modules::{
     ftp::FtpRecord, icmp::IcmpPortion, ip::IpRecord, tcp::TcpPortion, udp::UdpPortion,
 };
@@ -18,6 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use telemetry_client::{socket_path, TelemetryClient};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,11 +123,14 @@ impl Endpoints {
 
     fn telemetry(&self) -> Result<TelemetryClient> {
         TelemetryClient::connect(&self.telemetry).map_err(|e| {
-            anyhow!(
-                "the dataplane is not running: no answer on its telemetry socket {} ({e}); start lazarus-dataplane (EAL --file-prefix {}), or pass --file-prefix/--telemetry-socket",
-                self.telemetry.display(),
-                self.prefix_hint
-            )
+            if e.is_not_running() {
+                anyhow!(
+                    "the dataplane is not running ({e}); start lazarus-dataplane (EAL --file-prefix {}), or pass --file-prefix/--telemetry-socket",
+                    self.prefix_hint
+                )
+            } else {
+                anyhow!("the dataplane's telemetry socket: {e}")
+            }
         })
     }
 }
@@ -144,17 +147,9 @@ fn control_socket_of(cfg: &Path) -> Result<PathBuf> {
     })
 }
 
-/// `cmd`'s value in a telemetry reply `{"<cmd>": value}`.
+/// `cmd`'s value in the dataplane's telemetry reply.
 fn ask(c: &mut TelemetryClient, cmd: &str) -> Result<Value> {
-    let text = c.query(cmd).with_context(|| format!("telemetry {cmd}"))?;
-    let mut v: Value = serde_json::from_str(&text)
-        .with_context(|| format!("telemetry reply to {cmd} is not JSON: {text}"))?;
-    match v.get_mut(cmd).map(Value::take) {
-        Some(Value::Null) | None => {
-            bail!("the dataplane does not know {cmd} (an older build?): {text}")
-        }
-        Some(x) => Ok(x),
-    }
+    c.query(cmd).with_context(|| format!("dataplane telemetry {cmd}"))
 }
 
 fn print_json(v: &Value) -> Result<()> {
@@ -169,10 +164,10 @@ fn n(v: &Value, k: &str) -> u64 {
 fn status(ep: &Endpoints, as_json: bool) -> Result<()> {
     let ck = ep.checkpointd(json!({"cmd": "status"}));
     let dp = ep.telemetry().and_then(|mut c| {
-        let greeting: Value = serde_json::from_str(&c.greeting).unwrap_or(Value::Null);
+        let g = c.greeting().clone();
         Ok(json!({
-            "pid": greeting.get("pid"),
-            "dpdk": greeting.get("version"),
+            "pid": g.pid,
+            "dpdk": g.version,
             "stats": ask(&mut c, "/lazarus/stats")?,
             "conns": ask(&mut c, "/lazarus/conns")?,
             "checkpoint": ask(&mut c, "/lazarus/checkpoint")?,
