@@ -8,6 +8,17 @@ SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 $SUDO scripts/setup.sh || { echo "lazarus tests: setup failed"; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
+
+# Fast checks first: a formatting slip or a lint stops the run here, before
+# the long tests.
+fast_fail() { echo "lazarus tests: 0 passed, 1 failed ($1) in $(( $(date +%s) - start ))s"; exit 1; }
+echo "=== fmt"
+cargo fmt --all --check && (cd fuzz && cargo fmt --check) || fast_fail "fmt: run cargo fmt --all"
+echo "=== dpdk-free"
+scripts/check-dpdk-free.sh || fast_fail "dpdk-free"
+echo "=== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings || fast_fail clippy
+
 cargo build --release --workspace --locked || { echo "lazarus tests: build failed"; exit 1; }
 
 passed=(); failed=()
