@@ -19,9 +19,8 @@
 //! switched between rounds, `WorkerSink::Off` and `WorkerSink::Ring`, as the
 //! dataplane's `checkpoint.enabled` switches it. Its memory is then the same
 //! for both sides. `TABLES=two` builds a firewall per side instead (the
-//! previous design); measured on this machine, where each one's memory lands
-//! moved the ratio by ±5 % from process to process, on faster than off as
-//! often as not.
+//! previous design): where each one's memory lands moved the ratio from
+//! process to process more than checkpointing did.
 //!
 //! Two clocks: wall time, and the worker thread's CPU time
 //! (CLOCK_THREAD_CPUTIME_ID). A DPDK lcore is pinned and never descheduled,

@@ -10,7 +10,7 @@
 //! Both modes run one type, `WorkerSink`, as the dataplane does whichever
 //! `checkpoint.enabled` says: with a type per mode (`NoCheckpoint`,
 //! `RingSink`) the compiler laid the two pipelines out differently, and the
-//! counts differed by up to ~45 instructions a packet outside the checkpoint.
+//! counts differed outside the checkpoint.
 
 #[path = "../benches/common/mod.rs"]
 mod common;

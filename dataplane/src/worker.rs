@@ -95,8 +95,7 @@ impl LcoreTask for Worker {
         // the lcore (rte_eal_mp_wait_lcore) before it reads anything we wrote.
         while !self.quit.load(Ordering::Relaxed) {
             // One TSC read a round, for the packets and the housekeeping
-            // after them: a second read cost ~2 cycles a packet at 32 a
-            // round (alternated runs, 10 000 flows); a read is slow in a VM.
+            // after them: a read is slow in a VM.
             let now = rdtsc();
             let got = self.poll_once(&mut burst, &mut staged, guard.as_deref_mut(), now);
             if let Some(fw) = guard.as_deref_mut() {

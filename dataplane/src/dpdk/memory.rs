@@ -101,8 +101,8 @@ unsafe impl Allocator for KernelHugepageAlloc {
 /// A `T` that is not aligned to its lines spans one line more than its size
 /// suggests (a 168-byte record: 3 lines or 4, by where it starts), so the
 /// line of its last byte is fetched too. Unconditionally: a branch on the
-/// alignment is one the predictor cannot learn (191 against 176 cycles a
-/// packet); fetching a line twice costs one instruction.
+/// alignment is one the predictor cannot learn; fetching a line twice
+/// costs one instruction.
 #[inline(always)]
 pub fn prefetch<T>(r: &T) {
     #[cfg(target_arch = "x86_64")]

@@ -24,9 +24,8 @@ pub struct TableFull;
 /// bits, and above them as many bits of its [`IndexHash`] as fit (the digest),
 /// bits the index's own tag and bucket position do not use. They let a lookup
 /// settle on a record without reading it (see [`ConnTable::candidate`]), in
-/// the 4 bytes the slab position alone took: an 8-byte entry with a 32-bit
-/// digest was no faster (alternated runs, 10 000 flows) and cost 6 bytes a
-/// connection.
+/// the 4 bytes the slab position alone took (an 8-byte entry with a 32-bit
+/// digest was no faster; see docs/BENCHMARKS.md, tried and not kept).
 #[derive(Debug, Clone, Copy)]
 struct IndexEntry(u32);
 
@@ -89,8 +88,7 @@ pub struct ConnTable<T, A: TableMemory> {
     free: Vec<u32, A>,
     sweep_cursor: usize,
     /// foldhash, seeded at random per table: three folded multiplies a key,
-    /// against xxh3 over the key's 42 bytes (~70 instructions a packet with
-    /// the buffer it needs, callgrind `profile_pipeline`).
+    /// where xxh3 over the key's bytes needs a buffer and many more.
     hasher: RandomState,
 }
 
