@@ -1,0 +1,95 @@
+//! The portion format pinned: the bytes each module writes for a fixed
+//! portion. A change to any encoding without a bump of `PORTION_FORMAT` and
+//! a translation from the previous format fails here (docs/CHECKPOINT.md,
+//! "Format versions"): a restarted dataplane must read what the one before
+//! it wrote.
+
+use lazarus_core::conn::{ConnKey, Endpoint};
+use lazarus_core::modules::ftp::{Expectation, FtpPortion, FtpRecord, CHECKPOINT_EXPECTATIONS};
+use lazarus_core::modules::icmp::IcmpPortion;
+use lazarus_core::modules::ip::{IpPortion, IpRecord};
+use lazarus_core::modules::tcp::{self, TcpPortion};
+use lazarus_core::modules::udp::UdpPortion;
+use lazarus_core::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
+use lazarus_core::portion::{Portion, PORTION_FORMAT};
+
+fn hex<P: Portion>(p: &P) -> String {
+    let mut b = vec![0u8; P::MAX_LEN];
+    let n = p.encode(&mut b).expect("fits its slot");
+    let back = P::decode(&b[..n]).expect("reads back");
+    let mut again = vec![0u8; P::MAX_LEN];
+    assert_eq!(back.encode(&mut again).unwrap(), n, "{:?} round trip", P::MODULE);
+    assert_eq!(&again[..n], &b[..n], "{:?} round trip", P::MODULE);
+    b[..n].iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn samples() -> Vec<(&'static str, String)> {
+    let (key, lo) = ConnKey::canonical(
+        Family::V4,
+        6,
+        Endpoint { addr: v4_mapped([10, 0, 0, 1]), port: 40000 },
+        Endpoint { addr: v4_mapped([10, 0, 0, 2]), port: 21 },
+        3,
+        7,
+    );
+    let mut ip = IpPortion::new(lo, 1234);
+    ip.packets = [5, 6];
+    ip.bytes = [700, 800];
+    let h = |flags, seq, ack| TcpHdr {
+        sport: 40000,
+        dport: 21,
+        seq,
+        ack,
+        flags,
+        window: 64000,
+        opts: TcpOpts::default(),
+    };
+    let mut t: TcpPortion = tcp::new_conn(&h(0x02, 1000, 0), 0).unwrap();
+    tcp::track(&mut t, lazarus_core::conn::Dir::Reply, &h(0x12, 5000, 1001), 0).unwrap();
+    let e = Expectation {
+        family: 4,
+        zone: 3,
+        vlan: 7,
+        src: v4_mapped([10, 0, 0, 2]),
+        dst: v4_mapped([10, 0, 0, 1]),
+        dport: 5001,
+        deadline: 99,
+        ..Default::default()
+    };
+    let ftp = FtpRecord {
+        portion: FtpPortion::default(),
+        expectations: [e; CHECKPOINT_EXPECTATIONS],
+        count: 1,
+    };
+    vec![
+        ("ip", hex(&IpRecord { key, ip })),
+        ("tcp", hex(&t)),
+        ("udp", hex(&UdpPortion { replied: true })),
+        ("icmp", hex(&IcmpPortion::new(0x4242))),
+        ("ftp", hex(&ftp)),
+    ]
+}
+
+/// The encodings of format 1.
+const PINNED: [(&str, &str); 5] =
+    [("ip", IP_V1), ("tcp", TCP_V1), ("udp", "0101"), ("icmp", "01424200"), ("ftp", FTP_V1)];
+const IP_V1: &str = "0100000000000000000000ffff0a00000100000000000000000000ffff0a000002409c15000604030007000105000000000000000600000000000000bc020000000000002003000000000000d204000000000000";
+const TCP_V1: &str =
+    "010201e9030000e9fd000000fa0000000000000000891300008913000000fa0000e90300000008";
+const FTP_V1: &str = "0100000000000000000000000000000000000001040300070000000000000000000000ffff0a00000200000000000000000000ffff0a00000189136300000000000000";
+
+#[test]
+fn every_portion_encodes_as_its_format_says() {
+    assert_eq!(
+        PORTION_FORMAT, 1,
+        "a new format: pin its encodings here, keep format 1's for the translation test"
+    );
+    for ((name, got), (pname, want)) in samples().iter().zip(PINNED) {
+        assert_eq!(*name, pname);
+        assert_eq!(
+            got, want,
+            "the {name} portion's bytes changed without a new PORTION_FORMAT: bump it and add a \
+             translation from the previous format (docs/CHECKPOINT.md, Format versions)"
+        );
+    }
+}
