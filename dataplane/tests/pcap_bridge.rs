@@ -3,37 +3,16 @@
 
 mod common;
 use common::*;
+use lazarus_core::frames;
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use std::time::Duration;
 
 fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    if f.len() < 60 {
-        f.resize(60, 0);
-    }
-    f
+    frames::ether_between(dst, src, ethertype, payload)
 }
 
 fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
-    let mut h = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0];
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let total = (20 + l4.len()) as u16;
-    h[2..4].copy_from_slice(&total.to_be_bytes());
-    let mut sum = 0u32;
-    for c in h.chunks(2) {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    h.extend_from_slice(l4);
-    h
+    frames::ipv4_packet(&frames::Ipv4 { id: 0x1234, ..frames::Ipv4::new(proto, src, dst) }, l4)
 }
 
 /// Frames of varied protocols and sizes, each made unique by its index.

@@ -2,6 +2,7 @@
 //! payload outside the frame, and reads back exactly what a well-formed
 //! generated frame carries.
 
+use lazarus_core::frames;
 use lazarus_core::parse::*;
 use proptest::prelude::*;
 
@@ -64,59 +65,40 @@ fn tcp_options(
 
 /// Builds the frame; returns it and where the L4 payload starts.
 fn build(g: &GenFrame) -> (Vec<u8>, usize) {
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&g.sport.to_be_bytes());
-    l4.extend_from_slice(&g.dport.to_be_bytes());
-    match &g.l4 {
+    let (proto, l4) = match &g.l4 {
         GenL4::Tcp { seq, ack, flags, window, mss, wscale, sack_perm, timestamp } => {
             let opts = tcp_options(*mss, *wscale, *sack_perm, *timestamp);
-            l4.extend_from_slice(&seq.to_be_bytes());
-            l4.extend_from_slice(&ack.to_be_bytes());
-            l4.push((((20 + opts.len()) / 4) as u8) << 4);
-            l4.push(*flags);
-            l4.extend_from_slice(&window.to_be_bytes());
-            l4.extend_from_slice(&[0x12, 0x34, 0, 0]);
-            l4.extend_from_slice(&opts);
+            let t = frames::Tcp {
+                sport: g.sport,
+                dport: g.dport,
+                seq: *seq,
+                ack: *ack,
+                flags: *flags,
+                window: *window,
+                opts: &opts,
+                payload: &g.payload,
+            };
+            (proto::TCP, frames::tcp_segment(&t))
         }
-        GenL4::Udp => {
-            l4.extend_from_slice(&((8 + g.payload.len()) as u16).to_be_bytes());
-            l4.extend_from_slice(&[0x56, 0x78]);
-        }
-    }
-    let l4_hlen = l4.len();
-    l4.extend_from_slice(&g.payload);
-    let proto = match g.l4 {
-        GenL4::Tcp { .. } => proto::TCP,
-        GenL4::Udp => proto::UDP,
+        GenL4::Udp => (proto::UDP, frames::udp_datagram(g.sport, g.dport, &g.payload)),
     };
-
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    let l4_hlen = l4.len() - g.payload.len();
+    let (ethertype, l3) = if g.v6 {
+        (0x86dd, frames::ipv6(proto, g.src, g.dst, &l4))
+    } else {
+        let v4 = |a: &[u8; 16]| <[u8; 4]>::try_from(&a[12..]).unwrap();
+        let h = frames::Ipv4 { id: g.ip_id, ..frames::Ipv4::new(proto, v4(&g.src), v4(&g.dst)) };
+        (0x0800, frames::ipv4_packet(&h, &l4))
+    };
+    let mut tags = Vec::new();
     if let Some((outer, inner)) = g.vlan {
-        f.extend_from_slice(&0x88a8u16.to_be_bytes());
-        f.extend_from_slice(&(outer | 0xe000).to_be_bytes());
+        tags.push((0x88a8, outer | 0xe000));
         if let Some(i) = inner {
-            f.extend_from_slice(&0x8100u16.to_be_bytes());
-            f.extend_from_slice(&i.to_be_bytes());
+            tags.push((0x8100, i));
         }
     }
-    if g.v6 {
-        f.extend_from_slice(&0x86ddu16.to_be_bytes());
-        f.extend_from_slice(&[0x60, 0, 0, 0]);
-        f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        f.extend_from_slice(&[proto, 64]);
-        f.extend_from_slice(&g.src);
-        f.extend_from_slice(&g.dst);
-    } else {
-        f.extend_from_slice(&0x0800u16.to_be_bytes());
-        f.extend_from_slice(&[0x45, 0]);
-        f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-        f.extend_from_slice(&g.ip_id.to_be_bytes());
-        f.extend_from_slice(&[0x40, 0, 64, proto, 0xab, 0xcd]);
-        f.extend_from_slice(&g.src[12..]);
-        f.extend_from_slice(&g.dst[12..]);
-    }
-    let payload_off = f.len() + l4_hlen;
-    f.extend_from_slice(&l4);
+    let mut f = frames::ether_tagged(&tags, ethertype, &l3);
+    let payload_off = f.len() - l4.len() + l4_hlen;
     f.resize(f.len() + g.padding, 0);
     (f, payload_off)
 }

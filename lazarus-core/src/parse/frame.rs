@@ -571,34 +571,19 @@ fn quoted_ports(l4: &[u8], proto_nr: u8, family: Family, later: bool) -> Option<
 mod tests {
     use super::super::tcp_flags;
     use super::*;
+    use crate::frames::{self, tcp_segment, Ipv4, Tcp};
 
-    const MAC: [u8; 12] = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
     const A4: [u8; 4] = [10, 0, 0, 1];
     const B4: [u8; 4] = [192, 168, 1, 2];
     const A6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     const B6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
     fn eth(ethertype: u16, l3: &[u8]) -> Vec<u8> {
-        let mut v = MAC.to_vec();
-        v.extend_from_slice(&ethertype.to_be_bytes());
-        v.extend_from_slice(l3);
-        v
+        frames::ether(ethertype, l3)
     }
 
     fn ipv4_full(proto: u8, opts: &[u8], id: u16, frag: u16, l4: &[u8]) -> Vec<u8> {
-        assert_eq!(opts.len() % 4, 0);
-        let ihl = 20 + opts.len();
-        let total = (ihl + l4.len()) as u16;
-        let mut v = vec![0x40 | (ihl / 4) as u8, 0];
-        v.extend_from_slice(&total.to_be_bytes());
-        v.extend_from_slice(&id.to_be_bytes());
-        v.extend_from_slice(&frag.to_be_bytes());
-        v.extend_from_slice(&[64, proto, 0, 0]);
-        v.extend_from_slice(&A4);
-        v.extend_from_slice(&B4);
-        v.extend_from_slice(opts);
-        v.extend_from_slice(l4);
-        v
+        frames::ipv4_packet(&Ipv4 { id, frag, opts, ..Ipv4::new(proto, A4, B4) }, l4)
     }
 
     fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
@@ -606,76 +591,27 @@ mod tests {
     }
 
     fn ipv6_raw(nh: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x60, 0, 0, 0];
-        v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-        v.extend_from_slice(&[nh, 64]);
-        v.extend_from_slice(&src);
-        v.extend_from_slice(&dst);
-        v.extend_from_slice(payload);
-        v
+        frames::ipv6(nh, src, dst, payload)
     }
 
     fn ipv6(nh: u8, payload: &[u8]) -> Vec<u8> {
         ipv6_raw(nh, A6, B6, payload)
     }
 
-    /// An 8*(n+1)-byte extension header (hop-by-hop/routing/dest options)
-    /// filled with PadN.
     fn ext(nh: u8, n: u8) -> Vec<u8> {
-        let len = (usize::from(n) + 1) * 8;
-        let mut v = vec![nh, n, 1, (len - 4) as u8];
-        v.resize(len, 0);
-        v
+        frames::ipv6_ext(nh, n)
     }
 
     fn frag6(nh: u8, off: u16, more: bool, id: u32) -> Vec<u8> {
-        let mut v = vec![nh, 0];
-        v.extend_from_slice(&((off << 3) | u16::from(more)).to_be_bytes());
-        v.extend_from_slice(&id.to_be_bytes());
-        v
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn tcp(
-        sport: u16,
-        dport: u16,
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        win: u16,
-        opts: &[u8],
-        payload: &[u8],
-    ) -> Vec<u8> {
-        assert_eq!(opts.len() % 4, 0);
-        let doff = (20 + opts.len()) / 4;
-        let mut v = Vec::new();
-        v.extend_from_slice(&sport.to_be_bytes());
-        v.extend_from_slice(&dport.to_be_bytes());
-        v.extend_from_slice(&seq.to_be_bytes());
-        v.extend_from_slice(&ack.to_be_bytes());
-        v.extend_from_slice(&[(doff as u8) << 4, flags]);
-        v.extend_from_slice(&win.to_be_bytes());
-        v.extend_from_slice(&[0, 0, 0, 0]);
-        v.extend_from_slice(opts);
-        v.extend_from_slice(payload);
-        v
+        frames::ipv6_frag(nh, off, more, id)
     }
 
     fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&sport.to_be_bytes());
-        v.extend_from_slice(&dport.to_be_bytes());
-        v.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        v.extend_from_slice(&[0, 0]);
-        v.extend_from_slice(payload);
-        v
+        frames::udp_datagram(sport, dport, payload)
     }
 
     fn icmp(typ: u8, code: u8, rest: [u8; 4], payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![typ, code, 0, 0];
-        v.extend_from_slice(&rest);
-        v.extend_from_slice(payload);
-        v
+        frames::icmp_message(typ, code, rest, payload)
     }
 
     fn echo(typ: u8, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
@@ -701,7 +637,16 @@ mod tests {
     }
 
     fn syn_frame() -> Vec<u8> {
-        let seg = tcp(40000, 443, 0xdead_beef, 0, tcp_flags::SYN, 64240, &syn_opts(), &[]);
+        let seg = tcp_segment(&Tcp {
+            sport: 40000,
+            dport: 443,
+            seq: 0xdead_beef,
+            ack: 0,
+            flags: tcp_flags::SYN,
+            window: 64240,
+            opts: &syn_opts(),
+            payload: &[],
+        });
         eth(0x0800, &ipv4(proto::TCP, &seg))
     }
 
@@ -739,7 +684,16 @@ mod tests {
 
     #[test]
     fn tcp_data_no_options_and_wscale_clamp() {
-        let seg = tcp(1, 2, 3, 4, tcp_flags::ACK | tcp_flags::PSH, 5, &[], b"abc");
+        let seg = tcp_segment(&Tcp {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::ACK | tcp_flags::PSH,
+            window: 5,
+            opts: &[],
+            payload: b"abc",
+        });
         let f = eth(0x0800, &ipv4(proto::TCP, &seg));
         let p = ip(&f);
         let L4::Tcp(t) = p.l4 else { panic!() };
@@ -751,7 +705,16 @@ mod tests {
         // WS 15 is clamped to 14; SACK blocks and unknown options skipped;
         // MSS with a wrong length ignored.
         let opts = [3, 3, 15, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 2, 3, 5, 1, 1, 1, 0];
-        let seg = tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &opts, &[]);
+        let seg = tcp_segment(&Tcp {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::ACK,
+            window: 5,
+            opts: &opts,
+            payload: &[],
+        });
         let f = eth(0x0800, &ipv4(proto::TCP, &seg));
         let L4::Tcp(t) = ip(&f).l4 else { panic!() };
         assert_eq!(t.opts.wscale, Some(14));
@@ -761,18 +724,45 @@ mod tests {
     #[test]
     fn tcp_bad_options_rejected() {
         for opts in [[2u8, 1, 0, 0], [2, 0, 0, 0], [1, 1, 1, 8], [8, 10, 0, 0], [1, 1, 2, 3]] {
-            let seg = tcp(1, 2, 3, 4, tcp_flags::SYN, 5, &opts, &[]);
+            let seg = tcp_segment(&Tcp {
+                sport: 1,
+                dport: 2,
+                seq: 3,
+                ack: 4,
+                flags: tcp_flags::SYN,
+                window: 5,
+                opts: &opts,
+                payload: &[],
+            });
             let f = eth(0x0800, &ipv4(proto::TCP, &seg));
             assert_eq!(parse(&f), Err(DropReason::BadTcpHeader), "{opts:?}");
         }
         // EOL stops the parse: garbage after it is fine.
-        let seg = tcp(1, 2, 3, 4, tcp_flags::SYN, 5, &[0, 0xff, 0xff, 0xff], &[]);
+        let seg = tcp_segment(&Tcp {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::SYN,
+            window: 5,
+            opts: &[0, 0xff, 0xff, 0xff],
+            payload: &[],
+        });
         assert!(parse(&eth(0x0800, &ipv4(proto::TCP, &seg))).is_ok());
     }
 
     #[test]
     fn tcp_doff_checked() {
-        let mut seg = tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &[], b"0123456789");
+        let mut seg = tcp_segment(&Tcp {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::ACK,
+            window: 5,
+            opts: &[],
+            payload: b"0123456789",
+        });
         seg[12] = 4 << 4;
         assert_eq!(parse(&eth(0x0800, &ipv4(proto::TCP, &seg))), Err(DropReason::BadTcpHeader));
         seg[12] = 0;
@@ -818,7 +808,22 @@ mod tests {
         assert_eq!(p.payload_len, 1);
         assert_eq!(p.payload(&f), b"x");
 
-        let mut f = eth(0x0800, &ipv4(proto::TCP, &tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &[], &[])));
+        let mut f = eth(
+            0x0800,
+            &ipv4(
+                proto::TCP,
+                &tcp_segment(&Tcp {
+                    sport: 1,
+                    dport: 2,
+                    seq: 3,
+                    ack: 4,
+                    flags: tcp_flags::ACK,
+                    window: 5,
+                    opts: &[],
+                    payload: &[],
+                }),
+            ),
+        );
         f.resize(60, 0xee);
         assert_eq!(ip(&f).payload_len, 0);
 
@@ -838,14 +843,7 @@ mod tests {
     }
 
     fn tagged(tags: &[(u16, u16)], ethertype: u16, l3: &[u8]) -> Vec<u8> {
-        let mut v = MAC.to_vec();
-        for &(tpid, tci) in tags {
-            v.extend_from_slice(&tpid.to_be_bytes());
-            v.extend_from_slice(&tci.to_be_bytes());
-        }
-        v.extend_from_slice(&ethertype.to_be_bytes());
-        v.extend_from_slice(l3);
-        v
+        frames::ether_tagged(tags, ethertype, l3)
     }
 
     #[test]
@@ -883,16 +881,16 @@ mod tests {
 
     #[test]
     fn ipv6_tcp() {
-        let seg = tcp(
-            5555,
-            22,
-            100,
-            200,
-            tcp_flags::ACK,
-            1000,
-            &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
-            b"data",
-        );
+        let seg = tcp_segment(&Tcp {
+            sport: 5555,
+            dport: 22,
+            seq: 100,
+            ack: 200,
+            flags: tcp_flags::ACK,
+            window: 1000,
+            opts: &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+            payload: b"data",
+        });
         let f = eth(0x86dd, &ipv6(proto::TCP, &seg));
         let p = ip(&f);
         assert_eq!(p.family, Family::V6);
@@ -923,7 +921,16 @@ mod tests {
         // AH: (2 + 2) * 4 = 16 bytes.
         let mut pl = vec![proto::TCP, 2, 0, 0];
         pl.resize(16, 0);
-        pl.extend(tcp(1, 2, 3, 4, tcp_flags::SYN, 5, &[], &[]));
+        pl.extend(tcp_segment(&Tcp {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::SYN,
+            window: 5,
+            opts: &[],
+            payload: &[],
+        }));
         let p = ip(&eth(0x86dd, &ipv6(51, &pl)));
         assert_eq!(p.proto, proto::TCP);
         assert!(matches!(p.l4, L4::Tcp(_)));
@@ -1026,7 +1033,16 @@ mod tests {
     #[test]
     fn ipv4_fragments() {
         // First: MF, offset 0.
-        let seg = tcp(1, 2, 3, 4, tcp_flags::ACK, 5, &[], &[0x77; 16]);
+        let seg = tcp_segment(&Tcp {
+            sport: 1,
+            dport: 2,
+            seq: 3,
+            ack: 4,
+            flags: tcp_flags::ACK,
+            window: 5,
+            opts: &[],
+            payload: &[0x77; 16],
+        });
         let f = eth(0x0800, &ipv4_full(proto::TCP, &[], 0x4242, 0x2000, &seg));
         let p = ip(&f);
         assert_eq!((p.frag, p.frag_id), (Fragment::First, 0x4242));
@@ -1234,7 +1250,16 @@ mod tests {
             proto::TCP,
             B6,
             A6,
-            &tcp(50000, 80, 1, 0, tcp_flags::SYN, 9, &syn_opts(), &[]),
+            &tcp_segment(&Tcp {
+                sport: 50000,
+                dport: 80,
+                seq: 1,
+                ack: 0,
+                flags: tcp_flags::SYN,
+                window: 9,
+                opts: &syn_opts(),
+                payload: &[],
+            }),
         );
         let f = eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner[..48])));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
@@ -1252,7 +1277,16 @@ mod tests {
         );
         // With a destination options header in the quote.
         let mut pl = ext(proto::TCP, 0);
-        pl.extend(tcp(50000, 80, 1, 0, tcp_flags::SYN, 9, &[], &[]));
+        pl.extend(tcp_segment(&Tcp {
+            sport: 50000,
+            dport: 80,
+            seq: 1,
+            ack: 0,
+            flags: tcp_flags::SYN,
+            window: 9,
+            opts: &[],
+            payload: &[],
+        }));
         let inner = ipv6_raw(60, B6, A6, &pl);
         let f = eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(2, 0, [0, 0, 5, 0xdc], &inner[..56])));
         let L4::Icmp(i) = ip(&f).l4 else { panic!() };
@@ -1288,9 +1322,36 @@ mod tests {
             tagged(
                 &[(0x88a8, 1), (0x8100, 2)],
                 0x0800,
-                &ipv4(proto::TCP, &tcp(1, 2, 3, 4, 0x10, 5, &syn_opts(), b"xy")),
+                &ipv4(
+                    proto::TCP,
+                    &tcp_segment(&Tcp {
+                        sport: 1,
+                        dport: 2,
+                        seq: 3,
+                        ack: 4,
+                        flags: 0x10,
+                        window: 5,
+                        opts: &syn_opts(),
+                        payload: b"xy",
+                    }),
+                ),
             ),
-            eth(0x86dd, &ipv6(proto::TCP, &tcp(1, 2, 3, 4, 0x10, 5, &syn_opts(), b"xy"))),
+            eth(
+                0x86dd,
+                &ipv6(
+                    proto::TCP,
+                    &tcp_segment(&Tcp {
+                        sport: 1,
+                        dport: 2,
+                        seq: 3,
+                        ack: 4,
+                        flags: 0x10,
+                        window: 5,
+                        opts: &syn_opts(),
+                        payload: b"xy",
+                    }),
+                ),
+            ),
             eth(0x0800, &ipv4(proto::UDP, &udp(1, 2, b"abcdef"))),
             eth(
                 0x0800,
@@ -1313,7 +1374,21 @@ mod tests {
     #[test]
     fn mutations_never_panic() {
         let mut frames = vec![syn_frame()];
-        let inner = ipv6_raw(proto::TCP, B6, A6, &tcp(50000, 80, 1, 0, 2, 9, &syn_opts(), &[]));
+        let inner = ipv6_raw(
+            proto::TCP,
+            B6,
+            A6,
+            &tcp_segment(&Tcp {
+                sport: 50000,
+                dport: 80,
+                seq: 1,
+                ack: 0,
+                flags: 2,
+                window: 9,
+                opts: &syn_opts(),
+                payload: &[],
+            }),
+        );
         frames.push(eth(0x86dd, &ipv6(proto::ICMPV6, &icmp(1, 4, [0; 4], &inner))));
         let mut inner = ipv4(proto::UDP, &udp(3333, 53, b"query"));
         inner.truncate(28);
