@@ -4,9 +4,8 @@
 pub mod attach;
 pub mod ring;
 
-use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint, SinkFull};
+use lazarus_core::checkpoint::{CheckpointSink, DeltaHead, NoCheckpoint, SinkFull};
 use lazarus_core::conn::ConnId;
-use lazarus_core::modules::Module;
 pub use ring::RingSink;
 
 /// A worker's sink, chosen by the config at start.
@@ -17,43 +16,33 @@ pub enum WorkerSink {
 
 impl CheckpointSink for WorkerSink {
     #[inline]
-    fn portion(
-        &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
-        payload: &[u8],
-    ) -> Result<(), SinkFull> {
+    fn portion(&mut self, at: DeltaHead, payload: &[u8]) -> Result<(), SinkFull> {
         match self {
-            WorkerSink::Off(s) => s.portion(id, module, version, payload),
-            WorkerSink::Ring(s) => s.portion(id, module, version, payload),
+            WorkerSink::Off(s) => s.portion(at, payload),
+            WorkerSink::Ring(s) => s.portion(at, payload),
         }
     }
     #[inline]
     fn portion_with(
         &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
+        at: DeltaHead,
         encode: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), SinkFull> {
         match self {
-            WorkerSink::Off(s) => s.portion_with(id, module, version, encode),
-            WorkerSink::Ring(s) => s.portion_with(id, module, version, encode),
+            WorkerSink::Off(s) => s.portion_with(at, encode),
+            WorkerSink::Ring(s) => s.portion_with(at, encode),
         }
     }
     #[inline]
     fn portion_words<const N: usize>(
         &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
+        at: DeltaHead,
         words: &[u64; N],
         len: usize,
     ) -> Result<(), SinkFull> {
         match self {
-            WorkerSink::Off(s) => s.portion_words(id, module, version, words, len),
-            WorkerSink::Ring(s) => s.portion_words(id, module, version, words, len),
+            WorkerSink::Off(s) => s.portion_words(at, words, len),
+            WorkerSink::Ring(s) => s.portion_words(at, words, len),
         }
     }
     #[inline]

@@ -1,6 +1,6 @@
 //! The worker's end of its delta ring in checkpointd's shared memory.
 
-use super::{CheckpointSink, SinkFull};
+use lazarus_core::checkpoint::{CheckpointSink, DeltaHead, SinkFull};
 use lazarus_core::conn::ConnId;
 use lazarus_core::modules::Module;
 use shm_layout::{delta_kind, DeltaProducer};
@@ -23,40 +23,33 @@ impl RingSink {
 
 impl CheckpointSink for RingSink {
     #[inline]
-    fn portion(
-        &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
-        payload: &[u8],
-    ) -> Result<(), SinkFull> {
+    fn portion(&mut self, at: DeltaHead, payload: &[u8]) -> Result<(), SinkFull> {
+        let (id, module) = (at.id.0, at.module as u8);
         self.producer
-            .try_push(id.0, module as u8, delta_kind::PORTION, version, payload)
+            .try_push(id, module, delta_kind::PORTION, at.version, payload)
             .map_err(|_| SinkFull)
     }
     #[inline]
     fn portion_with(
         &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
+        at: DeltaHead,
         encode: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), SinkFull> {
+        let (id, module) = (at.id.0, at.module as u8);
         self.producer
-            .try_push_with(id.0, module as u8, delta_kind::PORTION, version, encode)
+            .try_push_with(id, module, delta_kind::PORTION, at.version, encode)
             .map_err(|_| SinkFull)
     }
     #[inline]
     fn portion_words<const N: usize>(
         &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
+        at: DeltaHead,
         words: &[u64; N],
         len: usize,
     ) -> Result<(), SinkFull> {
+        let (id, module) = (at.id.0, at.module as u8);
         self.producer
-            .try_push_words(id.0, module as u8, delta_kind::PORTION, version, words, len)
+            .try_push_words(id, module, delta_kind::PORTION, at.version, words, len)
             .map_err(|_| SinkFull)
     }
     #[inline]

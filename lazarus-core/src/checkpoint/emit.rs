@@ -4,7 +4,7 @@
 //! and deletes it had no room for wait in a list. The packet path never
 //! waits for checkpointd.
 
-use super::{CheckpointSink, SinkFull};
+use super::{CheckpointSink, DeltaHead, SinkFull};
 use crate::conn::table::TableMemory;
 use crate::conn::{ConnId, ConnTable};
 use crate::modules::ftp::{Expectation, CHECKPOINT_EXPECTATIONS};
@@ -120,20 +120,17 @@ impl<S: CheckpointSink> Checkpointer<S> {
             return true;
         }
         let c = &*conn;
+        let at = DeltaHead { id: c.id, module, version };
         let pushed = match (module, &c.l4) {
             // The tcp portion, the one the packet path writes most, as words
             // built in registers.
-            (Module::Tcp, L4Portion::Tcp(t)) => self.sink.portion_words(
-                c.id,
-                module,
-                version,
-                &t.encode_words(),
-                TcpPortion::WORDS_LEN,
-            ),
+            (Module::Tcp, L4Portion::Tcp(t)) => {
+                self.sink.portion_words(at, &t.encode_words(), TcpPortion::WORDS_LEN)
+            }
             // The others encoded straight into the sink's slot. Every encoding
             // fits the slot by construction (the portion MAX sizes); were one not
             // to, the delta would be empty, which a restore refuses as truncated.
-            _ => self.sink.portion_with(c.id, module, version, |buf: &mut [u8]| {
+            _ => self.sink.portion_with(at, |buf: &mut [u8]| {
                 let len = match (module, &c.l4) {
                     (Module::Ip, _) => c.ip.encode(&c.key, buf),
                     (Module::Udp, L4Portion::Udp(u)) => u.encode(buf),

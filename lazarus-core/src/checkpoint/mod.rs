@@ -19,32 +19,32 @@ pub const PORTION_BUF: usize = shm_layout::DELTA_PAYLOAD_MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SinkFull;
 
+/// Which portion a delta carries: the connection, the module, and the
+/// version that orders the portion's deltas (the TSC, monotonic on one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaHead {
+    pub id: ConnId,
+    pub module: Module,
+    pub version: u64,
+}
+
 pub trait CheckpointSink {
     /// False when deltas go nowhere: the firewall then skips encoding them.
     const ENABLED: bool = true;
-    /// `module`'s portion of connection `id` changed; `payload` is its encoding.
-    /// `version` orders the portion's deltas (the TSC, monotonic on one host).
-    fn portion(
-        &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
-        payload: &[u8],
-    ) -> Result<(), SinkFull>;
+    /// The portion `at` names changed; `payload` is its encoding.
+    fn portion(&mut self, at: DeltaHead, payload: &[u8]) -> Result<(), SinkFull>;
     /// As `portion`, with the payload written by `encode` (given a buffer of
     /// at least [`PORTION_BUF`] bytes, returns the length). A sink that can
     /// take the bytes in place (the ring) saves a copy per delta.
     #[inline]
     fn portion_with(
         &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
+        at: DeltaHead,
         encode: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), SinkFull> {
         let mut buf = [0u8; PORTION_BUF];
         let len = encode(&mut buf).min(PORTION_BUF);
-        self.portion(id, module, version, &buf[..len])
+        self.portion(at, &buf[..len])
     }
     /// As `portion`, with the payload as little-endian words (its first `len`
     /// bytes), built in registers: a sink that stores whole words (the ring)
@@ -52,9 +52,7 @@ pub trait CheckpointSink {
     #[inline]
     fn portion_words<const N: usize>(
         &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
+        at: DeltaHead,
         words: &[u64; N],
         len: usize,
     ) -> Result<(), SinkFull> {
@@ -62,7 +60,7 @@ pub trait CheckpointSink {
         for (c, w) in buf.chunks_exact_mut(8).zip(words) {
             c.copy_from_slice(&w.to_le_bytes());
         }
-        self.portion(id, module, version, &buf[..len.min(PORTION_BUF)])
+        self.portion(at, &buf[..len.min(PORTION_BUF)])
     }
     /// The connection ended (closed or expired): its portions can go.
     fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull>;
@@ -88,15 +86,13 @@ pub struct NoCheckpoint;
 impl CheckpointSink for NoCheckpoint {
     const ENABLED: bool = false;
     #[inline]
-    fn portion(&mut self, _: ConnId, _: Module, _: u64, _: &[u8]) -> Result<(), SinkFull> {
+    fn portion(&mut self, _: DeltaHead, _: &[u8]) -> Result<(), SinkFull> {
         Ok(())
     }
     #[inline]
     fn portion_with(
         &mut self,
-        _: ConnId,
-        _: Module,
-        _: u64,
+        _: DeltaHead,
         _: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), SinkFull> {
         Ok(())
@@ -104,9 +100,7 @@ impl CheckpointSink for NoCheckpoint {
     #[inline]
     fn portion_words<const N: usize>(
         &mut self,
-        _: ConnId,
-        _: Module,
-        _: u64,
+        _: DeltaHead,
         _: &[u64; N],
         _: usize,
     ) -> Result<(), SinkFull> {
@@ -129,30 +123,28 @@ pub struct MemorySink {
     pub resync: bool,
 }
 
-impl CheckpointSink for MemorySink {
-    fn portion(
-        &mut self,
-        id: ConnId,
-        module: Module,
-        version: u64,
-        payload: &[u8],
-    ) -> Result<(), SinkFull> {
-        if let Some(r) = &mut self.room {
-            if *r == 0 {
-                return Err(SinkFull);
+impl MemorySink {
+    /// One delta's room, or full.
+    fn take_room(&mut self) -> Result<(), SinkFull> {
+        match &mut self.room {
+            Some(0) => Err(SinkFull),
+            Some(r) => {
+                *r -= 1;
+                Ok(())
             }
-            *r -= 1;
+            None => Ok(()),
         }
-        self.store.insert((id.0, module as u8), (version, payload.to_vec()));
+    }
+}
+
+impl CheckpointSink for MemorySink {
+    fn portion(&mut self, at: DeltaHead, payload: &[u8]) -> Result<(), SinkFull> {
+        self.take_room()?;
+        self.store.insert((at.id.0, at.module as u8), (at.version, payload.to_vec()));
         Ok(())
     }
     fn deleted(&mut self, id: ConnId, _version: u64) -> Result<(), SinkFull> {
-        if let Some(r) = &mut self.room {
-            if *r == 0 {
-                return Err(SinkFull);
-            }
-            *r -= 1;
-        }
+        self.take_room()?;
         self.store.retain(|k, _| k.0 != id.0);
         self.deletes += 1;
         Ok(())
