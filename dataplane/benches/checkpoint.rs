@@ -6,30 +6,15 @@
 //! * `restore_1m`: rebuilding 1 000 000 connections from a store segment.
 
 mod common;
-use common::{churn_frames, FLOWS};
+use common::{churn_frames, firewall, FLOWS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::checkpoint::RingSink;
-use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
 use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::Firewall;
-use lazarus_core::stats::FwCounters;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, KernelHugepageAlloc> {
-    let ct = ConntrackSection { capacity, ..Default::default() };
-    Firewall::new(
-        &ct,
-        Arc::new(Default::default()),
-        vec![0, 0],
-        2_450_000_000,
-        KernelHugepageAlloc,
-        sink,
-        Arc::new(FwCounters::default()),
-    )
-}
 
 fn run<S: CheckpointSink>(
     fw: &mut Firewall<S, KernelHugepageAlloc>,

@@ -49,7 +49,7 @@ fn pipeline(c: &mut Criterion) {
 }
 
 fn stages(c: &mut Criterion) {
-    let frame = tcp_frame([10, 0, 0, 1], SERVER, 40000, 80, 0x10, 1001, 5001);
+    let frame = tcp_frame([10, 0, 0, 1], SERVER, (40000, 80), 0x10, 1001, 5001);
     let mut g = c.benchmark_group("stages");
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_tcp", |b| b.iter(|| parse::parse(black_box(&frame))));

@@ -31,26 +31,12 @@
 mod common;
 
 use dataplane::checkpoint::{RingSink, WorkerSink};
-use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
 use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::Firewall;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
-    let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
-    Firewall::new(
-        &ct,
-        Arc::new(Default::default()),
-        vec![0, 0],
-        2_450_000_000,
-        KernelHugepageAlloc,
-        sink,
-        Arc::new(Default::default()),
-    )
-}
 
 fn thread_cpu() -> Duration {
     // SAFETY: timespec is plain old data; all-zero is valid.
@@ -118,9 +104,15 @@ fn main() {
     // fws[0] is the off side, and the on side too with one table; `parked`
     // holds whichever sink the one table is not using.
     let (mut fws, mut parked) = if two {
-        (vec![firewall(WorkerSink::Off(NoCheckpoint)), firewall(ring)], None)
+        (
+            vec![
+                common::firewall(WorkerSink::Off(NoCheckpoint), common::FLOWS * 2),
+                common::firewall(ring, common::FLOWS * 2),
+            ],
+            None,
+        )
     } else {
-        (vec![firewall(WorkerSink::Off(NoCheckpoint))], Some(ring))
+        (vec![common::firewall(WorkerSink::Off(NoCheckpoint), common::FLOWS * 2)], Some(ring))
     };
     let mut side = |fws: &mut Vec<Firewall<WorkerSink, KernelHugepageAlloc>>, on: bool| -> usize {
         if fws.len() == 2 {

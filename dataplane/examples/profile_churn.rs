@@ -16,25 +16,10 @@
 mod common;
 
 use dataplane::checkpoint::{RingSink, WorkerSink};
-use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
 use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::Firewall;
 use shm_layout::DeltaConsumer;
-use std::sync::Arc;
-
-fn firewall<S: CheckpointSink>(sink: S) -> Firewall<S, KernelHugepageAlloc> {
-    let ct = ConntrackSection { capacity: common::FLOWS * 2, ..Default::default() };
-    Firewall::new(
-        &ct,
-        Arc::new(Default::default()),
-        vec![0, 0],
-        2_450_000_000,
-        KernelHugepageAlloc,
-        sink,
-        Arc::new(Default::default()),
-    )
-}
 
 #[inline(never)]
 fn drain(c: &mut Option<DeltaConsumer<'_>>) {
@@ -79,12 +64,15 @@ fn main() {
     let frames = common::churn_frames_with(data);
     let mut now = 1;
     let fwd = if mode == "off" {
-        let mut fw = firewall(WorkerSink::Off(NoCheckpoint));
+        let mut fw = common::firewall(WorkerSink::Off(NoCheckpoint), common::FLOWS * 2);
         (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut None)).sum::<usize>()
     } else {
         let rings = common::scratch_rings(65536);
         let mut cons = Some(rings.consumer(0).unwrap());
-        let mut fw = firewall(WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap())));
+        let mut fw = common::firewall(
+            WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap())),
+            common::FLOWS * 2,
+        );
         let n =
             (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut cons)).sum::<usize>();
         let deltas = common::deltas_written(&fw.counters);

@@ -17,11 +17,9 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
 use lazarus_core::checkpoint::NoCheckpoint;
 use lazarus_core::firewall::Firewall;
-use std::sync::Arc;
 
 type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
@@ -39,22 +37,11 @@ fn main() {
     let rounds = args.next().unwrap_or(1).max(1);
     let store = common::store_for(n, workers);
     let share = n / workers as u32 + 1;
-    let ct = ConntrackSection { capacity: share + share / 8, ..Default::default() };
+    let capacity = share + share / 8;
     let mut ms = Vec::new();
     for _ in 0..rounds {
-        let mut fws: Vec<Fw> = (0..workers)
-            .map(|_| {
-                Firewall::new(
-                    &ct,
-                    Arc::new(Default::default()),
-                    vec![0, 0],
-                    2_450_000_000,
-                    KernelHugepageAlloc,
-                    NoCheckpoint,
-                    Arc::new(Default::default()),
-                )
-            })
-            .collect();
+        let mut fws: Vec<Fw> =
+            (0..workers).map(|_| common::firewall(NoCheckpoint, capacity)).collect();
         let t = std::time::Instant::now();
         let restored: u64 = if workers == 1 {
             rebuild(&mut fws[0], &store, 0)

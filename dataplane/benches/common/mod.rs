@@ -4,7 +4,7 @@
 
 use dataplane::config::ConntrackSection;
 use dataplane::dpdk::KernelHugepageAlloc;
-use lazarus_core::checkpoint::NoCheckpoint;
+use lazarus_core::checkpoint::{CheckpointSink, NoCheckpoint};
 use lazarus_core::firewall::{Firewall, Verdict};
 use lazarus_core::portion::Portion;
 use lazarus_core::stats::FwCounters;
@@ -12,17 +12,31 @@ use std::sync::Arc;
 
 pub type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
-/// A 60-byte (64 with FCS) Ethernet/IPv4/TCP frame.
+/// A firewall of `capacity` connections on kernel hugepages, writing to
+/// `sink`, with the default policy and timeouts.
+pub fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, KernelHugepageAlloc> {
+    let ct = ConntrackSection { capacity, ..Default::default() };
+    Firewall::new(
+        &ct,
+        Arc::new(Default::default()),
+        vec![0, 0],
+        2_450_000_000,
+        KernelHugepageAlloc,
+        sink,
+        Arc::new(FwCounters::default()),
+    )
+}
+
+/// A 60-byte (64 with FCS) Ethernet/IPv4/TCP frame with no payload.
 pub fn tcp_frame(
     src: [u8; 4],
     dst: [u8; 4],
-    sport: u16,
-    dport: u16,
+    ports: (u16, u16),
     flags: u8,
     seq: u32,
     ack: u32,
 ) -> Vec<u8> {
-    lazarus_core::frames::tcp(src, dst, sport, dport, flags, seq, ack, &[])
+    lazarus_core::frames::tcp(src, dst, ports.0, ports.1, flags, seq, ack, &[])
 }
 
 pub const SERVER: [u8; 4] = [10, 99, 0, 2];
@@ -35,34 +49,24 @@ pub fn client(i: u32) -> ([u8; 4], u16) {
 /// A firewall holding `n` established flows, and a shuffled list of frames
 /// (one per flow, alternating directions) of established traffic.
 pub fn established(n: u32) -> (Fw, Vec<Vec<u8>>) {
-    let ct = ConntrackSection { capacity: n + n / 8 + 1024, ..Default::default() };
-    let counters = Arc::new(FwCounters::default());
-    let mut fw = Firewall::new(
-        &ct,
-        Arc::new(Default::default()),
-        vec![0, 0],
-        2_450_000_000,
-        KernelHugepageAlloc,
-        NoCheckpoint,
-        counters,
-    );
+    let mut fw = firewall(NoCheckpoint, n + n / 8 + 1024);
     let mut frames = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (c, p) = client(i);
         let (cs, ss) = (1000u32, 5000u32);
-        assert_eq!(fw.process(&tcp_frame(c, SERVER, p, 80, 0x02, cs, 0), 0, 1), Verdict::Forward);
+        assert_eq!(fw.process(&tcp_frame(c, SERVER, (p, 80), 0x02, cs, 0), 0, 1), Verdict::Forward);
         assert_eq!(
-            fw.process(&tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1), 1, 1),
+            fw.process(&tcp_frame(SERVER, c, (80, p), 0x12, ss, cs + 1), 1, 1),
             Verdict::Forward
         );
         assert_eq!(
-            fw.process(&tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1), 0, 1),
+            fw.process(&tcp_frame(c, SERVER, (p, 80), 0x10, cs + 1, ss + 1), 0, 1),
             Verdict::Forward
         );
         frames.push(if i % 2 == 0 {
-            tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)
+            tcp_frame(c, SERVER, (p, 80), 0x10, cs + 1, ss + 1)
         } else {
-            tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1)
+            tcp_frame(SERVER, c, (80, p), 0x10, ss + 1, cs + 1)
         });
     }
     // Visit flows in a random order, as traffic would: no cache-friendly stride.
@@ -160,21 +164,21 @@ pub fn churn_frames_with(data: u32) -> Vec<Vec<u8>> {
         let (c, p) = client(i);
         let (cs, ss) = (1000u32, 5000u32);
         let mut l = vec![
-            tcp_frame(c, SERVER, p, 80, 0x02, cs, 0),
-            tcp_frame(SERVER, c, 80, p, 0x12, ss, cs + 1),
-            tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1),
+            tcp_frame(c, SERVER, (p, 80), 0x02, cs, 0),
+            tcp_frame(SERVER, c, (80, p), 0x12, ss, cs + 1),
+            tcp_frame(c, SERVER, (p, 80), 0x10, cs + 1, ss + 1),
         ];
         for k in 0..data {
             l.push(if k % 2 == 0 {
-                tcp_frame(c, SERVER, p, 80, 0x10, cs + 1, ss + 1)
+                tcp_frame(c, SERVER, (p, 80), 0x10, cs + 1, ss + 1)
             } else {
-                tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 1)
+                tcp_frame(SERVER, c, (80, p), 0x10, ss + 1, cs + 1)
             });
         }
-        l.push(tcp_frame(c, SERVER, p, 80, 0x11, cs + 1, ss + 1));
-        l.push(tcp_frame(SERVER, c, 80, p, 0x10, ss + 1, cs + 2));
-        l.push(tcp_frame(SERVER, c, 80, p, 0x11, ss + 1, cs + 2));
-        l.push(tcp_frame(c, SERVER, p, 80, 0x10, cs + 2, ss + 2));
+        l.push(tcp_frame(c, SERVER, (p, 80), 0x11, cs + 1, ss + 1));
+        l.push(tcp_frame(SERVER, c, (80, p), 0x10, ss + 1, cs + 2));
+        l.push(tcp_frame(SERVER, c, (80, p), 0x11, ss + 1, cs + 2));
+        l.push(tcp_frame(c, SERVER, (p, 80), 0x10, cs + 2, ss + 2));
         lives.push(l);
     }
     let steps = lives[0].len();
