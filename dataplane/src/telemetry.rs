@@ -221,12 +221,7 @@ pub fn conns(_: &str) -> TelValue {
 }
 
 fn tcp_state(i: usize) -> TcpState {
-    use TcpState::*;
-    // `get`: a state added to TcpState but not here shows as NONE, no panic.
-    [None, SynSent, SynRecv, Established, FinWait, CloseWait, LastAck, TimeWait, Close, SynSent2]
-        .get(i)
-        .copied()
-        .unwrap_or(None)
+    TcpState::ALL.get(i).copied().unwrap_or_default()
 }
 
 /// `/lazarus/checkpoint`.

@@ -33,6 +33,22 @@ pub enum TcpState {
 
 impl TcpState {
     pub const COUNT: usize = 10;
+    /// Every state, in the order of its number.
+    pub const ALL: [TcpState; Self::COUNT] = {
+        use TcpState::*;
+        [
+            None,
+            SynSent,
+            SynRecv,
+            Established,
+            FinWait,
+            CloseWait,
+            LastAck,
+            TimeWait,
+            Close,
+            SynSent2,
+        ]
+    };
     pub fn name(self) -> &'static str {
         [
             "NONE",
@@ -48,19 +64,7 @@ impl TcpState {
         ][self as usize]
     }
     fn from_u8(v: u8) -> TcpState {
-        use TcpState::*;
-        [
-            None,
-            SynSent,
-            SynRecv,
-            Established,
-            FinWait,
-            CloseWait,
-            LastAck,
-            TimeWait,
-            Close,
-            SynSent2,
-        ][v as usize]
+        Self::ALL[v as usize]
     }
 }
 
