@@ -21,21 +21,25 @@ const PSH: u8 = 0x08;
 fn scenario(ftp_on: bool) -> Vec<(Vec<u8>, bool, &'static str)> {
     let (cs, ss) = (1000u32, 5000u32);
     let mut v = vec![
-        (tcp(C, S, 40000, 80, SYN, cs, 0, b""), true, "SYN opens"),
-        (tcp(S, C, 80, 40000, SYN | ACK, ss, cs + 1, b""), true, "SYN-ACK"),
-        (tcp(C, S, 40000, 80, ACK, cs + 1, ss + 1, b""), true, "ACK: established"),
-        (tcp(C, S, 40000, 80, ACK | PSH, cs + 1, ss + 1, &[b'x'; 100]), true, "data"),
-        (tcp(C, S, 40000, 80, ACK | PSH, cs + 1, ss + 1, &[b'x'; 100]), true, "retransmission"),
+        (tcp(C, S, (40000, 80), SYN, (cs, 0), b""), true, "SYN opens"),
+        (tcp(S, C, (80, 40000), SYN | ACK, (ss, cs + 1), b""), true, "SYN-ACK"),
+        (tcp(C, S, (40000, 80), ACK, (cs + 1, ss + 1), b""), true, "ACK: established"),
+        (tcp(C, S, (40000, 80), ACK | PSH, (cs + 1, ss + 1), &[b'x'; 100]), true, "data"),
+        (tcp(C, S, (40000, 80), ACK | PSH, (cs + 1, ss + 1), &[b'x'; 100]), true, "retransmission"),
         (
-            tcp(C, S, 40000, 80, ACK | PSH, cs + 10_000_000, ss + 1, b"y"),
+            tcp(C, S, (40000, 80), ACK | PSH, (cs + 10_000_000, ss + 1), b"y"),
             false,
             "data far out of window",
         ),
-        (tcp(S, C, 80, 40000, RST, ss + 9_000_000, 0, b""), false, "RST out of window"),
-        (tcp(S, C, 80, 40000, ACK, ss + 1, cs + 101, b""), true, "ACK of the data"),
-        (tcp(C, S, 40001, 80, ACK, 77, 88, b""), false, "mid-stream ACK with no connection"),
-        (tcp(S, C, 2222, 22, SYN, 9, 0, b""), false, "new connection from the server side: policy"),
-        (tcp(C, S, 40002, 80, SYN | 0x01, 1, 0, b""), false, "SYN+FIN"),
+        (tcp(S, C, (80, 40000), RST, (ss + 9_000_000, 0), b""), false, "RST out of window"),
+        (tcp(S, C, (80, 40000), ACK, (ss + 1, cs + 101), b""), true, "ACK of the data"),
+        (tcp(C, S, (40001, 80), ACK, (77, 88), b""), false, "mid-stream ACK with no connection"),
+        (
+            tcp(S, C, (2222, 22), SYN, (9, 0), b""),
+            false,
+            "new connection from the server side: policy",
+        ),
+        (tcp(C, S, (40002, 80), SYN | 0x01, (1, 0), b""), false, "SYN+FIN"),
         (udp(C, S, 5353, 53, b"query"), true, "UDP out"),
         (udp(S, C, 53, 5353, b"answer"), true, "UDP reply"),
         (udp(S, C, 53, 9999, b"unsolicited"), false, "UDP from the server side: policy"),
@@ -67,26 +71,34 @@ fn scenario(ftp_on: bool) -> Vec<(Vec<u8>, bool, &'static str)> {
             true,
             "ARP passes",
         ),
-        (tcp(C, S, 40000, 80, FIN | ACK, cs + 101, ss + 1, b""), true, "FIN"),
-        (tcp(S, C, 80, 40000, FIN | ACK, ss + 1, cs + 102, b""), true, "FIN back"),
-        (tcp(C, S, 40000, 80, ACK, cs + 102, ss + 2, b""), true, "last ACK"),
+        (tcp(C, S, (40000, 80), FIN | ACK, (cs + 101, ss + 1), b""), true, "FIN"),
+        (tcp(S, C, (80, 40000), FIN | ACK, (ss + 1, cs + 102), b""), true, "FIN back"),
+        (tcp(C, S, (40000, 80), ACK, (cs + 102, ss + 2), b""), true, "last ACK"),
     ];
     // Active FTP: the server opens the data connection, which policy drops as
     // new from the server side unless the ftp module saw the PORT command.
     let (fc, fs) = (7000u32, 9000u32);
     let port_cmd = b"PORT 10,99,0,1,156,64\r\n"; // 40000
     v.extend([
-        (tcp(C, S, 41000, 21, SYN, fc, 0, b""), true, "FTP control SYN"),
-        (tcp(S, C, 21, 41000, SYN | ACK, fs, fc + 1, b""), true, "FTP control SYN-ACK"),
-        (tcp(C, S, 41000, 21, ACK, fc + 1, fs + 1, b""), true, "FTP control ACK"),
-        (tcp(C, S, 41000, 21, ACK | PSH, fc + 1, fs + 1, &port_cmd[..9]), true, "PORT, first half"),
+        (tcp(C, S, (41000, 21), SYN, (fc, 0), b""), true, "FTP control SYN"),
+        (tcp(S, C, (21, 41000), SYN | ACK, (fs, fc + 1), b""), true, "FTP control SYN-ACK"),
+        (tcp(C, S, (41000, 21), ACK, (fc + 1, fs + 1), b""), true, "FTP control ACK"),
         (
-            tcp(C, S, 41000, 21, ACK | PSH, fc + 10, fs + 1, &port_cmd[9..]),
+            tcp(C, S, (41000, 21), ACK | PSH, (fc + 1, fs + 1), &port_cmd[..9]),
+            true,
+            "PORT, first half",
+        ),
+        (
+            tcp(C, S, (41000, 21), ACK | PSH, (fc + 10, fs + 1), &port_cmd[9..]),
             true,
             "PORT, second half",
         ),
-        (tcp(S, C, 20, 40000, SYN, 3, 0, b""), ftp_on, "active data SYN from the server: related"),
-        (tcp(S, C, 20, 40001, SYN, 3, 0, b""), false, "a port nobody announced"),
+        (
+            tcp(S, C, (20, 40000), SYN, (3, 0), b""),
+            ftp_on,
+            "active data SYN from the server: related",
+        ),
+        (tcp(S, C, (20, 40001), SYN, (3, 0), b""), false, "a port nobody announced"),
     ]);
     v
 }

@@ -211,16 +211,14 @@ pub fn tcp_segment(t: &Tcp<'_>) -> Vec<u8> {
     v
 }
 
-/// An Ethernet/IPv4 frame of a TCP segment with window 64240 and no options.
-#[allow(clippy::too_many_arguments)] // a segment's own fields, in wire order
+/// An Ethernet/IPv4 frame of a TCP segment with window 64240 and no
+/// options: ports as (source, destination), numbers as (seq, ack).
 pub fn tcp(
     src: [u8; 4],
     dst: [u8; 4],
-    sport: u16,
-    dport: u16,
+    (sport, dport): (u16, u16),
     flags: u8,
-    seq: u32,
-    ack: u32,
+    (seq, ack): (u32, u32),
     payload: &[u8],
 ) -> Vec<u8> {
     let t = Tcp { sport, dport, seq, ack, flags, payload, ..Tcp::default() };
@@ -278,7 +276,7 @@ mod tests {
     #[test]
     fn ipv4_frames_carry_checksums_a_receiver_accepts() {
         let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
-        let f = tcp(a, b, 1000, 80, tcp_flags::SYN, 7, 0, b"hello");
+        let f = tcp(a, b, (1000, 80), tcp_flags::SYN, (7, 0), b"hello");
         assert_eq!(csum(&f[14..34]), 0, "IPv4 header");
         let total = u16::from_be_bytes([f[16], f[17]]) as usize;
         assert!(verifies(&a, &b, proto::TCP, &f[34..14 + total], true), "TCP");
@@ -287,7 +285,7 @@ mod tests {
         let f = icmp(a, b, 8, 0, [0, 1, 0, 1], b"ping");
         assert!(verifies(&a, &b, proto::ICMP, &f[34..34 + 12], false), "ICMP");
         // Control: a flipped payload bit no longer verifies.
-        let mut f = tcp(a, b, 1000, 80, tcp_flags::ACK, 7, 1, b"hello");
+        let mut f = tcp(a, b, (1000, 80), tcp_flags::ACK, (7, 1), b"hello");
         f[54] ^= 1;
         assert!(!verifies(&a, &b, proto::TCP, &f[34..59], true));
     }

@@ -36,7 +36,7 @@ pub fn tcp_frame(
     seq: u32,
     ack: u32,
 ) -> Vec<u8> {
-    lazarus_core::frames::tcp(src, dst, ports.0, ports.1, flags, seq, ack, &[])
+    lazarus_core::frames::tcp(src, dst, ports, flags, (seq, ack), &[])
 }
 
 pub const SERVER: [u8; 4] = [10, 99, 0, 2];

@@ -23,14 +23,14 @@ fn fw(sink: MemorySink) -> Firewall<MemorySink, Global> {
 /// Handshake and some data on one connection; returns the next (client seq, server seq).
 fn open(f: &mut Firewall<MemorySink, Global>, sport: u16) -> (u32, u32) {
     let t = 1;
-    assert_eq!(f.process(&tcp(C, S, sport, 80, SYN, 1000, 0, b""), 0, t), Verdict::Forward);
+    assert_eq!(f.process(&tcp(C, S, (sport, 80), SYN, (1000, 0), b""), 0, t), Verdict::Forward);
     assert_eq!(
-        f.process(&tcp(S, C, 80, sport, SYN | ACK, 5000, 1001, b""), 1, t),
+        f.process(&tcp(S, C, (80, sport), SYN | ACK, (5000, 1001), b""), 1, t),
         Verdict::Forward
     );
-    assert_eq!(f.process(&tcp(C, S, sport, 80, ACK, 1001, 5001, b""), 0, t), Verdict::Forward);
+    assert_eq!(f.process(&tcp(C, S, (sport, 80), ACK, (1001, 5001), b""), 0, t), Verdict::Forward);
     assert_eq!(
-        f.process(&tcp(C, S, sport, 80, ACK | PSH, 1001, 5001, &[7; 100]), 0, t),
+        f.process(&tcp(C, S, (sport, 80), ACK | PSH, (1001, 5001), &[7; 100]), 0, t),
         Verdict::Forward
     );
     (1101, 5001)
@@ -58,8 +58,8 @@ fn a_restored_table_carries_established_flows_and_an_empty_one_does_not() {
     let mut b = fw(MemorySink::default());
     assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
     assert_eq!(b.table().len(), 2);
-    let mid = tcp(C, S, 40000, 80, ACK | PSH, cs, ss, &[8; 100]);
-    let reply = tcp(S, C, 80, 40000, ACK, ss, cs + 100, b"");
+    let mid = tcp(C, S, (40000, 80), ACK | PSH, (cs, ss), &[8; 100]);
+    let reply = tcp(S, C, (80, 40000), ACK, (ss, cs + 100), b"");
     assert_eq!(b.process(&mid, 0, 20), Verdict::Forward);
     assert_eq!(b.process(&reply, 1, 20), Verdict::Forward);
     assert_eq!(b.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0);
@@ -94,11 +94,14 @@ fn the_ack_of_a_fin_writes_no_delta_unless_close_wait_outlives_fin_wait() {
         );
         let (cs, ss) = open(&mut a, 40100);
         assert_eq!(
-            a.process(&tcp(C, S, 40100, 80, FIN | ACK, cs, ss, b""), 0, 2),
+            a.process(&tcp(C, S, (40100, 80), FIN | ACK, (cs, ss), b""), 0, 2),
             Verdict::Forward
         );
         let after_fin = tcp_deltas(&a);
-        assert_eq!(a.process(&tcp(S, C, 80, 40100, ACK, ss, cs + 1, b""), 1, 3), Verdict::Forward);
+        assert_eq!(
+            a.process(&tcp(S, C, (80, 40100), ACK, (ss, cs + 1), b""), 1, 3),
+            Verdict::Forward
+        );
         if close_wait_longer {
             assert_eq!(tcp_deltas(&a), after_fin + 1);
             assert_eq!(stored_state(&a), tcp::TcpState::CloseWait);
@@ -118,11 +121,11 @@ fn the_ack_of_a_fin_writes_no_delta_unless_close_wait_outlives_fin_wait() {
         );
         assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 1);
         assert_eq!(
-            b.process(&tcp(S, C, 80, 40100, FIN | ACK, ss, cs + 1, b""), 1, 20),
+            b.process(&tcp(S, C, (80, 40100), FIN | ACK, (ss, cs + 1), b""), 1, 20),
             Verdict::Forward
         );
         assert_eq!(
-            b.process(&tcp(C, S, 40100, 80, ACK, cs + 1, ss + 1, b""), 0, 20),
+            b.process(&tcp(C, S, (40100, 80), ACK, (cs + 1, ss + 1), b""), 0, 20),
             Verdict::Forward
         );
         assert_eq!(b.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0);
@@ -169,8 +172,8 @@ fn a_resync_writes_every_connection_again() {
 
 #[test]
 fn a_tcp_connection_is_stored_once_its_syn_is_answered() {
-    let syn = tcp(C, S, 40200, 80, SYN, 1000, 0, b"");
-    let syn_ack = tcp(S, C, 80, 40200, SYN | ACK, 5000, 1001, b"");
+    let syn = tcp(C, S, (40200, 80), SYN, (1000, 0), b"");
+    let syn_ack = tcp(S, C, (80, 40200), SYN | ACK, (5000, 1001), b"");
     let mut a = fw(MemorySink::default());
     assert_eq!(a.process(&syn, 0, 1), Verdict::Forward);
     assert!(a.checkpoint.sink.store.is_empty(), "a SYN alone writes nothing");
@@ -181,7 +184,7 @@ fn a_tcp_connection_is_stored_once_its_syn_is_answered() {
     assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Drop);
     assert_eq!(b.process(&syn, 0, 21), Verdict::Forward);
     assert_eq!(b.process(&syn_ack, 1, 21), Verdict::Forward);
-    assert_eq!(b.process(&tcp(C, S, 40200, 80, ACK, 1001, 5001, b""), 0, 21), Verdict::Forward);
+    assert_eq!(b.process(&tcp(C, S, (40200, 80), ACK, (1001, 5001), b""), 0, 21), Verdict::Forward);
     // Not killed: the answer stores ip and tcp, in the state it made.
     assert_eq!(a.process(&syn_ack, 1, 2), Verdict::Forward);
     let id = a.table().iter().next().unwrap().1.id.0;
@@ -201,16 +204,16 @@ fn a_tcp_connection_is_stored_once_its_syn_is_answered() {
 fn a_related_connection_is_stored_at_its_syn() {
     let mut a = fw(MemorySink::default());
     for (p, port) in [
-        (tcp(C, S, 40300, 21, SYN, 1000, 0, b""), 0),
-        (tcp(S, C, 21, 40300, SYN | ACK, 5000, 1001, b""), 1),
-        (tcp(C, S, 40300, 21, ACK, 1001, 5001, b""), 0),
-        (tcp(C, S, 40300, 21, ACK | PSH, 1001, 5001, b"PORT 10,99,0,1,156,64\r\n"), 0),
+        (tcp(C, S, (40300, 21), SYN, (1000, 0), b""), 0),
+        (tcp(S, C, (21, 40300), SYN | ACK, (5000, 1001), b""), 1),
+        (tcp(C, S, (40300, 21), ACK, (1001, 5001), b""), 0),
+        (tcp(C, S, (40300, 21), ACK | PSH, (1001, 5001), b"PORT 10,99,0,1,156,64\r\n"), 0),
     ] {
         assert_eq!(a.process(&p, port, 1), Verdict::Forward);
     }
     // Active mode: the server opens the data connection to the port the
     // client named, admitted by the expectation that this SYN uses up.
-    assert_eq!(a.process(&tcp(S, C, 20, 40000, SYN, 9000, 0, b""), 1, 2), Verdict::Forward);
+    assert_eq!(a.process(&tcp(S, C, (20, 40000), SYN, (9000, 0), b""), 1, 2), Verdict::Forward);
     assert_eq!(a.counters.related.get(), 1);
     let data = a
         .table()
@@ -232,9 +235,9 @@ fn a_reopening_syn_is_stored_once_answered() {
     let mut a = fw(MemorySink::default());
     let (cs, ss) = open(&mut a, 40203);
     for (p, port) in [
-        (tcp(C, S, 40203, 80, FIN | ACK, cs, ss, b""), 0),
-        (tcp(S, C, 80, 40203, FIN | ACK, ss, cs + 1, b""), 1),
-        (tcp(C, S, 40203, 80, ACK, cs + 1, ss + 1, b""), 0),
+        (tcp(C, S, (40203, 80), FIN | ACK, (cs, ss), b""), 0),
+        (tcp(S, C, (80, 40203), FIN | ACK, (ss, cs + 1), b""), 1),
+        (tcp(C, S, (40203, 80), ACK, (cs + 1, ss + 1), b""), 0),
     ] {
         assert_eq!(a.process(&p, port, 2), Verdict::Forward);
     }
@@ -243,8 +246,8 @@ fn a_reopening_syn_is_stored_once_answered() {
         tcp::TcpPortion::decode(&f.checkpoint.sink.store[&(id, Module::Tcp as u8)].1).unwrap().state
     };
     assert_eq!(stored(&a), tcp::TcpState::TimeWait);
-    let syn = tcp(C, S, 40203, 80, SYN, 90000, 0, b"");
-    let syn_ack = tcp(S, C, 80, 40203, SYN | ACK, 7000, 90001, b"");
+    let syn = tcp(C, S, (40203, 80), SYN, (90000, 0), b"");
+    let syn_ack = tcp(S, C, (80, 40203), SYN | ACK, (7000, 90001), b"");
     assert_eq!(a.process(&syn, 0, 3), Verdict::Forward);
     assert_eq!(stored(&a), tcp::TcpState::TimeWait, "the reopening SYN alone writes nothing");
     // Killed here: restored in TIME_WAIT, the connection takes the
@@ -253,7 +256,10 @@ fn a_reopening_syn_is_stored_once_answered() {
     assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 1);
     assert_eq!(b.process(&syn, 0, 20), Verdict::Forward);
     assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Forward);
-    assert_eq!(b.process(&tcp(C, S, 40203, 80, ACK, 90001, 7001, b""), 0, 20), Verdict::Forward);
+    assert_eq!(
+        b.process(&tcp(C, S, (40203, 80), ACK, (90001, 7001), b""), 0, 20),
+        Verdict::Forward
+    );
     // Not killed: the answer is written.
     assert_eq!(a.process(&syn_ack, 1, 4), Verdict::Forward);
     assert_eq!(stored(&a), tcp::TcpState::SynRecv);
@@ -262,7 +268,7 @@ fn a_reopening_syn_is_stored_once_answered() {
 #[test]
 fn an_unanswered_syn_is_neither_resynced_nor_deleted() {
     let mut a = fw(MemorySink::default());
-    assert_eq!(a.process(&tcp(C, S, 40201, 80, SYN, 1000, 0, b""), 0, 1), Verdict::Forward);
+    assert_eq!(a.process(&tcp(C, S, (40201, 80), SYN, (1000, 0), b""), 0, 1), Verdict::Forward);
     open(&mut a, 40202);
     a.checkpoint.sink.store.clear();
     a.checkpoint.sink.resync = true;
@@ -314,7 +320,7 @@ fn gauges_follow_the_table_and_a_flush_deletes_everything() {
         (0, 0, 0)
     );
     // Traffic after a flush: an established flow mid-stream is now unknown.
-    assert_eq!(a.process(&tcp(C, S, 40006, 80, ACK, 1101, 5001, b""), 0, 3), Verdict::Drop);
+    assert_eq!(a.process(&tcp(C, S, (40006, 80), ACK, (1101, 5001), b""), 0, 3), Verdict::Drop);
 }
 
 #[test]
@@ -364,13 +370,13 @@ fn mixed_traffic() -> Vec<(Vec<u8>, usize)> {
     use crate::frames::{eth, icmp, ipv4};
     let mut v = Vec::new();
     for sport in [40000u16, 40001] {
-        v.push((tcp(C, S, sport, 80, SYN, 1000, 0, b""), 0));
-        v.push((tcp(S, C, 80, sport, SYN | ACK, 5000, 1001, b""), 1));
-        v.push((tcp(C, S, sport, 80, ACK, 1001, 5001, b""), 0));
-        v.push((tcp(C, S, sport, 80, ACK | PSH, 1001, 5001, &[7; 100]), 0));
-        v.push((tcp(C, S, sport, 80, ACK | PSH, 1101 + 10_000_000, 5001, b"y"), 0));
+        v.push((tcp(C, S, (sport, 80), SYN, (1000, 0), b""), 0));
+        v.push((tcp(S, C, (80, sport), SYN | ACK, (5000, 1001), b""), 1));
+        v.push((tcp(C, S, (sport, 80), ACK, (1001, 5001), b""), 0));
+        v.push((tcp(C, S, (sport, 80), ACK | PSH, (1001, 5001), &[7; 100]), 0));
+        v.push((tcp(C, S, (sport, 80), ACK | PSH, (1101 + 10_000_000, 5001), b"y"), 0));
     }
-    v.push((tcp(C, S, 40009, 80, ACK, 77, 88, b""), 0));
+    v.push((tcp(C, S, (40009, 80), ACK, (77, 88), b""), 0));
     v.push((udp(C, S, 5353, 53, b"query"), 0));
     v.push((udp(S, C, 53, 5353, b"answer"), 1));
     v.push((icmp(C, S, 8, 0, [0, 7, 0, 1], b"ping"), 0));
@@ -384,8 +390,8 @@ fn mixed_traffic() -> Vec<(Vec<u8>, usize)> {
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
     arp.resize(60, 0);
     v.push((arp, 0));
-    v.push((tcp(C, S, 40000, 80, FIN | ACK, 1101, 5001, b""), 0));
-    v.push((tcp(S, C, 80, 40000, FIN | ACK, 5001, 1102, b""), 1));
+    v.push((tcp(C, S, (40000, 80), FIN | ACK, (1101, 5001), b""), 0));
+    v.push((tcp(S, C, (80, 40000), FIN | ACK, (5001, 1102), b""), 1));
     v
 }
 
@@ -425,9 +431,9 @@ fn a_connection_opened_earlier_in_the_burst_is_found() {
     let mut f = fw(MemorySink::default());
     let mut sb = StagedBurst::new();
     let burst = [
-        (tcp(C, S, 40000, 80, SYN, 1000, 0, b""), 0),
-        (tcp(S, C, 80, 40000, SYN | ACK, 5000, 1001, b""), 1),
-        (tcp(C, S, 40000, 80, ACK, 1001, 5001, b""), 0),
+        (tcp(C, S, (40000, 80), SYN, (1000, 0), b""), 0),
+        (tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""), 1),
+        (tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0),
     ];
     for (i, (frame, port)) in burst.iter().enumerate() {
         f.stage(&mut sb, i, frame, *port);
@@ -451,17 +457,17 @@ fn a_candidate_holding_another_key_is_not_tracked() {
     let mut f = fw(MemorySink::default());
     for (sport, isn) in [(40000u16, 1000u32), (40001, 900_000_000)] {
         for (frame, port) in [
-            (tcp(C, S, sport, 80, SYN, isn, 0, b""), 0),
-            (tcp(S, C, 80, sport, SYN | ACK, isn ^ 0x5555, isn + 1, b""), 1),
-            (tcp(C, S, sport, 80, ACK, isn + 1, (isn ^ 0x5555) + 1, b""), 0),
+            (tcp(C, S, (sport, 80), SYN, (isn, 0), b""), 0),
+            (tcp(S, C, (80, sport), SYN | ACK, (isn ^ 0x5555, isn + 1), b""), 1),
+            (tcp(C, S, (sport, 80), ACK, (isn + 1, (isn ^ 0x5555) + 1), b""), 0),
         ] {
             assert_eq!(f.process(&frame, port, 1), Verdict::Forward);
         }
     }
     assert_eq!(f.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
     let burst = [
-        (tcp(C, S, 40000, 80, ACK | PSH, 1001, 1001 ^ 0x5554, &[1; 10]), 0),
-        (tcp(C, S, 40001, 80, ACK | PSH, 900_000_001, 900_000_001 ^ 0x5554, &[2; 20]), 0),
+        (tcp(C, S, (40000, 80), ACK | PSH, (1001, 1001 ^ 0x5554), &[1; 10]), 0),
+        (tcp(C, S, (40001, 80), ACK | PSH, (900_000_001, 900_000_001 ^ 0x5554), &[2; 20]), 0),
         (udp(C, S, 5353, 53, b"again"), 0),
     ];
     let mut sb = StagedBurst::new();
@@ -504,11 +510,11 @@ fn a_packet_not_staged_in_this_burst_is_processed_whole() {
     // Staged in one burst, not in the next: the next must not reuse it.
     let mut f = fw(MemorySink::default());
     let mut sb = StagedBurst::new();
-    let syn = tcp(C, S, 40000, 80, SYN, 1000, 0, b"");
+    let syn = tcp(C, S, (40000, 80), SYN, (1000, 0), b"");
     f.stage(&mut sb, 0, &syn, 0);
     f.lookup_staged(&mut sb, 1);
     assert_eq!(f.process_staged(&mut sb, 0, &syn, 0, 1), Verdict::Forward);
-    let stray = tcp(C, S, 40001, 80, ACK, 1, 1, b"");
+    let stray = tcp(C, S, (40001, 80), ACK, (1, 1), b"");
     assert_eq!(
         f.process_staged(&mut sb, 0, &stray, 0, 1),
         Verdict::Drop,

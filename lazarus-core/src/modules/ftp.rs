@@ -372,6 +372,17 @@ pub struct Expectations {
     live: usize,
 }
 
+/// A new connection, as an expectation is matched against it.
+#[derive(Debug, Clone, Copy)]
+pub struct DataConn<'a> {
+    pub family: Family,
+    pub zone: u16,
+    pub vlan: u16,
+    pub src: &'a Addr,
+    pub dst: &'a Addr,
+    pub dport: u16,
+}
+
 impl Expectations {
     pub fn new(capacity: usize) -> Self {
         Expectations {
@@ -405,19 +416,10 @@ impl Expectations {
         }
     }
 
-    /// Takes the expectation a new connection fulfils, if any.
+    /// Takes the expectation new connection `c` fulfils, if any.
     #[inline]
-    #[allow(clippy::too_many_arguments)] // the data connection's key fields, as the caller holds them
-    pub fn take(
-        &mut self,
-        family: Family,
-        zone: u16,
-        vlan: u16,
-        src: &Addr,
-        dst: &Addr,
-        dport: u16,
-        now: u64,
-    ) -> Option<Expectation> {
+    pub fn take(&mut self, c: &DataConn<'_>, now: u64) -> Option<Expectation> {
+        let DataConn { family, zone, vlan, src, dst, dport } = *c;
         if self.live == 0 {
             return None;
         }
@@ -456,6 +458,11 @@ impl Expectations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The data connection to `e`'s addresses on `dport`.
+    fn to(e: &Expectation, dport: u16) -> DataConn<'_> {
+        DataConn { family: Family::V4, zone: 0, vlan: 0, src: &e.src, dst: &e.dst, dport }
+    }
 
     #[test]
     fn port_and_eprt_commands() {
@@ -547,11 +554,11 @@ mod tests {
             ..Default::default()
         };
         assert!(x.add(e, 0));
-        assert!(x.take(Family::V4, 0, 0, &e.src, &e.dst, 5001, 10).is_none());
-        assert!(x.take(Family::V4, 0, 0, &e.src, &e.dst, 5000, 10).is_some());
-        assert!(x.take(Family::V4, 0, 0, &e.src, &e.dst, 5000, 10).is_none(), "used once");
+        assert!(x.take(&to(&e, 5001), 10).is_none());
+        assert!(x.take(&to(&e, 5000), 10).is_some());
+        assert!(x.take(&to(&e, 5000), 10).is_none(), "used once");
         assert!(x.add(e, 0));
-        assert!(x.take(Family::V4, 0, 0, &e.src, &e.dst, 5000, 100).is_none(), "expired");
+        assert!(x.take(&to(&e, 5000), 100).is_none(), "expired");
         assert_eq!(x.expire(200), 1);
         assert!(x.is_empty());
     }

@@ -4,7 +4,7 @@
 
 use crate::config::ConntrackSection;
 use crate::conn::{ConnKey, Dir};
-use crate::modules::ftp::{Expectation, Expectations, FtpEvent, FtpPortion};
+use crate::modules::ftp::{DataConn, Expectation, Expectations, FtpEvent, FtpPortion};
 use crate::modules::{Conn, NO_FTP};
 use crate::parse::IpPacket;
 use crate::stats::FwCounters;
@@ -73,7 +73,15 @@ impl FtpSessions {
     /// connection a control connection announced; the expectation is taken,
     /// so it admits one connection.
     pub fn take_expected(&mut self, key: &ConnKey, p: &IpPacket, dport: u16, now: u64) -> bool {
-        self.expectations.take(p.family, key.zone, key.vlan, &p.src, &p.dst, dport, now).is_some()
+        let c = DataConn {
+            family: p.family,
+            zone: key.zone,
+            vlan: key.vlan,
+            src: &p.src,
+            dst: &p.dst,
+            dport,
+        };
+        self.expectations.take(&c, now).is_some()
     }
 
     /// Feeds a segment of control connection `conn` to its portion; a
