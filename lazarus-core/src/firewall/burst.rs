@@ -290,3 +290,151 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             .or_else(|| self.table.lookup(&st.keyed.key, st.hash))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::firewall::burst::Step;
+    use crate::firewall::testing::*;
+
+    use crate::checkpoint::MemorySink;
+    use crate::conn::SlotId;
+    use crate::firewall::*;
+    use crate::frames::{tcp, tcp_flags::*, udp};
+
+    use crate::parse::proto;
+
+    #[test]
+    fn staged_bursts_give_the_verdicts_and_counters_of_packet_by_packet() {
+        let traffic = mixed_traffic();
+        let mut one = fw(MemorySink::default());
+        let want: Vec<Verdict> = traffic.iter().map(|(f, port)| one.process(f, *port, 1)).collect();
+        assert!(want.contains(&Verdict::Drop) && want.contains(&Verdict::Forward));
+        for burst in [1, 2, 3, 7, 16, STAGE_MAX] {
+            let mut f = fw(MemorySink::default());
+            let mut sb = StagedBurst::new();
+            let mut got = Vec::new();
+            let mut by_fast_path = 0;
+            for chunk in traffic.chunks(burst) {
+                for (i, (frame, port)) in chunk.iter().enumerate() {
+                    f.stage(&mut sb, i, frame, *port);
+                    by_fast_path += usize::from(sb.staged[i].step == Step::Segment);
+                }
+                f.lookup_staged(&mut sb, chunk.len());
+                for (i, (frame, port)) in chunk.iter().enumerate() {
+                    got.push(f.process_staged(&mut sb, i, frame, *port, 1));
+                }
+            }
+            // Every TCP frame here has the fast path's shape (no options).
+            assert_eq!(by_fast_path, 13, "bursts of {burst}");
+            assert_eq!(got, want, "bursts of {burst}");
+            assert_eq!(f.table().len(), one.table().len(), "bursts of {burst}");
+            assert_eq!(
+                format!("{:?}", f.counters),
+                format!("{:?}", one.counters),
+                "bursts of {burst}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_connection_opened_earlier_in_the_burst_is_found() {
+        // The whole handshake and data in one burst: the SYN-ACK's lookup ran
+        // before the SYN created the connection.
+        let mut f = fw(MemorySink::default());
+        let mut sb = StagedBurst::new();
+        let burst = [
+            (tcp(C, S, (40000, 80), SYN, (1000, 0), b""), 0),
+            (tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""), 1),
+            (tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0),
+        ];
+        for (i, (frame, port)) in burst.iter().enumerate() {
+            f.stage(&mut sb, i, frame, *port);
+        }
+        f.lookup_staged(&mut sb, burst.len());
+        let got: Vec<Verdict> = burst
+            .iter()
+            .enumerate()
+            .map(|(i, (frame, port))| f.process_staged(&mut sb, i, frame, *port, 1))
+            .collect();
+        assert_eq!(got, [Verdict::Forward; 3]);
+        assert_eq!(f.table().len(), 1);
+    }
+
+    #[test]
+    fn a_candidate_holding_another_key_is_not_tracked() {
+        // The index names a candidate by hash bits alone; here each packet's
+        // candidate is swapped for another connection's, as a collision of
+        // those bits would. Each packet must still reach its own connection:
+        // tracked on another's record, A's data would fail B's windows.
+        let mut f = fw(MemorySink::default());
+        for (sport, isn) in [(40000u16, 1000u32), (40001, 900_000_000)] {
+            for (frame, port) in [
+                (tcp(C, S, (sport, 80), SYN, (isn, 0), b""), 0),
+                (tcp(S, C, (80, sport), SYN | ACK, (isn ^ 0x5555, isn + 1), b""), 1),
+                (tcp(C, S, (sport, 80), ACK, (isn + 1, (isn ^ 0x5555) + 1), b""), 0),
+            ] {
+                assert_eq!(f.process(&frame, port, 1), Verdict::Forward);
+            }
+        }
+        assert_eq!(f.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        let burst = [
+            (tcp(C, S, (40000, 80), ACK | PSH, (1001, 1001 ^ 0x5554), &[1; 10]), 0),
+            (tcp(C, S, (40001, 80), ACK | PSH, (900_000_001, 900_000_001 ^ 0x5554), &[2; 20]), 0),
+            (udp(C, S, 5353, 53, b"again"), 0),
+        ];
+        let mut sb = StagedBurst::new();
+        for (i, (frame, port)) in burst.iter().enumerate() {
+            f.stage(&mut sb, i, frame, *port);
+        }
+        assert_eq!(
+            [sb.staged[0].step, sb.staged[1].step, sb.staged[2].step],
+            [Step::Segment, Step::Segment, Step::Keyed]
+        );
+        f.lookup_staged(&mut sb, burst.len());
+        let slots: Vec<SlotId> =
+            sb.staged[..3].iter().map(|st| st.slot.expect("every connection exists")).collect();
+        for (i, s) in [slots[1], slots[2], slots[0]].into_iter().enumerate() {
+            sb.staged[i].slot = Some(s);
+        }
+        for (i, (frame, port)) in burst.iter().enumerate() {
+            assert_eq!(
+                f.process_staged(&mut sb, i, frame, *port, 1),
+                Verdict::Forward,
+                "packet {i}"
+            );
+        }
+        // Each connection counted its own packet, on top of the SYN and ACK
+        // of a TCP one, or the first query of the UDP one.
+        for s in &slots {
+            let conn = f.table().get(*s);
+            assert_eq!(
+                conn.ip.packets[0],
+                if conn.key.proto == proto::TCP { 3 } else { 2 },
+                "{:?}",
+                conn.key
+            );
+        }
+        assert_eq!(
+            f.table().len(),
+            3,
+            "no connection was created for a packet whose candidate was wrong"
+        );
+    }
+
+    #[test]
+    fn a_packet_not_staged_in_this_burst_is_processed_whole() {
+        // Staged in one burst, not in the next: the next must not reuse it.
+        let mut f = fw(MemorySink::default());
+        let mut sb = StagedBurst::new();
+        let syn = tcp(C, S, (40000, 80), SYN, (1000, 0), b"");
+        f.stage(&mut sb, 0, &syn, 0);
+        f.lookup_staged(&mut sb, 1);
+        assert_eq!(f.process_staged(&mut sb, 0, &syn, 0, 1), Verdict::Forward);
+        let stray = tcp(C, S, (40001, 80), ACK, (1, 1), b"");
+        assert_eq!(
+            f.process_staged(&mut sb, 0, &stray, 0, 1),
+            Verdict::Drop,
+            "tracked as itself, not as the SYN staged before"
+        );
+    }
+}

@@ -73,3 +73,30 @@ impl Fragments {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Fragment;
+
+    fn first(id: u32, src: u8) -> IpPacket {
+        let mut p =
+            IpPacket { frag_id: id, proto: 17, frag: Fragment::First, ..Default::default() };
+        p.src[15] = src;
+        p.dst[15] = 2;
+        p
+    }
+
+    #[test]
+    fn later_fragments_follow_their_first_until_it_expires() {
+        let mut f = Fragments::new(64, 100);
+        f.remember(&first(7, 1), true, 10);
+        f.remember(&first(8, 1), false, 10);
+        assert_eq!(f.later(&first(7, 1), 50), LaterFragment::Forward);
+        assert_eq!(f.later(&first(8, 1), 50), LaterFragment::Drop);
+        // Another source with the same id, and an id never seen.
+        assert_eq!(f.later(&first(7, 3), 50), LaterFragment::Unmatched);
+        assert_eq!(f.later(&first(9, 1), 50), LaterFragment::Unmatched);
+        assert_eq!(f.later(&first(7, 1), 110), LaterFragment::Unmatched, "expired");
+    }
+}

@@ -157,3 +157,125 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.publish_gauges();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::firewall::testing::*;
+
+    use crate::checkpoint::MemorySink;
+    use crate::firewall::housekeeping::FLUSH_BATCH;
+    use crate::firewall::*;
+
+    use crate::frames::{tcp, tcp_flags::*, udp};
+    use crate::modules::tcp::{self, TcpState};
+    use crate::modules::{L4Portion, Module};
+
+    use crate::portion::Portion;
+    use allocator_api2::alloc::Global;
+
+    #[test]
+    fn a_full_ring_marks_portions_dirty_and_the_sweep_writes_them_later() {
+        let mut a = fw(MemorySink { room: Some(1), ..Default::default() });
+        open(&mut a, 40001);
+        assert!(a.counters.ckpt_ring_full.get() > 0);
+        assert!(!a
+            .checkpoint
+            .sink
+            .store
+            .contains_key(&(a.table().iter().next().unwrap().1.id.0, Module::Tcp as u8)));
+        a.checkpoint.sink.room = None;
+        a.housekeeping(2);
+        let conn = *a.table().iter().next().unwrap().1;
+        assert_eq!(conn.dirty, 0);
+        assert!(a.counters.ckpt_reemitted.get() > 0);
+        let (_, tcp_bytes) = &a.checkpoint.sink.store[&(conn.id.0, Module::Tcp as u8)];
+        let L4Portion::Tcp(live) = conn.l4 else { panic!() };
+        assert_eq!(
+            tcp::TcpPortion::decode(tcp_bytes).unwrap().state,
+            live.state,
+            "the store converged to the live state"
+        );
+    }
+
+    #[test]
+    fn a_resync_writes_every_connection_again() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40002);
+        open(&mut a, 40003);
+        a.checkpoint.sink.store.clear();
+        a.checkpoint.sink.resync = true;
+        a.housekeeping(2);
+        assert_eq!(a.checkpoint.sink.store.len(), 4, "ip and tcp of both connections");
+        assert_eq!(a.counters.ckpt_resyncs.get(), 1);
+    }
+
+    #[test]
+    fn expiry_writes_a_delete() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40004);
+        for _ in 0..64 {
+            a.housekeeping(u64::MAX / 2);
+        }
+        assert_eq!(a.table().len(), 0);
+        assert_eq!(a.checkpoint.sink.deletes, 1);
+        assert!(a.checkpoint.sink.store.is_empty());
+    }
+
+    #[test]
+    fn gauges_follow_the_table_and_a_flush_deletes_everything() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40006);
+        open(&mut a, 40007);
+        assert_eq!(a.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        a.housekeeping(1);
+        let g = &a.counters.gauges;
+        assert_eq!((g.tcp.get(), g.udp.get(), g.icmp.get()), (2, 1, 0));
+        assert_eq!(g.tcp_states[TcpState::Established as usize].get(), 2);
+        assert_eq!(a.checkpoint.sink.store.len(), 6, "ip + l4 of three connections");
+        a.counters.requests.flush.store(true, Relaxed);
+        // Gauges refresh every 100 ms of TSC (HZ / 10 ticks); the flush refreshes at once.
+        a.housekeeping(2);
+        assert_eq!(a.table().len(), 0);
+        assert!(!a.counters.requests.flush.load(Relaxed), "the flag is cleared when done");
+        assert_eq!(a.counters.flushed.get(), 3);
+        assert_eq!(a.checkpoint.sink.deletes, 3);
+        assert!(a.checkpoint.sink.store.is_empty(), "the store follows the flush");
+        let g = &a.counters.gauges;
+        assert_eq!(
+            (g.tcp.get(), g.udp.get(), g.tcp_states[TcpState::Established as usize].get()),
+            (0, 0, 0)
+        );
+        // Traffic after a flush: an established flow mid-stream is now unknown.
+        assert_eq!(a.process(&tcp(C, S, (40006, 80), ACK, (1101, 5001), b""), 0, 3), Verdict::Drop);
+    }
+
+    #[test]
+    fn a_flush_asked_during_a_walk_gets_a_walk_of_its_own() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = ConntrackSection { capacity: 4 * FLUSH_BATCH as u32, ..Default::default() };
+        let mut a = Firewall::new(
+            &c,
+            Arc::new(Policy::default()),
+            vec![0, 0],
+            HZ,
+            Global,
+            MemorySink::default(),
+            Arc::new(FwCounters::default()),
+        );
+        open(&mut a, 40010);
+        a.counters.requests.flush.store(true, Relaxed);
+        a.housekeeping(1);
+        assert!(a.chores.flush_cursor.is_some(), "a table of several batches takes several rounds");
+        assert_eq!(a.table().len(), 0);
+        // A connection opened behind the walk's cursor, and a second request.
+        open(&mut a, 40011);
+        a.counters.requests.flush.store(true, Relaxed);
+        for t in 2..20 {
+            a.housekeeping(t);
+        }
+        assert_eq!(a.table().len(), 0, "the second request was absorbed by the first walk");
+        assert_eq!(a.counters.flushed.get(), 2);
+        assert!(!a.counters.requests.flush.load(Relaxed));
+    }
+}

@@ -210,4 +210,52 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
 }
 
 #[cfg(test)]
-mod tests;
+mod testing;
+
+#[cfg(test)]
+mod tests {
+    use crate::firewall::testing::*;
+
+    use crate::checkpoint::MemorySink;
+    use crate::firewall::*;
+
+    use crate::frames::{tcp, tcp_flags::*, udp};
+    use crate::modules::tcp::{self};
+    use crate::modules::Module;
+
+    #[test]
+    fn a_restored_table_carries_established_flows_and_an_empty_one_does_not() {
+        let mut a = fw(MemorySink::default());
+        let (cs, ss) = open(&mut a, 40000);
+        assert_eq!(a.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        assert_eq!(a.process(&udp(S, C, 53, 5353, b"r"), 1, 1), Verdict::Forward);
+        // What a dead dataplane left in the store, rebuilt in a new one.
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
+        assert_eq!(b.table().len(), 2);
+        let mid = tcp(C, S, (40000, 80), ACK | PSH, (cs, ss), &[8; 100]);
+        let reply = tcp(S, C, (80, 40000), ACK, (ss, cs + 100), b"");
+        assert_eq!(b.process(&mid, 0, 20), Verdict::Forward);
+        assert_eq!(b.process(&reply, 1, 20), Verdict::Forward);
+        assert_eq!(b.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0);
+        // Control: without the restore the strict tracker refuses mid-stream packets.
+        let mut empty = fw(MemorySink::default());
+        assert_eq!(empty.process(&mid, 0, 20), Verdict::Drop);
+        assert_eq!(empty.counters.tcp_invalid[tcp::TcpInvalid::NewNotSyn as usize].get(), 1);
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40005);
+        let (k, (_, ip)) =
+            a.checkpoint.sink.store.iter().find(|(k, _)| k.1 == Module::Ip as u8).unwrap();
+        let mut b = fw(MemorySink::default());
+        assert!(matches!(
+            b.restore(k.0 ^ 1, ip, None, None, 1),
+            Err(RestoreError::IdMismatch { .. })
+        ));
+        assert!(matches!(b.restore(k.0, &ip[..10], None, None, 1), Err(RestoreError::Portion(_))));
+        assert_eq!(b.table().len(), 0);
+    }
+}

@@ -309,3 +309,205 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::firewall::testing::*;
+
+    use crate::checkpoint::MemorySink;
+    use crate::firewall::*;
+
+    use crate::frames::{tcp, tcp_flags::*};
+    use crate::modules::tcp::{self};
+    use crate::modules::{L4Portion, Module};
+
+    use crate::portion::Portion;
+    use allocator_api2::alloc::Global;
+
+    #[test]
+    fn the_ack_of_a_fin_writes_no_delta_unless_close_wait_outlives_fin_wait() {
+        let stored_state = |f: &Firewall<MemorySink, Global>| {
+            let (_, conn) = f.table().iter().next().unwrap();
+            tcp::TcpPortion::decode(&f.checkpoint.sink.store[&(conn.id.0, Module::Tcp as u8)].1)
+                .unwrap()
+                .state
+        };
+        let tcp_deltas =
+            |f: &Firewall<MemorySink, Global>| f.counters.ckpt[Module::Tcp as usize].get();
+        for close_wait_longer in [false, true] {
+            let mut c = ConntrackSection { capacity: 64, ..Default::default() };
+            if close_wait_longer {
+                c.timeouts.tcp_close_wait = c.timeouts.tcp_fin_wait + 1;
+            }
+            let mut a = Firewall::new(
+                &c,
+                Arc::new(Policy::default()),
+                vec![0, 0],
+                HZ,
+                Global,
+                MemorySink::default(),
+                Arc::new(FwCounters::default()),
+            );
+            let (cs, ss) = open(&mut a, 40100);
+            assert_eq!(
+                a.process(&tcp(C, S, (40100, 80), FIN | ACK, (cs, ss), b""), 0, 2),
+                Verdict::Forward
+            );
+            let after_fin = tcp_deltas(&a);
+            assert_eq!(
+                a.process(&tcp(S, C, (80, 40100), ACK, (ss, cs + 1), b""), 1, 3),
+                Verdict::Forward
+            );
+            if close_wait_longer {
+                assert_eq!(tcp_deltas(&a), after_fin + 1);
+                assert_eq!(stored_state(&a), tcp::TcpState::CloseWait);
+            } else {
+                assert_eq!(
+                    tcp_deltas(&a),
+                    after_fin,
+                    "FIN_WAIT -> CLOSE_WAIT is not worth a delta"
+                );
+                assert_eq!(stored_state(&a), tcp::TcpState::FinWait);
+            }
+            // Killed here: a restored dataplane carries the rest of the close.
+            let mut b = Firewall::new(
+                &c,
+                Arc::new(Policy::default()),
+                vec![0, 0],
+                HZ,
+                Global,
+                MemorySink::default(),
+                Arc::new(FwCounters::default()),
+            );
+            assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 1);
+            assert_eq!(
+                b.process(&tcp(S, C, (80, 40100), FIN | ACK, (ss, cs + 1), b""), 1, 20),
+                Verdict::Forward
+            );
+            assert_eq!(
+                b.process(&tcp(C, S, (40100, 80), ACK, (cs + 1, ss + 1), b""), 0, 20),
+                Verdict::Forward
+            );
+            assert_eq!(b.counters.tcp_invalid.iter().map(|c| c.get()).sum::<u64>(), 0);
+            let L4Portion::Tcp(t) = b.table().iter().next().unwrap().1.l4 else { panic!() };
+            assert_eq!(t.state, tcp::TcpState::TimeWait);
+        }
+    }
+
+    #[test]
+    fn a_tcp_connection_is_stored_once_its_syn_is_answered() {
+        let syn = tcp(C, S, (40200, 80), SYN, (1000, 0), b"");
+        let syn_ack = tcp(S, C, (80, 40200), SYN | ACK, (5000, 1001), b"");
+        let mut a = fw(MemorySink::default());
+        assert_eq!(a.process(&syn, 0, 1), Verdict::Forward);
+        assert!(a.checkpoint.sink.store.is_empty(), "a SYN alone writes nothing");
+        // Killed here: the new dataplane drops the server's answer, and the
+        // client's retransmitted SYN opens the connection again.
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 0);
+        assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Drop);
+        assert_eq!(b.process(&syn, 0, 21), Verdict::Forward);
+        assert_eq!(b.process(&syn_ack, 1, 21), Verdict::Forward);
+        assert_eq!(
+            b.process(&tcp(C, S, (40200, 80), ACK, (1001, 5001), b""), 0, 21),
+            Verdict::Forward
+        );
+        // Not killed: the answer stores ip and tcp, in the state it made.
+        assert_eq!(a.process(&syn_ack, 1, 2), Verdict::Forward);
+        let id = a.table().iter().next().unwrap().1.id.0;
+        assert_eq!(
+            a.checkpoint.sink.store.keys().copied().collect::<Vec<_>>(),
+            vec![(id, Module::Ip as u8), (id, Module::Tcp as u8)]
+        );
+        assert_eq!(
+            tcp::TcpPortion::decode(&a.checkpoint.sink.store[&(id, Module::Tcp as u8)].1)
+                .unwrap()
+                .state,
+            tcp::TcpState::SynRecv
+        );
+    }
+
+    #[test]
+    fn a_related_connection_is_stored_at_its_syn() {
+        let mut a = fw(MemorySink::default());
+        for (p, port) in [
+            (tcp(C, S, (40300, 21), SYN, (1000, 0), b""), 0),
+            (tcp(S, C, (21, 40300), SYN | ACK, (5000, 1001), b""), 1),
+            (tcp(C, S, (40300, 21), ACK, (1001, 5001), b""), 0),
+            (tcp(C, S, (40300, 21), ACK | PSH, (1001, 5001), b"PORT 10,99,0,1,156,64\r\n"), 0),
+        ] {
+            assert_eq!(a.process(&p, port, 1), Verdict::Forward);
+        }
+        // Active mode: the server opens the data connection to the port the
+        // client named, admitted by the expectation that this SYN uses up.
+        assert_eq!(a.process(&tcp(S, C, (20, 40000), SYN, (9000, 0), b""), 1, 2), Verdict::Forward);
+        assert_eq!(a.counters.related.get(), 1);
+        let data = a
+            .table()
+            .iter()
+            .map(|(_, c)| *c)
+            .find(|c| c.key.lo_port == 20 || c.key.hi_port == 20)
+            .unwrap();
+        assert!(
+            a.checkpoint.sink.store.contains_key(&(data.id.0, Module::Ip as u8))
+                && a.checkpoint.sink.store.contains_key(&(data.id.0, Module::Tcp as u8)),
+            "stored before its answer: its expectation is gone"
+        );
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
+    }
+
+    #[test]
+    fn a_reopening_syn_is_stored_once_answered() {
+        let mut a = fw(MemorySink::default());
+        let (cs, ss) = open(&mut a, 40203);
+        for (p, port) in [
+            (tcp(C, S, (40203, 80), FIN | ACK, (cs, ss), b""), 0),
+            (tcp(S, C, (80, 40203), FIN | ACK, (ss, cs + 1), b""), 1),
+            (tcp(C, S, (40203, 80), ACK, (cs + 1, ss + 1), b""), 0),
+        ] {
+            assert_eq!(a.process(&p, port, 2), Verdict::Forward);
+        }
+        let id = a.table().iter().next().unwrap().1.id.0;
+        let stored = |f: &Firewall<MemorySink, Global>| {
+            tcp::TcpPortion::decode(&f.checkpoint.sink.store[&(id, Module::Tcp as u8)].1)
+                .unwrap()
+                .state
+        };
+        assert_eq!(stored(&a), tcp::TcpState::TimeWait);
+        let syn = tcp(C, S, (40203, 80), SYN, (90000, 0), b"");
+        let syn_ack = tcp(S, C, (80, 40203), SYN | ACK, (7000, 90001), b"");
+        assert_eq!(a.process(&syn, 0, 3), Verdict::Forward);
+        assert_eq!(stored(&a), tcp::TcpState::TimeWait, "the reopening SYN alone writes nothing");
+        // Killed here: restored in TIME_WAIT, the connection takes the
+        // client's retransmitted SYN as it took the first.
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 1);
+        assert_eq!(b.process(&syn, 0, 20), Verdict::Forward);
+        assert_eq!(b.process(&syn_ack, 1, 20), Verdict::Forward);
+        assert_eq!(
+            b.process(&tcp(C, S, (40203, 80), ACK, (90001, 7001), b""), 0, 20),
+            Verdict::Forward
+        );
+        // Not killed: the answer is written.
+        assert_eq!(a.process(&syn_ack, 1, 4), Verdict::Forward);
+        assert_eq!(stored(&a), tcp::TcpState::SynRecv);
+    }
+
+    #[test]
+    fn an_unanswered_syn_is_neither_resynced_nor_deleted() {
+        let mut a = fw(MemorySink::default());
+        assert_eq!(a.process(&tcp(C, S, (40201, 80), SYN, (1000, 0), b""), 0, 1), Verdict::Forward);
+        open(&mut a, 40202);
+        a.checkpoint.sink.store.clear();
+        a.checkpoint.sink.resync = true;
+        a.housekeeping(2);
+        assert_eq!(a.checkpoint.sink.store.len(), 2, "ip and tcp of the answered connection only");
+        assert_eq!(a.counters.ckpt_reemitted.get(), 2, "and only those counted as re-emitted");
+        for _ in 0..64 {
+            a.housekeeping(u64::MAX / 2);
+        }
+        assert_eq!(a.table().len(), 0);
+        assert_eq!(a.checkpoint.sink.deletes, 1, "the answered connection's delete only");
+    }
+}
