@@ -8,12 +8,12 @@
 //! the packet is tracked (`ConnTable::holds`) and looked up again when not:
 //! whatever changed the table in between, a packet reaches its own connection.
 
-use super::track::Keyed;
+use super::packet::{Keyed, Seg, Step};
 use super::{Firewall, Verdict};
 use crate::checkpoint::CheckpointSink;
 use crate::conn::table::TableMemory;
 use crate::conn::{ConnKey, IndexHash, SlotId};
-use crate::parse::{self, proto, Fragment, IpPacket, TcpHdr, L4};
+use crate::parse::{self, proto, Fragment, IpPacket};
 
 /// A received burst as the pipeline sees it: frames by index, and a way to
 /// keep only the ones it forwards. The dataplane's mbuf burst is one.
@@ -106,50 +106,6 @@ pub(super) struct Staged {
     /// `Step::Segment` only: the segment as `parse::v4_tcp` read it (its
     /// `IpPacket` in `StagedBurst::pkts` is then not filled).
     seg: Seg,
-}
-
-/// What the modules of an existing connection read of a packet besides its
-/// key: the TCP header of a TCP packet, and where its payload lies.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Seg {
-    pub tcp: Option<TcpHdr>,
-    pub payload_off: u16,
-    pub payload_len: u16,
-}
-
-impl Seg {
-    #[inline(always)]
-    pub fn of(p: &IpPacket) -> Seg {
-        let tcp = match p.l4 {
-            L4::Tcp(h) => Some(h),
-            _ => None,
-        };
-        Seg { tcp, payload_off: p.payload_off, payload_len: p.payload_len }
-    }
-
-    pub fn payload<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
-        parse::payload_at(frame, self.payload_off, self.payload_len)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) enum Step {
-    /// Not staged in this burst: `process_staged` runs `process`.
-    #[default]
-    Unstaged,
-    /// Decided by the parser: a malformed frame (already counted) or non-IP.
-    Decided(Verdict),
-    /// Parsed, but no connection key of its own (a later fragment, an ICMP
-    /// error, stateless ICMP): tracked as `process` would, from the parsed
-    /// packet.
-    Parsed,
-    /// Keyed (`keyed`, `hash`) and, after `lookup_staged`, looked up (`slot`).
-    Keyed,
-    /// An IPv4/TCP segment of the common shape (`parse::v4_tcp`), keyed and
-    /// described by `seg` alone. When it finds a connection it is tracked
-    /// from `seg`; when not, the general path parses it again and decides,
-    /// as for any new connection.
-    Segment,
 }
 
 impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
@@ -293,7 +249,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
 
 #[cfg(test)]
 mod tests {
-    use crate::firewall::burst::Step;
+    use crate::firewall::packet::Step;
     use crate::firewall::testing::*;
 
     use crate::checkpoint::MemorySink;

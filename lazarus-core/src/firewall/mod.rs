@@ -13,6 +13,7 @@
 mod burst;
 mod fragments;
 mod housekeeping;
+mod packet;
 mod ticks;
 mod track;
 
@@ -23,7 +24,7 @@ use crate::checkpoint::{CheckpointSink, Checkpointer};
 use crate::config::ConntrackSection;
 use crate::conn::table::{TableFull, TableMemory};
 use crate::conn::ConnTable;
-use crate::modules::ftp_sessions::FtpSessions;
+use crate::modules::ftp_sessions::{FtpConfig, FtpSessions};
 use crate::modules::Conn;
 use crate::policy::Policy;
 use crate::stats::FwCounters;
@@ -68,7 +69,13 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             table: ConnTable::new_in(c.capacity, alloc),
             policy,
             port_zone,
-            ftp: FtpSessions::new(c, ticks.expectation),
+            ftp: FtpSessions::new(&FtpConfig {
+                enabled: c.ftp,
+                ports: c.ftp_ports.clone(),
+                sessions: c.ftp_sessions,
+                expectations: c.expectations,
+                expectation_ticks: ticks.expectation,
+            }),
             frags: Fragments::new(c.fragments as usize, ticks.fragment),
             checkpoint: Checkpointer::new(sink, counters.clone()),
             counters,
@@ -153,7 +160,11 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             let placed = restore::rebuild(&s, now, |l4| ticks.of(l4)).and_then(|r| {
                 let mut conn = r.conn;
                 if let Some(rec) = r.ftp {
-                    if let Some(i) = ftp.place(rec.portion, counters) {
+                    let placed = ftp.place(rec.portion);
+                    if placed.is_none() {
+                        counters.ftp_no_session.add(1);
+                    }
+                    if let Some(i) = placed {
                         conn.ftp = i;
                         for e in &rec.expectations[..rec.count] {
                             if e.deadline > now && !ftp.expectations.add(*e, now) {

@@ -3,12 +3,13 @@
 //! (or an FTP expectation) allows; ICMP errors pass when they quote a
 //! connection; later fragments follow their first.
 
-use super::burst::{Seg, Step};
 use super::fragments::LaterFragment;
+use super::packet::{Keyed, Seg, Step};
 use super::{Firewall, Verdict};
 use crate::checkpoint::{worth_storing, CheckpointSink};
 use crate::conn::table::TableMemory;
 use crate::conn::{ConnKey, Dir, Endpoint, SlotId};
+use crate::modules::ftp_sessions::Expected;
 use crate::modules::icmp::{self, IcmpKind, IcmpPortion};
 use crate::modules::ip::IpPortion;
 use crate::modules::tcp::{self, TcpState};
@@ -17,42 +18,6 @@ use crate::modules::{Conn, L4Portion, Module, NO_FTP};
 use crate::parse::{self, Fragment, FrameKind, IpPacket, L4};
 use crate::policy::Action;
 use crate::stats::{FwCounters, FwDrop};
-
-/// The canonical key of a packet that has one of its own, which way it
-/// goes, and what kind of ICMP it is.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Keyed {
-    pub key: ConnKey,
-    pub src_is_lo: bool,
-    pub icmp_kind: Option<IcmpKind>,
-}
-
-impl Keyed {
-    /// TCP, UDP, ICMP echo, and other protocols by address. None for ICMP
-    /// errors and stateless ICMP, which `track` decides without a
-    /// connection of theirs.
-    #[inline(always)]
-    pub fn of(p: &IpPacket, zone: u16) -> Option<Keyed> {
-        let (sport, dport, icmp_kind) = match p.l4 {
-            L4::Tcp(h) => (h.sport, h.dport, None),
-            L4::Udp { sport, dport } => (sport, dport, None),
-            L4::Icmp(info) => match icmp::classify(p.family, &info) {
-                k @ (IcmpKind::EchoRequest(id) | IcmpKind::EchoReply(id)) => (id, id, Some(k)),
-                _ => return None,
-            },
-            L4::Other => (0, 0, None),
-        };
-        let (key, src_is_lo) = ConnKey::canonical(
-            p.family,
-            p.proto,
-            Endpoint { addr: p.src, port: sport },
-            Endpoint { addr: p.dst, port: dport },
-            zone,
-            p.vlan,
-        );
-        Some(Keyed { key, src_is_lo, icmp_kind })
-    }
-}
 
 impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     /// The verdict on one frame received on config port `port`.
@@ -260,7 +225,10 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         conn.ip.count(Dir::Original, frame.len());
         conn.deadline = now + self.ticks.of(&conn.l4);
         if matches!(p.l4, L4::Tcp(_)) && self.ftp.wants(dport) {
-            conn.ftp = self.ftp.open(&self.counters).unwrap_or(NO_FTP);
+            conn.ftp = self.ftp.open().unwrap_or_else(|| {
+                self.counters.ftp_no_session.add(1);
+                NO_FTP
+            });
         }
         match self.table.insert(conn) {
             Ok(slot) => {
@@ -286,7 +254,17 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             return;
         }
         let conn = self.table.get_mut(slot);
-        self.ftp.feed(conn, dir, seq, payload, &self.counters, now);
+        let fed = self.ftp.feed(conn, dir, seq, payload, now);
+        let c = &self.counters;
+        if fed.gap {
+            c.ftp_gaps.add(1);
+        }
+        match fed.expectation {
+            Some(Expected::Made) => c.ftp_expectations.add(1),
+            Some(Expected::Refused) => c.ftp_refused.add(1),
+            Some(Expected::Full) => c.expectations_full.add(1),
+            None => {}
+        }
         self.checkpoint.emit(conn, Module::Ftp, &self.ftp, now);
     }
 

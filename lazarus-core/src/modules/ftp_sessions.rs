@@ -2,12 +2,10 @@
 //! connections have one), the expectations their commands create, and the
 //! rule that only a control connection's own peers may be named.
 
-use crate::config::ConntrackSection;
 use crate::conn::{ConnKey, Dir};
 use crate::modules::ftp::{DataConn, Expectation, Expectations, FtpEvent, FtpPortion};
 use crate::modules::{Conn, NO_FTP};
 use crate::parse::IpPacket;
-use crate::stats::FwCounters;
 
 pub struct FtpSessions {
     enabled: bool,
@@ -19,16 +17,48 @@ pub struct FtpSessions {
     expectation_ticks: u64,
 }
 
+/// How a pool of FTP sessions is sized and when it applies.
+#[derive(Debug, Clone)]
+pub struct FtpConfig {
+    /// The module is on.
+    pub enabled: bool,
+    /// Server ports whose connections are FTP control connections.
+    pub ports: Vec<u16>,
+    pub sessions: u32,
+    pub expectations: u32,
+    /// How long an expectation waits for its data connection, in TSC ticks.
+    pub expectation_ticks: u64,
+}
+
+/// What feeding a control connection's segment did, for the caller to count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes were missing before the segment: the line state was reset.
+    pub gap: bool,
+    pub expectation: Option<Expected>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// A data connection is now expected.
+    Made,
+    /// The command named a host other than the connection's own peers (an
+    /// FTP bounce, RFC 2577): refused.
+    Refused,
+    /// No room for another expectation.
+    Full,
+}
+
 impl FtpSessions {
-    pub fn new(c: &ConntrackSection, expectation_ticks: u64) -> FtpSessions {
-        let n = if c.ftp { c.ftp_sessions } else { 0 };
+    pub fn new(c: &FtpConfig) -> FtpSessions {
+        let n = if c.enabled { c.sessions } else { 0 };
         FtpSessions {
-            enabled: c.ftp,
-            ports: c.ftp_ports.clone(),
+            enabled: c.enabled,
+            ports: c.ports.clone(),
             slots: vec![FtpPortion::default(); n as usize].into_boxed_slice(),
             free: (0..n).rev().collect(),
             expectations: Expectations::new(c.expectations as usize),
-            expectation_ticks,
+            expectation_ticks: c.expectation_ticks,
         }
     }
 
@@ -38,19 +68,17 @@ impl FtpSessions {
     }
 
     /// A fresh portion from the pool for a new control connection, or None
-    /// (counted) when the pool is empty.
-    pub fn open(&mut self, counters: &FwCounters) -> Option<u32> {
-        self.place(FtpPortion::default(), counters)
+    /// when the pool is empty.
+    pub fn open(&mut self) -> Option<u32> {
+        self.place(FtpPortion::default())
     }
 
-    /// Places `portion` in the pool (a new or a restored session).
-    pub fn place(&mut self, portion: FtpPortion, counters: &FwCounters) -> Option<u32> {
-        let i = self.free.pop();
-        match i {
-            Some(i) => self.slots[i as usize] = portion,
-            None => counters.ftp_no_session.add(1),
-        }
-        i
+    /// Places `portion` in the pool (a new or a restored session), or None
+    /// when the pool is empty.
+    pub fn place(&mut self, portion: FtpPortion) -> Option<u32> {
+        let i = self.free.pop()?;
+        self.slots[i as usize] = portion;
+        Some(i)
     }
 
     /// Gives the portion of a connection that ends back to the pool.
@@ -86,21 +114,11 @@ impl FtpSessions {
 
     /// Feeds a segment of control connection `conn` to its portion; a
     /// PORT/PASV/EPRT/EPSV it completes becomes an expectation.
-    pub fn feed(
-        &mut self,
-        conn: &Conn,
-        dir: Dir,
-        seq: u32,
-        payload: &[u8],
-        counters: &FwCounters,
-        now: u64,
-    ) {
+    pub fn feed(&mut self, conn: &Conn, dir: Dir, seq: u32, payload: &[u8], now: u64) -> Fed {
         let portion = &mut self.slots[conn.ftp as usize];
         let r = portion.feed(dir, seq, payload);
-        if r.gap {
-            counters.ftp_gaps.add(1);
-        }
-        let Some(ev) = r.event else { return };
+        let mut fed = Fed { gap: r.gap, expectation: None };
+        let Some(ev) = r.event else { return fed };
         // The two ends of the control connection, as the client and server.
         let (client, server) = if conn.ip.orig_src_is_lo {
             (conn.key.lo_addr, conn.key.hi_addr)
@@ -114,8 +132,8 @@ impl FtpSessions {
             FtpEvent::Passive { addr, port } if addr == server => (client, server, port),
             FtpEvent::ExtendedPassive { port } => (client, server, port),
             _ => {
-                counters.ftp_refused.add(1);
-                return;
+                fed.expectation = Some(Expected::Refused);
+                return fed;
             }
         };
         let e = Expectation {
@@ -129,11 +147,12 @@ impl FtpSessions {
             deadline: now + self.expectation_ticks,
             live: true,
         };
-        if self.expectations.add(e, now) {
-            counters.ftp_expectations.add(1);
+        fed.expectation = Some(if self.expectations.add(e, now) {
             portion.expectations_made += 1;
+            Expected::Made
         } else {
-            counters.expectations_full.add(1);
-        }
+            Expected::Full
+        });
+        fed
     }
 }
