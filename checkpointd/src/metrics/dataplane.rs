@@ -1,7 +1,7 @@
 //! The dataplane's side of a scrape: its `/lazarus/` telemetry commands,
 //! asked over its DPDK telemetry socket.
 
-use super::collector::{flatten, Families};
+use super::families::{flatten, Families};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -76,7 +76,7 @@ mod tests {
     use serde_json::json;
     use std::io::{Read, Write};
 
-    fn l(pairs: &[(&str, &str)]) -> crate::metrics::collector::Labels {
+    fn l(pairs: &[(&str, &str)]) -> crate::metrics::families::Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 

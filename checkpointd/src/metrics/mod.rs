@@ -15,6 +15,7 @@
 
 mod collector;
 mod dataplane;
+mod families;
 mod http;
 
 pub use http::bind;
