@@ -1,7 +1,7 @@
 //! Arbitrary bytes through the full frame parser (`lazarus_core::parse::parse`).
 //!
 //! Checked on every input, beyond "never panics" (the contract in
-//! dataplane/src/parse/mod.rs):
+//! lazarus-core/src/parse/mod.rs):
 //! * the payload the parser describes lies inside the frame, inside the IP
 //!   packet's own length (Ethernet padding excluded), and after the headers;
 //! * `IpPacket::payload` returns exactly that sub-slice of the input;
