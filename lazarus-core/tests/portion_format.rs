@@ -11,7 +11,7 @@ use lazarus_core::modules::ip::{IpPortion, IpRecord};
 use lazarus_core::modules::tcp::{self, TcpPortion};
 use lazarus_core::modules::udp::UdpPortion;
 use lazarus_core::parse::{v4_mapped, Family, TcpHdr, TcpOpts};
-use lazarus_core::portion::{Portion, PORTION_FORMAT};
+use lazarus_core::portion::{Portion, PortionError, PORTION_FORMAT, PORTION_FORMAT_OLDEST};
 
 fn hex<P: Portion>(p: &P) -> String {
     let mut b = vec![0u8; P::MAX_LEN];
@@ -92,4 +92,20 @@ fn every_portion_encodes_as_its_format_says() {
              translation from the previous format (docs/CHECKPOINT.md, Format versions)"
         );
     }
+}
+
+#[test]
+fn a_newer_format_and_one_older_than_the_previous_are_refused_with_what_to_do() {
+    let (_, udp) = &samples()[2];
+    let mut b: Vec<u8> = (0..udp.len() / 2)
+        .map(|i| u8::from_str_radix(&udp[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    b[0] = PORTION_FORMAT + 1;
+    let newer = UdpPortion::decode(&b).unwrap_err();
+    assert!(matches!(newer, PortionError::Format { .. }), "{newer}");
+    assert!(newer.to_string().contains("run the newer build"), "{newer}");
+    b[0] = PORTION_FORMAT_OLDEST - 1;
+    let older = UdpPortion::decode(&b).unwrap_err();
+    assert!(matches!(older, PortionError::TooOld { .. }), "{older}");
+    assert!(older.to_string().contains("upgrade through the release in between"), "{older}");
 }

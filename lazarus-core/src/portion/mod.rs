@@ -4,7 +4,7 @@
 
 pub mod wire;
 
-pub use wire::{PortionError, Reader, Writer, PORTION_FORMAT};
+pub use wire::{PortionError, Reader, Writer, PORTION_FORMAT, PORTION_FORMAT_OLDEST};
 
 use shm_layout::module as id;
 

@@ -7,6 +7,10 @@ use super::Module;
 
 /// Format of every portion written by this build.
 pub const PORTION_FORMAT: u8 = 1;
+/// The oldest format this build reads: the previous one (translated as it
+/// is read), never older (docs/CHECKPOINT.md, "Format versions").
+pub const PORTION_FORMAT_OLDEST: u8 = 1;
+const _: () = assert!(PORTION_FORMAT - PORTION_FORMAT_OLDEST <= 1);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortionError {
@@ -14,6 +18,8 @@ pub enum PortionError {
     Truncated { module: &'static str, len: usize },
     #[error("{module} portion has format {found}, this build reads up to {PORTION_FORMAT}: run the newer build, or flush the checkpoint store")]
     Format { module: &'static str, found: u8 },
+    #[error("{module} portion has format {found}, older than the {PORTION_FORMAT_OLDEST} this build still translates: upgrade through the release in between (it reads format {found} and writes the next), or flush the checkpoint store and lose the connections")]
+    TooOld { module: &'static str, found: u8 },
     #[error("{module} portion has an impossible {what}: the record is skipped")]
     BadValue { module: &'static str, what: &'static str },
     #[error("{module} portion does not fit in {max} bytes")]
@@ -88,8 +94,11 @@ impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8], module: Module) -> Result<Self, PortionError> {
         let mut r = Reader { buf, pos: 0, module, format: 0 };
         let f = r.u8()?;
-        if f == 0 || f > PORTION_FORMAT {
+        if f > PORTION_FORMAT {
             return Err(PortionError::Format { module: module.name(), found: f });
+        }
+        if f < PORTION_FORMAT_OLDEST {
+            return Err(PortionError::TooOld { module: module.name(), found: f });
         }
         r.format = f;
         Ok(r)
