@@ -10,7 +10,7 @@ pub const PORTION_FORMAT: u8 = 1;
 /// The oldest format this build reads: the previous one (translated as it
 /// is read), never older (docs/CHECKPOINT.md, "Format versions").
 pub const PORTION_FORMAT_OLDEST: u8 = 1;
-const _: () = assert!(PORTION_FORMAT - PORTION_FORMAT_OLDEST <= 1);
+const _: () = assert!(matches!(PORTION_FORMAT.checked_sub(PORTION_FORMAT_OLDEST), Some(0 | 1)));
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortionError {
