@@ -51,7 +51,7 @@ pub struct Conn {
     pub dirty: u8,
     /// Whether the connection goes to the checkpoint: from its first packet,
     /// except a TCP connection, which goes from the first answer to its SYN
-    /// (see `Firewall::new_conn`). Until then it writes no delta, and no
+    /// (`checkpoint::worth_storing`). Until then it writes no delta, and no
     /// delete when it ends.
     pub stored: bool,
 }

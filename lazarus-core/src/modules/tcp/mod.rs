@@ -442,7 +442,7 @@ fn track_any(
     // A new SYN from the client on a finished connection reopens it (RFC 793
     // TIME-WAIT assassination rules, as Linux allows).
     // Not worth a delta until it is answered, like a new connection's SYN
-    // (see `Firewall::new_conn`): restored in the old state, the connection
+    // (see `checkpoint::worth_storing`): restored in the old state, the connection
     // takes the client's retransmitted SYN the same way.
     if dir == Dir::Original
         && fi == FlagIdx::Syn
