@@ -131,16 +131,16 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         // TCP, nearly every packet, on one predictable branch rather than
         // through a jump table over the portion's kind.
         let timeout = if let (L4Portion::Tcp(t), Some(h)) = (&mut conn.l4, &seg.tcp) {
-            let was = t.state;
-            let r = tcp::on_segment(t, dir, h, u32::from(seg.payload_len), &self.ticks.tcp);
-            self.tally.moved(was, t.state);
-            match r {
+            match tcp::on_segment(t, dir, h, u32::from(seg.payload_len), &self.ticks.tcp) {
                 Ok(tracked) => {
+                    if let Some((from, to)) = tracked.moved {
+                        self.tally.moved(from, to);
+                        if to == TcpState::Close {
+                            self.counters.closed[Module::Tcp as usize].add(1);
+                        }
+                    }
                     if tracked.delta {
                         changed = Some(Module::Tcp);
-                    }
-                    if t.state == TcpState::Close && was != TcpState::Close {
-                        self.counters.closed[Module::Tcp as usize].add(1);
                     }
                     tracked.timeout
                 }

@@ -355,6 +355,9 @@ pub struct Tracked {
     pub delta: bool,
     /// The timeout of the state the segment left the connection in.
     pub timeout: u64,
+    /// The state moved, (from, to); None on the plain-ACK path, where it
+    /// cannot, so that the caller's bookkeeping drops out of that path.
+    pub moved: Option<(TcpState, TcpState)>,
 }
 
 /// `track`, for the firewall: whether the change is worth a delta, and the
@@ -373,8 +376,11 @@ pub fn on_segment(
     // Nearly every packet: ESTABLISHED stays so, its timeout known.
     if is_plain_ack(p, h) {
         let delta = !matches!(track_plain_ack(p, dir, h, payload_len)?, TcpChange::None);
-        return Ok(Tracked { delta, timeout: timeouts[TcpState::Established as usize] });
+        let timeout = timeouts[TcpState::Established as usize];
+        return Ok(Tracked { delta, timeout, moved: None });
     }
+    // An invalid segment leaves the state as it was.
+    let was = p.state;
     let delta = match track(p, dir, h, payload_len)? {
         TcpChange::None => false,
         TcpChange::Timeout { from } => {
@@ -386,7 +392,8 @@ pub fn on_segment(
         }
         _ => true,
     };
-    Ok(Tracked { delta, timeout: timeouts[p.state as usize] })
+    let moved = (p.state != was).then_some((was, p.state));
+    Ok(Tracked { delta, timeout: timeouts[p.state as usize], moved })
 }
 
 /// `track` of a segment `is_plain_ack` accepts; for a caller that would
