@@ -28,6 +28,7 @@ mod config;
 mod header;
 mod mapped;
 mod ring;
+mod segment;
 mod store;
 
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};

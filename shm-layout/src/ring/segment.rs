@@ -6,10 +6,9 @@ use super::{
     DeltaConsumer, DeltaProducer, RingCtrl, RingStatus, RingsGeometry, DELTA_SLOT_BYTES,
     RING_CTRL_BYTES,
 };
-use crate::header::{
-    check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES,
-};
+use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
+use crate::segment::{Geometry, Mapping};
 use crate::LayoutError;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -37,13 +36,9 @@ pub struct Heartbeat {
 /// The rings segment. Holds the mapping alive when created by
 /// `create_file`/`open_file`.
 pub struct RingsSegment {
-    base: NonNull<u8>,
-    len: usize,
-    geom: RingsGeometry,
-    generation: u64,
+    map: Mapping<RingsGeometry>,
     producers: Box<[AtomicBool]>,
     consumers: Box<[AtomicBool]>,
-    file: Option<MappedFile>,
 }
 
 // SAFETY: the segment is shared memory accessed only through atomics and
@@ -57,16 +52,36 @@ unsafe impl Sync for RingsSegment {}
 
 impl std::fmt::Debug for RingsSegment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingsSegment")
-            .field("geometry", &self.geom)
-            .field("len", &self.len)
-            .field("generation", &self.generation)
-            .field("file", &self.file)
-            .finish()
+        self.map.debug("RingsSegment", f)
+    }
+}
+
+impl Geometry for RingsGeometry {
+    const KIND: SegmentKind = SegmentKind::Rings;
+    const SIZES: (usize, usize) = (DELTA_SLOT_BYTES, RING_CTRL_BYTES);
+    const SIZES_NAME: &'static str = "slot / control";
+
+    fn from_header(workers: u32, slots_per_ring: u32) -> Self {
+        RingsGeometry { workers, slots_per_ring }
+    }
+    fn to_header(&self) -> (u32, u32) {
+        (self.workers, self.slots_per_ring)
+    }
+    fn validate(&self) -> Result<(), LayoutError> {
+        RingsGeometry::validate(self)
+    }
+    fn segment_bytes(&self) -> u64 {
+        RingsGeometry::segment_bytes(self)
     }
 }
 
 impl RingsSegment {
+    fn new(map: Mapping<RingsGeometry>) -> Self {
+        let flags = |n: u32| (0..n).map(|_| AtomicBool::new(false)).collect::<Box<[_]>>();
+        let workers = map.geom.workers;
+        RingsSegment { map, producers: flags(workers), consumers: flags(workers) }
+    }
+
     /// Formats `base..base+len` as an empty rings segment.
     ///
     /// # Safety
@@ -77,17 +92,8 @@ impl RingsSegment {
         len: usize,
         geom: RingsGeometry,
     ) -> Result<Self, LayoutError> {
-        geom.validate()?;
-        let header = SegmentHeader::new(
-            SegmentKind::Rings,
-            geom.segment_bytes(),
-            (geom.workers, geom.slots_per_ring),
-            (DELTA_SLOT_BYTES as u32, RING_CTRL_BYTES as u32),
-        );
-        // SAFETY: the caller guarantees base..base+len is ours.
-        unsafe { format_segment(base, len, &header) }?;
-        // SAFETY: just formatted with the same contract.
-        unsafe { Self::attach(base, len) }
+        // SAFETY: the caller's contract, passed on.
+        Ok(Self::new(unsafe { Mapping::format(base, len, geom) }?))
     }
 
     /// Attaches to a formatted rings segment: checks magic, version, kind,
@@ -97,89 +103,65 @@ impl RingsSegment {
     /// `base..base+len` is mapped memory, valid for reads and writes, that
     /// outlives the returned value.
     pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Self, LayoutError> {
-        check_base(base, len)?;
-        // SAFETY: caller's contract; check_base ensured alignment and size.
-        let h = unsafe { read_header(base, len, SegmentKind::Rings) }?;
-        let geom = RingsGeometry { workers: h.geom_a, slots_per_ring: h.geom_b };
-        geom.validate()?;
-        h.check_sizes("slot / control", DELTA_SLOT_BYTES, RING_CTRL_BYTES, geom.segment_bytes())?;
-        let flags = |n: u32| (0..n).map(|_| AtomicBool::new(false)).collect::<Box<[_]>>();
-        Ok(RingsSegment {
-            base: NonNull::new(base).ok_or(LayoutError::Misaligned { addr: 0, align: 64 })?,
-            len,
-            geom,
-            generation: h.generation,
-            producers: flags(geom.workers),
-            consumers: flags(geom.workers),
-            file: None,
-        })
+        // SAFETY: the caller's contract, passed on.
+        Ok(Self::new(unsafe { Mapping::attach(base, len) }?))
     }
 
     /// Creates `path` (replacing any file there), sized for `geom`, and
     /// formats it. The value keeps the mapping alive.
     pub fn create_file(path: &Path, geom: RingsGeometry) -> Result<Self, LayoutError> {
-        geom.validate()?;
-        let mut file = MappedFile::create(path, geom.segment_bytes())?;
-        // SAFETY: the mapping is ours, page-aligned, len bytes long, and is
-        // moved into the returned value, so it outlives it.
-        let mut seg = unsafe { Self::format(file.as_mut_ptr(), file.len(), geom) }?;
-        seg.file = Some(file);
-        Ok(seg)
+        Ok(Self::new(Mapping::create_file(path, geom)?))
     }
 
     /// Maps and attaches to an existing rings file.
     pub fn open_file(path: &Path) -> Result<Self, LayoutError> {
-        let mut file = MappedFile::open(path)?;
-        // SAFETY: as in create_file: the mapping lives inside the value.
-        let mut seg = unsafe { Self::attach(file.as_mut_ptr(), file.len()) }?;
-        seg.file = Some(file);
-        Ok(seg)
+        Ok(Self::new(Mapping::open_file(path)?))
     }
 
     /// The mapped file, when the segment came from `create_file`/`open_file`.
     pub fn file(&self) -> Option<&MappedFile> {
-        self.file.as_ref()
+        self.map.file.as_ref()
     }
 
     pub fn geometry(&self) -> RingsGeometry {
-        self.geom
+        self.map.geom
     }
 
     /// Identifies this formatting of the segment.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.map.generation
     }
 
     /// Bytes of the layout (the mapping may be longer).
     pub fn segment_bytes(&self) -> u64 {
-        self.geom.segment_bytes()
+        self.map.geom.segment_bytes()
     }
 
     fn check_worker(&self, worker: u32) -> Result<(), LayoutError> {
-        if worker >= self.geom.workers {
-            return Err(LayoutError::NoSuchRing { worker, workers: self.geom.workers });
+        if worker >= self.map.geom.workers {
+            return Err(LayoutError::NoSuchRing { worker, workers: self.map.geom.workers });
         }
         Ok(())
     }
 
     fn ring_offset(&self, worker: u32) -> usize {
-        HEADER_BYTES + worker as usize * self.geom.ring_bytes() as usize
+        HEADER_BYTES + worker as usize * self.map.geom.ring_bytes() as usize
     }
 
     fn ctrl(&self, worker: u32) -> &RingCtrl {
-        assert!(worker < self.geom.workers, "ring {worker} of {}", self.geom.workers);
+        assert!(worker < self.map.geom.workers, "ring {worker} of {}", self.map.geom.workers);
         // SAFETY: the offset is inside the validated layout (attach checked
         // len >= segment_bytes), 64-byte aligned (HEADER_BYTES, ring_bytes are
         // multiples of 256), and RingCtrl is atomics plus padding nobody
         // writes, so a shared reference is sound for the segment's lifetime.
-        unsafe { &*self.base.as_ptr().add(self.ring_offset(worker)).cast::<RingCtrl>() }
+        unsafe { &*self.map.base.as_ptr().add(self.ring_offset(worker)).cast::<RingCtrl>() }
     }
 
     fn slots(&self, worker: u32) -> NonNull<u8> {
         // SAFETY: inside the validated layout, as in ctrl().
         unsafe {
             NonNull::new_unchecked(
-                self.base.as_ptr().add(self.ring_offset(worker) + RING_CTRL_BYTES),
+                self.map.base.as_ptr().add(self.ring_offset(worker) + RING_CTRL_BYTES),
             )
         }
     }
@@ -188,7 +170,7 @@ impl RingsSegment {
         // SAFETY: the header page is HEADER_BYTES long and HEARTBEAT_OFFSET +
         // size_of::<HeartbeatShm>() fits in it (compile-time assert); only
         // atomics and untouched padding.
-        unsafe { &*self.base.as_ptr().add(HEARTBEAT_OFFSET).cast::<HeartbeatShm>() }
+        unsafe { &*self.map.base.as_ptr().add(HEARTBEAT_OFFSET).cast::<HeartbeatShm>() }
     }
 
     /// The producer handle of ring `worker`, resuming at its published head.
@@ -204,8 +186,8 @@ impl RingsSegment {
         Ok(DeltaProducer {
             ctrl,
             slots: self.slots(worker),
-            mask: u64::from(self.geom.slots_per_ring) - 1,
-            size: u64::from(self.geom.slots_per_ring),
+            mask: u64::from(self.map.geom.slots_per_ring) - 1,
+            size: u64::from(self.map.geom.slots_per_ring),
             head,
             unsealed: head,
             cached_tail: ctrl.tail.load(Ordering::Acquire),
@@ -225,8 +207,8 @@ impl RingsSegment {
         Ok(DeltaConsumer {
             ctrl,
             slots: self.slots(worker),
-            mask: u64::from(self.geom.slots_per_ring) - 1,
-            size: u64::from(self.geom.slots_per_ring),
+            mask: u64::from(self.map.geom.slots_per_ring) - 1,
+            size: u64::from(self.map.geom.slots_per_ring),
             tail: ctrl.tail.load(Ordering::Acquire),
             scratch: [0; DELTA_SLOT_BYTES],
             taken,
