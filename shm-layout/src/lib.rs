@@ -30,6 +30,7 @@ mod mapped;
 mod ring;
 mod segment;
 mod store;
+mod sync;
 
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};

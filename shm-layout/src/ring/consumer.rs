@@ -6,8 +6,9 @@ use super::{
     prefetch_slot, Delta, DrainReport, RingCtrl, SlotHeader, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX,
     DELTA_SLOT_BYTES, PREFETCH_SLOTS,
 };
+use crate::sync::{Ordering, SlotCells};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// The consumer end of one ring (checkpointd).
 pub struct DeltaConsumer<'a> {
@@ -19,6 +20,8 @@ pub struct DeltaConsumer<'a> {
     /// Each record is copied here and verified before `apply` sees it.
     pub(super) scratch: [u8; DELTA_SLOT_BYTES],
     pub(super) taken: &'a AtomicBool,
+    /// Slot accesses for loom's race checks (nothing in a normal build).
+    pub(super) cells: SlotCells<'a>,
 }
 
 // SAFETY: the handle is the only reader of its ring's published slots and the
@@ -27,7 +30,7 @@ unsafe impl Send for DeltaConsumer<'_> {}
 
 impl Drop for DeltaConsumer<'_> {
     fn drop(&mut self) {
-        self.taken.store(false, Ordering::Release);
+        self.taken.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -83,6 +86,7 @@ impl DeltaConsumer<'_> {
     }
 
     fn read(&mut self, pos: u64) -> Option<Delta<'_>> {
+        self.cells.read((pos & self.mask) as usize);
         // SAFETY: (pos & mask) < slots_per_ring, so the slot is inside this
         // ring's slot array in the validated layout.
         let slot =

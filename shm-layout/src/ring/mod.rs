@@ -26,8 +26,8 @@ pub use producer::DeltaProducer;
 pub use segment::{Heartbeat, RingsSegment};
 
 use crate::header::HEADER_BYTES;
+use crate::sync::AtomicU64;
 use crate::LayoutError;
-use std::sync::atomic::AtomicU64;
 
 /// Every slot is this big, header included.
 pub const DELTA_SLOT_BYTES: usize = 256;
@@ -105,7 +105,29 @@ pub(crate) struct RingCtrl {
     pub(crate) _pad2: [u8; 120],
     pub(crate) _reserved: [u8; 128],
 }
+// Under loom the atomics are loom's (larger) and the block lives off the
+// segment, so only the real build pins its size.
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<RingCtrl>() == RING_CTRL_BYTES);
+
+#[cfg(loom)]
+impl RingCtrl {
+    /// A zeroed control block, as format leaves one.
+    pub(crate) fn new() -> Self {
+        RingCtrl {
+            head: AtomicU64::new(0),
+            _pad0: [0; 120],
+            tail: AtomicU64::new(0),
+            torn: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            _pad1: [0; 104],
+            resync_epoch: AtomicU64::new(0),
+            _pad2: [0; 120],
+            _reserved: [0; 128],
+        }
+    }
+}
+
 /// How many rings and how big.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingsGeometry {

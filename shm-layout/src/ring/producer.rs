@@ -6,8 +6,9 @@ use super::{
     prefetch_slot, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, DELTA_HEADER_BYTES,
     DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES, PREFETCH_SLOTS,
 };
+use crate::sync::{Ordering, SlotCells};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// The producer end of one ring. Not `Clone`: the dataplane worker owns it.
 pub struct DeltaProducer<'a> {
@@ -24,6 +25,8 @@ pub struct DeltaProducer<'a> {
     /// The consumer's tail as last read: the producer's view of free space.
     pub(super) cached_tail: u64,
     pub(super) taken: &'a AtomicBool,
+    /// Slot accesses for loom's race checks (nothing in a normal build).
+    pub(super) cells: SlotCells<'a>,
 }
 
 // SAFETY: the handle is the only writer of its ring's slots and head in this
@@ -32,7 +35,7 @@ unsafe impl Send for DeltaProducer<'_> {}
 
 impl Drop for DeltaProducer<'_> {
     fn drop(&mut self) {
-        self.taken.store(false, Ordering::Release);
+        self.taken.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -51,6 +54,13 @@ impl DeltaProducer<'_> {
         // SAFETY: (pos & mask) < slots_per_ring, so the slot lies inside this
         // ring's slot array in the validated layout.
         unsafe { self.slots.as_ptr().add((pos & self.mask) as usize * DELTA_SLOT_BYTES) }
+    }
+
+    /// The slot at `pos`, about to be written.
+    #[inline]
+    fn slot_to_write(&self, pos: u64) -> *mut u8 {
+        self.cells.write((pos & self.mask) as usize);
+        self.slot_ptr(pos)
     }
 
     #[inline]
@@ -99,7 +109,7 @@ impl DeltaProducer<'_> {
         if !self.has_room() {
             return Err(PushError::Full);
         }
-        let slot = self.slot_ptr(self.head);
+        let slot = self.slot_to_write(self.head);
         // SAFETY: positions head..tail+size belong to the producer: the
         // consumer reads only below the published head (<= self.head) and has
         // finished with everything below the tail it published (C2/P2), so
@@ -161,7 +171,7 @@ impl DeltaProducer<'_> {
         }
         let checksum =
             words_checksum(checksum_fields(conn_id, version, module, kind, len), words, len);
-        let slot = self.slot_ptr(self.head);
+        let slot = self.slot_to_write(self.head);
         // SAFETY: as in try_push_with: the slot at head is the producer's
         // alone until `publish`; the header is its first 32 bytes, and the N
         // words (N * 8 <= DELTA_PAYLOAD_MAX, checked at compile time) fit in
@@ -219,7 +229,7 @@ impl DeltaProducer<'_> {
         self.seal();
         // SAFETY: the slot just written is still the producer's (unpublished).
         unsafe {
-            self.slot_ptr(seq)
+            self.slot_to_write(seq)
                 .add(CHECKSUM_AT)
                 .cast::<u32>()
                 .write(record_checksum(conn_id, version, module, kind, payload))
@@ -231,7 +241,7 @@ impl DeltaProducer<'_> {
     #[inline]
     fn seal(&mut self) {
         while self.unsealed != self.head {
-            let slot = self.slot_ptr(self.unsealed);
+            let slot = self.slot_to_write(self.unsealed);
             // SAFETY: positions unsealed..head are pushed and unpublished, so
             // still the producer's alone (see try_push_with); the header was
             // written whole by the push, len <= DELTA_PAYLOAD_MAX.

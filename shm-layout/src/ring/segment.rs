@@ -9,6 +9,7 @@ use super::{
 use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
 use crate::segment::{Geometry, Mapping};
+use crate::sync::SlotCells;
 use crate::LayoutError;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -39,6 +40,9 @@ pub struct RingsSegment {
     map: Mapping<RingsGeometry>,
     producers: Box<[AtomicBool]>,
     consumers: Box<[AtomicBool]>,
+    /// Per ring, the control block and slot cells loom checks (see sync.rs).
+    #[cfg(loom)]
+    loom: Box<[(RingCtrl, Box<[loom::cell::UnsafeCell<()>]>)]>,
 }
 
 // SAFETY: the segment is shared memory accessed only through atomics and
@@ -79,7 +83,20 @@ impl RingsSegment {
     fn new(map: Mapping<RingsGeometry>) -> Self {
         let flags = |n: u32| (0..n).map(|_| AtomicBool::new(false)).collect::<Box<[_]>>();
         let workers = map.geom.workers;
-        RingsSegment { map, producers: flags(workers), consumers: flags(workers) }
+        #[cfg(loom)]
+        let loom = (0..workers)
+            .map(|_| {
+                let cells = (0..map.geom.slots_per_ring).map(|_| Default::default()).collect();
+                (RingCtrl::new(), cells)
+            })
+            .collect();
+        RingsSegment {
+            map,
+            producers: flags(workers),
+            consumers: flags(workers),
+            #[cfg(loom)]
+            loom,
+        }
     }
 
     /// Formats `base..base+len` as an empty rings segment.
@@ -150,11 +167,16 @@ impl RingsSegment {
 
     fn ctrl(&self, worker: u32) -> &RingCtrl {
         assert!(worker < self.map.geom.workers, "ring {worker} of {}", self.map.geom.workers);
+        #[cfg(loom)]
+        return &self.loom[worker as usize].0;
+        #[cfg(not(loom))]
         // SAFETY: the offset is inside the validated layout (attach checked
         // len >= segment_bytes), 64-byte aligned (HEADER_BYTES, ring_bytes are
         // multiples of 256), and RingCtrl is atomics plus padding nobody
         // writes, so a shared reference is sound for the segment's lifetime.
-        unsafe { &*self.map.base.as_ptr().add(self.ring_offset(worker)).cast::<RingCtrl>() }
+        unsafe {
+            &*self.map.base.as_ptr().add(self.ring_offset(worker)).cast::<RingCtrl>()
+        }
     }
 
     fn slots(&self, worker: u32) -> NonNull<u8> {
@@ -163,6 +185,16 @@ impl RingsSegment {
             NonNull::new_unchecked(
                 self.map.base.as_ptr().add(self.ring_offset(worker) + RING_CTRL_BYTES),
             )
+        }
+    }
+
+    fn cells(&self, worker: u32) -> SlotCells<'_> {
+        #[cfg(loom)]
+        return SlotCells::new(&self.loom[worker as usize].1);
+        #[cfg(not(loom))]
+        {
+            let _ = worker;
+            SlotCells::new()
         }
     }
 
@@ -192,6 +224,7 @@ impl RingsSegment {
             unsealed: head,
             cached_tail: ctrl.tail.load(Ordering::Acquire),
             taken,
+            cells: self.cells(worker),
         })
     }
 
@@ -212,6 +245,7 @@ impl RingsSegment {
             tail: ctrl.tail.load(Ordering::Acquire),
             scratch: [0; DELTA_SLOT_BYTES],
             taken,
+            cells: self.cells(worker),
         })
     }
 
