@@ -25,6 +25,8 @@
 //! use `unsafe`; every block carries a `// SAFETY:` comment.
 
 mod config;
+#[cfg(all(test, not(loom)))]
+mod fingerprint;
 mod header;
 mod mapped;
 mod ring;

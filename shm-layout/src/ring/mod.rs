@@ -16,10 +16,10 @@
 //! `seq`, so a slot left over from the previous lap is detected, and a
 //! checksum, so a record a killed producer left half written is skipped.
 
-mod checksum;
+pub(crate) mod checksum;
 mod consumer;
 mod producer;
-mod segment;
+pub(crate) mod segment;
 
 pub use consumer::DeltaConsumer;
 pub use producer::DeltaProducer;

@@ -15,14 +15,14 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-const HEARTBEAT_OFFSET: usize = 128;
+pub(crate) const HEARTBEAT_OFFSET: usize = 128;
 
 /// checkpointd's liveness, in the header page.
 #[repr(C)]
-struct HeartbeatShm {
-    monotonic_ns: AtomicU64,
-    pid: AtomicU32,
-    _pad: [u8; 116],
+pub(crate) struct HeartbeatShm {
+    pub(crate) monotonic_ns: AtomicU64,
+    pub(crate) pid: AtomicU32,
+    pub(crate) _pad: [u8; 116],
 }
 const _: () = assert!(HEARTBEAT_OFFSET + std::mem::size_of::<HeartbeatShm>() <= HEADER_BYTES);
 /// checkpointd's last beat.
