@@ -25,10 +25,14 @@
 //! use `unsafe`; every block carries a `// SAFETY:` comment.
 
 mod config;
+#[cfg(all(test, not(loom)))]
+mod fingerprint;
 mod header;
 mod mapped;
 mod ring;
+mod segment;
 mod store;
+mod sync;
 
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};

@@ -10,13 +10,11 @@
 //! detected; the delta it came from is still in the ring (the tail moves only
 //! after the store was written) and is applied again on restart.
 
-use crate::header::{
-    check_base, format_segment, read_header, SegmentHeader, SegmentKind, HEADER_BYTES,
-};
+use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
+use crate::segment::{Geometry, Mapping};
 use crate::{module, LayoutError};
 use std::path::Path;
-use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
 /// Largest ip portion.
@@ -219,11 +217,7 @@ pub struct StoredConn<'a> {
 
 /// The store segment.
 pub struct StoreSegment {
-    base: NonNull<u8>,
-    len: usize,
-    geom: StoreGeometry,
-    generation: u64,
-    file: Option<MappedFile>,
+    map: Mapping<StoreGeometry>,
 }
 
 // SAFETY: all access goes through volatile copies; writes need `&mut self`,
@@ -234,16 +228,41 @@ unsafe impl Sync for StoreSegment {}
 
 impl std::fmt::Debug for StoreSegment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreSegment")
-            .field("geometry", &self.geom)
-            .field("len", &self.len)
-            .field("generation", &self.generation)
-            .field("file", &self.file)
-            .finish()
+        self.map.debug("StoreSegment", f)
+    }
+}
+
+impl Geometry for StoreGeometry {
+    const KIND: SegmentKind = SegmentKind::Store;
+    const SIZES: (usize, usize) =
+        (std::mem::size_of::<ConnRecord>(), std::mem::size_of::<FtpRecord>());
+    const SIZES_NAME: &'static str = "records of";
+
+    fn from_header(conn_capacity: u32, ftp_capacity: u32) -> Self {
+        StoreGeometry { conn_capacity, ftp_capacity }
+    }
+    fn to_header(&self) -> (u32, u32) {
+        (self.conn_capacity, self.ftp_capacity)
+    }
+    fn validate(&self) -> Result<(), LayoutError> {
+        StoreGeometry::validate(self)
+    }
+    fn segment_bytes(&self) -> u64 {
+        StoreGeometry::segment_bytes(self)
     }
 }
 
 impl StoreSegment {
+    /// A freshly formatted mapping made an empty store: zeroed memory is not
+    /// an empty record (ftp must be NO_FTP).
+    fn empty(map: Mapping<StoreGeometry>) -> Self {
+        let mut seg = StoreSegment { map };
+        for i in 0..seg.map.geom.conn_capacity {
+            seg.write_record(i, &ConnRecord::EMPTY);
+        }
+        seg
+    }
+
     /// Formats `base..base+len` as an empty store.
     ///
     /// # Safety
@@ -254,22 +273,8 @@ impl StoreSegment {
         len: usize,
         geom: StoreGeometry,
     ) -> Result<Self, LayoutError> {
-        geom.validate()?;
-        let header = SegmentHeader::new(
-            SegmentKind::Store,
-            geom.segment_bytes(),
-            (geom.conn_capacity, geom.ftp_capacity),
-            (std::mem::size_of::<ConnRecord>() as u32, std::mem::size_of::<FtpRecord>() as u32),
-        );
-        // SAFETY: the caller guarantees base..base+len is ours.
-        unsafe { format_segment(base, len, &header) }?;
-        // SAFETY: just formatted, same contract.
-        let mut seg = unsafe { Self::attach(base, len) }?;
-        // Zeroed memory is not an empty record (ftp must be NO_FTP).
-        for i in 0..geom.conn_capacity {
-            seg.write_record(i, &ConnRecord::EMPTY);
-        }
-        Ok(seg)
+        // SAFETY: the caller's contract, passed on.
+        Ok(Self::empty(unsafe { Mapping::format(base, len, geom) }?))
     }
 
     /// Attaches to a formatted store: checks magic, version, kind, header
@@ -279,75 +284,54 @@ impl StoreSegment {
     /// `base..base+len` is mapped memory, valid for reads and writes, that
     /// outlives the returned value.
     pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Self, LayoutError> {
-        check_base(base, len)?;
-        // SAFETY: caller's contract; check_base ensured alignment and size.
-        let h = unsafe { read_header(base, len, SegmentKind::Store) }?;
-        let geom = StoreGeometry { conn_capacity: h.geom_a, ftp_capacity: h.geom_b };
-        geom.validate()?;
-        h.check_sizes(
-            "records of",
-            std::mem::size_of::<ConnRecord>(),
-            std::mem::size_of::<FtpRecord>(),
-            geom.segment_bytes(),
-        )?;
-        Ok(StoreSegment {
-            base: NonNull::new(base).ok_or(LayoutError::Misaligned { addr: 0, align: 64 })?,
-            len,
-            geom,
-            generation: h.generation,
-            file: None,
-        })
+        // SAFETY: the caller's contract, passed on.
+        Ok(StoreSegment { map: unsafe { Mapping::attach(base, len) }? })
     }
 
     /// Creates `path` (replacing any file there), sized for `geom`, and
     /// formats it. The value keeps the mapping alive.
     pub fn create_file(path: &Path, geom: StoreGeometry) -> Result<Self, LayoutError> {
-        geom.validate()?;
-        let mut file = MappedFile::create(path, geom.segment_bytes())?;
-        // SAFETY: the mapping is ours, page-aligned, len bytes long, and is
-        // moved into the returned value, so it outlives it.
-        let mut seg = unsafe { Self::format(file.as_mut_ptr(), file.len(), geom) }?;
-        seg.file = Some(file);
-        Ok(seg)
+        Ok(Self::empty(Mapping::create_file(path, geom)?))
     }
 
     /// Maps and attaches to an existing store file.
     pub fn open_file(path: &Path) -> Result<Self, LayoutError> {
-        let mut file = MappedFile::open(path)?;
-        // SAFETY: as in create_file.
-        let mut seg = unsafe { Self::attach(file.as_mut_ptr(), file.len()) }?;
-        seg.file = Some(file);
-        Ok(seg)
+        Ok(StoreSegment { map: Mapping::open_file(path)? })
     }
 
     /// The mapped file, when the segment came from `create_file`/`open_file`.
     pub fn file(&self) -> Option<&MappedFile> {
-        self.file.as_ref()
+        self.map.file.as_ref()
     }
 
     pub fn geometry(&self) -> StoreGeometry {
-        self.geom
+        self.map.geom
     }
 
     /// Chosen at format: a new value means the store was recreated.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.map.generation
     }
 
     /// Bytes of the layout (the mapping may be longer).
     pub fn segment_bytes(&self) -> u64 {
-        self.geom.segment_bytes()
+        self.map.geom.segment_bytes()
     }
 
     fn record_ptr(&self, i: u32) -> *mut ConnRecord {
-        assert!(i < self.geom.conn_capacity, "conn record {i} of {}", self.geom.conn_capacity);
+        assert!(
+            i < self.map.geom.conn_capacity,
+            "conn record {i} of {}",
+            self.map.geom.conn_capacity
+        );
         // SAFETY: i < conn_capacity, so the record lies inside the layout that
         // attach checked against len; offsets are multiples of 64.
         unsafe {
-            self.base
+            self.map
+                .base
                 .as_ptr()
                 .add(
-                    self.geom.conns_offset() as usize
+                    self.map.geom.conns_offset() as usize
                         + i as usize * std::mem::size_of::<ConnRecord>(),
                 )
                 .cast()
@@ -355,13 +339,15 @@ impl StoreSegment {
     }
 
     fn ftp_ptr(&self, i: u32) -> *mut FtpRecord {
-        assert!(i < self.geom.ftp_capacity, "ftp record {i} of {}", self.geom.ftp_capacity);
+        assert!(i < self.map.geom.ftp_capacity, "ftp record {i} of {}", self.map.geom.ftp_capacity);
         // SAFETY: i < ftp_capacity: inside the validated layout.
         unsafe {
-            self.base
+            self.map
+                .base
                 .as_ptr()
                 .add(
-                    self.geom.ftp_offset() as usize + i as usize * std::mem::size_of::<FtpRecord>(),
+                    self.map.geom.ftp_offset() as usize
+                        + i as usize * std::mem::size_of::<FtpRecord>(),
                 )
                 .cast()
         }
@@ -518,7 +504,7 @@ impl StoreSegment {
         };
         let ip = portion(&rec.ip, rec.conn_id, ip_payload, &mut bad);
         let l4 = portion(&rec.l4, rec.conn_id, l4_payload, &mut bad);
-        let ftp = if rec.ftp != NO_FTP && rec.ftp < self.geom.ftp_capacity {
+        let ftp = if rec.ftp != NO_FTP && rec.ftp < self.map.geom.ftp_capacity {
             let f = self.ftp_record(rec.ftp);
             let fp = self.ftp_ptr(rec.ftp);
             // SAFETY: in bounds; as for the record's payloads.
@@ -607,7 +593,7 @@ impl<'a> Iterator for RestoreIter<'a> {
 
     fn next(&mut self) -> Option<StoredConn<'a>> {
         let store = self.store;
-        while self.next < store.geom.conn_capacity {
+        while self.next < store.map.geom.conn_capacity {
             let i = self.next;
             self.next += 1;
             // In place, no copy: the store is quiescent during a restore.
@@ -620,7 +606,7 @@ impl<'a> Iterator for RestoreIter<'a> {
             let l4 = portion_in_place(&rec.l4, rec.conn_id, &mut bad);
             let ftp = if rec.ftp == NO_FTP {
                 None
-            } else if rec.ftp < store.geom.ftp_capacity {
+            } else if rec.ftp < store.map.geom.ftp_capacity {
                 let f = store.ftp_in_place(rec.ftp);
                 if f.used != 0 && f.conn_id == rec.conn_id {
                     portion_in_place(&f.portion, rec.conn_id, &mut bad)

@@ -1,0 +1,292 @@
+//! The producer end of a ring: a dataplane worker writes records into its
+//! slots and publishes them with one Release store of `head` (P1).
+
+use super::checksum::{checksum_fields, record_checksum, words_checksum};
+use super::{
+    prefetch_slot, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, DELTA_HEADER_BYTES,
+    DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES, PREFETCH_SLOTS,
+};
+use crate::sync::{Ordering, SlotCells};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicBool;
+
+/// The producer end of one ring. Not `Clone`: the dataplane worker owns it.
+pub struct DeltaProducer<'a> {
+    pub(super) ctrl: &'a RingCtrl,
+    pub(super) slots: NonNull<u8>,
+    pub(super) mask: u64,
+    pub(super) size: u64,
+    /// Next position to write; `ctrl.head` lags it until `publish`.
+    pub(super) head: u64,
+    /// Records from here to `head` are written and may not be sealed:
+    /// `publish` computes their checksums, just before it makes them visible
+    /// (a record `try_push_words` sealed among them gets the same one again).
+    pub(super) unsealed: u64,
+    /// The consumer's tail as last read: the producer's view of free space.
+    pub(super) cached_tail: u64,
+    pub(super) taken: &'a AtomicBool,
+    /// Slot accesses for loom's race checks (nothing in a normal build).
+    pub(super) cells: SlotCells<'a>,
+}
+
+// SAFETY: the handle is the only writer of its ring's slots and head in this
+// process; moving it to another thread moves that exclusivity with it.
+unsafe impl Send for DeltaProducer<'_> {}
+
+impl Drop for DeltaProducer<'_> {
+    fn drop(&mut self) {
+        self.taken.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for DeltaProducer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaProducer")
+            .field("head", &self.head)
+            .field("cached_tail", &self.cached_tail)
+            .finish()
+    }
+}
+
+impl DeltaProducer<'_> {
+    #[inline]
+    fn slot_ptr(&self, pos: u64) -> *mut u8 {
+        // SAFETY: (pos & mask) < slots_per_ring, so the slot lies inside this
+        // ring's slot array in the validated layout.
+        unsafe { self.slots.as_ptr().add((pos & self.mask) as usize * DELTA_SLOT_BYTES) }
+    }
+
+    /// The slot at `pos`, about to be written.
+    #[inline]
+    fn slot_to_write(&self, pos: u64) -> *mut u8 {
+        self.cells.write((pos & self.mask) as usize);
+        self.slot_ptr(pos)
+    }
+
+    #[inline]
+    fn has_room(&mut self) -> bool {
+        if self.head.wrapping_sub(self.cached_tail) < self.size {
+            return true;
+        }
+        // P2: Acquire pairs with the consumer's C2.
+        self.cached_tail = self.ctrl.tail.load(Ordering::Acquire);
+        self.head.wrapping_sub(self.cached_tail) < self.size
+    }
+
+    /// Writes the record into the next slot without publishing it. Never
+    /// blocks; on error nothing is written.
+    #[inline]
+    pub fn try_push(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), PushError> {
+        if payload.len() > DELTA_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len: payload.len() });
+        }
+        self.try_push_with(conn_id, module, kind, version, |buf| {
+            buf[..payload.len()].copy_from_slice(payload);
+            payload.len()
+        })
+    }
+
+    /// As [`try_push`](Self::try_push), with the payload written by `encode`
+    /// straight into the slot (it gets the slot's payload area, returns the
+    /// length it wrote): no scratch buffer and no copy per delta. Never
+    /// blocks; on error the slot is not taken.
+    #[inline]
+    pub fn try_push_with(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        encode: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<(), PushError> {
+        if !self.has_room() {
+            return Err(PushError::Full);
+        }
+        let slot = self.slot_to_write(self.head);
+        // SAFETY: positions head..tail+size belong to the producer: the
+        // consumer reads only below the published head (<= self.head) and has
+        // finished with everything below the tail it published (C2/P2), so
+        // nobody else touches this slot until `publish`. Its payload area is
+        // the DELTA_PAYLOAD_MAX bytes after the header, inside the 256-byte
+        // slot, and nothing else references it while `encode` runs.
+        let payload = unsafe {
+            std::slice::from_raw_parts_mut(slot.add(DELTA_HEADER_BYTES), DELTA_PAYLOAD_MAX)
+        };
+        let len = encode(payload);
+        if len > DELTA_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len });
+        }
+        // The checksum is left to `seal` (at `publish`): computed here, it
+        // would read back the payload `encode` has only just stored, field by
+        // narrow field, and wait for those stores (no store-to-load
+        // forwarding into a wider load); at `publish` they are long done, and
+        // the burst's records are checksummed side by side.
+        // SAFETY: same slot, same exclusivity; 32-byte aligned, and the
+        // header is the slot's first 32 bytes.
+        unsafe {
+            slot.cast::<SlotHeader>().write(SlotHeader {
+                seq: self.head,
+                conn_id,
+                version,
+                module,
+                kind,
+                len: len as u16,
+                checksum: 0,
+            })
+        };
+        self.head = self.head.wrapping_add(1);
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
+        Ok(())
+    }
+
+    /// As [`try_push`](Self::try_push), with the payload given as
+    /// little-endian words (its first `len` bytes are the payload; the rest of
+    /// the last word is ignored): the words are stored whole and the record's
+    /// checksum is computed from them as they are, in registers, so the
+    /// record is sealed here and `publish` has nothing to read back. For
+    /// fixed-size portions encoded on the packet path (tcp).
+    #[inline]
+    pub fn try_push_words<const N: usize>(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        words: &[u64; N],
+        len: usize,
+    ) -> Result<(), PushError> {
+        const { assert!(N * 8 <= DELTA_PAYLOAD_MAX) };
+        if len > N * 8 {
+            return Err(PushError::TooLarge { len });
+        }
+        if !self.has_room() {
+            return Err(PushError::Full);
+        }
+        let checksum =
+            words_checksum(checksum_fields(conn_id, version, module, kind, len), words, len);
+        let slot = self.slot_to_write(self.head);
+        // SAFETY: as in try_push_with: the slot at head is the producer's
+        // alone until `publish`; the header is its first 32 bytes, and the N
+        // words (N * 8 <= DELTA_PAYLOAD_MAX, checked at compile time) fit in
+        // its payload area after them.
+        unsafe {
+            let payload = slot.add(DELTA_HEADER_BYTES).cast::<u64>();
+            for (i, w) in words.iter().enumerate() {
+                payload.add(i).write_unaligned(w.to_le());
+            }
+            slot.cast::<SlotHeader>().write(SlotHeader {
+                seq: self.head,
+                conn_id,
+                version,
+                module,
+                kind,
+                len: len as u16,
+                checksum,
+            });
+        }
+        // Sealed already: when nothing before it waits for `seal`, `seal`
+        // need not look at it (else it checksums it again, the same value).
+        if self.unsealed == self.head {
+            self.unsealed = self.unsealed.wrapping_add(1);
+        }
+        self.head = self.head.wrapping_add(1);
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
+        Ok(())
+    }
+
+    /// Test support: writes a record whose payload is only `written` bytes
+    /// long in the slot (the rest left as it was) but whose header and
+    /// checksum describe the whole payload: what a producer killed in the
+    /// middle of `try_push` would leave. Not for production use.
+    #[doc(hidden)]
+    pub fn test_push_torn(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        payload: &[u8],
+        written: usize,
+    ) -> Result<(), PushError> {
+        if payload.len() > DELTA_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len: payload.len() });
+        }
+        let seq = self.head;
+        self.try_push_with(conn_id, module, kind, version, |buf| {
+            let w = written.min(payload.len());
+            buf[..w].copy_from_slice(&payload[..w]);
+            payload.len()
+        })?;
+        // Seal as if the whole payload had been written (and everything
+        // before it as it is), so that `publish` leaves it so.
+        self.seal();
+        // SAFETY: the slot just written is still the producer's (unpublished).
+        unsafe {
+            self.slot_to_write(seq)
+                .add(CHECKSUM_AT)
+                .cast::<u32>()
+                .write(record_checksum(conn_id, version, module, kind, payload))
+        };
+        Ok(())
+    }
+
+    /// Writes the checksum of every record pushed since the last seal.
+    #[inline]
+    fn seal(&mut self) {
+        while self.unsealed != self.head {
+            let slot = self.slot_to_write(self.unsealed);
+            // SAFETY: positions unsealed..head are pushed and unpublished, so
+            // still the producer's alone (see try_push_with); the header was
+            // written whole by the push, len <= DELTA_PAYLOAD_MAX.
+            unsafe {
+                let h = slot.cast::<SlotHeader>().read();
+                let payload =
+                    std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), usize::from(h.len));
+                slot.add(CHECKSUM_AT)
+                    .cast::<u32>()
+                    .write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
+            }
+            self.unsealed = self.unsealed.wrapping_add(1);
+        }
+    }
+
+    /// Seals and makes every pushed record visible to the consumer (one
+    /// Release store).
+    #[inline]
+    pub fn publish(&mut self) {
+        self.seal();
+        // P1: Release pairs with the consumer's C1.
+        self.ctrl.head.store(self.head, Ordering::Release);
+    }
+
+    /// Free slots, counting pushed-but-unpublished ones as used. Re-reads the
+    /// consumer's tail (Acquire), so it is exact at the time of the call.
+    pub fn free_slots(&mut self) -> u32 {
+        // P2.
+        self.cached_tail = self.ctrl.tail.load(Ordering::Acquire);
+        (self.size - self.head.wrapping_sub(self.cached_tail).min(self.size)) as u32
+    }
+
+    /// Records pushed since the last `publish`.
+    pub fn pending(&self) -> u32 {
+        self.head.wrapping_sub(self.ctrl.head.load(Ordering::Relaxed)) as u32
+    }
+
+    /// The next position this producer will write.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// checkpointd's resync requests so far; when it grows, re-emit every
+    /// connection of this worker.
+    pub fn resync_epoch(&self) -> u64 {
+        self.ctrl.resync_epoch.load(Ordering::Acquire)
+    }
+}
