@@ -29,6 +29,8 @@ step() {
 }
 
 step "cargo test" cargo test --release --workspace --locked
+# The delta ring's own producer and consumer under loom's model checker.
+step "loom" scripts/loom.sh
 # The install script into a temporary DESTDIR, and the systemd units (docs/OPERATING.md).
 step "install" env LAZARUS_TEST_NO_BUILD=1 tests/install.sh
 # Coverage-guided fuzzing of the packet and FTP parsers, 30 s per target (docs/FUZZING.md).
