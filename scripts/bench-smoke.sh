@@ -47,6 +47,9 @@ run() {
     fi
 }
 
+# The frames pipeline.py sends: checksums right (scripts/lib/frames.py).
+run "frames.py selftest" python3 scripts/lib/frames.py
+
 # Through the PMD (benches/pipeline.py): plain forwarding, the firewall,
 # checkpointing off and on.
 run "pipeline.py (plain forwarding)" benches/pipeline.py --smoke --markdown
