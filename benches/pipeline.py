@@ -26,19 +26,30 @@ from TIME_WAIT. Rounds alternate checkpointing off and on (checkpointd
 running, a fresh segment directory each round); the figure is the median of
 the per-round on/off ratios.
 
-usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--markdown]
+Smoke mode (--smoke): one short round of whichever mode, to check that the
+command runs (scripts/bench-smoke.sh); its figures mean nothing.
+
+Frames come from scripts/lib/frames.py: correct IPv4 and TCP checksums.
+
+usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--markdown] [--smoke]
 Needs root, hugepages (scripts/setup.sh) and a release build.
 """
-import argparse, os, random, re, signal, statistics, struct, subprocess, sys, tempfile, time
+import argparse, os, random, re, signal, statistics, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "lib"))
+from frames import tcp4_frame, write_pcap  # noqa: E402
+
 BIN = os.environ.get("LAZARUS_BIN", os.path.join(ROOT, "target/release/lazarus-dataplane"))
 CKPT_BIN = os.environ.get("LAZARUS_CKPT_BIN", os.path.join(os.path.dirname(BIN), "lazarus-checkpointd"))
 EAL = ["-l", "0,1", "-m", "512", "--no-pci", "--vdev", "net_null0", "--vdev", "net_null1"]
 
+# Plain forwarding (issue 2): no connection tracking, so nothing to
+# checkpoint either (both default to on; with checkpointing on the dataplane
+# would wait for a checkpointd this mode does not start).
 CONFIG = """
 [dataplane]
-stats_interval_ms = 1000
+stats_interval_ms = {interval}
 burst = 32
 [[port]]
 name = "a"
@@ -51,12 +62,16 @@ ports = ["a", "b"]
 [[worker]]
 lcore = 1
 rx = ["a:0", "b:0"]
+[conntrack]
+enabled = false
+[checkpoint]
+enabled = false
 """
 
 
 FW_CONFIG = """
 [dataplane]
-stats_interval_ms = 1000
+stats_interval_ms = {interval}
 burst = 32
 mbufs = {mbufs}
 mbuf_data_room = 256
@@ -98,28 +113,9 @@ def client(i):
     return bytes([10, 100 + a[2], a[3], 1 + i % 250]), 1024 + i % 50000
 
 
-def csum(b):
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s > 0xFFFF:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def tcp_frame(src, dst, sport, dport, flags, seq, ack):
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, src, dst))
-    ip[10:12] = struct.pack("!H", csum(bytes(ip)))
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 0x50, flags, 0xFAF0, 0, 0)
-    f = bytes([2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]) + bytes(ip) + tcp
-    return f + bytes(60 - len(f))
-
-
-def write_pcap(path, frames):
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        rec = struct.pack("<IIII", 0, 0, 60, 60)
-        for fr in frames:
-            f.write(rec)
-            f.write(fr)
+    """A 64-byte frame (60 + FCS), checksums right."""
+    return tcp4_frame(src, dst, sport, dport, flags, seq, ack)
 
 
 def make_pcaps(n, d):
@@ -193,24 +189,46 @@ class Checkpointd:
         os.rmdir(self.seg)
 
 
-def run_for(cmd, seconds, stdin=None):
-    """Runs cmd for `seconds`, SIGINT, returns its combined output."""
+def run_for(cmd, seconds, stdin=None, ready=None):
+    """Runs cmd for `seconds` (counted from its first output line containing
+    `ready`, when given), SIGINT, returns its combined output."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=stdin, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+    reader.start()
+    if ready:
+        end = time.monotonic() + 60
+        while not any(ready in l for l in lines) and p.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
     time.sleep(seconds)
     p.send_signal(signal.SIGINT)
     try:
-        out, _ = p.communicate(timeout=30)
+        p.wait(timeout=30)
     except subprocess.TimeoutExpired:
         p.kill()
-        out, _ = p.communicate()
+        p.wait()
+    reader.join(timeout=10)
+    out = "".join(lines)
     if p.returncode not in (0, -signal.SIGINT, 130):
         sys.exit(f"pipeline: {cmd[0]} exited {p.returncode}:\n{out[-3000:]}")
     return out
 
 
+# Smoke mode (--smoke): stats every 250 ms, and whatever was measured is
+# taken, steady or not.
+SMOKE = False
+
+
+def interval_ms():
+    return 250 if SMOKE else 1000
+
+
 def lazarus(seconds, cfg, eal=EAL, steady=False):
-    out = run_for([BIN, *eal, "--file-prefix", "lzbench", "--", "--config", cfg], seconds)
+    # Smoke runs are short: their seconds start when the ports do.
+    out = run_for([BIN, *eal, "--file-prefix", "lzbench", "--", "--config", cfg], seconds, ready="forwarding" if SMOKE else None)
     pairs = [(float(r), float(t)) for r, t in re.findall(r"stats elapsed=\S+ .*? rx_mpps=([0-9.]+) tx_mpps=([0-9.]+)", out)]
+    if SMOKE:
+        steady = False
     if steady:
         # Steady state: from the first second in which everything received
         # was forwarded (the handshakes are done), that second excluded.
@@ -228,7 +246,7 @@ def testpmd(seconds, eal=EAL, extra=()):
     keep = subprocess.Popen(["sleep", str(seconds + 60)], stdout=subprocess.PIPE)
     # --huge-unlink: testpmd leaves its hugepage files behind otherwise.
     out = run_for(["dpdk-testpmd", *eal, "--file-prefix", "lzbench-tp", "--huge-unlink", "--", "--forward-mode=io",
-                   "--nb-cores=1", "--burst=32", "--stats-period", "1", *extra], seconds + 4, stdin=keep.stdout)
+                   "--nb-cores=1", "--burst=32", "--stats-period", "1", *extra], seconds + (3 if SMOKE else 4), stdin=keep.stdout)
     keep.kill()
     tx = [int(x) for x in re.findall(r"Tx-pps:\s+(\d+)", out)]
     per_period = [(tx[i] + tx[i + 1]) / 1e6 for i in range(0, len(tx) - 1, 2)]
@@ -247,7 +265,12 @@ def main():
     ap.add_argument("--flows", type=int, default=0, help="firewall mode: established TCP over this many flows")
     ap.add_argument("--churn", type=int, default=None, metavar="DATA", help="checkpoint mode: connections churning, DATA established packets a life; checkpointing off and on")
     ap.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
+    ap.add_argument("--smoke", action="store_true", help="one short round (2 s) to check the command runs; figures not judged")
     a = ap.parse_args()
+    if a.smoke:
+        global SMOKE
+        SMOKE = True
+        a.seconds, a.rounds = 2, 1
     if a.churn is not None:
         if not a.flows:
             sys.exit("pipeline: --churn needs --flows")
@@ -267,10 +290,10 @@ def main():
         tp_extra = (f"--total-num-mbufs={mbufs}", "--mbuf-size=256")
         name = f"lazarus-dataplane (firewall, {a.flows} flows, 1 worker)"
         with open(cfg, "w") as f:
-            f.write(FW_CONFIG.format(mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024, checkpoint=CKPT_OFF))
+            f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024, checkpoint=CKPT_OFF))
     else:
         with open(cfg, "w") as f:
-            f.write(CONFIG)
+            f.write(CONFIG.format(interval=interval_ms()))
     lz, tp, hz = [], [], 0
     try:
         for r in range(a.rounds):
@@ -309,13 +332,13 @@ def churn_main(a):
     capacity = a.flows + a.flows // 8 + 1024
     off_cfg, on_cfg = os.path.join(tmp, "off.toml"), os.path.join(tmp, "on.toml")
     with open(off_cfg, "w") as f:
-        f.write(FW_CONFIG.format(mbufs=mbufs, capacity=capacity, checkpoint=CKPT_OFF))
+        f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_OFF))
     offs, ons, ratios, hz = [], [], [], 0
     try:
         for r in range(a.rounds):
             seg = os.path.join(seg_root, f"r{r}")
             with open(on_cfg, "w") as f:
-                f.write(FW_CONFIG.format(mbufs=mbufs, capacity=capacity, checkpoint=CKPT_ON.format(dir=seg)))
+                f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_ON.format(dir=seg)))
             # Alternate which goes first, so neither always follows the other.
             order = ("off", "on") if r % 2 == 0 else ("on", "off")
             got = {}

@@ -6,43 +6,47 @@ with options, UDP, ICMP echo and a port-unreachable quoting UDP, VLAN and
 QinQ, IPv4 options, IPv4 first/later fragments, IPv6 TCP, ICMPv6 echo and an
 unreachable quoting TCP behind a destination-options header, IPv6 fragment
 header, ARP. ftp_lines: a first byte (how to cut the stream) then control lines.
+Checksums are right (scripts/lib/frames.py), so the seeds get past a parser
+that checks them.
 """
 import os
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "scripts", "lib"))
+import frames as F  # noqa: E402
+
 MAC = bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2])
 A4, B4 = bytes([10, 0, 0, 1]), bytes([192, 168, 1, 2])
 A6 = bytes.fromhex("20010db8000000000000000000000001")
 B6 = bytes.fromhex("20010db8000000000000000000000002")
 
 
+# Thin wrappers over scripts/lib/frames.py in this file's argument order:
+# the IPv4 header and the L4 checksums come out right (none for fragments).
 def eth(ethertype, l3, tags=()):
-    f = MAC
-    for tpid, vid in tags:
-        f += struct.pack("!HH", tpid, vid)
-    return f + struct.pack("!H", ethertype) + l3
+    return F.eth(l3, ethertype, dst=MAC[:6], src=MAC[6:], tags=tags)
 
 
 def ipv4(proto, l4, opts=b"", ident=0x1234, frag=0x4000, src=A4, dst=B4):
-    ihl = 20 + len(opts)
-    return struct.pack("!BBHHHBBH", 0x40 | ihl // 4, 0, ihl + len(l4), ident, frag, 64, proto, 0) + src + dst + opts + l4
+    return F.ipv4(src, dst, proto, l4, ident=ident, frag=frag, opts=opts)
 
 
 def ipv6(nh, payload, src=A6, dst=B6):
-    return struct.pack("!IHBB", 0x60000000, len(payload), nh, 64) + src + dst + payload
+    return F.ipv6(src, dst, nh, payload)
 
 
 def tcp(sport, dport, flags, opts=b"", payload=b""):
-    return struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, ((20 + len(opts)) // 4) << 4, flags, 65535, 0, 0) + opts + payload
+    return F.tcp(sport, dport, flags, seq=1000, ack=0, window=65535, opts=opts, payload=payload)
 
 
 def udp(sport, dport, payload=b""):
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    return F.udp(sport, dport, payload)
 
 
 def icmp(typ, code, rest, payload=b""):
-    return struct.pack("!BBH", typ, code, 0) + rest + payload
+    return F.icmp(typ, code, rest, payload)
 
 
 SYN_OPTS = bytes([2, 4, 5, 0xb4, 4, 2, 8, 10]) + bytes(8) + bytes([1, 3, 3, 7])
@@ -63,7 +67,8 @@ def frames():
     yield "tcp6_syn", eth(0x86dd, ipv6(6, tcp(50000, 443, 0x02, SYN_OPTS)))
     yield "icmp6_echo", eth(0x86dd, ipv6(58, icmp(128, 0, struct.pack("!HH", 42, 9), b"p6")))
     dstopts = bytes([6, 0, 1, 4, 0, 0, 0, 0])
-    inner = ipv6(60, dstopts + tcp(50000, 80, 0x02), src=B6, dst=A6)[:56]
+    # The quoted TCP sits behind the options header: its checksum by hand.
+    inner = ipv6(60, dstopts + F.with_l4_checksum(6, B6, A6, tcp(50000, 80, 0x02)), src=B6, dst=A6)[:56]
     yield "icmp6_unreach", eth(0x86dd, ipv6(58, icmp(1, 4, bytes(4), inner)))
     frag6 = struct.pack("!BBHI", 17, 0, (0 << 3) | 1, 0xABCD0001)
     yield "frag6_first", eth(0x86dd, ipv6(44, frag6 + udp(1, 2, bytes(8))))

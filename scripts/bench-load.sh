@@ -23,6 +23,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROBE="$ROOT/benches/load_probe.py"
+# shellcheck source=lib/proc.sh
+source "$ROOT/scripts/lib/proc.sh"
 BIN=${LZ_BIN:-$ROOT/target/release/lazarus-dataplane}
 CKPT_BIN=${LZ_CKPT_BIN:-$ROOT/target/release/lazarus-checkpointd}
 
@@ -224,40 +226,31 @@ PKT
 }
 
 dp_start() {
-    local base=0
-    [ ! -f "$W/dataplane.log" ] || base=$(wc -l < "$W/dataplane.log")
+    local rc=0
     # shellcheck disable=SC2086
-    "$BIN" -l "$DP_LCORES" $DP_MEM --file-prefix "${P}dp" --huge-unlink "${DP_DEVS[@]}" \
-        -- --config "$W/dataplane.toml" >>"$W/dataplane.log" 2>&1 &
-    DP=$!
-    local t
-    for t in $(seq 1 400); do
-        tail -n +"$((base + 1))" "$W/dataplane.log" | grep -q "forwarding;" && return 0
-        kill -0 "$DP" 2>/dev/null || { tail -30 "$W/dataplane.log" >&2; fail "the dataplane exited at start"; }
-        sleep 0.025
-    done
-    tail -30 "$W/dataplane.log" >&2; fail "the dataplane is not forwarding after 10 s"
+    lzp_dp_start DP "$W/dataplane.log" 400 0.025 \
+        "$BIN" -l "$DP_LCORES" $DP_MEM --file-prefix "${P}dp" --huge-unlink "${DP_DEVS[@]}" \
+        -- --config "$W/dataplane.toml" || rc=$?
+    case $rc in
+        0) ;;
+        1) tail -30 "$W/dataplane.log" >&2; fail "the dataplane exited at start" ;;
+        *) tail -30 "$W/dataplane.log" >&2; fail "the dataplane is not forwarding after 10 s" ;;
+    esac
 }
 
 ckpt_start() {
-    "$CKPT_BIN" --config "$W/dataplane.toml" >>"$W/checkpointd.log" 2>&1 &
-    CK=$!
-    local t
-    for t in $(seq 1 200); do
-        [ -S "$W/checkpointd.sock" ] && return 0
-        kill -0 "$CK" 2>/dev/null || { cat "$W/checkpointd.log" >&2; fail "checkpointd exited at start"; }
-        sleep 0.05
-    done
-    fail "checkpointd has no control socket after 10 s"
+    local rc=0
+    lzp_ckpt_start CK "$W/checkpointd.log" "$W/dataplane.toml" "$W/checkpointd.sock" 200 0.05 "$CKPT_BIN" || rc=$?
+    case $rc in
+        0) ;;
+        1) cat "$W/checkpointd.log" >&2; fail "checkpointd exited at start" ;;
+        *) fail "checkpointd has no control socket after 10 s" ;;
+    esac
 }
 
 wait_telemetry() { # $1 prefix
-    local t
-    for t in $(seq 1 200); do
-        [ -S "/var/run/dpdk/$1/dpdk_telemetry.v2" ] && return 0
-        sleep 0.05
-    done
-    fail "no telemetry socket for $1 (did the process start? see $W)"
+    lzp_wait_socket "$(lzp_telemetry_socket "$1")" "" 200 0.05 \
+        || fail "no telemetry socket for $1 (did the process start? see $W)"
 }
 
 log "link $LINK, generator $GEN, conntrack $CONNTRACK, checkpoint $CKPT, ${SECONDS_RUN}s$([ $KILL = 1 ] && echo ', SIGKILL of the dataplane half-way')"

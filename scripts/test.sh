@@ -41,6 +41,9 @@ step "fuzz" scripts/fuzz.sh 30
 # which fails the run on the generator's bug, not ours.
 step "bench-load --short" $SUDO scripts/bench-load.sh --short
 step "bench-load --short --kill --link veth" $SUDO scripts/bench-load.sh --short --kill --link veth
+# Every documented benchmark command for a second or two, so none can rot
+# (figures not judged: docs/BENCHMARKS.md holds the measured ones).
+step "bench smoke" $SUDO scripts/bench-smoke.sh
 for t in tests/e2e/*.sh; do
     [ "$(basename "$t")" = lib.sh ] && continue
     step "e2e $(basename "$t" .sh)" $SUDO "$t"

@@ -71,8 +71,9 @@ for mode in "passive EPSV:" "passive PASV:--disable-epsv" "active EPRT:-P -" "ac
 done
 lz_dp_stop
 summary=$(grep "conntrack summary" "$LZ_WORK/dataplane.log" | tail -1)
-grep -q "related=[1-9]" <<<"$summary" || lz_fail "no related connection counted: $summary"
-grep -q "drop.policy=[1-9]" <<<"$summary" || lz_fail "no policy drop counted: $summary"
+# Whole tokens: "related=[1-9]" alone also matches drop.icmp_unrelated=1.
+grep -qE "(^| )related=[1-9][0-9]*( |$)" <<<"$summary" || lz_fail "no related connection counted: $summary"
+grep -qE "(^| )drop\.policy=[1-9][0-9]*( |$)" <<<"$summary" || lz_fail "no policy drop counted: $summary"
 lz_log "${summary#*INFO }"
 
 # --- the control: the same active transfer with the ftp module off must fail

@@ -10,6 +10,8 @@
 # the caller installs as an EXIT trap.
 
 LZ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../../scripts/lib/proc.sh
+source "$LZ_ROOT/scripts/lib/proc.sh"
 LZ_ID=${LZ_ID:-$(( $$ % 100000 ))}
 LZ_NS_C=lzc$LZ_ID; LZ_NS_S=lzs$LZ_ID
 LZ_TAP_C=lztc$LZ_ID; LZ_TAP_S=lzts$LZ_ID
@@ -148,22 +150,19 @@ ${2:-}
 TOML
 }
 
-# Starts the dataplane in the background, logging to $LZ_WORK/dataplane.log.
+# Starts the dataplane in the background, logging to $LZ_WORK/dataplane.log
+# (appended to across restarts: only this start's lines count).
 lz_dp_start() {
-    local base=0
-    [ ! -f "$LZ_WORK/dataplane.log" ] || base=$(wc -l < "$LZ_WORK/dataplane.log")
-    "$LZ_BIN" -l 0,1 -m 256 --file-prefix "lz$LZ_ID" --no-pci \
+    local rc=0
+    lzp_dp_start LZ_DP_PID "$LZ_WORK/dataplane.log" 200 0.05 \
+        "$LZ_BIN" -l 0,1 -m 256 --file-prefix "lz$LZ_ID" --no-pci \
         --vdev "net_tap0,iface=$LZ_TAP_C,persist" --vdev "net_tap1,iface=$LZ_TAP_S,persist" \
-        -- --config "$LZ_WORK/dataplane.toml" >>"$LZ_WORK/dataplane.log" 2>&1 &
-    LZ_DP_PID=$!
-    local t
-    for t in $(seq 1 200); do
-        # Only this start's lines: the log is appended to across restarts.
-        tail -n +"$((base + 1))" "$LZ_WORK/dataplane.log" | grep -q "forwarding;" && return 0
-        kill -0 "$LZ_DP_PID" 2>/dev/null || { cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited at start"; }
-        sleep 0.05
-    done
-    cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane not forwarding after 10 s"
+        -- --config "$LZ_WORK/dataplane.toml" || rc=$?
+    case $rc in
+        0) ;;
+        1) cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited at start" ;;
+        *) cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane not forwarding after 10 s" ;;
+    esac
 }
 
 # SIGTERM and wait; fails unless the dataplane stops cleanly with status 0.
@@ -186,16 +185,15 @@ lz_dp_kill() {
 # Starts checkpointd (same config file as the dataplane), logging to
 # $LZ_WORK/checkpointd.log; waits for its control socket.
 lz_ckpt_start() {
+    local rc=0
     rm -f "$LZ_WORK/checkpointd.sock"
-    "$LZ_CKPT_BIN" --config "$LZ_WORK/dataplane.toml" >>"$LZ_WORK/checkpointd.log" 2>&1 &
-    LZ_CKPT_PID=$!
-    local t
-    for t in $(seq 1 200); do
-        [ -S "$LZ_WORK/checkpointd.sock" ] && return 0
-        kill -0 "$LZ_CKPT_PID" 2>/dev/null || { cat "$LZ_WORK/checkpointd.log"; lz_fail "checkpointd exited at start"; }
-        sleep 0.05
-    done
-    cat "$LZ_WORK/checkpointd.log"; lz_fail "checkpointd has no control socket after 10 s"
+    lzp_ckpt_start LZ_CKPT_PID "$LZ_WORK/checkpointd.log" "$LZ_WORK/dataplane.toml" "$LZ_WORK/checkpointd.sock" \
+        200 0.05 "$LZ_CKPT_BIN" || rc=$?
+    case $rc in
+        0) ;;
+        1) cat "$LZ_WORK/checkpointd.log"; lz_fail "checkpointd exited at start" ;;
+        *) cat "$LZ_WORK/checkpointd.log"; lz_fail "checkpointd has no control socket after 10 s" ;;
+    esac
 }
 
 lz_ckpt_kill() {

@@ -25,20 +25,17 @@ arrived.
 
 Any other RST is bad, and printed on stderr.
 """
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import frames as F  # noqa: E402
 
 
 def records(path):
     """(timestamp in seconds, frame bytes) of each packet."""
-    d = open(path, "rb").read()
-    e = "<" if d[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    nano = d[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-    off = 24
-    while off + 16 <= len(d):
-        s, u, incl, _ = struct.unpack(e + "IIII", d[off:off + 16])
-        yield s + u / (1e9 if nano else 1e6), d[off + 16:off + 16 + incl]
-        off += 16 + incl
+    return F.read_pcap(path)
 
 
 def outage(path):
@@ -89,10 +86,10 @@ def rst(path):
 
 
 def frame(src, dst, flags, seq, ack, payload=0):
-    """An Ethernet/IPv4/TCP frame, headers only, claiming `payload` bytes."""
-    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40 + payload, 0, 0, 64, 6, 0, bytes(src[0]), bytes(dst[0]))
-    tcp = struct.pack(">HHIIBBHHH", src[1], dst[1], seq, ack, 5 << 4, flags, 512, 0, 0)
-    return b"\0" * 12 + b"\x08\x00" + ip + tcp
+    """An Ethernet/IPv4/TCP frame carrying `payload` bytes (checksums right);
+    the selftest's capture keeps only its headers, as tcpdump -s does."""
+    return F.eth(F.ipv4(bytes(src[0]), bytes(dst[0]), 6, F.tcp(src[1], dst[1], flags, seq, ack, window=512, payload=bytes(payload))),
+                 dst=bytes(6), src=bytes(6))
 
 
 def selftest():
@@ -120,11 +117,7 @@ def selftest():
     failed = 0
     for name, (pkts, want) in cases.items():
         with tempfile.NamedTemporaryFile(suffix=".pcap") as tmp:
-            tmp.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 96, 1))
-            for i, p in enumerate(pkts):
-                f = frame(*p)
-                tmp.write(struct.pack("<IIII", 1000, i, len(f), len(f)) + f)
-            tmp.flush()
+            F.write_pcap(tmp.name, [(1000 + i * 1e-6, frame(*p)) for i, p in enumerate(pkts)], snaplen=96)
             out = io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
                 rst(tmp.name)
