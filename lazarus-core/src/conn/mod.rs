@@ -26,6 +26,7 @@ impl Dir {
         [Dir::Original, Dir::Reply][usize::from(reply)]
     }
 
+    #[inline(always)]
     pub fn idx(self) -> usize {
         self as usize
     }

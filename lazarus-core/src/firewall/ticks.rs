@@ -49,6 +49,7 @@ impl Ticks {
     }
 
     /// The timeout of a connection whose layer-4 portion is `l4`.
+    #[inline(always)]
     pub fn of(&self, l4: &L4Portion) -> u64 {
         match l4 {
             L4Portion::Tcp(t) => self.tcp[t.state as usize],

@@ -194,6 +194,7 @@ impl IpPacket {
 
 /// The `len` bytes of `frame` from `off`, as a parser described them (empty
 /// if they are not all there).
+#[inline(always)]
 pub fn payload_at(frame: &[u8], off: u16, len: u16) -> &[u8] {
     let s = usize::from(off);
     frame.get(s..s + usize::from(len)).unwrap_or(&[])
