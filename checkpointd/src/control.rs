@@ -7,8 +7,8 @@
 
 use crate::store::StoreStats;
 use serde_json::{json, Value};
-use shm_layout::RingsSegment;
-use std::io::{BufRead, BufReader, Write};
+use shm_layout::{RingsSegment, SegmentAccess};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -45,16 +45,22 @@ pub struct Control {
 
 const DEFAULT_CONNS_LIMIT: usize = 1000;
 
+/// Longest request line served; a longer one is answered with an error and
+/// the session closed, so a client cannot make the daemon buffer without end.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
 /// Binds `path`: creates its directory, removes a stale socket file, refuses
-/// when another process answers on it.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// when another process answers on it. The socket gets its mode (0600, or
+/// 0660 for `checkpoint.group`) before it appears under its name: it is bound
+/// under a temporary name, given the mode, then renamed into place.
+pub fn bind(path: &Path, access: SegmentAccess) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| {
             format!("cannot create the control socket directory {}", dir.display())
         })?;
     }
-    if path.exists() {
+    if std::fs::symlink_metadata(path).is_ok() {
         if UnixStream::connect(path).is_ok() {
             anyhow::bail!(
                 "{}: another checkpointd answers on this control socket; stop it first or set checkpoint.control_socket",
@@ -64,8 +70,19 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path)
-        .with_context(|| format!("cannot bind the control socket {}", path.display()))
+    let tmp = path.with_extension(format!("bind-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)
+        .with_context(|| format!("cannot bind the control socket {}", tmp.display()))?;
+    let placed = access
+        .apply(&tmp, access.socket_mode())
+        .map_err(anyhow::Error::from)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(anyhow::Error::from));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("cannot place the control socket at {}", path.display())));
+    }
+    Ok(listener)
 }
 
 impl Control {
@@ -90,8 +107,22 @@ impl Control {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         let mut out = stream.try_clone()?;
-        for line in BufReader::new(stream).lines() {
-            let line = line?;
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = (&mut reader).take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if buf.last() != Some(&b'\n') && n > MAX_REQUEST_BYTES {
+                let reply = json!({"error": format!(
+                    "request line too long (over {MAX_REQUEST_BYTES} bytes); send one JSON object a line, e.g. {{\"cmd\":\"status\"}}"
+                )});
+                out.write_all(format!("{reply}\n").as_bytes())?;
+                return Ok(());
+            }
+            let line = String::from_utf8_lossy(&buf);
             if line.trim().is_empty() {
                 continue;
             }
@@ -100,7 +131,6 @@ impl Control {
             text.push('\n');
             out.write_all(text.as_bytes())?;
         }
-        Ok(())
     }
 
     pub fn handle(&self, line: &str) -> Value {

@@ -15,8 +15,8 @@ mod store;
 use anyhow::{bail, Context};
 use clap::Parser;
 use shm_layout::{
-    choose_segment_dir, monotonic_ns, DirChoice, RingsGeometry, RingsSegment, StoreGeometry,
-    StoreSegment, RINGS_FILE, STORE_FILE,
+    is_hugetlbfs, monotonic_ns, open_lock_file, prepare_segment_dir, RingsGeometry, RingsSegment,
+    SegmentAccess, StoreGeometry, StoreSegment, RINGS_FILE, STORE_FILE,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -74,28 +74,23 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_DISABLED));
     }
 
-    let (dir, choice) = choose_segment_dir(&ck.dir).context("no directory for the segments")?;
-    match choice {
-        DirChoice::Hugetlbfs => {}
-        DirChoice::ExistingNotHugetlbfs => warn!(
+    let access = SegmentAccess::for_group(&ck.group).context("checkpoint.group")?;
+    let dir = ck.dir.clone();
+    prepare_segment_dir(&dir, access).context("the segment directory (checkpoint.dir)")?;
+    if !is_hugetlbfs(&dir) {
+        warn!(
             "{} is not on hugetlbfs: the segments use normal pages (fine on tmpfs; on a disk \
              filesystem every store write may reach the disk)",
             dir.display()
-        ),
-        DirChoice::Fallback => warn!(
-            "{} does not exist and its parent is not on hugetlbfs (mount hugetlbfs, e.g. on /dev/hugepages); \
-             using {} instead, where the dataplane will look too",
-            ck.dir.display(),
-            dir.display()
-        ),
+        );
     }
-    let _lock = lock_dir(&dir)?;
+    let _lock = lock_dir(&dir, access)?;
 
     let rings_geom = RingsGeometry { workers: cfg.workers, slots_per_ring: ck.ring_slots };
     let store_geom =
         StoreGeometry { conn_capacity: cfg.store_capacity, ftp_capacity: ck.ftp_capacity };
-    let (rings, rings_existed) = open_rings(&dir, rings_geom)?;
-    let (store_seg, store_created) = open_store(&dir, store_geom)?;
+    let (rings, rings_existed) = open_rings(&dir, rings_geom, access)?;
+    let (store_seg, store_created) = open_store(&dir, store_geom, access)?;
     if store_created && rings_existed {
         for w in 0..rings_geom.workers {
             rings.request_resync(w);
@@ -141,7 +136,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // Bound before anything is served, so a taken port fails the start.
     let metrics_listener = cfg.metrics.map(metrics::bind).transpose()?;
     let (req_tx, req_rx) = mpsc::channel();
-    let listener = control::bind(&ck.control_socket)?;
+    let listener = control::bind(&ck.control_socket, access)?;
     let control = control::Control {
         rings: Arc::clone(&rings),
         stats: Arc::clone(&store.stats),
@@ -268,14 +263,10 @@ fn drain_loop(
 }
 
 /// One checkpointd per directory: an flock held for the process's life.
-fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+/// Only the daemon's user can open the lock file, so nobody else can hold it.
+fn lock_dir(dir: &Path, access: SegmentAccess) -> anyhow::Result<std::fs::File> {
     let path = dir.join("checkpointd.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let f = open_lock_file(&path, access)?;
     match shm_layout::try_lock_exclusive(&f) {
         Ok(true) => {}
         Ok(false) => bail!(
@@ -313,10 +304,15 @@ fn create_atomically<T>(
     Ok(seg)
 }
 
-fn open_rings(dir: &Path, geom: RingsGeometry) -> anyhow::Result<(RingsSegment, bool)> {
+fn open_rings(
+    dir: &Path,
+    geom: RingsGeometry,
+    access: SegmentAccess,
+) -> anyhow::Result<(RingsSegment, bool)> {
     let path = dir.join(RINGS_FILE);
-    if !path.exists() {
-        let seg = create_atomically(&path, |p| RingsSegment::create_file(p, geom))?;
+    // lstat: a link under the name is opened (and refused), not replaced.
+    if std::fs::symlink_metadata(&path).is_err() {
+        let seg = create_atomically(&path, |p| RingsSegment::create_file_for(p, geom, access))?;
         info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
         return Ok((seg, false));
     }
@@ -339,10 +335,14 @@ fn open_rings(dir: &Path, geom: RingsGeometry) -> anyhow::Result<(RingsSegment, 
     Ok((seg, true))
 }
 
-fn open_store(dir: &Path, geom: StoreGeometry) -> anyhow::Result<(StoreSegment, bool)> {
+fn open_store(
+    dir: &Path,
+    geom: StoreGeometry,
+    access: SegmentAccess,
+) -> anyhow::Result<(StoreSegment, bool)> {
     let path = dir.join(STORE_FILE);
-    if !path.exists() {
-        let seg = create_atomically(&path, |p| StoreSegment::create_file(p, geom))?;
+    if std::fs::symlink_metadata(&path).is_err() {
+        let seg = create_atomically(&path, |p| StoreSegment::create_file_for(p, geom, access))?;
         info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
         return Ok((seg, true));
     }

@@ -175,3 +175,51 @@ fn checkpointd_not_running_is_a_clear_error_not_an_empty_table() {
     assert_ne!(code, 0);
     assert!(err.contains("has not drained ring 0") && err.contains("1 deltas behind"), "{err}");
 }
+
+/// Segments someone else could have written (a directory writable by all,
+/// with a heartbeat kept fresh) are refused before anything is restored,
+/// naming the directory and the fix.
+#[test]
+fn segments_in_a_directory_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let seg = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), seg.path());
+    let geom = shm_layout::RingsGeometry { workers: 1, slots_per_ring: 64 };
+    let rings = shm_layout::RingsSegment::create_file(&seg.path().join("rings"), geom).unwrap();
+    shm_layout::StoreSegment::create_file(
+        &seg.path().join("store"),
+        shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 },
+    )
+    .unwrap();
+    std::fs::set_permissions(seg.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beating = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rings.beat(std::process::id(), shm_layout::monotonic_ns());
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+    };
+    // Without the check the dataplane would attach and forward for ever:
+    // `timeout` turns that into a failure instead of a hung test.
+    let eal = null_eal("ckpt-untrusted");
+    let out = Command::new("timeout")
+        .args(["20", BIN])
+        .args(&eal)
+        .arg("--")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    remove_runtime_dir(&eal);
+    let (code, err) =
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beating.join().unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains(&seg.path().display().to_string()) && err.contains("chmod go-w"), "{err}");
+    assert!(!err.contains("forwarding"), "{err}");
+}

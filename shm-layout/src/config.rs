@@ -58,6 +58,9 @@ pub struct CheckpointSection {
     /// Allow `metrics_listen` on a non-loopback address (the endpoint has no
     /// authentication: firewall it).
     pub metrics_allow_remote: bool,
+    /// A group that may read the segments and use the control socket
+    /// (`lazarusctl` without root); "" lets only the daemons' user in.
+    pub group: String,
     /// The dataplane's DPDK telemetry socket, scraped on every metrics scrape
     /// for the dataplane's counters ("" turns it off).
     pub dataplane_telemetry: PathBuf,
@@ -77,6 +80,7 @@ impl Default for CheckpointSection {
             idle_sleep_us: 50,
             metrics_listen: "127.0.0.1:9108".into(),
             metrics_allow_remote: false,
+            group: String::new(),
             dataplane_telemetry: PathBuf::new(),
         }
     }

@@ -1,8 +1,9 @@
 //! The shared-memory layout of Lazarus: what the dataplane and checkpointd
 //! agree on byte for byte.
 //!
-//! Two segments, each a file in hugetlbfs (or /dev/shm) owned by checkpointd
-//! so it outlives both processes:
+//! Two segments, each a file in hugetlbfs (or a tmpfs) owned by checkpointd
+//! so it outlives both processes, in a directory only its user may write
+//! (`trust`):
 //!
 //! * the **rings** segment ([`RingsSegment`]): one single-producer
 //!   single-consumer delta ring per dataplane worker, plus checkpointd's
@@ -33,13 +34,11 @@ mod ring;
 mod segment;
 mod store;
 mod sync;
+mod trust;
 
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
-pub use mapped::{
-    choose_segment_dir, find_segment_dir, is_hugetlbfs, try_lock_exclusive, DirChoice, MappedFile,
-    FALLBACK_DIR, HUGEPAGE_BYTES,
-};
+pub use mapped::{is_hugetlbfs, try_lock_exclusive, MappedFile, HUGEPAGE_BYTES};
 pub use ring::{
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
     RingsGeometry, RingsSegment, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES,
@@ -48,6 +47,9 @@ pub use ring::{
 pub use store::{
     portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry, StoreSegment,
     StoredConn, StoredPortion, FTP_PORTION_MAX, IP_PORTION_MAX, L4_PORTION_MAX, NO_FTP,
+};
+pub use trust::{
+    check_segment_dir, daemon_uid, open_lock_file, prepare_segment_dir, SegmentAccess,
 };
 
 use std::path::PathBuf;
@@ -127,6 +129,8 @@ pub enum LayoutError {
     PortionTooLarge { module: u8, len: usize, max: usize },
     #[error("module {0} is not a Lazarus module (0 ip, 1 tcp, 2 udp, 3 icmp, 4 ftp)")]
     UnknownModule(u8),
+    #[error("{path} {reason}: refused, since whoever can write the segments decides what a restarted dataplane admits; {fix}")]
+    Untrusted { path: PathBuf, reason: String, fix: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

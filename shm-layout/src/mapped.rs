@@ -1,7 +1,8 @@
 //! A file mapped read-write and shared: how segments are held.
 
+use crate::trust::{create_exclusive, open_trusted, SegmentAccess};
 use crate::LayoutError;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Size of the hugepages a hugetlbfs mount serves (x86_64 default).
@@ -47,21 +48,16 @@ fn io_err(path: &Path, source: std::io::Error) -> LayoutError {
 }
 
 impl MappedFile {
-    /// Creates (or truncates) `path` with at least `bytes` bytes, rounded up to
-    /// a 2 MiB hugepage when the directory is on hugetlbfs, reserves the
-    /// memory (fallocate, so a shortage is an error now rather than a SIGBUS
-    /// later) and maps it.
-    pub fn create(path: &Path, bytes: u64) -> Result<Self, LayoutError> {
+    /// Creates `path` afresh (a stale file or link under the name is
+    /// unlinked, never followed) with the access's mode and at least `bytes`
+    /// bytes, rounded up to a 2 MiB hugepage when the directory is on
+    /// hugetlbfs, reserves the memory (fallocate, so a shortage is an error
+    /// now rather than a SIGBUS later) and maps it.
+    pub fn create(path: &Path, bytes: u64, access: SegmentAccess) -> Result<Self, LayoutError> {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let hugetlbfs = is_hugetlbfs(dir);
         let len = if hugetlbfs { bytes.div_ceil(HUGEPAGE_BYTES) * HUGEPAGE_BYTES } else { bytes };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
+        let file = create_exclusive(path, access)?;
         file.set_len(len).map_err(|e| io_err(path, e))?;
         reserve(&file, len).map_err(|e| {
             io_err(
@@ -75,10 +71,10 @@ impl MappedFile {
         Self::map(file, path, hugetlbfs)
     }
 
-    /// Maps an existing file read-write, shared.
+    /// Maps an existing file read-write, shared; refused unless it is a
+    /// regular file of the daemon's user that nobody else may write.
     pub fn open(path: &Path) -> Result<Self, LayoutError> {
-        let file =
-            OpenOptions::new().read(true).write(true).open(path).map_err(|e| io_err(path, e))?;
+        let file = open_trusted(path)?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         Self::map(file, path, is_hugetlbfs(dir))
     }
@@ -141,56 +137,6 @@ fn reserve(file: &File, len: u64) -> std::io::Result<()> {
         Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
         _ => Err(e),
     }
-}
-
-/// Where segments go when `checkpoint.dir` cannot be used.
-pub const FALLBACK_DIR: &str = "/dev/shm/lazarus";
-
-/// How checkpointd settled on its segment directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DirChoice {
-    /// The configured directory, on hugetlbfs.
-    Hugetlbfs,
-    /// The configured directory exists but is not on hugetlbfs: used as is
-    /// (normal pages; still shared memory when it is a tmpfs).
-    ExistingNotHugetlbfs,
-    /// The configured directory did not exist and its parent is not on
-    /// hugetlbfs (or it could not be created): [`FALLBACK_DIR`].
-    Fallback,
-}
-
-/// checkpointd's choice of segment directory, creating it when needed:
-/// 1. `configured` already exists as a directory: use it (hugetlbfs or not);
-/// 2. its parent is on hugetlbfs: create it and use it;
-/// 3. otherwise [`FALLBACK_DIR`] (created).
-///
-/// The dataplane finds the same directory with [`find_segment_dir`].
-pub fn choose_segment_dir(configured: &Path) -> Result<(PathBuf, DirChoice), LayoutError> {
-    if configured.is_dir() {
-        let choice = if is_hugetlbfs(configured) {
-            DirChoice::Hugetlbfs
-        } else {
-            DirChoice::ExistingNotHugetlbfs
-        };
-        return Ok((configured.to_path_buf(), choice));
-    }
-    if configured.parent().is_some_and(is_hugetlbfs) && std::fs::create_dir_all(configured).is_ok()
-    {
-        return Ok((configured.to_path_buf(), DirChoice::Hugetlbfs));
-    }
-    let fallback = Path::new(FALLBACK_DIR);
-    std::fs::create_dir_all(fallback).map_err(|e| io_err(fallback, e))?;
-    Ok((fallback.to_path_buf(), DirChoice::Fallback))
-}
-
-/// The dataplane's view: the directory whose `rings` file checkpointd
-/// created, `configured` first, then [`FALLBACK_DIR`]; None when neither has
-/// one (checkpointd not started yet).
-pub fn find_segment_dir(configured: &Path) -> Option<PathBuf> {
-    [configured, Path::new(FALLBACK_DIR)]
-        .into_iter()
-        .find(|d| d.join("rings").is_file())
-        .map(Path::to_path_buf)
 }
 
 /// Takes a non-blocking exclusive `flock` on `file`: Ok(true) when taken,

@@ -4,6 +4,7 @@
 
 use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind};
 use crate::mapped::MappedFile;
+use crate::trust::SegmentAccess;
 use crate::LayoutError;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -78,11 +79,15 @@ impl<G: Geometry> Mapping<G> {
         })
     }
 
-    /// Creates `path` (replacing any file there), sized for `geom`, and
-    /// formats it; the mapping lives as long as the value.
-    pub(crate) fn create_file(path: &Path, geom: G) -> Result<Self, LayoutError> {
+    /// Creates `path` afresh (see [`MappedFile::create`]), sized for `geom`,
+    /// and formats it; the mapping lives as long as the value.
+    pub(crate) fn create_file(
+        path: &Path,
+        geom: G,
+        access: SegmentAccess,
+    ) -> Result<Self, LayoutError> {
         geom.validate()?;
-        let mut file = MappedFile::create(path, geom.segment_bytes())?;
+        let mut file = MappedFile::create(path, geom.segment_bytes(), access)?;
         // SAFETY: the mapping is ours, page-aligned, len bytes long, and is
         // moved into the returned value, so it outlives it.
         let mut map = unsafe { Self::format(file.as_mut_ptr(), file.len(), geom) }?;

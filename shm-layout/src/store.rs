@@ -13,6 +13,7 @@
 use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
 use crate::segment::{Geometry, Mapping};
+use crate::trust::SegmentAccess;
 use crate::{module, LayoutError};
 use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
@@ -288,10 +289,20 @@ impl StoreSegment {
         Ok(StoreSegment { map: unsafe { Mapping::attach(base, len) }? })
     }
 
-    /// Creates `path` (replacing any file there), sized for `geom`, and
+    /// Creates `path` afresh (a stale file or link there is unlinked, never
+    /// followed), private to the daemon's user, sized for `geom`, and
     /// formats it. The value keeps the mapping alive.
     pub fn create_file(path: &Path, geom: StoreGeometry) -> Result<Self, LayoutError> {
-        Ok(Self::empty(Mapping::create_file(path, geom)?))
+        Self::create_file_for(path, geom, SegmentAccess::PRIVATE)
+    }
+
+    /// [`Self::create_file`] readable by `access`'s group as well.
+    pub fn create_file_for(
+        path: &Path,
+        geom: StoreGeometry,
+        access: SegmentAccess,
+    ) -> Result<Self, LayoutError> {
+        Ok(Self::empty(Mapping::create_file(path, geom, access)?))
     }
 
     /// Maps and attaches to an existing store file.

@@ -6,13 +6,12 @@ use shm_layout::{monotonic_ns, LayoutError, RingsSegment, StoreSegment};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shm_layout::FALLBACK_DIR;
 /// A heartbeat older than this means checkpointd is not running.
 const HEARTBEAT_STALE: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("checkpointd is not running: no rings segment in {dir} (or {FALLBACK_DIR}) after {waited_ms} ms; start lazarus-checkpointd with the same config (systemctl start lazarus-checkpointd), or set checkpoint.enabled = false to run without checkpointing")]
+    #[error("checkpointd is not running: no rings segment in {dir} after {waited_ms} ms; start lazarus-checkpointd with the same config (systemctl start lazarus-checkpointd), or set checkpoint.enabled = false to run without checkpointing")]
     NoSegment { dir: String, waited_ms: u64 },
     #[error("checkpointd is not running: its last heartbeat in {path} is {age_ms} ms old (pid {pid}); start lazarus-checkpointd, or set checkpoint.enabled = false")]
     Stale { path: String, age_ms: u64, pid: u32 },
@@ -32,8 +31,12 @@ pub struct Attached {
     pub dir: PathBuf,
 }
 
+/// The configured directory once checkpointd has made both segments there;
+/// never another directory.
 fn find_dir(cfg: &CheckpointSection) -> Option<PathBuf> {
-    shm_layout::find_segment_dir(&cfg.dir).filter(|d| d.join("store").is_file())
+    let d = &cfg.dir;
+    let made = |f| std::fs::symlink_metadata(d.join(f)).is_ok();
+    (made(shm_layout::RINGS_FILE) && made(shm_layout::STORE_FILE)).then(|| d.clone())
 }
 
 /// Waits (up to `attach_timeout_ms`) until checkpointd is up and has drained
@@ -64,6 +67,7 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
     fn layout(path: &Path) -> impl FnOnce(LayoutError) -> AttachError + '_ {
         move |source| AttachError::Layout { path: path.display().to_string(), source }
     }
+    shm_layout::check_segment_dir(&dir).map_err(layout(&dir))?;
     let rings = RingsSegment::open_file(&rings_path).map_err(layout(&rings_path))?;
     let have = rings.geometry().workers;
     if have < workers {

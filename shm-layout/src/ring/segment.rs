@@ -10,6 +10,7 @@ use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
 use crate::segment::{Geometry, Mapping};
 use crate::sync::SlotCells;
+use crate::trust::SegmentAccess;
 use crate::LayoutError;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -124,10 +125,20 @@ impl RingsSegment {
         Ok(Self::new(unsafe { Mapping::attach(base, len) }?))
     }
 
-    /// Creates `path` (replacing any file there), sized for `geom`, and
+    /// Creates `path` afresh (a stale file or link there is unlinked, never
+    /// followed), private to the daemon's user, sized for `geom`, and
     /// formats it. The value keeps the mapping alive.
     pub fn create_file(path: &Path, geom: RingsGeometry) -> Result<Self, LayoutError> {
-        Ok(Self::new(Mapping::create_file(path, geom)?))
+        Self::create_file_for(path, geom, SegmentAccess::PRIVATE)
+    }
+
+    /// [`Self::create_file`] readable by `access`'s group as well.
+    pub fn create_file_for(
+        path: &Path,
+        geom: RingsGeometry,
+        access: SegmentAccess,
+    ) -> Result<Self, LayoutError> {
+        Ok(Self::new(Mapping::create_file(path, geom, access)?))
     }
 
     /// Maps and attaches to an existing rings file.
