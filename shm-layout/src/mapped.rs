@@ -43,8 +43,13 @@ pub fn is_hugetlbfs(dir: &Path) -> bool {
     rc == 0 && magic == HUGETLBFS_MAGIC
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> LayoutError {
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> LayoutError {
     LayoutError::Io { path: path.to_path_buf(), source }
+}
+
+/// The directory `path` lives in ("." for a bare name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 impl MappedFile {
@@ -54,8 +59,7 @@ impl MappedFile {
     /// hugetlbfs, reserves the memory (fallocate, so a shortage is an error
     /// now rather than a SIGBUS later) and maps it.
     pub fn create(path: &Path, bytes: u64, access: SegmentAccess) -> Result<Self, LayoutError> {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let hugetlbfs = is_hugetlbfs(dir);
+        let hugetlbfs = is_hugetlbfs(parent_dir(path));
         let len = if hugetlbfs { bytes.div_ceil(HUGEPAGE_BYTES) * HUGEPAGE_BYTES } else { bytes };
         let file = create_exclusive(path, access)?;
         file.set_len(len).map_err(|e| io_err(path, e))?;
@@ -75,8 +79,7 @@ impl MappedFile {
     /// regular file of the daemon's user that nobody else may write.
     pub fn open(path: &Path) -> Result<Self, LayoutError> {
         let file = open_trusted(path)?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        Self::map(file, path, is_hugetlbfs(dir))
+        Self::map(file, path, is_hugetlbfs(parent_dir(path)))
     }
 
     fn map(file: File, path: &Path, hugetlbfs: bool) -> Result<Self, LayoutError> {

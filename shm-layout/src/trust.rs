@@ -5,6 +5,7 @@
 //! nobody else may write it, and files are created exclusively, never
 //! through a symlink, with modes set explicitly rather than by umask.
 
+use crate::mapped::{io_err, parent_dir};
 use crate::LayoutError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -79,17 +80,13 @@ impl SegmentAccess {
     }
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> LayoutError {
-    LayoutError::Io { path: path.to_path_buf(), source }
-}
-
 /// The effective user id: the user whose files are trusted.
 pub fn daemon_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
-/// Whether `meta` (from lstat or fstat) may be trusted as a `what` owned by
-/// `uid`: of that kind, owned by `uid`, and writable by nobody else.
+/// Whether `meta` (from lstat or fstat) may be trusted as a directory
+/// (`want_dir`) or regular file owned by `uid`: of that kind, owned by `uid`, and writable by nobody else.
 pub(crate) fn check_owned(
     path: &Path,
     meta: &std::fs::Metadata,
@@ -137,8 +134,7 @@ pub fn prepare_segment_dir(dir: &Path, access: SegmentAccess) -> Result<(), Layo
     match std::fs::symlink_metadata(dir) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent =
-                dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = parent_dir(dir);
             if !parent.is_dir() {
                 return Err(LayoutError::Untrusted {
                     path: dir.to_path_buf(),
