@@ -330,7 +330,10 @@ mod tests {
         assert_eq!(s.apply(&portion(2, module::FTP, 1, b"ftp"), 0), Outcome::FtpFull);
         assert_eq!(s.index.len(), 1, "a record allocated for a dropped portion is freed");
         let c = s.segment().restore_iter(0).next().unwrap();
-        assert_eq!((c.l4.unwrap().payload, c.ftp.unwrap().payload), (&b"v5"[..], &b"ftp"[..]));
+        assert_eq!(
+            (c.l4().unwrap().payload(), c.ftp().unwrap().payload()),
+            (&b"v5"[..], &b"ftp"[..])
+        );
         let del = Delta { kind: delta_kind::DELETE, ..portion(1, 0, 6, &[]) };
         assert_eq!(s.apply(&del, 0), Outcome::Deleted);
         assert_eq!(s.apply(&del, 0), Outcome::Absent);
@@ -363,7 +366,7 @@ mod tests {
         let (s, rb) = Store::rebuild(seg);
         assert_eq!((rb.conns, rb.ftp, rb.bad_portions, rb.dropped_records), (2, 1, 2, 1));
         let c = s.segment().restore_iter(0).next().unwrap();
-        assert_eq!((c.conn_id, c.ip.is_some(), c.l4.is_none()), (1, true, true));
+        assert_eq!((c.conn_id, c.ip().is_some(), c.l4().is_none()), (1, true, true));
         assert_eq!(s.free.len(), 6);
         assert_eq!(s.free_ftp.len(), 1);
         std::fs::remove_dir_all(d).unwrap();

@@ -238,13 +238,13 @@ fn portions_and_deletes_reach_the_store() {
         for c in it.by_ref() {
             assert_eq!(c.conn_id % 2, u64::from(w));
             assert!(c.conn_id < 90);
-            assert_eq!(c.ip.unwrap().payload, &[c.conn_id as u8; 40]);
-            let l4 = c.l4.unwrap();
+            assert_eq!(c.ip().unwrap().payload(), &[c.conn_id as u8; 40]);
+            let l4 = c.l4().unwrap();
             assert_eq!(
-                (l4.module, l4.version, l4.payload),
+                (l4.module, l4.version, l4.payload()),
                 (module::TCP, 2, &tcp_payload(c.conn_id, 2)[..])
             );
-            assert_eq!(c.ftp.is_some(), c.conn_id == 4);
+            assert_eq!(c.ftp().is_some(), c.conn_id == 4);
             n += 1;
         }
         assert_eq!((n, it.corrupt_portions()), (45, 0));
@@ -306,8 +306,8 @@ fn sigkill_mid_stream_loses_nothing_published() {
     let mut seen = 0;
     for c in store.restore_iter(0) {
         assert_ne!(c.conn_id % 10, 0, "deleted conn {} still stored", c.conn_id);
-        let l4 = c.l4.unwrap();
-        assert_eq!((l4.version, l4.payload), (ROUNDS, &tcp_payload(c.conn_id, ROUNDS)[..]));
+        let l4 = c.l4().unwrap();
+        assert_eq!((l4.version, l4.payload()), (ROUNDS, &tcp_payload(c.conn_id, ROUNDS)[..]));
         seen += 1;
     }
     assert_eq!(seen, CONNS - CONNS / 10);

@@ -197,23 +197,73 @@ impl StoreGeometry {
     }
 }
 
-/// A verified portion read back from the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredPortion<'a> {
-    pub module: u8,
-    pub version: u64,
-    pub payload: &'a [u8],
-}
+/// A verified portion copied out of the store: the bytes are this process's
+/// own, so nothing another process writes to the segment later changes them.
+pub type StoredPortion<const N: usize> = PortionSlot<N>;
 
-/// A stored connection; a portion that failed its checksum is `None` (and
-/// counted by the iterator).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoredConn<'a> {
+/// A stored connection, copied out; a portion that failed its checksum reads
+/// as `None` (and is counted by the iterator). The FTP portion, rare and
+/// large, is boxed so that the item stays small to move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConn {
     pub conn_id: u64,
     pub worker: u16,
-    pub ip: Option<StoredPortion<'a>>,
-    pub l4: Option<StoredPortion<'a>>,
-    pub ftp: Option<StoredPortion<'a>>,
+    record: ConnRecord,
+    ip_ok: bool,
+    l4_ok: bool,
+    ftp: Option<Box<StoredPortion<FTP_PORTION_MAX>>>,
+}
+
+impl StoredConn {
+    const EMPTY: Self = StoredConn {
+        conn_id: 0,
+        worker: 0,
+        record: ConnRecord::EMPTY,
+        ip_ok: false,
+        l4_ok: false,
+        ftp: None,
+    };
+
+    pub fn ip(&self) -> Option<&StoredPortion<IP_PORTION_MAX>> {
+        self.ip_ok.then_some(&self.record.ip)
+    }
+    /// The tcp, udp or icmp portion.
+    pub fn l4(&self) -> Option<&StoredPortion<L4_PORTION_MAX>> {
+        self.l4_ok.then_some(&self.record.l4)
+    }
+    pub fn ftp(&self) -> Option<&StoredPortion<FTP_PORTION_MAX>> {
+        self.ftp.as_deref()
+    }
+}
+
+/// The widest word one plain load copies.
+#[cfg(target_arch = "x86_64")]
+type CopyWord = std::arch::x86_64::__m128i;
+#[cfg(not(target_arch = "x86_64"))]
+type CopyWord = u64;
+
+/// Copies a record another process may be writing into `to`: word by word,
+/// each word read once (volatile), so no later use of the copy goes back to
+/// the segment. A whole-struct `read_volatile` compiles to byte loads, and
+/// a copy returned by value is copied again: both cost a large restore
+/// dearly.
+///
+/// # Safety
+/// `src` is valid for reads and 16-aligned; `T` is plain integers (any
+/// bytes are a value) with no implicit padding and a size that is a
+/// multiple of 16.
+#[inline(always)]
+unsafe fn copy_out<T: Copy>(src: *const T, to: &mut T) {
+    const {
+        assert!(std::mem::size_of::<T>().is_multiple_of(std::mem::size_of::<CopyWord>()));
+    };
+    let from = src.cast::<CopyWord>();
+    let dst = (to as *mut T).cast::<CopyWord>();
+    for k in 0..std::mem::size_of::<T>() / std::mem::size_of::<CopyWord>() {
+        // SAFETY: k stays inside both structs; the caller vouches for `src`
+        // and its alignment, `to` is ours; any bytes are a `T` (caller).
+        unsafe { dst.add(k).write_unaligned(from.add(k).read_volatile()) };
+    }
 }
 
 /// The store segment.
@@ -365,30 +415,26 @@ impl StoreSegment {
     }
 
     /// A copy of connection record `i`. Panics if `i >= conn_capacity`.
-    /// Record `i` where it lies, for readers of a quiescent store (restore).
-    fn record_in_place(&self, i: u32) -> &ConnRecord {
-        // SAFETY: record_ptr is in bounds and aligned; ConnRecord is plain
-        // integers, so any bytes are a valid value; restore_iter's contract is
-        // that nobody writes the segment while it runs.
-        unsafe { &*self.record_ptr(i) }
-    }
-
-    fn ftp_in_place(&self, i: u32) -> &FtpRecord {
-        // SAFETY: as for record_in_place.
-        unsafe { &*self.ftp_ptr(i) }
-    }
-
     pub fn record(&self, i: u32) -> ConnRecord {
-        // SAFETY: record_ptr is in bounds and aligned; ConnRecord is plain
-        // integers, any bytes are a valid value; a volatile copy never
-        // assumes the bytes stay put.
-        unsafe { std::ptr::read_volatile(self.record_ptr(i)) }
+        let mut rec = ConnRecord::EMPTY;
+        self.record_into(i, &mut rec);
+        rec
+    }
+
+    /// Copies connection record `i` into `to` (no intermediate copy).
+    pub fn record_into(&self, i: u32, to: &mut ConnRecord) {
+        // SAFETY: record_ptr is in bounds; records are 192 bytes from a
+        // page-aligned base, so 16-aligned; ConnRecord is plain integers
+        // with no implicit padding.
+        unsafe { copy_out(self.record_ptr(i), to) }
     }
 
     /// A copy of FTP record `i`. Panics if `i >= ftp_capacity`.
     pub fn ftp_record(&self, i: u32) -> FtpRecord {
-        // SAFETY: as in `record`.
-        unsafe { std::ptr::read_volatile(self.ftp_ptr(i)) }
+        let mut rec = FtpRecord::EMPTY;
+        // SAFETY: as in `record_into` (256-byte records).
+        unsafe { copy_out(self.ftp_ptr(i), &mut rec) };
+        rec
     }
 
     /// Overwrites connection record `i`. A record written with `used = 0` is
@@ -495,90 +541,38 @@ impl StoreSegment {
         self.write_ftp(fi, &FtpRecord::EMPTY);
     }
 
-    /// Reads a record's portions, verified. Returns the conn and how many
-    /// portions failed their checksum.
-    pub fn load(&self, i: u32) -> Option<(StoredConn<'_>, u32)> {
-        let rec = self.record(i);
-        if rec.used == 0 {
-            return None;
-        }
-        let mut bad = 0;
-        let p = self.record_ptr(i);
-        // SAFETY: in bounds; the slices cover the payload arrays of this
-        // record, which live as long as the segment. See `restore_iter` for
-        // why they may be borrowed: the store is quiescent at restore.
-        let (ip_payload, l4_payload) = unsafe {
-            (
-                &*std::ptr::addr_of!((*p).ip.payload).cast::<[u8; IP_PORTION_MAX]>(),
-                &*std::ptr::addr_of!((*p).l4.payload).cast::<[u8; L4_PORTION_MAX]>(),
-            )
-        };
-        let ip = portion(&rec.ip, rec.conn_id, ip_payload, &mut bad);
-        let l4 = portion(&rec.l4, rec.conn_id, l4_payload, &mut bad);
-        let ftp = if rec.ftp != NO_FTP && rec.ftp < self.map.geom.ftp_capacity {
-            let f = self.ftp_record(rec.ftp);
-            let fp = self.ftp_ptr(rec.ftp);
-            // SAFETY: in bounds; as for the record's payloads.
-            let payload = unsafe {
-                &*std::ptr::addr_of!((*fp).portion.payload).cast::<[u8; FTP_PORTION_MAX]>()
-            };
-            if f.used != 0 && f.conn_id == rec.conn_id {
-                portion(&f.portion, rec.conn_id, payload, &mut bad)
-            } else {
-                bad += 1;
-                None
-            }
-        } else {
-            None
-        };
-        Some((StoredConn { conn_id: rec.conn_id, worker: rec.worker, ip, l4, ftp }, bad))
-    }
-
-    /// Every used record of `worker`, each portion verified; a portion that
-    /// fails its checksum is `None` and counted in
-    /// [`RestoreIter::corrupt_portions`].
-    ///
-    /// The payload slices point into the segment: read them while the store
-    /// is quiescent, i.e. after checkpointd reported every ring drained and
-    /// before this worker produces again (the dataplane's restore order).
+    /// Every used record of `worker`, copied out, each portion verified; a
+    /// portion that fails its checksum is `None` and counted in
+    /// [`RestoreIter::corrupt_portions`]. A copy can still be torn if
+    /// checkpointd writes the record meanwhile; its checksum then fails.
     pub fn restore_iter(&self, worker: u16) -> RestoreIter<'_> {
-        RestoreIter { store: self, worker, next: 0, corrupt: 0, seen: 0 }
+        RestoreIter {
+            store: self,
+            worker,
+            next: 0,
+            corrupt: 0,
+            seen: 0,
+            batch: std::array::from_fn(|_| StoredConn::EMPTY),
+            batch_len: 0,
+            batch_at: 0,
+        }
     }
 }
 
-fn portion_in_place<'a, const N: usize>(
-    slot: &'a PortionSlot<N>,
-    conn_id: u64,
-    bad: &mut u32,
-) -> Option<StoredPortion<'a>> {
+/// Whether a slot holds a portion that verifies; counts one that does not.
+fn verified<const N: usize>(slot: &PortionSlot<N>, conn_id: u64, bad: &mut u32) -> bool {
     if !slot.is_present() {
-        return None;
+        return false;
     }
-    if !slot.verify(conn_id) {
-        *bad += 1;
-        return None;
-    }
-    Some(StoredPortion { module: slot.module, version: slot.version, payload: slot.payload() })
+    let ok = slot.verify(conn_id);
+    *bad += u32::from(!ok);
+    ok
 }
 
-fn portion<'a, const N: usize>(
-    slot: &PortionSlot<N>,
-    conn_id: u64,
-    live: &'a [u8; N],
-    bad: &mut u32,
-) -> Option<StoredPortion<'a>> {
-    if !slot.is_present() {
-        return None;
-    }
-    let len = slot.len as usize;
-    if !slot.verify(conn_id) || live[..len] != slot.payload[..len] {
-        *bad += 1;
-        return None;
-    }
-    Some(StoredPortion { module: slot.module, version: slot.version, payload: &live[..len] })
-}
-
-/// Iterator of [`StoreSegment::restore_iter`].
+/// Iterator of [`StoreSegment::restore_iter`]. It copies records out a batch
+/// at a time, so the hash of one does not read words the copy is still
+/// storing; [`RestoreIter::for_each_stored`] lends them from the batch
+/// without moving them again (restore's path).
 #[derive(Debug)]
 pub struct RestoreIter<'a> {
     store: &'a StoreSegment,
@@ -586,7 +580,12 @@ pub struct RestoreIter<'a> {
     next: u32,
     corrupt: u32,
     seen: u32,
+    batch: [StoredConn; RESTORE_BATCH],
+    batch_len: usize,
+    batch_at: usize,
 }
+
+const RESTORE_BATCH: usize = 16;
 
 impl RestoreIter<'_> {
     /// Portions skipped so far because their checksum failed.
@@ -597,42 +596,69 @@ impl RestoreIter<'_> {
     pub fn conns(&self) -> u32 {
         self.seen
     }
-}
 
-impl<'a> Iterator for RestoreIter<'a> {
-    type Item = StoredConn<'a>;
+    /// Hands every remaining connection to `f`, borrowed from the batch.
+    pub fn for_each_stored(&mut self, mut f: impl FnMut(&StoredConn)) {
+        loop {
+            if self.batch_at == self.batch_len && !self.fill() {
+                return;
+            }
+            f(&self.batch[self.batch_at]);
+            self.batch_at += 1;
+        }
+    }
 
-    fn next(&mut self) -> Option<StoredConn<'a>> {
+    /// Copies out and verifies the next batch of this worker's records;
+    /// false when none is left.
+    fn fill(&mut self) -> bool {
         let store = self.store;
-        while self.next < store.map.geom.conn_capacity {
+        let geom = store.map.geom;
+        self.batch_len = 0;
+        self.batch_at = 0;
+        while self.batch_len < RESTORE_BATCH && self.next < geom.conn_capacity {
             let i = self.next;
             self.next += 1;
-            // In place, no copy: the store is quiescent during a restore.
-            let rec = store.record_in_place(i);
-            if rec.used == 0 || rec.worker != self.worker {
-                continue;
+            let out = &mut self.batch[self.batch_len];
+            store.record_into(i, &mut out.record);
+            let rec = &out.record;
+            if rec.used != 0 && rec.worker == self.worker {
+                out.conn_id = rec.conn_id;
+                out.worker = rec.worker;
+                self.batch_len += 1;
             }
+        }
+        for out in &mut self.batch[..self.batch_len] {
+            let rec = &out.record;
             let mut bad = 0;
-            let ip = portion_in_place(&rec.ip, rec.conn_id, &mut bad);
-            let l4 = portion_in_place(&rec.l4, rec.conn_id, &mut bad);
-            let ftp = if rec.ftp == NO_FTP {
+            out.ip_ok = verified(&rec.ip, rec.conn_id, &mut bad);
+            out.l4_ok = verified(&rec.l4, rec.conn_id, &mut bad);
+            out.ftp = if rec.ftp == NO_FTP {
                 None
-            } else if rec.ftp < store.map.geom.ftp_capacity {
-                let f = store.ftp_in_place(rec.ftp);
-                if f.used != 0 && f.conn_id == rec.conn_id {
-                    portion_in_place(&f.portion, rec.conn_id, &mut bad)
-                } else {
-                    bad += 1;
-                    None
-                }
+            } else if rec.ftp < geom.ftp_capacity {
+                let f = store.ftp_record(rec.ftp);
+                let ok = f.used != 0 && f.conn_id == rec.conn_id;
+                bad += u32::from(!ok);
+                (ok && verified(&f.portion, rec.conn_id, &mut bad)).then(|| Box::new(f.portion))
             } else {
                 bad += 1;
                 None
             };
             self.corrupt += bad;
-            self.seen += 1;
-            return Some(StoredConn { conn_id: rec.conn_id, worker: rec.worker, ip, l4, ftp });
         }
-        None
+        self.seen += self.batch_len as u32;
+        self.batch_len > 0
+    }
+}
+
+impl Iterator for RestoreIter<'_> {
+    type Item = StoredConn;
+
+    fn next(&mut self) -> Option<StoredConn> {
+        if self.batch_at == self.batch_len && !self.fill() {
+            return None;
+        }
+        let out = std::mem::replace(&mut self.batch[self.batch_at], StoredConn::EMPTY);
+        self.batch_at += 1;
+        Some(out)
     }
 }

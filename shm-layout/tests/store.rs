@@ -44,24 +44,22 @@ fn store_round_trip() {
     let w0: Vec<_> = st.restore_iter(0).collect();
     assert_eq!(w0.len(), 2);
     let a = w0.iter().find(|c| c.conn_id == 0xaaaa).unwrap();
-    assert_eq!(
-        a.ip,
-        Some(StoredPortion { module: module::IP, version: 1, payload: &[1; IP_PORTION_MAX] })
-    );
-    assert_eq!(a.l4, Some(StoredPortion { module: module::TCP, version: 2, payload: &[2; 40] }));
-    assert_eq!(a.ftp.unwrap().payload, b"PORT 10,0,0,1,4,1");
+    let (ip, l4) = (a.ip().unwrap(), a.l4().unwrap());
+    assert_eq!((ip.module, ip.version, ip.payload()), (module::IP, 1, &[1; IP_PORTION_MAX][..]));
+    assert_eq!((l4.module, l4.version, l4.payload()), (module::TCP, 2, &[2; 40][..]));
+    assert_eq!(a.ftp().unwrap().payload(), b"PORT 10,0,0,1,4,1");
     let c = w0.iter().find(|c| c.conn_id == 0xcccc).unwrap();
-    assert_eq!((c.ip, c.l4.unwrap().module, c.ftp), (None, module::ICMP, None));
+    assert_eq!((c.ip(), c.l4().unwrap().module, c.ftp()), (None, module::ICMP, None));
 
     let mut it = st.restore_iter(1);
     let b = it.next().unwrap();
-    assert_eq!((b.conn_id, b.worker, b.l4.unwrap().version), (0xbbbb, 1, 7));
+    assert_eq!((b.conn_id, b.worker, b.l4().unwrap().version), (0xbbbb, 1, 7));
     assert!(it.next().is_none());
     assert_eq!((it.conns(), it.corrupt_portions()), (1, 0));
 
     // Overwrite, then clear.
     st.put_portion(5, module::UDP, 8, &[8; 20]).unwrap();
-    assert_eq!(st.restore_iter(1).next().unwrap().l4.unwrap().payload, &[8; 20]);
+    assert_eq!(st.restore_iter(1).next().unwrap().l4().unwrap().payload(), &[8; 20]);
     st.clear_record(5);
     assert_eq!(st.restore_iter(1).count(), 0);
     assert_eq!(st.record(5), ConnRecord::EMPTY);
@@ -93,8 +91,8 @@ fn corrupt_portion_is_none_and_counted() {
     st.write_record(2, &rec);
     let mut it = st.restore_iter(3);
     let c = it.next().unwrap();
-    assert!(c.ip.is_some());
-    assert!(c.l4.is_none());
+    assert!(c.ip().is_some());
+    assert!(c.l4().is_none());
     assert_eq!(it.corrupt_portions(), 1);
 }
 
@@ -113,8 +111,27 @@ fn file_backed_store_survives_reopen() {
     let st = StoreSegment::open_file(&path).unwrap();
     assert_eq!((st.geometry(), st.generation()), (geom, generation));
     let c = st.restore_iter(0).next().unwrap();
-    assert_eq!(c.ip.unwrap().payload, b"ip");
+    assert_eq!(c.ip().unwrap().payload(), b"ip");
     // A rings file is not a store.
     assert!(matches!(RingsSegment::open_file(&path), Err(LayoutError::WrongKind { .. })));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// What restore reads is a copy: another process writing the segment (here a
+/// second mapping of the same file) after the read cannot change it.
+#[test]
+fn restored_portions_are_copies_not_views_of_the_segment() {
+    let dir = common::temp_dir("store-copy");
+    let path = dir.join("store");
+    let geom = StoreGeometry { conn_capacity: 4, ftp_capacity: 1 };
+    let mut st = StoreSegment::create_file(&path, geom).unwrap();
+    st.init_record(1, 7, 0);
+    st.put_portion(1, module::IP, 1, b"before").unwrap();
+    let reader = StoreSegment::open_file(&path).unwrap();
+    let mut it = reader.restore_iter(0);
+    let c = it.next().unwrap();
+    st.put_portion(1, module::IP, 2, b"AFTER!").unwrap();
+    assert_eq!(c.ip().unwrap().payload(), b"before");
+    drop(it);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -10,7 +10,7 @@ use crate::modules::tcp::TcpPortion;
 use crate::modules::udp::UdpPortion;
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
 use crate::portion::{Portion, PortionError};
-use shm_layout::StoreSegment;
+use shm_layout::StoredConn;
 
 /// One stored connection's portions, as checkpointd's store holds them.
 #[derive(Debug, Clone, Copy)]
@@ -92,12 +92,12 @@ pub fn rebuild(
     Ok(Rebuilt { conn, ftp })
 }
 
-/// The connections `worker` left in checkpointd's store.
-pub fn stored_by(store: &StoreSegment, worker: u16) -> impl Iterator<Item = StoredPortions<'_>> {
-    store.restore_iter(worker).map(|c| StoredPortions {
+/// The portions of a connection copied out of the store.
+pub fn portions_of(c: &StoredConn) -> StoredPortions<'_> {
+    StoredPortions {
         id: c.conn_id,
-        ip: c.ip.map(|p| p.payload),
-        l4: c.l4.map(|p| (p.module, p.payload)),
-        ftp: c.ftp.map(|p| p.payload),
-    })
+        ip: c.ip().map(|p| p.payload()),
+        l4: c.l4().map(|p| (p.module, p.payload())),
+        ftp: c.ftp().map(|p| p.payload()),
+    }
 }

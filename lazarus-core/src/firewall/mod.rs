@@ -136,17 +136,19 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     ) -> Result<(), RestoreError> {
         let mut refused = None;
         let one = StoredPortions { id, ip: Some(ip), l4, ftp };
-        self.restore_many(std::iter::once(one), now, |_, e| refused = Some(e));
+        self.restore_many(|sink| sink(one), now, |_, e| refused = Some(e));
         refused.map_or(Ok(()), Err)
     }
 
     /// Rebuilds connections from their stored portions (before the ports
     /// start), each module restoring its own portion; a connection that
     /// cannot be rebuilt is counted (`restore_skipped`), handed to `skipped`,
-    /// and the rest carry on. Returns how many were restored.
-    pub fn restore_many<'a>(
+    /// and the rest carry on. `feed` hands each connection to the sink it is
+    /// given (the store lends them from its copy-out buffer, nothing moves).
+    /// Returns how many were restored.
+    pub fn restore_many(
         &mut self,
-        stored: impl IntoIterator<Item = StoredPortions<'a>>,
+        feed: impl FnOnce(&mut dyn FnMut(StoredPortions<'_>)),
         now: u64,
         mut skipped: impl FnMut(u64, RestoreError),
     ) -> u64 {
@@ -156,7 +158,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         // connection would only double the cache misses of a large restore.
         let mut bulk = table.bulk_insert();
         let mut restored = 0;
-        for s in stored {
+        let mut one = |s: StoredPortions<'_>| {
             let placed = restore::rebuild(&s, now, |l4| ticks.of(l4)).and_then(|r| {
                 let mut conn = r.conn;
                 if let Some(rec) = r.ftp {
@@ -191,7 +193,8 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                     skipped(s.id, e);
                 }
             }
-        }
+        };
+        feed(&mut one);
         drop(bulk);
         counters.restored.add(restored);
         restored
@@ -206,7 +209,10 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         now: u64,
     ) -> RestoreSummary {
         let mut skipped = 0u64;
-        let restored = self.restore_many(restore::stored_by(store, worker), now, |id, e| {
+        let feed = |sink: &mut dyn FnMut(StoredPortions<'_>)| {
+            store.restore_iter(worker).for_each_stored(|c| sink(restore::portions_of(c)))
+        };
+        let restored = self.restore_many(feed, now, |id, e| {
             skipped += 1;
             if skipped <= 5 {
                 tracing::warn!(
