@@ -223,6 +223,15 @@ fn drain_loop(
             let r = c.drain(ck.drain_batch, |d| {
                 store.apply(d, w as u16);
             });
+            if r.resynced {
+                let st = rings.status(w as u32);
+                warn!(
+                    "ring {w}: its control block was impossible (head behind the tail or more than \
+                     a ring ahead; a damaged or foreign segment): resumed at head {} and asked the \
+                     dataplane to re-send every connection (resync epoch {})",
+                    st.head, st.resync_epoch
+                );
+            }
             if r.torn > 0 {
                 warn!(
                     "ring {w}: skipped {} torn record(s) (checksum or sequence mismatch)",

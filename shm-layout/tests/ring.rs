@@ -37,7 +37,7 @@ fn push_publish_drain_round_trip() {
     let r = c.drain(100, |d| {
         got.push((d.seq, d.conn_id, d.module, d.kind, d.version, d.payload.to_vec()))
     });
-    assert_eq!(r, DrainReport { applied: 2, torn: 0 });
+    assert_eq!(r, DrainReport { applied: 2, torn: 0, resynced: false });
     assert_eq!(
         got,
         vec![
@@ -70,7 +70,7 @@ fn records_pushed_as_words_verify_between_and_around_others() {
     p.publish();
     let mut got = Vec::new();
     let r = c.drain(100, |d| got.push((d.conn_id, d.payload.to_vec())));
-    assert_eq!(r, DrainReport { applied: 5, torn: 0 });
+    assert_eq!(r, DrainReport { applied: 5, torn: 0, resynced: false });
     assert_eq!(
         got,
         vec![
@@ -136,7 +136,7 @@ fn in_place_push_reads_back_like_a_copied_one() {
     p.publish();
     let mut got = Vec::new();
     let r = c.drain(100, |d| got.push((d.conn_id, d.payload.to_vec())));
-    assert_eq!(r, DrainReport { applied: 3, torn: 0 }, "every checksum verifies");
+    assert_eq!(r, DrainReport { applied: 3, torn: 0, resynced: false }, "every checksum verifies");
     assert_eq!(got, [5u64, 40, DELTA_PAYLOAD_MAX as u64].map(|s| (s, payload_for(s))));
 }
 
@@ -160,7 +160,7 @@ fn torn_record_is_skipped_and_the_next_applied() {
     p.publish();
     let mut applied = Vec::new();
     let r = c.drain(16, |d| applied.push((d.conn_id, d.version, d.payload.to_vec())));
-    assert_eq!(r, DrainReport { applied: 1, torn: 1 });
+    assert_eq!(r, DrainReport { applied: 1, torn: 1, resynced: false });
     assert_eq!(applied, vec![(43, 10, vec![0x22; 64])]);
     assert_eq!(seg.status(0).torn, 1);
     assert_eq!(c.lag(), 0);
@@ -188,7 +188,7 @@ fn a_changed_header_field_or_payload_byte_fails_the_checksum() {
         // the buffer; the offset is inside slot 0 of the only ring.
         unsafe { *buf.ptr().add(slot0 + at) ^= 0x04 };
         let r = c.drain(1, |d| panic!("record with byte {at} flipped applied: {d:?}"));
-        assert_eq!(r, DrainReport { applied: 0, torn: 1 }, "byte {at}");
+        assert_eq!(r, DrainReport { applied: 0, torn: 1, resynced: false }, "byte {at}");
     }
 }
 
@@ -207,6 +207,41 @@ fn stale_slot_from_previous_lap_is_skipped() {
     seg.test_force_head(0, 65);
     let r = c.drain(1000, |_| panic!("stale record applied"));
     assert_eq!(r.torn, 64);
+}
+
+/// A head behind the tail (or more than a ring ahead) cannot come from a
+/// correct producer: the consumer resynchronises at the head once, asks the
+/// producer to re-send every connection, and drains normally from then on,
+/// instead of counting a ring of torn records every pass.
+#[test]
+fn a_corrupt_control_block_is_resynchronised_once() {
+    let (_buf, seg) = rings(1, 64);
+    let mut c = seg.consumer(0).unwrap();
+    {
+        let mut p = seg.producer(0).unwrap();
+        for i in 0..10 {
+            p.try_push(i, 1, delta_kind::PORTION, i, b"x").unwrap();
+        }
+        p.publish();
+    }
+    assert_eq!(c.drain(100, |_| {}).applied, 10);
+    let epoch = seg.status(0).resync_epoch;
+    seg.test_force_head(0, 3);
+    let first = c.drain(1000, |d| panic!("record applied from a corrupt ring: {d:?}"));
+    assert_eq!((first.applied, first.torn, first.resynced), (0, 0, true));
+    assert_eq!(seg.status(0).resync_epoch, epoch + 1, "the producer is asked to re-send");
+    assert_eq!((seg.status(0).tail, c.position()), (3, 3));
+    let again = c.drain(1000, |_| {});
+    assert_eq!(again, DrainReport::default(), "reported once, not every pass");
+    let mut p = seg.producer(0).unwrap();
+    p.try_push(42, 1, delta_kind::PORTION, 1, b"after").unwrap();
+    p.publish();
+    let mut ids = Vec::new();
+    assert_eq!(c.drain(100, |d| ids.push(d.conn_id)).applied, 1);
+    assert_eq!(ids, [42]);
+    // More than a ring ahead is as impossible.
+    seg.test_force_head(0, 4 + 64 + 1);
+    assert!(c.drain(1000, |_| panic!("applied")).resynced);
 }
 
 #[test]

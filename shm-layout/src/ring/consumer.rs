@@ -47,10 +47,10 @@ impl DeltaConsumer<'_> {
     pub fn drain(&mut self, max: u32, mut apply: impl FnMut(&Delta<'_>)) -> DrainReport {
         // C1: Acquire pairs with the producer's P1.
         let head = self.ctrl.head.load(Ordering::Acquire);
-        // A head behind the tail or more than a ring ahead is impossible from
-        // a correct producer; take at most one ring, the seq check rejects
-        // whatever is stale.
-        let avail = head.wrapping_sub(self.tail).min(self.size);
+        let avail = head.wrapping_sub(self.tail);
+        if avail > self.size {
+            return self.resync(head);
+        }
         let n = avail.min(u64::from(max));
         let mut report = DrainReport::default();
         for i in 0..n {
@@ -83,6 +83,17 @@ impl DeltaConsumer<'_> {
             self.ctrl.tail.store(self.tail, Ordering::Release);
         }
         report
+    }
+
+    /// A head behind the tail or more than a ring ahead is impossible from a
+    /// correct producer (a damaged or foreign control block): nothing between
+    /// them can be trusted, so skip to the head and have the producer re-send
+    /// every connection it holds, which replaces whatever was skipped.
+    fn resync(&mut self, head: u64) -> DrainReport {
+        self.tail = head;
+        self.ctrl.tail.store(head, Ordering::Release);
+        self.ctrl.resync_epoch.fetch_add(1, Ordering::AcqRel);
+        DrainReport { resynced: true, ..DrainReport::default() }
     }
 
     fn read(&mut self, pos: u64) -> Option<Delta<'_>> {

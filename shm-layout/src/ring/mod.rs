@@ -203,6 +203,10 @@ pub struct DrainReport {
     pub applied: u32,
     /// Records skipped: checksum or seq did not match.
     pub torn: u32,
+    /// The control block was impossible (head behind the tail, or more than
+    /// a ring ahead): the consumer moved its tail to the head and asked the
+    /// producer to re-send every connection. Report it; it happens once.
+    pub resynced: bool,
 }
 
 /// A ring's shared counters.
