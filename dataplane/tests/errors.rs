@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 fn run(eal: &[String], config: &std::path::Path) -> (i32, String) {
     let out = Command::new(BIN).args(eal).arg("--").arg("--config").arg(config).output().unwrap();
@@ -142,13 +143,7 @@ fn checkpointd_not_running_is_a_clear_error_not_an_empty_table() {
     assert!(!err.contains("forwarding"), "{err}");
 
     // Segments left by a checkpointd that died: no fresh heartbeat.
-    let geom = shm_layout::RingsGeometry { workers: 1, slots_per_ring: 64 };
-    let rings = shm_layout::RingsSegment::create_file(&seg.path().join("rings"), geom).unwrap();
-    shm_layout::StoreSegment::create_file(
-        &seg.path().join("store"),
-        shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 },
-    )
-    .unwrap();
+    let rings = make_segments(seg.path(), 1);
     let (code, err) = run(&null_eal("ckpt-stale"), &cfg);
     assert_ne!(code, 0);
     assert!(err.contains("last heartbeat") && err.contains("start lazarus-checkpointd"), "{err}");
@@ -157,21 +152,10 @@ fn checkpointd_not_running_is_a_clear_error_not_an_empty_table() {
     let mut p = rings.producer(0).unwrap();
     p.try_push(1, 0, shm_layout::delta_kind::PORTION, 1, b"x").unwrap();
     p.publish();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let beating = {
-        let stop = stop.clone();
-        let path = seg.path().join("rings");
-        std::thread::spawn(move || {
-            let r = shm_layout::RingsSegment::open_file(&path).unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                r.beat(std::process::id(), shm_layout::monotonic_ns());
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        })
-    };
+    drop(p);
+    let beating = FakeHeartbeat::start(rings);
     let (code, err) = run(&null_eal("ckpt-lag"), &cfg);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    beating.join().unwrap();
+    drop(beating);
     assert_ne!(code, 0);
     assert!(err.contains("has not drained ring 0") && err.contains("1 deltas behind"), "{err}");
 }
@@ -185,41 +169,37 @@ fn segments_in_a_directory_others_can_write_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let seg = tempfile::tempdir().unwrap();
     let cfg = checkpoint_config(dir.path(), seg.path());
-    let geom = shm_layout::RingsGeometry { workers: 1, slots_per_ring: 64 };
-    let rings = shm_layout::RingsSegment::create_file(&seg.path().join("rings"), geom).unwrap();
-    shm_layout::StoreSegment::create_file(
-        &seg.path().join("store"),
-        shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 },
-    )
-    .unwrap();
+    let rings = make_segments(seg.path(), 1);
     std::fs::set_permissions(seg.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let beating = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                rings.beat(std::process::id(), shm_layout::monotonic_ns());
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        })
-    };
-    // Without the check the dataplane would attach and forward for ever:
-    // `timeout` turns that into a failure instead of a hung test.
-    let eal = null_eal("ckpt-untrusted");
-    let out = Command::new("timeout")
-        .args(["20", BIN])
-        .args(&eal)
-        .arg("--")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    remove_runtime_dir(&eal);
-    let (code, err) =
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned());
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    beating.join().unwrap();
+    let _beating = FakeHeartbeat::start(rings);
+    // Without the check the dataplane would attach and forward for ever.
+    let (code, err) = run_bounded(20, &null_eal("ckpt-untrusted"), &cfg);
     assert_ne!(code, 0);
     assert!(err.contains(&seg.path().display().to_string()) && err.contains("chmod go-w"), "{err}");
     assert!(!err.contains("forwarding"), "{err}");
+}
+
+/// Two dataplanes (two EAL prefixes) on the same checkpoint directory would
+/// both write every ring: the second is refused while the first lives, and
+/// the kernel frees the rings when the first dies, so a restart is never
+/// blocked by a dead holder.
+#[test]
+fn a_second_dataplane_on_the_same_rings_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = tempfile::tempdir().unwrap();
+    let cfg = checkpoint_config(dir.path(), seg.path());
+    let _beating = FakeHeartbeat::start(make_segments(seg.path(), 1));
+    let mut first = start(&null_eal("ckpt-first"), &cfg);
+    let up = first.wait_for(Duration::from_secs(20), |l| l.contains("forwarding"));
+    assert!(up.is_some(), "the first dataplane did not start:\n{}", first.log.join("\n"));
+
+    let (code, err) = run_bounded(20, &null_eal("ckpt-second"), &cfg);
+    assert_ne!(code, 0);
+    assert!(err.contains("ring 0") && err.contains("already has a producer"), "{err}");
+    assert!(!err.contains("forwarding"), "{err}");
+
+    drop(first); // SIGKILL: nothing released the lock but the kernel
+    let mut third = start(&null_eal("ckpt-third"), &cfg);
+    let up = third.wait_for(Duration::from_secs(20), |l| l.contains("forwarding"));
+    assert!(up.is_some(), "a dead holder blocked the restart:\n{}", third.log.join("\n"));
 }

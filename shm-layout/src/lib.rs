@@ -30,6 +30,7 @@ mod config;
 mod fingerprint;
 mod header;
 mod mapped;
+mod producer_lock;
 mod ring;
 mod segment;
 mod store;
@@ -39,6 +40,7 @@ mod trust;
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
 pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 pub use mapped::{is_hugetlbfs, try_lock_exclusive, MappedFile, HUGEPAGE_BYTES};
+pub use producer_lock::{lock_producers, ProducerLock};
 pub use ring::{
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
     RingsGeometry, RingsSegment, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES,
@@ -129,6 +131,12 @@ pub enum LayoutError {
     PortionTooLarge { module: u8, len: usize, max: usize },
     #[error("module {0} is not a Lazarus module (0 ip, 1 tcp, 2 udp, 3 icmp, 4 ftp)")]
     UnknownModule(u8),
+    #[error(
+        "ring {worker} of {path} already has a producer: another dataplane (one started with \
+         another --file-prefix on the same checkpoint.dir?) writes into these rings; stop it \
+         first. The lock dies with its holder, so a dead dataplane never blocks a restart"
+    )]
+    ProducerLocked { path: PathBuf, worker: u32 },
     #[error("{path} {reason}: refused, since whoever can write the segments decides what a restarted dataplane admits; {fix}")]
     Untrusted { path: PathBuf, reason: String, fix: String },
     #[error("{path}: {source}")]

@@ -2,7 +2,9 @@
 //! drained every ring, then map its segments.
 
 use crate::config::CheckpointSection;
-use shm_layout::{monotonic_ns, LayoutError, RingsSegment, StoreSegment};
+use shm_layout::{
+    lock_producers, monotonic_ns, LayoutError, ProducerLock, RingsSegment, StoreSegment,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,8 @@ pub struct Attached {
     pub rings: &'static RingsSegment,
     pub store: StoreSegment,
     pub dir: PathBuf,
+    /// This process is the only producer of its rings while this lives.
+    pub producer_lock: ProducerLock,
 }
 
 /// The configured directory once checkpointd has made both segments there;
@@ -73,6 +77,21 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
     if have < workers {
         return Err(AttachError::Workers { have, want: workers });
     }
+    // The only producer: another live dataplane on these rings is refused
+    // (waiting out the timeout lets one that is exiting finish; a dead one
+    // holds nothing).
+    let producer_lock = loop {
+        match lock_producers(&rings_path, 0..workers) {
+            Ok(lock) => break lock,
+            Err(e @ LayoutError::ProducerLocked { .. }) if start.elapsed() >= timeout => {
+                return Err(layout(&rings_path)(e));
+            }
+            Err(LayoutError::ProducerLocked { .. }) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(layout(&rings_path)(e)),
+        }
+    };
     // Alive: a heartbeat that keeps moving.
     loop {
         let hb = rings.heartbeat();
@@ -105,5 +124,5 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
     let store_path = dir.join("store");
     let store = StoreSegment::open_file(&store_path).map_err(layout(&store_path))?;
     tracing::info!(dir = %dir.display(), waited_ms = waited(), checkpointd_pid = rings.heartbeat().pid, "checkpointd up, every ring drained");
-    Ok(Attached { rings: Box::leak(Box::new(rings)), store, dir })
+    Ok(Attached { rings: Box::leak(Box::new(rings)), store, dir, producer_lock })
 }

@@ -138,3 +138,62 @@ pub fn bridge_config(dir: &std::path::Path, a: &str, b: &str, extra: &str) -> st
     .unwrap();
     path
 }
+
+/// Stands in for checkpointd's liveness: beats the rings segment at `rings`
+/// every 10 ms until dropped. The tests that use it are about the
+/// dataplane's start-up checks, which need a live heartbeat and nothing else.
+pub struct FakeHeartbeat {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeHeartbeat {
+    pub fn start(rings: shm_layout::RingsSegment) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                rings.beat(std::process::id(), shm_layout::monotonic_ns());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        FakeHeartbeat { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for FakeHeartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The rings and store segments of a checkpointd, made directly in `dir`.
+pub fn make_segments(dir: &std::path::Path, workers: u32) -> shm_layout::RingsSegment {
+    let geom = shm_layout::RingsGeometry { workers, slots_per_ring: 64 };
+    let rings = shm_layout::RingsSegment::create_file(&dir.join("rings"), geom).unwrap();
+    shm_layout::StoreSegment::create_file(
+        &dir.join("store"),
+        shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 8 },
+    )
+    .unwrap();
+    rings
+}
+
+/// Runs the dataplane under `timeout SECS` (a start-up check that fails to
+/// refuse would otherwise forward for ever): (exit code, stderr).
+pub fn run_bounded(secs: u32, eal: &[String], config: &std::path::Path) -> (i32, String) {
+    let out = Command::new("timeout")
+        .args([&secs.to_string(), BIN])
+        .args(eal)
+        .arg("--")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    remove_runtime_dir(eal);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
