@@ -3,170 +3,13 @@
 //! not on hugetlbfs (checkpointd uses an existing directory as is, with a
 //! warning).
 
-use serde_json::{json, Value};
-use shm_layout::{
-    delta_kind, module, PushError, RingsGeometry, RingsSegment, StoreSegment, LAYOUT_VERSION,
-};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-struct Env {
-    root: PathBuf,
-    seg: PathBuf,
-    sock: PathBuf,
-    config: PathBuf,
-}
-
-impl Env {
-    fn new(tag: &str, workers: usize, extra: &str) -> Env {
-        let root = std::env::temp_dir().join(format!("ckptd-it-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let seg = root.join("seg");
-        std::fs::create_dir_all(&seg).unwrap();
-        let sock = root.join("run/ckpt.sock");
-        let config = root.join("lazarus.toml");
-        let mut text = String::from("[dataplane]\nburst = 32\n\n");
-        for w in 0..workers {
-            text += &format!("[[worker]]\nlcore = {}\nrx = [\"a:{w}\"]\n\n", w + 1);
-        }
-        // Tests run in parallel: no metrics endpoint unless the test asks
-        // for one (on a port of its own).
-        let metrics = if extra.contains("metrics_listen") { "" } else { "metrics_listen = \"\"\n" };
-        text += &format!(
-            "[checkpoint]\n{metrics}dir = \"{}\"\ncontrol_socket = \"{}\"\nring_slots = 1024\nstore_capacity = 5000\nftp_capacity = 16\n{extra}\n",
-            seg.display(),
-            sock.display()
-        );
-        std::fs::write(&config, text).unwrap();
-        Env { root, seg, sock, config }
-    }
-
-    fn spawn(&self) -> Daemon {
-        let log = self.root.join(format!(
-            "log-{}",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        let child = Command::new(env!("CARGO_BIN_EXE_lazarus-checkpointd"))
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, log, sock: self.sock.clone() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if d.try_request(&json!({"cmd": "status"})).is_some() {
-                return d;
-            }
-            assert!(Instant::now() < deadline, "checkpointd did not come up: {}", d.stderr());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Runs the binary to completion (for start-up failures).
-    fn run_to_exit(&self) -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_lazarus-checkpointd"))
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-
-    fn rings(&self) -> RingsSegment {
-        RingsSegment::open_file(&self.seg.join("rings")).unwrap()
-    }
-
-    fn store(&self) -> StoreSegment {
-        StoreSegment::open_file(&self.seg.join("store")).unwrap()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    sock: PathBuf,
-}
-
-impl Daemon {
-    fn try_request(&self, req: &Value) -> Option<Value> {
-        let mut s = UnixStream::connect(&self.sock).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        s.write_all(format!("{req}\n").as_bytes()).ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
-        serde_json::from_str(&line).ok()
-    }
-
-    fn request(&self, req: Value) -> Value {
-        self.try_request(&req).unwrap_or_else(|| panic!("no reply to {req}: {}", self.stderr()))
-    }
-
-    fn wait_drained(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.request(json!({"cmd": "drained"}))["drained"] != json!(true) {
-            assert!(Instant::now() < deadline, "rings never drained");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, wait, return (exit code, stderr).
-    fn terminate(mut self) -> (i32, String) {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        let status = self.child.wait().unwrap();
-        (status.code().unwrap_or(-1), self.stderr())
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn push(
-    p: &mut shm_layout::DeltaProducer<'_>,
-    conn: u64,
-    m: u8,
-    kind: u8,
-    version: u64,
-    payload: &[u8],
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match p.try_push(conn, m, kind, version, payload) {
-            Ok(()) => return,
-            Err(PushError::Full) => {
-                p.publish();
-                assert!(Instant::now() < deadline, "ring stayed full");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
+use common::*;
+use serde_json::json;
+use shm_layout::{delta_kind, module, RingsGeometry, LAYOUT_VERSION};
+use std::io::Write;
+use std::time::Duration;
 
 fn tcp_payload(conn: u64, version: u64) -> Vec<u8> {
     let mut v = conn.to_le_bytes().to_vec();
@@ -208,7 +51,7 @@ fn portions_and_deletes_reach_the_store() {
     assert_eq!(st["rings"][0]["lag"], 0);
     assert_eq!(st["rings"][0]["applied"], 50 * 3 + 1 + 5);
     assert_eq!(st["rings"][1]["torn"], 0);
-    assert_eq!(st["pid"], d.child.id());
+    assert_eq!(st["pid"], d.pid());
 
     let conns = d.request(json!({"cmd": "conns", "limit": 5}));
     assert_eq!((conns["total"].as_u64(), conns["conns"].as_array().unwrap().len()), (Some(90), 5));
@@ -251,7 +94,7 @@ fn portions_and_deletes_reach_the_store() {
     }
     // The heartbeat is fresh and names the daemon.
     let hb = rings.heartbeat();
-    assert_eq!(hb.pid, d.child.id());
+    assert_eq!(hb.pid, d.pid());
     assert!(shm_layout::monotonic_ns() - hb.monotonic_ns < 2_000_000_000);
 
     let (code, log) = d.terminate();
