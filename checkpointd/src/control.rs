@@ -1,27 +1,19 @@
 //! The control socket: one JSON request line, one JSON reply line.
 //!
-//! Served from its own thread. `status` and `drained` read shared-memory and
-//! heap counters through atomics; `conns` needs the store, which only the
-//! drain loop touches, so it is forwarded to the drain loop over a channel
-//! the loop polls without blocking.
+//! Served from threads of its own, a few sessions at a time, never by the
+//! drain loop: `status` and `drained` read shared-memory and heap counters
+//! through atomics, `conns` streams from a read-only mapping of the store.
 
+use crate::conns;
 use crate::store::StoreStats;
 use serde_json::{json, Value};
-use shm_layout::{RingsSegment, SegmentAccess};
-use std::io::{BufRead, BufReader, Read, Write};
+use shm_layout::{RingsSegment, SegmentAccess, StoreSegment};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A `conns` request for the drain loop.
-pub struct ConnsRequest {
-    pub limit: usize,
-    /// Include each portion's bytes (hex).
-    pub payloads: bool,
-    pub reply: mpsc::SyncSender<Value>,
-}
 
 /// What `status` reports that does not change while running.
 pub struct Facts {
@@ -37,13 +29,16 @@ pub struct Facts {
 
 pub struct Control {
     pub rings: Arc<RingsSegment>,
+    /// checkpointd's own second mapping of the store, read only here.
+    pub store: StoreSegment,
     pub stats: Arc<StoreStats>,
     pub facts: Facts,
     pub started: Instant,
-    pub requests: mpsc::Sender<ConnsRequest>,
 }
 
-const DEFAULT_CONNS_LIMIT: usize = 1000;
+/// Sessions served at once; one more is told to retry, so a stuck client
+/// cannot pile up threads.
+const MAX_SESSIONS: usize = 4;
 
 /// Longest request line served; a longer one is answered with an error and
 /// the session closed, so a client cannot make the daemon buffer without end.
@@ -86,13 +81,32 @@ pub fn bind(path: &Path, access: SegmentAccess) -> anyhow::Result<UnixListener> 
 }
 
 impl Control {
-    /// Serves connections one at a time, forever.
+    /// Serves each connection on a thread of its own, forever.
     pub fn serve(self, listener: UnixListener) {
+        let control = Arc::new(self);
+        let live = Arc::new(AtomicUsize::new(0));
         for stream in listener.incoming() {
             match stream {
-                Ok(s) => {
-                    if let Err(e) = self.session(s) {
-                        tracing::debug!("control session ended: {e}");
+                Ok(mut s) => {
+                    if live.fetch_add(1, Ordering::AcqRel) >= MAX_SESSIONS {
+                        live.fetch_sub(1, Ordering::AcqRel);
+                        let busy = json!({"error": format!(
+                            "{MAX_SESSIONS} control sessions are already open; retry when one ends"
+                        )});
+                        let _ = s.write_all(format!("{busy}\n").as_bytes());
+                        continue;
+                    }
+                    let (control, live) = (Arc::clone(&control), Arc::clone(&live));
+                    let spawned = std::thread::Builder::new().name("control-session".into()).spawn(
+                        move || {
+                            if let Err(e) = control.session(s) {
+                                tracing::debug!("control session ended: {e}");
+                            }
+                            live.fetch_sub(1, Ordering::AcqRel);
+                        },
+                    );
+                    if let Err(e) = spawned {
+                        tracing::warn!("cannot start a control session thread: {e}");
                     }
                 }
                 Err(e) => {
@@ -126,6 +140,11 @@ impl Control {
             if line.trim().is_empty() {
                 continue;
             }
+            if let Some((limit, payloads)) = conns_request(&line) {
+                let total = self.stats.conns.load(Ordering::Relaxed);
+                conns::stream(&self.store, limit, payloads, total, &mut BufWriter::new(&mut out))?;
+                continue;
+            }
             let reply = self.handle(&line);
             let mut text = reply.to_string();
             text.push('\n');
@@ -144,12 +163,7 @@ impl Control {
             Some("status") => self.status(),
             Some("drained") => json!({"drained": self.drained()}),
             Some("conns") => {
-                let limit = req
-                    .get("limit")
-                    .and_then(Value::as_u64)
-                    .map_or(DEFAULT_CONNS_LIMIT, |n| n as usize);
-                let payloads = req.get("payloads").and_then(Value::as_bool).unwrap_or(false);
-                self.conns(limit, payloads)
+                json!({"error": "conns is answered by the session; send it alone on its line"})
             }
             Some(other) => {
                 json!({"error": format!("unknown command {other:?}; commands: status, conns, drained")})
@@ -202,15 +216,20 @@ impl Control {
             },
         })
     }
+}
 
-    fn conns(&self, limit: usize, payloads: bool) -> Value {
-        let (tx, rx) = mpsc::sync_channel(1);
-        if self.requests.send(ConnsRequest { limit, payloads, reply: tx }).is_err() {
-            return json!({"error": "the drain loop is gone (checkpointd is stopping)"});
-        }
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(v) => v,
-            Err(_) => json!({"error": "the drain loop did not answer within 5 s; retry"}),
-        }
+/// `(limit, payloads)` when the line is a `conns` request. The limit is
+/// capped by nothing but the store: a dump streams, so its size costs the
+/// client, not checkpointd.
+fn conns_request(line: &str) -> Option<(usize, bool)> {
+    let req: Value = serde_json::from_str(line).ok()?;
+    if req.get("cmd").and_then(Value::as_str) != Some("conns") {
+        return None;
     }
+    let limit = req
+        .get("limit")
+        .and_then(Value::as_u64)
+        .map_or(conns::DEFAULT_LIMIT, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let payloads = req.get("payloads").and_then(Value::as_bool).unwrap_or(false);
+    Some((limit, payloads))
 }

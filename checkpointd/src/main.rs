@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod conns;
 mod control;
 mod metrics;
 mod store;
@@ -21,7 +22,7 @@ use shm_layout::{
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -135,10 +136,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     // Bound before anything is served, so a taken port fails the start.
     let metrics_listener = cfg.metrics.map(metrics::bind).transpose()?;
-    let (req_tx, req_rx) = mpsc::channel();
     let listener = control::bind(&ck.control_socket, access)?;
+    let store_path = dir.join(STORE_FILE);
     let control = control::Control {
         rings: Arc::clone(&rings),
+        store: StoreSegment::open_file(&store_path)
+            .with_context(|| format!("second mapping of {}", store_path.display()))?,
         stats: Arc::clone(&store.stats),
         facts: control::Facts {
             dir: dir.clone(),
@@ -151,7 +154,6 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             generation: store.segment().generation(),
         },
         started,
-        requests: req_tx,
     };
     std::thread::Builder::new()
         .name("control".into())
@@ -180,7 +182,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let totals = drain_loop(&rings, &mut store, ck, &term, &req_rx)?;
+    let totals = drain_loop(&rings, &mut store, ck, &term)?;
     let _ = std::fs::remove_file(&ck.control_socket);
     info!(
         "checkpointd exiting on signal: {} delta(s) applied, {} torn, {} connection(s) stored, {} store-full \
@@ -205,7 +207,6 @@ fn drain_loop(
     store: &mut store::Store,
     ck: &config::CheckpointSection,
     term: &AtomicBool,
-    requests: &mpsc::Receiver<control::ConnsRequest>,
 ) -> anyhow::Result<Totals> {
     let workers = rings.geometry().workers;
     let mut consumers = (0..workers).map(|w| rings.consumer(w)).collect::<Result<Vec<_>, _>>()?;
@@ -243,13 +244,6 @@ fn drain_loop(
             busy |= r.applied + r.torn > 0;
         }
         rings.beat(pid, monotonic_ns());
-        while let Ok(req) = requests.try_recv() {
-            let (list, total) = store.list(req.limit, req.payloads);
-            let truncated = list.len() < total;
-            let _ = req
-                .reply
-                .send(serde_json::json!({"conns": list, "total": total, "truncated": truncated}));
-        }
         let drops = store.stats.full_drops.load(Ordering::Relaxed)
             + store.stats.ftp_full_drops.load(Ordering::Relaxed);
         if drops != logged_drops && last_drop_log.elapsed() >= Duration::from_secs(1) {

@@ -244,54 +244,6 @@ impl Store {
         self.stats.conns.fetch_sub(1, Ordering::Relaxed);
         Outcome::Deleted
     }
-
-    /// Up to `limit` stored connections, for the control socket; with
-    /// `payloads`, each portion's bytes as hex (`lazarusctl conns` decodes
-    /// them with the dataplane's own decoders).
-    pub fn list(&self, limit: usize, payloads: bool) -> (Vec<serde_json::Value>, usize) {
-        let entry = |module: &str, version: u64, len: u16, bytes: &[u8]| {
-            let mut v = serde_json::json!({"module": module, "version": version, "len": len});
-            if payloads {
-                v["hex"] =
-                    serde_json::Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect());
-            }
-            v
-        };
-        let mut out = Vec::new();
-        for &i in self.index.values() {
-            if out.len() >= limit {
-                break;
-            }
-            let rec = self.seg.record(i);
-            let mut modules = Vec::new();
-            if rec.ip.is_present() {
-                modules.push(entry(
-                    module::name(rec.ip.module),
-                    rec.ip.version,
-                    rec.ip.len,
-                    rec.ip.payload(),
-                ));
-            }
-            if rec.l4.is_present() {
-                modules.push(entry(
-                    module::name(rec.l4.module),
-                    rec.l4.version,
-                    rec.l4.len,
-                    rec.l4.payload(),
-                ));
-            }
-            if rec.ftp != NO_FTP {
-                let f = self.seg.ftp_record(rec.ftp).portion;
-                modules.push(entry("ftp", f.version, f.len, f.payload()));
-            }
-            out.push(serde_json::json!({
-                "conn_id": format!("{:016x}", rec.conn_id),
-                "worker": rec.worker,
-                "modules": modules,
-            }));
-        }
-        (out, self.index.len())
-    }
 }
 
 #[cfg(test)]

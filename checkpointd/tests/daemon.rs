@@ -384,3 +384,34 @@ fn metrics_on_a_remote_address_needs_the_allow_key() {
         "{log}"
     );
 }
+
+/// A `conns` client that stops reading (a stuck `lazarusctl`, a pager left
+/// open) holds only its own session: draining and other sessions go on.
+#[test]
+fn a_stalled_conns_client_stalls_neither_draining_nor_status() {
+    let env = Env::new("stalled-conns", 1, "");
+    let d = env.spawn();
+    let rings = env.rings();
+    let mut p = rings.producer(0).unwrap();
+    for c in 0..4000u64 {
+        push(&mut p, c, module::IP, delta_kind::PORTION, 1, &[c as u8; 80]);
+        push(&mut p, c, module::TCP, delta_kind::PORTION, 1, &tcp_payload(c, 1));
+    }
+    p.publish();
+    d.wait_drained();
+    // Megabytes of reply, far more than the socket buffers: never read.
+    let mut stalled = std::os::unix::net::UnixStream::connect(&env.sock).unwrap();
+    stalled.write_all(b"{\"cmd\":\"conns\",\"limit\":100000,\"payloads\":true}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for c in 0..4000u64 {
+        push(&mut p, c, module::TCP, delta_kind::PORTION, 2, &tcp_payload(c, 2));
+    }
+    p.publish();
+    let t0 = std::time::Instant::now();
+    d.wait_drained();
+    let st = d.request(json!({"cmd": "status"}));
+    assert!(t0.elapsed() < Duration::from_secs(3), "draining waited on the stalled client");
+    assert_eq!(st["rings"][0]["applied"], 12000, "{st}");
+    drop(stalled);
+    assert_eq!(d.terminate().0, 0);
+}

@@ -15,6 +15,7 @@ use crate::mapped::MappedFile;
 use crate::segment::{Geometry, Mapping};
 use crate::trust::SegmentAccess;
 use crate::{module, LayoutError};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 
@@ -546,6 +547,17 @@ impl StoreSegment {
     /// [`RestoreIter::corrupt_portions`]. A copy can still be torn if
     /// checkpointd writes the record meanwhile; its checksum then fails.
     pub fn restore_iter(&self, worker: u16) -> RestoreIter<'_> {
+        self.scan(Some(worker))
+    }
+
+    /// Every used record, whatever its worker, copied out and verified as
+    /// in [`StoreSegment::restore_iter`]: a snapshot a reader may take while
+    /// checkpointd writes (a record torn by a write reads as failed portions).
+    pub fn snapshot_iter(&self) -> RestoreIter<'_> {
+        self.scan(None)
+    }
+
+    fn scan(&self, worker: Option<u16>) -> RestoreIter<'_> {
         RestoreIter {
             store: self,
             worker,
@@ -576,7 +588,8 @@ fn verified<const N: usize>(slot: &PortionSlot<N>, conn_id: u64, bad: &mut u32) 
 #[derive(Debug)]
 pub struct RestoreIter<'a> {
     store: &'a StoreSegment,
-    worker: u16,
+    /// None: every worker's.
+    worker: Option<u16>,
     next: u32,
     corrupt: u32,
     seen: u32,
@@ -597,14 +610,18 @@ impl RestoreIter<'_> {
         self.seen
     }
 
-    /// Hands every remaining connection to `f`, borrowed from the batch.
-    pub fn for_each_stored(&mut self, mut f: impl FnMut(&StoredConn)) {
+    /// Hands each remaining connection to `f`, borrowed from the batch,
+    /// until `f` breaks or none is left.
+    pub fn for_each_stored(&mut self, mut f: impl FnMut(&StoredConn) -> ControlFlow<()>) {
         loop {
             if self.batch_at == self.batch_len && !self.fill() {
                 return;
             }
-            f(&self.batch[self.batch_at]);
+            let flow = f(&self.batch[self.batch_at]);
             self.batch_at += 1;
+            if flow.is_break() {
+                return;
+            }
         }
     }
 
@@ -621,7 +638,7 @@ impl RestoreIter<'_> {
             let out = &mut self.batch[self.batch_len];
             store.record_into(i, &mut out.record);
             let rec = &out.record;
-            if rec.used != 0 && rec.worker == self.worker {
+            if rec.used != 0 && self.worker.is_none_or(|w| w == rec.worker) {
                 out.conn_id = rec.conn_id;
                 out.worker = rec.worker;
                 self.batch_len += 1;

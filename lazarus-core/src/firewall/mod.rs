@@ -210,7 +210,10 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     ) -> RestoreSummary {
         let mut skipped = 0u64;
         let feed = |sink: &mut dyn FnMut(StoredPortions<'_>)| {
-            store.restore_iter(worker).for_each_stored(|c| sink(restore::portions_of(c)))
+            store.restore_iter(worker).for_each_stored(|c| {
+                sink(restore::portions_of(c));
+                std::ops::ControlFlow::Continue(())
+            })
         };
         let restored = self.restore_many(feed, now, |id, e| {
             skipped += 1;
