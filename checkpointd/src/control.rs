@@ -25,6 +25,9 @@ pub struct Facts {
     pub rings_bytes: u64,
     pub bytes_per_conn: u64,
     pub generation: u64,
+    /// The boot and TSC rate the stored times belong to (this one's, after
+    /// the start-up rebase).
+    pub origin: shm_layout::SegmentOrigin,
 }
 
 pub struct Control {
@@ -213,6 +216,8 @@ impl Control {
                 "stale": st.stale.load(Ordering::Relaxed),
                 "rejected": st.rejected.load(Ordering::Relaxed),
                 "generation": format!("{:016x}", f.generation),
+                "boot_id": f.origin.boot_id_text(),
+                "tsc_hz": f.origin.tsc_hz,
             },
         })
     }

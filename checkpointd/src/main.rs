@@ -103,6 +103,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let hugetlbfs = rings.file().is_some_and(|f| f.hugetlbfs());
     let (mut store, rebuilt) = store::Store::rebuild(store_seg);
+    let here = shm_layout::SegmentOrigin::this_host().context("this boot's id")?;
+    adopt_foreign_clock(&rings, &mut store, &here)?;
     if rebuilt.bad_portions + rebuilt.dropped_records + rebuilt.orphan_ftp > 0 {
         warn!(
             "store scan: dropped {} portion(s) failing their checksum, {} empty or duplicate record(s), \
@@ -152,6 +154,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             rings_bytes: rings_geom.segment_bytes(),
             bytes_per_conn: std::mem::size_of::<shm_layout::ConnRecord>() as u64,
             generation: store.segment().generation(),
+            origin: store.segment().origin(),
         },
         started,
     };
@@ -194,6 +197,57 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Versions and deadlines are TSC readings of the boot that wrote them. Rings
+/// from another boot (or machine) are drained into the store first, then a
+/// store from elsewhere is rebased (every version to 0), so that what the
+/// dataplane writes from now on is newer and a restore knows the old
+/// deadlines for another clock's.
+fn adopt_foreign_clock(
+    rings: &RingsSegment,
+    store: &mut store::Store,
+    here: &shm_layout::SegmentOrigin,
+) -> anyhow::Result<()> {
+    let rings_origin = rings.origin();
+    if !rings_origin.same_clock_as(here) {
+        let mut drained = 0u64;
+        for w in 0..rings.geometry().workers {
+            let mut c = rings.consumer(w)?;
+            loop {
+                let r = c.drain(4096, |d| {
+                    store.apply(d, w as u16);
+                });
+                drained += u64::from(r.applied);
+                if r.applied + r.torn == 0 {
+                    break;
+                }
+            }
+        }
+        rings.set_origin(here);
+        warn!(
+            "the rings are from another boot or machine (boot {}, TSC {} Hz; this one {}, {} Hz): \
+             drained {drained} delta(s) into the store before rebasing it",
+            rings_origin.boot_id_text(),
+            rings_origin.tsc_hz,
+            here.boot_id_text(),
+            here.tsc_hz
+        );
+    }
+    let store_origin = store.segment().origin();
+    if !store_origin.same_clock_as(here) || !rings_origin.same_clock_as(here) {
+        let n = store.rebase(here);
+        warn!(
+            "the store is from another boot or machine (boot {}, TSC {} Hz; this one {}, {} Hz): \
+             rebased {n} portion(s) to version 0; their connections are restored, FTP \
+             expectations inside them are not",
+            store_origin.boot_id_text(),
+            store_origin.tsc_hz,
+            here.boot_id_text(),
+            here.tsc_hz
+        );
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -307,6 +361,24 @@ fn create_atomically<T>(
     Ok(seg)
 }
 
+/// A segment of the previous layout is brought forward in place.
+fn translate(path: &Path) -> anyhow::Result<()> {
+    match shm_layout::from_previous(path).with_context(|| format!("segment {}", path.display()))? {
+        shm_layout::Translated::Current => {}
+        shm_layout::Translated::From { from, origin_known } => info!(
+            "{}: translated from layout {from} to {} ({})",
+            path.display(),
+            shm_layout::LAYOUT_VERSION,
+            if origin_known {
+                "on hugetlbfs or tmpfs, so from this boot"
+            } else {
+                "its boot is unknown, so it is rebased as if from another boot"
+            }
+        ),
+    }
+    Ok(())
+}
+
 fn open_rings(
     dir: &Path,
     geom: RingsGeometry,
@@ -319,6 +391,7 @@ fn open_rings(
         info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
         return Ok((seg, false));
     }
+    translate(&path)?;
     let seg = RingsSegment::open_file(&path)
         .with_context(|| format!("rings segment {}", path.display()))?;
     let found = seg.geometry();
@@ -349,6 +422,7 @@ fn open_store(
         info!("created {} ({} bytes)", path.display(), geom.segment_bytes());
         return Ok((seg, true));
     }
+    translate(&path)?;
     let seg = StoreSegment::open_file(&path)
         .with_context(|| format!("store segment {}", path.display()))?;
     let found = seg.geometry();

@@ -139,6 +139,11 @@ impl Store {
         &self.seg
     }
 
+    /// See [`StoreSegment::rebase`]; the index is unchanged (ids stay).
+    pub fn rebase(&mut self, now: &shm_layout::SegmentOrigin) -> u64 {
+        self.seg.rebase(now)
+    }
+
     /// Applies one delta from ring `worker`. Idempotent: applying the same
     /// delta again (a restarted checkpointd replays from its last tail)
     /// leaves the same store.

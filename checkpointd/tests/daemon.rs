@@ -415,3 +415,48 @@ fn a_stalled_conns_client_stalls_neither_draining_nor_status() {
     drop(stalled);
     assert_eq!(d.terminate().0, 0);
 }
+
+/// A store left by another boot (a directory on a disk, a copied segment):
+/// its versions are TSC readings of that boot, far above what this boot's
+/// dataplane writes. checkpointd rebases it at start, so new deltas land
+/// instead of being ignored as stale for hours.
+#[test]
+fn a_store_from_another_boot_is_rebased_so_new_deltas_land() {
+    let env = Env::new("foreign-boot", 1, "");
+    let path = env.seg.join("store");
+    {
+        let geom = shm_layout::StoreGeometry { conn_capacity: 5000, ftp_capacity: 16 };
+        let mut st = shm_layout::StoreSegment::create_file(&path, geom).unwrap();
+        st.init_record(0, 1, 0);
+        st.put_portion(0, module::IP, 9_000_000_000, b"ip").unwrap();
+        st.put_portion(0, module::TCP, 9_000_000_000, b"old").unwrap();
+    }
+    // Another boot's origin, written where the layout keeps it.
+    let here = shm_layout::SegmentOrigin::this_host().unwrap();
+    let mut boot = here.boot_id;
+    boot[0] ^= 0x5a;
+    let foreign = shm_layout::SegmentOrigin::new(boot, here.tsc_hz);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = shm_layout::ORIGIN_OFFSET;
+    bytes[at..at + 16].copy_from_slice(&foreign.boot_id);
+    bytes[at + 16..at + 24].copy_from_slice(&foreign.tsc_hz.to_ne_bytes());
+    bytes[at + 24..at + 32].copy_from_slice(&foreign.checksum.to_ne_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(!env.store().origin().same_clock_as(&here));
+
+    let d = env.spawn();
+    assert!(d.stderr().contains("rebased 2 portion(s)"), "{}", d.stderr());
+    let rings = env.rings();
+    let mut p = rings.producer(0).unwrap();
+    push(&mut p, 1, module::TCP, delta_kind::PORTION, 5, b"new");
+    p.publish();
+    d.wait_drained();
+    let st = d.request(json!({"cmd": "status"}));
+    assert_eq!(st["store"]["stale"], 0, "{st}");
+    let store = env.store();
+    assert!(store.origin().same_clock_as(&here));
+    let c = store.restore_iter(0).next().unwrap();
+    assert_eq!((c.l4().unwrap().version, c.l4().unwrap().payload()), (5, &b"new"[..]));
+    assert_eq!(c.ip().unwrap().version, 0);
+    assert_eq!(d.terminate().0, 0);
+}

@@ -180,6 +180,7 @@ pub fn workers(_: &str) -> TelValue {
                 ("ckpt_resyncs", f.ckpt_resyncs.get()),
                 ("restored", f.restored.get()),
                 ("restore_skipped", f.restore_skipped.get()),
+                ("restore_stale_expectations", f.restore_stale_expectations.get()),
                 ("flushed", f.flushed.get()),
                 ("flush_pending", f.requests.flush.load(Ordering::Relaxed) as u64),
             ] {

@@ -92,6 +92,9 @@ pub struct FwCounters {
     /// Connections rebuilt from the store at start, and records skipped.
     pub restored: Counter,
     pub restore_skipped: Counter,
+    /// FTP expectations not restored: their deadlines were another boot's
+    /// clock (the store was rebased).
+    pub restore_stale_expectations: Counter,
     /// Connections in the table (a gauge the worker refreshes).
     pub live: Counter,
     /// Connections removed by an operator's flush (`/lazarus/flush`).
@@ -214,6 +217,7 @@ impl FwCounters {
             ("ckpt.resyncs", &self.ckpt_resyncs),
             ("restored", &self.restored),
             ("restore.skipped", &self.restore_skipped),
+            ("restore.stale_expectations", &self.restore_stale_expectations),
             ("flushed", &self.flushed),
         ] {
             if c.get() != 0 {

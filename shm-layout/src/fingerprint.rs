@@ -39,6 +39,8 @@ impl Buf {
 /// the header checksum that covers it) zeroed.
 fn masked(bytes: &[u8]) -> Vec<u8> {
     let mut b = bytes.to_vec();
+    // The origin is this host's: its place is pinned, not its value.
+    b[ORIGIN_OFFSET..][..size_of::<SegmentOrigin>()].fill(0);
     b[offset_of!(SegmentHeader, generation)..][..8].fill(0);
     b[offset_of!(SegmentHeader, header_checksum)..][..8].fill(0);
     b
@@ -53,7 +55,11 @@ fn describe() -> String {
     let mut o = String::new();
     writeln!(o, "LAYOUT_VERSION {LAYOUT_VERSION}").unwrap();
     writeln!(o, "MAGIC {}", hex(&MAGIC)).unwrap();
-    writeln!(o, "HEADER_BYTES {HEADER_BYTES} HEARTBEAT_OFFSET {HEARTBEAT_OFFSET}").unwrap();
+    writeln!(
+        o,
+        "HEADER_BYTES {HEADER_BYTES} HEARTBEAT_OFFSET {HEARTBEAT_OFFSET} ORIGIN_OFFSET {ORIGIN_OFFSET}"
+    )
+    .unwrap();
     writeln!(o, "kinds rings {} store {}", SegmentKind::Rings as u32, SegmentKind::Store as u32)
         .unwrap();
     writeln!(
@@ -96,6 +102,7 @@ fn describe() -> String {
             header_checksum
         }
     );
+    layout!(o, SegmentOrigin { boot_id, tsc_hz, checksum });
     layout!(o, SlotHeader { seq, conn_id, version, module, kind, len, checksum });
     layout!(
         o,

@@ -1,12 +1,16 @@
 //! The header at byte 0 of every segment.
 
+use crate::origin::{SegmentOrigin, ORIGIN_OFFSET};
 use crate::LayoutError;
 use std::sync::atomic::{fence, Ordering};
 
 /// Bytes 0..8 of every segment.
 pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// Bumped whenever any shared structure changes size, order or meaning.
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: the header page records the segment's [`SegmentOrigin`].
+pub const LAYOUT_VERSION: u32 = 4;
+/// The oldest layout checkpointd translates (`translate::from_previous`).
+pub const LAYOUT_VERSION_OLDEST: u32 = 3;
 /// The header page: the [`SegmentHeader`] and segment-wide fields (the rings'
 /// heartbeat) live in the first 4 KiB; the body starts after it.
 pub const HEADER_BYTES: usize = 4096;
@@ -75,7 +79,7 @@ impl SegmentHeader {
         h
     }
 
-    fn compute_checksum(&self) -> u64 {
+    pub(crate) fn compute_checksum(&self) -> u64 {
         let mut b = [0u8; 56];
         b[0..8].copy_from_slice(&self.magic);
         b[8..12].copy_from_slice(&self.layout_version.to_le_bytes());
@@ -121,6 +125,7 @@ pub(crate) unsafe fn format_segment(
     base: *mut u8,
     len: usize,
     header: &SegmentHeader,
+    origin: &SegmentOrigin,
 ) -> Result<(), LayoutError> {
     check_base(base, len)?;
     let total = header.total_bytes;
@@ -128,7 +133,7 @@ pub(crate) unsafe fn format_segment(
         return Err(LayoutError::Truncated { len: len as u64, needed: total });
     }
     // SAFETY: the caller guarantees base..base+len (>= total) is ours.
-    unsafe { write_header(base, total as usize, header) };
+    unsafe { write_header(base, total as usize, header, origin) };
     Ok(())
 }
 
@@ -159,14 +164,21 @@ impl SegmentHeader {
     }
 }
 
-/// Zeroes `total` bytes and writes `header`, magic last.
+/// Zeroes `total` bytes and writes `header` and `origin`, magic last.
 ///
 /// # Safety
-/// `base..base+total` is valid for writes, 64-byte aligned, and nobody else
-/// accesses it during the call.
-pub(crate) unsafe fn write_header(base: *mut u8, total: usize, header: &SegmentHeader) {
+/// `base..base+total` is valid for writes, 64-byte aligned, at least
+/// HEADER_BYTES long, and nobody else accesses it during the call.
+pub(crate) unsafe fn write_header(
+    base: *mut u8,
+    total: usize,
+    header: &SegmentHeader,
+    origin: &SegmentOrigin,
+) {
     // SAFETY: the caller guarantees base..base+total is writable and unshared.
     unsafe { std::ptr::write_bytes(base, 0, total) };
+    // SAFETY: ORIGIN_OFFSET + 32 lies in the header page, 8-aligned.
+    unsafe { write_origin(base, origin) };
     let mut without_magic = *header;
     without_magic.magic = [0; 8];
     // SAFETY: base is 64-byte aligned and at least HEADER_BYTES long (checked
@@ -219,4 +231,23 @@ pub(crate) unsafe fn read_header(
         return Err(LayoutError::Truncated { len: len as u64, needed: h.total_bytes });
     }
     Ok(h)
+}
+
+/// Writes a segment's origin.
+///
+/// # Safety
+/// `base` is a segment's 64-aligned base with its header page mapped; only
+/// checkpointd writes the origin, before the dataplane attaches.
+pub(crate) unsafe fn write_origin(base: *mut u8, origin: &SegmentOrigin) {
+    // SAFETY: the caller's contract; the origin is plain integers.
+    unsafe { std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), *origin) };
+}
+
+/// Reads a segment's origin.
+///
+/// # Safety
+/// `base` is a segment's 64-aligned base with its header page mapped.
+pub(crate) unsafe fn read_origin(base: *const u8) -> SegmentOrigin {
+    // SAFETY: the caller's contract; any bytes are a SegmentOrigin.
+    unsafe { std::ptr::read_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>()) }
 }

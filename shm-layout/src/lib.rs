@@ -30,16 +30,21 @@ mod config;
 mod fingerprint;
 mod header;
 mod mapped;
+mod origin;
 mod producer_lock;
 mod ring;
 mod segment;
 mod store;
 mod sync;
+mod translate;
 mod trust;
 
 pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
-pub use header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
+pub use header::{
+    SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, LAYOUT_VERSION_OLDEST, MAGIC,
+};
 pub use mapped::{is_hugetlbfs, try_lock_exclusive, MappedFile, HUGEPAGE_BYTES};
+pub use origin::{boot_id, tsc_hz, SegmentOrigin, ORIGIN_OFFSET};
 pub use producer_lock::{lock_producers, ProducerLock};
 pub use ring::{
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
@@ -50,6 +55,7 @@ pub use store::{
     portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry, StoreSegment,
     StoredConn, StoredPortion, FTP_PORTION_MAX, IP_PORTION_MAX, L4_PORTION_MAX, NO_FTP,
 };
+pub use translate::{from_previous, test_downgrade_to_previous, Translated};
 pub use trust::{
     check_segment_dir, daemon_uid, open_lock_file, prepare_segment_dir, SegmentAccess,
 };

@@ -2,8 +2,11 @@
 //! magic last), attach to one (header checks), create or open it as a file,
 //! and describe itself in `Debug`. Each kind supplies its [`Geometry`].
 
-use crate::header::{check_base, format_segment, read_header, SegmentHeader, SegmentKind};
+use crate::header::{
+    check_base, format_segment, read_header, read_origin, write_origin, SegmentHeader, SegmentKind,
+};
 use crate::mapped::MappedFile;
+use crate::origin::SegmentOrigin;
 use crate::trust::SegmentAccess;
 use crate::LayoutError;
 use std::path::Path;
@@ -51,8 +54,9 @@ impl<G: Geometry> Mapping<G> {
             geom.to_header(),
             (G::SIZES.0 as u32, G::SIZES.1 as u32),
         );
+        let origin = SegmentOrigin::this_host()?;
         // SAFETY: the caller guarantees base..base+len is ours.
-        unsafe { format_segment(base, len, &header) }?;
+        unsafe { format_segment(base, len, &header, &origin) }?;
         // SAFETY: just formatted, same contract.
         unsafe { Self::attach(base, len) }
     }
@@ -102,6 +106,20 @@ impl<G: Geometry> Mapping<G> {
         let mut map = unsafe { Self::attach(file.as_mut_ptr(), file.len()) }?;
         map.file = Some(file);
         Ok(map)
+    }
+
+    /// Where the segment's times come from.
+    pub(crate) fn origin(&self) -> SegmentOrigin {
+        // SAFETY: attached: base is the 64-aligned base of a mapped segment
+        // whose header page is at least HEADER_BYTES long.
+        unsafe { read_origin(self.base.as_ptr()) }
+    }
+
+    /// Records a new origin (checkpointd, at start, before the dataplane
+    /// attaches: after a rebase or a translation).
+    pub(crate) fn set_origin(&self, origin: &SegmentOrigin) {
+        // SAFETY: as in `origin`; one writer (checkpointd) at start.
+        unsafe { write_origin(self.base.as_ptr(), origin) }
     }
 
     /// The segment's `Debug`, under the segment type's `name`.

@@ -12,6 +12,7 @@
 
 use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
+use crate::origin::SegmentOrigin;
 use crate::segment::{Geometry, Mapping};
 use crate::trust::SegmentAccess;
 use crate::{module, LayoutError};
@@ -202,6 +203,22 @@ impl StoreGeometry {
 /// own, so nothing another process writes to the segment later changes them.
 pub type StoredPortion<const N: usize> = PortionSlot<N>;
 
+/// A present, intact portion moved to version 0.
+trait Rebase {
+    fn rebase(&mut self, conn_id: u64) -> bool;
+}
+
+impl<const N: usize> Rebase for PortionSlot<N> {
+    fn rebase(&mut self, conn_id: u64) -> bool {
+        if !self.is_present() || !self.verify(conn_id) {
+            return false;
+        }
+        self.version = 0;
+        self.checksum = portion_checksum(conn_id, 0, self.module, self.payload());
+        true
+    }
+}
+
 /// A stored connection, copied out; a portion that failed its checksum reads
 /// as `None` (and is counted by the iterator). The FTP portion, rare and
 /// large, is boxed so that the item stays small to move.
@@ -373,6 +390,42 @@ impl StoreSegment {
     /// Chosen at format: a new value means the store was recreated.
     pub fn generation(&self) -> u64 {
         self.map.generation
+    }
+
+    /// The boot and TSC rate the stored versions and deadlines belong to.
+    pub fn origin(&self) -> SegmentOrigin {
+        self.map.origin()
+    }
+
+    /// Makes a store from another boot or machine safe to continue: every
+    /// portion that verifies gets version 0 (resealed), so any version the
+    /// dataplane writes now is newer, and a restore knows (version 0) that
+    /// the deadlines inside were another clock's. Then records `now` as the
+    /// origin. Portions that fail their checksum are left for the scan that
+    /// clears them. Returns how many portions were rebased.
+    pub fn rebase(&mut self, now: &SegmentOrigin) -> u64 {
+        let geom = self.map.geom;
+        let mut rebased = 0;
+        for i in 0..geom.conn_capacity {
+            let mut rec = self.record(i);
+            if rec.used == 0 {
+                continue;
+            }
+            for slot in [&mut rec.ip as &mut dyn Rebase, &mut rec.l4] {
+                rebased += u64::from(slot.rebase(rec.conn_id));
+            }
+            self.write_record(i, &rec);
+        }
+        for fi in 0..geom.ftp_capacity {
+            let mut f = self.ftp_record(fi);
+            if f.used != 0 && f.portion.rebase(f.conn_id) {
+                rebased += 1;
+                self.write_ftp(fi, &f);
+            }
+        }
+        fence(Ordering::Release);
+        self.map.set_origin(now);
+        rebased
     }
 
     /// Bytes of the layout (the mapping may be longer).

@@ -21,6 +21,8 @@ pub enum AttachError {
     Workers { have: u32, want: u32 },
     #[error("checkpointd has not drained ring {worker} ({lag} deltas behind) after {waited_ms} ms: it is overloaded or stuck; see `lazarusctl status`, or raise checkpoint.attach_timeout_ms")]
     NotDrained { worker: u32, lag: u64, waited_ms: u64 },
+    #[error("checkpointd's store holds times of another boot (boot {stored}, this one {here}): restart lazarus-checkpointd, which rebases it, then start the dataplane")]
+    ForeignClock { stored: String, here: String },
     #[error("checkpoint segment {path}: {source}")]
     Layout { path: String, source: LayoutError },
 }
@@ -123,6 +125,19 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
     }
     let store_path = dir.join("store");
     let store = StoreSegment::open_file(&store_path).map_err(layout(&store_path))?;
+    // The TSC rate is left out (0): measuring it would lengthen every
+    // restart, and within one boot the TSC is one clock.
+    let here = shm_layout::SegmentOrigin::new(
+        shm_layout::boot_id().map_err(layout(Path::new("/proc/sys/kernel/random/boot_id")))?,
+        0,
+    );
+    let stored = store.origin();
+    if !stored.same_clock_as(&here) {
+        return Err(AttachError::ForeignClock {
+            stored: stored.boot_id_text(),
+            here: here.boot_id_text(),
+        });
+    }
     tracing::info!(dir = %dir.display(), waited_ms = waited(), checkpointd_pid = rings.heartbeat().pid, "checkpointd up, every ring drained");
     Ok(Attached { rings: Box::leak(Box::new(rings)), store, dir, producer_lock })
 }

@@ -20,6 +20,9 @@ pub struct StoredPortions<'a> {
     /// (module, bytes) of the tcp, udp or icmp portion.
     pub l4: Option<(u8, &'a [u8])>,
     pub ftp: Option<&'a [u8]>,
+    /// The FTP portion was rebased from another boot (version 0): the
+    /// deadlines inside are another clock's.
+    pub ftp_rebased: bool,
 }
 
 /// Why a stored connection could not be rebuilt (it is skipped and counted).
@@ -99,5 +102,6 @@ pub fn portions_of(c: &StoredConn) -> StoredPortions<'_> {
         ip: c.ip().map(|p| p.payload()),
         l4: c.l4().map(|p| (p.module, p.payload())),
         ftp: c.ftp().map(|p| p.payload()),
+        ftp_rebased: c.ftp().is_some_and(|p| p.version == 0),
     }
 }

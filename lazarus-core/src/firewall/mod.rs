@@ -135,7 +135,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         now: u64,
     ) -> Result<(), RestoreError> {
         let mut refused = None;
-        let one = StoredPortions { id, ip: Some(ip), l4, ftp };
+        let one = StoredPortions { id, ip: Some(ip), l4, ftp, ftp_rebased: false };
         self.restore_many(|sink| sink(one), now, |_, e| refused = Some(e));
         refused.map_or(Ok(()), Err)
     }
@@ -168,7 +168,11 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                     }
                     if let Some(i) = placed {
                         conn.ftp = i;
-                        for e in &rec.expectations[..rec.count] {
+                        if s.ftp_rebased {
+                            counters.restore_stale_expectations.add(rec.count as u64);
+                        }
+                        let live = if s.ftp_rebased { 0 } else { rec.count };
+                        for e in &rec.expectations[..live] {
                             if e.deadline > now && !ftp.expectations.add(*e, now) {
                                 counters.expectations_full.add(1);
                             }

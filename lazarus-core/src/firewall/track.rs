@@ -435,6 +435,45 @@ mod tests {
         assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
     }
 
+    /// An FTP portion rebased from another boot (version 0) carries
+    /// deadlines of another clock: its expectations are dropped and counted,
+    /// the control connection itself restored; with the same store not
+    /// rebased, the data connection is admitted.
+    #[test]
+    fn expectations_from_another_boot_are_not_restored() {
+        let mut a = fw(MemorySink::default());
+        for (p, port) in [
+            (tcp(C, S, (40310, 21), SYN, (1000, 0), b""), 0),
+            (tcp(S, C, (21, 40310), SYN | ACK, (5000, 1001), b""), 1),
+            (tcp(C, S, (40310, 21), ACK, (1001, 5001), b""), 0),
+            (tcp(C, S, (40310, 21), ACK | PSH, (1001, 5001), b"PORT 10,99,0,1,156,64\r\n"), 0),
+        ] {
+            assert_eq!(a.process(&p, port, 1), Verdict::Forward);
+        }
+        let data_syn = tcp(S, C, (20, 40000), SYN, (9000, 0), b"");
+        for rebased in [false, true] {
+            let sink = &a.checkpoint.sink;
+            let id = sink.store.keys().next().unwrap().0;
+            let get = |m: Module| sink.store.get(&(id, m as u8)).map(|(_, b)| b.as_slice());
+            let stored = StoredPortions {
+                id,
+                ip: get(Module::Ip),
+                l4: get(Module::Tcp).map(|b| (Module::Tcp as u8, b)),
+                ftp: get(Module::Ftp),
+                ftp_rebased: rebased,
+            };
+            assert!(stored.ftp.is_some());
+            let mut b = fw(MemorySink::default());
+            assert_eq!(b.restore_many(|sink| sink(stored), 10, |_, e| panic!("{e}")), 1);
+            b.process(&data_syn, 1, 11);
+            assert_eq!(
+                (b.counters.related.get(), b.counters.restore_stale_expectations.get()),
+                (u64::from(!rebased), u64::from(rebased)),
+                "rebased: {rebased}"
+            );
+        }
+    }
+
     #[test]
     fn a_reopening_syn_is_stored_once_answered() {
         let mut a = fw(MemorySink::default());

@@ -160,6 +160,17 @@ impl RingsSegment {
         self.map.generation
     }
 
+    /// The boot and TSC rate the versions in the rings belong to.
+    pub fn origin(&self) -> crate::SegmentOrigin {
+        self.map.origin()
+    }
+
+    /// checkpointd, at start, once what the rings held is in the store:
+    /// their deltas now belong to `now`'s clock.
+    pub fn set_origin(&self, now: &crate::SegmentOrigin) {
+        self.map.set_origin(now)
+    }
+
     /// Bytes of the layout (the mapping may be longer).
     pub fn segment_bytes(&self) -> u64 {
         self.map.geom.segment_bytes()

@@ -1,0 +1,102 @@
+//! Segments of the previous layout, brought forward in place by checkpointd
+//! (docs/CHECKPOINT.md, Format versions). Layout 3 (`v0.1.0`) lacks the
+//! origin: a file on hugetlbfs or tmpfs cannot predate this boot, so it gets
+//! this host's origin; anywhere else the origin is left unknown, which makes
+//! checkpointd rebase the store as if it came from another boot.
+
+use crate::header::{SegmentHeader, LAYOUT_VERSION, LAYOUT_VERSION_OLDEST, MAGIC};
+use crate::mapped::{is_hugetlbfs, parent_dir, MappedFile};
+use crate::origin::{SegmentOrigin, ORIGIN_OFFSET};
+use crate::LayoutError;
+use std::path::Path;
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// What [`from_previous`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translated {
+    /// Already this build's layout.
+    Current,
+    /// Brought forward from `from`; `origin_known` when this boot's origin
+    /// could be vouched for.
+    From { from: u32, origin_known: bool },
+}
+
+/// Brings the segment file at `path` to [`LAYOUT_VERSION`] when it holds
+/// the previous layout. Anything older or newer is refused as attach would.
+pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
+    let mut file = MappedFile::open(path)?;
+    if file.len() < crate::HEADER_BYTES {
+        return Err(LayoutError::Truncated {
+            len: file.len() as u64,
+            needed: crate::HEADER_BYTES as u64,
+        });
+    }
+    let base = file.as_mut_ptr();
+    // SAFETY: the mapping is page-aligned and at least HEADER_BYTES long;
+    // the header is plain integers.
+    let mut h = unsafe { std::ptr::read_volatile(base.cast::<SegmentHeader>()) };
+    if h.magic != MAGIC {
+        return Err(LayoutError::BadMagic { found: h.magic });
+    }
+    if h.layout_version == LAYOUT_VERSION {
+        return Ok(Translated::Current);
+    }
+    if h.layout_version != LAYOUT_VERSION_OLDEST {
+        return Err(LayoutError::VersionMismatch {
+            found: h.layout_version,
+            expected: LAYOUT_VERSION,
+        });
+    }
+    if h.header_checksum != h.compute_checksum() {
+        return Err(LayoutError::BadGeometry(
+            "header checksum mismatch: the header was overwritten; stop checkpointd and remove the segment files"
+                .into(),
+        ));
+    }
+    let dir = parent_dir(path);
+    let origin_known = is_hugetlbfs(dir) || fs_magic(dir) == Some(TMPFS_MAGIC);
+    let origin =
+        if origin_known { SegmentOrigin::this_host()? } else { SegmentOrigin::new([0; 16], 0) };
+    h.layout_version = LAYOUT_VERSION;
+    h.header_checksum = h.compute_checksum();
+    // SAFETY: inside the header page of a mapping only checkpointd (the
+    // caller, at start) writes; the origin first, the version that makes it
+    // meaningful last.
+    unsafe {
+        std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), origin);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        std::ptr::write_volatile(base.cast::<SegmentHeader>(), h);
+    }
+    file.flush()?;
+    Ok(Translated::From { from: LAYOUT_VERSION_OLDEST, origin_known })
+}
+
+fn fs_magic(dir: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a valid out pointer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    #[allow(clippy::unnecessary_cast)]
+    (rc == 0).then_some(st.f_type as i64)
+}
+
+/// Test support: writes the segment file at `path` as layout 3 would have
+/// (this layout less the origin), the previous version's encoder kept for
+/// the translation tests. Not for production use.
+#[doc(hidden)]
+pub fn test_downgrade_to_previous(path: &Path) -> Result<(), LayoutError> {
+    let mut file = MappedFile::open(path)?;
+    let base = file.as_mut_ptr();
+    // SAFETY: as in `from_previous`; the test owns the file.
+    unsafe {
+        let mut h = std::ptr::read_volatile(base.cast::<SegmentHeader>());
+        h.layout_version = LAYOUT_VERSION_OLDEST;
+        h.header_checksum = h.compute_checksum();
+        std::ptr::write_bytes(base.add(ORIGIN_OFFSET), 0, std::mem::size_of::<SegmentOrigin>());
+        std::ptr::write_volatile(base.cast::<SegmentHeader>(), h);
+    }
+    Ok(())
+}
