@@ -30,17 +30,19 @@ impl std::fmt::Debug for MappedFile {
 
 /// Whether `dir` is on a hugetlbfs mount (statfs magic 0x958458f6).
 pub fn is_hugetlbfs(dir: &Path) -> bool {
+    fs_magic(dir) == Some(HUGETLBFS_MAGIC)
+}
+
+/// The statfs magic of the filesystem `dir` is on (None: statfs failed).
+pub(crate) fn fs_magic(dir: &Path) -> Option<i64> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statfs is plain old data; all-zero is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated path and st a valid out pointer.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as i64;
-    rc == 0 && magic == HUGETLBFS_MAGIC
+    (rc == 0).then_some(st.f_type as i64)
 }
 
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> LayoutError {

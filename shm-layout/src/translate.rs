@@ -5,7 +5,7 @@
 //! checkpointd rebase the store as if it came from another boot.
 
 use crate::header::{SegmentHeader, LAYOUT_VERSION, LAYOUT_VERSION_OLDEST, MAGIC};
-use crate::mapped::{is_hugetlbfs, parent_dir, MappedFile};
+use crate::mapped::{fs_magic, is_hugetlbfs, parent_dir, MappedFile};
 use crate::origin::{SegmentOrigin, ORIGIN_OFFSET};
 use crate::LayoutError;
 use std::path::Path;
@@ -70,17 +70,6 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
     }
     file.flush()?;
     Ok(Translated::From { from: LAYOUT_VERSION_OLDEST, origin_known })
-}
-
-fn fs_magic(dir: &Path) -> Option<i64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statfs is plain old data; all-zero is a valid value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a valid out pointer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    #[allow(clippy::unnecessary_cast)]
-    (rc == 0).then_some(st.f_type as i64)
 }
 
 /// Test support: writes the segment file at `path` as layout 3 would have
