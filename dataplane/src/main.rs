@@ -133,7 +133,7 @@ fn run() -> Result<()> {
         };
         let port = Port::start(&setup, &pool, || eal.port_names())
             .with_context(|| format!("port[{i}] {:?}", pc.name))?;
-        tracing::info!(port = %pc.name, device = %pc.device, id = port.id(), rx_queues = pc.rx_queues, tx_queues = plan.tx_queues, rss = port.rss, promiscuous = port.promiscuous, "port started");
+        tracing::info!(port = %pc.name, device = %pc.device, id = port.id(), rx_queues = pc.rx_queues, tx_queues = plan.tx_queues, rss = port.rss, promiscuous = port.promiscuous, rx_checksum_offload = port.rx_checksum_offload, "port started");
         ports.push(port);
     }
 

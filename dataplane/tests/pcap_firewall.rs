@@ -17,6 +17,18 @@ const FIN: u8 = 0x01;
 const RST: u8 = 0x04;
 const PSH: u8 = 0x08;
 
+/// `frame` with its TCP checksum (untagged IPv4, no options) broken.
+fn bad_l4(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14 + 20 + 16] ^= 0x5a;
+    frame
+}
+
+/// `frame` with its IPv4 header checksum broken.
+fn bad_ip(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[14 + 10] ^= 0x5a;
+    frame
+}
+
 /// The scenario: (frame, forwarded?, what it shows).
 fn scenario(ftp_on: bool) -> Vec<(Vec<u8>, bool, &'static str)> {
     let (cs, ss) = (1000u32, 5000u32);
@@ -33,6 +45,17 @@ fn scenario(ftp_on: bool) -> Vec<(Vec<u8>, bool, &'static str)> {
         ),
         (tcp(S, C, (80, 40000), RST, (ss + 9_000_000, 0), b""), false, "RST out of window"),
         (tcp(S, C, (80, 40000), ACK, (ss + 1, cs + 101), b""), true, "ACK of the data"),
+        (
+            bad_l4(tcp(S, C, (80, 40000), RST, (ss + 1, 0), b"")),
+            false,
+            "in-window RST, bad TCP checksum",
+        ),
+        (bad_ip(tcp(C, S, (40002, 80), SYN, (1, 0), b"")), false, "SYN with a bad IPv4 checksum"),
+        (
+            tcp(C, S, (40000, 80), ACK | PSH, (cs + 101, ss + 1), b"after"),
+            true,
+            "the flow lives on: the forged RST changed nothing",
+        ),
         (tcp(C, S, (40001, 80), ACK, (77, 88), b""), false, "mid-stream ACK with no connection"),
         (
             tcp(S, C, (2222, 22), SYN, (9, 0), b""),
@@ -184,6 +207,8 @@ fn verdicts_packet_by_packet() {
         "drop.icmp_unrelated=1",
         "drop.icmp_bad_echo=1",
         "parse.truncated=1",
+        "parse.bad_l4_checksum=1",
+        "parse.bad_ip_checksum=1",
         "related=1",
         "ftp.expectations=1",
     ] {

@@ -20,11 +20,24 @@ uint16_t lz_rte_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_
 
 uint32_t lz_rte_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
 
-void lz_rte_pktmbuf_views(struct rte_mbuf *const *pkts, uint16_t n, const uint8_t **data, uint16_t *len)
+static inline uint8_t csum_state(uint64_t flags, uint64_t mask, uint64_t good, uint64_t bad)
+{
+    uint64_t f = flags & mask;
+    if (f == 0)
+        return 0; /* unknown */
+    if (f == bad)
+        return 2;
+    return 1; /* good, or none: verified, only the field is not filled */
+}
+
+void lz_rte_pktmbuf_views(struct rte_mbuf *const *pkts, uint16_t n, const uint8_t **data, uint16_t *len, uint8_t *csum)
 {
     for (uint16_t i = 0; i < n; i++) {
+        uint64_t f = pkts[i]->ol_flags;
         data[i] = rte_pktmbuf_mtod(pkts[i], const uint8_t *);
         len[i] = rte_pktmbuf_data_len(pkts[i]);
+        csum[i] = csum_state(f, RTE_MBUF_F_RX_IP_CKSUM_MASK, RTE_MBUF_F_RX_IP_CKSUM_GOOD, RTE_MBUF_F_RX_IP_CKSUM_BAD)
+                | csum_state(f, RTE_MBUF_F_RX_L4_CKSUM_MASK, RTE_MBUF_F_RX_L4_CKSUM_GOOD, RTE_MBUF_F_RX_L4_CKSUM_BAD) << 2;
     }
 }
 
@@ -39,3 +52,8 @@ int lz_rte_errno(void) { return rte_errno; }
 void lz_rte_prefetch0(const void *p) { rte_prefetch0(p); }
 
 uint64_t lz_rss_hf_ip_tcp_udp(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }
+
+uint64_t lz_rx_offload_cksum(void)
+{
+    return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+}

@@ -27,7 +27,10 @@ uint16_t lz_rte_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t lz_rte_pktmbuf_pkt_len(const struct rte_mbuf *m);
 /* For each of pkts[0..n): where its first segment's data starts and how long
  * it is, as rte_pktmbuf_mtod and rte_pktmbuf_data_len say: one call a burst. */
-void lz_rte_pktmbuf_views(struct rte_mbuf *const *pkts, uint16_t n, const uint8_t **data, uint16_t *len);
+/* Per packet: its first segment's data and length, and what the NIC found
+ * of its checksums in one byte: bits 0-1 IP, bits 2-3 L4, each 0 unknown,
+ * 1 good (or "none": checked, the field not filled), 2 bad. */
+void lz_rte_pktmbuf_views(struct rte_mbuf *const *pkts, uint16_t n, const uint8_t **data, uint16_t *len, uint8_t *csum);
 char *lz_rte_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 unsigned lz_rte_lcore_id(void);
 uint64_t lz_rte_rdtsc(void);
@@ -39,4 +42,6 @@ void lz_rte_prefetch0(const void *p);
 /* RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP: function-like macros
  * bindgen cannot evaluate. */
 uint64_t lz_rss_hf_ip_tcp_udp(void);
+/* RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | _UDP_CKSUM | _TCP_CKSUM. */
+uint64_t lz_rx_offload_cksum(void);
 #endif

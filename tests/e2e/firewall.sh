@@ -55,6 +55,33 @@ got=$(lz_in_client curl -s --max-time 20 "http://$LZ_SERVER_IP:8080/file.bin" | 
 if lz_in_server curl -s --max-time 4 -o /dev/null "http://$LZ_CLIENT_IP:8081/file.bin"; then lz_fail "HTTP from the server side passed; policy should drop it"; fi
 lz_log "HTTP: client -> server passes (3 MB, sha256 ok), server -> client dropped"
 
+# Forged checksums from a real kernel's interface: two SYNs with a wrong TCP
+# checksum. net_tap checks RX checksums itself (the dataplane turns the
+# offload on), so this is the NIC branch; the dataplane must drop and count
+# both. (A wrong IPv4 header checksum never reaches the tap here: with
+# br_netfilter the kernel's bridge drops it first. The net_pcap test covers
+# it, in software.)
+grep -q "rx_checksum_offload=true" "$LZ_WORK/dataplane.log" || lz_fail "net_tap ports run without RX checksum offload"
+server_mac=$(lz_in_server cat "/sys/class/net/$LZ_VE_S/address")
+client_mac=$(lz_in_client cat "/sys/class/net/$LZ_VE_C/address")
+lz_in_client python3 - "$LZ_ROOT/scripts/lib" "$LZ_VE_C" "$client_mac" "$server_mac" "$LZ_CLIENT_IP" "$LZ_SERVER_IP" <<'PY'
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+import frames as F
+ifname, cmac, smac = sys.argv[2:5]
+cip, sip = (bytes(map(int, a.split("."))) for a in sys.argv[5:7])
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+def syn(sport):
+    return bytearray(F.ipv4(cip, sip, 6, F.tcp(sport, 8080, 0x02, seq=1000)))
+bad_l4 = [syn(41001), syn(41002)]
+for p in bad_l4:
+    p[20 + 16] ^= 0x5a  # the TCP checksum
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+for p in bad_l4:
+    s.send(F.pad(F.eth(bytes(p), dst=mac(smac), src=mac(cmac))))
+PY
+
 lz_in_server iperf3 -s -1 -B "$LZ_SERVER_IP" >/dev/null 2>&1 &
 LZ_PIDS+=($!)
 sleep 0.5
@@ -75,6 +102,8 @@ summary=$(grep "conntrack summary" "$LZ_WORK/dataplane.log" | tail -1)
 grep -qE "(^| )related=[1-9][0-9]*( |$)" <<<"$summary" || lz_fail "no related connection counted: $summary"
 grep -qE "(^| )drop\.policy=[1-9][0-9]*( |$)" <<<"$summary" || lz_fail "no policy drop counted: $summary"
 lz_log "${summary#*INFO }"
+grep -qE "(^| )parse\.bad_l4_checksum=2( |$)" <<<"$summary" || lz_fail "forged TCP checksums not dropped and counted: $summary"
+lz_log "forged checksums: 2 TCP segments dropped and counted on net_tap (RX offload)"
 
 # --- the control: the same active transfer with the ftp module off must fail
 lz_config "" "$(policy false)"

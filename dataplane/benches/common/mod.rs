@@ -257,7 +257,7 @@ pub fn staged_burst<S: lazarus_core::checkpoint::CheckpointSink>(
 ) -> usize {
     STAGED.with_borrow_mut(|sb| {
         for (i, f) in burst.iter().enumerate() {
-            fw.stage(sb, i, f, port);
+            fw.stage(sb, i, f, lazarus_core::parse::checksum::RxChecksums::UNKNOWN, port);
         }
         fw.lookup_staged(sb, burst.len());
         let mut fwd = 0;

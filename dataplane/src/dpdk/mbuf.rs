@@ -93,6 +93,8 @@ pub struct MbufBurst {
     /// packet, and two calls into C for each read showed in its profile.
     data: [*const u8; MAX_BURST],
     data_len: [u16; MAX_BURST],
+    /// The NIC's word on each packet's checksums (`RxChecksums::from_bits`).
+    csum: [u8; MAX_BURST],
     len: usize,
 }
 
@@ -111,6 +113,7 @@ impl MbufBurst {
             pkts: [std::ptr::null_mut(); MAX_BURST],
             data: [std::ptr::null(); MAX_BURST],
             data_len: [0; MAX_BURST],
+            csum: [0; MAX_BURST],
             len: 0,
         }
     }
@@ -136,14 +139,15 @@ impl MbufBurst {
         // lcore only; received mbufs become owned by the burst.
         let n = unsafe { dpdk_sys::lz_rte_eth_rx_burst(port, queue, self.pkts.as_mut_ptr(), max) };
         if n != 0 {
-            // SAFETY: pkts[..n] are valid mbufs just received; data and
-            // data_len have room for MAX_BURST >= n entries.
+            // SAFETY: pkts[..n] are valid mbufs just received; data,
+            // data_len and csum have room for MAX_BURST >= n entries.
             unsafe {
                 dpdk_sys::lz_rte_pktmbuf_views(
                     self.pkts.as_ptr(),
                     n,
                     self.data.as_mut_ptr(),
                     self.data_len.as_mut_ptr(),
+                    self.csum.as_mut_ptr(),
                 )
             };
         }
@@ -157,6 +161,8 @@ impl MbufBurst {
         }
         let view = m.data();
         (self.data[self.len], self.data_len[self.len]) = (view.as_ptr(), view.len() as u16);
+        // Made here, not received: its checksums are for software to check.
+        self.csum[self.len] = 0;
         self.pkts[self.len] = m.into_raw();
         self.len += 1;
         Ok(())
@@ -184,6 +190,7 @@ impl MbufBurst {
                 self.pkts[kept] = m;
                 self.data[kept] = self.data[i];
                 self.data_len[kept] = self.data_len[i];
+                self.csum[kept] = self.csum[i];
                 kept += 1;
             } else {
                 dropped[nd] = m;
@@ -240,6 +247,10 @@ impl lazarus_core::firewall::Burst for MbufBurst {
     #[inline(always)]
     fn frame(&self, i: usize) -> &[u8] {
         self.data(i)
+    }
+    #[inline(always)]
+    fn rx_checksums(&self, i: usize) -> lazarus_core::parse::checksum::RxChecksums {
+        lazarus_core::parse::checksum::RxChecksums::from_bits(self.csum[i])
     }
     #[inline(always)]
     fn retain(&mut self, keep: impl FnMut(usize, &[u8]) -> bool) -> usize {

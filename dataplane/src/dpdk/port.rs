@@ -21,6 +21,8 @@ pub struct Port {
     pub rss: bool,
     /// Whether promiscuous mode is on (asked for and granted).
     pub promiscuous: bool,
+    /// Whether the NIC checks RX checksums (else the firewall does).
+    pub rx_checksum_offload: bool,
 }
 
 /// Counters the PMD keeps for a port (rte_eth_stats).
@@ -127,6 +129,11 @@ impl Port {
                 if info.hash_key_size == 0 { 40 } else { info.hash_key_size.min(52) };
             conf.rx_adv_conf.rss_conf.rss_hf = hf;
         }
+        // The NIC checks the checksums where it can (the firewall drops what
+        // fails); elsewhere the firewall checks them itself.
+        // SAFETY: a pure function returning a constant.
+        conf.rxmode.offloads = unsafe { dpdk_sys::lz_rx_offload_cksum() } & info.rx_offload_capa;
+        let rx_checksum_offload = conf.rxmode.offloads != 0;
         // SAFETY: id is valid; conf (and the key it points to) lives across the call.
         let rc =
             unsafe { dpdk_sys::rte_eth_dev_configure(id, setup.rx_queues, setup.tx_queues, &conf) };
@@ -173,7 +180,7 @@ impl Port {
         if rc != 0 {
             return Err(fail("rte_eth_dev_start", rc));
         }
-        let mut port = Port { id, name, rss, promiscuous: false };
+        let mut port = Port { id, name, rss, promiscuous: false, rx_checksum_offload };
         if setup.promiscuous {
             // SAFETY: the port is started.
             let rc = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };

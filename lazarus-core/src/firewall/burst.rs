@@ -13,6 +13,7 @@ use super::{Firewall, Verdict};
 use crate::checkpoint::CheckpointSink;
 use crate::conn::table::TableMemory;
 use crate::conn::{ConnKey, IndexHash, SlotId};
+use crate::parse::checksum::{self, RxChecksums};
 use crate::parse::{self, proto, Fragment, IpPacket};
 
 /// A received burst as the pipeline sees it: frames by index, and a way to
@@ -23,6 +24,12 @@ pub trait Burst {
         self.len() == 0
     }
     fn frame(&self, i: usize) -> &[u8];
+    /// What the NIC found of packet `i`'s checksums; unknown (verified in
+    /// software) unless the burst knows better.
+    #[inline(always)]
+    fn rx_checksums(&self, _i: usize) -> RxChecksums {
+        RxChecksums::UNKNOWN
+    }
     /// Keeps packet `i` when `keep(i, frame)` is true, in order; returns how
     /// many were not kept.
     fn retain(&mut self, keep: impl FnMut(usize, &[u8]) -> bool) -> usize;
@@ -109,9 +116,17 @@ pub(super) struct Staged {
 }
 
 impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
-    /// Stages packet `i` of a burst, received as `frame` on config port `port`.
+    /// Stages packet `i` of a burst, received as `frame` on config port
+    /// `port`, with what the NIC found of its checksums.
     #[inline]
-    pub fn stage(&self, burst: &mut StagedBurst, i: usize, frame: &[u8], port: usize) {
+    pub fn stage(
+        &self,
+        burst: &mut StagedBurst,
+        i: usize,
+        frame: &[u8],
+        rx: RxChecksums,
+        port: usize,
+    ) {
         if i >= STAGE_MAX {
             return;
         }
@@ -119,6 +134,12 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         let zone = self.zone_of(port);
         // Most packets: read only what the key and the tracker need.
         if let Some(seg) = parse::v4_tcp(frame) {
+            let seg_len = usize::from(seg.payload_off) + usize::from(seg.payload_len) - 34;
+            if let Err(r) = checksum::verify_v4_tcp(frame, 14, seg_len, rx) {
+                self.counters.parse_drop[r as usize].add(1);
+                st.step = Step::Decided(Verdict::Drop);
+                return;
+            }
             // Stored while the header is in registers, before the key and
             // its hash need them.
             st.seg = Seg {
@@ -142,7 +163,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             st.step = Step::Segment;
             return;
         }
-        st.step = Self::parse_step(&self.counters, frame, pkt);
+        st.step = Self::parse_step(&self.counters, frame, pkt, rx);
         if st.step != Step::Parsed || pkt.frag == Fragment::Later {
             return;
         }
@@ -229,8 +250,9 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 Some(slot) => {
                     self.track_existing(slot, st.keyed.src_is_lo, None, frame, &st.seg, now)
                 }
-                // Policy and the new connection read the whole packet.
-                None => self.process(frame, port, now),
+                // Policy and the new connection read the whole packet;
+                // `stage` verified its checksums already.
+                None => self.process_checked(frame, port, now, RxChecksums::VERIFIED),
             },
         }
     }
@@ -251,6 +273,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
 mod tests {
     use crate::firewall::packet::Step;
     use crate::firewall::testing::*;
+    use crate::parse::checksum::RxChecksums;
 
     use crate::checkpoint::MemorySink;
     use crate::conn::SlotId;
@@ -272,7 +295,7 @@ mod tests {
             let mut by_fast_path = 0;
             for chunk in traffic.chunks(burst) {
                 for (i, (frame, port)) in chunk.iter().enumerate() {
-                    f.stage(&mut sb, i, frame, *port);
+                    f.stage(&mut sb, i, frame, RxChecksums::UNKNOWN, *port);
                     by_fast_path += usize::from(sb.staged[i].step == Step::Segment);
                 }
                 f.lookup_staged(&mut sb, chunk.len());
@@ -304,7 +327,7 @@ mod tests {
             (tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0),
         ];
         for (i, (frame, port)) in burst.iter().enumerate() {
-            f.stage(&mut sb, i, frame, *port);
+            f.stage(&mut sb, i, frame, RxChecksums::UNKNOWN, *port);
         }
         f.lookup_staged(&mut sb, burst.len());
         let got: Vec<Verdict> = burst
@@ -340,7 +363,7 @@ mod tests {
         ];
         let mut sb = StagedBurst::new();
         for (i, (frame, port)) in burst.iter().enumerate() {
-            f.stage(&mut sb, i, frame, *port);
+            f.stage(&mut sb, i, frame, RxChecksums::UNKNOWN, *port);
         }
         assert_eq!(
             [sb.staged[0].step, sb.staged[1].step, sb.staged[2].step],
@@ -383,7 +406,7 @@ mod tests {
         let mut f = fw(MemorySink::default());
         let mut sb = StagedBurst::new();
         let syn = tcp(C, S, (40000, 80), SYN, (1000, 0), b"");
-        f.stage(&mut sb, 0, &syn, 0);
+        f.stage(&mut sb, 0, &syn, RxChecksums::UNKNOWN, 0);
         f.lookup_staged(&mut sb, 1);
         assert_eq!(f.process_staged(&mut sb, 0, &syn, 0, 1), Verdict::Forward);
         let stray = tcp(C, S, (40001, 80), ACK, (1, 1), b"");
@@ -392,5 +415,100 @@ mod tests {
             Verdict::Drop,
             "tracked as itself, not as the SYN staged before"
         );
+    }
+}
+
+#[cfg(test)]
+mod checksum_tests {
+    use crate::checkpoint::MemorySink;
+    use crate::firewall::testing::*;
+    use crate::firewall::*;
+    use crate::frames::{tcp, tcp_flags::*, udp};
+    use crate::parse::checksum::{Offload, RxChecksums};
+    use crate::parse::DropReason;
+    use allocator_api2::alloc::Global;
+
+    /// Frames with the NIC's word on each, as the dataplane's burst has.
+    struct NicBurst<'a> {
+        frames: Vec<&'a [u8]>,
+        rx: RxChecksums,
+        kept: usize,
+    }
+
+    impl Burst for NicBurst<'_> {
+        fn len(&self) -> usize {
+            self.frames.len()
+        }
+        fn frame(&self, i: usize) -> &[u8] {
+            self.frames[i]
+        }
+        fn rx_checksums(&self, _i: usize) -> RxChecksums {
+            self.rx
+        }
+        fn retain(&mut self, mut keep: impl FnMut(usize, &[u8]) -> bool) -> usize {
+            let n = self.frames.len();
+            self.kept = self.frames.iter().enumerate().filter(|(i, f)| keep(*i, f)).count();
+            n - self.kept
+        }
+    }
+
+    fn drops(f: &Firewall<MemorySink, Global>, r: DropReason) -> u64 {
+        f.counters.parse_drop[r as usize].get()
+    }
+
+    /// A segment whose checksum is wrong is dropped and counted before any
+    /// state sees it: a forged RST does not close the flow, a forged SYN
+    /// opens nothing, and nothing reaches the checkpoint.
+    #[test]
+    fn a_bad_checksum_is_dropped_counted_and_changes_nothing() {
+        let mut f = fw(MemorySink::default());
+        let (cs, ss) = open(&mut f, 40500);
+        let stored = f.checkpoint.sink.store.clone();
+        let mut rst = tcp(C, S, (40500, 80), RST | ACK, (cs, ss), b"");
+        let at = rst.len() - 1 - (rst.len() - 54); // the last TCP header byte
+        rst[at] ^= 0xff;
+        let mut syn = tcp(C, S, (40501, 80), SYN, (1, 0), b"");
+        syn[24] ^= 0x01; // the IPv4 header (TTL)
+        let mut dns = udp(C, S, 5353, 53, b"query");
+        dns[44] ^= 0x01; // the UDP payload
+        let mut sb = StagedBurst::new();
+        let frames = [&rst[..], &syn[..], &dns[..]];
+        let mut burst = FrameBurst::new(&frames);
+        assert_eq!(f.process_burst(&mut sb, &mut burst, 0, 2), 3);
+        assert_eq!(drops(&f, DropReason::BadL4Checksum), 2);
+        assert_eq!(drops(&f, DropReason::BadIpChecksum), 1);
+        assert_eq!(f.table().iter().count(), 1, "the SYN opened nothing");
+        assert_eq!(f.checkpoint.sink.store, stored, "nothing checkpointed");
+        // The flow is as it was: its next data segment passes.
+        let data = tcp(C, S, (40500, 80), ACK | PSH, (cs, ss), b"more");
+        assert_eq!(f.process(&data, 0, 3), Verdict::Forward);
+    }
+
+    /// The NIC's word is taken where it gave one (net_tap gives it; the
+    /// dataplane test checks that branch on a real tap).
+    #[test]
+    fn the_nics_verdict_is_taken_as_given() {
+        let mut f = fw(MemorySink::default());
+        let good = tcp(C, S, (40600, 80), SYN, (1, 0), b"");
+        let mut mangled = good.clone();
+        mangled[50] ^= 0x01; // the TCP checksum itself
+        let mut sb = StagedBurst::new();
+        let mut bad_by_nic = NicBurst {
+            frames: vec![&good[..]],
+            rx: RxChecksums { ip: Offload::Good, l4: Offload::Bad },
+            kept: 0,
+        };
+        assert_eq!(f.process_burst(&mut sb, &mut bad_by_nic, 0, 1), 1);
+        assert_eq!(drops(&f, DropReason::BadL4Checksum), 1);
+        let mut good_by_nic = NicBurst {
+            frames: vec![&mangled[..]],
+            rx: RxChecksums { ip: Offload::Good, l4: Offload::Good },
+            kept: 0,
+        };
+        assert_eq!(f.process_burst(&mut sb, &mut good_by_nic, 0, 1), 0, "{}", f.counters.detail());
+        assert_eq!(good_by_nic.kept, 1);
+        let mut unknown =
+            NicBurst { frames: vec![&mangled[..]], rx: RxChecksums::UNKNOWN, kept: 0 };
+        assert_eq!(f.process_burst(&mut sb, &mut unknown, 0, 1), 1, "verified in software");
     }
 }

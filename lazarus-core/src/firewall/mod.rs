@@ -114,7 +114,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     ) -> usize {
         let n = burst.len();
         for i in 0..n {
-            self.stage(staged, i, burst.frame(i), port);
+            self.stage(staged, i, burst.frame(i), burst.rx_checksums(i), port);
         }
         self.lookup_staged(staged, n);
         let dropped = burst.retain(|i, frame| {

@@ -15,6 +15,7 @@ use crate::modules::ip::IpPortion;
 use crate::modules::tcp::{self, TcpState};
 use crate::modules::udp::UdpPortion;
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
+use crate::parse::checksum::{self, RxChecksums};
 use crate::parse::{self, Fragment, FrameKind, IpPacket, L4};
 use crate::policy::Action;
 use crate::stats::{FwCounters, FwDrop};
@@ -23,8 +24,19 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     /// The verdict on one frame received on config port `port`.
     #[inline]
     pub fn process(&mut self, frame: &[u8], port: usize, now: u64) -> Verdict {
+        self.process_checked(frame, port, now, RxChecksums::UNKNOWN)
+    }
+
+    /// `process`, with what is known of the frame's checksums.
+    pub(super) fn process_checked(
+        &mut self,
+        frame: &[u8],
+        port: usize,
+        now: u64,
+        rx: RxChecksums,
+    ) -> Verdict {
         let mut p = IpPacket::default();
-        match Self::parse_step(&self.counters, frame, &mut p) {
+        match Self::parse_step(&self.counters, frame, &mut p, rx) {
             Step::Decided(v) => v,
             _ => self.track_parsed(frame, &p, port, now),
         }
@@ -39,8 +51,16 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     /// verdict parsing decides (non-IP passes; a malformed frame is counted
     /// and dropped).
     #[inline(always)]
-    pub(super) fn parse_step(counters: &FwCounters, frame: &[u8], p: &mut IpPacket) -> Step {
-        match parse::parse_into(frame, p) {
+    pub(super) fn parse_step(
+        counters: &FwCounters,
+        frame: &[u8],
+        p: &mut IpPacket,
+        rx: RxChecksums,
+    ) -> Step {
+        match parse::parse_into(frame, p).and_then(|k| match k {
+            FrameKind::Ip => checksum::verify(frame, p, rx).map(|()| k),
+            FrameKind::NonIp { .. } => Ok(k),
+        }) {
             Ok(FrameKind::Ip) => Step::Parsed,
             Ok(FrameKind::NonIp { .. }) => Step::Decided(Verdict::Forward),
             Err(r) => {

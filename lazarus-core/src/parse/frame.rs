@@ -195,6 +195,8 @@ fn parse_v4(frame: &[u8], off: usize, vlan: u16, pkt: &mut IpPacket) -> Result<(
         l4: L4::Other,
         payload_off: 0,
         payload_len: 0,
+        l3_off: off as u16,
+        l4_off: (off + ihl) as u16,
     };
     let seg = ip.get(ihl..).unwrap_or(&[]);
     finish(pkt, seg, off + ihl, frag_off, more)
@@ -299,6 +301,8 @@ fn parse_v6(frame: &[u8], off: usize, vlan: u16, pkt: &mut IpPacket) -> Result<(
         l4: L4::Other,
         payload_off: 0,
         payload_len: 0,
+        l3_off: off as u16,
+        l4_off: (off + pos) as u16,
     };
     let seg = ip.get(pos..).unwrap_or(&[]);
     finish(pkt, seg, off + pos, frag_off, more)

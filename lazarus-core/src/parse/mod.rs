@@ -40,10 +40,14 @@ pub enum DropReason {
     BadFragment,
     /// More than two stacked VLAN tags: the firewall cannot see what is inside.
     VlanStack,
+    /// IPv4 header checksum wrong (by the NIC's word, or verified here).
+    BadIpChecksum,
+    /// TCP, UDP, ICMP or ICMPv6 checksum wrong.
+    BadL4Checksum,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::BadIpHeader,
@@ -54,6 +58,8 @@ impl DropReason {
         DropReason::BadIcmp,
         DropReason::BadFragment,
         DropReason::VlanStack,
+        DropReason::BadIpChecksum,
+        DropReason::BadL4Checksum,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -66,6 +72,8 @@ impl DropReason {
             DropReason::BadIcmp => "bad_icmp",
             DropReason::BadFragment => "bad_fragment",
             DropReason::VlanStack => "vlan_stack",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::BadL4Checksum => "bad_l4_checksum",
         }
     }
 }
@@ -184,6 +192,10 @@ pub struct IpPacket {
     /// bounded by the IP length (Ethernet padding excluded).
     pub payload_off: u16,
     pub payload_len: u16,
+    /// Where the IP header and the L4 header start in the frame (for the
+    /// checksums).
+    pub l3_off: u16,
+    pub l4_off: u16,
 }
 
 impl IpPacket {
@@ -218,6 +230,7 @@ pub enum FrameKind {
     NonIp { ethertype: u16 },
 }
 
+pub mod checksum;
 mod fast;
 mod frame;
 pub use fast::{v4_tcp, V4TcpSegment};
