@@ -134,12 +134,6 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         let zone = self.zone_of(port);
         // Most packets: read only what the key and the tracker need.
         if let Some(seg) = parse::v4_tcp(frame) {
-            let seg_len = usize::from(seg.payload_off) + usize::from(seg.payload_len) - 34;
-            if let Err(r) = checksum::verify_v4_tcp(frame, 14, seg_len, rx) {
-                self.counters.parse_drop[r as usize].add(1);
-                st.step = Step::Decided(Verdict::Drop);
-                return;
-            }
             // Stored while the header is in registers, before the key and
             // its hash need them.
             st.seg = Seg {
@@ -161,6 +155,13 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             st.keyed.src_is_lo = src_is_lo;
             st.slot = None;
             st.step = Step::Segment;
+            // Checked last, from the frame, once the fields above have left
+            // the registers; a failure undoes the staging.
+            let seg_len = usize::from(st.seg.payload_off) + usize::from(st.seg.payload_len) - 34;
+            if let Err(r) = checksum::verify_v4_tcp(frame, seg_len, rx) {
+                self.counters.parse_drop[r as usize].add(1);
+                st.step = Step::Decided(Verdict::Drop);
+            }
             return;
         }
         st.step = Self::parse_step(&self.counters, frame, pkt, rx);
