@@ -162,6 +162,9 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                     if tracked.delta {
                         changed = Some(Module::Tcp);
                     }
+                    if tracked.rst_kept {
+                        self.counters.tcp_invalid[tcp::TcpInvalid::RstNotExact as usize].add(1);
+                    }
                     tracked.timeout
                 }
                 Err(why) => return self.invalid_tcp(why),
@@ -546,5 +549,46 @@ mod tests {
         }
         assert_eq!(a.table().len(), 0);
         assert_eq!(a.checkpoint.sink.deletes, 1, "the answered connection's delete only");
+    }
+}
+
+#[cfg(test)]
+mod strict_rst_tests {
+    use crate::checkpoint::MemorySink;
+    use crate::firewall::testing::*;
+    use crate::firewall::*;
+    use crate::frames::{tcp, tcp_flags::*};
+    use crate::modules::tcp::{TcpInvalid, TcpState};
+    use crate::modules::L4Portion;
+
+    /// A blind RST inside the window but off the exact sequence is forwarded
+    /// (the endpoint answers it with a challenge ACK) and counted; the
+    /// firewall keeps the connection, as Linux conntrack does. The exact RST
+    /// closes it.
+    #[test]
+    fn a_blind_in_window_rst_does_not_close_the_connection() {
+        let mut f = fw(MemorySink::default());
+        let (cs, ss) = open(&mut f, 40700);
+        let state = |f: &Firewall<MemorySink, _>| {
+            let (_, conn) = f.table().iter().next().unwrap();
+            match conn.l4 {
+                L4Portion::Tcp(t) => t.state,
+                _ => unreachable!(),
+            }
+        };
+        let blind = [
+            tcp(S, C, (80, 40700), RST, (ss + 500, 0), b""),
+            tcp(C, S, (40700, 80), RST | ACK, (cs - 50, ss), b""),
+        ];
+        for rst in &blind {
+            assert_eq!(f.process(rst, 0, 2), Verdict::Forward);
+            assert_eq!(state(&f), TcpState::Established);
+        }
+        assert_eq!(f.counters.tcp_invalid[TcpInvalid::RstNotExact as usize].get(), 2);
+        let data = tcp(C, S, (40700, 80), ACK | PSH, (cs, ss), b"more");
+        assert_eq!(f.process(&data, 0, 3), Verdict::Forward);
+        let exact = tcp(C, S, (40700, 80), RST | ACK, (cs + 4, ss), b"");
+        assert_eq!(f.process(&exact, 0, 4), Verdict::Forward);
+        assert_eq!(state(&f), TcpState::Close);
     }
 }

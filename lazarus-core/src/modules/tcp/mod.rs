@@ -82,20 +82,31 @@ pub enum TcpInvalid {
     OutOfWindow,
     /// A RST outside the window (or not acknowledging our SYN).
     RstOutOfWindow,
+    /// A RST in the window but not at the exact next sequence (RFC 5961
+    /// §3.2): forwarded, so the endpoint can send its challenge ACK, but the
+    /// connection's state is kept, as Linux conntrack does.
+    RstNotExact,
 }
 
 impl TcpInvalid {
-    pub const COUNT: usize = 5;
-    pub const ALL: [TcpInvalid; 5] = [
+    pub const COUNT: usize = 6;
+    pub const ALL: [TcpInvalid; 6] = [
         TcpInvalid::BadFlags,
         TcpInvalid::NewNotSyn,
         TcpInvalid::BadTransition,
         TcpInvalid::OutOfWindow,
         TcpInvalid::RstOutOfWindow,
+        TcpInvalid::RstNotExact,
     ];
     pub fn name(self) -> &'static str {
-        ["bad_flags", "new_not_syn", "bad_transition", "out_of_window", "rst_out_of_window"]
-            [self as usize]
+        [
+            "bad_flags",
+            "new_not_syn",
+            "bad_transition",
+            "out_of_window",
+            "rst_out_of_window",
+            "rst_not_exact",
+        ][self as usize]
     }
 }
 
@@ -153,6 +164,9 @@ pub enum TcpChange {
     Timeout {
         from: TcpState,
     },
+    /// An in-window RST not at the exact next sequence: the state is kept
+    /// ([`TcpInvalid::RstNotExact`]).
+    RstKept,
 }
 
 #[inline]
@@ -358,6 +372,8 @@ pub struct Tracked {
     /// The state moved, (from, to); None on the plain-ACK path, where it
     /// cannot, so that the caller's bookkeeping drops out of that path.
     pub moved: Option<(TcpState, TcpState)>,
+    /// An in-window RST whose sequence was not exact left the state alone.
+    pub rst_kept: bool,
 }
 
 /// `track`, for the firewall: whether the change is worth a delta, and the
@@ -377,12 +393,13 @@ pub fn on_segment(
     if is_plain_ack(p, h) {
         let delta = !matches!(track_plain_ack(p, dir, h, payload_len)?, TcpChange::None);
         let timeout = timeouts[TcpState::Established as usize];
-        return Ok(Tracked { delta, timeout, moved: None });
+        return Ok(Tracked { delta, timeout, moved: None, rst_kept: false });
     }
     // An invalid segment leaves the state as it was.
     let was = p.state;
-    let delta = match track(p, dir, h, payload_len)? {
-        TcpChange::None => false,
+    let change = track(p, dir, h, payload_len)?;
+    let delta = match change {
+        TcpChange::None | TcpChange::RstKept => false,
         TcpChange::Timeout { from } => {
             let worth = timeouts[p.state as usize] > timeouts[from as usize];
             if worth {
@@ -393,7 +410,8 @@ pub fn on_segment(
         _ => true,
     };
     let moved = (p.state != was).then_some((was, p.state));
-    Ok(Tracked { delta, timeout: timeouts[p.state as usize], moved })
+    let rst_kept = change == TcpChange::RstKept;
+    Ok(Tracked { delta, timeout: timeouts[p.state as usize], moved, rst_kept })
 }
 
 /// `track` of a segment `is_plain_ack` accepts; for a caller that would
@@ -472,13 +490,25 @@ fn track_any(
         p.seen_reply = true;
         return Ok(TcpChange::State);
     }
+    // RFC 5961 §3.2: on a synchronised connection a RST closes only at the
+    // exact next sequence: the receiver's highest ACK, or the sender's own
+    // edge (a RST right after its data, before the peer acknowledged it).
+    let rst_exact = fi != FlagIdx::Rst || !synchronised(p.state) || {
+        let (sd, rd) = match dir {
+            Dir::Original => (&p.dirs[0], &p.dirs[1]),
+            Dir::Reply => (&p.dirs[1], &p.dirs[0]),
+        };
+        h.seq == sd.end || rd.flags & dir_flags::MAXACK_SET == 0 || h.seq == rd.maxack
+    };
     // A SYN may (re)initialise its sender's side before the window check:
     // try it on a copy. Any other segment leaves the portion alone unless it
     // passes (see `in_window`), so established traffic needs no copy.
-    let accepted = if h.flags & f::SYN != 0 {
+    // A RST that will not close is checked on a copy too: it moves no edge,
+    // or a second copy of it would be "at the sender's edge".
+    let accepted = if h.flags & f::SYN != 0 || !rst_exact {
         let mut trial = *p;
         let ok = in_window::<false, true>(&mut trial, dir, h, payload_len);
-        if ok {
+        if ok && rst_exact {
             *p = trial;
         }
         ok
@@ -491,6 +521,9 @@ fn track_any(
         } else {
             TcpInvalid::OutOfWindow
         });
+    }
+    if !rst_exact {
+        return Ok(TcpChange::RstKept);
     }
     if dir == Dir::Reply {
         p.seen_reply = true;
@@ -514,6 +547,18 @@ fn track_any(
         Some(from) => TcpChange::Timeout { from },
         None => TcpChange::None,
     })
+}
+
+/// Both sides' sequence spaces are known: a RST must then be exact.
+fn synchronised(state: TcpState) -> bool {
+    matches!(
+        state,
+        TcpState::Established
+            | TcpState::FinWait
+            | TcpState::CloseWait
+            | TcpState::LastAck
+            | TcpState::TimeWait
+    )
 }
 
 /// Seconds a connection in `state` lives without packets (Linux's defaults).
@@ -600,6 +645,41 @@ mod tests {
         );
         assert_eq!(p.state, TcpState::Established);
         assert_eq!(track(&mut p, R, &seg(f::RST, 5001, 0, 0), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::Close);
+    }
+
+    /// RFC 5961 §3.2, as Linux conntrack: a RST inside the window but not at
+    /// the exact next sequence keeps the connection (a blind attacker must
+    /// hit one number, not a window's worth); the exact one still closes.
+    #[test]
+    fn an_in_window_rst_off_the_exact_sequence_keeps_the_connection() {
+        let mut p = established();
+        let before = p;
+        assert_eq!(track(&mut p, R, &seg(f::RST, 5001 + 100, 0, 0), 0), Ok(TcpChange::RstKept));
+        assert_eq!(p, before, "nothing moved");
+        assert_eq!(track(&mut p, R, &seg(f::RST, 5001 + 100, 0, 0), 0), Ok(TcpChange::RstKept));
+        assert_eq!(p, before, "nor on a second copy");
+        assert_eq!(
+            track(&mut p, O, &seg(f::RST | A, 1001 + 7, 5001, 0), 0),
+            Ok(TcpChange::RstKept)
+        );
+        assert_eq!(p.state, TcpState::Established);
+        let timeouts = [1; TcpState::COUNT];
+        let t = on_segment(&mut p, O, &seg(f::RST | A, 1001 + 7, 5001, 0), 0, &timeouts).unwrap();
+        assert!(t.rst_kept && !t.delta && t.moved.is_none());
+        // At the receiver's highest ACK it closes.
+        assert_eq!(track(&mut p, O, &seg(f::RST | A, 1001, 5001, 0), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::Close);
+    }
+
+    /// A RST sent right after the sender's own data, before the peer has
+    /// acknowledged it (SO_LINGER 0 after a write), is at the sender's edge
+    /// and closes.
+    #[test]
+    fn a_rst_at_the_senders_edge_closes() {
+        let mut p = established();
+        assert!(track(&mut p, R, &seg(A | f::PSH, 5001, 1001, 64000), 100).is_ok());
+        assert_eq!(track(&mut p, R, &seg(f::RST | A, 5101, 1001, 0), 0), Ok(TcpChange::State));
         assert_eq!(p.state, TcpState::Close);
     }
 
