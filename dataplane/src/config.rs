@@ -322,10 +322,12 @@ impl Config {
                 "must be at least 1, or connections never expire".into(),
             ));
         }
-        if c.ftp && (c.ftp_sessions == 0 || c.expectations == 0) {
+        if c.ftp && (c.ftp_sessions == 0 || c.expectations == 0 || c.expectations_per_session == 0)
+        {
             return Err(bad(
                 "conntrack.ftp_sessions".into(),
-                "ftp = true needs ftp_sessions and expectations of at least 1".into(),
+                "ftp = true needs ftp_sessions, expectations and expectations_per_session of at least 1"
+                    .into(),
             ));
         }
         let k = &self.checkpoint;

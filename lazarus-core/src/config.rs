@@ -21,6 +21,9 @@ pub struct ConntrackSection {
     pub ftp_sessions: u32,
     /// Pending data-connection expectations per worker.
     pub expectations: u32,
+    /// Live expectations one control connection may hold; a further one
+    /// replaces its oldest (Linux's `max_expected`, `evict_oldest_expect`).
+    pub expectations_per_session: u32,
     /// Seconds an expectation waits for its data connection.
     pub expectation_timeout: u64,
     /// Non-first fragments remembered per worker (first fragments' verdicts).
@@ -38,6 +41,7 @@ impl Default for ConntrackSection {
             ftp_ports: vec![21],
             ftp_sessions: 1024,
             expectations: 256,
+            expectations_per_session: 2,
             expectation_timeout: 30,
             fragments: 1024,
             timeouts: Timeouts::default(),

@@ -74,6 +74,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 ports: c.ftp_ports.clone(),
                 sessions: c.ftp_sessions,
                 expectations: c.expectations,
+                per_session: c.expectations_per_session,
                 expectation_ticks: ticks.expectation,
             }),
             frags: Fragments::new(c.fragments as usize, ticks.fragment),

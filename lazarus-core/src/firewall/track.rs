@@ -458,6 +458,41 @@ mod tests {
         assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
     }
 
+    /// FTP bounce (RFC 2577): a PORT naming a host other than the control
+    /// connection's client, or a 227 naming one other than its server,
+    /// creates no expectation; the third host's connection is not related.
+    /// Fails with the check in `FtpSessions::feed` removed.
+    #[test]
+    fn an_ftp_bounce_creates_no_expectation() {
+        let mut a = fw(MemorySink::default());
+        let (cs, ss) = (1001, 5001);
+        for (p, port) in [
+            (tcp(C, S, (40320, 21), SYN, (1000, 0), b""), 0),
+            (tcp(S, C, (21, 40320), SYN | ACK, (5000, 1001), b""), 1),
+            (tcp(C, S, (40320, 21), ACK, (cs, ss), b""), 0),
+            (tcp(C, S, (40320, 21), ACK | PSH, (cs, ss), b"PORT 10,99,0,77,0,25\r\n"), 0),
+            (
+                tcp(
+                    S,
+                    C,
+                    (21, 40320),
+                    ACK | PSH,
+                    (ss, cs + 22),
+                    b"227 Entering (10,99,0,78,0,25)\r\n",
+                ),
+                1,
+            ),
+        ] {
+            assert_eq!(a.process(&p, port, 1), Verdict::Forward);
+        }
+        assert_eq!(a.counters.ftp_refused.get(), 2, "{}", a.counters.detail());
+        assert_eq!(a.counters.ftp_expectations.get(), 0);
+        assert!(a.ftp.expectations.is_empty());
+        a.process(&tcp(S, [10, 99, 0, 77], (20, 25), SYN, (9000, 0), b""), 1, 2);
+        a.process(&tcp(C, [10, 99, 0, 78], (40400, 25), SYN, (9000, 0), b""), 0, 2);
+        assert_eq!(a.counters.related.get(), 0);
+    }
+
     /// An FTP portion rebased from another boot (version 0) carries
     /// deadlines of another clock: its expectations are dropped and counted,
     /// the control connection itself restored; with the same store not

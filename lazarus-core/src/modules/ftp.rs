@@ -370,6 +370,8 @@ pub struct Expectation {
 pub struct Expectations {
     slots: Box<[Expectation]>,
     live: usize,
+    /// Live expectations one control connection may hold.
+    per_master: usize,
 }
 
 /// A new connection, as an expectation is matched against it.
@@ -384,10 +386,11 @@ pub struct DataConn<'a> {
 }
 
 impl Expectations {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, per_master: usize) -> Self {
         Expectations {
             slots: vec![Expectation::default(); capacity.max(1)].into_boxed_slice(),
             live: 0,
+            per_master: per_master.max(1),
         }
     }
 
@@ -400,10 +403,19 @@ impl Expectations {
     }
 
     /// Adds an expectation; false when every slot holds a live, unexpired one.
+    /// A control connection already holding `per_master` live ones gives up
+    /// its oldest for it: one session cannot fill the table.
     pub fn add(&mut self, e: Expectation, now: u64) -> bool {
-        let slot = self.slots.iter_mut().find(|s| {
-            !s.live || s.deadline <= now || (s.src == e.src && s.dst == e.dst && s.dport == e.dport)
-        });
+        let same = |s: &Expectation| s.src == e.src && s.dst == e.dst && s.dport == e.dport;
+        let mine = |s: &Expectation| s.live && s.deadline > now && s.master == e.master;
+        let held = self.slots.iter().filter(|s| mine(s)).count();
+        let renewal = self.slots.iter().any(|s| mine(s) && same(s));
+        let slot = if held >= self.per_master && !renewal {
+            // The oldest is the one due first: every deadline is now + the same timeout.
+            self.slots.iter_mut().filter(|s| mine(s)).min_by_key(|s| s.deadline)
+        } else {
+            self.slots.iter_mut().find(|s| !s.live || s.deadline <= now || same(s))
+        };
         match slot {
             Some(s) => {
                 if !s.live {
@@ -544,7 +556,7 @@ mod tests {
 
     #[test]
     fn expectations_match_once_and_expire() {
-        let mut x = Expectations::new(2);
+        let mut x = Expectations::new(2, 2);
         let e = Expectation {
             family: 4,
             src: v4_mapped([1, 1, 1, 1]),
@@ -561,5 +573,35 @@ mod tests {
         assert!(x.take(&to(&e, 5000), 100).is_none(), "expired");
         assert_eq!(x.expire(200), 1);
         assert!(x.is_empty());
+    }
+
+    /// One control connection holds at most `per_master` live expectations:
+    /// a further PASV/PORT replaces its oldest, and another connection's are
+    /// never touched. Fails with the cap removed (the table fills up).
+    #[test]
+    fn a_session_holds_at_most_its_cap_and_replaces_its_oldest() {
+        let mut x = Expectations::new(16, 2);
+        let exp = |master: u64, dport: u16, deadline: u64| Expectation {
+            family: 4,
+            src: v4_mapped([1, 1, 1, 1]),
+            dst: v4_mapped([2, 2, 2, 2]),
+            dport,
+            master: ConnId(master),
+            deadline,
+            ..Default::default()
+        };
+        assert!(x.add(exp(9, 7000, 1000), 0), "another session's");
+        for (i, port) in (5000..5010).enumerate() {
+            assert!(x.add(exp(1, port, 100 + i as u64), i as u64));
+        }
+        assert_eq!(x.of_master(ConnId(1)).count(), 2, "capped");
+        let ports: Vec<u16> = x.of_master(ConnId(1)).map(|e| e.dport).collect();
+        assert!(ports.contains(&5008) && ports.contains(&5009), "the newest two: {ports:?}");
+        assert_eq!(x.of_master(ConnId(9)).count(), 1, "untouched");
+        assert_eq!(x.len(), 3);
+        // Renewing one it holds takes no other's place.
+        assert!(x.add(exp(1, 5009, 500), 20));
+        assert_eq!(x.of_master(ConnId(1)).count(), 2);
+        assert!(x.take(&to(&exp(1, 5008, 0), 5008), 30).is_some());
     }
 }

@@ -26,6 +26,8 @@ pub struct FtpConfig {
     pub ports: Vec<u16>,
     pub sessions: u32,
     pub expectations: u32,
+    /// Live expectations one control connection may hold.
+    pub per_session: u32,
     /// How long an expectation waits for its data connection, in TSC ticks.
     pub expectation_ticks: u64,
 }
@@ -57,7 +59,7 @@ impl FtpSessions {
             ports: c.ports.clone(),
             slots: vec![FtpPortion::default(); n as usize].into_boxed_slice(),
             free: (0..n).rev().collect(),
-            expectations: Expectations::new(c.expectations as usize),
+            expectations: Expectations::new(c.expectations as usize, c.per_session as usize),
             expectation_ticks: c.expectation_ticks,
         }
     }
