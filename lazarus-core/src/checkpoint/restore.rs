@@ -40,6 +40,10 @@ pub enum RestoreError {
         "the connection table is full (conntrack.capacity): raise it to restore every stored connection"
     )]
     TableFull,
+    #[error(
+        "protocol {proto} needs {wanted} portion but the store holds {found}: the record is partial or damaged, so the connection is not restored (its endpoints must reconnect)"
+    )]
+    L4Mismatch { proto: u8, wanted: &'static str, found: &'static str },
 }
 
 /// What a worker's restore did.
@@ -71,6 +75,19 @@ pub fn rebuild(
     if computed.0 != s.id {
         return Err(RestoreError::IdMismatch { stored: s.id, computed });
     }
+    let wanted = l4_module_of(key.proto, key.family);
+    let found = s.l4.map(|(m, _)| m);
+    if found != wanted.map(|m| m as u8) {
+        return Err(RestoreError::L4Mismatch {
+            proto: key.proto,
+            wanted: wanted.map_or("no layer-4", Module::name),
+            found: match found.map(Module::from_id) {
+                None => "none",
+                Some(Some(m)) => m.name(),
+                Some(None) => "unknown",
+            },
+        });
+    }
     let l4 = match s.l4 {
         None => L4Portion::Other,
         Some((m, b)) => match Module::from_id(m) {
@@ -93,6 +110,18 @@ pub fn rebuild(
         None => None,
     };
     Ok(Rebuilt { conn, ftp })
+}
+
+/// The layer-4 module a connection of `proto` carries (none for protocols
+/// tracked by addresses alone), as the firewall creates it.
+fn l4_module_of(proto: u8, family: u8) -> Option<Module> {
+    use crate::parse::proto as p;
+    match (proto, family) {
+        (p::TCP, _) => Some(Module::Tcp),
+        (p::UDP, _) => Some(Module::Udp),
+        (p::ICMP, 4) | (p::ICMPV6, 6) => Some(Module::Icmp),
+        _ => None,
+    }
 }
 
 /// The portions of a connection copied out of the store.

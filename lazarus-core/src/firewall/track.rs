@@ -458,6 +458,36 @@ mod tests {
         assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
     }
 
+    /// A connection is restored whole or not at all: a TCP key whose tcp
+    /// portion is missing, or whose layer-4 portion is another protocol's,
+    /// is refused and counted, not rebuilt as a portless flow that passes
+    /// every segment. Fails with the check in `restore::rebuild` removed.
+    #[test]
+    fn a_connection_missing_its_l4_portion_is_not_restored() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40330);
+        let sink = &a.checkpoint.sink;
+        let id = sink.store.keys().next().unwrap().0;
+        let ip = sink.store[&(id, Module::Ip as u8)].1.clone();
+        let tcp_bytes = sink.store[&(id, Module::Tcp as u8)].1.clone();
+        let udp = (Module::Udp as u8, &tcp_bytes[..]);
+        for l4 in [None, Some(udp)] {
+            let mut b = fw(MemorySink::default());
+            let got = b.restore(id, &ip, l4, None, 10);
+            assert!(
+                matches!(
+                    got,
+                    Err(crate::checkpoint::restore::RestoreError::L4Mismatch { proto: 6, .. })
+                ),
+                "{got:?}"
+            );
+            assert_eq!(b.counters.restore_skipped.get(), 1);
+            assert_eq!(b.table().iter().count(), 0);
+        }
+        let mut b = fw(MemorySink::default());
+        assert!(b.restore(id, &ip, Some((Module::Tcp as u8, &tcp_bytes)), None, 10).is_ok());
+    }
+
     /// FTP bounce (RFC 2577): a PORT naming a host other than the control
     /// connection's client, or a 227 naming one other than its server,
     /// creates no expectation; the third host's connection is not related.
