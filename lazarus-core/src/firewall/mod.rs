@@ -24,6 +24,7 @@ use crate::checkpoint::{CheckpointSink, Checkpointer};
 use crate::config::ConntrackSection;
 use crate::conn::table::{TableFull, TableMemory};
 use crate::conn::ConnTable;
+use crate::modules::ftp::Expectation;
 use crate::modules::ftp_sessions::{FtpConfig, FtpSessions};
 use crate::modules::Conn;
 use crate::policy::Policy;
@@ -173,8 +174,11 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                             counters.restore_stale_expectations.add(rec.count as u64);
                         }
                         let live = if s.ftp_rebased { 0 } else { rec.count };
+                        // No stored deadline is later than a fresh one would be.
+                        let latest = now + ticks.expectation;
                         for e in &rec.expectations[..live] {
-                            if e.deadline > now && !ftp.expectations.add(*e, now) {
+                            let e = Expectation { deadline: e.deadline.min(latest), ..*e };
+                            if e.deadline > now && !ftp.expectations.add(e, now) {
                                 counters.expectations_full.add(1);
                             }
                         }

@@ -488,6 +488,48 @@ mod tests {
         assert!(b.restore(id, &ip, Some((Module::Tcp as u8, &tcp_bytes)), None, 10).is_ok());
     }
 
+    /// Restored values are bounded by what the live code could have made: a
+    /// stored window past 2^30 is cut to it (it would pass every segment), and
+    /// an expectation's deadline is cut to a fresh one's. Each half fails
+    /// with its bound removed.
+    #[test]
+    fn restored_windows_and_deadlines_are_bounded() {
+        use crate::modules::ftp::FtpRecord;
+        use crate::portion::Portion;
+        let mut a = fw(MemorySink::default());
+        for (p, port) in [
+            (tcp(C, S, (40340, 21), SYN, (1000, 0), b""), 0),
+            (tcp(S, C, (21, 40340), SYN | ACK, (5000, 1001), b""), 1),
+            (tcp(C, S, (40340, 21), ACK, (1001, 5001), b""), 0),
+            (tcp(C, S, (40340, 21), ACK | PSH, (1001, 5001), b"PORT 10,99,0,1,156,64\r\n"), 0),
+        ] {
+            assert_eq!(a.process(&p, port, 1), Verdict::Forward);
+        }
+        let sink = &a.checkpoint.sink;
+        let id = sink.store.keys().next().unwrap().0;
+        let get = |m: Module| sink.store[&(id, m as u8)].1.clone();
+        let (ip, tcp_bytes) = (get(Module::Ip), get(Module::Tcp));
+        let mut rec = FtpRecord::decode(&get(Module::Ftp)).unwrap();
+        rec.expectations[0].deadline = 1 << 60;
+        let mut ftp = vec![0u8; 512];
+        let n = rec.portion.encode(&rec.expectations[..rec.count], &mut ftp).unwrap();
+        let mut b = fw(MemorySink::default());
+        let tcp_l4 = Some((Module::Tcp as u8, &tcp_bytes[..]));
+        b.restore(id, &ip, tcp_l4, Some(&ftp[..n]), 10).unwrap();
+        let after_a_fresh_deadline = 10 + 30 * HZ + 1;
+        b.process(&tcp(S, C, (20, 40000), SYN, (9000, 0), b""), 1, after_a_fresh_deadline);
+        assert_eq!(b.counters.related.get(), 0, "the forged deadline was kept");
+
+        let mut t = tcp::TcpPortion::decode(&tcp_bytes).unwrap();
+        t.dirs[0].maxwin = 1 << 31;
+        let mut wide = vec![0u8; 256];
+        let n = t.encode(&mut wide).unwrap();
+        let mut c = fw(MemorySink::default());
+        c.restore(id, &ip, Some((Module::Tcp as u8, &wide[..n])), None, 10).unwrap();
+        let L4Portion::Tcp(t) = c.table().iter().next().unwrap().1.l4 else { panic!() };
+        assert_eq!(t.dirs[0].maxwin, tcp::MAX_WINDOW);
+    }
+
     /// FTP bounce (RFC 2577): a PORT naming a host other than the control
     /// connection's client, or a 227 naming one other than its server,
     /// creates no expectation; the third host's connection is not related.

@@ -8,6 +8,7 @@
 //! pickup; a restarted dataplane gets its state from the checkpoint instead).
 
 mod portion;
+pub use portion::MAX_WINDOW;
 mod transitions;
 
 use crate::conn::Dir;

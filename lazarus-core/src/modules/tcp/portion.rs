@@ -54,6 +54,9 @@ impl TcpPortion {
     }
 }
 
+/// The largest window TCP can announce (65535 << 14, rounded up to 2^30).
+pub const MAX_WINDOW: u32 = 1 << 30;
+
 impl Portion for TcpPortion {
     const MODULE: Module = Module::Tcp;
     const MAX_LEN: usize = shm_layout::L4_PORTION_MAX;
@@ -98,6 +101,10 @@ impl Portion for TcpPortion {
             if d.scale > 14 {
                 return Err(r.bad("window scale"));
             }
+            // Past 2^30 the window checks' wrapping comparisons stop meaning
+            // anything (RFC 7323 §2.3): a forged one would pass every segment.
+            // Clamped, not refused: a long, odd flow may creep past it live.
+            d.maxwin = d.maxwin.min(MAX_WINDOW);
         }
         p.ckpt_end = [p.dirs[0].end, p.dirs[1].end];
         Ok(p)
