@@ -93,6 +93,12 @@ impl<S: CheckpointSink> Checkpointer<S> {
             self.counters.ckpt[module as usize].add(1);
             return true;
         }
+        if conn.dirty & !(1 << module as u8) != 0 {
+            // Other portions wait for room, perhaps all of them: this one
+            // goes with them, so the store never holds part of a connection.
+            let want = conn.dirty | 1 << module as u8;
+            return self.emit_modules(conn, want, ftp, version) == u64::from(want.count_ones());
+        }
         self.write_portion(conn, module, ftp, version)
     }
 
@@ -170,22 +176,49 @@ impl<S: CheckpointSink> Checkpointer<S> {
         }
     }
 
-    /// Writes the portions of `conn` whose module bits are in `want`; returns
-    /// how many the sink took. Nothing while the connection is not stored.
+    /// Writes the portions of `conn` whose module bits are in `want`, all or
+    /// none: without room for all, they are marked dirty. Returns how many
+    /// the sink took. Nothing while the connection is not stored.
     fn emit_modules(&mut self, conn: &mut Conn, want: u8, ftp: &FtpSessions, version: u64) -> u64 {
-        if !conn.stored {
+        let present = modules_of(conn);
+        if conn.dirty & !present != 0 {
+            // A portion the connection no longer has (its FTP session ended)
+            // has nothing left to write.
+            conn.dirty &= present;
+            if conn.dirty == 0 {
+                self.dirty = self.dirty.saturating_sub(1);
+            }
+        }
+        let want = want & present;
+        if !conn.stored || want == 0 {
+            return 0;
+        }
+        if !S::ENABLED {
+            for m in Module::ALL.into_iter().filter(|&m| want & (1 << m as u8) != 0) {
+                self.counters.ckpt[m as usize].add(1);
+            }
+            return u64::from(want.count_ones());
+        }
+        if !self.sink.has_room(want.count_ones()) {
+            self.counters.ckpt_ring_full.add(1);
+            if conn.dirty == 0 {
+                self.dirty += 1;
+            }
+            conn.dirty |= want;
             return 0;
         }
         let mut n = 0;
         for m in Module::ALL {
-            if want & (1 << m as u8) != 0 && self.emit(conn, m, ftp, version) {
+            if want & (1 << m as u8) != 0 && self.write_portion(conn, m, ftp, version) {
                 n += 1;
             }
         }
         n
     }
 
-    /// Writes every portion `conn` has.
+    /// Writes every portion `conn` has, or none: were only some to fit, a
+    /// kill before the rest would leave a connection restored without its
+    /// state. With no room for all, every portion waits for the re-emit walk.
     pub fn emit_all(&mut self, conn: &mut Conn, ftp: &FtpSessions, version: u64) {
         let present = modules_of(conn);
         self.emit_modules(conn, present, ftp, version);
@@ -240,12 +273,12 @@ impl<S: CheckpointSink> Checkpointer<S> {
         let cap = table.capacity();
         let end = (i + REEMIT_BATCH).min(cap);
         while i < end {
-            // Room for a whole connection (ip, l4, ftp) before touching it.
-            if !self.sink.has_room(Module::COUNT as u32) {
-                break;
-            }
             if let Some(conn) = table.at_mut(i) {
                 let want = if self.resync { modules_of(conn) } else { conn.dirty };
+                // Room for everything the connection needs before touching it.
+                if !self.sink.has_room((want & modules_of(conn)).count_ones()) {
+                    break;
+                }
                 let n = self.emit_modules(conn, want, ftp, now);
                 self.counters.ckpt_reemitted.add(n);
             }

@@ -198,6 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_is_stored_whole_or_not_at_all() {
+        // Room for one delta when the connection is first stored: writing its
+        // ip portion alone would leave a store that restores it without its
+        // TCP state.
+        let mut a = fw(MemorySink { room: Some(1), ..Default::default() });
+        open(&mut a, 40005);
+        let id = a.table().iter().next().unwrap().1.id.0;
+        assert!(
+            !a.checkpoint.sink.store.keys().any(|k| k.0 == id),
+            "no portion is written while the whole connection does not fit"
+        );
+        a.checkpoint.sink.room = Some(2);
+        a.housekeeping(2);
+        assert!(a.checkpoint.sink.store.contains_key(&(id, Module::Ip as u8)));
+        assert!(a.checkpoint.sink.store.contains_key(&(id, Module::Tcp as u8)));
+        assert_eq!(a.table().iter().next().unwrap().1.dirty, 0);
+    }
+
+    #[test]
     fn a_resync_writes_every_connection_again() {
         let mut a = fw(MemorySink::default());
         open(&mut a, 40002);
