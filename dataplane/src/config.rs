@@ -100,6 +100,20 @@ fn yes() -> bool {
 pub struct BridgeConfig {
     /// Two port names; what arrives on one leaves on the other.
     pub ports: Vec<String>,
+    /// The conntrack zone of the flows crossing it, kept in their stored
+    /// state: renaming it strands them. Absent: its two port names.
+    pub name: Option<String>,
+}
+
+impl BridgeConfig {
+    /// The name its zone id derives from.
+    pub fn zone_name(&self) -> String {
+        match (&self.name, self.ports.as_slice()) {
+            (Some(n), _) => n.clone(),
+            (None, [a, b]) => lazarus_core::ports::default_bridge_name(a, b),
+            (None, _) => self.ports.join("+"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,8 +147,8 @@ pub struct Plan {
     pub tx_queues: u16,
     pub workers: Vec<WorkerPlan>,
     pub policy: lazarus_core::policy::Policy,
-    /// Bridge index of each port: the conntrack zone of the flows crossing it.
-    pub port_bridge: Vec<u16>,
+    /// The stable ids of the ports and of the bridges (zones) they are in.
+    pub ports: lazarus_core::ports::PortMap,
 }
 
 impl Plan {
@@ -340,14 +354,45 @@ impl Config {
         let port_zones: Vec<Option<String>> = self.port.iter().map(|p| p.zone.clone()).collect();
         let policy = lazarus_core::policy::Policy::compile(&self.zone, &self.rule, &port_zones)
             .map_err(|(key, reason)| bad(key, reason))?;
-        let mut port_bridge = vec![0u16; self.port.len()];
+        // Stored state names bridges and ports by ids of their names: two
+        // names with one id would mix two zones' connections.
+        use lazarus_core::ports::stable_id;
+        let mut ports = lazarus_core::ports::PortMap {
+            zone: vec![0; self.port.len()],
+            id: self.port.iter().map(|p| stable_id(&p.name)).collect(),
+            bridges_in_order: Vec::new(),
+        };
+        for (i, p) in self.port.iter().enumerate() {
+            if let Some(j) = ports.id[..i].iter().position(|&x| x == ports.id[i]) {
+                return Err(bad(
+                    format!("port[{i}].name"),
+                    format!(
+                        "{:?} and {:?} have the same 16-bit id; rename one",
+                        p.name, self.port[j].name
+                    ),
+                ));
+            }
+        }
         for (b, br) in self.bridge.iter().enumerate() {
-            for name in &br.ports {
-                port_bridge[by_name[name.as_str()]] = b as u16;
+            let name = br.zone_name();
+            let zone = stable_id(&name);
+            if let Some(j) = ports.bridges_in_order.iter().position(|&z| z == zone) {
+                return Err(bad(
+                    format!("bridge[{b}].name"),
+                    format!(
+                        "zone {name:?} has the same 16-bit id as bridge[{j}] ({:?}); give one \
+                         another name",
+                        self.bridge[j].zone_name()
+                    ),
+                ));
+            }
+            ports.bridges_in_order.push(zone);
+            for p in &br.ports {
+                ports.zone[by_name[p.as_str()]] = zone;
             }
         }
         let tx_queues = workers.len() as u16;
-        let plan = Plan { config: self, tx_queues, workers, policy, port_bridge };
+        let plan = Plan { config: self, tx_queues, workers, policy, ports };
         if plan.config.dataplane.mbuf_data_room < 256 {
             return Err(bad(
                 "dataplane.mbuf_data_room".into(),
@@ -387,6 +432,47 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse(text, "t.toml").unwrap_err().to_string()
+    }
+
+    /// Two bridges over four ports, listed in `order`.
+    fn two_bridges(order: [&str; 2]) -> String {
+        let ports = ["a", "b", "c", "d"]
+            .map(|p| format!("[[port]]\nname = \"{p}\"\ndevice = \"net_tap_{p}\"\n"))
+            .concat();
+        let bridges = order.map(|b| format!("[[bridge]]\nports = {b}\n")).concat();
+        format!(
+            "{ports}{bridges}[[worker]]\nlcore = 1\nrx = [\"a:0\", \"b:0\", \"c:0\", \"d:0\"]\n"
+        )
+    }
+
+    #[test]
+    fn zones_follow_bridge_names_not_their_order() {
+        let (ab, cd) = (r#"["a", "b"]"#, r#"["d", "c"]"#);
+        let one = Config::parse(&two_bridges([ab, cd]), "t.toml").unwrap();
+        let two = Config::parse(&two_bridges([cd, ab]), "t.toml").unwrap();
+        assert_eq!(one.ports.zone, two.ports.zone, "each port keeps its zone");
+        assert_eq!(one.ports.id, two.ports.id);
+        assert_ne!(one.ports.zone[0], one.ports.zone[2]);
+        assert_eq!(one.ports.zone[2], lazarus_core::ports::stable_id("c+d"));
+        let named =
+            two_bridges([ab, cd]).replacen("[[bridge]]\n", "[[bridge]]\nname = \"edge\"\n", 1);
+        let named = Config::parse(&named, "t.toml").unwrap();
+        assert_eq!(named.ports.zone[0], lazarus_core::ports::stable_id("edge"));
+    }
+
+    #[test]
+    fn two_bridge_names_with_one_id_are_refused() {
+        use lazarus_core::ports::stable_id;
+        let mut seen = HashMap::new();
+        let (x, y) = (0..)
+            .map(|i| format!("zone{i}"))
+            .find_map(|n| seen.insert(stable_id(&n), n.clone()).map(|m| (m, n)))
+            .unwrap();
+        let text = two_bridges([r#"["a", "b"]"#, r#"["c", "d"]"#])
+            .replacen("[[bridge]]\n", &format!("[[bridge]]\nname = \"{x}\"\n"), 1)
+            .replacen("ports = [\"c\"", &format!("name = \"{y}\"\nports = [\"c\""), 1);
+        let e = err(&text);
+        assert!(e.contains("bridge[1].name") && e.contains("another name"), "{e}");
     }
 
     #[test]

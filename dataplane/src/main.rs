@@ -285,7 +285,7 @@ fn build_firewalls(
         out.push(Some(Firewall::new(
             ct,
             policy.clone(),
-            plan.port_bridge.clone(),
+            plan.ports.clone(),
             dpdk::tsc_hz(),
             alloc,
             sink,
@@ -316,6 +316,7 @@ fn build_firewalls(
                 worker = index,
                 restored = s.restored,
                 skipped = s.skipped,
+                forbidden = s.forbidden,
                 "connections restored"
             );
         }

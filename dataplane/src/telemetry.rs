@@ -180,6 +180,7 @@ pub fn workers(_: &str) -> TelValue {
                 ("ckpt_resyncs", f.ckpt_resyncs.get()),
                 ("restored", f.restored.get()),
                 ("restore_skipped", f.restore_skipped.get()),
+                ("restore_forbidden", f.restore_forbidden.get()),
                 ("restore_stale_expectations", f.restore_stale_expectations.get()),
                 ("flushed", f.flushed.get()),
                 ("flush_pending", f.requests.flush.load(Ordering::Relaxed) as u64),
@@ -235,6 +236,7 @@ pub fn checkpoint(_: &str) -> TelValue {
         ("enabled".into(), u(s.rings.is_some() as u64)),
         ("restored".into(), u(fws.iter().map(|f| f.restored.get()).sum())),
         ("restore_skipped".into(), u(fws.iter().map(|f| f.restore_skipped.get()).sum())),
+        ("restore_forbidden".into(), u(fws.iter().map(|f| f.restore_forbidden.get()).sum())),
         ("restore_ms".into(), u(s.restore_us / 1000)),
         ("restore_us".into(), u(s.restore_us)),
     ];

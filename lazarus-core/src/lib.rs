@@ -14,4 +14,5 @@ pub mod modules;
 pub mod parse;
 pub mod policy;
 pub mod portion;
+pub mod ports;
 pub mod stats;

@@ -95,6 +95,10 @@ pub struct FwCounters {
     /// FTP expectations not restored: their deadlines were another boot's
     /// clock (the store was rebased).
     pub restore_stale_expectations: Counter,
+    /// Stored connections today's policy refuses, not restored.
+    pub restore_forbidden: Counter,
+    /// FTP expectations not restored: FTP is off, or off on their port.
+    pub restore_forbidden_expectations: Counter,
     /// Connections in the table (a gauge the worker refreshes).
     pub live: Counter,
     /// Connections removed by an operator's flush (`/lazarus/flush`).
@@ -218,6 +222,8 @@ impl FwCounters {
             ("restored", &self.restored),
             ("restore.skipped", &self.restore_skipped),
             ("restore.stale_expectations", &self.restore_stale_expectations),
+            ("restore.forbidden", &self.restore_forbidden),
+            ("restore.forbidden_expectations", &self.restore_forbidden_expectations),
             ("flushed", &self.flushed),
         ] {
             if c.get() != 0 {

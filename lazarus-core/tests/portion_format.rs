@@ -32,7 +32,7 @@ fn samples() -> Vec<(&'static str, String)> {
         3,
         7,
     );
-    let mut ip = IpPortion::new(lo, 1234);
+    let mut ip = IpPortion::new(lo, 0x2345, 1234);
     ip.packets = [5, 6];
     ip.bytes = [700, 800];
     let h = |flags, seq, ack| TcpHdr {
@@ -62,7 +62,7 @@ fn samples() -> Vec<(&'static str, String)> {
         count: 1,
     };
     vec![
-        ("ip", hex(&IpRecord { key, ip })),
+        ("ip", hex(&IpRecord { key, ip, format: PORTION_FORMAT })),
         ("tcp", hex(&t)),
         ("udp", hex(&UdpPortion { replied: true })),
         ("icmp", hex(&IcmpPortion::new(0x4242))),
@@ -70,20 +70,58 @@ fn samples() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The encodings of format 1.
+/// The encodings of format 2: format 1's with the ip portion's ingress port
+/// and related flag appended.
 const PINNED: [(&str, &str); 5] =
+    [("ip", IP_V2), ("tcp", TCP_V2), ("udp", "0201"), ("icmp", "02424200"), ("ftp", FTP_V2)];
+const IP_V2: &str = "0200000000000000000000ffff0a00000100000000000000000000ffff0a000002409c15000604030007000105000000000000000600000000000000bc020000000000002003000000000000d204000000000000452300";
+const TCP_V2: &str =
+    "020201e9030000e9fd000000fa0000000000000000891300008913000000fa0000e90300000008";
+const FTP_V2: &str = "0200000000000000000000000000000000000001040300070000000000000000000000ffff0a00000200000000000000000000ffff0a00000189136300000000000000";
+
+/// The encodings of format 1, as the previous build wrote them: kept to test
+/// the translation.
+const PINNED_V1: [(&str, &str); 5] =
     [("ip", IP_V1), ("tcp", TCP_V1), ("udp", "0101"), ("icmp", "01424200"), ("ftp", FTP_V1)];
 const IP_V1: &str = "0100000000000000000000ffff0a00000100000000000000000000ffff0a000002409c15000604030007000105000000000000000600000000000000bc020000000000002003000000000000d204000000000000";
 const TCP_V1: &str =
     "010201e9030000e9fd000000fa0000000000000000891300008913000000fa0000e90300000008";
 const FTP_V1: &str = "0100000000000000000000000000000000000001040300070000000000000000000000ffff0a00000200000000000000000000ffff0a00000189136300000000000000";
 
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn format_1_reads_as_format_2_with_the_ingress_unknown() {
+    let v2 = |i: usize| unhex(PINNED[i].1);
+    let v1 = |i: usize| unhex(PINNED_V1[i].1);
+    let old = IpRecord::decode(&v1(0)).unwrap();
+    let new = IpRecord::decode(&v2(0)).unwrap();
+    assert_eq!((old.format, new.format), (1, 2));
+    assert_eq!(old.key, new.key);
+    assert_eq!(old.ip.ingress, lazarus_core::ports::UNKNOWN_PORT);
+    assert!(!old.ip.related);
+    assert_eq!(IpPortion { ingress: 0x2345, ..old.ip }, new.ip);
+    assert_eq!(TcpPortion::decode(&v1(1)).unwrap(), TcpPortion::decode(&v2(1)).unwrap());
+    assert_eq!(UdpPortion::decode(&v1(2)).unwrap(), UdpPortion::decode(&v2(2)).unwrap());
+    assert_eq!(IcmpPortion::decode(&v1(3)).unwrap(), IcmpPortion::decode(&v2(3)).unwrap());
+    let (f1, f2) = (FtpRecord::decode(&v1(4)).unwrap(), FtpRecord::decode(&v2(4)).unwrap());
+    assert_eq!(f1.count, f2.count);
+    assert_eq!(f1.expectations[..f1.count], f2.expectations[..f2.count]);
+}
+
 #[test]
 fn every_portion_encodes_as_its_format_says() {
     assert_eq!(
-        PORTION_FORMAT, 1,
+        PORTION_FORMAT, 2,
         "a new format: pin its encodings here, keep format 1's for the translation test"
     );
+    if std::env::var_os("PRINT_PORTION_FORMAT").is_some() {
+        for (name, got) in samples() {
+            println!("{name} {got}");
+        }
+    }
     for ((name, got), (pname, want)) in samples().iter().zip(PINNED) {
         assert_eq!(*name, pname);
         assert_eq!(

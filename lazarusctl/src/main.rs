@@ -279,7 +279,7 @@ fn decode_conn(c: &Value) -> Result<Value> {
             other => bail!("a portion of unknown module {other:?}"),
         }
     }
-    let IpRecord { key, ip: ipp } = ip.ok_or_else(|| anyhow!("no ip portion stored"))?;
+    let IpRecord { key, ip: ipp, .. } = ip.ok_or_else(|| anyhow!("no ip portion stored"))?;
     let addr = |a: &[u8; 16]| -> String {
         if key.family == 4 {
             std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()

@@ -100,7 +100,7 @@ fn status_and_conns_against_a_running_checkpointd() {
     let client = Endpoint { addr: v4_mapped([10, 1, 0, 1]), port: 40000 };
     let server = Endpoint { addr: v4_mapped([10, 1, 0, 2]), port: 80 };
     let (key, src_is_lo) = ConnKey::canonical(Family::V4, 6, client, server, 3, 0);
-    let mut ip = IpPortion::new(src_is_lo, 1);
+    let mut ip = IpPortion::new(src_is_lo, 0, 1);
     ip.packets = [5, 4];
     ip.bytes = [600, 500];
     let tcp = TcpPortion { state: TcpState::Established, seen_reply: true, ..Default::default() };

@@ -137,7 +137,7 @@ pub fn store_for(n: u32, workers: u16) -> shm_layout::StoreSegment {
             0,
             0,
         );
-        let n = IpPortion::new(lo, 1).encode(&key, &mut ib).unwrap();
+        let n = IpPortion::new(lo, 0, 1).encode(&key, &mut ib).unwrap();
         let id = key.id().0;
         store.init_record(i, id, (i % workers as u32) as u16);
         store.put_portion(i, Module::Ip as u8, 1, &ib[..n]).unwrap();

@@ -246,6 +246,20 @@ impl<S: CheckpointSink> Checkpointer<S> {
         }
     }
 
+    /// A restored `conn` was stored under `old`, another id (an older
+    /// format's): its records there go, and it is written whole under its own.
+    pub fn rekeyed(&mut self, conn: &mut Conn, old: ConnId, _version: u64) {
+        if conn.dirty == 0 {
+            self.dirty += 1;
+        }
+        conn.dirty |= modules_of(conn);
+        if self.pending_deletes.len() < self.pending_deletes.capacity() {
+            self.pending_deletes.push(old);
+        } else {
+            self.counters.ckpt_deletes_lost.add(1);
+        }
+    }
+
     /// The background side, once per poll round: a resync checkpointd asked
     /// for, deletes and dirty portions the sink had no room for earlier.
     pub fn reemit<A: TableMemory>(

@@ -9,7 +9,10 @@ use crate::modules::ip::IpRecord;
 use crate::modules::tcp::TcpPortion;
 use crate::modules::udp::UdpPortion;
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
+use crate::parse::{IpPacket, TcpHdr, L4};
+use crate::policy::{Action, Policy};
 use crate::portion::{Portion, PortionError};
+use crate::ports::PortMap;
 use shm_layout::StoredConn;
 
 /// One stored connection's portions, as checkpointd's store holds them.
@@ -44,6 +47,16 @@ pub enum RestoreError {
         "protocol {proto} needs {wanted} portion but the store holds {found}: the record is partial or damaged, so the connection is not restored (its endpoints must reconnect)"
     )]
     L4Mismatch { proto: u8, wanted: &'static str, found: &'static str },
+    #[error(
+        "it crossed bridge {bridge} (a position in an older build's config) which the config no longer has: it is not restored"
+    )]
+    BridgeGone { bridge: u16 },
+    #[error(
+        "it entered a port (zone {zone:#06x}, port {ingress:#06x}) the config no longer has: a bridge or port was renamed or removed, so it is not restored"
+    )]
+    PortGone { zone: u16, ingress: u16 },
+    #[error("the policy now refuses it ({by}): it is not restored")]
+    Forbidden { by: String },
 }
 
 /// What a worker's restore did.
@@ -51,6 +64,8 @@ pub enum RestoreError {
 pub struct RestoreSummary {
     pub restored: u64,
     pub skipped: u64,
+    /// Not restored because today's policy refuses them.
+    pub forbidden: u64,
 }
 
 /// A connection decoded from its portions; its FTP record (if any) is
@@ -59,6 +74,9 @@ pub struct RestoreSummary {
 pub struct Rebuilt {
     pub conn: Conn,
     pub ftp: Option<FtpRecord>,
+    /// The id the store holds it under, when translating an older format
+    /// gave it another: those records must go, and it must be stored anew.
+    pub stored_as: Option<u64>,
 }
 
 /// Decodes one stored connection. The id must be the id of the key the ip
@@ -67,14 +85,25 @@ pub struct Rebuilt {
 pub fn rebuild(
     s: &StoredPortions<'_>,
     now: u64,
+    ports: &PortMap,
     timeout: impl FnOnce(&L4Portion) -> u64,
 ) -> Result<Rebuilt, RestoreError> {
     let ip = s.ip.ok_or(RestoreError::Portion(PortionError::Truncated { module: "ip", len: 0 }))?;
-    let IpRecord { key, ip } = IpRecord::decode(ip)?;
-    let computed = key.id();
-    if computed.0 != s.id {
-        return Err(RestoreError::IdMismatch { stored: s.id, computed });
+    let IpRecord { mut key, ip, format } = IpRecord::decode(ip)?;
+    let stored = key.id();
+    if stored.0 != s.id {
+        return Err(RestoreError::IdMismatch { stored: s.id, computed: stored });
     }
+    if format < 2 {
+        // Format 1 named the bridge by its position in the config.
+        let bridge = key.zone;
+        key.zone = *ports
+            .bridges_in_order
+            .get(usize::from(bridge))
+            .ok_or(RestoreError::BridgeGone { bridge })?;
+    }
+    let computed = key.id();
+    let stored_as = (computed != stored).then_some(stored.0);
     let wanted = l4_module_of(key.proto, key.family);
     let found = s.l4.map(|(m, _)| m);
     if found != wanted.map(|m| m as u8) {
@@ -104,12 +133,65 @@ pub fn rebuild(
             let mut r = FtpRecord::decode(b)?;
             for e in &mut r.expectations[..r.count] {
                 e.master = computed;
+                // A data connection crosses its control connection's bridge.
+                e.zone = key.zone;
             }
             Some(r)
         }
         None => None,
     };
-    Ok(Rebuilt { conn, ftp })
+    Ok(Rebuilt { conn, ftp, stored_as })
+}
+
+/// The port the connection's first packet was sent to.
+pub fn server_port(conn: &Conn) -> u16 {
+    if conn.ip.orig_src_is_lo {
+        conn.key.hi_port
+    } else {
+        conn.key.lo_port
+    }
+}
+
+/// Whether today's config would have let `conn` in: it must still cross a
+/// configured port, and, unless an expectation admitted it, the policy of
+/// the port it entered must accept its first packet. A connection whose
+/// ingress was not recorded passes if either port of its bridge accepts it.
+pub fn admitted(conn: &Conn, policy: &Policy, ports: &PortMap) -> Result<(), RestoreError> {
+    let k = &conn.key;
+    let mut entries = ports.entries(k.zone, conn.ip.ingress).peekable();
+    if entries.peek().is_none() {
+        return Err(RestoreError::PortGone { zone: k.zone, ingress: conn.ip.ingress });
+    }
+    if conn.ip.related {
+        return Ok(());
+    }
+    let ((src, sport), (dst, dport)) = if conn.ip.orig_src_is_lo {
+        ((k.lo_addr, k.lo_port), (k.hi_addr, k.hi_port))
+    } else {
+        ((k.hi_addr, k.hi_port), (k.lo_addr, k.lo_port))
+    };
+    let l4 = match conn.l4 {
+        L4Portion::Tcp(_) => L4::Tcp(TcpHdr { sport, dport, ..Default::default() }),
+        L4Portion::Udp(_) => L4::Udp { sport, dport },
+        _ => L4::Other,
+    };
+    let first = IpPacket { vlan: k.vlan, proto: k.proto, src, dst, l4, ..Default::default() };
+    let mut refused = None;
+    for p in entries {
+        match policy.decide(p, &first) {
+            (Action::Accept, _) => return Ok(()),
+            (Action::Drop, rule) => refused = Some((p, rule)),
+        }
+    }
+    let by = match refused {
+        Some((_, Some(r))) => format!("rule {:?}", policy.rules[r].name),
+        Some((p, None)) => {
+            let zone = policy.port_zone.get(p).copied().flatten();
+            format!("zone {:?}'s default", zone.map_or("", |z| policy.zones[z].name.as_str()))
+        }
+        None => "no port".into(),
+    };
+    Err(RestoreError::Forbidden { by })
 }
 
 /// The layer-4 module a connection of `proto` carries (none for protocols

@@ -23,11 +23,12 @@ use crate::checkpoint::restore::{self, RestoreError, RestoreSummary, StoredPorti
 use crate::checkpoint::{CheckpointSink, Checkpointer};
 use crate::config::ConntrackSection;
 use crate::conn::table::{TableFull, TableMemory};
-use crate::conn::ConnTable;
+use crate::conn::{ConnId, ConnTable};
 use crate::modules::ftp::Expectation;
 use crate::modules::ftp_sessions::{FtpConfig, FtpSessions};
 use crate::modules::Conn;
 use crate::policy::Policy;
+use crate::ports::PortMap;
 use crate::stats::FwCounters;
 use fragments::Fragments;
 use housekeeping::{Housekeeping, Tally};
@@ -43,8 +44,10 @@ pub enum Verdict {
 pub struct Firewall<S: CheckpointSink, A: TableMemory> {
     table: ConnTable<Conn, A>,
     policy: Arc<Policy>,
-    /// The zone of each config port.
+    /// The zone of each config port (`ports.zone`, on the packet path).
     port_zone: Vec<u16>,
+    /// The stable ids of the ports and their bridges.
+    ports: PortMap,
     ticks: Ticks,
     ftp: FtpSessions,
     frags: Fragments,
@@ -59,17 +62,19 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     pub fn new(
         c: &ConntrackSection,
         policy: Arc<Policy>,
-        port_zone: Vec<u16>,
+        ports: impl Into<PortMap>,
         tsc_hz: u64,
         alloc: A,
         sink: S,
         counters: Arc<FwCounters>,
     ) -> Self {
         let ticks = Ticks::new(c, tsc_hz);
+        let ports = ports.into();
         Firewall {
             table: ConnTable::new_in(c.capacity, alloc),
             policy,
-            port_zone,
+            port_zone: ports.zone.clone(),
+            ports,
             ftp: FtpSessions::new(&FtpConfig {
                 enabled: c.ftp,
                 ports: c.ftp_ports.clone(),
@@ -154,16 +159,24 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         now: u64,
         mut skipped: impl FnMut(u64, RestoreError),
     ) -> u64 {
-        let Firewall { table, ticks, ftp, counters, tally, .. } = self;
+        let Firewall { table, ticks, ftp, counters, tally, policy, ports, checkpoint, .. } = self;
         // No duplicate check: the id is the key's hash and checkpointd's store
         // holds each id once (its rebuild drops duplicates), so a probe per
         // connection would only double the cache misses of a large restore.
         let mut bulk = table.bulk_insert();
         let mut restored = 0;
         let mut one = |s: StoredPortions<'_>| {
-            let placed = restore::rebuild(&s, now, |l4| ticks.of(l4)).and_then(|r| {
+            let placed = restore::rebuild(&s, now, ports, |l4| ticks.of(l4)).and_then(|r| {
+                restore::admitted(&r.conn, policy, ports)?;
                 let mut conn = r.conn;
-                if let Some(rec) = r.ftp {
+                let mut ftp_rec = r.ftp;
+                if let Some(rec) = ftp_rec.filter(|_| !ftp.wants(restore::server_port(&conn))) {
+                    // FTP is off, or no longer on this port: its expectations
+                    // would admit what the config no longer expects.
+                    counters.restore_forbidden_expectations.add(rec.count as u64);
+                    ftp_rec = None;
+                }
+                if let Some(rec) = ftp_rec {
                     let placed = ftp.place(rec.portion);
                     if placed.is_none() {
                         counters.ftp_no_session.add(1);
@@ -184,6 +197,11 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                         }
                     }
                 }
+                if let Some(old) = r.stored_as {
+                    // Stored under an older format's id: written again under
+                    // its own, and the old records deleted.
+                    checkpoint.rekeyed(&mut conn, ConnId(old), now);
+                }
                 match bulk.push(conn) {
                     Ok(_) => Ok(conn),
                     Err(TableFull) => {
@@ -198,7 +216,11 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                     restored += 1;
                 }
                 Err(e) => {
-                    counters.restore_skipped.add(1);
+                    if matches!(e, RestoreError::Forbidden { .. }) {
+                        counters.restore_forbidden.add(1);
+                    } else {
+                        counters.restore_skipped.add(1);
+                    }
                     skipped(s.id, e);
                 }
             }
@@ -218,6 +240,8 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         now: u64,
     ) -> RestoreSummary {
         let mut skipped = 0u64;
+        // Refusals by today's policy: logged once per rule, with a count.
+        let mut forbidden: Vec<(String, u64)> = Vec::new();
         let feed = |sink: &mut dyn FnMut(StoredPortions<'_>)| {
             store.restore_iter(worker).for_each_stored(|c| {
                 sink(restore::portions_of(c));
@@ -225,6 +249,13 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             })
         };
         let restored = self.restore_many(feed, now, |id, e| {
+            if let RestoreError::Forbidden { by } = e {
+                match forbidden.iter_mut().find(|(b, _)| *b == by) {
+                    Some((_, n)) => *n += 1,
+                    None => forbidden.push((by, 1)),
+                }
+                return;
+            }
             skipped += 1;
             if skipped <= 5 {
                 tracing::warn!(
@@ -234,7 +265,15 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 );
             }
         });
-        RestoreSummary { restored, skipped }
+        for (by, n) in &forbidden {
+            tracing::warn!(
+                worker,
+                "{n} stored connection(s) not restored: the policy now refuses them ({by}); \
+                 restore the rule to keep such connections across a restart"
+            );
+        }
+        let forbidden = forbidden.iter().map(|(_, n)| n).sum();
+        RestoreSummary { restored, skipped, forbidden }
     }
 }
 
@@ -288,3 +327,6 @@ mod tests {
         assert_eq!(b.table().len(), 0);
     }
 }
+
+#[cfg(test)]
+mod restore_config_tests;

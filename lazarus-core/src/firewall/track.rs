@@ -239,7 +239,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             key: k.key,
             id: k.key.id(),
             deadline: 0,
-            ip: IpPortion::new(k.src_is_lo, now),
+            ip: IpPortion { related, ..IpPortion::new(k.src_is_lo, self.ports.id_of(port), now) },
             l4,
             ftp: NO_FTP,
             dirty: 0,

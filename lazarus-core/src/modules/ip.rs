@@ -13,15 +13,23 @@ pub struct IpPortion {
     pub created: u64,
     /// Whether the original direction's source is the canonical key's low side.
     pub orig_src_is_lo: bool,
+    /// Whether an expectation admitted it (an FTP data connection) rather
+    /// than the policy: a restore checks the policy on the others only.
+    pub related: bool,
+    /// Stable id of the port its first packet entered (`ports::stable_id`);
+    /// `UNKNOWN_PORT` when stored by a build that did not record it.
+    pub ingress: u16,
 }
 
 /// Bytes of the ip portion after its format byte: the key, the direction,
-/// the counters and the creation time.
+/// the counters and the creation time (format 1), then the ingress port and
+/// whether it is related (format 2).
 const IP_FIXED: usize = 16 + 16 + 2 + 2 + 1 + 1 + 2 + 2 + 1 + 5 * 8;
+const IP_FORMAT2: usize = 2 + 1;
 
 impl IpPortion {
-    pub fn new(src_is_lo: bool, now: u64) -> Self {
-        IpPortion { orig_src_is_lo: src_is_lo, created: now, ..Default::default() }
+    pub fn new(src_is_lo: bool, ingress: u16, now: u64) -> Self {
+        IpPortion { orig_src_is_lo: src_is_lo, created: now, ingress, ..Default::default() }
     }
 
     /// The direction of a packet whose source is (or is not) the key's low side.
@@ -46,10 +54,14 @@ impl IpPortion {
 pub struct IpRecord {
     pub key: ConnKey,
     pub ip: IpPortion,
+    /// The portion format it was read from. Format 1 named the bridge in
+    /// `key.zone` by its position in the config, not its stable id, and did
+    /// not record the ingress port: restore translates it.
+    pub format: u8,
 }
 
 // The format byte, then the fixed fields.
-const IP_ENCODED: usize = 1 + IP_FIXED;
+const IP_ENCODED: usize = 1 + IP_FIXED + IP_FORMAT2;
 const _: () = assert!(IP_ENCODED <= shm_layout::IP_PORTION_MAX);
 
 impl IpPortion {
@@ -72,6 +84,8 @@ impl IpPortion {
             }
             f.u64(self.created);
         }
+        w.u16(self.ingress);
+        w.u8(self.related as u8);
         w.finish()
     }
 }
@@ -104,6 +118,9 @@ impl Portion for IpRecord {
         let packets = [f.u64(), f.u64()];
         let bytes = [f.u64(), f.u64()];
         let created = f.u64();
-        Ok(IpRecord { key, ip: IpPortion { packets, bytes, created, orig_src_is_lo } })
+        let (ingress, related) =
+            if r.format >= 2 { (r.u16()?, r.bool()?) } else { (crate::ports::UNKNOWN_PORT, false) };
+        let ip = IpPortion { packets, bytes, created, orig_src_is_lo, related, ingress };
+        Ok(IpRecord { key, ip, format: r.format })
     }
 }

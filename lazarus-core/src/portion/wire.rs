@@ -6,7 +6,7 @@
 use super::Module;
 
 /// Format of every portion written by this build.
-pub const PORTION_FORMAT: u8 = 1;
+pub const PORTION_FORMAT: u8 = 2;
 /// The oldest format this build reads: the previous one (translated as it
 /// is read), never older (docs/CHECKPOINT.md, "Format versions").
 pub const PORTION_FORMAT_OLDEST: u8 = 1;
