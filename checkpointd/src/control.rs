@@ -214,6 +214,7 @@ impl Control {
                 "full_drops": st.full_drops.load(Ordering::Relaxed),
                 "ftp_full_drops": st.ftp_full_drops.load(Ordering::Relaxed),
                 "stale": st.stale.load(Ordering::Relaxed),
+                "stale_deletes": st.stale_deletes.load(Ordering::Relaxed),
                 "rejected": st.rejected.load(Ordering::Relaxed),
                 "generation": format!("{:016x}", f.generation),
                 "boot_id": f.origin.boot_id_text(),

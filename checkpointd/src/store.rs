@@ -17,6 +17,9 @@ pub struct StoreStats {
     pub ftp_full_drops: AtomicU64,
     /// Portions ignored because the store already had a newer version.
     pub stale: AtomicU64,
+    /// Deletes ignored because the record is newer than the delete: a
+    /// connection that reused the id after the one the delete was for.
+    pub stale_deletes: AtomicU64,
     /// Deltas refused: unknown module or kind, oversized portion.
     pub rejected: AtomicU64,
 }
@@ -44,6 +47,9 @@ pub enum Outcome {
     /// never stored): nothing to do.
     Absent,
     Stale,
+    /// DELETE older than the record: it was for an earlier connection with
+    /// the same id, and the record is a newer one's.
+    StaleDelete,
     StoreFull,
     FtpFull,
     Rejected,
@@ -150,11 +156,12 @@ impl Store {
     pub fn apply(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {
         let o = match d.kind {
             delta_kind::PORTION => self.upsert(d, worker),
-            delta_kind::DELETE => self.delete(d.conn_id),
+            delta_kind::DELETE => self.delete_older(d.conn_id, d.version),
             _ => Outcome::Rejected,
         };
         let counter = match o {
             Outcome::Stale => &self.stats.stale,
+            Outcome::StaleDelete => &self.stats.stale_deletes,
             Outcome::StoreFull => &self.stats.full_drops,
             Outcome::FtpFull => &self.stats.ftp_full_drops,
             Outcome::Rejected => &self.stats.rejected,
@@ -234,6 +241,30 @@ impl Store {
         }
     }
 
+    /// A delete stamped `version` removes what was written before it: a
+    /// record holding a later portion belongs to a connection that reused the
+    /// id after the delete was made (a delete that waited in the dataplane
+    /// while the ring was full), and stays.
+    fn delete_older(&mut self, conn_id: u64, version: u64) -> Outcome {
+        if let Some(&i) = self.index.get(&conn_id) {
+            let rec = self.seg.record(i);
+            let mut newest = 0;
+            if rec.ip.is_present() {
+                newest = rec.ip.version;
+            }
+            if rec.l4.is_present() {
+                newest = newest.max(rec.l4.version);
+            }
+            if rec.ftp != NO_FTP {
+                newest = newest.max(self.seg.ftp_record(rec.ftp).portion.version);
+            }
+            if newest > version {
+                return Outcome::StaleDelete;
+            }
+        }
+        self.delete(conn_id)
+    }
+
     fn delete(&mut self, conn_id: u64) -> Outcome {
         let Some(i) = self.index.remove(&conn_id) else {
             return Outcome::Absent;
@@ -291,6 +322,11 @@ mod tests {
             (c.l4().unwrap().payload(), c.ftp().unwrap().payload()),
             (&b"v5"[..], &b"ftp"[..])
         );
+        // A delete made before the record's newest portion is an earlier
+        // connection's: the record stays.
+        let early = Delta { kind: delta_kind::DELETE, ..portion(1, 0, 4, &[]) };
+        assert_eq!(s.apply(&early, 0), Outcome::StaleDelete);
+        assert_eq!(s.stats.stale_deletes.load(Ordering::Relaxed), 1);
         let del = Delta { kind: delta_kind::DELETE, ..portion(1, 0, 6, &[]) };
         assert_eq!(s.apply(&del, 0), Outcome::Deleted);
         assert_eq!(s.apply(&del, 0), Outcome::Absent);

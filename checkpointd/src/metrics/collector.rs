@@ -22,6 +22,7 @@ pub(super) struct Snapshot {
     pub(super) full_drops: u64,
     pub(super) ftp_full_drops: u64,
     pub(super) stale: u64,
+    pub(super) stale_deletes: u64,
     pub(super) rejected: u64,
     pub(super) uptime: f64,
     /// None: no telemetry socket configured.
@@ -105,7 +106,7 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?)?;
         }
-        let counters: [(&str, &str, u64); 4] = [
+        let counters: [(&str, &str, u64); 5] = [
             (
                 "lazarus_store_full_drops",
                 "New connections not stored because the store was full",
@@ -120,6 +121,11 @@ impl Collector for Snapshot {
                 "lazarus_store_stale",
                 "Deltas ignored because the store already held a newer version",
                 self.stale,
+            ),
+            (
+                "lazarus_store_stale_deletes",
+                "Deletes ignored because the record was a newer connection's with the same id",
+                self.stale_deletes,
             ),
             (
                 "lazarus_store_rejected",
@@ -236,6 +242,7 @@ mod tests {
             full_drops: 0,
             ftp_full_drops: 0,
             stale: 2,
+            stale_deletes: 0,
             rejected: 0,
             uptime: 1.5,
             dataplane: Some(Dataplane { up: true, scrape_seconds: 0.001, families }),

@@ -41,7 +41,12 @@ pub fn worth_storing(l4: &L4Portion, related: bool) -> bool {
 pub struct Checkpointer<S: CheckpointSink> {
     pub sink: S,
     counters: Arc<FwCounters>,
-    pending_deletes: Vec<ConnId>,
+    /// Deletes the sink had no room for, each with its version.
+    pending_deletes: Vec<(ConnId, u64)>,
+    /// The version of the last delta: each delta gets a later one than the
+    /// delta before it, so a delete sorts between the connection it ends and
+    /// one that reuses the id in the same burst.
+    last_version: u64,
     /// Connections with a dirty portion: `emit` counts each connection's
     /// clean → dirty and dirty → clean transitions, removal its end.
     dirty: usize,
@@ -70,6 +75,7 @@ impl<S: CheckpointSink> Checkpointer<S> {
             sink,
             counters,
             pending_deletes: Vec::with_capacity(PENDING_DELETES),
+            last_version: 0,
             dirty: 0,
             cursor: None,
             resync: false,
@@ -125,6 +131,7 @@ impl<S: CheckpointSink> Checkpointer<S> {
         if !present {
             return true;
         }
+        let version = self.stamp(version);
         let c = &*conn;
         let at = DeltaHead { id: c.id, module, version };
         let pushed = match (module, &c.l4) {
@@ -224,40 +231,81 @@ impl<S: CheckpointSink> Checkpointer<S> {
         self.emit_modules(conn, present, ftp, version);
     }
 
+    /// A version after every delta written so far, and not before `now`.
+    #[inline(always)]
+    fn stamp(&mut self, now: u64) -> u64 {
+        self.last_version = now.max(self.last_version + 1);
+        self.last_version
+    }
+
     /// `conn` left the table: a delete for checkpointd if it was stored
-    /// (kept for later when the sink is full).
-    pub fn removed(&mut self, conn: &Conn, version: u64) {
+    /// (kept for later when the sink is full). Its version says which
+    /// connection it ends: checkpointd ignores it for a record written after
+    /// it, a newer connection's with the same id.
+    pub fn removed(&mut self, conn: &Conn, now: u64) {
         if conn.dirty != 0 {
             self.dirty = self.dirty.saturating_sub(1);
         }
         if !conn.stored {
             return;
         }
+        let version = self.stamp(now);
+        if !self.pending_deletes.is_empty() {
+            // Behind the deletes already waiting, in order.
+            self.keep_delete(conn.id, version);
+            return;
+        }
         match self.sink.deleted(conn.id, version) {
             Ok(()) => self.counters.ckpt_deletes.add(1),
             Err(SinkFull) => {
                 self.counters.ckpt_ring_full.add(1);
-                if self.pending_deletes.len() < self.pending_deletes.capacity() {
-                    self.pending_deletes.push(conn.id);
-                } else {
-                    self.counters.ckpt_deletes_lost.add(1);
-                }
+                self.keep_delete(conn.id, version);
             }
         }
     }
 
+    fn keep_delete(&mut self, id: ConnId, version: u64) {
+        if self.pending_deletes.len() < self.pending_deletes.capacity() {
+            self.pending_deletes.push((id, version));
+        } else {
+            self.counters.ckpt_deletes_lost.add(1);
+        }
+    }
+
+    /// Writes the deletes that waited for room, oldest first; called before
+    /// a burst writes its own deltas, so a delete never trails the deltas of
+    /// a connection that reused its id. Returns whether none is left.
+    #[inline]
+    pub fn send_pending_deletes(&mut self) -> bool {
+        if self.pending_deletes.is_empty() {
+            return true;
+        }
+        self.drain_pending_deletes()
+    }
+
+    #[inline(never)]
+    fn drain_pending_deletes(&mut self) -> bool {
+        let mut sent = 0;
+        for &(id, version) in &self.pending_deletes {
+            if self.sink.deleted(id, version).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        self.pending_deletes.drain(..sent);
+        self.counters.ckpt_deletes.add(sent as u64);
+        self.pending_deletes.is_empty()
+    }
+
     /// A restored `conn` was stored under `old`, another id (an older
     /// format's): its records there go, and it is written whole under its own.
-    pub fn rekeyed(&mut self, conn: &mut Conn, old: ConnId, _version: u64) {
+    pub fn rekeyed(&mut self, conn: &mut Conn, old: ConnId, now: u64) {
         if conn.dirty == 0 {
             self.dirty += 1;
         }
         conn.dirty |= modules_of(conn);
-        if self.pending_deletes.len() < self.pending_deletes.capacity() {
-            self.pending_deletes.push(old);
-        } else {
-            self.counters.ckpt_deletes_lost.add(1);
-        }
+        let version = self.stamp(now);
+        self.keep_delete(old, version);
     }
 
     /// The background side, once per poll round: a resync checkpointd asked
@@ -273,12 +321,8 @@ impl<S: CheckpointSink> Checkpointer<S> {
             self.resync = true;
             self.cursor = Some(0);
         }
-        while let Some(&id) = self.pending_deletes.last() {
-            if self.sink.deleted(id, now).is_err() {
-                return;
-            }
-            self.pending_deletes.pop();
-            self.counters.ckpt_deletes.add(1);
+        if !self.send_pending_deletes() {
+            return;
         }
         if self.cursor.is_none() && self.dirty != 0 {
             self.cursor = Some(0);

@@ -118,6 +118,8 @@ impl CheckpointSink for NoCheckpoint {
 pub struct MemorySink {
     pub store: std::collections::BTreeMap<(u64, u8), (u64, Vec<u8>)>,
     pub deletes: u64,
+    /// Deletes ignored: the record was written after them.
+    pub stale_deletes: u64,
     /// Deltas accepted before the sink reports full (None: unlimited).
     pub room: Option<u32>,
     pub resync: bool,
@@ -143,8 +145,14 @@ impl CheckpointSink for MemorySink {
         self.store.insert((at.id.0, at.module as u8), (at.version, payload.to_vec()));
         Ok(())
     }
-    fn deleted(&mut self, id: ConnId, _version: u64) -> Result<(), SinkFull> {
+    fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull> {
         self.take_room()?;
+        // As checkpointd's store: a record written after the delete is a
+        // newer connection's and stays.
+        if self.store.iter().any(|(k, (v, _))| k.0 == id.0 && *v > version) {
+            self.stale_deletes += 1;
+            return Ok(());
+        }
         self.store.retain(|k, _| k.0 != id.0);
         self.deletes += 1;
         Ok(())

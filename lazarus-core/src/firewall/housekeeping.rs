@@ -217,6 +217,49 @@ mod tests {
     }
 
     #[test]
+    fn a_late_delete_does_not_remove_a_newer_connection_with_the_same_id() {
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40030);
+        let id = a.table().iter().next().unwrap().1.id.0;
+        // It expires while the ring is full: its delete waits.
+        a.checkpoint.sink.room = Some(0);
+        let t = u64::MAX / 2;
+        for _ in 0..64 {
+            a.housekeeping(t);
+        }
+        assert_eq!(a.table().len(), 0);
+        // The same four-tuple opens again once there is room, before the
+        // waiting delete is sent.
+        a.checkpoint.sink.room = None;
+        let syn = tcp(C, S, (40030, 80), SYN, (7000, 0), b"");
+        let syn_ack = tcp(S, C, (80, 40030), SYN | ACK, (8000, 7001), b"");
+        assert_eq!(a.process(&syn, 0, t + 1), Verdict::Forward);
+        assert_eq!(a.process(&syn_ack, 1, t + 1), Verdict::Forward);
+        a.housekeeping(t + 2);
+        let s = &a.checkpoint.sink;
+        assert!(s.store.contains_key(&(id, Module::Ip as u8)), "the new connection is stored");
+        let (_, b) = &s.store[&(id, Module::Tcp as u8)];
+        assert_eq!(tcp::TcpPortion::decode(b).unwrap().state, TcpState::SynRecv);
+    }
+
+    #[test]
+    fn a_delete_waiting_in_the_checkpointer_sorts_before_a_newer_connection() {
+        // The checkpointer alone, the delete sent after the new connection's
+        // portions: its version still tells the store it is the older one's.
+        let mut a = fw(MemorySink::default());
+        open(&mut a, 40031);
+        let mut conn = *a.table().iter().next().unwrap().1;
+        a.checkpoint.sink.room = Some(0);
+        a.checkpoint.removed(&conn, 5);
+        a.checkpoint.sink.room = None;
+        conn.dirty = 0;
+        a.checkpoint.emit_all(&mut conn, &a.ftp, 5);
+        a.checkpoint.send_pending_deletes();
+        assert_eq!(a.checkpoint.sink.stale_deletes, 1);
+        assert!(a.checkpoint.sink.store.contains_key(&(conn.id.0, Module::Tcp as u8)));
+    }
+
+    #[test]
     fn a_resync_writes_every_connection_again() {
         let mut a = fw(MemorySink::default());
         open(&mut a, 40002);

@@ -119,6 +119,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         port: usize,
         now: u64,
     ) -> usize {
+        self.checkpoint.send_pending_deletes();
         let n = burst.len();
         for i in 0..n {
             self.stage(staged, i, burst.frame(i), burst.rx_checksums(i), port);

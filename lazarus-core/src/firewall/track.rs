@@ -24,6 +24,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     /// The verdict on one frame received on config port `port`.
     #[inline]
     pub fn process(&mut self, frame: &[u8], port: usize, now: u64) -> Verdict {
+        self.checkpoint.send_pending_deletes();
         self.process_checked(frame, port, now, RxChecksums::UNKNOWN)
     }
 
