@@ -215,6 +215,7 @@ impl Control {
                 "ftp_full_drops": st.ftp_full_drops.load(Ordering::Relaxed),
                 "stale": st.stale.load(Ordering::Relaxed),
                 "stale_deletes": st.stale_deletes.load(Ordering::Relaxed),
+                "swept": st.swept.load(Ordering::Relaxed),
                 "rejected": st.rejected.load(Ordering::Relaxed),
                 "generation": format!("{:016x}", f.generation),
                 "boot_id": f.origin.boot_id_text(),

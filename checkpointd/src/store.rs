@@ -20,6 +20,9 @@ pub struct StoreStats {
     /// Deletes ignored because the record is newer than the delete: a
     /// connection that reused the id after the one the delete was for.
     pub stale_deletes: AtomicU64,
+    /// Records dropped by a SWEEP: connections the dataplane no longer had
+    /// whose deletes it lost.
+    pub swept: AtomicU64,
     /// Deltas refused: unknown module or kind, oversized portion.
     pub rejected: AtomicU64,
 }
@@ -43,6 +46,8 @@ pub struct Rebuild {
 pub enum Outcome {
     Applied,
     Deleted,
+    /// SWEEP applied (how many records it dropped is in `swept`).
+    Swept,
     /// DELETE of a connection the store does not hold (already deleted, or
     /// never stored): nothing to do.
     Absent,
@@ -157,6 +162,7 @@ impl Store {
         let o = match d.kind {
             delta_kind::PORTION => self.upsert(d, worker),
             delta_kind::DELETE => self.delete_older(d.conn_id, d.version),
+            delta_kind::SWEEP => self.sweep(worker, d.version),
             _ => Outcome::Rejected,
         };
         let counter = match o {
@@ -165,7 +171,7 @@ impl Store {
             Outcome::StoreFull => &self.stats.full_drops,
             Outcome::FtpFull => &self.stats.ftp_full_drops,
             Outcome::Rejected => &self.stats.rejected,
-            Outcome::Applied | Outcome::Deleted | Outcome::Absent => return o,
+            Outcome::Applied | Outcome::Deleted | Outcome::Absent | Outcome::Swept => return o,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         o
@@ -241,24 +247,48 @@ impl Store {
         }
     }
 
+    /// The newest version among the record's portions (0 when none).
+    fn newest_version(&self, i: u32) -> u64 {
+        let rec = self.seg.record(i);
+        let mut newest = 0;
+        if rec.ip.is_present() {
+            newest = rec.ip.version;
+        }
+        if rec.l4.is_present() {
+            newest = newest.max(rec.l4.version);
+        }
+        if rec.ftp != NO_FTP {
+            newest = newest.max(self.seg.ftp_record(rec.ftp).portion.version);
+        }
+        newest
+    }
+
+    /// Ring `worker`'s producer rewrote every connection it has, each after
+    /// `version`: its records not rewritten since are connections it no
+    /// longer has, whose deletes it lost.
+    fn sweep(&mut self, worker: u16, version: u64) -> Outcome {
+        let gone: Vec<u64> = self
+            .index
+            .iter()
+            .filter(|&(_, &i)| {
+                self.seg.record(i).worker == worker && self.newest_version(i) < version
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &gone {
+            self.delete(*id);
+        }
+        self.stats.swept.fetch_add(gone.len() as u64, Ordering::Relaxed);
+        Outcome::Swept
+    }
+
     /// A delete stamped `version` removes what was written before it: a
     /// record holding a later portion belongs to a connection that reused the
     /// id after the delete was made (a delete that waited in the dataplane
     /// while the ring was full), and stays.
     fn delete_older(&mut self, conn_id: u64, version: u64) -> Outcome {
         if let Some(&i) = self.index.get(&conn_id) {
-            let rec = self.seg.record(i);
-            let mut newest = 0;
-            if rec.ip.is_present() {
-                newest = rec.ip.version;
-            }
-            if rec.l4.is_present() {
-                newest = newest.max(rec.l4.version);
-            }
-            if rec.ftp != NO_FTP {
-                newest = newest.max(self.seg.ftp_record(rec.ftp).portion.version);
-            }
-            if newest > version {
+            if self.newest_version(i) > version {
                 return Outcome::StaleDelete;
             }
         }
@@ -336,6 +366,24 @@ mod tests {
         }
         assert_eq!(s.apply(&portion(99, module::IP, 1, b"x"), 0), Outcome::StoreFull);
         assert_eq!(s.stats.full_drops.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_sweep_drops_what_its_worker_did_not_rewrite() {
+        let d = tmp("sweep");
+        let mut s = store(&d, 8, 1);
+        s.apply(&portion(1, module::IP, 10, b"old"), 0);
+        s.apply(&portion(2, module::IP, 10, b"rewritten"), 0);
+        s.apply(&portion(2, module::TCP, 30, b"rewritten"), 0);
+        s.apply(&portion(3, module::IP, 10, b"another worker's"), 1);
+        let sweep = Delta { kind: delta_kind::SWEEP, ..portion(0, 0, 20, &[]) };
+        assert_eq!(s.apply(&sweep, 0), Outcome::Swept);
+        let mut left: Vec<u64> = s.index.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, vec![2, 3]);
+        assert_eq!(s.stats.swept.load(Ordering::Relaxed), 1);
+        assert_eq!(s.stats.conns.load(Ordering::Relaxed), 2);
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -178,6 +178,7 @@ pub fn workers(_: &str) -> TelValue {
                 ("ckpt_reemitted", f.ckpt_reemitted.get()),
                 ("ckpt_deletes_lost", f.ckpt_deletes_lost.get()),
                 ("ckpt_resyncs", f.ckpt_resyncs.get()),
+                ("ckpt_sweeps", f.ckpt_sweeps.get()),
                 ("restored", f.restored.get()),
                 ("restore_skipped", f.restore_skipped.get()),
                 ("restore_forbidden", f.restore_forbidden.get()),
@@ -263,6 +264,7 @@ pub fn checkpoint(_: &str) -> TelValue {
     d.push(("reemitted".into(), col(&|f| f.ckpt_reemitted.get())));
     d.push(("deletes_lost".into(), col(&|f| f.ckpt_deletes_lost.get())));
     d.push(("resyncs".into(), col(&|f| f.ckpt_resyncs.get())));
+    d.push(("sweeps".into(), col(&|f| f.ckpt_sweeps.get())));
     TelValue::Dict(d)
 }
 

@@ -89,6 +89,9 @@ pub struct FwCounters {
     pub ckpt_deletes_lost: Counter,
     /// Full resyncs checkpointd asked for (it lost its store).
     pub ckpt_resyncs: Counter,
+    /// Sweeps written: after deletes were lost, a walk rewrote every
+    /// connection and checkpointd dropped the records it did not rewrite.
+    pub ckpt_sweeps: Counter,
     /// Connections rebuilt from the store at start, and records skipped.
     pub restored: Counter,
     pub restore_skipped: Counter,
@@ -219,6 +222,7 @@ impl FwCounters {
             ("ckpt.reemitted", &self.ckpt_reemitted),
             ("ckpt.deletes_lost", &self.ckpt_deletes_lost),
             ("ckpt.resyncs", &self.ckpt_resyncs),
+            ("ckpt.sweeps", &self.ckpt_sweeps),
             ("restored", &self.restored),
             ("restore.skipped", &self.restore_skipped),
             ("restore.stale_expectations", &self.restore_stale_expectations),

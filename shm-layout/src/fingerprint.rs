@@ -73,8 +73,14 @@ fn describe() -> String {
         "portions ip {IP_PORTION_MAX} l4 {L4_PORTION_MAX} ftp {FTP_PORTION_MAX} no_ftp {NO_FTP:#x}"
     )
     .unwrap();
-    writeln!(o, "delta kinds portion {} delete {}", delta_kind::PORTION, delta_kind::DELETE)
-        .unwrap();
+    writeln!(
+        o,
+        "delta kinds portion {} delete {} sweep {}",
+        delta_kind::PORTION,
+        delta_kind::DELETE,
+        delta_kind::SWEEP
+    )
+    .unwrap();
     writeln!(
         o,
         "modules ip {} tcp {} udp {} icmp {} ftp {} count {}",

@@ -8,8 +8,11 @@ use std::sync::atomic::{fence, Ordering};
 pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// Bumped whenever any shared structure changes size, order or meaning.
 /// 4: the header page records the segment's [`SegmentOrigin`].
-pub const LAYOUT_VERSION: u32 = 4;
-/// The oldest layout checkpointd translates (`translate::from_previous`).
+/// 5: the rings carry `delta_kind::SWEEP`; a DELETE older than the record's
+/// newest portion is ignored.
+pub const LAYOUT_VERSION: u32 = 5;
+/// The oldest layout checkpointd translates (`translate::from_previous`):
+/// the previous one, and `v0.1.0`'s through it.
 pub const LAYOUT_VERSION_OLDEST: u32 = 3;
 /// The header page: the [`SegmentHeader`] and segment-wide fields (the rings'
 /// heartbeat) live in the first 4 KiB; the body starts after it.

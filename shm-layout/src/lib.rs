@@ -55,7 +55,7 @@ pub use store::{
     portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry, StoreSegment,
     StoredConn, StoredPortion, FTP_PORTION_MAX, IP_PORTION_MAX, L4_PORTION_MAX, NO_FTP,
 };
-pub use translate::{from_previous, test_downgrade_to_previous, Translated};
+pub use translate::{from_previous, test_downgrade_to, test_downgrade_to_previous, Translated};
 pub use trust::{
     check_segment_dir, daemon_uid, open_lock_file, prepare_segment_dir, SegmentAccess,
 };
@@ -68,6 +68,11 @@ pub mod delta_kind {
     pub const PORTION: u8 = 1;
     /// The connection ended: every portion of it can go.
     pub const DELETE: u8 = 2;
+    /// The producer rewrote every connection it holds, each delta with a
+    /// version after this one's (a walk of its whole table): every record
+    /// of its ring whose newest portion is older is a connection it no
+    /// longer has (its delete was lost) and can go. `conn_id` 0.
+    pub const SWEEP: u8 = 3;
 }
 
 /// Module numbers as they travel in deltas and sit in the store. They match

@@ -1,8 +1,11 @@
-//! Segments of the previous layout, brought forward in place by checkpointd
-//! (docs/CHECKPOINT.md, Format versions). Layout 3 (`v0.1.0`) lacks the
-//! origin: a file on hugetlbfs or tmpfs cannot predate this boot, so it gets
-//! this host's origin; anywhere else the origin is left unknown, which makes
-//! checkpointd rebase the store as if it came from another boot.
+//! Segments of the previous layouts, brought forward in place by checkpointd
+//! (docs/CHECKPOINT.md, Format versions).
+//! * 4 → 5: the same bytes; 5 adds a delta kind (SWEEP) and versioned
+//!   deletes, which a ring or store written by 4 holds none of.
+//! * 3 (`v0.1.0`) → 4: adds the origin. A file on hugetlbfs or tmpfs cannot
+//!   predate this boot, so it gets this host's origin; anywhere else the
+//!   origin is left unknown, which makes checkpointd rebase the store as if
+//!   it came from another boot.
 
 use crate::header::{SegmentHeader, LAYOUT_VERSION, LAYOUT_VERSION_OLDEST, MAGIC};
 use crate::mapped::{fs_magic, is_hugetlbfs, parent_dir, MappedFile};
@@ -42,11 +45,9 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
     if h.layout_version == LAYOUT_VERSION {
         return Ok(Translated::Current);
     }
-    if h.layout_version != LAYOUT_VERSION_OLDEST {
-        return Err(LayoutError::VersionMismatch {
-            found: h.layout_version,
-            expected: LAYOUT_VERSION,
-        });
+    let from = h.layout_version;
+    if !(LAYOUT_VERSION_OLDEST..LAYOUT_VERSION).contains(&from) {
+        return Err(LayoutError::VersionMismatch { found: from, expected: LAYOUT_VERSION });
     }
     if h.header_checksum != h.compute_checksum() {
         return Err(LayoutError::BadGeometry(
@@ -54,38 +55,54 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
                 .into(),
         ));
     }
-    let dir = parent_dir(path);
-    let origin_known = is_hugetlbfs(dir) || fs_magic(dir) == Some(TMPFS_MAGIC);
-    let origin =
-        if origin_known { SegmentOrigin::this_host()? } else { SegmentOrigin::new([0; 16], 0) };
+    // 3 → 4: the origin.
+    let mut origin_known = true;
+    if from == 3 {
+        let dir = parent_dir(path);
+        origin_known = is_hugetlbfs(dir) || fs_magic(dir) == Some(TMPFS_MAGIC);
+        let origin =
+            if origin_known { SegmentOrigin::this_host()? } else { SegmentOrigin::new([0; 16], 0) };
+        // SAFETY: inside the header page of a mapping only checkpointd (the
+        // caller, at start) writes; the version that makes it meaningful is
+        // written after it.
+        unsafe {
+            std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), origin)
+        };
+    }
+    // 4 → 5: nothing but the number.
     h.layout_version = LAYOUT_VERSION;
     h.header_checksum = h.compute_checksum();
-    // SAFETY: inside the header page of a mapping only checkpointd (the
-    // caller, at start) writes; the origin first, the version that makes it
-    // meaningful last.
-    unsafe {
-        std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), origin);
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        std::ptr::write_volatile(base.cast::<SegmentHeader>(), h);
-    }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+    // SAFETY: the header page, as above; the version last.
+    unsafe { std::ptr::write_volatile(base.cast::<SegmentHeader>(), h) };
     file.flush()?;
-    Ok(Translated::From { from: LAYOUT_VERSION_OLDEST, origin_known })
+    Ok(Translated::From { from, origin_known })
 }
 
-/// Test support: writes the segment file at `path` as layout 3 would have
-/// (this layout less the origin), the previous version's encoder kept for
-/// the translation tests. Not for production use.
+/// Test support: writes the segment file at `path` as layout `version` (3
+/// or 4) would have: 4 is this layout under its number, 3 lacks the origin.
+/// The previous versions' encoders, kept for the translation tests. Not for
+/// production use.
 #[doc(hidden)]
-pub fn test_downgrade_to_previous(path: &Path) -> Result<(), LayoutError> {
+pub fn test_downgrade_to(path: &Path, version: u32) -> Result<(), LayoutError> {
+    assert!(matches!(version, 3 | 4), "layout {version} is not one this build translates");
     let mut file = MappedFile::open(path)?;
     let base = file.as_mut_ptr();
     // SAFETY: as in `from_previous`; the test owns the file.
     unsafe {
         let mut h = std::ptr::read_volatile(base.cast::<SegmentHeader>());
-        h.layout_version = LAYOUT_VERSION_OLDEST;
+        h.layout_version = version;
         h.header_checksum = h.compute_checksum();
-        std::ptr::write_bytes(base.add(ORIGIN_OFFSET), 0, std::mem::size_of::<SegmentOrigin>());
+        if version == 3 {
+            std::ptr::write_bytes(base.add(ORIGIN_OFFSET), 0, std::mem::size_of::<SegmentOrigin>());
+        }
         std::ptr::write_volatile(base.cast::<SegmentHeader>(), h);
     }
     Ok(())
+}
+
+/// Test support: [`test_downgrade_to`] the previous layout.
+#[doc(hidden)]
+pub fn test_downgrade_to_previous(path: &Path) -> Result<(), LayoutError> {
+    test_downgrade_to(path, LAYOUT_VERSION - 1)
 }

@@ -1,4 +1,4 @@
-//! Layout 3 (v0.1.0, no origin) brought forward to this layout, and a store
+//! Layouts 4 and 3 (v0.1.0, no origin) brought forward to this layout, and a store
 //! from another boot rebased: nothing stored is lost or changed but what the
 //! translation and the rebase must change.
 
@@ -37,19 +37,20 @@ proptest! {
             (any::<u64>(), 0u16..4, 1u64..u64::MAX / 4,
              prop::collection::vec(any::<u8>(), 0..=IP_PORTION_MAX),
              prop::collection::vec(any::<u8>(), 0..=L4_PORTION_MAX)),
-            1..8)
+            1..8),
+        from in 3u32..LAYOUT_VERSION,
     ) {
         let dir = common::temp_dir("translate");
         let path = dir.join("store");
         stored(&path, &conns);
         let before = records(&StoreSegment::open_file(&path).unwrap());
         let ftp_before = StoreSegment::open_file(&path).unwrap().ftp_record(0);
-        test_downgrade_to_previous(&path).unwrap();
+        test_downgrade_to(&path, from).unwrap();
         let refused = StoreSegment::open_file(&path).err();
-        let refused_v3 = matches!(refused, Some(LayoutError::VersionMismatch { found: 3, expected: 4 }));
-        prop_assert!(refused_v3, "{:?}", refused);
+        let refused_old = matches!(refused, Some(LayoutError::VersionMismatch { found, expected: LAYOUT_VERSION }) if found == from);
+        prop_assert!(refused_old, "{:?}", refused);
         let translated = from_previous(&path).unwrap();
-        prop_assert!(matches!(translated, Translated::From { from: 3, .. }), "{:?}", translated);
+        prop_assert!(matches!(translated, Translated::From { from: f, .. } if f == from), "{:?}", translated);
         prop_assert_eq!(from_previous(&path).unwrap(), Translated::Current);
         let st = StoreSegment::open_file(&path).unwrap();
         prop_assert_eq!(records(&st), before);
@@ -65,7 +66,7 @@ fn an_older_layout_is_refused_not_translated() {
     let path = dir.join("rings");
     let geom = RingsGeometry { workers: 1, slots_per_ring: 64 };
     drop(RingsSegment::create_file(&path, geom).unwrap());
-    test_downgrade_to_previous(&path).unwrap();
+    test_downgrade_to(&path, 3).unwrap();
     // Layout 2: patch the version the downgrade wrote.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[8..12].copy_from_slice(&2u32.to_ne_bytes());
@@ -87,7 +88,7 @@ fn a_store_from_another_boot_is_rebased_to_version_zero() {
         &path,
         &[(7, 0, 5_000_000, b"ip".to_vec(), b"tcp".to_vec()), (9, 1, 6, vec![], vec![1])],
     );
-    test_downgrade_to_previous(&path).unwrap();
+    test_downgrade_to(&path, 3).unwrap();
     from_previous(&path).unwrap();
     let mut st = StoreSegment::open_file(&path).unwrap();
     let here = SegmentOrigin::this_host().unwrap();

@@ -23,6 +23,7 @@ pub(super) struct Snapshot {
     pub(super) ftp_full_drops: u64,
     pub(super) stale: u64,
     pub(super) stale_deletes: u64,
+    pub(super) swept: u64,
     pub(super) rejected: u64,
     pub(super) uptime: f64,
     /// None: no telemetry socket configured.
@@ -106,7 +107,7 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?)?;
         }
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 6] = [
             (
                 "lazarus_store_full_drops",
                 "New connections not stored because the store was full",
@@ -126,6 +127,11 @@ impl Collector for Snapshot {
                 "lazarus_store_stale_deletes",
                 "Deletes ignored because the record was a newer connection's with the same id",
                 self.stale_deletes,
+            ),
+            (
+                "lazarus_store_swept",
+                "Records dropped by a sweep: connections whose deletes the dataplane lost",
+                self.swept,
             ),
             (
                 "lazarus_store_rejected",
@@ -243,6 +249,7 @@ mod tests {
             ftp_full_drops: 0,
             stale: 2,
             stale_deletes: 0,
+            swept: 0,
             rejected: 0,
             uptime: 1.5,
             dataplane: Some(Dataplane { up: true, scrape_seconds: 0.001, families }),

@@ -73,6 +73,7 @@ impl Exporter {
             ftp_full_drops: st.ftp_full_drops.load(Ordering::Relaxed),
             stale: st.stale.load(Ordering::Relaxed),
             stale_deletes: st.stale_deletes.load(Ordering::Relaxed),
+            swept: st.swept.load(Ordering::Relaxed),
             rejected: st.rejected.load(Ordering::Relaxed),
             uptime: self.started.elapsed().as_secs_f64(),
             dataplane,

@@ -52,6 +52,12 @@ impl CheckpointSink for WorkerSink {
             WorkerSink::Ring(s) => s.deleted(id, version),
         }
     }
+    fn swept(&mut self, version: u64) -> Result<(), SinkFull> {
+        match self {
+            WorkerSink::Off(s) => s.swept(version),
+            WorkerSink::Ring(s) => s.swept(version),
+        }
+    }
     #[inline]
     fn publish(&mut self) {
         if let WorkerSink::Ring(s) = self {

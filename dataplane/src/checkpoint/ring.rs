@@ -58,6 +58,9 @@ impl CheckpointSink for RingSink {
             .try_push(id.0, Module::Ip as u8, delta_kind::DELETE, version, &[])
             .map_err(|_| SinkFull)
     }
+    fn swept(&mut self, version: u64) -> Result<(), SinkFull> {
+        self.producer.try_push(0, 0, delta_kind::SWEEP, version, &[]).map_err(|_| SinkFull)
+    }
     #[inline]
     fn publish(&mut self) {
         if self.producer.pending() != 0 {

@@ -53,8 +53,18 @@ pub struct Checkpointer<S: CheckpointSink> {
     /// Slab position of the re-emit walk; None when no walk is under way.
     cursor: Option<usize>,
     /// The walk writes every portion, not only dirty ones: checkpointd lost
-    /// its store and asked for everything.
+    /// its store and asked for everything, or deletes were lost.
     resync: bool,
+    /// Most deletes that may wait; past it they are lost and counted.
+    pending_cap: usize,
+    /// Deletes were lost: the store holds connections this table no longer
+    /// has. A walk rewriting every connection, then a sweep, removes them.
+    reconcile: bool,
+    /// The version the walk under way started at; it ends with a sweep of
+    /// what is older.
+    sweep_from: Option<u64>,
+    /// A sweep the sink had no room for yet.
+    sweep_due: Option<u64>,
 }
 
 /// Every module that holds a portion of `conn`.
@@ -79,6 +89,10 @@ impl<S: CheckpointSink> Checkpointer<S> {
             dirty: 0,
             cursor: None,
             resync: false,
+            pending_cap: PENDING_DELETES,
+            reconcile: false,
+            sweep_from: None,
+            sweep_due: None,
         }
     }
 
@@ -265,11 +279,18 @@ impl<S: CheckpointSink> Checkpointer<S> {
     }
 
     fn keep_delete(&mut self, id: ConnId, version: u64) {
-        if self.pending_deletes.len() < self.pending_deletes.capacity() {
+        if self.pending_deletes.len() < self.pending_cap {
             self.pending_deletes.push((id, version));
         } else {
             self.counters.ckpt_deletes_lost.add(1);
+            self.reconcile = true;
         }
+    }
+
+    /// Test support: how many deletes may wait.
+    #[cfg(test)]
+    pub(crate) fn set_pending_cap(&mut self, n: usize) {
+        self.pending_cap = n.min(PENDING_DELETES);
     }
 
     /// Writes the deletes that waited for room, oldest first; called before
@@ -324,6 +345,20 @@ impl<S: CheckpointSink> Checkpointer<S> {
         if !self.send_pending_deletes() {
             return;
         }
+        if let Some(v) = self.sweep_due {
+            if self.sink.swept(v).is_err() {
+                return;
+            }
+            self.sweep_due = None;
+            self.counters.ckpt_sweeps.add(1);
+        }
+        if self.reconcile && self.sweep_from.is_none() {
+            // Rewrite everything from the start, then sweep what is older.
+            self.reconcile = false;
+            self.resync = true;
+            self.cursor = Some(0);
+            self.sweep_from = Some(self.stamp(now));
+        }
         if self.cursor.is_none() && self.dirty != 0 {
             self.cursor = Some(0);
         }
@@ -346,6 +381,7 @@ impl<S: CheckpointSink> Checkpointer<S> {
             // A full walk: what is still dirty failed again and starts a new one.
             self.cursor = None;
             self.resync = false;
+            self.sweep_due = self.sweep_from.take();
         } else {
             self.cursor = Some(i);
         }

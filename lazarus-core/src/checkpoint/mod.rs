@@ -64,6 +64,12 @@ pub trait CheckpointSink {
     }
     /// The connection ended (closed or expired): its portions can go.
     fn deleted(&mut self, id: ConnId, version: u64) -> Result<(), SinkFull>;
+    /// Every connection this firewall holds was written again after
+    /// `version`: whatever of its connections the store holds unwritten since
+    /// is gone (its delete was lost) and can go.
+    fn swept(&mut self, _version: u64) -> Result<(), SinkFull> {
+        Ok(())
+    }
     /// Makes what was written visible to checkpointd. The worker calls it
     /// before it transmits a burst, so no packet leaves before the state it
     /// created is in the ring.
@@ -120,6 +126,7 @@ pub struct MemorySink {
     pub deletes: u64,
     /// Deletes ignored: the record was written after them.
     pub stale_deletes: u64,
+    pub sweeps: u64,
     /// Deltas accepted before the sink reports full (None: unlimited).
     pub room: Option<u32>,
     pub resync: bool,
@@ -155,6 +162,17 @@ impl CheckpointSink for MemorySink {
         }
         self.store.retain(|k, _| k.0 != id.0);
         self.deletes += 1;
+        Ok(())
+    }
+    fn swept(&mut self, version: u64) -> Result<(), SinkFull> {
+        self.take_room()?;
+        let mut newest = std::collections::BTreeMap::<u64, u64>::new();
+        for ((id, _), (v, _)) in &self.store {
+            let n = newest.entry(*id).or_default();
+            *n = (*n).max(*v);
+        }
+        self.store.retain(|(id, _), _| newest[id] >= version);
+        self.sweeps += 1;
         Ok(())
     }
     fn has_room(&mut self, n: u32) -> bool {

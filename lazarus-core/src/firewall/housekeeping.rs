@@ -260,6 +260,42 @@ mod tests {
     }
 
     #[test]
+    fn lost_deletes_are_swept_from_the_store_after_a_full_rewrite() {
+        let mut a = fw(MemorySink::default());
+        a.checkpoint.set_pending_cap(1);
+        for port in 40040..40043 {
+            open(&mut a, port);
+        }
+        // All three expire while the ring is full: one delete waits, two
+        // are lost.
+        a.checkpoint.sink.room = Some(0);
+        for _ in 0..64 {
+            a.housekeeping(u64::MAX / 2);
+        }
+        assert_eq!(a.table().len(), 0);
+        assert_eq!(a.counters.ckpt_deletes_lost.get(), 2);
+        // A live connection opened once there is room again.
+        a.checkpoint.sink.room = None;
+        let t = u64::MAX / 2 + 1;
+        let live = tcp(C, S, (40050, 80), SYN, (7000, 0), b"");
+        let live_ack = tcp(S, C, (80, 40050), SYN | ACK, (8000, 7001), b"");
+        assert_eq!(a.process(&live, 0, t), Verdict::Forward);
+        assert_eq!(a.process(&live_ack, 1, t), Verdict::Forward);
+        for r in 0..4 {
+            a.housekeeping(t + 1 + r);
+        }
+        let ids: std::collections::BTreeSet<u64> =
+            a.checkpoint.sink.store.keys().map(|k| k.0).collect();
+        let live_id = a.table().iter().next().unwrap().1.id.0;
+        assert_eq!(
+            ids.into_iter().collect::<Vec<_>>(),
+            vec![live_id],
+            "the store holds the live connection and no dead one"
+        );
+        assert_eq!(a.counters.ckpt_sweeps.get(), 1);
+    }
+
+    #[test]
     fn a_resync_writes_every_connection_again() {
         let mut a = fw(MemorySink::default());
         open(&mut a, 40002);
