@@ -171,6 +171,7 @@ pub fn workers(_: &str) -> TelValue {
                 ("invalid", f.invalid_total()),
                 ("policy_drop", f.fw_drop[FwDrop::Policy as usize].get()),
                 ("table_full", f.fw_drop[FwDrop::TableFull as usize].get()),
+                ("early_drop", f.early_drop.get()),
                 ("related", f.related.get()),
                 ("ckpt_portions", sum(&f.ckpt)),
                 ("ckpt_deletes", f.ckpt_deletes.get()),

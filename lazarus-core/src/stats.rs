@@ -100,6 +100,9 @@ pub struct FwCounters {
     pub restore_stale_expectations: Counter,
     /// Stored connections today's policy refuses, not restored.
     pub restore_forbidden: Counter,
+    /// Connections a full table dropped to admit a new one (not established:
+    /// half-open, unanswered or closing), as Linux's `early_drop`.
+    pub early_drop: Counter,
     /// FTP expectations not restored: FTP is off, or off on their port.
     pub restore_forbidden_expectations: Counter,
     /// Connections in the table (a gauge the worker refreshes).
@@ -228,6 +231,7 @@ impl FwCounters {
             ("restore.stale_expectations", &self.restore_stale_expectations),
             ("restore.forbidden", &self.restore_forbidden),
             ("restore.forbidden_expectations", &self.restore_forbidden_expectations),
+            ("early_drop", &self.early_drop),
             ("flushed", &self.flushed),
         ] {
             if c.get() != 0 {

@@ -87,6 +87,8 @@ pub struct ConnTable<T, A: TableMemory> {
     slots: Vec<Option<T>, A>,
     free: Vec<u32, A>,
     sweep_cursor: usize,
+    /// Slab position the next eviction looks from.
+    evict_cursor: usize,
     /// foldhash, seeded at random per table: three folded multiplies a key,
     /// where xxh3 over the key's bytes needs a buffer and many more.
     hasher: RandomState,
@@ -126,6 +128,7 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
             slots,
             free,
             sweep_cursor: 0,
+            evict_cursor: 0,
             hasher: RandomState::default(),
         }
     }
@@ -262,6 +265,23 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
             }
         }
         removed
+    }
+
+    /// Removes the first record `evictable` allows among the next `scan`
+    /// slab positions from where the last eviction stopped (a full table
+    /// making room, as Linux's `early_drop` does in a bucket range). The
+    /// cursor moves on, so evictions go round the slab, the oldest-placed
+    /// first. None when all of them are kept.
+    pub fn evict(&mut self, scan: usize, evictable: impl Fn(&T) -> bool) -> Option<T> {
+        let n = self.slots.len();
+        for _ in 0..scan.min(n) {
+            let i = self.evict_cursor;
+            self.evict_cursor = if i + 1 == n { 0 } else { i + 1 };
+            if self.slots[i].as_ref().is_some_and(&evictable) {
+                return self.remove(SlotId(i as u32));
+            }
+        }
+        None
     }
 
     /// The record at slab position `i`, if one lives there (for walks that

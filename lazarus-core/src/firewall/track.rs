@@ -20,6 +20,11 @@ use crate::parse::{self, Fragment, FrameKind, IpPacket, L4};
 use crate::policy::Action;
 use crate::stats::{FwCounters, FwDrop};
 
+/// Connections a full table looks at for one to drop before it refuses a
+/// new one: a bounded cost per refused packet under a flood, like the
+/// bucket range of Linux's `early_drop`.
+const EARLY_DROP_SCAN: usize = 16;
+
 impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     /// The verdict on one frame received on config port `port`.
     #[inline]
@@ -254,7 +259,11 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 NO_FTP
             });
         }
-        match self.table.insert(conn) {
+        let mut inserted = self.table.insert(conn);
+        if inserted.is_err() && self.early_drop(now) {
+            inserted = self.table.insert(conn);
+        }
+        match inserted {
             Ok(slot) => {
                 self.tally.on(&conn.l4);
                 self.counters.new[module.unwrap_or(Module::Ip) as usize].add(1);
@@ -268,6 +277,22 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 self.drop_because(FwDrop::TableFull)
             }
         }
+    }
+
+    /// The table is full: drops one connection that is not established (an
+    /// unanswered SYN most likely) to make room, as Linux's `early_drop`
+    /// does, so that a SYN flood cannot lock out new connections. Returns
+    /// whether it made room.
+    #[inline(never)]
+    fn early_drop(&mut self, now: u64) -> bool {
+        let Some(conn) = self.table.evict(EARLY_DROP_SCAN, Conn::evictable) else {
+            return false;
+        };
+        self.ftp.release(conn.ftp);
+        self.tally.off(&conn.l4);
+        self.checkpoint.removed(&conn, now);
+        self.counters.early_drop.add(1);
+        true
     }
 
     /// Feeds a control-connection segment to its ftp portion. The portion is
@@ -326,6 +351,47 @@ mod tests {
     use crate::portion::Portion;
     use allocator_api2::alloc::Global;
 
+    /// A table full of unanswered SYNs (the flood) and some established
+    /// connections: a new connection drops one of the SYNs, never an
+    /// established one; a table of established connections only refuses it.
+    #[test]
+    fn a_full_table_drops_a_half_open_connection_for_a_new_one() {
+        let mut a = fw(MemorySink::default());
+        for p in 0..10 {
+            open(&mut a, 42000 + p);
+        }
+        let spoofed =
+            |i: u16| tcp([10, 98, (i >> 8) as u8, i as u8], S, (1024 + i, 80), SYN, (1, 0), b"");
+        for i in 0..54 {
+            assert_eq!(a.process(&spoofed(i), 0, 1), Verdict::Forward);
+        }
+        assert_eq!(a.table().len(), 64, "full");
+        let legit = tcp(C, S, (43000, 80), SYN, (5, 0), b"");
+        assert_eq!(a.process(&legit, 0, 2), Verdict::Forward);
+        assert_eq!(a.counters.early_drop.get(), 1);
+        let established = a
+            .table()
+            .iter()
+            .filter(
+                |(_, c)| matches!(c.l4, L4Portion::Tcp(t) if t.state == tcp::TcpState::Established),
+            )
+            .count();
+        assert_eq!(established, 10, "no established connection was dropped");
+        // The legitimate connection completes, and traffic of the established
+        // ones still passes.
+        let syn_ack = tcp(S, C, (80, 43000), SYN | ACK, (9, 6), b"");
+        assert_eq!(a.process(&syn_ack, 1, 3), Verdict::Forward);
+        let mid = tcp(C, S, (42003, 80), ACK, (1101, 5001), b"");
+        assert_eq!(a.process(&mid, 0, 3), Verdict::Forward);
+        // Only established connections: nothing to drop, the new one is refused.
+        let mut b = fw(MemorySink::default());
+        for p in 0..64 {
+            open(&mut b, 44000 + p);
+        }
+        assert_eq!(b.process(&legit, 0, 2), Verdict::Drop);
+        assert_eq!(b.counters.early_drop.get(), 0);
+        assert_eq!(b.counters.fw_drop[crate::stats::FwDrop::TableFull as usize].get(), 1);
+    }
     #[test]
     fn the_ack_of_a_fin_writes_no_delta_unless_close_wait_outlives_fin_wait() {
         let stored_state = |f: &Firewall<MemorySink, Global>| {

@@ -56,6 +56,20 @@ pub struct Conn {
     pub stored: bool,
 }
 
+impl Conn {
+    /// Whether a full table may drop it to admit a new connection. As Linux's
+    /// `early_drop`: all but the assured ones, and a TCP connection only while
+    /// it is not established (unanswered, half-open, or closing).
+    #[inline]
+    pub fn evictable(&self) -> bool {
+        match &self.l4 {
+            L4Portion::Tcp(t) => t.state != tcp::TcpState::Established,
+            L4Portion::Udp(u) => !u.replied,
+            _ => true,
+        }
+    }
+}
+
 impl crate::conn::table::TableEntry for Conn {
     fn key(&self) -> &ConnKey {
         &self.key
