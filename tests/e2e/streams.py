@@ -2,7 +2,7 @@
 """Traffic whose every byte is checked, for the kill test.
 
   streams.py tcp-server --bind IP --port P
-  streams.py tcp-client --server IP --port P --conns N --bytes B --rate BPS --stall S
+  streams.py tcp-client --server IP --port P --conns N --bytes B --rate BPS --stall S [--stagger S]
   streams.py udp-server --bind IP --port P
   streams.py udp-client --server IP --port P --interval S --duration S
 
@@ -125,7 +125,10 @@ def tcp_client(a):
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(a.conns)]
     t0 = time.monotonic()
-    for t in threads:
+    for i, t in enumerate(threads):
+        # Opened one by one, `stagger` apart: new connections arriving
+        # through a flood rather than all at once.
+        time.sleep(max(0.0, t0 + i * a.stagger - time.monotonic()))
         t.start()
     for t in threads:
         t.join()
@@ -199,6 +202,7 @@ def main():
     q.add_argument("--rate", type=float, default=200_000, help="bytes per second per connection")
     q.add_argument("--stall", type=float, default=10.0, help="seconds without progress that break a connection")
     q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--stagger", type=float, default=0.0, help="seconds between two connections' starts")
     q = sub.add_parser("udp-client")
     q.add_argument("--server", required=True)
     q.add_argument("--port", type=int, required=True)
