@@ -428,6 +428,7 @@ pub fn track_plain_ack(
     // and the check is the shorter for knowing it.
     let restored = (p.dirs[0].flags | p.dirs[1].flags) & dir_flags::RESTORED != 0;
     let ok = if restored {
+        close_slack_if_live::<true>(p, dir, h, payload_len);
         in_window::<true, true>(p, dir, h, payload_len)
     } else {
         in_window::<true, false>(p, dir, h, payload_len)
@@ -437,6 +438,24 @@ pub fn track_plain_ack(
     }
     p.seen_reply |= dir == Dir::Reply;
     Ok(if edge_moved(p, dir) { TcpChange::Window } else { TcpChange::None })
+}
+
+/// A restored side's slack closes on its first segment that fits its
+/// window without it: the side's edges are then as live as the tracker's
+/// own, rather than widened until the next checkpoint. Checked on a copy;
+/// the caller checks the segment for real after.
+#[cold]
+#[inline(never)]
+fn close_slack_if_live<const PLAIN_ACK: bool>(
+    p: &mut TcpPortion,
+    dir: Dir,
+    h: &TcpHdr,
+    payload_len: u32,
+) {
+    let mut strict = *p;
+    if in_window::<PLAIN_ACK, false>(&mut strict, dir, h, payload_len) {
+        p.dirs[dir.idx()].flags &= !dir_flags::RESTORED;
+    }
 }
 
 /// Whether the sender's window edge moved by more than a quarter of the
@@ -506,6 +525,9 @@ fn track_any(
     // passes (see `in_window`), so established traffic needs no copy.
     // A RST that will not close is checked on a copy too: it moves no edge,
     // or a second copy of it would be "at the sender's edge".
+    if (p.dirs[0].flags | p.dirs[1].flags) & dir_flags::RESTORED != 0 {
+        close_slack_if_live::<false>(p, dir, h, payload_len);
+    }
     let accepted = if h.flags & f::SYN != 0 || !rst_exact {
         let mut trial = *p;
         let ok = in_window::<false, true>(&mut trial, dir, h, payload_len);
@@ -760,6 +782,29 @@ mod tests {
         let mut p = TcpPortion::decode(&ckpt).unwrap();
         let far = p.dirs[0].end.wrapping_add(1_000_000);
         assert_eq!(track(&mut p, O, &seg(A, far, 5001, 64000), 10), Err(TcpInvalid::OutOfWindow));
+    }
+
+    #[test]
+    fn the_restore_slack_closes_on_the_first_segments_that_fit_without_it() {
+        let (ckpt, mut since) = bulk_with_checkpoints();
+        since.sort_by_key(|(d, _, _)| d.idx());
+        let mut p = TcpPortion::decode(&ckpt).unwrap();
+        for (d, h, len) in &since {
+            track(&mut p, *d, h, *len).unwrap();
+        }
+        // Both sides have sent what the store had not seen: their edges are
+        // live again, and the slack has closed.
+        assert_eq!((p.dirs[0].flags | p.dirs[1].flags) & dir_flags::RESTORED, 0);
+        // Data past the receiver's window by less than the slack: a restored
+        // portion would take it, a live one refuses it.
+        let past = p.dirs[0].maxend.wrapping_add(2000);
+        assert_eq!(track(&mut p, O, &seg(A, past, 5001, 64000), 10), Err(TcpInvalid::OutOfWindow));
+        let mut fresh = TcpPortion::decode(&ckpt).unwrap();
+        let past_ckpt = fresh.dirs[0].maxend.wrapping_add(2000);
+        assert!(
+            track(&mut fresh, O, &seg(A, past_ckpt, 5001, 64000), 10).is_ok(),
+            "the slack is open before"
+        );
     }
 
     #[test]
