@@ -317,10 +317,15 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.checkpoint.emit(conn, Module::Ftp, &self.ftp, now);
     }
 
-    /// An ICMP error passes when the packet it quotes belongs to a connection.
+    /// An ICMP error passes when the packet it quotes belongs to a connection
+    /// and the error goes back to that packet's sender, as an error about it
+    /// can: one sent on toward the quoted packet's destination is forged.
     fn icmp_error(&mut self, p: &IpPacket, zone: u16) -> Verdict {
         let L4::Icmp(info) = p.l4 else { return Verdict::Drop };
         let Some(q) = info.quoted else { return self.drop_because(FwDrop::IcmpNoQuote) };
+        if p.dst != q.src {
+            return self.drop_because(FwDrop::IcmpUnrelated);
+        }
         let (key, _) = ConnKey::canonical(
             q.family,
             q.proto,
@@ -350,6 +355,24 @@ mod tests {
 
     use crate::portion::Portion;
     use allocator_api2::alloc::Global;
+
+    #[test]
+    fn an_icmp_error_is_related_only_on_its_way_back_to_the_quoted_sender() {
+        use crate::frames::{icmp, udp};
+        let mut a = fw(MemorySink::default());
+        assert_eq!(a.process(&udp(C, S, 5353, 53, b"q"), 0, 1), Verdict::Forward);
+        let quoted = &udp(C, S, 5353, 53, b"q")[14..42];
+        // From the server, or a router on the way, back to the client.
+        assert_eq!(a.process(&icmp(S, C, 3, 3, [0; 4], quoted), 1, 2), Verdict::Forward);
+        assert_eq!(
+            a.process(&icmp([10, 99, 0, 254], C, 3, 1, [0; 4], quoted), 1, 2),
+            Verdict::Forward
+        );
+        // The same quote sent on toward the server: not an error about it.
+        assert_eq!(a.process(&icmp(C, S, 3, 3, [0; 4], quoted), 0, 2), Verdict::Drop);
+        assert_eq!(a.process(&icmp([10, 98, 0, 9], S, 3, 1, [0; 4], quoted), 1, 2), Verdict::Drop);
+        assert_eq!(a.counters.fw_drop[crate::stats::FwDrop::IcmpUnrelated as usize].get(), 2);
+    }
 
     /// A table full of unanswered SYNs (the flood) and some established
     /// connections: a new connection drops one of the SYNs, never an
