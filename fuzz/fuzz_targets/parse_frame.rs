@@ -45,15 +45,14 @@ fuzz_target!(|frame: &[u8]| {
     // Where the IP header is, recomputed independently of the parser.
     let mut l3 = 14;
     let mut ethertype = be16(frame, 12);
-    let mut vlan = 0;
+    let mut vlan = 0u32;
     while (ethertype == 0x8100 || ethertype == 0x88a8) && l3 < 22 {
-        if l3 == 14 {
-            vlan = be16(frame, 14) & 0x0fff;
-        }
+        // The outer id in bits 0..12, the inner one in 12..24.
+        vlan |= ((be16(frame, l3) & 0x0fff) as u32) << (12 * (l3 - 14) / 4);
         ethertype = be16(frame, l3 + 2);
         l3 += 4;
     }
-    assert_eq!(usize::from(p.vlan), vlan);
+    assert_eq!(p.vlan, vlan);
     let (ip_end, min_hlen) = match p.family {
         Family::V4 => {
             assert_eq!(ethertype, 0x0800);

@@ -299,7 +299,8 @@ proptest! {
         let Ok(Parsed::Ip(p)) = parsed else {
             return Err(TestCaseError::fail(format!("{parsed:?}")));
         };
-        prop_assert_eq!(p.vlan, g.vlan.map_or(0, |(outer, _)| outer));
+        let vlans = g.vlan.map_or(0, |(outer, inner)| u32::from(outer) | u32::from(inner.unwrap_or(0)) << 12);
+        prop_assert_eq!(p.vlan, vlans, "the outer VLAN id, and the inner one above it");
         prop_assert_eq!(p.family, if g.v6 { Family::V6 } else { Family::V4 });
         prop_assert_eq!(p.src, g.src);
         prop_assert_eq!(p.dst, g.dst);

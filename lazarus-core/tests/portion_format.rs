@@ -30,7 +30,8 @@ fn samples() -> Vec<(&'static str, String)> {
         Endpoint { addr: v4_mapped([10, 0, 0, 1]), port: 40000 },
         Endpoint { addr: v4_mapped([10, 0, 0, 2]), port: 21 },
         3,
-        7,
+        // Outer VLAN 7, inner (QinQ) 9.
+        7 | 9 << 12,
     );
     let mut ip = IpPortion::new(lo, 0x2345, 1234);
     ip.packets = [5, 6];
@@ -70,11 +71,11 @@ fn samples() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The encodings of format 2: format 1's with the ip portion's ingress port
-/// and related flag appended.
+/// The encodings of format 2: format 1's, the ip portion's direction byte
+/// now flags (direction, related), its ingress port and inner VLAN appended.
 const PINNED: [(&str, &str); 5] =
     [("ip", IP_V2), ("tcp", TCP_V2), ("udp", "0201"), ("icmp", "02424200"), ("ftp", FTP_V2)];
-const IP_V2: &str = "0200000000000000000000ffff0a00000100000000000000000000ffff0a000002409c15000604030007000105000000000000000600000000000000bc020000000000002003000000000000d204000000000000452300";
+const IP_V2: &str = "0200000000000000000000ffff0a00000100000000000000000000ffff0a000002409c15000604030007000105000000000000000600000000000000bc020000000000002003000000000000d20400000000000045230900";
 const TCP_V2: &str =
     "020201e9030000e9fd000000fa0000000000000000891300008913000000fa0000e90300000008";
 const FTP_V2: &str = "0200000000000000000000000000000000000001040300070000000000000000000000ffff0a00000200000000000000000000ffff0a00000189136300000000000000";
@@ -93,13 +94,15 @@ fn unhex(h: &str) -> Vec<u8> {
 }
 
 #[test]
-fn format_1_reads_as_format_2_with_the_ingress_unknown() {
+fn format_1_reads_as_format_2_with_the_ingress_and_inner_vlan_unknown() {
     let v2 = |i: usize| unhex(PINNED[i].1);
     let v1 = |i: usize| unhex(PINNED_V1[i].1);
     let old = IpRecord::decode(&v1(0)).unwrap();
     let new = IpRecord::decode(&v2(0)).unwrap();
     assert_eq!((old.format, new.format), (1, 2));
-    assert_eq!(old.key, new.key);
+    // Format 1 kept the outer VLAN only.
+    assert_eq!(old.key, ConnKey { vlan: new.key.vlan & 0xfff, ..new.key });
+    assert_eq!(new.key.vlan, 7 | 9 << 12);
     assert_eq!(old.ip.ingress, lazarus_core::ports::UNKNOWN_PORT);
     assert!(!old.ip.related);
     assert_eq!(IpPortion { ingress: 0x2345, ..old.ip }, new.ip);

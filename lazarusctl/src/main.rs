@@ -307,7 +307,8 @@ fn decode_conn(c: &Value) -> Result<Value> {
         ("sport", json!(sport)),
         ("dport", json!(dport)),
         ("zone", json!(key.zone)),
-        ("vlan", json!(key.vlan)),
+        ("vlan", json!(lazarus_core::conn::vlan_ids(key.vlan).0)),
+        ("inner_vlan", json!(lazarus_core::conn::vlan_ids(key.vlan).1)),
         ("packets", json!(ipp.packets)),
         ("bytes", json!(ipp.bytes)),
     ] {
@@ -367,6 +368,9 @@ fn conn_line(c: &Value) -> String {
     s += &format!("zone={}", n(c, "zone"));
     if n(c, "vlan") != 0 {
         s += &format!(" vlan={}", n(c, "vlan"));
+    }
+    if n(c, "inner_vlan") != 0 {
+        s += &format!(" inner_vlan={}", n(c, "inner_vlan"));
     }
     let versions: Vec<String> =
         c["versions"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}:{v}")).collect();

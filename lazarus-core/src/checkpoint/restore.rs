@@ -133,8 +133,10 @@ pub fn rebuild(
             let mut r = FtpRecord::decode(b)?;
             for e in &mut r.expectations[..r.count] {
                 e.master = computed;
-                // A data connection crosses its control connection's bridge.
+                // A data connection crosses its control connection's bridge
+                // and VLANs.
                 e.zone = key.zone;
+                e.vlan = key.vlan;
             }
             Some(r)
         }

@@ -40,7 +40,8 @@ impl Dir {
 
 /// A connection's canonical key: the two endpoints ordered so that both
 /// directions of a flow give the same key. `zone` is the bridge the flow
-/// crosses (both ports of a bridge share it), `vlan` its 802.1Q id.
+/// crosses (both ports of a bridge share it), `vlan` its 802.1Q ids (see
+/// [`vlan_ids`]).
 #[derive(Debug, Clone, Copy, Eq, Default)]
 #[repr(C)]
 pub struct ConnKey {
@@ -51,7 +52,12 @@ pub struct ConnKey {
     pub proto: u8,
     pub family: u8,
     pub zone: u16,
-    pub vlan: u16,
+    pub vlan: u32,
+}
+
+/// The outer and inner (QinQ) VLAN ids packed in a key's or packet's `vlan`.
+pub fn vlan_ids(vlan: u32) -> (u16, u16) {
+    ((vlan & 0xfff) as u16, (vlan >> 12 & 0xfff) as u16)
 }
 
 /// Field by field, as derived, but on the index's three words: the probe
@@ -87,7 +93,7 @@ impl ConnKey {
         src: Endpoint,
         dst: Endpoint,
         zone: u16,
-        vlan: u16,
+        vlan: u32,
     ) -> (ConnKey, bool) {
         // Big-endian u128s order as the address bytes do; compared as
         // integers, not byte by byte.
@@ -144,10 +150,12 @@ impl ConnKey {
 
     /// The connection id: xxh3-64 of the canonical key's bytes in a fixed
     /// order. Stable across builds and restarts, so a restored record can be
-    /// checked against the key it carries.
+    /// checked against the key it carries. The inner VLAN id is hashed only
+    /// when there is one, so that other keys keep the ids of the builds
+    /// before QinQ keys.
     #[inline]
     pub fn id(&self) -> ConnId {
-        let mut b = [0u8; 42];
+        let mut b = [0u8; 44];
         b[..16].copy_from_slice(&self.lo_addr);
         b[16..32].copy_from_slice(&self.hi_addr);
         b[32..34].copy_from_slice(&self.lo_port.to_be_bytes());
@@ -155,8 +163,11 @@ impl ConnKey {
         b[36] = self.proto;
         b[37] = self.family;
         b[38..40].copy_from_slice(&self.zone.to_be_bytes());
-        b[40..42].copy_from_slice(&self.vlan.to_be_bytes());
-        ConnId(xxhash_rust::xxh3::xxh3_64(&b))
+        let (outer, inner) = vlan_ids(self.vlan);
+        b[40..42].copy_from_slice(&outer.to_be_bytes());
+        b[42..44].copy_from_slice(&inner.to_be_bytes());
+        let n = if inner == 0 { 42 } else { 44 };
+        ConnId(xxhash_rust::xxh3::xxh3_64(&b[..n]))
     }
 }
 
@@ -238,7 +249,7 @@ mod tests {
 
         /// Keys are equal exactly when every field is.
         #[test]
-        fn keys_compare_field_by_field(a: [u8; 16], b: [u8; 16], ports: [u16; 4], proto: [u8; 2], family: [u8; 2], zone: [u16; 2], vlan: [u16; 2], same: [bool; 8]) {
+        fn keys_compare_field_by_field(a: [u8; 16], b: [u8; 16], ports: [u16; 4], proto: [u8; 2], family: [u8; 2], zone: [u16; 2], vlan: [u32; 2], same: [bool; 8]) {
             let x = ConnKey { lo_addr: a, hi_addr: b, lo_port: ports[0], hi_port: ports[1], proto: proto[0], family: family[0], zone: zone[0], vlan: vlan[0] };
             let y = ConnKey {
                 lo_addr: pick(same[0], a, b),

@@ -374,6 +374,52 @@ mod tests {
         assert_eq!(a.counters.fw_drop[crate::stats::FwDrop::IcmpUnrelated as usize].get(), 2);
     }
 
+    /// `frame` with an 802.1ad outer tag and an 802.1Q inner tag.
+    fn qinq(frame: &[u8], outer: u16, inner: u16) -> Vec<u8> {
+        let mut f = frame[..12].to_vec();
+        f.extend_from_slice(&[0x88, 0xa8]);
+        f.extend_from_slice(&outer.to_be_bytes());
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&inner.to_be_bytes());
+        f.extend_from_slice(&frame[12..]);
+        f
+    }
+
+    #[test]
+    fn tenants_in_different_inner_vlans_are_different_connections() {
+        let mut a = fw(MemorySink::default());
+        let (t1, t2) = (|f: &[u8]| qinq(f, 100, 10), |f: &[u8]| qinq(f, 100, 20));
+        for (p, port) in [
+            (t1(&tcp(C, S, (45000, 80), SYN, (1000, 0), b"")), 0),
+            (t1(&tcp(S, C, (80, 45000), SYN | ACK, (5000, 1001), b"")), 1),
+            (t1(&tcp(C, S, (45000, 80), ACK, (1001, 5001), b"")), 0),
+        ] {
+            assert_eq!(a.process(&p, port, 1), Verdict::Forward);
+        }
+        // The same tuple in the second tenant's VLAN is no connection yet.
+        let mid = tcp(C, S, (45000, 80), ACK, (1001, 5001), b"");
+        assert_eq!(a.process(&t2(&mid), 0, 2), Verdict::Drop);
+        assert_eq!(a.process(&t1(&mid), 0, 2), Verdict::Forward);
+        // Its own handshake makes a second connection, stored apart.
+        assert_eq!(
+            a.process(&t2(&tcp(C, S, (45000, 80), SYN, (7, 0), b"")), 0, 3),
+            Verdict::Forward
+        );
+        assert_eq!(a.table().len(), 2);
+        let ids: std::collections::BTreeSet<u64> = a.table().iter().map(|(_, c)| c.id.0).collect();
+        assert_eq!(ids.len(), 2);
+        // Both keys survive a checkpoint and a restore with their VLANs.
+        let answer = t2(&tcp(S, C, (80, 45000), SYN | ACK, (9, 8), b""));
+        assert_eq!(a.process(&answer, 1, 3), Verdict::Forward);
+        let mut b = fw(MemorySink::default());
+        assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 2);
+        assert_eq!(b.process(&t1(&mid), 0, 20), Verdict::Forward);
+        assert_eq!(
+            b.process(&t2(&tcp(C, S, (45000, 80), ACK, (8, 10), b"")), 0, 20),
+            Verdict::Forward
+        );
+    }
+
     /// A table full of unanswered SYNs (the flood) and some established
     /// connections: a new connection drops one of the SYNs, never an
     /// established one; a table of established connections only refuses it.

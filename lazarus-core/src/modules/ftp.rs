@@ -249,7 +249,7 @@ impl FtpPortion {
         for e in &expectations[..n] {
             w.u8(e.family);
             w.u16(e.zone);
-            w.u16(e.vlan);
+            w.u16(crate::conn::vlan_ids(e.vlan).0);
             w.bytes(&e.src);
             w.bytes(&e.dst);
             w.u16(e.dport);
@@ -290,7 +290,7 @@ impl Portion for FtpRecord {
             *e = Expectation {
                 family: r.u8()?,
                 zone: r.u16()?,
-                vlan: r.u16()?,
+                vlan: u32::from(r.u16()?),
                 src: r.array()?,
                 dst: r.array()?,
                 dport: r.u16()?,
@@ -354,7 +354,10 @@ impl FtpPortion {
 pub struct Expectation {
     pub family: u8,
     pub zone: u16,
-    pub vlan: u16,
+    /// The control connection's VLAN ids (`conn::vlan_ids`); a checkpoint
+    /// keeps the outer one only, and a restore takes both from the control
+    /// connection again.
+    pub vlan: u32,
     /// Who will open the data connection, and to where.
     pub src: Addr,
     pub dst: Addr,
@@ -379,7 +382,7 @@ pub struct Expectations {
 pub struct DataConn<'a> {
     pub family: Family,
     pub zone: u16,
-    pub vlan: u16,
+    pub vlan: u32,
     pub src: &'a Addr,
     pub dst: &'a Addr,
     pub dport: u16,

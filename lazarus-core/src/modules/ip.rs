@@ -1,6 +1,6 @@
 //! The ip module: which side opened the connection, and traffic counters.
 
-use crate::conn::{ConnKey, Dir};
+use crate::conn::{vlan_ids, ConnKey, Dir};
 use crate::modules::Module;
 use crate::portion::{Portion, PortionError, Reader, Writer};
 
@@ -21,11 +21,14 @@ pub struct IpPortion {
     pub ingress: u16,
 }
 
-/// Bytes of the ip portion after its format byte: the key, the direction,
-/// the counters and the creation time (format 1), then the ingress port and
-/// whether it is related (format 2).
+/// Bytes of the ip portion after its format byte: the key (its outer VLAN
+/// id), the direction, the counters and the creation time (format 1); format
+/// 2 makes the direction byte a set of flags (bit 0 the direction, bit 1
+/// related) and appends the ingress port and the inner VLAN id.
 const IP_FIXED: usize = 16 + 16 + 2 + 2 + 1 + 1 + 2 + 2 + 1 + 5 * 8;
-const IP_FORMAT2: usize = 2 + 1;
+const IP_FORMAT2: usize = 2 + 2;
+const FLAG_ORIG_SRC_IS_LO: u8 = 1;
+const FLAG_RELATED: u8 = 2;
 
 impl IpPortion {
     pub fn new(src_is_lo: bool, ingress: u16, now: u64) -> Self {
@@ -77,15 +80,17 @@ impl IpPortion {
             f.u8(key.proto);
             f.u8(key.family);
             f.u16(key.zone);
-            f.u16(key.vlan);
-            f.u8(self.orig_src_is_lo as u8);
+            f.u16(vlan_ids(key.vlan).0);
+            let flags = if self.orig_src_is_lo { FLAG_ORIG_SRC_IS_LO } else { 0 }
+                | if self.related { FLAG_RELATED } else { 0 };
+            f.u8(flags);
             for v in self.packets.iter().chain(&self.bytes) {
                 f.u64(*v);
             }
             f.u64(self.created);
         }
         w.u16(self.ingress);
-        w.u8(self.related as u8);
+        w.u16(vlan_ids(key.vlan).1);
         w.finish()
     }
 }
@@ -109,17 +114,31 @@ impl Portion for IpRecord {
             proto: f.u8(),
             family: f.u8(),
             zone: f.u16(),
-            vlan: f.u16(),
+            vlan: u32::from(f.u16()),
         };
-        if key.family != 4 && key.family != 6 {
-            return Err(r.bad("address family"));
+        let mut key = key;
+        if key.family != 4 && key.family != 6 || key.vlan > 0xfff {
+            return Err(r.bad("address family or VLAN id"));
         }
-        let orig_src_is_lo = f.bool().ok_or_else(|| r.bad("boolean"))?;
+        let flags = f.u8();
         let packets = [f.u64(), f.u64()];
         let bytes = [f.u64(), f.u64()];
         let created = f.u64();
-        let (ingress, related) =
-            if r.format >= 2 { (r.u16()?, r.bool()?) } else { (crate::ports::UNKNOWN_PORT, false) };
+        let (ingress, orig_src_is_lo, related) = if r.format >= 2 {
+            if flags & !(FLAG_ORIG_SRC_IS_LO | FLAG_RELATED) != 0 {
+                return Err(r.bad("flags"));
+            }
+            let ingress = r.u16()?;
+            let inner = r.u16()?;
+            if inner > 0xfff {
+                return Err(r.bad("inner VLAN id"));
+            }
+            key.vlan |= u32::from(inner) << 12;
+            (ingress, flags & FLAG_ORIG_SRC_IS_LO != 0, flags & FLAG_RELATED != 0)
+        } else {
+            let lo = crate::portion::bool_of(flags).ok_or_else(|| r.bad("boolean"))?;
+            (crate::ports::UNKNOWN_PORT, lo, false)
+        };
         let ip = IpPortion { packets, bytes, created, orig_src_is_lo, related, ingress };
         Ok(IpRecord { key, ip, format: r.format })
     }

@@ -136,15 +136,15 @@ pub fn parse_into(frame: &[u8], out: &mut IpPacket) -> Result<FrameKind, DropRea
     }
     let mut ethertype = be16(frame, 12);
     let mut off = ETH_HLEN;
-    let mut vlan = 0u16;
+    let mut vlan = 0u32;
     let mut tags = 0;
     while (ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ) && tags < MAX_VLAN_TAGS {
         let Some(&[tci_hi, tci_lo, et_hi, et_lo]) = frame.get(off..off + 4) else {
             return Err(DropReason::Truncated);
         };
-        if tags == 0 {
-            vlan = u16::from_be_bytes([tci_hi, tci_lo]) & 0x0fff;
-        }
+        // The outer id, then the inner one above it: two tenants' equal
+        // tuples in different inner VLANs are different connections.
+        vlan |= u32::from(u16::from_be_bytes([tci_hi, tci_lo]) & 0x0fff) << (12 * tags);
         ethertype = u16::from_be_bytes([et_hi, et_lo]);
         off += 4;
         tags += 1;
@@ -159,7 +159,7 @@ pub fn parse_into(frame: &[u8], out: &mut IpPacket) -> Result<FrameKind, DropRea
 
 /// IPv4 header at `frame[off..]`.
 #[inline(always)]
-fn parse_v4(frame: &[u8], off: usize, vlan: u16, pkt: &mut IpPacket) -> Result<(), DropReason> {
+fn parse_v4(frame: &[u8], off: usize, vlan: u32, pkt: &mut IpPacket) -> Result<(), DropReason> {
     let avail = frame.get(off..).unwrap_or(&[]);
     if avail.len() < IPV4_MIN_HLEN {
         return Err(DropReason::Truncated);
@@ -225,7 +225,7 @@ fn check_v4_options(opts: &[u8]) -> Result<(), DropReason> {
 
 /// IPv6 header at `frame[off..]`, then its extension header chain.
 #[inline]
-fn parse_v6(frame: &[u8], off: usize, vlan: u16, pkt: &mut IpPacket) -> Result<(), DropReason> {
+fn parse_v6(frame: &[u8], off: usize, vlan: u32, pkt: &mut IpPacket) -> Result<(), DropReason> {
     let avail = frame.get(off..).unwrap_or(&[]);
     if avail.len() < IPV6_HLEN {
         return Err(DropReason::Truncated);
@@ -869,11 +869,11 @@ mod tests {
         let f =
             tagged(&[(0x88a8, 0xf00a), (0x8100, 20)], 0x0800, &ipv4(proto::UDP, &udp(1, 2, b"ab")));
         let p = ip(&f);
-        assert_eq!(p.vlan, 10);
+        assert_eq!(p.vlan, 10 | 20 << 12, "the outer id, then the inner one");
         assert_eq!(p.payload_off, 22 + 28);
         assert_eq!(p.payload(&f), b"ab");
         let f = tagged(&[(0x8100, 7), (0x8100, 8)], 0x86dd, &ipv6(proto::UDP, &udp(1, 2, b"")));
-        assert_eq!(ip(&f).vlan, 7);
+        assert_eq!(ip(&f).vlan, 7 | 8 << 12);
         // A third tag is not followed.
         let f = tagged(
             &[(0x8100, 1), (0x8100, 2), (0x8100, 3)],

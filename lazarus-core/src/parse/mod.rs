@@ -177,8 +177,9 @@ pub enum Fragment {
 /// An IP packet's metadata. Offsets index the frame given to `parse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IpPacket {
-    /// 802.1Q VLAN id (0 when untagged; the outer tag when stacked).
-    pub vlan: u16,
+    /// 802.1Q VLAN ids: the outer tag's in bits 0..12, a second (QinQ)
+    /// tag's in bits 12..24; 0 when untagged. See [`crate::conn::vlan_ids`].
+    pub vlan: u32,
     pub family: Family,
     pub src: Addr,
     pub dst: Addr,

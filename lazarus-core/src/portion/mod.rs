@@ -4,6 +4,7 @@
 
 pub mod wire;
 
+pub(crate) use wire::bool_of;
 pub use wire::{PortionError, Reader, Writer, PORTION_FORMAT, PORTION_FORMAT_OLDEST};
 
 use shm_layout::module as id;

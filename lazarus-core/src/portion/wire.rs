@@ -158,7 +158,7 @@ impl<'a> Reader<'a> {
 
 /// A stored boolean: 0 or 1, anything else is damage.
 #[inline(always)]
-fn bool_of(v: u8) -> Option<bool> {
+pub(crate) fn bool_of(v: u8) -> Option<bool> {
     match v {
         0 => Some(false),
         1 => Some(true),
