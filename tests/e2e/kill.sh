@@ -3,8 +3,9 @@
 #
 # Through net_tap with real kernels and the firewall policy of firewall.sh
 # (new connections from the server side dropped, strict TCP window tracking),
-# while 50 verified TCP streams, iperf3, an active-mode FTP download, a UDP
-# flow and a ping run, the dataplane is killed with SIGKILL and restarted.
+# while 50 verified TCP streams, 10 more over IPv6 and 10 over an 802.1Q VLAN,
+# iperf3, an active-mode FTP download, a UDP flow and a ping run, the
+# dataplane is killed with SIGKILL and restarted.
 #  * with checkpointd: every stream completes with every byte verified, the
 #    FTP file's sha256 matches, iperf3 finishes, UDP replies resume, no RST
 #    crosses the client's interface on a connection that was not over (both
@@ -32,6 +33,7 @@ LZ_SECS=${LZ_KILL_SECS:-12}
 LZ_KILL_AT=${LZ_KILL_AT:-4}
 LZ_CONNS=${LZ_KILL_CONNS:-50}
 CONNS=$LZ_CONNS; SECS=$LZ_SECS; RATE=$LZ_RATE
+export LZ_MORE_FLOWS=1
 lz_ns_up
 lz_kill_servers
 want=$LZ_FTP_SHA
@@ -63,6 +65,11 @@ curl -sf "http://$LZ_METRICS/metrics" >"$LZ_WORK/metrics.after" || lz_fail "no m
 streams=$(cat "$LZ_WORK/on.streams.json")
 ok=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$streams")
 [ "$ok" = "$CONNS" ] || { cat "$LZ_WORK/on.streams.err"; tail -30 "$LZ_WORK/dataplane.log"; lz_fail "checkpointing on: $ok of $CONNS streams verified: $streams"; }
+for more in 6:IPv6 v:"VLAN $LZ_VLAN"; do
+    m=$(cat "$LZ_WORK/on.streams${more%%:*}.json" 2>/dev/null || echo '{}')
+    python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j.get("ok") == j.get("conns") == 10, j' "$m" \
+        || lz_fail "checkpointing on: the ${more#*:} streams broke across the kill: $m"
+done
 got=$(sha256sum < "$LZ_WORK/on.ftp.bin" | cut -c1-64)
 [ "$got" = "$want" ] || lz_fail "checkpointing on: the active-mode FTP download is wrong or incomplete"
 python3 -c 'import sys; done=float(open(sys.argv[1]).read().split()[1]); kill=float(open(sys.argv[2]).read().split()[1]); assert done > kill + 1, (done, kill)' \
@@ -84,7 +91,7 @@ read -r rst rst_late rst_aborts <"$LZ_WORK/on.rst"; kresets=$(cat "$LZ_WORK/on.r
 outage=$(lz_outage_ms "$LZ_WORK/on.fwd.pcap")
 ping_loss=$(grep -o '[0-9]* received' "$LZ_WORK/on.ping.txt" | head -1)
 restored=$(grep -o 'restore done.*' "$LZ_WORK/dataplane.log" | tail -1)
-lz_log "on: $CONNS/$CONNS streams verified ($((RATE * SECS)) B each), FTP sha256 ok, iperf3 $(cat "$LZ_WORK/on.iperf3.bytes") B, 0 RST on a live connection ($rst_late after both FINs, $rst_aborts iperf3 end-of-test aborts with every byte in), 0 other resets or aborts counted by the kernels"
+lz_log "on: $CONNS/$CONNS streams verified ($((RATE * SECS)) B each), 10/10 over IPv6, 10/10 over VLAN $LZ_VLAN, FTP sha256 ok, iperf3 $(cat "$LZ_WORK/on.iperf3.bytes") B, 0 RST on a live connection ($rst_late after both FINs, $rst_aborts iperf3 end-of-test aborts with every byte in), 0 other resets or aborts counted by the kernels"
 lz_log "on: outage on the server tap ${outage} ms; udp $udp; ping $(grep -o '[0-9]* packets transmitted, [0-9]* received' "$LZ_WORK/on.ping.txt"); $restored"
 echo "$outage" >"$LZ_WORK/outage_ms"
 
@@ -128,6 +135,10 @@ c = json.load(open(w + "/ctl.conns.json"))["conns"]
 streams = [x for x in c if x["proto"] == "tcp" and x["dport"] == 7000 and x["src"] == cip and x["dst"] == sip]
 est = [x for x in streams if x["state"] == "ESTABLISHED" and x["assured"]]
 assert len(est) == conns, f"{len(est)} of {conns} streams ESTABLISHED in lazarusctl conns: {streams[:3]}"
+# The IPv6 and VLAN streams are stored as such: the VLAN one keyed by its tag.
+v6 = [x for x in c if x["family"] == "ipv6" and x["dport"] == 7000 and x["state"] == "ESTABLISHED"]
+tagged = [x for x in c if x.get("vlan") == 100 and x["dport"] == 7000 and x["state"] == "ESTABLISHED"]
+assert len(v6) == 10 and len(tagged) == 10, f"{len(v6)} IPv6 and {len(tagged)} VLAN 100 streams stored, 10 each expected"
 ftp = [x for x in c if x["proto"] == "tcp" and x["dport"] == 21]
 assert ftp and ftp[0].get("helper") == "ftp", f"no FTP control connection with the ftp helper: {ftp}"
 text = open(w + "/ctl.conns.txt").read()
@@ -173,4 +184,4 @@ ok_off=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$st
 got_off=$(sha256sum < "$LZ_WORK/off.ftp.bin" 2>/dev/null | cut -c1-64 || true)
 lz_log "control (checkpoint off): $ok_off of $CONNS streams survived: $streams_off; FTP $([ "$got_off" = "$want" ] && echo intact || echo broken)"
 lz_dp_stop
-echo "PASS kill: $CONNS streams + FTP + iperf3 + UDP + ping survive SIGKILL of the dataplane (outage ${outage} ms, 0 RST on a live connection); checkpointd restart safe; control without checkpointing breaks ($ok_off/$CONNS)"
+echo "PASS kill: $CONNS streams + 10 IPv6 + 10 VLAN-tagged + FTP + iperf3 + UDP + ping survive SIGKILL of the dataplane (outage ${outage} ms, 0 RST on a live connection); checkpointd restart safe; control without checkpointing breaks ($ok_off/$CONNS)"

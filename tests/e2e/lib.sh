@@ -18,6 +18,10 @@ LZ_TAP_C=lztc$LZ_ID; LZ_TAP_S=lzts$LZ_ID
 LZ_BR_C=lzbc$LZ_ID;  LZ_BR_S=lzbs$LZ_ID
 LZ_VE_C=lzvc$LZ_ID;  LZ_VE_S=lzvs$LZ_ID
 LZ_CLIENT_IP=10.99.0.1; LZ_SERVER_IP=10.99.0.2
+# With LZ_MORE_FLOWS=1: IPv6 on the same link, and an 802.1Q VLAN over it.
+LZ_CLIENT_IP6=fd99::1; LZ_SERVER_IP6=fd99::2
+LZ_VLAN=100; LZ_CLIENT_IPV=10.99.100.1; LZ_SERVER_IPV=10.99.100.2
+LZ_VT_C=lzqc$LZ_ID; LZ_VT_S=lzqs$LZ_ID
 LZ_WORK=${LZ_WORK:-$(mktemp -d /tmp/lazarus-e2e.XXXXXX)}
 LZ_PIDS=()
 LZ_DP_PID=
@@ -50,7 +54,7 @@ lz_cleanup() {
     for ns in $LZ_NS_C $LZ_NS_S; do
         ip netns del "$ns" 2>/dev/null || true
     done
-    for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p; do
+    for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p ${LZ_VT_C}p ${LZ_VT_S}p ${LZ_VT_C}q ${LZ_VT_S}q; do
         ip link del "$l" 2>/dev/null || true
     done
     # A dataplane that died leaves its hugepage files and runtime directory.
@@ -77,6 +81,33 @@ lz_ns_up() {
         ip link set "${ve}p" master "$br"
         ip link set "${ve}p" up
         ip link set "$br" up
+        if [ "${LZ_MORE_FLOWS:-0}" = 1 ]; then
+            local ip6 ipv vt
+            [ $side = C ] && ip6=$LZ_CLIENT_IP6 ipv=$LZ_CLIENT_IPV || ip6=$LZ_SERVER_IP6 ipv=$LZ_SERVER_IPV
+            ip -n "$ns" addr add "$ip6/64" dev "$ve" nodad
+            # The VLAN flow: this kernel has no 802.1Q device, VLAN-filtering
+            # bridge or tc vlan action, so a second link from the namespace
+            # ($vt) reaches the bridge through tests/e2e/vlan_tagger.py, which
+            # tags what leaves the namespace and untags what comes back: the
+            # wire and the dataplane see 802.1Q frames, the kernels plain ones.
+            eval "vt=\$LZ_VT_$side"
+            ip link add "$vt" type veth peer name "${vt}p"
+            ip link add "${vt}q" type veth peer name "${vt}b"
+            ip link set "$vt" netns "$ns"
+            ip -n "$ns" addr add "$ipv/24" dev "$vt"
+            # No offloads: the tagger copies frames as they are, so checksums
+            # must be filled and segments wire-sized.
+            ip netns exec "$ns" ethtool -K "$vt" tx off tso off gso off gro off >/dev/null 2>&1 || true
+            ethtool -K "${vt}p" tx off tso off gso off gro off >/dev/null 2>&1 || true
+            # Room for the tag within the taps' 1500 bytes.
+            ip -n "$ns" link set "$vt" mtu 1496
+            ip -n "$ns" link set "$vt" up
+            sysctl -qw "net.ipv6.conf.${vt}p.disable_ipv6=1" "net.ipv6.conf.${vt}q.disable_ipv6=1" "net.ipv6.conf.${vt}b.disable_ipv6=1" || true
+            ip link set "${vt}b" master "$br"
+            for l in "${vt}p" "${vt}q" "${vt}b"; do ip link set "$l" up; done
+            python3 "$LZ_ROOT/tests/e2e/vlan_tagger.py" "${vt}p" "${vt}q" "$LZ_VLAN" >"$LZ_WORK/tagger.$side.log" 2>&1 &
+            LZ_PIDS+=($!)
+        fi
     done
 }
 
@@ -98,10 +129,13 @@ lz_wait_path() {
     ip -n "$LZ_NS_C" neigh flush all 2>/dev/null || true
     ip -n "$LZ_NS_S" neigh flush all 2>/dev/null || true
     local t
-    for t in $(seq 1 20); do
-        lz_in_client ping -c 1 -W 1 -q "$LZ_SERVER_IP" >/dev/null 2>&1 && return 0
+    local dst
+    for dst in "$LZ_SERVER_IP" $([ "${LZ_MORE_FLOWS:-0}" = 1 ] && echo "$LZ_SERVER_IP6 $LZ_SERVER_IPV"); do
+        for t in $(seq 1 21); do
+            [ "$t" -le 20 ] || lz_fail "client cannot reach $dst through the dataplane after 20 tries"
+            lz_in_client ping -c 1 -W 1 -q "$dst" >/dev/null 2>&1 && break
+        done
     done
-    lz_fail "client cannot reach the server through the dataplane after 20 tries"
 }
 
 # Writes the dataplane config for the two taps; extra [dataplane] lines from $1,
@@ -274,6 +308,13 @@ lz_in_server python3 "$LZ_STREAMS" udp-server --bind "$LZ_SERVER_IP" --port 7001
 LZ_PIDS+=($!)
 lz_in_server iperf3 -s -B "$LZ_SERVER_IP" >/dev/null 2>&1 &
 LZ_PIDS+=($!)
+if [ "${LZ_MORE_FLOWS:-0}" = 1 ]; then
+    local ip
+    for ip in "$LZ_SERVER_IP6" "$LZ_SERVER_IPV"; do
+        lz_in_server python3 "$LZ_STREAMS" tcp-server --bind "$ip" --port 7000 &
+        LZ_PIDS+=($!)
+    done
+fi
 LZ_FTP_SHA=$(sha256sum < "$LZ_WORK/ftp/file.bin" | cut -c1-64)
 }
 
@@ -332,6 +373,16 @@ lz_kill_traffic() {
     pids+=($!)
     lz_in_client python3 "$LZ_STREAMS" udp-client --server "$LZ_SERVER_IP" --port 7001 --interval 0.01 --duration "$LZ_SECS" >"$LZ_WORK/$tag.udp.json" &
     pids+=($!)
+    if [ "${LZ_MORE_FLOWS:-0}" = 1 ]; then
+        # Verified streams over IPv6 and over the VLAN: $tag.streams6.json, $tag.streamsv.json.
+        local more ip
+        for more in 6:"$LZ_SERVER_IP6" v:"$LZ_SERVER_IPV"; do
+            ip=${more#*:}
+            lz_in_client python3 "$LZ_STREAMS" tcp-client --server "$ip" --port 7000 --conns 10 --seed 3 \
+                --bytes $((LZ_RATE * LZ_SECS)) --rate "$LZ_RATE" --stall 10 >"$LZ_WORK/$tag.streams${more%%:*}.json" 2>>"$LZ_WORK/$tag.streams.err" &
+            pids+=($!)
+        done
+    fi
     lz_in_client ping -i 0.01 -w "$LZ_SECS" -q "$LZ_SERVER_IP" >"$LZ_WORK/$tag.ping.txt" 2>&1 &
     pids+=($!)
     sleep "$LZ_KILL_AT"

@@ -50,8 +50,12 @@ def recv_exact(s, n):
     return b
 
 
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def tcp_server(a):
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls = socket.socket(family(a.bind), socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
     ls.listen(256)
@@ -85,7 +89,7 @@ def tcp_client(a):
 
     def run(i):
         seed = (a.seed << 16) | i
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(family(a.server), socket.SOCK_STREAM)
         s.settimeout(a.stall)
         try:
             s.connect((a.server, a.port))
