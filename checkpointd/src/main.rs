@@ -103,6 +103,16 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let hugetlbfs = rings.file().is_some_and(|f| f.hugetlbfs());
     let (mut store, rebuilt) = store::Store::rebuild(store_seg);
+    let (stranded, top) = store.beyond_workers(rings_geom.workers);
+    if stranded > 0 {
+        bail!(
+            "the store holds {stranded} connection(s) of worker(s) up to {top}, but the config has \
+             {} [[worker]] entr(y/ies): those connections would never be restored. Start with the \
+             worker count they were stored under, or {}",
+            rings_geom.workers,
+            remove_advice(&dir)
+        );
+    }
     let here = shm_layout::SegmentOrigin::this_host().context("this boot's id")?;
     adopt_foreign_clock(&rings, &mut store, &here)?;
     if rebuilt.bad_portions + rebuilt.dropped_records + rebuilt.orphan_ftp > 0 {

@@ -150,6 +150,21 @@ impl Store {
         &self.seg
     }
 
+    /// Stored connections of workers `workers` and up, and the highest such
+    /// worker: a config with fewer workers would never restore them.
+    pub fn beyond_workers(&self, workers: u32) -> (u64, u16) {
+        let mut n = 0;
+        let mut top = 0;
+        for &i in self.index.values() {
+            let w = self.seg.record(i).worker;
+            if u32::from(w) >= workers {
+                n += 1;
+                top = top.max(w);
+            }
+        }
+        (n, top)
+    }
+
     /// See [`StoreSegment::rebase`]; the index is unchanged (ids stay).
     pub fn rebase(&mut self, now: &shm_layout::SegmentOrigin) -> u64 {
         self.seg.rebase(now)

@@ -191,6 +191,34 @@ fn geometry_change_is_a_clear_error() {
     assert!(log.contains("ring(s) of 1024 slots") && log.contains("stop the dataplane"), "{log}");
 }
 
+/// Fewer workers with the store of more: the removed workers' connections
+/// would never be restored. Refused, naming them and the way out, even when
+/// the rings are removed to get past their own geometry check.
+#[test]
+fn stored_connections_of_removed_workers_are_an_error() {
+    let env = Env::new("fewer-workers", 2, "");
+    {
+        let d = env.spawn();
+        let rings = env.rings();
+        let mut p = rings.producer(1).unwrap();
+        push(&mut p, 7, module::UDP, delta_kind::PORTION, 1, b"udp");
+        p.publish();
+        d.wait_drained();
+        assert_eq!(d.terminate().0, 0);
+    }
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let one = text.replacen("[[worker]]\nlcore = 2\nrx = [\"a:1\"]\n\n", "", 1);
+    assert_ne!(one, text);
+    std::fs::write(&env.config, one).unwrap();
+    std::fs::remove_file(env.seg.join("rings")).unwrap();
+    let (code, log) = env.run_to_exit();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("1 connection(s) of worker(s) up to 1") && log.contains("[[worker]]"),
+        "{log}"
+    );
+}
+
 #[test]
 fn lost_store_triggers_a_resync() {
     let env = Env::new("resync", 2, "");
