@@ -168,8 +168,8 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                     if tracked.delta {
                         changed = Some(Module::Tcp);
                     }
-                    if tracked.rst_kept {
-                        self.counters.tcp_invalid[tcp::TcpInvalid::RstNotExact as usize].add(1);
+                    if let Some(why) = tracked.kept {
+                        self.counters.tcp_invalid[why as usize].add(1);
                     }
                     tracked.timeout
                 }

@@ -87,17 +87,22 @@ pub enum TcpInvalid {
     /// §3.2): forwarded, so the endpoint can send its challenge ACK, but the
     /// connection's state is kept, as Linux conntrack does.
     RstNotExact,
+    /// A SYN outside the window of a synchronised connection: forwarded, so
+    /// the endpoint can send its challenge ACK, the state kept, as Linux
+    /// conntrack does.
+    SynIgnored,
 }
 
 impl TcpInvalid {
-    pub const COUNT: usize = 6;
-    pub const ALL: [TcpInvalid; 6] = [
+    pub const COUNT: usize = 7;
+    pub const ALL: [TcpInvalid; 7] = [
         TcpInvalid::BadFlags,
         TcpInvalid::NewNotSyn,
         TcpInvalid::BadTransition,
         TcpInvalid::OutOfWindow,
         TcpInvalid::RstOutOfWindow,
         TcpInvalid::RstNotExact,
+        TcpInvalid::SynIgnored,
     ];
     pub fn name(self) -> &'static str {
         [
@@ -107,6 +112,7 @@ impl TcpInvalid {
             "out_of_window",
             "rst_out_of_window",
             "rst_not_exact",
+            "syn_on_synchronised",
         ][self as usize]
     }
 }
@@ -168,6 +174,9 @@ pub enum TcpChange {
     /// An in-window RST not at the exact next sequence: the state is kept
     /// ([`TcpInvalid::RstNotExact`]).
     RstKept,
+    /// A SYN out of the window of a synchronised connection: forwarded, the
+    /// state kept ([`TcpInvalid::SynIgnored`]).
+    SynIgnored,
 }
 
 #[inline]
@@ -373,8 +382,9 @@ pub struct Tracked {
     /// The state moved, (from, to); None on the plain-ACK path, where it
     /// cannot, so that the caller's bookkeeping drops out of that path.
     pub moved: Option<(TcpState, TcpState)>,
-    /// An in-window RST whose sequence was not exact left the state alone.
-    pub rst_kept: bool,
+    /// The segment passes but left the state alone, and why (an in-window
+    /// RST off the exact sequence, a SYN on a synchronised connection).
+    pub kept: Option<TcpInvalid>,
 }
 
 /// `track`, for the firewall: whether the change is worth a delta, and the
@@ -394,13 +404,13 @@ pub fn on_segment(
     if is_plain_ack(p, h) {
         let delta = !matches!(track_plain_ack(p, dir, h, payload_len)?, TcpChange::None);
         let timeout = timeouts[TcpState::Established as usize];
-        return Ok(Tracked { delta, timeout, moved: None, rst_kept: false });
+        return Ok(Tracked { delta, timeout, moved: None, kept: None });
     }
     // An invalid segment leaves the state as it was.
     let was = p.state;
     let change = track(p, dir, h, payload_len)?;
     let delta = match change {
-        TcpChange::None | TcpChange::RstKept => false,
+        TcpChange::None | TcpChange::RstKept | TcpChange::SynIgnored => false,
         TcpChange::Timeout { from } => {
             let worth = timeouts[p.state as usize] > timeouts[from as usize];
             if worth {
@@ -411,8 +421,12 @@ pub fn on_segment(
         _ => true,
     };
     let moved = (p.state != was).then_some((was, p.state));
-    let rst_kept = change == TcpChange::RstKept;
-    Ok(Tracked { delta, timeout: timeouts[p.state as usize], moved, rst_kept })
+    let kept = match change {
+        TcpChange::RstKept => Some(TcpInvalid::RstNotExact),
+        TcpChange::SynIgnored => Some(TcpInvalid::SynIgnored),
+        _ => None,
+    };
+    Ok(Tracked { delta, timeout: timeouts[p.state as usize], moved, kept })
 }
 
 /// `track` of a segment `is_plain_ack` accepts; for a caller that would
@@ -539,6 +553,12 @@ fn track_any(
         in_window::<false, true>(p, dir, h, payload_len)
     };
     if !accepted {
+        if fi == FlagIdx::Syn && synchronised(p.state) {
+            // As Linux's conntrack (an "ignored" SYN): the endpoint answers
+            // with a challenge ACK (RFC 5961 §4), so a peer that lost the
+            // connection can reset it and open it again on the same port.
+            return Ok(TcpChange::SynIgnored);
+        }
         return Err(if fi == FlagIdx::Rst {
             TcpInvalid::RstOutOfWindow
         } else {
@@ -689,10 +709,34 @@ mod tests {
         assert_eq!(p.state, TcpState::Established);
         let timeouts = [1; TcpState::COUNT];
         let t = on_segment(&mut p, O, &seg(f::RST | A, 1001 + 7, 5001, 0), 0, &timeouts).unwrap();
-        assert!(t.rst_kept && !t.delta && t.moved.is_none());
+        assert!(t.kept == Some(TcpInvalid::RstNotExact) && !t.delta && t.moved.is_none());
         // At the receiver's highest ACK it closes.
         assert_eq!(track(&mut p, O, &seg(f::RST | A, 1001, 5001, 0), 0), Ok(TcpChange::State));
         assert_eq!(p.state, TcpState::Close);
+    }
+
+    /// A SYN with a new ISN on an established connection (the client lost
+    /// it and reopens on the same port) passes without touching the state,
+    /// as Linux's conntrack lets it: the server answers with a challenge ACK
+    /// (RFC 5961 §4), the client resets at the exact sequence, and its next
+    /// SYN opens a new connection.
+    #[test]
+    fn a_syn_on_an_established_connection_passes_and_changes_nothing() {
+        let mut p = established();
+        let before = p;
+        assert_eq!(track(&mut p, O, &seg(f::SYN, 900_000, 0, 64000), 0), Ok(TcpChange::SynIgnored));
+        assert_eq!(p, before, "nothing moved");
+        let timeouts = [1; TcpState::COUNT];
+        let t = on_segment(&mut p, O, &seg(f::SYN, 900_000, 0, 64000), 0, &timeouts).unwrap();
+        assert_eq!(t.kept, Some(TcpInvalid::SynIgnored));
+        assert!(!t.delta && t.moved.is_none());
+        // The challenge ACK, then the client's RST at the exact sequence.
+        assert!(track(&mut p, R, &seg(A, 5001, 1001, 64000), 0).is_ok());
+        assert_eq!(track(&mut p, O, &seg(f::RST, 1001, 0, 0), 0), Ok(TcpChange::State));
+        assert_eq!(p.state, TcpState::Close);
+        // A SYN-ACK out of the blue on an established connection is still refused.
+        let mut q = established();
+        assert!(track(&mut q, R, &seg(f::SYN | A, 700_000, 1001, 64000), 0).is_err());
     }
 
     /// A RST sent right after the sender's own data, before the peer has
