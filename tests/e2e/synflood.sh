@@ -97,7 +97,7 @@ rate=$(python3 -c "print(round($sent / $secs))")
 result="lazarus: ${sent} spoofed SYNs in ${secs}s (${rate}/s) into ${TABLE} entries: streams ${streams_ok}/${STREAMS}, new ${new_ok}/${NEW}, early_drop=${early:-0} table_full=${full:-0}"
 lz_log "$result"
 [ "$sent" -ge "$FLOOD_COUNT" ] || lz_fail "hping3 sent $sent of $FLOOD_COUNT: $(tail -3 "$LZ_WORK/lazarus.hping3.log")"
-[ "$streams_ok" = "$STREAMS" ] || lz_fail "$result; streams: $(cat "$LZ_WORK/lazarus.streams.json")"
+[ "$streams_ok" = "$STREAMS" ] || lz_fail "$result; streams: $(cat "$LZ_WORK/lazarus.streams.json"); $summary"
 [ "$new_ok" -ge "$NEW_MIN" ] || lz_fail "$result; new: $(cat "$LZ_WORK/lazarus.new.json")"
 [ "${early:-0}" -gt 0 ] || lz_fail "the table never filled (no early drop), so the flood tested nothing: $summary"
 

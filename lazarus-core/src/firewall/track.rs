@@ -429,6 +429,9 @@ mod tests {
         for p in 0..10 {
             open(&mut a, 42000 + p);
         }
+        // One of them half-closed: the server's answer is still to come.
+        let fin = tcp(C, S, (42009, 80), FIN | ACK, (1101, 5001), b"");
+        assert_eq!(a.process(&fin, 0, 1), Verdict::Forward);
         let spoofed =
             |i: u16| tcp([10, 98, (i >> 8) as u8, i as u8], S, (1024 + i, 80), SYN, (1, 0), b"");
         for i in 0..54 {
@@ -438,20 +441,24 @@ mod tests {
         let legit = tcp(C, S, (43000, 80), SYN, (5, 0), b"");
         assert_eq!(a.process(&legit, 0, 2), Verdict::Forward);
         assert_eq!(a.counters.early_drop.get(), 1);
-        let established = a
-            .table()
-            .iter()
-            .filter(
-                |(_, c)| matches!(c.l4, L4Portion::Tcp(t) if t.state == tcp::TcpState::Established),
-            )
-            .count();
-        assert_eq!(established, 10, "no established connection was dropped");
+        let ours = |f: &Firewall<MemorySink, Global>| {
+            f.table().iter().filter(|(_, c)| (42000..42010).contains(&c.key.lo_port)).count()
+        };
+        assert_eq!(ours(&a), 10, "no established or closing connection was dropped");
         // The legitimate connection completes, and traffic of the established
         // ones still passes.
         let syn_ack = tcp(S, C, (80, 43000), SYN | ACK, (9, 6), b"");
         assert_eq!(a.process(&syn_ack, 1, 3), Verdict::Forward);
         let mid = tcp(C, S, (42003, 80), ACK, (1101, 5001), b"");
         assert_eq!(a.process(&mid, 0, 3), Verdict::Forward);
+        // More new connections: the flood's entries go, never those ten.
+        for i in 0..60 {
+            let syn = tcp(C, S, (46000 + i, 80), SYN, (5, 0), b"");
+            assert_eq!(a.process(&syn, 0, 4), Verdict::Forward);
+        }
+        assert_eq!(ours(&a), 10, "still all ten, the half-closed one too");
+        let answer = tcp(S, C, (80, 42009), ACK | PSH, (5001, 1102), b"OK");
+        assert_eq!(a.process(&answer, 1, 5), Verdict::Forward, "{}", a.counters.detail());
         // Only established connections: nothing to drop, the new one is refused.
         let mut b = fw(MemorySink::default());
         for p in 0..64 {

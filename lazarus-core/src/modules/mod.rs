@@ -57,13 +57,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Whether a full table may drop it to admit a new connection. As Linux's
-    /// `early_drop`: all but the assured ones, and a TCP connection only while
-    /// it is not established (unanswered, half-open, or closing).
+    /// Whether a full table may drop it to admit a new connection, as Linux's
+    /// `early_drop` drops what is not assured: a TCP connection not yet
+    /// established or already over (TIME_WAIT, CLOSE), unanswered UDP, ICMP.
+    /// A closing connection (FIN_WAIT, CLOSE_WAIT, LAST_ACK) is kept: one side
+    /// still sends, and dropping it would cut the end of a transfer.
     #[inline]
     pub fn evictable(&self) -> bool {
+        use tcp::TcpState as S;
         match &self.l4 {
-            L4Portion::Tcp(t) => t.state != tcp::TcpState::Established,
+            L4Portion::Tcp(t) => {
+                !matches!(t.state, S::Established | S::FinWait | S::CloseWait | S::LastAck)
+            }
             L4Portion::Udp(u) => !u.replied,
             _ => true,
         }
