@@ -53,7 +53,7 @@ fn overhead(c: &mut Criterion) {
     g.finish();
     stop.store(true, Ordering::Relaxed);
     let n = drained.join().unwrap();
-    let deltas = common::deltas_written(&on.counters);
+    let deltas = common::deltas_written(on.counters);
     eprintln!(
         "checkpoint_overhead: {} frames per pass, {:.2} deltas per packet, {} drained, ring full {} (re-emitted {})",
         frames.len(),

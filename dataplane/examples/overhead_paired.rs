@@ -131,9 +131,9 @@ fn main() {
     let mut on_pass =
         |fws: &mut Vec<Firewall<WorkerSink, KernelHugepageAlloc>>, i: usize, t: &mut u64| {
             let fw = &mut fws[i];
-            let (d0, f0) = (common::deltas_written(&fw.counters), fw.counters.ckpt_ring_full.get());
+            let (d0, f0) = (common::deltas_written(fw.counters), fw.counters.ckpt_ring_full.get());
             let r = pass(fw, &frames, t);
-            deltas += common::deltas_written(&fw.counters) - d0;
+            deltas += common::deltas_written(fw.counters) - d0;
             ring_full += fw.counters.ckpt_ring_full.get() - f0;
             r
         };

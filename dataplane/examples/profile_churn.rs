@@ -75,7 +75,7 @@ fn main() {
         );
         let n =
             (0..passes).map(|_| run_passes(&mut fw, &frames, &mut now, &mut cons)).sum::<usize>();
-        let deltas = common::deltas_written(&fw.counters);
+        let deltas = common::deltas_written(fw.counters);
         println!("{deltas} deltas, ring full {}", fw.counters.ckpt_ring_full.get());
         n
     };

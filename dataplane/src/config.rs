@@ -204,6 +204,22 @@ impl Config {
                 "no [[port]] is configured; name at least two ports and bridge them".into(),
             ));
         }
+        if self.port.len() > crate::stats::MAX_PORTS {
+            return Err(bad(
+                "port".into(),
+                format!(
+                    "{} ports; DPDK here drives at most {}",
+                    self.port.len(),
+                    crate::stats::MAX_PORTS
+                ),
+            ));
+        }
+        if self.worker.len() > crate::shared::MAX_WORKERS {
+            return Err(bad(
+                "worker".into(),
+                format!("{} workers; at most {}", self.worker.len(), crate::shared::MAX_WORKERS),
+            ));
+        }
         let mut by_name = HashMap::new();
         for (i, p) in self.port.iter().enumerate() {
             if p.name.is_empty() || p.name.contains(':') {

@@ -6,6 +6,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dpdk;
+pub mod shared;
 pub mod stats;
+pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

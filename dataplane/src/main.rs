@@ -6,7 +6,9 @@ use dataplane::checkpoint::attach::{self, Attached};
 use dataplane::checkpoint::{RingSink, WorkerSink};
 use dataplane::config::{Config, Plan};
 use dataplane::dpdk::{self, Eal, EalArgs, Mempool, Port, PortSetup};
+use dataplane::shared::{self, SharedState};
 use dataplane::stats::{PortTotals, WorkerCounters};
+use dataplane::supervisor;
 use dataplane::telemetry;
 use dataplane::worker::WorkerFirewall;
 use dataplane::worker::{PortLane, Worker};
@@ -16,7 +18,7 @@ use lazarus_core::stats::FwCounters;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,6 +35,14 @@ struct AppArgs {
     /// TOML config (ports, bridges, workers); see docs/CONFIG.md.
     #[arg(long, short)]
     config: PathBuf,
+    /// Own the ports and run the workers in child processes, one active and
+    /// one standing by, so that a worker crash costs milliseconds, not a
+    /// full restart (docs/RESTART.md).
+    #[arg(long)]
+    supervise: bool,
+    /// A worker process of `--supervise`, which starts it; not for operators.
+    #[arg(long, hide = true)]
+    worker: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,7 +99,34 @@ fn run() -> Result<()> {
     // Config and hugepages are checked before EAL so that their errors are one
     // clear line, not EAL's log.
     let plan = Config::load(&app.config)?;
-    dpdk::check_hugepages(&eal_args.0)?;
+    match (app.supervise, app.worker) {
+        (false, false) => {
+            dpdk::check_hugepages(&eal_args.0)?;
+            run_single(&eal_args, &plan)
+        }
+        (true, false) => {
+            dpdk::check_hugepages(&eal_args.0)?;
+            run_port_owner(&eal_args, &app.config, &plan)
+        }
+        (false, true) => run_worker_process(&eal_args, &plan),
+        (true, true) => bail!("--supervise and --worker exclude each other: start `lazarus-dataplane [EAL options] -- --config FILE --supervise`; it starts the worker processes itself"),
+    }
+}
+
+/// SIGINT and SIGTERM set the returned flag; a second one exits at once.
+fn quit_on_signals() -> Result<Arc<AtomicBool>> {
+    let quit = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, quit.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, quit.clone()).context("installing signal handlers")?;
+    }
+    Ok(quit)
+}
+
+/// One process owns the ports and runs the workers: a restart is a full one
+/// (EAL, ports, tables), as before supervision existed.
+fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     let ct = &plan.config.conntrack;
     let ck = &plan.config.checkpoint;
     // checkpointd first: a dataplane that cannot restore must not take traffic.
@@ -101,26 +138,212 @@ fn run() -> Result<()> {
         }
         None
     };
-
-    let quit = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, quit.clone())
-            .context("installing signal handlers")?;
-        signal_hook::flag::register(sig, quit.clone()).context("installing signal handlers")?;
-    }
-
-    let eal = Eal::init(&eal_args)?;
+    let quit = quit_on_signals()?;
+    let eal = Eal::init(eal_args)?;
     tracing::info!(dpdk = %dpdk::version(), ports = eal.port_count(), tsc_hz = dpdk::tsc_hz(), main_lcore = dpdk::main_lcore(), "EAL up");
-    check_lcores(&eal, &plan)?;
-
-    let d = &plan.config.dataplane;
-    let pool =
-        Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?;
+    check_lcores(&eal, plan)?;
+    let pool = make_pool(plan)?;
+    let counters: Vec<(&'static WorkerCounters, &'static FwCounters)> =
+        plan.workers.iter().map(|_| (WorkerCounters::leaked(), FwCounters::leaked())).collect();
     // Tables are rebuilt before any port starts: traffic never meets an empty table.
-    let fw_counters: Vec<Arc<FwCounters>> =
-        plan.workers.iter().map(|_| Arc::new(FwCounters::default())).collect();
-    let (mut firewalls, restore_time) = build_firewalls(&plan, attached.as_ref(), &fw_counters)?;
+    let mut firewalls = new_firewalls(plan, &counters, false);
+    let restore_us: &'static AtomicU64 = Box::leak(Box::default());
+    if let Some(a) = &attached {
+        let t = restore_firewalls(&mut firewalls, a)?;
+        restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
+    }
+    let ports = start_ports(plan, &pool, &eal)?;
+    let port_ids: Vec<u16> = ports.iter().map(|p| p.id()).collect();
+    let workers = make_workers(plan, &port_ids, firewalls, &counters, &quit);
+    log_tables(plan, &workers);
+    install_telemetry(
+        plan,
+        &port_ids,
+        &counters,
+        attached.as_ref().map(|a| a.rings),
+        attached.as_ref().map(|a| a.dir.clone()),
+        restore_us,
+    )?;
+    let started = Instant::now();
+    let launched = launch(&workers, &quit);
+    if launched.is_ok() {
+        tracing::info!(workers = workers.len(), "forwarding; SIGINT or SIGTERM stops");
+        stats_loop(plan, &port_ids, &counters, &quit, started, |_| Ok(()))?;
+    }
+    dpdk::wait_all_lcores();
+    launched?;
+    summaries(plan, &port_ids, &counters, started);
+    // Tables live in DPDK's heap: free them before EAL goes.
+    drop(workers);
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The port owner of a supervised dataplane (docs/RESTART.md): EAL's primary,
+/// the pool and the ports, telemetry, and no packet code. The workers run in
+/// child processes, one active and one standing by.
+fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> Result<()> {
+    let quit = quit_on_signals()?;
+    let eal = Eal::init(eal_args)?;
+    tracing::info!(dpdk = %dpdk::version(), ports = eal.port_count(), main_lcore = dpdk::main_lcore(), "EAL up (port owner)");
+    check_lcores(&eal, plan)?;
+    let shared: &'static SharedState = dpdk::reserve_shared(shared::MEMZONE)?;
+    let pool = make_pool(plan)?;
+    let ports = start_ports(plan, &pool, &eal)?;
+    let port_ids: Vec<u16> = ports.iter().map(|p| p.id()).collect();
+    let counters: Vec<(&'static WorkerCounters, &'static FwCounters)> =
+        shared.workers[..plan.workers.len()].iter().map(|w| (&w.counters, &w.fw)).collect();
+    // Telemetry reads the rings the workers write: mapped for reading only,
+    // never as their producer.
+    let ck = &plan.config.checkpoint;
+    let rings = (plan.config.conntrack.enabled && ck.enabled)
+        .then(|| shm_layout::RingsSegment::open_file(&ck.dir.join(shm_layout::RINGS_FILE)).ok())
+        .flatten()
+        .map(|r| &*Box::leak(Box::new(r)));
+    install_telemetry(
+        plan,
+        &port_ids,
+        &counters,
+        rings,
+        rings.map(|_| ck.dir.clone()),
+        &shared.restore_us,
+    )?;
+    // Every worker process runs the config the ports were set up with, even
+    // after the file is edited: a change needs a restart of the port owner.
+    let runtime = dpdk::runtime_dir();
+    let own_config = runtime.join("lazarus-dataplane.toml");
+    std::fs::copy(config, &own_config)
+        .with_context(|| format!("copying {} to {}", config.display(), own_config.display()))?;
+    let exe = std::env::current_exe().context("finding this program for the worker processes")?;
+    let mut children = supervisor::Children::new(exe, &eal_args.0, &own_config, runtime);
+    children.fill()?;
+    tracing::info!(
+        processes = supervisor::WORKER_PROCESSES,
+        "port owner up; worker processes starting"
+    );
+    let started = Instant::now();
+    let run = stats_loop(plan, &port_ids, &counters, &quit, started, |_| {
+        if children.reap(shared)? != 0 {
+            children.fill()?;
+        }
+        Ok(())
+    });
+    children.stop(Duration::from_secs(5));
+    run?;
+    summaries(plan, &port_ids, &counters, started);
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// A worker process of a supervised dataplane: EAL's secondary. It builds its
+/// tables at once, then stands by until it holds the active lock (the active
+/// worker process has ended), then restores, and polls.
+fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
+    let quit = quit_on_signals()?;
+    let owner = std::os::unix::process::parent_id();
+    let eal = Eal::init(eal_args)?;
+    let shared: &'static SharedState = dpdk::lookup_shared(shared::MEMZONE)?;
+    if shared.build != shared::BUILD {
+        bail!("the port owner runs another build of lazarus-dataplane: worker processes must come from the same binary; restart the port owner (systemctl restart lazarus-dataplane)");
+    }
+    check_lcores(&eal, plan)?;
+    let port_ids = plan
+        .config
+        .port
+        .iter()
+        .map(|pc| dpdk::port_id(&pc.device, || eal.port_names()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let counters: Vec<(&'static WorkerCounters, &'static FwCounters)> =
+        shared.workers[..plan.workers.len()].iter().map(|w| (&w.counters, &w.fw)).collect();
+    let mut firewalls = new_firewalls(plan, &counters, true);
+    let lock_path = dpdk::runtime_dir().join("lazarus-active.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    // Stand by: the lock is free once every thread of the active process is gone.
+    shared.standbys.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(pid = std::process::id(), "worker process standing by");
+    let active = loop {
+        match lock.try_lock() {
+            Ok(()) => break true,
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                shared.standbys.fetch_sub(1, Ordering::Relaxed);
+                return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+            }
+        }
+        if quit.load(Ordering::Relaxed) || std::os::unix::process::parent_id() != owner {
+            break false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    shared.standbys.fetch_sub(1, Ordering::Relaxed);
+    if !active {
+        tracing::info!("standby stopped before taking over");
+        return Ok(());
+    }
+    let took = Instant::now();
+    tracing::info!(pid = std::process::id(), "worker process taking over");
+    let ct = &plan.config.conntrack;
+    let ck = &plan.config.checkpoint;
+    let attached = if ct.enabled && ck.enabled {
+        let a = attach::attach(ck, plan.workers.len() as u32)?;
+        let t = restore_firewalls(&mut firewalls, &a)?;
+        shared.restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
+        Some(a)
+    } else {
+        None
+    };
+    let workers = make_workers(plan, &port_ids, firewalls, &counters, &quit);
+    let launched = launch(&workers, &quit);
+    if launched.is_ok() {
+        let us = took.elapsed().as_micros() as u64;
+        shared.activation_us.store(us, Ordering::Relaxed);
+        let before = shared.active_pid.swap(std::process::id(), Ordering::Relaxed);
+        shared.replaced_pid.store(before, Ordering::Relaxed);
+        let n = shared.activations.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(
+            pid = std::process::id(),
+            activation = n,
+            ms = format_args!("{:.1}", us as f64 / 1e3),
+            "forwarding; worker process active"
+        );
+        // The port owner's death ends this process too: a new port owner
+        // starts from nothing, and the full restart path restores.
+        while !quit.load(Ordering::Relaxed) {
+            if std::os::unix::process::parent_id() != owner {
+                tracing::error!("the port owner is gone; stopping");
+                quit.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    dpdk::wait_all_lcores();
+    launched?;
+    drop(workers);
+    drop(attached);
+    drop(lock);
+    drop(eal);
+    tracing::info!("worker process stopped cleanly");
+    Ok(())
+}
+
+fn make_pool(plan: &Plan) -> Result<Mempool> {
+    let d = &plan.config.dataplane;
+    Ok(Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?)
+}
+
+fn start_ports(plan: &Plan, pool: &Mempool, eal: &Eal) -> Result<Vec<Port>> {
+    let d = &plan.config.dataplane;
     let mut ports = Vec::new();
     for (i, pc) in plan.config.port.iter().enumerate() {
         let setup = PortSetup {
@@ -131,202 +354,217 @@ fn run() -> Result<()> {
             tx_desc: d.tx_desc,
             promiscuous: pc.promiscuous,
         };
-        let port = Port::start(&setup, &pool, || eal.port_names())
+        let port = Port::start(&setup, pool, || eal.port_names())
             .with_context(|| format!("port[{i}] {:?}", pc.name))?;
         tracing::info!(port = %pc.name, device = %pc.device, id = port.id(), rx_queues = pc.rx_queues, tx_queues = plan.tx_queues, rss = port.rss, promiscuous = port.promiscuous, rx_checksum_offload = port.rx_checksum_offload, "port started");
         ports.push(port);
     }
+    Ok(ports)
+}
 
-    let workers: Vec<Worker> = plan
-        .workers
+fn make_workers(
+    plan: &Plan,
+    port_ids: &[u16],
+    mut firewalls: Vec<Option<WorkerFirewall>>,
+    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    quit: &Arc<AtomicBool>,
+) -> Vec<Worker> {
+    let d = &plan.config.dataplane;
+    plan.workers
         .iter()
         .enumerate()
-        .map(|(index, w)| {
-            let firewall = firewalls[index].take().map(Mutex::new);
-            let fw_counters = fw_counters[index].clone();
-            Worker {
-                index,
-                lcore: w.lcore,
-                lanes: w
-                    .lanes
-                    .iter()
-                    .map(|&lane| PortLane {
-                        lane,
-                        rx_port_id: ports[lane.rx_port].id(),
-                        tx_port_id: ports[lane.tx_port].id(),
-                    })
-                    .collect(),
-                burst: d.burst as usize,
-                idle_sleep: Duration::from_micros(d.idle_sleep_us),
-                idle_polls: d.idle_polls,
-                counters: Arc::new(WorkerCounters::new(ports.len())),
-                quit: quit.clone(),
-                firewall,
-                fw_counters,
-            }
+        .map(|(index, w)| Worker {
+            index,
+            lcore: w.lcore,
+            lanes: w
+                .lanes
+                .iter()
+                .map(|&lane| PortLane {
+                    lane,
+                    rx_port_id: port_ids[lane.rx_port],
+                    tx_port_id: port_ids[lane.tx_port],
+                })
+                .collect(),
+            burst: d.burst as usize,
+            idle_sleep: Duration::from_micros(d.idle_sleep_us),
+            idle_polls: d.idle_polls,
+            counters: counters[index].0,
+            quit: quit.clone(),
+            firewall: firewalls[index].take().map(Mutex::new),
+            fw_counters: counters[index].1,
         })
-        .collect();
-    if ct.enabled {
-        let bytes: usize = workers
-            .iter()
-            .filter_map(|w| w.firewall.as_ref())
-            .map(|f| f.lock().map(|f| f.table().bytes_allocated()).unwrap_or(0))
-            .sum();
-        tracing::info!(
-            capacity_per_worker = ct.capacity,
-            table_bytes = bytes,
-            bytes_per_conn = bytes / (ct.capacity as usize * workers.len()).max(1),
-            ftp = ct.ftp,
-            zones = plan.policy.zones.len(),
-            rules = plan.policy.rules.len(),
-            "connection tracking on"
-        );
-    }
+        .collect()
+}
 
-    // Telemetry reads atomics only; its state is complete before any worker runs.
+fn log_tables(plan: &Plan, workers: &[Worker]) {
+    let ct = &plan.config.conntrack;
+    if !ct.enabled {
+        return;
+    }
+    let bytes: usize = workers
+        .iter()
+        .filter_map(|w| w.firewall.as_ref())
+        .map(|f| f.lock().map(|f| f.table().bytes_allocated()).unwrap_or(0))
+        .sum();
+    tracing::info!(
+        capacity_per_worker = ct.capacity,
+        table_bytes = bytes,
+        bytes_per_conn = bytes / (ct.capacity as usize * workers.len()).max(1),
+        ftp = ct.ftp,
+        zones = plan.policy.zones.len(),
+        rules = plan.policy.rules.len(),
+        "connection tracking on"
+    );
+}
+
+/// Telemetry reads atomics only; its state is complete before any worker runs.
+fn install_telemetry(
+    plan: &Plan,
+    port_ids: &[u16],
+    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    rings: Option<&'static shm_layout::RingsSegment>,
+    dir: Option<PathBuf>,
+    restore_us: &'static AtomicU64,
+) -> Result<()> {
     telemetry::install(telemetry::State {
         started: Instant::now(),
         ports: plan
             .config
             .port
             .iter()
-            .zip(&ports)
-            .map(|(pc, p)| telemetry::PortView { name: pc.name.clone(), eth_id: p.id() })
+            .zip(port_ids)
+            .map(|(pc, &id)| telemetry::PortView { name: pc.name.clone(), eth_id: id })
             .collect(),
-        workers: workers
+        workers: plan
+            .workers
             .iter()
-            .map(|w| telemetry::WorkerView {
-                index: w.index,
+            .enumerate()
+            .map(|(index, w)| telemetry::WorkerView {
+                index,
                 lcore: w.lcore,
-                counters: w.counters.clone(),
-                fw: w.firewall.as_ref().map(|_| w.fw_counters.clone()),
+                counters: counters[index].0,
+                fw: plan.config.conntrack.enabled.then_some(counters[index].1),
             })
             .collect(),
-        rings: attached.as_ref().map(|a| a.rings),
-        checkpoint_dir: attached.as_ref().map(|a| a.dir.display().to_string()),
-        restore_us: restore_time.as_micros() as u64,
+        rings,
+        checkpoint_dir: dir.map(|d| d.display().to_string()),
+        restore_us,
     })
-    .context("registering the /lazarus/ telemetry commands")?;
+    .context("registering the /lazarus/ telemetry commands")
+}
 
-    let started = Instant::now();
-    let mut launched = Ok(());
-    for w in &workers {
-        // SAFETY: `workers` lives, unmoved, until wait_all_lcores below returns.
+fn launch(workers: &[Worker], quit: &AtomicBool) -> Result<()> {
+    for w in workers {
+        // SAFETY: `workers` lives, unmoved, until wait_all_lcores, which every
+        // caller runs before dropping it.
         #[allow(unsafe_code)]
         if let Err(e) = unsafe { dpdk::launch_on_lcore(w, w.lcore) } {
-            launched = Err(e);
             quit.store(true, Ordering::Relaxed);
-            break;
+            return Err(e.into());
         }
     }
-    if launched.is_ok() {
-        tracing::info!(workers = workers.len(), "forwarding; SIGINT or SIGTERM stops");
-        stats_loop(&plan, &ports, &workers, &quit, started);
-    }
-    dpdk::wait_all_lcores();
-    launched?;
-    tracing::info!("{}", stats_line("summary", &plan, &ports, &workers, started.elapsed(), None));
-    for w in &workers {
+    Ok(())
+}
+
+fn summaries(
+    plan: &Plan,
+    port_ids: &[u16],
+    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    started: Instant,
+) {
+    tracing::info!("{}", stats_line("summary", plan, port_ids, counters, started.elapsed(), None));
+    for (index, (w, fw)) in counters.iter().enumerate() {
         let t = totals(w);
         tracing::info!(
-            worker = w.index,
-            lcore = w.lcore,
+            worker = index,
+            lcore = plan.workers[index].lcore,
             rx = t.rx,
             tx = t.tx,
             dropped = t.dropped,
             tx_full = t.tx_full,
-            idle_polls = w.counters.idle_polls.get(),
+            idle_polls = w.idle_polls.get(),
             "worker summary"
         );
         if plan.config.conntrack.enabled {
-            tracing::info!(
-                worker = w.index,
-                "conntrack summary {} | {}",
-                w.fw_counters.brief(),
-                w.fw_counters.detail()
-            );
+            tracing::info!(worker = index, "conntrack summary {} | {}", fw.brief(), fw.detail());
         }
     }
-    // Tables live in DPDK's heap: free them before EAL goes.
-    drop(workers);
-    drop(ports);
-    drop(pool);
-    drop(eal);
-    tracing::info!("stopped cleanly");
-    Ok(())
 }
 
-/// Each worker's tracker, with its sink, rebuilt from checkpointd's store when
-/// checkpointing is on.
-fn build_firewalls(
+/// Each worker's tracker, with empty tables and no sink yet. `private`: the
+/// tables in this process's own hugepages (a worker process), not DPDK's heap.
+fn new_firewalls(
     plan: &Plan,
-    attached: Option<&Attached>,
-    counters: &[Arc<FwCounters>],
-) -> Result<(Vec<Option<WorkerFirewall>>, Duration)> {
+    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    private: bool,
+) -> Vec<Option<WorkerFirewall>> {
     let ct = &plan.config.conntrack;
     let policy = Arc::new(plan.policy.clone());
-    let mut out = Vec::new();
+    counters
+        .iter()
+        .map(|&(_, c)| {
+            ct.enabled.then(|| {
+                Firewall::new(
+                    ct,
+                    policy.clone(),
+                    plan.ports.clone(),
+                    dpdk::tsc_hz(),
+                    dpdk::HugepageAlloc { socket: dpdk_socket(), private },
+                    WorkerSink::Off(NoCheckpoint),
+                    c,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Plugs each worker's ring into its tracker and rebuilds its connections
+/// from checkpointd's store; returns how long the rebuild took.
+fn restore_firewalls(out: &mut [Option<WorkerFirewall>], a: &Attached) -> Result<Duration> {
     let started = Instant::now();
-    let mut total = 0;
-    for (index, c) in counters.iter().enumerate() {
-        if !ct.enabled {
-            out.push(None);
-            continue;
-        }
-        let alloc = dpdk::HugepageAlloc { socket: dpdk_socket() };
-        let sink = match attached {
-            Some(a) => WorkerSink::Ring(RingSink::new(
+    for (index, fw) in out.iter_mut().enumerate() {
+        if let Some(fw) = fw {
+            *fw.sink_mut() = WorkerSink::Ring(RingSink::new(
                 a.rings
                     .producer(index as u32)
                     .with_context(|| format!("taking worker {index}'s delta ring"))?,
-            )),
-            None => WorkerSink::Off(NoCheckpoint),
-        };
-        out.push(Some(Firewall::new(
-            ct,
-            policy.clone(),
-            plan.ports.clone(),
-            dpdk::tsc_hz(),
-            alloc,
-            sink,
-            c.clone(),
-        )));
-    }
-    if let Some(a) = attached {
-        // Each worker's share is rebuilt on its own thread: the tables are
-        // disjoint and the store is read-only until the ports start, so the
-        // outage shrinks with the number of workers.
-        let now = dpdk::rdtsc();
-        let summaries: Vec<_> = std::thread::scope(|scope| {
-            let jobs: Vec<_> = out
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(index, fw)| fw.as_mut().map(|fw| (index, fw)))
-                .map(|(index, fw)| {
-                    (index, scope.spawn(move || fw.restore_from_store(&a.store, index as u16, now)))
-                })
-                .collect();
-            jobs.into_iter().map(|(index, job)| (index, job.join())).collect()
-        });
-        for (index, s) in summaries {
-            let s =
-                s.map_err(|_| anyhow::anyhow!("restoring worker {index}'s connections panicked"))?;
-            total += s.restored;
-            tracing::info!(
-                worker = index,
-                restored = s.restored,
-                skipped = s.skipped,
-                forbidden = s.forbidden,
-                "connections restored"
-            );
+            ));
         }
+    }
+    // Each worker's share is rebuilt on its own thread: the tables are
+    // disjoint and the store is read-only until the ports start, so the
+    // outage shrinks with the number of workers.
+    let now = dpdk::rdtsc();
+    let summaries: Vec<_> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = out
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, fw)| fw.as_mut().map(|fw| (index, fw)))
+            .map(|(index, fw)| {
+                (index, scope.spawn(move || fw.restore_from_store(&a.store, index as u16, now)))
+            })
+            .collect();
+        jobs.into_iter().map(|(index, job)| (index, job.join())).collect()
+    });
+    let mut total = 0;
+    for (index, s) in summaries {
+        let s =
+            s.map_err(|_| anyhow::anyhow!("restoring worker {index}'s connections panicked"))?;
+        total += s.restored;
         tracing::info!(
-            connections = total,
-            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
-            "restore done"
+            worker = index,
+            restored = s.restored,
+            skipped = s.skipped,
+            forbidden = s.forbidden,
+            "connections restored"
         );
     }
-    Ok((out, if attached.is_some() { started.elapsed() } else { Duration::ZERO }))
+    tracing::info!(
+        connections = total,
+        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "restore done"
+    );
+    Ok(started.elapsed())
 }
 
 fn dpdk_socket() -> i32 {
@@ -346,56 +584,61 @@ fn check_lcores(eal: &Eal, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-fn totals(w: &Worker) -> PortTotals {
+fn totals(w: &WorkerCounters) -> PortTotals {
     let mut t = PortTotals::default();
-    for p in w.counters.ports.iter() {
+    for p in w.ports.iter() {
         t += p.snapshot();
     }
     t
 }
 
+/// Logs the stats line every `stats_interval_ms` until `quit`; `tick` runs
+/// about every 20 ms (the port owner reaps and restarts worker processes there).
 fn stats_loop(
     plan: &Plan,
-    ports: &[Port],
-    workers: &[Worker],
+    port_ids: &[u16],
+    counters: &[(&'static WorkerCounters, &'static FwCounters)],
     quit: &AtomicBool,
     started: Instant,
-) {
+    mut tick: impl FnMut(Instant) -> Result<()>,
+) -> Result<()> {
     let every = Duration::from_millis(plan.config.dataplane.stats_interval_ms);
     let mut last = (Instant::now(), PortTotals::default());
     let mut next = Instant::now() + every;
     while !quit.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
+        tick(Instant::now())?;
         if every.is_zero() || Instant::now() < next {
             continue;
         }
         next += every;
         let now = Instant::now();
         let mut sum = PortTotals::default();
-        workers.iter().for_each(|w| sum += totals(w));
+        counters.iter().for_each(|(w, _)| sum += totals(w));
         let secs = now.duration_since(last.0).as_secs_f64();
         let rates =
             ((sum.rx - last.1.rx) as f64 / secs / 1e6, (sum.tx - last.1.tx) as f64 / secs / 1e6);
         tracing::info!(
             "{}",
-            stats_line("stats", plan, ports, workers, started.elapsed(), Some(rates))
+            stats_line("stats", plan, port_ids, counters, started.elapsed(), Some(rates))
         );
         last = (now, sum);
     }
+    Ok(())
 }
 
 /// The one-line summary: totals, then each port's share.
 fn stats_line(
     tag: &str,
     plan: &Plan,
-    ports: &[Port],
-    workers: &[Worker],
+    port_ids: &[u16],
+    counters: &[(&'static WorkerCounters, &'static FwCounters)],
     elapsed: Duration,
     rates: Option<(f64, f64)>,
 ) -> String {
     use std::fmt::Write;
     let mut all = PortTotals::default();
-    workers.iter().for_each(|w| all += totals(w));
+    counters.iter().for_each(|(w, _)| all += totals(w));
     let mut s = format!(
         "{tag} elapsed={:.2}s rx={} tx={} dropped={} tx_full={}",
         elapsed.as_secs_f64(),
@@ -408,14 +651,14 @@ fn stats_line(
         let _ = write!(s, " rx_mpps={rx:.3} tx_mpps={tx:.3}");
     }
     if plan.config.conntrack.enabled {
-        for w in workers {
-            let _ = write!(s, " | w{} {}", w.index, w.fw_counters.brief());
+        for (index, (_, fw)) in counters.iter().enumerate() {
+            let _ = write!(s, " | w{index} {}", fw.brief());
         }
     }
-    for (i, port) in ports.iter().enumerate() {
+    for (i, &id) in port_ids.iter().enumerate() {
         let mut t = PortTotals::default();
-        workers.iter().for_each(|w| t += w.counters.ports[i].snapshot());
-        let e = port.stats();
+        counters.iter().for_each(|(w, _)| t += w.ports[i].snapshot());
+        let e = dpdk::port_stats(id);
         let _ = write!(
             s,
             " | {}: rx={} tx={} dropped={} tx_full={} imissed={} rx_nombuf={}",

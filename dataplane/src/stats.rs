@@ -48,20 +48,22 @@ impl std::ops::AddAssign for PortTotals {
     }
 }
 
+/// The most ports a dataplane drives: DPDK's own limit in Debian's build.
+pub const MAX_PORTS: usize = dpdk_sys::RTE_MAX_ETHPORTS as usize;
+
 /// All counters of one worker, on cache lines of their own so that workers
-/// never share a line.
-#[derive(Debug)]
+/// never share a line. Fixed-size, so that a supervised dataplane can keep
+/// them in memory the port owner reads (`shared`).
+#[derive(Debug, Default)]
 pub struct WorkerCounters {
-    pub ports: Box<[CachePadded<PortCounters>]>,
+    pub ports: [CachePadded<PortCounters>; MAX_PORTS],
     /// Poll rounds in which the worker found nothing on any queue.
     pub idle_polls: CachePadded<Counter>,
 }
 
 impl WorkerCounters {
-    pub fn new(ports: usize) -> Self {
-        WorkerCounters {
-            ports: (0..ports).map(|_| CachePadded::new(PortCounters::default())).collect(),
-            idle_polls: Default::default(),
-        }
+    /// A fresh set that lives as long as the process.
+    pub fn leaked() -> &'static WorkerCounters {
+        Box::leak(Box::default())
     }
 }

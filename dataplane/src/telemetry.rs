@@ -17,8 +17,9 @@ use crate::stats::{PortTotals, WorkerCounters};
 use lazarus_core::modules::tcp::TcpState;
 use lazarus_core::stats::{FwCounters, FwDrop};
 use shm_layout::RingsSegment;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// A port as telemetry names it.
@@ -31,9 +32,9 @@ pub struct PortView {
 pub struct WorkerView {
     pub index: usize,
     pub lcore: u32,
-    pub counters: Arc<WorkerCounters>,
+    pub counters: &'static WorkerCounters,
     /// None when connection tracking is off.
-    pub fw: Option<Arc<FwCounters>>,
+    pub fw: Option<&'static FwCounters>,
 }
 
 /// Everything the handlers read; set once by main before the workers start.
@@ -45,7 +46,7 @@ pub struct State {
     pub rings: Option<&'static RingsSegment>,
     pub checkpoint_dir: Option<String>,
     /// How long rebuilding the tables from the store took at start.
-    pub restore_us: u64,
+    pub restore_us: &'static AtomicU64,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -198,7 +199,7 @@ pub fn workers(_: &str) -> TelValue {
 /// `/lazarus/conns`.
 pub fn conns(_: &str) -> TelValue {
     let Some(s) = state() else { return not_ready() };
-    let fws: Vec<&FwCounters> = s.workers.iter().filter_map(|w| w.fw.as_deref()).collect();
+    let fws: Vec<&FwCounters> = s.workers.iter().filter_map(|w| w.fw).collect();
     let total = |pick: fn(&FwCounters) -> u64| fws.iter().map(|f| pick(f)).sum::<u64>();
     let mut d: Vec<(String, TelValue)> = vec![
         ("conntrack".into(), u(!fws.is_empty() as u64)),
@@ -218,7 +219,7 @@ pub fn conns(_: &str) -> TelValue {
         })
         .collect();
     d.push(("tcp_states".into(), TelValue::Dict(states)));
-    for (w, f) in s.workers.iter().filter_map(|w| w.fw.as_deref().map(|f| (w.index, f))) {
+    for (w, f) in s.workers.iter().filter_map(|w| w.fw.map(|f| (w.index, f))) {
         d.push((format!("worker{w}"), TelValue::Dict(gauges(f))));
     }
     TelValue::Dict(d)
@@ -231,7 +232,7 @@ fn tcp_state(i: usize) -> TcpState {
 /// `/lazarus/checkpoint`.
 pub fn checkpoint(_: &str) -> TelValue {
     let Some(s) = state() else { return not_ready() };
-    let fws: Vec<&FwCounters> = s.workers.iter().filter_map(|w| w.fw.as_deref()).collect();
+    let fws: Vec<&FwCounters> = s.workers.iter().filter_map(|w| w.fw).collect();
     let col =
         |pick: &dyn Fn(&FwCounters) -> u64| TelValue::U64s(fws.iter().map(|f| pick(f)).collect());
     let mut d: Vec<(String, TelValue)> = vec![
@@ -239,8 +240,8 @@ pub fn checkpoint(_: &str) -> TelValue {
         ("restored".into(), u(fws.iter().map(|f| f.restored.get()).sum())),
         ("restore_skipped".into(), u(fws.iter().map(|f| f.restore_skipped.get()).sum())),
         ("restore_forbidden".into(), u(fws.iter().map(|f| f.restore_forbidden.get()).sum())),
-        ("restore_ms".into(), u(s.restore_us / 1000)),
-        ("restore_us".into(), u(s.restore_us)),
+        ("restore_ms".into(), u(s.restore_us.load(Ordering::Relaxed) / 1000)),
+        ("restore_us".into(), u(s.restore_us.load(Ordering::Relaxed))),
     ];
     if let Some(dir) = &s.checkpoint_dir {
         d.push(("dir".into(), TelValue::Str(dir.clone())));
@@ -275,7 +276,7 @@ pub fn flush(_: &str) -> TelValue {
     let Some(s) = state() else { return not_ready() };
     let mut asked = 0u64;
     let mut conns = 0u64;
-    for f in s.workers.iter().filter_map(|w| w.fw.as_deref()) {
+    for f in s.workers.iter().filter_map(|w| w.fw) {
         conns += f.live.get();
         // Relaxed: the flag carries no data (the worker reads only its own table).
         f.requests.flush.store(true, Ordering::Relaxed);

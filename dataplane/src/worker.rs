@@ -28,13 +28,13 @@ pub struct Worker {
     pub idle_sleep: Duration,
     pub idle_polls: u32,
     /// Shared with telemetry, which reads them from its own thread.
-    pub counters: Arc<WorkerCounters>,
+    pub counters: &'static WorkerCounters,
     pub quit: Arc<AtomicBool>,
     /// The worker's connection tracker; None bridges without state
     /// (`conntrack.enabled = false`). The mutex is taken once, when the worker
     /// starts, never per packet: it only hands the tracker to the lcore thread.
     pub firewall: Option<Mutex<WorkerFirewall>>,
-    pub fw_counters: Arc<FwCounters>,
+    pub fw_counters: &'static FwCounters,
 }
 
 pub type WorkerFirewall = Firewall<WorkerSink, HugepageAlloc>;

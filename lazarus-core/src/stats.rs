@@ -156,6 +156,13 @@ fn sum(c: &[Counter]) -> u64 {
 }
 
 impl FwCounters {
+    /// A fresh set that lives as long as the process: a worker's counters are
+    /// read by other threads (telemetry) for the life of the process, and in a
+    /// supervised dataplane they live in memory shared with another process.
+    pub fn leaked() -> &'static FwCounters {
+        Box::leak(Box::default())
+    }
+
     pub fn invalid_total(&self) -> u64 {
         sum(&self.parse_drop)
             + sum(&self.tcp_invalid)

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # The kill test: connections survive a SIGKILL of the dataplane.
 #
+# The dataplane runs supervised (docs/RESTART.md): what is killed is the
+# active worker process, the one running the packet code, and the standby
+# takes over; the taps' carrier must never drop. The control runs the
+# dataplane as one process, killed and restarted whole.
+#
 # Through net_tap with real kernels and the firewall policy of firewall.sh
 # (new connections from the server side dropped, strict TCP window tracking),
 # while 50 verified TCP streams, 10 more over IPv6 and 10 over an 802.1Q VLAN,
@@ -88,11 +93,19 @@ read -r rst rst_late rst_aborts <"$LZ_WORK/on.rst"; kresets=$(cat "$LZ_WORK/on.r
     echo "kill/start times: $(tr '\n' ' ' < "$LZ_WORK/on.times")"
     cat "$LZ_WORK/on.resets.detail" 2>/dev/null
     lz_fail "checkpointing on: $rst RST segment(s) on the client's wire, $kresets reset(s) counted by the kernels"; }
-outage=$(lz_outage_ms "$LZ_WORK/on.fwd.pcap")
+outage=$(lz_outage_ms "$LZ_WORK/on.fwd.pcap" "$LZ_WORK/on.times")
+blackout=$(lz_blackout_ms "$LZ_WORK/on.fwd.pcap" "$LZ_WORK/on.times")
+carrier=$(cat "$LZ_WORK/on.carrier.json")
+python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["samples"] > 500 and not any(j["down"].values()), j' "$carrier" \
+    || lz_fail "the taps' carrier dropped across the kill of the worker process: $carrier"
+# A takeover, not a restart: far below the ~200 ms of EAL's start (the goal,
+# 20 ms, is the demo's to report; this bound only catches a fall back).
+python3 -c 'import sys; b=float(sys.argv[1]); assert 0 <= b <= 100, b' "$blackout" \
+    || lz_fail "blackout on the server tap ${blackout} ms: the standby did not take over at once"
 ping_loss=$(grep -o '[0-9]* received' "$LZ_WORK/on.ping.txt" | head -1)
 restored=$(grep -o 'restore done.*' "$LZ_WORK/dataplane.log" | tail -1)
 lz_log "on: $CONNS/$CONNS streams verified ($((RATE * SECS)) B each), 10/10 over IPv6, 10/10 over VLAN $LZ_VLAN, FTP sha256 ok, iperf3 $(cat "$LZ_WORK/on.iperf3.bytes") B, 0 RST on a live connection ($rst_late after both FINs, $rst_aborts iperf3 end-of-test aborts with every byte in), 0 other resets or aborts counted by the kernels"
-lz_log "on: outage on the server tap ${outage} ms; udp $udp; ping $(grep -o '[0-9]* packets transmitted, [0-9]* received' "$LZ_WORK/on.ping.txt"); $restored"
+lz_log "on: blackout on the server tap ${blackout} ms, longest silence ${outage} ms, carrier up throughout ($carrier); udp $udp; ping $(grep -o '[0-9]* packets transmitted, [0-9]* received' "$LZ_WORK/on.ping.txt"); $restored"
 echo "$outage" >"$LZ_WORK/outage_ms"
 
 # Prometheus scrapes of checkpointd, before the kill and after the restart:
@@ -160,9 +173,7 @@ lz_ckpt_start
 sleep 1.5
 # The dataplane was never stopped; now kill it too: the restarted checkpointd
 # must hold everything, including what was written while it was down.
-lz_dp_kill
-lz_dp_start
-lz_join_taps
+lz_crash
 wait "$ck_client" || true
 ck=$(cat "$LZ_WORK/ck.streams.json")
 python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["ok"] == j["conns"], j' "$ck" \
@@ -172,7 +183,9 @@ lz_dp_stop
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "checkpointd did not exit 0 on SIGTERM"; LZ_CKPT_PID=
 
 # --------------------------------------------------------- the control: off
-export LZ_CHECKPOINT=false
+# Checkpointing off, and one process restarted whole: connections break, and
+# the carrier drops while no process holds the taps (the sampler can see it).
+export LZ_CHECKPOINT=false LZ_SUPERVISE=0
 lz_config "" "$POLICY"
 lz_dp_start
 lz_join_taps
@@ -181,7 +194,10 @@ lz_kill_traffic off
 streams_off=$(cat "$LZ_WORK/off.streams.json")
 ok_off=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$streams_off")
 [ "$ok_off" -lt "$CONNS" ] || lz_fail "control: with checkpointing off all $CONNS streams survived the kill; the test cannot tell"
+carrier_off=$(cat "$LZ_WORK/off.carrier.json")
+python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert all(j["down"].values()), j' "$carrier_off" \
+    || lz_fail "control: the carrier never dropped across a full restart; the carrier check cannot tell: $carrier_off"
 got_off=$(sha256sum < "$LZ_WORK/off.ftp.bin" 2>/dev/null | cut -c1-64 || true)
 lz_log "control (checkpoint off): $ok_off of $CONNS streams survived: $streams_off; FTP $([ "$got_off" = "$want" ] && echo intact || echo broken)"
 lz_dp_stop
-echo "PASS kill: $CONNS streams + 10 IPv6 + 10 VLAN-tagged + FTP + iperf3 + UDP + ping survive SIGKILL of the dataplane (outage ${outage} ms, 0 RST on a live connection); checkpointd restart safe; control without checkpointing breaks ($ok_off/$CONNS)"
+echo "PASS kill: $CONNS streams + 10 IPv6 + 10 VLAN-tagged + FTP + iperf3 + UDP + ping survive SIGKILL of the dataplane (blackout ${blackout} ms, longest silence ${outage} ms, carrier never down, 0 RST on a live connection); checkpointd restart safe; control without checkpointing breaks ($ok_off/$CONNS)"

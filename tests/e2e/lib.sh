@@ -28,6 +28,9 @@ LZ_DP_PID=
 LZ_BIN=${LZ_BIN:-$LZ_ROOT/target/release/lazarus-dataplane}
 LZ_CKPT_BIN=${LZ_CKPT_BIN:-$LZ_ROOT/target/release/lazarus-checkpointd}
 LZ_CKPT_PID=
+# 1: the supervised dataplane (a port owner, worker processes with a standby:
+# docs/RESTART.md); 0: one process, restarted whole.
+LZ_SUPERVISE=${LZ_SUPERVISE:-1}
 LZ_CTL=${LZ_CTL:-$LZ_ROOT/target/release/lazarusctl}
 # checkpointd's segments: on hugetlbfs, as in production, named per run.
 LZ_CKPT_DIR=${LZ_CKPT_DIR:-/dev/hugepages/lz$LZ_ID-ckpt}
@@ -42,6 +45,8 @@ lz_cleanup() {
     {
         for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do kill -KILL "$p" || true; done
         for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do wait "$p" || true; done
+        # Worker processes of a supervised dataplane whose port owner was killed.
+        pkill -KILL -f -- "--file-prefix lz$LZ_ID " || true
     } 2>/dev/null
     # vsftpd forks a session process per client, possibly while we kill: it
     # keeps its deleted namespace alive, so kill by name as well, twice.
@@ -187,11 +192,12 @@ TOML
 # Starts the dataplane in the background, logging to $LZ_WORK/dataplane.log
 # (appended to across restarts: only this start's lines count).
 lz_dp_start() {
-    local rc=0
+    local rc=0 supervise=
+    [ "$LZ_SUPERVISE" != 1 ] || supervise=--supervise
     lzp_dp_start LZ_DP_PID "$LZ_WORK/dataplane.log" 200 0.05 \
         "$LZ_BIN" -l 0,1 -m 256 --file-prefix "lz$LZ_ID" --no-pci \
         --vdev "net_tap0,iface=$LZ_TAP_C,persist" --vdev "net_tap1,iface=$LZ_TAP_S,persist" \
-        -- --config "$LZ_WORK/dataplane.toml" || rc=$?
+        -- --config "$LZ_WORK/dataplane.toml" $supervise || rc=$?
     case $rc in
         0) ;;
         1) cat "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited at start" ;;
@@ -207,6 +213,34 @@ lz_dp_stop() {
     LZ_DP_PID=
     [ $rc -eq 0 ] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited $rc on SIGTERM"; }
     grep -q "stopped cleanly" "$LZ_WORK/dataplane.log" || lz_fail "dataplane did not report a clean stop"
+}
+
+# The worker process that forwards now (supervised): the pid its last
+# "worker process active" line names.
+lz_active_worker() {
+    grep 'worker process active' "$LZ_WORK/dataplane.log" | tail -1 | grep -o 'pid=[0-9]*' | cut -d= -f2
+}
+
+# Worker processes standing by (supervised), as the port owner counts them.
+lz_standbys() {
+    grep -c 'worker process standing by' "$LZ_WORK/dataplane.log"
+}
+
+# SIGKILL of the process running the packet code: the active worker process
+# when supervised (the standby takes over; waits until it forwards), else
+# the dataplane itself (then lz_dp_start brings it back).
+lz_crash() {
+    if [ "$LZ_SUPERVISE" = 1 ]; then
+        local pid base; pid=$(lz_active_worker); base=$(wc -l < "$LZ_WORK/dataplane.log")
+        [ -n "$pid" ] || lz_fail "no active worker process in the log"
+        kill -KILL "$pid"
+        lzp_wait_log "$LZ_WORK/dataplane.log" "$base" "worker process active" "$LZ_DP_PID" 400 0.005 \
+            || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "no worker process took over after SIGKILL of $pid"; }
+    else
+        lz_dp_kill
+        lz_dp_start
+        lz_join_taps
+    fi
 }
 
 # SIGKILL: what a crash looks like. The taps persist.
@@ -387,12 +421,15 @@ lz_kill_traffic() {
     pids+=($!)
     sleep "$LZ_KILL_AT"
     ! declare -F lz_before_kill >/dev/null || lz_before_kill "$tag"
-    lz_log "$tag: SIGKILL the dataplane under traffic"
-    lz_dp_kill
+    lz_log "$tag: SIGKILL the $([ "$LZ_SUPERVISE" = 1 ] && echo "active worker process" || echo dataplane) under traffic"
+    # The taps' carrier through the kill and the restart, every millisecond.
+    python3 "$LZ_ROOT/tests/e2e/carrier.py" 2.5 "$LZ_TAP_C" "$LZ_TAP_S" >"$LZ_WORK/$tag.carrier.json" &
+    local carrier=$!
+    sleep 0.5
     echo "kill $(date +%s.%N)" >"$LZ_WORK/$tag.times"
-    lz_dp_start
+    lz_crash
     echo "started $(date +%s.%N)" >>"$LZ_WORK/$tag.times"
-    lz_join_taps
+    wait "$carrier" || true
     local rc=0 p
     for p in "${pids[@]}"; do wait "$p" || rc=$((rc + 1)); done
     echo "$rc" >"$LZ_WORK/$tag.rc"
@@ -411,8 +448,20 @@ lz_kill_traffic() {
     lz_log "$tag: traffic done in $(python3 -c "import sys; print(round($(date +%s.%N) - $t0, 1))")s"
 }
 
-# The longest silence in what the dataplane forwarded, in ms.
-lz_outage_ms() { python3 "$LZ_PCAP" outage "$1"; }
+# The longest silence in what the dataplane forwarded, in ms: with $2 (the
+# .times file), from 2 s before the kill to 4 s after it, while every flow
+# still runs (not the quiet after the last one ends).
+lz_outage_ms() {
+    if [ -n "${2:-}" ]; then
+        local k; k=$(awk '$1 == "kill" {print $2}' "$2")
+        python3 "$LZ_PCAP" outage "$1" "$(python3 -c "print($k - 2)")" "$(python3 -c "print($k + 4)")"
+    else
+        python3 "$LZ_PCAP" outage "$1"
+    fi
+}
+
+# The silence the kill made on the wire ($1: capture, $2: the .times file), in ms.
+lz_blackout_ms() { python3 "$LZ_PCAP" blackout "$1" "$(awk '$1 == "kill" {print $2}' "$2")"; }
 
 # RST segments on the client's interface, from a capture of RSTs and FINs:
 # prints "BAD LATE ABORTS"; late ones came after both FINs of their

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What the e2e tests read from their captures (classic pcap; `rst` wants Ethernet frames).
 
-  pcap.py outage FILE   the longest silence between two packets, in ms (-1: fewer than two)
+  pcap.py outage FILE [FROM TO]  the longest silence between two packets (sent
+                        between FROM and TO, seconds since the epoch), in ms (-1: fewer than two)
+  pcap.py blackout FILE T  the silence a kill at time T (seconds since the epoch) made, in ms
   pcap.py selftest      checks `rst` on hand-made captures
   pcap.py rst FILE      RSTs, from a capture of RSTs and FINs (and of the
                         segments of any connection whose aborts it should
@@ -38,9 +40,19 @@ def records(path):
     return F.read_pcap(path)
 
 
-def outage(path):
-    ts = [t for t, _ in records(path)]
+def outage(path, since=0.0, until=float("inf")):
+    ts = [t for t, _ in records(path) if since <= t <= until]
     gaps = [b - a for a, b in zip(ts, ts[1:])]
+    print(round(max(gaps) * 1000, 1) if gaps else -1)
+
+
+def blackout(path, kill):
+    """The silence the kill made: the longest gap between two forwarded
+    packets that ends after the kill and starts less than 100 ms after it (a
+    SIGKILLed process stops within microseconds; the window only keeps the
+    ordinary gaps of a quiet moment later out)."""
+    ts = [t for t, _ in records(path)]
+    gaps = [b - a for a, b in zip(ts, ts[1:]) if b > kill and a < kill + 0.1]
     print(round(max(gaps) * 1000, 1) if gaps else -1)
 
 
@@ -132,6 +144,12 @@ def selftest():
 if __name__ == "__main__":
     if sys.argv[1:] == ["selftest"]:
         selftest()
+    if len(sys.argv) == 5 and sys.argv[1] == "outage":
+        outage(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+        sys.exit(0)
+    if len(sys.argv) == 4 and sys.argv[1] == "blackout":
+        blackout(sys.argv[2], float(sys.argv[3]))
+        sys.exit(0)
     if len(sys.argv) != 3 or sys.argv[1] not in ("outage", "rst"):
         sys.exit(__doc__)
     {"outage": outage, "rst": rst}[sys.argv[1]](sys.argv[2])

@@ -23,7 +23,7 @@ pub fn firewall<S: CheckpointSink>(sink: S, capacity: u32) -> Firewall<S, Kernel
         2_450_000_000,
         KernelHugepageAlloc,
         sink,
-        Arc::new(FwCounters::default()),
+        FwCounters::leaked(),
     )
 }
 

@@ -4,9 +4,15 @@ use std::ptr::NonNull;
 /// Allocates from DPDK's heap (`rte_zmalloc_socket`): hugepage memory on the
 /// given NUMA socket, zeroed. Used for the connection tables, which are sized
 /// once at start; nothing on the packet path allocates through it.
+///
+/// A worker process of a supervised dataplane allocates `private`ly instead
+/// (kernel hugepages of its own, as [`KernelHugepageAlloc`]): DPDK's heap is
+/// shared by the processes of an EAL, so what a killed process allocated there
+/// would stay allocated, table after table, restart after restart.
 #[derive(Debug, Clone, Copy)]
 pub struct HugepageAlloc {
     pub socket: i32,
+    pub private: bool,
 }
 
 // SAFETY: rte_zmalloc_socket returns zeroed, suitably aligned blocks that stay
@@ -14,6 +20,9 @@ pub struct HugepageAlloc {
 // thread-safe, so the allocator may be shared and sent.
 unsafe impl Allocator for HugepageAlloc {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if self.private {
+            return KernelHugepageAlloc.allocate(layout);
+        }
         if layout.size() == 0 {
             // SAFETY: a dangling, aligned pointer is the standard zero-size allocation.
             let p = unsafe { NonNull::new_unchecked(layout.align() as *mut u8) };
@@ -34,6 +43,10 @@ unsafe impl Allocator for HugepageAlloc {
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if self.private {
+            // SAFETY: ptr came from KernelHugepageAlloc::allocate (the caller's contract).
+            return unsafe { KernelHugepageAlloc.deallocate(ptr, layout) };
+        }
         if layout.size() != 0 {
             // SAFETY: ptr came from rte_zmalloc_socket in allocate (the caller's contract).
             unsafe { dpdk_sys::rte_free(ptr.as_ptr() as *mut std::ffi::c_void) };

@@ -8,6 +8,7 @@ mod lcore;
 mod mbuf;
 mod memory;
 mod mempool;
+mod memzone;
 mod port;
 pub mod telemetry;
 
@@ -18,7 +19,8 @@ pub use mbuf::{Mbuf, MbufBurst, MAX_BURST};
 pub use memory::{prefetch, HugepageAlloc, KernelHugepageAlloc};
 
 pub use mempool::Mempool;
-pub use port::{EthStats, Port, PortSetup};
+pub use memzone::{lookup_shared, reserve_shared, runtime_dir};
+pub use port::{port_id, port_stats, EthStats, Port, PortSetup};
 
 use std::ffi::CStr;
 
@@ -43,6 +45,8 @@ pub enum DpdkError {
     Mempool { name: String, count: u32, reason: String },
     #[error("telemetry command {cmd}: {reason}")]
     Telemetry { cmd: String, reason: String },
+    #[error("shared memory {name:?}: {reason}")]
+    Shared { name: String, reason: String },
     #[error("lcore {lcore}: {reason}")]
     Lcore { lcore: u32, reason: String },
 }

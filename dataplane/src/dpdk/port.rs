@@ -59,6 +59,40 @@ pub(crate) fn port_name(id: u16) -> String {
     unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
+/// The id of the device named `device` (as given to --vdev or -a), started or
+/// not; a secondary process finds the primary's ports this way.
+pub fn port_id(device: &str, available: impl FnOnce() -> Vec<String>) -> Result<u16, DpdkError> {
+    let cname = CString::new(device)
+        .map_err(|_| DpdkError::NoSuchDevice { name: device.into(), available: String::new() })?;
+    let mut id = 0u16;
+    // SAFETY: cname is a valid C string, id a valid out-pointer.
+    if unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } != 0 {
+        let list = available();
+        return Err(DpdkError::NoSuchDevice {
+            name: device.into(),
+            available: if list.is_empty() { "none".into() } else { list.join(", ") },
+        });
+    }
+    Ok(id)
+}
+
+/// What the PMD counts for port `id` (zeros when it cannot say).
+pub fn port_stats(id: u16) -> EthStats {
+    let mut s = dpdk_sys::rte_eth_stats::default();
+    // SAFETY: any port id may be asked about once EAL is up; s is a valid out-pointer.
+    if unsafe { dpdk_sys::rte_eth_stats_get(id, &mut s) } != 0 {
+        return EthStats::default();
+    }
+    EthStats {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    }
+}
+
 impl Port {
     /// Finds `setup.device`, configures its queues (RSS with a symmetric key when
     /// more than one RX queue), starts it and sets promiscuous mode.
@@ -67,19 +101,7 @@ impl Port {
         pool: &Mempool,
         available: impl FnOnce() -> Vec<String>,
     ) -> Result<Port, DpdkError> {
-        let cname = CString::new(setup.device.as_str()).map_err(|_| DpdkError::NoSuchDevice {
-            name: setup.device.clone(),
-            available: String::new(),
-        })?;
-        let mut id = 0u16;
-        // SAFETY: cname is a valid C string, id a valid out-pointer.
-        if unsafe { dpdk_sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) } != 0 {
-            let list = available();
-            return Err(DpdkError::NoSuchDevice {
-                name: setup.device.clone(),
-                available: if list.is_empty() { "none".into() } else { list.join(", ") },
-            });
-        }
+        let id = port_id(&setup.device, available)?;
         let name = setup.device.clone();
         let fail = |what: &'static str, code: i32| DpdkError::Port {
             port: id,
@@ -201,19 +223,7 @@ impl Port {
     }
 
     pub fn stats(&self) -> EthStats {
-        let mut s = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: the port is valid; s is a valid out-pointer.
-        if unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) } != 0 {
-            return EthStats::default();
-        }
-        EthStats {
-            ipackets: s.ipackets,
-            opackets: s.opackets,
-            imissed: s.imissed,
-            ierrors: s.ierrors,
-            oerrors: s.oerrors,
-            rx_nombuf: s.rx_nombuf,
-        }
+        port_stats(self.id)
     }
 }
 

@@ -13,7 +13,6 @@ use crate::modules::tcp::{TcpPortion, TcpState};
 use crate::modules::{Conn, L4Portion, Module, NO_FTP};
 use crate::portion::Portion;
 use crate::stats::FwCounters;
-use std::sync::Arc;
 
 /// Slab positions the re-emit walk looks at per poll round.
 const REEMIT_BATCH: usize = 64;
@@ -40,7 +39,7 @@ pub fn worth_storing(l4: &L4Portion, related: bool) -> bool {
 /// The sink of one firewall, with what the sink could not take yet.
 pub struct Checkpointer<S: CheckpointSink> {
     pub sink: S,
-    counters: Arc<FwCounters>,
+    counters: &'static FwCounters,
     /// Deletes the sink had no room for, each with its version.
     pending_deletes: Vec<(ConnId, u64)>,
     /// The version of the last delta: each delta gets a later one than the
@@ -80,7 +79,7 @@ fn modules_of(conn: &Conn) -> u8 {
 }
 
 impl<S: CheckpointSink> Checkpointer<S> {
-    pub fn new(sink: S, counters: Arc<FwCounters>) -> Self {
+    pub fn new(sink: S, counters: &'static FwCounters) -> Self {
         Checkpointer {
             sink,
             counters,

@@ -164,7 +164,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             }
             return;
         }
-        st.step = Self::parse_step(&self.counters, frame, pkt, rx);
+        st.step = Self::parse_step(self.counters, frame, pkt, rx);
         if st.step != Step::Parsed || pkt.frag == Fragment::Later {
             return;
         }

@@ -359,7 +359,7 @@ mod tests {
             HZ,
             Global,
             MemorySink::default(),
-            Arc::new(FwCounters::default()),
+            FwCounters::leaked(),
         );
         open(&mut a, 40010);
         a.counters.requests.flush.store(true, Relaxed);

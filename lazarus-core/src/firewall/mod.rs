@@ -51,7 +51,7 @@ pub struct Firewall<S: CheckpointSink, A: TableMemory> {
     ticks: Ticks,
     ftp: FtpSessions,
     frags: Fragments,
-    pub counters: Arc<FwCounters>,
+    pub counters: &'static FwCounters,
     checkpoint: Checkpointer<S>,
     /// Connections by kind and TCP state, behind `counters.gauges`.
     tally: Tally,
@@ -66,7 +66,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         tsc_hz: u64,
         alloc: A,
         sink: S,
-        counters: Arc<FwCounters>,
+        counters: &'static FwCounters,
     ) -> Self {
         let ticks = Ticks::new(c, tsc_hz);
         let ports = ports.into();
@@ -84,7 +84,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 expectation_ticks: ticks.expectation,
             }),
             frags: Fragments::new(c.fragments as usize, ticks.fragment),
-            checkpoint: Checkpointer::new(sink, counters.clone()),
+            checkpoint: Checkpointer::new(sink, counters),
             counters,
             tally: Tally::default(),
             chores: Housekeeping::new(c.sweep_batch as usize, tsc_hz),

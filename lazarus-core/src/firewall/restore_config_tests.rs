@@ -12,7 +12,7 @@ use allocator_api2::alloc::Global;
 
 fn with(policy: Policy, ports: PortMap, ftp: bool) -> Firewall<MemorySink, Global> {
     let c = ConntrackSection { capacity: 64, ftp, ..Default::default() };
-    let counters = Arc::new(FwCounters::default());
+    let counters = FwCounters::leaked();
     Firewall::new(&c, Arc::new(policy), ports, HZ, Global, MemorySink::default(), counters)
 }
 

@@ -13,7 +13,7 @@ pub(super) const HZ: u64 = 1_000_000_000;
 
 pub(super) fn fw(sink: MemorySink) -> Firewall<MemorySink, Global> {
     let c = ConntrackSection { capacity: 64, ..Default::default() };
-    let counters = Arc::new(FwCounters::default());
+    let counters = FwCounters::leaked();
     Firewall::new(&c, Arc::new(Policy::default()), vec![0, 0], HZ, Global, sink, counters)
 }
 

@@ -42,7 +42,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         rx: RxChecksums,
     ) -> Verdict {
         let mut p = IpPacket::default();
-        match Self::parse_step(&self.counters, frame, &mut p, rx) {
+        match Self::parse_step(self.counters, frame, &mut p, rx) {
             Step::Decided(v) => v,
             _ => self.track_parsed(frame, &p, port, now),
         }
@@ -490,7 +490,7 @@ mod tests {
                 HZ,
                 Global,
                 MemorySink::default(),
-                Arc::new(FwCounters::default()),
+                FwCounters::leaked(),
             );
             let (cs, ss) = open(&mut a, 40100);
             assert_eq!(
@@ -521,7 +521,7 @@ mod tests {
                 HZ,
                 Global,
                 MemorySink::default(),
-                Arc::new(FwCounters::default()),
+                FwCounters::leaked(),
             );
             assert_eq!(restore_all(&a.checkpoint.sink, &mut b), 1);
             assert_eq!(
