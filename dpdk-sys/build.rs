@@ -54,7 +54,7 @@ fn main() {
         .allowlist_function("rte_pktmbuf_(pool_create|free_bulk)")
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count|lookup)")
         .allowlist_function("rte_(zmalloc_socket|free)")
-        .allowlist_function("rte_memzone_(reserve_aligned|lookup)|rte_eal_get_runtime_dir")
+        .allowlist_function("rte_memzone_(reserve_aligned|lookup)|rte_eal_get_runtime_dir|rte_malloc_dump_heaps|rte_malloc")
         .allowlist_function("rte_(lcore_(is_enabled|count|to_socket_id)|get_main_lcore|get_next_lcore|socket_id|get_tsc_hz|strerror|version)")
         .allowlist_function("rte_telemetry_.*|rte_tel_data_.*")
         .allowlist_type("rte_eth_(conf|dev_info|stats|rxconf|txconf|link)")

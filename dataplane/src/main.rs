@@ -163,6 +163,7 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         attached.as_ref().map(|a| a.rings),
         attached.as_ref().map(|a| a.dir.clone()),
         restore_us,
+        None,
     )?;
     let started = Instant::now();
     let launched = launch(&workers, &quit);
@@ -210,6 +211,7 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
         rings,
         rings.map(|_| ck.dir.clone()),
         &shared.restore_us,
+        Some(shared),
     )?;
     // Every worker process runs the config the ports were set up with, even
     // after the file is edited: a change needs a restart of the port owner.
@@ -219,7 +221,7 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
         .with_context(|| format!("copying {} to {}", config.display(), own_config.display()))?;
     let exe = std::env::current_exe().context("finding this program for the worker processes")?;
     let mut children = supervisor::Children::new(exe, &eal_args.0, &own_config, runtime);
-    children.fill()?;
+    children.fill(shared)?;
     tracing::info!(
         processes = supervisor::WORKER_PROCESSES,
         "port owner up; worker processes starting"
@@ -227,7 +229,7 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
     let started = Instant::now();
     let run = stats_loop(plan, &port_ids, &counters, &quit, started, |_| {
         if children.reap(shared)? != 0 {
-            children.fill()?;
+            children.fill(shared)?;
         }
         Ok(())
     });
@@ -271,6 +273,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         .with_context(|| format!("opening {}", lock_path.display()))?;
     // Stand by: the lock is free once every thread of the active process is gone.
     shared.standbys.fetch_add(1, Ordering::Relaxed);
+    shared.ready_pid.store(std::process::id(), Ordering::Release);
     tracing::info!(pid = std::process::id(), "worker process standing by");
     let active = loop {
         match lock.try_lock() {
@@ -339,7 +342,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
 
 fn make_pool(plan: &Plan) -> Result<Mempool> {
     let d = &plan.config.dataplane;
-    Ok(Mempool::new("lazarus_pkts", d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?)
+    Ok(Mempool::new(dpdk::POOL_NAME, d.mbufs, d.mbuf_cache, d.mbuf_data_room, dpdk_socket())?)
 }
 
 fn start_ports(plan: &Plan, pool: &Mempool, eal: &Eal) -> Result<Vec<Port>> {
@@ -425,8 +428,10 @@ fn install_telemetry(
     rings: Option<&'static shm_layout::RingsSegment>,
     dir: Option<PathBuf>,
     restore_us: &'static AtomicU64,
+    shared: Option<&'static SharedState>,
 ) -> Result<()> {
     telemetry::install(telemetry::State {
+        shared,
         started: Instant::now(),
         ports: plan
             .config

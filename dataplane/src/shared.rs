@@ -53,6 +53,9 @@ pub struct SharedState {
     pub worker_exits: AtomicU64,
     /// Worker processes with EAL up, tables built, waiting for the lock.
     pub standbys: AtomicU32,
+    /// The last worker process that stood by (the port owner waits for it
+    /// before it starts the next).
+    pub ready_pid: AtomicU32,
 }
 
 impl Default for SharedState {
@@ -67,6 +70,7 @@ impl Default for SharedState {
             restore_us: AtomicU64::new(0),
             worker_exits: AtomicU64::new(0),
             standbys: AtomicU32::new(0),
+            ready_pid: AtomicU32::new(0),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! whenever one ends, and removes what a killed one leaves in EAL's runtime
 //! directory.
 
+use crate::dpdk::heap::{self, HeapElement};
 use crate::shared::SharedState;
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -17,6 +19,10 @@ pub const WORKER_PROCESSES: usize = 2;
 /// Worker processes in a row that exit with an error before this stops the
 /// port owner: a config or checkpoint problem that a restart cannot fix.
 const FAILURES_IN_ROW: u32 = 5;
+
+/// How long a new worker process may take to stand by (EAL's start, the
+/// tables) before the port owner goes on without waiting for it.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
@@ -64,12 +70,22 @@ pub fn owned_by(file: &str, pid: u32) -> bool {
         || file.rsplit_once('_').is_some_and(|(head, tail)| tail == p && !head.is_empty())
 }
 
+struct Running {
+    child: Child,
+    started: Instant,
+    /// What it allocated in DPDK's heap while starting (`dpdk::heap`).
+    heap: Vec<HeapElement>,
+}
+
 pub struct Children {
     exe: PathBuf,
     args: Vec<OsString>,
     runtime_dir: PathBuf,
-    running: Vec<(Child, Instant)>,
+    running: Vec<Running>,
     failures_in_row: u32,
+    /// DPDK's heap element header, for freeing what killed processes left;
+    /// None: not measurable, nothing is freed (and the leak is logged).
+    heap_header: Option<usize>,
 }
 
 impl Children {
@@ -84,17 +100,38 @@ impl Children {
             config.as_os_str().to_owned(),
             "--worker".into(),
         ]);
-        Children { exe, args, runtime_dir, running: Vec::new(), failures_in_row: 0 }
+        let heap_header = heap::header_len();
+        if heap_header.is_none() {
+            tracing::warn!("cannot read DPDK's heap: what a killed worker process allocated there stays allocated");
+        }
+        Children { exe, args, runtime_dir, running: Vec::new(), failures_in_row: 0, heap_header }
     }
 
-    /// Starts worker processes until [`WORKER_PROCESSES`] run.
-    pub fn fill(&mut self) -> Result<(), SuperviseError> {
+    /// Starts worker processes until [`WORKER_PROCESSES`] run, one at a time:
+    /// each start's heap allocations are told apart by the heap before and
+    /// once it stands by.
+    pub fn fill(&mut self, shared: &SharedState) -> Result<(), SuperviseError> {
         while self.running.len() < WORKER_PROCESSES {
-            let child = Command::new(&self.exe).args(&self.args).spawn().map_err(|source| {
+            let before = heap::busy_elements();
+            let mut child = Command::new(&self.exe).args(&self.args).spawn().map_err(|source| {
                 SuperviseError::Spawn { exe: self.exe.display().to_string(), source }
             })?;
-            tracing::info!(pid = child.id(), "worker process started");
-            self.running.push((child, Instant::now()));
+            let pid = child.id();
+            tracing::info!(pid, "worker process started");
+            let started = Instant::now();
+            while shared.ready_pid.load(Ordering::Acquire) != pid
+                && matches!(child.try_wait(), Ok(None))
+                && started.elapsed() < READY_TIMEOUT
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let mut allocated: Vec<HeapElement> =
+                heap::busy_elements().difference(&before).copied().collect();
+            if shared.ready_pid.load(Ordering::Acquire) != pid {
+                // Ended or slow: what changed is not known to be its alone.
+                allocated.clear();
+            }
+            self.running.push(Running { child, started, heap: allocated });
         }
         Ok(())
     }
@@ -104,13 +141,16 @@ impl Children {
         let mut ended = 0;
         let mut i = 0;
         while i < self.running.len() {
-            let status = self.running[i].0.try_wait();
+            let status = self.running[i].child.try_wait();
             let Ok(Some(status)) = status else {
                 i += 1;
                 continue;
             };
-            let (child, started) = self.running.swap_remove(i);
+            let Running { child, started, heap: allocated } = self.running.swap_remove(i);
             let pid = child.id();
+            if status.code().is_none() {
+                self.reclaim_heap(pid, &allocated);
+            }
             ended += 1;
             shared.worker_exits.fetch_add(1, Ordering::Relaxed);
             let was_active = shared.active_pid.load(Ordering::Relaxed) == pid
@@ -139,11 +179,11 @@ impl Children {
     pub fn stop(&mut self, grace: Duration) {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
-        for (c, _) in &self.running {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        for r in &self.running {
+            let _ = kill(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM);
         }
         let deadline = Instant::now() + grace;
-        for (c, _) in &mut self.running {
+        for Running { child: c, .. } in &mut self.running {
             while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -153,10 +193,39 @@ impl Children {
                 let _ = c.wait();
             }
         }
-        let pids: Vec<u32> = self.running.drain(..).map(|(c, _)| c.id()).collect();
+        let pids: Vec<u32> = self.running.drain(..).map(|r| r.child.id()).collect();
         for pid in pids {
             self.clean_runtime_dir(pid);
         }
+    }
+
+    /// Frees what the killed process `pid` allocated in DPDK's heap at its
+    /// start and still held: only elements busy now, and claimed by no live
+    /// worker process (one that reused a freed address).
+    fn reclaim_heap(&self, pid: u32, allocated: &[HeapElement]) {
+        let Some(header) = self.heap_header else { return };
+        let now = heap::busy_elements();
+        let live: HashSet<HeapElement> =
+            self.running.iter().flat_map(|r| r.heap.iter().copied()).collect();
+        let dead: Vec<HeapElement> =
+            allocated.iter().filter(|e| now.contains(e) && !live.contains(e)).copied().collect();
+        if dead.is_empty() {
+            return;
+        }
+        // SAFETY: `pid` was reaped (killed), so it frees nothing any more;
+        // each element is busy now, was allocated by it between its start
+        // and its standing by, and no live worker process claims it.
+        #[allow(unsafe_code)]
+        unsafe {
+            heap::free_elements(&dead, header)
+        };
+        let bytes: usize = dead.iter().map(|e| e.len).sum();
+        tracing::info!(
+            pid,
+            allocations = dead.len(),
+            bytes,
+            "freed what the killed worker process left in DPDK's heap"
+        );
     }
 
     fn clean_runtime_dir(&self, pid: u32) {

@@ -47,6 +47,8 @@ pub struct State {
     pub checkpoint_dir: Option<String>,
     /// How long rebuilding the tables from the store took at start.
     pub restore_us: &'static AtomicU64,
+    /// A supervised dataplane's shared state (the port owner serves telemetry).
+    pub shared: Option<&'static crate::shared::SharedState>,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -115,6 +117,23 @@ pub fn stats(_: &str) -> TelValue {
         ("conns".into(), u(conns)),
         ("ports".into(), TelValue::Strs(s.ports.iter().map(|p| p.name.clone()).collect())),
     ];
+    if let Some((available, in_use)) = crate::dpdk::pool_counts(crate::dpdk::POOL_NAME) {
+        d.push(("mbufs_available".into(), u(available as u64)));
+        d.push(("mbufs_in_use".into(), u(in_use as u64)));
+    }
+    if let Some(sh) = s.shared {
+        let r = Ordering::Relaxed;
+        d.push((
+            "worker_processes".into(),
+            TelValue::dict([
+                ("active_pid", u(sh.active_pid.load(r) as u64)),
+                ("standing_by", u(sh.standbys.load(r) as u64)),
+                ("activations", u(sh.activations.load(r))),
+                ("exits", u(sh.worker_exits.load(r))),
+                ("last_activation_us", u(sh.activation_us.load(r))),
+            ]),
+        ));
+    }
     for (p, t) in s.ports.iter().zip(per_port) {
         d.push((
             format!("port/{}", p.name),

@@ -58,3 +58,19 @@ impl Drop for Mempool {
         unsafe { dpdk_sys::rte_mempool_free(self.raw) };
     }
 }
+
+/// The pool the dataplane makes, by the name a secondary or telemetry finds it.
+pub const POOL_NAME: &str = "lazarus_pkts";
+
+/// (available, in use) of the pool named `name`, looked up now: None when no
+/// such pool exists (not made yet, or freed at shutdown).
+pub fn pool_counts(name: &str) -> Option<(u32, u32)> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: EAL is up; cname is a valid C string.
+    let mp = unsafe { dpdk_sys::rte_mempool_lookup(cname.as_ptr()) };
+    if mp.is_null() {
+        return None;
+    }
+    // SAFETY: mp is a live mempool (lookup found it).
+    unsafe { Some((dpdk_sys::rte_mempool_avail_count(mp), dpdk_sys::rte_mempool_in_use_count(mp))) }
+}

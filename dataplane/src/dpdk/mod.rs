@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 mod eal;
+pub mod heap;
 mod hugepages;
 mod lcore;
 mod mbuf;
@@ -18,7 +19,7 @@ pub use lcore::{launch_on_lcore, main_lcore, rdtsc, tsc_hz, wait_all_lcores, Lco
 pub use mbuf::{Mbuf, MbufBurst, MAX_BURST};
 pub use memory::{prefetch, HugepageAlloc, KernelHugepageAlloc};
 
-pub use mempool::Mempool;
+pub use mempool::{pool_counts, Mempool, POOL_NAME};
 pub use memzone::{lookup_shared, reserve_shared, runtime_dir};
 pub use port::{port_id, port_stats, EthStats, Port, PortSetup};
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Restarts leak nothing: the active worker process of a supervised dataplane
+# (docs/RESTART.md) is SIGKILLed LZ_RESTARTS times (1000) while a ping and a
+# UDP flow cross it, each kill once a standby stands by. Counted before and
+# after, with the traffic stopped: the pool's mbufs in use, DPDK's heap
+# (allocations and bytes), free hugepages, the file descriptors of the port
+# owner and of checkpointd, the files in EAL's runtime directory, and the
+# delta rings' lag. Then the port owner is stopped and must stop cleanly.
+#
+# Every figure must come back to where it was, but mbufs: a worker process
+# killed inside the PMD's receive or send call takes that burst's mbufs with
+# it, and DPDK records no owner to reclaim them by (docs/RESTART.md). The
+# test prints the mbufs lost and fails past one per ten kills (a leak on
+# every kill, not the rare one inside the PMD).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap lz_cleanup EXIT
+set -E
+trap 'echo "restarts.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
+
+N=${LZ_RESTARTS:-1000}
+[ -x "$LZ_BIN" ] || lz_fail "$LZ_BIN not built (cargo build --release)"
+lz_ns_up
+lz_in_server python3 "$LZ_STREAMS" udp-server --bind "$LZ_SERVER_IP" --port 7001 &
+LZ_PIDS+=($!)
+export LZ_CHECKPOINT=true LZ_SUPERVISE=1
+lz_config "" ""
+lz_ckpt_start
+lz_dp_start
+lz_join_taps
+lz_wait_path
+
+tel() { python3 "$LZ_ROOT/tests/e2e/telemetry.py" "lz$LZ_ID" "$@"; }
+hp=/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages
+# Waits until a worker process stands by (the port owner counts them).
+standby() {
+    local t
+    for t in $(seq 1 400); do
+        tel /lazarus/stats | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["/lazarus/stats"]["worker_processes"]["standing_by"] >= 1 else 1)' && return 0
+        sleep 0.01
+    done
+    lz_fail "no worker process stood by after 4 s"
+}
+# One line of what must not grow.
+snapshot() {
+    standby
+    sleep 0.5
+    python3 - "$(tel /lazarus/stats /eal/heap_info,0 /lazarus/checkpoint)" "$(cat $hp)" \
+        "$(ls /proc/"$LZ_DP_PID"/fd | wc -l)" "$(ls /proc/"$LZ_CKPT_PID"/fd | wc -l)" \
+        "$(ls "/var/run/dpdk/lz$LZ_ID" | wc -l)" <<'PY'
+import json, sys
+r = [json.loads(l) for l in sys.argv[1].splitlines()]
+st, heap, ck = r[0]["/lazarus/stats"], r[1]["/eal/heap_info"], r[2]["/lazarus/checkpoint"]
+lag = sum(w.get("lag", 0) for k, w in ck.items() if k.startswith("ring") and isinstance(w, dict))
+print(json.dumps({"mbufs_in_use": st["mbufs_in_use"], "heap_allocs": heap["Alloc_count"],
+                  "heap_bytes": heap["Alloc_size"], "free_hugepages": int(sys.argv[2]),
+                  "owner_fds": int(sys.argv[3]), "checkpointd_fds": int(sys.argv[4]),
+                  "runtime_files": int(sys.argv[5]), "ring_lag": lag,
+                  "activations": st["worker_processes"]["activations"]}))
+PY
+}
+before=$(snapshot)
+lz_log "before: $before"
+
+lz_in_client ping -i 0.005 -q "$LZ_SERVER_IP" >/dev/null 2>&1 &
+ping_pid=$!
+lz_in_client python3 "$LZ_STREAMS" udp-client --server "$LZ_SERVER_IP" --port 7001 --interval 0.002 --duration 100000 >/dev/null 2>&1 &
+udp_pid=$!
+t0=$(date +%s.%N)
+# The kill loop in one process: a telemetry request costs a millisecond, a
+# python start fifty.
+python3 - "lz$LZ_ID" "$N" <<'PY' || lz_fail "the kill loop failed (above)"
+import json, os, signal, socket, sys, time
+prefix, n = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2")
+json.loads(s.recv(1 << 16))
+def procs():
+    s.send(b"/lazarus/stats")
+    return json.loads(s.recv(1 << 20))["/lazarus/stats"]["worker_processes"]
+def standby(killed):
+    """Once another worker process is active and one stands by."""
+    end = time.time() + 4
+    while time.time() < end:
+        p = procs()
+        if p["standing_by"] >= 1 and p["active_pid"] not in (0, killed):
+            return p
+        time.sleep(0.002)
+    sys.exit(f"no new active worker process with a standby 4 s after the kill of {killed}: {p}")
+killed = 0
+for i in range(1, n + 1):
+    killed = standby(killed)["active_pid"]
+    os.kill(killed, signal.SIGKILL)
+    if i % 100 == 0:
+        print(f"[{time.strftime('%T')}] {i} restarts", flush=True)
+standby(killed)
+PY
+secs=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")
+kill "$ping_pid" "$udp_pid" 2>/dev/null || true
+wait "$ping_pid" "$udp_pid" 2>/dev/null || true
+sleep 1
+after=$(snapshot)
+lz_log "after $N restarts in ${secs}s: $after"
+lost=$(python3 - "$before" "$after" "$N" <<'PY' || lz_fail "something leaked across $N restarts (above)"
+import json, sys
+b, a, n = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+assert a["activations"] - b["activations"] == n, f"{a['activations'] - b['activations']} activations for {n} kills"
+bad = {k: (b[k], a[k]) for k in b if k not in ("activations", "mbufs_in_use") and a[k] != b[k]}
+assert not bad, f"changed across {n} restarts (before, after): {bad}"
+lost = a["mbufs_in_use"] - b["mbufs_in_use"]
+assert 0 <= lost <= n // 10, f"{lost} mbufs lost across {n} restarts"
+print(lost)
+PY
+)
+lz_in_client ping -c 3 -i 0.2 -W 1 -q "$LZ_SERVER_IP" >/dev/null || lz_fail "no forwarding after $N restarts"
+lz_dp_stop
+echo "PASS restarts: $N SIGKILLs of the active worker process in ${secs}s; DPDK heap, hugepages, fds, runtime files and ring lag unchanged; $lost mbufs lost (killed inside the PMD)"
