@@ -114,6 +114,16 @@ fn format_1_reads_as_format_2_with_the_ingress_and_inner_vlan_unknown() {
     assert_eq!(f1.expectations[..f1.count], f2.expectations[..f2.count]);
 }
 
+/// The kept format-1 encoder (the upgrade test writes stores with it)
+/// writes exactly what the previous build wrote.
+#[test]
+fn the_kept_format_1_encoder_writes_the_previous_builds_bytes() {
+    let new = IpRecord::decode(&unhex(PINNED[0].1)).unwrap();
+    let mut out = [0u8; 128];
+    let n = new.encode_format_1(new.key.zone, &mut out).unwrap();
+    assert_eq!(out[..n], unhex(PINNED_V1[0].1)[..]);
+}
+
 #[test]
 fn every_portion_encodes_as_its_format_says() {
     assert_eq!(

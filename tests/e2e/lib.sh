@@ -421,13 +421,17 @@ lz_kill_traffic() {
     pids+=($!)
     sleep "$LZ_KILL_AT"
     ! declare -F lz_before_kill >/dev/null || lz_before_kill "$tag"
-    lz_log "$tag: SIGKILL the $([ "$LZ_SUPERVISE" = 1 ] && echo "active worker process" || echo dataplane) under traffic"
+    if [ -n "${LZ_DISRUPT:-}" ]; then
+        lz_log "$tag: $LZ_DISRUPT under traffic"
+    else
+        lz_log "$tag: SIGKILL the $([ "$LZ_SUPERVISE" = 1 ] && echo "active worker process" || echo dataplane) under traffic"
+    fi
     # The taps' carrier through the kill and the restart, every millisecond.
     python3 "$LZ_ROOT/tests/e2e/carrier.py" 2.5 "$LZ_TAP_C" "$LZ_TAP_S" >"$LZ_WORK/$tag.carrier.json" &
     local carrier=$!
     sleep 0.5
     echo "kill $(date +%s.%N)" >"$LZ_WORK/$tag.times"
-    lz_crash
+    "${LZ_DISRUPT:-lz_crash}"
     echo "started $(date +%s.%N)" >>"$LZ_WORK/$tag.times"
     wait "$carrier" || true
     local rc=0 p

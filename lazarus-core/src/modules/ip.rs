@@ -95,6 +95,31 @@ impl IpPortion {
     }
 }
 
+impl IpRecord {
+    /// The previous format's encoder (format 1, `v0.1.0`), kept for the
+    /// upgrade tests: no flags but the direction, no ingress or inner VLAN,
+    /// and the zone `bridge_position` (format 1 named a bridge by its place
+    /// in the config). Not for production use.
+    #[doc(hidden)]
+    pub fn encode_format_1(
+        &self,
+        bridge_position: u16,
+        out: &mut [u8],
+    ) -> Result<usize, PortionError> {
+        let mut b = [0u8; IP_ENCODED];
+        let n = self.ip.encode(&self.key, &mut b)?;
+        let len = n - IP_FORMAT2;
+        if out.len() < len {
+            return Err(PortionError::TooLong { module: Module::Ip.name(), max: out.len() });
+        }
+        b[0] = 1;
+        b[39..41].copy_from_slice(&bridge_position.to_le_bytes());
+        b[43] = self.ip.orig_src_is_lo as u8;
+        out[..len].copy_from_slice(&b[..len]);
+        Ok(len)
+    }
+}
+
 impl Portion for IpRecord {
     const MODULE: Module = Module::Ip;
     const MAX_LEN: usize = shm_layout::IP_PORTION_MAX;
