@@ -84,6 +84,8 @@ run "callgrind profile_restore" "${CG[@]}" '--toggle-collect=*rebuild*' "$EX/pro
 # may segfault when its client is killed, see scripts/test.sh).
 run "bench-load.sh --conntrack off" scripts/bench-load.sh --seconds 2 --conntrack off --markdown
 run "bench-load.sh --kill --checkpoint off --link veth" scripts/bench-load.sh --seconds 2 --kill --checkpoint off --link veth --markdown
+# Restarts on the wire (docs/RESTART.md): one takeover, one full restart, one upgrade.
+run "bench-restart.sh --rounds 1" scripts/bench-restart.sh --rounds 1 --secs 3
 
 secs=$(python3 -c "print(round($(date +%s.%N) - $start))")
 if [ ${#failed[@]} -eq 0 ]; then

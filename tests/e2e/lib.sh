@@ -431,6 +431,7 @@ lz_kill_traffic() {
     local carrier=$!
     sleep 0.5
     echo "kill $(date +%s.%N)" >"$LZ_WORK/$tag.times"
+    echo "traffic $t0" >>"$LZ_WORK/$tag.times"
     "${LZ_DISRUPT:-lz_crash}"
     echo "started $(date +%s.%N)" >>"$LZ_WORK/$tag.times"
     wait "$carrier" || true
@@ -453,12 +454,14 @@ lz_kill_traffic() {
 }
 
 # The longest silence in what the dataplane forwarded, in ms: with $2 (the
-# .times file), from 2 s before the kill to 4 s after it, while every flow
-# still runs (not the quiet after the last one ends).
+# .times file), from 2 s before the kill to 4 s after it, inside the time
+# every flow runs (not the quiet before the first starts or after the last
+# ends).
 lz_outage_ms() {
     if [ -n "${2:-}" ]; then
-        local k; k=$(awk '$1 == "kill" {print $2}' "$2")
-        python3 "$LZ_PCAP" outage "$1" "$(python3 -c "print($k - 2)")" "$(python3 -c "print($k + 4)")"
+        local k t; k=$(awk '$1 == "kill" {print $2}' "$2"); t=$(awk '$1 == "traffic" {print $2}' "$2")
+        python3 "$LZ_PCAP" outage "$1" "$(python3 -c "print(max($k - 2, $t + 0.5))")" \
+            "$(python3 -c "print(min($k + 4, $t + $LZ_SECS - 0.5))")"
     else
         python3 "$LZ_PCAP" outage "$1"
     fi
