@@ -14,7 +14,7 @@ use dataplane::worker::WorkerFirewall;
 use dataplane::worker::{PortLane, Worker};
 use lazarus_core::checkpoint::NoCheckpoint;
 use lazarus_core::firewall::Firewall;
-use lazarus_core::stats::FwCounters;
+use lazarus_core::stats::{Counter, FwCounters};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// What a worker writes and others read: its packet counters, its connection
+/// counters, its poll rounds.
+type WorkerRefs = (&'static WorkerCounters, &'static FwCounters, &'static Counter);
 
 /// Options after `--` (EAL options come before it).
 #[derive(Debug, Parser)]
@@ -143,8 +147,11 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     tracing::info!(dpdk = %dpdk::version(), ports = eal.port_count(), tsc_hz = dpdk::tsc_hz(), main_lcore = dpdk::main_lcore(), "EAL up");
     check_lcores(&eal, plan)?;
     let pool = make_pool(plan)?;
-    let counters: Vec<(&'static WorkerCounters, &'static FwCounters)> =
-        plan.workers.iter().map(|_| (WorkerCounters::leaked(), FwCounters::leaked())).collect();
+    let counters: Vec<WorkerRefs> = plan
+        .workers
+        .iter()
+        .map(|_| (WorkerCounters::leaked(), FwCounters::leaked(), &*Box::leak(Box::default())))
+        .collect();
     // Tables are rebuilt before any port starts: traffic never meets an empty table.
     let mut firewalls = new_firewalls(plan, &counters, false);
     let restore_us: &'static AtomicU64 = Box::leak(Box::default());
@@ -187,6 +194,13 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
 /// the pool and the ports, telemetry, and no packet code. The workers run in
 /// child processes, one active and one standing by.
 fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> Result<()> {
+    if let Some(a) = eal_args.0.iter().find(|a| {
+        ["--in-memory", "--no-shconf", "--huge-unlink"]
+            .iter()
+            .any(|o| a == o || a.starts_with(&format!("{o}=")))
+    }) {
+        bail!("EAL option {a} leaves no shared state for the worker processes of --supervise: remove it (or run without --supervise)");
+    }
     let quit = quit_on_signals()?;
     let eal = Eal::init(eal_args)?;
     tracing::info!(dpdk = %dpdk::version(), ports = eal.port_count(), main_lcore = dpdk::main_lcore(), "EAL up (port owner)");
@@ -195,8 +209,10 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
     let pool = make_pool(plan)?;
     let ports = start_ports(plan, &pool, &eal)?;
     let port_ids: Vec<u16> = ports.iter().map(|p| p.id()).collect();
-    let counters: Vec<(&'static WorkerCounters, &'static FwCounters)> =
-        shared.workers[..plan.workers.len()].iter().map(|w| (&w.counters, &w.fw)).collect();
+    let counters: Vec<WorkerRefs> = shared.workers[..plan.workers.len()]
+        .iter()
+        .map(|w| (&w.counters, &w.fw, &*w.rounds))
+        .collect();
     // Telemetry reads the rings the workers write: mapped for reading only,
     // never as their producer.
     let ck = &plan.config.checkpoint;
@@ -219,18 +235,22 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
     let own_config = runtime.join("lazarus-dataplane.toml");
     std::fs::copy(config, &own_config)
         .with_context(|| format!("copying {} to {}", config.display(), own_config.display()))?;
-    let exe = std::env::current_exe().context("finding this program for the worker processes")?;
-    let mut children = supervisor::Children::new(exe, &eal_args.0, &own_config, runtime);
-    children.fill(shared)?;
+    let arg0 = std::env::args_os().next().unwrap_or_else(|| "lazarus-dataplane".into());
+    let mut children =
+        supervisor::Children::new(arg0, &eal_args.0, &own_config, runtime, plan.workers.len());
+    children.fill(shared, &quit)?;
     tracing::info!(
         processes = supervisor::WORKER_PROCESSES,
         "port owner up; worker processes starting"
     );
     let started = Instant::now();
     let run = stats_loop(plan, &port_ids, &counters, &quit, started, |_| {
-        if children.reap(shared)? != 0 {
-            children.fill(shared)?;
+        if quit.load(Ordering::Relaxed) {
+            return Ok(());
         }
+        children.reap(shared)?;
+        children.watchdog(shared, plan.workers.len())?;
+        children.fill(shared, &quit)?;
         Ok(())
     });
     children.stop(Duration::from_secs(5));
@@ -247,8 +267,18 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
 /// tables at once, then stands by until it holds the active lock (the active
 /// worker process has ended), then restores, and polls.
 fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
+    // The port owner's death ends this process at any step: a new port
+    // owner starts from nothing, and the full restart path restores.
+    let owner: u32 = std::env::var(supervisor::OWNER_ENV)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .context("a worker process is started by `lazarus-dataplane --supervise`, not by hand")?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("asking to die with the port owner")?;
+    if std::os::unix::process::parent_id() != owner {
+        bail!("the port owner (pid {owner}) is gone");
+    }
     let quit = quit_on_signals()?;
-    let owner = std::os::unix::process::parent_id();
     let eal = Eal::init(eal_args)?;
     let shared: &'static SharedState = dpdk::lookup_shared(shared::MEMZONE)?;
     if shared.build != shared::BUILD {
@@ -261,8 +291,10 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         .iter()
         .map(|pc| dpdk::port_id(&pc.device, || eal.port_names()))
         .collect::<Result<Vec<_>, _>>()?;
-    let counters: Vec<(&'static WorkerCounters, &'static FwCounters)> =
-        shared.workers[..plan.workers.len()].iter().map(|w| (&w.counters, &w.fw)).collect();
+    let counters: Vec<WorkerRefs> = shared.workers[..plan.workers.len()]
+        .iter()
+        .map(|w| (&w.counters, &w.fw, &*w.rounds))
+        .collect();
     let mut firewalls = new_firewalls(plan, &counters, true);
     let lock_path = dpdk::runtime_dir().join("lazarus-active.lock");
     let lock = std::fs::OpenOptions::new()
@@ -272,24 +304,22 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
     // Stand by: the lock is free once every thread of the active process is gone.
-    shared.standbys.fetch_add(1, Ordering::Relaxed);
     shared.ready_pid.store(std::process::id(), Ordering::Release);
     tracing::info!(pid = std::process::id(), "worker process standing by");
     let active = loop {
+        if quit.load(Ordering::Relaxed) {
+            break false;
+        }
         match lock.try_lock() {
-            Ok(()) => break true,
+            // A stop that came while the lock was taken wins.
+            Ok(()) => break !quit.load(Ordering::Relaxed),
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) => {
-                shared.standbys.fetch_sub(1, Ordering::Relaxed);
                 return Err(e).with_context(|| format!("locking {}", lock_path.display()));
             }
         }
-        if quit.load(Ordering::Relaxed) || std::os::unix::process::parent_id() != owner {
-            break false;
-        }
         std::thread::sleep(Duration::from_micros(500));
     };
-    shared.standbys.fetch_sub(1, Ordering::Relaxed);
     if !active {
         tracing::info!("standby stopped before taking over");
         return Ok(());
@@ -320,13 +350,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
             ms = format_args!("{:.1}", us as f64 / 1e3),
             "forwarding; worker process active"
         );
-        // The port owner's death ends this process too: a new port owner
-        // starts from nothing, and the full restart path restores.
         while !quit.load(Ordering::Relaxed) {
-            if std::os::unix::process::parent_id() != owner {
-                tracing::error!("the port owner is gone; stopping");
-                quit.store(true, Ordering::Relaxed);
-            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -334,8 +358,10 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     launched?;
     drop(workers);
     drop(attached);
-    drop(lock);
+    // EAL's cleanup before the lock: the standby must not start while this
+    // process still runs any DPDK code.
     drop(eal);
+    drop(lock);
     tracing::info!("worker process stopped cleanly");
     Ok(())
 }
@@ -369,7 +395,7 @@ fn make_workers(
     plan: &Plan,
     port_ids: &[u16],
     mut firewalls: Vec<Option<WorkerFirewall>>,
-    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    counters: &[WorkerRefs],
     quit: &Arc<AtomicBool>,
 ) -> Vec<Worker> {
     let d = &plan.config.dataplane;
@@ -395,6 +421,7 @@ fn make_workers(
             quit: quit.clone(),
             firewall: firewalls[index].take().map(Mutex::new),
             fw_counters: counters[index].1,
+            rounds: counters[index].2,
         })
         .collect()
 }
@@ -424,7 +451,7 @@ fn log_tables(plan: &Plan, workers: &[Worker]) {
 fn install_telemetry(
     plan: &Plan,
     port_ids: &[u16],
-    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    counters: &[WorkerRefs],
     rings: Option<&'static shm_layout::RingsSegment>,
     dir: Option<PathBuf>,
     restore_us: &'static AtomicU64,
@@ -471,14 +498,9 @@ fn launch(workers: &[Worker], quit: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-fn summaries(
-    plan: &Plan,
-    port_ids: &[u16],
-    counters: &[(&'static WorkerCounters, &'static FwCounters)],
-    started: Instant,
-) {
+fn summaries(plan: &Plan, port_ids: &[u16], counters: &[WorkerRefs], started: Instant) {
     tracing::info!("{}", stats_line("summary", plan, port_ids, counters, started.elapsed(), None));
-    for (index, (w, fw)) in counters.iter().enumerate() {
+    for (index, (w, fw, _)) in counters.iter().enumerate() {
         let t = totals(w);
         tracing::info!(
             worker = index,
@@ -500,14 +522,14 @@ fn summaries(
 /// tables in this process's own hugepages (a worker process), not DPDK's heap.
 fn new_firewalls(
     plan: &Plan,
-    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    counters: &[WorkerRefs],
     private: bool,
 ) -> Vec<Option<WorkerFirewall>> {
     let ct = &plan.config.conntrack;
     let policy = Arc::new(plan.policy.clone());
     counters
         .iter()
-        .map(|&(_, c)| {
+        .map(|&(_, c, _)| {
             ct.enabled.then(|| {
                 Firewall::new(
                     ct,
@@ -602,7 +624,7 @@ fn totals(w: &WorkerCounters) -> PortTotals {
 fn stats_loop(
     plan: &Plan,
     port_ids: &[u16],
-    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    counters: &[WorkerRefs],
     quit: &AtomicBool,
     started: Instant,
     mut tick: impl FnMut(Instant) -> Result<()>,
@@ -619,7 +641,7 @@ fn stats_loop(
         next += every;
         let now = Instant::now();
         let mut sum = PortTotals::default();
-        counters.iter().for_each(|(w, _)| sum += totals(w));
+        counters.iter().for_each(|(w, _, _)| sum += totals(w));
         let secs = now.duration_since(last.0).as_secs_f64();
         let rates =
             ((sum.rx - last.1.rx) as f64 / secs / 1e6, (sum.tx - last.1.tx) as f64 / secs / 1e6);
@@ -637,13 +659,13 @@ fn stats_line(
     tag: &str,
     plan: &Plan,
     port_ids: &[u16],
-    counters: &[(&'static WorkerCounters, &'static FwCounters)],
+    counters: &[WorkerRefs],
     elapsed: Duration,
     rates: Option<(f64, f64)>,
 ) -> String {
     use std::fmt::Write;
     let mut all = PortTotals::default();
-    counters.iter().for_each(|(w, _)| all += totals(w));
+    counters.iter().for_each(|(w, _, _)| all += totals(w));
     let mut s = format!(
         "{tag} elapsed={:.2}s rx={} tx={} dropped={} tx_full={}",
         elapsed.as_secs_f64(),
@@ -656,13 +678,13 @@ fn stats_line(
         let _ = write!(s, " rx_mpps={rx:.3} tx_mpps={tx:.3}");
     }
     if plan.config.conntrack.enabled {
-        for (index, (_, fw)) in counters.iter().enumerate() {
+        for (index, (_, fw, _)) in counters.iter().enumerate() {
             let _ = write!(s, " | w{index} {}", fw.brief());
         }
     }
     for (i, &id) in port_ids.iter().enumerate() {
         let mut t = PortTotals::default();
-        counters.iter().for_each(|(w, _)| t += w.ports[i].snapshot());
+        counters.iter().for_each(|(w, _, _)| t += w.ports[i].snapshot());
         let e = dpdk::port_stats(id);
         let _ = write!(
             s,

@@ -31,6 +31,9 @@ pub const BUILD: u64 = {
 pub struct SharedWorker {
     pub counters: WorkerCounters,
     pub fw: FwCounters,
+    /// Poll rounds, counted by the worker whatever it finds: the port
+    /// owner's watchdog reads a worker that stopped counting as hung.
+    pub rounds: crossbeam_utils::CachePadded<lazarus_core::stats::Counter>,
 }
 
 #[derive(Debug)]
@@ -51,8 +54,12 @@ pub struct SharedState {
     /// Worker processes that ended (killed, crashed or stopped), as the port
     /// owner reaped them.
     pub worker_exits: AtomicU64,
-    /// Worker processes with EAL up, tables built, waiting for the lock.
+    /// Worker processes with EAL up, tables built, waiting for the lock (the
+    /// port owner counts them each tick).
     pub standbys: AtomicU32,
+    /// Active worker processes the watchdog killed because their workers
+    /// stopped polling.
+    pub watchdog_kills: AtomicU64,
     /// The last worker process that stood by (the port owner waits for it
     /// before it starts the next).
     pub ready_pid: AtomicU32,
@@ -70,6 +77,7 @@ impl Default for SharedState {
             restore_us: AtomicU64::new(0),
             worker_exits: AtomicU64::new(0),
             standbys: AtomicU32::new(0),
+            watchdog_kills: AtomicU64::new(0),
             ready_pid: AtomicU32::new(0),
         }
     }

@@ -7,9 +7,10 @@ use crate::dpdk::heap::{self, HeapElement};
 use crate::shared::SharedState;
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Worker processes kept: the active one and a standby already through EAL's
@@ -30,8 +31,10 @@ pub enum SuperviseError {
         "cannot start worker process {exe}: {source}; check that the binary is still installed"
     )]
     Spawn { exe: String, source: std::io::Error },
-    #[error("{0} worker processes in a row exited with an error before taking traffic; their errors are above (fix the cause, then restart lazarus-dataplane)")]
+    #[error("{0} worker processes in a row failed to start and none forwards; their errors are above (fix the cause, then restart lazarus-dataplane)")]
     FailingWorkers(u32),
+    #[error("the worker process that took over stopped polling too: the state the processes share (the mbuf pool) is stuck, likely left half-changed by a killed process; exiting so that the unit restarts whole")]
+    Wedged,
 }
 
 /// EAL's arguments for a worker process, from the port owner's: a secondary of
@@ -73,25 +76,52 @@ pub fn owned_by(file: &str, pid: u32) -> bool {
 struct Running {
     child: Child,
     started: Instant,
-    /// What it allocated in DPDK's heap while starting (`dpdk::heap`).
+    /// It stood by once (it reported ready).
+    ready: bool,
+    /// What it allocated in DPDK's heap while starting (`dpdk::heap`);
+    /// empty when that could not be told apart.
     heap: Vec<HeapElement>,
 }
 
+/// The watchdog's view of the active worker process.
+struct Watch {
+    activations: u64,
+    rounds: Vec<u64>,
+    moved: Instant,
+    /// Kills in a row that did not bring polling back.
+    kills_in_row: u32,
+}
+
 pub struct Children {
-    exe: PathBuf,
     args: Vec<OsString>,
+    arg0: OsString,
     runtime_dir: PathBuf,
     running: Vec<Running>,
+    /// Worker processes in a row that failed to start (ended before they
+    /// stood by, or exited with an error).
     failures_in_row: u32,
+    /// No new worker process before this (backoff after failures).
+    next_start: Instant,
     /// DPDK's heap element header, for freeing what killed processes left;
     /// None: not measurable, nothing is freed (and the leak is logged).
     heap_header: Option<usize>,
+    watch: Watch,
 }
+
+/// How long every worker may go without a poll round before the watchdog
+/// kills the active worker process.
+const WATCHDOG: Duration = Duration::from_secs(1);
 
 impl Children {
     /// `config` is the port owner's own copy, so that every worker runs the
     /// config the ports were set up with, whatever happens to the file later.
-    pub fn new(exe: PathBuf, primary_eal: &[String], config: &Path, runtime_dir: PathBuf) -> Self {
+    pub fn new(
+        arg0: OsString,
+        primary_eal: &[String],
+        config: &Path,
+        runtime_dir: PathBuf,
+        workers: usize,
+    ) -> Self {
         let mut args: Vec<OsString> =
             worker_eal_args(primary_eal).into_iter().map(OsString::from).collect();
         args.extend([
@@ -104,40 +134,89 @@ impl Children {
         if heap_header.is_none() {
             tracing::warn!("cannot read DPDK's heap: what a killed worker process allocated there stays allocated");
         }
-        Children { exe, args, runtime_dir, running: Vec::new(), failures_in_row: 0, heap_header }
+        Children {
+            args,
+            arg0,
+            runtime_dir,
+            running: Vec::new(),
+            failures_in_row: 0,
+            next_start: Instant::now(),
+            heap_header,
+            watch: Watch {
+                activations: 0,
+                rounds: vec![0; workers],
+                moved: Instant::now(),
+                kills_in_row: 0,
+            },
+        }
     }
 
-    /// Starts worker processes until [`WORKER_PROCESSES`] run, one at a time:
-    /// each start's heap allocations are told apart by the heap before and
-    /// once it stands by.
-    pub fn fill(&mut self, shared: &SharedState) -> Result<(), SuperviseError> {
-        while self.running.len() < WORKER_PROCESSES {
+    /// Starts worker processes until [`WORKER_PROCESSES`] run, one at a time
+    /// and only while every running one has stood by: each start's heap
+    /// allocations are then told apart by the heap before and after it.
+    pub fn fill(&mut self, shared: &SharedState, quit: &AtomicBool) -> Result<(), SuperviseError> {
+        while self.running.len() < WORKER_PROCESSES
+            && self.running.iter().all(|r| r.ready)
+            && Instant::now() >= self.next_start
+            && !quit.load(Ordering::Relaxed)
+        {
             let before = heap::busy_elements();
-            let mut child = Command::new(&self.exe).args(&self.args).spawn().map_err(|source| {
-                SuperviseError::Spawn { exe: self.exe.display().to_string(), source }
-            })?;
+            // /proc/self/exe: this very build, even after a package upgrade
+            // replaced the file (a worker must match its port owner).
+            let mut child = Command::new("/proc/self/exe")
+                .arg0(&self.arg0)
+                .args(&self.args)
+                .env(OWNER_ENV, std::process::id().to_string())
+                .spawn()
+                .map_err(|source| SuperviseError::Spawn { exe: "/proc/self/exe".into(), source })?;
             let pid = child.id();
             tracing::info!(pid, "worker process started");
             let started = Instant::now();
+            let mut ended = None;
             while shared.ready_pid.load(Ordering::Acquire) != pid
-                && matches!(child.try_wait(), Ok(None))
                 && started.elapsed() < READY_TIMEOUT
+                && !quit.load(Ordering::Relaxed)
             {
+                if let Ok(Some(st)) = child.try_wait() {
+                    ended = Some(st);
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let mut allocated: Vec<HeapElement> =
+            let ready = shared.ready_pid.load(Ordering::Acquire) == pid;
+            let changed: Vec<HeapElement> =
                 heap::busy_elements().difference(&before).copied().collect();
-            if shared.ready_pid.load(Ordering::Acquire) != pid {
-                // Ended or slow: what changed is not known to be its alone.
-                allocated.clear();
+            match (ready, ended) {
+                (true, _) => {
+                    self.failures_in_row = 0;
+                    self.running.push(Running { child, started, ready, heap: changed });
+                }
+                (false, Some(st)) => {
+                    // Dead before it stood by: what changed is what it left.
+                    if st.code().is_none() {
+                        self.reclaim_heap(pid, &changed);
+                    }
+                    self.running.push(Running { child, started, ready, heap: Vec::new() });
+                }
+                // Slow (or stopping): its allocations cannot be told apart.
+                (false, None) => {
+                    self.running.push(Running { child, started, ready, heap: Vec::new() })
+                }
             }
-            self.running.push(Running { child, started, heap: allocated });
         }
         Ok(())
     }
 
-    /// Reaps the worker processes that ended; returns how many.
+    /// Reaps the worker processes that ended, marks the slow ones that stood
+    /// by since, counts the standbys; returns how many ended.
     pub fn reap(&mut self, shared: &SharedState) -> Result<usize, SuperviseError> {
+        let ready_pid = shared.ready_pid.load(Ordering::Acquire);
+        for r in &mut self.running {
+            if !r.ready && r.child.id() == ready_pid {
+                r.ready = true;
+                self.failures_in_row = 0;
+            }
+        }
         let mut ended = 0;
         let mut i = 0;
         while i < self.running.len() {
@@ -146,33 +225,87 @@ impl Children {
                 i += 1;
                 continue;
             };
-            let Running { child, started, heap: allocated } = self.running.swap_remove(i);
+            let Running { child, started, ready, heap: allocated } = self.running.swap_remove(i);
             let pid = child.id();
-            if status.code().is_none() {
-                self.reclaim_heap(pid, &allocated);
-            }
             ended += 1;
             shared.worker_exits.fetch_add(1, Ordering::Relaxed);
             let was_active = shared.active_pid.load(Ordering::Relaxed) == pid
                 || shared.replaced_pid.load(Ordering::Relaxed) == pid;
+            if status.code().is_none() {
+                self.reclaim_heap(pid, &allocated);
+            }
             self.clean_runtime_dir(pid);
-            if failed(&status) {
+            let lived_ms = started.elapsed().as_millis() as u64;
+            if failed(&status) || !ready {
                 self.failures_in_row += 1;
-                tracing::error!(pid, %status, was_active, lived_ms = started.elapsed().as_millis() as u64, "worker process failed");
-                if self.failures_in_row >= FAILURES_IN_ROW {
+                let backoff = Duration::from_millis(100 << self.failures_in_row.min(6))
+                    .min(Duration::from_secs(5));
+                self.next_start = Instant::now() + backoff;
+                tracing::error!(pid, %status, was_active, lived_ms, failures_in_row = self.failures_in_row, backoff_ms = backoff.as_millis() as u64, "worker process failed");
+                if self.failures_in_row >= FAILURES_IN_ROW && !self.forwarding(shared) {
                     return Err(SuperviseError::FailingWorkers(self.failures_in_row));
                 }
+            } else if was_active {
+                tracing::warn!(pid, %status, lived_ms, "active worker process ended; the standby takes over");
             } else {
-                self.failures_in_row = 0;
-                let lived_ms = started.elapsed().as_millis() as u64;
-                if was_active {
-                    tracing::warn!(pid, %status, lived_ms, "active worker process ended; the standby takes over");
-                } else {
-                    tracing::warn!(pid, %status, lived_ms, "standby worker process ended");
-                }
+                tracing::warn!(pid, %status, lived_ms, "standby worker process ended");
             }
         }
+        let active = shared.active_pid.load(Ordering::Relaxed);
+        let standbys = self.running.iter().filter(|r| r.ready && r.child.id() != active).count();
+        shared.standbys.store(standbys as u32, Ordering::Relaxed);
         Ok(ended)
+    }
+
+    /// Whether a worker process of ours is the active one.
+    fn forwarding(&self, shared: &SharedState) -> bool {
+        let active = shared.active_pid.load(Ordering::Relaxed);
+        active != 0 && self.running.iter().any(|r| r.child.id() == active)
+    }
+
+    /// Kills the active worker process when its workers stopped polling for
+    /// [`WATCHDOG`]: a worker stuck for good (a pool ring that a process
+    /// killed in the middle of an operation left half-moved spins every
+    /// later user). When the next active one is stuck too, the shared state
+    /// itself is: an error, so that the unit restarts whole.
+    pub fn watchdog(&mut self, shared: &SharedState, workers: usize) -> Result<(), SuperviseError> {
+        let w = &mut self.watch;
+        let activations = shared.activations.load(Ordering::Relaxed);
+        let rounds: Vec<u64> = shared.workers[..workers].iter().map(|x| x.rounds.get()).collect();
+        let now = Instant::now();
+        if activations != w.activations {
+            // A new active process: give it a full period.
+            w.activations = activations;
+            w.rounds = rounds;
+            w.moved = now;
+            return Ok(());
+        }
+        if rounds.iter().zip(&w.rounds).all(|(a, b)| a != b) {
+            w.rounds = rounds;
+            w.moved = now;
+            w.kills_in_row = 0;
+            return Ok(());
+        }
+        let active = shared.active_pid.load(Ordering::Relaxed);
+        if active == 0 || now.duration_since(w.moved) < WATCHDOG {
+            return Ok(());
+        }
+        // Only a worker that did not move since the last look keeps the clock.
+        if !self.running.iter().any(|r| r.child.id() == active) {
+            return Ok(());
+        }
+        w.kills_in_row += 1;
+        shared.watchdog_kills.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(pid = active, stalled_ms = now.duration_since(w.moved).as_millis() as u64, "a worker of the active worker process stopped polling; killing it so the standby takes over");
+        if w.kills_in_row > 1 {
+            return Err(SuperviseError::Wedged);
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(active as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        w.moved = now;
+        Ok(())
     }
 
     /// SIGTERM to every worker process, then SIGKILL to any still there after `grace`.
@@ -204,17 +337,25 @@ impl Children {
     /// worker process (one that reused a freed address).
     fn reclaim_heap(&self, pid: u32, allocated: &[HeapElement]) {
         let Some(header) = self.heap_header else { return };
+        if allocated.is_empty() {
+            return;
+        }
         let now = heap::busy_elements();
-        let live: HashSet<HeapElement> =
-            self.running.iter().flat_map(|r| r.heap.iter().copied()).collect();
+        let live: HashSet<HeapElement> = self
+            .running
+            .iter()
+            .filter(|r| r.child.id() != pid)
+            .flat_map(|r| r.heap.iter().copied())
+            .collect();
         let dead: Vec<HeapElement> =
             allocated.iter().filter(|e| now.contains(e) && !live.contains(e)).copied().collect();
         if dead.is_empty() {
             return;
         }
-        // SAFETY: `pid` was reaped (killed), so it frees nothing any more;
-        // each element is busy now, was allocated by it between its start
-        // and its standing by, and no live worker process claims it.
+        // SAFETY: `pid` was killed, so it frees nothing any more; each
+        // element is busy now, was allocated while it started (when no other
+        // process was starting, and the running ones do not allocate there),
+        // and no live worker process claims it.
         #[allow(unsafe_code)]
         unsafe {
             heap::free_elements(&dead, header)
@@ -237,6 +378,9 @@ impl Children {
         }
     }
 }
+
+/// The environment variable that tells a worker process its port owner's pid.
+pub const OWNER_ENV: &str = "LAZARUS_PORT_OWNER_PID";
 
 /// An exit with an error code; a death by signal (a SIGKILL, a crash) is what
 /// the standby is for, and not counted against the workers.

@@ -131,6 +131,7 @@ pub fn stats(_: &str) -> TelValue {
                 ("activations", u(sh.activations.load(r))),
                 ("exits", u(sh.worker_exits.load(r))),
                 ("last_activation_us", u(sh.activation_us.load(r))),
+                ("watchdog_kills", u(sh.watchdog_kills.load(r))),
             ]),
         ));
     }

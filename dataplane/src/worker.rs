@@ -35,6 +35,8 @@ pub struct Worker {
     /// starts, never per packet: it only hands the tracker to the lcore thread.
     pub firewall: Option<Mutex<WorkerFirewall>>,
     pub fw_counters: &'static FwCounters,
+    /// Counted every poll round (a supervised dataplane's watchdog reads it).
+    pub rounds: &'static lazarus_core::stats::Counter,
 }
 
 pub type WorkerFirewall = Firewall<WorkerSink, HugepageAlloc>;
@@ -97,6 +99,7 @@ impl LcoreTask for Worker {
             // One TSC read a round, for the packets and the housekeeping
             // after them: a read is slow in a VM.
             let now = rdtsc();
+            self.rounds.add(1);
             let got = self.poll_once(&mut burst, &mut staged, guard.as_deref_mut(), now);
             if let Some(fw) = guard.as_deref_mut() {
                 fw.housekeeping(now);

@@ -20,7 +20,8 @@
 #    server tap;
 #  * the control, checkpointing off: the same run breaks connections.
 # Then checkpointd itself is killed and restarted under traffic: forwarding
-# never stops, and a second dataplane kill afterwards still loses nothing.
+# never stops; then the port owner itself is killed (its worker processes go
+# with it) and started again, the full restart path, and nothing is lost.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -171,14 +172,21 @@ lz_ckpt_kill
 sleep 0.5
 lz_ckpt_start
 sleep 1.5
-# The dataplane was never stopped; now kill it too: the restarted checkpointd
-# must hold everything, including what was written while it was down.
-lz_crash
+# The dataplane was never stopped; now kill the port owner itself: its worker
+# processes go with it, and the full restart path (a new port owner, as
+# systemd would start) must find everything in the restarted checkpointd,
+# including what was written while it was down.
+owner=$LZ_DP_PID
+lz_dp_kill
+for _ in $(seq 1 100); do pgrep -f -- "--file-prefix lz$LZ_ID " >/dev/null || break; sleep 0.05; done
+! pgrep -f -- "--file-prefix lz$LZ_ID " >/dev/null || lz_fail "worker processes outlived their port owner (pid $owner)"
+lz_dp_start
+lz_join_taps
 wait "$ck_client" || true
 ck=$(cat "$LZ_WORK/ck.streams.json")
 python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["ok"] == j["conns"], j' "$ck" \
-    || lz_fail "checkpointd restart, then a dataplane kill: streams broke: $ck"
-lz_log "checkpointd restart under traffic, then a dataplane kill: 10/10 streams verified"
+    || lz_fail "checkpointd restart, then a SIGKILL of the port owner: streams broke: $ck"
+lz_log "checkpointd restart under traffic, then a SIGKILL of the port owner and a full restart: 10/10 streams verified, its worker processes gone with it"
 lz_dp_stop
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "checkpointd did not exit 0 on SIGTERM"; LZ_CKPT_PID=
 

@@ -194,6 +194,8 @@ TOML
 lz_dp_start() {
     local rc=0 supervise=
     [ "$LZ_SUPERVISE" != 1 ] || supervise=--supervise
+    LZ_DP_LOG_BASE=0
+    [ ! -f "$LZ_WORK/dataplane.log" ] || LZ_DP_LOG_BASE=$(wc -l <"$LZ_WORK/dataplane.log")
     lzp_dp_start LZ_DP_PID "$LZ_WORK/dataplane.log" 200 0.05 \
         "$LZ_BIN" -l 0,1 -m 256 --file-prefix "lz$LZ_ID" --no-pci \
         --vdev "net_tap0,iface=$LZ_TAP_C,persist" --vdev "net_tap1,iface=$LZ_TAP_S,persist" \
@@ -212,7 +214,10 @@ lz_dp_stop() {
     wait "$LZ_DP_PID" || rc=$?
     LZ_DP_PID=
     [ $rc -eq 0 ] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "dataplane exited $rc on SIGTERM"; }
-    grep -q "stopped cleanly" "$LZ_WORK/dataplane.log" || lz_fail "dataplane did not report a clean stop"
+    # This start's own line (not a worker process's, not an earlier run's).
+    tail -n +"$((${LZ_DP_LOG_BASE:-0} + 1))" "$LZ_WORK/dataplane.log" | grep -q "INFO stopped cleanly$" \
+        || lz_fail "dataplane did not report a clean stop"
+    ! pgrep -f -- "--file-prefix lz$LZ_ID " >/dev/null || lz_fail "worker processes outlived their port owner's stop"
 }
 
 # The worker process that forwards now (supervised): the pid its last

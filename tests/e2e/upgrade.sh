@@ -23,7 +23,7 @@ set -E
 trap 'echo "upgrade.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 [ -x "$LZ_BIN" ] && [ -x "$LZ_CKPT_BIN" ] || lz_fail "build first (cargo build --release)"
-LZ_SECS=${LZ_UPGRADE_SECS:-10}
+LZ_SECS=${LZ_UPGRADE_SECS:-8}
 LZ_KILL_AT=3
 LZ_CONNS=50
 NEW_BIN=$LZ_BIN; NEW_CKPT=$LZ_CKPT_BIN
@@ -90,8 +90,9 @@ else
     LZ_BIN=$old/lazarus-dataplane LZ_SUPERVISE=0 lz_dp_start
     lz_join_taps
     lz_wait_path
+    base=$(wc -l <"$LZ_WORK/checkpointd.log")
     LZ_DISRUPT=lz_upgrade lz_kill_traffic release
-    grep -q "translated from layout 3" "$LZ_WORK/checkpointd.log" \
+    tail -n +"$((base + 1))" "$LZ_WORK/checkpointd.log" | grep -q "translated from layout 3" \
         || lz_fail "this build's checkpointd did not translate $TAG's segments (layout 3)"
     judge release
     summary+=("from $TAG's binaries: outage $(cat "$LZ_WORK/release.outage_ms") ms")
@@ -112,8 +113,9 @@ lz_between() {
         || { cat "$LZ_WORK/previous_format.txt"; lz_fail "rewriting the segments in the previous format failed"; }
     lz_log "format: $(cat "$LZ_WORK/previous_format.txt")"
 }
+base=$(wc -l <"$LZ_WORK/checkpointd.log")
 LZ_DISRUPT=lz_upgrade lz_kill_traffic format
-grep -q "translated from layout 3" "$LZ_WORK/checkpointd.log" || lz_fail "the rewritten segments were not translated from layout 3"
+tail -n +"$((base + 1))" "$LZ_WORK/checkpointd.log" | grep -q "translated from layout 3" || lz_fail "the rewritten segments were not translated from layout 3"
 judge format
 summary+=("format level (layout 3, portion format 1): outage $(cat "$LZ_WORK/format.outage_ms") ms")
 lz_dp_stop
