@@ -133,16 +133,22 @@ fn quit_on_signals() -> Result<Arc<AtomicBool>> {
 fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     let ct = &plan.config.conntrack;
     let ck = &plan.config.checkpoint;
+    let quit = quit_on_signals()?;
     // checkpointd first: a dataplane that cannot restore must not take traffic.
     let attached = if ct.enabled && ck.enabled {
-        Some(attach::attach(ck, plan.workers.len() as u32)?)
+        match attach::attach(ck, plan.workers.len() as u32, &quit) {
+            Err(attach::AttachError::Stopped) => {
+                tracing::info!("stopped before starting");
+                return Ok(());
+            }
+            r => Some(r?),
+        }
     } else {
         if ct.enabled {
             tracing::warn!("checkpoint.enabled = false: connections will not survive a restart of the dataplane");
         }
         None
     };
-    let quit = quit_on_signals()?;
     let eal = Eal::init(eal_args)?;
     tracing::info!(dpdk = %dpdk::version(), ports = eal.port_count(), tsc_hz = dpdk::tsc_hz(), main_lcore = dpdk::main_lcore(), "EAL up");
     check_lcores(&eal, plan)?;
@@ -195,7 +201,7 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
 /// child processes, one active and one standing by.
 fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> Result<()> {
     if let Some(a) = eal_args.0.iter().find(|a| {
-        ["--in-memory", "--no-shconf", "--huge-unlink"]
+        ["--in-memory", "--no-shconf", "--huge-unlink", "--no-huge"]
             .iter()
             .any(|o| a == o || a.starts_with(&format!("{o}=")))
     }) {
@@ -329,7 +335,13 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     let ct = &plan.config.conntrack;
     let ck = &plan.config.checkpoint;
     let attached = if ct.enabled && ck.enabled {
-        let a = attach::attach(ck, plan.workers.len() as u32)?;
+        let a = match attach::attach(ck, plan.workers.len() as u32, &quit) {
+            Err(attach::AttachError::Stopped) => {
+                tracing::info!("stopped while taking over");
+                return Ok(());
+            }
+            r => r?,
+        };
         let t = restore_firewalls(&mut firewalls, &a)?;
         shared.restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
         Some(a)

@@ -203,3 +203,38 @@ fn a_second_dataplane_on_the_same_rings_is_refused() {
     let up = third.wait_for(Duration::from_secs(20), |l| l.contains("forwarding"));
     assert!(up.is_some(), "a dead holder blocked the restart:\n{}", third.log.join("\n"));
 }
+
+fn run_with(eal: &[String], config: &std::path::Path, app: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(eal)
+        .arg("--")
+        .arg("--config")
+        .arg(config)
+        .args(app)
+        .env_remove("LAZARUS_PORT_OWNER_PID")
+        .output()
+        .unwrap();
+    remove_runtime_dir(eal);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The supervised dataplane's misuses (docs/RESTART.md): each a clear error
+/// before EAL touches anything.
+#[test]
+fn supervised_misuse_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = bridge_config(dir.path(), "net_null0", "net_null1", "");
+    let (code, err) = run_with(&null_eal("sup-both"), &cfg, &["--supervise", "--worker"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exclude each other"), "{err}");
+    // A worker process started by hand, not by a port owner.
+    let (code, err) = run_with(&null_eal("sup-hand"), &cfg, &["--worker"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not by hand"), "{err}");
+    // EAL options that leave no shared state for the worker processes
+    // (these tests run without hugepages: --no-huge is one of them).
+    let (code, err) = run_with(&null_eal("sup-nohuge"), &cfg, &["--supervise"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--no-huge") && err.contains("without --supervise"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -6,6 +6,7 @@ use shm_layout::{
     lock_producers, monotonic_ns, LayoutError, ProducerLock, RingsSegment, StoreSegment,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A heartbeat older than this means checkpointd is not running.
@@ -25,6 +26,8 @@ pub enum AttachError {
     ForeignClock { stored: String, here: String },
     #[error("checkpoint segment {path}: {source}")]
     Layout { path: String, source: LayoutError },
+    #[error("stopped (SIGINT or SIGTERM) while waiting for checkpointd")]
+    Stopped,
 }
 
 /// The segments a dataplane works with. The rings are mapped for the life of
@@ -47,8 +50,14 @@ fn find_dir(cfg: &CheckpointSection) -> Option<PathBuf> {
 
 /// Waits (up to `attach_timeout_ms`) until checkpointd is up and has drained
 /// every ring, then maps its segments. Traffic must never meet an empty table,
-/// so every failure here stops the start with the reason.
-pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachError> {
+/// so every failure here stops the start with the reason. `stop` set (a
+/// signal) ends the wait at once.
+pub fn attach(
+    cfg: &CheckpointSection,
+    workers: u32,
+    stop: &AtomicBool,
+) -> Result<Attached, AttachError> {
+    let stopped = || stop.load(Ordering::Relaxed);
     let start = Instant::now();
     let timeout = Duration::from_millis(cfg.attach_timeout_ms);
     let waited = || start.elapsed().as_millis() as u64;
@@ -66,6 +75,9 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
         if !logged {
             tracing::info!(dir = %cfg.dir.display(), "waiting for checkpointd's segments");
             logged = true;
+        }
+        if stopped() {
+            return Err(AttachError::Stopped);
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -88,6 +100,9 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
             Err(e @ LayoutError::ProducerLocked { .. }) if start.elapsed() >= timeout => {
                 return Err(layout(&rings_path)(e));
             }
+            Err(LayoutError::ProducerLocked { .. }) if stopped() => {
+                return Err(AttachError::Stopped)
+            }
             Err(LayoutError::ProducerLocked { .. }) => {
                 std::thread::sleep(Duration::from_millis(20))
             }
@@ -108,6 +123,9 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
                 pid: hb.pid,
             });
         }
+        if stopped() {
+            return Err(AttachError::Stopped);
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     // Drained: everything the dead dataplane published is in the store.
@@ -119,6 +137,9 @@ pub fn attach(cfg: &CheckpointSection, workers: u32) -> Result<Attached, AttachE
             }
             if start.elapsed() >= timeout {
                 return Err(AttachError::NotDrained { worker: w, lag, waited_ms: waited() });
+            }
+            if stopped() {
+                return Err(AttachError::Stopped);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
