@@ -24,7 +24,7 @@ done
 export PATH="$HOME/.cargo/bin:$PATH"
 source "$(dirname "$0")/../tests/e2e/lib.sh"
 trap lz_cleanup EXIT
-(cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example write_previous_format)
+lz_build_previous_format
 LZ_SECS=$SECS; LZ_KILL_AT=$(( SECS / 3 )); LZ_CONNS=20
 lz_ns_up
 lz_kill_servers
@@ -54,14 +54,7 @@ for r in $(seq 1 "$ROUNDS"); do
         lz_dp_stop
     done
 done
-lz_upgrade() {
-    lz_dp_stop
-    kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
-    "$LZ_ROOT/target/release/examples/write_previous_format" "$LZ_CKPT_DIR" >/dev/null
-    lz_ckpt_start
-    LZ_SUPERVISE=1 lz_dp_start
-    lz_join_taps
-}
+lz_between() { lz_write_previous_format; }
 LZ_SUPERVISE=1 start
 LZ_DISRUPT=lz_upgrade measure upgrade upgrade
 lz_dp_stop

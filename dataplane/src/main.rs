@@ -200,11 +200,7 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
 /// the pool and the ports, telemetry, and no packet code. The workers run in
 /// child processes, one active and one standing by.
 fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> Result<()> {
-    if let Some(a) = eal_args.0.iter().find(|a| {
-        ["--in-memory", "--no-shconf", "--huge-unlink", "--no-huge"]
-            .iter()
-            .any(|o| a == o || a.starts_with(&format!("{o}=")))
-    }) {
+    if let Some(a) = supervisor::no_shared_state(&eal_args.0) {
         bail!("EAL option {a} leaves no shared state for the worker processes of --supervise: remove it (or run without --supervise)");
     }
     let quit = quit_on_signals()?;
@@ -215,10 +211,7 @@ fn run_port_owner(eal_args: &EalArgs, config: &std::path::Path, plan: &Plan) -> 
     let pool = make_pool(plan)?;
     let ports = start_ports(plan, &pool, &eal)?;
     let port_ids: Vec<u16> = ports.iter().map(|p| p.id()).collect();
-    let counters: Vec<WorkerRefs> = shared.workers[..plan.workers.len()]
-        .iter()
-        .map(|w| (&w.counters, &w.fw, &*w.rounds))
-        .collect();
+    let counters = shared_refs(shared, plan);
     // Telemetry reads the rings the workers write: mapped for reading only,
     // never as their producer.
     let ck = &plan.config.checkpoint;
@@ -297,10 +290,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         .iter()
         .map(|pc| dpdk::port_id(&pc.device, || eal.port_names()))
         .collect::<Result<Vec<_>, _>>()?;
-    let counters: Vec<WorkerRefs> = shared.workers[..plan.workers.len()]
-        .iter()
-        .map(|w| (&w.counters, &w.fw, &*w.rounds))
-        .collect();
+    let counters = shared_refs(shared, plan);
     let mut firewalls = new_firewalls(plan, &counters, true);
     let lock_path = dpdk::runtime_dir().join("lazarus-active.lock");
     let lock = std::fs::OpenOptions::new()
@@ -376,6 +366,12 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     drop(lock);
     tracing::info!("worker process stopped cleanly");
     Ok(())
+}
+
+/// Each worker's counters in the memory the port owner and its worker
+/// processes share.
+fn shared_refs(shared: &'static SharedState, plan: &Plan) -> Vec<WorkerRefs> {
+    shared.workers[..plan.workers.len()].iter().map(|w| (&w.counters, &w.fw, &*w.rounds)).collect()
 }
 
 fn make_pool(plan: &Plan) -> Result<Mempool> {

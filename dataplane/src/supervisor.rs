@@ -37,13 +37,26 @@ pub enum SuperviseError {
     Wedged,
 }
 
+/// EAL options that leave no shared state for secondaries to attach to:
+/// refused with `--supervise` ([`no_shared_state`]).
+pub const NO_SHARED_STATE: [&str; 4] = ["--in-memory", "--no-shconf", "--huge-unlink", "--no-huge"];
+
+fn is_option(arg: &str, option: &str) -> bool {
+    arg == option || arg.strip_prefix(option).is_some_and(|r| r.starts_with('='))
+}
+
+/// The first of the port owner's EAL arguments that is one of
+/// [`NO_SHARED_STATE`].
+pub fn no_shared_state(primary: &[String]) -> Option<&String> {
+    primary.iter().find(|a| NO_SHARED_STATE.iter().any(|o| is_option(a, o)))
+}
+
 /// EAL's arguments for a worker process, from the port owner's: a secondary of
 /// the same `--file-prefix`. What only a primary may say is dropped: the
 /// devices it created (a secondary learns them from the primary), its memory
 /// size and mode.
 pub fn worker_eal_args(primary: &[String]) -> Vec<String> {
     const WITH_VALUE: [&str; 4] = ["--vdev", "-m", "--socket-mem", "--proc-type"];
-    const ALONE: [&str; 3] = ["--huge-unlink", "--in-memory", "--no-shconf"];
     let mut out = Vec::new();
     let mut it = primary.iter().skip(1);
     while let Some(a) = it.next() {
@@ -53,7 +66,7 @@ pub fn worker_eal_args(primary: &[String]) -> Vec<String> {
         }
         let dropped = WITH_VALUE.iter().any(|o| {
             a.starts_with(&format!("{o}=")) || (*o == "-m" && a.len() > 2 && a.starts_with("-m"))
-        }) || ALONE.iter().any(|o| a == o || a.starts_with(&format!("{o}=")));
+        }) || NO_SHARED_STATE.iter().any(|o| is_option(a, o));
         if !dropped {
             out.push(a.clone());
         }

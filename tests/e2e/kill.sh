@@ -178,8 +178,8 @@ sleep 1.5
 # including what was written while it was down.
 owner=$LZ_DP_PID
 lz_dp_kill
-for _ in $(seq 1 100); do pgrep -f -- "--file-prefix lz$LZ_ID " >/dev/null || break; sleep 0.05; done
-! pgrep -f -- "--file-prefix lz$LZ_ID " >/dev/null || lz_fail "worker processes outlived their port owner (pid $owner)"
+for _ in $(seq 1 100); do [ -n "$(lz_worker_pids)" ] || break; sleep 0.05; done
+[ -z "$(lz_worker_pids)" ] || lz_fail "worker processes outlived their port owner (pid $owner)"
 lz_dp_start
 lz_join_taps
 wait "$ck_client" || true

@@ -46,7 +46,7 @@ lz_cleanup() {
         for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do kill -KILL "$p" || true; done
         for p in "${LZ_PIDS[@]}" $LZ_DP_PID $LZ_CKPT_PID; do wait "$p" || true; done
         # Worker processes of a supervised dataplane whose port owner was killed.
-        pkill -KILL -f -- "--file-prefix lz$LZ_ID " || true
+        lz_worker_pids | xargs -r kill -KILL || true
     } 2>/dev/null
     # vsftpd forks a session process per client, possibly while we kill: it
     # keeps its deleted namespace alive, so kill by name as well, twice.
@@ -217,7 +217,38 @@ lz_dp_stop() {
     # This start's own line (not a worker process's, not an earlier run's).
     tail -n +"$((${LZ_DP_LOG_BASE:-0} + 1))" "$LZ_WORK/dataplane.log" | grep -q "INFO stopped cleanly$" \
         || lz_fail "dataplane did not report a clean stop"
-    ! pgrep -f -- "--file-prefix lz$LZ_ID " >/dev/null || lz_fail "worker processes outlived their port owner's stop"
+    [ -z "$(lz_worker_pids)" ] || lz_fail "worker processes outlived their port owner's stop"
+}
+
+# Worker processes of this run's supervised dataplane (pids), if any.
+lz_worker_pids() { pgrep -f -- "--file-prefix lz$LZ_ID " || true; }
+
+# An upgrade as an operator makes it (docs/OPERATING.md): the dataplane
+# stopped, checkpointd stopped, then this build's checkpointd (LZ_CKPT_BIN,
+# which translates older segments) and supervised dataplane (LZ_BIN)
+# started. A function lz_between, if defined, runs while both are down.
+lz_upgrade() {
+    lz_dp_stop
+    kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "checkpointd did not exit 0 on SIGTERM before the upgrade"; LZ_CKPT_PID=
+    ! declare -F lz_between >/dev/null || lz_between
+    lz_ckpt_start
+    LZ_SUPERVISE=1 lz_dp_start
+    lz_join_taps
+}
+
+# Builds the tool lz_write_previous_format runs (lazarus-core's
+# write_previous_format example): before the traffic, not inside an outage.
+lz_build_previous_format() {
+    (cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example write_previous_format) \
+        || lz_fail "cannot build lazarus-core's write_previous_format example"
+}
+
+# Rewrites the stopped pair's segments as v0.1.0 wrote them (the previous
+# versions' encoders kept in the code); its report line in
+# $LZ_WORK/previous_format.txt.
+lz_write_previous_format() {
+    "$LZ_ROOT/target/release/examples/write_previous_format" "$LZ_CKPT_DIR" >"$LZ_WORK/previous_format.txt" 2>&1 \
+        || { cat "$LZ_WORK/previous_format.txt"; lz_fail "rewriting the segments in the previous format failed"; }
 }
 
 # The worker process that forwards now (supervised): the pid its last

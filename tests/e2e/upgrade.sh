@@ -26,7 +26,6 @@ trap 'echo "upgrade.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 LZ_SECS=${LZ_UPGRADE_SECS:-8}
 LZ_KILL_AT=3
 LZ_CONNS=50
-NEW_BIN=$LZ_BIN; NEW_CKPT=$LZ_CKPT_BIN
 TAG=v0.1.0
 
 # The previous release's binaries, built once into the cache; prints their
@@ -45,16 +44,6 @@ previous_release() {
         rm -rf "$src"
     fi
     echo "$cache/bin"
-}
-
-# What the operator does, while the traffic runs (lz_kill_traffic's disruption).
-lz_upgrade() {
-    lz_dp_stop
-    kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "the old checkpointd did not exit 0 on SIGTERM"; LZ_CKPT_PID=
-    ! declare -F lz_between >/dev/null || lz_between
-    LZ_CKPT_BIN=$NEW_CKPT lz_ckpt_start
-    LZ_BIN=$NEW_BIN LZ_SUPERVISE=1 lz_dp_start
-    lz_join_taps
 }
 
 # The traffic's verdicts, as kill.sh judges them; $1: tag.
@@ -102,15 +91,13 @@ else
 fi
 
 # ---------------------------- format level: the previous versions' encoders
-LZ_CKPT_BIN=$NEW_CKPT lz_ckpt_start
-LZ_BIN=$NEW_BIN LZ_SUPERVISE=1 lz_dp_start
+lz_ckpt_start
+LZ_SUPERVISE=1 lz_dp_start
 lz_join_taps
 lz_wait_path
-(cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example write_previous_format) \
-    || lz_fail "cannot build lazarus-core's write_previous_format example"
+lz_build_previous_format
 lz_between() {
-    "$LZ_ROOT/target/release/examples/write_previous_format" "$LZ_CKPT_DIR" >"$LZ_WORK/previous_format.txt" 2>&1 \
-        || { cat "$LZ_WORK/previous_format.txt"; lz_fail "rewriting the segments in the previous format failed"; }
+    lz_write_previous_format
     lz_log "format: $(cat "$LZ_WORK/previous_format.txt")"
 }
 base=$(wc -l <"$LZ_WORK/checkpointd.log")
