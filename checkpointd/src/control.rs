@@ -37,6 +37,8 @@ pub struct Control {
     pub stats: Arc<StoreStats>,
     pub facts: Facts,
     pub started: Instant,
+    /// The remote copy's counters; None when it is off.
+    pub remote: Option<Arc<crate::remote::RemoteStats>>,
 }
 
 /// Sessions served at once; one more is told to retry, so a stuck client
@@ -221,6 +223,7 @@ impl Control {
                 "boot_id": f.origin.boot_id_text(),
                 "tsc_hz": f.origin.tsc_hz,
             },
+            "remote": self.remote.as_ref().map(|r| r.to_json()),
         })
     }
 }

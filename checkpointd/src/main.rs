@@ -11,6 +11,7 @@ mod config;
 mod conns;
 mod control;
 mod metrics;
+mod remote;
 mod store;
 
 use anyhow::{bail, Context};
@@ -75,6 +76,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_DISABLED));
     }
 
+    let link = remote::Link::load(&ck.remote)?;
     let access = SegmentAccess::for_group(&ck.group).context("checkpoint.group")?;
     let dir = ck.dir.clone();
     prepare_segment_dir(&dir, access).context("the segment directory (checkpoint.dir)")?;
@@ -138,6 +140,20 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         dir.display()
     );
 
+    let remote_stats = link.as_ref().map(|_| Arc::new(remote::RemoteStats::default()));
+    let tracker = match (link, &remote_stats) {
+        (Some(link), Some(stats)) => Some(start_remote(
+            link,
+            ck,
+            &mut store,
+            store_created,
+            rings_geom.workers,
+            &here,
+            stats,
+        )?),
+        _ => None,
+    };
+
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&term))
@@ -167,6 +183,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             origin: store.segment().origin(),
         },
         started,
+        remote: remote_stats.clone(),
     };
     std::thread::Builder::new()
         .name("control".into())
@@ -183,6 +200,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             bytes_per_conn: std::mem::size_of::<shm_layout::ConnRecord>() as u64,
             started,
             telemetry: telemetry.clone(),
+            remote: remote_stats.clone(),
         };
         let addr = listener.local_addr().context("metrics listener has no address")?;
         std::thread::Builder::new()
@@ -195,7 +213,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let totals = drain_loop(&rings, &mut store, ck, &term)?;
+    let totals = drain_loop(&rings, &mut store, ck, &term, tracker)?;
     let _ = std::fs::remove_file(&ck.control_socket);
     info!(
         "checkpointd exiting on signal: {} delta(s) applied, {} torn, {} connection(s) stored, {} store-full \
@@ -271,6 +289,7 @@ fn drain_loop(
     store: &mut store::Store,
     ck: &config::CheckpointSection,
     term: &AtomicBool,
+    mut tracker: Option<remote::Tracker>,
 ) -> anyhow::Result<Totals> {
     let workers = rings.geometry().workers;
     let mut consumers = (0..workers).map(|w| rings.consumer(w)).collect::<Result<Vec<_>, _>>()?;
@@ -303,9 +322,15 @@ fn drain_loop(
                     r.torn
                 );
             }
+            if let Some(t) = tracker.as_mut() {
+                t.note(&mut store.changes);
+            }
             totals.applied += u64::from(r.applied);
             totals.torn += u64::from(r.torn);
             busy |= r.applied + r.torn > 0;
+        }
+        if let Some(t) = tracker.as_mut() {
+            t.flush(store);
         }
         rings.beat(pid, monotonic_ns());
         let drops = store.stats.full_drops.load(Ordering::Relaxed)
@@ -327,6 +352,60 @@ fn drain_loop(
             std::thread::sleep(idle);
         }
     }
+}
+
+/// Checks the remote store's credentials, fills a new local store from it
+/// (a reboot), and starts the writer. A store that is down is no reason not
+/// to checkpoint locally; wrong credentials are.
+fn start_remote(
+    link: remote::Link,
+    ck: &config::CheckpointSection,
+    store: &mut store::Store,
+    store_created: bool,
+    workers: u32,
+    here: &shm_layout::SegmentOrigin,
+    stats: &Arc<remote::RemoteStats>,
+) -> anyhow::Result<remote::Tracker> {
+    let timeout = Duration::from_millis(ck.remote.restore_timeout_ms.max(1));
+    let shown = link.shown.clone();
+    store.track_changes = true;
+    if store_created {
+        match remote::restore(&link, store, workers, here, timeout, stats) {
+            Ok(r) => {
+                info!(
+                    "restored {} connection(s) ({} portion(s)) from the remote store {shown}; {} \
+                     refused (HMAC), {} misplaced, {} bucket(s) from another boot restored at version 0",
+                    r.conns, r.portions, r.forged, r.misplaced, r.rebased_buckets
+                );
+                if r.forged > 0 {
+                    warn!(
+                        "{} remote record(s) failed their HMAC: forged, copied from another \
+                         connection, or sealed under another key (checkpoint.remote.hmac_key_file)",
+                        r.forged
+                    );
+                }
+            }
+            Err(e) if remote::is_fatal(&e) => return Err(e.context(format!("remote store {shown}"))),
+            Err(e) => warn!(
+                "the local store is new but the remote store {shown} could not be read ({e:#}):                  starting without the connections it holds"
+            ),
+        }
+        store.changes.clear();
+    } else if let Err(e) = remote::probe(&link, timeout.min(link.timeout)) {
+        if remote::is_fatal(&e) {
+            return Err(e.context(format!("remote store {shown}")));
+        }
+        warn!("remote store {shown} is down at start ({e:#}): checkpointing locally, retrying");
+    }
+    let mut tracker = remote::Tracker::start(link, &ck.remote, Arc::clone(stats), here)?;
+    if !store_created {
+        // The changes drained before this start may not have reached the
+        // remote store: send every connection once (older ones are skipped
+        // there by version).
+        let n = tracker.queue_all(store, None);
+        info!("remote store {shown}: {n} stored connection(s) queued to bring it up to date");
+    }
+    Ok(tracker)
 }
 
 /// One checkpointd per directory: an flock held for the process's life.

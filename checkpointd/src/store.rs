@@ -60,12 +60,24 @@ pub enum Outcome {
     Rejected,
 }
 
+/// A connection the store changed, for the remote copy to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A portion of it was written.
+    Put(u64),
+    /// It was removed by a delete or sweep stamped `version`.
+    Gone { conn_id: u64, version: u64 },
+}
+
 pub struct Store {
     seg: StoreSegment,
     index: HashMap<u64, u32>,
     free: Vec<u32>,
     free_ftp: Vec<u32>,
     pub stats: std::sync::Arc<StoreStats>,
+    /// Filled when `track_changes` is on; the remote copy takes them.
+    pub changes: Vec<Change>,
+    pub track_changes: bool,
 }
 
 impl Store {
@@ -143,7 +155,10 @@ impl Store {
         let stats = StoreStats::default();
         stats.conns.store(u64::from(r.conns), Ordering::Relaxed);
         stats.ftp.store(u64::from(r.ftp), Ordering::Relaxed);
-        (Store { seg, index, free, free_ftp, stats: std::sync::Arc::new(stats) }, r)
+        let stats = std::sync::Arc::new(stats);
+        let store =
+            Store { seg, index, free, free_ftp, stats, changes: Vec::new(), track_changes: false };
+        (store, r)
     }
 
     pub fn segment(&self) -> &StoreSegment {
@@ -245,7 +260,12 @@ impl Store {
             self.seg.put_portion(i, d.module, d.version, d.payload)
         };
         match result {
-            Ok(()) => Outcome::Applied,
+            Ok(()) => {
+                if self.track_changes {
+                    self.changes.push(Change::Put(d.conn_id));
+                }
+                Outcome::Applied
+            }
             Err(_) => {
                 self.forget_if_empty(i, d.conn_id);
                 Outcome::Rejected
@@ -292,6 +312,9 @@ impl Store {
             .collect();
         for id in &gone {
             self.delete(*id);
+            if self.track_changes {
+                self.changes.push(Change::Gone { conn_id: *id, version });
+            }
         }
         self.stats.swept.fetch_add(gone.len() as u64, Ordering::Relaxed);
         Outcome::Swept
@@ -307,7 +330,43 @@ impl Store {
                 return Outcome::StaleDelete;
             }
         }
-        self.delete(conn_id)
+        let o = self.delete(conn_id);
+        if o == Outcome::Deleted && self.track_changes {
+            self.changes.push(Change::Gone { conn_id, version });
+        }
+        o
+    }
+
+    /// Every stored connection id (for a full rewrite of the remote copy).
+    pub fn conn_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.index.keys().copied()
+    }
+
+    /// Calls `f` with the worker and every present portion of `conn_id`;
+    /// None when the store does not hold it.
+    pub fn with_portions<R>(
+        &self,
+        conn_id: u64,
+        f: impl FnOnce(u16, &[(u8, u64, &[u8])]) -> R,
+    ) -> Option<R> {
+        let &i = self.index.get(&conn_id)?;
+        let rec = self.seg.record(i);
+        let ftp = (rec.ftp != NO_FTP).then(|| self.seg.ftp_record(rec.ftp));
+        let mut list: [(u8, u64, &[u8]); 3] = [(0, 0, &[]); 3];
+        let mut n = 0;
+        if rec.ip.is_present() {
+            list[n] = (module::IP, rec.ip.version, rec.ip.payload());
+            n += 1;
+        }
+        if rec.l4.is_present() {
+            list[n] = (rec.l4.module, rec.l4.version, rec.l4.payload());
+            n += 1;
+        }
+        if let Some(f) = ftp.as_ref() {
+            list[n] = (module::FTP, f.portion.version, f.portion.payload());
+            n += 1;
+        }
+        Some(f(rec.worker, &list[..n]))
     }
 
     fn delete(&mut self, conn_id: u64) -> Outcome {

@@ -64,6 +64,53 @@ pub struct CheckpointSection {
     /// The dataplane's DPDK telemetry socket, scraped on every metrics scrape
     /// for the dataplane's counters ("" turns it off).
     pub dataplane_telemetry: PathBuf,
+    /// The copy in a remote store, `[checkpoint.remote]`.
+    pub remote: RemoteSection,
+}
+
+/// `[checkpoint.remote]`: checkpointd's copy of every connection in Redis,
+/// for a reboot or another appliance (docs/CHECKPOINT.md#remote).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteSection {
+    /// `redis://host:port` (or `rediss://` for TLS); "" keeps state on this
+    /// host only. Never a password in it: see `password_file`.
+    pub url: String,
+    /// The Redis ACL user ("" is Redis's `default` user).
+    pub user: String,
+    /// A file holding the user's password (one line); "" sends none.
+    pub password_file: PathBuf,
+    /// A file of at least 32 random bytes: the HMAC key every portion is
+    /// sealed under. Every appliance of a pair needs the same file.
+    pub hmac_key_file: PathBuf,
+    /// The name this appliance pair's keys live under (`lazarus:{<namespace>:<bucket>}`).
+    pub namespace: String,
+    /// How long a changed connection waits before it is sent: later changes
+    /// in that time travel with it.
+    pub flush_interval_ms: u64,
+    /// Connect and reply timeout.
+    pub timeout_ms: u64,
+    /// Connections a pipelined write carries at most.
+    pub batch: u32,
+    /// When the local store is new (the box rebooted): how long the start
+    /// waits to restore from the remote store before it goes on without.
+    pub restore_timeout_ms: u64,
+}
+
+impl Default for RemoteSection {
+    fn default() -> Self {
+        RemoteSection {
+            url: String::new(),
+            user: String::new(),
+            password_file: PathBuf::new(),
+            hmac_key_file: PathBuf::new(),
+            namespace: "lazarus".into(),
+            flush_interval_ms: 2,
+            timeout_ms: 1000,
+            batch: 512,
+            restore_timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for CheckpointSection {
@@ -82,6 +129,7 @@ impl Default for CheckpointSection {
             metrics_allow_remote: false,
             group: String::new(),
             dataplane_telemetry: PathBuf::new(),
+            remote: RemoteSection::default(),
         }
     }
 }

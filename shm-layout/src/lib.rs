@@ -32,6 +32,7 @@ mod header;
 mod mapped;
 mod origin;
 mod producer_lock;
+pub mod remote;
 mod ring;
 mod segment;
 mod store;
@@ -39,7 +40,9 @@ mod sync;
 mod translate;
 mod trust;
 
-pub use config::{read_config, CheckpointSection, ConfigError, DEFAULT_CONNTRACK_CAPACITY};
+pub use config::{
+    read_config, CheckpointSection, ConfigError, RemoteSection, DEFAULT_CONNTRACK_CAPACITY,
+};
 pub use header::{
     SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, LAYOUT_VERSION_OLDEST, MAGIC,
 };

@@ -59,6 +59,7 @@ lz_cleanup() {
     for ns in $LZ_NS_C $LZ_NS_S; do
         ip netns del "$ns" 2>/dev/null || true
     done
+    lz_redis_cleanup
     for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p ${LZ_VT_C}p ${LZ_VT_S}p ${LZ_VT_C}q ${LZ_VT_S}q; do
         ip link del "$l" 2>/dev/null || true
     done
@@ -513,3 +514,81 @@ lz_blackout_ms() { python3 "$LZ_PCAP" blackout "$1" "$(awk '$1 == "kill" {print 
 # stderr.
 lz_rst_on_wire() { python3 "$LZ_PCAP" rst "$1"; }
 
+
+# ------------------------------------------------------------ the remote store
+# Debian's redis-server in a namespace of its own (the "other device"), on a
+# private link to the root namespace where checkpointd runs:
+#   root: lzrr$LZ_ID (10.97.x.1/30) ── lzrv$LZ_ID (10.97.x.2/30): ns lzr$LZ_ID
+# with an ACL user that may touch only Lazarus's keys, the default user off,
+# and no persistence (a restart loses everything, as a test of resync wants).
+LZ_NS_R=lzr$LZ_ID; LZ_VE_R=lzrv$LZ_ID
+LZ_REDIS_IP=10.97.$(( LZ_ID % 250 )).2; LZ_REDIS_PEER=10.97.$(( LZ_ID % 250 )).1
+LZ_REDIS_PID=
+
+lz_redis_up() {
+    ip netns add "$LZ_NS_R"
+    ip link add "${LZ_VE_R}r" type veth peer name "$LZ_VE_R"
+    ip link set "$LZ_VE_R" netns "$LZ_NS_R"
+    ip addr add "$LZ_REDIS_PEER/30" dev "${LZ_VE_R}r"
+    ip link set "${LZ_VE_R}r" up
+    ip -n "$LZ_NS_R" addr add "$LZ_REDIS_IP/30" dev "$LZ_VE_R"
+    ip -n "$LZ_NS_R" link set "$LZ_VE_R" up
+    ip -n "$LZ_NS_R" link set lo up
+    head -c 24 /dev/urandom | base64 >"$LZ_WORK/redis.pass"
+    head -c 32 /dev/urandom >"$LZ_WORK/remote.key"
+    chmod 600 "$LZ_WORK/redis.pass" "$LZ_WORK/remote.key"
+    lz_redis_start
+}
+
+lz_redis_start() {
+    cat >"$LZ_WORK/redis.conf" <<CONF
+bind $LZ_REDIS_IP
+port 6379
+save ""
+appendonly no
+protected-mode yes
+dir $LZ_WORK
+logfile $LZ_WORK/redis.log
+user default off
+user lazarus on >$(cat "$LZ_WORK/redis.pass") resetkeys ~lazarus:* resetchannels -@all +@connection +ping +hget +hset +hdel +hgetall +evalsha +script|load +scan +hkeys
+${LZ_REDIS_CONF:-}
+CONF
+    ip netns exec "$LZ_NS_R" redis-server "$LZ_WORK/redis.conf" &
+    LZ_REDIS_PID=$!
+    local t
+    for t in $(seq 1 100); do
+        lz_redis_cli PING 2>/dev/null | grep -q PONG && return 0
+        sleep 0.05
+    done
+    cat "$LZ_WORK/redis.log"; lz_fail "redis-server did not answer at $LZ_REDIS_IP"
+}
+
+lz_redis_kill() {
+    kill -KILL "$LZ_REDIS_PID" 2>/dev/null || true
+    wait "$LZ_REDIS_PID" 2>/dev/null || true
+    LZ_REDIS_PID=
+}
+
+lz_redis_cli() {
+    ip netns exec "$LZ_NS_R" redis-cli -h "$LZ_REDIS_IP" --user lazarus --pass "$(cat "$LZ_WORK/redis.pass")" --no-auth-warning "$@"
+}
+
+# The [checkpoint.remote] section for lz_config's extra TOML.
+lz_remote_toml() {
+    cat <<TOML
+[checkpoint.remote]
+url = "redis://$LZ_REDIS_IP:6379"
+user = "lazarus"
+password_file = "$LZ_WORK/redis.pass"
+hmac_key_file = "$LZ_WORK/remote.key"
+namespace = "lz$LZ_ID"
+restore_timeout_ms = 5000
+TOML
+}
+
+lz_redis_cleanup() {
+    lz_redis_kill
+    ip netns pids "$LZ_NS_R" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+    ip netns del "$LZ_NS_R" 2>/dev/null || true
+    ip link del "${LZ_VE_R}r" 2>/dev/null || true
+}

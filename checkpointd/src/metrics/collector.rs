@@ -28,6 +28,8 @@ pub(super) struct Snapshot {
     pub(super) uptime: f64,
     /// None: no telemetry socket configured.
     pub(super) dataplane: Option<Dataplane>,
+    /// The remote copy's counters, flattened; None: it is off.
+    pub(super) remote: Option<super::families::Families>,
 }
 
 fn worker_label(w: u32) -> [(&'static str, String); 1] {
@@ -162,6 +164,13 @@ impl Collector for Snapshot {
             )?)?;
         }
 
+        for (name, samples) in self.remote.iter().flatten() {
+            let help = "Remote copy counter (see docs/OPERATING.md)";
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Unknown)?;
+            for (labels, v) in samples {
+                ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+            }
+        }
         let Some(dp) = &self.dataplane else { return Ok(()) };
         ConstGauge::new(i64::from(dp.up)).encode(enc.encode_descriptor(
             "lazarus_dataplane_up",
@@ -248,6 +257,7 @@ mod tests {
             full_drops: 0,
             ftp_full_drops: 0,
             stale: 2,
+            remote: None,
             stale_deletes: 0,
             swept: 0,
             rejected: 0,

@@ -39,6 +39,8 @@ pub struct Exporter {
     pub started: Instant,
     /// The dataplane's telemetry socket; None: checkpointd's metrics only.
     pub telemetry: Option<PathBuf>,
+    /// The remote copy's counters; None when it is off.
+    pub remote: Option<Arc<crate::remote::RemoteStats>>,
 }
 
 impl Exporter {
@@ -77,6 +79,11 @@ impl Exporter {
             rejected: st.rejected.load(Ordering::Relaxed),
             uptime: self.started.elapsed().as_secs_f64(),
             dataplane,
+            remote: self.remote.as_ref().map(|r| {
+                let mut out = families::Families::new();
+                families::flatten("lazarus_remote", &r.to_json(), &Vec::new(), &mut out);
+                out
+            }),
         }
     }
 }

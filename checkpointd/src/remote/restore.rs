@@ -1,0 +1,117 @@
+//! A start with a new local store (the box rebooted, or its segments were
+//! removed) fills it from the remote copy before the first heartbeat, so the
+//! dataplane, which waits for that heartbeat, restores every connection
+//! before its ports start.
+
+use super::link::{is_auth_error, Link, Refused};
+use super::stats::RemoteStats;
+use crate::store::{Outcome, Store};
+use shm_layout::remote::{
+    bucket_key, bucket_of, decode_record, field_conn, parse_origin, ORIGIN_FIELD, REMOTE_BUCKETS,
+};
+use shm_layout::{delta_kind, Delta, SegmentOrigin};
+use std::time::Duration;
+use tracing::warn;
+
+/// What a restore found.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub conns: u64,
+    pub portions: u64,
+    /// Records whose HMAC failed (forged, transplanted, damaged).
+    pub forged: u64,
+    /// Records in the wrong bucket, or of a worker this config does not have.
+    pub misplaced: u64,
+    /// Buckets whose versions are another boot's: restored at version 0.
+    pub rebased_buckets: u64,
+}
+
+/// Buckets fetched in one pipeline.
+const CHUNK: u16 = 16;
+
+/// Fills `store` from the remote copy. Errors are the store's, unreachable
+/// or refusing (the caller decides whether to go on without it).
+pub fn restore(
+    link: &Link,
+    store: &mut Store,
+    workers: u32,
+    here: &SegmentOrigin,
+    timeout: Duration,
+    stats: &RemoteStats,
+) -> anyhow::Result<Restored> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let fetched = rt.block_on(async {
+        tokio::time::timeout(timeout, fetch(link)).await.map_err(|_| {
+            anyhow::anyhow!("no answer within checkpoint.remote.restore_timeout_ms ({timeout:?})")
+        })?
+    })?;
+    let mut r = Restored::default();
+    for (bucket, fields) in fetched {
+        let origin = fields.iter().find(|(f, _)| f == ORIGIN_FIELD.as_bytes());
+        let same_clock =
+            origin.and_then(|(_, v)| parse_origin(v)).is_some_and(|o| o.same_clock_as(here));
+        if !same_clock && fields.len() > 2 {
+            r.rebased_buckets += 1;
+        }
+        for (field, value) in &fields {
+            let Some(conn_id) = field_conn(field) else { continue };
+            let rec = match decode_record(&link.key, conn_id, value) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    r.forged += 1;
+                    warn!("remote record {conn_id:016x} in bucket {bucket} refused: {e}");
+                    continue;
+                }
+            };
+            if bucket_of(conn_id) != bucket || u32::from(rec.worker) >= workers {
+                r.misplaced += 1;
+                continue;
+            }
+            let mut any = false;
+            for p in &rec.portions {
+                let d = Delta {
+                    seq: 0,
+                    conn_id,
+                    version: if same_clock { p.version } else { 0 },
+                    module: p.module,
+                    kind: delta_kind::PORTION,
+                    payload: p.payload,
+                };
+                if store.apply(&d, rec.worker) == Outcome::Applied {
+                    r.portions += 1;
+                    any = true;
+                }
+            }
+            r.conns += u64::from(any);
+        }
+    }
+    RemoteStats::add(&stats.restored_conns, r.conns);
+    RemoteStats::add(&stats.restore_forged, r.forged);
+    RemoteStats::add(&stats.restore_misplaced, r.misplaced);
+    Ok(r)
+}
+
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+async fn fetch(link: &Link) -> anyhow::Result<Vec<(u16, Fields)>> {
+    let mut conn = link.connect().await.map_err(|e| {
+        if is_auth_error(&e) {
+            anyhow::Error::from(Refused(e))
+        } else {
+            anyhow::Error::from(e)
+        }
+    })?;
+    let mut out = Vec::with_capacity(usize::from(REMOTE_BUCKETS));
+    let mut first = 0;
+    while first < REMOTE_BUCKETS {
+        let last = (first + CHUNK).min(REMOTE_BUCKETS);
+        let mut pipe = redis::pipe();
+        for b in first..last {
+            pipe.cmd("HGETALL").arg(bucket_key(&link.namespace, b));
+        }
+        let got: Vec<Fields> = pipe.query_async(&mut conn).await?;
+        out.extend((first..last).zip(got));
+        first = last;
+    }
+    Ok(out)
+}

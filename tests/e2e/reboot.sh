@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The box loses everything: connections come back from the remote store.
+#
+# checkpointd copies every connection to Debian's redis-server, running in a
+# namespace of its own (the remote device) behind an ACL user, each portion
+# sealed with an HMAC (docs/CHECKPOINT.md#remote). Under 50 verified TCP
+# streams, an active-mode FTP download, iperf3, a UDP flow and a ping, the
+# dataplane (its port owner, so its worker processes die too) and checkpointd
+# are SIGKILLed and their segments deleted, as a reboot would leave them; the
+# pair is started again on the same taps. checkpointd restores the store from
+# Redis before its first heartbeat, the dataplane restores from the store
+# before its ports start: every stream completes with every byte verified,
+# the FTP sha256 matches, no reset.
+# The control: the same with the remote copy off breaks the connections.
+# Then the faults: a forged record, a record transplanted onto another
+# connection, a wrong password, and Redis down at start.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap lz_cleanup EXIT
+set -E
+trap 'echo "reboot.sh: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
+
+[ -x "$LZ_BIN" ] && [ -x "$LZ_CKPT_BIN" ] || lz_fail "build first (cargo build --release)"
+command -v redis-server >/dev/null || lz_fail "redis-server missing: run scripts/setup.sh"
+LZ_SECS=${LZ_REBOOT_SECS:-9}
+LZ_KILL_AT=3
+LZ_CONNS=50
+
+# What a reboot leaves: no dataplane, no checkpointd, no segments; the taps
+# persist (the test's stand-in for the NICs), then the pair starts again.
+lz_reboot() {
+    lz_dp_kill
+    lz_ckpt_kill
+    [ -z "$(lz_worker_pids)" ] || { sleep 0.2; [ -z "$(lz_worker_pids)" ] || lz_fail "worker processes outlived their port owner"; }
+    rm -rf "$LZ_CKPT_DIR"
+    lz_ckpt_start
+    lz_dp_start
+    lz_join_taps
+}
+
+# Verdicts; $1 tag. Prints "OK" or what broke.
+verdict() {
+    local tag=$1 ok rst kres
+    ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$LZ_WORK/$tag.streams.json" 2>/dev/null || echo 0)
+    read -r rst _ _ <"$LZ_WORK/$tag.rst"; kres=$(cat "$LZ_WORK/$tag.resets")
+    local sha; sha=$(sha256sum < "$LZ_WORK/$tag.ftp.bin" 2>/dev/null | cut -c1-64)
+    if [ "$ok" = "$LZ_CONNS" ] && [ "$sha" = "$LZ_FTP_SHA" ] && [ "$rst" = 0 ] && [ "$kres" = 0 ]; then
+        echo OK
+    else
+        echo "$ok/$LZ_CONNS streams, ftp $([ "$sha" = "$LZ_FTP_SHA" ] && echo ok || echo broken), $rst RST on the wire, $kres resets"
+    fi
+}
+
+lz_ns_up
+lz_kill_servers
+lz_redis_up
+export LZ_CHECKPOINT=true
+
+# ------------------------------------------------------- remote copy on
+lz_config "" "$LZ_ZONE_POLICY
+$(lz_remote_toml)"
+lz_ckpt_start
+lz_dp_start
+lz_join_taps
+lz_wait_path
+LZ_DISRUPT=lz_reboot lz_kill_traffic on
+v=$(verdict on)
+restored=$(grep -o 'restored [0-9]* connection(s)' "$LZ_WORK/checkpointd.log" | tail -1 | grep -o '[0-9]*')
+[ "$v" = OK ] || { tail -30 "$LZ_WORK/checkpointd.log"; cat "$LZ_WORK/on.streams.err"; lz_fail "remote copy on: $v ($restored connections restored from Redis)"; }
+[ "${restored:-0}" -ge "$LZ_CONNS" ] || lz_fail "only ${restored:-0} connections restored from Redis"
+outage=$(lz_outage_ms "$LZ_WORK/on.fwd.pcap" "$LZ_WORK/on.times")
+lz_log "on: $LZ_CONNS/$LZ_CONNS streams verified, FTP sha256 ok, 0 resets; $restored connections restored from Redis; outage $outage ms"
+status=$(lz_ckpt_ask '{"cmd":"status"}')
+python3 - "$status" <<'PY' || lz_fail "checkpointd's remote status after the reboot: $status"
+import json, sys
+r = json.loads(sys.argv[1])["remote"]
+assert r["up"] and not r["fenced"] and r["restored_conns"] >= 50 and r["restore_forged"] == 0, r
+PY
+lz_dp_stop
+kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "checkpointd did not exit 0 on SIGTERM"; LZ_CKPT_PID=
+
+# ------------------------------------------- faults at restore: forged, transplanted
+# Two records the remote store holds: one altered in place, one copied onto
+# another connection's field. Neither may be restored; both are counted.
+mapfile -t keys < <(lz_redis_cli --scan --pattern "lazarus:{lz$LZ_ID:*}" | head -40)
+forged= ; victim= ; donor=
+for k in "${keys[@]}"; do
+    mapfile -t f < <(lz_redis_cli --raw HKEYS "$k" | grep -E '^[0-9a-f]{16}$' || true)
+    if [ -z "$forged" ] && [ ${#f[@]} -ge 1 ]; then forged="$k ${f[0]}"; continue; fi
+    if [ -z "$victim" ] && [ ${#f[@]} -ge 2 ]; then victim="$k ${f[0]}"; donor="$k ${f[1]}"; fi
+done
+[ -n "$forged" ] && [ -n "$victim" ] || lz_fail "the remote store holds too few connections to forge: ${keys[*]}"
+forge() { # key field: flip the last byte of the record's first payload
+    ip netns exec "$LZ_NS_R" python3 - "$LZ_REDIS_IP" "$(cat "$LZ_WORK/redis.pass")" "$@" <<'PY'
+import socket, sys
+ip, pw, op = sys.argv[1], sys.argv[2], sys.argv[3]
+def cmd(s, *args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else a.encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    s.sendall(out)
+    f = s.makefile("rb")
+    line = f.readline()
+    if line.startswith(b"$"):
+        n = int(line[1:])
+        return None if n < 0 else f.read(n + 2)[:-2]
+    if line.startswith(b"-"):
+        raise SystemExit(line.decode())
+    return line
+s = socket.create_connection((ip, 6379))
+cmd(s, "AUTH", "lazarus", pw)
+if op == "flip":
+    key, field = sys.argv[4], sys.argv[5]
+    v = bytearray(cmd(s, "HGET", key, field))
+    v[40] ^= 1  # inside the first portion's payload
+    cmd(s, "HSET", key, field, bytes(v))
+else:  # transplant: the donor's sealed record under the victim's field
+    key, field, dkey, dfield = sys.argv[4:8]
+    cmd(s, "HSET", key, field, cmd(s, "HGET", dkey, dfield))
+PY
+}
+forge flip $forged
+forge transplant $victim $donor
+rm -rf "$LZ_CKPT_DIR"
+base=$(wc -l <"$LZ_WORK/checkpointd.log")
+lz_ckpt_start
+line=$(tail -n +"$((base + 1))" "$LZ_WORK/checkpointd.log" | grep -o 'restored [0-9]* connection(s).*refused (HMAC)' | tail -1)
+refused=$(echo "$line" | grep -o '[0-9]* refused' | grep -o '[0-9]*')
+[ "${refused:-0}" = 2 ] || { tail -n +"$((base + 1))" "$LZ_WORK/checkpointd.log"; lz_fail "forged and transplanted records: ${refused:-0} refused, want 2 ($line)"; }
+lz_log "forged record and transplanted record: both refused and counted ($line)"
+kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
+
+# --------------------------------------------------- wrong password: refused at start
+cp "$LZ_WORK/redis.pass" "$LZ_WORK/redis.pass.good"
+echo "not-the-password" >"$LZ_WORK/redis.pass"
+rc=0; timeout 20 "$LZ_CKPT_BIN" --config "$LZ_WORK/dataplane.toml" >"$LZ_WORK/wrongpass.log" 2>&1 || rc=$?
+mv "$LZ_WORK/redis.pass.good" "$LZ_WORK/redis.pass"
+[ $rc = 1 ] && grep -q "password_file" "$LZ_WORK/wrongpass.log" \
+    || { cat "$LZ_WORK/wrongpass.log"; lz_fail "a wrong password: exit $rc, want 1 with a message naming password_file"; }
+lz_log "wrong password: refused at start ($(grep -o 'ERROR.*' "$LZ_WORK/wrongpass.log" | head -c 160))"
+
+# ------------------------------------- Redis down at start: local checkpointing, retry
+lz_redis_kill
+lz_ckpt_start
+sleep 1
+down=$(lz_ckpt_ask '{"cmd":"status"}')
+python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert not r["up"] and r["errors"] >= 1, r' "$down" \
+    || lz_fail "Redis down: checkpointd's status should say remote down: $down"
+lz_redis_start
+for t in $(seq 1 100); do
+    up=$(lz_ckpt_ask '{"cmd":"status"}')
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert r["up"]' "$up" 2>/dev/null && break
+    sleep 0.1
+done
+python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert r["up"], r' "$up" \
+    || lz_fail "Redis back: checkpointd did not reconnect within 10 s: $up"
+lz_log "Redis down at start: checkpointd ran, reported remote down, reconnected when it came back"
+kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
+rm -rf "$LZ_CKPT_DIR"
+
+# ------------------------------------------------------ control: remote copy off
+lz_config "" "$LZ_ZONE_POLICY"
+lz_ckpt_start
+lz_dp_start
+lz_join_taps
+lz_wait_path
+LZ_CONNS=20 LZ_DISRUPT=lz_reboot lz_kill_traffic off
+v=$(LZ_CONNS=20 verdict off)
+[ "$v" != OK ] || lz_fail "control: with the remote copy off the reboot broke nothing: the test cannot tell"
+lz_log "control (remote copy off): $v"
+echo "PASS reboot: 50 verified streams + FTP + iperf3 + UDP + ping through a reboot restored from Redis (outage $outage ms), 0 resets; forged and transplanted records refused; wrong password refused; Redis down at start survived; control without the remote copy: $v"
