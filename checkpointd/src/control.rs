@@ -39,6 +39,8 @@ pub struct Control {
     pub started: Instant,
     /// The remote copy's counters; None when it is off.
     pub remote: Option<Arc<crate::remote::RemoteStats>>,
+    /// Where a takeover request goes (the drain loop of a standby).
+    pub takeover: std::sync::Mutex<std::sync::mpsc::Sender<crate::remote::TakeoverRequest>>,
 }
 
 /// Sessions served at once; one more is told to retry, so a stuck client
@@ -167,18 +169,42 @@ impl Control {
         match req.get("cmd").and_then(Value::as_str) {
             Some("status") => self.status(),
             Some("drained") => json!({"drained": self.drained()}),
+            Some("takeover") => {
+                self.takeover(req.get("force").and_then(Value::as_bool).unwrap_or(false))
+            }
             Some("conns") => {
                 json!({"error": "conns is answered by the session; send it alone on its line"})
             }
             Some(other) => {
-                json!({"error": format!("unknown command {other:?}; commands: status, conns, drained")})
+                json!({"error": format!("unknown command {other:?}; commands: status, conns, drained, takeover")})
             }
-            None => json!({"error": "missing \"cmd\"; commands: status, conns, drained"}),
+            None => json!({"error": "missing \"cmd\"; commands: status, conns, drained, takeover"}),
         }
     }
 
     fn drained(&self) -> bool {
         (0..self.rings.geometry().workers).all(|w| self.rings.status(w).lag() == 0)
+    }
+
+    /// Asks the drain loop of a standby to take over; waits for its answer.
+    fn takeover(&self, force: bool) -> Value {
+        if self.remote.is_none() {
+            return json!({"error": "no remote store is configured ([checkpoint.remote] url): there is no mirror to take over from"});
+        }
+        let (reply, answer) = std::sync::mpsc::channel();
+        let sent = self
+            .takeover
+            .lock()
+            .map(|tx| tx.send(crate::remote::TakeoverRequest { force, reply }).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return json!({"error": "this checkpointd is not a standby (checkpoint.remote.role = \"active\"), or it already took over"});
+        }
+        match answer.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Ok(v)) => json!({"takeover": v}),
+            Ok(Err(e)) => json!({"error": e}),
+            Err(_) => json!({"error": "checkpointd did not answer the takeover within 30 s"}),
+        }
     }
 
     fn status(&self) -> Value {

@@ -140,18 +140,21 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         dir.display()
     );
 
-    let remote_stats = link.as_ref().map(|_| Arc::new(remote::RemoteStats::default()));
-    let tracker = match (link, &remote_stats) {
-        (Some(link), Some(stats)) => Some(start_remote(
-            link,
-            ck,
-            &mut store,
-            store_created,
-            rings_geom.workers,
-            &here,
-            stats,
-        )?),
-        _ => None,
+    let (takeover_tx, takeover_rx) = std::sync::mpsc::channel();
+    let (remote_side, remote_stats) = match link {
+        Some(link) => {
+            let (side, stats) = start_remote(
+                link,
+                ck,
+                &mut store,
+                store_created,
+                rings_geom.workers,
+                &here,
+                takeover_rx,
+            )?;
+            (Some(side), Some(stats))
+        }
+        None => (None, None),
     };
 
     let term = Arc::new(AtomicBool::new(false));
@@ -184,6 +187,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         },
         started,
         remote: remote_stats.clone(),
+        takeover: std::sync::Mutex::new(takeover_tx),
     };
     std::thread::Builder::new()
         .name("control".into())
@@ -213,7 +217,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let totals = drain_loop(&rings, &mut store, ck, &term, tracker)?;
+    let totals = drain_loop(&rings, &mut store, ck, &term, remote_side)?;
     let _ = std::fs::remove_file(&ck.control_socket);
     info!(
         "checkpointd exiting on signal: {} delta(s) applied, {} torn, {} connection(s) stored, {} store-full \
@@ -282,6 +286,8 @@ fn adopt_foreign_clock(
 struct Totals {
     applied: u64,
     torn: u64,
+    /// Deltas a standby drained and did not apply.
+    ignored: u64,
 }
 
 fn drain_loop(
@@ -289,7 +295,7 @@ fn drain_loop(
     store: &mut store::Store,
     ck: &config::CheckpointSection,
     term: &AtomicBool,
-    mut tracker: Option<remote::Tracker>,
+    mut remote_side: Option<remote::RemoteSide>,
 ) -> anyhow::Result<Totals> {
     let workers = rings.geometry().workers;
     let mut consumers = (0..workers).map(|w| rings.consumer(w)).collect::<Result<Vec<_>, _>>()?;
@@ -303,9 +309,17 @@ fn drain_loop(
         // the pass finished (and its tails published) before we leave.
         let stop = term.load(Ordering::Relaxed);
         let mut busy = false;
+        // A standby's store is its mirror of the active appliance: its own
+        // dataplane's deltas (an idle table expiring copies) are drained and
+        // dropped until it takes over.
+        let mirror_only = matches!(remote_side, Some(remote::RemoteSide::Standby(_)));
         for (w, c) in consumers.iter_mut().enumerate() {
             let r = c.drain(ck.drain_batch, |d| {
-                store.apply(d, w as u16);
+                if mirror_only {
+                    totals.ignored += 1;
+                } else {
+                    store.apply(d, w as u16);
+                }
             });
             if r.resynced {
                 let st = rings.status(w as u32);
@@ -322,15 +336,15 @@ fn drain_loop(
                     r.torn
                 );
             }
-            if let Some(t) = tracker.as_mut() {
-                t.note(&mut store.changes);
+            if let Some(r) = remote_side.as_mut() {
+                r.note(store);
             }
             totals.applied += u64::from(r.applied);
             totals.torn += u64::from(r.torn);
             busy |= r.applied + r.torn > 0;
         }
-        if let Some(t) = tracker.as_mut() {
-            t.flush(store);
+        if let Some(r) = remote_side.as_mut() {
+            r.pass(store);
         }
         rings.beat(pid, monotonic_ns());
         let drops = store.stats.full_drops.load(Ordering::Relaxed)
@@ -354,9 +368,10 @@ fn drain_loop(
     }
 }
 
-/// Checks the remote store's credentials, fills a new local store from it
-/// (a reboot), and starts the writer. A store that is down is no reason not
-/// to checkpoint locally; wrong credentials are.
+/// Checks the remote store's credentials, then either fills a new local
+/// store from it (a reboot) and starts the writer, or (a standby) starts
+/// following it. A store that is down is no reason not to checkpoint
+/// locally; wrong credentials are.
 fn start_remote(
     link: remote::Link,
     ck: &config::CheckpointSection,
@@ -364,10 +379,27 @@ fn start_remote(
     store_created: bool,
     workers: u32,
     here: &shm_layout::SegmentOrigin,
-    stats: &Arc<remote::RemoteStats>,
-) -> anyhow::Result<remote::Tracker> {
+    takeovers: std::sync::mpsc::Receiver<remote::TakeoverRequest>,
+) -> anyhow::Result<(remote::RemoteSide, Arc<remote::RemoteStats>)> {
+    let stats = &Arc::new(remote::RemoteStats::default());
     let timeout = Duration::from_millis(ck.remote.restore_timeout_ms.max(1));
     let shown = link.shown.clone();
+    let link = Arc::new(link);
+    if link.standby {
+        if let Err(e) = remote::probe(&link, link.timeout) {
+            if remote::is_fatal(&e) {
+                return Err(e.context(format!("remote store {shown}")));
+            }
+            warn!("standby: the remote store {shown} is down at start ({e:#}): retrying");
+        }
+        info!(
+            "standby ({}): following the remote store {shown} into the local store",
+            link.appliance
+        );
+        let m =
+            remote::Mirror::start(link, &ck.remote, Arc::clone(stats), workers, here, takeovers)?;
+        return Ok((remote::RemoteSide::Standby(m), Arc::clone(stats)));
+    }
     store.track_changes = true;
     if store_created {
         match remote::restore(&link, store, workers, here, timeout, stats) {
@@ -385,9 +417,12 @@ fn start_remote(
                     );
                 }
             }
-            Err(e) if remote::is_fatal(&e) => return Err(e.context(format!("remote store {shown}"))),
+            Err(e) if remote::is_fatal(&e) => {
+                return Err(e.context(format!("remote store {shown}")))
+            }
             Err(e) => warn!(
-                "the local store is new but the remote store {shown} could not be read ({e:#}):                  starting without the connections it holds"
+                "the local store is new but the remote store {shown} could not be read ({e:#}): \
+                 starting without the connections it holds"
             ),
         }
         store.changes.clear();
@@ -405,7 +440,7 @@ fn start_remote(
         let n = tracker.queue_all(store, None);
         info!("remote store {shown}: {n} stored connection(s) queued to bring it up to date");
     }
-    Ok(tracker)
+    Ok((remote::RemoteSide::Active(tracker), Arc::clone(stats)))
 }
 
 /// One checkpointd per directory: an flock held for the process's life.

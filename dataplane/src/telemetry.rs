@@ -9,6 +9,7 @@
 //! | `/lazarus/conns` | connections by worker, module and TCP state |
 //! | `/lazarus/checkpoint` | rings (head, tail, lag per worker), restore figures |
 //! | `/lazarus/flush` | asks every worker to empty its table; replies with how many were asked |
+//! | `/lazarus/handoff` | supervised: ends the active worker process, so the standby restores every connection from checkpointd's store and forwards (a takeover of a standby appliance) |
 //!
 //! The FFI side (registration, writing `rte_tel_data`) is in `dpdk::telemetry`.
 
@@ -54,12 +55,13 @@ pub struct State {
 static STATE: OnceLock<State> = OnceLock::new();
 
 /// Every command, its help text and handler.
-pub const COMMANDS: [(&str, &str, tel::TelHandler); 5] = [
+pub const COMMANDS: [(&str, &str, tel::TelHandler); 6] = [
     ("/lazarus/stats", "Lazarus totals and per-port rx, tx, dropped, tx_full. No parameters", stats),
     ("/lazarus/workers", "Lazarus per-worker counters, connection gauges and checkpoint deltas. No parameters", workers),
     ("/lazarus/conns", "Lazarus connections by worker, module and TCP state. No parameters", conns),
     ("/lazarus/checkpoint", "Lazarus checkpoint rings (head, tail, lag per worker) and restore figures. No parameters", checkpoint),
     ("/lazarus/flush", "Lazarus: empty every worker's connection table (checkpointd's store follows). No parameters", flush),
+    ("/lazarus/handoff", "Lazarus (supervised): the standby worker process takes over, restoring every connection from checkpointd's store. No parameters", handoff),
 ];
 
 /// Keeps `state` for the handlers and registers the commands. Call once,
@@ -292,6 +294,41 @@ pub fn checkpoint(_: &str) -> TelValue {
 
 /// `/lazarus/flush`: sets each worker's flush flag; the worker empties its
 /// table in housekeeping and clears the flag.
+/// Kills the active worker process: the standby takes the active lock,
+/// restores from the store (which a standby appliance's checkpointd has
+/// filled from the remote copy) and forwards. SIGKILL, not a request the
+/// worker might be too wedged to read: the takeover path every restart test
+/// already exercises.
+pub fn handoff(_: &str) -> TelValue {
+    let Some(s) = state() else { return not_ready() };
+    let Some(sh) = s.shared else {
+        return TelValue::dict([(
+            "error",
+            TelValue::Str("handoff needs the supervised dataplane (--supervise): there is no standby worker process".into()),
+        )]);
+    };
+    let pid = sh.active_pid.load(Ordering::Relaxed);
+    let activations = sh.activations.load(Ordering::Relaxed);
+    if pid == 0 {
+        return TelValue::dict([(
+            "error",
+            TelValue::Str("no worker process is active yet".into()),
+        )]);
+    }
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    if let Err(e) = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL) {
+        return TelValue::dict([(
+            "error",
+            TelValue::Str(format!("cannot end worker process {pid}: {e}")),
+        )]);
+    }
+    tracing::info!(
+        pid,
+        "handoff: ended the active worker process; the standby takes over from the store"
+    );
+    TelValue::dict([("ended_pid", u(u64::from(pid))), ("activations_before", u(activations))])
+}
+
 pub fn flush(_: &str) -> TelValue {
     let Some(s) = state() else { return not_ready() };
     let mut asked = 0u64;

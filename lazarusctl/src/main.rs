@@ -59,6 +59,16 @@ enum Cmd {
     Stats,
     /// Empty every worker's connection table (checkpointd's store follows).
     Flush,
+    /// Make this standby appliance the active one: checkpointd proves its
+    /// mirror caught up with the remote store, raises the epoch (fencing the
+    /// old active), then the dataplane's standby worker process restores the
+    /// mirror and forwards. What keepalived's notify-master script calls.
+    Takeover {
+        /// Take over even when the mirror cannot be shown caught up or the
+        /// epoch cannot be raised (the remote store is unreachable).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +89,7 @@ fn run(args: &Args) -> Result<()> {
         Cmd::Conns { limit } => conns(&ep, *limit, args.json),
         Cmd::Stats => stats(&ep, args.json),
         Cmd::Flush => flush(&ep, args.json),
+        Cmd::Takeover { force } => takeover(&ep, *force, args.json),
     }
 }
 
@@ -458,6 +469,47 @@ fn stats(ep: &Endpoints, as_json: bool) -> Result<()> {
             .collect();
         println!("  {name}: {}", fields.join(" "));
     }
+    Ok(())
+}
+
+fn takeover(ep: &Endpoints, force: bool, as_json: bool) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let ck = ep.checkpointd(json!({"cmd": "takeover", "force": force}))?;
+    let ck = ck.get("takeover").cloned().unwrap_or(Value::Null);
+    let mut c = ep.telemetry()?;
+    let h = ask(&mut c, "/lazarus/handoff")?;
+    if let Some(e) = h.get("error").and_then(Value::as_str) {
+        bail!(
+            "checkpointd took over (epoch {}), but the dataplane did not hand off: {e}",
+            n(&ck, "epoch")
+        );
+    }
+    let before = n(&h, "activations_before");
+    // Forwarding again once the standby worker process is active.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let st = ask(&mut c, "/lazarus/stats")?;
+        let w = st.get("worker_processes").cloned().unwrap_or(Value::Null);
+        if n(&w, "activations") > before {
+            break w;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("checkpointd took over, but no worker process became active within 10 s; see the dataplane's log");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let out = json!({"checkpointd": ck, "dataplane": stats, "ms": ms});
+    if as_json {
+        return print_json(&out);
+    }
+    println!(
+        "took over in {ms:.1} ms: epoch {}, {} connection(s) in the mirror{}, worker process {} forwarding",
+        n(&ck, "epoch"),
+        n(&ck, "conns"),
+        if ck.get("forced").and_then(Value::as_bool) == Some(true) { " (forced)" } else { "" },
+        n(&stats, "active_pid")
+    );
     Ok(())
 }
 

@@ -95,6 +95,15 @@ pub struct RemoteSection {
     /// When the local store is new (the box rebooted): how long the start
     /// waits to restore from the remote store before it goes on without.
     pub restore_timeout_ms: u64,
+    /// "active" writes the remote copy; "standby" follows it into the local
+    /// store (a hot mirror) until `lazarusctl takeover`.
+    pub role: String,
+    /// This appliance's name in the remote store (who owns an epoch); ""
+    /// is the host name. Every appliance of a pair needs its own.
+    pub appliance: String,
+    /// A standby refuses to take over when its mirror has not been seen
+    /// caught up with the remote store within this many milliseconds.
+    pub takeover_max_lag_ms: u64,
 }
 
 impl Default for RemoteSection {
@@ -109,6 +118,9 @@ impl Default for RemoteSection {
             timeout_ms: 1000,
             batch: 512,
             restore_timeout_ms: 10_000,
+            role: "active".into(),
+            appliance: String::new(),
+            takeover_max_lag_ms: 500,
         }
     }
 }

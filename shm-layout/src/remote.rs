@@ -37,12 +37,17 @@ const RECORD_HEADER_BYTES: usize = 16;
 const PORTION_HEADER_BYTES: usize = 20;
 
 /// The Lua the writer runs on one bucket (`KEYS[1]`). `ARGV[1]` the writer's
-/// epoch, `ARGV[2]` its origin, then pairs: a connection field and either a
-/// sealed record (put) or `D` and 8 big-endian version bytes (delete).
-/// Refuses the whole call when the bucket's epoch is newer (a fenced-off
-/// writer); skips a put or delete older than what the field holds. Returns
-/// `{status, epoch, written, stale}`: status 1 ok, 0 fenced, 2 ok but the
-/// bucket had no epoch (new, or lost by the server).
+/// epoch, `ARGV[2]` its origin, `ARGV[3]` when the oldest change in the call
+/// was drained (Unix ns, for the followers' lag), `ARGV[4]` the appliance
+/// (the bucket's owner when the call creates its epoch), then pairs: a connection
+/// field and either a sealed record (put) or `D` and 8 big-endian version
+/// bytes (delete). Refuses the whole call when the bucket's epoch is newer
+/// (a fenced-off writer); skips a put or delete older than what the field
+/// holds. What it wrote it numbers (the bucket's [`SEQ_FIELD`]) and
+/// publishes on the channel named like the bucket ([`encode_change`]'s
+/// format), for standbys to follow. Returns `{status, epoch, written,
+/// stale}`: status 1 ok, 0 fenced, 2 ok but the bucket had no epoch (new, or
+/// lost by the server).
 pub const WRITE_SCRIPT: &str = r#"
 local key = KEYS[1]
 local epoch = tonumber(ARGV[1])
@@ -53,7 +58,9 @@ if cur == false then
 elseif tonumber(cur) > epoch then
   return {0, tonumber(cur), 0, 0}
 end
-if cur == false or tonumber(cur) < epoch then
+if cur == false then
+  redis.call('HSET', key, 'epoch', ARGV[1], 'owner', ARGV[4])
+elseif tonumber(cur) < epoch then
   redis.call('HSET', key, 'epoch', ARGV[1])
 end
 redis.call('HSET', key, 'origin', ARGV[2])
@@ -65,7 +72,8 @@ local function older(nh, nl, oh, ol)
   return nh < oh or (nh == oh and nl < ol)
 end
 local written, stale = 0, 0
-for i = 3, #ARGV, 2 do
+local msg = {}
+for i = 5, #ARGV, 2 do
   local field, val = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', key, field)
   if string.sub(val, 1, 1) == 'D' then
@@ -77,6 +85,7 @@ for i = 3, #ARGV, 2 do
       else
         redis.call('HDEL', key, field)
         written = written + 1
+        msg[#msg + 1] = struct.pack('>I2', #field) .. field .. struct.pack('>I4', #val) .. val
       end
     end
   else
@@ -89,13 +98,74 @@ for i = 3, #ARGV, 2 do
     if fresh then
       redis.call('HSET', key, field, val)
       written = written + 1
+      msg[#msg + 1] = struct.pack('>I2', #field) .. field .. struct.pack('>I4', #val) .. val
     else
       stale = stale + 1
     end
   end
 end
+if written > 0 then
+  local seq = redis.call('HINCRBY', key, 'seq', 1)
+  redis.call('PUBLISH', key, tostring(seq) .. '\n' .. ARGV[3] .. '\n' .. table.concat(msg))
+end
 return {status, epoch, written, stale}
 "#;
+
+/// Raises a bucket's epoch to `ARGV[1]`, owned by appliance `ARGV[2]`,
+/// unless it is already there or past it (a takeover); returns the epoch
+/// the bucket now holds.
+pub const RAISE_SCRIPT: &str = r#"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+local want = tonumber(ARGV[1])
+if cur < want then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'owner', ARGV[2])
+  return want
+end
+return cur
+"#;
+
+/// The appliance that raised the bucket's epoch (or first wrote it).
+pub const OWNER_FIELD: &str = "owner";
+
+/// The bucket's count of script calls that wrote something; each is
+/// published with its number, so a follower sees a gap.
+pub const SEQ_FIELD: &str = "seq";
+
+/// One published change set of a bucket.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ChangeSet<'a> {
+    pub seq: u64,
+    /// When the writer drained the oldest change in it (Unix ns).
+    pub drained_unix_ns: u64,
+    /// (field, value) as written: a sealed record or a delete.
+    pub pairs: Vec<(&'a [u8], &'a [u8])>,
+}
+
+/// Reads a message the write script published; None when it is not one.
+pub fn decode_change(msg: &[u8]) -> Option<ChangeSet<'_>> {
+    let mut lines = msg.splitn(3, |&b| b == b'\n');
+    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+    let seq = num(lines.next()?)?;
+    let drained_unix_ns = num(lines.next()?)?;
+    let mut rest = lines.next()?;
+    let mut pairs = Vec::new();
+    while !rest.is_empty() {
+        let flen = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        let field = rest.get(2..2 + flen)?;
+        let at = 2 + flen;
+        let vlen = u32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?) as usize;
+        let value = rest.get(at + 4..at + 4 + vlen)?;
+        pairs.push((field, value));
+        rest = &rest[at + 4 + vlen..];
+    }
+    Some(ChangeSet { seq, drained_unix_ns, pairs })
+}
+
+/// A delete value's version (see [`delete_value`]); None for a record.
+pub fn deleted_version(value: &[u8]) -> Option<u64> {
+    (value.len() == 9 && value[0] == b'D')
+        .then(|| u64::from_be_bytes(value[1..].try_into().expect("8 bytes")))
+}
 
 /// Why a remote key or record cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -375,6 +445,20 @@ mod tests {
             seen[usize::from(bucket_of(id))] += 1;
         }
         assert!(seen.iter().all(|&n| (300..500).contains(&n)), "{seen:?}");
+        let mut msg = b"12\n99\n".to_vec();
+        for (f, v) in
+            [(&b"00000000000000ab"[..], &b"record"[..]), (b"00000000000000cd", &delete_value(5))]
+        {
+            msg.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            msg.extend_from_slice(f);
+            msg.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            msg.extend_from_slice(v);
+        }
+        let c = decode_change(&msg).unwrap();
+        assert_eq!((c.seq, c.drained_unix_ns, c.pairs.len()), (12, 99, 2));
+        assert_eq!(deleted_version(c.pairs[1].1), Some(5));
+        assert_eq!(deleted_version(c.pairs[0].1), None);
+        assert!(decode_change(&msg[..msg.len() - 1]).is_none());
         let o = crate::SegmentOrigin::new([7; 16], 2_100_000_000);
         assert_eq!(parse_origin(origin_text(&o).as_bytes()), Some(o));
         assert_eq!(parse_origin(b"nonsense"), None);

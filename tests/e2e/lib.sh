@@ -425,8 +425,10 @@ lz_kill_traffic() {
     # the aborts iperf3 makes by design (lz_rst_on_wire).
     lz_in_client tcpdump -i "$LZ_VE_C" -n -U -s 96 -w "$LZ_WORK/$tag.rst.pcap" 'tcp[tcpflags] & (tcp-rst|tcp-fin) != 0 or tcp dst port 5201' >/dev/null 2>&1 &
     local dump_rst=$!
-    # What the dataplane forwards to the server side, for the outage.
-    tcpdump -i "$LZ_TAP_S" -Q in -n -s 64 -w "$LZ_WORK/$tag.fwd.pcap" >/dev/null 2>&1 &
+    # What the dataplane forwards to the server side, for the outage (on the
+    # server's bridge port instead, LZ_FWD_IF/LZ_FWD_DIR, when another
+    # appliance takes the wire).
+    tcpdump -i "${LZ_FWD_IF:-$LZ_TAP_S}" -Q "${LZ_FWD_DIR:-in}" -n -s 64 -w "$LZ_WORK/$tag.fwd.pcap" >/dev/null 2>&1 &
     local dump_fwd=$!
     sleep 1
     lz_break_counters >"$LZ_WORK/$tag.breaks.before"
@@ -524,6 +526,10 @@ lz_rst_on_wire() { python3 "$LZ_PCAP" rst "$1"; }
 LZ_NS_R=lzr$LZ_ID; LZ_VE_R=lzrv$LZ_ID
 LZ_REDIS_IP=10.97.$(( LZ_ID % 250 )).2; LZ_REDIS_PEER=10.97.$(( LZ_ID % 250 )).1
 LZ_REDIS_PID=
+# The store's files (password, HMAC key, config, log) and the key namespace,
+# shared by every appliance of the run.
+LZ_REDIS_DIR=$LZ_WORK
+LZ_REMOTE_NS=lz$LZ_ID
 
 lz_redis_up() {
     ip netns add "$LZ_NS_R"
@@ -534,33 +540,33 @@ lz_redis_up() {
     ip -n "$LZ_NS_R" addr add "$LZ_REDIS_IP/30" dev "$LZ_VE_R"
     ip -n "$LZ_NS_R" link set "$LZ_VE_R" up
     ip -n "$LZ_NS_R" link set lo up
-    head -c 24 /dev/urandom | base64 >"$LZ_WORK/redis.pass"
-    head -c 32 /dev/urandom >"$LZ_WORK/remote.key"
-    chmod 600 "$LZ_WORK/redis.pass" "$LZ_WORK/remote.key"
+    head -c 24 /dev/urandom | base64 >"$LZ_REDIS_DIR/redis.pass"
+    head -c 32 /dev/urandom >"$LZ_REDIS_DIR/remote.key"
+    chmod 600 "$LZ_REDIS_DIR/redis.pass" "$LZ_REDIS_DIR/remote.key"
     lz_redis_start
 }
 
 lz_redis_start() {
-    cat >"$LZ_WORK/redis.conf" <<CONF
+    cat >"$LZ_REDIS_DIR/redis.conf" <<CONF
 bind $LZ_REDIS_IP
 port 6379
 save ""
 appendonly no
 protected-mode yes
-dir $LZ_WORK
-logfile $LZ_WORK/redis.log
+dir $LZ_REDIS_DIR
+logfile $LZ_REDIS_DIR/redis.log
 user default off
-user lazarus on >$(cat "$LZ_WORK/redis.pass") resetkeys ~lazarus:* resetchannels -@all +@connection +ping +hget +hset +hdel +hgetall +evalsha +script|load +scan +hkeys
+user lazarus on >$(cat "$LZ_REDIS_DIR/redis.pass") resetkeys ~lazarus:* resetchannels &lazarus:* -@all +@connection +ping +hget +hmget +hset +hdel +hgetall +hincrby +publish +subscribe +evalsha +script|load +scan +hkeys
 ${LZ_REDIS_CONF:-}
 CONF
-    ip netns exec "$LZ_NS_R" redis-server "$LZ_WORK/redis.conf" &
+    ip netns exec "$LZ_NS_R" redis-server "$LZ_REDIS_DIR/redis.conf" &
     LZ_REDIS_PID=$!
     local t
     for t in $(seq 1 100); do
         lz_redis_cli PING 2>/dev/null | grep -q PONG && return 0
         sleep 0.05
     done
-    cat "$LZ_WORK/redis.log"; lz_fail "redis-server did not answer at $LZ_REDIS_IP"
+    cat "$LZ_REDIS_DIR/redis.log"; lz_fail "redis-server did not answer at $LZ_REDIS_IP"
 }
 
 lz_redis_kill() {
@@ -570,19 +576,22 @@ lz_redis_kill() {
 }
 
 lz_redis_cli() {
-    ip netns exec "$LZ_NS_R" redis-cli -h "$LZ_REDIS_IP" --user lazarus --pass "$(cat "$LZ_WORK/redis.pass")" --no-auth-warning "$@"
+    ip netns exec "$LZ_NS_R" redis-cli -h "$LZ_REDIS_IP" --user lazarus --pass "$(cat "$LZ_REDIS_DIR/redis.pass")" --no-auth-warning "$@"
 }
 
-# The [checkpoint.remote] section for lz_config's extra TOML.
+# The [checkpoint.remote] section for lz_config's extra TOML; $1 the role
+# (active), $2 the appliance's name (the host name).
 lz_remote_toml() {
     cat <<TOML
 [checkpoint.remote]
 url = "redis://$LZ_REDIS_IP:6379"
 user = "lazarus"
-password_file = "$LZ_WORK/redis.pass"
-hmac_key_file = "$LZ_WORK/remote.key"
-namespace = "lz$LZ_ID"
+password_file = "$LZ_REDIS_DIR/redis.pass"
+hmac_key_file = "$LZ_REDIS_DIR/remote.key"
+namespace = "$LZ_REMOTE_NS"
 restore_timeout_ms = 5000
+role = "${1:-active}"
+appliance = "${2:-}"
 TOML
 }
 

@@ -12,8 +12,9 @@
 # before its ports start: every stream completes with every byte verified,
 # the FTP sha256 matches, no reset.
 # The control: the same with the remote copy off breaks the connections.
-# Then the faults: a forged record, a record transplanted onto another
-# connection, a wrong password, and Redis down at start.
+# Then the faults: Redis restarted mid-run without its data (resent), a
+# forged record, a record transplanted onto another connection (both
+# refused), a wrong password (refused at start), and Redis down at start.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -76,6 +77,27 @@ import json, sys
 r = json.loads(sys.argv[1])["remote"]
 assert r["up"] and not r["fenced"] and r["restored_conns"] >= 50 and r["restore_forged"] == 0, r
 PY
+
+# ------------------------------ Redis restarted mid-run, without its data
+# No persistence: the restart loses every key. The connections are idle now
+# (the traffic is over), so only the writer's check can bring them back: it
+# reconnects, finds the buckets it wrote gone, and sends their connections
+# again.
+conns_held() { # connection fields in the remote store
+    for k in $(lz_redis_cli --scan --pattern "lazarus:{$LZ_REMOTE_NS:*}"); do lz_redis_cli --raw HKEYS "$k"; done | grep -cE '^[0-9a-f]{16}$' || true
+}
+stored=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["store"]["conns"])' "$status")
+[ "$(conns_held)" -ge "$stored" ] || lz_fail "before the Redis restart the remote store holds $(conns_held) of $stored connections"
+lz_redis_kill
+lz_redis_start
+for _ in $(seq 1 100); do
+    st=$(lz_ckpt_ask '{"cmd":"status"}')
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert r["up"] and r["buckets_resynced"] > 0 and r["pending"] == 0' "$st" 2>/dev/null && break
+    sleep 0.1
+done
+held=$(conns_held)
+[ "$held" -ge "$stored" ] || lz_fail "after the Redis restart the remote store holds $held of $stored connections: $st"
+lz_log "Redis restarted without its data: checkpointd resent $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["remote"]["buckets_resynced"])' "$st") lost bucket(s); $held of $stored connections back in Redis"
 lz_dp_stop
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "checkpointd did not exit 0 on SIGTERM"; LZ_CKPT_PID=
 

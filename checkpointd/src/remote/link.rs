@@ -18,6 +18,11 @@ pub struct Link {
     pub key: SealKey,
     pub namespace: String,
     pub timeout: Duration,
+    /// This appliance's name (the owner of the epochs it raises).
+    pub appliance: String,
+    /// `role = "standby"`: follow the remote copy instead of writing it.
+    pub standby: bool,
+    pub takeover_max_lag: Duration,
 }
 
 impl Link {
@@ -61,11 +66,30 @@ impl Link {
         }
         let key =
             SealKey::from_file(&sec.hmac_key_file).context("checkpoint.remote.hmac_key_file")?;
-        if sec.namespace.is_empty() || sec.namespace.contains(['{', '}']) {
-            bail!("checkpoint.remote.namespace {:?}: need a name without braces", sec.namespace);
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if sec.namespace.is_empty() || !sec.namespace.chars().all(name_ok) {
+            bail!(
+                "checkpoint.remote.namespace {:?}: need letters, digits, '-', '_' or '.'",
+                sec.namespace
+            );
         }
         if sec.batch == 0 || sec.timeout_ms == 0 {
             bail!("checkpoint.remote.batch and timeout_ms must be at least 1");
+        }
+        let standby = match sec.role.as_str() {
+            "active" => false,
+            "standby" => true,
+            other => bail!("checkpoint.remote.role {other:?}: \"active\" or \"standby\""),
+        };
+        let appliance = if sec.appliance.is_empty() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        } else {
+            sec.appliance.clone()
+        };
+        if appliance.is_empty() || appliance.len() > 64 {
+            bail!("checkpoint.remote.appliance: need a name of 1 to 64 bytes (the host name is used when it is \"\")");
         }
         let timeout = Duration::from_millis(sec.timeout_ms);
         let config = AsyncConnectionConfig::new()
@@ -79,6 +103,9 @@ impl Link {
             key,
             namespace: sec.namespace.clone(),
             timeout,
+            appliance,
+            standby,
+            takeover_max_lag: Duration::from_millis(sec.takeover_max_lag_ms),
         }))
     }
 
@@ -86,15 +113,21 @@ impl Link {
         let client = redis::Client::open(self.info.clone())?;
         client.get_multiplexed_async_connection_with_config(&self.config).await
     }
+
+    /// A connection in subscriber mode.
+    pub async fn subscriber(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let client = redis::Client::open(self.info.clone())?;
+        tokio::time::timeout(self.timeout, client.get_async_pubsub()).await.map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })?
+    }
 }
 
 /// Whether an error means the credentials are wrong (no retry will help).
 pub fn is_auth_error(e: &redis::RedisError) -> bool {
     let text = e.to_string();
     e.kind() == redis::ErrorKind::AuthenticationFailed
-        || text.contains("WRONGPASS")
-        || text.contains("NOAUTH")
-        || text.contains("NOPERM")
+        || ["WRONGPASS", "NOAUTH", "NOPERM", "NoPerm"].iter().any(|t| text.contains(t))
 }
 
 /// Why a connect failed, for the caller to tell a fatal cause from an outage.
@@ -102,13 +135,26 @@ pub fn is_auth_error(e: &redis::RedisError) -> bool {
 #[error("{0}: check checkpoint.remote.user and password_file (and the user's ACL)")]
 pub struct Refused(pub redis::RedisError);
 
-/// Connects once and pings, within `timeout`.
+/// Connects once and runs the writer's reads, within `timeout`.
 pub fn probe(link: &Link, timeout: Duration) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let r = tokio::time::timeout(timeout, async {
             let mut c = link.connect().await?;
-            redis::cmd("PING").query_async::<String>(&mut c).await
+            // What the writer runs, so that an ACL missing a command fails
+            // the start instead of every write.
+            let key = shm_layout::remote::bucket_key(&link.namespace, 0);
+            redis::cmd("HMGET")
+                .arg(&key)
+                .arg("epoch")
+                .arg("owner")
+                .query_async::<redis::Value>(&mut c)
+                .await?;
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(shm_layout::remote::WRITE_SCRIPT)
+                .query_async::<String>(&mut c)
+                .await
         })
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?;

@@ -6,13 +6,16 @@
 //! changes again before it is sent travels once, so refreshes coalesce.
 //! docs/CHECKPOINT.md#remote has the keys and the guarantees.
 
+mod follower;
 mod link;
 mod restore;
+mod standby;
 mod stats;
 mod writer;
 
 pub use link::{is_fatal, probe, Link};
 pub use restore::restore;
+pub use standby::{Mirror, TakeoverRequest};
 pub use stats::RemoteStats;
 
 use crate::store::{Change, Store};
@@ -25,6 +28,42 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use writer::{Batch, BucketWrite, Shared, Writer};
+
+/// Now, CLOCK_REALTIME, in ns: lag across processes (and hosts whose clocks
+/// are synchronised).
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The remote copy as the drain loop drives it.
+pub enum RemoteSide {
+    Active(Tracker),
+    Standby(Mirror),
+}
+
+impl RemoteSide {
+    /// After each ring's drain: an active appliance notes what changed.
+    pub fn note(&mut self, store: &mut Store) {
+        match self {
+            RemoteSide::Active(t) => t.note(&mut store.changes),
+            RemoteSide::Standby(_) => store.changes.clear(),
+        }
+    }
+
+    /// Once a pass: send what is due, or follow (and take over when asked).
+    pub fn pass(&mut self, store: &mut Store) {
+        match self {
+            RemoteSide::Active(t) => t.flush(store),
+            RemoteSide::Standby(m) => {
+                if let Some(t) = m.pass(store) {
+                    *self = RemoteSide::Active(t);
+                }
+            }
+        }
+    }
+}
 
 /// Batches in flight between the tracker and the writer; beyond that the
 /// tracker keeps coalescing.
@@ -53,12 +92,11 @@ pub struct Tracker {
 impl Tracker {
     /// Starts the writer thread.
     pub fn start(
-        link: Link,
+        link: Arc<Link>,
         sec: &shm_layout::RemoteSection,
         stats: Arc<RemoteStats>,
         origin: &shm_layout::SegmentOrigin,
     ) -> anyhow::Result<Tracker> {
-        let link = Arc::new(link);
         let shared = Arc::new(Shared::default());
         let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
         let writer = Writer {

@@ -40,6 +40,66 @@ pub struct RemoteStats {
     pub restored_conns: AtomicU64,
     pub restore_forged: AtomicU64,
     pub restore_misplaced: AtomicU64,
+    /// A standby's mirror: records and deletes applied from the followed
+    /// copy, records refused (HMAC) or older than the mirror's (a rollback).
+    pub mirror_applied: AtomicU64,
+    pub mirror_deletes: AtomicU64,
+    pub mirror_forged: AtomicU64,
+    pub mirror_stale: AtomicU64,
+    pub mirror_misplaced: AtomicU64,
+    /// Buckets read whole again (start, a gap in the published numbers).
+    pub mirror_resyncs: AtomicU64,
+    /// 1 while the follower is subscribed and in sync.
+    pub following: AtomicBool,
+    /// From the writer's drain of a change to its application in this
+    /// mirror (both clocks are CLOCK_REALTIME: meaningful within one host or
+    /// with synchronised clocks).
+    pub mirror_lag: LagHistogram,
+    /// Takeovers this checkpointd performed.
+    pub takeovers: AtomicU64,
+}
+
+/// Latencies in 100 µs steps up to 100 ms, and one bin past that.
+#[derive(Debug)]
+pub struct LagHistogram {
+    bins: Vec<AtomicU64>,
+}
+
+const LAG_STEP_US: u64 = 100;
+const LAG_BINS: usize = 1001;
+
+impl Default for LagHistogram {
+    fn default() -> Self {
+        LagHistogram { bins: (0..LAG_BINS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl LagHistogram {
+    pub fn record(&self, us: u64) {
+        let i = ((us / LAG_STEP_US) as usize).min(LAG_BINS - 1);
+        self.bins[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.bins.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The upper edge of the bin holding quantile `q`, in µs (None: empty).
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = ((n as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.bins.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= want {
+                return Some((i as u64 + 1) * LAG_STEP_US);
+            }
+        }
+        None
+    }
 }
 
 impl RemoteStats {
@@ -86,6 +146,35 @@ impl RemoteStats {
             "restored_conns": g(&self.restored_conns),
             "restore_forged": g(&self.restore_forged),
             "restore_misplaced": g(&self.restore_misplaced),
+            "following": self.following.load(Ordering::Relaxed),
+            "mirror_applied": g(&self.mirror_applied),
+            "mirror_deletes": g(&self.mirror_deletes),
+            "mirror_forged": g(&self.mirror_forged),
+            "mirror_stale": g(&self.mirror_stale),
+            "mirror_misplaced": g(&self.mirror_misplaced),
+            "mirror_resyncs": g(&self.mirror_resyncs),
+            "mirror_lag_samples": self.mirror_lag.count(),
+            "mirror_lag_p50_us": self.mirror_lag.quantile_us(0.5),
+            "mirror_lag_p99_us": self.mirror_lag.quantile_us(0.99),
+            "takeovers": g(&self.takeovers),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_bins() {
+        let h = LagHistogram::default();
+        assert_eq!(h.quantile_us(0.5), None);
+        for us in [50, 150, 150, 950, 250_000] {
+            h.record(us);
+        }
+        assert_eq!(h.quantile_us(0.2), Some(100));
+        assert_eq!(h.quantile_us(0.5), Some(200));
+        assert_eq!(h.quantile_us(0.8), Some(1000));
+        assert_eq!(h.quantile_us(1.0), Some(100_100));
     }
 }

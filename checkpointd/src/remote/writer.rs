@@ -7,7 +7,7 @@
 use super::link::{is_auth_error, Link};
 use super::stats::RemoteStats;
 use redis::aio::MultiplexedConnection;
-use shm_layout::remote::{bucket_key, EPOCH_FIELD, REMOTE_BUCKETS, WRITE_SCRIPT};
+use shm_layout::remote::{bucket_key, EPOCH_FIELD, OWNER_FIELD, REMOTE_BUCKETS, WRITE_SCRIPT};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ pub struct Shared {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an idle writer checks its connection.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 struct Session {
     conn: MultiplexedConnection,
@@ -59,7 +61,28 @@ impl Writer {
         // Connected before the first batch: the tracker sends nothing until
         // the epoch is known.
         let mut session = Some(self.connect(&mut written).await);
-        while let Some(batch) = rx.recv().await {
+        let mut tick = tokio::time::interval(LIVENESS_EVERY);
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    // An idle writer still notices a store that restarted
+                    // (and lost what this appliance wrote): the reconnect
+                    // finds the lost buckets.
+                    if let Some(s) = session.as_mut() {
+                        if let Err(e) = redis::cmd("PING").query_async::<String>(&mut s.conn).await {
+                            RemoteStats::add(&self.stats.errors, 1);
+                            self.stats.up.store(false, Ordering::Relaxed);
+                            warn!("remote store {}: lost the connection ({e}); reconnecting", self.link.shown);
+                            session = Some(self.connect(&mut written).await);
+                        }
+                    }
+                    continue;
+                }
+            };
             if self.stats.fenced.load(Ordering::Relaxed) {
                 RemoteStats::add(&self.stats.fenced_writes, batch.records + batch.deletes);
                 continue;
@@ -116,25 +139,52 @@ impl Writer {
             redis::cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT).query_async(&mut conn).await?;
         let mut pipe = redis::pipe();
         for b in 0..REMOTE_BUCKETS {
-            pipe.cmd("HGET").arg(bucket_key(&self.link.namespace, b)).arg(EPOCH_FIELD);
+            pipe.cmd("HMGET")
+                .arg(bucket_key(&self.link.namespace, b))
+                .arg(EPOCH_FIELD)
+                .arg(OWNER_FIELD);
         }
-        let epochs: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-        let top = epochs.iter().flatten().copied().max().unwrap_or(0);
+        let held: Vec<(Option<u64>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        let epochs: Vec<Option<u64>> = held.iter().map(|h| h.0).collect();
+        let top = held.iter().filter_map(|h| h.0.map(|e| (e, h.1.as_deref()))).max_by_key(|h| h.0);
         let first = self.stats.epoch.load(Ordering::Relaxed) == 0;
         if first {
-            self.stats.epoch.store(top.max(1), Ordering::Relaxed);
+            match top {
+                None => self.stats.epoch.store(1, Ordering::Relaxed),
+                Some((e, owner)) if owner == Some(self.link.appliance.as_str()) => {
+                    self.stats.epoch.store(e, Ordering::Relaxed)
+                }
+                Some((e, owner)) => {
+                    self.stats.epoch.store(e, Ordering::Relaxed);
+                    self.stats.fenced.store(true, Ordering::Relaxed);
+                    error!(
+                        "remote store {}: appliance {:?} holds epoch {e} (it took over): this one \
+                         ({:?}) is fenced off and writes no remote state (counted in fenced_writes); \
+                         run it as the standby (checkpoint.remote.role = \"standby\")",
+                        self.link.shown,
+                        owner.unwrap_or("?"),
+                        self.link.appliance
+                    );
+                }
+            }
         } else {
             RemoteStats::add(&self.stats.reconnects, 1);
-            let lost: Vec<u16> = (0..REMOTE_BUCKETS)
-                .filter(|&b| written[usize::from(b)] && epochs[usize::from(b)].is_none())
-                .collect();
+            // Every bucket without an epoch: the tracker resends the stored
+            // connections of each (those restored at start included, which
+            // this process never wrote); buckets it holds nothing of cost nothing.
+            let lost: Vec<u16> =
+                (0..REMOTE_BUCKETS).filter(|&b| epochs[usize::from(b)].is_none()).collect();
             if !lost.is_empty() {
-                warn!(
-                    "remote store {}: {} bucket(s) this appliance wrote are gone (the server \
-                     restarted without its data?): sending their connections again",
-                    self.link.shown,
-                    lost.len()
-                );
+                let gone = lost.iter().filter(|&&b| written[usize::from(b)]).count();
+                if gone > 0 {
+                    warn!(
+                        "remote store {}: {gone} bucket(s) this process wrote are gone (the \
+                         server restarted without its data?): sending the connections stored \
+                         for every bucket without an epoch ({}) again",
+                        self.link.shown,
+                        lost.len()
+                    );
+                }
                 for &b in &lost {
                     written[usize::from(b)] = false;
                 }
@@ -159,10 +209,13 @@ impl Writer {
         written: &mut [bool],
     ) -> redis::RedisResult<()> {
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
+        let drained_unix_ns =
+            super::unix_ns().saturating_sub(batch.oldest.elapsed().as_nanos() as u64);
         let mut pipe = redis::pipe();
         for w in &batch.buckets {
             let c = pipe.cmd("EVALSHA").arg(&s.sha).arg(1);
             c.arg(bucket_key(&self.link.namespace, w.bucket)).arg(epoch).arg(&self.origin);
+            c.arg(drained_unix_ns).arg(&self.link.appliance);
             for (field, value) in &w.pairs {
                 c.arg(field).arg(value.as_slice());
             }
