@@ -143,15 +143,8 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (takeover_tx, takeover_rx) = std::sync::mpsc::channel();
     let (remote_side, remote_stats) = match link {
         Some(link) => {
-            let (side, stats) = start_remote(
-                link,
-                ck,
-                &mut store,
-                store_created,
-                rings_geom.workers,
-                &here,
-                takeover_rx,
-            )?;
+            let (side, stats) =
+                start_remote(link, ck, &mut store, store_created, rings_geom.workers, takeover_rx)?;
             (Some(side), Some(stats))
         }
         None => (None, None),
@@ -378,7 +371,6 @@ fn start_remote(
     store: &mut store::Store,
     store_created: bool,
     workers: u32,
-    here: &shm_layout::SegmentOrigin,
     takeovers: std::sync::mpsc::Receiver<remote::TakeoverRequest>,
 ) -> anyhow::Result<(remote::RemoteSide, Arc<remote::RemoteStats>)> {
     let stats = &Arc::new(remote::RemoteStats::default());
@@ -396,18 +388,24 @@ fn start_remote(
             "standby ({}): following the remote store {shown} into the local store",
             link.appliance
         );
-        let m =
-            remote::Mirror::start(link, &ck.remote, Arc::clone(stats), workers, here, takeovers)?;
+        let m = remote::Mirror::start(
+            link,
+            &ck.remote,
+            Arc::clone(stats),
+            workers,
+            u64::from(store.segment().geometry().conn_capacity),
+            takeovers,
+        )?;
         return Ok((remote::RemoteSide::Standby(m), Arc::clone(stats)));
     }
     store.track_changes = true;
     if store_created {
-        match remote::restore(&link, store, workers, here, timeout, stats) {
+        match remote::restore(&link, store, workers, timeout, stats) {
             Ok(r) => {
                 info!(
                     "restored {} connection(s) ({} portion(s)) from the remote store {shown}; {} \
-                     refused (HMAC), {} misplaced, {} bucket(s) from another boot restored at version 0",
-                    r.conns, r.portions, r.forged, r.misplaced, r.rebased_buckets
+                     refused (HMAC), {} misplaced",
+                    r.conns, r.portions, r.forged, r.misplaced
                 );
                 if r.forged > 0 {
                     warn!(
@@ -432,7 +430,8 @@ fn start_remote(
         }
         warn!("remote store {shown} is down at start ({e:#}): checkpointing locally, retrying");
     }
-    let mut tracker = remote::Tracker::start(link, &ck.remote, Arc::clone(stats), here)?;
+    let capacity = u64::from(store.segment().geometry().conn_capacity);
+    let mut tracker = remote::Tracker::start(link, &ck.remote, Arc::clone(stats), capacity, false)?;
     if !store_created {
         // The changes drained before this start may not have reached the
         // remote store: send every connection once (older ones are skipped

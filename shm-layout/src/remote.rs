@@ -15,7 +15,12 @@ use std::path::Path;
 
 /// Version of the sealed record's encoding; a change bumps it and keeps a
 /// reader of the previous one (the version rule of docs/CHECKPOINT.md).
-pub const REMOTE_FORMAT: u8 = 1;
+/// 2: the writer's epoch in the header and first in the order, the worker
+/// and portion count under every tag, sealed deletes. 1 is read (its
+/// portions verified without them), never written.
+pub const REMOTE_FORMAT: u8 = 2;
+/// The previous format, still read.
+pub const REMOTE_FORMAT_OLDEST: u8 = 1;
 
 /// Buckets a namespace's connections are spread over. Fixed by the format:
 /// a reader with another count would look in the wrong hashes.
@@ -23,31 +28,37 @@ pub const REMOTE_BUCKETS: u16 = 256;
 
 /// The bucket's fencing token, decimal.
 pub const EPOCH_FIELD: &str = "epoch";
-/// The boot and TSC rate the bucket's versions were taken under:
-/// 32 hex digits of boot id, ':', TSC Hz.
-pub const ORIGIN_FIELD: &str = "origin";
+/// The appliance that raised the bucket's epoch (or first wrote it).
+pub const OWNER_FIELD: &str = "owner";
+/// The bucket's count of script calls that wrote something; each is
+/// published with its number, so a follower sees a gap.
+pub const SEQ_FIELD: &str = "seq";
 
-/// HMAC-SHA256 tag bytes after each portion.
+/// HMAC-SHA256 tag bytes after each portion, and after a delete.
 pub const TAG_BYTES: usize = 32;
 /// A key file shorter than this is refused (RFC 2104: at least the hash's
 /// output length).
 pub const KEY_MIN_BYTES: usize = 32;
 
-const RECORD_HEADER_BYTES: usize = 16;
+const RECORD_HEADER_BYTES: usize = 24;
+const RECORD_HEADER_BYTES_V1: usize = 16;
 const PORTION_HEADER_BYTES: usize = 20;
+/// `D`, epoch, version, tag.
+const DELETE_BYTES: usize = 1 + 8 + 8 + TAG_BYTES;
+/// The module byte a delete's tag is computed with.
+const DELETE_MODULE: u8 = 0xFF;
 
 /// The Lua the writer runs on one bucket (`KEYS[1]`). `ARGV[1]` the writer's
-/// epoch, `ARGV[2]` its origin, `ARGV[3]` when the oldest change in the call
-/// was drained (Unix ns, for the followers' lag), `ARGV[4]` the appliance
-/// (the bucket's owner when the call creates its epoch), then pairs: a connection
-/// field and either a sealed record (put) or `D` and 8 big-endian version
-/// bytes (delete). Refuses the whole call when the bucket's epoch is newer
-/// (a fenced-off writer); skips a put or delete older than what the field
-/// holds. What it wrote it numbers (the bucket's [`SEQ_FIELD`]) and
-/// publishes on the channel named like the bucket ([`encode_change`]'s
-/// format), for standbys to follow. Returns `{status, epoch, written,
-/// stale}`: status 1 ok, 0 fenced, 2 ok but the bucket had no epoch (new, or
-/// lost by the server).
+/// epoch, `ARGV[2]` when the oldest change in the call was drained (Unix ns,
+/// for the followers' lag), `ARGV[3]` the appliance, then pairs: a
+/// connection field and a sealed record or sealed delete. Refuses the whole
+/// call when the bucket's epoch is newer (a fenced-off writer). Orders a
+/// value by (epoch, version): a put or delete before what the field holds
+/// is skipped; a stored value it cannot read (another format, cut short) is
+/// taken as older. What it wrote it numbers ([`SEQ_FIELD`]) and publishes on
+/// the channel named like the bucket ([`decode_change`]). Returns `{status,
+/// epoch, written, stale}`: status 1 ok, 0 fenced, 2 ok but the bucket had
+/// no epoch (new, or lost by the server).
 pub const WRITE_SCRIPT: &str = r#"
 local key = KEYS[1]
 local epoch = tonumber(ARGV[1])
@@ -55,81 +66,78 @@ local cur = redis.call('HGET', key, 'epoch')
 local status = 1
 if cur == false then
   status = 2
+  redis.call('HSET', key, 'epoch', ARGV[1], 'owner', ARGV[3])
 elseif tonumber(cur) > epoch then
   return {0, tonumber(cur), 0, 0}
-end
-if cur == false then
-  redis.call('HSET', key, 'epoch', ARGV[1], 'owner', ARGV[4])
 elseif tonumber(cur) < epoch then
-  redis.call('HSET', key, 'epoch', ARGV[1])
+  redis.call('HSET', key, 'epoch', ARGV[1], 'owner', ARGV[3])
 end
-redis.call('HSET', key, 'origin', ARGV[2])
-local function ver(s, at)
-  local hi, lo = struct.unpack('>I4I4', s, at)
-  return hi, lo
+-- (epoch, version) of a value as four 32-bit halves, or nil.
+local function order(s)
+  local f = string.byte(s, 1)
+  local t
+  if f == 68 and #s >= 17 then
+    t = {struct.unpack('>I4I4I4I4', s, 2)}
+  elseif f == 2 and #s >= 24 then
+    t = {struct.unpack('>I4I4I4I4', s, 9)}
+  elseif f == 1 and #s >= 16 then
+    local vh, vl = struct.unpack('>I4I4', s, 9)
+    t = {0, 0, vh, vl}
+  else
+    return nil
+  end
+  return {t[1], t[2], t[3], t[4]}
 end
-local function older(nh, nl, oh, ol)
-  return nh < oh or (nh == oh and nl < ol)
+local function before(a, b)
+  for i = 1, 4 do
+    if a[i] ~= b[i] then return a[i] < b[i] end
+  end
+  return false
 end
 local written, stale = 0, 0
 local msg = {}
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local field, val = ARGV[i], ARGV[i + 1]
+  local new = order(val)
   local old = redis.call('HGET', key, field)
-  if string.sub(val, 1, 1) == 'D' then
-    if old then
-      local nh, nl = ver(val, 2)
-      local oh, ol = ver(old, 9)
-      if older(nh, nl, oh, ol) then
-        stale = stale + 1
-      else
-        redis.call('HDEL', key, field)
-        written = written + 1
-        msg[#msg + 1] = struct.pack('>I2', #field) .. field .. struct.pack('>I4', #val) .. val
-      end
-    end
+  local o = old and order(old)
+  local delete = string.byte(val, 1) == 68
+  if new == nil then
+    stale = stale + 1
+  elseif o and before(new, o) then
+    stale = stale + 1
+  elseif delete and not old then
+    -- nothing to delete
   else
-    local fresh = true
-    if old then
-      local nh, nl = ver(val, 9)
-      local oh, ol = ver(old, 9)
-      fresh = not older(nh, nl, oh, ol)
-    end
-    if fresh then
-      redis.call('HSET', key, field, val)
-      written = written + 1
-      msg[#msg + 1] = struct.pack('>I2', #field) .. field .. struct.pack('>I4', #val) .. val
+    if delete then
+      redis.call('HDEL', key, field)
     else
-      stale = stale + 1
+      redis.call('HSET', key, field, val)
     end
+    written = written + 1
+    msg[#msg + 1] = struct.pack('>I2', #field) .. field .. struct.pack('>I4', #val) .. val
   end
 end
 if written > 0 then
   local seq = redis.call('HINCRBY', key, 'seq', 1)
-  redis.call('PUBLISH', key, tostring(seq) .. '\n' .. ARGV[3] .. '\n' .. table.concat(msg))
+  redis.call('PUBLISH', key, tostring(seq) .. '\n' .. ARGV[2] .. '\n' .. table.concat(msg))
 end
 return {status, epoch, written, stale}
 "#;
 
-/// Raises a bucket's epoch to `ARGV[1]`, owned by appliance `ARGV[2]`,
-/// unless it is already there or past it (a takeover); returns the epoch
-/// the bucket now holds.
+/// Raises a bucket's epoch to `ARGV[1]`, owned by appliance `ARGV[2]`, when
+/// it is below (compare and set: a takeover, or an active's start). Returns
+/// `{epoch, owner}` as the bucket holds them after the call: another owner
+/// at that epoch or above means another appliance got there first.
 pub const RAISE_SCRIPT: &str = r#"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 local want = tonumber(ARGV[1])
 if cur < want then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'owner', ARGV[2])
-  return want
+  return {want, ARGV[2]}
 end
-return cur
+return {cur, redis.call('HGET', KEYS[1], 'owner') or ''}
 "#;
-
-/// The appliance that raised the bucket's epoch (or first wrote it).
-pub const OWNER_FIELD: &str = "owner";
-
-/// The bucket's count of script calls that wrote something; each is
-/// published with its number, so a follower sees a gap.
-pub const SEQ_FIELD: &str = "seq";
 
 /// One published change set of a bucket.
 #[derive(Debug, PartialEq, Eq)]
@@ -161,12 +169,6 @@ pub fn decode_change(msg: &[u8]) -> Option<ChangeSet<'_>> {
     Some(ChangeSet { seq, drained_unix_ns, pairs })
 }
 
-/// A delete value's version (see [`delete_value`]); None for a record.
-pub fn deleted_version(value: &[u8]) -> Option<u64> {
-    (value.len() == 9 && value[0] == b'D')
-        .then(|| u64::from_be_bytes(value[1..].try_into().expect("8 bytes")))
-}
-
 /// Why a remote key or record cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RemoteError {
@@ -176,14 +178,18 @@ pub enum RemoteError {
     KeyTooShort { path: String, len: usize },
     #[error("record of {len} byte(s) is cut short")]
     Truncated { len: usize },
-    #[error("record format {0} is not {REMOTE_FORMAT}: written by another Lazarus build")]
+    #[error("record format {0} is neither {REMOTE_FORMAT} nor {REMOTE_FORMAT_OLDEST}: written by another Lazarus build")]
     Format(u8),
+    #[error("the delete's HMAC does not match (forged, or copied from another connection)")]
+    ForgedDelete,
     #[error("reserved bytes are not zero: written by another Lazarus build, or damaged")]
     Reserved,
     #[error("portion of module {module}: its HMAC does not match (forged, or copied from another connection)")]
     Forged { module: u8 },
-    #[error("the record's newest version {header} is not its portions' ({portions})")]
-    Inconsistent { header: u64, portions: u64 },
+    #[error(
+        "the record's header ({header:?}, epoch and version) is not its portions' ({portions:?})"
+    )]
+    Inconsistent { header: (u64, u64), portions: (u64, u64) },
 }
 
 /// The key every portion is sealed under, read from a file so that it never
@@ -215,12 +221,22 @@ impl SealKey {
         SealKey::new(&bytes, &p)
     }
 
-    fn mac(&self, conn_id: u64, p: &RemotePortion<'_>) -> Hmac<Sha256> {
+    fn mac(
+        &self,
+        conn_id: u64,
+        format: u8,
+        p: &RemotePortion<'_>,
+        place: Option<(u16, u8)>,
+    ) -> Hmac<Sha256> {
         let mut m = self.0.clone();
-        m.update(&[REMOTE_FORMAT, p.module]);
+        m.update(&[format, p.module]);
         m.update(&conn_id.to_be_bytes());
         m.update(&p.version.to_be_bytes());
         m.update(&p.epoch.to_be_bytes());
+        if let Some((worker, count)) = place {
+            m.update(&worker.to_be_bytes());
+            m.update(&[count]);
+        }
         m.update(&(p.payload.len() as u16).to_be_bytes());
         m.update(p.payload);
         m
@@ -241,7 +257,9 @@ pub struct RemotePortion<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct RemoteRecord<'a> {
     pub worker: u16,
-    pub newest: u64,
+    /// The writer's epoch and the newest version: the record's place in the
+    /// order the write script keeps.
+    pub order: (u64, u64),
     pub portions: Vec<RemotePortion<'a>>,
 }
 
@@ -267,19 +285,44 @@ pub fn field_conn(field: &[u8]) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
-/// The value of a delete: `D` and the version, big-endian (the script reads
-/// it there).
-pub fn delete_value(version: u64) -> [u8; 9] {
-    let mut v = [b'D'; 9];
-    v[1..].copy_from_slice(&version.to_be_bytes());
+/// A sealed delete of `conn_id`, made at `version` by a writer at `epoch`:
+/// `D`, the epoch and the version (big-endian, where the script reads
+/// them), and a tag over them and the connection id.
+pub fn encode_delete(key: &SealKey, conn_id: u64, epoch: u64, version: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(DELETE_BYTES);
+    v.push(b'D');
+    v.extend_from_slice(&epoch.to_be_bytes());
+    v.extend_from_slice(&version.to_be_bytes());
+    let p = RemotePortion { module: DELETE_MODULE, version, epoch, payload: &[] };
+    v.extend_from_slice(&key.mac(conn_id, REMOTE_FORMAT, &p, None).finalize().into_bytes());
     v
 }
 
-/// Seals `portions` of `conn_id` into `out` (cleared first): a 16-byte
-/// header (format, count, worker, the newest version at byte 8, big-endian,
-/// where the script compares it), then each portion (module, 0, length,
-/// version, epoch, payload) followed by its HMAC-SHA256 tag over the format,
-/// module, connection id, version, epoch, length and payload.
+/// Whether a stored or published value is a delete.
+pub fn is_delete(value: &[u8]) -> bool {
+    value.first() == Some(&b'D')
+}
+
+/// Verifies a sealed delete of `conn_id`; its (epoch, version).
+pub fn decode_delete(key: &SealKey, conn_id: u64, value: &[u8]) -> Result<(u64, u64), RemoteError> {
+    if value.len() != DELETE_BYTES || value[0] != b'D' {
+        return Err(RemoteError::Truncated { len: value.len() });
+    }
+    let be64 = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let (epoch, version) = (be64(&value[1..9]), be64(&value[9..17]));
+    let p = RemotePortion { module: DELETE_MODULE, version, epoch, payload: &[] };
+    key.mac(conn_id, REMOTE_FORMAT, &p, None)
+        .verify_slice(&value[17..])
+        .map_err(|_| RemoteError::ForgedDelete)?;
+    Ok((epoch, version))
+}
+
+/// Seals `portions` of `conn_id` into `out` (cleared first): a 24-byte
+/// header (format, count, worker, 0, then the epoch and the newest version,
+/// big-endian, where the script reads them), then each portion (module, 0,
+/// length, version, epoch, payload) followed by its HMAC-SHA256 tag over
+/// the format, module, connection id, version, epoch, worker, count, length
+/// and payload.
 pub fn encode_record(
     key: &SealKey,
     conn_id: u64,
@@ -289,9 +332,12 @@ pub fn encode_record(
 ) {
     out.clear();
     let newest = portions.iter().map(|p| p.version).max().unwrap_or(0);
-    out.extend_from_slice(&[REMOTE_FORMAT, portions.len() as u8]);
+    let epoch = portions.iter().map(|p| p.epoch).max().unwrap_or(0);
+    let count = portions.len() as u8;
+    out.extend_from_slice(&[REMOTE_FORMAT, count]);
     out.extend_from_slice(&worker.to_be_bytes());
     out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&epoch.to_be_bytes());
     out.extend_from_slice(&newest.to_be_bytes());
     for p in portions {
         out.extend_from_slice(&[p.module, 0]);
@@ -299,22 +345,28 @@ pub fn encode_record(
         out.extend_from_slice(&p.version.to_be_bytes());
         out.extend_from_slice(&p.epoch.to_be_bytes());
         out.extend_from_slice(p.payload);
-        out.extend_from_slice(&key.mac(conn_id, p).finalize().into_bytes());
+        let tag = key.mac(conn_id, REMOTE_FORMAT, p, Some((worker, count))).finalize();
+        out.extend_from_slice(&tag.into_bytes());
     }
 }
 
-/// Reads back a record stored under `conn_id`'s field, verifying every tag.
+/// Reads back a record stored under `conn_id`'s field, verifying every tag
+/// (format 1 records too: their tags cover neither worker nor count, and
+/// their order's epoch is 0).
 pub fn decode_record<'a>(
     key: &SealKey,
     conn_id: u64,
     bytes: &'a [u8],
 ) -> Result<RemoteRecord<'a>, RemoteError> {
     let cut = || RemoteError::Truncated { len: bytes.len() };
-    if bytes.len() < RECORD_HEADER_BYTES {
+    let format = *bytes.first().ok_or_else(cut)?;
+    let header = match format {
+        REMOTE_FORMAT => RECORD_HEADER_BYTES,
+        REMOTE_FORMAT_OLDEST => RECORD_HEADER_BYTES_V1,
+        other => return Err(RemoteError::Format(other)),
+    };
+    if bytes.len() < header {
         return Err(cut());
-    }
-    if bytes[0] != REMOTE_FORMAT {
-        return Err(RemoteError::Format(bytes[0]));
     }
     if bytes[4..8] != [0; 4] {
         return Err(RemoteError::Reserved);
@@ -322,8 +374,13 @@ pub fn decode_record<'a>(
     let count = bytes[1];
     let worker = u16::from_be_bytes([bytes[2], bytes[3]]);
     let be64 = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
-    let newest = be64(&bytes[8..16]);
-    let mut at = RECORD_HEADER_BYTES;
+    let order = if format == REMOTE_FORMAT {
+        (be64(&bytes[8..16]), be64(&bytes[16..24]))
+    } else {
+        (0, be64(&bytes[8..16]))
+    };
+    let place = (format == REMOTE_FORMAT).then_some((worker, count));
+    let mut at = header;
     let mut portions = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let h = bytes.get(at..at + PORTION_HEADER_BYTES).ok_or_else(cut)?;
@@ -340,7 +397,7 @@ pub fn decode_record<'a>(
             epoch: be64(&h[12..20]),
             payload,
         };
-        key.mac(conn_id, &p)
+        key.mac(conn_id, format, &p, place)
             .verify_slice(tag)
             .map_err(|_| RemoteError::Forged { module: p.module })?;
         portions.push(p);
@@ -349,31 +406,15 @@ pub fn decode_record<'a>(
     if at != bytes.len() {
         return Err(cut());
     }
-    let top = portions.iter().map(|p| p.version).max().unwrap_or(0);
-    if top != newest {
-        return Err(RemoteError::Inconsistent { header: newest, portions: top });
+    let newest = portions.iter().map(|p| p.version).max().unwrap_or(0);
+    let epoch = match format {
+        REMOTE_FORMAT => portions.iter().map(|p| p.epoch).max().unwrap_or(0),
+        _ => 0,
+    };
+    if (epoch, newest) != order {
+        return Err(RemoteError::Inconsistent { header: order, portions: (epoch, newest) });
     }
-    Ok(RemoteRecord { worker, newest, portions })
-}
-
-/// The origin as [`ORIGIN_FIELD`] holds it.
-pub fn origin_text(o: &crate::SegmentOrigin) -> String {
-    let h: String = o.boot_id.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{h}:{}", o.tsc_hz)
-}
-
-/// Parses [`origin_text`]; None when it is not one.
-pub fn parse_origin(text: &[u8]) -> Option<crate::SegmentOrigin> {
-    let s = std::str::from_utf8(text).ok()?;
-    let (hex, hz) = s.split_once(':')?;
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(crate::SegmentOrigin::new(id, hz.parse().ok()?))
+    Ok(RemoteRecord { worker, order, portions })
 }
 
 #[cfg(test)]
@@ -396,34 +437,61 @@ mod tests {
         let mut out = Vec::new();
         encode_record(&key(1), 42, 5, &sample(), &mut out);
         let r = decode_record(&key(1), 42, &out).unwrap();
-        assert_eq!((r.worker, r.newest), (5, 9));
+        assert_eq!((r.worker, r.order), (5, (3, 9)));
         assert_eq!(r.portions, sample());
-        assert_eq!(u64::from_be_bytes(out[8..16].try_into().unwrap()), 9, "the script reads here");
+        let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
+        assert_eq!((be(&out[8..16]), be(&out[16..24])), (3, 9), "the script reads here");
     }
 
     #[test]
-    fn forged_transplanted_and_cut_records_are_refused() {
+    fn forged_transplanted_moved_and_cut_records_are_refused() {
         let mut out = Vec::new();
         encode_record(&key(1), 42, 0, &sample(), &mut out);
         assert_eq!(decode_record(&key(2), 42, &out), Err(RemoteError::Forged { module: 0 }));
         assert_eq!(decode_record(&key(1), 43, &out), Err(RemoteError::Forged { module: 0 }));
-        for i in (4..8).chain(16..out.len()) {
+        // Every byte is covered: the worker, the count, the header's order.
+        for i in 1..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x20;
             assert!(decode_record(&key(1), 42, &bad).is_err(), "byte {i} flipped");
         }
-        let mut newer = out.clone();
-        newer[15] = 10;
-        assert_eq!(
-            decode_record(&key(1), 42, &newer),
-            Err(RemoteError::Inconsistent { header: 10, portions: 9 })
-        );
         for n in 0..out.len() {
             assert!(decode_record(&key(1), 42, &out[..n]).is_err(), "cut at {n}");
         }
         let mut other = out.clone();
-        other[0] = 2;
-        assert_eq!(decode_record(&key(1), 42, &other), Err(RemoteError::Format(2)));
+        other[0] = 3;
+        assert_eq!(decode_record(&key(1), 42, &other), Err(RemoteError::Format(3)));
+    }
+
+    #[test]
+    fn deletes_are_sealed() {
+        let d = encode_delete(&key(1), 42, 4, 100);
+        assert!(is_delete(&d));
+        assert_eq!(decode_delete(&key(1), 42, &d), Ok((4, 100)));
+        assert_eq!(decode_delete(&key(1), 41, &d), Err(RemoteError::ForgedDelete));
+        assert_eq!(decode_delete(&key(2), 42, &d), Err(RemoteError::ForgedDelete));
+        for i in 1..d.len() {
+            let mut bad = d.clone();
+            bad[i] ^= 1;
+            assert!(decode_delete(&key(1), 42, &bad).is_err(), "byte {i} flipped");
+        }
+    }
+
+    /// Format 1 (header of 16 bytes, tags without worker and count): the
+    /// bytes the previous build wrote, read back with epoch 0.
+    #[test]
+    fn a_format_1_record_is_still_read() {
+        let k = key(1);
+        let p = RemotePortion { module: 1, version: 9, epoch: 3, payload: b"tcp" };
+        let mut v1 = vec![1u8, 1, 0, 5, 0, 0, 0, 0];
+        v1.extend_from_slice(&9u64.to_be_bytes());
+        v1.extend_from_slice(&[1, 0, 0, 3]);
+        v1.extend_from_slice(&9u64.to_be_bytes());
+        v1.extend_from_slice(&3u64.to_be_bytes());
+        v1.extend_from_slice(b"tcp");
+        v1.extend_from_slice(&k.mac(42, 1, &p, None).finalize().into_bytes());
+        let r = decode_record(&k, 42, &v1).unwrap();
+        assert_eq!((r.worker, r.order, r.portions), (5, (0, 9), vec![p]));
     }
 
     #[test]
@@ -435,19 +503,19 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_fields() {
+    fn keys_fields_and_change_sets() {
         assert_eq!(bucket_key("pair1", 17), "lazarus:{pair1:17}");
         assert_eq!(field_conn(conn_field(0xdead_beef).as_bytes()), Some(0xdead_beef));
         assert_eq!(field_conn(EPOCH_FIELD.as_bytes()), None);
-        assert_eq!(field_conn(ORIGIN_FIELD.as_bytes()), None);
+        assert_eq!(field_conn(SEQ_FIELD.as_bytes()), None);
         let mut seen = vec![0u32; usize::from(REMOTE_BUCKETS)];
         for id in 0..100_000u64 {
             seen[usize::from(bucket_of(id))] += 1;
         }
         assert!(seen.iter().all(|&n| (300..500).contains(&n)), "{seen:?}");
         let mut msg = b"12\n99\n".to_vec();
-        for (f, v) in
-            [(&b"00000000000000ab"[..], &b"record"[..]), (b"00000000000000cd", &delete_value(5))]
+        let del = encode_delete(&key(1), 0xcd, 1, 5);
+        for (f, v) in [(&b"00000000000000ab"[..], &b"record"[..]), (b"00000000000000cd", &del[..])]
         {
             msg.extend_from_slice(&(f.len() as u16).to_be_bytes());
             msg.extend_from_slice(f);
@@ -456,11 +524,7 @@ mod tests {
         }
         let c = decode_change(&msg).unwrap();
         assert_eq!((c.seq, c.drained_unix_ns, c.pairs.len()), (12, 99, 2));
-        assert_eq!(deleted_version(c.pairs[1].1), Some(5));
-        assert_eq!(deleted_version(c.pairs[0].1), None);
+        assert!(is_delete(c.pairs[1].1) && !is_delete(c.pairs[0].1));
         assert!(decode_change(&msg[..msg.len() - 1]).is_none());
-        let o = crate::SegmentOrigin::new([7; 16], 2_100_000_000);
-        assert_eq!(parse_origin(origin_text(&o).as_bytes()), Some(o));
-        assert_eq!(parse_origin(b"nonsense"), None);
     }
 }

@@ -2,21 +2,24 @@
 //! hot mirror that `lazarusctl takeover` hands to the dataplane. The
 //! follower subscribes to every bucket's channel, then reads each bucket
 //! whole (the published numbers tell which messages the read already
-//! holds), then applies what the active appliance publishes. A gap in a
-//! bucket's numbers, or a reconnect, reads that bucket whole again. Records
-//! are verified (HMAC) here; the drain loop, which owns the store, applies
-//! them, so a mirrored portion older than the one held (a rollback) is
-//! refused by the store's own version check.
+//! holds), then applies what the active appliance publishes. A bucket whose
+//! number is not the mirror's at two checks in a row, or a reconnect, is
+//! read whole again, and what the mirror holds of it that Redis no longer
+//! does is removed. Records and deletes are verified (HMAC) here, and
+//! ordered by (epoch, version) against the newest the mirror has seen of the
+//! connection: an older one (a replay) is refused and counted. The drain
+//! loop, which owns the store, applies what passes, at version 0 (the
+//! versions are another process's clock).
 
 use super::link::{is_auth_error, Link};
 use super::stats::RemoteStats;
 use futures_util::StreamExt;
+use hashbrown::HashMap;
 use redis::aio::MultiplexedConnection;
 use shm_layout::remote::{
-    bucket_key, bucket_of, decode_change, decode_record, deleted_version, field_conn, parse_origin,
-    ORIGIN_FIELD, REMOTE_BUCKETS, SEQ_FIELD,
+    bucket_key, bucket_of, decode_change, decode_delete, decode_record, field_conn, is_delete,
+    REMOTE_BUCKETS, SEQ_FIELD,
 };
-use shm_layout::SegmentOrigin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +28,20 @@ use tracing::{error, info, warn};
 
 /// One change for the mirror, verified.
 pub enum MirrorOp {
-    Put { conn_id: u64, worker: u16, portions: Vec<(u8, u64, Vec<u8>)> },
-    Delete { conn_id: u64, version: u64 },
+    Put {
+        conn_id: u64,
+        worker: u16,
+        portions: Vec<(u8, Vec<u8>)>,
+    },
+    Delete {
+        conn_id: u64,
+    },
+    /// After reading `buckets` whole: what the mirror holds of them that is
+    /// not in `keep` is gone from Redis.
+    Prune {
+        buckets: Vec<u16>,
+        keep: hashbrown::HashSet<u64>,
+    },
 }
 
 /// What the follower, the drain loop and a takeover share.
@@ -51,17 +66,17 @@ pub struct Follower {
     pub state: Arc<FollowState>,
     pub tx: mpsc::Sender<MirrorOp>,
     pub workers: u32,
-    pub here: SegmentOrigin,
 }
 
 struct Bucket {
     /// The last published number applied.
     seq: u64,
-    /// Its versions are this host's clock (else they are applied as 0).
-    same_clock: bool,
     /// Behind at the last check (a second check behind reads it whole).
     behind: bool,
 }
+
+/// The newest (epoch, version) the mirror has of each connection.
+type Newest = HashMap<u64, (u64, u64)>;
 
 impl Follower {
     pub async fn run(self) {
@@ -95,15 +110,10 @@ impl Follower {
             (0..REMOTE_BUCKETS).map(|b| bucket_key(&self.link.namespace, b)).collect();
         sub.subscribe(&channels).await?;
         let mut conn = self.link.connect().await?;
-        let mut buckets: Vec<Bucket> = (0..REMOTE_BUCKETS)
-            .map(|_| Bucket { seq: 0, same_clock: false, behind: false })
-            .collect();
-        let mut first = 0;
-        while first < REMOTE_BUCKETS {
-            let last = (first + CHUNK).min(REMOTE_BUCKETS);
-            self.read_whole(&mut conn, first..last, &mut buckets).await?;
-            first = last;
-        }
+        let mut buckets: Vec<Bucket> =
+            (0..REMOTE_BUCKETS).map(|_| Bucket { seq: 0, behind: false }).collect();
+        let mut newest = Newest::new();
+        self.read_whole(&mut conn, 0..REMOTE_BUCKETS, &mut buckets, &mut newest).await?;
         self.stats.following.store(true, Ordering::Relaxed);
         info!(
             "standby: following the remote store {} ({} connection(s) in the mirror so far)",
@@ -133,29 +143,30 @@ impl Follower {
                     }
                     if change.seq != bucket.seq + 1 {
                         warn!("standby: bucket {b} skipped from {} to {}: reading it whole", bucket.seq, change.seq);
-                        self.read_whole(&mut conn, b as u16..b as u16 + 1, &mut buckets).await?;
+                        self.read_whole(&mut conn, b as u16..b as u16 + 1, &mut buckets, &mut newest).await?;
                         continue;
                     }
                     bucket.seq = change.seq;
-                    let same_clock = bucket.same_clock;
                     for (field, value) in change.pairs {
-                        self.apply(b as u16, field, value, same_clock).await;
+                        self.apply(b as u16, field, value, &mut newest).await;
                     }
                     let lag_us = super::unix_ns().saturating_sub(change.drained_unix_ns) / 1000;
                     self.stats.mirror_lag.record(lag_us);
                 }
-                _ = tick.tick() => self.check(&mut conn, &mut buckets).await?,
-                _ = self.state.check_now.notified() => self.check(&mut conn, &mut buckets).await?,
+                _ = tick.tick() => self.check(&mut conn, &mut buckets, &mut newest).await?,
+                _ = self.state.check_now.notified() => self.check(&mut conn, &mut buckets, &mut newest).await?,
             }
         }
     }
 
     /// Compares every bucket's number with the mirror's: all equal is
-    /// caught up; a bucket behind at two checks in a row is read whole.
+    /// caught up; a bucket off at two checks in a row (behind, or a number
+    /// that went back: the server lost the bucket) is read whole.
     async fn check(
         &self,
         conn: &mut MultiplexedConnection,
         buckets: &mut [Bucket],
+        newest: &mut Newest,
     ) -> redis::RedisResult<()> {
         let asked = super::unix_ns();
         let mut pipe = redis::pipe();
@@ -166,10 +177,10 @@ impl Follower {
         let mut all = true;
         for (b, theirs) in seqs.iter().enumerate() {
             let theirs = theirs.unwrap_or(0);
-            if theirs > buckets[b].seq {
+            if theirs != buckets[b].seq {
                 all = false;
                 if buckets[b].behind {
-                    self.read_whole(conn, b as u16..b as u16 + 1, buckets).await?;
+                    self.read_whole(conn, b as u16..b as u16 + 1, buckets, newest).await?;
                 } else {
                     buckets[b].behind = true;
                 }
@@ -188,64 +199,77 @@ impl Follower {
         conn: &mut MultiplexedConnection,
         range: std::ops::Range<u16>,
         buckets: &mut [Bucket],
+        newest: &mut Newest,
     ) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        for b in range.clone() {
-            pipe.cmd("HGETALL").arg(bucket_key(&self.link.namespace, b));
-        }
-        let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(conn).await?;
-        for (b, fields) in range.zip(got) {
-            RemoteStats::add(&self.stats.mirror_resyncs, 1);
-            let field =
-                |name: &str| fields.iter().find(|(f, _)| f == name.as_bytes()).map(|(_, v)| v);
-            let seq = field(SEQ_FIELD)
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                .unwrap_or(0);
-            let same_clock = field(ORIGIN_FIELD)
-                .and_then(|v| parse_origin(v))
-                .is_some_and(|o| o.same_clock_as(&self.here));
-            buckets[usize::from(b)] = Bucket { seq, same_clock, behind: false };
-            for (f, v) in &fields {
-                self.apply(b, f, v, same_clock).await;
+        let mut keep = hashbrown::HashSet::new();
+        let mut first = range.start;
+        while first < range.end {
+            let last = (first + CHUNK).min(range.end);
+            let mut pipe = redis::pipe();
+            for b in first..last {
+                pipe.cmd("HGETALL").arg(bucket_key(&self.link.namespace, b));
             }
+            let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(conn).await?;
+            for (b, fields) in (first..last).zip(got) {
+                RemoteStats::add(&self.stats.mirror_resyncs, 1);
+                let seq = fields
+                    .iter()
+                    .find(|(f, _)| f == SEQ_FIELD.as_bytes())
+                    .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+                buckets[usize::from(b)] = Bucket { seq, behind: false };
+                for (f, v) in &fields {
+                    if let Some(id) = field_conn(f) {
+                        keep.insert(id);
+                    }
+                    self.apply(b, f, v, newest).await;
+                }
+            }
+            first = last;
         }
+        let in_range = |id: &u64| range.contains(&bucket_of(*id));
+        newest.retain(|id, _| !in_range(id) || keep.contains(id));
+        let _ = self.tx.send(MirrorOp::Prune { buckets: range.collect(), keep }).await;
         Ok(())
     }
 
-    async fn apply(&self, bucket: u16, field: &[u8], value: &[u8], same_clock: bool) {
+    async fn apply(&self, bucket: u16, field: &[u8], value: &[u8], newest: &mut Newest) {
         let Some(conn_id) = field_conn(field) else { return };
-        let op = if let Some(version) = deleted_version(value) {
-            MirrorOp::Delete { conn_id, version: if same_clock { version } else { 0 } }
+        let refused = |e: &dyn std::fmt::Display| {
+            if RemoteStats::get(&self.stats.mirror_forged) == 0 {
+                error!("standby: remote value of {conn_id:016x} refused: {e} (counted in mirror_forged)");
+            }
+            RemoteStats::add(&self.stats.mirror_forged, 1);
+        };
+        let op = if is_delete(value) {
+            let order = match decode_delete(&self.link.key, conn_id, value) {
+                Ok(o) => o,
+                Err(e) => return refused(&e),
+            };
+            if newest.get(&conn_id).is_some_and(|&have| order < have) {
+                RemoteStats::add(&self.stats.mirror_stale, 1);
+                return;
+            }
+            newest.remove(&conn_id);
+            MirrorOp::Delete { conn_id }
         } else {
-            match decode_record(&self.link.key, conn_id, value) {
-                Ok(rec) if bucket_of(conn_id) == bucket && u32::from(rec.worker) < self.workers => {
-                    MirrorOp::Put {
-                        conn_id,
-                        worker: rec.worker,
-                        portions: rec
-                            .portions
-                            .iter()
-                            .map(|p| {
-                                (
-                                    p.module,
-                                    if same_clock { p.version } else { 0 },
-                                    p.payload.to_vec(),
-                                )
-                            })
-                            .collect(),
-                    }
-                }
-                Ok(_) => {
-                    RemoteStats::add(&self.stats.mirror_misplaced, 1);
-                    return;
-                }
-                Err(e) => {
-                    if RemoteStats::get(&self.stats.mirror_forged) == 0 {
-                        error!("standby: remote record {conn_id:016x} refused: {e} (counted in mirror_forged)");
-                    }
-                    RemoteStats::add(&self.stats.mirror_forged, 1);
-                    return;
-                }
+            let rec = match decode_record(&self.link.key, conn_id, value) {
+                Ok(rec) => rec,
+                Err(e) => return refused(&e),
+            };
+            if bucket_of(conn_id) != bucket || u32::from(rec.worker) >= self.workers {
+                RemoteStats::add(&self.stats.mirror_misplaced, 1);
+                return;
+            }
+            if newest.get(&conn_id).is_some_and(|&have| rec.order < have) {
+                RemoteStats::add(&self.stats.mirror_stale, 1);
+                return;
+            }
+            newest.insert(conn_id, rec.order);
+            MirrorOp::Put {
+                conn_id,
+                worker: rec.worker,
+                portions: rec.portions.iter().map(|p| (p.module, p.payload.to_vec())).collect(),
             }
         };
         // The drain loop is gone only when checkpointd exits.

@@ -6,6 +6,7 @@
 //! changes again before it is sent travels once, so refreshes coalesce.
 //! docs/CHECKPOINT.md#remote has the keys and the guarantees.
 
+mod epoch;
 mod follower;
 mod link;
 mod restore;
@@ -22,7 +23,7 @@ use crate::store::{Change, Store};
 use anyhow::Context;
 use hashbrown::HashMap;
 use shm_layout::remote::{
-    bucket_of, conn_field, delete_value, encode_record, RemotePortion, REMOTE_BUCKETS,
+    bucket_of, conn_field, encode_delete, encode_record, RemotePortion, REMOTE_BUCKETS,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -69,8 +70,9 @@ impl RemoteSide {
 /// tracker keeps coalescing.
 const IN_FLIGHT: usize = 4;
 
-#[derive(Clone, Copy)]
-struct Pending {
+/// A change not yet sent.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Pending {
     /// Some(version): deleted at that version; None: send what the store holds.
     gone: Option<u64>,
     since: Instant,
@@ -79,6 +81,10 @@ struct Pending {
 /// The drain loop's side: which connections changed, and when to send them.
 pub struct Tracker {
     dirty: HashMap<u64, Pending>,
+    /// Beyond this many unsent changes (Redis down under churn) the map is
+    /// replaced by a rewrite of every stored connection.
+    cap: usize,
+    rewrite_all: bool,
     tx: tokio::sync::mpsc::Sender<Batch>,
     link: Arc<Link>,
     shared: Arc<Shared>,
@@ -90,12 +96,14 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts the writer thread.
+    /// Starts the writer thread. `cap`: the store's connection capacity.
+    /// `claim`: this appliance just became the active one by a takeover.
     pub fn start(
         link: Arc<Link>,
         sec: &shm_layout::RemoteSection,
         stats: Arc<RemoteStats>,
-        origin: &shm_layout::SegmentOrigin,
+        cap: u64,
+        claim: bool,
     ) -> anyhow::Result<Tracker> {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
@@ -103,7 +111,7 @@ impl Tracker {
             link: Arc::clone(&link),
             stats: Arc::clone(&stats),
             shared: Arc::clone(&shared),
-            origin: shm_layout::remote::origin_text(origin),
+            claim,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -115,6 +123,8 @@ impl Tracker {
             .context("cannot start the remote writer thread")?;
         Ok(Tracker {
             dirty: HashMap::with_capacity(4096),
+            cap: (2 * cap as usize).max(65_536),
+            rewrite_all: false,
             tx,
             link,
             shared,
@@ -139,19 +149,37 @@ impl Tracker {
                 .and_modify(|p| p.gone = gone)
                 .or_insert(Pending { gone, since: now });
         }
+        if self.dirty.len() > self.cap {
+            // Deletes of connections Redis holds are lost with the map: they
+            // stay there until their id is reused (docs/CHECKPOINT.md).
+            self.dirty.clear();
+            self.rewrite_all = true;
+            if RemoteStats::get(&self.stats.pending_overflows) == 0 {
+                tracing::warn!(
+                    "remote store {}: more than {} unsent changes (is it down?): dropped them for \
+                     one rewrite of every stored connection when it is back",
+                    self.link.shown,
+                    self.cap
+                );
+            }
+            RemoteStats::add(&self.stats.pending_overflows, 1);
+        }
     }
 
     /// Queues every stored connection (of `only` buckets, or all): the
     /// remote copy may have missed their last change.
     pub fn queue_all(&mut self, store: &Store, only: Option<&[u16]>) -> u64 {
+        let mut mask = [only.is_none(); REMOTE_BUCKETS as usize];
+        for &b in only.unwrap_or(&[]) {
+            mask[usize::from(b)] = true;
+        }
         let now = Instant::now();
         let mut n = 0;
         for id in store.conn_ids() {
-            if only.is_some_and(|b| !b.contains(&bucket_of(id))) {
-                continue;
+            if mask[usize::from(bucket_of(id))] {
+                self.dirty.entry(id).or_insert(Pending { gone: None, since: now });
+                n += 1;
             }
-            self.dirty.entry(id).or_insert(Pending { gone: None, since: now });
-            n += 1;
         }
         RemoteStats::add(&self.stats.conns_resynced, n);
         n
@@ -163,15 +191,22 @@ impl Tracker {
         if !lost.is_empty() {
             self.queue_all(store, Some(&lost));
         }
+        for (id, p) in std::mem::take(&mut *self.shared.retry.lock().expect("retry list")) {
+            self.dirty.entry(id).or_insert(p);
+        }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
-        if self.dirty.is_empty() || epoch == 0 || self.last_flush.elapsed() < self.interval {
+        if epoch == 0 || self.last_flush.elapsed() < self.interval {
             return;
+        }
+        if self.rewrite_all && self.stats.up.load(Ordering::Relaxed) {
+            self.rewrite_all = false;
+            self.queue_all(store, None);
         }
         self.last_flush = Instant::now();
         while !self.dirty.is_empty() && self.tx.capacity() > 0 {
             let ids: Vec<u64> = self.dirty.keys().take(self.batch).copied().collect();
-            let mut buckets: HashMap<u16, Vec<(String, Vec<u8>)>> = HashMap::new();
+            let mut buckets: HashMap<u16, BucketWrite> = HashMap::new();
             let mut b = Batch {
                 buckets: Vec::new(),
                 records: 0,
@@ -181,11 +216,10 @@ impl Tracker {
             };
             for id in ids {
                 let p = self.dirty.remove(&id).expect("listed above");
-                b.oldest = b.oldest.min(p.since);
                 let value = match p.gone {
                     Some(version) => {
                         b.deletes += 1;
-                        delete_value(version).to_vec()
+                        encode_delete(&self.link.key, id, epoch, version)
                     }
                     None => {
                         let stats = &self.stats;
@@ -211,19 +245,33 @@ impl Tracker {
                         self.record.clone()
                     }
                 };
+                b.oldest = b.oldest.min(p.since);
                 b.bytes += value.len() as u64;
-                buckets.entry(bucket_of(id)).or_default().push((conn_field(id), value));
+                let bucket = bucket_of(id);
+                let w = buckets.entry(bucket).or_insert_with(|| BucketWrite {
+                    bucket,
+                    pairs: Vec::new(),
+                    changes: Vec::new(),
+                });
+                w.pairs.push((conn_field(id), value));
+                w.changes.push((id, p));
             }
-            b.buckets =
-                buckets.into_iter().map(|(bucket, pairs)| BucketWrite { bucket, pairs }).collect();
-            debug_assert!(b.buckets.iter().all(|w| w.bucket < REMOTE_BUCKETS));
+            b.buckets = buckets.into_values().collect();
             if b.buckets.is_empty() {
                 continue;
             }
-            if self.tx.try_send(b).is_err() {
-                // The writer is gone (it never exits while we run) or full
-                // despite the check: nothing is lost, the store still has it.
-                self.queue_all(store, None);
+            if let Err(e) = self.tx.try_send(b) {
+                // Full despite the check, or the writer gone: the changes go
+                // back into the map, nothing is lost.
+                let b = match e {
+                    tokio::sync::mpsc::error::TrySendError::Full(b)
+                    | tokio::sync::mpsc::error::TrySendError::Closed(b) => b,
+                };
+                for w in b.buckets {
+                    for (id, p) in w.changes {
+                        self.dirty.entry(id).or_insert(p);
+                    }
+                }
                 break;
             }
         }

@@ -6,10 +6,8 @@
 use super::link::{is_auth_error, Link, Refused};
 use super::stats::RemoteStats;
 use crate::store::{Outcome, Store};
-use shm_layout::remote::{
-    bucket_key, bucket_of, decode_record, field_conn, parse_origin, ORIGIN_FIELD, REMOTE_BUCKETS,
-};
-use shm_layout::{delta_kind, Delta, SegmentOrigin};
+use shm_layout::remote::{bucket_key, bucket_of, decode_record, field_conn, REMOTE_BUCKETS};
+use shm_layout::{delta_kind, Delta};
 use std::time::Duration;
 use tracing::warn;
 
@@ -22,20 +20,18 @@ pub struct Restored {
     pub forged: u64,
     /// Records in the wrong bucket, or of a worker this config does not have.
     pub misplaced: u64,
-    /// Buckets whose versions are another boot's: restored at version 0.
-    pub rebased_buckets: u64,
 }
 
 /// Buckets fetched in one pipeline.
 const CHUNK: u16 = 16;
 
-/// Fills `store` from the remote copy. Errors are the store's, unreachable
+/// Fills `store` from the remote copy, every portion at version 0 (FTP
+/// expectations inside them are not restored, as after a rebase). Errors are the store's, unreachable
 /// or refusing (the caller decides whether to go on without it).
 pub fn restore(
     link: &Link,
     store: &mut Store,
     workers: u32,
-    here: &SegmentOrigin,
     timeout: Duration,
     stats: &RemoteStats,
 ) -> anyhow::Result<Restored> {
@@ -47,12 +43,6 @@ pub fn restore(
     })?;
     let mut r = Restored::default();
     for (bucket, fields) in fetched {
-        let origin = fields.iter().find(|(f, _)| f == ORIGIN_FIELD.as_bytes());
-        let same_clock =
-            origin.and_then(|(_, v)| parse_origin(v)).is_some_and(|o| o.same_clock_as(here));
-        if !same_clock && fields.len() > 2 {
-            r.rebased_buckets += 1;
-        }
         for (field, value) in &fields {
             let Some(conn_id) = field_conn(field) else { continue };
             let rec = match decode_record(&link.key, conn_id, value) {
@@ -72,7 +62,10 @@ pub fn restore(
                 let d = Delta {
                     seq: 0,
                     conn_id,
-                    version: if same_clock { p.version } else { 0 },
+                    // Another process's clock (another boot, or another
+                    // host's): version 0, as a rebased store has; what this
+                    // dataplane writes from now on is newer.
+                    version: 0,
                     module: p.module,
                     kind: delta_kind::PORTION,
                     payload: p.payload,

@@ -1,23 +1,25 @@
 //! The drain loop's side of a standby: applies the follower's changes to
 //! the store (the mirror), and performs a takeover when asked: proof that
-//! the mirror is caught up (within `takeover_max_lag_ms`), the follower
-//! stopped, every bucket's epoch raised in Redis (fencing the old active),
+//! the mirror is caught up (within `takeover_max_lag_ms`), every bucket's
+//! epoch raised in Redis (fencing the old active off), a last catch-up with
+//! what the old active wrote before it was fenced, the follower stopped,
 //! then the writer started under the new epoch.
 
+use super::epoch::{self, Raised};
 use super::follower::{FollowState, Follower, MirrorOp};
 use super::link::Link;
 use super::stats::RemoteStats;
 use super::Tracker;
-use crate::store::{Outcome, Store};
-use anyhow::{bail, Context};
+use crate::store::Store;
+use anyhow::Context;
 use serde_json::{json, Value};
-use shm_layout::remote::{bucket_key, EPOCH_FIELD, RAISE_SCRIPT, REMOTE_BUCKETS};
-use shm_layout::{delta_kind, Delta, RemoteSection, SegmentOrigin};
+use shm_layout::remote::{bucket_of, REMOTE_BUCKETS};
+use shm_layout::{delta_kind, Delta, RemoteSection};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Instant;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// A takeover asked on the control socket; the reply goes back on `reply`.
 pub struct TakeoverRequest {
@@ -27,10 +29,19 @@ pub struct TakeoverRequest {
     pub reply: std_mpsc::Sender<Result<Value, String>>,
 }
 
+enum Phase {
+    /// Waiting for a check that finds the mirror caught up.
+    CaughtUp,
+    /// The epoch is raised; waiting for what the old active wrote before.
+    AfterRaise { raised_unix_ns: u64, since: Instant, epoch: u64 },
+}
+
 struct Pending {
     req: TakeoverRequest,
     asked_unix_ns: u64,
     asked: Instant,
+    phase: Phase,
+    caught_up: bool,
 }
 
 pub struct Mirror {
@@ -41,7 +52,7 @@ pub struct Mirror {
     requests: std_mpsc::Receiver<TakeoverRequest>,
     pending: Option<Pending>,
     sec: RemoteSection,
-    here: SegmentOrigin,
+    capacity: u64,
 }
 
 /// Ops applied per drain pass at most, so the rings keep being drained.
@@ -53,7 +64,7 @@ impl Mirror {
         sec: &RemoteSection,
         stats: Arc<RemoteStats>,
         workers: u32,
-        here: &SegmentOrigin,
+        capacity: u64,
         requests: std_mpsc::Receiver<TakeoverRequest>,
     ) -> anyhow::Result<Mirror> {
         let state = Arc::new(FollowState::default());
@@ -64,7 +75,6 @@ impl Mirror {
             state: Arc::clone(&state),
             tx,
             workers,
-            here: *here,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -74,16 +84,7 @@ impl Mirror {
             .name("follower".into())
             .spawn(move || rt.block_on(follower.run()))
             .context("cannot start the follower thread")?;
-        Ok(Mirror {
-            link,
-            stats,
-            state,
-            rx,
-            requests,
-            pending: None,
-            sec: sec.clone(),
-            here: *here,
-        })
+        Ok(Mirror { link, stats, state, rx, requests, pending: None, sec: sec.clone(), capacity })
     }
 
     fn apply_ops(&mut self, store: &mut Store, max: usize) {
@@ -91,35 +92,36 @@ impl Mirror {
             let Ok(op) = self.rx.try_recv() else { return };
             match op {
                 MirrorOp::Put { conn_id, worker, portions } => {
-                    let mut stale = false;
-                    for (module, version, payload) in &portions {
+                    for (module, payload) in &portions {
                         let d = Delta {
                             seq: 0,
                             conn_id,
-                            version: *version,
+                            version: 0,
                             module: *module,
                             kind: delta_kind::PORTION,
                             payload,
                         };
-                        stale |= store.apply(&d, worker) == Outcome::Stale;
+                        store.apply(&d, worker);
                     }
-                    if stale {
-                        RemoteStats::add(&self.stats.mirror_stale, 1);
-                    } else {
-                        RemoteStats::add(&self.stats.mirror_applied, 1);
-                    }
+                    RemoteStats::add(&self.stats.mirror_applied, 1);
                 }
-                MirrorOp::Delete { conn_id, version } => {
-                    let d = Delta {
-                        seq: 0,
-                        conn_id,
-                        version,
-                        module: 0,
-                        kind: delta_kind::DELETE,
-                        payload: &[],
-                    };
-                    store.apply(&d, 0);
+                MirrorOp::Delete { conn_id } => {
+                    delete(store, conn_id);
                     RemoteStats::add(&self.stats.mirror_deletes, 1);
+                }
+                MirrorOp::Prune { buckets, keep } => {
+                    let mut mask = [false; REMOTE_BUCKETS as usize];
+                    for b in buckets {
+                        mask[usize::from(b)] = true;
+                    }
+                    let gone: Vec<u64> = store
+                        .conn_ids()
+                        .filter(|id| mask[usize::from(bucket_of(*id))] && !keep.contains(id))
+                        .collect();
+                    for id in &gone {
+                        delete(store, *id);
+                    }
+                    RemoteStats::add(&self.stats.mirror_deletes, gone.len() as u64);
                 }
             }
         }
@@ -134,124 +136,157 @@ impl Mirror {
                 let _ = req.reply.send(Err("a takeover is already under way".into()));
             } else {
                 self.state.check_now.notify_one();
-                self.pending =
-                    Some(Pending { req, asked_unix_ns: super::unix_ns(), asked: Instant::now() });
+                self.pending = Some(Pending {
+                    req,
+                    asked_unix_ns: super::unix_ns(),
+                    asked: Instant::now(),
+                    phase: Phase::CaughtUp,
+                    caught_up: false,
+                });
             }
         }
-        let p = self.pending.as_ref()?;
-        let caught_up = self.state.caught_up_unix_ns.load(Ordering::Relaxed) >= p.asked_unix_ns;
         let bound = self.link.takeover_max_lag;
-        if !caught_up && !p.req.force && p.asked.elapsed() < bound {
-            return None;
-        }
-        let p = self.pending.take().expect("checked above");
-        if !caught_up && !p.req.force {
-            let last = self.state.caught_up_unix_ns.load(Ordering::Relaxed);
-            let ago = if last == 0 {
-                "never".to_string()
-            } else {
-                format!("{} ms ago", super::unix_ns().saturating_sub(last) / 1_000_000)
-            };
-            let msg = format!(
-                "refusing the takeover: the mirror was not shown caught up with the remote store \
-                 {} within checkpoint.remote.takeover_max_lag_ms ({} ms; last caught up: {ago}, \
-                 following: {}). Check that the store is reachable; `lazarusctl takeover --force` \
-                 takes over with what the mirror holds",
-                self.link.shown,
-                bound.as_millis(),
-                self.stats.following.load(Ordering::Relaxed)
-            );
-            warn!("{msg}");
-            let _ = p.req.reply.send(Err(msg));
-            return None;
-        }
-        match self.promote(store, p.req.force, caught_up, p.asked) {
-            Ok((tracker, reply)) => {
-                let _ = p.req.reply.send(Ok(reply));
-                Some(tracker)
+        let caught_up_at = self.state.caught_up_unix_ns.load(Ordering::Relaxed);
+        let p = self.pending.as_mut()?;
+        match p.phase {
+            Phase::CaughtUp => {
+                p.caught_up = caught_up_at >= p.asked_unix_ns;
+                if !p.caught_up && !p.req.force && p.asked.elapsed() < bound {
+                    return None;
+                }
+                if !p.caught_up && !p.req.force {
+                    let p = self.pending.take().expect("checked above");
+                    let ago = if caught_up_at == 0 {
+                        "never".to_string()
+                    } else {
+                        format!(
+                            "{} ms ago",
+                            super::unix_ns().saturating_sub(caught_up_at) / 1_000_000
+                        )
+                    };
+                    let msg = format!(
+                        "refusing the takeover: the mirror was not shown caught up with the remote \
+                         store {} within checkpoint.remote.takeover_max_lag_ms ({} ms; last caught \
+                         up: {ago}, following: {}). Check that the store is reachable; `lazarusctl \
+                         takeover --force` takes over with what the mirror holds",
+                        self.link.shown,
+                        bound.as_millis(),
+                        self.stats.following.load(Ordering::Relaxed)
+                    );
+                    warn!("{msg}");
+                    let _ = p.req.reply.send(Err(msg));
+                    return None;
+                }
+                match raise_blocking(&self.link) {
+                    Ok(Raised::Won(e)) => {
+                        self.stats.epoch.store(e, Ordering::Relaxed);
+                        p.phase = Phase::AfterRaise {
+                            raised_unix_ns: super::unix_ns(),
+                            since: Instant::now(),
+                            epoch: e,
+                        };
+                        self.state.check_now.notify_one();
+                        None
+                    }
+                    Ok(Raised::Taken { epoch: e, owner }) => {
+                        let p = self.pending.take().expect("checked above");
+                        let msg = format!(
+                            "refusing the takeover: appliance {owner:?} already holds epoch {e} in \
+                             the remote store (another standby took over first?)"
+                        );
+                        warn!("{msg}");
+                        let _ = p.req.reply.send(Err(msg));
+                        None
+                    }
+                    Err(e) if p.req.force => {
+                        warn!("takeover forced without raising the epoch ({e:#}): the writer raises it when the store answers");
+                        self.finish(store, 0)
+                    }
+                    Err(e) => {
+                        let p = self.pending.take().expect("checked above");
+                        let msg = format!(
+                            "refusing the takeover: cannot raise the epoch in the remote store, so \
+                             the old active would not be fenced off ({e:#}); `lazarusctl takeover \
+                             --force` takes over anyway"
+                        );
+                        warn!("{msg}");
+                        let _ = p.req.reply.send(Err(msg));
+                        None
+                    }
+                }
             }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                error!("takeover failed: {msg}");
-                self.state.stop.store(false, Ordering::Relaxed);
-                let _ = p.req.reply.send(Err(msg));
-                None
+            Phase::AfterRaise { raised_unix_ns, since, epoch } => {
+                // What the old active wrote before the raise fenced it off.
+                if caught_up_at < raised_unix_ns && since.elapsed() < bound {
+                    return None;
+                }
+                if caught_up_at < raised_unix_ns {
+                    warn!("takeover: the mirror was not seen caught up after the epoch was raised; the old active's last changes may be missing");
+                }
+                self.finish(store, epoch)
             }
         }
     }
 
-    fn promote(
-        &mut self,
-        store: &mut Store,
-        force: bool,
-        caught_up: bool,
-        asked: Instant,
-    ) -> anyhow::Result<(Tracker, Value)> {
+    fn finish(&mut self, store: &mut Store, epoch: u64) -> Option<Tracker> {
+        let p = self.pending.take().expect("a takeover is pending");
         self.state.stop.store(true, Ordering::Relaxed);
         self.apply_ops(store, usize::MAX);
-        let epoch = match raise_epoch(&self.link) {
-            Ok(e) => e,
-            Err(e) if force => {
-                warn!("takeover forced without fencing: {e:#}");
-                0
-            }
-            Err(e) => bail!(
-                "cannot raise the epoch in the remote store, so the old active would not be fenced \
-                 off: {e:#}; `lazarusctl takeover --force` takes over anyway"
-            ),
-        };
-        if epoch != 0 {
-            self.stats.epoch.store(epoch, Ordering::Relaxed);
-        }
         self.stats.fenced.store(false, Ordering::Relaxed);
         store.track_changes = true;
         store.changes.clear();
-        let tracker =
-            Tracker::start(Arc::clone(&self.link), &self.sec, Arc::clone(&self.stats), &self.here)?;
+        let tracker = match Tracker::start(
+            Arc::clone(&self.link),
+            &self.sec,
+            Arc::clone(&self.stats),
+            self.capacity,
+            epoch == 0,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = p.req.reply.send(Err(format!("{e:#}")));
+                return None;
+            }
+        };
         RemoteStats::add(&self.stats.takeovers, 1);
         let conns = store.stats.conns.load(Ordering::Relaxed);
         info!(
             "takeover: this appliance ({}) is now the active one at epoch {epoch}; the mirror holds \
              {conns} connection(s){}",
             self.link.appliance,
-            if caught_up { "" } else { " (forced: not shown caught up)" }
+            if p.caught_up { "" } else { " (forced: not shown caught up)" }
         );
-        let reply = json!({
+        let _ = p.req.reply.send(Ok(json!({
             "epoch": epoch,
             "conns": conns,
-            "caught_up": caught_up,
-            "forced": force,
-            "ms": asked.elapsed().as_secs_f64() * 1e3,
-        });
-        Ok((tracker, reply))
+            "caught_up": p.caught_up,
+            "forced": p.req.force,
+            "ms": p.asked.elapsed().as_secs_f64() * 1e3,
+        })));
+        Some(tracker)
     }
 }
 
-/// Raises every bucket's epoch past the highest one held; returns it.
-fn raise_epoch(link: &Link) -> anyhow::Result<u64> {
+/// Removes a mirrored connection whatever version its portions carry.
+fn delete(store: &mut Store, conn_id: u64) {
+    let d = Delta {
+        seq: 0,
+        conn_id,
+        version: u64::MAX,
+        module: 0,
+        kind: delta_kind::DELETE,
+        payload: &[],
+    };
+    store.apply(&d, 0);
+}
+
+/// Raises every bucket's epoch past the highest one held (compare and set).
+fn raise_blocking(link: &Link) -> anyhow::Result<Raised> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let work = async {
             let mut conn = link.connect().await?;
-            let mut pipe = redis::pipe();
-            for b in 0..REMOTE_BUCKETS {
-                pipe.cmd("HGET").arg(bucket_key(&link.namespace, b)).arg(EPOCH_FIELD);
-            }
-            let held: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-            let epoch = held.iter().flatten().max().copied().unwrap_or(0) + 1;
-            let sha: String =
-                redis::cmd("SCRIPT").arg("LOAD").arg(RAISE_SCRIPT).query_async(&mut conn).await?;
-            let mut pipe = redis::pipe();
-            for b in 0..REMOTE_BUCKETS {
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(1)
-                    .arg(bucket_key(&link.namespace, b))
-                    .arg(epoch)
-                    .arg(&link.appliance);
-            }
-            let _: Vec<u64> = pipe.query_async(&mut conn).await?;
-            Ok::<u64, redis::RedisError>(epoch)
+            epoch::raise(&mut conn, link).await
         };
         tokio::time::timeout(link.timeout, work)
             .await

@@ -22,6 +22,12 @@ pub struct RemoteStats {
     pub fenced_writes: AtomicU64,
     /// Failed writes or connects (each retried).
     pub errors: AtomicU64,
+    /// Bucket calls Redis refused (out of memory, ACL, script error): their
+    /// changes were queued again.
+    pub refused_calls: AtomicU64,
+    /// Times the map of unsent changes outgrew its bound (Redis down under
+    /// churn): it was replaced by a rewrite of every stored connection.
+    pub pending_overflows: AtomicU64,
     pub reconnects: AtomicU64,
     /// Buckets found empty after they had been written (the server lost
     /// them): their connections were sent again.
@@ -135,6 +141,8 @@ impl RemoteStats {
             "stale": g(&self.stale),
             "fenced_writes": g(&self.fenced_writes),
             "errors": g(&self.errors),
+            "refused_calls": g(&self.refused_calls),
+            "pending_overflows": g(&self.pending_overflows),
             "reconnects": g(&self.reconnects),
             "buckets_resynced": g(&self.buckets_resynced),
             "conns_resynced": g(&self.conns_resynced),

@@ -4,20 +4,24 @@
 //! drain loop: the tracker hands batches over a bounded channel and keeps
 //! coalescing while it is full.
 
+use super::epoch::{self, Raised};
 use super::link::{is_auth_error, Link};
 use super::stats::RemoteStats;
+use super::Pending;
 use redis::aio::MultiplexedConnection;
-use shm_layout::remote::{bucket_key, EPOCH_FIELD, OWNER_FIELD, REMOTE_BUCKETS, WRITE_SCRIPT};
+use shm_layout::remote::{bucket_key, REMOTE_BUCKETS, WRITE_SCRIPT};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Receiver;
 use tracing::{error, info, warn};
 
-/// One bucket's share of a batch: (field, value) pairs for the script.
+/// One bucket's share of a batch: (field, value) pairs for the script, and
+/// the changes they carry (given back to the tracker if the call fails).
 pub struct BucketWrite {
     pub bucket: u16,
     pub pairs: Vec<(String, Vec<u8>)>,
+    pub changes: Vec<(u64, Pending)>,
 }
 
 /// What the tracker sends in one go.
@@ -30,12 +34,15 @@ pub struct Batch {
     pub oldest: Instant,
 }
 
-/// What the writer and the tracker share besides the counters.
+/// What the writer hands back to the tracker.
 #[derive(Default)]
 pub struct Shared {
-    /// Buckets the store lost (their epoch field vanished): the tracker
-    /// queues their connections again.
+    /// Buckets the store lost (no epoch any more): the tracker queues their
+    /// stored connections again.
     pub resync: Mutex<Vec<u16>>,
+    /// Changes of bucket calls Redis refused (out of memory, a missing ACL
+    /// permission, a script error): queued again.
+    pub retry: Mutex<Vec<(u64, Pending)>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -52,7 +59,10 @@ pub struct Writer {
     pub link: Arc<Link>,
     pub stats: Arc<RemoteStats>,
     pub shared: Arc<Shared>,
-    pub origin: String,
+    /// This appliance became the active one by a takeover: at its first
+    /// connect it raises the epoch even if another appliance owns it (a
+    /// forced takeover that could not reach Redis).
+    pub claim: bool,
 }
 
 impl Writer {
@@ -62,6 +72,7 @@ impl Writer {
         // the epoch is known.
         let mut session = Some(self.connect(&mut written).await);
         let mut tick = tokio::time::interval(LIVENESS_EVERY);
+        let mut refusals_logged = 0u32;
         loop {
             let batch = tokio::select! {
                 b = rx.recv() => match b {
@@ -92,9 +103,18 @@ impl Writer {
                     Some(s) => s,
                     None => session.insert(self.connect(&mut written).await),
                 };
-                match self.write(s, &batch, &mut written).await {
-                    Ok(()) => break,
+                match self.write(s, &batch, &mut written, &mut refusals_logged).await {
+                    Ok(refused) => {
+                        if refused {
+                            // Redis refused some calls (full, say): let the
+                            // tracker coalesce a while before the retry.
+                            tokio::time::sleep(BACKOFF_MIN * 5).await;
+                        }
+                        break;
+                    }
                     Err(e) => {
+                        // The same batch again once reconnected: the script
+                        // orders by version, so it cannot undo a newer write.
                         RemoteStats::add(&self.stats.errors, 1);
                         self.stats.up.store(false, Ordering::Relaxed);
                         warn!("remote store {}: write failed ({e}); reconnecting", self.link.shown);
@@ -118,7 +138,7 @@ impl Writer {
                     self.stats.up.store(false, Ordering::Relaxed);
                     if !logged {
                         if is_auth_error(&e) {
-                            error!("remote store {}: {e}: check checkpoint.remote.user and password_file; retrying", self.link.shown);
+                            error!("remote store {}: {e}: check checkpoint.remote.user, password_file and the user's ACL (docs/OPERATING.md); retrying", self.link.shown);
                         } else {
                             warn!("remote store {} is down ({e}): checkpointing locally, retrying with back-off", self.link.shown);
                         }
@@ -131,39 +151,33 @@ impl Writer {
         }
     }
 
-    /// Connects, loads the script, learns the epoch on the first connect,
-    /// and on a reconnect finds the buckets the server lost.
+    /// Connects and loads the script; on the first connect takes the epoch
+    /// (raising it, or finding this appliance fenced off); on a reconnect
+    /// finds the buckets the server lost.
     async fn open(&self, written: &mut [bool]) -> redis::RedisResult<Session> {
         let mut conn = self.link.connect().await?;
         let sha: String =
             redis::cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT).query_async(&mut conn).await?;
-        let mut pipe = redis::pipe();
-        for b in 0..REMOTE_BUCKETS {
-            pipe.cmd("HMGET")
-                .arg(bucket_key(&self.link.namespace, b))
-                .arg(EPOCH_FIELD)
-                .arg(OWNER_FIELD);
-        }
-        let held: Vec<(Option<u64>, Option<String>)> = pipe.query_async(&mut conn).await?;
-        let epochs: Vec<Option<u64>> = held.iter().map(|h| h.0).collect();
-        let top = held.iter().filter_map(|h| h.0.map(|e| (e, h.1.as_deref()))).max_by_key(|h| h.0);
-        let first = self.stats.epoch.load(Ordering::Relaxed) == 0;
-        if first {
-            match top {
-                None => self.stats.epoch.store(1, Ordering::Relaxed),
-                Some((e, owner)) if owner == Some(self.link.appliance.as_str()) => {
-                    self.stats.epoch.store(e, Ordering::Relaxed)
-                }
-                Some((e, owner)) => {
+        let held = epoch::held(&mut conn, &self.link).await?;
+        if self.stats.epoch.load(Ordering::Relaxed) == 0 {
+            let me = self.link.appliance.as_str();
+            let verdict = match epoch::top(&held) {
+                Some((e, owner)) if owner != me && !self.claim => Raised::Taken { epoch: e, owner },
+                // Raised at every start: this process's versions restart
+                // with the TSC after a reboot, and the script orders by
+                // epoch first.
+                _ => epoch::raise(&mut conn, &self.link).await?,
+            };
+            match verdict {
+                Raised::Won(e) => self.stats.epoch.store(e, Ordering::Relaxed),
+                Raised::Taken { epoch: e, owner } => {
                     self.stats.epoch.store(e, Ordering::Relaxed);
                     self.stats.fenced.store(true, Ordering::Relaxed);
                     error!(
-                        "remote store {}: appliance {:?} holds epoch {e} (it took over): this one \
-                         ({:?}) is fenced off and writes no remote state (counted in fenced_writes); \
-                         run it as the standby (checkpoint.remote.role = \"standby\")",
-                        self.link.shown,
-                        owner.unwrap_or("?"),
-                        self.link.appliance
+                        "remote store {}: appliance {owner:?} holds epoch {e} (it took over): this \
+                         one ({me:?}) is fenced off and writes no remote state (counted in \
+                         fenced_writes); run it as the standby (checkpoint.remote.role = \"standby\")",
+                        self.link.shown
                     );
                 }
             }
@@ -171,9 +185,10 @@ impl Writer {
             RemoteStats::add(&self.stats.reconnects, 1);
             // Every bucket without an epoch: the tracker resends the stored
             // connections of each (those restored at start included, which
-            // this process never wrote); buckets it holds nothing of cost nothing.
+            // this process never wrote); buckets it holds nothing of cost
+            // nothing.
             let lost: Vec<u16> =
-                (0..REMOTE_BUCKETS).filter(|&b| epochs[usize::from(b)].is_none()).collect();
+                (0..REMOTE_BUCKETS).filter(|&b| held[usize::from(b)].0.is_none()).collect();
             if !lost.is_empty() {
                 let gone = lost.iter().filter(|&&b| written[usize::from(b)]).count();
                 if gone > 0 {
@@ -197,32 +212,58 @@ impl Writer {
             "remote store {} up: epoch {}, {} bucket(s) hold state",
             self.link.shown,
             self.stats.epoch.load(Ordering::Relaxed),
-            epochs.iter().flatten().count()
+            held.iter().filter(|h| h.0.is_some()).count()
         );
         Ok(Session { conn, sha })
     }
 
+    /// Sends one batch. Ok(true) when Redis refused some bucket calls (their
+    /// changes go back to the tracker); Err when the connection failed.
     async fn write(
         &self,
         s: &mut Session,
         batch: &Batch,
         written: &mut [bool],
-    ) -> redis::RedisResult<()> {
+        refusals_logged: &mut u32,
+    ) -> redis::RedisResult<bool> {
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
         let drained_unix_ns =
             super::unix_ns().saturating_sub(batch.oldest.elapsed().as_nanos() as u64);
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for w in &batch.buckets {
             let c = pipe.cmd("EVALSHA").arg(&s.sha).arg(1);
-            c.arg(bucket_key(&self.link.namespace, w.bucket)).arg(epoch).arg(&self.origin);
+            c.arg(bucket_key(&self.link.namespace, w.bucket)).arg(epoch);
             c.arg(drained_unix_ns).arg(&self.link.appliance);
             for (field, value) in &w.pairs {
                 c.arg(field).arg(value.as_slice());
             }
         }
-        let replies: Vec<(i64, u64, u64, u64)> = pipe.query_async(&mut s.conn).await?;
+        let replies: Vec<redis::Value> = pipe.query_async(&mut s.conn).await?;
         let mut stale = 0;
-        for (w, &(status, their_epoch, _, st)) in batch.buckets.iter().zip(&replies) {
+        let mut refused = false;
+        let mut reload = false;
+        for (w, reply) in batch.buckets.iter().zip(replies) {
+            let parsed = match reply {
+                redis::Value::ServerError(e) => Err(redis::RedisError::from(e)),
+                v => redis::from_redis_value::<(i64, u64, u64, u64)>(v)
+                    .map_err(redis::RedisError::from),
+            };
+            let (status, their_epoch, _, st) = match parsed {
+                Ok(r) => r,
+                Err(e) => {
+                    refused = true;
+                    reload |= e.to_string().contains("NOSCRIPT");
+                    RemoteStats::add(&self.stats.refused_calls, 1);
+                    self.shared.retry.lock().expect("retry list").extend(w.changes.iter().cloned());
+                    if *refusals_logged < 5 {
+                        *refusals_logged += 1;
+                        let advice = refusal_advice(&e);
+                        error!("remote store {}: bucket {} refused the write ({e}): {advice}; its {} change(s) are queued again", self.link.shown, w.bucket, w.changes.len());
+                    }
+                    continue;
+                }
+            };
             match status {
                 0 => {
                     if !self.stats.fenced.swap(true, Ordering::Relaxed) {
@@ -245,6 +286,10 @@ impl Writer {
             written[usize::from(w.bucket)] = true;
             stale += st;
         }
+        if reload {
+            s.sha =
+                redis::cmd("SCRIPT").arg("LOAD").arg(WRITE_SCRIPT).query_async(&mut s.conn).await?;
+        }
         RemoteStats::add(&self.stats.stale, stale);
         RemoteStats::add(&self.stats.batches, 1);
         RemoteStats::add(&self.stats.records_written, batch.records);
@@ -252,6 +297,20 @@ impl Writer {
         RemoteStats::add(&self.stats.bytes_sent, batch.bytes);
         self.stats.lag(batch.oldest.elapsed().as_micros() as u64);
         self.stats.up.store(true, Ordering::Relaxed);
-        Ok(())
+        Ok(refused)
+    }
+}
+
+/// What to do about a bucket call Redis refused.
+fn refusal_advice(e: &redis::RedisError) -> &'static str {
+    let text = e.to_string();
+    if text.contains("OOM") {
+        "Redis is out of memory (maxmemory): raise maxmemory or free memory; checkpointing continues locally"
+    } else if text.contains("NOPERM") || text.contains("NoPerm") {
+        "the ACL user lacks a permission: give it the ACL line of docs/OPERATING.md"
+    } else if text.contains("NOSCRIPT") {
+        "the script was flushed from Redis: it is loaded again"
+    } else {
+        "a Redis error"
     }
 }
