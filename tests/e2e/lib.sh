@@ -556,6 +556,7 @@ protected-mode yes
 dir $LZ_REDIS_DIR
 logfile $LZ_REDIS_DIR/redis.log
 user default off
+user admin on >$(cat "$LZ_REDIS_DIR/redis.pass")-admin ~* &* +@all
 user lazarus on >$(cat "$LZ_REDIS_DIR/redis.pass") resetkeys ~lazarus:* resetchannels &lazarus:* -@all +@connection +ping +hget +hmget +hset +hdel +hgetall +hincrby +publish +subscribe +evalsha +script|load +scan +hkeys
 ${LZ_REDIS_CONF:-}
 CONF
@@ -573,6 +574,11 @@ lz_redis_kill() {
     kill -KILL "$LZ_REDIS_PID" 2>/dev/null || true
     wait "$LZ_REDIS_PID" 2>/dev/null || true
     LZ_REDIS_PID=
+}
+
+# The test's own administration (CONFIG SET): a user Lazarus is not given.
+lz_redis_admin() {
+    ip netns exec "$LZ_NS_R" redis-cli -h "$LZ_REDIS_IP" --user admin --pass "$(cat "$LZ_REDIS_DIR/redis.pass")-admin" --no-auth-warning "$@"
 }
 
 lz_redis_cli() {

@@ -12,9 +12,11 @@
 # before its ports start: every stream completes with every byte verified,
 # the FTP sha256 matches, no reset.
 # The control: the same with the remote copy off breaks the connections.
-# Then the faults: Redis restarted mid-run without its data (resent), a
-# forged record, a record transplanted onto another connection (both
-# refused), a wrong password (refused at start), and Redis down at start.
+# Then the faults: Redis restarted mid-run without its data (resent), Redis
+# out of memory (refused writes counted, retried), Redis stalled (the
+# dataplane and the local path unaffected), a forged record, a record
+# transplanted onto another connection (both refused), a wrong password
+# (refused at start), and Redis down at start.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -98,6 +100,50 @@ done
 held=$(conns_held)
 [ "$held" -ge "$stored" ] || lz_fail "after the Redis restart the remote store holds $held of $stored connections: $st"
 lz_log "Redis restarted without its data: checkpointd resent $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["remote"]["buckets_resynced"])' "$st") lost bucket(s); $held of $stored connections back in Redis"
+
+remote_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["remote"][sys.argv[2]])' "$(lz_ckpt_ask '{"cmd":"status"}')" "$1"; }
+store_conns() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["store"]["conns"])' "$(lz_ckpt_ask '{"cmd":"status"}')"; }
+short_streams() { # 10 short verified TCP connections through the dataplane
+    lz_in_client python3 "$LZ_STREAMS" tcp-client --server "$LZ_SERVER_IP" --port 7000 --conns 10 --bytes 20000 --rate 200000 --stall 5 --seed "$1" >"$LZ_WORK/short.$1.json" 2>&1 \
+        || lz_fail "short streams through the dataplane broke while Redis was $2: $(cat "$LZ_WORK/short.$1.json")"
+}
+wait_synced() { # until nothing is pending and Redis holds every stored connection
+    for _ in $(seq 1 100); do
+        [ "$(remote_field pending)" = 0 ] && [ "$(remote_field up)" = True ] && [ "$(conns_held)" -ge "$(store_conns)" ] && return 0
+        sleep 0.1
+    done
+    lz_fail "after $1 the remote copy did not catch up: $(lz_ckpt_ask '{"cmd":"status"}')"
+}
+
+# ------------------------------------------------- Redis out of memory
+# maxmemory below what it uses: every write script is refused (OOM). The
+# dataplane and the local store go on; the refused changes are counted and
+# queued again, and land once memory is back.
+lz_redis_admin CONFIG SET maxmemory-policy noeviction >/dev/null
+lz_redis_admin CONFIG SET maxmemory 1 >/dev/null
+refused0=$(remote_field refused_calls)
+short_streams 11 "out of memory"
+for _ in $(seq 1 50); do [ "$(remote_field refused_calls)" -gt "$refused0" ] && break; sleep 0.1; done
+[ "$(remote_field refused_calls)" -gt "$refused0" ] || lz_fail "Redis out of memory: no refused write counted"
+kill -0 "$LZ_CKPT_PID" || lz_fail "checkpointd died with Redis out of memory"
+grep -q "out of memory (maxmemory)" "$LZ_WORK/checkpointd.log" || lz_fail "checkpointd did not say Redis is out of memory"
+lz_redis_admin CONFIG SET maxmemory 0 >/dev/null
+wait_synced "memory came back"
+lz_log "Redis out of memory: $(remote_field refused_calls) refused write(s) counted, the dataplane and local store unaffected, all sent once memory was back"
+
+# ------------------------------------------------------- Redis stalled
+# SIGSTOP for 3 s (this kernel has no netem): the writer's calls time out,
+# the lag grows; the dataplane and the local path never wait on it.
+kill -STOP "$LZ_REDIS_PID"
+t0=$(date +%s.%N)
+short_streams 12 "stalled"
+beat=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rings"][0]["lag"])' "$(lz_ckpt_ask '{"cmd":"status"}')")
+[ "$beat" = 0 ] || lz_fail "the local path fell behind while Redis was stalled (ring lag $beat)"
+sleep "$(python3 -c "print(max(0, 3 - ($(date +%s.%N) - $t0)))")"
+pending=$(remote_field pending)
+kill -CONT "$LZ_REDIS_PID"
+wait_synced "the stall"
+lz_log "Redis stalled 3 s: streams through the dataplane unaffected, ring lag 0, $pending change(s) waited, all sent after"
 lz_dp_stop
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || lz_fail "checkpointd did not exit 0 on SIGTERM"; LZ_CKPT_PID=
 
@@ -191,4 +237,4 @@ LZ_CONNS=20 LZ_DISRUPT=lz_reboot lz_kill_traffic off
 v=$(LZ_CONNS=20 verdict off)
 [ "$v" != OK ] || lz_fail "control: with the remote copy off the reboot broke nothing: the test cannot tell"
 lz_log "control (remote copy off): $v"
-echo "PASS reboot: 50 verified streams + FTP + iperf3 + UDP + ping through a reboot restored from Redis (outage $outage ms), 0 resets; forged and transplanted records refused; wrong password refused; Redis down at start survived; control without the remote copy: $v"
+echo "PASS reboot: 50 verified streams + FTP + iperf3 + UDP + ping through a reboot restored from Redis (outage $outage ms), 0 resets; Redis restarted, out of memory, stalled: caught up; forged and transplanted records refused; wrong password refused; Redis down at start survived; control without the remote copy: $v"
