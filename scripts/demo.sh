@@ -5,7 +5,12 @@
 # UDP flow and a ping running through it; then the process running the
 # packet code (the active worker process of the supervised dataplane,
 # docs/RESTART.md) is killed with SIGKILL, the standby takes over, and a
-# report says what survived and how long the wire went silent. Sets the
+# report says what survived and how long the wire went silent. Then the
+# whole box dies: checkpointd has been copying every connection to a
+# redis-server in a namespace of its own (another device), a standby
+# appliance follows that copy; the first appliance's processes are killed
+# and its segments deleted, the standby takes the wire and every connection
+# (docs/CHECKPOINT.md), and a second report says what survived. Sets the
 # machine up first (packages, hugepages, build); cleans up after itself.
 #
 #   sudo scripts/demo.sh            (DEMO_SECS=20 for a longer run;
@@ -28,12 +33,11 @@ lz_log "namespaces $LZ_NS_C ($LZ_CLIENT_IP, zone inside) and $LZ_NS_S ($LZ_SERVE
 lz_ns_up
 lz_kill_servers
 export LZ_CHECKPOINT=true
-lz_config "" "$LZ_ZONE_POLICY"
-lz_ckpt_start
-lz_log "checkpointd up (pid $LZ_CKPT_PID), segments in $LZ_CKPT_DIR"
-lz_dp_start
-lz_join_taps
-lz_wait_path
+lz_redis_up
+lz_log "redis-server up in namespace $LZ_NS_R ($LZ_REDIS_IP, ACL user lazarus): the remote store"
+lz_pair_start "$(lz_remote_toml active A)" "$(lz_remote_toml standby B)"
+lz_log "appliance A: checkpointd (pid $LZ_CKPT_PID) copying every connection to Redis, segments in $LZ_CKPT_DIR"
+lz_log "appliance B: a standby (checkpointd pid $LZ_B_CKPT_PID following Redis into its mirror; dataplane pid $LZ_B_DP_PID, ports out of the bridges)"
 lz_log "dataplane up (pid $LZ_DP_PID$([ "$LZ_SUPERVISE" = 1 ] && echo ", the port owner; active worker process $(lz_active_worker)")): policy drops new connections from the server side, strict TCP window tracking"
 
 store_conns() { lz_ckpt_ask '{"cmd":"status"}' 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["conns"])' 2>/dev/null || echo "?"; }
@@ -78,7 +82,6 @@ restored=$(grep -o 'restore done connections=[0-9]*' "$W/dataplane.log" | tail -
 restore_ms=$(grep -o 'restore done connections=[0-9]* ms=[0-9.]*' "$W/dataplane.log" | tail -1 | grep -o '[0-9.]*$')
 udp=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%d/%d replies" % (j["received"], j["sent"]))' "$W/demo.udp.json")
 ping=$(grep -o '[0-9]* packets transmitted, [0-9]* received' "$W/demo.ping.txt" || echo "?")
-lz_dp_stop
 
 cat <<REPORT
 
@@ -100,8 +103,44 @@ cat <<REPORT
   taps' carrier                                       $carrier
 
 REPORT
+act1=fail
 if [ "$ok" = "$LZ_CONNS" ] && [ "$ftp_ok" = yes ] && [ "$rst" = 0 ] && [ "$kres" = 0 ]; then
+    act1=ok
     lz_log "every connection survived the death of the $([ "$LZ_SUPERVISE" = 1 ] && echo "active worker process" || echo dataplane)"
+else
+    lz_log "some connections did not survive: see $W (kept with LZ_KEEP_WORK=1)"
+fi
+
+# ------------------------------------------------------- the whole box dies
+lz_log "act 2, the whole box: traffic for ${LZ_SECS}s through appliance A; at ${LZ_KILL_AT}s A's dataplane and checkpointd are SIGKILLed and its segments deleted; B takes the wire (the bridges, as VRRP would) and runs lazarusctl takeover"
+# The outage is measured where the server's traffic leaves the bridge,
+# whichever appliance forwards it.
+LZ_FWD_IF=${LZ_VE_S}p LZ_FWD_DIR=out LZ_DISRUPT=lz_failover lz_kill_traffic box
+ok2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$W/box.streams.json")
+ftp2=no; [ "$(sha256sum < "$W/box.ftp.bin" | cut -c1-64)" = "$LZ_FTP_SHA" ] && ftp2=yes
+read -r rst2 _ _ <"$W/box.rst"; kres2=$(cat "$W/box.resets")
+outage2=$(lz_outage_ms "$W/box.fwd.pcap" "$W/box.times")
+udp2=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%d/%d replies" % (j["received"], j["sent"]))' "$W/box.udp.json")
+restored2=$(grep -o 'restore done connections=[0-9]*' "$LZ_B_WORK/dataplane.log" | tail -1 | grep -o '[0-9]*$')
+lag=$(lz_as_b lz_ckpt_ask '{"cmd":"status"}' | python3 -c 'import json,sys; r=json.load(sys.stdin)["remote"]; print("p50 %.1f ms, p99 %.1f ms" % (r["mirror_lag_p50_us"] / 1000, r["mirror_lag_p99_us"] / 1000))' 2>/dev/null || echo "?")
+lz_as_b lz_dp_stop
+
+cat <<REPORT
+
+  Lazarus: appliance A's whole box died under traffic; standby B took over
+  ---------------------------------------------------------------------------
+  lazarusctl takeover on B                            $(cat "$W/takeover.txt")
+  connections B's dataplane restored from its mirror  ${restored2:-0}
+  replication lag, A's drain to B's mirror            $lag
+  verified TCP streams that completed                 $ok2 / $LZ_CONNS
+  active-mode FTP download (sha256 checked)           $ftp2
+  UDP echo flow                                       $udp2
+  TCP resets on live connections (wire / kernels)     $rst2 / $kres2
+  longest silence toward the server                   ${outage2} ms
+
+REPORT
+if [ "$act1" = ok ] && [ "$ok2" = "$LZ_CONNS" ] && [ "$ftp2" = yes ] && [ "$rst2" = 0 ] && [ "$kres2" = 0 ]; then
+    lz_log "every connection survived the death of the active worker process, then the death of the whole box"
 else
     lz_log "some connections did not survive: see $W (kept with LZ_KEEP_WORK=1)"; exit 1
 fi

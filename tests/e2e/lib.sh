@@ -60,6 +60,7 @@ lz_cleanup() {
         ip netns del "$ns" 2>/dev/null || true
     done
     lz_redis_cleanup
+    lz_b_cleanup
     for l in $LZ_TAP_C $LZ_TAP_S $LZ_BR_C $LZ_BR_S ${LZ_VE_C}p ${LZ_VE_S}p ${LZ_VT_C}p ${LZ_VT_S}p ${LZ_VT_C}q ${LZ_VT_S}q; do
         ip link del "$l" 2>/dev/null || true
     done
@@ -606,4 +607,72 @@ lz_redis_cleanup() {
     ip netns pids "$LZ_NS_R" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
     ip netns del "$LZ_NS_R" 2>/dev/null || true
     ip link del "${LZ_VE_R}r" 2>/dev/null || true
+}
+
+# ------------------------------------------------------ a second appliance
+# Appliance B (docs/CHECKPOINT.md, "A standby appliance"): its own EAL prefix,
+# taps, segments and work directory, run by the same functions through
+# lz_as_b, which swaps in what they read. Its taps stay out of the bridges
+# until lz_failover.
+LZ_B_ID=$(( (LZ_ID + 1) % 100000 ))
+LZ_B_TAP_C=lztc$LZ_B_ID; LZ_B_TAP_S=lzts$LZ_B_ID
+LZ_B_CKPT_DIR=/dev/hugepages/lz$LZ_B_ID-ckpt
+LZ_B_WORK=$LZ_WORK/b
+LZ_B_DP_PID=; LZ_B_CKPT_PID=; LZ_B_LOG_BASE=0
+
+lz_as_b() {
+    mkdir -p "$LZ_B_WORK"
+    local a=("$LZ_ID" "$LZ_TAP_C" "$LZ_TAP_S" "$LZ_CKPT_DIR" "$LZ_WORK" "$LZ_DP_PID" "$LZ_CKPT_PID" "${LZ_DP_LOG_BASE:-0}")
+    LZ_ID=$LZ_B_ID LZ_TAP_C=$LZ_B_TAP_C LZ_TAP_S=$LZ_B_TAP_S LZ_CKPT_DIR=$LZ_B_CKPT_DIR LZ_WORK=$LZ_B_WORK
+    LZ_DP_PID=$LZ_B_DP_PID LZ_CKPT_PID=$LZ_B_CKPT_PID LZ_DP_LOG_BASE=$LZ_B_LOG_BASE
+    local rc=0
+    "$@" || rc=$?
+    LZ_B_DP_PID=$LZ_DP_PID LZ_B_CKPT_PID=$LZ_CKPT_PID LZ_B_LOG_BASE=${LZ_DP_LOG_BASE:-0}
+    LZ_ID=${a[0]} LZ_TAP_C=${a[1]} LZ_TAP_S=${a[2]} LZ_CKPT_DIR=${a[3]} LZ_WORK=${a[4]}
+    LZ_DP_PID=${a[5]} LZ_CKPT_PID=${a[6]} LZ_DP_LOG_BASE=${a[7]}
+    return $rc
+}
+
+lz_b_cleanup() {
+    {
+        for p in $LZ_B_DP_PID $LZ_B_CKPT_PID; do kill -KILL "$p" || true; done
+        pgrep -f -- "--file-prefix lz$LZ_B_ID " | xargs -r kill -KILL || true
+    } 2>/dev/null
+    ip link del "$LZ_B_TAP_C" 2>/dev/null || true
+    ip link del "$LZ_B_TAP_S" 2>/dev/null || true
+    rm -f /dev/hugepages/lz${LZ_B_ID}map_* 2>/dev/null || true
+    rm -rf "/var/run/dpdk/lz$LZ_B_ID" "$LZ_B_CKPT_DIR" "$LZ_CKPT_DIR.old" 2>/dev/null || true
+}
+
+# Starts A (joined to the bridges) and B (not), each checkpointd then
+# dataplane; $1 A's extra TOML, $2 B's.
+lz_pair_start() {
+    lz_config "" "$LZ_ZONE_POLICY
+$1"
+    lz_ckpt_start
+    lz_dp_start
+    lz_join_taps
+    lz_as_b lz_config "" "$LZ_ZONE_POLICY
+$2"
+    lz_as_b lz_ckpt_start
+    LZ_SUPERVISE=1 lz_as_b lz_dp_start
+    lz_wait_path
+}
+
+# A's whole box lost (dataplane and checkpointd SIGKILLed, segments gone),
+# then what a VRRP failover does: B's taps take A's place in the bridges, and
+# B takes over (unless LZ_B_REMOTE=0: B has no mirror to take over from).
+# LZ_KEEP_A_SEGMENTS=1 keeps A's segments aside in $LZ_CKPT_DIR.old.
+lz_failover() {
+    lz_dp_kill
+    lz_ckpt_kill
+    [ -z "$(lz_worker_pids)" ] || { sleep 0.2; [ -z "$(lz_worker_pids)" ] || lz_fail "A's worker processes outlived their port owner"; }
+    if [ "${LZ_KEEP_A_SEGMENTS:-0}" = 1 ]; then mv "$LZ_CKPT_DIR" "$LZ_CKPT_DIR.old"; else rm -rf "$LZ_CKPT_DIR"; fi
+    ip link set "$LZ_TAP_C" nomaster; ip link set "$LZ_TAP_S" nomaster
+    ip link set "$LZ_TAP_C" down; ip link set "$LZ_TAP_S" down
+    lz_as_b lz_join_taps
+    if [ "${LZ_B_REMOTE:-1}" = 1 ]; then
+        lz_as_b lz_ctl takeover >"$LZ_WORK/takeover.txt" 2>&1 \
+            || { cat "$LZ_WORK/takeover.txt"; tail -20 "$LZ_B_WORK/checkpointd.log"; lz_fail "lazarusctl takeover failed"; }
+    fi
 }
