@@ -238,26 +238,9 @@ def churn_main(a):
     print(f"| Mpps remote on / off (paired rounds) | {med(ons, 'mpps'):.2f} / {med(offs, 'mpps'):.2f} = **{ratio:.3f}** ({hz / (med(ons, 'mpps') * 1e6):.1f} / {hz / (med(offs, 'mpps') * 1e6):.1f} cycles a packet) |")
 
 
-NULL_CONFIG = """
-[dataplane]
-stats_interval_ms = 1000
-mbufs = 16383
-[[port]]
-name = "a"
-device = "net_null0"
-[[port]]
-name = "b"
-device = "net_null1"
-[[bridge]]
-ports = ["a", "b"]
-[[worker]]
-lcore = 1
-rx = ["a:0", "b:0"]
-[conntrack]
-enabled = true
-capacity = {capacity}
-ftp = false
-"""
+# The pipeline's net_null forwarding config, with connection tracking on.
+NULL_CONFIG = pl.CONFIG.replace("[conntrack]\nenabled = false\n[checkpoint]\nenabled = false\n",
+                                "[conntrack]\nenabled = true\ncapacity = {capacity}\nftp = false\n")
 
 
 def wait_for(what, pred, timeout):
@@ -296,7 +279,7 @@ def takeover_main(a):
             redis = Redis(tmp)
             write_config(cfgA, segA, REMOTE.format(port=redis.port, key=key, role="active", name="A"), capacity, mbufs, None)
             with open(cfgB, "w") as f:
-                f.write(NULL_CONFIG.format(capacity=capacity) + pl.CKPT_ON.format(dir=segB)
+                f.write(NULL_CONFIG.format(interval=1000, capacity=capacity) + pl.CKPT_ON.format(dir=segB)
                         + "store_capacity = %d\nattach_timeout_ms = 60000\n" % capacity
                         + REMOTE.format(port=redis.port, key=key, role="standby", name="B") + "takeover_max_lag_ms = 2000\n")
             procs = []

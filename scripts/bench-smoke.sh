@@ -55,6 +55,9 @@ run "frames.py selftest" python3 scripts/lib/frames.py
 run "pipeline.py (plain forwarding)" benches/pipeline.py --smoke --markdown
 run "pipeline.py --flows 1000" benches/pipeline.py --smoke --flows 1000 --markdown
 run "pipeline.py --flows 1000 --churn 2" benches/pipeline.py --smoke --flows 1000 --churn 2 --markdown
+# The remote copy (redis-server on loopback): replication, and a takeover.
+run "remote.py" benches/remote.py --smoke
+run "remote.py --takeover 2000" benches/remote.py --smoke --takeover 2000
 
 # Criterion, every bench target of the workspace (by target name: the crates
 # may move). conntrack and ring: 10 samples of 10 ms, no plots. checkpoint

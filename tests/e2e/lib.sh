@@ -676,3 +676,30 @@ lz_failover() {
             || { cat "$LZ_WORK/takeover.txt"; tail -20 "$LZ_B_WORK/checkpointd.log"; lz_fail "lazarusctl takeover failed"; }
     fi
 }
+
+# Polls checkpointd's status until the Python expression $1 holds of its
+# remote dict `r` (at most 10 s); the last status in $LZ_STATUS. Returns 1
+# when it never did.
+lz_wait_remote() {
+    local _
+    for _ in $(seq 1 100); do
+        LZ_STATUS=$(lz_ckpt_ask '{"cmd":"status"}')
+        python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; sys.exit(0 if eval(sys.argv[2]) else 1)' "$LZ_STATUS" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# The verdict of a run of lz_kill_traffic tagged $1 over $LZ_CONNS streams:
+# "OK", or what broke.
+lz_verdict() {
+    local tag=$1 ok rst kres sha
+    ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$LZ_WORK/$tag.streams.json" 2>/dev/null || echo 0)
+    read -r rst _ _ <"$LZ_WORK/$tag.rst"; kres=$(cat "$LZ_WORK/$tag.resets")
+    sha=$(sha256sum < "$LZ_WORK/$tag.ftp.bin" 2>/dev/null | cut -c1-64)
+    if [ "$ok" = "$LZ_CONNS" ] && [ "$sha" = "$LZ_FTP_SHA" ] && [ "$rst" = 0 ] && [ "$kres" = 0 ]; then
+        echo OK
+    else
+        echo "$ok/$LZ_CONNS streams, ftp $([ "$sha" = "$LZ_FTP_SHA" ] && echo ok || echo broken), $rst RST on the wire, $kres resets"
+    fi
+}

@@ -42,17 +42,6 @@ lz_reboot() {
 }
 
 # Verdicts; $1 tag. Prints "OK" or what broke.
-verdict() {
-    local tag=$1 ok rst kres
-    ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$LZ_WORK/$tag.streams.json" 2>/dev/null || echo 0)
-    read -r rst _ _ <"$LZ_WORK/$tag.rst"; kres=$(cat "$LZ_WORK/$tag.resets")
-    local sha; sha=$(sha256sum < "$LZ_WORK/$tag.ftp.bin" 2>/dev/null | cut -c1-64)
-    if [ "$ok" = "$LZ_CONNS" ] && [ "$sha" = "$LZ_FTP_SHA" ] && [ "$rst" = 0 ] && [ "$kres" = 0 ]; then
-        echo OK
-    else
-        echo "$ok/$LZ_CONNS streams, ftp $([ "$sha" = "$LZ_FTP_SHA" ] && echo ok || echo broken), $rst RST on the wire, $kres resets"
-    fi
-}
 
 lz_ns_up
 lz_kill_servers
@@ -67,7 +56,7 @@ lz_dp_start
 lz_join_taps
 lz_wait_path
 LZ_DISRUPT=lz_reboot lz_kill_traffic on
-v=$(verdict on)
+v=$(lz_verdict on)
 restored=$(grep -o 'restored [0-9]* connection(s)' "$LZ_WORK/checkpointd.log" | tail -1 | grep -o '[0-9]*')
 [ "$v" = OK ] || { tail -30 "$LZ_WORK/checkpointd.log"; cat "$LZ_WORK/on.streams.err"; lz_fail "remote copy on: $v ($restored connections restored from Redis)"; }
 [ "${restored:-0}" -ge "$LZ_CONNS" ] || lz_fail "only ${restored:-0} connections restored from Redis"
@@ -92,11 +81,8 @@ stored=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["store"]["co
 [ "$(conns_held)" -ge "$stored" ] || lz_fail "before the Redis restart the remote store holds $(conns_held) of $stored connections"
 lz_redis_kill
 lz_redis_start
-for _ in $(seq 1 100); do
-    st=$(lz_ckpt_ask '{"cmd":"status"}')
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert r["up"] and r["buckets_resynced"] > 0 and r["pending"] == 0' "$st" 2>/dev/null && break
-    sleep 0.1
-done
+lz_wait_remote 'r["up"] and r["buckets_resynced"] > 0 and r["pending"] == 0' || true
+st=$LZ_STATUS
 held=$(conns_held)
 [ "$held" -ge "$stored" ] || lz_fail "after the Redis restart the remote store holds $held of $stored connections: $st"
 lz_log "Redis restarted without its data: checkpointd resent $(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["remote"]["buckets_resynced"])' "$st") lost bucket(s); $held of $stored connections back in Redis"
@@ -216,13 +202,8 @@ down=$(lz_ckpt_ask '{"cmd":"status"}')
 python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert not r["up"] and r["errors"] >= 1, r' "$down" \
     || lz_fail "Redis down: checkpointd's status should say remote down: $down"
 lz_redis_start
-for t in $(seq 1 100); do
-    up=$(lz_ckpt_ask '{"cmd":"status"}')
-    python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert r["up"]' "$up" 2>/dev/null && break
-    sleep 0.1
-done
-python3 -c 'import json,sys; r=json.loads(sys.argv[1])["remote"]; assert r["up"], r' "$up" \
-    || lz_fail "Redis back: checkpointd did not reconnect within 10 s: $up"
+lz_wait_remote 'r["up"]' \
+    || lz_fail "Redis back: checkpointd did not reconnect within 10 s: $LZ_STATUS"
 lz_log "Redis down at start: checkpointd ran, reported remote down, reconnected when it came back"
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
 rm -rf "$LZ_CKPT_DIR"
@@ -234,7 +215,7 @@ lz_dp_start
 lz_join_taps
 lz_wait_path
 LZ_CONNS=20 LZ_DISRUPT=lz_reboot lz_kill_traffic off
-v=$(LZ_CONNS=20 verdict off)
+v=$(LZ_CONNS=20 lz_verdict off)
 [ "$v" != OK ] || lz_fail "control: with the remote copy off the reboot broke nothing: the test cannot tell"
 lz_log "control (remote copy off): $v"
 echo "PASS reboot: 50 verified streams + FTP + iperf3 + UDP + ping through a reboot restored from Redis (outage $outage ms), 0 resets; Redis restarted, out of memory, stalled: caught up; forged and transplanted records refused; wrong password refused; Redis down at start survived; control without the remote copy: $v"

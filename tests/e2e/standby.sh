@@ -33,17 +33,6 @@ remote_of() { # $1: control socket reply; prints the remote dict's field $2
     python3 -c 'import json,sys; print(json.loads(sys.argv[1])["remote"][sys.argv[2]])' "$1" "$2"
 }
 
-verdict() {
-    local tag=$1 ok rst kres sha
-    ok=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok", 0))' "$LZ_WORK/$tag.streams.json" 2>/dev/null || echo 0)
-    read -r rst _ _ <"$LZ_WORK/$tag.rst"; kres=$(cat "$LZ_WORK/$tag.resets")
-    sha=$(sha256sum < "$LZ_WORK/$tag.ftp.bin" 2>/dev/null | cut -c1-64)
-    if [ "$ok" = "$LZ_CONNS" ] && [ "$sha" = "$LZ_FTP_SHA" ] && [ "$rst" = 0 ] && [ "$kres" = 0 ]; then
-        echo OK
-    else
-        echo "$ok/$LZ_CONNS streams, ftp $([ "$sha" = "$LZ_FTP_SHA" ] && echo ok || echo broken), $rst RST on the wire, $kres resets"
-    fi
-}
 
 lz_ns_up
 lz_kill_servers
@@ -62,7 +51,7 @@ done
 # whichever appliance forwards it.
 export LZ_FWD_IF=${LZ_VE_S}p LZ_FWD_DIR=out
 LZ_KEEP_A_SEGMENTS=1 LZ_DISRUPT=lz_failover lz_kill_traffic on
-v=$(verdict on)
+v=$(lz_verdict on)
 st=$(lz_as_b lz_ckpt_ask '{"cmd":"status"}')
 [ "$v" = OK ] || { cat "$LZ_WORK/takeover.txt"; tail -20 "$LZ_B_WORK/checkpointd.log"; tail -20 "$LZ_B_WORK/dataplane.log"; lz_fail "takeover by B: $v; B: $st"; }
 restored=$(grep -o 'restore done connections=[0-9]*' "$LZ_B_WORK/dataplane.log" | tail -1 | grep -o '[0-9]*$')
@@ -97,7 +86,7 @@ ip link set "$LZ_B_TAP_C" nomaster; ip link set "$LZ_B_TAP_S" nomaster
 ip link set "$LZ_TAP_C" up; ip link set "$LZ_TAP_S" up
 lz_pair_start "" ""
 LZ_CONNS=20 LZ_B_REMOTE=0 LZ_DISRUPT=lz_failover lz_kill_traffic off
-v=$(LZ_CONNS=20 verdict off)
+v=$(LZ_CONNS=20 lz_verdict off)
 [ "$v" != OK ] || lz_fail "control: B took over without a mirror and nothing broke: the test cannot tell"
 lz_log "control (no remote copy): $v"
 echo "PASS standby: whole-box loss of A, B took over ($(cat "$LZ_WORK/takeover.txt")): 50 verified streams + FTP + iperf3 + UDP + ping, 0 resets, outage $outage ms; old active fenced; control without the remote copy: $v"

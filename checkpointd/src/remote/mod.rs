@@ -38,6 +38,22 @@ pub fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Runs `work` on a thread of its own with a current-thread tokio runtime.
+fn spawn(
+    name: &str,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .with_context(|| format!("cannot build the {name} thread's runtime"))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || rt.block_on(work))
+        .with_context(|| format!("cannot start the {name} thread"))?;
+    Ok(())
+}
+
 /// The remote copy as the drain loop drives it.
 pub enum RemoteSide {
     Active(Tracker),
@@ -113,14 +129,7 @@ impl Tracker {
             shared: Arc::clone(&shared),
             claim,
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot build the remote writer's runtime")?;
-        std::thread::Builder::new()
-            .name("remote".into())
-            .spawn(move || rt.block_on(writer.run(rx)))
-            .context("cannot start the remote writer thread")?;
+        spawn("remote", writer.run(rx))?;
         Ok(Tracker {
             dirty: HashMap::with_capacity(4096),
             cap: (2 * cap as usize).max(65_536),

@@ -11,7 +11,6 @@ use super::link::Link;
 use super::stats::RemoteStats;
 use super::Tracker;
 use crate::store::Store;
-use anyhow::Context;
 use serde_json::{json, Value};
 use shm_layout::remote::{bucket_of, REMOTE_BUCKETS};
 use shm_layout::{delta_kind, Delta, RemoteSection};
@@ -76,14 +75,7 @@ impl Mirror {
             tx,
             workers,
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot build the follower's runtime")?;
-        std::thread::Builder::new()
-            .name("follower".into())
-            .spawn(move || rt.block_on(follower.run()))
-            .context("cannot start the follower thread")?;
+        super::spawn("follower", follower.run())?;
         Ok(Mirror { link, stats, state, rx, requests, pending: None, sec: sec.clone(), capacity })
     }
 
