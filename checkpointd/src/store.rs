@@ -63,8 +63,10 @@ pub enum Outcome {
 /// A connection the store changed, for the remote copy to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// A portion of it was written.
-    Put(u64),
+    /// A portion of it was written. `first`: the connection, or this
+    /// module's portion of it, is new (or the portion is FTP's, whose
+    /// expectations a standby needs at once); otherwise a refresh.
+    Put { conn_id: u64, first: bool },
     /// It was removed by a delete or sweep stamped `version`.
     Gone { conn_id: u64, version: u64 },
 }
@@ -212,6 +214,7 @@ impl Store {
         {
             return Outcome::Rejected;
         }
+        let mut first = d.module == module::FTP;
         let i = match self.index.get(&d.conn_id) {
             Some(&i) => {
                 let rec = self.seg.record(i);
@@ -225,6 +228,7 @@ impl Store {
                 if stored.is_some_and(|v| d.version < v) {
                     return Outcome::Stale;
                 }
+                first |= stored.is_none();
                 if rec.worker != worker {
                     // The connection moved (worker count or RSS changed):
                     // the newest ring owns it.
@@ -239,6 +243,7 @@ impl Store {
                     return Outcome::StoreFull;
                 };
                 self.seg.init_record(i, d.conn_id, worker);
+                first = true;
                 self.index.insert(d.conn_id, i);
                 self.stats.conns.fetch_add(1, Ordering::Relaxed);
                 i
@@ -262,7 +267,7 @@ impl Store {
         match result {
             Ok(()) => {
                 if self.track_changes {
-                    self.changes.push(Change::Put(d.conn_id));
+                    self.changes.push(Change::Put { conn_id: d.conn_id, first });
                 }
                 Outcome::Applied
             }
@@ -440,6 +445,33 @@ mod tests {
         }
         assert_eq!(s.apply(&portion(99, module::IP, 1, b"x"), 0), Outcome::StoreFull);
         assert_eq!(s.stats.full_drops.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn changes_say_what_is_new_and_what_is_a_refresh() {
+        let d = tmp("changes");
+        let mut s = store(&d, 4, 1);
+        s.track_changes = true;
+        s.apply(&portion(1, module::IP, 1, b"ip"), 0);
+        s.apply(&portion(1, module::TCP, 2, b"tcp"), 0);
+        s.apply(&portion(1, module::TCP, 3, b"tcp refresh"), 0);
+        s.apply(&portion(1, module::TCP, 2, b"stale"), 0);
+        s.apply(&portion(1, module::FTP, 4, b"ftp"), 0);
+        s.apply(&portion(1, module::FTP, 5, b"ftp again"), 0);
+        s.apply(&Delta { kind: delta_kind::DELETE, ..portion(1, 0, 6, &[]) }, 0);
+        let put = |first| Change::Put { conn_id: 1, first };
+        assert_eq!(
+            s.changes,
+            vec![
+                put(true),
+                put(true),
+                put(false),
+                put(true),
+                put(true),
+                Change::Gone { conn_id: 1, version: 6 }
+            ]
+        );
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -85,8 +85,9 @@ pub struct RemoteSection {
     pub hmac_key_file: PathBuf,
     /// The name this appliance pair's keys live under (`lazarus:{<namespace>:<bucket>}`).
     pub namespace: String,
-    /// How long a changed connection waits before it is sent: later changes
-    /// in that time travel with it.
+    /// How long a refresh of a connection already sent waits before it is
+    /// sent: later changes in that time travel with it. New connections,
+    /// FTP portions and ends go at once.
     pub flush_interval_ms: u64,
     /// Connect and reply timeout.
     pub timeout_ms: u64,

@@ -10,8 +10,9 @@
 # Every figure must come back to where it was, but mbufs: a worker process
 # killed inside the PMD's receive or send call takes that burst's mbufs with
 # it, and DPDK records no owner to reclaim them by (docs/RESTART.md). The
-# test prints the mbufs lost and fails past one per ten kills (a leak on
-# every kill, not the rare one inside the PMD).
+# test prints the mbufs lost and fails past one per four kills: a leak on
+# every kill (a burst is 32), not the kills that land inside the PMD (10 to
+# 94 per 1 000 seen, varying with the machine's load from day to day).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -82,13 +83,15 @@ def procs():
     return json.loads(s.recv(1 << 20))["/lazarus/stats"]["worker_processes"]
 def standby(killed):
     """Once another worker process is active and one stands by."""
-    end = time.time() + 4
+    # Generous: a shared machine sometimes takes seconds to tear a killed
+    # process down; takeover times are measured elsewhere (kill.sh, the demo).
+    end = time.time() + 10
     while time.time() < end:
         p = procs()
         if p["standing_by"] >= 1 and p["active_pid"] not in (0, killed):
             return p
         time.sleep(0.002)
-    sys.exit(f"no new active worker process with a standby 4 s after the kill of {killed}: {p}")
+    sys.exit(f"no new active worker process with a standby 10 s after the kill of {killed}: {p}")
 killed = 0
 standbys_killed = 0
 for i in range(1, n + 1):
@@ -125,7 +128,7 @@ assert a["activations"] - b["activations"] == n, f"{a['activations'] - b['activa
 bad = {k: (b[k], a[k]) for k in b if k not in ("activations", "mbufs_in_use") and a[k] != b[k]}
 assert not bad, f"changed across {n} restarts (before, after): {bad}"
 lost = a["mbufs_in_use"] - b["mbufs_in_use"]
-assert 0 <= lost <= n // 10, f"{lost} mbufs lost across {n} restarts"
+assert 0 <= lost <= n // 4, f"{lost} mbufs lost across {n} restarts"
 print(lost)
 PY
 )

@@ -94,6 +94,16 @@ pub(super) struct Pending {
     since: Instant,
 }
 
+/// What crosses the network when: a connection's first state, its FTP
+/// portion and its end go at the next pass; refreshes of what was already
+/// sent (TCP window edges, timers) wait for the interval, coalesced.
+fn urgent(c: &Change) -> bool {
+    match *c {
+        Change::Put { first, .. } => first,
+        Change::Gone { .. } => true,
+    }
+}
+
 /// The drain loop's side: which connections changed, and when to send them.
 pub struct Tracker {
     dirty: HashMap<u64, Pending>,
@@ -109,6 +119,8 @@ pub struct Tracker {
     batch: usize,
     last_flush: Instant,
     record: Vec<u8>,
+    /// Pending connections with an urgent change, sent at the next pass.
+    urgent: Vec<u64>,
 }
 
 impl Tracker {
@@ -142,6 +154,7 @@ impl Tracker {
             batch: sec.batch as usize,
             last_flush: Instant::now(),
             record: Vec::with_capacity(1024),
+            urgent: Vec::new(),
         })
     }
 
@@ -150,18 +163,27 @@ impl Tracker {
         let now = Instant::now();
         for c in changes.drain(..) {
             let (id, gone) = match c {
-                Change::Put(id) => (id, None),
+                Change::Put { conn_id, .. } => (conn_id, None),
                 Change::Gone { conn_id, version } => (conn_id, Some(version)),
             };
-            self.dirty
-                .entry(id)
-                .and_modify(|p| p.gone = gone)
-                .or_insert(Pending { gone, since: now });
+            if urgent(&c) {
+                self.urgent.push(id);
+            }
+            match self.dirty.entry(id) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => {
+                    e.get_mut().gone = gone;
+                    RemoteStats::add(&self.stats.coalesced, 1);
+                }
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(Pending { gone, since: now });
+                }
+            }
         }
         if self.dirty.len() > self.cap {
             // Deletes of connections Redis holds are lost with the map: they
             // stay there until their id is reused (docs/CHECKPOINT.md).
             self.dirty.clear();
+            self.urgent.clear();
             self.rewrite_all = true;
             if RemoteStats::get(&self.stats.pending_overflows) == 0 {
                 tracing::warn!(
@@ -205,16 +227,35 @@ impl Tracker {
         }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
-        if epoch == 0 || self.last_flush.elapsed() < self.interval {
+        if epoch == 0 {
+            return;
+        }
+        let due = self.last_flush.elapsed() >= self.interval;
+        if !due && self.urgent.is_empty() {
             return;
         }
         if self.rewrite_all && self.stats.up.load(Ordering::Relaxed) {
             self.rewrite_all = false;
             self.queue_all(store, None);
         }
-        self.last_flush = Instant::now();
+        let mut only_urgent = if due {
+            self.last_flush = Instant::now();
+            self.urgent.clear();
+            None
+        } else {
+            let ids = std::mem::take(&mut self.urgent);
+            RemoteStats::add(&self.stats.urgent_sends, ids.len() as u64);
+            Some(ids)
+        };
         while !self.dirty.is_empty() && self.tx.capacity() > 0 {
-            let ids: Vec<u64> = self.dirty.keys().take(self.batch).copied().collect();
+            let ids: Vec<u64> = match only_urgent.as_mut() {
+                Some(list) if list.is_empty() => break,
+                Some(list) => {
+                    let n = list.len().min(self.batch);
+                    list.drain(..n).filter(|id| self.dirty.contains_key(id)).collect()
+                }
+                None => self.dirty.keys().take(self.batch).copied().collect(),
+            };
             let mut buckets: HashMap<u16, BucketWrite> = HashMap::new();
             let mut b = Batch {
                 buckets: Vec::new(),
@@ -224,7 +265,8 @@ impl Tracker {
                 oldest: Instant::now(),
             };
             for id in ids {
-                let p = self.dirty.remove(&id).expect("listed above");
+                // An id listed twice (two urgent changes) goes once.
+                let Some(p) = self.dirty.remove(&id) else { continue };
                 let value = match p.gone {
                     Some(version) => {
                         b.deletes += 1;
@@ -283,6 +325,10 @@ impl Tracker {
                 }
                 break;
             }
+        }
+        if let Some(rest) = only_urgent.filter(|l| !l.is_empty()) {
+            // No room in flight: they go with the next pass.
+            self.urgent.extend(rest);
         }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
     }

@@ -34,6 +34,11 @@ pub struct RemoteStats {
     pub buckets_resynced: AtomicU64,
     /// Connections queued again for a full rewrite (start, lost bucket).
     pub conns_resynced: AtomicU64,
+    /// Changes folded into one already waiting (refreshes coalesced).
+    pub coalesced: AtomicU64,
+    /// Connections sent ahead of the interval: new ones, new portions,
+    /// FTP, deletes.
+    pub urgent_sends: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Bytes of sealed portions sent, by module number.
     pub module_bytes: [AtomicU64; 5],
@@ -146,6 +151,8 @@ impl RemoteStats {
             "reconnects": g(&self.reconnects),
             "buckets_resynced": g(&self.buckets_resynced),
             "conns_resynced": g(&self.conns_resynced),
+            "coalesced": g(&self.coalesced),
+            "urgent_sends": g(&self.urgent_sends),
             "bytes_sent": g(&self.bytes_sent),
             "module_bytes": by_module(&self.module_bytes),
             "module_portions": by_module(&self.module_portions),
