@@ -39,6 +39,7 @@ hmac_key_file = "{key}"
 namespace = "bench"
 role = "{role}"
 appliance = "{name}"
+flush_interval_ms = {flush_ms}
 """
 
 
@@ -176,11 +177,11 @@ def churn_main(a):
                 segA, segB = os.path.join(seg_root, f"a{r}{side}"), os.path.join(seg_root, f"b{r}{side}")
                 cfgA, cfgB = os.path.join(tmp, "a.toml"), os.path.join(tmp, "b.toml")
                 redis = Redis(tmp) if side == "on" else None
-                extraA = REMOTE.format(port=redis.port, key=key, role="active", name="A") if redis else ""
+                extraA = REMOTE.format(port=redis.port, key=key, role="active", name="A", flush_ms=a.flush_ms) if redis else ""
                 write_config(cfgA, segA, extraA, capacity, mbufs, None)
                 ckB = None
                 if redis:
-                    write_config(cfgB, segB, REMOTE.format(port=redis.port, key=key, role="standby", name="B"), capacity, mbufs, None)
+                    write_config(cfgB, segB, REMOTE.format(port=redis.port, key=key, role="standby", name="B", flush_ms=a.flush_ms), capacity, mbufs, None)
                     ckB = pl.Checkpointd(cfgB, segB)
                     pin_to_core0(ckB.p.pid)
                 ckA = pl.Checkpointd(cfgA, segA)
@@ -277,11 +278,11 @@ def takeover_main(a):
             segA, segB = os.path.join(seg_root, f"a{r}"), os.path.join(seg_root, f"b{r}")
             cfgA, cfgB = os.path.join(tmp, "a.toml"), os.path.join(tmp, "b.toml")
             redis = Redis(tmp)
-            write_config(cfgA, segA, REMOTE.format(port=redis.port, key=key, role="active", name="A"), capacity, mbufs, None)
+            write_config(cfgA, segA, REMOTE.format(port=redis.port, key=key, role="active", name="A", flush_ms=a.flush_ms), capacity, mbufs, None)
             with open(cfgB, "w") as f:
                 f.write(NULL_CONFIG.format(interval=1000, capacity=capacity) + pl.CKPT_ON.format(dir=segB)
                         + "store_capacity = %d\nattach_timeout_ms = 60000\n" % capacity
-                        + REMOTE.format(port=redis.port, key=key, role="standby", name="B") + "takeover_max_lag_ms = 2000\n")
+                        + REMOTE.format(port=redis.port, key=key, role="standby", name="B", flush_ms=a.flush_ms) + "takeover_max_lag_ms = 2000\n")
             procs = []
             try:
                 ckB = pl.Checkpointd(cfgB, segB)
@@ -337,6 +338,7 @@ def main():
     ap.add_argument("--data", type=int, default=3)
     ap.add_argument("--filler", type=int, default=200)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--flush-ms", type=int, default=2, help="checkpoint.remote.flush_interval_ms")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--smoke", action="store_true")
