@@ -23,7 +23,7 @@ use telemetry_client::{socket_path, TelemetryClient};
 #[command(
     name = "lazarusctl",
     version,
-    about = "Operate Lazarus: status, connections, stats, flush"
+    about = "Operate Lazarus: status, connections, stats, flush, takeover"
 )]
 struct Args {
     /// The TOML config both daemons read (only `[checkpoint] control_socket` is used).
@@ -217,6 +217,27 @@ fn status(ep: &Endpoints, as_json: bool) -> Result<()> {
                     n(r, "lag"),
                     n(r, "applied"),
                     n(r, "torn")
+                );
+            }
+            let r = &s["remote"];
+            if r.is_object() {
+                let yes = |k: &str| r[k].as_bool() == Some(true);
+                let role = if yes("following") {
+                    "standby, following"
+                } else if yes("fenced") {
+                    "FENCED (another appliance took over)"
+                } else {
+                    "active"
+                };
+                println!(
+                    "  remote: {}, {role}, epoch {}, {} pending, {} written, {} refused, {} errors; mirror lag p99 {} us",
+                    if yes("up") { "up" } else { "DOWN" },
+                    n(r, "epoch"),
+                    n(r, "pending"),
+                    n(r, "records_written") + n(r, "deletes_written"),
+                    n(r, "refused_calls") + n(r, "fenced_writes"),
+                    n(r, "errors"),
+                    r["mirror_lag_p99_us"].as_u64().map_or("-".into(), |v| v.to_string())
                 );
             }
         }

@@ -47,6 +47,8 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 [ "$(remote_of "$st" following)" = True ] || lz_fail "B's checkpointd is not following the remote store: $st"
+lz_as_b lz_ctl status >"$LZ_WORK/b.status.txt" 2>&1 || true
+grep -q "remote: up, standby, following" "$LZ_WORK/b.status.txt" || { cat "$LZ_WORK/b.status.txt"; lz_fail "lazarusctl status on B does not show a standby following the remote store"; }
 # The outage is measured where the server's traffic leaves the bridge,
 # whichever appliance forwards it.
 export LZ_FWD_IF=${LZ_VE_S}p LZ_FWD_DIR=out

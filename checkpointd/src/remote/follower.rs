@@ -87,6 +87,7 @@ impl Follower {
                 Ok(()) => return,
                 Err(e) => {
                     self.stats.following.store(false, Ordering::Relaxed);
+                    self.stats.up.store(false, Ordering::Relaxed);
                     RemoteStats::add(&self.stats.errors, 1);
                     if !logged || is_auth_error(&e) {
                         warn!(
@@ -115,6 +116,7 @@ impl Follower {
         let mut newest = Newest::new();
         self.read_whole(&mut conn, 0..REMOTE_BUCKETS, &mut buckets, &mut newest).await?;
         self.stats.following.store(true, Ordering::Relaxed);
+        self.stats.up.store(true, Ordering::Relaxed);
         info!(
             "standby: following the remote store {} ({} connection(s) in the mirror so far)",
             self.link.shown,
