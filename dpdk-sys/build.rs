@@ -55,7 +55,7 @@ fn main() {
         .allowlist_function("rte_mempool_(free|avail_count|in_use_count|lookup)")
         .allowlist_function("rte_(zmalloc_socket|free)")
         .allowlist_function("rte_memzone_(reserve_aligned|lookup)|rte_eal_get_runtime_dir|rte_malloc_dump_heaps|rte_malloc")
-        .allowlist_function("rte_(lcore_(is_enabled|count|to_socket_id)|get_main_lcore|get_next_lcore|socket_id|get_tsc_hz|strerror|version)")
+        .allowlist_function("rte_(lcore_(is_enabled|count|to_socket_id|to_cpu_id)|get_main_lcore|get_next_lcore|socket_id|get_tsc_hz|strerror|version)")
         .allowlist_function("rte_telemetry_.*|rte_tel_data_.*")
         .allowlist_type("rte_eth_(conf|dev_info|stats|rxconf|txconf|link)")
         .allowlist_var("RTE_ETH_.*|RTE_MAX_ETHPORTS|RTE_MAX_LCORE|RTE_MBUF_DEFAULT_BUF_SIZE|RTE_PKTMBUF_HEADROOM|SOCKET_ID_ANY|RTE_ETHER_.*|RTE_TEL_.*")

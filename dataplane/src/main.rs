@@ -162,7 +162,7 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     let mut firewalls = new_firewalls(plan, &counters, false);
     let restore_us: &'static AtomicU64 = Box::leak(Box::default());
     if let Some(a) = &attached {
-        let t = restore_firewalls(&mut firewalls, a)?;
+        let t = restore_firewalls(&mut firewalls, a, &worker_cpus(&eal, plan))?;
         restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
     }
     let ports = start_ports(plan, &pool, &eal)?;
@@ -332,7 +332,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
             }
             r => r?,
         };
-        let t = restore_firewalls(&mut firewalls, &a)?;
+        let t = restore_firewalls(&mut firewalls, &a, &worker_cpus(&eal, plan))?;
         shared.restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
         Some(a)
     } else {
@@ -553,9 +553,18 @@ fn new_firewalls(
         .collect()
 }
 
+/// The CPU of each worker's lcore, where its share of a restore runs.
+fn worker_cpus(eal: &Eal, plan: &Plan) -> Vec<Option<u32>> {
+    plan.workers.iter().map(|w| eal.lcore_cpu(w.lcore)).collect()
+}
+
 /// Plugs each worker's ring into its tracker and rebuilds its connections
 /// from checkpointd's store; returns how long the rebuild took.
-fn restore_firewalls(out: &mut [Option<WorkerFirewall>], a: &Attached) -> Result<Duration> {
+fn restore_firewalls(
+    out: &mut [Option<WorkerFirewall>],
+    a: &Attached,
+    cpus: &[Option<u32>],
+) -> Result<Duration> {
     let started = Instant::now();
     for (index, fw) in out.iter_mut().enumerate() {
         if let Some(fw) = fw {
@@ -576,7 +585,22 @@ fn restore_firewalls(out: &mut [Option<WorkerFirewall>], a: &Attached) -> Result
             .enumerate()
             .filter_map(|(index, fw)| fw.as_mut().map(|fw| (index, fw)))
             .map(|(index, fw)| {
-                (index, scope.spawn(move || fw.restore_from_store(&a.store, index as u16, now)))
+                let cpu = cpus.get(index).copied().flatten();
+                let job = move || {
+                    // On the worker's own core, idle until it polls: a thread
+                    // spawned here inherits the main lcore's affinity, the
+                    // core the port owner, checkpointd and the kernel's
+                    // teardown of a killed worker process share.
+                    if let Some(cpu) = cpu {
+                        let mut set = nix::sched::CpuSet::new();
+                        if set.set(cpu as usize).is_ok() {
+                            let _ =
+                                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                        }
+                    }
+                    fw.restore_from_store(&a.store, index as u16, now)
+                };
+                (index, scope.spawn(job))
             })
             .collect();
         jobs.into_iter().map(|(index, job)| (index, job.join())).collect()

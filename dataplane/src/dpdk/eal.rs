@@ -54,6 +54,18 @@ impl Eal {
         // SAFETY: EAL is initialised; out-of-range ids return 0.
         lcore < dpdk_sys::RTE_MAX_LCORE && unsafe { dpdk_sys::rte_lcore_is_enabled(lcore) } != 0
     }
+
+    /// The CPU an enabled lcore runs on (the first of its set), None when
+    /// DPDK does not say.
+    pub fn lcore_cpu(&self, lcore: u32) -> Option<u32> {
+        if !self.lcore_enabled(lcore) {
+            return None;
+        }
+        // SAFETY: an enabled lcore id below RTE_MAX_LCORE, EAL initialised
+        // (this guard exists); the call only reads EAL's configuration.
+        let cpu = unsafe { dpdk_sys::rte_lcore_to_cpu_id(lcore as i32) };
+        u32::try_from(cpu).ok()
+    }
 }
 
 impl Drop for Eal {
