@@ -384,8 +384,15 @@ fn start_remote(
             }
             warn!("standby: the remote store {shown} is down at start ({e:#}): retrying");
         }
+        // The mirror is written at version 0 (another process's clock): a
+        // store this appliance filled itself (a former active restarted as
+        // the standby) is brought to version 0 too, or the mirror could
+        // never update what it holds.
+        let origin = store.segment().origin();
+        let rebased = store.rebase(&origin);
         info!(
-            "standby ({}): following the remote store {shown} into the local store",
+            "standby ({}): following the remote store {shown} into the local store ({rebased} stored \
+             portion(s) set to version 0)",
             link.appliance
         );
         let m = remote::Mirror::start(

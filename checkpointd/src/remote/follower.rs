@@ -71,9 +71,13 @@ pub struct Follower {
 struct Bucket {
     /// The last published number applied.
     seq: u64,
-    /// Behind at the last check (a second check behind reads it whole).
-    behind: bool,
+    /// Redis's number at the last check: what should have arrived by the next.
+    seen: u64,
 }
+
+/// A check that found the mirror short of Redis: when it was asked, and the
+/// numbers to reach.
+type Target = Option<(u64, Vec<u64>)>;
 
 /// The newest (epoch, version) the mirror has of each connection.
 type Newest = HashMap<u64, (u64, u64)>;
@@ -110,9 +114,12 @@ impl Follower {
         let channels: Vec<String> =
             (0..REMOTE_BUCKETS).map(|b| bucket_key(&self.link.namespace, b)).collect();
         sub.subscribe(&channels).await?;
+        // Every channel is `lazarus:{<namespace>:<bucket>}`.
+        let prefix = format!("lazarus:{{{}:", self.link.namespace);
         let mut conn = self.link.connect().await?;
         let mut buckets: Vec<Bucket> =
-            (0..REMOTE_BUCKETS).map(|_| Bucket { seq: 0, behind: false }).collect();
+            (0..REMOTE_BUCKETS).map(|_| Bucket { seq: 0, seen: 0 }).collect();
+        let mut target: Target = None;
         let mut newest = Newest::new();
         self.read_whole(&mut conn, 0..REMOTE_BUCKETS, &mut buckets, &mut newest).await?;
         self.stats.following.store(true, Ordering::Relaxed);
@@ -133,7 +140,7 @@ impl Follower {
                     let Some(msg) = msg else {
                         return Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
                     };
-                    let Some(b) = channels.iter().position(|c| c.as_bytes() == msg.get_channel_name().as_bytes()) else { continue };
+                    let Some(b) = bucket_of_channel(msg.get_channel_name(), &prefix) else { continue };
                     let payload = msg.get_payload_bytes();
                     let Some(change) = decode_change(payload) else {
                         RemoteStats::add(&self.stats.mirror_forged, 1);
@@ -154,46 +161,61 @@ impl Follower {
                     }
                     let lag_us = super::unix_ns().saturating_sub(change.drained_unix_ns) / 1000;
                     self.stats.mirror_lag.record(lag_us);
+                    self.reached(&buckets, &mut target);
                 }
-                _ = tick.tick() => self.check(&mut conn, &mut buckets, &mut newest).await?,
-                _ = self.state.check_now.notified() => self.check(&mut conn, &mut buckets, &mut newest).await?,
+                _ = tick.tick() => self.check(&mut conn, &mut buckets, &mut newest, &mut target).await?,
+                _ = self.state.check_now.notified() => self.check(&mut conn, &mut buckets, &mut newest, &mut target).await?,
             }
         }
     }
 
-    /// Compares every bucket's number with the mirror's: all equal is
-    /// caught up; a bucket off at two checks in a row (behind, or a number
-    /// that went back: the server lost the bucket) is read whole.
+    /// Compares every bucket's number with the mirror's. The mirror is
+    /// caught up, as of this check, once every bucket reaches the number
+    /// Redis had (at once, or as the messages in flight arrive). A bucket
+    /// whose number went back (the server lost it), or that is still short
+    /// of what Redis had a check ago, is read whole.
     async fn check(
         &self,
         conn: &mut MultiplexedConnection,
         buckets: &mut [Bucket],
         newest: &mut Newest,
+        target: &mut Target,
     ) -> redis::RedisResult<()> {
         let asked = super::unix_ns();
         let mut pipe = redis::pipe();
         for b in 0..REMOTE_BUCKETS {
             pipe.cmd("HGET").arg(bucket_key(&self.link.namespace, b)).arg(SEQ_FIELD);
         }
-        let seqs: Vec<Option<u64>> = pipe.query_async(conn).await?;
-        let mut all = true;
-        for (b, theirs) in seqs.iter().enumerate() {
-            let theirs = theirs.unwrap_or(0);
-            if theirs != buckets[b].seq {
-                all = false;
-                if buckets[b].behind {
-                    self.read_whole(conn, b as u16..b as u16 + 1, buckets, newest).await?;
-                } else {
-                    buckets[b].behind = true;
-                }
-            } else {
-                buckets[b].behind = false;
+        let seqs: Vec<u64> = pipe
+            .query_async::<Vec<Option<u64>>>(conn)
+            .await?
+            .into_iter()
+            .map(|s| s.unwrap_or(0))
+            .collect();
+        let mut off = Vec::new();
+        for (b, &theirs) in seqs.iter().enumerate() {
+            let mine = buckets[b].seq;
+            if theirs < mine || mine < buckets[b].seen {
+                off.push(b as u16);
             }
+            buckets[b].seen = theirs;
         }
-        if all {
-            self.state.caught_up_unix_ns.store(asked, Ordering::Relaxed);
+        for b in off {
+            self.read_whole(conn, b..b + 1, buckets, newest).await?;
         }
+        *target = Some((asked, seqs));
+        self.reached(buckets, target);
         Ok(())
+    }
+
+    /// Whether the mirror reached the numbers of the last check short of
+    /// them: then it is caught up as of that check.
+    fn reached(&self, buckets: &[Bucket], target: &mut Target) {
+        let Some((asked, seqs)) = target else { return };
+        if buckets.iter().zip(seqs.iter()).all(|(b, &t)| b.seq >= t) {
+            self.state.caught_up_unix_ns.fetch_max(*asked, Ordering::Relaxed);
+            *target = None;
+        }
     }
 
     async fn read_whole(
@@ -204,6 +226,10 @@ impl Follower {
         newest: &mut Newest,
     ) -> redis::RedisResult<()> {
         let mut keep = hashbrown::HashSet::new();
+        // A whole read is what Redis holds now: its records set the order
+        // again (after the server lost the buckets, older epochs are back).
+        let in_range = |id: &u64| range.contains(&bucket_of(*id));
+        newest.retain(|id, _| !in_range(id));
         let mut first = range.start;
         while first < range.end {
             let last = (first + CHUNK).min(range.end);
@@ -219,7 +245,7 @@ impl Follower {
                     .find(|(f, _)| f == SEQ_FIELD.as_bytes())
                     .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
                     .unwrap_or(0);
-                buckets[usize::from(b)] = Bucket { seq, behind: false };
+                buckets[usize::from(b)] = Bucket { seq, seen: seq };
                 for (f, v) in &fields {
                     if let Some(id) = field_conn(f) {
                         keep.insert(id);
@@ -229,8 +255,6 @@ impl Follower {
             }
             first = last;
         }
-        let in_range = |id: &u64| range.contains(&bucket_of(*id));
-        newest.retain(|id, _| !in_range(id) || keep.contains(id));
         let _ = self.tx.send(MirrorOp::Prune { buckets: range.collect(), keep }).await;
         Ok(())
     }
@@ -276,5 +300,27 @@ impl Follower {
         };
         // The drain loop is gone only when checkpointd exits.
         let _ = self.tx.send(op).await;
+    }
+}
+
+/// The bucket a channel name stands for, given its `lazarus:{<namespace>:`
+/// prefix: a parse, not a search of the 256 names for every message.
+fn bucket_of_channel(name: &str, prefix: &str) -> Option<usize> {
+    let b: u16 = name.strip_prefix(prefix)?.strip_suffix('}')?.parse().ok()?;
+    (b < REMOTE_BUCKETS).then_some(usize::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_bucket() {
+        let p = "lazarus:{edge1:";
+        assert_eq!(bucket_of_channel(&bucket_key("edge1", 17), p), Some(17));
+        assert_eq!(bucket_of_channel(&bucket_key("edge1", 255), p), Some(255));
+        assert_eq!(bucket_of_channel("lazarus:{edge1:256}", p), None);
+        assert_eq!(bucket_of_channel(&bucket_key("edge2", 3), p), None);
+        assert_eq!(bucket_of_channel("lazarus:{edge1:x}", p), None);
     }
 }

@@ -92,6 +92,9 @@ pub(super) struct Pending {
     /// Some(version): deleted at that version; None: send what the store holds.
     gone: Option<u64>,
     since: Instant,
+    /// Listed in the tracker's urgent list (once, however many urgent
+    /// changes it had).
+    listed: bool,
 }
 
 /// What crosses the network when: a connection's first state, its FTP
@@ -166,16 +169,22 @@ impl Tracker {
                 Change::Put { conn_id, .. } => (conn_id, None),
                 Change::Gone { conn_id, version } => (conn_id, Some(version)),
             };
-            if urgent(&c) {
-                self.urgent.push(id);
-            }
+            let urgent = urgent(&c);
             match self.dirty.entry(id) {
                 hashbrown::hash_map::Entry::Occupied(mut e) => {
-                    e.get_mut().gone = gone;
+                    let p = e.get_mut();
+                    p.gone = gone;
+                    if urgent && !p.listed {
+                        p.listed = true;
+                        self.urgent.push(id);
+                    }
                     RemoteStats::add(&self.stats.coalesced, 1);
                 }
                 hashbrown::hash_map::Entry::Vacant(e) => {
-                    e.insert(Pending { gone, since: now });
+                    e.insert(Pending { gone, since: now, listed: urgent });
+                    if urgent {
+                        self.urgent.push(id);
+                    }
                 }
             }
         }
@@ -208,7 +217,7 @@ impl Tracker {
         let mut n = 0;
         for id in store.conn_ids() {
             if mask[usize::from(bucket_of(id))] {
-                self.dirty.entry(id).or_insert(Pending { gone: None, since: now });
+                self.dirty.entry(id).or_insert(Pending { gone: None, since: now, listed: false });
                 n += 1;
             }
         }
@@ -223,7 +232,7 @@ impl Tracker {
             self.queue_all(store, Some(&lost));
         }
         for (id, p) in std::mem::take(&mut *self.shared.retry.lock().expect("retry list")) {
-            self.dirty.entry(id).or_insert(p);
+            self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
         }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
@@ -231,7 +240,7 @@ impl Tracker {
             return;
         }
         let due = self.last_flush.elapsed() >= self.interval;
-        if !due && self.urgent.is_empty() {
+        if (!due && self.urgent.is_empty()) || self.tx.capacity() == 0 {
             return;
         }
         if self.rewrite_all && self.stats.up.load(Ordering::Relaxed) {
@@ -243,9 +252,7 @@ impl Tracker {
             self.urgent.clear();
             None
         } else {
-            let ids = std::mem::take(&mut self.urgent);
-            RemoteStats::add(&self.stats.urgent_sends, ids.len() as u64);
-            Some(ids)
+            Some(std::mem::take(&mut self.urgent))
         };
         while !self.dirty.is_empty() && self.tx.capacity() > 0 {
             let ids: Vec<u64> = match only_urgent.as_mut() {
@@ -265,8 +272,11 @@ impl Tracker {
                 oldest: Instant::now(),
             };
             for id in ids {
-                // An id listed twice (two urgent changes) goes once.
+                // Sent since it was listed (a flush at the interval).
                 let Some(p) = self.dirty.remove(&id) else { continue };
+                if only_urgent.is_some() {
+                    RemoteStats::add(&self.stats.urgent_sends, 1);
+                }
                 let value = match p.gone {
                     Some(version) => {
                         b.deletes += 1;
@@ -320,7 +330,7 @@ impl Tracker {
                 };
                 for w in b.buckets {
                     for (id, p) in w.changes {
-                        self.dirty.entry(id).or_insert(p);
+                        self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
                     }
                 }
                 break;

@@ -84,6 +84,10 @@ impl Mirror {
             let Ok(op) = self.rx.try_recv() else { return };
             match op {
                 MirrorOp::Put { conn_id, worker, portions } => {
+                    // The record replaces what the mirror held: a portion the
+                    // connection no longer has (its id reused within one
+                    // interval) does not survive.
+                    delete(store, conn_id);
                     for (module, payload) in &portions {
                         let d = Delta {
                             seq: 0,
