@@ -343,9 +343,11 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     if launched.is_ok() {
         let us = took.elapsed().as_micros() as u64;
         shared.activation_us.store(us, Ordering::Relaxed);
-        let before = shared.active_pid.swap(std::process::id(), Ordering::Relaxed);
-        shared.replaced_pid.store(before, Ordering::Relaxed);
+        // Counted before the pid is published: whoever sees this process
+        // active (and may kill it at once) sees its activation counted.
         let n = shared.activations.fetch_add(1, Ordering::Relaxed) + 1;
+        let before = shared.active_pid.swap(std::process::id(), Ordering::Release);
+        shared.replaced_pid.store(before, Ordering::Relaxed);
         tracing::info!(
             pid = std::process::id(),
             activation = n,

@@ -128,7 +128,7 @@ pub fn stats(_: &str) -> TelValue {
         d.push((
             "worker_processes".into(),
             TelValue::dict([
-                ("active_pid", u(sh.active_pid.load(r) as u64)),
+                ("active_pid", u(sh.active_pid.load(Ordering::Acquire) as u64)),
                 ("standing_by", u(sh.standbys.load(r) as u64)),
                 ("activations", u(sh.activations.load(r))),
                 ("exits", u(sh.worker_exits.load(r))),
