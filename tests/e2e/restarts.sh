@@ -72,26 +72,34 @@ udp_pid=$!
 t0=$(date +%s.%N)
 # The kill loop in one process: a telemetry request costs a millisecond, a
 # python start fifty.
-python3 - "lz$LZ_ID" "$N" <<'PY' || lz_fail "the kill loop failed (above)"
+python3 - "lz$LZ_ID" "$N" "$LZ_WORK" <<'PY' || lz_fail "the kill loop failed (above)"
 import json, os, signal, socket, sys, time
-prefix, n = sys.argv[1], int(sys.argv[2])
+prefix, n, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.connect(f"/var/run/dpdk/{prefix}/dpdk_telemetry.v2")
 json.loads(s.recv(1 << 16))
 def procs():
     s.send(b"/lazarus/stats")
     return json.loads(s.recv(1 << 20))["/lazarus/stats"]["worker_processes"]
+slow = []
 def standby(killed):
     """Once another worker process is active and one stands by."""
     # Generous: a shared machine sometimes takes seconds to tear a killed
-    # process down; takeover times are measured elsewhere (kill.sh, the demo).
-    end = time.time() + 10
-    while time.time() < end:
+    # process down (and a standby caught in the drain wait gives up after
+    # attach_timeout_ms, 10 s, and is replaced); takeover times are measured
+    # elsewhere (kill.sh, the demo). Slow ones are reported with the logs.
+    start = time.time()
+    while time.time() < start + 30:
         p = procs()
         if p["standing_by"] >= 1 and p["active_pid"] not in (0, killed):
+            if time.time() - start > 2:
+                slow.append((killed, round(time.time() - start, 1)))
+                print(f"slow takeover after the kill of {killed}: {slow[-1][1]} s: {p}", flush=True)
+                os.system(f"tail -n 15 {work}/dataplane.log; tail -n 5 {work}/checkpointd.log")
             return p
         time.sleep(0.002)
-    sys.exit(f"no new active worker process with a standby 10 s after the kill of {killed}: {p}")
+    os.system(f"tail -n 40 {work}/dataplane.log; tail -n 10 {work}/checkpointd.log")
+    sys.exit(f"no new active worker process with a standby 30 s after the kill of {killed}: {p}")
 killed = 0
 standbys_killed = 0
 for i in range(1, n + 1):
@@ -113,7 +121,7 @@ for i in range(1, n + 1):
     if i % 100 == 0:
         print(f"[{time.strftime('%T')}] {i} restarts", flush=True)
 standby(killed)
-print(f"[{time.strftime('%T')}] {standbys_killed} standbys killed besides", flush=True)
+print(f"[{time.strftime('%T')}] {standbys_killed} standbys killed besides; takeovers over 2 s: {slow or 'none'}", flush=True)
 PY
 secs=$(python3 -c "print(round($(date +%s.%N) - $t0, 1))")
 kill "$ping_pid" "$udp_pid" 2>/dev/null || true
