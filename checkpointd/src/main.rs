@@ -107,12 +107,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (mut store, rebuilt) = store::Store::rebuild(store_seg);
     let (stranded, top) = store.beyond_workers(rings_geom.workers);
     if stranded > 0 {
-        bail!(
-            "the store holds {stranded} connection(s) of worker(s) up to {top}, but the config has \
-             {} [[worker]] entr(y/ies): those connections would never be restored. Start with the \
-             worker count they were stored under, or {}",
+        info!(
+            "the store holds {stranded} connection(s) stored for no worker of the {} configured \
+             (up to worker {top}, or copied from an appliance with another worker count): the \
+             dataplane restores each on the worker its ports' RSS sends it to",
             rings_geom.workers,
-            remove_advice(&dir)
         );
     }
     let here = shm_layout::SegmentOrigin::this_host().context("this boot's id")?;
@@ -411,8 +410,8 @@ fn start_remote(
             Ok(r) => {
                 info!(
                     "restored {} connection(s) ({} portion(s)) from the remote store {shown}; {} \
-                     refused (HMAC), {} misplaced",
-                    r.conns, r.portions, r.forged, r.misplaced
+                     refused, {} left for the dataplane's RSS to place",
+                    r.conns, r.portions, r.forged, r.unplaced
                 );
                 if r.forged > 0 {
                     warn!(
@@ -438,7 +437,8 @@ fn start_remote(
         warn!("remote store {shown} is down at start ({e:#}): checkpointing locally, retrying");
     }
     let capacity = u64::from(store.segment().geometry().conn_capacity);
-    let mut tracker = remote::Tracker::start(link, &ck.remote, Arc::clone(stats), capacity, false)?;
+    let mut tracker =
+        remote::Tracker::start(link, &ck.remote, Arc::clone(stats), capacity, workers, false)?;
     if !store_created {
         // The changes drained before this start may not have reached the
         // remote store: send every connection once (older ones are skipped

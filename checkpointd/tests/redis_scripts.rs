@@ -70,7 +70,7 @@ fn key() -> SealKey {
 fn sealed(id: u64, version: u64, epoch: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let p = [RemotePortion { module: 1, version, epoch, payload: b"tcp state" }];
-    encode_record(&key(), id, 0, &p, &mut out);
+    encode_record(&key(), id, 0, 1, &p, &mut out);
     out
 }
 

@@ -74,7 +74,12 @@ fn restore(c: &mut Criterion) {
         b.iter_batched_ref(
             || firewall(NoCheckpoint, N + N / 8),
             |fw| {
-                let s = fw.restore_from_store(&store, 0, 10);
+                let s = fw.restore_from_store(
+                    &store,
+                    0,
+                    &lazarus_core::placement::Placement::single(),
+                    10,
+                );
                 assert_eq!(s.restored, N as u64);
             },
             BatchSize::PerIteration,
@@ -85,7 +90,7 @@ fn restore(c: &mut Criterion) {
     let mut fw = firewall(NoCheckpoint, N + N / 8);
     let alloc = t0.elapsed();
     let t1 = Instant::now();
-    fw.restore_from_store(&store, 0, 10);
+    fw.restore_from_store(&store, 0, &lazarus_core::placement::Placement::single(), 10);
     eprintln!(
         "restore: table allocation {:.1} ms, rebuild of {N} connections {:.1} ms",
         alloc.as_secs_f64() * 1e3,

@@ -25,7 +25,7 @@ type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
 #[inline(never)]
 fn rebuild(fw: &mut Fw, store: &shm_layout::StoreSegment, worker: u16) -> u64 {
-    fw.restore_from_store(store, worker, 10).restored
+    fw.restore_from_store(store, worker, &lazarus_core::placement::Placement::single(), 10).restored
 }
 
 fn main() {

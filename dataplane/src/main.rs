@@ -14,6 +14,7 @@ use dataplane::worker::WorkerFirewall;
 use dataplane::worker::{PortLane, Worker};
 use lazarus_core::checkpoint::NoCheckpoint;
 use lazarus_core::firewall::Firewall;
+use lazarus_core::placement::Placement;
 use lazarus_core::stats::{Counter, FwCounters};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -162,7 +163,12 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
     let mut firewalls = new_firewalls(plan, &counters, false);
     let restore_us: &'static AtomicU64 = Box::leak(Box::default());
     if let Some(a) = &attached {
-        let t = restore_firewalls(&mut firewalls, a, &worker_cpus(&eal, plan))?;
+        let t = restore_firewalls(
+            &mut firewalls,
+            a,
+            &worker_cpus(&eal, plan),
+            &placement_of(plan, &eal),
+        )?;
         restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
     }
     let ports = start_ports(plan, &pool, &eal)?;
@@ -332,7 +338,12 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
             }
             r => r?,
         };
-        let t = restore_firewalls(&mut firewalls, &a, &worker_cpus(&eal, plan))?;
+        let t = restore_firewalls(
+            &mut firewalls,
+            &a,
+            &worker_cpus(&eal, plan),
+            &placement_of(plan, &eal),
+        )?;
         shared.restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
         Some(a)
     } else {
@@ -560,12 +571,24 @@ fn worker_cpus(eal: &Eal, plan: &Plan) -> Vec<Option<u32>> {
     plan.workers.iter().map(|w| eal.lcore_cpu(w.lcore)).collect()
 }
 
+/// How the ports' RSS spreads connections over the workers, which a restore
+/// follows for connections stored for no worker of this dataplane.
+fn placement_of(plan: &Plan, eal: &Eal) -> Placement {
+    let workers = plan.workers.len() as u16;
+    let first = plan.config.port.first().map(|pc| dpdk::port_id(&pc.device, || eal.port_names()));
+    match first {
+        Some(Ok(id)) => dpdk::placement(id, workers),
+        _ => Placement { workers, reta_size: workers, ..Placement::single() },
+    }
+}
+
 /// Plugs each worker's ring into its tracker and rebuilds its connections
 /// from checkpointd's store; returns how long the rebuild took.
 fn restore_firewalls(
     out: &mut [Option<WorkerFirewall>],
     a: &Attached,
     cpus: &[Option<u32>],
+    placement: &Placement,
 ) -> Result<Duration> {
     let started = Instant::now();
     for (index, fw) in out.iter_mut().enumerate() {
@@ -600,7 +623,7 @@ fn restore_firewalls(
                                 nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
                         }
                     }
-                    fw.restore_from_store(&a.store, index as u16, now)
+                    fw.restore_from_store(&a.store, index as u16, placement, now)
                 };
                 (index, scope.spawn(job))
             })

@@ -1,3 +1,5 @@
+#include <string.h>
+#include <errno.h>
 #include "shim.h"
 #include <rte_prefetch.h>
 
@@ -52,6 +54,30 @@ int lz_rte_errno(void) { return rte_errno; }
 void lz_rte_prefetch0(const void *p) { rte_prefetch0(p); }
 
 uint64_t lz_rss_hf_ip_tcp_udp(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }
+
+uint32_t lz_rss_l4_hashed(uint64_t hf)
+{
+    return ((hf & RTE_ETH_RSS_NONFRAG_IPV4_TCP) ? 1u : 0u) | ((hf & RTE_ETH_RSS_NONFRAG_IPV4_UDP) ? 2u : 0u) |
+           ((hf & RTE_ETH_RSS_NONFRAG_IPV6_TCP) ? 4u : 0u) | ((hf & RTE_ETH_RSS_NONFRAG_IPV6_UDP) ? 8u : 0u);
+}
+
+int lz_rss_reta_spread(uint16_t port, uint16_t reta_size, uint16_t queues)
+{
+    struct rte_eth_rss_reta_entry64 conf[2048 / RTE_ETH_RETA_GROUP_SIZE];
+    if (reta_size == 0 || queues == 0 || reta_size > 2048)
+        return -EINVAL;
+    memset(conf, 0, sizeof(conf));
+    for (uint16_t i = 0; i < reta_size; i++) {
+        conf[i / RTE_ETH_RETA_GROUP_SIZE].mask |= 1ULL << (i % RTE_ETH_RETA_GROUP_SIZE);
+        conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE] = i % queues;
+    }
+    return rte_eth_dev_rss_reta_update(port, conf, reta_size);
+}
+
+uint32_t lz_rte_softrss(uint32_t *tuple, uint32_t words, const uint8_t *key)
+{
+    return rte_softrss(tuple, words, key);
+}
 
 uint64_t lz_rx_offload_cksum(void)
 {

@@ -16,6 +16,7 @@
 #include <rte_bus_vdev.h>
 #include <rte_telemetry.h>
 #include <rte_version.h>
+#include <rte_thash.h>
 
 uint16_t lz_rte_eth_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
 uint16_t lz_rte_eth_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
@@ -42,6 +43,14 @@ void lz_rte_prefetch0(const void *p);
 /* RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP: function-like macros
  * bindgen cannot evaluate. */
 uint64_t lz_rss_hf_ip_tcp_udp(void);
+/* Which of `hf` hash the ports of TCP/UDP over IPv4/IPv6 (each a
+ * RTE_ETH_RSS_NONFRAG_* bit): bit 0 v4 TCP, 1 v4 UDP, 2 v6 TCP, 3 v6 UDP. */
+uint32_t lz_rss_l4_hashed(uint64_t hf);
+/* Fills port's redirection table of reta_size entries with entry i ->
+ * queue i % queues; rte_eth_dev_rss_reta_update's result. */
+int lz_rss_reta_spread(uint16_t port, uint16_t reta_size, uint16_t queues);
+/* rte_softrss: DPDK's software Toeplitz over tuple words in host order. */
+uint32_t lz_rte_softrss(uint32_t *tuple, uint32_t words, const uint8_t *key);
 /* RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | _UDP_CKSUM | _TCP_CKSUM. */
 uint64_t lz_rx_offload_cksum(void);
 #endif

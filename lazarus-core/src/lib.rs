@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod frames;
 pub mod modules;
 pub mod parse;
+pub mod placement;
 pub mod policy;
 pub mod portion;
 pub mod ports;

@@ -57,6 +57,7 @@ pub use ring::{
 pub use store::{
     portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry, StoreSegment,
     StoredConn, StoredPortion, FTP_PORTION_MAX, IP_PORTION_MAX, L4_PORTION_MAX, NO_FTP,
+    UNPLACED_WORKER,
 };
 pub use translate::{from_previous, test_downgrade_to, test_downgrade_to_previous, Translated};
 pub use trust::{

@@ -16,11 +16,15 @@ use std::path::Path;
 /// Version of the sealed record's encoding; a change bumps it and keeps a
 /// reader of the previous one (the version rule of docs/CHECKPOINT.md).
 /// 2: the writer's epoch in the header and first in the order, the worker
-/// and portion count under every tag, sealed deletes. 1 is read (its
-/// portions verified without them), never written.
-pub const REMOTE_FORMAT: u8 = 2;
+/// and portion count under every tag, sealed deletes.
+/// 3: the writer's worker count in the header and under every tag, so a
+/// reader with another count places the connection by its own RSS. 2 is
+/// read (its worker count unknown), never written.
+pub const REMOTE_FORMAT: u8 = 3;
 /// The previous format, still read.
-pub const REMOTE_FORMAT_OLDEST: u8 = 1;
+pub const REMOTE_FORMAT_OLDEST: u8 = 2;
+/// The format byte a delete's tag covers: deletes are as format 2 made them.
+const DELETE_FORMAT: u8 = 2;
 
 /// Buckets a namespace's connections are spread over. Fixed by the format:
 /// a reader with another count would look in the wrong hashes.
@@ -41,7 +45,6 @@ pub const TAG_BYTES: usize = 32;
 pub const KEY_MIN_BYTES: usize = 32;
 
 const RECORD_HEADER_BYTES: usize = 24;
-const RECORD_HEADER_BYTES_V1: usize = 16;
 const PORTION_HEADER_BYTES: usize = 20;
 /// `D`, epoch, version, tag.
 const DELETE_BYTES: usize = 1 + 8 + 8 + TAG_BYTES;
@@ -78,11 +81,8 @@ local function order(s)
   local t
   if f == 68 and #s >= 17 then
     t = {struct.unpack('>I4I4I4I4', s, 2)}
-  elseif f == 2 and #s >= 24 then
+  elseif (f == 2 or f == 3) and #s >= 24 then
     t = {struct.unpack('>I4I4I4I4', s, 9)}
-  elseif f == 1 and #s >= 16 then
-    local vh, vl = struct.unpack('>I4I4', s, 9)
-    t = {0, 0, vh, vl}
   else
     return nil
   end
@@ -226,21 +226,33 @@ impl SealKey {
         conn_id: u64,
         format: u8,
         p: &RemotePortion<'_>,
-        place: Option<(u16, u8)>,
+        place: Option<Place>,
     ) -> Hmac<Sha256> {
         let mut m = self.0.clone();
         m.update(&[format, p.module]);
         m.update(&conn_id.to_be_bytes());
         m.update(&p.version.to_be_bytes());
         m.update(&p.epoch.to_be_bytes());
-        if let Some((worker, count)) = place {
+        if let Some(Place { worker, workers, count }) = place {
             m.update(&worker.to_be_bytes());
+            if let Some(n) = workers {
+                m.update(&n.to_be_bytes());
+            }
             m.update(&[count]);
         }
         m.update(&(p.payload.len() as u16).to_be_bytes());
         m.update(p.payload);
         m
     }
+}
+
+/// What a record's tags cover besides each portion: where it was stored
+/// and how many portions it has (format 2 without the worker count).
+#[derive(Clone, Copy)]
+struct Place {
+    worker: u16,
+    workers: Option<u16>,
+    count: u8,
 }
 
 /// One module's portion as it crosses the network.
@@ -257,6 +269,8 @@ pub struct RemotePortion<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct RemoteRecord<'a> {
     pub worker: u16,
+    /// The writer's worker count (None from a format 2 writer).
+    pub workers: Option<u16>,
     /// The writer's epoch and the newest version: the record's place in the
     /// order the write script keeps.
     pub order: (u64, u64),
@@ -294,7 +308,7 @@ pub fn encode_delete(key: &SealKey, conn_id: u64, epoch: u64, version: u64) -> V
     v.extend_from_slice(&epoch.to_be_bytes());
     v.extend_from_slice(&version.to_be_bytes());
     let p = RemotePortion { module: DELETE_MODULE, version, epoch, payload: &[] };
-    v.extend_from_slice(&key.mac(conn_id, REMOTE_FORMAT, &p, None).finalize().into_bytes());
+    v.extend_from_slice(&key.mac(conn_id, DELETE_FORMAT, &p, None).finalize().into_bytes());
     v
 }
 
@@ -311,22 +325,24 @@ pub fn decode_delete(key: &SealKey, conn_id: u64, value: &[u8]) -> Result<(u64, 
     let be64 = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
     let (epoch, version) = (be64(&value[1..9]), be64(&value[9..17]));
     let p = RemotePortion { module: DELETE_MODULE, version, epoch, payload: &[] };
-    key.mac(conn_id, REMOTE_FORMAT, &p, None)
+    key.mac(conn_id, DELETE_FORMAT, &p, None)
         .verify_slice(&value[17..])
         .map_err(|_| RemoteError::ForgedDelete)?;
     Ok((epoch, version))
 }
 
-/// Seals `portions` of `conn_id` into `out` (cleared first): a 24-byte
-/// header (format, count, worker, 0, then the epoch and the newest version,
-/// big-endian, where the script reads them), then each portion (module, 0,
-/// length, version, epoch, payload) followed by its HMAC-SHA256 tag over
-/// the format, module, connection id, version, epoch, worker, count, length
-/// and payload.
+/// Seals `portions` of `conn_id`, stored for `worker` of a dataplane of
+/// `workers`, into `out` (cleared first): a 24-byte header (format, count,
+/// worker, workers, 0, then the epoch and the newest version, big-endian,
+/// where the script reads them), then each portion (module, 0, length,
+/// version, epoch, payload) followed by its HMAC-SHA256 tag over the
+/// format, module, connection id, version, epoch, worker, workers, count,
+/// length and payload.
 pub fn encode_record(
     key: &SealKey,
     conn_id: u64,
     worker: u16,
+    workers: u16,
     portions: &[RemotePortion<'_>],
     out: &mut Vec<u8>,
 ) {
@@ -336,7 +352,8 @@ pub fn encode_record(
     let count = portions.len() as u8;
     out.extend_from_slice(&[REMOTE_FORMAT, count]);
     out.extend_from_slice(&worker.to_be_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&workers.to_be_bytes());
+    out.extend_from_slice(&[0; 2]);
     out.extend_from_slice(&epoch.to_be_bytes());
     out.extend_from_slice(&newest.to_be_bytes());
     for p in portions {
@@ -345,14 +362,15 @@ pub fn encode_record(
         out.extend_from_slice(&p.version.to_be_bytes());
         out.extend_from_slice(&p.epoch.to_be_bytes());
         out.extend_from_slice(p.payload);
-        let tag = key.mac(conn_id, REMOTE_FORMAT, p, Some((worker, count))).finalize();
+        let place = Place { worker, workers: Some(workers), count };
+        let tag = key.mac(conn_id, REMOTE_FORMAT, p, Some(place)).finalize();
         out.extend_from_slice(&tag.into_bytes());
     }
 }
 
 /// Reads back a record stored under `conn_id`'s field, verifying every tag
-/// (format 1 records too: their tags cover neither worker nor count, and
-/// their order's epoch is 0).
+/// (format 2 records too: their tags do not cover the worker count, which
+/// they do not carry).
 pub fn decode_record<'a>(
     key: &SealKey,
     conn_id: u64,
@@ -360,27 +378,23 @@ pub fn decode_record<'a>(
 ) -> Result<RemoteRecord<'a>, RemoteError> {
     let cut = || RemoteError::Truncated { len: bytes.len() };
     let format = *bytes.first().ok_or_else(cut)?;
-    let header = match format {
-        REMOTE_FORMAT => RECORD_HEADER_BYTES,
-        REMOTE_FORMAT_OLDEST => RECORD_HEADER_BYTES_V1,
-        other => return Err(RemoteError::Format(other)),
-    };
-    if bytes.len() < header {
+    if format != REMOTE_FORMAT && format != REMOTE_FORMAT_OLDEST {
+        return Err(RemoteError::Format(format));
+    }
+    if bytes.len() < RECORD_HEADER_BYTES {
         return Err(cut());
     }
-    if bytes[4..8] != [0; 4] {
+    let workers = (format == REMOTE_FORMAT).then(|| u16::from_be_bytes([bytes[4], bytes[5]]));
+    let reserved = if workers.is_some() { &bytes[6..8] } else { &bytes[4..8] };
+    if reserved.iter().any(|&b| b != 0) {
         return Err(RemoteError::Reserved);
     }
     let count = bytes[1];
     let worker = u16::from_be_bytes([bytes[2], bytes[3]]);
     let be64 = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
-    let order = if format == REMOTE_FORMAT {
-        (be64(&bytes[8..16]), be64(&bytes[16..24]))
-    } else {
-        (0, be64(&bytes[8..16]))
-    };
-    let place = (format == REMOTE_FORMAT).then_some((worker, count));
-    let mut at = header;
+    let order = (be64(&bytes[8..16]), be64(&bytes[16..24]));
+    let place = Some(Place { worker, workers, count });
+    let mut at = RECORD_HEADER_BYTES;
     let mut portions = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let h = bytes.get(at..at + PORTION_HEADER_BYTES).ok_or_else(cut)?;
@@ -407,14 +421,11 @@ pub fn decode_record<'a>(
         return Err(cut());
     }
     let newest = portions.iter().map(|p| p.version).max().unwrap_or(0);
-    let epoch = match format {
-        REMOTE_FORMAT => portions.iter().map(|p| p.epoch).max().unwrap_or(0),
-        _ => 0,
-    };
+    let epoch = portions.iter().map(|p| p.epoch).max().unwrap_or(0);
     if (epoch, newest) != order {
         return Err(RemoteError::Inconsistent { header: order, portions: (epoch, newest) });
     }
-    Ok(RemoteRecord { worker, order, portions })
+    Ok(RemoteRecord { worker, workers, order, portions })
 }
 
 #[cfg(test)]
@@ -435,9 +446,9 @@ mod tests {
     #[test]
     fn a_record_reads_back_field_for_field() {
         let mut out = Vec::new();
-        encode_record(&key(1), 42, 5, &sample(), &mut out);
+        encode_record(&key(1), 42, 5, 6, &sample(), &mut out);
         let r = decode_record(&key(1), 42, &out).unwrap();
-        assert_eq!((r.worker, r.order), (5, (3, 9)));
+        assert_eq!((r.worker, r.workers, r.order), (5, Some(6), (3, 9)));
         assert_eq!(r.portions, sample());
         let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
         assert_eq!((be(&out[8..16]), be(&out[16..24])), (3, 9), "the script reads here");
@@ -446,10 +457,11 @@ mod tests {
     #[test]
     fn forged_transplanted_moved_and_cut_records_are_refused() {
         let mut out = Vec::new();
-        encode_record(&key(1), 42, 0, &sample(), &mut out);
+        encode_record(&key(1), 42, 0, 2, &sample(), &mut out);
         assert_eq!(decode_record(&key(2), 42, &out), Err(RemoteError::Forged { module: 0 }));
         assert_eq!(decode_record(&key(1), 43, &out), Err(RemoteError::Forged { module: 0 }));
-        // Every byte is covered: the worker, the count, the header's order.
+        // Every byte is covered: the worker, the worker count, the count,
+        // the header's order.
         for i in 1..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x20;
@@ -459,8 +471,8 @@ mod tests {
             assert!(decode_record(&key(1), 42, &out[..n]).is_err(), "cut at {n}");
         }
         let mut other = out.clone();
-        other[0] = 3;
-        assert_eq!(decode_record(&key(1), 42, &other), Err(RemoteError::Format(3)));
+        other[0] = 4;
+        assert_eq!(decode_record(&key(1), 42, &other), Err(RemoteError::Format(4)));
     }
 
     #[test]
@@ -477,21 +489,35 @@ mod tests {
         }
     }
 
-    /// Format 1 (header of 16 bytes, tags without worker and count): the
-    /// bytes the previous build wrote, read back with epoch 0.
+    /// Format 2 (no worker count, tags without it): the bytes the previous
+    /// build wrote, read back with the worker count unknown.
     #[test]
-    fn a_format_1_record_is_still_read() {
+    fn a_format_2_record_is_still_read() {
         let k = key(1);
         let p = RemotePortion { module: 1, version: 9, epoch: 3, payload: b"tcp" };
-        let mut v1 = vec![1u8, 1, 0, 5, 0, 0, 0, 0];
-        v1.extend_from_slice(&9u64.to_be_bytes());
-        v1.extend_from_slice(&[1, 0, 0, 3]);
-        v1.extend_from_slice(&9u64.to_be_bytes());
-        v1.extend_from_slice(&3u64.to_be_bytes());
-        v1.extend_from_slice(b"tcp");
-        v1.extend_from_slice(&k.mac(42, 1, &p, None).finalize().into_bytes());
-        let r = decode_record(&k, 42, &v1).unwrap();
-        assert_eq!((r.worker, r.order, r.portions), (5, (0, 9), vec![p]));
+        let mut v2 = vec![2u8, 1, 0, 5, 0, 0, 0, 0];
+        v2.extend_from_slice(&3u64.to_be_bytes());
+        v2.extend_from_slice(&9u64.to_be_bytes());
+        v2.extend_from_slice(&[1, 0, 0, 3]);
+        v2.extend_from_slice(&9u64.to_be_bytes());
+        v2.extend_from_slice(&3u64.to_be_bytes());
+        v2.extend_from_slice(b"tcp");
+        let mut m = k.0.clone();
+        m.update(&[2, 1]);
+        m.update(&42u64.to_be_bytes());
+        m.update(&9u64.to_be_bytes());
+        m.update(&3u64.to_be_bytes());
+        m.update(&5u16.to_be_bytes());
+        m.update(&[1]);
+        m.update(&3u16.to_be_bytes());
+        m.update(b"tcp");
+        v2.extend_from_slice(&m.finalize().into_bytes());
+        let r = decode_record(&k, 42, &v2).unwrap();
+        assert_eq!((r.worker, r.workers, r.order, r.portions), (5, None, (3, 9), vec![p]));
+        // The same bytes called format 3 read a worker count of 0 that no
+        // tag covers.
+        v2[0] = 3;
+        assert!(decode_record(&k, 42, &v2).is_err());
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const L4_PORTION_MAX: usize = 56;
 pub const FTP_PORTION_MAX: usize = 224;
 /// `ConnRecord::ftp` when the connection has no FTP portion.
 pub const NO_FTP: u32 = u32::MAX;
+/// A record's worker when the writer could not say which worker owns it
+/// (a copy from an appliance with another worker count): the restoring
+/// dataplane places it by its ports' RSS hash.
+pub const UNPLACED_WORKER: u16 = u16::MAX;
 
 const MAX_CONNS: u32 = 1 << 28;
 const MAX_FTP: u32 = 1 << 24;
@@ -600,7 +604,16 @@ impl StoreSegment {
     /// [`RestoreIter::corrupt_portions`]. A copy can still be torn if
     /// checkpointd writes the record meanwhile; its checksum then fails.
     pub fn restore_iter(&self, worker: u16) -> RestoreIter<'_> {
-        self.scan(Some(worker))
+        self.scan(Some((worker, None)))
+    }
+
+    /// [`StoreSegment::restore_iter`] for a dataplane of `workers` workers:
+    /// also every record whose worker is not one of them (copied from an
+    /// appliance with another worker count, [`UNPLACED_WORKER`], or stored
+    /// when this one ran more workers). Every worker sees those; each keeps
+    /// the ones its ports' RSS sends it.
+    pub fn restore_iter_placed(&self, worker: u16, workers: u16) -> RestoreIter<'_> {
+        self.scan(Some((worker, Some(workers))))
     }
 
     /// Every used record, whatever its worker, copied out and verified as
@@ -610,7 +623,7 @@ impl StoreSegment {
         self.scan(None)
     }
 
-    fn scan(&self, worker: Option<u16>) -> RestoreIter<'_> {
+    fn scan(&self, worker: Option<(u16, Option<u16>)>) -> RestoreIter<'_> {
         RestoreIter {
             store: self,
             worker,
@@ -641,8 +654,9 @@ fn verified<const N: usize>(slot: &PortionSlot<N>, conn_id: u64, bad: &mut u32) 
 #[derive(Debug)]
 pub struct RestoreIter<'a> {
     store: &'a StoreSegment,
-    /// None: every worker's.
-    worker: Option<u16>,
+    /// None: every worker's; else this worker's, and with a worker count
+    /// those at or past it.
+    worker: Option<(u16, Option<u16>)>,
     next: u32,
     corrupt: u32,
     seen: u32,
@@ -691,7 +705,11 @@ impl RestoreIter<'_> {
             let out = &mut self.batch[self.batch_len];
             store.record_into(i, &mut out.record);
             let rec = &out.record;
-            if rec.used != 0 && self.worker.is_none_or(|w| w == rec.worker) {
+            if rec.used != 0
+                && self.worker.is_none_or(|(w, workers)| {
+                    w == rec.worker || workers.is_some_and(|n| rec.worker >= n)
+                })
+            {
                 out.conn_id = rec.conn_id;
                 out.worker = rec.worker;
                 self.batch_len += 1;

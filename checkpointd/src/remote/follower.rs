@@ -20,6 +20,7 @@ use shm_layout::remote::{
     bucket_key, bucket_of, decode_change, decode_delete, decode_record, field_conn, is_delete,
     REMOTE_BUCKETS, SEQ_FIELD,
 };
+use shm_layout::UNPLACED_WORKER;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,9 +284,12 @@ impl Follower {
                 Ok(rec) => rec,
                 Err(e) => return refused(&e),
             };
-            if bucket_of(conn_id) != bucket || u32::from(rec.worker) >= self.workers {
-                RemoteStats::add(&self.stats.mirror_misplaced, 1);
-                return;
+            if bucket_of(conn_id) != bucket {
+                return refused(&"found in another connection's bucket");
+            }
+            let worker = super::local_worker(&rec, self.workers);
+            if worker == UNPLACED_WORKER {
+                RemoteStats::add(&self.stats.mirror_unplaced, 1);
             }
             if newest.get(&conn_id).is_some_and(|&have| rec.order < have) {
                 RemoteStats::add(&self.stats.mirror_stale, 1);
@@ -294,7 +298,7 @@ impl Follower {
             newest.insert(conn_id, rec.order);
             MirrorOp::Put {
                 conn_id,
-                worker: rec.worker,
+                worker,
                 portions: rec.portions.iter().map(|p| (p.module, p.payload.to_vec())).collect(),
             }
         };

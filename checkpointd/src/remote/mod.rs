@@ -22,9 +22,11 @@ pub use stats::RemoteStats;
 use crate::store::{Change, Store};
 use anyhow::Context;
 use hashbrown::HashMap;
+use shm_layout::remote::RemoteRecord;
 use shm_layout::remote::{
     bucket_of, conn_field, encode_delete, encode_record, RemotePortion, REMOTE_BUCKETS,
 };
+use shm_layout::UNPLACED_WORKER;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,6 +126,8 @@ pub struct Tracker {
     record: Vec<u8>,
     /// Pending connections with an urgent change, sent at the next pass.
     urgent: Vec<u64>,
+    /// This appliance's worker count, sealed with each record.
+    workers: u16,
 }
 
 impl Tracker {
@@ -134,6 +138,7 @@ impl Tracker {
         sec: &shm_layout::RemoteSection,
         stats: Arc<RemoteStats>,
         cap: u64,
+        workers: u32,
         claim: bool,
     ) -> anyhow::Result<Tracker> {
         let shared = Arc::new(Shared::default());
@@ -158,6 +163,7 @@ impl Tracker {
             last_flush: Instant::now(),
             record: Vec::with_capacity(1024),
             urgent: Vec::new(),
+            workers: u16::try_from(workers).unwrap_or(u16::MAX),
         })
     }
 
@@ -286,6 +292,7 @@ impl Tracker {
                         let stats = &self.stats;
                         let key = &self.link.key;
                         let out = &mut self.record;
+                        let workers = self.workers;
                         let sealed = store.with_portions(id, |worker, list| {
                             let portions: Vec<RemotePortion<'_>> = list
                                 .iter()
@@ -296,7 +303,7 @@ impl Tracker {
                                     RemotePortion { module, version, epoch, payload }
                                 })
                                 .collect();
-                            encode_record(key, id, worker, &portions, out);
+                            encode_record(key, id, worker, workers, &portions, out);
                         });
                         if sealed.is_none() {
                             // Deleted since, and its delete is queued or sent.
@@ -341,5 +348,16 @@ impl Tracker {
             self.urgent.extend(rest);
         }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The worker a record copied from the remote store is stored for here: the
+/// writer's, when it ran as many workers as this appliance has (its ports'
+/// RSS then sent the connection to the same queue number); else none, and
+/// the dataplane places it by its own ports' RSS when it restores.
+pub fn local_worker(rec: &RemoteRecord<'_>, workers: u32) -> u16 {
+    match rec.workers {
+        Some(n) if u32::from(n) == workers && u32::from(rec.worker) < workers => rec.worker,
+        _ => UNPLACED_WORKER,
     }
 }

@@ -7,7 +7,7 @@ use super::link::{is_auth_error, Link, Refused};
 use super::stats::RemoteStats;
 use crate::store::{Outcome, Store};
 use shm_layout::remote::{bucket_key, bucket_of, decode_record, field_conn, REMOTE_BUCKETS};
-use shm_layout::{delta_kind, Delta};
+use shm_layout::{delta_kind, Delta, UNPLACED_WORKER};
 use std::time::Duration;
 use tracing::warn;
 
@@ -16,10 +16,11 @@ use tracing::warn;
 pub struct Restored {
     pub conns: u64,
     pub portions: u64,
-    /// Records whose HMAC failed (forged, transplanted, damaged).
+    /// Records whose HMAC failed (forged, transplanted, damaged), or found
+    /// in another connection's bucket.
     pub forged: u64,
-    /// Records in the wrong bucket, or of a worker this config does not have.
-    pub misplaced: u64,
+    /// Left for the dataplane to place by its RSS.
+    pub unplaced: u64,
 }
 
 /// Buckets fetched in one pipeline.
@@ -53,10 +54,15 @@ pub fn restore(
                     continue;
                 }
             };
-            if bucket_of(conn_id) != bucket || u32::from(rec.worker) >= workers {
-                r.misplaced += 1;
+            if bucket_of(conn_id) != bucket {
+                r.forged += 1;
+                warn!(
+                    "remote record {conn_id:016x} found in bucket {bucket}, not its own: refused"
+                );
                 continue;
             }
+            let worker = super::local_worker(&rec, workers);
+            r.unplaced += u64::from(worker == UNPLACED_WORKER);
             let mut any = false;
             for p in &rec.portions {
                 let d = Delta {
@@ -70,7 +76,7 @@ pub fn restore(
                     kind: delta_kind::PORTION,
                     payload: p.payload,
                 };
-                if store.apply(&d, rec.worker) == Outcome::Applied {
+                if store.apply(&d, worker) == Outcome::Applied {
                     r.portions += 1;
                     any = true;
                 }
@@ -80,7 +86,7 @@ pub fn restore(
     }
     RemoteStats::add(&stats.restored_conns, r.conns);
     RemoteStats::add(&stats.restore_forged, r.forged);
-    RemoteStats::add(&stats.restore_misplaced, r.misplaced);
+    RemoteStats::add(&stats.restore_unplaced, r.unplaced);
     Ok(r)
 }
 

@@ -52,6 +52,7 @@ pub struct Mirror {
     pending: Option<Pending>,
     sec: RemoteSection,
     capacity: u64,
+    workers: u32,
 }
 
 /// Ops applied per drain pass at most, so the rings keep being drained.
@@ -76,7 +77,17 @@ impl Mirror {
             workers,
         };
         super::spawn("follower", follower.run())?;
-        Ok(Mirror { link, stats, state, rx, requests, pending: None, sec: sec.clone(), capacity })
+        Ok(Mirror {
+            link,
+            stats,
+            state,
+            rx,
+            requests,
+            pending: None,
+            sec: sec.clone(),
+            capacity,
+            workers,
+        })
     }
 
     fn apply_ops(&mut self, store: &mut Store, max: usize) {
@@ -236,6 +247,7 @@ impl Mirror {
             &self.sec,
             Arc::clone(&self.stats),
             self.capacity,
+            self.workers,
             epoch == 0,
         ) {
             Ok(t) => t,

@@ -50,14 +50,16 @@ pub struct RemoteStats {
     /// Start-up restore from the remote store.
     pub restored_conns: AtomicU64,
     pub restore_forged: AtomicU64,
-    pub restore_misplaced: AtomicU64,
+    /// Restored for the dataplane to place by its RSS (written by an
+    /// appliance with another worker count).
+    pub restore_unplaced: AtomicU64,
     /// A standby's mirror: records and deletes applied from the followed
     /// copy, records refused (HMAC) or older than the mirror's (a rollback).
     pub mirror_applied: AtomicU64,
     pub mirror_deletes: AtomicU64,
     pub mirror_forged: AtomicU64,
     pub mirror_stale: AtomicU64,
-    pub mirror_misplaced: AtomicU64,
+    pub mirror_unplaced: AtomicU64,
     /// Buckets read whole again (start, a gap in the published numbers).
     pub mirror_resyncs: AtomicU64,
     /// 1 while the follower is subscribed and in sync.
@@ -160,13 +162,13 @@ impl RemoteStats {
             "lag_max_us": g(&self.lag_max_us),
             "restored_conns": g(&self.restored_conns),
             "restore_forged": g(&self.restore_forged),
-            "restore_misplaced": g(&self.restore_misplaced),
+            "restore_unplaced": g(&self.restore_unplaced),
             "following": self.following.load(Ordering::Relaxed),
             "mirror_applied": g(&self.mirror_applied),
             "mirror_deletes": g(&self.mirror_deletes),
             "mirror_forged": g(&self.mirror_forged),
             "mirror_stale": g(&self.mirror_stale),
-            "mirror_misplaced": g(&self.mirror_misplaced),
+            "mirror_unplaced": g(&self.mirror_unplaced),
             "mirror_resyncs": g(&self.mirror_resyncs),
             "mirror_lag_samples": self.mirror_lag.count(),
             "mirror_lag_p50_us": self.mirror_lag.quantile_us(0.5),

@@ -21,7 +21,7 @@ pub use memory::{prefetch, HugepageAlloc, KernelHugepageAlloc};
 
 pub use mempool::{pool_counts, Mempool, POOL_NAME};
 pub use memzone::{lookup_shared, reserve_shared, runtime_dir};
-pub use port::{port_id, port_stats, EthStats, Port, PortSetup};
+pub use port::{placement, port_id, port_stats, EthStats, Port, PortSetup};
 
 use std::ffi::CStr;
 

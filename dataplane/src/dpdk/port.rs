@@ -1,4 +1,5 @@
 use super::{strerror, DpdkError, Mempool};
+use lazarus_core::placement::{L4Hashed, Placement, SYMMETRIC_RSS_KEY};
 use std::ffi::{CStr, CString};
 
 /// How one ethernet port is configured.
@@ -36,18 +37,6 @@ pub struct EthStats {
     pub rx_nombuf: u64,
 }
 
-/// Symmetric RSS key: with 0x6d5a repeated, the Toeplitz hash of (a, b) equals
-/// that of (b, a), so both directions of a flow land on the same queue/worker.
-const SYMMETRIC_RSS_KEY: [u8; 52] = {
-    let mut k = [0u8; 52];
-    let mut i = 0;
-    while i < 52 {
-        k[i] = if i % 2 == 0 { 0x6d } else { 0x5a };
-        i += 1;
-    }
-    k
-};
-
 pub(crate) fn port_name(id: u16) -> String {
     let mut buf = [0 as std::ffi::c_char; 64];
     // SAFETY: buf has room for RTE_ETH_NAME_MAX_LEN (64) bytes including NUL.
@@ -74,6 +63,34 @@ pub fn port_id(device: &str, available: impl FnOnce() -> Vec<String>) -> Result<
         });
     }
     Ok(id)
+}
+
+/// How port `id`'s RSS spreads connections over `workers` queues, as
+/// [`Port::start`] configured it (any process may ask).
+pub fn placement(id: u16, workers: u16) -> Placement {
+    if workers <= 1 {
+        return Placement::single();
+    }
+    let mut info = dpdk_sys::rte_eth_dev_info::default();
+    // SAFETY: info is a valid out-pointer; an invalid id fails cleanly.
+    if unsafe { dpdk_sys::rte_eth_dev_info_get(id, &mut info) } != 0 {
+        return Placement { workers, reta_size: workers, key_len: 40, l4: L4Hashed::default() };
+    }
+    // SAFETY: pure functions of their arguments.
+    let hf = unsafe { dpdk_sys::lz_rss_hf_ip_tcp_udp() } & info.flow_type_rss_offloads;
+    // SAFETY: as above.
+    let l4 = unsafe { dpdk_sys::lz_rss_l4_hashed(hf) };
+    Placement {
+        workers,
+        reta_size: if info.reta_size == 0 { workers } else { info.reta_size },
+        key_len: if info.hash_key_size == 0 { 40 } else { info.hash_key_size.min(52) },
+        l4: L4Hashed {
+            v4_tcp: l4 & 1 != 0,
+            v4_udp: l4 & 2 != 0,
+            v6_tcp: l4 & 4 != 0,
+            v6_udp: l4 & 8 != 0,
+        },
+    }
 }
 
 /// What the PMD counts for port `id` (zeros when it cannot say).
@@ -202,6 +219,15 @@ impl Port {
         if rc != 0 {
             return Err(fail("rte_eth_dev_start", rc));
         }
+        if rss && info.reta_size > 0 {
+            // Entry i to queue i % queues, what [`placement`] assumes: a
+            // restore then puts a connection on the worker its packets reach.
+            // SAFETY: the port is started with rx_queues queues.
+            let rc = unsafe { dpdk_sys::lz_rss_reta_spread(id, info.reta_size, setup.rx_queues) };
+            if rc != 0 {
+                tracing::warn!(port = %name, reta_size = info.reta_size, "the RSS redirection table could not be set ({}): connections restored from another worker count may land on a worker their packets do not reach", strerror(rc.abs()));
+            }
+        }
         let mut port = Port { id, name, rss, promiscuous: false, rx_checksum_offload };
         if setup.promiscuous {
             // SAFETY: the port is started.
@@ -234,6 +260,54 @@ impl Drop for Port {
         unsafe {
             dpdk_sys::rte_eth_dev_stop(self.id);
             dpdk_sys::rte_eth_dev_close(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lazarus_core::placement::{toeplitz, SYMMETRIC_RSS_KEY};
+
+    /// DPDK's own software Toeplitz, over the words a NIC hashes.
+    fn softrss(words: &[u32]) -> u32 {
+        let mut w = words.to_vec();
+        // SAFETY: w holds `len` words; the key is 52 bytes, more than the
+        // input's length plus four for every tuple here.
+        unsafe {
+            dpdk_sys::lz_rte_softrss(w.as_mut_ptr(), w.len() as u32, SYMMETRIC_RSS_KEY.as_ptr())
+        }
+    }
+
+    fn bytes(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn our_toeplitz_is_dpdks_and_symmetric_under_our_key() {
+        let mut x = 0x9e37_79b9_u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..2000 {
+            let (s6, d6): (Vec<u32>, Vec<u32>) =
+                ((0..4).map(|_| next()).collect(), (0..4).map(|_| next()).collect());
+            let (sp, dp) = (next() as u16, next() as u16);
+            for (src, dst) in [(&s6[..1], &d6[..1]), (&s6[..], &d6[..])] {
+                for ports in [false, true] {
+                    let mut fwd: Vec<u32> = src.iter().chain(dst).copied().collect();
+                    let mut rev: Vec<u32> = dst.iter().chain(src).copied().collect();
+                    if ports {
+                        fwd.push(u32::from(sp) << 16 | u32::from(dp));
+                        rev.push(u32::from(dp) << 16 | u32::from(sp));
+                    }
+                    let ours = toeplitz(&SYMMETRIC_RSS_KEY, &bytes(&fwd));
+                    assert_eq!(ours, softrss(&fwd), "{fwd:x?}");
+                    assert_eq!(ours, toeplitz(&SYMMETRIC_RSS_KEY, &bytes(&rev)), "{fwd:x?}");
+                }
+            }
         }
     }
 }

@@ -238,13 +238,23 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         &mut self,
         store: &shm_layout::StoreSegment,
         worker: u16,
+        placement: &crate::placement::Placement,
         now: u64,
     ) -> RestoreSummary {
         let mut skipped = 0u64;
         // Refusals by today's policy: logged once per rule, with a count.
         let mut forbidden: Vec<(String, u64)> = Vec::new();
         let feed = |sink: &mut dyn FnMut(StoredPortions<'_>)| {
-            store.restore_iter(worker).for_each_stored(|c| {
+            store.restore_iter_placed(worker, placement.workers).for_each_stored(|c| {
+                // Stored for no worker of ours: ours if our ports send it
+                // here (one that does not decode goes to worker 0, which
+                // reports it).
+                if c.worker != worker
+                    && placement.worker_of_stored(c.ip().map(|p| p.payload())).unwrap_or(0)
+                        != worker
+                {
+                    return std::ops::ControlFlow::Continue(());
+                }
                 sink(restore::portions_of(c));
                 std::ops::ControlFlow::Continue(())
             })
@@ -311,6 +321,51 @@ mod tests {
         let mut empty = fw(MemorySink::default());
         assert_eq!(empty.process(&mid, 0, 20), Verdict::Drop);
         assert_eq!(empty.counters.tcp_invalid[tcp::TcpInvalid::NewNotSyn as usize].get(), 1);
+    }
+
+    /// Connections stored for no worker of this dataplane (another
+    /// appliance's count, or more workers before) are each restored once,
+    /// on the worker the ports' RSS sends them to.
+    #[test]
+    fn connections_of_unknown_workers_are_restored_where_rss_sends_them() {
+        use crate::placement::{L4Hashed, Placement};
+        let mut a = fw(MemorySink::default());
+        for p in 0..24 {
+            assert_eq!(a.process(&udp(C, S, 6000 + p, 53, b"q"), 0, 1), Verdict::Forward);
+        }
+        let dir = std::env::temp_dir().join(format!("lz-placed-{}", std::process::id()));
+        let geom = shm_layout::StoreGeometry { conn_capacity: 64, ftp_capacity: 4 };
+        let mut store = shm_layout::StoreSegment::create_file(&dir, geom).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        let ids: std::collections::BTreeSet<u64> =
+            a.checkpoint.sink.store.keys().map(|k| k.0).collect();
+        for (i, id) in ids.iter().enumerate() {
+            // Half stored for a fourth worker, half with no worker at all.
+            let w = if i % 2 == 0 { 3 } else { shm_layout::UNPLACED_WORKER };
+            store.init_record(i as u32, *id, w);
+            for ((cid, m), (v, b)) in &a.checkpoint.sink.store {
+                if cid == id {
+                    store.put_portion(i as u32, *m, *v, b).unwrap();
+                }
+            }
+        }
+        let l4 = L4Hashed { v4_tcp: true, v4_udp: true, v6_tcp: true, v6_udp: true };
+        let two = Placement { workers: 2, reta_size: 128, key_len: 40, l4 };
+        let mut took = [0u64; 2];
+        for w in 0..2u16 {
+            let mut b = fw(MemorySink::default());
+            let s = b.restore_from_store(&store, w, &two, 10);
+            assert_eq!(s.skipped, 0);
+            took[usize::from(w)] = s.restored;
+            for (_, conn) in b.table().iter() {
+                assert_eq!(two.worker_of(&conn.key), w);
+            }
+        }
+        assert_eq!(took[0] + took[1], ids.len() as u64, "{took:?}");
+        assert!(took[0] > 0 && took[1] > 0, "{took:?}");
+        let mut one = fw(MemorySink::default());
+        let s = one.restore_from_store(&store, 0, &Placement::single(), 10);
+        assert_eq!(s.restored, ids.len() as u64);
     }
 
     #[test]
