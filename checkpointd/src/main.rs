@@ -410,7 +410,7 @@ fn start_remote(
             Ok(r) => {
                 info!(
                     "restored {} connection(s) ({} portion(s)) from the remote store {shown}; {} \
-                     refused, {} left for the dataplane's RSS to place",
+                     refused (HMAC), {} left for the dataplane's RSS to place",
                     r.conns, r.portions, r.forged, r.unplaced
                 );
                 if r.forged > 0 {

@@ -4,14 +4,14 @@
 
 use anyhow::{bail, Context};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use shm_layout::remote::SealKey;
 use shm_layout::RemoteSection;
 use std::time::Duration;
 
 /// Everything needed to talk to the store, validated.
 pub struct Link {
-    info: ConnectionInfo,
+    client: redis::Client,
     config: AsyncConnectionConfig,
     /// The URL as logs show it (it never holds a password).
     pub shown: String,
@@ -96,8 +96,10 @@ impl Link {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         let user = if sec.user.is_empty() { String::new() } else { format!(" as {}", sec.user) };
+        let client = redis::Client::open(info.set_redis_settings(redis))
+            .with_context(|| format!("checkpoint.remote.url {:?}", sec.url))?;
         Ok(Some(Link {
-            info: info.set_redis_settings(redis),
+            client,
             config,
             shown: format!("{}{user}", sec.url),
             key,
@@ -110,14 +112,12 @@ impl Link {
     }
 
     pub async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let client = redis::Client::open(self.info.clone())?;
-        client.get_multiplexed_async_connection_with_config(&self.config).await
+        self.client.get_multiplexed_async_connection_with_config(&self.config).await
     }
 
     /// A connection in subscriber mode.
     pub async fn subscriber(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let client = redis::Client::open(self.info.clone())?;
-        tokio::time::timeout(self.timeout, client.get_async_pubsub()).await.map_err(|_| {
+        tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await.map_err(|_| {
             redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
         })?
     }
@@ -137,33 +137,29 @@ pub struct Refused(pub redis::RedisError);
 
 /// Connects once and runs the writer's reads, within `timeout`.
 pub fn probe(link: &Link, timeout: Duration) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let r = tokio::time::timeout(timeout, async {
-            let mut c = link.connect().await?;
-            // What the writer runs, so that an ACL missing a command fails
-            // the start instead of every write.
-            let key = shm_layout::remote::bucket_key(&link.namespace, 0);
-            redis::cmd("HMGET")
-                .arg(&key)
-                .arg("epoch")
-                .arg("owner")
-                .query_async::<redis::Value>(&mut c)
-                .await?;
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(shm_layout::remote::WRITE_SCRIPT)
-                .query_async::<String>(&mut c)
-                .await
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_auth_error(&e) => Err(Refused(e).into()),
-            Err(e) => Err(e.into()),
-        }
-    })
+    let r = super::block_on_timeout(timeout, async {
+        let mut c = link.connect().await?;
+        // What the writer runs, so that an ACL missing a command fails
+        // the start instead of every write.
+        let key = shm_layout::remote::bucket_key(&link.namespace, 0);
+        redis::cmd("HMGET")
+            .arg(&key)
+            .arg("epoch")
+            .arg("owner")
+            .query_async::<redis::Value>(&mut c)
+            .await?;
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(shm_layout::remote::WRITE_SCRIPT)
+            .query_async::<String>(&mut c)
+            .await
+    })?
+    .ok_or_else(|| anyhow::anyhow!("no answer within {timeout:?}"))?;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_auth_error(&e) => Err(Refused(e).into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether an error from [`probe`] or a restore means retrying cannot help.

@@ -56,6 +56,19 @@ fn spawn(
     Ok(())
 }
 
+/// Runs `work` on a runtime of the calling thread, for at most `timeout`
+/// (the blocking calls of a start or a takeover); None when it ran out.
+pub fn block_on_timeout<T>(
+    timeout: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> anyhow::Result<Option<T>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot build a runtime to reach the remote store")?;
+    Ok(rt.block_on(async { tokio::time::timeout(timeout, work).await.ok() }))
+}
+
 /// The remote copy as the drain loop drives it.
 pub enum RemoteSide {
     Active(Tracker),

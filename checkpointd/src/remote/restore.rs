@@ -36,12 +36,9 @@ pub fn restore(
     timeout: Duration,
     stats: &RemoteStats,
 ) -> anyhow::Result<Restored> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let fetched = rt.block_on(async {
-        tokio::time::timeout(timeout, fetch(link)).await.map_err(|_| {
-            anyhow::anyhow!("no answer within checkpoint.remote.restore_timeout_ms ({timeout:?})")
-        })?
-    })?;
+    let fetched = super::block_on_timeout(timeout, fetch(link))?.ok_or_else(|| {
+        anyhow::anyhow!("no answer within checkpoint.remote.restore_timeout_ms ({timeout:?})")
+    })??;
     let mut r = Restored::default();
     for (bucket, fields) in fetched {
         for (field, value) in &fields {

@@ -290,15 +290,11 @@ fn delete(store: &mut Store, conn_id: u64) {
 
 /// Raises every bucket's epoch past the highest one held (compare and set).
 fn raise_blocking(link: &Link) -> anyhow::Result<Raised> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let work = async {
-            let mut conn = link.connect().await?;
-            epoch::raise(&mut conn, link).await
-        };
-        tokio::time::timeout(link.timeout, work)
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {:?}", link.timeout))?
-            .map_err(anyhow::Error::from)
-    })
+    let work = async {
+        let mut conn = link.connect().await?;
+        epoch::raise(&mut conn, link).await
+    };
+    super::block_on_timeout(link.timeout, work)?
+        .ok_or_else(|| anyhow::anyhow!("no answer within {:?}", link.timeout))?
+        .map_err(anyhow::Error::from)
 }

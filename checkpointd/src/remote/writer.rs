@@ -85,9 +85,7 @@ impl Writer {
                     // finds the lost buckets.
                     if let Some(s) = session.as_mut() {
                         if let Err(e) = redis::cmd("PING").query_async::<String>(&mut s.conn).await {
-                            RemoteStats::add(&self.stats.errors, 1);
-                            self.stats.up.store(false, Ordering::Relaxed);
-                            warn!("remote store {}: lost the connection ({e}); reconnecting", self.link.shown);
+                            self.lost("lost the connection", &e);
                             session = Some(self.connect(&mut written).await);
                         }
                     }
@@ -115,15 +113,25 @@ impl Writer {
                     Err(e) => {
                         // The same batch again once reconnected: the script
                         // orders by version, so it cannot undo a newer write.
-                        RemoteStats::add(&self.stats.errors, 1);
-                        self.stats.up.store(false, Ordering::Relaxed);
-                        warn!("remote store {}: write failed ({e}); reconnecting", self.link.shown);
+                        self.lost("write failed", &e);
                         session = None;
                         tokio::time::sleep(BACKOFF_MIN).await;
                     }
                 }
             }
         }
+    }
+
+    /// Counts an error and reports the store down.
+    fn down(&self) {
+        RemoteStats::add(&self.stats.errors, 1);
+        self.stats.up.store(false, Ordering::Relaxed);
+    }
+
+    /// A session that failed: [`Writer::down`], said once per failure.
+    fn lost(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.down();
+        warn!("remote store {}: {what} ({e}); reconnecting", self.link.shown);
     }
 
     /// Opens a session, retrying with back-off for as long as it takes.
@@ -134,8 +142,7 @@ impl Writer {
             match self.open(written).await {
                 Ok(s) => return s,
                 Err(e) => {
-                    RemoteStats::add(&self.stats.errors, 1);
-                    self.stats.up.store(false, Ordering::Relaxed);
+                    self.down();
                     if !logged {
                         if is_auth_error(&e) {
                             error!("remote store {}: {e}: check checkpoint.remote.user, password_file and the user's ACL (docs/OPERATING.md); retrying", self.link.shown);
