@@ -24,8 +24,9 @@ use lazarus_core::firewall::Firewall;
 type Fw = Firewall<NoCheckpoint, KernelHugepageAlloc>;
 
 #[inline(never)]
-fn rebuild(fw: &mut Fw, store: &shm_layout::StoreSegment, worker: u16) -> u64 {
-    fw.restore_from_store(store, worker, &lazarus_core::placement::Placement::single(), 10).restored
+fn rebuild(fw: &mut Fw, store: &shm_layout::StoreSegment, worker: u16, workers: u16) -> u64 {
+    let placement = lazarus_core::placement::Placement::spread(workers);
+    fw.restore_from_store(store, worker, &placement, 10).restored
 }
 
 fn main() {
@@ -44,14 +45,14 @@ fn main() {
             (0..workers).map(|_| common::firewall(NoCheckpoint, capacity)).collect();
         let t = std::time::Instant::now();
         let restored: u64 = if workers == 1 {
-            rebuild(&mut fws[0], &store, 0)
+            rebuild(&mut fws[0], &store, 0, 1)
         } else {
             std::thread::scope(|s| {
                 let store = &store;
                 let jobs: Vec<_> = fws
                     .iter_mut()
                     .enumerate()
-                    .map(|(w, fw)| s.spawn(move || rebuild(fw, store, w as u16)))
+                    .map(|(w, fw)| s.spawn(move || rebuild(fw, store, w as u16, workers)))
                     .collect();
                 jobs.into_iter().map(|j| j.join().unwrap()).sum()
             })

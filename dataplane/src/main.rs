@@ -578,7 +578,7 @@ fn placement_of(plan: &Plan, eal: &Eal) -> Placement {
     let first = plan.config.port.first().map(|pc| dpdk::port_id(&pc.device, || eal.port_names()));
     match first {
         Some(Ok(id)) => dpdk::placement(id, workers),
-        _ => Placement { workers, reta_size: workers, ..Placement::single() },
+        _ => Placement::spread(workers),
     }
 }
 

@@ -70,6 +70,12 @@ impl Placement {
         Placement { workers: 1, reta_size: 1, key_len: 40, l4: L4Hashed::default() }
     }
 
+    /// `workers` workers behind a table of as many entries, hashing
+    /// addresses only: what a restore assumes when no port says otherwise.
+    pub fn spread(workers: u16) -> Self {
+        Placement { workers: workers.max(1), reta_size: workers.max(1), ..Placement::single() }
+    }
+
     /// The worker whose queue the packets of `key` reach.
     pub fn worker_of(&self, key: &ConnKey) -> u16 {
         if self.workers <= 1 {
