@@ -7,7 +7,7 @@ set -euo pipefail
 want_pages=${LAZARUS_HUGEPAGES:-1024}
 packages=(libdpdk-dev dpdk dpdk-dev libpcap-dev clang libclang-dev pkg-config gcc
           iproute2 iperf3 iputils-ping tcpdump procps psmisc python3
-          curl vsftpd valgrind hping3 nftables ethtool redis-server)
+          curl vsftpd valgrind hping3 nftables ethtool redis-server openssl)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -402,7 +402,7 @@ fn start_remote(
             u64::from(store.segment().geometry().conn_capacity),
             takeovers,
         )?;
-        return Ok((remote::RemoteSide::Standby(m), Arc::clone(stats)));
+        return Ok((remote::RemoteSide::Standby(Box::new(m)), Arc::clone(stats)));
     }
     store.track_changes = true;
     if store_created {

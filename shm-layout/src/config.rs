@@ -80,6 +80,14 @@ pub struct RemoteSection {
     pub user: String,
     /// A file holding the user's password (one line); "" sends none.
     pub password_file: PathBuf,
+    /// `rediss://` only: the PEM certificate(s) of the authority that signed
+    /// Redis's certificate; "" trusts the system's authorities.
+    pub tls_ca_file: PathBuf,
+    /// `rediss://` only: this appliance's PEM certificate and private key,
+    /// for a Redis that asks clients for one (its default,
+    /// `tls-auth-clients yes`); both or neither.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
     /// A file of at least 32 random bytes: the HMAC key every portion is
     /// sealed under. Every appliance of a pair needs the same file.
     pub hmac_key_file: PathBuf,
@@ -113,6 +121,9 @@ impl Default for RemoteSection {
             url: String::new(),
             user: String::new(),
             password_file: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
             hmac_key_file: PathBuf::new(),
             namespace: "lazarus".into(),
             flush_interval_ms: 2,

@@ -557,7 +557,27 @@ lz_redis_up() {
     head -c 24 /dev/urandom | base64 >"$LZ_REDIS_DIR/redis.pass"
     head -c 32 /dev/urandom >"$LZ_REDIS_DIR/remote.key"
     chmod 600 "$LZ_REDIS_DIR/redis.pass" "$LZ_REDIS_DIR/remote.key"
+    lz_redis_tls_certs
     lz_redis_start
+}
+
+# A test authority, Redis's certificate for its address, a client
+# certificate for the appliances, and a second authority that signed
+# nothing here (the wrong one), all in $LZ_REDIS_DIR/tls.
+lz_redis_tls_certs() {
+    local d=$LZ_REDIS_DIR/tls ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    mkdir -p "$d"
+    {
+        openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=lazarus test authority" -keyout "$d/ca.key" -out "$d/ca.crt"
+        openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=some other authority" -keyout "$d/other-ca.key" -out "$d/other-ca.crt"
+        local who
+        for who in redis appliance; do
+            openssl req "${ec[@]}" -subj "/CN=$who" -keyout "$d/$who.key" -out "$d/$who.csr"
+            openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+                -extfile <(printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\n' "$LZ_REDIS_IP") -out "$d/$who.crt"
+        done
+    } >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log"; lz_fail "openssl could not make the test certificates"; }
+    chmod 600 "$d"/*.key
 }
 
 lz_redis_start() {
@@ -569,6 +589,11 @@ appendonly no
 protected-mode yes
 dir $LZ_REDIS_DIR
 logfile $LZ_REDIS_DIR/redis.log
+tls-port 6380
+tls-cert-file $LZ_REDIS_DIR/tls/redis.crt
+tls-key-file $LZ_REDIS_DIR/tls/redis.key
+tls-ca-cert-file $LZ_REDIS_DIR/tls/ca.crt
+tls-auth-clients yes
 user default off
 user admin on >$(cat "$LZ_REDIS_DIR/redis.pass")-admin ~* &* +@all
 user lazarus on >$(cat "$LZ_REDIS_DIR/redis.pass") resetkeys ~lazarus:* resetchannels &lazarus:* -@all +@connection +ping +hget +hmget +hset +hdel +hgetall +hincrby +publish +subscribe +evalsha +script|load +scan +hkeys
@@ -600,11 +625,22 @@ lz_redis_cli() {
 }
 
 # The [checkpoint.remote] section for lz_config's extra TOML; $1 the role
-# (active), $2 the appliance's name (the host name).
+# (active), $2 the appliance's name (the host name). LZ_REMOTE_TLS=1: over
+# TLS (Redis's port 6380), with a client certificate.
 lz_remote_toml() {
-    cat <<TOML
+    if [ "${LZ_REMOTE_TLS:-0}" = 1 ]; then
+        cat <<TOML
 [checkpoint.remote]
-url = "redis://$LZ_REDIS_IP:6379"
+url = "rediss://$LZ_REDIS_IP:6380"
+tls_ca_file = "$LZ_REDIS_DIR/tls/ca.crt"
+tls_cert_file = "$LZ_REDIS_DIR/tls/appliance.crt"
+tls_key_file = "$LZ_REDIS_DIR/tls/appliance.key"
+TOML
+    else
+        echo '[checkpoint.remote]'
+        echo "url = \"redis://$LZ_REDIS_IP:6379\""
+    fi
+    cat <<TOML
 user = "lazarus"
 password_file = "$LZ_REDIS_DIR/redis.pass"
 hmac_key_file = "$LZ_REDIS_DIR/remote.key"

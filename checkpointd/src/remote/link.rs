@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo};
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo};
 use shm_layout::remote::SealKey;
 use shm_layout::RemoteSection;
 use std::time::Duration;
@@ -96,8 +96,13 @@ impl Link {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         let user = if sec.user.is_empty() { String::new() } else { format!(" as {}", sec.user) };
-        let client = redis::Client::open(info.set_redis_settings(redis))
-            .with_context(|| format!("checkpoint.remote.url {:?}", sec.url))?;
+        let tls = tls_of(sec, info.addr())?;
+        let info = info.set_redis_settings(redis);
+        let client = match tls {
+            Some(certs) => redis::Client::build_with_tls(info, certs),
+            None => redis::Client::open(info),
+        }
+        .with_context(|| format!("checkpoint.remote.url {:?}", sec.url))?;
         Ok(Some(Link {
             client,
             config,
@@ -123,6 +128,56 @@ impl Link {
     }
 }
 
+/// The certificates of a `rediss://` URL, None for `redis://`; refuses TLS
+/// files beside a plain URL (the operator meant TLS) and a URL that turns
+/// certificate checks off.
+fn tls_of(
+    sec: &RemoteSection,
+    addr: &ConnectionAddr,
+) -> anyhow::Result<Option<redis::TlsCertificates>> {
+    let set = |p: &std::path::Path| !p.as_os_str().is_empty();
+    let any_file = set(&sec.tls_ca_file) || set(&sec.tls_cert_file) || set(&sec.tls_key_file);
+    let insecure = match addr {
+        ConnectionAddr::TcpTls { insecure, .. } => *insecure,
+        _ if any_file => bail!(
+            "checkpoint.remote.tls_* files are set but url {:?} is not rediss://: \
+             use rediss://host:port for TLS, or remove the tls_* keys",
+            sec.url
+        ),
+        _ => return Ok(None),
+    };
+    if insecure || sec.url.contains('#') {
+        bail!(
+            "checkpoint.remote.url {:?} turns certificate checks off: name the authority \
+             that signed Redis's certificate in checkpoint.remote.tls_ca_file instead",
+            sec.url
+        );
+    }
+    let read = |key: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+        let pem = std::fs::read(path).with_context(|| {
+            format!("checkpoint.remote.{key} {}: cannot read it", path.display())
+        })?;
+        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+            bail!("checkpoint.remote.{key} {}: not a PEM file", path.display());
+        }
+        Ok(pem)
+    };
+    let root_cert =
+        if set(&sec.tls_ca_file) { Some(read("tls_ca_file", &sec.tls_ca_file)?) } else { None };
+    let client_tls = match (set(&sec.tls_cert_file), set(&sec.tls_key_file)) {
+        (true, true) => Some(redis::ClientTlsConfig {
+            client_cert: read("tls_cert_file", &sec.tls_cert_file)?,
+            client_key: read("tls_key_file", &sec.tls_key_file)?,
+        }),
+        (false, false) => None,
+        _ => bail!(
+            "checkpoint.remote.tls_cert_file and tls_key_file go together: set both for a \
+             Redis that asks for client certificates (tls-auth-clients), or neither"
+        ),
+    };
+    Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+}
+
 /// Whether an error means the credentials are wrong (no retry will help).
 pub fn is_auth_error(e: &redis::RedisError) -> bool {
     let text = e.to_string();
@@ -130,10 +185,40 @@ pub fn is_auth_error(e: &redis::RedisError) -> bool {
         || ["WRONGPASS", "NOAUTH", "NOPERM", "NoPerm"].iter().any(|t| text.contains(t))
 }
 
+/// Whether an error means the TLS handshake failed on a certificate (a
+/// configuration fault, which no retry will help), rather than an outage.
+pub fn is_certificate_error(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    ["certificate", "Certificate", "CertificateRequired", "UnknownIssuer", "NotValidForName"]
+        .iter()
+        .any(|t| text.contains(t))
+}
+
 /// Why a connect failed, for the caller to tell a fatal cause from an outage.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}: check checkpoint.remote.user and password_file (and the user's ACL)")]
-pub struct Refused(pub redis::RedisError);
+pub enum Refused {
+    #[error("{0}: check checkpoint.remote.user and password_file (and the user's ACL)")]
+    Credentials(redis::RedisError),
+    #[error(
+        "{0}: the TLS handshake failed on a certificate: check checkpoint.remote.tls_ca_file \
+         (the authority that signed Redis's tls-cert-file, for the URL's host name or \
+         address), and tls_cert_file and tls_key_file if Redis asks for a client certificate"
+    )]
+    Certificate(redis::RedisError),
+}
+
+impl Refused {
+    /// A connect's error as [`Refused`] when no retry can help, else as is.
+    pub fn classify(e: redis::RedisError) -> anyhow::Error {
+        if is_auth_error(&e) {
+            Refused::Credentials(e).into()
+        } else if is_certificate_error(&e) {
+            Refused::Certificate(e).into()
+        } else {
+            e.into()
+        }
+    }
+}
 
 /// Connects once and runs the writer's reads, within `timeout`.
 pub fn probe(link: &Link, timeout: Duration) -> anyhow::Result<()> {
@@ -157,12 +242,57 @@ pub fn probe(link: &Link, timeout: Duration) -> anyhow::Result<()> {
     .ok_or_else(|| anyhow::anyhow!("no answer within {timeout:?}"))?;
     match r {
         Ok(_) => Ok(()),
-        Err(e) if is_auth_error(&e) => Err(Refused(e).into()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(Refused::classify(e)),
     }
 }
 
 /// Whether an error from [`probe`] or a restore means retrying cannot help.
 pub fn is_fatal(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Refused>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_error(sec: &RemoteSection) -> String {
+        let info = sec.url.as_str().into_connection_info().unwrap();
+        match tls_of(sec, info.addr()) {
+            Ok(_) => "accepted".into(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_be_meant_are_refused() {
+        let plain_with_files = RemoteSection {
+            url: "redis://10.0.0.1:6379".into(),
+            tls_ca_file: "/etc/lazarus/ca.crt".into(),
+            ..RemoteSection::default()
+        };
+        assert!(tls_error(&plain_with_files).contains("not rediss://"));
+        let insecure =
+            RemoteSection { url: "rediss://10.0.0.1:6380/#insecure".into(), ..Default::default() };
+        assert!(tls_error(&insecure).contains("tls_ca_file instead"));
+        let half_pair = RemoteSection {
+            url: "rediss://10.0.0.1:6380".into(),
+            tls_cert_file: "/etc/lazarus/appliance.crt".into(),
+            ..Default::default()
+        };
+        assert!(tls_error(&half_pair).contains("go together"));
+        let not_pem = std::env::temp_dir().join(format!("lz-not-pem-{}", std::process::id()));
+        std::fs::write(&not_pem, b"hello").unwrap();
+        let wrong_file = RemoteSection {
+            url: "rediss://10.0.0.1:6380".into(),
+            tls_ca_file: not_pem.clone(),
+            ..Default::default()
+        };
+        assert!(tls_error(&wrong_file).contains("not a PEM file"));
+        let _ = std::fs::remove_file(not_pem);
+        let plain = RemoteSection { url: "redis://10.0.0.1:6379".into(), ..Default::default() };
+        assert_eq!(tls_error(&plain), "accepted");
+        let system_roots =
+            RemoteSection { url: "rediss://redis.example:6380".into(), ..Default::default() };
+        assert_eq!(tls_error(&system_roots), "accepted");
+    }
 }

@@ -72,7 +72,7 @@ pub fn block_on_timeout<T>(
 /// The remote copy as the drain loop drives it.
 pub enum RemoteSide {
     Active(Tracker),
-    Standby(Mirror),
+    Standby(Box<Mirror>),
 }
 
 impl RemoteSide {

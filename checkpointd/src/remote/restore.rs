@@ -3,7 +3,7 @@
 //! dataplane, which waits for that heartbeat, restores every connection
 //! before its ports start.
 
-use super::link::{is_auth_error, Link, Refused};
+use super::link::{Link, Refused};
 use super::stats::RemoteStats;
 use crate::store::{Outcome, Store};
 use shm_layout::remote::{bucket_key, bucket_of, decode_record, field_conn, REMOTE_BUCKETS};
@@ -90,13 +90,7 @@ pub fn restore(
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 async fn fetch(link: &Link) -> anyhow::Result<Vec<(u16, Fields)>> {
-    let mut conn = link.connect().await.map_err(|e| {
-        if is_auth_error(&e) {
-            anyhow::Error::from(Refused(e))
-        } else {
-            anyhow::Error::from(e)
-        }
-    })?;
+    let mut conn = link.connect().await.map_err(Refused::classify)?;
     let mut out = Vec::with_capacity(usize::from(REMOTE_BUCKETS));
     let mut first = 0;
     while first < REMOTE_BUCKETS {

@@ -5,7 +5,7 @@
 //! coalescing while it is full.
 
 use super::epoch::{self, Raised};
-use super::link::{is_auth_error, Link};
+use super::link::{is_auth_error, is_certificate_error, Link, Refused};
 use super::stats::RemoteStats;
 use super::Pending;
 use redis::aio::MultiplexedConnection;
@@ -144,8 +144,12 @@ impl Writer {
                 Err(e) => {
                     self.down();
                     if !logged {
-                        if is_auth_error(&e) {
-                            error!("remote store {}: {e}: check checkpoint.remote.user, password_file and the user's ACL (docs/OPERATING.md); retrying", self.link.shown);
+                        if is_auth_error(&e) || is_certificate_error(&e) {
+                            error!(
+                                "remote store {}: {:#}; retrying",
+                                self.link.shown,
+                                Refused::classify(e)
+                            );
                         } else {
                             warn!("remote store {} is down ({e}): checkpointing locally, retrying with back-off", self.link.shown);
                         }
