@@ -89,6 +89,8 @@ run "bench-load.sh --conntrack off" scripts/bench-load.sh --seconds 2 --conntrac
 run "bench-load.sh --kill --checkpoint off --link veth" scripts/bench-load.sh --seconds 2 --kill --checkpoint off --link veth --markdown
 # Restarts on the wire (docs/RESTART.md): one takeover, one full restart, one upgrade.
 run "bench-restart.sh --rounds 1" scripts/bench-restart.sh --rounds 1 --secs 3
+# Replication's bytes beside conntrackd FTFW (installs conntrackd).
+run "bench-replication.sh --seconds 1" scripts/bench-replication.sh --seconds 1 --rate 200
 
 secs=$(python3 -c "print(round($(date +%s.%N) - $start))")
 if [ ${#failed[@]} -eq 0 ]; then

@@ -8,6 +8,9 @@ want_pages=${LAZARUS_HUGEPAGES:-1024}
 packages=(libdpdk-dev dpdk dpdk-dev libpcap-dev clang libclang-dev pkg-config gcc
           iproute2 iperf3 iputils-ping tcpdump procps psmisc python3
           curl vsftpd valgrind hping3 nftables ethtool redis-server openssl)
+# Peers only benchmarks compare with (scripts/bench-replication.sh): not
+# installed by default, since Debian's conntrackd package starts a service.
+[ "${LAZARUS_BENCH_PEERS:-0}" != 1 ] || packages+=(conntrackd conntrack)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
