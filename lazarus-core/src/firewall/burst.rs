@@ -149,8 +149,10 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 seg.tcp.dport,
                 zone,
             );
-            // Hashed from registers, before the key goes to memory.
+            // Hashed from registers, before the key goes to memory; the
+            // index's bucket fetched while the rest of the burst is parsed.
             st.hash = self.table.hash_of(&key);
+            self.table.prefetch_index(st.hash);
             st.keyed.key = key;
             st.keyed.src_is_lo = src_is_lo;
             st.slot = None;
@@ -171,6 +173,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         if let Some(keyed) = Keyed::of(pkt, zone) {
             st.keyed = keyed;
             st.hash = self.table.hash_of(&st.keyed.key);
+            self.table.prefetch_index(st.hash);
             st.slot = None;
             st.step = Step::Keyed;
         }
