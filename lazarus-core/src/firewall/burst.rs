@@ -149,10 +149,8 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 seg.tcp.dport,
                 zone,
             );
-            // Hashed from registers, before the key goes to memory; the
-            // index's bucket fetched while the rest of the burst is parsed.
+            // Hashed from registers, before the key goes to memory.
             st.hash = self.table.hash_of(&key);
-            self.table.prefetch_index(st.hash);
             st.keyed.key = key;
             st.keyed.src_is_lo = src_is_lo;
             st.slot = None;
@@ -173,7 +171,6 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         if let Some(keyed) = Keyed::of(pkt, zone) {
             st.keyed = keyed;
             st.hash = self.table.hash_of(&st.keyed.key);
-            self.table.prefetch_index(st.hash);
             st.slot = None;
             st.step = Step::Keyed;
         }
