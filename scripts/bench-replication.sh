@@ -51,6 +51,14 @@ kcleanup() {
 trap kcleanup EXIT
 [ -x "$LZ_BIN" ] && [ -x "$LZ_CKPT_BIN" ] || lz_fail "build first (cargo build --release)"
 
+# Until the churn server in namespace $1 answers at $2:7100.
+wait_port() {
+    for _ in $(seq 1 50); do
+        ip netns exec "$1" bash -c "echo >/dev/tcp/$2/7100" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    lz_fail "the churn server at $2:7100 does not answer"
+}
 # tx bytes and packets of a link ($1 namespace or "", $2 device).
 link_tx() { local n=(); [ -z "$1" ] || n=(-n "$1"); ip "${n[@]}" -s -j link show "$2" | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]["tx"]; print(s["bytes"], s["packets"])'; }
 link_rx() { local n=(); [ -z "$1" ] || n=(-n "$1"); ip "${n[@]}" -s -j link show "$2" | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]["rx"]; print(s["bytes"], s["packets"])'; }
@@ -87,16 +95,27 @@ lz_join_taps
 lz_wait_path
 lz_in_server python3 "$CHURN" server --port 7100 >"$LZ_WORK/churn-server.log" 2>&1 &
 LZ_PIDS+=($!)
-sleep 0.5
+wait_port "$LZ_NS_C" "$LZ_SERVER_IP"
+# Segments as they go on the wire, not offloaded super-frames: the frame
+# and header counts stay true.
+ethtool -K "${LZ_VE_R}r" tso off gso off >/dev/null 2>&1 || true
+sleep 1.5  # the probe's own connection ends before the count starts
 lz_wait_remote 'r["up"] and r["pending"] == 0' || lz_fail "the remote copy is not up: $LZ_STATUS"
 before=$(link_tx "" "${LZ_VE_R}r"); rx_before=$(link_rx "" "${LZ_VE_R}r")
 st0=$(lz_ckpt_ask '{"cmd":"status"}')
 lz_in_client python3 "$CHURN" client --server "$LZ_SERVER_IP" --port 7100 --rate "$RATE" --seconds "$SECS" >"$LZ_WORK/lz.churn.json"
 # Until every life has expired and its delete reached Redis.
-for _ in $(seq 1 150); do
-    python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["store"]["conns"] == 0 and s["remote"]["pending"] == 0 else 1)' "$(lz_ckpt_ask '{"cmd":"status"}')" && break
+lives=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["completed"])' "$LZ_WORK/lz.churn.json")
+gone=
+for _ in $(seq 1 300); do
+    python3 - "$st0" "$(lz_ckpt_ask '{"cmd":"status"}')" "$lives" <<'PY' && { gone=1; break; }
+import json, sys
+a, b = (json.loads(x)["remote"] for x in sys.argv[1:3])
+sys.exit(0 if b["deletes_written"] - a["deletes_written"] >= int(sys.argv[3]) and b["pending"] == 0 else 1)
+PY
     sleep 0.1
 done
+[ -n "$gone" ] || lz_fail "Lazarus: the lives' deletes did not all reach Redis within 30 s: $(lz_ckpt_ask '{"cmd":"status"}')"
 after=$(link_tx "" "${LZ_VE_R}r"); rx_after=$(link_rx "" "${LZ_VE_R}r")
 st1=$(lz_ckpt_ask '{"cmd":"status"}')
 # Ethernet 14, IPv4 20, TCP 32 (timestamps): what a frame to Redis adds.
@@ -123,7 +142,7 @@ pair "${K}s" ks0 10.98.1.2/24 "${K}a" ka1 10.98.1.254/24
 pair "${K}a" kay 10.98.2.1/24 "${K}b" kby 10.98.2.2/24
 ip -n "${K}c" route add default via 10.98.0.254
 ip -n "${K}s" route add default via 10.98.1.254
-ip netns exec "${K}a" sysctl -qw net.ipv4.ip_forward=1 net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 net.netfilter.nf_conntrack_tcp_timeout_close=1
+ip netns exec "${K}a" sysctl -qw net.ipv4.ip_forward=1
 # The router's policy as Lazarus's zones: new connections from the client
 # side only; conntrack tracks every forwarded packet.
 ip netns exec "${K}a" nft -f - <<'NFT'
@@ -135,6 +154,8 @@ table inet fw {
     }
 }
 NFT
+# After the rules: they load conntrack, whose sysctls these are.
+ip netns exec "${K}a" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_time_wait=1 net.netfilter.nf_conntrack_tcp_timeout_close=1
 conf() { # $1 name, $2 own sync address, $3 peer's
     cat >"$LZ_WORK/conntrackd-$1.conf" <<CONF
 Sync {
@@ -191,16 +212,15 @@ done
 [ -S "$LZ_WORK/conntrackd-a.ctl" ] || { cat "$LZ_WORK"/conntrackd-a.*; lz_fail "conntrackd did not start"; }
 ip netns exec "${K}s" python3 "$CHURN" server --port 7100 >"$LZ_WORK/kchurn-server.log" 2>&1 &
 LZ_PIDS+=($!)
-sleep 0.5
-ip netns exec "${K}c" ping -c 1 -W 2 10.98.1.2 >/dev/null || lz_fail "no path through the Linux router"
-sleep 1
+wait_port "${K}c" 10.98.1.2
+ip netns exec "${K}a" ethtool -K kay tso off gso off >/dev/null 2>&1 || true
+sleep 1.5
 before=$(link_tx "${K}a" kay); rx_before=$(link_rx "${K}a" kay)
 ip netns exec "${K}c" python3 "$CHURN" client --server 10.98.1.2 --port 7100 --rate "$RATE" --seconds "$SECS" >"$LZ_WORK/ct.churn.json"
 # Until every life has expired and its destroy event was sent.
-for _ in $(seq 1 150); do
-    [ "$(ip netns exec "${K}a" conntrack -C 2>/dev/null || echo 1)" = 0 ] && break
-    sleep 0.1
-done
+churn_entries() { ip netns exec "${K}a" conntrack -L -p tcp --dport 7100 2>/dev/null | grep -c . || true; }
+for _ in $(seq 1 300); do [ "$(churn_entries)" = 0 ] && break; sleep 0.1; done
+[ "$(churn_entries)" = 0 ] || lz_fail "conntrack still holds $(churn_entries) of the lives after 30 s"
 sleep 0.5
 after=$(link_tx "${K}a" kay); rx_after=$(link_rx "${K}a" kay)
 # Ethernet 14, IPv4 20, UDP 8.

@@ -10,7 +10,11 @@ packages=(libdpdk-dev dpdk dpdk-dev libpcap-dev clang libclang-dev pkg-config gc
           curl vsftpd valgrind hping3 nftables ethtool redis-server openssl)
 # Peers only benchmarks compare with (scripts/bench-replication.sh): not
 # installed by default, since Debian's conntrackd package starts a service.
-[ "${LAZARUS_BENCH_PEERS:-0}" != 1 ] || packages+=(conntrackd conntrack)
+if [ "${LAZARUS_BENCH_PEERS:-0}" = 1 ]; then
+    packages+=(conntrackd conntrack)
+    # Masked before it is installed: the benchmark runs its own instances.
+    [ -e /etc/systemd/system/conntrackd.service ] || ln -s /dev/null /etc/systemd/system/conntrackd.service 2>/dev/null || true
+fi
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -562,18 +562,20 @@ lz_redis_up() {
 }
 
 # A test authority, Redis's certificate for its address, a client
-# certificate for the appliances, and a second authority that signed
-# nothing here (the wrong one), all in $LZ_REDIS_DIR/tls.
+# certificate for the appliances, and a second authority (the wrong one)
+# with a client certificate of its own, all in $LZ_REDIS_DIR/tls.
 lz_redis_tls_certs() {
     local d=$LZ_REDIS_DIR/tls ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
     mkdir -p "$d"
     {
         openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=lazarus test authority" -keyout "$d/ca.key" -out "$d/ca.crt"
         openssl req -x509 "${ec[@]}" -days 2 -subj "/CN=some other authority" -keyout "$d/other-ca.key" -out "$d/other-ca.crt"
-        local who
-        for who in redis appliance; do
+        local who ca
+        # "stranger": a client certificate from the authority Redis does not trust.
+        for who in redis appliance stranger; do
+            ca=ca; [ $who != stranger ] || ca=other-ca
             openssl req "${ec[@]}" -subj "/CN=$who" -keyout "$d/$who.key" -out "$d/$who.csr"
-            openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+            openssl x509 -req -in "$d/$who.csr" -CA "$d/$ca.crt" -CAkey "$d/$ca.key" -CAcreateserial -days 2 \
                 -extfile <(printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\n' "$LZ_REDIS_IP") -out "$d/$who.crt"
         done
     } >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log"; lz_fail "openssl could not make the test certificates"; }

@@ -230,17 +230,20 @@ lz_log "over TLS: 20/20 streams verified through a reboot, 0 resets; $line"
 lz_dp_stop
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
 rm -rf "$LZ_CKPT_DIR"
-# A certificate checkpointd cannot trust, or none where Redis asks for one:
-# refused at start, naming what to fix (not taken for an outage).
-refused_tls() { # $1 what, $2 sed expression on the config
+# A certificate checkpointd cannot trust, none where Redis asks for one, one
+# Redis does not trust, a key that is not the certificate's: refused at
+# start, naming what to fix (not taken for an outage and retried).
+refused_tls() { # $1 what, $2 sed expression on the config, $3 the key the error must name
     sed -e "$2" "$LZ_WORK/dataplane.toml" >"$LZ_WORK/tls-bad.toml"
     rc=0; timeout 20 "$LZ_CKPT_BIN" --config "$LZ_WORK/tls-bad.toml" >"$LZ_WORK/tls-bad.log" 2>&1 || rc=$?
-    [ $rc = 1 ] && grep -q "tls_ca_file" "$LZ_WORK/tls-bad.log" \
-        || { cat "$LZ_WORK/tls-bad.log"; lz_fail "TLS with $1: exit $rc, want 1 with a message naming tls_ca_file"; }
+    [ $rc = 1 ] && grep -q "$3" "$LZ_WORK/tls-bad.log" \
+        || { cat "$LZ_WORK/tls-bad.log"; lz_fail "TLS with $1: exit $rc, want 1 with a message naming $3"; }
     lz_log "TLS with $1: refused at start ($(grep -o 'ERROR.*' "$LZ_WORK/tls-bad.log" | head -c 200))"
 }
-refused_tls "another authority" "s|tls/ca.crt|tls/other-ca.crt|"
-refused_tls "no client certificate" "/^tls_cert_file\|^tls_key_file/d"
+refused_tls "another authority" "s|tls/ca.crt|tls/other-ca.crt|" tls_ca_file
+refused_tls "no client certificate" "/^tls_cert_file\|^tls_key_file/d" tls_ca_file
+refused_tls "a client certificate Redis does not trust" "s|tls/appliance\.|tls/stranger.|g" tls_cert_file
+refused_tls "a key of another pair" "s|tls/appliance.key|tls/stranger.key|" tls_key_file
 
 # ------------------------------------------------------ control: remote copy off
 lz_config "" "$LZ_ZONE_POLICY"
@@ -252,4 +255,4 @@ LZ_CONNS=20 LZ_DISRUPT=lz_reboot lz_kill_traffic off
 v=$(LZ_CONNS=20 lz_verdict off)
 [ "$v" != OK ] || lz_fail "control: with the remote copy off the reboot broke nothing: the test cannot tell"
 lz_log "control (remote copy off): $v"
-echo "PASS reboot: 50 verified streams + FTP + iperf3 + UDP + ping through a reboot restored from Redis (outage $outage ms), 0 resets; Redis restarted, out of memory, stalled: caught up; forged and transplanted records refused; wrong password refused; a reboot over TLS restored, untrusted or missing certificates refused; Redis down at start survived; control without the remote copy: $v"
+echo "PASS reboot: 50 verified streams + FTP + iperf3 + UDP + ping through a reboot restored from Redis (outage $outage ms), 0 resets; Redis restarted, out of memory, stalled: caught up; forged and transplanted records refused; wrong password refused; a reboot over TLS restored, untrusted, missing or mismatched certificates refused; Redis down at start survived; control without the remote copy: $v"

@@ -11,7 +11,7 @@
 //! loop, which owns the store, applies what passes, at version 0 (the
 //! versions are another process's clock).
 
-use super::link::{is_auth_error, Link};
+use super::link::{is_auth_error, tls_fault, Link};
 use super::stats::RemoteStats;
 use futures_util::StreamExt;
 use hashbrown::HashMap;
@@ -94,7 +94,7 @@ impl Follower {
                     self.stats.following.store(false, Ordering::Relaxed);
                     self.stats.up.store(false, Ordering::Relaxed);
                     RemoteStats::add(&self.stats.errors, 1);
-                    if !logged || is_auth_error(&e) {
+                    if !logged || is_auth_error(&e) || tls_fault(&e).is_some() {
                         warn!(
                             "standby: following the remote store {} failed ({e}); the mirror \
                              keeps what it has, retrying with back-off",

@@ -2,9 +2,11 @@
 //! `[checkpoint.remote]`, read once at start, and a connect that says what
 //! went wrong.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use shm_layout::remote::SealKey;
 use shm_layout::RemoteSection;
 use std::time::Duration;
@@ -154,21 +156,52 @@ fn tls_of(
         );
     }
     let read = |key: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
-        let pem = std::fs::read(path).with_context(|| {
-            format!("checkpoint.remote.{key} {}: cannot read it", path.display())
-        })?;
-        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
-            bail!("checkpoint.remote.{key} {}: not a PEM file", path.display());
-        }
-        Ok(pem)
+        std::fs::read(path)
+            .with_context(|| format!("checkpoint.remote.{key} {}: cannot read it", path.display()))
     };
-    let root_cert =
-        if set(&sec.tls_ca_file) { Some(read("tls_ca_file", &sec.tls_ca_file)?) } else { None };
+    let certs_in = |key: &str, path: &std::path::Path, pem: &[u8]| {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("checkpoint.remote.{key} {}: {e:?}", path.display()))?;
+        if certs.is_empty() {
+            bail!("checkpoint.remote.{key} {}: no PEM certificate in it", path.display());
+        }
+        Ok(certs)
+    };
+    let root_cert = if set(&sec.tls_ca_file) {
+        let pem = read("tls_ca_file", &sec.tls_ca_file)?;
+        certs_in("tls_ca_file", &sec.tls_ca_file, &pem)?;
+        Some(pem)
+    } else {
+        None
+    };
     let client_tls = match (set(&sec.tls_cert_file), set(&sec.tls_key_file)) {
-        (true, true) => Some(redis::ClientTlsConfig {
-            client_cert: read("tls_cert_file", &sec.tls_cert_file)?,
-            client_key: read("tls_key_file", &sec.tls_key_file)?,
-        }),
+        (true, true) => {
+            let cert = read("tls_cert_file", &sec.tls_cert_file)?;
+            let key = read("tls_key_file", &sec.tls_key_file)?;
+            // The client builds its TLS settings at each connect: a pair
+            // that does not match would fail every connect as an outage.
+            let chain = certs_in("tls_cert_file", &sec.tls_cert_file, &cert)?;
+            let der = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+                anyhow!(
+                    "checkpoint.remote.tls_key_file {}: no PEM private key in it ({e:?})",
+                    sec.tls_key_file.display()
+                )
+            })?;
+            let signer = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| {
+                anyhow!("checkpoint.remote.tls_key_file {}: {e}", sec.tls_key_file.display())
+            })?;
+            match rustls::sign::CertifiedKey::new(chain, signer).keys_match() {
+                Ok(())
+                | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+                Err(e) => bail!(
+                    "checkpoint.remote.tls_key_file {} does not go with tls_cert_file {}: {e}",
+                    sec.tls_key_file.display(),
+                    sec.tls_cert_file.display()
+                ),
+            }
+            Some(redis::ClientTlsConfig { client_cert: cert, client_key: key })
+        }
         (false, false) => None,
         _ => bail!(
             "checkpoint.remote.tls_cert_file and tls_key_file go together: set both for a \
@@ -185,13 +218,63 @@ pub fn is_auth_error(e: &redis::RedisError) -> bool {
         || ["WRONGPASS", "NOAUTH", "NOPERM", "NoPerm"].iter().any(|t| text.contains(t))
 }
 
-/// Whether an error means the TLS handshake failed on a certificate (a
-/// configuration fault, which no retry will help), rather than an outage.
-pub fn is_certificate_error(e: &redis::RedisError) -> bool {
-    let text = e.to_string();
-    ["certificate", "Certificate", "CertificateRequired", "UnknownIssuer", "NotValidForName"]
-        .iter()
-        .any(|t| text.contains(t))
+/// What a failed TLS handshake says of the setup, read from the TLS
+/// library's own error rather than from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFault {
+    /// A certificate or key that no retry will fix: an authority not
+    /// trusted, a name that does not match, a client certificate refused or
+    /// missing.
+    Setup,
+    /// A certificate expired or not valid yet: a clock not yet set at boot
+    /// looks the same, so it is retried.
+    Clock,
+}
+
+pub fn tls_fault(e: &redis::RedisError) -> Option<TlsFault> {
+    use rustls::{AlertDescription as A, CertificateError as C};
+    if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        return Some(TlsFault::Setup);
+    }
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        // The client keeps an I/O error in an Arc: look through it, then
+        // into the I/O error for the TLS library's.
+        type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+        let io = err.downcast_ref::<std::io::Error>().or_else(|| {
+            err.downcast_ref::<Shared>().and_then(|a| a.downcast_ref::<std::io::Error>())
+        });
+        let tls = err
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| io.and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()));
+        if let Some(tls) = tls {
+            return match tls {
+                rustls::Error::InvalidCertificate(
+                    C::Expired
+                    | C::ExpiredContext { .. }
+                    | C::NotValidYet
+                    | C::NotValidYetContext { .. },
+                )
+                | rustls::Error::AlertReceived(A::CertificateExpired) => Some(TlsFault::Clock),
+                rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::InconsistentKeys(_)
+                | rustls::Error::AlertReceived(
+                    A::UnknownCA
+                    | A::BadCertificate
+                    | A::CertificateRequired
+                    | A::UnsupportedCertificate
+                    | A::CertificateUnknown
+                    | A::CertificateRevoked
+                    | A::HandshakeFailure
+                    | A::AccessDenied,
+                ) => Some(TlsFault::Setup),
+                _ => None,
+            };
+        }
+        at = err.source();
+    }
+    None
 }
 
 /// Why a connect failed, for the caller to tell a fatal cause from an outage.
@@ -201,8 +284,9 @@ pub enum Refused {
     Credentials(redis::RedisError),
     #[error(
         "{0}: the TLS handshake failed on a certificate: check checkpoint.remote.tls_ca_file \
-         (the authority that signed Redis's tls-cert-file, for the URL's host name or \
-         address), and tls_cert_file and tls_key_file if Redis asks for a client certificate"
+         (the authority that signed Redis's tls-cert-file, whose subjectAltName must hold the \
+         URL's host name or address), and tls_cert_file and tls_key_file (a certificate \
+         Redis's tls-ca-cert-file trusts) if Redis asks for a client certificate"
     )]
     Certificate(redis::RedisError),
 }
@@ -212,7 +296,7 @@ impl Refused {
     pub fn classify(e: redis::RedisError) -> anyhow::Error {
         if is_auth_error(&e) {
             Refused::Credentials(e).into()
-        } else if is_certificate_error(&e) {
+        } else if tls_fault(&e) == Some(TlsFault::Setup) {
             Refused::Certificate(e).into()
         } else {
             e.into()
@@ -287,12 +371,51 @@ mod tests {
             tls_ca_file: not_pem.clone(),
             ..Default::default()
         };
-        assert!(tls_error(&wrong_file).contains("not a PEM file"));
+        assert!(tls_error(&wrong_file).contains("no PEM certificate"));
         let _ = std::fs::remove_file(not_pem);
         let plain = RemoteSection { url: "redis://10.0.0.1:6379".into(), ..Default::default() };
         assert_eq!(tls_error(&plain), "accepted");
         let system_roots =
             RemoteSection { url: "rediss://redis.example:6380".into(), ..Default::default() };
         assert_eq!(tls_error(&system_roots), "accepted");
+    }
+
+    /// A handshake's failure as the client reports it: the TLS library's
+    /// error inside an I/O error inside Redis's.
+    fn handshake_error(e: rustls::Error) -> redis::RedisError {
+        redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    #[test]
+    fn tls_faults_are_told_from_outages_by_type() {
+        use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+        let setup = [
+            E::InvalidCertificate(C::UnknownIssuer),
+            E::InvalidCertificate(C::NotValidForName),
+            E::AlertReceived(A::UnknownCA),
+            E::AlertReceived(A::CertificateRequired),
+            E::AlertReceived(A::HandshakeFailure),
+            E::NoCertificatesPresented,
+        ];
+        for e in setup {
+            let shown = format!("{e:?}");
+            let r = handshake_error(e);
+            assert_eq!(tls_fault(&r), Some(TlsFault::Setup), "{shown}");
+            assert!(is_fatal(&Refused::classify(r)), "{shown}");
+        }
+        for e in [E::InvalidCertificate(C::Expired), E::InvalidCertificate(C::NotValidYet)] {
+            let r = handshake_error(e);
+            assert_eq!(tls_fault(&r), Some(TlsFault::Clock));
+            assert!(!is_fatal(&Refused::classify(r)), "a clock not yet set is retried");
+        }
+        let down =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(tls_fault(&down), None);
+        assert!(!is_fatal(&Refused::classify(down)));
+        // Text that merely mentions certificates is no certificate fault.
+        let store = redis::RedisError::from(std::io::Error::other(
+            "cannot read /etc/ssl/certs/ca-certificates.crt",
+        ));
+        assert_eq!(tls_fault(&store), None);
     }
 }
