@@ -60,20 +60,20 @@ wait_port() {
     lz_fail "the churn server at $2:7100 does not answer"
 }
 # tx bytes and packets of a link ($1 namespace or "", $2 device).
-link_tx() { local n=(); [ -z "$1" ] || n=(-n "$1"); ip "${n[@]}" -s -j link show "$2" | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]["tx"]; print(s["bytes"], s["packets"])'; }
-link_rx() { local n=(); [ -z "$1" ] || n=(-n "$1"); ip "${n[@]}" -s -j link show "$2" | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]["rx"]; print(s["bytes"], s["packets"])'; }
-# "lives bytes packets hdr": a row's figures from counters before and after.
-# $5 the header bytes a frame carries beyond its L4 payload.
+# "tx_bytes tx_packets rx_bytes" of link $2 in namespace $1 ("" the root one).
+link_counts() { local n=(); [ -z "$1" ] || n=(-n "$1"); ip "${n[@]}" -s -j link show "$2" | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]; print(s["tx"]["bytes"], s["tx"]["packets"], s["rx"]["bytes"])'; }
+# A row's figures: $1 the churn's JSON, $2 and $3 link_counts before and
+# after, $4 the header bytes a frame carries beyond its L4 payload.
 figures() { python3 - "$@" <<'PY'
 import json, sys
 churn = json.load(open(sys.argv[1]))
-b0, p0 = map(int, sys.argv[2].split()); b1, p1 = map(int, sys.argv[3].split())
+b0, p0, r0 = map(int, sys.argv[2].split()); b1, p1, r1 = map(int, sys.argv[3].split())
 hdr = int(sys.argv[4])
 lives = churn["completed"]
 wire, pkts = b1 - b0, p1 - p0
 payload = wire - hdr * pkts
 print(json.dumps({"lives": lives, "failed": churn["failed"], "seconds": churn["seconds"],
-                  "frames": pkts, "wire": wire, "payload": payload,
+                  "frames": pkts, "wire": wire, "payload": payload, "back": r1 - r0,
                   "payload_per_life": payload / max(lives, 1), "wire_per_life": wire / max(lives, 1)}))
 PY
 }
@@ -101,7 +101,7 @@ wait_port "$LZ_NS_C" "$LZ_SERVER_IP"
 ethtool -K "${LZ_VE_R}r" tso off gso off >/dev/null 2>&1 || true
 sleep 1.5  # the probe's own connection ends before the count starts
 lz_wait_remote 'r["up"] and r["pending"] == 0' || lz_fail "the remote copy is not up: $LZ_STATUS"
-before=$(link_tx "" "${LZ_VE_R}r"); rx_before=$(link_rx "" "${LZ_VE_R}r")
+before=$(link_counts "" "${LZ_VE_R}r")
 st0=$(lz_ckpt_ask '{"cmd":"status"}')
 lz_in_client python3 "$CHURN" client --server "$LZ_SERVER_IP" --port 7100 --rate "$RATE" --seconds "$SECS" >"$LZ_WORK/lz.churn.json"
 # Until every life has expired and its delete reached Redis.
@@ -116,7 +116,7 @@ PY
     sleep 0.1
 done
 [ -n "$gone" ] || lz_fail "Lazarus: the lives' deletes did not all reach Redis within 30 s: $(lz_ckpt_ask '{"cmd":"status"}')"
-after=$(link_tx "" "${LZ_VE_R}r"); rx_after=$(link_rx "" "${LZ_VE_R}r")
+after=$(link_counts "" "${LZ_VE_R}r")
 st1=$(lz_ckpt_ask '{"cmd":"status"}')
 # Ethernet 14, IPv4 20, TCP 32 (timestamps): what a frame to Redis adds.
 lz=$(figures "$LZ_WORK/lz.churn.json" "$before" "$after" 66)
@@ -126,7 +126,6 @@ a, b = (json.loads(x)["remote"] for x in sys.argv[1:3])
 print(json.dumps({k: b[k] - a[k] for k in ("records_written", "deletes_written", "bytes_sent")}))
 PY
 )
-lz_back=$(python3 -c 'import sys; b0,_=map(int,sys.argv[1].split()); b1,_=map(int,sys.argv[2].split()); print(b1-b0)' "$rx_before" "$rx_after")
 lz_dp_stop
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
 
@@ -215,31 +214,30 @@ LZ_PIDS+=($!)
 wait_port "${K}c" 10.98.1.2
 ip netns exec "${K}a" ethtool -K kay tso off gso off >/dev/null 2>&1 || true
 sleep 1.5
-before=$(link_tx "${K}a" kay); rx_before=$(link_rx "${K}a" kay)
+before=$(link_counts "${K}a" kay)
 ip netns exec "${K}c" python3 "$CHURN" client --server 10.98.1.2 --port 7100 --rate "$RATE" --seconds "$SECS" >"$LZ_WORK/ct.churn.json"
 # Until every life has expired and its destroy event was sent.
 churn_entries() { ip netns exec "${K}a" conntrack -L -p tcp --dport 7100 2>/dev/null | grep -c . || true; }
 for _ in $(seq 1 300); do [ "$(churn_entries)" = 0 ] && break; sleep 0.1; done
 [ "$(churn_entries)" = 0 ] || lz_fail "conntrack still holds $(churn_entries) of the lives after 30 s"
 sleep 0.5
-after=$(link_tx "${K}a" kay); rx_after=$(link_rx "${K}a" kay)
+after=$(link_counts "${K}a" kay)
 # Ethernet 14, IPv4 20, UDP 8.
 ct=$(figures "$LZ_WORK/ct.churn.json" "$before" "$after" 42)
-ct_back=$(python3 -c 'import sys; b0,_=map(int,sys.argv[1].split()); b1,_=map(int,sys.argv[2].split()); print(b1-b0)' "$rx_before" "$rx_after")
 ct_b=$(ip netns exec "${K}b" conntrackd -C "$LZ_WORK/conntrackd-b.conf" -s network 2>&1 | tr -s ' \n' ' ' | head -c 400)
 
-python3 - "$RATE" "$SECS" "$lz" "$lz_extra" "$lz_back" "$ct" "$ct_back" "$ct_b" "$MARKDOWN" <<'PY'
+python3 - "$RATE" "$SECS" "$lz" "$lz_extra" "$ct" "$ct_b" "$MARKDOWN" <<'PY'
 import json, sys
 rate, secs = float(sys.argv[1]), sys.argv[2]
-lz, lzx, lz_back = json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
-ct, ct_back, ct_b, md = json.loads(sys.argv[6]), int(sys.argv[7]), sys.argv[8], sys.argv[9] == "1"
+lz, lzx = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+ct, ct_b, md = json.loads(sys.argv[5]), sys.argv[6], sys.argv[7] == "1"
 for name, r in (("lazarus", lz), ("conntrackd", ct)):
     assert r["lives"] > 0 and r["failed"] == 0, (name, r)
 print(f"lazarus (to Redis): {lz['lives']} lives in {lz['seconds']} s; {lz['frames']} frames, {lz['payload']} B payload, "
       f"{lz['wire']} B on the wire; {lzx['records_written']} records, {lzx['deletes_written']} deletes, "
-      f"{lzx['bytes_sent']} B of sealed records; {lz_back} B back from Redis")
+      f"{lzx['bytes_sent']} B of sealed records; {lz['back']} B back from Redis")
 print(f"conntrackd FTFW (to its peer): {ct['lives']} lives in {ct['seconds']} s; {ct['frames']} frames, {ct['payload']} B payload, "
-      f"{ct['wire']} B on the wire; {ct_back} B back from the peer; peer: {ct_b}")
+      f"{ct['wire']} B on the wire; {ct['back']} B back from the peer; peer: {ct_b}")
 rows = [("payload per connection life (B)", "payload_per_life"), ("on the wire per connection life (B)", "wire_per_life")]
 if md:
     print(f"| figure ({rate:.0f} lives a second, {secs} s) | Lazarus → Redis | conntrackd FTFW → peer | ratio |")

@@ -187,13 +187,19 @@ lz_log "forged record and transplanted record: both refused and counted ($line)"
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
 
 # --------------------------------------------------- wrong password: refused at start
+# checkpointd with config $2 must exit 1 at start, naming setting $3 (a
+# fault no retry fixes, not an outage); $1 says what is wrong.
+refused_at_start() {
+    local rc=0
+    timeout 20 "$LZ_CKPT_BIN" --config "$2" >"$LZ_WORK/refused.log" 2>&1 || rc=$?
+    [ $rc = 1 ] && grep -q "$3" "$LZ_WORK/refused.log" \
+        || { cat "$LZ_WORK/refused.log"; lz_fail "$1: exit $rc, want 1 with a message naming $3"; }
+    lz_log "$1: refused at start ($(grep -o 'ERROR.*' "$LZ_WORK/refused.log" | head -c 200))"
+}
 cp "$LZ_WORK/redis.pass" "$LZ_WORK/redis.pass.good"
 echo "not-the-password" >"$LZ_WORK/redis.pass"
-rc=0; timeout 20 "$LZ_CKPT_BIN" --config "$LZ_WORK/dataplane.toml" >"$LZ_WORK/wrongpass.log" 2>&1 || rc=$?
+refused_at_start "wrong password" "$LZ_WORK/dataplane.toml" password_file
 mv "$LZ_WORK/redis.pass.good" "$LZ_WORK/redis.pass"
-[ $rc = 1 ] && grep -q "password_file" "$LZ_WORK/wrongpass.log" \
-    || { cat "$LZ_WORK/wrongpass.log"; lz_fail "a wrong password: exit $rc, want 1 with a message naming password_file"; }
-lz_log "wrong password: refused at start ($(grep -o 'ERROR.*' "$LZ_WORK/wrongpass.log" | head -c 160))"
 
 # ------------------------------------- Redis down at start: local checkpointing, retry
 lz_redis_kill
@@ -235,10 +241,7 @@ rm -rf "$LZ_CKPT_DIR"
 # start, naming what to fix (not taken for an outage and retried).
 refused_tls() { # $1 what, $2 sed expression on the config, $3 the key the error must name
     sed -e "$2" "$LZ_WORK/dataplane.toml" >"$LZ_WORK/tls-bad.toml"
-    rc=0; timeout 20 "$LZ_CKPT_BIN" --config "$LZ_WORK/tls-bad.toml" >"$LZ_WORK/tls-bad.log" 2>&1 || rc=$?
-    [ $rc = 1 ] && grep -q "$3" "$LZ_WORK/tls-bad.log" \
-        || { cat "$LZ_WORK/tls-bad.log"; lz_fail "TLS with $1: exit $rc, want 1 with a message naming $3"; }
-    lz_log "TLS with $1: refused at start ($(grep -o 'ERROR.*' "$LZ_WORK/tls-bad.log" | head -c 200))"
+    refused_at_start "TLS with $1" "$LZ_WORK/tls-bad.toml" "$3"
 }
 refused_tls "another authority" "s|tls/ca.crt|tls/other-ca.crt|" tls_ca_file
 refused_tls "no client certificate" "/^tls_cert_file\|^tls_key_file/d" tls_ca_file

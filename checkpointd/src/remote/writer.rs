@@ -5,7 +5,7 @@
 //! coalescing while it is full.
 
 use super::epoch::{self, Raised};
-use super::link::{is_auth_error, tls_fault, Link, Refused, TlsFault};
+use super::link::{tls_fault, Link, Refused, TlsFault};
 use super::stats::RemoteStats;
 use super::Pending;
 use redis::aio::MultiplexedConnection;
@@ -144,16 +144,14 @@ impl Writer {
                 Err(e) => {
                     self.down();
                     if !logged {
-                        if is_auth_error(&e) || tls_fault(&e) == Some(TlsFault::Setup) {
-                            error!(
-                                "remote store {}: {:#}; retrying",
-                                self.link.shown,
-                                Refused::classify(e)
-                            );
-                        } else if tls_fault(&e) == Some(TlsFault::Clock) {
-                            warn!("remote store {}: {e}: a certificate is expired or not valid yet: check this host's clock (NTP) or renew it; checkpointing locally, retrying", self.link.shown);
+                        let clock = tls_fault(&e) == Some(TlsFault::Clock);
+                        let why = Refused::classify(e);
+                        if why.is::<Refused>() {
+                            error!("remote store {}: {why:#}; retrying", self.link.shown);
+                        } else if clock {
+                            warn!("remote store {}: {why}: a certificate is expired or not valid yet: check this host's clock (NTP) or renew it; checkpointing locally, retrying", self.link.shown);
                         } else {
-                            warn!("remote store {} is down ({e}): checkpointing locally, retrying with back-off", self.link.shown);
+                            warn!("remote store {} is down ({why}): checkpointing locally, retrying with back-off", self.link.shown);
                         }
                         logged = true;
                     }
