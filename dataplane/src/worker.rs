@@ -44,89 +44,40 @@ pub type WorkerFirewall = Firewall<WorkerSink, HugepageAlloc>;
 // Every packet of a received burst can be staged.
 const _: () = assert!(crate::dpdk::MAX_BURST <= lazarus_core::firewall::STAGE_MAX);
 
-/// A worker's two bursts: one received and staged while the other, received
-/// the round before, is tracked and sent. Staging starts fetching the index
-/// entries and records a burst needs; holding it for one burst gives those
-/// lines the time to arrive, the way DPDK's pipelined lookups fetch ahead.
-struct Bursts {
-    mbufs: [MbufBurst; 2],
-    staged: [StagedBurst; 2],
-    /// Which of the two is staged and waiting, and the lane it came from.
-    held: Option<(usize, usize)>,
-}
-
-impl Bursts {
-    fn new() -> Bursts {
-        Bursts {
-            mbufs: [MbufBurst::new(), MbufBurst::new()],
-            staged: [StagedBurst::new(), StagedBurst::new()],
-            held: None,
-        }
-    }
-
-    /// The burst that is free to receive into.
-    fn free(&self) -> usize {
-        match self.held {
-            Some((0, _)) => 1,
-            _ => 0,
-        }
-    }
-}
-
 impl Worker {
-    /// One poll round over every lane; returns the packets received. With a
-    /// firewall, a burst received now is staged and held, and the one held
-    /// before it is finished; when a round receives nothing, the held burst
-    /// is finished at once, so a packet waits at most one poll round.
+    /// One poll round over every lane; returns the packets received.
     #[inline]
-    fn poll_once(&self, bursts: &mut Bursts, mut fw: Option<&mut WorkerFirewall>, now: u64) -> usize {
+    fn poll_once(
+        &self,
+        burst: &mut MbufBurst,
+        staged: &mut StagedBurst,
+        mut fw: Option<&mut WorkerFirewall>,
+        now: u64,
+    ) -> usize {
         let mut got = 0;
-        for (li, pl) in self.lanes.iter().enumerate() {
-            let b = bursts.free();
-            let n = bursts.mbufs[b].rx(pl.rx_port_id, pl.lane.rx_queue, self.burst);
+        for pl in &self.lanes {
+            let n = burst.rx(pl.rx_port_id, pl.lane.rx_queue, self.burst);
             if n == 0 {
                 continue;
             }
             got += n;
-            self.counters.ports[pl.lane.rx_port].rx.add(n as u64);
-            let Some(fw) = fw.as_deref_mut() else {
-                self.send(&mut bursts.mbufs[b], pl);
-                continue;
-            };
-            fw.stage_burst(&mut bursts.staged[b], &bursts.mbufs[b], pl.lane.rx_port);
-            self.finish_held(bursts, fw, now);
-            bursts.held = Some((b, li));
-        }
-        if got == 0 {
-            if let Some(fw) = fw {
-                self.finish_held(bursts, fw, now);
+            let rxc = &self.counters.ports[pl.lane.rx_port];
+            if let Some(fw) = fw.as_deref_mut() {
+                let dropped = fw.process_burst(staged, burst, pl.lane.rx_port, now);
+                if dropped != 0 {
+                    rxc.dropped.add(dropped as u64);
+                }
+            }
+            let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
+            let txc = &self.counters.ports[pl.lane.tx_port];
+            rxc.rx.add(n as u64);
+            txc.tx.add(out.sent as u64);
+            if out.unsent != 0 {
+                txc.tx_full.add(out.unsent as u64);
+                rxc.dropped.add(out.unsent as u64);
             }
         }
         got
-    }
-
-    /// Tracks and sends the burst held since the last receive, if any.
-    #[inline]
-    fn finish_held(&self, bursts: &mut Bursts, fw: &mut WorkerFirewall, now: u64) {
-        let Some((b, li)) = bursts.held.take() else { return };
-        let pl = &self.lanes[li];
-        let (mbufs, staged) = (&mut bursts.mbufs[b], &mut bursts.staged[b]);
-        let dropped = fw.finish_burst(staged, mbufs, pl.lane.rx_port, now);
-        if dropped != 0 {
-            self.counters.ports[pl.lane.rx_port].dropped.add(dropped as u64);
-        }
-        self.send(mbufs, pl);
-    }
-
-    #[inline]
-    fn send(&self, burst: &mut MbufBurst, pl: &PortLane) {
-        let out = burst.tx(pl.tx_port_id, pl.lane.tx_queue);
-        let txc = &self.counters.ports[pl.lane.tx_port];
-        txc.tx.add(out.sent as u64);
-        if out.unsent != 0 {
-            txc.tx_full.add(out.unsent as u64);
-            self.counters.ports[pl.lane.rx_port].dropped.add(out.unsent as u64);
-        }
     }
 }
 
@@ -138,7 +89,8 @@ impl LcoreTask for Worker {
             lanes = self.lanes.len(),
             "worker polling"
         );
-        let mut bursts = Bursts::new();
+        let mut burst = MbufBurst::new();
+        let mut staged = StagedBurst::new();
         let mut idle = 0u32;
         let mut guard = self.firewall.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         // Relaxed is enough: the flag carries no data, and the main thread joins
@@ -148,7 +100,7 @@ impl LcoreTask for Worker {
             // after them: a read is slow in a VM.
             let now = rdtsc();
             self.rounds.add(1);
-            let got = self.poll_once(&mut bursts, guard.as_deref_mut(), now);
+            let got = self.poll_once(&mut burst, &mut staged, guard.as_deref_mut(), now);
             if let Some(fw) = guard.as_deref_mut() {
                 fw.housekeeping(now);
             }

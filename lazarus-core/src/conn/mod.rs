@@ -5,7 +5,6 @@
 //! the dataplane, the global heap in unit tests), and never grow. A full table
 //! refuses new connections (counted by the caller) and keeps existing ones.
 
-mod index;
 pub mod table;
 pub use table::{ConnTable, SlotId};
 

@@ -1,8 +1,8 @@
-use super::index::Index;
 use super::{ConnKey, IndexHash};
 use allocator_api2::alloc::Allocator;
 use allocator_api2::vec::Vec;
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use std::hash::{BuildHasher, Hasher};
 
 /// What the table needs to know of a record.
@@ -20,9 +20,57 @@ pub struct SlotId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableFull;
 
-/// Fixed-capacity connection table: a slab of records plus an index of slab
-/// positions keyed by [`IndexHash`] (`index.rs`). Nothing allocates after
-/// `new`: the slab, the free list and the index are full-size from the start.
+/// One connection in the index: its slab position in the low `Packing::slot_bits`
+/// bits, and above them as many bits of its [`IndexHash`] as fit (the digest),
+/// bits the index's own tag and bucket position do not use. They let a lookup
+/// settle on a record without reading it (see [`ConnTable::candidate`]), in
+/// the 4 bytes the slab position alone took (an 8-byte entry with a 32-bit
+/// digest was no faster; see docs/BENCHMARKS.md, tried and not kept).
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry(u32);
+
+/// How a table packs its [`IndexEntry`]s: fixed by its capacity.
+#[derive(Debug, Clone, Copy)]
+struct Packing {
+    slot_bits: u32,
+}
+
+impl Packing {
+    fn for_capacity(capacity: u32) -> Packing {
+        // At least one digest bit even at the largest capacity the config
+        // allows (2^26: 6 bits).
+        Packing { slot_bits: (u32::BITS - capacity.saturating_sub(1).leading_zeros()).clamp(1, 31) }
+    }
+
+    /// Hash bits from 32 up: hashbrown takes a bucket's position from the low
+    /// bits (27 reach the 2^27 buckets of the largest table) and its 7-bit
+    /// tag from the top ones.
+    #[inline(always)]
+    fn digest(self, h: u64) -> u32 {
+        ((h >> 32) as u32) << self.slot_bits
+    }
+
+    #[inline(always)]
+    fn entry(self, slot: u32, h: u64) -> IndexEntry {
+        IndexEntry(slot | self.digest(h))
+    }
+
+    #[inline(always)]
+    fn slot(self, e: IndexEntry) -> u32 {
+        e.0 & ((1 << self.slot_bits) - 1)
+    }
+
+    /// Whether `e`'s digest is `digest`'s.
+    #[inline(always)]
+    fn matches(self, e: IndexEntry, digest: u32) -> bool {
+        (e.0 ^ digest) >> self.slot_bits == 0
+    }
+}
+
+/// Fixed-capacity connection table: a slab of records plus a hashbrown index
+/// of slab positions keyed by [`IndexHash`]. Nothing allocates after `new`:
+/// the slab and free list are full-size from the start, and the index is
+/// sized for `capacity` so it never grows (deletes are rehashed in place).
 /// Memory a table lives in: an allocator that may also start fetching a
 /// record into cache ahead of use. The dataplane's hugepage allocators
 /// prefetch; the heap (`Global`) does not.
@@ -34,7 +82,8 @@ pub trait TableMemory: Allocator + Clone {
 impl TableMemory for allocator_api2::alloc::Global {}
 
 pub struct ConnTable<T, A: TableMemory> {
-    index: Index<A>,
+    index: HashTable<IndexEntry, A>,
+    packing: Packing,
     slots: Vec<Option<T>, A>,
     free: Vec<u32, A>,
     sweep_cursor: usize,
@@ -55,6 +104,17 @@ fn hash_with(hasher: &RandomState, key: &ConnKey) -> u64 {
     h.finish()
 }
 
+/// An entry's hash, for when the index rehashes in place to clear the
+/// marks deletes left.
+fn rehash<T: TableEntry, A: Allocator>(
+    slots: &Vec<Option<T>, A>,
+    hasher: &RandomState,
+    packing: Packing,
+    e: &IndexEntry,
+) -> u64 {
+    slots[packing.slot(*e) as usize].as_ref().map_or(0, |r| hash_with(hasher, r.key()))
+}
+
 impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
     pub fn new_in(capacity: u32, alloc: A) -> Self {
         let cap = capacity as usize;
@@ -63,7 +123,8 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
         let mut free = Vec::with_capacity_in(cap, alloc.clone());
         free.extend((0..capacity).rev());
         ConnTable {
-            index: Index::with_capacity_in(capacity, alloc),
+            index: HashTable::with_capacity_in(cap, alloc),
+            packing: Packing::for_capacity(capacity),
             slots,
             free,
             sweep_cursor: 0,
@@ -77,7 +138,7 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.len() == 0
+        self.index.is_empty()
     }
 
     pub fn capacity(&self) -> usize {
@@ -86,9 +147,10 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
 
     /// Bytes this table allocated, for the memory-per-connection figure.
     pub fn bytes_allocated(&self) -> usize {
+        let buckets = self.index.capacity().next_power_of_two().max(4) * 8 / 7;
         self.slots.capacity() * std::mem::size_of::<Option<T>>()
             + self.free.capacity() * 4
-            + self.index.bytes()
+            + buckets * (std::mem::size_of::<IndexEntry>() + 1)
     }
 
     /// Where `key` sits in this table's index (formed apart from the lookup,
@@ -100,28 +162,27 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
 
     #[inline(always)]
     pub fn lookup(&self, key: &ConnKey, h: IndexHash) -> Option<SlotId> {
-        let slots = &self.slots;
+        let (slots, pk) = (&self.slots, self.packing);
+        let d = pk.digest(h.0);
         self.index
-            .find(h.0, |s| slots[s as usize].as_ref().is_some_and(|r| r.key() == key))
-            .map(SlotId)
+            .find(h.0, |&e| {
+                pk.matches(e, d)
+                    && slots[pk.slot(e) as usize].as_ref().is_some_and(|r| r.key() == key)
+            })
+            .map(|&e| SlotId(pk.slot(e)))
     }
 
-    /// The record whose hash matches `h` in the index's digest besides the
-    /// bucket's position, found without reading any record: the
+    /// The record whose hash matches `h` in the index's tag and digest
+    /// besides the bucket's position, found without reading any record: the
     /// lookup of a burst then stays within the index, and the records it
     /// names are fetched together instead of each on the lookup's critical
     /// path. Most likely the key's record; confirm it with [`Self::holds`]
     /// before use, and [`Self::lookup`] when it is not.
     #[inline(always)]
     pub fn candidate(&self, h: IndexHash) -> Option<SlotId> {
-        self.index.find(h.0, |_| true).map(SlotId)
-    }
-
-    /// Starts fetching the index's bucket for `h`, for a lookup a little
-    /// later (see `stage`): the burst's parsing then hides its miss.
-    #[inline(always)]
-    pub fn prefetch_index(&self, h: IndexHash) {
-        A::prefetch(self.index.home_bucket(h.0));
+        let pk = self.packing;
+        let d = pk.digest(h.0);
+        self.index.find(h.0, |&e| pk.matches(e, d)).map(|&e| SlotId(pk.slot(e)))
     }
 
     /// Whether `s` holds the record of `key`.
@@ -154,7 +215,8 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
         let i = self.free.pop().ok_or(TableFull)?;
         let h = hash_with(&self.hasher, rec.key());
         self.slots[i as usize] = Some(rec);
-        self.index.insert(h, i);
+        let (slots, hasher, pk) = (&self.slots, &self.hasher, self.packing);
+        self.index.insert_unique(h, pk.entry(i, h), |e| rehash(slots, hasher, pk, e));
         Ok(SlotId(i))
     }
 
@@ -170,7 +232,12 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
 
     pub fn remove(&mut self, s: SlotId) -> Option<T> {
         let rec = self.slots[s.0 as usize].take()?;
-        self.index.remove(hash_with(&self.hasher, rec.key()), s.0);
+        if let Ok(e) = self
+            .index
+            .find_entry(hash_with(&self.hasher, rec.key()), |&e| self.packing.slot(e) == s.0)
+        {
+            e.remove();
+        }
         self.free.push(s.0);
         Some(rec)
     }
@@ -182,7 +249,7 @@ impl<T: TableEntry, A: TableMemory> ConnTable<T, A> {
     #[inline]
     pub fn sweep(&mut self, now: u64, budget: usize, mut expired: impl FnMut(SlotId, T)) -> usize {
         let n = self.slots.len();
-        if n == 0 || self.is_empty() {
+        if n == 0 || self.index.is_empty() {
             return 0;
         }
         let mut removed = 0;
@@ -258,9 +325,10 @@ impl<T: TableEntry, A: TableMemory> BulkInsert<'_, T, A> {
     }
 
     fn index_pending(&mut self) {
-        let index = &mut self.table.index;
+        let ConnTable { index, slots, hasher, packing, .. } = &mut *self.table;
+        let pk = *packing;
         for &(h, i) in &self.pending[..self.n] {
-            index.insert(h, i);
+            index.insert_unique(h, pk.entry(i, h), |e| rehash(slots, hasher, pk, e));
         }
         self.n = 0;
     }

@@ -70,10 +70,8 @@ pub const STAGE_MAX: usize = 64;
 /// tracked from its entry in place while the firewall is borrowed mutably.
 ///
 /// An entry holds a slot of the table that staged it, confirmed by key
-/// before use: stage, look up and process a burst with one firewall. Other
-/// bursts and `housekeeping` may run in between (a worker finishes one
-/// burst after staging the next): a slot since freed or reused fails the
-/// key check, and the packet is looked up again.
+/// before use: stage, look up and process a burst with one firewall, with
+/// no `housekeeping` in between (`Firewall::process_burst` does).
 pub struct StagedBurst {
     pub(super) staged: Box<[Staged; STAGE_MAX]>,
     /// The general parser's result per packet, apart from `staged`: the
@@ -151,10 +149,8 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
                 seg.tcp.dport,
                 zone,
             );
-            // Hashed from registers, before the key goes to memory; the
-            // index's bucket fetched while the rest of the burst is parsed.
+            // Hashed from registers, before the key goes to memory.
             st.hash = self.table.hash_of(&key);
-            self.table.prefetch_index(st.hash);
             st.keyed.key = key;
             st.keyed.src_is_lo = src_is_lo;
             st.slot = None;
@@ -175,7 +171,6 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         if let Some(keyed) = Keyed::of(pkt, zone) {
             st.keyed = keyed;
             st.hash = self.table.hash_of(&st.keyed.key);
-            self.table.prefetch_index(st.hash);
             st.slot = None;
             st.step = Step::Keyed;
         }

@@ -119,36 +119,12 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         port: usize,
         now: u64,
     ) -> usize {
-        self.stage_burst(staged, burst, port);
-        self.finish_burst(staged, burst, port, now)
-    }
-
-    /// The first half of [`Self::process_burst`]: stages every packet and
-    /// starts fetching the index entries and records they need, without
-    /// changing any state. A worker stages the next burst before it
-    /// finishes the one before, so those lines arrive while that one is
-    /// tracked rather than on the packets' critical path.
-    #[inline]
-    pub fn stage_burst<B: Burst>(&self, staged: &mut StagedBurst, burst: &B, port: usize) {
+        self.checkpoint.send_pending_deletes();
         let n = burst.len();
         for i in 0..n {
             self.stage(staged, i, burst.frame(i), burst.rx_checksums(i), port);
         }
         self.lookup_staged(staged, n);
-    }
-
-    /// The second half of [`Self::process_burst`], for a burst
-    /// [`Self::stage_burst`] staged on this firewall: each packet tracked,
-    /// the deltas published. Returns how many packets were dropped.
-    #[inline]
-    pub fn finish_burst<B: Burst>(
-        &mut self,
-        staged: &mut StagedBurst,
-        burst: &mut B,
-        port: usize,
-        now: u64,
-    ) -> usize {
-        self.checkpoint.send_pending_deletes();
         let dropped = burst.retain(|i, frame| {
             self.process_staged(staged, i, frame, port, now) == Verdict::Forward
         });
