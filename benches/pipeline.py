@@ -31,7 +31,12 @@ command runs (scripts/bench-smoke.sh); its figures mean nothing.
 
 Frames come from scripts/lib/frames.py: correct IPv4 and TCP checksums.
 
-usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--markdown] [--smoke]
+Profile mode (--perf FILE): the second half of each lazarus round sampled
+by perf's cpu-clock into FILE (the last round's stays); the worker is the
+thread rte-worker-1, the packet path inlined into its run function, so
+`perf annotate` shows which loads the samples wait behind.
+
+usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--markdown] [--smoke] [--perf FILE]
 Needs root, hugepages (scripts/setup.sh) and a release build.
 """
 import argparse, os, random, re, signal, statistics, subprocess, sys, tempfile, threading, time
@@ -189,9 +194,10 @@ class Checkpointd:
         os.rmdir(self.seg)
 
 
-def run_for(cmd, seconds, stdin=None, ready=None):
+def run_for(cmd, seconds, stdin=None, ready=None, perf=None):
     """Runs cmd for `seconds` (counted from its first output line containing
-    `ready`, when given), SIGINT, returns its combined output."""
+    `ready`, when given), SIGINT, returns its combined output. With `perf`
+    (a file), the second half of the run is sampled into it."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=stdin, text=True)
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
@@ -200,6 +206,13 @@ def run_for(cmd, seconds, stdin=None, ready=None):
         end = time.monotonic() + 60
         while not any(ready in l for l in lines) and p.poll() is None and time.monotonic() < end:
             time.sleep(0.05)
+    if perf:
+        # cpu-clock, not cycles: a VM may offer no hardware counters. The
+        # steady state (handshakes done) is the run's second half.
+        time.sleep(seconds // 2)
+        subprocess.run(["perf", "record", "-q", "-F", "2999", "-e", "cpu-clock", "-p", str(p.pid), "-o", perf,
+                        "--", "sleep", str(max(1, seconds - seconds // 2 - 1))], check=True)
+        seconds = 1
     time.sleep(seconds)
     p.send_signal(signal.SIGINT)
     try:
@@ -223,9 +236,9 @@ def interval_ms():
     return 250 if SMOKE else 1000
 
 
-def lazarus(seconds, cfg, eal=EAL, steady=False):
+def lazarus(seconds, cfg, eal=EAL, steady=False, perf=None):
     # Smoke runs are short: their seconds start when the ports do.
-    out = run_for([BIN, *eal, "--file-prefix", "lzbench", "--", "--config", cfg], seconds, ready="forwarding" if SMOKE else None)
+    out = run_for([BIN, *eal, "--file-prefix", "lzbench", "--", "--config", cfg], seconds, ready="forwarding" if SMOKE else None, perf=perf)
     pairs = [(float(r), float(t)) for r, t in re.findall(r"stats elapsed=\S+ .*? rx_mpps=([0-9.]+) tx_mpps=([0-9.]+)", out)]
     if SMOKE:
         steady = False
@@ -266,7 +279,10 @@ def main():
     ap.add_argument("--churn", type=int, default=None, metavar="DATA", help="checkpoint mode: connections churning, DATA established packets a life; checkpointing off and on")
     ap.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
     ap.add_argument("--smoke", action="store_true", help="one short round (2 s) to check the command runs; figures not judged")
+    ap.add_argument("--perf", metavar="FILE", help="sample lazarus's steady state with perf (cpu-clock) into FILE, the last round's; read it with perf report --comm rte-worker-1 / perf annotate")
     a = ap.parse_args()
+    if a.perf and a.churn is not None:
+        sys.exit("pipeline: --perf is for the firewall and bridge modes")
     if a.smoke:
         global SMOKE
         SMOKE = True
@@ -297,7 +313,7 @@ def main():
     lz, tp, hz = [], [], 0
     try:
         for r in range(a.rounds):
-            rates, hz = lazarus(a.seconds, cfg, eal, steady=bool(a.flows))
+            rates, hz = lazarus(a.seconds, cfg, eal, steady=bool(a.flows), perf=a.perf)
             lz += rates
             tp += testpmd(a.seconds, eal, tp_extra)
             print(f"round {r + 1}/{a.rounds}: lazarus {statistics.median(rates):.2f} Mpps, testpmd {statistics.median(tp[-len(rates):]):.2f} Mpps", file=sys.stderr)

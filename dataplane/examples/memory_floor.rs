@@ -54,7 +54,8 @@ fn main() {
     let mut at = order[0];
     let t = rdtsc();
     for _ in 0..chase {
-        at = u64::from_ne_bytes(mem[at * LINE..at * LINE + 8].try_into().expect("8 bytes")) as usize;
+        at =
+            u64::from_ne_bytes(mem[at * LINE..at * LINE + 8].try_into().expect("8 bytes")) as usize;
     }
     let latency = (rdtsc() - t) as f64 / chase as f64;
     std::hint::black_box(at);
