@@ -16,4 +16,5 @@ pub mod placement;
 pub mod policy;
 pub mod portion;
 pub mod ports;
+pub mod protect;
 pub mod stats;
