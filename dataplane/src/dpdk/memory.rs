@@ -122,7 +122,7 @@ pub fn prefetch<T>(r: &T) {
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = (r as *const T).cast::<i8>();
-        let size = std::mem::size_of::<T>().min(128);
+        let size = std::mem::size_of::<T>();
         let mut off = 0;
         while off < size {
             // SAFETY: a prefetch is a hint that neither reads nor writes

@@ -5,8 +5,12 @@ use crate::modules::Module;
 use crate::portion::{Portion, PortionError, Reader, Writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, packed(4))]
+#[repr(C)]
 pub struct IpPortion {
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    /// TSC when the connection was created.
+    pub created: u64,
     /// Whether the original direction's source is the canonical key's low side.
     pub orig_src_is_lo: bool,
     /// Whether an expectation admitted it (an FTP data connection) rather
@@ -15,10 +19,6 @@ pub struct IpPortion {
     /// Stable id of the port its first packet entered (`ports::stable_id`);
     /// `UNKNOWN_PORT` when stored by a build that did not record it.
     pub ingress: u16,
-    pub packets: [u32; 2],
-    pub bytes: [u32; 2],
-    /// TSC when the connection was created.
-    pub created: u64,
 }
 
 /// Bytes of the ip portion after its format byte: the key (its outer VLAN
@@ -46,8 +46,8 @@ impl IpPortion {
     /// counters restart from those (docs/TELEMETRY.md, `conns`).
     #[inline]
     pub fn count(&mut self, dir: Dir, len: usize) {
-        self.packets[dir.idx()] = self.packets[dir.idx()].wrapping_add(1);
-        self.bytes[dir.idx()] = self.bytes[dir.idx()].wrapping_add(len as u32);
+        self.packets[dir.idx()] += 1;
+        self.bytes[dir.idx()] += len as u64;
     }
 }
 
@@ -84,9 +84,8 @@ impl IpPortion {
             let flags = if self.orig_src_is_lo { FLAG_ORIG_SRC_IS_LO } else { 0 }
                 | if self.related { FLAG_RELATED } else { 0 };
             f.u8(flags);
-            let (packets, bytes) = (self.packets, self.bytes);
-            for v in packets.iter().chain(&bytes) {
-                f.u64(u64::from(*v));
+            for v in self.packets.iter().chain(&self.bytes) {
+                f.u64(*v);
             }
             f.u64(self.created);
         }
@@ -147,8 +146,8 @@ impl Portion for IpRecord {
             return Err(r.bad("address family or VLAN id"));
         }
         let flags = f.u8();
-        let packets = [f.u64() as u32, f.u64() as u32];
-        let bytes = [f.u64() as u32, f.u64() as u32];
+        let packets = [f.u64(), f.u64()];
+        let bytes = [f.u64(), f.u64()];
         let created = f.u64();
         let (ingress, orig_src_is_lo, related) = if r.format >= 2 {
             if flags & !(FLAG_ORIG_SRC_IS_LO | FLAG_RELATED) != 0 {

@@ -37,21 +37,23 @@ pub use shm_layout::NO_FTP;
 
 /// A connection record: the key, and each module's portion side by side.
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(128))]
 pub struct Conn {
     pub key: ConnKey,
-    /// Index of the ftp portion in the worker's FTP pool, or NO_FTP.
-    pub ftp: u32,
-    pub l4: L4Portion,
+    pub id: ConnId,
     /// TSC after which the sweep may expire it.
     pub deadline: u64,
     pub ip: ip::IpPortion,
+    pub l4: L4Portion,
+    /// Index of the ftp portion in the worker's FTP pool, or NO_FTP.
+    pub ftp: u32,
     /// Modules (bit = Module as u8) whose last change the checkpoint ring had
     /// no room for; the re-emit sweep writes them again.
     pub dirty: u8,
-    /// Whether the connection goes to the checkpoint.
+    /// Whether the connection goes to the checkpoint: from its first packet,
+    /// except a TCP connection, which goes from the first answer to its SYN
+    /// (`checkpoint::worth_storing`). Until then it writes no delta, and no
+    /// delete when it ends.
     pub stored: bool,
-    pub id: ConnId,
 }
 
 impl Conn {
@@ -81,7 +83,3 @@ impl crate::conn::table::TableEntry for Conn {
         self.deadline
     }
 }
-
-const _: () = assert!(std::mem::offset_of!(Conn, deadline) + 8 <= 128);
-const _: () = assert!(std::mem::offset_of!(Conn, ip) + 20 <= 128);
-const _: () = assert!(std::mem::size_of::<Option<Conn>>() == 256);

@@ -119,7 +119,7 @@ impl TcpInvalid {
 
 /// What one direction has sent, as Linux's `ip_ct_tcp_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[repr(C, packed(2))]
+#[repr(C)]
 pub struct TcpDirState {
     /// Highest sequence number sent + 1 (seq + len of the furthest segment).
     pub end: u32,
