@@ -20,11 +20,12 @@ use thiserror::Error;
 pub struct ServerSide {
     /// The server's initial sequence number.
     pub isn: u32,
-    /// The window scale shift the server announced in its SYN-ACK_AT (0 when
-    /// it announced none).
-    pub wscale: u8,
-    /// For the old server: the last TSval it sent that the client saw. For
-    /// the new one: the TSval of its SYN-ACK_AT. None when timestamps are off.
+    /// The window scale shift the server announced in its SYN-ACK; None when
+    /// it announced none (then neither side scales, RFC 7323 §2.2).
+    pub wscale: Option<u8>,
+    /// For the old server: the largest TSval (in serial arithmetic) the
+    /// client has seen from it. For the new one: the TSval of its SYN-ACK.
+    /// None when timestamps are off.
     pub tsval: Option<u32>,
 }
 
@@ -36,6 +37,19 @@ pub enum SpliceError {
     /// client would drop every segment. Reset both sides.
     #[error("the restarted server's timestamps differ from the old one's (used by one, not the other): the connection cannot be spliced; reset both sides")]
     TimestampsDiffer,
+    /// The restarted server scales its window where the old one did not, or
+    /// the other way round: the client's window field would mean another
+    /// size to it. Reset both sides.
+    #[error("the restarted server's window scaling differs from the old one's (on for one, off for the other): the connection cannot be spliced; reset both sides")]
+    ScalingDiffers,
+    /// The segment is signed or carries its own sequence space (TCP-MD5,
+    /// TCP-AO, MPTCP), which a rewrite would break. Reset both sides.
+    #[error("the segment carries TCP-MD5, TCP-AO or MPTCP options, which a rewrite breaks: the connection cannot be spliced; reset both sides")]
+    Unsupported,
+    /// A SYN after the splice: the handshake with the new server is the
+    /// firewall's to answer, never the client's to see.
+    #[error("a SYN cannot be spliced: the firewall answers the new server's handshake itself")]
+    Handshake,
     /// The segment's header or options are malformed; drop it and count it.
     #[error("malformed TCP header or options: segment not rewritten; drop it")]
     Malformed,
@@ -59,9 +73,12 @@ const SEQ_AT: usize = 4;
 const ACK_AT: usize = 8;
 const WINDOW_AT: usize = 14;
 const CHECKSUM_AT: usize = 16;
+const SYN_FLAG: u8 = 0x02;
 const ACK_FLAG: u8 = 0x10;
 const KIND_SACK: u8 = 5;
 const KIND_TIMESTAMP: u8 = 8;
+/// TCP-MD5 (RFC 2385), TCP-AO (RFC 5925), MPTCP (RFC 8684).
+const KINDS_UNSUPPORTED: [u8; 3] = [19, 29, 30];
 /// RFC 7323: a larger shift is taken as 14.
 const MAX_SCALE: u8 = 14;
 
@@ -75,18 +92,21 @@ impl Splice {
             (None, None) => None,
             _ => return Err(SpliceError::TimestampsDiffer),
         };
-        Ok(Splice {
-            seq: old.isn.wrapping_sub(new.isn),
-            ts,
-            scale_old: old.wscale.min(MAX_SCALE),
-            scale_new: new.wscale.min(MAX_SCALE),
-        })
+        let (scale_old, scale_new) = match (old.wscale, new.wscale) {
+            (Some(o), Some(n)) => (o.min(MAX_SCALE), n.min(MAX_SCALE)),
+            (None, None) => (0, 0),
+            _ => return Err(SpliceError::ScalingDiffers),
+        };
+        Ok(Splice { seq: old.isn.wrapping_sub(new.isn), ts, scale_old, scale_new })
     }
 
     /// Rewrites a segment the new server sent, `tcp` being its TCP header
     /// and payload, into the one the old server would have sent.
     pub fn to_client(&self, tcp: &mut [u8]) -> Result<(), SpliceError> {
         let opts = options(tcp)?;
+        if tcp[13] & SYN_FLAG != 0 {
+            return Err(SpliceError::Handshake);
+        }
         let seq = be32(tcp, SEQ_AT).wrapping_add(self.seq);
         patch(tcp, SEQ_AT, &seq.to_be_bytes());
         let wide = u32::from(be16(tcp, WINDOW_AT)) << self.scale_new;
@@ -103,6 +123,9 @@ impl Splice {
     /// payload, into one the new server accepts.
     pub fn to_server(&self, tcp: &mut [u8]) -> Result<(), SpliceError> {
         let opts = options(tcp)?;
+        if tcp[13] & SYN_FLAG != 0 {
+            return Err(SpliceError::Handshake);
+        }
         if tcp[13] & ACK_FLAG != 0 {
             let ack = be32(tcp, ACK_AT).wrapping_sub(self.seq);
             patch(tcp, ACK_AT, &ack.to_be_bytes());
@@ -154,11 +177,14 @@ fn options(tcp: &[u8]) -> Result<Options, SpliceError> {
                 }
                 match (kind, len) {
                     (KIND_TIMESTAMP, 10) => found.timestamp = Some(i + 2),
-                    (KIND_TIMESTAMP, _) => return Err(SpliceError::Malformed),
                     (KIND_SACK, _) if len % 8 == 2 && len > 2 => {
                         found.sack = Some((i + 2, ((len - 2) / 8) as u8));
                     }
-                    (KIND_SACK, _) => return Err(SpliceError::Malformed),
+                    (k, _) if KINDS_UNSUPPORTED.contains(&k) => {
+                        return Err(SpliceError::Unsupported)
+                    }
+                    // A timestamp or SACK of the wrong length is ignored, as
+                    // Linux and the parser ignore it: left as it is.
                     _ => {}
                 }
                 i += len;
@@ -253,7 +279,7 @@ mod tests {
     }
 
     fn side(isn: u32, wscale: u8, tsval: Option<u32>) -> ServerSide {
-        ServerSide { isn, wscale, tsval }
+        ServerSide { isn, wscale: Some(wscale), tsval }
     }
 
     #[test]
@@ -317,6 +343,48 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_without_ack_keeps_its_ack_field_and_a_syn_is_refused() {
+        let sp = Splice::new(side(100, 0, None), side(40, 0, None)).unwrap();
+        let mut f = frame(false, 7, 200, 1000, &[]);
+        f[TCP_AT + 13] = PSH; // no ACK: the field means nothing, and stays
+        let before = f.clone();
+        sp.to_server(&mut f[TCP_AT..]).unwrap();
+        assert_eq!(f, before);
+        for (flags, to_client) in [(SYN | ACK, true), (SYN, false)] {
+            let mut f = frame(!to_client, 7, 200, 1000, &[]);
+            f[TCP_AT + 13] = flags;
+            let r = if to_client {
+                sp.to_client(&mut f[TCP_AT..])
+            } else {
+                sp.to_server(&mut f[TCP_AT..])
+            };
+            assert_eq!(r, Err(SpliceError::Handshake));
+        }
+    }
+
+    #[test]
+    fn options_of_the_wrong_length_are_left_alone_as_linux_does() {
+        let sp = Splice::new(side(100, 0, Some(1)), side(40, 0, Some(1))).unwrap();
+        // A timestamp of length 9, then a SACK without a whole block.
+        let opts = [8u8, 9, 0, 0, 0, 1, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0];
+        let mut f = frame(false, 7, 200, 1000, &opts);
+        sp.to_server(&mut f[TCP_AT..]).unwrap();
+        assert_eq!(read(&f).ack, 140, "the segment is rewritten");
+        assert_eq!(&f[TCP_AT + 20..TCP_AT + 36], &opts, "and those options left as they were");
+    }
+
+    #[test]
+    fn window_scaling_on_one_side_only_cannot_be_spliced() {
+        let (on, off) = (side(1, 7, None), ServerSide { wscale: None, ..side(2, 0, None) });
+        assert_eq!(Splice::new(on, off), Err(SpliceError::ScalingDiffers));
+        assert_eq!(Splice::new(off, on), Err(SpliceError::ScalingDiffers));
+        let none = Splice::new(off, off).unwrap();
+        let mut f = frame(true, 1, 1, 1000, &[]);
+        none.to_client(&mut f[TCP_AT..]).unwrap();
+        assert_eq!(read(&f).window, 1000, "no scaling on either: the field as it was");
+    }
+
+    #[test]
     fn timestamps_on_one_side_only_cannot_be_spliced() {
         assert_eq!(
             Splice::new(side(1, 0, Some(5)), side(2, 0, None)),
@@ -332,16 +400,30 @@ mod tests {
     fn malformed_options_are_refused_and_the_segment_left_as_it_was() {
         let sp = Splice::new(side(100, 0, Some(1)), side(40, 0, Some(1))).unwrap();
         for bad in [
-            vec![8, 9, 0, 0, 0, 0, 0, 0],  // timestamp of the wrong length
-            vec![5, 4, 0, 0],              // SACK without a whole block
             vec![3, 0, 0, 0],              // a length below 2
-            vec![1, 1, 1, 30],             // runs past the header
-            vec![1, 1, 1, 2, 8, 10, 0, 0], // timestamp cut by the header's end
+            vec![1, 1, 1, 30],             // a kind with no length byte left
+            vec![1, 1, 2, 8],              // an option running past the header
+            vec![1, 1, 1, 1, 8, 10, 0, 0], // a timestamp cut by the header's end
         ] {
             let mut f = frame(false, 7, 200, 1000, &bad);
             let before = f.clone();
             assert_eq!(sp.to_server(&mut f[TCP_AT..]), Err(SpliceError::Malformed), "{bad:?}");
             assert_eq!(sp.to_client(&mut f[TCP_AT..]), Err(SpliceError::Malformed), "{bad:?}");
+            assert_eq!(f, before);
+        }
+        for signed in [19u8, 29, 30] {
+            let mut f = frame(false, 7, 200, 1000, &[1, 1, signed, 2]);
+            let before = f.clone();
+            assert_eq!(
+                sp.to_server(&mut f[TCP_AT..]),
+                Err(SpliceError::Unsupported),
+                "kind {signed}"
+            );
+            assert_eq!(
+                sp.to_client(&mut f[TCP_AT..]),
+                Err(SpliceError::Unsupported),
+                "kind {signed}"
+            );
             assert_eq!(f, before);
         }
         let mut short = frame(false, 7, 200, 1000, &[]);
@@ -400,8 +482,6 @@ mod tests {
             prop_assert_eq!(h.seq, seq.wrapping_add(seq_delta));
             prop_assert_eq!(h.ack, ack);
             prop_assert_eq!(h.opts.timestamp, Some((tsval.wrapping_add(ts_delta), tsecr)));
-            let wide = u32::from(window) << scale_new;
-            prop_assert_eq!(u32::from(h.window), (wide >> scale_old).min(65535));
 
             let mut f = frame(false, seq, ack, window, &o);
             sp.to_server(&mut f[TCP_AT..]).unwrap();
