@@ -5,20 +5,10 @@
 //!
 //! usage: memory_floor [MiB=256] [lines a record=3]
 use allocator_api2::alloc::{Allocator, Layout};
-use dataplane::dpdk::KernelHugepageAlloc;
+use dataplane::dpdk::{rdtsc, KernelHugepageAlloc};
 
 const LINE: usize = 64;
 const BURST: usize = 32;
-
-fn rdtsc() -> u64 {
-    // SAFETY: rdtsc reads a counter; no memory is touched.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_rdtsc()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    0
-}
 
 /// xorshift: the addresses must defeat every prefetcher.
 fn next(s: &mut u64) -> u64 {

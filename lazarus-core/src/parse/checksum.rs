@@ -95,7 +95,7 @@ fn le32(f: &[u8; 54], at: usize) -> u64 {
 /// The 16-bit ones'-complement sum of a 64-bit accumulator: each fold adds
 /// the halves and the carry out (which cannot carry again).
 #[inline(always)]
-fn fold(acc: u64) -> u16 {
+pub(crate) fn fold(acc: u64) -> u16 {
     let (s, c) = (acc as u32).overflowing_add((acc >> 32) as u32);
     let s = s + u32::from(c);
     let (t, c) = (s as u16).overflowing_add((s >> 16) as u16);

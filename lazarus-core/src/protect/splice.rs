@@ -13,6 +13,7 @@
 //! the payload is never read. The addresses, ports and lengths do not change,
 //! so the pseudo-header does not either.
 
+use crate::parse::checksum::fold;
 use thiserror::Error;
 
 /// What the firewall knows of one server's side of the connection.
@@ -214,23 +215,16 @@ fn words_sum(tcp: &[u8], from: usize, to: usize) -> u32 {
     s
 }
 
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 /// Writes `new` at `at` and updates the checksum for it (RFC 1624, eqn. 3:
 /// HC' = ~(~HC + ~m + m')), over whole words whatever the alignment: an
 /// option may start at an odd offset.
 fn patch(tcp: &mut [u8], at: usize, new: &[u8]) {
     let end = at + new.len();
-    let old = fold(words_sum(tcp, at, end));
+    let old = fold(u64::from(words_sum(tcp, at, end)));
     tcp[at..end].copy_from_slice(new);
-    let new = fold(words_sum(tcp, at, end));
+    let new = fold(u64::from(words_sum(tcp, at, end)));
     let hc = be16(tcp, CHECKSUM_AT);
-    let sum = fold(u32::from(!hc) + u32::from(!old) + u32::from(new));
+    let sum = fold(u64::from(!hc) + u64::from(!old) + u64::from(new));
     tcp[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&(!sum).to_be_bytes());
 }
 
