@@ -64,6 +64,9 @@ epoch_b=$(remote_of "$st" epoch)
 
 # ------------------------------- the old active comes back: fenced, nothing written
 snapshot() { for k in $(lz_redis_cli --scan --pattern "lazarus:{$LZ_REMOTE_NS:*}" | sort); do lz_redis_cli --raw HGETALL "$k" | sha256sum; done | sha256sum; }
+# B, the active now, keeps writing as its connections close and expire:
+# it is frozen while A comes back, so a change can only be A's.
+kill -STOP "$LZ_B_CKPT_PID"
 before=$(snapshot)
 rm -rf "$LZ_CKPT_DIR"; mv "$LZ_CKPT_DIR.old" "$LZ_CKPT_DIR"
 lz_ckpt_start
@@ -76,7 +79,9 @@ done
 [ "$(remote_of "$st" fenced_writes)" -ge "$LZ_CONNS" ] || lz_fail "the old active's writes were not refused and counted: $st"
 grep -q 'is fenced off' "$LZ_WORK/checkpointd.log" || lz_fail "the old active did not log that it is fenced off"
 sleep 0.5
-[ "$(snapshot)" = "$before" ] || lz_fail "the fenced old active changed the remote copy"
+after=$(snapshot)
+kill -CONT "$LZ_B_CKPT_PID"
+[ "$after" = "$before" ] || lz_fail "the fenced old active changed the remote copy"
 lz_log "old active back with its old store: fenced at epoch $epoch_b, $(remote_of "$st" fenced_writes) write(s) refused and counted, the remote copy unchanged"
 kill -TERM "$LZ_CKPT_PID"; wait "$LZ_CKPT_PID" || true; LZ_CKPT_PID=
 lz_as_b lz_dp_stop
