@@ -63,6 +63,14 @@ fn sum(bytes: &[u8], mut acc: u64) -> u64 {
     add(acc, tail(words.remainder()))
 }
 
+/// The Internet checksum of `parts` one after another, as the bytes to
+/// store in the checksum field (zero while summed). Every part but the
+/// last must have an even length.
+pub(crate) fn checksum_bytes(parts: &[&[u8]]) -> [u8; 2] {
+    let acc = parts.iter().fold(0, |acc, p| sum(p, acc));
+    (!fold(acc)).to_le_bytes()
+}
+
 /// Up to 7 bytes as the low bytes of a little-endian word, zero above.
 #[inline(always)]
 fn tail(rest: &[u8]) -> u64 {

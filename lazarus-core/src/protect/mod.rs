@@ -1,8 +1,15 @@
 //! Protected servers (issue 21): a TCP server behind the firewall may crash
-//! and restart, and its clients must not notice. What is here so far is the
-//! rewrite that carries a client's connection onto the restarted server
-//! (`splice`); the log, the output commit, the keep-alive and the replay
-//! that lead up to it are not built yet, and nothing calls it.
+//! and restart, and its clients must not notice. Built so far, none of it
+//! wired into the dataplane yet: the client's log and the digest of what it
+//! acknowledged (`log`), the replay that brings a restarted server to where
+//! the old one was (`replay`, sending frames `segment` writes), and the
+//! rewrite that then carries the client's connection onto it (`splice`).
+pub mod log;
+pub mod replay;
+pub mod segment;
 pub mod splice;
 
+pub use log::{Acked, AckedDigest, ClientLog, Logged};
+pub use replay::{Rebuild, Replay, ReplayError};
+pub use segment::{Endpoints, Segment, SynOptions};
 pub use splice::{ServerSide, Splice, SpliceError};

@@ -1,0 +1,218 @@
+//! What a protected connection keeps so a restarted server can be brought
+//! to where the old one was: the client's bytes in sequence order, once
+//! (`ClientLog`), and a digest of the server's output the client has
+//! acknowledged (`AckedDigest`), against which the regenerated output is
+//! checked before it is discarded.
+
+use xxhash_rust::xxh3::Xxh3;
+
+/// What became of a client segment's payload offered to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// This many bytes were new and are now in the log (a retransmission
+    /// that overlaps the end adds only its tail).
+    Appended(usize),
+    /// Everything in it is logged already: a retransmission.
+    Duplicate,
+    /// It starts past the log's end: a segment before it was lost on the
+    /// way to the firewall. Not logged, so it must not be forwarded either
+    /// (the server could acknowledge bytes no log holds); drop and count
+    /// it, and the client sends it again.
+    Gap,
+    /// Logging it would pass the connection's bound: protection ends here.
+    Bound,
+}
+
+/// The client→server byte stream of one connection, from the first byte
+/// after the client's SYN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLog {
+    /// The sequence number of the first byte (the client's ISN + 1).
+    start: u32,
+    bytes: Vec<u8>,
+    bound: usize,
+}
+
+impl ClientLog {
+    /// A log for the connection whose client chose `client_isn`, holding at
+    /// most `bound` bytes. The memory is taken now, never on the packet path.
+    pub fn new(client_isn: u32, bound: usize) -> ClientLog {
+        ClientLog { start: client_isn.wrapping_add(1), bytes: Vec::with_capacity(bound), bound }
+    }
+
+    /// The sequence number after the last logged byte.
+    pub fn end(&self) -> u32 {
+        self.start.wrapping_add(self.bytes.len() as u32)
+    }
+
+    /// The sequence number of the first byte.
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Offers the payload of a client segment that starts at `seq`.
+    pub fn record(&mut self, seq: u32, payload: &[u8]) -> Logged {
+        let end = self.end();
+        // Serial arithmetic (RFC 1982): how far the segment starts before
+        // the end; negative means after it.
+        let behind = end.wrapping_sub(seq) as i32;
+        if behind < 0 {
+            return Logged::Gap;
+        }
+        let behind = behind as usize;
+        if payload.len() <= behind {
+            return Logged::Duplicate;
+        }
+        let new = &payload[behind..];
+        if self.bytes.len() + new.len() > self.bound {
+            return Logged::Bound;
+        }
+        self.bytes.extend_from_slice(new);
+        Logged::Appended(new.len())
+    }
+}
+
+/// A digest of the server's output, in sequence order, up to the last point
+/// where the client had acknowledged everything the server had sent. The
+/// bytes between that point and the client's acknowledgment are discarded
+/// unchecked on replay; at a request/response service the point is every
+/// answer's end.
+#[derive(Clone)]
+pub struct AckedDigest {
+    running: Xxh3,
+    /// The sequence number after the last byte hashed.
+    running_end: u32,
+    acked: Acked,
+}
+
+/// The server's output up to `end` (its sequence space) hashes to `digest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    pub end: u32,
+    pub digest: u64,
+}
+
+impl AckedDigest {
+    /// The digest for the server whose ISN is `server_isn`: nothing yet.
+    pub fn new(server_isn: u32) -> AckedDigest {
+        let running = Xxh3::new();
+        let start = server_isn.wrapping_add(1);
+        let digest = running.digest();
+        AckedDigest { running, running_end: start, acked: Acked { end: start, digest } }
+    }
+
+    /// A server segment's payload at `seq`. Only bytes in order are hashed:
+    /// a retransmission's new tail is, a segment after a gap is not (the
+    /// digest then stops where the gap is, and the rest is unchecked).
+    pub fn server_data(&mut self, seq: u32, payload: &[u8]) {
+        let behind = self.running_end.wrapping_sub(seq) as i32;
+        if behind < 0 || behind as usize >= payload.len() {
+            return;
+        }
+        let new = &payload[behind as usize..];
+        self.running.update(new);
+        self.running_end = self.running_end.wrapping_add(new.len() as u32);
+    }
+
+    /// The client acknowledged everything before `ack`.
+    pub fn client_ack(&mut self, ack: u32) {
+        if ack == self.running_end {
+            self.acked = Acked { end: ack, digest: self.running.digest() };
+        }
+    }
+
+    pub fn acked(&self) -> Acked {
+        self.acked
+    }
+}
+
+/// The digest of `bytes` as `AckedDigest` computes it.
+pub fn digest(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn retransmissions_and_overlaps_are_logged_once() {
+        let mut log = ClientLog::new(999, 100);
+        assert_eq!(log.record(1000, b"hello "), Logged::Appended(6));
+        assert_eq!(log.record(1000, b"hello "), Logged::Duplicate);
+        assert_eq!(log.record(1003, b"lo world"), Logged::Appended(5));
+        assert_eq!(log.record(1020, b"late"), Logged::Gap);
+        assert_eq!(log.record(1011, b""), Logged::Duplicate);
+        assert_eq!(log.bytes(), b"hello world");
+        assert_eq!(log.end(), 1011);
+    }
+
+    #[test]
+    fn the_bound_stops_logging_and_keeps_what_was_logged() {
+        let mut log = ClientLog::new(0, 8);
+        assert_eq!(log.record(1, b"12345"), Logged::Appended(5));
+        assert_eq!(log.record(6, b"6789"), Logged::Bound);
+        assert_eq!(log.bytes(), b"12345");
+        assert_eq!(log.record(6, b"678"), Logged::Appended(3));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut log = ClientLog::new(u32::MAX - 2, 100);
+        assert_eq!(log.record(u32::MAX - 1, b"abcdef"), Logged::Appended(6));
+        assert_eq!(log.record(2, b"efgh"), Logged::Appended(2));
+        assert_eq!(log.bytes(), b"abcdefgh");
+        assert_eq!(log.end(), 6);
+    }
+
+    #[test]
+    fn the_digest_covers_what_the_client_acknowledged_at_a_quiet_point() {
+        let mut d = AckedDigest::new(99);
+        d.server_data(100, b"one\n");
+        d.client_ack(104);
+        d.server_data(104, b"two\n");
+        // Acknowledged in part: the digest stays at the last quiet point.
+        d.client_ack(106);
+        assert_eq!(d.acked(), Acked { end: 104, digest: digest(b"one\n") });
+        d.server_data(104, b"two\n"); // a retransmission
+        d.server_data(120, b"gap"); // after a gap: not hashed
+        d.client_ack(108);
+        assert_eq!(d.acked(), Acked { end: 108, digest: digest(b"one\ntwo\n") });
+    }
+
+    proptest! {
+        /// However the stream is cut, repeated, overlapped and reordered,
+        /// the log holds it once and in order: what was appended is a prefix
+        /// of the stream, and nothing after a gap is taken.
+        #[test]
+        fn the_log_is_the_stream_in_order(
+            isn in any::<u32>(),
+            stream in proptest::collection::vec(any::<u8>(), 0..400),
+            cuts in proptest::collection::vec((0usize..400, 0usize..64), 0..60),
+        ) {
+            let mut log = ClientLog::new(isn, 1 << 20);
+            let start = isn.wrapping_add(1);
+            for (at, len) in cuts {
+                let at = at.min(stream.len());
+                let end = (at + len).min(stream.len());
+                let before = log.bytes().len();
+                let r = log.record(start.wrapping_add(at as u32), &stream[at..end]);
+                match r {
+                    Logged::Appended(n) => {
+                        prop_assert!(at <= before && end > before);
+                        prop_assert_eq!(n, end - before);
+                    }
+                    Logged::Duplicate => prop_assert!(end <= before),
+                    Logged::Gap => prop_assert!(at > before),
+                    Logged::Bound => prop_assert!(false, "no bound here"),
+                }
+                prop_assert_eq!(log.bytes(), &stream[..log.bytes().len()]);
+            }
+        }
+    }
+}

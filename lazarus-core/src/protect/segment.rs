@@ -1,0 +1,189 @@
+//! The segments the firewall sends in a protected connection's name (the
+//! lingering socket's reset, the replayed SYN, replayed data, ACKs), written
+//! as whole Ethernet frames into a buffer the caller owns. IPv4 for now.
+
+use crate::parse::checksum::checksum_bytes;
+use crate::parse::{proto, tcp_flags};
+use std::ops::Range;
+
+/// The SYN options a client chose, replayed as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SynOptions {
+    /// 0 when the client sent none.
+    pub mss: u16,
+    pub wscale: Option<u8>,
+    pub sack_perm: bool,
+}
+
+/// One segment to send; `payload` is a range of the client log's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// Set on a SYN: its options.
+    pub syn: Option<SynOptions>,
+    /// (TSval, TSecr) when the connection uses timestamps.
+    pub ts: Option<(u32, u32)>,
+    pub payload: Range<usize>,
+}
+
+/// Who the segment is from and to, as the client's own frames had it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: [u8; 4],
+    pub dst_ip: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+const ETH: usize = 14;
+const IP: usize = 20;
+const TCP: usize = 20;
+/// The most a segment's header takes: Ethernet, IPv4, TCP and 20 bytes of
+/// options (a SYN's MSS, SACK-permitted, timestamps and window scale).
+pub const MAX_HEADERS: usize = ETH + IP + TCP + 20;
+
+/// Writes `seg` with `payload` (its bytes) into `buf` as one frame; returns
+/// its length, or None when `buf` is too small.
+pub fn write_v4(buf: &mut [u8], e: &Endpoints, seg: &Segment, payload: &[u8]) -> Option<usize> {
+    let mut opts = [0u8; 20];
+    let mut n = 0;
+    let mut put = |b: &[u8]| {
+        opts[n..n + b.len()].copy_from_slice(b);
+        n += b.len();
+    };
+    if let Some(s) = seg.syn {
+        if s.mss != 0 {
+            put(&[2, 4]);
+            put(&s.mss.to_be_bytes());
+        }
+    }
+    // SACK-permitted fills the two bytes before the timestamps, as Linux
+    // lays a SYN out; NOPs pad where either is alone.
+    let sack_perm = seg.syn.is_some_and(|s| s.sack_perm);
+    match (sack_perm, seg.ts) {
+        (true, None) => put(&[1, 1, 4, 2]),
+        (sack, Some((val, ecr))) => {
+            put(if sack { &[4, 2, 8, 10] } else { &[1, 1, 8, 10] });
+            put(&val.to_be_bytes());
+            put(&ecr.to_be_bytes());
+        }
+        (false, None) => {}
+    }
+    if let Some(ws) = seg.syn.and_then(|s| s.wscale) {
+        put(&[1, 3, 3, ws]);
+    }
+    let tcp_len = TCP + n + payload.len();
+    let total = ETH + IP + tcp_len;
+    let frame = buf.get_mut(..total)?;
+    frame[..6].copy_from_slice(&e.dst_mac);
+    frame[6..12].copy_from_slice(&e.src_mac);
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut frame[ETH..ETH + IP];
+    ip.fill(0);
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((IP + tcp_len) as u16).to_be_bytes());
+    ip[6] = 0x40; // don't fragment, as Linux sends TCP
+    ip[8] = 64;
+    ip[9] = proto::TCP;
+    ip[12..16].copy_from_slice(&e.src_ip);
+    ip[16..20].copy_from_slice(&e.dst_ip);
+    let c = checksum_bytes(&[ip]);
+    ip[10..12].copy_from_slice(&c);
+    let tcp = &mut frame[ETH + IP..];
+    tcp[..2].copy_from_slice(&e.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&e.dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seg.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&seg.ack.to_be_bytes());
+    tcp[12] = (((TCP + n) / 4) as u8) << 4;
+    tcp[13] = seg.flags;
+    tcp[14..16].copy_from_slice(&seg.window.to_be_bytes());
+    tcp[16..20].fill(0);
+    tcp[TCP..TCP + n].copy_from_slice(&opts[..n]);
+    tcp[TCP + n..].copy_from_slice(payload);
+    let mut pseudo = [0u8; 12];
+    pseudo[..4].copy_from_slice(&e.src_ip);
+    pseudo[4..8].copy_from_slice(&e.dst_ip);
+    pseudo[9] = proto::TCP;
+    pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    let c = checksum_bytes(&[&pseudo, tcp]);
+    tcp[16..18].copy_from_slice(&c);
+    debug_assert!(
+        seg.flags
+            & !(tcp_flags::FIN | tcp_flags::SYN | tcp_flags::RST | tcp_flags::PSH | tcp_flags::ACK)
+            == 0
+    );
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::checksum::{verify, RxChecksums};
+    use crate::parse::{parse, Parsed, L4};
+
+    const E: Endpoints = Endpoints {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src_ip: [10, 0, 0, 2],
+        dst_ip: [10, 0, 0, 1],
+        sport: 40000,
+        dport: 7,
+    };
+
+    /// What the firewall's own parser and checksum check make of a frame.
+    fn read_back(frame: &[u8]) -> crate::parse::TcpHdr {
+        let Ok(Parsed::Ip(p)) = parse(frame) else { panic!("not parsed: {frame:?}") };
+        verify(frame, &p, RxChecksums::default()).expect("checksums");
+        let L4::Tcp(t) = p.l4 else { panic!("not TCP") };
+        t
+    }
+
+    #[test]
+    fn a_replayed_syn_carries_the_clients_options() {
+        let seg = Segment {
+            seq: 7,
+            ack: 0,
+            flags: tcp_flags::SYN,
+            window: 64240,
+            syn: Some(SynOptions { mss: 1460, wscale: Some(7), sack_perm: true }),
+            ts: Some((123, 0)),
+            payload: 0..0,
+        };
+        let mut buf = [0u8; 128];
+        let n = write_v4(&mut buf, &E, &seg, &[]).unwrap();
+        assert_eq!(n, MAX_HEADERS);
+        let t = read_back(&buf[..n]);
+        assert_eq!(
+            (t.sport, t.dport, t.seq, t.flags, t.window),
+            (40000, 7, 7, tcp_flags::SYN, 64240)
+        );
+        assert_eq!(t.opts.mss, 1460);
+        assert_eq!(t.opts.wscale, Some(7));
+        assert!(t.opts.sack_perm);
+        assert_eq!(t.opts.timestamp, Some((123, 0)));
+    }
+
+    #[test]
+    fn data_at_an_odd_length_has_a_valid_checksum() {
+        let seg = Segment {
+            seq: u32::MAX,
+            ack: 99,
+            flags: tcp_flags::ACK | tcp_flags::PSH,
+            window: 501,
+            syn: None,
+            ts: Some((u32::MAX, 1)),
+            payload: 0..5,
+        };
+        let mut buf = [0u8; 128];
+        let n = write_v4(&mut buf, &E, &seg, b"hello").unwrap();
+        let t = read_back(&buf[..n]);
+        assert_eq!((t.seq, t.ack, t.opts.timestamp), (u32::MAX, 99, Some((u32::MAX, 1))));
+        assert_eq!(&buf[n - 5..n], b"hello");
+        assert!(write_v4(&mut buf[..n - 1], &E, &seg, b"hello").is_none());
+    }
+}
