@@ -409,3 +409,159 @@ impl Replay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::TcpOpts;
+    use crate::protect::log::digest;
+
+    const ISN: u32 = 1000;
+    const OLD: u32 = 50_000;
+    const NEW: u32 = 7;
+    const MS: u64 = 1_000_000;
+
+    /// The old server had sent `out`, all of it acknowledged by the client.
+    fn rebuild(out: &[u8]) -> Rebuild {
+        let end = OLD.wrapping_add(1 + out.len() as u32);
+        Rebuild {
+            client_isn: ISN,
+            syn: SynOptions { mss: 1460, wscale: Some(7), sack_perm: true },
+            client_tsval: Some(500),
+            old: ServerSide { isn: OLD, wscale: Some(7), tsval: Some(9000) },
+            old_server_acked: ISN + 1,
+            client_acked: end,
+            acked: Acked { end, digest: digest(out) },
+        }
+    }
+
+    fn hdr(flags: u8, seq: u32, ack: u32, window: u16) -> TcpHdr {
+        TcpHdr {
+            seq,
+            ack,
+            flags,
+            window,
+            opts: TcpOpts {
+                mss: 1460,
+                wscale: Some(7),
+                sack_perm: true,
+                timestamp: Some((1, 500)),
+            },
+            ..TcpHdr::default()
+        }
+    }
+
+    /// A replay of `log` bytes through the clearing RST and the SYN to the
+    /// SYN-ACK of a server with `window`.
+    fn connected(r: Rebuild, log: usize, window: u16) -> Replay {
+        let mut p = Replay::new(r, log).unwrap();
+        assert_eq!(p.poll(0).unwrap().flags, tcp_flags::RST);
+        let syn = p.poll(0).unwrap();
+        assert_eq!((syn.flags, syn.seq, syn.syn), (tcp_flags::SYN, ISN, Some(r.syn)));
+        assert_eq!(syn.ts, Some((500, 0)));
+        let sa = hdr(tcp_flags::SYN | tcp_flags::ACK, NEW, ISN + 1, window);
+        p.on_segment(&sa, &[], 0).unwrap();
+        p
+    }
+
+    fn drain(p: &mut Replay, now: u64) -> Vec<Segment> {
+        std::iter::from_fn(|| p.poll(now)).collect()
+    }
+
+    #[test]
+    fn the_log_is_sent_within_the_servers_window_and_again_on_loss() {
+        let mut p = connected(rebuild(b""), 25, 10);
+        let sent = drain(&mut p, 0);
+        let data: Vec<_> = sent.iter().filter(|s| !s.payload.is_empty()).collect();
+        assert_eq!(data.iter().map(|s| s.payload.len()).sum::<usize>(), 10, "{sent:?}");
+        assert_eq!(data[0].seq, ISN + 1);
+        // Nothing acknowledged: after the timeout, the first byte again.
+        assert!(drain(&mut p, 100 * MS).is_empty());
+        let again = drain(&mut p, 1000 * MS);
+        assert_eq!((again[0].seq, again[0].payload.clone()), (ISN + 1, 0..10));
+        // Acknowledged in full with a window of 2 << 7: the rest goes.
+        p.on_segment(&hdr(tcp_flags::ACK, NEW + 1, ISN + 11, 2), &[], 0).unwrap();
+        let rest = drain(&mut p, 1000 * MS);
+        assert_eq!(rest.iter().map(|s| s.payload.len()).sum::<usize>(), 15);
+        assert!(p.splice().is_none());
+        p.on_segment(&hdr(tcp_flags::ACK, NEW + 1, ISN + 26, 2), &[], 0).unwrap();
+        assert!(p.splice().is_some());
+    }
+
+    #[test]
+    fn a_zero_window_is_probed_one_byte_at_a_time() {
+        let mut p = connected(rebuild(b""), 5, 0);
+        assert!(drain(&mut p, 0).iter().all(|s| s.payload.is_empty()));
+        let probe = drain(&mut p, 500 * MS);
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].payload, 0..1);
+    }
+
+    #[test]
+    fn output_the_client_has_is_checked_and_the_rest_handed_over() {
+        let mut p = connected(rebuild(b"hello\n"), 0, 100);
+        // "hel" then "lo\nworld": the client's part starts at "world".
+        p.on_segment(&hdr(tcp_flags::ACK, NEW + 1, ISN + 1, 100), b"hel", 0).unwrap();
+        assert!(p.splice().is_none());
+        let at =
+            p.on_segment(&hdr(tcp_flags::ACK, NEW + 4, ISN + 1, 100), b"lo\nworld", 0).unwrap();
+        assert_eq!(at, Some(3));
+        assert!(p.splice().is_some());
+        // The ACK the new server gets covers only what the client had.
+        let acks = drain(&mut p, 0);
+        assert_eq!(acks.last().unwrap().ack, NEW + 7);
+    }
+
+    #[test]
+    fn other_output_after_the_restart_is_refused() {
+        let mut p = connected(rebuild(b"hello\n"), 0, 100);
+        let e = p.on_segment(&hdr(tcp_flags::ACK, NEW + 1, ISN + 1, 100), b"HELLO\n", 0);
+        assert_eq!(e, Err(ReplayError::Diverged));
+        assert_eq!(p.failed(), Some(ReplayError::Diverged));
+        let mut p = connected(rebuild(b"hello\n"), 0, 100);
+        let fin = hdr(tcp_flags::ACK | tcp_flags::FIN, NEW + 1, ISN + 1, 100);
+        assert_eq!(p.on_segment(&fin, b"hel", 0), Err(ReplayError::Diverged));
+    }
+
+    #[test]
+    fn a_closed_port_refuses_and_silence_gives_up() {
+        let mut p = Replay::new(rebuild(b""), 0).unwrap();
+        drain(&mut p, 0);
+        let rst = hdr(tcp_flags::RST | tcp_flags::ACK, 0, ISN + 1, 0);
+        assert_eq!(p.on_segment(&rst, &[], 0), Err(ReplayError::Refused));
+        let mut p = Replay::new(rebuild(b""), 0).unwrap();
+        let mut syns = 0;
+        for s in 0..100 {
+            syns +=
+                drain(&mut p, s * 1000 * MS).iter().filter(|s| s.flags == tcp_flags::SYN).count();
+        }
+        assert_eq!((syns, p.failed()), (SYN_TRIES as usize, Some(ReplayError::NoAnswer)));
+    }
+
+    #[test]
+    fn a_challenge_ack_is_answered_with_a_reset_where_it_points() {
+        let mut p = Replay::new(rebuild(b""), 0).unwrap();
+        drain(&mut p, 0);
+        p.on_segment(&hdr(tcp_flags::ACK, 4242, ISN + 77, 100), &[], 0).unwrap();
+        let again = drain(&mut p, 0);
+        assert_eq!((again[0].flags, again[0].seq), (tcp_flags::RST, ISN + 77));
+        assert_eq!(again[1].flags, tcp_flags::SYN);
+    }
+
+    #[test]
+    fn a_server_without_timestamps_cannot_be_spliced() {
+        let mut p = Replay::new(rebuild(b""), 0).unwrap();
+        drain(&mut p, 0);
+        let mut sa = hdr(tcp_flags::SYN | tcp_flags::ACK, NEW, ISN + 1, 100);
+        sa.opts.timestamp = None;
+        let e = p.on_segment(&sa, &[], 0);
+        assert_eq!(e, Err(ReplayError::Splice(SpliceError::TimestampsDiffer)));
+    }
+
+    #[test]
+    fn a_digest_past_the_clients_acknowledgment_is_refused() {
+        let mut r = rebuild(b"abc");
+        r.acked.end = r.client_acked.wrapping_add(1);
+        assert!(matches!(Replay::new(r, 0), Err(ReplayError::Inconsistent)));
+    }
+}
