@@ -4,11 +4,13 @@
 //! acknowledged (`log`), the replay that brings a restarted server to where
 //! the old one was (`replay`, sending frames `segment` writes), and the
 //! rewrite that then carries the client's connection onto it (`splice`).
+pub mod conn;
 pub mod log;
 pub mod replay;
 pub mod segment;
 pub mod splice;
 
+pub use conn::{Action, Ended, ProtectDrop, ProtectPolicy, Protected, Toward};
 pub use log::{Acked, AckedDigest, ClientLog, Logged};
 pub use replay::{Rebuild, Replay, ReplayError};
 pub use segment::{Endpoints, Segment, SynOptions};

@@ -143,6 +143,12 @@ impl Replay {
         self.splice.filter(|_| self.phase == Phase::Done)
     }
 
+    /// The new server's window, in the units of `old_wscale` (what the
+    /// client applies to the window field).
+    pub fn server_window(&self, old_wscale: Option<u8>) -> u16 {
+        (self.snd_wnd >> old_wscale.unwrap_or(0).min(14)).min(u32::from(u16::MAX)) as u16
+    }
+
     /// Why the replay failed, if it did.
     pub fn failed(&self) -> Option<ReplayError> {
         match self.phase {

@@ -101,6 +101,16 @@ impl Splice {
         Ok(Splice { seq: old.isn.wrapping_sub(new.isn), ts, scale_old, scale_new })
     }
 
+    /// A sequence number of the new server's, as the client sees it.
+    pub fn client_seq(&self, seq: u32) -> u32 {
+        seq.wrapping_add(self.seq)
+    }
+
+    /// A TSval of the new server's, as the client sees it.
+    pub fn client_tsval(&self, tsval: u32) -> u32 {
+        tsval.wrapping_add(self.ts.unwrap_or(0))
+    }
+
     /// Rewrites a segment the new server sent, `tcp` being its TCP header
     /// and payload, into the one the old server would have sent.
     pub fn to_client(&self, tcp: &mut [u8]) -> Result<(), SpliceError> {
@@ -218,6 +228,14 @@ fn words_sum(tcp: &[u8], from: usize, to: usize) -> u32 {
 /// Writes `new` at `at` and updates the checksum for it (RFC 1624, eqn. 3:
 /// HC' = ~(~HC + ~m + m')), over whole words whatever the alignment: an
 /// option may start at an odd offset.
+/// Clears `flag` in a segment's TCP header `tcp`, its checksum kept right
+/// (a FIN held back from the data it came with). `tcp` holds at least the
+/// fixed header.
+pub(crate) fn clear_flag(tcp: &mut [u8], flag: u8) {
+    let word = [tcp[12], tcp[13] & !flag];
+    patch(tcp, 12, &word);
+}
+
 fn patch(tcp: &mut [u8], at: usize, new: &[u8]) {
     let end = at + new.len();
     let old = fold(u64::from(words_sum(tcp, at, end)));

@@ -1,0 +1,476 @@
+//! One protected connection on the wire (issue 21): what the firewall does
+//! with each of its segments, from the client's SYN to the splice onto a
+//! restarted server.
+//!
+//! * Up: client bytes are logged before they are forwarded (a segment after
+//!   a gap is dropped, so no server can acknowledge bytes no log holds);
+//!   the server's output is digested as the client acknowledges it. A
+//!   server FIN or RST is held, never forwarded, until the service is said
+//!   down (then it was the crash's) or the hold times out (a close: it is
+//!   released, rebuilt).
+//! * Down: the firewall answers the client for the server: every client
+//!   segment (logged) gets an ACK of the log's end with a zero window, and a
+//!   keep-alive goes out at an interval, so the client neither times out
+//!   nor resets; the dead server's segments are absorbed. Bounded: after
+//!   `down_max` both sides are reset.
+//! * Replaying: `Replay` rebuilds the connection on the server that came
+//!   back; then the splice rewrites every segment both ways, and the
+//!   client's window is reopened at once.
+//!
+//! Every sequence number kept here is in the client's view, so a second
+//! crash after a splice replays from the same log onto a third server.
+//! No I/O: the caller applies each `Action` and sends what `poll` returns.
+
+use super::log::{AckedDigest, ClientLog, Logged};
+use super::replay::{Rebuild, Replay, ReplayError};
+use super::segment::{Segment, SynOptions};
+use super::splice::{clear_flag, ServerSide, Splice};
+use crate::parse::{tcp_flags, TcpHdr};
+
+/// A protected service's settings that each connection applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtectPolicy {
+    /// The most client bytes logged for one connection; past it the
+    /// connection is no longer protected.
+    pub log_bound: usize,
+    /// How long a server FIN or RST is held waiting for word that the
+    /// service is down, before it is released as a close.
+    pub hold_ns: u64,
+    /// The keep-alive's interval while the server is down.
+    pub keepalive_ns: u64,
+    /// How long the client is kept waiting for the server before both
+    /// sides are reset.
+    pub down_max_ns: u64,
+}
+
+/// What to do with the segment just shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Forward it (rewritten in place when the connection is spliced).
+    Forward,
+    /// Forward only the part of its payload from this offset on, its
+    /// sequence number moved up as much, through the splice.
+    ForwardFrom(usize),
+    /// Do not forward it: the firewall answers for the other side, or it is
+    /// the dead server's.
+    Absorb,
+    /// Drop it and count why.
+    Drop(ProtectDrop),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectDrop {
+    /// Client bytes after a gap, which the log cannot hold in order.
+    LogGap,
+    /// A segment the splice cannot rewrite (malformed, signed).
+    Unspliceable,
+}
+
+/// Which way a segment the firewall sends goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toward {
+    Client,
+    Server,
+}
+
+/// How a connection's protection ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The connection closed or was reset by an end.
+    Closed,
+    /// The log would have passed its bound.
+    LogBound,
+    /// A close held for the hold time, then released.
+    Released,
+    /// The server stayed down past `down_max`: both sides reset.
+    DownTooLong,
+    /// The replay failed: both sides reset.
+    Replay(ReplayError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The client's SYN seen, waiting for the server's SYN-ACK.
+    Opening,
+    Up,
+    Down,
+    Replaying,
+    Ended(Ended),
+}
+
+/// A server FIN or RST held back from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    flags: u8,
+    seq: u32,
+    until: u64,
+}
+
+pub struct Protected {
+    policy: ProtectPolicy,
+    phase: Phase,
+    client_isn: u32,
+    syn: SynOptions,
+    /// The client's newest TSval; None without timestamps.
+    client_tsval: Option<u32>,
+    /// The client's newest acknowledgment (the server's bytes it has).
+    client_acked: u32,
+    /// The server as the client sees it.
+    server: ServerSide,
+    /// The sequence number after the server's last byte, as the client sees it.
+    server_end: u32,
+    /// The server's last acknowledgment, in its own view (the client's
+    /// sequence space, which no splice moves).
+    server_acked: u32,
+    log: ClientLog,
+    digest: AckedDigest,
+    held: Option<Held>,
+    replay: Option<Replay>,
+    splice: Option<Splice>,
+    /// An answer owed to the client (ACK, zero window) or a window update.
+    answer_due: bool,
+    window_open: Option<u16>,
+    /// Both sides owed an RST.
+    resets_due: bool,
+    next_keepalive: u64,
+    down_since: u64,
+}
+
+const SEQ_AT: usize = 4;
+
+impl Protected {
+    /// Protection for the connection a client's SYN `syn` opens.
+    pub fn new(policy: ProtectPolicy, syn: &TcpHdr) -> Protected {
+        Protected {
+            policy,
+            phase: Phase::Opening,
+            client_isn: syn.seq,
+            syn: SynOptions {
+                mss: syn.opts.mss,
+                wscale: syn.opts.wscale,
+                sack_perm: syn.opts.sack_perm,
+            },
+            client_tsval: syn.opts.timestamp.map(|(v, _)| v),
+            client_acked: 0,
+            server: ServerSide { isn: 0, wscale: None, tsval: None },
+            server_end: 0,
+            server_acked: syn.seq.wrapping_add(1),
+            log: ClientLog::new(syn.seq, policy.log_bound),
+            digest: AckedDigest::new(0),
+            held: None,
+            replay: None,
+            splice: None,
+            answer_due: false,
+            window_open: None,
+            resets_due: false,
+            next_keepalive: 0,
+            down_since: 0,
+        }
+    }
+
+    /// How protection ended, once it has.
+    pub fn ended(&self) -> Option<Ended> {
+        match self.phase {
+            Phase::Ended(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        matches!(self.phase, Phase::Down | Phase::Replaying)
+    }
+
+    /// The rewrite in force, once the connection was carried onto a
+    /// restarted server.
+    pub fn splice(&self) -> Option<Splice> {
+        self.splice
+    }
+
+    /// The logged client bytes (what a replay sends).
+    pub fn log(&self) -> &[u8] {
+        self.log.bytes()
+    }
+
+    fn end(&mut self, e: Ended) {
+        self.phase = Phase::Ended(e);
+        self.replay = None;
+    }
+
+    /// A segment from the client: `t` its header, `tcp` its TCP header and
+    /// payload (rewritten in place when the connection is spliced).
+    pub fn from_client(&mut self, t: &TcpHdr, payload: &[u8], tcp: &mut [u8]) -> Action {
+        if let Phase::Ended(_) | Phase::Opening = self.phase {
+            return Action::Forward;
+        }
+        if t.flags & (tcp_flags::RST | tcp_flags::FIN | tcp_flags::SYN) != 0 {
+            // The client closes (or starts over): not replayed, so no longer
+            // protected.
+            if self.is_down() {
+                self.resets_due = true;
+            }
+            self.end(Ended::Closed);
+            return self.rewrite_to_server(tcp);
+        }
+        if !payload.is_empty() {
+            match self.log.record(t.seq, payload) {
+                Logged::Gap => return Action::Drop(ProtectDrop::LogGap),
+                Logged::Bound => {
+                    if self.is_down() {
+                        self.resets_due = true;
+                        self.end(Ended::LogBound);
+                        return Action::Absorb;
+                    }
+                    self.end(Ended::LogBound);
+                    return self.rewrite_to_server(tcp);
+                }
+                Logged::Appended(_) | Logged::Duplicate => {}
+            }
+        }
+        if let Some((val, _)) = t.opts.timestamp {
+            self.client_tsval = Some(val);
+        }
+        if t.flags & tcp_flags::ACK != 0 && (t.ack.wrapping_sub(self.client_acked) as i32) > 0 {
+            self.client_acked = t.ack;
+            self.digest.client_ack(t.ack);
+        }
+        match self.phase {
+            Phase::Down | Phase::Replaying => {
+                // Answered for the server, whether data or a window probe.
+                self.answer_due = true;
+                Action::Absorb
+            }
+            _ => self.rewrite_to_server(tcp),
+        }
+    }
+
+    fn rewrite_to_server(&self, tcp: &mut [u8]) -> Action {
+        match self.splice.map(|s| s.to_server(tcp)) {
+            Some(Err(_)) => Action::Drop(ProtectDrop::Unspliceable),
+            _ => Action::Forward,
+        }
+    }
+
+    /// A segment from the server, as `from_client`.
+    pub fn from_server(&mut self, t: &TcpHdr, payload: &[u8], tcp: &mut [u8], now: u64) -> Action {
+        match self.phase {
+            Phase::Opening => {
+                if t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK
+                    && t.ack == self.client_isn.wrapping_add(1)
+                {
+                    self.server = ServerSide {
+                        isn: t.seq,
+                        wscale: self.syn.wscale.and(t.opts.wscale),
+                        tsval: self.client_tsval.and(t.opts.timestamp.map(|(v, _)| v)),
+                    };
+                    self.server_end = t.seq.wrapping_add(1);
+                    self.client_acked = self.server_end;
+                    self.digest = AckedDigest::new(t.seq);
+                    self.phase = Phase::Up;
+                }
+                Action::Forward
+            }
+            Phase::Ended(_) => self.rewrite_to_client(tcp, t, payload),
+            Phase::Down => Action::Absorb,
+            Phase::Replaying => self.replaying(t, payload, now),
+            Phase::Up => {
+                if t.flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+                    if self.held.is_none() {
+                        let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
+                        let seq = seq.wrapping_add(payload.len() as u32);
+                        self.held =
+                            Some(Held { flags: t.flags, seq, until: now + self.policy.hold_ns });
+                    }
+                    if payload.is_empty() || t.flags & tcp_flags::RST != 0 {
+                        return Action::Absorb;
+                    }
+                    // Its data goes on; the FIN is what is held.
+                    let a = self.rewrite_to_client(tcp, t, payload);
+                    clear_flag(tcp, tcp_flags::FIN);
+                    return a;
+                }
+                if self.held.is_some() {
+                    // The server sends after its FIN: a close with data
+                    // after it cannot be, so it was not a crash's.
+                    return Action::Absorb;
+                }
+                self.rewrite_to_client(tcp, t, payload)
+            }
+        }
+    }
+
+    /// Rewrites a server segment for the client, then learns from it what
+    /// the client will see.
+    fn rewrite_to_client(&mut self, tcp: &mut [u8], t: &TcpHdr, payload: &[u8]) -> Action {
+        if let Some(s) = self.splice {
+            if s.to_client(tcp).is_err() {
+                return Action::Drop(ProtectDrop::Unspliceable);
+            }
+        }
+        if matches!(self.phase, Phase::Ended(_)) {
+            return Action::Forward;
+        }
+        let seq =
+            u32::from_be_bytes([tcp[SEQ_AT], tcp[SEQ_AT + 1], tcp[SEQ_AT + 2], tcp[SEQ_AT + 3]]);
+        self.learn_server(seq, t, payload);
+        Action::Forward
+    }
+
+    /// What the client sees of the server: `seq` in its view.
+    fn learn_server(&mut self, seq: u32, t: &TcpHdr, payload: &[u8]) {
+        let end = seq.wrapping_add(payload.len() as u32);
+        if (end.wrapping_sub(self.server_end) as i32) > 0 {
+            self.server_end = end;
+        }
+        self.digest.server_data(seq, payload);
+        if t.flags & tcp_flags::ACK != 0 {
+            self.server_acked = t.ack;
+        }
+        if let (Some((val, _)), Some(last)) = (t.opts.timestamp, self.server.tsval) {
+            let seen = self.splice.map_or(val, |s| s.client_tsval(val));
+            if (seen.wrapping_sub(last) as i32) > 0 {
+                self.server.tsval = Some(seen);
+            }
+        }
+    }
+
+    fn replaying(&mut self, t: &TcpHdr, payload: &[u8], now: u64) -> Action {
+        let Some(r) = self.replay.as_mut() else { return Action::Absorb };
+        match r.on_segment(t, payload, now) {
+            Err(ReplayError::Refused) => {
+                // Not listening yet: the next word that it is up tries again.
+                self.replay = None;
+                self.phase = Phase::Down;
+                Action::Absorb
+            }
+            Err(e) => {
+                self.resets_due = true;
+                self.end(Ended::Replay(e));
+                Action::Absorb
+            }
+            Ok(handed) => {
+                let Some(splice) = r.splice() else { return Action::Absorb };
+                self.window_open = Some(r.server_window(self.server.wscale));
+                self.splice = Some(splice);
+                self.phase = Phase::Up;
+                self.answer_due = false;
+                match handed {
+                    Some(at) => {
+                        let seq = splice.client_seq(t.seq.wrapping_add(at as u32));
+                        self.learn_server(seq, t, &payload[at..]);
+                        Action::ForwardFrom(at)
+                    }
+                    None => Action::Absorb,
+                }
+            }
+        }
+    }
+
+    /// Word that the service is down (the hook): a held FIN or RST was the
+    /// crash's, and the client is kept waiting from now on.
+    pub fn service_down(&mut self, now: u64) {
+        if let Phase::Up = self.phase {
+            self.held = None;
+            self.replay = None;
+            self.phase = Phase::Down;
+            self.down_since = now;
+            self.next_keepalive = now;
+        }
+    }
+
+    /// Word that the service is back: the replay starts.
+    pub fn service_up(&mut self, now: u64) {
+        if self.phase != Phase::Down {
+            return;
+        }
+        let r = Rebuild {
+            client_isn: self.client_isn,
+            syn: self.syn,
+            client_tsval: self.client_tsval,
+            old: self.server,
+            old_server_acked: self.server_acked,
+            client_acked: self.client_acked,
+            acked: self.digest.acked(),
+        };
+        let _ = now;
+        match Replay::new(r, self.log.bytes().len()) {
+            Ok(r) => {
+                self.replay = Some(r);
+                self.phase = Phase::Replaying;
+            }
+            Err(e) => {
+                self.resets_due = true;
+                self.end(Ended::Replay(e));
+            }
+        }
+    }
+
+    /// The firewall's answer to the client for the server: an ACK of
+    /// everything logged, `window` wide, from where the server's output
+    /// ends.
+    fn answer(&self, window: u16) -> Segment {
+        Segment {
+            seq: self.server_end,
+            ack: self.log.end(),
+            flags: tcp_flags::ACK,
+            window,
+            syn: None,
+            ts: self.server.tsval.zip(self.client_tsval),
+            payload: 0..0,
+        }
+    }
+
+    /// The next segment the firewall sends in this connection, if any; call
+    /// until None. A segment toward the server takes its payload from `log()`.
+    pub fn poll(&mut self, now: u64) -> Option<(Toward, Segment)> {
+        if self.resets_due {
+            self.resets_due = false;
+            let mut rst = self.answer(0);
+            rst.flags = tcp_flags::RST | tcp_flags::ACK;
+            return Some((Toward::Client, rst));
+        }
+        match self.phase {
+            Phase::Up => {
+                if let Some(w) = self.window_open.take() {
+                    return Some((Toward::Client, self.answer(w)));
+                }
+                let h = self.held?;
+                if now < h.until {
+                    return None;
+                }
+                // Nobody said the service was down: a close, released.
+                self.held = None;
+                self.end(Ended::Released);
+                let mut seg = self.answer(0);
+                seg.seq = h.seq;
+                seg.flags = h.flags | tcp_flags::ACK;
+                seg.ack = self.server_acked;
+                seg.window = 0;
+                Some((Toward::Client, seg))
+            }
+            Phase::Down | Phase::Replaying => {
+                if now.saturating_sub(self.down_since) >= self.policy.down_max_ns {
+                    self.resets_due = true;
+                    self.end(Ended::DownTooLong);
+                    return self.poll(now);
+                }
+                if let Some(r) = self.replay.as_mut() {
+                    if let Some(seg) = r.poll(now) {
+                        return Some((Toward::Server, seg));
+                    }
+                    if let Some(e) = r.failed() {
+                        self.resets_due = true;
+                        self.end(Ended::Replay(e));
+                        return self.poll(now);
+                    }
+                }
+                if self.answer_due || now >= self.next_keepalive {
+                    self.answer_due = false;
+                    self.next_keepalive = now + self.policy.keepalive_ns;
+                    return Some((Toward::Client, self.answer(0)));
+                }
+                None
+            }
+            Phase::Opening | Phase::Ended(_) => None,
+        }
+    }
+}
