@@ -474,3 +474,146 @@ impl Protected {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::tcp;
+    use crate::parse::checksum::{verify, RxChecksums};
+    use crate::parse::{parse, Parsed, L4};
+    use tcp_flags::*;
+
+    const C: [u8; 4] = [10, 0, 0, 2];
+    const S: [u8; 4] = [10, 0, 0, 1];
+    const MS: u64 = 1_000_000;
+    const POLICY: ProtectPolicy = ProtectPolicy {
+        log_bound: 16,
+        hold_ns: 100 * MS,
+        keepalive_ns: 1000 * MS,
+        down_max_ns: 5000 * MS,
+    };
+
+    /// A segment as the firewall sees it: header, payload, and the frame.
+    fn seg(
+        from_client: bool,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+    ) -> (TcpHdr, Vec<u8>, Vec<u8>) {
+        let f = if from_client {
+            tcp(C, S, (40000, 7), flags, (seq, ack), payload)
+        } else {
+            tcp(S, C, (7, 40000), flags, (seq, ack), payload)
+        };
+        let Ok(Parsed::Ip(p)) = parse(&f) else { panic!() };
+        let L4::Tcp(t) = p.l4 else { panic!() };
+        (t, payload.to_vec(), f)
+    }
+
+    fn client(p: &mut Protected, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Action {
+        let (t, pl, mut f) = seg(true, flags, seq, ack, payload);
+        p.from_client(&t, &pl, &mut f[34..])
+    }
+
+    fn server(
+        p: &mut Protected,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+        now: u64,
+    ) -> (Action, Vec<u8>) {
+        let (t, pl, mut f) = seg(false, flags, seq, ack, payload);
+        let a = p.from_server(&t, &pl, &mut f[34..], now);
+        (a, f)
+    }
+
+    /// An established connection: client ISN 99, server ISN 499.
+    fn up() -> Protected {
+        let (syn, _, _) = seg(true, SYN, 99, 0, b"");
+        let mut p = Protected::new(POLICY, &syn);
+        assert_eq!(server(&mut p, SYN | ACK, 499, 100, b"", 0).0, Action::Forward);
+        assert_eq!(client(&mut p, ACK, 100, 500, b""), Action::Forward);
+        p
+    }
+
+    fn drain(p: &mut Protected, now: u64) -> Vec<(Toward, Segment)> {
+        std::iter::from_fn(|| p.poll(now)).collect()
+    }
+
+    #[test]
+    fn a_close_is_held_then_released_when_nobody_says_the_service_is_down() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"hi\n"), Action::Forward);
+        assert_eq!(server(&mut p, ACK | PSH, 500, 103, b"hi\n", 0).0, Action::Forward);
+        assert_eq!(server(&mut p, ACK | FIN, 503, 103, b"", 0).0, Action::Absorb);
+        assert!(drain(&mut p, 99 * MS).is_empty());
+        let out = drain(&mut p, 100 * MS);
+        assert_eq!(out.len(), 1);
+        let (to, fin) = &out[0];
+        assert_eq!((*to, fin.flags, fin.seq, fin.ack), (Toward::Client, FIN | ACK, 503, 103));
+        assert_eq!(p.ended(), Some(Ended::Released));
+    }
+
+    #[test]
+    fn data_with_a_fin_goes_on_and_the_fin_is_held() {
+        let mut p = up();
+        let (a, f) = server(&mut p, ACK | PSH | FIN, 500, 100, b"bye\n", 0);
+        assert_eq!(a, Action::Forward);
+        let Ok(Parsed::Ip(pk)) = parse(&f) else { panic!() };
+        verify(&f, &pk, RxChecksums::UNKNOWN).expect("checksum kept right");
+        let L4::Tcp(t) = pk.l4 else { panic!() };
+        assert_eq!(t.flags, ACK | PSH);
+        p.service_down(1);
+        let out = drain(&mut p, 1);
+        assert_eq!(out[0].1.seq, 504, "the answer starts after the data the client had");
+    }
+
+    #[test]
+    fn while_down_the_client_is_answered_with_a_zero_window_then_reset() {
+        let mut p = up();
+        p.service_down(0);
+        assert!(p.is_down());
+        let first = drain(&mut p, 0);
+        assert_eq!(first.len(), 1, "a keep-alive at once");
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"more\n"), Action::Absorb);
+        let out = drain(&mut p, 10 * MS);
+        assert_eq!(out.len(), 1);
+        let (to, a) = &out[0];
+        assert_eq!((*to, a.flags, a.seq, a.ack, a.window), (Toward::Client, ACK, 500, 105, 0));
+        assert_eq!(p.log(), b"more\n");
+        assert!(drain(&mut p, 500 * MS).is_empty());
+        assert_eq!(drain(&mut p, 1010 * MS).len(), 1, "the keep-alive");
+        // The dead server's segments are absorbed.
+        assert_eq!(server(&mut p, RST, 500, 0, b"", 1100 * MS).0, Action::Absorb);
+        let out = drain(&mut p, 5000 * MS);
+        assert_eq!(out[0].1.flags, RST | ACK);
+        assert_eq!(p.ended(), Some(Ended::DownTooLong));
+    }
+
+    #[test]
+    fn bytes_after_a_gap_are_dropped_and_the_bound_ends_protection() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK, 110, 500, b"late"), Action::Drop(ProtectDrop::LogGap));
+        assert_eq!(p.log(), b"");
+        assert_eq!(client(&mut p, ACK, 100, 500, b"0123456789"), Action::Forward);
+        assert_eq!(client(&mut p, ACK, 110, 500, b"0123456789"), Action::Forward);
+        assert_eq!(p.ended(), Some(Ended::LogBound));
+        // Unprotected now: even a gap passes, as without protection.
+        assert_eq!(client(&mut p, ACK, 150, 500, b"x"), Action::Forward);
+    }
+
+    #[test]
+    fn word_of_a_restart_starts_the_replay_toward_the_server() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"abc"), Action::Forward);
+        p.service_down(0);
+        p.service_up(0);
+        let out = drain(&mut p, 0);
+        let to_server: Vec<_> = out.iter().filter(|(t, _)| *t == Toward::Server).collect();
+        assert_eq!(to_server[0].1.flags, RST, "the lingering socket cleared first");
+        assert_eq!(to_server[1].1.flags, SYN);
+        assert_eq!(to_server[1].1.seq, 99);
+    }
+}
