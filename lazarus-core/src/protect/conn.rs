@@ -180,10 +180,10 @@ impl Protected {
         matches!(self.phase, Phase::Down | Phase::Replaying)
     }
 
-    /// The rewrite in force, once the connection was carried onto a
-    /// restarted server.
+    /// The rewrite of the server's segments for the client, once the
+    /// connection is being carried onto a restarted server.
     pub fn splice(&self) -> Option<Splice> {
-        self.splice
+        self.replay.as_ref().and_then(Replay::mapping).or(self.splice)
     }
 
     /// The logged client bytes (what a replay sends).
@@ -311,12 +311,13 @@ impl Protected {
         }
         let seq =
             u32::from_be_bytes([tcp[SEQ_AT], tcp[SEQ_AT + 1], tcp[SEQ_AT + 2], tcp[SEQ_AT + 3]]);
-        self.learn_server(seq, t, payload);
+        self.learn_server(seq, t, payload, self.splice);
         Action::Forward
     }
 
-    /// What the client sees of the server: `seq` in its view.
-    fn learn_server(&mut self, seq: u32, t: &TcpHdr, payload: &[u8]) {
+    /// What the client sees of the server: `seq` in its view, `t`'s TSval
+    /// through `mapping`.
+    fn learn_server(&mut self, seq: u32, t: &TcpHdr, payload: &[u8], mapping: Option<Splice>) {
         let end = seq.wrapping_add(payload.len() as u32);
         if (end.wrapping_sub(self.server_end) as i32) > 0 {
             self.server_end = end;
@@ -326,7 +327,7 @@ impl Protected {
             self.server_acked = t.ack;
         }
         if let (Some((val, _)), Some(last)) = (t.opts.timestamp, self.server.tsval) {
-            let seen = self.splice.map_or(val, |s| s.client_tsval(val));
+            let seen = mapping.map_or(val, |s| s.client_tsval(val));
             if (seen.wrapping_sub(last) as i32) > 0 {
                 self.server.tsval = Some(seen);
             }
@@ -348,18 +349,21 @@ impl Protected {
                 Action::Absorb
             }
             Ok(handed) => {
-                let Some(splice) = r.splice() else { return Action::Absorb };
-                self.window_open = Some(r.server_window(self.server.wscale));
-                self.splice = Some(splice);
-                self.phase = Phase::Up;
-                self.answer_due = false;
-                match handed {
-                    Some(at) => {
-                        let seq = splice.client_seq(t.seq.wrapping_add(at as u32));
-                        self.learn_server(seq, t, &payload[at..]);
+                let mapping = r.mapping();
+                if let Some(splice) = r.splice() {
+                    self.window_open = Some(r.server_window(self.server.wscale));
+                    self.splice = Some(splice);
+                    self.replay = None;
+                    self.phase = Phase::Up;
+                    self.answer_due = false;
+                }
+                match (handed, mapping) {
+                    (Some(at), Some(m)) => {
+                        let seq = m.client_seq(t.seq.wrapping_add(at as u32));
+                        self.learn_server(seq, t, &payload[at..], Some(m));
                         Action::ForwardFrom(at)
                     }
-                    None => Action::Absorb,
+                    _ => Action::Absorb,
                 }
             }
         }

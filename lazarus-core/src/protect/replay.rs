@@ -149,6 +149,12 @@ impl Replay {
         (self.snd_wnd >> old_wscale.unwrap_or(0).min(14)).min(u32::from(u16::MAX)) as u16
     }
 
+    /// The rewrite from the new server to the client's view, known from
+    /// the new server's SYN-ACK on (the splice once the replay is done).
+    pub fn mapping(&self) -> Option<Splice> {
+        self.splice
+    }
+
     /// Why the replay failed, if it did.
     pub fn failed(&self) -> Option<ReplayError> {
         match self.phase {
@@ -276,9 +282,10 @@ impl Replay {
 
     /// A segment from the new server, its header `t` and payload. Returns
     /// where the client's part of the payload starts when the segment also
-    /// carries output past what the client has and the splice is ready: the
-    /// caller forwards that part through the splice (the server will not
-    /// send it again, so dropping it would cost the client a timeout).
+    /// carries output past what the client has: the caller forwards that
+    /// part through `mapping` at once (the client expects exactly those
+    /// bytes next; holding them back would cost it the server's
+    /// retransmission timeout, as the replay does not acknowledge them).
     pub fn on_segment(
         &mut self,
         t: &TcpHdr,
@@ -369,7 +376,7 @@ impl Replay {
             client_part = self.read(t, payload)?;
         }
         self.finish_if_done();
-        Ok(client_part.filter(|_| self.phase == Phase::Done))
+        Ok(client_part)
     }
 
     /// Reads server output in order, up to where the client's
