@@ -229,21 +229,23 @@ impl Bridge {
         match action {
             Action::Forward => self.send(f, !from_client),
             Action::ForwardFrom(at) => {
-                // The part of the server's segment the client has not had,
-                // rebuilt and rewritten through the splice.
+                // The part of the server's segment the client has not had:
+                // rebuilt as the new server would have sent it, then
+                // rewritten through the splice like any other.
                 let splice = c.p.splice().context("handed over without a splice")?;
                 let seg = lazarus_core::protect::Segment {
-                    seq: splice.client_seq(t.seq.wrapping_add(at as u32)),
+                    seq: t.seq.wrapping_add(at as u32),
                     ack: t.ack,
-                    flags: t.flags & !tcp_flags::SYN,
+                    flags: t.flags,
                     window: t.window,
                     syn: None,
-                    ts: t.opts.timestamp.map(|(v, e)| (splice.client_tsval(v), e)),
+                    ts: t.opts.timestamp,
                     payload: 0..0,
                 };
                 let ends = reversed(&c.ends);
-                let n = write_v4(&mut self.out, &ends, &seg, &payload[at..]).context("frame")?;
-                let out = std::mem::take(&mut self.out);
+                let mut out = std::mem::take(&mut self.out);
+                let n = write_v4(&mut out, &ends, &seg, &payload[at..]).context("frame")?;
+                splice.to_client(&mut out[ETH_IP..n])?;
                 self.send(&out[..n], true)?;
                 self.out = out;
                 Ok(())

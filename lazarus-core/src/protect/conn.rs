@@ -62,6 +62,9 @@ pub enum Action {
 pub enum ProtectDrop {
     /// Client bytes after a gap, which the log cannot hold in order.
     LogGap,
+    /// A retransmission whose bytes differ from those logged: forwarded,
+    /// the server could act on bytes no log holds.
+    LogConflict,
     /// A segment the splice cannot rewrite (malformed, signed).
     Unspliceable,
 }
@@ -130,8 +133,9 @@ pub struct Protected {
     /// An answer owed to the client (ACK, zero window) or a window update.
     answer_due: bool,
     window_open: Option<u16>,
-    /// Both sides owed an RST.
-    resets_due: bool,
+    /// An RST owed to the client, and one to the server the replay opened.
+    reset_client: bool,
+    reset_server: bool,
     next_keepalive: u64,
     down_since: u64,
 }
@@ -162,7 +166,8 @@ impl Protected {
             splice: None,
             answer_due: false,
             window_open: None,
-            resets_due: false,
+            reset_client: false,
+            reset_server: false,
             next_keepalive: 0,
             down_since: 0,
         }
@@ -202,11 +207,31 @@ impl Protected {
         if let Phase::Ended(_) | Phase::Opening = self.phase {
             return Action::Forward;
         }
-        if t.flags & (tcp_flags::RST | tcp_flags::FIN | tcp_flags::SYN) != 0 {
-            // The client closes (or starts over): not replayed, so no longer
-            // protected.
+        if t.flags & tcp_flags::RST != 0 {
+            // Only a reset at the exact next byte ends the connection (RFC
+            // 5961 §3.2): a blind one must not end its protection.
+            if t.seq != self.log.end() {
+                return self.answer_for_server().unwrap_or(Action::Forward);
+            }
             if self.is_down() {
-                self.resets_due = true;
+                self.reset_server = self.splice().is_some();
+                self.end(Ended::Closed);
+                return Action::Absorb;
+            }
+            self.end(Ended::Closed);
+            return self.rewrite_to_server(tcp);
+        }
+        if t.flags & tcp_flags::SYN != 0 {
+            // A SYN in an established connection draws a challenge ACK
+            // (RFC 5961 §4), from the server or, while it is down, from us.
+            return self.answer_for_server().unwrap_or(Action::Forward);
+        }
+        if t.flags & tcp_flags::FIN != 0 {
+            // The client closes: its FIN is not logged, so the connection
+            // is no longer protected.
+            if self.is_down() {
+                self.abort(Ended::Closed);
+                return Action::Absorb;
             }
             self.end(Ended::Closed);
             return self.rewrite_to_server(tcp);
@@ -214,22 +239,31 @@ impl Protected {
         if !payload.is_empty() {
             match self.log.record(t.seq, payload) {
                 Logged::Gap => return Action::Drop(ProtectDrop::LogGap),
+                Logged::Conflict => return Action::Drop(ProtectDrop::LogConflict),
                 Logged::Bound => {
                     if self.is_down() {
-                        self.resets_due = true;
-                        self.end(Ended::LogBound);
+                        self.abort(Ended::LogBound);
                         return Action::Absorb;
                     }
                     self.end(Ended::LogBound);
                     return self.rewrite_to_server(tcp);
                 }
-                Logged::Appended(_) | Logged::Duplicate => {}
+                Logged::Appended(_) => {
+                    if let Some(r) = self.replay.as_mut() {
+                        r.log_grew(self.log.bytes().len());
+                    }
+                }
+                Logged::Duplicate => {}
             }
         }
-        if let Some((val, _)) = t.opts.timestamp {
+        if let (Some((val, _)), Some(_)) = (t.opts.timestamp, self.client_tsval) {
             self.client_tsval = Some(val);
         }
-        if t.flags & tcp_flags::ACK != 0 && (t.ack.wrapping_sub(self.client_acked) as i32) > 0 {
+        // An acknowledgment of bytes the server never sent is not believed
+        // (RFC 9293 §3.10.7.4).
+        let ahead = t.ack.wrapping_sub(self.client_acked) as i32;
+        let sent = self.server_end.wrapping_sub(self.client_acked) as i32;
+        if t.flags & tcp_flags::ACK != 0 && ahead > 0 && ahead <= sent {
             self.client_acked = t.ack;
             self.digest.client_ack(t.ack);
         }
@@ -241,6 +275,14 @@ impl Protected {
             }
             _ => self.rewrite_to_server(tcp),
         }
+    }
+
+    /// While the server is down, a client segment is answered for it.
+    fn answer_for_server(&mut self) -> Option<Action> {
+        self.is_down().then(|| {
+            self.answer_due = true;
+            Action::Absorb
+        })
     }
 
     fn rewrite_to_server(&self, tcp: &mut [u8]) -> Action {
@@ -273,6 +315,13 @@ impl Protected {
             Phase::Down => Action::Absorb,
             Phase::Replaying => self.replaying(t, payload, now),
             Phase::Up => {
+                if t.flags & tcp_flags::SYN != 0 {
+                    // The new server's SYN-ACK again: the replay owes it an ACK.
+                    if let Some(r) = self.replay.as_mut() {
+                        let _ = r.on_segment(t, payload, now);
+                    }
+                    return Action::Absorb;
+                }
                 if t.flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
                     if self.held.is_none() {
                         let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
@@ -344,23 +393,22 @@ impl Protected {
                 Action::Absorb
             }
             Err(e) => {
-                self.resets_due = true;
-                self.end(Ended::Replay(e));
+                self.abort(Ended::Replay(e));
                 Action::Absorb
             }
             Ok(handed) => {
                 let mapping = r.mapping();
                 if let Some(splice) = r.splice() {
+                    // The replay stays, to send the ACKs it still owes.
                     self.window_open = Some(r.server_window(self.server.wscale));
                     self.splice = Some(splice);
-                    self.replay = None;
                     self.phase = Phase::Up;
                     self.answer_due = false;
                 }
-                match (handed, mapping) {
-                    (Some(at), Some(m)) => {
+                match (handed.and_then(|at| Some((at, payload.get(at..)?))), mapping) {
+                    (Some((at, part)), Some(m)) => {
                         let seq = m.client_seq(t.seq.wrapping_add(at as u32));
-                        self.learn_server(seq, t, &payload[at..], Some(m));
+                        self.learn_server(seq, t, part, Some(m));
                         Action::ForwardFrom(at)
                     }
                     _ => Action::Absorb,
@@ -372,13 +420,17 @@ impl Protected {
     /// Word that the service is down (the hook): a held FIN or RST was the
     /// crash's, and the client is kept waiting from now on.
     pub fn service_down(&mut self, now: u64) {
-        if let Phase::Up = self.phase {
-            self.held = None;
-            self.replay = None;
-            self.phase = Phase::Down;
-            self.down_since = now;
-            self.next_keepalive = now;
+        match self.phase {
+            Phase::Up => self.down_since = now,
+            // Down again before the replay was done: it starts over at the
+            // next word that the service is up.
+            Phase::Replaying => {}
+            _ => return,
         }
+        self.held = None;
+        self.replay = None;
+        self.phase = Phase::Down;
+        self.next_keepalive = now;
     }
 
     /// Word that the service is back: the replay starts.
@@ -401,11 +453,16 @@ impl Protected {
                 self.replay = Some(r);
                 self.phase = Phase::Replaying;
             }
-            Err(e) => {
-                self.resets_due = true;
-                self.end(Ended::Replay(e));
-            }
+            Err(e) => self.abort(Ended::Replay(e)),
         }
+    }
+
+    /// Ends protection with an RST to the client, and to the server when
+    /// the replay opened a connection to it.
+    fn abort(&mut self, why: Ended) {
+        self.reset_client = true;
+        self.reset_server = self.splice().is_some();
+        self.end(why);
     }
 
     /// The firewall's answer to the client for the server: an ACK of
@@ -426,14 +483,32 @@ impl Protected {
     /// The next segment the firewall sends in this connection, if any; call
     /// until None. A segment toward the server takes its payload from `log()`.
     pub fn poll(&mut self, now: u64) -> Option<(Toward, Segment)> {
-        if self.resets_due {
-            self.resets_due = false;
+        if self.reset_server {
+            self.reset_server = false;
+            let rst = Segment {
+                seq: self.log.end(),
+                ack: 0,
+                flags: tcp_flags::RST,
+                window: 0,
+                syn: None,
+                ts: None,
+                payload: 0..0,
+            };
+            return Some((Toward::Server, rst));
+        }
+        if self.reset_client {
+            self.reset_client = false;
+            // At the client's next expected byte, so that it takes it.
             let mut rst = self.answer(0);
+            rst.seq = self.client_acked;
             rst.flags = tcp_flags::RST | tcp_flags::ACK;
             return Some((Toward::Client, rst));
         }
         match self.phase {
             Phase::Up => {
+                if let Some(seg) = self.replay.as_mut().and_then(|r| r.poll(now)) {
+                    return Some((Toward::Server, seg));
+                }
                 if let Some(w) = self.window_open.take() {
                     return Some((Toward::Client, self.answer(w)));
                 }
@@ -453,8 +528,7 @@ impl Protected {
             }
             Phase::Down | Phase::Replaying => {
                 if now.saturating_sub(self.down_since) >= self.policy.down_max_ns {
-                    self.resets_due = true;
-                    self.end(Ended::DownTooLong);
+                    self.abort(Ended::DownTooLong);
                     return self.poll(now);
                 }
                 if let Some(r) = self.replay.as_mut() {
@@ -462,8 +536,7 @@ impl Protected {
                         return Some((Toward::Server, seg));
                     }
                     if let Some(e) = r.failed() {
-                        self.resets_due = true;
-                        self.end(Ended::Replay(e));
+                        self.abort(Ended::Replay(e));
                         return self.poll(now);
                     }
                 }
@@ -619,5 +692,96 @@ mod tests {
         assert_eq!(to_server[0].1.flags, RST, "the lingering socket cleared first");
         assert_eq!(to_server[1].1.flags, SYN);
         assert_eq!(to_server[1].1.seq, 99);
+    }
+
+    fn to_server(out: &[(Toward, Segment)]) -> Vec<Segment> {
+        out.iter().filter(|(t, _)| *t == Toward::Server).map(|(_, s)| s.clone()).collect()
+    }
+
+    #[test]
+    fn bytes_logged_while_replaying_are_replayed_too() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"abc"), Action::Forward);
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        assert_eq!(client(&mut p, ACK | PSH, 103, 500, b"def"), Action::Absorb);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 2);
+        let sent = to_server(&drain(&mut p, 2));
+        assert_eq!(sent.iter().map(|s| s.payload.end).max(), Some(6), "{sent:?}");
+        server(&mut p, ACK, 7001, 103, b"", 3);
+        assert!(p.is_down(), "not spliced before def is acknowledged");
+        server(&mut p, ACK, 7001, 106, b"", 3);
+        assert!(!p.is_down() && p.splice().is_some());
+    }
+
+    #[test]
+    fn the_new_servers_handshake_is_acknowledged_after_the_splice() {
+        let mut p = up();
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 1);
+        assert!(p.splice().is_some());
+        let out = drain(&mut p, 1);
+        let acks = to_server(&out);
+        assert_eq!((acks.len(), acks[0].flags, acks[0].ack), (1, ACK, 7001));
+        // The client's window, closed while the server was down, reopened
+        // at once with the new server's (its SYN-ACK's, no scaling here).
+        let opened: Vec<_> = out.iter().filter(|(t, _)| *t == Toward::Client).collect();
+        assert_eq!(opened.last().map(|(_, s)| (s.flags, s.window)), Some((ACK, 64240)), "{out:?}");
+        // Its SYN-ACK again (our ACK lost): answered, not passed on.
+        assert_eq!(server(&mut p, SYN | ACK, 7000, 100, b"", 2).0, Action::Absorb);
+        assert_eq!(to_server(&drain(&mut p, 2)).len(), 1);
+    }
+
+    #[test]
+    fn a_stale_fin_from_the_new_server_is_ignored() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"abc"), Action::Forward);
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 1);
+        drain(&mut p, 1);
+        assert_eq!(server(&mut p, ACK | FIN, 7001 - 100, 103, b"x", 2).0, Action::Absorb);
+    }
+
+    #[test]
+    fn a_retransmission_with_other_bytes_is_dropped() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"GET /a"), Action::Forward);
+        assert_eq!(
+            client(&mut p, ACK | PSH, 100, 500, b"DEL /b"),
+            Action::Drop(ProtectDrop::LogConflict)
+        );
+    }
+
+    #[test]
+    fn a_blind_rst_or_a_syn_does_not_end_protection() {
+        let mut p = up();
+        p.service_down(0);
+        drain(&mut p, 0);
+        assert_eq!(client(&mut p, RST, 0xdead_beef, 0, b""), Action::Absorb);
+        let out = drain(&mut p, 1);
+        assert_eq!((out[0].0, out[0].1.flags), (Toward::Client, ACK), "a challenge ACK");
+        assert!(p.ended().is_none());
+        assert_eq!(client(&mut p, RST, 100, 0, b""), Action::Absorb);
+        assert_eq!(p.ended(), Some(Ended::Closed));
+        let mut q = up();
+        assert_eq!(client(&mut q, SYN, 12345, 0, b""), Action::Forward);
+        assert!(q.ended().is_none());
+    }
+
+    #[test]
+    fn an_ack_of_bytes_never_sent_is_not_believed() {
+        let mut p = up();
+        client(&mut p, ACK, 100, 500 + 1_000_000, b"");
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        // The replay reads no output: the client had none.
+        server(&mut p, SYN | ACK, 7000, 100, b"", 1);
+        assert!(p.splice().is_some());
     }
 }

@@ -21,6 +21,9 @@ pub enum Logged {
     Gap,
     /// Logging it would pass the connection's bound: protection ends here.
     Bound,
+    /// It covers logged bytes with other bytes: forwarded, the server could
+    /// take bytes no log holds. Drop it.
+    Conflict,
 }
 
 /// The client→server byte stream of one connection, from the first byte
@@ -35,9 +38,10 @@ pub struct ClientLog {
 
 impl ClientLog {
     /// A log for the connection whose client chose `client_isn`, holding at
-    /// most `bound` bytes. The memory is taken now, never on the packet path.
+    /// most `bound` bytes. It grows with the stream, so a connection that
+    /// never sends costs nothing.
     pub fn new(client_isn: u32, bound: usize) -> ClientLog {
-        ClientLog { start: client_isn.wrapping_add(1), bytes: Vec::with_capacity(bound), bound }
+        ClientLog { start: client_isn.wrapping_add(1), bytes: Vec::new(), bound }
     }
 
     /// The sequence number after the last logged byte.
@@ -64,6 +68,16 @@ impl ClientLog {
             return Logged::Gap;
         }
         let behind = behind as usize;
+        // What it repeats of the log must be what was logged: payload byte
+        // i sits at log byte len - behind + i (a segment that starts before
+        // the log, as at a SYN's sequence number, repeats less).
+        let (from, to) = (behind.saturating_sub(self.bytes.len()), behind.min(payload.len()));
+        if from < to {
+            let at = self.bytes.len() + from - behind;
+            if payload[from..to] != self.bytes[at..at + (to - from)] {
+                return Logged::Conflict;
+            }
+        }
         if payload.len() <= behind {
             return Logged::Duplicate;
         }
@@ -153,6 +167,17 @@ mod tests {
     }
 
     #[test]
+    fn a_retransmission_with_other_bytes_is_refused() {
+        let mut log = ClientLog::new(999, 100);
+        assert_eq!(log.record(1000, b"GET /a"), Logged::Appended(6));
+        assert_eq!(log.record(1000, b"DEL /b"), Logged::Conflict);
+        assert_eq!(log.record(1004, b"/a and more"), Logged::Appended(9));
+        assert_eq!(log.record(1004, b"/b and more!"), Logged::Conflict);
+        assert_eq!(log.record(998, b"xxGET"), Logged::Duplicate);
+        assert_eq!(log.bytes(), b"GET /a and more");
+    }
+
+    #[test]
     fn the_bound_stops_logging_and_keeps_what_was_logged() {
         let mut log = ClientLog::new(0, 8);
         assert_eq!(log.record(1, b"12345"), Logged::Appended(5));
@@ -209,7 +234,7 @@ mod tests {
                     }
                     Logged::Duplicate => prop_assert!(end <= before),
                     Logged::Gap => prop_assert!(at > before),
-                    Logged::Bound => prop_assert!(false, "no bound here"),
+                    Logged::Bound | Logged::Conflict => prop_assert!(false, "{r:?}"),
                 }
                 prop_assert_eq!(log.bytes(), &stream[..log.bytes().len()]);
             }

@@ -233,19 +233,25 @@ impl Replay {
     fn poll_replay(&mut self, now: u64) -> Option<Segment> {
         let outstanding = self.snd_una != self.snd_max;
         let end = self.log_end();
-        if self.deadline != 0 && now >= self.deadline && (outstanding || self.snd_nxt != end) {
+        if self.deadline != 0 && now >= self.deadline {
             if self.tries == DATA_TRIES {
                 self.phase = Phase::Failed(ReplayError::NoAnswer);
                 return None;
             }
-            // Go back to the first byte not acknowledged; with a zero window
-            // this sends one byte as a probe.
             self.tries += 1;
             self.rto = self.rto.saturating_mul(2);
-            self.snd_nxt = self.snd_una;
             self.deadline = now + self.rto;
-            let len = end.wrapping_sub(self.snd_nxt).min(self.mss as u32).min(self.snd_wnd.max(1));
-            return Some(self.data(len));
+            if outstanding || self.snd_nxt != end {
+                // Go back to the first byte not acknowledged; with a zero
+                // window this sends one byte as a probe.
+                self.snd_nxt = self.snd_una;
+                let len =
+                    end.wrapping_sub(self.snd_nxt).min(self.mss as u32).min(self.snd_wnd.max(1));
+                return Some(self.data(len));
+            }
+            // Everything sent and acknowledged, the output the client has
+            // not all back: our last ACK may have been lost.
+            return Some(self.segment(self.snd_nxt, tcp_flags::ACK, 0..0));
         }
         let sent = self.snd_nxt.wrapping_sub(self.snd_una);
         let room = self.snd_wnd.saturating_sub(sent);
@@ -257,8 +263,9 @@ impl Replay {
             }
             return Some(self.data(len));
         }
-        if left != 0 && self.deadline == 0 {
-            // A zero window: the timeout sends the probe.
+        if self.deadline == 0 && (left != 0 || self.rcv_nxt != self.discard_end) {
+            // A zero window (the timeout sends the probe), or output still
+            // to come back: either way, not waited for forever.
             self.deadline = now + self.rto;
         }
         if self.ack_due {
@@ -290,12 +297,16 @@ impl Replay {
         &mut self,
         t: &TcpHdr,
         payload: &[u8],
-        _now: u64,
+        now: u64,
     ) -> Result<Option<usize>, ReplayError> {
         match self.phase {
             Phase::Connect => self.on_handshake(t).map(|()| None),
-            Phase::Replay => self.on_replay(t, payload),
-            Phase::Done => Ok(None),
+            Phase::Replay => self.on_replay(t, payload, now),
+            Phase::Done => {
+                // Its SYN-ACK again: our ACK of it was lost.
+                self.ack_due |= t.flags & tcp_flags::SYN != 0;
+                Ok(None)
+            }
             Phase::Failed(e) => Err(e),
             Phase::Clear(_) => Ok(None),
         }
@@ -348,7 +359,12 @@ impl Replay {
         Ok(())
     }
 
-    fn on_replay(&mut self, t: &TcpHdr, payload: &[u8]) -> Result<Option<usize>, ReplayError> {
+    fn on_replay(
+        &mut self,
+        t: &TcpHdr,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<Option<usize>, ReplayError> {
         if t.flags & tcp_flags::RST != 0 {
             return self.fail(ReplayError::Reset);
         }
@@ -365,15 +381,13 @@ impl Replay {
                 if (self.snd_una.wrapping_sub(self.snd_nxt) as i32) > 0 {
                     self.snd_nxt = self.snd_una;
                 }
-                self.tries = 0;
-                self.rto = DATA_RTO_NS;
-                self.deadline = 0;
+                self.progress(now);
             }
             self.snd_wnd = u32::from(t.window) << self.shift;
         }
         let mut client_part = None;
         if !payload.is_empty() || t.flags & tcp_flags::FIN != 0 {
-            client_part = self.read(t, payload)?;
+            client_part = self.read(t, payload, now)?;
         }
         self.finish_if_done();
         Ok(client_part)
@@ -383,13 +397,14 @@ impl Replay {
     /// acknowledgment is; what lies beyond is the client's to receive after
     /// the splice, so it is neither read nor acknowledged here: returns
     /// where it starts in `payload`, if anywhere.
-    fn read(&mut self, t: &TcpHdr, payload: &[u8]) -> Result<Option<usize>, ReplayError> {
+    fn read(&mut self, t: &TcpHdr, payload: &[u8], now: u64) -> Result<Option<usize>, ReplayError> {
         self.ack_due = true;
         let behind = self.rcv_nxt.wrapping_sub(t.seq) as i32;
         if behind < 0 {
             return Ok(None);
         }
-        let fresh = payload.get(behind as usize..).unwrap_or(&[]);
+        // Wholly old, its FIN included: a duplicate.
+        let Some(fresh) = payload.get(behind as usize..) else { return Ok(None) };
         let room = self.discard_end.wrapping_sub(self.rcv_nxt) as usize;
         if t.flags & tcp_flags::FIN != 0 && fresh.len() < room {
             // The server closes before giving back what the client has.
@@ -405,11 +420,31 @@ impl Replay {
             }
         }
         self.rcv_nxt = self.rcv_nxt.wrapping_add(take.len() as u32);
-        if let Some((val, _)) = t.opts.timestamp {
-            self.ts_recent = val;
+        if behind == 0 {
+            if let Some((val, _)) = t.opts.timestamp {
+                self.ts_recent = val;
+            }
+        }
+        if !take.is_empty() {
+            self.progress(now);
         }
         let beyond = fresh.len() > take.len() || t.flags & tcp_flags::FIN != 0;
         Ok(beyond.then_some(behind as usize + take.len()))
+    }
+
+    /// The server moved (acknowledged, or sent what was awaited): the
+    /// timeout starts over, armed while anything is still awaited.
+    fn progress(&mut self, now: u64) {
+        self.tries = 0;
+        self.rto = DATA_RTO_NS;
+        let awaited = self.snd_una != self.snd_max || self.rcv_nxt != self.discard_end;
+        self.deadline = if awaited { now + self.rto } else { 0 };
+    }
+
+    /// The client sent more while the replay ran; logged, it is replayed
+    /// too (the firewall has acknowledged it to the client).
+    pub fn log_grew(&mut self, log_len: usize) {
+        self.log_len = self.log_len.max(log_len);
     }
 
     fn finish_if_done(&mut self) {
@@ -576,5 +611,24 @@ mod tests {
         let mut r = rebuild(b"abc");
         r.acked.end = r.client_acked.wrapping_add(1);
         assert!(matches!(Replay::new(r, 0), Err(ReplayError::Inconsistent)));
+    }
+
+    #[test]
+    fn a_lost_tail_after_a_partial_ack_is_sent_again() {
+        let mut p = connected(rebuild(b""), 3000, 65535);
+        drain(&mut p, 0);
+        p.on_segment(&hdr(tcp_flags::ACK, NEW + 1, ISN + 1 + 1400, 65535), &[], 0).unwrap();
+        let again = drain(&mut p, 1000 * MS);
+        assert_eq!(again.first().map(|s| s.seq), Some(ISN + 1 + 1400), "{again:?}");
+    }
+
+    #[test]
+    fn a_server_that_gives_back_less_is_not_waited_for_forever() {
+        let mut p = connected(rebuild(b"hello\n"), 0, 100);
+        p.on_segment(&hdr(tcp_flags::ACK, NEW + 1, ISN + 1, 100), b"hel", 0).unwrap();
+        for s in 1..400 {
+            drain(&mut p, s * 1000 * MS);
+        }
+        assert_eq!(p.failed(), Some(ReplayError::NoAnswer));
     }
 }
