@@ -8,9 +8,15 @@
 //! echo, byte for byte, and no error. With `--off` connections are bridged
 //! unprotected: the control, whose clients must fail.
 //!
-//!   protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off]
-//!   protect_bridge client ADDR:PORT SECONDS      (in the client namespace)
-//!   protect_bridge serve ADDR:PORT               (in the server namespace)
+//! With `--redis` the server is Debian's redis-server (persistence off) and
+//! each client runs SET, INCR and GET on a counter of its own: the replay
+//! rebuilds every counter in the restarted server, and each INCR must go on
+//! from where it was.
+//!
+//!   protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] [--redis]
+//!   protect_bridge client ADDR:PORT SECONDS       (in the client namespace)
+//!   protect_bridge redis-client ADDR:PORT SECONDS (in the client namespace)
+//!   protect_bridge serve ADDR:PORT                (in the server namespace)
 
 use anyhow::{bail, ensure, Context, Result};
 use lazarus_core::parse::{parse, tcp_flags, Parsed, TcpHdr, L4};
@@ -32,7 +38,11 @@ fn main() -> Result<()> {
     match a.get(1).map(String::as_str) {
         Some("serve") => serve(&a[2]),
         Some("client") => client(&a[2], a[3].parse()?),
-        Some("run") => run(&a[2], &a[3], a[4].parse()?, a.get(5).is_some_and(|x| x == "--off")),
+        Some("redis-client") => redis_client(&a[2], a[3].parse()?),
+        Some("run") => {
+            let flag = |f: &str| a[5..].iter().any(|x| x == f);
+            run(&a[2], &a[3], a[4].parse()?, flag("--off"), flag("--redis"))
+        }
         _ => bail!("usage: protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] | client ADDR:PORT SECONDS | serve ADDR:PORT"),
     }
 }
@@ -82,6 +92,57 @@ fn client(addr: &str, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// One Redis command in RESP, its reply line read back.
+fn redis(w: &mut TcpStream, r: &mut BufReader<TcpStream>, args: &[&str]) -> Result<String> {
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    w.write_all(cmd.as_bytes())?;
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if let Some(n) = line.strip_prefix('$') {
+        // A bulk string: its value on the next line.
+        if n.trim() != "-1" {
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    }
+    ensure!(!line.is_empty(), "the connection ended");
+    ensure!(!line.starts_with('-'), "Redis answered an error: {}", line.trim());
+    Ok(line.trim().to_string())
+}
+
+/// SET a counter of its own to 0, then INCR it every 20 ms (and GET it
+/// every fifth time) for `secs` seconds: each answer must be the count so
+/// far, so a counter the restarted server lost or doubled fails it.
+fn redis_client(addr: &str, secs: f64) -> Result<()> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let key = format!("counter:{}", std::process::id());
+    ensure!(redis(&mut w, &mut r, &["SET", &key, "0"])? == "+OK", "SET refused");
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut n = 0u64;
+    let mut longest = Duration::ZERO;
+    while Instant::now() < until {
+        n += 1;
+        let t = Instant::now();
+        let got = redis(&mut w, &mut r, &["INCR", &key]).with_context(|| format!("INCR {n}"))?;
+        ensure!(got == format!(":{n}"), "INCR {n} answered {got}");
+        if n % 5 == 0 {
+            let got =
+                redis(&mut w, &mut r, &["GET", &key]).with_context(|| format!("GET at {n}"))?;
+            ensure!(got == n.to_string(), "GET at {n} answered {got}");
+        }
+        longest = longest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("ok {n} {}", longest.as_micros());
+    Ok(())
+}
+
 fn sh(cmd: &str) -> Result<()> {
     ensure!(Command::new("sh").arg("-c").arg(cmd).status()?.success(), "{cmd} failed");
     Ok(())
@@ -97,7 +158,24 @@ impl Drop for Proc {
     }
 }
 
-fn start_server(ns: &str) -> Result<Proc> {
+fn start_server(ns: &str, redis: bool) -> Result<Proc> {
+    if redis {
+        let port = PORT.to_string();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "redis-server", "--bind", SERVER, "--port", &port]);
+        c.args(["--save", "", "--appendonly", "no", "--protected-mode", "no", "--logfile", ""]);
+        let p = Proc(c.stdout(Stdio::null()).spawn()?);
+        for _ in 0..500 {
+            let ping = Command::new("ip")
+                .args(["netns", "exec", ns, "redis-cli", "-h", SERVER, "-p", &port, "ping"])
+                .output()?;
+            if String::from_utf8_lossy(&ping.stdout).trim() == "PONG" {
+                return Ok(p);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        bail!("redis-server did not answer in its namespace");
+    }
     let me = std::env::current_exe()?;
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns]).arg(&me).args(["serve", &format!("{SERVER}:{PORT}")]);
@@ -306,7 +384,7 @@ impl Bridge {
     }
 }
 
-fn run(cns: &str, sns: &str, clients: usize, off: bool) -> Result<()> {
+fn run(cns: &str, sns: &str, clients: usize, off: bool, redis: bool) -> Result<()> {
     let c = tap("lzpc0", cns, "10.78.0.2")?;
     let s = tap("lzps0", sns, SERVER)?;
     let policy = ProtectPolicy {
@@ -324,14 +402,15 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool) -> Result<()> {
         t0: Instant::now(),
         out: vec![0; 2048],
     };
-    let mut server = start_server(sns)?;
+    let mut server = start_server(sns, redis)?;
     let me = std::env::current_exe()?;
     let secs = 3.0;
     let mut kids = Vec::new();
     for _ in 0..clients {
         let mut cmd = Command::new("ip");
+        let mode = if redis { "redis-client" } else { "client" };
         cmd.args(["netns", "exec", cns]).arg(&me).args([
-            "client",
+            mode,
             &format!("{SERVER}:{PORT}"),
             &secs.to_string(),
         ]);
@@ -347,7 +426,7 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool) -> Result<()> {
         b.bridge_for(Duration::from_millis(50))?;
         b.hook(false);
         b.bridge_for(Duration::from_millis(250))?;
-        server = start_server(sns)?;
+        server = start_server(sns, redis)?;
         b.hook(true);
         stalls.push(down.elapsed());
         b.bridge_for(Duration::from_millis(500))?;
@@ -387,7 +466,7 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool) -> Result<()> {
     let spliced = b.conns.values().filter(|c| c.p.splice().is_some()).count();
     let ended: Vec<_> = b.conns.values().filter_map(|c| c.p.ended()).collect();
     println!(
-        "{} client(s) ok, {} failed ({}), {lines} lines echoed, longest wait for an echo {} ms; \
+        "{} client(s) ok, {} failed ({}), {lines} answers checked, longest wait for an answer {} ms; \
          server down (kill to restart) {:?} and {:?}; {spliced} connection(s) spliced, protection ended {:?}",
         ok.len(),
         errors.len(),
@@ -407,7 +486,7 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool) -> Result<()> {
         let bound = stalls.iter().max().copied().unwrap_or_default() + Duration::from_millis(400);
         ensure!(
             Duration::from_micros(longest) < bound,
-            "a client waited {} ms for an echo: more than the server was down plus 400 ms",
+            "a client waited {} ms for an answer: more than the server was down plus 400 ms",
             longest / 1000
         );
     }
