@@ -131,7 +131,7 @@ fn redis_client(addr: &str, secs: f64) -> Result<()> {
         let t = Instant::now();
         let got = redis(&mut w, &mut r, &["INCR", &key]).with_context(|| format!("INCR {n}"))?;
         ensure!(got == format!(":{n}"), "INCR {n} answered {got}");
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let got =
                 redis(&mut w, &mut r, &["GET", &key]).with_context(|| format!("GET at {n}"))?;
             ensure!(got == n.to_string(), "GET at {n} answered {got}");
