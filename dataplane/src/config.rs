@@ -27,11 +27,14 @@ pub struct Config {
     pub rule: Vec<lazarus_core::policy::RuleConfig>,
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    /// Protected services (issue 21): their clients do not notice a crash.
+    #[serde(default)]
+    pub protected: Vec<ProtectedService>,
 }
 
 pub use shm_layout::CheckpointSection;
 
-pub use lazarus_core::config::{ConntrackSection, Timeouts};
+pub use lazarus_core::config::{ConntrackSection, ProtectedService, Timeouts};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -174,6 +177,53 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         config.validate(path)
+    }
+
+    /// `[[protected]]`: each entry names a server, bounds what it may hold,
+    /// and needs conntrack (protection follows tracked connections).
+    fn check_protected(&self) -> Result<(), ConfigError> {
+        let bad = |i: usize, key: &str, reason: String| ConfigError::Invalid {
+            path: String::new(),
+            key: format!("protected[{i}].{key}"),
+            reason,
+        };
+        if self.protected.len() > lazarus_core::stats::MAX_PROTECTED {
+            return Err(bad(
+                lazarus_core::stats::MAX_PROTECTED,
+                "addr",
+                format!("at most {} protected services", lazarus_core::stats::MAX_PROTECTED),
+            ));
+        }
+        for (i, p) in self.protected.iter().enumerate() {
+            if !self.conntrack.enabled {
+                return Err(bad(i, "addr", "needs conntrack.enabled = true".into()));
+            }
+            if p.addr.is_unspecified() || p.port == 0 {
+                return Err(bad(
+                    i,
+                    if p.port == 0 { "port" } else { "addr" },
+                    "the server's IPv4 address and TCP port are required".into(),
+                ));
+            }
+            if p.log_bound == 0 || p.connections == 0 {
+                return Err(bad(
+                    i,
+                    if p.log_bound == 0 { "log_bound" } else { "connections" },
+                    "must be at least 1".into(),
+                ));
+            }
+            if p.hold_ms == 0 || p.keepalive_ms == 0 || p.down_max_ms == 0 {
+                return Err(bad(
+                    i,
+                    "hold_ms",
+                    "hold_ms, keepalive_ms and down_max_ms must be at least 1".into(),
+                ));
+            }
+            if self.protected[..i].iter().any(|q| (q.addr, q.port) == (p.addr, p.port)) {
+                return Err(bad(i, "addr", format!("{}:{} is protected twice", p.addr, p.port)));
+            }
+        }
+        Ok(())
     }
 
     fn validate(self, path: &str) -> Result<Plan, ConfigError> {
@@ -360,6 +410,10 @@ impl Config {
                     .into(),
             ));
         }
+        self.check_protected().map_err(|e| match e {
+            ConfigError::Invalid { key, reason, .. } => bad(key, reason),
+            e => e,
+        })?;
         let k = &self.checkpoint;
         if !k.ring_slots.is_power_of_two() || k.ring_slots < 64 {
             return Err(bad(
@@ -522,6 +576,16 @@ mod tests {
         );
         assert!(err(&GOOD.replace("burst = 32", "mbufs = 100")).contains("dataplane.mbufs"));
         assert!(err(&GOOD.replace("net_tap1", "net_tap0")).contains("port[1].device"));
+        let p = |body: &str| format!("{GOOD}\n[[protected]]\n{body}\n");
+        assert!(err(&p("port = 7")).contains("protected[0].addr"));
+        assert!(err(&p("addr = \"10.0.0.1\"")).contains("protected[0].port"));
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\nlog_bound = 0"))
+            .contains("protected[0].log_bound"));
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\nwhat = 1")).contains("what"));
+        let twice =
+            p("addr = \"10.0.0.1\"\nport = 7\n[[protected]]\naddr = \"10.0.0.1\"\nport = 7");
+        assert!(err(&twice).contains("protected[1].addr"));
+        assert!(Config::parse(&p("addr = \"10.0.0.1\"\nport = 7"), "t").is_ok());
     }
 
     #[test]

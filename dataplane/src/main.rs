@@ -480,6 +480,7 @@ fn install_telemetry(
 ) -> Result<()> {
     telemetry::install(telemetry::State {
         shared,
+        protected: plan.config.protected.iter().map(|p| (p.addr, p.port)).collect(),
         started: Instant::now(),
         ports: plan
             .config
@@ -548,11 +549,16 @@ fn new_firewalls(
 ) -> Vec<Option<WorkerFirewall>> {
     let ct = &plan.config.conntrack;
     let policy = Arc::new(plan.policy.clone());
+    // Where a frame received on each port leaves: its bridge peer.
+    let mut peer: Vec<usize> = (0..plan.config.port.len()).collect();
+    for lane in plan.workers.iter().flat_map(|w| &w.lanes) {
+        peer[lane.rx_port] = lane.tx_port;
+    }
     counters
         .iter()
         .map(|&(_, c, _)| {
             ct.enabled.then(|| {
-                Firewall::new(
+                let mut fw = Firewall::new(
                     ct,
                     policy.clone(),
                     plan.ports.clone(),
@@ -560,7 +566,11 @@ fn new_firewalls(
                     dpdk::HugepageAlloc { socket: dpdk_socket(), private },
                     WorkerSink::Off(NoCheckpoint),
                     c,
-                )
+                );
+                if !plan.config.protected.is_empty() {
+                    fw.protect(&plan.config.protected, peer.clone(), dpdk::tsc_hz());
+                }
+                fw
             })
         })
         .collect()

@@ -9,6 +9,7 @@
 //! | `/lazarus/conns` | connections by worker, module and TCP state |
 //! | `/lazarus/checkpoint` | rings (head, tail, lag per worker), restore figures |
 //! | `/lazarus/flush` | asks every worker to empty its table; replies with how many were asked |
+//! | `/lazarus/protect` | `down ADDR:PORT` or `up ADDR:PORT`: the hook's word that a protected service went down or came back; every worker acts on it |
 //! | `/lazarus/handoff` | supervised: ends the active worker process, so the standby restores every connection from checkpointd's store and forwards (a takeover of a standby appliance) |
 //!
 //! The FFI side (registration, writing `rte_tel_data`) is in `dpdk::telemetry`.
@@ -50,16 +51,19 @@ pub struct State {
     pub restore_us: &'static AtomicU64,
     /// A supervised dataplane's shared state (the port owner serves telemetry).
     pub shared: Option<&'static crate::shared::SharedState>,
+    /// The `[[protected]]` services, in config order.
+    pub protected: Vec<(std::net::Ipv4Addr, u16)>,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
 
 /// Every command, its help text and handler.
-pub const COMMANDS: [(&str, &str, tel::TelHandler); 6] = [
+pub const COMMANDS: [(&str, &str, tel::TelHandler); 7] = [
     ("/lazarus/stats", "Lazarus totals and per-port rx, tx, dropped, tx_full. No parameters", stats),
     ("/lazarus/workers", "Lazarus per-worker counters, connection gauges and checkpoint deltas. No parameters", workers),
     ("/lazarus/conns", "Lazarus connections by worker, module and TCP state. No parameters", conns),
     ("/lazarus/checkpoint", "Lazarus checkpoint rings (head, tail, lag per worker) and restore figures. No parameters", checkpoint),
+    ("/lazarus/protect", "Lazarus: the hook's word that a protected service went down or came back. Parameters: down|up ADDR:PORT", protect),
     ("/lazarus/flush", "Lazarus: empty every worker's connection table (checkpointd's store follows). No parameters", flush),
     ("/lazarus/handoff", "Lazarus (supervised): the standby worker process takes over, restoring every connection from checkpointd's store. No parameters", handoff),
 ];
@@ -209,6 +213,19 @@ pub fn workers(_: &str) -> TelValue {
                 ("restore_stale_expectations", f.restore_stale_expectations.get()),
                 ("flushed", f.flushed.get()),
                 ("flush_pending", f.requests.flush.load(Ordering::Relaxed) as u64),
+                ("protect_connections", f.protect.connections.get()),
+                ("protect_table_full", f.protect.table_full.get()),
+                ("protect_spliced", f.protect.spliced.get()),
+                ("protect_replay_failed", f.protect.replay_failed.get()),
+                ("protect_diverged", f.protect.diverged.get()),
+                ("protect_log_bound", f.protect.log_bound.get()),
+                ("protect_log_gap", f.protect.log_gap.get()),
+                ("protect_log_conflict", f.protect.log_conflict.get()),
+                ("protect_released", f.protect.released.get()),
+                ("protect_down_too_long", f.protect.down_too_long.get()),
+                ("protect_sent", f.protect.sent.get()),
+                ("protect_send_full", f.protect.send_full.get()),
+                ("protect_unspliceable", f.protect.unspliceable.get()),
             ] {
                 d.push((k.into(), u(v)));
             }
@@ -340,4 +357,37 @@ pub fn flush(_: &str) -> TelValue {
         asked += 1;
     }
     TelValue::dict([("workers_asked", u(asked)), ("conns_before", u(conns))])
+}
+
+/// `down ADDR:PORT` or `up ADDR:PORT`: counted into every worker's request
+/// counters for that service, which each worker compares with what it saw.
+pub fn protect(params: &str) -> TelValue {
+    let Some(s) = state() else { return not_ready() };
+    let err = |e: String| TelValue::dict([("error", TelValue::Str(e))]);
+    let mut words = params.split([' ', ',']).filter(|w| !w.is_empty());
+    let (Some(word), Some(target), None) = (words.next(), words.next(), words.next()) else {
+        return err(format!("expected \"down ADDR:PORT\" or \"up ADDR:PORT\", got {params:?}"));
+    };
+    let Ok(target) = target.parse::<std::net::SocketAddrV4>() else {
+        return err(format!("{target:?} is not an IPv4 ADDR:PORT"));
+    };
+    let Some(i) = s.protected.iter().position(|&(a, p)| (a, p) == (*target.ip(), target.port()))
+    else {
+        return err(format!("{target} is not a [[protected]] service of this dataplane"));
+    };
+    let mut told = 0u64;
+    for f in s.workers.iter().filter_map(|w| w.fw) {
+        let c = match word {
+            "down" => &f.requests.protect_down[i],
+            "up" => &f.requests.protect_up[i],
+            _ => return err(format!("{word:?}: say down or up")),
+        };
+        c.fetch_add(1, Ordering::Release);
+        told += 1;
+    }
+    TelValue::dict([
+        ("service", TelValue::Str(target.to_string())),
+        ("word", TelValue::Str(word.to_string())),
+        ("workers_told", u(told)),
+    ])
 }

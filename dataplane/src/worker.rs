@@ -3,7 +3,7 @@
 
 use crate::checkpoint::WorkerSink;
 use crate::config::Lane;
-use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, MbufBurst};
+use crate::dpdk::{rdtsc, HugepageAlloc, LcoreTask, Mbuf, MbufBurst, SharedPool, POOL_NAME};
 use crate::stats::WorkerCounters;
 use lazarus_core::firewall::{Firewall, StagedBurst};
 use lazarus_core::stats::FwCounters;
@@ -81,6 +81,39 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Sends the frames the firewall wrote itself (protected connections),
+    /// each on this worker's TX queue of its port, from the packet pool.
+    fn send_outbox(&self, fw: &mut WorkerFirewall, pool: &mut Option<SharedPool>) {
+        if fw.outbox().is_empty() {
+            return;
+        }
+        if pool.is_none() {
+            *pool = SharedPool::lookup(POOL_NAME);
+        }
+        let pool = *pool;
+        fw.outbox().drain(|port, bytes| {
+            let Some(pl) = self.lanes.iter().find(|pl| pl.lane.tx_port == port) else { return };
+            let txc = &self.counters.ports[port];
+            let Some(mut m) = pool.and_then(Mbuf::alloc_shared) else {
+                txc.tx_full.add(1);
+                return;
+            };
+            if !m.append(bytes) {
+                txc.tx_full.add(1);
+                return;
+            }
+            let mut b = MbufBurst::new();
+            if b.push(m).is_err() {
+                return;
+            }
+            let out = b.tx(pl.tx_port_id, pl.lane.tx_queue);
+            txc.tx.add(u64::from(out.sent));
+            txc.tx_full.add(u64::from(out.unsent));
+        });
+    }
+}
+
 impl LcoreTask for Worker {
     fn run(&self) {
         tracing::info!(
@@ -92,6 +125,7 @@ impl LcoreTask for Worker {
         let mut burst = MbufBurst::new();
         let mut staged = StagedBurst::new();
         let mut idle = 0u32;
+        let mut pool = None;
         let mut guard = self.firewall.as_ref().map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         // Relaxed is enough: the flag carries no data, and the main thread joins
         // the lcore (rte_eal_mp_wait_lcore) before it reads anything we wrote.
@@ -103,6 +137,7 @@ impl LcoreTask for Worker {
             let got = self.poll_once(&mut burst, &mut staged, guard.as_deref_mut(), now);
             if let Some(fw) = guard.as_deref_mut() {
                 fw.housekeeping(now);
+                self.send_outbox(fw, &mut pool);
             }
             if got != 0 {
                 idle = 0;

@@ -92,3 +92,42 @@ impl Default for Timeouts {
         }
     }
 }
+
+/// A protected service (`[[protected]]`, issue 21): a TCP server behind the
+/// firewall whose clients do not notice when it crashes and restarts.
+/// IPv4, untagged frames, so far.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectedService {
+    /// The server's address and port.
+    pub addr: std::net::Ipv4Addr,
+    pub port: u16,
+    /// Client bytes logged per connection; a connection that sends more is
+    /// no longer protected (counted).
+    pub log_bound: u32,
+    /// Protected connections each worker holds at once; more are forwarded
+    /// unprotected (counted).
+    pub connections: u32,
+    /// How long a server FIN or RST waits for word that the service is
+    /// down before it is released to the client as a close.
+    pub hold_ms: u64,
+    /// The keep-alive's interval while the server is down.
+    pub keepalive_ms: u64,
+    /// How long clients are kept waiting for the server before both sides
+    /// are reset.
+    pub down_max_ms: u64,
+}
+
+impl Default for ProtectedService {
+    fn default() -> Self {
+        ProtectedService {
+            addr: std::net::Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            log_bound: 1 << 20,
+            connections: 1024,
+            hold_ms: 1000,
+            keepalive_ms: 1000,
+            down_max_ms: 60_000,
+        }
+    }
+}

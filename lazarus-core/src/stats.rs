@@ -114,7 +114,44 @@ pub struct FwCounters {
     /// Requests from other threads (telemetry) that the worker acts on in
     /// housekeeping.
     pub requests: WorkerRequests,
+    pub protect: ProtectCounters,
 }
+
+/// Protected services (issue 21), counted by each worker.
+#[derive(Debug, Default)]
+pub struct ProtectCounters {
+    /// Connections protected from their SYN on.
+    pub connections: Counter,
+    /// Connections not protected: the worker held `connections` already.
+    pub table_full: Counter,
+    /// Connections carried onto a restarted server.
+    pub spliced: Counter,
+    /// Replays that failed (both sides reset), of which the restarted
+    /// server's output differed from what the client had.
+    pub replay_failed: Counter,
+    pub diverged: Counter,
+    /// Connections that stopped being protected: the log would have passed
+    /// its bound.
+    pub log_bound: Counter,
+    /// Client segments dropped: after a gap in the log, or differing from
+    /// the bytes logged.
+    pub log_gap: Counter,
+    pub log_conflict: Counter,
+    /// A held server FIN or RST released to the client: a close, not a crash.
+    pub released: Counter,
+    /// Connections reset because the server stayed down past `down_max_ms`.
+    pub down_too_long: Counter,
+    /// Segments the firewall sent for a protected connection (answers,
+    /// keep-alives, replayed data, rewritten segments), and those it had no
+    /// room to send.
+    pub sent: Counter,
+    pub send_full: Counter,
+    /// Segments a splice could not rewrite (dropped).
+    pub unspliceable: Counter,
+}
+
+/// The most `[[protected]]` services a dataplane has.
+pub const MAX_PROTECTED: usize = 16;
 
 /// Gauges of one worker's table, copied from the worker's own tallies (kept
 /// up to date on insert, state change and removal) every ~100 ms, so that
@@ -141,6 +178,11 @@ pub struct ConnGauges {
 pub struct WorkerRequests {
     /// Empty the table (a checkpoint delete for each connection).
     pub flush: std::sync::atomic::AtomicBool,
+    /// Word from the server host's hook that protected service i went down
+    /// (`protect_down[i]`) or came back: each word adds one, and the worker
+    /// acts on a count it has not seen.
+    pub protect_down: [std::sync::atomic::AtomicU32; MAX_PROTECTED],
+    pub protect_up: [std::sync::atomic::AtomicU32; MAX_PROTECTED],
 }
 
 impl Counter {

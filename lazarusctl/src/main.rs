@@ -69,6 +69,16 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// The hook of a protected service's host (systemd ExecStopPost= and
+    /// ExecStartPost=): tells the dataplane the service went down or came
+    /// back, so it keeps its clients waiting, then replays their connections.
+    Protect {
+        /// down or up.
+        #[arg(value_parser = ["down", "up"])]
+        word: String,
+        /// The service, as in its [[protected]] entry: ADDR:PORT.
+        service: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +100,7 @@ fn run(args: &Args) -> Result<()> {
         Cmd::Stats => stats(&ep, args.json),
         Cmd::Flush => flush(&ep, args.json),
         Cmd::Takeover { force } => takeover(&ep, *force, args.json),
+        Cmd::Protect { word, service } => protect(&ep, word, service, args.json),
     }
 }
 
@@ -531,6 +542,19 @@ fn takeover(ep: &Endpoints, force: bool, as_json: bool) -> Result<()> {
         if ck.get("forced").and_then(Value::as_bool) == Some(true) { " (forced)" } else { "" },
         n(&stats, "active_pid")
     );
+    Ok(())
+}
+
+fn protect(ep: &Endpoints, word: &str, service: &str, as_json: bool) -> Result<()> {
+    let mut c = ep.telemetry()?;
+    let r = ask(&mut c, &format!("/lazarus/protect,{word} {service}"))?;
+    if let Some(e) = r.get("error").and_then(Value::as_str) {
+        bail!("the dataplane refused: {e}");
+    }
+    if as_json {
+        return print_json(&r);
+    }
+    println!("{service} {word}: told {} worker(s)", n(&r, "workers_told"));
     Ok(())
 }
 

@@ -20,6 +20,12 @@ impl Mbuf {
         NonNull::new(unsafe { dpdk_sys::lz_rte_pktmbuf_alloc(pool.raw()) }).map(Mbuf)
     }
 
+    /// A new, empty mbuf from a pool found by name.
+    pub fn alloc_shared(pool: super::SharedPool) -> Option<Mbuf> {
+        // SAFETY: pool.raw() is a live pktmbuf pool (found by lookup).
+        NonNull::new(unsafe { dpdk_sys::lz_rte_pktmbuf_alloc(pool.raw()) }).map(Mbuf)
+    }
+
     /// Appends `bytes` to the packet; false when the tailroom is too small.
     pub fn append(&mut self, bytes: &[u8]) -> bool {
         let Ok(len) = u16::try_from(bytes.len()) else { return false };

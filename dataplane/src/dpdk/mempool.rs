@@ -74,3 +74,24 @@ pub fn pool_counts(name: &str) -> Option<(u32, u32)> {
     // SAFETY: mp is a live mempool (lookup found it).
     unsafe { Some((dpdk_sys::rte_mempool_avail_count(mp), dpdk_sys::rte_mempool_in_use_count(mp))) }
 }
+
+/// A pool found by name (this process's, or the port owner's in a worker
+/// process): not freed when dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedPool(*mut dpdk_sys::rte_mempool);
+
+// SAFETY: DPDK mempools are thread-safe, and a pool outlives the workers.
+unsafe impl Send for SharedPool {}
+
+impl SharedPool {
+    pub fn lookup(name: &str) -> Option<SharedPool> {
+        let cname = CString::new(name).ok()?;
+        // SAFETY: EAL is initialised; lookup returns NULL when there is no such pool.
+        let mp = unsafe { dpdk_sys::rte_mempool_lookup(cname.as_ptr()) };
+        (!mp.is_null()).then_some(SharedPool(mp))
+    }
+
+    pub(crate) fn raw(&self) -> *mut dpdk_sys::rte_mempool {
+        self.0
+    }
+}

@@ -19,7 +19,7 @@ pub use lcore::{launch_on_lcore, main_lcore, rdtsc, tsc_hz, wait_all_lcores, Lco
 pub use mbuf::{Mbuf, MbufBurst, MAX_BURST};
 pub use memory::{prefetch, HugepageAlloc, KernelHugepageAlloc};
 
-pub use mempool::{pool_counts, Mempool, POOL_NAME};
+pub use mempool::{pool_counts, Mempool, SharedPool, POOL_NAME};
 pub use memzone::{lookup_shared, reserve_shared, runtime_dir};
 pub use port::{placement, port_id, port_stats, EthStats, Port, PortSetup};
 

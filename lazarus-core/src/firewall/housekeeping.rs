@@ -87,6 +87,9 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             checkpoint.removed(&conn, now);
         });
         self.counters.live.set(self.table.len() as u64);
+        if !self.protection.is_off() {
+            self.protection.poll(now, self.counters);
+        }
         if !self.ftp.expectations.is_empty() {
             self.ftp.expectations.expire(now);
         }

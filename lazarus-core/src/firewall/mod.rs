@@ -14,10 +14,12 @@ mod burst;
 mod fragments;
 mod housekeeping;
 mod packet;
+mod protect;
 mod ticks;
 mod track;
 
 pub use burst::{Burst, FrameBurst, StagedBurst, STAGE_MAX};
+pub use protect::{Outbox, Protection, OUT_FRAME};
 
 use crate::checkpoint::restore::{self, RestoreError, RestoreSummary, StoredPortions};
 use crate::checkpoint::{CheckpointSink, Checkpointer};
@@ -56,6 +58,8 @@ pub struct Firewall<S: CheckpointSink, A: TableMemory> {
     /// Connections by kind and TCP state, behind `counters.gauges`.
     tally: Tally,
     chores: Housekeeping,
+    /// Protected services (`[[protected]]`); off unless `protect` is called.
+    protection: Protection,
 }
 
 impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
@@ -88,8 +92,31 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
             counters,
             tally: Tally::default(),
             chores: Housekeeping::new(c.sweep_batch as usize, tsc_hz),
+            protection: Protection::new(&[], Vec::new(), tsc_hz),
             ticks,
         }
+    }
+
+    /// Protects `services`' connections; `peer[p]` is the config port a
+    /// frame received on port p leaves by. `tsc_hz` is the clock of `now`.
+    pub fn protect(
+        &mut self,
+        services: &[crate::config::ProtectedService],
+        peer: Vec<usize>,
+        tsc_hz: u64,
+    ) {
+        self.protection = Protection::new(services, peer, tsc_hz);
+    }
+
+    /// Frames the firewall sends itself (protected connections): the worker
+    /// sends them after each burst and housekeeping.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.protection.outbox
+    }
+
+    /// Protected connections now, spliced, and in recovery.
+    pub fn protected(&self) -> (usize, usize, usize) {
+        self.protection.gauges()
     }
 
     pub fn table(&self) -> &ConnTable<Conn, A> {
@@ -126,7 +153,15 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         }
         self.lookup_staged(staged, n);
         let dropped = burst.retain(|i, frame| {
+            if !self.protection.is_off() {
+                if let Some(keep) = self.protection.before_tracking(frame, port, now, self.counters)
+                {
+                    return keep;
+                }
+            }
             self.process_staged(staged, i, frame, port, now) == Verdict::Forward
+                && (self.protection.is_off()
+                    || self.protection.pass(frame, port, now, self.counters))
         });
         self.checkpoint.publish();
         dropped

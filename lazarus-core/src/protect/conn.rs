@@ -138,6 +138,8 @@ pub struct Protected {
     reset_server: bool,
     next_keepalive: u64,
     down_since: u64,
+    /// Times the connection was carried onto a restarted server.
+    recoveries: u32,
 }
 
 const SEQ_AT: usize = 4;
@@ -170,6 +172,7 @@ impl Protected {
             reset_server: false,
             next_keepalive: 0,
             down_since: 0,
+            recoveries: 0,
         }
     }
 
@@ -191,6 +194,11 @@ impl Protected {
         self.replay.as_ref().and_then(Replay::mapping).or(self.splice)
     }
 
+    /// Times the connection was carried onto a restarted server.
+    pub fn recoveries(&self) -> u32 {
+        self.recoveries
+    }
+
     /// The logged client bytes (what a replay sends).
     pub fn log(&self) -> &[u8] {
         self.log.bytes()
@@ -204,8 +212,12 @@ impl Protected {
     /// A segment from the client: `t` its header, `tcp` its TCP header and
     /// payload (rewritten in place when the connection is spliced).
     pub fn from_client(&mut self, t: &TcpHdr, payload: &[u8], tcp: &mut [u8]) -> Action {
-        if let Phase::Ended(_) | Phase::Opening = self.phase {
-            return Action::Forward;
+        match self.phase {
+            Phase::Opening => return Action::Forward,
+            // No longer protected, but a spliced connection is rewritten for
+            // the rest of its life.
+            Phase::Ended(_) => return self.rewrite_to_server(tcp),
+            _ => {}
         }
         if t.flags & tcp_flags::RST != 0 {
             // Only a reset at the exact next byte ends the connection (RFC
@@ -402,6 +414,7 @@ impl Protected {
                     // The replay stays, to send the ACKs it still owes.
                     self.window_open = Some(r.server_window(self.server.wscale));
                     self.splice = Some(splice);
+                    self.recoveries += 1;
                     self.phase = Phase::Up;
                     self.answer_due = false;
                 }
