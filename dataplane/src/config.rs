@@ -212,11 +212,28 @@ impl Config {
                     "must be at least 1".into(),
                 ));
             }
-            if p.hold_ms == 0 || p.keepalive_ms == 0 || p.down_max_ms == 0 {
+            if p.log_bound > 1 << 26 || p.connections > 1 << 16 {
                 return Err(bad(
                     i,
-                    "hold_ms",
-                    "hold_ms, keepalive_ms and down_max_ms must be at least 1".into(),
+                    if p.log_bound > 1 << 26 { "log_bound" } else { "connections" },
+                    "log_bound is at most 67108864 bytes and connections at most 65536 (per worker)".into(),
+                ));
+            }
+            const DAY_MS: u64 = 86_400_000;
+            for (key, v) in [
+                ("hold_ms", p.hold_ms),
+                ("keepalive_ms", p.keepalive_ms),
+                ("down_max_ms", p.down_max_ms),
+            ] {
+                if v == 0 || v > DAY_MS {
+                    return Err(bad(i, key, format!("{v} is out of range 1..={DAY_MS}")));
+                }
+            }
+            if self.conntrack.ftp && self.conntrack.ftp_ports.contains(&p.port) {
+                return Err(bad(
+                    i,
+                    "port",
+                    format!("{} is an FTP port (conntrack.ftp_ports): an FTP session cannot be replayed", p.port),
                 ));
             }
             if self.protected[..i].iter().any(|q| (q.addr, q.port) == (p.addr, p.port)) {
@@ -585,6 +602,12 @@ mod tests {
         let twice =
             p("addr = \"10.0.0.1\"\nport = 7\n[[protected]]\naddr = \"10.0.0.1\"\nport = 7");
         assert!(err(&twice).contains("protected[1].addr"));
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 21")).contains("protected[0].port"));
+        assert!(
+            err(&p("addr = \"10.0.0.1\"\nport = 7\nhold_ms = 0")).contains("protected[0].hold_ms")
+        );
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\nconnections = 100000"))
+            .contains("protected[0].connections"));
         assert!(Config::parse(&p("addr = \"10.0.0.1\"\nport = 7"), "t").is_ok());
     }
 

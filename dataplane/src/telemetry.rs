@@ -375,14 +375,18 @@ pub fn protect(params: &str) -> TelValue {
     else {
         return err(format!("{target} is not a [[protected]] service of this dataplane"));
     };
+    let up = match word {
+        "down" => 0,
+        "up" => 1,
+        _ => return err(format!("{word:?}: say down or up")),
+    };
     let mut told = 0u64;
     for f in s.workers.iter().filter_map(|w| w.fw) {
-        let c = match word {
-            "down" => &f.requests.protect_down[i],
-            "up" => &f.requests.protect_up[i],
-            _ => return err(format!("{word:?}: say down or up")),
-        };
-        c.fetch_add(1, Ordering::Release);
+        // One more word, and which it was: the worker sees the last one
+        // and how many came since it looked.
+        let _ = f.requests.protect_word[i].fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            Some((((v >> 1) + 1) << 1) | up)
+        });
         told += 1;
     }
     TelValue::dict([

@@ -178,11 +178,10 @@ pub struct ConnGauges {
 pub struct WorkerRequests {
     /// Empty the table (a checkpoint delete for each connection).
     pub flush: std::sync::atomic::AtomicBool,
-    /// Word from the server host's hook that protected service i went down
-    /// (`protect_down[i]`) or came back: each word adds one, and the worker
-    /// acts on a count it has not seen.
-    pub protect_down: [std::sync::atomic::AtomicU32; MAX_PROTECTED],
-    pub protect_up: [std::sync::atomic::AtomicU32; MAX_PROTECTED],
+    /// Words from the server host's hook about protected service i: how
+    /// many so far, shifted left by one, and whether the last one said up
+    /// (bit 0). The worker acts on a count it has not seen.
+    pub protect_word: [std::sync::atomic::AtomicU64; MAX_PROTECTED],
 }
 
 impl Counter {

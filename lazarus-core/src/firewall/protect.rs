@@ -24,11 +24,15 @@ const ETH: usize = 14;
 const ETH_IP: usize = ETH + 20;
 /// The largest frame the outbox holds: a full-sized Ethernet frame.
 pub const OUT_FRAME: usize = 1518;
-/// Frames the outbox holds between two drains by the worker.
-const OUT_FRAMES: usize = 128;
+/// Frames the outbox holds between two drains by the worker: two lanes'
+/// bursts of spliced segments, and room for answers and the replay.
+const OUT_FRAMES: usize = 256;
 
-/// A protected connection, by client address and port, and service index.
-type Key = ([u8; 4], u16, usize);
+/// A protected connection: client address and port, service index, and
+/// the config port the client's frames arrive on (its side of the bridge: a
+/// frame from the wrong side matches nothing, and the same addresses on
+/// another bridge are another connection).
+type Key = ([u8; 4], u16, usize, usize);
 
 struct Entry {
     p: Protected,
@@ -50,7 +54,9 @@ struct Entry {
 /// but whose splice its segments still need, or one both ends went quiet
 /// on (a connection that dies silently must not hold its place forever).
 const IDLE_NS: u64 = 2 * 3600 * 1_000_000_000;
-const POLL_NS: u64 = 200_000;
+const POLL_NS: u64 = 1_000_000;
+/// A connection whose SYN was never answered keeps its entry this long.
+const OPENING_NS: u64 = 30 * 1_000_000_000;
 
 struct Service {
     addr: [u8; 4],
@@ -59,8 +65,7 @@ struct Service {
     connections: usize,
     open: usize,
     /// The hook's words seen so far.
-    down_seen: u32,
-    up_seen: u32,
+    words_seen: u64,
 }
 
 /// Frames the firewall sends itself, and the config port each leaves by.
@@ -70,14 +75,15 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    fn new() -> Outbox {
-        Outbox { frames: vec![[0; OUT_FRAME]; OUT_FRAMES], lens: Vec::with_capacity(OUT_FRAMES) }
+    /// Room for `n` frames, taken now.
+    fn new(n: usize) -> Outbox {
+        Outbox { frames: vec![[0; OUT_FRAME]; n], lens: Vec::with_capacity(n) }
     }
 
     /// Writes one frame with `write`; false when the outbox is full.
     fn push(&mut self, port: usize, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         let i = self.lens.len();
-        if i == OUT_FRAMES {
+        if i == self.frames.len() {
             return false;
         }
         match write(&mut self.frames[i]) {
@@ -133,8 +139,7 @@ impl Protection {
                 },
                 connections: s.connections as usize,
                 open: 0,
-                down_seen: 0,
-                up_seen: 0,
+                words_seen: 0,
             })
             .collect();
         let room = services.iter().map(|s| s.connections).sum();
@@ -145,7 +150,8 @@ impl Protection {
             tsc_hz: tsc_hz.max(1),
             ns_now: 0,
             last_poll: 0,
-            outbox: Outbox::new(),
+            // Without services, no room: nothing is ever sent.
+            outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
         }
     }
 
@@ -221,8 +227,14 @@ impl Protection {
             return None;
         }
         let client = if from_client { (ip4(&p.src), t.sport) } else { (ip4(&p.dst), t.dport) };
-        let key = (client.0, client.1, svc);
+        let client_side = if from_client { port } else { *self.peer.get(port)? };
+        let key = (client.0, client.1, svc, client_side);
+        let syn = t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         if before {
+            if from_client && syn {
+                // A new connection always meets the tracker and the policy.
+                return None;
+            }
             let e = self.conns.get(&key)?;
             if !e.p.is_down() && e.p.splice().is_none() {
                 return None;
@@ -235,7 +247,7 @@ impl Protection {
         }
         let ns = self.ns(now);
         self.ns_now = ns;
-        if from_client && t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
+        if from_client && syn {
             self.open(key, &t, frame, port, c);
         }
         let Some(e) = self.conns.get_mut(&key) else { return Some(true) };
@@ -307,8 +319,16 @@ impl Protection {
         port: usize,
         c: &FwCounters,
     ) {
-        if self.conns.contains_key(&key) {
-            return;
+        match self.conns.get(&key) {
+            // Its SYN again.
+            Some(e) if e.p.client_isn() == t.seq => return,
+            // The client's address and port, reused for a new connection:
+            // the old one is over.
+            Some(_) => {
+                self.conns.remove(&key);
+                self.services[key.2].open -= 1;
+            }
+            None => {}
         }
         let s = &mut self.services[key.2];
         if s.open >= s.connections {
@@ -350,21 +370,24 @@ impl Protection {
             return;
         }
         let ns = self.ns(now);
-        // Every round would walk every protected connection: a fifth of a
-        // millisecond between walks is soon enough for any timer here.
-        if ns.saturating_sub(self.last_poll) < POLL_NS && self.conns.values().len() != 0 {
+        // Every round would walk every protected connection: a millisecond
+        // between walks is soon enough for any timer here.
+        if ns.saturating_sub(self.last_poll) < POLL_NS {
             return;
         }
         self.last_poll = ns;
         let req = &c.requests;
         for (i, s) in self.services.iter_mut().enumerate() {
-            let down = req.protect_down[i].load(std::sync::atomic::Ordering::Acquire);
-            let up = req.protect_up[i].load(std::sync::atomic::Ordering::Acquire);
-            let (went_down, came_up) = (down != s.down_seen, up != s.up_seen);
-            (s.down_seen, s.up_seen) = (down, up);
-            if !went_down && !came_up {
+            let v = req.protect_word[i].load(std::sync::atomic::Ordering::Acquire);
+            let (words, last_up) = (v >> 1, v & 1 == 1);
+            let new = words.wrapping_sub(s.words_seen);
+            s.words_seen = words;
+            if new == 0 {
                 continue;
             }
+            // Down and up again since the last look (a fast restart): both.
+            let went_down = !last_up || new >= 2;
+            let came_up = last_up;
             for (_, e) in self.conns.iter_mut().filter(|(k, _)| k.2 == i) {
                 if went_down {
                     e.p.service_down(ns);
@@ -397,7 +420,8 @@ impl Protection {
                 c.protect.spliced.add(u64::from(e.p.recoveries() - e.recoveries));
                 e.recoveries = e.p.recoveries();
             }
-            let idle = ns.saturating_sub(e.last_seen) > IDLE_NS;
+            let idle = ns.saturating_sub(e.last_seen) > IDLE_NS
+                || (e.p.is_opening() && ns.saturating_sub(e.last_seen) > OPENING_NS);
             let Some(why) = e.p.ended() else {
                 if idle && !e.p.is_down() {
                     services[key.2].open -= 1;

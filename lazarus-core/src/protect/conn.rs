@@ -140,7 +140,14 @@ pub struct Protected {
     down_since: u64,
     /// Times the connection was carried onto a restarted server.
     recoveries: u32,
+    /// A replay the service refused is tried again then, this long after
+    /// the one before.
+    retry_at: Option<u64>,
+    retry_in: u64,
 }
+
+const RETRY_FIRST_NS: u64 = 50_000_000;
+const RETRY_MAX_NS: u64 = 1_000_000_000;
 
 const SEQ_AT: usize = 4;
 
@@ -173,6 +180,8 @@ impl Protected {
             next_keepalive: 0,
             down_since: 0,
             recoveries: 0,
+            retry_at: None,
+            retry_in: 0,
         }
     }
 
@@ -192,6 +201,16 @@ impl Protected {
     /// connection is being carried onto a restarted server.
     pub fn splice(&self) -> Option<Splice> {
         self.replay.as_ref().and_then(Replay::mapping).or(self.splice)
+    }
+
+    /// The client's ISN: a SYN with another one is a new connection.
+    pub fn client_isn(&self) -> u32 {
+        self.client_isn
+    }
+
+    /// Still waiting for the server's SYN-ACK.
+    pub fn is_opening(&self) -> bool {
+        self.phase == Phase::Opening
     }
 
     /// Times the connection was carried onto a restarted server.
@@ -399,9 +418,13 @@ impl Protected {
         let Some(r) = self.replay.as_mut() else { return Action::Absorb };
         match r.on_segment(t, payload, now) {
             Err(ReplayError::Refused) => {
-                // Not listening yet: the next word that it is up tries again.
+                // Not listening yet (the word came before the server's
+                // listen()): tried again, a little later each time, until
+                // `down_max`.
                 self.replay = None;
                 self.phase = Phase::Down;
+                self.retry_in = (self.retry_in * 2).clamp(RETRY_FIRST_NS, RETRY_MAX_NS);
+                self.retry_at = Some(now + self.retry_in);
                 Action::Absorb
             }
             Err(e) => {
@@ -444,6 +467,7 @@ impl Protected {
         self.replay = None;
         self.phase = Phase::Down;
         self.next_keepalive = now;
+        (self.retry_at, self.retry_in) = (None, 0);
     }
 
     /// Word that the service is back: the replay starts.
@@ -543,6 +567,10 @@ impl Protected {
                 if now.saturating_sub(self.down_since) >= self.policy.down_max_ns {
                     self.abort(Ended::DownTooLong);
                     return self.poll(now);
+                }
+                if self.retry_at.is_some_and(|at| now >= at) {
+                    self.retry_at = None;
+                    self.service_up(now);
                 }
                 if let Some(r) = self.replay.as_mut() {
                     if let Some(seg) = r.poll(now) {
@@ -796,5 +824,22 @@ mod tests {
         // The replay reads no output: the client had none.
         server(&mut p, SYN | ACK, 7000, 100, b"", 1);
         assert!(p.splice().is_some());
+    }
+
+    #[test]
+    fn a_replay_the_service_refuses_is_tried_again_until_it_listens() {
+        let mut p = up();
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        server(&mut p, RST | ACK, 0, 100, b"", 1);
+        assert!(p.is_down() && p.ended().is_none());
+        let syns =
+            |out: Vec<(Toward, Segment)>| to_server(&out).iter().filter(|s| s.flags == SYN).count();
+        assert_eq!(syns(drain(&mut p, 10 * MS)), 0, "not at once");
+        assert_eq!(syns(drain(&mut p, 60 * MS)), 1, "again after the first back-off");
+        server(&mut p, RST | ACK, 0, 100, b"", 61 * MS);
+        assert_eq!(syns(drain(&mut p, 120 * MS)), 0, "the back-off doubled");
+        assert_eq!(syns(drain(&mut p, 170 * MS)), 1);
     }
 }
