@@ -18,13 +18,16 @@
 //!   protect_bridge redis-client ADDR:PORT SECONDS (in the client namespace)
 //!   protect_bridge serve ADDR:PORT                (in the server namespace)
 
+#[path = "common/echo.rs"]
+mod echo;
+
 use anyhow::{bail, ensure, Context, Result};
 use lazarus_core::parse::{parse, tcp_flags, Parsed, TcpHdr, L4};
 use lazarus_core::protect::segment::write_v4;
 use lazarus_core::protect::{Action, Endpoints, ProtectPolicy, Protected, Toward};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tun_tap::{Iface, Mode};
@@ -36,7 +39,7 @@ const ETH_IP: usize = 34;
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
     match a.get(1).map(String::as_str) {
-        Some("serve") => serve(&a[2]),
+        Some("serve") => echo::serve(&a[2], false),
         Some("client") => client(&a[2], a[3].parse()?),
         Some("redis-client") => redis_client(&a[2], a[3].parse()?),
         Some("run") => {
@@ -45,25 +48,6 @@ fn main() -> Result<()> {
         }
         _ => bail!("usage: protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] | client ADDR:PORT SECONDS | serve ADDR:PORT"),
     }
-}
-
-fn serve(addr: &str) -> Result<()> {
-    let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
-    println!("ready");
-    std::io::stdout().flush()?;
-    for s in l.incoming() {
-        let s = s?;
-        std::thread::spawn(move || {
-            let mut w = s.try_clone().expect("clone");
-            for line in BufReader::new(s).lines() {
-                let Ok(line) = line else { return };
-                if w.write_all(format!("{line}\n").as_bytes()).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    Ok(())
 }
 
 /// Sends a numbered line every 20 ms for `secs` seconds and checks each
@@ -241,17 +225,6 @@ fn service_segment(frame: &[u8]) -> Option<ServiceSeg> {
     })
 }
 
-fn reversed(e: &Endpoints) -> Endpoints {
-    Endpoints {
-        src_mac: e.dst_mac,
-        dst_mac: e.src_mac,
-        src_ip: e.dst_ip,
-        dst_ip: e.src_ip,
-        sport: e.dport,
-        dport: e.sport,
-    }
-}
-
 impl Bridge {
     fn now(&self) -> u64 {
         self.t0.elapsed().as_nanos() as u64
@@ -311,16 +284,8 @@ impl Bridge {
                 // rebuilt as the new server would have sent it, then
                 // rewritten through the splice like any other.
                 let splice = c.p.splice().context("handed over without a splice")?;
-                let seg = lazarus_core::protect::Segment {
-                    seq: t.seq.wrapping_add(at as u32),
-                    ack: t.ack,
-                    flags: t.flags,
-                    window: t.window,
-                    syn: None,
-                    ts: t.opts.timestamp,
-                    payload: 0..0,
-                };
-                let ends = reversed(&c.ends);
+                let seg = lazarus_core::protect::Segment::tail_of(&t, at);
+                let ends = c.ends.reversed();
                 let mut out = std::mem::take(&mut self.out);
                 let n = write_v4(&mut out, &ends, &seg, &payload[at..]).context("frame")?;
                 splice.to_client(&mut out[ETH_IP..n])?;
@@ -342,7 +307,7 @@ impl Bridge {
                     Toward::Server => {
                         write_v4(&mut buf, &c.ends, &seg, &c.p.log()[seg.payload.clone()])
                     }
-                    Toward::Client => write_v4(&mut buf, &reversed(&c.ends), &seg, &[]),
+                    Toward::Client => write_v4(&mut buf, &c.ends.reversed(), &seg, &[]),
                 }
                 .context("frame")?;
                 buf.truncate(n);

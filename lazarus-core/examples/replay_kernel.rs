@@ -9,14 +9,16 @@
 //!   replay_kernel serve ADDR:PORT [--upper]   the line-echo server
 //!   replay_kernel run                          the test (in the namespace)
 
+#[path = "common/echo.rs"]
+mod echo;
+
 use anyhow::{bail, ensure, Context, Result};
 use lazarus_core::parse::{parse, tcp_flags, Parsed, TcpHdr, L4};
 use lazarus_core::protect::{
     AckedDigest, ClientLog, Endpoints, Logged, Rebuild, Replay, Segment, ServerSide, Splice,
     SynOptions,
 };
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tun_tap::{Iface, Mode};
@@ -30,32 +32,10 @@ const PORT: u16 = 7000;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("serve") => serve(&args[2], args.get(3).is_some_and(|a| a == "--upper")),
+        Some("serve") => echo::serve(&args[2], args.get(3).is_some_and(|a| a == "--upper")),
         Some("run") => run(),
         _ => bail!("usage: replay_kernel serve ADDR:PORT [--upper] | run (inside tests/e2e/replay.sh's namespace)"),
     }
-}
-
-/// Echoes every line back; `--upper` in capitals (a server whose output
-/// after a restart differs from before).
-fn serve(addr: &str, upper: bool) -> Result<()> {
-    let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
-    println!("ready");
-    std::io::stdout().flush()?;
-    for s in l.incoming() {
-        let s = s?;
-        std::thread::spawn(move || {
-            let mut w = s.try_clone().expect("clone");
-            for line in BufReader::new(s).lines() {
-                let Ok(line) = line else { return };
-                let line = if upper { line.to_uppercase() } else { line };
-                if w.write_all(format!("{line}\n").as_bytes()).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    Ok(())
 }
 
 fn sh(cmd: &str) -> Result<()> {

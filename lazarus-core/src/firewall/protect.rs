@@ -279,16 +279,8 @@ impl Protection {
             }),
             Action::ForwardFrom(at) => {
                 let Some(splice) = e.p.splice() else { return Some(false) };
-                let seg = Segment {
-                    seq: t.seq.wrapping_add(at as u32),
-                    ack: t.ack,
-                    flags: t.flags,
-                    window: t.window,
-                    syn: None,
-                    ts: t.opts.timestamp,
-                    payload: 0..0,
-                };
-                let ends = reversed(&e.ends);
+                let seg = Segment::tail_of(&t, at);
+                let ends = e.ends.reversed();
                 let part = payload.get(at..).unwrap_or(&[]);
                 self.outbox.push(out_port, |buf| {
                     let n = write_v4(buf, &ends, &seg, part)?;
@@ -402,7 +394,7 @@ impl Protection {
             while let Some((to, seg)) = e.p.poll(ns) {
                 let sent = match to {
                     Toward::Client => {
-                        let ends = reversed(&e.ends);
+                        let ends = e.ends.reversed();
                         outbox.push(e.client_port, |buf| write_v4(buf, &ends, &seg, &[]))
                     }
                     Toward::Server => {
@@ -480,15 +472,4 @@ fn count_sent(c: &FwCounters, sent: bool) {
 
 fn ip4(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]
-}
-
-fn reversed(e: &Endpoints) -> Endpoints {
-    Endpoints {
-        src_mac: e.dst_mac,
-        dst_mac: e.src_mac,
-        src_ip: e.dst_ip,
-        dst_ip: e.src_ip,
-        sport: e.dport,
-        dport: e.sport,
-    }
 }

@@ -522,16 +522,7 @@ impl Protected {
     pub fn poll(&mut self, now: u64) -> Option<(Toward, Segment)> {
         if self.reset_server {
             self.reset_server = false;
-            let rst = Segment {
-                seq: self.log.end(),
-                ack: 0,
-                flags: tcp_flags::RST,
-                window: 0,
-                syn: None,
-                ts: None,
-                payload: 0..0,
-            };
-            return Some((Toward::Server, rst));
+            return Some((Toward::Server, Segment::reset(self.log.end())));
         }
         if self.reset_client {
             self.reset_client = false;

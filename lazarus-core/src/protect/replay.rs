@@ -194,15 +194,7 @@ impl Replay {
             Phase::Clear(seq) => {
                 self.phase = Phase::Connect;
                 self.deadline = now;
-                Some(Segment {
-                    seq,
-                    ack: 0,
-                    flags: tcp_flags::RST,
-                    window: 0,
-                    syn: None,
-                    ts: None,
-                    payload: 0..0,
-                })
+                Some(Segment::reset(seq))
             }
             Phase::Connect if now >= self.deadline => {
                 if self.tries == SYN_TRIES {

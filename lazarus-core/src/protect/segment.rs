@@ -29,6 +29,37 @@ pub struct Segment {
     pub payload: Range<usize>,
 }
 
+impl Segment {
+    /// The part of a received segment, `t` its header, from payload offset
+    /// `at` on, as its sender would have sent it alone (its payload is the
+    /// caller's to give).
+    pub fn tail_of(t: &crate::parse::TcpHdr, at: usize) -> Segment {
+        Segment {
+            seq: t.seq.wrapping_add(at as u32),
+            ack: t.ack,
+            flags: t.flags,
+            window: t.window,
+            syn: None,
+            ts: t.opts.timestamp,
+            payload: 0..0,
+        }
+    }
+
+    /// A bare RST at `seq` (no ACK): what a socket takes only at exactly
+    /// the sequence number it expects next (RFC 5961 §3.2).
+    pub fn reset(seq: u32) -> Segment {
+        Segment {
+            seq,
+            ack: 0,
+            flags: tcp_flags::RST,
+            window: 0,
+            syn: None,
+            ts: None,
+            payload: 0..0,
+        }
+    }
+}
+
 /// Who the segment is from and to, as the client's own frames had it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoints {
@@ -38,6 +69,20 @@ pub struct Endpoints {
     pub dst_ip: [u8; 4],
     pub sport: u16,
     pub dport: u16,
+}
+
+impl Endpoints {
+    /// The other way: from the server to the client.
+    pub fn reversed(&self) -> Endpoints {
+        Endpoints {
+            src_mac: self.dst_mac,
+            dst_mac: self.src_mac,
+            src_ip: self.dst_ip,
+            dst_ip: self.src_ip,
+            sport: self.dport,
+            dport: self.sport,
+        }
+    }
 }
 
 const ETH: usize = 14;

@@ -1,0 +1,27 @@
+//! The line-echo server of the protected-server tests: prints "ready" once
+//! it listens, then echoes every line back on each connection, in capitals
+//! with `upper` (a server whose output after a restart differs).
+
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+
+pub fn serve(addr: &str, upper: bool) -> Result<()> {
+    let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    for s in l.incoming() {
+        let s = s?;
+        std::thread::spawn(move || {
+            let Ok(mut w) = s.try_clone() else { return };
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { return };
+                let line = if upper { line.to_uppercase() } else { line };
+                if w.write_all(format!("{line}\n").as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(())
+}
