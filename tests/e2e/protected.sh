@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Protected servers through the dataplane (issue 21, slice 1): line clients
-# in the client namespace echo through a line-echo server in the server
-# namespace, behind the dataplane with the server as a [[protected]]
-# service. The server is SIGKILLed and restarted three times, the last
+# Protected servers through the dataplane (issue 21, slices 1 and 2): 50
+# line clients in the client namespace echo through a line-echo server in
+# the server namespace, behind the dataplane with the server as a
+# [[protected]] service; then 20 redis sessions count with SET, INCR and GET
+# through redis-server (persistence off), also protected. The server is SIGKILLed and restarted three times, the last
 # time at once; the hook's word
 # (lazarusctl protect down / up, as systemd's ExecStopPost= and
 # ExecStartPost= would say it) follows each kill and start. Every client
-# sees every echo byte for byte and no error. Control: the same without
-# [[protected]], whose clients fail.
+# sees every echo byte for byte and no error; redis-server is SIGKILLed and
+# restarted twice, and every session's counter goes on where it was (the
+# replay rebuilt it). Controls: the same without [[protected]], whose
+# clients fail.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -16,45 +19,60 @@ trap lz_cleanup EXIT
 export PATH="$HOME/.cargo/bin:$PATH"
 (cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example protect_bridge)
 APP=$LZ_ROOT/target/release/examples/protect_bridge
-SERVICE=$LZ_SERVER_IP:7000
-CLIENTS=10
+ECHO=$LZ_SERVER_IP:7000
+REDIS=$LZ_SERVER_IP:6379
 FAST_MS=0
 
+# Starts the server of $KIND (echo or redis) and waits until it listens.
 serve() {
     local out=$LZ_WORK/server.$1.out
-    ip netns exec "$LZ_NS_S" "$APP" serve "$SERVICE" >"$out" 2>&1 &
+    if [ "$KIND" = echo ]; then
+        ip netns exec "$LZ_NS_S" "$APP" serve "$ECHO" >"$out" 2>&1 &
+    else
+        ip netns exec "$LZ_NS_S" redis-server --bind "$LZ_SERVER_IP" --port 6379 --save "" \
+            --appendonly no --protected-mode no --logfile "" >"$out" 2>&1 &
+    fi
     SERVER_PID=$!
     LZ_PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 500); do grep -q ready "$out" 2>/dev/null && return; sleep 0.01; done
-    lz_fail "the echo server did not start: $(cat "$out")"
+    for _ in $(seq 1 500); do
+        if [ "$KIND" = echo ]; then
+            grep -q ready "$out" 2>/dev/null && return
+        else
+            [ "$(lz_in_server redis-cli -h "$LZ_SERVER_IP" -p 6379 ping 2>/dev/null)" = PONG ] && return
+        fi
+        sleep 0.01
+    done
+    lz_fail "the $KIND server did not start: $(cat "$out")"
 }
 
-# One run: clients for 5 s, the server killed and restarted three times;
-# the third time it is back at once (as systemd's Restart= does), well
-# within 100 ms.
+# One run of $KIND with $CLIENTS clients: the server killed and restarted
+# $ROUNDS times, a second apart; the third time it is back at once (as
+# systemd's Restart= does), well within 100 ms.
 run() {
     local name=$1 hook=$2 i ok=0 failed=0 lines=0 longest=0 first_error=
+    local service=$ECHO mode=client secs=$((ROUNDS + 2))
+    [ "$KIND" = echo ] || { service=$REDIS; mode=redis-client; }
     serve "$name.0"
     local pids=()
     for i in $(seq 1 $CLIENTS); do
-        ip netns exec "$LZ_NS_C" "$APP" client "$SERVICE" 5 >"$LZ_WORK/$name.client$i.out" 2>&1 &
+        ip netns exec "$LZ_NS_C" "$APP" $mode "$service" $secs >"$LZ_WORK/$name.client$i.out" 2>&1 &
         pids+=($!); LZ_PIDS+=($!)
     done
     sleep 1
-    for round in 1 2 3; do
+    for round in $(seq 1 $ROUNDS); do
         kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
         local t0=$(date +%s%N)
         if [ $round -lt 3 ]; then
             sleep 0.05
-            [ "$hook" = 0 ] || lz_ctl protect down "$SERVICE" >/dev/null
+            [ "$hook" = 0 ] || lz_ctl protect down "$service" >/dev/null
             sleep 0.25
             serve "$name.$round"
         else
             serve "$name.$round"
             FAST_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
-            [ "$hook" = 0 ] || lz_ctl protect down "$SERVICE" >/dev/null
+            [ "$hook" = 0 ] || lz_ctl protect down "$service" >/dev/null
         fi
-        [ "$hook" = 0 ] || lz_ctl protect up "$SERVICE" >/dev/null
+        [ "$hook" = 0 ] || lz_ctl protect up "$service" >/dev/null
         sleep 1
     done
     for i in "${!pids[@]}"; do
@@ -68,34 +86,45 @@ run() {
         fi
     done
     kill -KILL "$SERVER_PID" 2>/dev/null || true
-    echo "$ok ok, $failed failed${first_error:+ ($first_error)}, $lines lines echoed, longest wait for an echo $((longest / 1000)) ms, fast restart back in ${FAST_MS} ms"
+    local fast=
+    [ "$ROUNDS" -lt 3 ] || fast=", fast restart back in ${FAST_MS} ms"
+    echo "$ok ok, $failed failed${first_error:+ ($first_error)}, $lines answers checked, longest wait for an answer $((longest / 1000)) ms$fast"
+}
+
+recoveries() {
+    lz_ctl stats --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin)["workers"]; print(sum(w.get("protect_spliced", 0) for w in d.values()))'
 }
 
 lz_ns_up
-lz_config "" $'[[protected]]\naddr = "'"$LZ_SERVER_IP"$'"\nport = 7000\nhold_ms = 2000'
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000' "$LZ_SERVER_IP" "$LZ_SERVER_IP")"
 lz_dp_start
 lz_join_taps
 lz_wait_path
-on=$(run on 1)
-lz_log "protected: $on"
-stats=$(lz_ctl stats --json 2>/dev/null || true)
-[[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { echo "$stats"; tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected clients failed: $on"; }
-spliced=$(python3 -c 'import json,sys; d=json.load(sys.stdin)["workers"]; print(sum(w.get("protect_spliced", 0) for w in d.values()))' <<<"$stats")
-[ "$spliced" -ge $((3 * CLIENTS)) ] || lz_fail "the dataplane counted $spliced recoveries, not $((3 * CLIENTS)) (three per client)"
-on="$on, $spliced recoveries counted"
-longest=$(sed -n 's/.*longest wait for an echo \([0-9]*\) ms.*/\1/p' <<<"$on")
-fast=$(sed -n 's/.*fast restart back in \([0-9]*\) ms.*/\1/p' <<<"$on")
-[ "$fast" -lt 100 ] || lz_log "note: the fast restart took $fast ms (a slow machine): the test still covers the word arriving after the server is back"
+KIND=echo CLIENTS=50 ROUNDS=3
+echo_on=$(run echo-on 1)
+spliced=$(recoveries)
+echo_on="$echo_on, $spliced recoveries counted"
+lz_log "line echo, protected: $echo_on"
+[[ "$echo_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients failed: $echo_on"; }
+[ "$spliced" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "the dataplane counted $spliced recoveries, not $((ROUNDS * CLIENTS))"
+longest=$(sed -n 's/.*longest wait for an answer \([0-9]*\) ms.*/\1/p' <<<"$echo_on")
 # The client waits for the server's restart (about 300 ms here) and the
 # replay, not for its own retransmission or probe timers: generous bound.
 [ "$longest" -lt 800 ] || lz_fail "a client waited $longest ms for an echo"
+KIND=redis CLIENTS=20 ROUNDS=2
+redis_on=$(run redis-on 1)
+lz_log "redis, protected: $redis_on"
+[[ "$redis_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected redis sessions failed: $redis_on"; }
 lz_dp_stop
 
 lz_config ""
 lz_dp_start
 lz_wait_path
-off=$(run off 0)
-lz_log "control (not protected): $off"
-[[ "$off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($off)"
+KIND=echo CLIENTS=10 ROUNDS=1
+echo_off=$(run echo-off 0)
+KIND=redis CLIENTS=10 ROUNDS=1
+redis_off=$(run redis-off 0)
+lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off"
+[[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off)"
 lz_dp_stop
-echo "PASS protected: through the dataplane, the echo server SIGKILLed and restarted three times (once back at once): $on; control without [[protected]]: $off"
+echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; redis with redis-server SIGKILLed twice: $redis_on; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"
