@@ -114,11 +114,6 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         &mut self.protection.outbox
     }
 
-    /// Protected connections now, spliced, and in recovery.
-    pub fn protected(&self) -> (usize, usize, usize) {
-        self.protection.gauges()
-    }
-
     pub fn table(&self) -> &ConnTable<Conn, A> {
         &self.table
     }

@@ -38,14 +38,13 @@ struct Entry {
     p: Protected,
     /// Client to server, as the client's SYN had them.
     ends: Endpoints,
-    /// The config port the client's frames arrive on (answers to the
-    /// client leave by it), and the one the server's do.
+    /// The config port the client's frames arrive on: answers to the client
+    /// leave by it, frames to the server by its bridge peer.
     client_port: usize,
-    server_port: Option<usize>,
-    /// When its last segment passed, and when its protection was seen to
-    /// end (in ns).
+    /// When its last segment passed (in ns), and whether the end of its
+    /// protection was counted.
     last_seen: u64,
-    ended_at: Option<u64>,
+    end_counted: bool,
     /// Recoveries counted so far.
     recoveries: u32,
 }
@@ -115,8 +114,7 @@ pub struct Protection {
     /// leaves.
     peer: Vec<usize>,
     tsc_hz: u64,
-    /// The time of the packet being looked at, and of the last walk, in ns.
-    ns_now: u64,
+    /// When the table was last walked, in ns.
     last_poll: u64,
     pub outbox: Outbox,
 }
@@ -148,7 +146,6 @@ impl Protection {
             conns: HashMap::with_capacity(room),
             peer,
             tsc_hz: tsc_hz.max(1),
-            ns_now: 0,
             last_poll: 0,
             // Without services, no room: nothing is ever sent.
             outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
@@ -246,14 +243,10 @@ impl Protection {
             }
         }
         let ns = self.ns(now);
-        self.ns_now = ns;
         if from_client && syn {
-            self.open(key, &t, frame, port, c);
+            self.open(key, &t, frame, port, ns, c);
         }
         let Some(e) = self.conns.get_mut(&key) else { return Some(true) };
-        if !from_client && e.server_port.is_none() {
-            e.server_port = Some(port);
-        }
         e.last_seen = ns;
         let payload = p.payload(frame);
         // The rewrite works on a copy: a rewritten segment is sent from the
@@ -309,6 +302,7 @@ impl Protection {
         t: &crate::parse::TcpHdr,
         frame: &[u8],
         port: usize,
+        ns: u64,
         c: &FwCounters,
     ) {
         match self.conns.get(&key) {
@@ -340,18 +334,9 @@ impl Protection {
         ends.src_mac.copy_from_slice(&frame[6..12]);
         ends.dst_mac.copy_from_slice(&frame[..6]);
         let p = Protected::new(s.policy, t);
-        let last_seen = self.ns_now;
         self.conns.insert(
             key,
-            Entry {
-                p,
-                ends,
-                client_port: port,
-                server_port: None,
-                last_seen,
-                ended_at: None,
-                recoveries: 0,
-            },
+            Entry { p, ends, client_port: port, last_seen: ns, end_counted: false, recoveries: 0 },
         );
     }
 
@@ -398,7 +383,7 @@ impl Protection {
                         outbox.push(e.client_port, |buf| write_v4(buf, &ends, &seg, &[]))
                     }
                     Toward::Server => {
-                        let port = e.server_port.unwrap_or(peer[e.client_port]);
+                        let port = peer[e.client_port];
                         let bytes = e.p.log().get(seg.payload.clone()).unwrap_or(&[]);
                         outbox.push(port, |buf| write_v4(buf, &e.ends, &seg, bytes))
                     }
@@ -421,14 +406,14 @@ impl Protection {
                 }
                 return true;
             };
-            if e.ended_at.is_some() {
+            if e.end_counted {
                 // Counted already; kept for its splice until idle.
                 if idle {
                     services[key.2].open -= 1;
                 }
                 return !idle;
             }
-            e.ended_at = Some(ns);
+            e.end_counted = true;
             let counter = match why {
                 Ended::Closed => None,
                 Ended::LogBound => Some(&c.protect.log_bound),
@@ -451,14 +436,6 @@ impl Protection {
             services[key.2].open -= 1;
             false
         });
-    }
-
-    /// Connections protected now, carried onto a restarted server, and in
-    /// recovery (for telemetry).
-    pub fn gauges(&self) -> (usize, usize, usize) {
-        let spliced = self.conns.values().filter(|e| e.p.splice().is_some()).count();
-        let down = self.conns.values().filter(|e| e.p.is_down()).count();
-        (self.conns.len(), spliced, down)
     }
 }
 

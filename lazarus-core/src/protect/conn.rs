@@ -471,7 +471,7 @@ impl Protected {
     }
 
     /// Word that the service is back: the replay starts.
-    pub fn service_up(&mut self, now: u64) {
+    pub fn service_up(&mut self, _now: u64) {
         if self.phase != Phase::Down {
             return;
         }
@@ -484,7 +484,6 @@ impl Protected {
             client_acked: self.client_acked,
             acked: self.digest.acked(),
         };
-        let _ = now;
         match Replay::new(r, self.log.bytes().len()) {
             Ok(r) => {
                 self.replay = Some(r);
