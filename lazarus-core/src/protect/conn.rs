@@ -27,6 +27,9 @@ use super::segment::{Segment, SynOptions};
 use super::splice::{clear_flag, ServerSide, Splice};
 use crate::parse::{tcp_flags, TcpHdr};
 
+mod snapshot;
+pub use snapshot::{SnapshotError, SNAPSHOT_BYTES};
+
 /// A protected service's settings that each connection applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtectPolicy {
@@ -154,21 +157,30 @@ const SEQ_AT: usize = 4;
 impl Protected {
     /// Protection for the connection a client's SYN `syn` opens.
     pub fn new(policy: ProtectPolicy, syn: &TcpHdr) -> Protected {
+        let mut p =
+            Protected::new_blank(policy, syn.seq, ClientLog::new(syn.seq, policy.log_bound));
+        p.syn = SynOptions {
+            mss: syn.opts.mss,
+            wscale: syn.opts.wscale,
+            sack_perm: syn.opts.sack_perm,
+        };
+        p.client_tsval = syn.opts.timestamp.map(|(v, _)| v);
+        p
+    }
+
+    /// Opening, with nothing learnt of either side but the client's ISN.
+    fn new_blank(policy: ProtectPolicy, client_isn: u32, log: ClientLog) -> Protected {
         Protected {
             policy,
             phase: Phase::Opening,
-            client_isn: syn.seq,
-            syn: SynOptions {
-                mss: syn.opts.mss,
-                wscale: syn.opts.wscale,
-                sack_perm: syn.opts.sack_perm,
-            },
-            client_tsval: syn.opts.timestamp.map(|(v, _)| v),
+            client_isn,
+            syn: SynOptions { mss: 0, wscale: None, sack_perm: false },
+            client_tsval: None,
             client_acked: 0,
             server: ServerSide { isn: 0, wscale: None, tsval: None },
             server_end: 0,
-            server_acked: syn.seq.wrapping_add(1),
-            log: ClientLog::new(syn.seq, policy.log_bound),
+            server_acked: client_isn.wrapping_add(1),
+            log,
             digest: AckedDigest::new(0),
             held: None,
             replay: None,
@@ -764,6 +776,109 @@ mod tests {
         // Its SYN-ACK again (our ACK lost): answered, not passed on.
         assert_eq!(server(&mut p, SYN | ACK, 7000, 100, b"", 2).0, Action::Absorb);
         assert_eq!(to_server(&drain(&mut p, 2)).len(), 1);
+    }
+
+    fn restored(p: &Protected, now: u64) -> Protected {
+        let mut b = [0; SNAPSHOT_BYTES];
+        assert!(p.worth_snapshot());
+        p.snapshot(&mut b);
+        Protected::restore(POLICY, &b, p.log().to_vec(), now).unwrap()
+    }
+
+    #[test]
+    fn a_spliced_connection_is_rewritten_the_same_after_a_restore() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"abc"), Action::Forward);
+        server(&mut p, ACK | PSH, 500, 103, b"x\n", 1);
+        client(&mut p, ACK, 103, 502, b"");
+        p.service_down(2);
+        p.service_up(2);
+        drain(&mut p, 2);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 3);
+        drain(&mut p, 3);
+        server(&mut p, ACK | PSH, 7001, 103, b"x\n", 3);
+        drain(&mut p, 3);
+        assert!(p.splice().is_some() && !p.is_down());
+        let mut q = restored(&p, 4);
+        assert_eq!(q.splice(), p.splice());
+        assert_eq!(q.recoveries(), 1);
+        let (a, f) = server(&mut p, ACK | PSH, 7003, 103, b"yz", 5);
+        let (b, g) = server(&mut q, ACK | PSH, 7003, 103, b"yz", 5);
+        assert_eq!((a, f), (b, g), "the same rewrite to the client");
+        let (t, pl, mut f) = seg(true, ACK | PSH, 103, 505, b"more");
+        let mut g = f.clone();
+        assert_eq!(p.from_client(&t, &pl, &mut f[34..]), q.from_client(&t, &pl, &mut g[34..]));
+        assert_eq!(f, g, "the same rewrite to the server");
+        assert_eq!(q.log(), b"abcmore");
+    }
+
+    #[test]
+    fn a_connection_restored_while_down_is_answered_then_replayed() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"abc"), Action::Forward);
+        p.service_down(10);
+        let mut q = restored(&p, 20);
+        assert!(q.is_down());
+        let out = drain(&mut q, 20);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].0, out[0].1.ack, out[0].1.window), (Toward::Client, 103, 0));
+        q.service_up(30);
+        let sent = to_server(&drain(&mut q, 30));
+        assert_eq!((sent[0].flags, sent[1].flags, sent[1].seq), (RST, SYN, 99));
+        // Kept waiting since it first went down, not since the restore.
+        let mut r = restored(&p, 20);
+        let out = drain(&mut r, 10 + POLICY.down_max_ns);
+        assert!(out.iter().any(|(t, s)| *t == Toward::Client && s.flags & RST != 0), "{out:?}");
+    }
+
+    #[test]
+    fn a_connection_restored_mid_replay_starts_the_replay_over() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH, 100, 500, b"abc"), Action::Forward);
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 1);
+        drain(&mut p, 1);
+        let mut q = restored(&p, 2);
+        let sent = to_server(&drain(&mut q, 2));
+        assert_eq!((sent[0].flags, sent[1].flags), (RST, SYN), "{sent:?}");
+        // The half-replayed socket answers the SYN with a challenge ACK:
+        // reset exactly there, then the SYN again.
+        server(&mut q, ACK, 7001, 103, b"", 3);
+        let sent = to_server(&drain(&mut q, 3));
+        assert_eq!((sent[0].flags, sent[0].seq, sent[1].flags), (RST, 103, SYN), "{sent:?}");
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_snapshot_is_refused() {
+        let mut p = up();
+        client(&mut p, ACK | PSH, 100, 500, b"abc");
+        let mut b = [0; SNAPSHOT_BYTES];
+        p.snapshot(&mut b);
+        let log = p.log().to_vec();
+        assert_eq!(
+            Protected::restore(POLICY, &b[..40], log.clone(), 0).err(),
+            Some(SnapshotError::Length(40))
+        );
+        assert!(matches!(
+            Protected::restore(POLICY, &b, b"ab".to_vec(), 0),
+            Err(SnapshotError::LogShort { held: 2, counted: 3 })
+        ));
+        let small = ProtectPolicy { log_bound: 2, ..POLICY };
+        assert_eq!(
+            Protected::restore(small, &b, log.clone(), 0).err(),
+            Some(SnapshotError::LogBound(3))
+        );
+        let mut c = b;
+        c[0] = 9;
+        assert_eq!(
+            Protected::restore(POLICY, &c, log.clone(), 0).err(),
+            Some(SnapshotError::Format(9))
+        );
+        c = b;
+        c[1] = 77;
+        assert_eq!(Protected::restore(POLICY, &c, log, 0).err(), Some(SnapshotError::Phase(77)));
     }
 
     #[test]

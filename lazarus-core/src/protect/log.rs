@@ -4,8 +4,6 @@
 //! acknowledged (`AckedDigest`), against which the regenerated output is
 //! checked before it is discarded.
 
-use xxhash_rust::xxh3::Xxh3;
-
 /// What became of a client segment's payload offered to the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logged {
@@ -58,6 +56,17 @@ impl ClientLog {
         &self.bytes
     }
 
+    /// The log of a connection whose client chose `client_isn`, holding
+    /// `bytes` already (rebuilt from checkpointd's copy), or None when they
+    /// pass `bound`.
+    pub fn restored(client_isn: u32, bound: usize, bytes: Vec<u8>) -> Option<ClientLog> {
+        (bytes.len() <= bound).then(|| ClientLog {
+            start: client_isn.wrapping_add(1),
+            bytes,
+            bound,
+        })
+    }
+
     /// Offers the payload of a client segment that starts at `seq`.
     pub fn record(&mut self, seq: u32, payload: &[u8]) -> Logged {
         let end = self.end();
@@ -94,10 +103,11 @@ impl ClientLog {
 /// where the client had acknowledged everything the server had sent. The
 /// bytes between that point and the client's acknowledgment are discarded
 /// unchecked on replay; at a request/response service the point is every
-/// answer's end.
-#[derive(Clone)]
+/// answer's end. CRC-32C: it resumes from its value alone, so the digest
+/// travels in a checkpoint and carries on after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckedDigest {
-    running: Xxh3,
+    running: u32,
     /// The sequence number after the last byte hashed.
     running_end: u32,
     acked: Acked,
@@ -107,16 +117,24 @@ pub struct AckedDigest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Acked {
     pub end: u32,
-    pub digest: u64,
+    pub digest: u32,
 }
 
 impl AckedDigest {
     /// The digest for the server whose ISN is `server_isn`: nothing yet.
     pub fn new(server_isn: u32) -> AckedDigest {
-        let running = Xxh3::new();
         let start = server_isn.wrapping_add(1);
-        let digest = running.digest();
-        AckedDigest { running, running_end: start, acked: Acked { end: start, digest } }
+        AckedDigest { running: 0, running_end: start, acked: Acked { end: start, digest: 0 } }
+    }
+
+    /// A digest as `parts` gave it (a checkpoint).
+    pub fn from_parts(running: Acked, acked: Acked) -> AckedDigest {
+        AckedDigest { running: running.digest, running_end: running.end, acked }
+    }
+
+    /// What has been hashed so far, acknowledged or not.
+    pub fn running(&self) -> Acked {
+        Acked { end: self.running_end, digest: self.running }
     }
 
     /// A server segment's payload at `seq`. Only bytes in order are hashed:
@@ -128,14 +146,14 @@ impl AckedDigest {
             return;
         }
         let new = &payload[behind as usize..];
-        self.running.update(new);
+        self.running = crc32c::crc32c_append(self.running, new);
         self.running_end = self.running_end.wrapping_add(new.len() as u32);
     }
 
     /// The client acknowledged everything before `ack`.
     pub fn client_ack(&mut self, ack: u32) {
         if ack == self.running_end {
-            self.acked = Acked { end: ack, digest: self.running.digest() };
+            self.acked = Acked { end: ack, digest: self.running };
         }
     }
 
@@ -145,8 +163,13 @@ impl AckedDigest {
 }
 
 /// The digest of `bytes` as `AckedDigest` computes it.
-pub fn digest(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
+pub fn digest(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// `digest` carried on over `more`.
+pub fn digest_append(digest: u32, more: &[u8]) -> u32 {
+    crc32c::crc32c_append(digest, more)
 }
 
 #[cfg(test)]

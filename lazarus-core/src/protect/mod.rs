@@ -10,7 +10,9 @@ pub mod replay;
 pub mod segment;
 pub mod splice;
 
-pub use conn::{Action, Ended, ProtectDrop, ProtectPolicy, Protected, Toward};
+pub use conn::{
+    Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, Toward, SNAPSHOT_BYTES,
+};
 pub use log::{Acked, AckedDigest, ClientLog, Logged};
 pub use replay::{Rebuild, Replay, ReplayError};
 pub use segment::{Endpoints, Segment, SynOptions};

@@ -9,12 +9,11 @@
 //! No I/O here: the caller sends what `poll` returns, feeds the server's
 //! segments to `on_segment`, and gives the time in nanoseconds.
 
-use super::log::Acked;
+use super::log::{digest_append, Acked};
 use super::segment::{Segment, SynOptions};
 use super::splice::{ServerSide, Splice, SpliceError};
 use crate::parse::{tcp_flags, TcpHdr};
 use thiserror::Error;
-use xxhash_rust::xxh3::Xxh3;
 
 /// What the firewall knows of the connection when the old server died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +95,7 @@ pub struct Replay {
     /// `discard_end`, where the client's own acknowledgment is.
     check_end: u32,
     discard_end: u32,
-    hash: Xxh3,
+    hash: u32,
     ts_recent: u32,
     ack_due: bool,
     rto: u64,
@@ -129,7 +128,7 @@ impl Replay {
             rcv_nxt: 0,
             check_end: checked,
             discard_end: acked,
-            hash: Xxh3::new(),
+            hash: 0,
             ts_recent: 0,
             ack_due: false,
             rto: SYN_RTO_NS,
@@ -406,8 +405,8 @@ impl Replay {
         let unchecked = self.check_end.wrapping_sub(self.rcv_nxt) as i32;
         if unchecked > 0 {
             let n = take.len().min(unchecked as usize);
-            self.hash.update(&take[..n]);
-            if n == unchecked as usize && self.hash.digest() != self.r.acked.digest {
+            self.hash = digest_append(self.hash, &take[..n]);
+            if n == unchecked as usize && self.hash != self.r.acked.digest {
                 return self.fail(ReplayError::Diverged);
             }
         }

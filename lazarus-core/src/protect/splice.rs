@@ -101,6 +101,22 @@ impl Splice {
         Ok(Splice { seq: old.isn.wrapping_sub(new.isn), ts, scale_old, scale_new })
     }
 
+    /// Its fields as a checkpoint carries them: the sequence offset, the
+    /// timestamp offset, the old and the new window scale.
+    pub fn parts(&self) -> (u32, Option<u32>, u8, u8) {
+        (self.seq, self.ts, self.scale_old, self.scale_new)
+    }
+
+    /// The splice `parts` gave; None when a scale is past RFC 7323's 14.
+    pub fn from_parts(seq: u32, ts: Option<u32>, scale_old: u8, scale_new: u8) -> Option<Splice> {
+        (scale_old <= MAX_SCALE && scale_new <= MAX_SCALE).then_some(Splice {
+            seq,
+            ts,
+            scale_old,
+            scale_new,
+        })
+    }
+
     /// A sequence number of the new server's, as the client sees it.
     pub fn client_seq(&self, seq: u32) -> u32 {
         seq.wrapping_add(self.seq)

@@ -1,0 +1,186 @@
+//! What of a protected connection is checkpointed besides its log, so a
+//! restarted dataplane carries on where the killed one was: the phase, both
+//! sides' numbers as the client sees them, the digest, and the splice.
+//!
+//! Not kept: a held FIN or RST (unacknowledged, the server sends it again),
+//! a replay in flight (it starts over: the replay clears whatever socket
+//! the last one left), timers (they start again from the restore).
+
+use super::{Phase, Protected};
+use crate::protect::log::{Acked, AckedDigest, ClientLog};
+use crate::protect::segment::SynOptions;
+use crate::protect::splice::{ServerSide, Splice};
+use crate::protect::{Ended, ProtectPolicy};
+use thiserror::Error;
+
+/// Bytes of an encoded snapshot.
+pub const SNAPSHOT_BYTES: usize = 80;
+/// The encoding's own version, byte 0: a record of another is refused.
+const FORMAT: u8 = 1;
+
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+const REPLAYING: u8 = 3;
+/// Protection over, the splice still rewriting every segment.
+const SPLICED: u8 = 4;
+
+const F_SYN_WSCALE: u8 = 1;
+const F_SACK: u8 = 2;
+const F_CLIENT_TS: u8 = 4;
+const F_SERVER_WSCALE: u8 = 8;
+const F_SERVER_TS: u8 = 16;
+const F_SPLICE: u8 = 32;
+const F_SPLICE_TS: u8 = 64;
+
+/// Why a snapshot cannot be restored: the connection then goes on
+/// unprotected (counted), as it would have without `[[protected]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SnapshotError {
+    #[error("protection record of {0} bytes, expected {SNAPSHOT_BYTES}: written by another build; the connection goes on unprotected")]
+    Length(usize),
+    #[error("protection record format {0}, this build reads {FORMAT}: the connection goes on unprotected")]
+    Format(u8),
+    #[error("protection record in phase {0}, which no build writes: damaged; the connection goes on unprotected")]
+    Phase(u8),
+    #[error("checkpointd holds {held} logged bytes of this connection but its record counts {counted}: the log lost records; the connection goes on unprotected")]
+    LogShort { held: usize, counted: usize },
+    #[error("the stored log of {0} bytes passes the service's log_bound: the bound was lowered; the connection goes on unprotected")]
+    LogBound(usize),
+    #[error("a window scale in the protection record passes 14: damaged; the connection goes on unprotected")]
+    Scale,
+}
+
+impl Protected {
+    /// Whether a snapshot is worth writing: a connection still opening has
+    /// no server side yet, and one whose protection ended without a splice
+    /// needs nothing restored.
+    pub fn worth_snapshot(&self) -> bool {
+        match self.phase {
+            Phase::Opening => false,
+            Phase::Ended(_) => self.splice.is_some(),
+            _ => true,
+        }
+    }
+
+    /// Writes the snapshot into `b`.
+    pub fn snapshot(&self, b: &mut [u8; SNAPSHOT_BYTES]) {
+        *b = [0; SNAPSHOT_BYTES];
+        let splice = self.splice;
+        b[0] = FORMAT;
+        b[1] = match self.phase {
+            Phase::Down => DOWN,
+            Phase::Replaying => REPLAYING,
+            Phase::Ended(_) => SPLICED,
+            Phase::Opening | Phase::Up => UP,
+        };
+        let mut flags = 0;
+        let mut flag = |on: bool, f: u8| {
+            if on {
+                flags |= f;
+            }
+        };
+        flag(self.syn.wscale.is_some(), F_SYN_WSCALE);
+        flag(self.syn.sack_perm, F_SACK);
+        flag(self.client_tsval.is_some(), F_CLIENT_TS);
+        flag(self.server.wscale.is_some(), F_SERVER_WSCALE);
+        flag(self.server.tsval.is_some(), F_SERVER_TS);
+        flag(splice.is_some(), F_SPLICE);
+        flag(splice.is_some_and(|s| s.parts().1.is_some()), F_SPLICE_TS);
+        b[2] = flags;
+        b[3] = self.syn.wscale.unwrap_or(0);
+        b[4..6].copy_from_slice(&self.syn.mss.to_le_bytes());
+        b[6] = self.server.wscale.unwrap_or(0);
+        let (seq, ts, old, new) = splice.map_or((0, None, 0, 0), |s| s.parts());
+        b[7] = old;
+        b[8] = new;
+        let running = self.digest.running();
+        let acked = self.digest.acked();
+        let words = [
+            self.client_isn,
+            self.client_tsval.unwrap_or(0),
+            self.client_acked,
+            self.server.isn,
+            self.server.tsval.unwrap_or(0),
+            self.server_end,
+            self.server_acked,
+            running.end,
+            running.digest,
+            acked.end,
+            acked.digest,
+            seq,
+            ts.unwrap_or(0),
+            self.recoveries,
+            self.log.bytes().len() as u32,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[12 + 4 * i..16 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        b[72..80].copy_from_slice(&self.down_since.to_le_bytes());
+    }
+
+    /// The connection a snapshot describes, its log `log` as checkpointd
+    /// holds it. A connection that was replaying starts its replay over;
+    /// one that was down waits for the service to come back.
+    pub fn restore(
+        policy: ProtectPolicy,
+        b: &[u8],
+        log: Vec<u8>,
+        now: u64,
+    ) -> Result<Protected, SnapshotError> {
+        let b: &[u8; SNAPSHOT_BYTES] = b.try_into().map_err(|_| SnapshotError::Length(b.len()))?;
+        if b[0] != FORMAT {
+            return Err(SnapshotError::Format(b[0]));
+        }
+        let w = |i: usize| u32::from_le_bytes(b[12 + 4 * i..16 + 4 * i].try_into().unwrap());
+        let flags = b[2];
+        let on = |f: u8| flags & f != 0;
+        let counted = w(14) as usize;
+        if log.len() < counted {
+            return Err(SnapshotError::LogShort { held: log.len(), counted });
+        }
+        let client_isn = w(0);
+        let len = log.len();
+        let log = ClientLog::restored(client_isn, policy.log_bound, log)
+            .ok_or(SnapshotError::LogBound(len))?;
+        let splice = if on(F_SPLICE) {
+            let ts = on(F_SPLICE_TS).then_some(w(12));
+            Some(Splice::from_parts(w(11), ts, b[7], b[8]).ok_or(SnapshotError::Scale)?)
+        } else {
+            None
+        };
+        let phase = match b[1] {
+            UP => Phase::Up,
+            DOWN | REPLAYING => Phase::Down,
+            SPLICED if splice.is_some() => Phase::Ended(Ended::Closed),
+            other => return Err(SnapshotError::Phase(other)),
+        };
+        let mut p = Protected::new_blank(policy, client_isn, log);
+        p.phase = phase;
+        p.syn = SynOptions {
+            mss: u16::from_le_bytes([b[4], b[5]]),
+            wscale: on(F_SYN_WSCALE).then_some(b[3]),
+            sack_perm: on(F_SACK),
+        };
+        p.client_tsval = on(F_CLIENT_TS).then_some(w(1));
+        p.client_acked = w(2);
+        p.server = ServerSide {
+            isn: w(3),
+            wscale: on(F_SERVER_WSCALE).then_some(b[6]),
+            tsval: on(F_SERVER_TS).then_some(w(4)),
+        };
+        p.server_end = w(5);
+        p.server_acked = w(6);
+        p.digest = AckedDigest::from_parts(
+            Acked { end: w(7), digest: w(8) },
+            Acked { end: w(9), digest: w(10) },
+        );
+        p.splice = splice;
+        p.recoveries = w(13);
+        p.down_since = u64::from_le_bytes(b[72..80].try_into().unwrap()).min(now);
+        p.next_keepalive = now;
+        if b[1] == REPLAYING {
+            p.service_up(now);
+        }
+        Ok(p)
+    }
+}
