@@ -35,6 +35,8 @@ pub struct Control {
     /// checkpointd's own second mapping of the store, read only here.
     pub store: StoreSegment,
     pub stats: Arc<StoreStats>,
+    /// Protected connections' snapshots and logs.
+    pub protect: crate::protect::Protected,
     pub facts: Facts,
     pub started: Instant,
     /// The remote copy's counters; None when it is off.
@@ -152,6 +154,10 @@ impl Control {
                 conns::stream(&self.store, limit, payloads, total, &mut BufWriter::new(&mut out))?;
                 continue;
             }
+            if is_cmd(&line, "protected") {
+                self.protect.dump(&mut BufWriter::new(&mut out))?;
+                continue;
+            }
             let reply = self.handle(&line);
             let mut text = reply.to_string();
             text.push('\n');
@@ -172,13 +178,15 @@ impl Control {
             Some("takeover") => {
                 self.takeover(req.get("force").and_then(Value::as_bool).unwrap_or(false))
             }
-            Some("conns") => {
-                json!({"error": "conns is answered by the session; send it alone on its line"})
+            Some(cmd @ ("conns" | "protected")) => {
+                json!({"error": format!("{cmd} is answered by the session; send it alone on its line")})
             }
             Some(other) => {
-                json!({"error": format!("unknown command {other:?}; commands: status, conns, drained, takeover")})
+                json!({"error": format!("unknown command {other:?}; commands: status, conns, protected, drained, takeover")})
             }
-            None => json!({"error": "missing \"cmd\"; commands: status, conns, drained, takeover"}),
+            None => {
+                json!({"error": "missing \"cmd\"; commands: status, conns, protected, drained, takeover"})
+            }
         }
     }
 
@@ -250,8 +258,14 @@ impl Control {
                 "tsc_hz": f.origin.tsc_hz,
             },
             "remote": self.remote.as_ref().map(|r| r.to_json()),
+            "protected": self.protect.to_json(),
         })
     }
+}
+
+fn is_cmd(line: &str, cmd: &str) -> bool {
+    serde_json::from_str::<Value>(line)
+        .is_ok_and(|req| req.get("cmd").and_then(Value::as_str) == Some(cmd))
 }
 
 /// `(limit, payloads)` when the line is a `conns` request. The limit is

@@ -11,6 +11,7 @@ mod config;
 mod conns;
 mod control;
 mod metrics;
+mod protect;
 mod remote;
 mod store;
 
@@ -166,6 +167,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         store: StoreSegment::open_file(&store_path)
             .with_context(|| format!("second mapping of {}", store_path.display()))?,
         stats: Arc::clone(&store.stats),
+        protect: store.protect.clone(),
         facts: control::Facts {
             dir: dir.clone(),
             hugetlbfs,

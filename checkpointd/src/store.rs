@@ -80,6 +80,8 @@ pub struct Store {
     /// Filled when `track_changes` is on; the remote copy takes them.
     pub changes: Vec<Change>,
     pub track_changes: bool,
+    /// Protected connections: kept in memory, not in the segment.
+    pub protect: crate::protect::Protected,
 }
 
 impl Store {
@@ -159,7 +161,16 @@ impl Store {
         stats.ftp.store(u64::from(r.ftp), Ordering::Relaxed);
         let stats = std::sync::Arc::new(stats);
         let store =
-            Store { seg, index, free, free_ftp, stats, changes: Vec::new(), track_changes: false };
+            Store {
+            seg,
+            index,
+            free,
+            free_ftp,
+            stats,
+            changes: Vec::new(),
+            track_changes: false,
+            protect: Default::default(),
+        };
         (store, r)
     }
 
@@ -191,6 +202,10 @@ impl Store {
     /// delta again (a restarted checkpointd replays from its last tail)
     /// leaves the same store.
     pub fn apply(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {
+        if d.module == module::PROTECT {
+            self.protect.apply(d, worker);
+            return Outcome::Applied;
+        }
         let o = match d.kind {
             delta_kind::PORTION => self.upsert(d, worker),
             delta_kind::DELETE => self.delete_older(d.conn_id, d.version),

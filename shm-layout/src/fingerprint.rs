@@ -75,21 +75,23 @@ fn describe() -> String {
     .unwrap();
     writeln!(
         o,
-        "delta kinds portion {} delete {} sweep {}",
+        "delta kinds portion {} delete {} sweep {} log {}",
         delta_kind::PORTION,
         delta_kind::DELETE,
-        delta_kind::SWEEP
+        delta_kind::SWEEP,
+        delta_kind::LOG
     )
     .unwrap();
     writeln!(
         o,
-        "modules ip {} tcp {} udp {} icmp {} ftp {} count {}",
+        "modules ip {} tcp {} udp {} icmp {} ftp {} count {} protect {}",
         module::IP,
         module::TCP,
         module::UDP,
         module::ICMP,
         module::FTP,
-        module::COUNT
+        module::COUNT,
+        module::PROTECT
     )
     .unwrap();
     layout!(

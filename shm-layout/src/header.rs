@@ -10,9 +10,10 @@ pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// 4: the header page records the segment's [`SegmentOrigin`].
 /// 5: the rings carry `delta_kind::SWEEP`; a DELETE older than the record's
 /// newest portion is ignored.
-pub const LAYOUT_VERSION: u32 = 5;
+/// 6: the rings carry `delta_kind::LOG` and `module::PROTECT` records.
+pub const LAYOUT_VERSION: u32 = 6;
 /// The oldest layout checkpointd translates (`translate::from_previous`):
-/// the previous one, and `v0.1.0`'s through it.
+/// the previous ones, back to `v0.1.0`'s.
 pub const LAYOUT_VERSION_OLDEST: u32 = 3;
 /// The header page: the [`SegmentHeader`] and segment-wide fields (the rings'
 /// heartbeat) live in the first 4 KiB; the body starts after it.

@@ -77,6 +77,12 @@ pub mod delta_kind {
     /// of its ring whose newest portion is older is a connection it no
     /// longer has (its delete was lost) and can go. `conn_id` 0.
     pub const SWEEP: u8 = 3;
+    /// Client bytes of a protected connection (module `PROTECT`): the
+    /// payload continues its log at byte `version` (the offset from the
+    /// first byte after the client's SYN). Written before the client's
+    /// segment is forwarded. Variable length, up to `DELTA_PAYLOAD_MAX`; a
+    /// segment's bytes take as many records as they need.
+    pub const LOG: u8 = 4;
 }
 
 /// Module numbers as they travel in deltas and sit in the store. They match
@@ -87,8 +93,14 @@ pub mod module {
     pub const UDP: u8 = 2;
     pub const ICMP: u8 = 3;
     pub const FTP: u8 = 4;
-    /// Number of modules.
+    /// Number of modules whose portions the store segment holds.
     pub const COUNT: usize = 5;
+    /// A protected connection (`[[protected]]`): its PORTION is the
+    /// connection's protection snapshot, its LOG records the client's bytes,
+    /// its DELETE the end of its protection. Its id is the protection's own
+    /// (not a tracked connection's), and checkpointd keeps it in its own
+    /// memory, not in the store segment.
+    pub const PROTECT: u8 = 5;
 
     /// The module's name, or "unknown".
     pub fn name(module: u8) -> &'static str {
@@ -98,6 +110,7 @@ pub mod module {
             UDP => "udp",
             ICMP => "icmp",
             FTP => "ftp",
+            PROTECT => "protect",
             _ => "unknown",
         }
     }

@@ -1,0 +1,188 @@
+//! Protected connections (`[[protected]]`, issue 21) as checkpointd keeps
+//! them: each one's snapshot (its newest PROTECT portion) and its client
+//! log, rebuilt from the LOG records in order, in checkpointd's own memory.
+//! A restarted dataplane reads them back through the control socket
+//! (`protected`) before its ports start.
+
+use hashbrown::HashMap;
+use shm_layout::{delta_kind, Delta};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The most log bytes kept for one connection: the dataplane's own bound
+/// is lower (`log_bound`); this only stops a damaged ring from growing a
+/// log without end.
+pub const LOG_MAX: usize = 1 << 30;
+
+/// Counters `status` reports.
+#[derive(Debug, Default)]
+pub struct ProtectStats {
+    pub conns: AtomicU64,
+    pub log_bytes: AtomicU64,
+    /// Log records that started past the log's end: one was lost (a torn
+    /// record), so the connection's log can no longer be replayed.
+    pub log_gaps: AtomicU64,
+    /// Log records whose bytes differ from those already held at their
+    /// offset.
+    pub log_conflicts: AtomicU64,
+    /// Log records refused: past `LOG_MAX`.
+    pub log_refused: AtomicU64,
+    /// Snapshots older than the one held.
+    pub stale: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    worker: u16,
+    version: u64,
+    snapshot: Vec<u8>,
+    log: Vec<u8>,
+    /// A record of its log was lost: a restore must not replay it.
+    broken: bool,
+}
+
+/// Every protected connection the dataplane's rings have told of.
+#[derive(Debug, Default, Clone)]
+pub struct Protected {
+    inner: Arc<Mutex<HashMap<u64, Entry>>>,
+    pub stats: Arc<ProtectStats>,
+}
+
+impl Protected {
+    /// Applies one PROTECT delta from ring `worker`.
+    pub fn apply(&self, d: &Delta<'_>, worker: u16) {
+        let Ok(mut conns) = self.inner.lock() else { return };
+        let st = &self.stats;
+        match d.kind {
+            delta_kind::PORTION => {
+                let e = conns.entry(d.conn_id).or_default();
+                if !e.snapshot.is_empty() && d.version < e.version {
+                    st.stale.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                e.version = d.version;
+                e.worker = worker;
+                e.snapshot.clear();
+                e.snapshot.extend_from_slice(d.payload);
+            }
+            delta_kind::LOG => {
+                let e = conns.entry(d.conn_id).or_default();
+                e.worker = worker;
+                let at = usize::try_from(d.version).unwrap_or(usize::MAX);
+                let held = e.log.len();
+                if at > held {
+                    st.log_gaps.fetch_add(1, Ordering::Relaxed);
+                    e.broken = true;
+                    return;
+                }
+                // A record sent again (after a resync) repeats what is held.
+                let repeated = (held - at).min(d.payload.len());
+                if e.log[at..at + repeated] != d.payload[..repeated] {
+                    st.log_conflicts.fetch_add(1, Ordering::Relaxed);
+                    e.broken = true;
+                    return;
+                }
+                let new = &d.payload[repeated..];
+                if held + new.len() > LOG_MAX {
+                    st.log_refused.fetch_add(1, Ordering::Relaxed);
+                    e.broken = true;
+                    return;
+                }
+                e.log.extend_from_slice(new);
+                st.log_bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
+            }
+            delta_kind::DELETE => {
+                if let Some(e) = conns.remove(&d.conn_id) {
+                    st.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
+                }
+            }
+            _ => return,
+        }
+        st.conns.store(conns.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes every connection with a snapshot to `out`: a JSON line
+    /// `{"protected": n, "bytes": b}`, then per connection `conn_id` u64,
+    /// `worker` u16, `broken` u8, 0 u8, snapshot length u32, log length u32
+    /// (little-endian), the snapshot, the log. Copied out first, so the
+    /// drain loop never waits on the reader.
+    pub fn dump(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut body = Vec::new();
+        let mut n = 0u64;
+        if let Ok(conns) = self.inner.lock() {
+            for (id, e) in conns.iter().filter(|(_, e)| !e.snapshot.is_empty()) {
+                body.extend_from_slice(&id.to_le_bytes());
+                body.extend_from_slice(&e.worker.to_le_bytes());
+                body.extend_from_slice(&[u8::from(e.broken), 0]);
+                body.extend_from_slice(&(e.snapshot.len() as u32).to_le_bytes());
+                body.extend_from_slice(&(e.log.len() as u32).to_le_bytes());
+                body.extend_from_slice(&e.snapshot);
+                body.extend_from_slice(&e.log);
+                n += 1;
+            }
+        }
+        writeln!(out, "{}", serde_json::json!({"protected": n, "bytes": body.len()}))?;
+        out.write_all(&body)?;
+        out.flush()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let st = &self.stats;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "conns": r(&st.conns),
+            "log_bytes": r(&st.log_bytes),
+            "log_gaps": r(&st.log_gaps),
+            "log_conflicts": r(&st.log_conflicts),
+            "log_refused": r(&st.log_refused),
+            "stale": r(&st.stale),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::module;
+
+    fn delta(kind: u8, id: u64, version: u64, payload: &[u8]) -> Delta<'_> {
+        Delta { seq: 0, conn_id: id, version, module: module::PROTECT, kind, payload }
+    }
+
+    fn dumped(p: &Protected) -> (String, Vec<u8>) {
+        let mut out = Vec::new();
+        p.dump(&mut out).unwrap();
+        let nl = out.iter().position(|&b| b == b'\n').unwrap();
+        (String::from_utf8(out[..nl].to_vec()).unwrap(), out[nl + 1..].to_vec())
+    }
+
+    #[test]
+    fn the_log_is_rebuilt_in_order_once_and_a_gap_breaks_it() {
+        let p = Protected::default();
+        p.apply(&delta(delta_kind::LOG, 7, 0, b"hello "), 1);
+        p.apply(&delta(delta_kind::LOG, 7, 6, b"world"), 1);
+        // Sent again after a resync: the same bytes, and one more.
+        p.apply(&delta(delta_kind::LOG, 7, 3, b"lo world!"), 1);
+        p.apply(&delta(delta_kind::PORTION, 7, 5, b"snap"), 1);
+        p.apply(&delta(delta_kind::PORTION, 7, 4, b"old!"), 1);
+        let (head, body) = dumped(&p);
+        assert_eq!(head, r#"{"bytes":36,"protected":1}"#);
+        assert_eq!(&body[..8], &7u64.to_le_bytes());
+        assert_eq!(&body[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&body[20..], b"snaphello world!");
+        assert_eq!(p.stats.stale.load(Ordering::Relaxed), 1);
+
+        p.apply(&delta(delta_kind::LOG, 7, 40, b"late"), 1);
+        assert_eq!(dumped(&p).1[10], 1, "broken after a gap");
+        assert_eq!(p.stats.log_gaps.load(Ordering::Relaxed), 1);
+        p.apply(&delta(delta_kind::LOG, 8, 0, b"abc"), 0);
+        p.apply(&delta(delta_kind::LOG, 8, 0, b"abd"), 0);
+        assert_eq!(p.stats.log_conflicts.load(Ordering::Relaxed), 1);
+
+        p.apply(&delta(delta_kind::DELETE, 7, 9, b""), 1);
+        p.apply(&delta(delta_kind::DELETE, 8, 9, b""), 1);
+        assert_eq!(dumped(&p).0, r#"{"bytes":0,"protected":0}"#);
+        assert_eq!(p.stats.log_bytes.load(Ordering::Relaxed), 0);
+    }
+}
