@@ -70,6 +70,13 @@ impl Protected {
                 let e = conns.entry(d.conn_id).or_default();
                 e.worker = worker;
                 let at = usize::try_from(d.version).unwrap_or(usize::MAX);
+                if at == 0 && e.broken {
+                    // Written again from its start (this checkpointd is new
+                    // to the dataplane): whatever was lost is in it.
+                    st.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
+                    e.log.clear();
+                    e.broken = false;
+                }
                 let held = e.log.len();
                 if at > held {
                     st.log_gaps.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +187,9 @@ mod tests {
         p.apply(&delta(delta_kind::LOG, 8, 0, b"abd"), 0);
         assert_eq!(p.stats.log_conflicts.load(Ordering::Relaxed), 1);
 
+        p.apply(&delta(delta_kind::LOG, 7, 0, b"hello world!?"), 1);
+        let body = dumped(&p).1;
+        assert_eq!((body[10], &body[20..]), (0, &b"snaphello world!?"[..]), "whole again");
         p.apply(&delta(delta_kind::DELETE, 7, 9, b""), 1);
         p.apply(&delta(delta_kind::DELETE, 8, 9, b""), 1);
         assert_eq!(dumped(&p).0, r#"{"bytes":0,"protected":0}"#);

@@ -160,8 +160,7 @@ impl Store {
         stats.conns.store(u64::from(r.conns), Ordering::Relaxed);
         stats.ftp.store(u64::from(r.ftp), Ordering::Relaxed);
         let stats = std::sync::Arc::new(stats);
-        let store =
-            Store {
+        let store = Store {
             seg,
             index,
             free,

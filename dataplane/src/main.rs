@@ -607,6 +607,7 @@ fn restore_firewalls(
                 a.rings
                     .producer(index as u32)
                     .with_context(|| format!("taking worker {index}'s delta ring"))?,
+                a.rings,
             ));
         }
     }

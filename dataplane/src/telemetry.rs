@@ -226,6 +226,10 @@ pub fn workers(_: &str) -> TelValue {
                 ("protect_sent", f.protect.sent.get()),
                 ("protect_send_full", f.protect.send_full.get()),
                 ("protect_unspliceable", f.protect.unspliceable.get()),
+                ("protect_log_ring_full", f.protect.log_ring_full.get()),
+                ("protect_restored", f.protect.restored.get()),
+                ("protect_restore_refused", f.protect.restore_refused.get()),
+                ("protect_rewritten", f.protect.rewritten.get()),
             ] {
                 d.push((k.into(), u(v)));
             }

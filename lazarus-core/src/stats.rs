@@ -148,6 +148,16 @@ pub struct ProtectCounters {
     pub send_full: Counter,
     /// Segments a splice could not rewrite (dropped).
     pub unspliceable: Counter,
+    /// Client segments dropped because the delta ring had no room for
+    /// their bytes: never forwarded unlogged; the client sends them again.
+    pub log_ring_full: Counter,
+    /// Connections rebuilt from checkpointd at a restart, and those that
+    /// could not be (they go on unprotected; the log says why).
+    pub restored: Counter,
+    pub restore_refused: Counter,
+    /// Times checkpointd was found restarted and every protected
+    /// connection was written to it again.
+    pub rewritten: Counter,
 }
 
 /// The most `[[protected]]` services a dataplane has.
@@ -182,6 +192,10 @@ pub struct WorkerRequests {
     /// many so far, shifted left by one, and whether the last one said up
     /// (bit 0). The worker acts on a count it has not seen.
     pub protect_word: [std::sync::atomic::AtomicU64; MAX_PROTECTED],
+    /// The words the worker has acted on, per service: beside the words,
+    /// so a worker process that takes over acts on those its predecessor
+    /// had not, and on none twice.
+    pub protect_seen: [std::sync::atomic::AtomicU64; MAX_PROTECTED],
 }
 
 impl Counter {

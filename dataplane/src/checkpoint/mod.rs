@@ -4,7 +4,7 @@
 pub mod attach;
 pub mod ring;
 
-use lazarus_core::checkpoint::{CheckpointSink, DeltaHead, NoCheckpoint, SinkFull};
+use lazarus_core::checkpoint::{CheckpointSink, DeltaHead, NoCheckpoint, ProtectRecord, SinkFull};
 use lazarus_core::conn::ConnId;
 pub use ring::RingSink;
 
@@ -76,6 +76,19 @@ impl CheckpointSink for WorkerSink {
         match self {
             WorkerSink::Off(_) => false,
             WorkerSink::Ring(s) => s.take_resync(),
+        }
+    }
+    #[inline]
+    fn protect(&mut self, id: u64, rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
+        match self {
+            WorkerSink::Off(_) => Ok(()),
+            WorkerSink::Ring(s) => s.protect(id, rec),
+        }
+    }
+    fn take_protect_resync(&mut self) -> bool {
+        match self {
+            WorkerSink::Off(_) => false,
+            WorkerSink::Ring(s) => s.take_protect_resync(),
         }
     }
 }

@@ -1,23 +1,28 @@
 //! The worker's end of its delta ring in checkpointd's shared memory.
 
-use lazarus_core::checkpoint::{CheckpointSink, DeltaHead, SinkFull};
+use lazarus_core::checkpoint::{log_records, CheckpointSink, DeltaHead, ProtectRecord, SinkFull};
 use lazarus_core::conn::ConnId;
 use lazarus_core::modules::Module;
-use shm_layout::{delta_kind, DeltaProducer};
+use shm_layout::{delta_kind, module, DeltaProducer, RingsSegment, DELTA_PAYLOAD_MAX};
 
 /// Writes deltas into one worker's ring; never blocks, never waits on
 /// checkpointd. The ring segment is mapped for the life of the process.
 pub struct RingSink {
     producer: DeltaProducer<'static>,
     resync_epoch: u64,
+    /// Its heartbeat says which checkpointd drains the ring: protected
+    /// connections live in that one's memory, so a new one must be told
+    /// them all again.
+    rings: &'static RingsSegment,
+    drainer: u32,
 }
 
 impl RingSink {
-    pub fn new(producer: DeltaProducer<'static>) -> Self {
+    pub fn new(producer: DeltaProducer<'static>, rings: &'static RingsSegment) -> Self {
         // Resyncs requested before this process started are answered by the
         // restore itself, which starts from the store checkpointd has now.
         let resync_epoch = producer.resync_epoch();
-        RingSink { producer, resync_epoch }
+        RingSink { producer, resync_epoch, rings, drainer: rings.heartbeat().pid }
     }
 }
 
@@ -70,6 +75,36 @@ impl CheckpointSink for RingSink {
     #[inline]
     fn has_room(&mut self, n: u32) -> bool {
         self.producer.free_slots() >= n
+    }
+    fn protect(&mut self, id: u64, rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
+        let p = &mut self.producer;
+        let push = |p: &mut DeltaProducer<'_>, kind, version, bytes: &[u8]| {
+            p.try_push(id, module::PROTECT, kind, version, bytes).map_err(|_| SinkFull)
+        };
+        match rec {
+            ProtectRecord::Snapshot { version, bytes } => {
+                push(p, delta_kind::PORTION, version, bytes)
+            }
+            ProtectRecord::End { version } => push(p, delta_kind::DELETE, version, &[]),
+            ProtectRecord::Log { offset, bytes } => {
+                if p.free_slots() < log_records(bytes.len()) {
+                    return Err(SinkFull);
+                }
+                for (i, chunk) in bytes.chunks(DELTA_PAYLOAD_MAX).enumerate() {
+                    let at = offset + (i * DELTA_PAYLOAD_MAX) as u64;
+                    push(p, delta_kind::LOG, at, chunk)?;
+                }
+                Ok(())
+            }
+        }
+    }
+    fn take_protect_resync(&mut self) -> bool {
+        let pid = self.rings.heartbeat().pid;
+        if pid != self.drainer && pid != 0 {
+            self.drainer = pid;
+            return true;
+        }
+        false
     }
     #[inline]
     fn take_resync(&mut self) -> bool {

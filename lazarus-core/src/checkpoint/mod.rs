@@ -83,6 +83,33 @@ pub trait CheckpointSink {
     fn take_resync(&mut self) -> bool {
         false
     }
+    /// A record of protected connection `id` (module PROTECT). A `Log` is
+    /// written whole or not at all: the caller checks `has_room` for
+    /// [`log_records`] of its bytes first.
+    fn protect(&mut self, _id: u64, _rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
+        Ok(())
+    }
+    /// Whether checkpointd lost what it held of protected connections (it
+    /// restarted: they live in its memory) since the last call.
+    fn take_protect_resync(&mut self) -> bool {
+        false
+    }
+}
+
+/// What a protected connection writes to checkpointd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtectRecord<'a> {
+    /// Its snapshot, ordered by `version` (the TSC).
+    Snapshot { version: u64, bytes: &'a [u8] },
+    /// Client bytes at this offset of its log.
+    Log { offset: u64, bytes: &'a [u8] },
+    /// Its protection ended: forget it.
+    End { version: u64 },
+}
+
+/// Records a `Log` of `len` bytes takes.
+pub fn log_records(len: usize) -> u32 {
+    len.div_ceil(PORTION_BUF).max(1) as u32
 }
 
 /// `checkpoint.enabled = false`: changes go nowhere (they are still counted).
@@ -130,6 +157,9 @@ pub struct MemorySink {
     /// Deltas accepted before the sink reports full (None: unlimited).
     pub room: Option<u32>,
     pub resync: bool,
+    /// Protected connections: snapshot and log, as checkpointd keeps them.
+    pub protected: std::collections::BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    pub protect_resync: bool,
 }
 
 impl MemorySink {
@@ -180,5 +210,29 @@ impl CheckpointSink for MemorySink {
     }
     fn take_resync(&mut self) -> bool {
         std::mem::take(&mut self.resync)
+    }
+    fn protect(&mut self, id: u64, rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
+        match rec {
+            ProtectRecord::Log { offset, bytes } => {
+                for _ in 0..log_records(bytes.len()) {
+                    self.take_room()?;
+                }
+                let log = &mut self.protected.entry(id).or_default().1;
+                assert_eq!(offset, log.len() as u64, "a log record out of order");
+                log.extend_from_slice(bytes);
+            }
+            ProtectRecord::Snapshot { bytes, .. } => {
+                self.take_room()?;
+                self.protected.entry(id).or_default().0 = bytes.to_vec();
+            }
+            ProtectRecord::End { .. } => {
+                self.take_room()?;
+                self.protected.remove(&id);
+            }
+        }
+        Ok(())
+    }
+    fn take_protect_resync(&mut self) -> bool {
+        std::mem::take(&mut self.protect_resync)
     }
 }

@@ -88,7 +88,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         });
         self.counters.live.set(self.table.len() as u64);
         if !self.protection.is_off() {
-            self.protection.poll(now, self.counters);
+            self.protection.poll(now, self.counters, &mut self.checkpoint.sink);
         }
         if !self.ftp.expectations.is_empty() {
             self.ftp.expectations.expire(now);

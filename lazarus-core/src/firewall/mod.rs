@@ -19,7 +19,7 @@ mod ticks;
 mod track;
 
 pub use burst::{Burst, FrameBurst, StagedBurst, STAGE_MAX};
-pub use protect::{Outbox, Protection, OUT_FRAME};
+pub use protect::{Outbox, ProtectRestoreError, Protection, OUT_FRAME, RECORD_BYTES};
 
 use crate::checkpoint::restore::{self, RestoreError, RestoreSummary, StoredPortions};
 use crate::checkpoint::{CheckpointSink, Checkpointer};
@@ -108,6 +108,25 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.protection = Protection::new(services, peer, tsc_hz);
     }
 
+    /// Rebuilds a protected connection from checkpointd's record and log
+    /// (before the ports start); counted either way.
+    pub fn restore_protected(
+        &mut self,
+        record: &[u8],
+        log: Vec<u8>,
+        now: u64,
+    ) -> Result<(), ProtectRestoreError> {
+        let r = self.protection.restore(record, log, now);
+        let c = &self.counters.protect;
+        if r.is_ok() { &c.restored } else { &c.restore_refused }.add(1);
+        r
+    }
+
+    /// Whether any service is protected.
+    pub fn protects(&self) -> bool {
+        !self.protection.is_off()
+    }
+
     /// Frames the firewall sends itself (protected connections): the worker
     /// sends them after each burst and housekeeping.
     pub fn outbox(&mut self) -> &mut Outbox {
@@ -149,14 +168,22 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.lookup_staged(staged, n);
         let dropped = burst.retain(|i, frame| {
             if !self.protection.is_off() {
-                if let Some(keep) = self.protection.before_tracking(frame, port, now, self.counters)
+                let sink = &mut self.checkpoint.sink;
+                if let Some(keep) =
+                    self.protection.before_tracking(frame, port, now, self.counters, sink)
                 {
                     return keep;
                 }
             }
             self.process_staged(staged, i, frame, port, now) == Verdict::Forward
                 && (self.protection.is_off()
-                    || self.protection.pass(frame, port, now, self.counters))
+                    || self.protection.pass(
+                        frame,
+                        port,
+                        now,
+                        self.counters,
+                        &mut self.checkpoint.sink,
+                    ))
         });
         self.checkpoint.publish();
         dropped

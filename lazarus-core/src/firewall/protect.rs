@@ -7,16 +7,25 @@
 //!
 //! Without `[[protected]]` the packet path pays one branch. With it, a
 //! packet is matched on its raw addresses first and parsed again only when
-//! it is the service's. IPv4 and untagged frames only, so far. A protected
-//! connection's log is allocated as it grows: the design's log ring into
-//! checkpointd's memory (which also makes it survive the dataplane) is not
-//! built yet.
+//! it is the service's. IPv4 and untagged frames only, so far.
+//!
+//! Checkpointed (issue 21, slice 3): a client segment's new bytes go into
+//! the worker's delta ring (LOG records) before the segment is forwarded,
+//! and one with no room there is dropped, never forwarded unlogged; each
+//! connection's snapshot follows at the next millisecond's walk when it
+//! changed. checkpointd keeps both in its memory; a restarted dataplane
+//! rebuilds the table from them (`restore`) before its ports start, and a
+//! restarted checkpointd is told everything again.
 
+use crate::checkpoint::{log_records, CheckpointSink, ProtectRecord};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
 use crate::parse::{parse, tcp_flags, Parsed, L4};
 use crate::protect::segment::{write_v4, Endpoints, Segment};
-use crate::protect::{Action, Ended, ProtectDrop, ProtectPolicy, Protected, ReplayError, Toward};
+use crate::protect::{
+    Action, Ended, ProtectDrop, ProtectPolicy, Protected, ReplayError, SnapshotError, Toward,
+    SNAPSHOT_BYTES,
+};
 use crate::stats::{FwCounters, MAX_PROTECTED};
 use std::collections::HashMap;
 
@@ -27,6 +36,9 @@ pub const OUT_FRAME: usize = 1518;
 /// Frames the outbox holds between two drains by the worker: two lanes'
 /// bursts of spliced segments, and room for answers and the replay.
 const OUT_FRAMES: usize = 256;
+/// Bytes of a protected connection's checkpoint record: its snapshot, then
+/// where it is on the wire (both ends' addresses, the client's port).
+pub const RECORD_BYTES: usize = SNAPSHOT_BYTES + 32;
 
 /// A protected connection: client address and port, service index, and
 /// the config port the client's frames arrive on (its side of the bridge: a
@@ -47,6 +59,77 @@ struct Entry {
     end_counted: bool,
     /// Recoveries counted so far.
     recoveries: u32,
+    /// Its id in checkpointd: its key and the client's ISN.
+    id: u64,
+    /// The record checkpointd holds; None when none yet, or it must be
+    /// written again.
+    written: Option<[u8; RECORD_BYTES]>,
+    /// How much of its log checkpointd holds.
+    sent_log: usize,
+}
+
+impl Entry {
+    fn record(&self) -> [u8; RECORD_BYTES] {
+        let mut r = [0; RECORD_BYTES];
+        let (snap, wire) = r.split_at_mut(SNAPSHOT_BYTES);
+        self.p.snapshot(snap.try_into().expect("SNAPSHOT_BYTES"));
+        let e = &self.ends;
+        wire[0..6].copy_from_slice(&e.src_mac);
+        wire[6..12].copy_from_slice(&e.dst_mac);
+        wire[12..16].copy_from_slice(&e.src_ip);
+        wire[16..20].copy_from_slice(&e.dst_ip);
+        wire[20..22].copy_from_slice(&e.sport.to_le_bytes());
+        wire[22..24].copy_from_slice(&e.dport.to_le_bytes());
+        wire[24..26].copy_from_slice(&(self.client_port as u16).to_le_bytes());
+        r
+    }
+
+    /// Writes the log bytes checkpointd does not hold yet; false when the
+    /// ring had no room (nothing written then).
+    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S) -> bool {
+        let log = self.p.log();
+        if self.sent_log >= log.len() {
+            return true;
+        }
+        let bytes = &log[self.sent_log..];
+        let rec = ProtectRecord::Log { offset: self.sent_log as u64, bytes };
+        if sink.protect(self.id, rec).is_err() {
+            return false;
+        }
+        self.sent_log = log.len();
+        true
+    }
+
+    /// Whether checkpointd holds anything of it (an end is then owed).
+    fn known(&self) -> bool {
+        self.written.is_some() || self.sent_log > 0
+    }
+}
+
+fn entry_id(key: &Key, client_isn: u32) -> u64 {
+    let mut b = [0u8; 4 + 2 + 8 + 8 + 4];
+    b[..4].copy_from_slice(&key.0);
+    b[4..6].copy_from_slice(&key.1.to_le_bytes());
+    b[6..14].copy_from_slice(&(key.2 as u64).to_le_bytes());
+    b[14..22].copy_from_slice(&(key.3 as u64).to_le_bytes());
+    b[22..].copy_from_slice(&client_isn.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&b)
+}
+
+/// Why a protected connection could not be rebuilt at a restart; it goes
+/// on unprotected (its tracked connection is restored as any other).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtectRestoreError {
+    #[error("protection record of {0} bytes, expected {RECORD_BYTES}: written by another build")]
+    Length(usize),
+    #[error("{0}:{1} is no longer a [[protected]] service")]
+    NoService(std::net::Ipv4Addr, u16),
+    #[error("config port {0} of the record is not one of this config's ports")]
+    NoPort(usize),
+    #[error("the service's `connections` are all taken; raise it")]
+    Full,
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// How long an idle connection keeps its entry: one whose protection ended
@@ -63,8 +146,6 @@ struct Service {
     policy: ProtectPolicy,
     connections: usize,
     open: usize,
-    /// The hook's words seen so far.
-    words_seen: u64,
 }
 
 /// Frames the firewall sends itself, and the config port each leaves by.
@@ -117,6 +198,8 @@ pub struct Protection {
     /// When the table was last walked, in ns.
     last_poll: u64,
     pub outbox: Outbox,
+    /// Ends of connections checkpointd holds, not written yet (no room).
+    ends_owed: Vec<u64>,
 }
 
 impl Protection {
@@ -137,7 +220,6 @@ impl Protection {
                 },
                 connections: s.connections as usize,
                 open: 0,
-                words_seen: 0,
             })
             .collect();
         let room = services.iter().map(|s| s.connections).sum();
@@ -149,6 +231,7 @@ impl Protection {
             last_poll: 0,
             // Without services, no room: nothing is ever sent.
             outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
+            ends_owed: Vec::new(),
         }
     }
 
@@ -191,29 +274,38 @@ impl Protection {
     /// which the tracker sees first. The tracker's view of such a
     /// connection stays as it was when the server died: the new server's
     /// handshake and sequence numbers are not the connection it knows.
-    pub fn before_tracking(
+    pub fn before_tracking<S: CheckpointSink>(
         &mut self,
         frame: &[u8],
         port: usize,
         now: u64,
         c: &FwCounters,
+        sink: &mut S,
     ) -> Option<bool> {
-        self.take(frame, port, now, c, true)
+        self.take(frame, port, now, c, sink, true)
     }
 
     /// A frame the tracker let pass, received on config port `port`: true
     /// to forward it as it is; false when protection took it (absorbed,
     /// dropped and counted, or sent rewritten through the outbox).
-    pub fn pass(&mut self, frame: &[u8], port: usize, now: u64, c: &FwCounters) -> bool {
-        self.take(frame, port, now, c, false).unwrap_or(true)
-    }
-
-    fn take(
+    pub fn pass<S: CheckpointSink>(
         &mut self,
         frame: &[u8],
         port: usize,
         now: u64,
         c: &FwCounters,
+        sink: &mut S,
+    ) -> bool {
+        self.take(frame, port, now, c, sink, false).unwrap_or(true)
+    }
+
+    fn take<S: CheckpointSink>(
+        &mut self,
+        frame: &[u8],
+        port: usize,
+        now: u64,
+        c: &FwCounters,
+        sink: &mut S,
         before: bool,
     ) -> Option<bool> {
         let (svc, from_client) = self.service_of(frame)?;
@@ -249,6 +341,16 @@ impl Protection {
         let Some(e) = self.conns.get_mut(&key) else { return Some(true) };
         e.last_seen = ns;
         let payload = p.payload(frame);
+        // Output commit: the bytes are in the ring before the segment
+        // leaves, or it does not leave.
+        let logging = S::ENABLED && from_client && !payload.is_empty() && e.p.is_logging();
+        if logging {
+            let owed = e.p.log().len().saturating_sub(e.sent_log) + payload.len();
+            if !sink.has_room(log_records(owed)) {
+                c.protect.log_ring_full.add(1);
+                return Some(false);
+            }
+        }
         // The rewrite works on a copy: a rewritten segment is sent from the
         // outbox, the received one dropped. (A frame too large for it is
         // counted and dropped: TCP sends it again smaller or not at all.)
@@ -263,6 +365,12 @@ impl Protection {
         } else {
             e.p.from_server(&t, payload, &mut copy[ETH_IP..], ns)
         };
+        if logging && !e.write_log(sink) {
+            // Room was made sure of above: unreachable, and still never
+            // forwarded unlogged.
+            c.protect.log_ring_full.add(1);
+            return Some(false);
+        }
         let out_port = if from_client { self.peer[port] } else { e.client_port };
         let sent = match action {
             Action::Forward if copy == frame => return Some(true),
@@ -311,7 +419,11 @@ impl Protection {
             // The client's address and port, reused for a new connection:
             // the old one is over.
             Some(_) => {
-                self.conns.remove(&key);
+                if let Some(old) = self.conns.remove(&key) {
+                    if old.known() {
+                        self.ends_owed.push(old.id);
+                    }
+                }
                 self.services[key.2].open -= 1;
             }
             None => {}
@@ -334,15 +446,91 @@ impl Protection {
         ends.src_mac.copy_from_slice(&frame[6..12]);
         ends.dst_mac.copy_from_slice(&frame[..6]);
         let p = Protected::new(s.policy, t);
+        let id = entry_id(&key, t.seq);
         self.conns.insert(
             key,
-            Entry { p, ends, client_port: port, last_seen: ns, end_counted: false, recoveries: 0 },
+            Entry {
+                p,
+                ends,
+                client_port: port,
+                last_seen: ns,
+                end_counted: false,
+                recoveries: 0,
+                id,
+                written: None,
+                sent_log: 0,
+            },
         );
+    }
+
+    /// Rebuilds a protected connection from what checkpointd held of it
+    /// (`record`, `log`) at a restart, before the ports start.
+    pub fn restore(
+        &mut self,
+        record: &[u8],
+        log: Vec<u8>,
+        now: u64,
+    ) -> Result<(), ProtectRestoreError> {
+        let r: [u8; RECORD_BYTES] =
+            record.try_into().map_err(|_| ProtectRestoreError::Length(record.len()))?;
+        let wire = &r[SNAPSHOT_BYTES..];
+        let mut ends = Endpoints {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            src_ip: [0; 4],
+            dst_ip: [0; 4],
+            sport: u16::from_le_bytes([wire[20], wire[21]]),
+            dport: u16::from_le_bytes([wire[22], wire[23]]),
+        };
+        ends.src_mac.copy_from_slice(&wire[0..6]);
+        ends.dst_mac.copy_from_slice(&wire[6..12]);
+        ends.src_ip.copy_from_slice(&wire[12..16]);
+        ends.dst_ip.copy_from_slice(&wire[16..20]);
+        let client_port = usize::from(u16::from_le_bytes([wire[24], wire[25]]));
+        let svc = self
+            .services
+            .iter()
+            .position(|s| s.addr == ends.dst_ip && s.port == ends.dport)
+            .ok_or(ProtectRestoreError::NoService(ends.dst_ip.into(), ends.dport))?;
+        if client_port >= self.peer.len() {
+            return Err(ProtectRestoreError::NoPort(client_port));
+        }
+        let s = &self.services[svc];
+        if s.open >= s.connections {
+            return Err(ProtectRestoreError::Full);
+        }
+        let ns = self.ns(now);
+        let sent_log = log.len();
+        let p = Protected::restore(s.policy, &r[..SNAPSHOT_BYTES], log, ns)?;
+        let key = (ends.src_ip, ends.sport, svc, client_port);
+        let e = Entry {
+            id: entry_id(&key, p.client_isn()),
+            p,
+            ends,
+            client_port,
+            last_seen: ns,
+            end_counted: false,
+            recoveries: 0,
+            written: None,
+            sent_log,
+        };
+        let mut e = e;
+        e.recoveries = e.p.recoveries();
+        e.written = Some(e.record());
+        if let Some(old) = self.conns.insert(key, e) {
+            // Two records of one client port: the newer SYN's wins.
+            if old.known() {
+                self.ends_owed.push(old.id);
+            }
+        } else {
+            self.services[svc].open += 1;
+        }
+        Ok(())
     }
 
     /// Timers, the hook's words, and the segments owed: called from
     /// housekeeping, with the service counters the hook writes.
-    pub fn poll(&mut self, now: u64, c: &FwCounters) {
+    pub fn poll<S: CheckpointSink>(&mut self, now: u64, c: &FwCounters, sink: &mut S) {
         if self.is_off() {
             return;
         }
@@ -354,11 +542,12 @@ impl Protection {
         }
         self.last_poll = ns;
         let req = &c.requests;
-        for (i, s) in self.services.iter_mut().enumerate() {
-            let v = req.protect_word[i].load(std::sync::atomic::Ordering::Acquire);
+        for i in 0..self.services.len() {
+            use std::sync::atomic::Ordering;
+            let v = req.protect_word[i].load(Ordering::Acquire);
             let (words, last_up) = (v >> 1, v & 1 == 1);
-            let new = words.wrapping_sub(s.words_seen);
-            s.words_seen = words;
+            let new = words.wrapping_sub(req.protect_seen[i].load(Ordering::Relaxed));
+            req.protect_seen[i].store(words, Ordering::Relaxed);
             if new == 0 {
                 continue;
             }
@@ -374,68 +563,113 @@ impl Protection {
                 }
             }
         }
-        let Protection { conns, outbox, peer, services, .. } = self;
+        if S::ENABLED && sink.take_protect_resync() {
+            // A new checkpointd holds nothing of them: everything again.
+            c.protect.rewritten.add(1);
+            for e in self.conns.values_mut() {
+                e.written = None;
+                e.sent_log = 0;
+            }
+        }
+        let Protection { conns, outbox, peer, services, ends_owed, .. } = self;
         conns.retain(|key, e| {
-            while let Some((to, seg)) = e.p.poll(ns) {
-                let sent = match to {
-                    Toward::Client => {
-                        let ends = e.ends.reversed();
-                        outbox.push(e.client_port, |buf| write_v4(buf, &ends, &seg, &[]))
+            let keep = Self::walk(key, e, ns, c, outbox, peer, services);
+            if S::ENABLED {
+                if keep {
+                    if e.write_log(sink) && e.p.worth_snapshot() {
+                        let rec = e.record();
+                        let version = now;
+                        if e.written != Some(rec)
+                            && sink
+                                .protect(e.id, ProtectRecord::Snapshot { version, bytes: &rec })
+                                .is_ok()
+                        {
+                            e.written = Some(rec);
+                        }
                     }
-                    Toward::Server => {
-                        let port = peer[e.client_port];
-                        let bytes = e.p.log().get(seg.payload.clone()).unwrap_or(&[]);
-                        outbox.push(port, |buf| write_v4(buf, &e.ends, &seg, bytes))
-                    }
-                };
-                count_sent(c, sent);
-                if !sent {
-                    break;
+                } else if e.known() {
+                    ends_owed.push(e.id);
                 }
             }
-            if e.p.recoveries() != e.recoveries {
-                c.protect.spliced.add(u64::from(e.p.recoveries() - e.recoveries));
-                e.recoveries = e.p.recoveries();
-            }
-            let idle = ns.saturating_sub(e.last_seen) > IDLE_NS
-                || (e.p.is_opening() && ns.saturating_sub(e.last_seen) > OPENING_NS);
-            let Some(why) = e.p.ended() else {
-                if idle && !e.p.is_down() {
-                    services[key.2].open -= 1;
-                    return false;
-                }
-                return true;
-            };
-            if e.end_counted {
-                // Counted already; kept for its splice until idle.
-                if idle {
-                    services[key.2].open -= 1;
-                }
-                return !idle;
-            }
-            e.end_counted = true;
-            let counter = match why {
-                Ended::Closed => None,
-                Ended::LogBound => Some(&c.protect.log_bound),
-                Ended::Released => Some(&c.protect.released),
-                Ended::DownTooLong => Some(&c.protect.down_too_long),
-                Ended::Replay(ReplayError::Diverged) => {
-                    c.protect.diverged.add(1);
-                    Some(&c.protect.replay_failed)
-                }
-                Ended::Replay(_) => Some(&c.protect.replay_failed),
-            };
-            if let Some(counter) = counter {
-                counter.add(1);
-            }
-            // An ended connection is forwarded as any other; a spliced one
-            // keeps its entry, whose splice every segment still needs.
-            if e.p.splice().is_some() {
-                return true;
-            }
-            services[key.2].open -= 1;
-            false
+            keep
         });
+        while let Some(&id) = ends_owed.last() {
+            if sink.protect(id, ProtectRecord::End { version: now }).is_err() {
+                break;
+            }
+            ends_owed.pop();
+        }
+    }
+
+    /// One connection's timers and owed segments; false when its entry goes.
+    fn walk(
+        key: &Key,
+        e: &mut Entry,
+        ns: u64,
+        c: &FwCounters,
+        outbox: &mut Outbox,
+        peer: &[usize],
+        services: &mut [Service],
+    ) -> bool {
+        while let Some((to, seg)) = e.p.poll(ns) {
+            let sent = match to {
+                Toward::Client => {
+                    let ends = e.ends.reversed();
+                    outbox.push(e.client_port, |buf| write_v4(buf, &ends, &seg, &[]))
+                }
+                Toward::Server => {
+                    let port = peer[e.client_port];
+                    let bytes = e.p.log().get(seg.payload.clone()).unwrap_or(&[]);
+                    outbox.push(port, |buf| write_v4(buf, &e.ends, &seg, bytes))
+                }
+            };
+            count_sent(c, sent);
+            if !sent {
+                break;
+            }
+        }
+        if e.p.recoveries() != e.recoveries {
+            c.protect.spliced.add(u64::from(e.p.recoveries() - e.recoveries));
+            e.recoveries = e.p.recoveries();
+        }
+        let idle = ns.saturating_sub(e.last_seen) > IDLE_NS
+            || (e.p.is_opening() && ns.saturating_sub(e.last_seen) > OPENING_NS);
+        let Some(why) = e.p.ended() else {
+            if idle && !e.p.is_down() {
+                services[key.2].open -= 1;
+                return false;
+            }
+            return true;
+        };
+        if e.end_counted {
+            // Counted already; kept for its splice until idle.
+            if idle {
+                services[key.2].open -= 1;
+            }
+            return !idle;
+        }
+        e.end_counted = true;
+        let counter = match why {
+            Ended::Closed => None,
+            Ended::LogBound => Some(&c.protect.log_bound),
+            Ended::Released => Some(&c.protect.released),
+            Ended::DownTooLong => Some(&c.protect.down_too_long),
+            Ended::Replay(ReplayError::Diverged) => {
+                c.protect.diverged.add(1);
+                Some(&c.protect.replay_failed)
+            }
+            Ended::Replay(_) => Some(&c.protect.replay_failed),
+        };
+        if let Some(counter) = counter {
+            counter.add(1);
+        }
+        // An ended connection is forwarded as any other; a spliced one
+        // keeps its entry, whose splice every segment still needs.
+        if e.p.splice().is_some() {
+            return true;
+        }
+        services[key.2].open -= 1;
+        false
     }
 }
 
@@ -449,4 +683,133 @@ fn count_sent(c: &FwCounters, sent: bool) {
 
 fn ip4(a: &[u8; 16]) -> [u8; 4] {
     [a[12], a[13], a[14], a[15]]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::checkpoint::MemorySink;
+    use crate::config::ProtectedService;
+    use crate::firewall::testing::{fw, C, HZ, S};
+    use crate::firewall::{FrameBurst, StagedBurst};
+    use crate::frames::{tcp, tcp_flags::*};
+    use std::sync::atomic::Ordering;
+
+    const MS: u64 = HZ / 1000;
+
+    fn protected(
+        sink: MemorySink,
+    ) -> super::super::Firewall<MemorySink, allocator_api2::alloc::Global> {
+        let mut f = fw(sink);
+        let svc = ProtectedService { addr: S.into(), port: 80, ..Default::default() };
+        f.protect(&[svc], vec![1, 0], HZ);
+        f
+    }
+
+    /// Runs one frame through the burst path; true when forwarded as it is.
+    fn burst(
+        f: &mut super::super::Firewall<MemorySink, allocator_api2::alloc::Global>,
+        frame: &[u8],
+        port: usize,
+        now: u64,
+    ) -> bool {
+        let frames = [frame];
+        let mut b = FrameBurst::new(&frames);
+        f.process_burst(&mut StagedBurst::new(), &mut b, port, now);
+        b.forwarded == 1
+    }
+
+    fn open(f: &mut super::super::Firewall<MemorySink, allocator_api2::alloc::Global>) {
+        assert!(burst(f, &tcp(C, S, (40000, 80), SYN, (1000, 0), b""), 0, MS));
+        assert!(burst(f, &tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""), 1, MS));
+        assert!(burst(f, &tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0, MS));
+    }
+
+    #[test]
+    fn client_bytes_are_in_the_ring_before_they_leave_or_they_do_not_leave() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"SET a 1\n"),
+            0,
+            2 * MS
+        ));
+        let (_, log) = f.sink().protected.values().next().expect("a log record");
+        assert_eq!(log, b"SET a 1\n");
+        // No room for the next bytes: dropped, counted, not logged.
+        f.sink_mut().room = Some(0);
+        assert!(!burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1009, 5001), b"GET a\n"),
+            0,
+            3 * MS
+        ));
+        assert_eq!(f.counters.protect.log_ring_full.get(), 1);
+        f.sink_mut().room = None;
+        // Its retransmission passes and is logged once.
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1009, 5001), b"GET a\n"),
+            0,
+            4 * MS
+        ));
+        let (snap, log) = f.sink().protected.values().next().unwrap();
+        assert_eq!(log, b"SET a 1\nGET a\n");
+        assert!(snap.is_empty(), "the snapshot waits for the walk");
+        f.housekeeping(6 * MS);
+        let (snap, _) = f.sink().protected.values().next().unwrap();
+        assert_eq!(snap.len(), super::RECORD_BYTES);
+    }
+
+    #[test]
+    fn a_restarted_firewall_carries_on_from_checkpointd() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"INCR n\n"),
+            0,
+            2 * MS
+        ));
+        // The hook: the service went down.
+        f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        f.housekeeping(4 * MS);
+        let held = f.sink().protected.clone();
+        assert_eq!(held.len(), 1);
+
+        // checkpointd outlived the firewall: it still holds the connection.
+        let mut g = protected(MemorySink { protected: held.clone(), ..Default::default() });
+        for (snap, log) in held.values() {
+            g.restore_protected(snap, log.clone(), 5 * MS).unwrap();
+        }
+        assert_eq!(g.counters.protect.restored.get(), 1);
+        // Still down: a client segment is absorbed and answered for the
+        // server, acknowledging the log restored and the new bytes.
+        assert!(!burst(
+            &mut g,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1008, 5001), b"GET n\n"),
+            0,
+            6 * MS
+        ));
+        g.housekeeping(8 * MS);
+        let mut answers = Vec::new();
+        g.outbox().drain(|port, frame| answers.push((port, frame.to_vec())));
+        let acks: Vec<u32> = answers
+            .iter()
+            .filter(|(port, _)| *port == 0)
+            .map(|(_, fr)| u32::from_be_bytes(fr[42..46].try_into().unwrap()))
+            .collect();
+        assert!(acks.contains(&1014), "{acks:?}");
+        assert_eq!(
+            g.sink().protected.values().next().unwrap().1,
+            b"INCR n\nGET n\n",
+            "the new bytes go on from the restored log's end"
+        );
+
+        // A record another build wrote is refused, counted, and the rest go on.
+        let mut h = protected(MemorySink::default());
+        let (snap, log) = held.values().next().unwrap();
+        assert!(h.restore_protected(&snap[..50], log.clone(), 5 * MS).is_err());
+        assert_eq!(h.counters.protect.restore_refused.get(), 1);
+    }
 }

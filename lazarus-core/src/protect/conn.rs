@@ -205,6 +205,11 @@ impl Protected {
         }
     }
 
+    /// Whether client bytes still go to its log.
+    pub fn is_logging(&self) -> bool {
+        matches!(self.phase, Phase::Up | Phase::Down | Phase::Replaying)
+    }
+
     pub fn is_down(&self) -> bool {
         matches!(self.phase, Phase::Down | Phase::Replaying)
     }
