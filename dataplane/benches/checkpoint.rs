@@ -46,7 +46,7 @@ fn overhead(c: &mut Criterion) {
     let stop = Arc::new(AtomicBool::new(false));
     // Spinning when empty: criterion's figure is the busy-drainer case.
     let drained = common::spawn_drainer(rings, stop.clone(), 0);
-    let mut on = firewall(RingSink::new(rings.producer(0).unwrap()), FLOWS * 2);
+    let mut on = firewall(RingSink::new(rings.producer(0).unwrap(), rings), FLOWS * 2);
     let mut now = 1;
     run(&mut on, &frames, &mut now);
     g.bench_function("churn_ring", |b| b.iter(|| run(&mut on, &frames, &mut now)));

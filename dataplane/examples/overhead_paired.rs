@@ -100,7 +100,7 @@ fn main() {
     };
 
     let two = std::env::var("TABLES").is_ok_and(|v| v == "two");
-    let ring = WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap()));
+    let ring = WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap(), rings));
     // fws[0] is the off side, and the on side too with one table; `parked`
     // holds whichever sink the one table is not using.
     let (mut fws, mut parked) = if two {

@@ -70,7 +70,7 @@ fn main() {
         let rings = common::scratch_rings(65536);
         let mut cons = Some(rings.consumer(0).unwrap());
         let mut fw = common::firewall(
-            WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap())),
+            WorkerSink::Ring(RingSink::new(rings.producer(0).unwrap(), rings)),
             common::FLOWS * 2,
         );
         let n =

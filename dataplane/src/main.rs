@@ -168,6 +168,7 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
             a,
             &worker_cpus(&eal, plan),
             &placement_of(plan, &eal),
+            &ck.control_socket,
         )?;
         restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
     }
@@ -343,6 +344,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
             &a,
             &worker_cpus(&eal, plan),
             &placement_of(plan, &eal),
+            &ck.control_socket,
         )?;
         shared.restore_us.store(t.as_micros() as u64, Ordering::Relaxed);
         Some(a)
@@ -599,6 +601,7 @@ fn restore_firewalls(
     a: &Attached,
     cpus: &[Option<u32>],
     placement: &Placement,
+    control: &std::path::Path,
 ) -> Result<Duration> {
     let started = Instant::now();
     for (index, fw) in out.iter_mut().enumerate() {
@@ -654,12 +657,51 @@ fn restore_firewalls(
             "connections restored"
         );
     }
+    restore_protected(out, control, now);
     tracing::info!(
         connections = total,
         ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
         "restore done"
     );
     Ok(started.elapsed())
+}
+
+/// Rebuilds the protected connections checkpointd holds, each on the worker
+/// that wrote it. One that cannot be rebuilt goes on unprotected, counted
+/// and logged: never a reason not to start.
+fn restore_protected(out: &mut [Option<WorkerFirewall>], control: &std::path::Path, now: u64) {
+    if !out.iter().flatten().any(|fw| fw.protects()) {
+        return;
+    }
+    let held = match dataplane::checkpoint::protected::fetch(control) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("protected connections not restored, they go on unprotected: {e:#}");
+            return;
+        }
+    };
+    let (mut restored, mut refused) = (0u64, 0u64);
+    for h in held {
+        let fw = out.get_mut(usize::from(h.worker)).and_then(Option::as_mut);
+        let r = match fw {
+            Some(_) if h.broken => Err("checkpointd lost a record of its log".to_string()),
+            Some(fw) => fw.restore_protected(&h.record, h.log, now).map_err(|e| e.to_string()),
+            None => Err(format!("worker {} is not one of this config's", h.worker)),
+        };
+        match r {
+            Ok(()) => restored += 1,
+            Err(e) => {
+                if refused < 8 {
+                    tracing::warn!(
+                        worker = h.worker,
+                        "a protected connection goes on unprotected: {e}"
+                    );
+                }
+                refused += 1;
+            }
+        }
+    }
+    tracing::info!(restored, refused, "protected connections restored");
 }
 
 fn dpdk_socket() -> i32 {

@@ -2,6 +2,7 @@
 //! write to, and the start-up handshake with checkpointd.
 
 pub mod attach;
+pub mod protected;
 pub mod ring;
 
 use lazarus_core::checkpoint::{CheckpointSink, DeltaHead, NoCheckpoint, ProtectRecord, SinkFull};
