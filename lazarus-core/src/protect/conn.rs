@@ -436,12 +436,8 @@ impl Protected {
         match r.on_segment(t, payload, now) {
             Err(ReplayError::Refused) => {
                 // Not listening yet (the word came before the server's
-                // listen()): tried again, a little later each time, until
-                // `down_max`.
-                self.replay = None;
-                self.phase = Phase::Down;
-                self.retry_in = (self.retry_in * 2).clamp(RETRY_FIRST_NS, RETRY_MAX_NS);
-                self.retry_at = Some(now + self.retry_in);
+                // listen()).
+                self.retry_later(now);
                 Action::Absorb
             }
             Err(e) => {
@@ -512,6 +508,15 @@ impl Protected {
 
     /// Ends protection with an RST to the client, and to the server when
     /// the replay opened a connection to it.
+    /// The service is not back yet: the replay is tried again later, each
+    /// time twice as late, up to a second; `down_max` still bounds it all.
+    fn retry_later(&mut self, now: u64) {
+        self.replay = None;
+        self.phase = Phase::Down;
+        self.retry_in = (self.retry_in * 2).clamp(RETRY_FIRST_NS, RETRY_MAX_NS);
+        self.retry_at = Some(now + self.retry_in);
+    }
+
     fn abort(&mut self, why: Ended) {
         self.reset_client = true;
         self.reset_server = self.splice().is_some();
@@ -583,9 +588,14 @@ impl Protected {
                     if let Some(seg) = r.poll(now) {
                         return Some((Toward::Server, seg));
                     }
-                    if let Some(e) = r.failed() {
-                        self.abort(Ended::Replay(e));
-                        return self.poll(now);
+                    match r.failed() {
+                        // Nobody listens yet: kept waiting, as refused.
+                        Some(ReplayError::Unanswered) => self.retry_later(now),
+                        Some(e) => {
+                            self.abort(Ended::Replay(e));
+                            return self.poll(now);
+                        }
+                        None => {}
                     }
                 }
                 if self.answer_due || now >= self.next_keepalive {
@@ -825,11 +835,20 @@ mod tests {
         let mut q = restored(&p, 20);
         assert!(q.is_down());
         let out = drain(&mut q, 20);
-        assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!((out[0].0, out[0].1.ack, out[0].1.window), (Toward::Client, 103, 0));
-        q.service_up(30);
-        let sent = to_server(&drain(&mut q, 30));
+        // The client answered for the server, and the service probed at
+        // once (the word that it is back may have gone to the dead
+        // dataplane): the replay's reset and SYN.
+        let to_client: Vec<_> = out.iter().filter(|(t, _)| *t == Toward::Client).collect();
+        assert_eq!(to_client.len(), 1, "{out:?}");
+        assert_eq!((to_client[0].1.ack, to_client[0].1.window), (103, 0));
+        let sent = to_server(&out);
         assert_eq!((sent[0].flags, sent[1].flags, sent[1].seq), (RST, SYN, 99));
+        // Refused (not back yet): tried again later, still down.
+        server(&mut q, RST | ACK, 0, 100, b"", 21);
+        assert!(q.is_down() && q.ended().is_none());
+        assert!(to_server(&drain(&mut q, 22)).is_empty());
+        let sent = to_server(&drain(&mut q, 21 + 50 * MS));
+        assert_eq!(sent.last().map(|s| s.flags), Some(SYN), "{sent:?}");
         // Kept waiting since it first went down, not since the restore.
         let mut r = restored(&p, 20);
         let out = drain(&mut r, 10 + POLICY.down_max_ns);
@@ -853,6 +872,25 @@ mod tests {
         server(&mut q, ACK, 7001, 103, b"", 3);
         let sent = to_server(&drain(&mut q, 3));
         assert_eq!((sent[0].flags, sent[0].seq, sent[1].flags), (RST, 103, SYN), "{sent:?}");
+    }
+
+    #[test]
+    fn a_syn_nobody_answers_is_tried_again_until_down_max() {
+        let (syn, _, _) = seg(true, SYN, 99, 0, b"");
+        let policy = ProtectPolicy { down_max_ns: 60_000 * MS, ..POLICY };
+        let mut p = Protected::new(policy, &syn);
+        server(&mut p, SYN | ACK, 499, 100, b"", 0);
+        client(&mut p, ACK, 100, 500, b"");
+        p.service_down(0);
+        p.service_up(0);
+        let mut syns = 0;
+        for ms in (0..30_000).step_by(10) {
+            syns += to_server(&drain(&mut p, ms * MS)).iter().filter(|s| s.flags == SYN).count();
+        }
+        assert!(p.is_down() && p.ended().is_none(), "{:?}", p.ended());
+        assert!(syns > 4, "{syns} SYNs");
+        drain(&mut p, 60_000 * MS);
+        assert_eq!(p.ended(), Some(Ended::DownTooLong));
     }
 
     #[test]

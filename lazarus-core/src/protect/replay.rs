@@ -45,6 +45,8 @@ pub enum ReplayError {
     Reset,
     #[error("the restarted server did not answer the replay: reset both sides")]
     NoAnswer,
+    #[error("the service did not answer the replayed SYN: it is not back yet; try again later")]
+    Unanswered,
     #[error("the restarted server's output differs from what the client already has (the service is not deterministic): reset both sides")]
     Diverged,
     #[error(
@@ -197,7 +199,7 @@ impl Replay {
             }
             Phase::Connect if now >= self.deadline => {
                 if self.tries == SYN_TRIES {
-                    self.phase = Phase::Failed(ReplayError::NoAnswer);
+                    self.phase = Phase::Failed(ReplayError::Unanswered);
                     return None;
                 }
                 self.tries += 1;
@@ -574,7 +576,7 @@ mod tests {
             syns +=
                 drain(&mut p, s * 1000 * MS).iter().filter(|s| s.flags == tcp_flags::SYN).count();
         }
-        assert_eq!((syns, p.failed()), (SYN_TRIES as usize, Some(ReplayError::NoAnswer)));
+        assert_eq!((syns, p.failed()), (SYN_TRIES as usize, Some(ReplayError::Unanswered)));
     }
 
     #[test]

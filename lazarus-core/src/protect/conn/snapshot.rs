@@ -178,8 +178,13 @@ impl Protected {
         p.recoveries = w(13);
         p.down_since = u64::from_le_bytes(b[72..80].try_into().unwrap()).min(now);
         p.next_keepalive = now;
-        if b[1] == REPLAYING {
-            p.service_up(now);
+        match b[1] {
+            REPLAYING => p.service_up(now),
+            // The hook's word that the service is back may have come while
+            // no dataplane listened: the service is probed (the replay
+            // tried, and tried again later while refused or unanswered).
+            DOWN => p.retry_at = Some(now),
+            _ => {}
         }
         Ok(p)
     }
