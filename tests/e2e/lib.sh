@@ -755,3 +755,31 @@ lz_verdict() {
         echo "$ok/$LZ_CONNS streams, ftp $([ "$sha" = "$LZ_FTP_SHA" ] && echo ok || echo broken), $rst RST on the wire, $kres resets"
     fi
 }
+
+# The protected services of tests/e2e/protected*.sh.
+LZ_ECHO=$LZ_SERVER_IP:7000
+LZ_REDIS=$LZ_SERVER_IP:6379
+
+# Starts the server of KIND (echo: protect_bridge APP's line echo; redis:
+# redis-server, persistence off) in the server namespace, logging to
+# $LZ_WORK/server.TAG.out; waits until it listens. Sets SERVER_PID.
+lz_protect_serve() {
+    local kind=$1 app=$2 out=$LZ_WORK/server.$3.out
+    if [ "$kind" = echo ]; then
+        ip netns exec "$LZ_NS_S" "$app" serve "$LZ_ECHO" >"$out" 2>&1 &
+    else
+        ip netns exec "$LZ_NS_S" redis-server --bind "$LZ_SERVER_IP" --port 6379 --save "" \
+            --appendonly no --protected-mode no --logfile "" >"$out" 2>&1 &
+    fi
+    SERVER_PID=$!
+    LZ_PIDS+=("$SERVER_PID")
+    for _ in $(seq 1 500); do
+        if [ "$kind" = echo ]; then
+            grep -q ready "$out" 2>/dev/null && return
+        else
+            [ "$(lz_in_server redis-cli -h "$LZ_SERVER_IP" -p 6379 ping 2>/dev/null)" = PONG ] && return
+        fi
+        sleep 0.01
+    done
+    lz_fail "the $kind server did not start: $(cat "$out")"
+}

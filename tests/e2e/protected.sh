@@ -19,40 +19,16 @@ trap lz_cleanup EXIT
 export PATH="$HOME/.cargo/bin:$PATH"
 (cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example protect_bridge)
 APP=$LZ_ROOT/target/release/examples/protect_bridge
-ECHO=$LZ_SERVER_IP:7000
-REDIS=$LZ_SERVER_IP:6379
 FAST_MS=0
-
-# Starts the server of $KIND (echo or redis) and waits until it listens.
-serve() {
-    local out=$LZ_WORK/server.$1.out
-    if [ "$KIND" = echo ]; then
-        ip netns exec "$LZ_NS_S" "$APP" serve "$ECHO" >"$out" 2>&1 &
-    else
-        ip netns exec "$LZ_NS_S" redis-server --bind "$LZ_SERVER_IP" --port 6379 --save "" \
-            --appendonly no --protected-mode no --logfile "" >"$out" 2>&1 &
-    fi
-    SERVER_PID=$!
-    LZ_PIDS+=("$SERVER_PID")
-    for _ in $(seq 1 500); do
-        if [ "$KIND" = echo ]; then
-            grep -q ready "$out" 2>/dev/null && return
-        else
-            [ "$(lz_in_server redis-cli -h "$LZ_SERVER_IP" -p 6379 ping 2>/dev/null)" = PONG ] && return
-        fi
-        sleep 0.01
-    done
-    lz_fail "the $KIND server did not start: $(cat "$out")"
-}
 
 # One run of $KIND with $CLIENTS clients: the server killed and restarted
 # $ROUNDS times, a second apart; the third time it is back at once (as
 # systemd's Restart= does), well within 100 ms.
 run() {
     local name=$1 hook=$2 i ok=0 failed=0 lines=0 longest=0 first_error=
-    local service=$ECHO mode=client secs=$((ROUNDS + 2))
-    [ "$KIND" = echo ] || { service=$REDIS; mode=redis-client; }
-    serve "$name.0"
+    local service=$LZ_ECHO mode=client secs=$((ROUNDS + 2))
+    [ "$KIND" = echo ] || { service=$LZ_REDIS; mode=redis-client; }
+    lz_protect_serve "$KIND" "$APP" "$name.0"
     local pids=()
     for i in $(seq 1 $CLIENTS); do
         ip netns exec "$LZ_NS_C" "$APP" $mode "$service" $secs >"$LZ_WORK/$name.client$i.out" 2>&1 &
@@ -66,9 +42,9 @@ run() {
             sleep 0.05
             [ "$hook" = 0 ] || lz_ctl protect down "$service" >/dev/null
             sleep 0.25
-            serve "$name.$round"
+            lz_protect_serve "$KIND" "$APP" "$name.$round"
         else
-            serve "$name.$round"
+            lz_protect_serve "$KIND" "$APP" "$name.$round"
             FAST_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
             [ "$hook" = 0 ] || lz_ctl protect down "$service" >/dev/null
         fi

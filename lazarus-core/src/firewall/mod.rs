@@ -109,14 +109,20 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     }
 
     /// Rebuilds a protected connection from checkpointd's record and log
-    /// (before the ports start); counted either way.
+    /// (before the ports start); `log_lost` when checkpointd lost part of
+    /// the log (refused). Counted either way.
     pub fn restore_protected(
         &mut self,
         record: &[u8],
         log: Vec<u8>,
+        log_lost: bool,
         now: u64,
     ) -> Result<(), ProtectRestoreError> {
-        let r = self.protection.restore(record, log, now);
+        let r = if log_lost {
+            Err(ProtectRestoreError::LogLost)
+        } else {
+            self.protection.restore(record, log, now)
+        };
         let c = &self.counters.protect;
         if r.is_ok() { &c.restored } else { &c.restore_refused }.add(1);
         r

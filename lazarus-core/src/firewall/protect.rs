@@ -128,6 +128,8 @@ pub enum ProtectRestoreError {
     NoPort(usize),
     #[error("the service's `connections` are all taken; raise it")]
     Full,
+    #[error("checkpointd lost a record of its log (a torn record, or it restarted and was not told everything again yet)")]
+    LogLost,
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
 }
@@ -780,7 +782,7 @@ mod tests {
         // checkpointd outlived the firewall: it still holds the connection.
         let mut g = protected(MemorySink { protected: held.clone(), ..Default::default() });
         for (snap, log) in held.values() {
-            g.restore_protected(snap, log.clone(), 5 * MS).unwrap();
+            g.restore_protected(snap, log.clone(), false, 5 * MS).unwrap();
         }
         assert_eq!(g.counters.protect.restored.get(), 1);
         // Still down: a client segment is absorbed and answered for the
@@ -809,7 +811,13 @@ mod tests {
         // A record another build wrote is refused, counted, and the rest go on.
         let mut h = protected(MemorySink::default());
         let (snap, log) = held.values().next().unwrap();
-        assert!(h.restore_protected(&snap[..50], log.clone(), 5 * MS).is_err());
+        assert!(h.restore_protected(&snap[..50], log.clone(), false, 5 * MS).is_err());
         assert_eq!(h.counters.protect.restore_refused.get(), 1);
+        // And one whose log checkpointd lost a record of.
+        assert_eq!(
+            h.restore_protected(snap, log.clone(), true, 5 * MS),
+            Err(super::ProtectRestoreError::LogLost)
+        );
+        assert_eq!(h.counters.protect.restore_refused.get(), 2);
     }
 }

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Protected servers through the dataplane's own death (issue 21, slice 3):
+# 30 line clients echo through a [[protected]] line-echo server, behind the
+# dataplane with checkpointd. The dataplane is SIGKILLed three times, each
+# time at a point of a recovery:
+#  1. while the server is down (killed, the hook said down): the server
+#     comes back while no dataplane runs, so the hook's "up" finds nobody;
+#  2. after the splice: every connection now runs on a restarted server,
+#     its numbers rewritten both ways;
+#  3. right after the hook's "up", while the replays are in flight;
+#  4. while the server is down again, after checkpointd was restarted
+#     (its copy, in its memory, lost): the dataplane told the new one
+#     everything again.
+# Every client sees every echo byte for byte and no error, and the
+# restarted dataplane counts the protected connections it rebuilt from
+# checkpointd. Control: the same first kill with protection on but
+# checkpointd's copy of protected connections lost (checkpointd restarted
+# with the dataplane dead), whose clients fail.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap lz_cleanup EXIT
+
+[ -x "$LZ_BIN" ] || lz_fail "$LZ_BIN not built (cargo build --release)"
+export PATH="$HOME/.cargo/bin:$PATH"
+(cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example protect_bridge)
+APP=$LZ_ROOT/target/release/examples/protect_bridge
+CLIENTS=30
+
+stat_sum() {
+    lz_ctl stats --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin)['workers']; print(sum(w.get('$1', 0) for w in d.values()))"
+}
+
+# Starts $CLIENTS line clients for $1 seconds; their pids in CLIENT_PIDS.
+clients() {
+    CLIENT_PIDS=()
+    for i in $(seq 1 $CLIENTS); do
+        ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" "$1" >"$LZ_WORK/$2.client$i.out" 2>&1 &
+        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
+    done
+}
+
+# Waits for the clients; VERDICT is "N ok, M failed (first error), L
+# answers checked, longest wait W ms". (Not in a subshell: it waits for
+# this shell's children.)
+verdict() {
+    local ok=0 failed=0 lines=0 longest=0 first_error= i n us
+    for i in "${!CLIENT_PIDS[@]}"; do
+        if wait "${CLIENT_PIDS[$i]}"; then
+            ok=$((ok + 1))
+            read -r _ n us < "$LZ_WORK/$1.client$((i + 1)).out"
+            lines=$((lines + n)); [ "$us" -le "$longest" ] || longest=$us
+        else
+            failed=$((failed + 1))
+            [ -n "$first_error" ] || first_error=$(head -1 "$LZ_WORK/$1.client$((i + 1)).out")
+        fi
+    done
+    VERDICT="$ok ok, $failed failed${first_error:+ ($first_error)}, $lines answers checked, longest wait $((longest / 1000)) ms"
+}
+
+restart_dataplane() {
+    lz_dp_start
+    lz_join_taps
+}
+
+kill_server() {
+    kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+}
+
+export LZ_CHECKPOINT=true
+lz_ns_up
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000' "$LZ_SERVER_IP")"
+lz_ckpt_start
+lz_dp_start
+lz_join_taps
+lz_wait_path
+lz_protect_serve echo "$APP" on.0
+clients 18 on
+sleep 1.5
+
+# 1. The dataplane dies while the server is down.
+kill_server
+sleep 0.05
+lz_ctl protect down "$LZ_ECHO" >/dev/null
+sleep 0.3
+lz_dp_kill
+lz_protect_serve echo "$APP" on.1
+restart_dataplane
+restored1=$(stat_sum protect_restored)
+lz_log "killed while the server was down: $restored1 protected connections restored"
+sleep 3
+spliced1=$(stat_sum protect_spliced)
+
+# 2. The dataplane dies after the splice.
+lz_dp_kill
+restart_dataplane
+restored2=$(stat_sum protect_restored)
+lz_log "killed after the splice ($spliced1 recoveries): $restored2 restored"
+sleep 2
+
+# 3. The dataplane dies while the replays are in flight.
+kill_server
+sleep 0.05
+lz_ctl protect down "$LZ_ECHO" >/dev/null
+sleep 0.3
+lz_protect_serve echo "$APP" on.3
+lz_ctl protect up "$LZ_ECHO" >/dev/null
+lz_dp_kill
+restart_dataplane
+restored3=$(stat_sum protect_restored)
+sleep 3
+spliced3=$(stat_sum protect_spliced)
+
+# 4. checkpointd restarts; then the dataplane dies while the server is down.
+lz_ckpt_kill
+lz_ckpt_start
+sleep 0.5
+rewritten=$(stat_sum protect_rewritten)
+kill_server
+sleep 0.05
+lz_ctl protect down "$LZ_ECHO" >/dev/null
+sleep 0.3
+lz_dp_kill
+lz_protect_serve echo "$APP" on.4
+restart_dataplane
+restored4=$(stat_sum protect_restored)
+refused=$(stat_sum protect_restore_refused)
+sleep 3
+spliced4=$(stat_sum protect_spliced)
+verdict on
+on="$VERDICT; restored $restored1, $restored2, $restored3, $restored4 ($refused refused at the last), recoveries after the first kill $spliced1, the third $spliced3, the fourth $spliced4; rewritten to a new checkpointd $rewritten"
+lz_log "protected, the dataplane killed four times: $on"
+[[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { tail -30 "$LZ_WORK/dataplane.log"; lz_fail "protected clients failed across dataplane kills: $on"; }
+[ "$rewritten" -ge 1 ] || lz_fail "the dataplane did not write its protected connections to the restarted checkpointd"
+for r in "$restored1" "$restored2" "$restored3" "$restored4"; do
+    [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart restored $r protected connections, not $CLIENTS: $on"
+done
+for r in "$spliced1" "$spliced4"; do
+    [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart carried $r connections onto the restarted server, not $CLIENTS: $on"
+done
+kill_server
+
+# Control: the first kill again, with checkpointd's copy of the protected
+# connections gone (it restarted while the dataplane was dead).
+lz_protect_serve echo "$APP" off.0
+clients 6 off
+sleep 1.5
+kill_server
+sleep 0.05
+lz_ctl protect down "$LZ_ECHO" >/dev/null
+sleep 0.3
+lz_dp_kill
+lz_ckpt_kill
+lz_ckpt_start
+lz_protect_serve echo "$APP" off.1
+restart_dataplane
+verdict off
+off=$VERDICT
+lz_log "control, checkpointd's copy lost: $off"
+[[ "$off" == "0 ok"* ]] || lz_fail "control: clients passed without checkpointd's copy: the test cannot tell ($off)"
+kill_server
+lz_dp_stop
+echo "PASS protected_restart: $CLIENTS line clients through four dataplane SIGKILLs (server down, after the splice, right after the hook's up, server down after a checkpointd restart): $on; control without checkpointd's copy: $(cut -d, -f1-2 <<<"$off")"
