@@ -16,7 +16,8 @@
 //!   protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] [--redis]
 //!   protect_bridge client ADDR:PORT SECONDS       (in the client namespace)
 //!   protect_bridge redis-client ADDR:PORT SECONDS (in the client namespace)
-//!   protect_bridge serve ADDR:PORT                (in the server namespace)
+//!   protect_bridge serve ADDR:PORT [--upper]      (in the server namespace;
+//!                                                  --upper: answers differ)
 
 #[path = "common/echo.rs"]
 mod echo;
@@ -39,14 +40,14 @@ const ETH_IP: usize = 34;
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
     match a.get(1).map(String::as_str) {
-        Some("serve") => echo::serve(&a[2], false),
+        Some("serve") => echo::serve(&a[2], a.get(3).is_some_and(|f| f == "--upper")),
         Some("client") => client(&a[2], a[3].parse()?),
         Some("redis-client") => redis_client(&a[2], a[3].parse()?),
         Some("run") => {
             let flag = |f: &str| a[5..].iter().any(|x| x == f);
             run(&a[2], &a[3], a[4].parse()?, flag("--off"), flag("--redis"))
         }
-        _ => bail!("usage: protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] | client ADDR:PORT SECONDS | serve ADDR:PORT"),
+        _ => bail!("usage: protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] | client ADDR:PORT SECONDS | serve ADDR:PORT [--upper]"),
     }
 }
 

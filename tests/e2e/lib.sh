@@ -756,17 +756,23 @@ lz_verdict() {
     fi
 }
 
+# The sum over the workers of a /lazarus/workers counter.
+lz_stat_sum() {
+    lz_ctl stats --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin)['workers']; print(sum(w.get('$1', 0) for w in d.values()))"
+}
+
 # The protected services of tests/e2e/protected*.sh.
 LZ_ECHO=$LZ_SERVER_IP:7000
 LZ_REDIS=$LZ_SERVER_IP:6379
 
 # Starts the server of KIND (echo: protect_bridge APP's line echo; redis:
 # redis-server, persistence off) in the server namespace, logging to
-# $LZ_WORK/server.TAG.out; waits until it listens. Sets SERVER_PID.
+# $LZ_WORK/server.TAG.out; waits until it listens. Sets SERVER_PID. A
+# fourth argument goes to the echo server (--upper: its answers differ).
 lz_protect_serve() {
     local kind=$1 app=$2 out=$LZ_WORK/server.$3.out
     if [ "$kind" = echo ]; then
-        ip netns exec "$LZ_NS_S" "$app" serve "$LZ_ECHO" >"$out" 2>&1 &
+        ip netns exec "$LZ_NS_S" "$app" serve "$LZ_ECHO" ${4:-} >"$out" 2>&1 &
     else
         ip netns exec "$LZ_NS_S" redis-server --bind "$LZ_SERVER_IP" --port 6379 --save "" \
             --appendonly no --protected-mode no --logfile "" >"$out" 2>&1 &

@@ -9,8 +9,9 @@
 # ExecStartPost= would say it) follows each kill and start. Every client
 # sees every echo byte for byte and no error; redis-server is SIGKILLed and
 # restarted twice, and every session's counter goes on where it was (the
-# replay rebuilt it). Controls: the same without [[protected]], whose
-# clients fail.
+# replay rebuilt it). A server whose answers differ after its restart gets
+# both sides reset at once, counted. Controls: the same without
+# [[protected]], whose clients fail.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -67,9 +68,6 @@ run() {
     echo "$ok ok, $failed failed${first_error:+ ($first_error)}, $lines answers checked, longest wait for an answer $((longest / 1000)) ms$fast"
 }
 
-recoveries() {
-    lz_ctl stats --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin)["workers"]; print(sum(w.get("protect_spliced", 0) for w in d.values()))'
-}
 
 lz_ns_up
 lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000' "$LZ_SERVER_IP" "$LZ_SERVER_IP")"
@@ -78,7 +76,7 @@ lz_join_taps
 lz_wait_path
 KIND=echo CLIENTS=50 ROUNDS=3
 echo_on=$(run echo-on 1)
-spliced=$(recoveries)
+spliced=$(lz_stat_sum protect_spliced)
 echo_on="$echo_on, $spliced recoveries counted"
 lz_log "line echo, protected: $echo_on"
 [[ "$echo_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients failed: $echo_on"; }
@@ -91,6 +89,39 @@ KIND=redis CLIENTS=20 ROUNDS=2
 redis_on=$(run redis-on 1)
 lz_log "redis, protected: $redis_on"
 [[ "$redis_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected redis sessions failed: $redis_on"; }
+
+# A server whose answers differ after its restart (in capitals): the
+# replay's check against the digest fails, and both sides are reset at
+# once, counted; no client is left hanging on its 5 s read timeout.
+CLIENTS=10
+diverged_before=$(lz_stat_sum protect_diverged)
+lz_protect_serve echo "$APP" diverge.0
+div_pids=()
+for i in $(seq 1 $CLIENTS); do
+    ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" 8 >"$LZ_WORK/diverge.client$i.out" 2>&1 &
+    div_pids+=($!); LZ_PIDS+=($!)
+done
+sleep 1
+kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+lz_ctl protect down "$LZ_ECHO" >/dev/null
+sleep 0.1
+lz_protect_serve echo "$APP" diverge.1 --upper
+t0=$(date +%s%N)
+lz_ctl protect up "$LZ_ECHO" >/dev/null
+reset=0
+for i in "${!div_pids[@]}"; do
+    if ! wait "${div_pids[$i]}" && grep -q "reset by peer" "$LZ_WORK/diverge.client$((i + 1)).out"; then
+        reset=$((reset + 1))
+    fi
+done
+div_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+diverged=$(( $(lz_stat_sum protect_diverged) - diverged_before ))
+kill -KILL "$SERVER_PID" 2>/dev/null || true
+div="$reset of $CLIENTS clients reset in $div_ms ms, $diverged divergences counted"
+lz_log "a server whose answers differ after its restart: $div"
+[ "$reset" = "$CLIENTS" ] || lz_fail "not every client was reset when the restarted server's answers differed: $div ($(head -1 "$LZ_WORK/diverge.client1.out"))"
+[ "$diverged" -ge "$CLIENTS" ] || lz_fail "the dataplane counted $diverged divergences, not $CLIENTS: $div"
+[ "$div_ms" -lt 3000 ] || lz_fail "the clients waited $div_ms ms for their reset: $div"
 lz_dp_stop
 
 lz_config ""
@@ -103,4 +134,4 @@ redis_off=$(run redis-off 0)
 lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off"
 [[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off)"
 lz_dp_stop
-echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; redis with redis-server SIGKILLed twice: $redis_on; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"
+echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"

@@ -26,10 +26,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 APP=$LZ_ROOT/target/release/examples/protect_bridge
 CLIENTS=30
 
-stat_sum() {
-    lz_ctl stats --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin)['workers']; print(sum(w.get('$1', 0) for w in d.values()))"
-}
-
 # Starts $CLIENTS line clients for $1 seconds; their pids in CLIENT_PIDS.
 clients() {
     CLIENT_PIDS=()
@@ -85,15 +81,15 @@ sleep 0.3
 lz_dp_kill
 lz_protect_serve echo "$APP" on.1
 restart_dataplane
-restored1=$(stat_sum protect_restored)
+restored1=$(lz_stat_sum protect_restored)
 lz_log "killed while the server was down: $restored1 protected connections restored"
 sleep 3
-spliced1=$(stat_sum protect_spliced)
+spliced1=$(lz_stat_sum protect_spliced)
 
 # 2. The dataplane dies after the splice.
 lz_dp_kill
 restart_dataplane
-restored2=$(stat_sum protect_restored)
+restored2=$(lz_stat_sum protect_restored)
 lz_log "killed after the splice ($spliced1 recoveries): $restored2 restored"
 sleep 2
 
@@ -106,15 +102,15 @@ lz_protect_serve echo "$APP" on.3
 lz_ctl protect up "$LZ_ECHO" >/dev/null
 lz_dp_kill
 restart_dataplane
-restored3=$(stat_sum protect_restored)
+restored3=$(lz_stat_sum protect_restored)
 sleep 3
-spliced3=$(stat_sum protect_spliced)
+spliced3=$(lz_stat_sum protect_spliced)
 
 # 4. checkpointd restarts; then the dataplane dies while the server is down.
 lz_ckpt_kill
 lz_ckpt_start
 sleep 0.5
-rewritten=$(stat_sum protect_rewritten)
+rewritten=$(lz_stat_sum protect_rewritten)
 kill_server
 sleep 0.05
 lz_ctl protect down "$LZ_ECHO" >/dev/null
@@ -122,10 +118,10 @@ sleep 0.3
 lz_dp_kill
 lz_protect_serve echo "$APP" on.4
 restart_dataplane
-restored4=$(stat_sum protect_restored)
-refused=$(stat_sum protect_restore_refused)
+restored4=$(lz_stat_sum protect_restored)
+refused=$(lz_stat_sum protect_restore_refused)
 sleep 3
-spliced4=$(stat_sum protect_spliced)
+spliced4=$(lz_stat_sum protect_spliced)
 verdict on
 on="$VERDICT; restored $restored1, $restored2, $restored3, $restored4 ($refused refused at the last), recoveries after the first kill $spliced1, the third $spliced3, the fourth $spliced4; rewritten to a new checkpointd $rewritten"
 lz_log "protected, the dataplane killed four times: $on"
