@@ -193,9 +193,14 @@ pub fn churn_frames_with(data: u32) -> Vec<Vec<u8>> {
 /// the producer's next store to each takes a fault; the overhead figure
 /// measured that, not the ring.
 pub fn scratch_rings(slots: u32) -> &'static shm_layout::RingsSegment {
+    scratch_rings_for(1, slots)
+}
+
+/// As [`scratch_rings`], with a ring for each of `workers` workers.
+pub fn scratch_rings_for(workers: u32, slots: u32) -> &'static shm_layout::RingsSegment {
     use shm_layout::{RingsGeometry, RingsSegment};
     let name = format!("lazarus-bench-rings-{}", std::process::id());
-    let geom = RingsGeometry { workers: 1, slots_per_ring: slots };
+    let geom = RingsGeometry { workers, slots_per_ring: slots };
     let (rings, path) = [
         std::path::PathBuf::from("/dev/hugepages"),
         std::path::PathBuf::from("/dev/shm"),
@@ -226,8 +231,18 @@ pub fn spawn_drainer(
     stop: Arc<std::sync::atomic::AtomicBool>,
     idle_sleep_us: u64,
 ) -> std::thread::JoinHandle<u64> {
+    spawn_drainer_of(rings, 0, stop, idle_sleep_us)
+}
+
+/// As [`spawn_drainer`], of worker `worker`'s ring.
+pub fn spawn_drainer_of(
+    rings: &'static shm_layout::RingsSegment,
+    worker: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    idle_sleep_us: u64,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let mut cons = rings.consumer(0).unwrap();
+        let mut cons = rings.consumer(worker).unwrap();
         let mut n = 0u64;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let r = cons.drain(1024, |d| {

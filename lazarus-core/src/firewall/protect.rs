@@ -27,6 +27,7 @@ use crate::protect::{
     SNAPSHOT_BYTES,
 };
 use crate::stats::{FwCounters, MAX_PROTECTED};
+use foldhash::fast::RandomState;
 use std::collections::HashMap;
 
 const ETH: usize = 14;
@@ -192,7 +193,7 @@ impl Outbox {
 
 pub struct Protection {
     services: Vec<Service>,
-    conns: HashMap<Key, Entry>,
+    conns: HashMap<Key, Entry, RandomState>,
     /// The bridge peer of each config port: where a frame received on it
     /// leaves.
     peer: Vec<usize>,
@@ -227,7 +228,7 @@ impl Protection {
         let room = services.iter().map(|s| s.connections).sum();
         Protection {
             services,
-            conns: HashMap::with_capacity(room),
+            conns: HashMap::with_capacity_and_hasher(room, RandomState::default()),
             peer,
             tsc_hz: tsc_hz.max(1),
             last_poll: 0,
