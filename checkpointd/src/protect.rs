@@ -37,6 +37,8 @@ struct Entry {
     worker: u16,
     version: u64,
     snapshot: Vec<u8>,
+    /// The stream offset of `log`'s first byte (what was truncated before).
+    base: u64,
     log: Vec<u8>,
     /// A record of its log was lost: a restore must not replay it.
     broken: bool,
@@ -69,14 +71,21 @@ impl Protected {
             delta_kind::LOG => {
                 let e = conns.entry(d.conn_id).or_default();
                 e.worker = worker;
-                let at = usize::try_from(d.version).unwrap_or(usize::MAX);
-                if at == 0 && e.broken {
+                if e.broken && d.version <= e.base {
                     // Written again from its start (this checkpointd is new
                     // to the dataplane): whatever was lost is in it.
                     st.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
                     e.log.clear();
                     e.broken = false;
                 }
+                // Bytes before the base were truncated: only a tail past it
+                // is news.
+                let before = e.base.saturating_sub(d.version);
+                let Some(payload) = usize::try_from(before).ok().and_then(|b| d.payload.get(b..))
+                else {
+                    return;
+                };
+                let at = usize::try_from(d.version.max(e.base) - e.base).unwrap_or(usize::MAX);
                 let held = e.log.len();
                 if at > held {
                     st.log_gaps.fetch_add(1, Ordering::Relaxed);
@@ -84,13 +93,13 @@ impl Protected {
                     return;
                 }
                 // A record sent again (after a resync) repeats what is held.
-                let repeated = (held - at).min(d.payload.len());
-                if e.log[at..at + repeated] != d.payload[..repeated] {
+                let repeated = (held - at).min(payload.len());
+                if e.log[at..at + repeated] != payload[..repeated] {
                     st.log_conflicts.fetch_add(1, Ordering::Relaxed);
                     e.broken = true;
                     return;
                 }
-                let new = &d.payload[repeated..];
+                let new = &payload[repeated..];
                 if held + new.len() > LOG_MAX {
                     st.log_refused.fetch_add(1, Ordering::Relaxed);
                     e.broken = true;
@@ -98,6 +107,23 @@ impl Protected {
                 }
                 e.log.extend_from_slice(new);
                 st.log_bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
+            }
+            delta_kind::TRIM => {
+                let e = conns.entry(d.conn_id).or_default();
+                e.worker = worker;
+                if d.version <= e.base {
+                    return;
+                }
+                let drop = usize::try_from(d.version - e.base).unwrap_or(usize::MAX);
+                if drop >= e.log.len() {
+                    // Everything held goes, and with it any gap: what came
+                    // after it starts at the new base.
+                    e.broken = false;
+                }
+                let drop = drop.min(e.log.len());
+                e.log.drain(..drop);
+                e.base = d.version;
+                st.log_bytes.fetch_sub(drop as u64, Ordering::Relaxed);
             }
             delta_kind::DELETE => {
                 if let Some(e) = conns.remove(&d.conn_id) {
@@ -111,9 +137,9 @@ impl Protected {
 
     /// Writes every connection with a snapshot to `out`: a JSON line
     /// `{"protected": n, "bytes": b}`, then per connection `conn_id` u64,
-    /// `worker` u16, `broken` u8, 0 u8, snapshot length u32, log length u32
-    /// (little-endian), the snapshot, the log. Copied out first, so the
-    /// drain loop never waits on the reader.
+    /// `worker` u16, `broken` u8, 0 u8, snapshot length u32, log length u32,
+    /// the log's stream offset u64 (little-endian), the snapshot, the log.
+    /// Copied out first, so the drain loop never waits on the reader.
     pub fn dump(&self, out: &mut impl Write) -> std::io::Result<()> {
         let mut body = Vec::new();
         let mut n = 0u64;
@@ -124,6 +150,7 @@ impl Protected {
                 body.extend_from_slice(&[u8::from(e.broken), 0]);
                 body.extend_from_slice(&(e.snapshot.len() as u32).to_le_bytes());
                 body.extend_from_slice(&(e.log.len() as u32).to_le_bytes());
+                body.extend_from_slice(&e.base.to_le_bytes());
                 body.extend_from_slice(&e.snapshot);
                 body.extend_from_slice(&e.log);
                 n += 1;
@@ -174,10 +201,10 @@ mod tests {
         p.apply(&delta(delta_kind::PORTION, 7, 5, b"snap"), 1);
         p.apply(&delta(delta_kind::PORTION, 7, 4, b"old!"), 1);
         let (head, body) = dumped(&p);
-        assert_eq!(head, r#"{"bytes":36,"protected":1}"#);
+        assert_eq!(head, r#"{"bytes":44,"protected":1}"#);
         assert_eq!(&body[..8], &7u64.to_le_bytes());
         assert_eq!(&body[8..12], &[1, 0, 0, 0]);
-        assert_eq!(&body[20..], b"snaphello world!");
+        assert_eq!(&body[28..], b"snaphello world!");
         assert_eq!(p.stats.stale.load(Ordering::Relaxed), 1);
 
         p.apply(&delta(delta_kind::LOG, 7, 40, b"late"), 1);
@@ -189,7 +216,20 @@ mod tests {
 
         p.apply(&delta(delta_kind::LOG, 7, 0, b"hello world!?"), 1);
         let body = dumped(&p).1;
-        assert_eq!((body[10], &body[20..]), (0, &b"snaphello world!?"[..]), "whole again");
+        assert_eq!((body[10], &body[28..]), (0, &b"snaphello world!?"[..]), "whole again");
+        // Truncated: the bytes before offset 6 go; a record repeating them
+        // adds only what is past them.
+        p.apply(&delta(delta_kind::TRIM, 7, 6, b""), 1);
+        p.apply(&delta(delta_kind::LOG, 7, 12, b"?! more"), 1);
+        let body = dumped(&p).1;
+        assert_eq!(&body[20..28], &6u64.to_le_bytes());
+        assert_eq!(&body[28..], b"snapworld!?! more");
+        // A gap, then a trim past everything held: whole again from there.
+        p.apply(&delta(delta_kind::LOG, 7, 100, b"x"), 1);
+        p.apply(&delta(delta_kind::TRIM, 7, 200, b""), 1);
+        p.apply(&delta(delta_kind::LOG, 7, 200, b"y"), 1);
+        let body = dumped(&p).1;
+        assert_eq!((body[10], &body[28..]), (0, &b"snapy"[..]));
         p.apply(&delta(delta_kind::DELETE, 7, 9, b""), 1);
         p.apply(&delta(delta_kind::DELETE, 8, 9, b""), 1);
         assert_eq!(dumped(&p).0, r#"{"bytes":0,"protected":0}"#);

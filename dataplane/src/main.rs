@@ -684,9 +684,9 @@ fn restore_protected(out: &mut [Option<WorkerFirewall>], control: &std::path::Pa
     for h in held {
         let fw = out.get_mut(usize::from(h.worker)).and_then(Option::as_mut);
         let r = match fw {
-            Some(fw) => {
-                fw.restore_protected(&h.record, h.log, h.broken, now).map_err(|e| e.to_string())
-            }
+            Some(fw) => fw
+                .restore_protected(h.id, &h.record, h.log, h.base, h.broken, now)
+                .map_err(|e| e.to_string()),
             None => Err(format!("worker {} is not one of this config's", h.worker)),
         };
         match r {

@@ -230,6 +230,9 @@ pub fn workers(_: &str) -> TelValue {
                 ("protect_restored", f.protect.restored.get()),
                 ("protect_restore_refused", f.protect.restore_refused.get()),
                 ("protect_rewritten", f.protect.rewritten.get()),
+                ("protect_truncated", f.protect.truncated.get()),
+                ("protect_log_bytes", f.protect.log_bytes.get()),
+                ("protect_log_memory", f.protect.log_memory.get()),
             ] {
                 d.push((k.into(), u(v)));
             }

@@ -358,6 +358,7 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool, redis: bool) -> Result<(
         hold_ns: 2_000_000_000,
         keepalive_ns: 1_000_000_000,
         down_max_ns: 30_000_000_000,
+        truncate: false,
     };
     let mut b = Bridge {
         c,

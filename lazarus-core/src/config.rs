@@ -116,6 +116,24 @@ pub struct ProtectedService {
     /// How long clients are kept waiting for the server before both sides
     /// are reset.
     pub down_max_ms: u64,
+    /// What of the client log can be dropped before the connection ends.
+    pub truncation: Truncation,
+}
+
+/// A protected service's truncation policy (`truncation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truncation {
+    /// The whole session is kept (up to `log_bound`), so a replay rebuilds
+    /// whatever state the server built from it (a redis session whose
+    /// server keeps nothing on disk).
+    #[default]
+    None,
+    /// The service answers each request and keeps no per-connection state
+    /// between requests (or keeps it where a restart finds it): the log is
+    /// dropped wherever every client byte is answered and every answer
+    /// acknowledged, and a replay sends only what came after.
+    RequestResponse,
 }
 
 impl Default for ProtectedService {
@@ -128,6 +146,7 @@ impl Default for ProtectedService {
             hold_ms: 1000,
             keepalive_ms: 1000,
             down_max_ms: 60_000,
+            truncation: Truncation::None,
         }
     }
 }

@@ -158,6 +158,12 @@ pub struct ProtectCounters {
     /// Times checkpointd was found restarted and every protected
     /// connection was written to it again.
     pub rewritten: Counter,
+    /// Logs truncated at a quiet point (`truncation = "request-response"`).
+    pub truncated: Counter,
+    /// Gauges, refreshed at each walk of the table (every millisecond):
+    /// client bytes the logs hold, and the memory they took.
+    pub log_bytes: Counter,
+    pub log_memory: Counter,
 }
 
 /// The most `[[protected]]` services a dataplane has.

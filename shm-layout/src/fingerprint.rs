@@ -75,11 +75,12 @@ fn describe() -> String {
     .unwrap();
     writeln!(
         o,
-        "delta kinds portion {} delete {} sweep {} log {}",
+        "delta kinds portion {} delete {} sweep {} log {} trim {}",
         delta_kind::PORTION,
         delta_kind::DELETE,
         delta_kind::SWEEP,
-        delta_kind::LOG
+        delta_kind::LOG,
+        delta_kind::TRIM
     )
     .unwrap();
     writeln!(

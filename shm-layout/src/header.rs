@@ -10,7 +10,8 @@ pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// 4: the header page records the segment's [`SegmentOrigin`].
 /// 5: the rings carry `delta_kind::SWEEP`; a DELETE older than the record's
 /// newest portion is ignored.
-/// 6: the rings carry `delta_kind::LOG` and `module::PROTECT` records.
+/// 6: the rings carry `delta_kind::LOG`, `delta_kind::TRIM` and
+/// `module::PROTECT` records.
 pub const LAYOUT_VERSION: u32 = 6;
 /// The oldest layout checkpointd translates (`translate::from_previous`):
 /// the previous ones, back to `v0.1.0`'s.

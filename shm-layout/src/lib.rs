@@ -83,6 +83,9 @@ pub mod delta_kind {
     /// segment is forwarded. Variable length, up to `DELTA_PAYLOAD_MAX`; a
     /// segment's bytes take as many records as they need.
     pub const LOG: u8 = 4;
+    /// A protected connection's log was truncated (module `PROTECT`):
+    /// every byte before stream offset `version` can go.
+    pub const TRIM: u8 = 5;
 }
 
 /// Module numbers as they travel in deltas and sit in the store. They match

@@ -11,11 +11,15 @@ use std::time::Duration;
 
 /// One protected connection as checkpointd held it.
 pub struct Held {
+    /// Its id in checkpointd's records.
+    pub id: u64,
     pub worker: u16,
     /// A record of its log was lost: it cannot be replayed.
     pub broken: bool,
     pub record: Vec<u8>,
     pub log: Vec<u8>,
+    /// The stream offset of the log's first byte.
+    pub base: u64,
 }
 
 /// The most bytes a reply may announce: far above what any config's
@@ -51,20 +55,22 @@ pub fn fetch(control: &Path) -> Result<Vec<Held>> {
 fn parse(mut body: &[u8], n: u64) -> Result<Vec<Held>> {
     let mut out = Vec::new();
     for i in 0..n {
-        let Some((head, rest)) = body.split_at_checked(20) else {
+        let Some((head, rest)) = body.split_at_checked(28) else {
             bail!("protected connection {i} of {n}: the reply ends in its header");
         };
+        let id = u64::from_le_bytes(head[..8].try_into().unwrap());
         let worker = u16::from_le_bytes([head[8], head[9]]);
         let broken = head[10] != 0;
         let rec = u32::from_le_bytes(head[12..16].try_into().unwrap()) as usize;
         let log = u32::from_le_bytes(head[16..20].try_into().unwrap()) as usize;
+        let base = u64::from_le_bytes(head[20..28].try_into().unwrap());
         let Some((record, rest)) = rest.split_at_checked(rec) else {
             bail!("protected connection {i} of {n}: the reply ends in its record");
         };
         let Some((log, rest)) = rest.split_at_checked(log) else {
             bail!("protected connection {i} of {n}: the reply ends in its log");
         };
-        out.push(Held { worker, broken, record: record.to_vec(), log: log.to_vec() });
+        out.push(Held { id, worker, broken, record: record.to_vec(), log: log.to_vec(), base });
         body = rest;
     }
     if !body.is_empty() {
@@ -83,6 +89,7 @@ mod tests {
         b.extend_from_slice(&[u8::from(broken), 0]);
         b.extend_from_slice(&(rec.len() as u32).to_le_bytes());
         b.extend_from_slice(&(log.len() as u32).to_le_bytes());
+        b.extend_from_slice(&9u64.to_le_bytes());
         b.extend_from_slice(rec);
         b.extend_from_slice(log);
         b

@@ -86,6 +86,7 @@ impl CheckpointSink for RingSink {
                 push(p, delta_kind::PORTION, version, bytes)
             }
             ProtectRecord::End { version } => push(p, delta_kind::DELETE, version, &[]),
+            ProtectRecord::Trim { base } => push(p, delta_kind::TRIM, base, &[]),
             ProtectRecord::Log { offset, bytes } => {
                 if p.free_slots() < log_records(bytes.len()) {
                     return Err(SinkFull);

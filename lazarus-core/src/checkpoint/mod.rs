@@ -101,8 +101,10 @@ pub trait CheckpointSink {
 pub enum ProtectRecord<'a> {
     /// Its snapshot, ordered by `version` (the TSC).
     Snapshot { version: u64, bytes: &'a [u8] },
-    /// Client bytes at this offset of its log.
+    /// Client bytes at this offset of its stream.
     Log { offset: u64, bytes: &'a [u8] },
+    /// Its log was truncated: bytes before this stream offset can go.
+    Trim { base: u64 },
     /// Its protection ended: forget it.
     End { version: u64 },
 }
@@ -157,8 +159,9 @@ pub struct MemorySink {
     /// Deltas accepted before the sink reports full (None: unlimited).
     pub room: Option<u32>,
     pub resync: bool,
-    /// Protected connections: snapshot and log, as checkpointd keeps them.
-    pub protected: std::collections::BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    /// Protected connections: snapshot, log, and the log's stream offset,
+    /// as checkpointd keeps them.
+    pub protected: std::collections::BTreeMap<u64, (Vec<u8>, Vec<u8>, u64)>,
     pub protect_resync: bool,
 }
 
@@ -217,9 +220,16 @@ impl CheckpointSink for MemorySink {
                 for _ in 0..log_records(bytes.len()) {
                     self.take_room()?;
                 }
-                let log = &mut self.protected.entry(id).or_default().1;
-                assert_eq!(offset, log.len() as u64, "a log record out of order");
+                let (_, log, base) = self.protected.entry(id).or_default();
+                assert_eq!(offset, *base + log.len() as u64, "a log record out of order");
                 log.extend_from_slice(bytes);
+            }
+            ProtectRecord::Trim { base } => {
+                self.take_room()?;
+                let (_, log, held) = self.protected.entry(id).or_default();
+                let drop = usize::try_from(base.saturating_sub(*held)).unwrap_or(usize::MAX);
+                log.drain(..drop.min(log.len()));
+                *held = base;
             }
             ProtectRecord::Snapshot { bytes, .. } => {
                 self.take_room()?;

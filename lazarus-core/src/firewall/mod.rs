@@ -108,20 +108,23 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.protection = Protection::new(services, peer, tsc_hz);
     }
 
-    /// Rebuilds a protected connection from checkpointd's record and log
-    /// (before the ports start); `log_lost` when checkpointd lost part of
-    /// the log (refused). Counted either way.
+    /// Rebuilds protected connection `id` from checkpointd's record and log
+    /// (before the ports start): `log` holds the client's stream from offset
+    /// `held_from`; `log_lost` when checkpointd lost part of it (refused).
+    /// Counted either way.
     pub fn restore_protected(
         &mut self,
+        id: u64,
         record: &[u8],
         log: Vec<u8>,
+        held_from: u64,
         log_lost: bool,
         now: u64,
     ) -> Result<(), ProtectRestoreError> {
         let r = if log_lost {
             Err(ProtectRestoreError::LogLost)
         } else {
-            self.protection.restore(record, log, now)
+            self.protection.restore(id, record, log, held_from, now)
         };
         let c = &self.counters.protect;
         if r.is_ok() { &c.restored } else { &c.restore_refused }.add(1);

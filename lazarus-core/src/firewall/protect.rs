@@ -60,13 +60,14 @@ struct Entry {
     end_counted: bool,
     /// Recoveries counted so far.
     recoveries: u32,
-    /// Its id in checkpointd: its key and the client's ISN.
+    /// Its id in checkpointd: its key and the client's ISN at its SYN
+    /// (kept through truncations and restarts).
     id: u64,
     /// The record checkpointd holds; None when none yet, or it must be
     /// written again.
     written: Option<[u8; RECORD_BYTES]>,
-    /// How much of its log checkpointd holds.
-    sent_log: usize,
+    /// The stream offset up to which checkpointd holds its log.
+    sent_log: u64,
 }
 
 impl Entry {
@@ -85,20 +86,61 @@ impl Entry {
         r
     }
 
+    /// Log bytes checkpointd does not hold yet.
+    fn log_owed(&self) -> usize {
+        let log = self.p.client_log();
+        (log.end_offset() - self.sent_log.max(log.base())) as usize
+    }
+
+    /// Ring records `write_log` takes with `more` bytes on top.
+    fn records_owed(&self, more: usize) -> u32 {
+        let trim = u32::from(self.sent_log < self.p.client_log().base());
+        log_records(self.log_owed() + more) + trim
+    }
+
     /// Writes the log bytes checkpointd does not hold yet; false when the
     /// ring had no room (nothing written then).
     fn write_log<S: CheckpointSink>(&mut self, sink: &mut S) -> bool {
-        let log = self.p.log();
-        if self.sent_log >= log.len() {
+        let log = self.p.client_log();
+        if self.sent_log < log.base() {
+            // checkpointd's copy starts before this log's truncation (or it
+            // holds nothing: a new checkpointd): it drops the bytes first.
+            if sink.protect(self.id, ProtectRecord::Trim { base: log.base() }).is_err() {
+                return false;
+            }
+            self.sent_log = log.base();
+        }
+        let from = self.sent_log;
+        if from >= log.end_offset() {
             return true;
         }
-        let bytes = &log[self.sent_log..];
-        let rec = ProtectRecord::Log { offset: self.sent_log as u64, bytes };
-        if sink.protect(self.id, rec).is_err() {
+        let bytes = &log.bytes()[(from - log.base()) as usize..];
+        if sink.protect(self.id, ProtectRecord::Log { offset: from, bytes }).is_err() {
             return false;
         }
-        self.sent_log = log.len();
+        self.sent_log = log.end_offset();
         true
+    }
+
+    /// At a quiet point of a request/response service, truncates its log,
+    /// here and in checkpointd: the trim and the rebased record go
+    /// together, or, with no room for both, neither (it waits for the next
+    /// quiet point).
+    fn truncate<S: CheckpointSink>(&mut self, sink: &mut S, now: u64, c: &FwCounters) {
+        if !self.p.truncatable() || (S::ENABLED && (self.log_owed() != 0 || !sink.has_room(2))) {
+            return;
+        }
+        self.p.truncate();
+        c.protect.truncated.add(1);
+        if !S::ENABLED {
+            return;
+        }
+        let base = self.p.client_log().base();
+        let rec = self.record();
+        let trimmed = sink.protect(self.id, ProtectRecord::Trim { base }).is_ok()
+            && sink.protect(self.id, ProtectRecord::Snapshot { version: now, bytes: &rec }).is_ok();
+        self.sent_log = base;
+        self.written = trimmed.then_some(rec);
     }
 
     /// Whether checkpointd holds anything of it (an end is then owed).
@@ -220,6 +262,7 @@ impl Protection {
                     hold_ns: s.hold_ms * 1_000_000,
                     keepalive_ns: s.keepalive_ms * 1_000_000,
                     down_max_ns: s.down_max_ms * 1_000_000,
+                    truncate: s.truncation == crate::config::Truncation::RequestResponse,
                 },
                 connections: s.connections as usize,
                 open: 0,
@@ -347,12 +390,9 @@ impl Protection {
         // Output commit: the bytes are in the ring before the segment
         // leaves, or it does not leave.
         let logging = S::ENABLED && from_client && !payload.is_empty() && e.p.is_logging();
-        if logging {
-            let owed = e.p.log().len().saturating_sub(e.sent_log) + payload.len();
-            if !sink.has_room(log_records(owed)) {
-                c.protect.log_ring_full.add(1);
-                return Some(false);
-            }
+        if logging && !sink.has_room(e.records_owed(payload.len())) {
+            c.protect.log_ring_full.add(1);
+            return Some(false);
         }
         // The rewrite works on a copy: a rewritten segment is sent from the
         // outbox, the received one dropped. (A frame too large for it is
@@ -374,6 +414,7 @@ impl Protection {
             c.protect.log_ring_full.add(1);
             return Some(false);
         }
+        e.truncate(sink, now, c);
         let out_port = if from_client { self.peer[port] } else { e.client_port };
         let sent = match action {
             Action::Forward if copy == frame => return Some(true),
@@ -470,8 +511,10 @@ impl Protection {
     /// (`record`, `log`) at a restart, before the ports start.
     pub fn restore(
         &mut self,
+        id: u64,
         record: &[u8],
         log: Vec<u8>,
+        held_from: u64,
         now: u64,
     ) -> Result<(), ProtectRestoreError> {
         let r: [u8; RECORD_BYTES] =
@@ -503,11 +546,11 @@ impl Protection {
             return Err(ProtectRestoreError::Full);
         }
         let ns = self.ns(now);
-        let sent_log = log.len();
-        let p = Protected::restore(s.policy, &r[..SNAPSHOT_BYTES], log, ns)?;
+        let p = Protected::restore(s.policy, &r[..SNAPSHOT_BYTES], log, held_from, ns)?;
+        let sent_log = p.client_log().end_offset();
         let key = (ends.src_ip, ends.sport, svc, client_port);
         let e = Entry {
-            id: entry_id(&key, p.client_isn()),
+            id,
             p,
             ends,
             client_port,
@@ -575,8 +618,12 @@ impl Protection {
             }
         }
         let Protection { conns, outbox, peer, services, ends_owed, .. } = self;
+        let (mut held, mut memory) = (0u64, 0u64);
         conns.retain(|key, e| {
             let keep = Self::walk(key, e, ns, c, outbox, peer, services);
+            let log = e.p.client_log();
+            held += log.bytes().len() as u64;
+            memory += log.capacity() as u64;
             if S::ENABLED {
                 if keep {
                     if e.write_log(sink) && e.p.worth_snapshot() {
@@ -596,6 +643,8 @@ impl Protection {
             }
             keep
         });
+        c.protect.log_bytes.set(held);
+        c.protect.log_memory.set(memory);
         while let Some(&id) = ends_owed.last() {
             if sink.protect(id, ProtectRecord::End { version: now }).is_err() {
                 break;
@@ -691,7 +740,7 @@ fn ip4(a: &[u8; 16]) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use crate::checkpoint::MemorySink;
-    use crate::config::ProtectedService;
+    use crate::config::{ProtectedService, Truncation};
     use crate::firewall::testing::{fw, C, HZ, S};
     use crate::firewall::{FrameBurst, StagedBurst};
     use crate::frames::{tcp, tcp_flags::*};
@@ -699,22 +748,21 @@ mod tests {
 
     const MS: u64 = HZ / 1000;
 
-    fn protected(
-        sink: MemorySink,
-    ) -> super::super::Firewall<MemorySink, allocator_api2::alloc::Global> {
+    type Fw = super::super::Firewall<MemorySink, allocator_api2::alloc::Global>;
+
+    fn protected(sink: MemorySink) -> Fw {
+        protected_with(sink, Truncation::None)
+    }
+
+    fn protected_with(sink: MemorySink, truncation: Truncation) -> Fw {
         let mut f = fw(sink);
-        let svc = ProtectedService { addr: S.into(), port: 80, ..Default::default() };
+        let svc = ProtectedService { addr: S.into(), port: 80, truncation, ..Default::default() };
         f.protect(&[svc], vec![1, 0], HZ);
         f
     }
 
     /// Runs one frame through the burst path; true when forwarded as it is.
-    fn burst(
-        f: &mut super::super::Firewall<MemorySink, allocator_api2::alloc::Global>,
-        frame: &[u8],
-        port: usize,
-        now: u64,
-    ) -> bool {
+    fn burst(f: &mut Fw, frame: &[u8], port: usize, now: u64) -> bool {
         let frames = [frame];
         let mut b = FrameBurst::new(&frames);
         f.process_burst(&mut StagedBurst::new(), &mut b, port, now);
@@ -737,7 +785,7 @@ mod tests {
             0,
             2 * MS
         ));
-        let (_, log) = f.sink().protected.values().next().expect("a log record");
+        let (_, log, _) = f.sink().protected.values().next().expect("a log record");
         assert_eq!(log, b"SET a 1\n");
         // No room for the next bytes: dropped, counted, not logged.
         f.sink_mut().room = Some(0);
@@ -756,11 +804,11 @@ mod tests {
             0,
             4 * MS
         ));
-        let (snap, log) = f.sink().protected.values().next().unwrap();
+        let (snap, log, _) = f.sink().protected.values().next().unwrap();
         assert_eq!(log, b"SET a 1\nGET a\n");
         assert!(snap.is_empty(), "the snapshot waits for the walk");
         f.housekeeping(6 * MS);
-        let (snap, _) = f.sink().protected.values().next().unwrap();
+        let (snap, _, _) = f.sink().protected.values().next().unwrap();
         assert_eq!(snap.len(), super::RECORD_BYTES);
     }
 
@@ -782,8 +830,8 @@ mod tests {
 
         // checkpointd outlived the firewall: it still holds the connection.
         let mut g = protected(MemorySink { protected: held.clone(), ..Default::default() });
-        for (snap, log) in held.values() {
-            g.restore_protected(snap, log.clone(), false, 5 * MS).unwrap();
+        for (id, (snap, log, base)) in &held {
+            g.restore_protected(*id, snap, log.clone(), *base, false, 5 * MS).unwrap();
         }
         assert_eq!(g.counters.protect.restored.get(), 1);
         // Still down: a client segment is absorbed and answered for the
@@ -811,14 +859,52 @@ mod tests {
 
         // A record another build wrote is refused, counted, and the rest go on.
         let mut h = protected(MemorySink::default());
-        let (snap, log) = held.values().next().unwrap();
-        assert!(h.restore_protected(&snap[..50], log.clone(), false, 5 * MS).is_err());
+        let (id, (snap, log, _)) = held.iter().next().unwrap();
+        assert!(h.restore_protected(*id, &snap[..50], log.clone(), 0, false, 5 * MS).is_err());
         assert_eq!(h.counters.protect.restore_refused.get(), 1);
         // And one whose log checkpointd lost a record of.
         assert_eq!(
-            h.restore_protected(snap, log.clone(), true, 5 * MS),
+            h.restore_protected(*id, snap, log.clone(), 0, true, 5 * MS),
             Err(super::ProtectRestoreError::LogLost)
         );
         assert_eq!(h.counters.protect.restore_refused.get(), 2);
+    }
+
+    #[test]
+    fn a_request_response_log_is_truncated_here_and_in_checkpointd() {
+        let mut f = protected_with(MemorySink::default(), Truncation::RequestResponse);
+        open(&mut f);
+        let mut t = 2 * MS;
+        let (mut cs, mut ss) = (1001u32, 5001u32);
+        for req in [&b"GET /a\n"[..], b"GET /bb\n", b"GET /ccc\n"] {
+            assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (cs, ss), req), 0, t));
+            cs += req.len() as u32;
+            assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK | PSH, (ss, cs), b"ok\n"), 1, t));
+            ss += 3;
+            assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK, (cs, ss), b""), 0, t));
+            t += MS;
+        }
+        assert_eq!(f.counters.protect.truncated.get(), 3);
+        let (id, (snap, log, base)) =
+            f.sink().protected.iter().next().map(|(i, e)| (*i, e.clone())).unwrap();
+        assert_eq!((log.len(), base), (0, 24), "checkpointd's copy truncated too");
+        f.housekeeping(t + MS);
+        assert_eq!(f.counters.protect.log_bytes.get(), 0);
+        // A restart from that copy goes on from the truncation.
+        let held = f.sink().protected.clone();
+        let mut g = protected_with(
+            MemorySink { protected: held, ..Default::default() },
+            Truncation::RequestResponse,
+        );
+        crate::firewall::testing::restore_all(f.sink(), &mut g);
+        g.restore_protected(id, &snap, log, base, false, t).unwrap();
+        assert!(burst(
+            &mut g,
+            &tcp(C, S, (40000, 80), ACK | PSH, (cs, ss), b"GET /d\n"),
+            0,
+            t + 2 * MS
+        ));
+        let (_, log, base) = g.sink().protected.values().next().unwrap();
+        assert_eq!((&log[..], *base), (&b"GET /d\n"[..], 24));
     }
 }

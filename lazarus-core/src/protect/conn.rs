@@ -44,6 +44,10 @@ pub struct ProtectPolicy {
     /// How long the client is kept waiting for the server before both
     /// sides are reset.
     pub down_max_ns: u64,
+    /// A request/response service that keeps no per-connection state
+    /// between requests: the log is truncated wherever every client byte
+    /// is answered and every answer acknowledged.
+    pub truncate: bool,
 }
 
 /// What to do with the segment just shown.
@@ -238,6 +242,37 @@ impl Protected {
     /// The logged client bytes (what a replay sends).
     pub fn log(&self) -> &[u8] {
         self.log.bytes()
+    }
+
+    /// The log, with where its bytes sit in the client's stream.
+    pub fn client_log(&self) -> &ClientLog {
+        &self.log
+    }
+
+    /// Whether the log can be truncated here: a request/response service,
+    /// up, every client byte acknowledged by the server, every server byte
+    /// acknowledged by the client and in the digest, nothing held, and
+    /// something since the last truncation.
+    pub fn truncatable(&self) -> bool {
+        self.policy.truncate
+            && self.phase == Phase::Up
+            && self.held.is_none()
+            && self.replay.is_none()
+            && self.server_acked == self.log.end()
+            && self.client_acked == self.server_end
+            && self.digest.running().end == self.server_end
+            && (!self.log.bytes().is_empty() || self.server_end != self.server.isn.wrapping_add(1))
+    }
+
+    /// Truncates the log at a quiet point (`truncatable`): the connection
+    /// is taken as if it had begun here, both ISNs moved to just before the
+    /// next bytes, so a replay opens a new connection at this point and
+    /// sends only what came after; the digest starts again with it.
+    pub fn truncate(&mut self) {
+        self.log.truncate_all();
+        self.client_isn = self.log.start().wrapping_sub(1);
+        self.server.isn = self.server_end.wrapping_sub(1);
+        self.digest = AckedDigest::new(self.server.isn);
     }
 
     fn end(&mut self, e: Ended) {
@@ -626,6 +661,7 @@ mod tests {
         hold_ns: 100 * MS,
         keepalive_ns: 1000 * MS,
         down_max_ns: 5000 * MS,
+        truncate: false,
     };
 
     /// A segment as the firewall sees it: header, payload, and the frame.
@@ -797,7 +833,7 @@ mod tests {
         let mut b = [0; SNAPSHOT_BYTES];
         assert!(p.worth_snapshot());
         p.snapshot(&mut b);
-        Protected::restore(POLICY, &b, p.log().to_vec(), now).unwrap()
+        Protected::restore(POLICY, &b, p.log().to_vec(), p.client_log().base(), now).unwrap()
     }
 
     #[test]
@@ -894,6 +930,52 @@ mod tests {
     }
 
     #[test]
+    fn a_request_response_log_is_truncated_and_replayed_from_there() {
+        let (syn, _, _) = seg(true, SYN, 99, 0, b"");
+        let mut p = Protected::new(ProtectPolicy { truncate: true, ..POLICY }, &syn);
+        server(&mut p, SYN | ACK, 499, 100, b"", 0);
+        client(&mut p, ACK, 100, 500, b"");
+        assert!(!p.truncatable(), "nothing since the handshake");
+        client(&mut p, ACK | PSH, 100, 500, b"GET a\n");
+        assert!(!p.truncatable(), "not answered");
+        server(&mut p, ACK | PSH, 500, 106, b"A\n", 1);
+        assert!(!p.truncatable(), "the answer not acknowledged");
+        client(&mut p, ACK, 106, 502, b"");
+        assert!(p.truncatable());
+        p.truncate();
+        assert_eq!((p.log(), p.client_log().base()), (&b""[..], 6));
+        client(&mut p, ACK | PSH, 106, 502, b"GET b\n");
+        // The restarted server sees a connection that begins here.
+        let mut q = restored(&p, 2);
+        for c in [&mut p, &mut q] {
+            c.service_down(2);
+            c.service_up(2);
+            let sent = to_server(&drain(c, 2));
+            assert_eq!((sent[1].flags, sent[1].seq), (SYN, 105), "{sent:?}");
+            server(c, SYN | ACK, 9000, 106, b"", 3);
+            let sent = to_server(&drain(c, 3));
+            let data: Vec<_> = sent.iter().filter(|s| !s.payload.is_empty()).collect();
+            assert_eq!(data.len(), 1, "{sent:?}");
+            assert_eq!(
+                (data[0].seq, c.log().get(data[0].payload.clone())),
+                (106, Some(&b"GET b\n"[..]))
+            );
+            server(c, ACK, 9001, 112, b"", 4);
+            assert!(c.splice().is_some() && !c.is_down());
+            // Its answer reaches the client where the old server's output ended.
+            let (a, f) = server(c, ACK | PSH, 9001, 112, b"B\n", 5);
+            assert_eq!(a, Action::Forward);
+            assert_eq!(u32::from_be_bytes(f[38..42].try_into().unwrap()), 502);
+        }
+        // Without the policy the log is never truncated.
+        let mut r = up();
+        client(&mut r, ACK | PSH, 100, 500, b"GET a\n");
+        server(&mut r, ACK | PSH, 500, 106, b"A\n", 1);
+        client(&mut r, ACK, 106, 502, b"");
+        assert!(!r.truncatable());
+    }
+
+    #[test]
     fn a_damaged_or_foreign_snapshot_is_refused() {
         let mut p = up();
         client(&mut p, ACK | PSH, 100, 500, b"abc");
@@ -901,27 +983,27 @@ mod tests {
         p.snapshot(&mut b);
         let log = p.log().to_vec();
         assert_eq!(
-            Protected::restore(POLICY, &b[..40], log.clone(), 0).err(),
+            Protected::restore(POLICY, &b[..40], log.clone(), 0, 0).err(),
             Some(SnapshotError::Length(40))
         );
         assert!(matches!(
-            Protected::restore(POLICY, &b, b"ab".to_vec(), 0),
+            Protected::restore(POLICY, &b, b"ab".to_vec(), 0, 0),
             Err(SnapshotError::LogShort { held: 2, counted: 3 })
         ));
         let small = ProtectPolicy { log_bound: 2, ..POLICY };
         assert_eq!(
-            Protected::restore(small, &b, log.clone(), 0).err(),
+            Protected::restore(small, &b, log.clone(), 0, 0).err(),
             Some(SnapshotError::LogBound(3))
         );
         let mut c = b;
         c[0] = 9;
         assert_eq!(
-            Protected::restore(POLICY, &c, log.clone(), 0).err(),
+            Protected::restore(POLICY, &c, log.clone(), 0, 0).err(),
             Some(SnapshotError::Format(9))
         );
         c = b;
         c[1] = 77;
-        assert_eq!(Protected::restore(POLICY, &c, log, 0).err(), Some(SnapshotError::Phase(77)));
+        assert_eq!(Protected::restore(POLICY, &c, log, 0, 0).err(), Some(SnapshotError::Phase(77)));
     }
 
     #[test]

@@ -25,11 +25,14 @@ pub enum Logged {
 }
 
 /// The client→server byte stream of one connection, from the first byte
-/// after the client's SYN.
+/// after the client's SYN, or from where it was last truncated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientLog {
-    /// The sequence number of the first byte (the client's ISN + 1).
+    /// The sequence number of the first byte held.
     start: u32,
+    /// Bytes of the stream before the first held (truncated): the held
+    /// bytes' offset in the whole stream, which checkpointd's records use.
+    base: u64,
     bytes: Vec<u8>,
     bound: usize,
 }
@@ -39,7 +42,14 @@ impl ClientLog {
     /// most `bound` bytes. It grows with the stream, so a connection that
     /// never sends costs nothing.
     pub fn new(client_isn: u32, bound: usize) -> ClientLog {
-        ClientLog { start: client_isn.wrapping_add(1), bytes: Vec::new(), bound }
+        ClientLog { start: client_isn.wrapping_add(1), base: 0, bytes: Vec::new(), bound }
+    }
+
+    /// The log whose first held byte is at `start` and at offset `base` of
+    /// the stream, holding `bytes` already (rebuilt from checkpointd's
+    /// copy), or None when they pass `bound`.
+    pub fn restored(start: u32, base: u64, bound: usize, bytes: Vec<u8>) -> Option<ClientLog> {
+        (bytes.len() <= bound).then_some(ClientLog { start, base, bytes, bound })
     }
 
     /// The sequence number after the last logged byte.
@@ -47,24 +57,38 @@ impl ClientLog {
         self.start.wrapping_add(self.bytes.len() as u32)
     }
 
-    /// The sequence number of the first byte.
+    /// The sequence number of the first byte held.
     pub fn start(&self) -> u32 {
         self.start
+    }
+
+    /// The stream offset of the first byte held.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The stream offset after the last byte held.
+    pub fn end_offset(&self) -> u64 {
+        self.base + self.bytes.len() as u64
     }
 
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
-    /// The log of a connection whose client chose `client_isn`, holding
-    /// `bytes` already (rebuilt from checkpointd's copy), or None when they
-    /// pass `bound`.
-    pub fn restored(client_isn: u32, bound: usize, bytes: Vec<u8>) -> Option<ClientLog> {
-        (bytes.len() <= bound).then(|| ClientLog {
-            start: client_isn.wrapping_add(1),
-            bytes,
-            bound,
-        })
+    /// Bytes of memory the log holds (what it grew to, kept for the next
+    /// request after a truncation).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Forgets every byte held: the log starts again at its end. The
+    /// memory is kept, so a request/response service's log stops growing
+    /// once it has held its largest request.
+    pub fn truncate_all(&mut self) {
+        self.start = self.end();
+        self.base = self.end_offset();
+        self.bytes.clear();
     }
 
     /// Offers the payload of a client segment that starts at `seq`.
@@ -207,6 +231,21 @@ mod tests {
         assert_eq!(log.record(6, b"6789"), Logged::Bound);
         assert_eq!(log.bytes(), b"12345");
         assert_eq!(log.record(6, b"678"), Logged::Appended(3));
+    }
+
+    #[test]
+    fn a_truncated_log_goes_on_from_its_end() {
+        let mut log = ClientLog::new(99, 8);
+        assert_eq!(log.record(100, b"GET a\n"), Logged::Appended(6));
+        log.truncate_all();
+        assert_eq!((log.start(), log.base(), log.bytes()), (106, 6, &b""[..]));
+        assert_eq!(log.record(100, b"GET a\n"), Logged::Duplicate, "before the truncation");
+        assert_eq!(
+            log.record(106, b"GET bb\n"),
+            Logged::Appended(7),
+            "the bound counts what is held"
+        );
+        assert_eq!((log.end(), log.end_offset()), (113, 13));
     }
 
     #[test]

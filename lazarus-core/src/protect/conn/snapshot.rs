@@ -14,7 +14,7 @@ use crate::protect::{Ended, ProtectPolicy};
 use thiserror::Error;
 
 /// Bytes of an encoded snapshot.
-pub const SNAPSHOT_BYTES: usize = 80;
+pub const SNAPSHOT_BYTES: usize = 88;
 /// The encoding's own version, byte 0: a record of another is refused.
 const FORMAT: u8 = 1;
 
@@ -116,15 +116,18 @@ impl Protected {
             b[12 + 4 * i..16 + 4 * i].copy_from_slice(&w.to_le_bytes());
         }
         b[72..80].copy_from_slice(&self.down_since.to_le_bytes());
+        b[80..88].copy_from_slice(&self.log.base().to_le_bytes());
     }
 
     /// The connection a snapshot describes, its log `log` as checkpointd
-    /// holds it. A connection that was replaying starts its replay over;
-    /// one that was down waits for the service to come back.
+    /// holds it from stream offset `held_from`. A connection that was
+    /// replaying starts its replay over; one that was down probes the
+    /// service.
     pub fn restore(
         policy: ProtectPolicy,
         b: &[u8],
-        log: Vec<u8>,
+        mut log: Vec<u8>,
+        held_from: u64,
         now: u64,
     ) -> Result<Protected, SnapshotError> {
         let b: &[u8; SNAPSHOT_BYTES] = b.try_into().map_err(|_| SnapshotError::Length(b.len()))?;
@@ -135,12 +138,19 @@ impl Protected {
         let flags = b[2];
         let on = |f: u8| flags & f != 0;
         let counted = w(14) as usize;
-        if log.len() < counted {
-            return Err(SnapshotError::LogShort { held: log.len(), counted });
+        let base = u64::from_le_bytes(b[80..88].try_into().unwrap());
+        // checkpointd may still hold bytes before the snapshot's truncation.
+        let Some(skip) = base.checked_sub(held_from) else {
+            return Err(SnapshotError::LogShort { held: 0, counted });
+        };
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        if log.len().saturating_sub(skip) < counted {
+            return Err(SnapshotError::LogShort { held: log.len().saturating_sub(skip), counted });
         }
+        log.drain(..skip);
         let client_isn = w(0);
         let len = log.len();
-        let log = ClientLog::restored(client_isn, policy.log_bound, log)
+        let log = ClientLog::restored(client_isn.wrapping_add(1), base, policy.log_bound, log)
             .ok_or(SnapshotError::LogBound(len))?;
         let splice = if on(F_SPLICE) {
             let ts = on(F_SPLICE_TS).then_some(w(12));
