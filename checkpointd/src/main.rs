@@ -294,6 +294,10 @@ fn drain_loop(
     let workers = rings.geometry().workers;
     let mut consumers = (0..workers).map(|w| rings.consumer(w)).collect::<Result<Vec<_>, _>>()?;
     let pid = std::process::id();
+    // Time and pid: no earlier start of checkpointd chose the same.
+    let started =
+        xxhash_rust::xxh3::xxh3_64_with_seed(&monotonic_ns().to_le_bytes(), u64::from(pid));
+    rings.set_incarnation(started.max(1));
     let idle = Duration::from_micros(ck.idle_sleep_us);
     let mut totals = Totals::default();
     let mut last_drop_log = Instant::now() - Duration::from_secs(2);

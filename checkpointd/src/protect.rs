@@ -135,22 +135,26 @@ impl Protected {
         st.conns.store(conns.len() as u64, Ordering::Relaxed);
     }
 
-    /// Writes every connection with a snapshot to `out`: a JSON line
+    /// Writes every connection to `out`: a JSON line
     /// `{"protected": n, "bytes": b}`, then per connection `conn_id` u64,
     /// `worker` u16, `broken` u8, 0 u8, snapshot length u32, log length u32,
-    /// the log's stream offset u64 (little-endian), the snapshot, the log.
+    /// the log's stream offset u64, the snapshot's version u64
+    /// (little-endian), the snapshot, the log.
     /// Copied out first, so the drain loop never waits on the reader.
     pub fn dump(&self, out: &mut impl Write) -> std::io::Result<()> {
         let mut body = Vec::new();
         let mut n = 0u64;
         if let Ok(conns) = self.inner.lock() {
-            for (id, e) in conns.iter().filter(|(_, e)| !e.snapshot.is_empty()) {
+            // Those without a snapshot too (their first one never came):
+            // the dataplane refuses them and ends them, so none stays here.
+            for (id, e) in conns.iter() {
                 body.extend_from_slice(&id.to_le_bytes());
                 body.extend_from_slice(&e.worker.to_le_bytes());
                 body.extend_from_slice(&[u8::from(e.broken), 0]);
                 body.extend_from_slice(&(e.snapshot.len() as u32).to_le_bytes());
                 body.extend_from_slice(&(e.log.len() as u32).to_le_bytes());
                 body.extend_from_slice(&e.base.to_le_bytes());
+                body.extend_from_slice(&e.version.to_le_bytes());
                 body.extend_from_slice(&e.snapshot);
                 body.extend_from_slice(&e.log);
                 n += 1;
@@ -191,6 +195,19 @@ mod tests {
         (String::from_utf8(out[..nl].to_vec()).unwrap(), out[nl + 1..].to_vec())
     }
 
+    /// The dumped entry of `id`.
+    fn only(mut body: &[u8], id: u64) -> Vec<u8> {
+        while !body.is_empty() {
+            let len = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap()) as usize;
+            let n = 36 + len(12) + len(16);
+            if body[..8] == id.to_le_bytes() {
+                return body[..n].to_vec();
+            }
+            body = &body[n..];
+        }
+        panic!("no entry {id}");
+    }
+
     #[test]
     fn the_log_is_rebuilt_in_order_once_and_a_gap_breaks_it() {
         let p = Protected::default();
@@ -201,35 +218,36 @@ mod tests {
         p.apply(&delta(delta_kind::PORTION, 7, 5, b"snap"), 1);
         p.apply(&delta(delta_kind::PORTION, 7, 4, b"old!"), 1);
         let (head, body) = dumped(&p);
-        assert_eq!(head, r#"{"bytes":44,"protected":1}"#);
+        assert_eq!(head, r#"{"bytes":52,"protected":1}"#);
         assert_eq!(&body[..8], &7u64.to_le_bytes());
         assert_eq!(&body[8..12], &[1, 0, 0, 0]);
-        assert_eq!(&body[28..], b"snaphello world!");
+        assert_eq!(&body[28..36], &5u64.to_le_bytes(), "the newest snapshot's version");
+        assert_eq!(&body[36..], b"snaphello world!");
         assert_eq!(p.stats.stale.load(Ordering::Relaxed), 1);
 
         p.apply(&delta(delta_kind::LOG, 7, 40, b"late"), 1);
-        assert_eq!(dumped(&p).1[10], 1, "broken after a gap");
+        assert_eq!(only(&dumped(&p).1, 7)[10], 1, "broken after a gap");
         assert_eq!(p.stats.log_gaps.load(Ordering::Relaxed), 1);
         p.apply(&delta(delta_kind::LOG, 8, 0, b"abc"), 0);
         p.apply(&delta(delta_kind::LOG, 8, 0, b"abd"), 0);
         assert_eq!(p.stats.log_conflicts.load(Ordering::Relaxed), 1);
 
         p.apply(&delta(delta_kind::LOG, 7, 0, b"hello world!?"), 1);
-        let body = dumped(&p).1;
-        assert_eq!((body[10], &body[28..]), (0, &b"snaphello world!?"[..]), "whole again");
+        let body = only(&dumped(&p).1, 7);
+        assert_eq!((body[10], &body[36..]), (0, &b"snaphello world!?"[..]), "whole again");
         // Truncated: the bytes before offset 6 go; a record repeating them
         // adds only what is past them.
         p.apply(&delta(delta_kind::TRIM, 7, 6, b""), 1);
         p.apply(&delta(delta_kind::LOG, 7, 12, b"?! more"), 1);
-        let body = dumped(&p).1;
+        let body = only(&dumped(&p).1, 7);
         assert_eq!(&body[20..28], &6u64.to_le_bytes());
-        assert_eq!(&body[28..], b"snapworld!?! more");
+        assert_eq!(&body[36..], b"snapworld!?! more");
         // A gap, then a trim past everything held: whole again from there.
         p.apply(&delta(delta_kind::LOG, 7, 100, b"x"), 1);
         p.apply(&delta(delta_kind::TRIM, 7, 200, b""), 1);
         p.apply(&delta(delta_kind::LOG, 7, 200, b"y"), 1);
-        let body = dumped(&p).1;
-        assert_eq!((body[10], &body[28..]), (0, &b"snapy"[..]));
+        let body = only(&dumped(&p).1, 7);
+        assert_eq!((body[10], &body[36..]), (0, &b"snapy"[..]));
         p.apply(&delta(delta_kind::DELETE, 7, 9, b""), 1);
         p.apply(&delta(delta_kind::DELETE, 8, 9, b""), 1);
         assert_eq!(dumped(&p).0, r#"{"bytes":0,"protected":0}"#);

@@ -673,13 +673,16 @@ fn restore_protected(out: &mut [Option<WorkerFirewall>], control: &std::path::Pa
     if !out.iter().flatten().any(|fw| fw.protects()) {
         return;
     }
-    let held = match dataplane::checkpoint::protected::fetch(control) {
+    let mut held = match dataplane::checkpoint::protected::fetch(control) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!("protected connections not restored, they go on unprotected: {e:#}");
             return;
         }
     };
+    // Oldest first: of two records of one client port (the old connection's
+    // end not yet written when the dataplane died), the live one wins.
+    held.sort_by_key(|h| h.version);
     let (mut restored, mut refused) = (0u64, 0u64);
     for h in held {
         let fw = out.get_mut(usize::from(h.worker)).and_then(Option::as_mut);
@@ -699,6 +702,11 @@ fn restore_protected(out: &mut [Option<WorkerFirewall>], control: &std::path::Pa
                     );
                 }
                 refused += 1;
+                // Ended in checkpointd, so it is not offered again.
+                let owner = usize::from(h.worker).min(out.len().saturating_sub(1));
+                if let Some(fw) = out.get_mut(owner).and_then(Option::as_mut) {
+                    fw.forget_protected(h.id);
+                }
             }
         }
     }

@@ -117,7 +117,7 @@ fn describe() -> String {
         o,
         RingCtrl { head, _pad0, tail, torn, applied, _pad1, resync_epoch, _pad2, _reserved }
     );
-    layout!(o, HeartbeatShm { monotonic_ns, pid, _pad });
+    layout!(o, HeartbeatShm { monotonic_ns, pid, _pad0, incarnation, _pad });
     layout!(o, PortionSlot<IP_PORTION_MAX> { version, checksum, len, module, present, payload });
     layout!(o, PortionSlot<L4_PORTION_MAX> { version, checksum, len, module, present, payload });
     layout!(o, PortionSlot<FTP_PORTION_MAX> { version, checksum, len, module, present, payload });

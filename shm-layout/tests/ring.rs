@@ -290,7 +290,9 @@ fn heartbeat_and_resync() {
     assert_eq!(seg.heartbeat(), Heartbeat::default());
     let now = monotonic_ns();
     seg.beat(1234, now);
-    assert_eq!(seg.heartbeat(), Heartbeat { pid: 1234, monotonic_ns: now });
+    assert_eq!(seg.heartbeat(), Heartbeat { pid: 1234, monotonic_ns: now, incarnation: 0 });
+    seg.set_incarnation(77);
+    assert_eq!(seg.heartbeat().incarnation, 77);
     let p = seg.producer(1).unwrap();
     assert_eq!(p.resync_epoch(), 0);
     seg.request_resync(1);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Protected servers through the dataplane's own death (issue 21, slice 3):
 # 30 line clients echo through a [[protected]] line-echo server, behind the
-# dataplane with checkpointd. The dataplane is SIGKILLed three times, each
+# dataplane with checkpointd; each log is truncated at every answered line
+# (here and in checkpointd). The dataplane is SIGKILLed three times, each
 # time at a point of a recovery:
 #  1. while the server is down (killed, the hook said down): the server
 #     comes back while no dataplane runs, so the hook's "up" finds nobody;
@@ -64,7 +65,7 @@ kill_server() {
 
 export LZ_CHECKPOINT=true
 lz_ns_up
-lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000' "$LZ_SERVER_IP")"
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000\ntruncation = "request-response"' "$LZ_SERVER_IP")"
 lz_ckpt_start
 lz_dp_start
 lz_join_taps

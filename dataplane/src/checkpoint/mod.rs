@@ -92,4 +92,10 @@ impl CheckpointSink for WorkerSink {
             WorkerSink::Ring(s) => s.take_protect_resync(),
         }
     }
+    fn free_records(&mut self) -> u32 {
+        match self {
+            WorkerSink::Off(_) => u32::MAX,
+            WorkerSink::Ring(s) => s.free_records(),
+        }
+    }
 }

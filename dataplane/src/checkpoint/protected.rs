@@ -20,6 +20,9 @@ pub struct Held {
     pub log: Vec<u8>,
     /// The stream offset of the log's first byte.
     pub base: u64,
+    /// Its record's version (when it was written): of two records of one
+    /// client port, the newer is the live connection.
+    pub version: u64,
 }
 
 /// The most bytes a reply may announce: far above what any config's
@@ -47,15 +50,23 @@ pub fn fetch(control: &Path) -> Result<Vec<Held>> {
     if bytes > REPLY_MAX {
         bail!("checkpointd announced {bytes} bytes of protected connections: refused");
     }
-    let mut body = vec![0u8; bytes as usize];
-    r.read_exact(&mut body).context("reading the protected connections")?;
+    // Read as it comes, not allocated up front: a damaged count costs an
+    // error, not the memory it names.
+    let mut body = Vec::new();
+    r.take(bytes).read_to_end(&mut body).context("reading the protected connections")?;
+    if body.len() as u64 != bytes {
+        bail!(
+            "checkpointd announced {bytes} bytes of protected connections and sent {}",
+            body.len()
+        );
+    }
     parse(&body, n)
 }
 
 fn parse(mut body: &[u8], n: u64) -> Result<Vec<Held>> {
     let mut out = Vec::new();
     for i in 0..n {
-        let Some((head, rest)) = body.split_at_checked(28) else {
+        let Some((head, rest)) = body.split_at_checked(36) else {
             bail!("protected connection {i} of {n}: the reply ends in its header");
         };
         let id = u64::from_le_bytes(head[..8].try_into().unwrap());
@@ -64,13 +75,22 @@ fn parse(mut body: &[u8], n: u64) -> Result<Vec<Held>> {
         let rec = u32::from_le_bytes(head[12..16].try_into().unwrap()) as usize;
         let log = u32::from_le_bytes(head[16..20].try_into().unwrap()) as usize;
         let base = u64::from_le_bytes(head[20..28].try_into().unwrap());
+        let version = u64::from_le_bytes(head[28..36].try_into().unwrap());
         let Some((record, rest)) = rest.split_at_checked(rec) else {
             bail!("protected connection {i} of {n}: the reply ends in its record");
         };
         let Some((log, rest)) = rest.split_at_checked(log) else {
             bail!("protected connection {i} of {n}: the reply ends in its log");
         };
-        out.push(Held { id, worker, broken, record: record.to_vec(), log: log.to_vec(), base });
+        out.push(Held {
+            id,
+            worker,
+            broken,
+            record: record.to_vec(),
+            log: log.to_vec(),
+            base,
+            version,
+        });
         body = rest;
     }
     if !body.is_empty() {
@@ -90,6 +110,7 @@ mod tests {
         b.extend_from_slice(&(rec.len() as u32).to_le_bytes());
         b.extend_from_slice(&(log.len() as u32).to_le_bytes());
         b.extend_from_slice(&9u64.to_le_bytes());
+        b.extend_from_slice(&3u64.to_le_bytes());
         b.extend_from_slice(rec);
         b.extend_from_slice(log);
         b

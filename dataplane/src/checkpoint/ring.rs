@@ -12,9 +12,10 @@ pub struct RingSink {
     resync_epoch: u64,
     /// Its heartbeat says which checkpointd drains the ring: protected
     /// connections live in that one's memory, so a new one must be told
-    /// them all again.
+    /// them all again; so must one that lost records (a ring resync).
     rings: &'static RingsSegment,
-    drainer: u32,
+    drainer: u64,
+    protect_epoch: u64,
 }
 
 impl RingSink {
@@ -22,7 +23,8 @@ impl RingSink {
         // Resyncs requested before this process started are answered by the
         // restore itself, which starts from the store checkpointd has now.
         let resync_epoch = producer.resync_epoch();
-        RingSink { producer, resync_epoch, rings, drainer: rings.heartbeat().pid }
+        let drainer = rings.heartbeat().incarnation;
+        RingSink { producer, resync_epoch, rings, drainer, protect_epoch: resync_epoch }
     }
 }
 
@@ -99,10 +101,13 @@ impl CheckpointSink for RingSink {
             }
         }
     }
+    fn free_records(&mut self) -> u32 {
+        self.producer.free_slots()
+    }
     fn take_protect_resync(&mut self) -> bool {
-        let pid = self.rings.heartbeat().pid;
-        if pid != self.drainer && pid != 0 {
-            self.drainer = pid;
+        let (now, epoch) = (self.rings.heartbeat().incarnation, self.producer.resync_epoch());
+        if (now != self.drainer && now != 0) || epoch != self.protect_epoch {
+            (self.drainer, self.protect_epoch) = (now, epoch);
             return true;
         }
         false

@@ -89,6 +89,11 @@ pub trait CheckpointSink {
     fn protect(&mut self, _id: u64, _rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
         Ok(())
     }
+    /// Records that would fit now (a bound for writing a long log in
+    /// pieces).
+    fn free_records(&mut self) -> u32 {
+        u32::MAX
+    }
     /// Whether checkpointd lost what it held of protected connections (it
     /// restarted: they live in its memory) since the last call.
     fn take_protect_resync(&mut self) -> bool {
@@ -244,5 +249,8 @@ impl CheckpointSink for MemorySink {
     }
     fn take_protect_resync(&mut self) -> bool {
         std::mem::take(&mut self.protect_resync)
+    }
+    fn free_records(&mut self) -> u32 {
+        self.room.unwrap_or(u32::MAX)
     }
 }

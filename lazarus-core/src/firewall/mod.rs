@@ -131,6 +131,12 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         r
     }
 
+    /// Ends protected connection `id` in checkpointd (one that could not be
+    /// restored), at the next walk.
+    pub fn forget_protected(&mut self, id: u64) {
+        self.protection.forget(id);
+    }
+
     /// Whether any service is protected.
     pub fn protects(&self) -> bool {
         !self.protection.is_off()

@@ -17,14 +17,14 @@
 //! rebuilds the table from them (`restore`) before its ports start, and a
 //! restarted checkpointd is told everything again.
 
-use crate::checkpoint::{log_records, CheckpointSink, ProtectRecord};
+use crate::checkpoint::{log_records, CheckpointSink, ProtectRecord, PORTION_BUF};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
 use crate::parse::{parse, tcp_flags, Parsed, L4};
 use crate::protect::segment::{write_v4, Endpoints, Segment};
 use crate::protect::{
     Action, Ended, ProtectDrop, ProtectPolicy, Protected, ReplayError, SnapshotError, Toward,
-    SNAPSHOT_BYTES,
+    DOWN_FOR, SNAPSHOT_BYTES,
 };
 use crate::stats::{FwCounters, MAX_PROTECTED};
 use foldhash::fast::RandomState;
@@ -71,10 +71,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn record(&self) -> [u8; RECORD_BYTES] {
+    fn record(&self, ns: u64) -> [u8; RECORD_BYTES] {
         let mut r = [0; RECORD_BYTES];
         let (snap, wire) = r.split_at_mut(SNAPSHOT_BYTES);
-        self.p.snapshot(snap.try_into().expect("SNAPSHOT_BYTES"));
+        self.p.snapshot(snap.try_into().expect("SNAPSHOT_BYTES"), ns);
         let e = &self.ends;
         wire[0..6].copy_from_slice(&e.src_mac);
         wire[6..12].copy_from_slice(&e.dst_mac);
@@ -98,36 +98,53 @@ impl Entry {
         log_records(self.log_owed() + more) + trim
     }
 
-    /// Writes the log bytes checkpointd does not hold yet; false when the
-    /// ring had no room (nothing written then).
-    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S) -> bool {
+    /// Writes the log bytes checkpointd does not hold yet, in at most
+    /// `records` ring records (a log longer than the ring, written again to
+    /// a new checkpointd, goes in pieces); true once it holds them all.
+    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S, records: u32) -> bool {
         let log = self.p.client_log();
+        let mut records = records;
         if self.sent_log < log.base() {
             // checkpointd's copy starts before this log's truncation (or it
             // holds nothing: a new checkpointd): it drops the bytes first.
-            if sink.protect(self.id, ProtectRecord::Trim { base: log.base() }).is_err() {
+            if records == 0
+                || sink.protect(self.id, ProtectRecord::Trim { base: log.base() }).is_err()
+            {
                 return false;
             }
+            records -= 1;
             self.sent_log = log.base();
         }
         let from = self.sent_log;
-        if from >= log.end_offset() {
+        let owed = (log.end_offset() - from) as usize;
+        if owed == 0 {
             return true;
         }
-        let bytes = &log.bytes()[(from - log.base()) as usize..];
+        let n = owed.min(records as usize * PORTION_BUF);
+        if n == 0 {
+            return false;
+        }
+        let at = (from - log.base()) as usize;
+        let bytes = &log.bytes()[at..at + n];
         if sink.protect(self.id, ProtectRecord::Log { offset: from, bytes }).is_err() {
             return false;
         }
-        self.sent_log = log.end_offset();
-        true
+        self.sent_log = from + n as u64;
+        n == owed
     }
 
     /// At a quiet point of a request/response service, truncates its log,
     /// here and in checkpointd: the trim and the rebased record go
     /// together, or, with no room for both, neither (it waits for the next
     /// quiet point).
-    fn truncate<S: CheckpointSink>(&mut self, sink: &mut S, now: u64, c: &FwCounters) {
-        if !self.p.truncatable() || (S::ENABLED && (self.log_owed() != 0 || !sink.has_room(2))) {
+    fn truncate<S: CheckpointSink>(
+        &mut self,
+        quiet: bool,
+        sink: &mut S,
+        (now, ns): (u64, u64),
+        c: &FwCounters,
+    ) {
+        if !quiet || (S::ENABLED && (self.log_owed() != 0 || !sink.has_room(2))) {
             return;
         }
         self.p.truncate();
@@ -136,7 +153,7 @@ impl Entry {
             return;
         }
         let base = self.p.client_log().base();
-        let rec = self.record();
+        let rec = self.record(ns);
         let trimmed = sink.protect(self.id, ProtectRecord::Trim { base }).is_ok()
             && sink.protect(self.id, ProtectRecord::Snapshot { version: now, bytes: &rec }).is_ok();
         self.sent_log = base;
@@ -387,10 +404,18 @@ impl Protection {
         let Some(e) = self.conns.get_mut(&key) else { return Some(true) };
         e.last_seen = ns;
         let payload = p.payload(frame);
+        if from_client {
+            let quiet = e.p.truncatable_before(&t);
+            e.truncate(quiet, sink, (now, ns), c);
+        }
         // Output commit: the bytes are in the ring before the segment
         // leaves, or it does not leave.
         let logging = S::ENABLED && from_client && !payload.is_empty() && e.p.is_logging();
         if logging && !sink.has_room(e.records_owed(payload.len())) {
+            // Behind (a new checkpointd is told the log again): a piece more
+            // now; the client sends the segment again.
+            let room = sink.free_records();
+            e.write_log(sink, room);
             c.protect.log_ring_full.add(1);
             return Some(false);
         }
@@ -408,13 +433,14 @@ impl Protection {
         } else {
             e.p.from_server(&t, payload, &mut copy[ETH_IP..], ns)
         };
-        if logging && !e.write_log(sink) {
+        if logging && !e.write_log(sink, u32::MAX) {
             // Room was made sure of above: unreachable, and still never
             // forwarded unlogged.
             c.protect.log_ring_full.add(1);
             return Some(false);
         }
-        e.truncate(sink, now, c);
+        let quiet = e.p.truncatable();
+        e.truncate(quiet, sink, (now, ns), c);
         let out_port = if from_client { self.peer[port] } else { e.client_port };
         let sent = match action {
             Action::Forward if copy == frame => return Some(true),
@@ -562,7 +588,7 @@ impl Protection {
         };
         let mut e = e;
         e.recoveries = e.p.recoveries();
-        e.written = Some(e.record());
+        e.written = Some(e.record(ns));
         if let Some(old) = self.conns.insert(key, e) {
             // Two records of one client port: the newer SYN's wins.
             if old.known() {
@@ -572,6 +598,11 @@ impl Protection {
             self.services[svc].open += 1;
         }
         Ok(())
+    }
+
+    /// Ends connection `id` in checkpointd at the next walk.
+    pub fn forget(&mut self, id: u64) {
+        self.ends_owed.push(id);
     }
 
     /// Timers, the hook's words, and the segments owed: called from
@@ -626,10 +657,12 @@ impl Protection {
             memory += log.capacity() as u64;
             if S::ENABLED {
                 if keep {
-                    if e.write_log(sink) && e.p.worth_snapshot() {
-                        let rec = e.record();
+                    // Half the room at most: the packets need the rest.
+                    let room = sink.free_records() / 2;
+                    if e.write_log(sink, room) && e.p.worth_snapshot() {
+                        let rec = e.record(ns);
                         let version = now;
-                        if e.written != Some(rec)
+                        if e.written.is_none_or(|w| changed(&w, &rec))
                             && sink
                                 .protect(e.id, ProtectRecord::Snapshot { version, bytes: &rec })
                                 .is_ok()
@@ -723,6 +756,12 @@ impl Protection {
         services[key.2].open -= 1;
         false
     }
+}
+
+/// Whether a record says more than the one checkpointd holds: the time
+/// since the server went down moves on by itself.
+fn changed(held: &[u8; RECORD_BYTES], now: &[u8; RECORD_BYTES]) -> bool {
+    held[..DOWN_FOR.start] != now[..DOWN_FOR.start] || held[DOWN_FOR.end..] != now[DOWN_FOR.end..]
 }
 
 fn count_sent(c: &FwCounters, sent: bool) {
@@ -876,18 +915,23 @@ mod tests {
         open(&mut f);
         let mut t = 2 * MS;
         let (mut cs, mut ss) = (1001u32, 5001u32);
-        for req in [&b"GET /a\n"[..], b"GET /bb\n", b"GET /ccc\n"] {
+        // The first two answers acknowledged alone, the third with the
+        // next request (a delayed ACK).
+        for (i, req) in [&b"GET /a\n"[..], b"GET /bb\n", b"GET /ccc\n", b"x"].iter().enumerate() {
             assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (cs, ss), req), 0, t));
             cs += req.len() as u32;
             assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK | PSH, (ss, cs), b"ok\n"), 1, t));
             ss += 3;
-            assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK, (cs, ss), b""), 0, t));
+            if i < 2 {
+                assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK, (cs, ss), b""), 0, t));
+            }
             t += MS;
         }
-        assert_eq!(f.counters.protect.truncated.get(), 3);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK, (cs, ss), b""), 0, t));
+        assert_eq!(f.counters.protect.truncated.get(), 4);
         let (id, (snap, log, base)) =
             f.sink().protected.iter().next().map(|(i, e)| (*i, e.clone())).unwrap();
-        assert_eq!((log.len(), base), (0, 24), "checkpointd's copy truncated too");
+        assert_eq!((log.len(), base), (0, 25), "checkpointd's copy truncated too");
         f.housekeeping(t + MS);
         assert_eq!(f.counters.protect.log_bytes.get(), 0);
         // A restart from that copy goes on from the truncation.
@@ -905,6 +949,42 @@ mod tests {
             t + 2 * MS
         ));
         let (_, log, base) = g.sink().protected.values().next().unwrap();
-        assert_eq!((&log[..], *base), (&b"GET /d\n"[..], 24));
+        assert_eq!((&log[..], *base), (&b"GET /d\n"[..], 25));
+    }
+
+    #[test]
+    fn a_log_longer_than_the_ring_is_told_a_new_checkpointd_in_pieces() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        let mut cs = 1001u32;
+        let mut t = 2 * MS;
+        for _ in 0..10 {
+            assert!(burst(
+                &mut f,
+                &tcp(C, S, (40000, 80), ACK | PSH, (cs, 5001), &[b'q'; 1000]),
+                0,
+                t
+            ));
+            cs += 1000;
+        }
+        // checkpointd restarted: it holds nothing, and its ring has room
+        // for 20 records at a time (4480 bytes), less than the log.
+        f.sink_mut().protected.clear();
+        f.sink_mut().protect_resync = true;
+        let mut passed = false;
+        for _ in 0..20 {
+            f.sink_mut().room = Some(20);
+            t += 2 * MS;
+            f.housekeeping(t);
+            f.sink_mut().room = Some(20);
+            passed = burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (cs, 5001), b"next"), 0, t);
+            if passed {
+                break;
+            }
+        }
+        assert!(passed, "the connection never caught up");
+        let (_, log, base) = f.sink().protected.values().next().unwrap();
+        assert_eq!((log.len(), *base), (10_004, 0));
+        assert_eq!(f.counters.protect.rewritten.get(), 1);
     }
 }

@@ -28,7 +28,7 @@ use super::splice::{clear_flag, ServerSide, Splice};
 use crate::parse::{tcp_flags, TcpHdr};
 
 mod snapshot;
-pub use snapshot::{SnapshotError, SNAPSHOT_BYTES};
+pub use snapshot::{SnapshotError, DOWN_FOR, SNAPSHOT_BYTES};
 
 /// A protected service's settings that each connection applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,12 +254,27 @@ impl Protected {
     /// acknowledged by the client and in the digest, nothing held, and
     /// something since the last truncation.
     pub fn truncatable(&self) -> bool {
+        self.quiet_at(self.client_acked)
+    }
+
+    /// Whether the client segment `t` opens with a quiet point: its
+    /// acknowledgment completes one at the log's end, before its own bytes
+    /// (a client that acknowledges an answer with its next request, as
+    /// delayed ACKs have it).
+    pub fn truncatable_before(&self, t: &TcpHdr) -> bool {
+        t.flags & (tcp_flags::SYN | tcp_flags::RST | tcp_flags::FIN | tcp_flags::ACK)
+            == tcp_flags::ACK
+            && t.seq == self.log.end()
+            && self.quiet_at(t.ack)
+    }
+
+    fn quiet_at(&self, client_acked: u32) -> bool {
         self.policy.truncate
             && self.phase == Phase::Up
             && self.held.is_none()
             && self.replay.is_none()
             && self.server_acked == self.log.end()
-            && self.client_acked == self.server_end
+            && client_acked == self.server_end
             && self.digest.running().end == self.server_end
             && (!self.log.bytes().is_empty() || self.server_end != self.server.isn.wrapping_add(1))
     }
@@ -269,6 +284,7 @@ impl Protected {
     /// next bytes, so a replay opens a new connection at this point and
     /// sends only what came after; the digest starts again with it.
     pub fn truncate(&mut self) {
+        self.client_acked = self.server_end;
         self.log.truncate_all();
         self.client_isn = self.log.start().wrapping_sub(1);
         self.server.isn = self.server_end.wrapping_sub(1);
@@ -832,7 +848,7 @@ mod tests {
     fn restored(p: &Protected, now: u64) -> Protected {
         let mut b = [0; SNAPSHOT_BYTES];
         assert!(p.worth_snapshot());
-        p.snapshot(&mut b);
+        p.snapshot(&mut b, now);
         Protected::restore(POLICY, &b, p.log().to_vec(), p.client_log().base(), now).unwrap()
     }
 
@@ -980,7 +996,7 @@ mod tests {
         let mut p = up();
         client(&mut p, ACK | PSH, 100, 500, b"abc");
         let mut b = [0; SNAPSHOT_BYTES];
-        p.snapshot(&mut b);
+        p.snapshot(&mut b, 0);
         let log = p.log().to_vec();
         assert_eq!(
             Protected::restore(POLICY, &b[..40], log.clone(), 0, 0).err(),

@@ -11,7 +11,8 @@ pub mod segment;
 pub mod splice;
 
 pub use conn::{
-    Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, Toward, SNAPSHOT_BYTES,
+    Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, Toward, DOWN_FOR,
+    SNAPSHOT_BYTES,
 };
 pub use log::{Acked, AckedDigest, ClientLog, Logged};
 pub use replay::{Rebuild, Replay, ReplayError};

@@ -23,7 +23,10 @@ pub(crate) const HEARTBEAT_OFFSET: usize = 128;
 pub(crate) struct HeartbeatShm {
     pub(crate) monotonic_ns: AtomicU64,
     pub(crate) pid: AtomicU32,
-    pub(crate) _pad: [u8; 116],
+    pub(crate) _pad0: [u8; 4],
+    /// Chosen by each checkpointd at its start (layout 6).
+    pub(crate) incarnation: AtomicU64,
+    pub(crate) _pad: [u8; 104],
 }
 const _: () = assert!(HEARTBEAT_OFFSET + std::mem::size_of::<HeartbeatShm>() <= HEADER_BYTES);
 /// checkpointd's last beat.
@@ -33,6 +36,10 @@ pub struct Heartbeat {
     pub pid: u32,
     /// CLOCK_MONOTONIC nanoseconds of the last beat.
     pub monotonic_ns: u64,
+    /// Which start of checkpointd beats: a new one holds nothing of what
+    /// lives only in a checkpointd's memory (protected connections), and
+    /// its pid may be the old one's (a PID namespace). 0: never set.
+    pub incarnation: u64,
 }
 
 /// The rings segment. Holds the mapping alive when created by
@@ -289,7 +296,16 @@ impl RingsSegment {
         // H1 (Acquire) pairs with H2 in `beat`: the pid read belongs to a beat
         // at least as new as the timestamp.
         let monotonic_ns = hb.monotonic_ns.load(Ordering::Acquire);
-        Heartbeat { pid: hb.pid.load(Ordering::Relaxed), monotonic_ns }
+        Heartbeat {
+            pid: hb.pid.load(Ordering::Relaxed),
+            monotonic_ns,
+            incarnation: hb.incarnation.load(Ordering::Relaxed),
+        }
+    }
+
+    /// checkpointd, at its start: a value no earlier start chose.
+    pub fn set_incarnation(&self, incarnation: u64) {
+        self.heartbeat_shm().incarnation.store(incarnation, Ordering::Release);
     }
 
     /// checkpointd: records a beat (CLOCK_MONOTONIC ns, see [`crate::monotonic_ns`]).

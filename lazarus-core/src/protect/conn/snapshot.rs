@@ -17,6 +17,9 @@ use thiserror::Error;
 pub const SNAPSHOT_BYTES: usize = 88;
 /// The encoding's own version, byte 0: a record of another is refused.
 const FORMAT: u8 = 1;
+/// Where the time since the server went down sits: it changes at every
+/// walk, and that alone is no reason to write a snapshot again.
+pub const DOWN_FOR: std::ops::Range<usize> = 72..80;
 
 const UP: u8 = 1;
 const DOWN: u8 = 2;
@@ -62,8 +65,10 @@ impl Protected {
         }
     }
 
-    /// Writes the snapshot into `b`.
-    pub fn snapshot(&self, b: &mut [u8; SNAPSHOT_BYTES]) {
+    /// Writes the snapshot into `b`, at `now` (ns): how long the server
+    /// has been down is kept as a duration, which a restarted process (whose
+    /// clock may run at a rate measured anew) adds to its own now.
+    pub fn snapshot(&self, b: &mut [u8; SNAPSHOT_BYTES], now: u64) {
         *b = [0; SNAPSHOT_BYTES];
         let splice = self.splice;
         b[0] = FORMAT;
@@ -115,7 +120,7 @@ impl Protected {
         for (i, w) in words.iter().enumerate() {
             b[12 + 4 * i..16 + 4 * i].copy_from_slice(&w.to_le_bytes());
         }
-        b[72..80].copy_from_slice(&self.down_since.to_le_bytes());
+        b[DOWN_FOR].copy_from_slice(&now.saturating_sub(self.down_since).to_le_bytes());
         b[80..88].copy_from_slice(&self.log.base().to_le_bytes());
     }
 
@@ -186,7 +191,7 @@ impl Protected {
         );
         p.splice = splice;
         p.recoveries = w(13);
-        p.down_since = u64::from_le_bytes(b[72..80].try_into().unwrap()).min(now);
+        p.down_since = now.saturating_sub(u64::from_le_bytes(b[DOWN_FOR].try_into().unwrap()));
         p.next_keepalive = now;
         match b[1] {
             REPLAYING => p.service_up(now),
