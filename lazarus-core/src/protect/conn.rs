@@ -272,7 +272,7 @@ impl Protected {
         self.policy.truncate
             && self.phase == Phase::Up
             && self.held.is_none()
-            && self.replay.is_none()
+            && self.replay.as_ref().is_none_or(Replay::is_done)
             && self.server_acked == self.log.end()
             && client_acked == self.server_end
             && self.digest.running().end == self.server_end
@@ -983,6 +983,10 @@ mod tests {
             assert_eq!(a, Action::Forward);
             assert_eq!(u32::from_be_bytes(f[38..42].try_into().unwrap()), 502);
         }
+        // After a recovery too (q, restored, has the default policy).
+        let mut c = p;
+        client(&mut c, ACK, 112, 504, b"");
+        assert!(c.truncatable(), "a spliced connection truncates as any other");
         // Without the policy the log is never truncated.
         let mut r = up();
         client(&mut r, ACK | PSH, 100, 500, b"GET a\n");

@@ -156,6 +156,12 @@ impl Replay {
         self.splice
     }
 
+    /// Whether the replay is over: spliced, only the new server's
+    /// handshake still answered if it comes again.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
     /// Why the replay failed, if it did.
     pub fn failed(&self) -> Option<ReplayError> {
         match self.phase {
