@@ -546,7 +546,7 @@ impl Protected {
             old: self.server,
             old_server_acked: self.server_acked,
             client_acked: self.client_acked,
-            acked: self.digest.acked(),
+            checked: self.digest.checked(),
         };
         match Replay::new(r, self.log.bytes().len()) {
             Ok(r) => {
@@ -993,6 +993,40 @@ mod tests {
         server(&mut r, ACK | PSH, 500, 106, b"A\n", 1);
         client(&mut r, ACK, 106, 502, b"");
         assert!(!r.truncatable());
+    }
+
+    #[test]
+    fn a_restore_from_a_snapshot_a_little_old_still_checks_what_follows() {
+        let mut p = up();
+        client(&mut p, ACK | PSH, 100, 500, b"a\n");
+        server(&mut p, ACK | PSH, 500, 102, b"1\n", 1);
+        client(&mut p, ACK, 102, 502, b"");
+        let mut b = [0; SNAPSHOT_BYTES];
+        p.snapshot(&mut b, 1); // the last walk before the kill
+        client(&mut p, ACK | PSH, 102, 502, b"b\n");
+        server(&mut p, ACK | PSH, 502, 104, b"2\n", 2);
+        client(&mut p, ACK, 104, 504, b"");
+        let mut q = Protected::restore(POLICY, &b, p.log().to_vec(), 0, 3).unwrap();
+        for c in [&mut p, &mut q] {
+            client(c, ACK | PSH, 104, 504, b"c\n");
+            server(c, ACK | PSH, 504, 106, b"3\n", 4);
+            client(c, ACK, 106, 506, b"");
+        }
+        let checked = q.digest.checked();
+        assert_eq!(checked.head.map(|h| h.end), Some(502), "what the snapshot vouched for");
+        assert_eq!((checked.from, checked.acked.end), (504, 506), "and what came after the gap");
+        // The restarted server answers the third request differently: both
+        // the original and the restored connection see it.
+        for c in [&mut p, &mut q] {
+            c.service_down(5);
+            c.service_up(5);
+            drain(c, 5);
+            server(c, SYN | ACK, 7000, 100, b"", 6);
+            drain(c, 6);
+            server(c, ACK | PSH, 7001, 106, b"1\n2\nX\n", 7);
+            drain(c, 7);
+            assert_eq!(c.ended(), Some(Ended::Replay(ReplayError::Diverged)));
+        }
     }
 
     #[test]

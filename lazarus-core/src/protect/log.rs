@@ -129,11 +129,22 @@ impl ClientLog {
 /// unchecked on replay; at a request/response service the point is every
 /// answer's end. CRC-32C: it resumes from its value alone, so the digest
 /// travels in a checkpoint and carries on after a restart.
+///
+/// A segment after a gap (lost on its way to the firewall, or output the
+/// firewall did not see: a restart from a snapshot a little old) cannot be
+/// hashed in order. The digest keeps what was acknowledged before the
+/// first gap (`Checked::head`) and starts again at the segment past it;
+/// the bytes between go unchecked. A later gap starts the second part
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckedDigest {
+    head: Option<Acked>,
+    /// Where the running part starts.
+    from: u32,
     running: u32,
     /// The sequence number after the last byte hashed.
     running_end: u32,
+    /// The running part up to the client's last quiet acknowledgment.
     acked: Acked,
 }
 
@@ -144,29 +155,63 @@ pub struct Acked {
     pub digest: u32,
 }
 
+/// What a replay can check the regenerated output against: from the first
+/// byte to `head.end` (when a gap cut the digest), and from `from` to
+/// `acked.end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub head: Option<Acked>,
+    pub from: u32,
+    pub acked: Acked,
+}
+
 impl AckedDigest {
     /// The digest for the server whose ISN is `server_isn`: nothing yet.
     pub fn new(server_isn: u32) -> AckedDigest {
         let start = server_isn.wrapping_add(1);
-        AckedDigest { running: 0, running_end: start, acked: Acked { end: start, digest: 0 } }
+        AckedDigest {
+            head: None,
+            from: start,
+            running: 0,
+            running_end: start,
+            acked: Acked { end: start, digest: 0 },
+        }
     }
 
-    /// A digest as `parts` gave it (a checkpoint).
-    pub fn from_parts(running: Acked, acked: Acked) -> AckedDigest {
-        AckedDigest { running: running.digest, running_end: running.end, acked }
+    /// A digest as `checked` and `running` gave it (a checkpoint).
+    pub fn from_parts(checked: Checked, running: Acked) -> AckedDigest {
+        AckedDigest {
+            head: checked.head,
+            from: checked.from,
+            running: running.digest,
+            running_end: running.end,
+            acked: checked.acked,
+        }
     }
 
-    /// What has been hashed so far, acknowledged or not.
+    /// What has been hashed so far in the running part, acknowledged or not.
     pub fn running(&self) -> Acked {
         Acked { end: self.running_end, digest: self.running }
     }
 
-    /// A server segment's payload at `seq`. Only bytes in order are hashed:
-    /// a retransmission's new tail is, a segment after a gap is not (the
-    /// digest then stops where the gap is, and the rest is unchecked).
+    /// A server segment's payload at `seq`, in the client's view.
     pub fn server_data(&mut self, seq: u32, payload: &[u8]) {
         let behind = self.running_end.wrapping_sub(seq) as i32;
-        if behind < 0 || behind as usize >= payload.len() {
+        if behind < 0 {
+            if payload.is_empty() {
+                return;
+            }
+            // A gap: what was vouched for before it is kept.
+            if self.head.is_none() {
+                self.head = Some(self.acked);
+            }
+            self.from = seq;
+            self.running = 0;
+            self.running_end = seq;
+            self.acked = Acked { end: seq, digest: 0 };
+            return self.server_data(seq, payload);
+        }
+        if behind as usize >= payload.len() {
             return;
         }
         let new = &payload[behind as usize..];
@@ -181,6 +226,12 @@ impl AckedDigest {
         }
     }
 
+    /// What the digest vouches for.
+    pub fn checked(&self) -> Checked {
+        Checked { head: self.head, from: self.from, acked: self.acked }
+    }
+
+    /// The running part up to the client's last quiet acknowledgment.
     pub fn acked(&self) -> Acked {
         self.acked
     }
@@ -267,9 +318,20 @@ mod tests {
         d.client_ack(106);
         assert_eq!(d.acked(), Acked { end: 104, digest: digest(b"one\n") });
         d.server_data(104, b"two\n"); // a retransmission
-        d.server_data(120, b"gap"); // after a gap: not hashed
         d.client_ack(108);
         assert_eq!(d.acked(), Acked { end: 108, digest: digest(b"one\ntwo\n") });
+        // After a gap: the part before it kept, the rest hashed from the
+        // segment past it.
+        d.server_data(120, b"three\n");
+        d.client_ack(126);
+        let c = d.checked();
+        assert_eq!(c.head, Some(Acked { end: 108, digest: digest(b"one\ntwo\n") }));
+        assert_eq!((c.from, c.acked), (120, Acked { end: 126, digest: digest(b"three\n") }));
+        // A second gap starts the second part again; the head stays.
+        d.server_data(200, b"four\n");
+        d.client_ack(205);
+        assert_eq!(d.checked().head, c.head);
+        assert_eq!(d.checked().acked, Acked { end: 205, digest: digest(b"four\n") });
     }
 
     proptest! {

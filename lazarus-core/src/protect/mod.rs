@@ -14,7 +14,7 @@ pub use conn::{
     Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, Toward, DOWN_FOR,
     SNAPSHOT_BYTES,
 };
-pub use log::{Acked, AckedDigest, ClientLog, Logged};
+pub use log::{Acked, AckedDigest, Checked, ClientLog, Logged};
 pub use replay::{Rebuild, Replay, ReplayError};
 pub use segment::{Endpoints, Segment, SynOptions};
 pub use splice::{ServerSide, Splice, SpliceError};

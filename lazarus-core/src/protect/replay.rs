@@ -9,7 +9,7 @@
 //! No I/O here: the caller sends what `poll` returns, feeds the server's
 //! segments to `on_segment`, and gives the time in nanoseconds.
 
-use super::log::{digest_append, Acked};
+use super::log::{digest_append, Acked, Checked};
 use super::segment::{Segment, SynOptions};
 use super::splice::{ServerSide, Splice, SpliceError};
 use crate::parse::{tcp_flags, TcpHdr};
@@ -30,9 +30,9 @@ pub struct Rebuild {
     /// The client's last acknowledgment: it holds the old server's output
     /// before this, which the new server's must match and is not resent.
     pub client_acked: u32,
-    /// The digest of the old server's output from its start to `acked.end`
-    /// (at most `client_acked`).
-    pub acked: Acked,
+    /// What the digest of the old server's output vouches for (up to
+    /// `client_acked` at most).
+    pub checked: Checked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -95,9 +95,9 @@ pub struct Replay {
     rcv_nxt: u32,
     /// The new server's output is checked up to here and read up to
     /// `discard_end`, where the client's own acknowledgment is.
-    check_end: u32,
+    /// The parts of the output checked against the digest.
+    checks: [Check; 2],
     discard_end: u32,
-    hash: u32,
     ts_recent: u32,
     ack_due: bool,
     rto: u64,
@@ -111,10 +111,22 @@ impl Replay {
     pub fn new(r: Rebuild, log_len: usize) -> Result<Replay, ReplayError> {
         let first = r.old.isn.wrapping_add(1);
         let acked = r.client_acked.wrapping_sub(first);
-        let checked = r.acked.end.wrapping_sub(first);
-        if checked > acked || acked > i32::MAX as u32 {
+        let c = r.checked;
+        let (head, tail) = (c.head.unwrap_or(Acked { end: first, digest: 0 }), c.acked);
+        let at = |seq: u32| seq.wrapping_sub(first);
+        // Each part within what the client acknowledged, the second after
+        // the first.
+        if at(head.end) > at(c.from)
+            || at(c.from) > at(tail.end)
+            || at(tail.end) > acked
+            || acked > i32::MAX as u32
+        {
             return Err(ReplayError::Inconsistent);
         }
+        let checks = [
+            Check { from: 0, end: at(head.end), want: head.digest, hash: 0 },
+            Check { from: at(c.from), end: at(tail.end), want: tail.digest, hash: 0 },
+        ];
         let start = r.client_isn.wrapping_add(1);
         Ok(Replay {
             r,
@@ -128,9 +140,8 @@ impl Replay {
             snd_max: start,
             snd_wnd: 0,
             rcv_nxt: 0,
-            check_end: checked,
+            checks,
             discard_end: acked,
-            hash: 0,
             ts_recent: 0,
             ack_due: false,
             rto: SYN_RTO_NS,
@@ -346,7 +357,9 @@ impl Replay {
         }
         self.snd_wnd = u32::from(t.window);
         self.rcv_nxt = start;
-        self.check_end = start.wrapping_add(self.check_end);
+        for c in &mut self.checks {
+            (c.from, c.end) = (start.wrapping_add(c.from), start.wrapping_add(c.end));
+        }
         self.discard_end = start.wrapping_add(self.discard_end);
         self.ts_recent = new.tsval.unwrap_or(0);
         self.ack_due = true;
@@ -410,11 +423,8 @@ impl Replay {
             return self.fail(ReplayError::Diverged);
         }
         let take = &fresh[..fresh.len().min(room)];
-        let unchecked = self.check_end.wrapping_sub(self.rcv_nxt) as i32;
-        if unchecked > 0 {
-            let n = take.len().min(unchecked as usize);
-            self.hash = digest_append(self.hash, &take[..n]);
-            if n == unchecked as usize && self.hash != self.r.acked.digest {
+        for i in 0..self.checks.len() {
+            if !self.checks[i].read(self.rcv_nxt, take) {
                 return self.fail(ReplayError::Diverged);
             }
         }
@@ -450,10 +460,39 @@ impl Replay {
         if self.phase == Phase::Replay
             && self.snd_una == self.log_end()
             && self.rcv_nxt == self.discard_end
-            && self.check_end.wrapping_sub(self.rcv_nxt) as i32 <= 0
+            && self.checks.iter().all(|c| c.end.wrapping_sub(self.rcv_nxt) as i32 <= 0)
         {
             self.phase = Phase::Done;
         }
+    }
+}
+
+/// One part of the regenerated output that must hash as the old server's
+/// did: sequence numbers `from` to `end` (offsets from the first byte
+/// until the new server's ISN is known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Check {
+    from: u32,
+    end: u32,
+    want: u32,
+    hash: u32,
+}
+
+impl Check {
+    /// Hashes what of `take` (output from `at` on, in order) falls in the
+    /// part; false when the part is complete and differs.
+    fn read(&mut self, at: u32, take: &[u8]) -> bool {
+        let hi = self.end.wrapping_sub(at) as i32;
+        if hi <= 0 {
+            return true;
+        }
+        let lo = (self.from.wrapping_sub(at) as i32).max(0) as usize;
+        let hi = (hi as usize).min(take.len());
+        if lo >= hi {
+            return true;
+        }
+        self.hash = digest_append(self.hash, &take[lo..hi]);
+        hi as u32 != self.end.wrapping_sub(at) || self.hash == self.want
     }
 }
 
@@ -478,7 +517,11 @@ mod tests {
             old: ServerSide { isn: OLD, wscale: Some(7), tsval: Some(9000) },
             old_server_acked: ISN + 1,
             client_acked: end,
-            acked: Acked { end, digest: digest(out) },
+            checked: Checked {
+                head: None,
+                from: OLD.wrapping_add(1),
+                acked: Acked { end, digest: digest(out) },
+            },
         }
     }
 
@@ -608,7 +651,7 @@ mod tests {
     #[test]
     fn a_digest_past_the_clients_acknowledgment_is_refused() {
         let mut r = rebuild(b"abc");
-        r.acked.end = r.client_acked.wrapping_add(1);
+        r.checked.acked.end = r.client_acked.wrapping_add(1);
         assert!(matches!(Replay::new(r, 0), Err(ReplayError::Inconsistent)));
     }
 

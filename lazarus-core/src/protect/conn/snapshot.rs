@@ -7,14 +7,14 @@
 //! the last one left), timers (they start again from the restore).
 
 use super::{Phase, Protected};
-use crate::protect::log::{Acked, AckedDigest, ClientLog};
+use crate::protect::log::{Acked, AckedDigest, Checked, ClientLog};
 use crate::protect::segment::SynOptions;
 use crate::protect::splice::{ServerSide, Splice};
 use crate::protect::{Ended, ProtectPolicy};
 use thiserror::Error;
 
 /// Bytes of an encoded snapshot.
-pub const SNAPSHOT_BYTES: usize = 88;
+pub const SNAPSHOT_BYTES: usize = 100;
 /// The encoding's own version, byte 0: a record of another is refused.
 const FORMAT: u8 = 1;
 /// Where the time since the server went down sits: it changes at every
@@ -34,6 +34,7 @@ const F_SERVER_WSCALE: u8 = 8;
 const F_SERVER_TS: u8 = 16;
 const F_SPLICE: u8 = 32;
 const F_SPLICE_TS: u8 = 64;
+const F_DIGEST_HEAD: u8 = 128;
 
 /// Why a snapshot cannot be restored: the connection then goes on
 /// unprotected (counted), as it would have without `[[protected]]`.
@@ -91,6 +92,8 @@ impl Protected {
         flag(self.server.tsval.is_some(), F_SERVER_TS);
         flag(splice.is_some(), F_SPLICE);
         flag(splice.is_some_and(|s| s.parts().1.is_some()), F_SPLICE_TS);
+        let checked = self.digest.checked();
+        flag(checked.head.is_some(), F_DIGEST_HEAD);
         b[2] = flags;
         b[3] = self.syn.wscale.unwrap_or(0);
         b[4..6].copy_from_slice(&self.syn.mss.to_le_bytes());
@@ -99,7 +102,7 @@ impl Protected {
         b[7] = old;
         b[8] = new;
         let running = self.digest.running();
-        let acked = self.digest.acked();
+        let acked = checked.acked;
         let words = [
             self.client_isn,
             self.client_tsval.unwrap_or(0),
@@ -122,6 +125,10 @@ impl Protected {
         }
         b[DOWN_FOR].copy_from_slice(&now.saturating_sub(self.down_since).to_le_bytes());
         b[80..88].copy_from_slice(&self.log.base().to_le_bytes());
+        let head = checked.head.unwrap_or(Acked { end: 0, digest: 0 });
+        for (i, w) in [head.end, head.digest, checked.from].iter().enumerate() {
+            b[88 + 4 * i..92 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
     }
 
     /// The connection a snapshot describes, its log `log` as checkpointd
@@ -185,9 +192,14 @@ impl Protected {
         };
         p.server_end = w(5);
         p.server_acked = w(6);
+        let x = |i: usize| u32::from_le_bytes(b[88 + 4 * i..92 + 4 * i].try_into().unwrap());
         p.digest = AckedDigest::from_parts(
+            Checked {
+                head: on(F_DIGEST_HEAD).then_some(Acked { end: x(0), digest: x(1) }),
+                from: x(2),
+                acked: Acked { end: w(9), digest: w(10) },
+            },
             Acked { end: w(7), digest: w(8) },
-            Acked { end: w(9), digest: w(10) },
         );
         p.splice = splice;
         p.recoveries = w(13);
