@@ -318,7 +318,7 @@ impl Client {
             old: self.old,
             old_server_acked: self.server_acked,
             client_acked: self.rcv_nxt,
-            acked: self.digest.acked(),
+            checked: self.digest.checked(),
         }
     }
 }
