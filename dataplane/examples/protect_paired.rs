@@ -10,7 +10,10 @@
 //!
 //! Each step, every flow's client sends a full-sized segment (1448 bytes)
 //! in a burst of the flows' segments, and its server acknowledges it in a
-//! burst of ACKs. The protected side logs every client byte into the ring
+//! burst of ACKs. `WORKLOAD=rr`: request/response instead, a service with
+//! `truncation = "request-response"`: each step every client sends a
+//! 64-byte request, its server answers 64 bytes, and the client
+//! acknowledges the answer (three bursts), so every exchange is truncated. The protected side logs every client byte into the ring
 //! (output commit at the local level) before the segment is forwarded.
 //! Figures: TSC ticks per packet of each side (medians), the ratio
 //! unprotected/protected per round (its median: the throughput of the
@@ -24,7 +27,7 @@ mod common;
 
 use dataplane::checkpoint::{RingSink, WorkerSink};
 use dataplane::dpdk::KernelHugepageAlloc;
-use lazarus_core::config::{ConntrackSection, ProtectedService};
+use lazarus_core::config::{ConntrackSection, ProtectedService, Truncation};
 use lazarus_core::firewall::{Firewall, FrameBurst, StagedBurst};
 use lazarus_core::frames::tcp;
 use lazarus_core::stats::FwCounters;
@@ -40,6 +43,10 @@ const PSH: u8 = 0x08;
 fn rdtsc() -> u64 {
     // SAFETY: rdtsc reads a counter; it touches no memory.
     unsafe { std::arch::x86_64::_rdtsc() }
+}
+
+fn rr() -> bool {
+    std::env::var("WORKLOAD").is_ok_and(|w| w == "rr")
 }
 
 fn firewall(rings: &'static shm_layout::RingsSegment, worker: u32, protect: bool) -> Fw {
@@ -61,6 +68,7 @@ fn firewall(rings: &'static shm_layout::RingsSegment, worker: u32, protect: bool
             port: 80,
             log_bound: 1 << 30,
             connections: 4096,
+            truncation: if rr() { Truncation::RequestResponse } else { Truncation::None },
             ..Default::default()
         };
         fw.protect(&[svc], vec![1, 0], hz);
@@ -83,27 +91,33 @@ fn burst(fw: &mut Fw, staged: &mut StagedBurst, frames: &[&[u8]], port: usize) -
 type Pass = Vec<(usize, Vec<Vec<u8>>)>;
 
 fn passes(flows: u32, steps: u32, count: u32) -> Vec<Pass> {
-    let payload = vec![b'x'; MSS];
+    let (size, answer) = if rr() { (64, 64) } else { (MSS, 0) };
+    let request = vec![b'x'; size];
+    let response = vec![b'y'; answer];
     let (cs, ss) = (1000u32, 5000u32);
+    let burst = |f: &dyn Fn(([u8; 4], u16)) -> Vec<u8>| -> Vec<Vec<u8>> {
+        (0..flows).map(|i| f(common::client(i))).collect()
+    };
     (0..count)
         .map(|p| {
             let mut pass = Vec::new();
             for s in 0..steps {
-                let at = cs + 1 + ((p * steps + s) as usize * MSS) as u32;
-                let data = (0..flows)
-                    .map(|i| {
-                        let (c, port) = common::client(i);
-                        tcp(c, common::SERVER, (port, 80), ACK | PSH, (at, ss + 1), &payload)
-                    })
-                    .collect();
-                let acks = (0..flows)
-                    .map(|i| {
-                        let (c, port) = common::client(i);
-                        tcp(common::SERVER, c, (80, port), ACK, (ss + 1, at + MSS as u32), &[])
-                    })
-                    .collect();
-                pass.push((0, data));
-                pass.push((1, acks));
+                let n = p * steps + s;
+                let at = cs + 1 + n * size as u32;
+                let sa = ss + 1 + n * answer as u32;
+                let (next, snext) = (at + size as u32, sa + answer as u32);
+                let srv = common::SERVER;
+                pass.push((
+                    0,
+                    burst(&|(c, o)| tcp(c, srv, (o, 80), ACK | PSH, (at, sa), &request)),
+                ));
+                pass.push((
+                    1,
+                    burst(&|(c, o)| tcp(srv, c, (80, o), ACK | PSH, (sa, next), &response)),
+                ));
+                if answer > 0 {
+                    pass.push((0, burst(&|(c, o)| tcp(c, srv, (o, 80), ACK, (next, snext), &[]))));
+                }
             }
             pass
         })
@@ -128,9 +142,12 @@ fn run(fw: &mut Fw, staged: &mut StagedBurst, pass: &Pass) -> u64 {
     let t = rdtsc();
     let mut fwd = 0;
     let mut n = 0;
+    let mut refs: [&[u8]; 32] = [&[]; 32];
     for (port, frames) in pass {
-        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        fwd += burst(fw, staged, &refs, *port);
+        for (r, f) in refs.iter_mut().zip(frames) {
+            *r = f;
+        }
+        fwd += burst(fw, staged, &refs[..frames.len()], *port);
         n += frames.len();
     }
     let ticks = rdtsc() - t;
@@ -150,6 +167,7 @@ fn main() {
             .map_or(d, |a| a.parse().expect("usage: protect_paired [ROUNDS] [FLOWS] [STEPS]"))
     };
     let (rounds, flows, steps) = (arg(21), arg(16), arg(64));
+    assert!(flows <= 32, "FLOWS: at most 32, a burst");
     let rings = common::scratch_rings_for(2, 1 << 16);
     let stop = Arc::new(AtomicBool::new(false));
     let drainers: Vec<_> =
@@ -163,7 +181,7 @@ fn main() {
     // Warm-up: pages, caches, branch predictors.
     run(&mut off, &mut staged, &all[0]);
     run(&mut on, &mut staged, &all[0]);
-    let packets = (2 * flows * steps) as f64;
+    let packets = all[0].iter().map(|(_, f)| f.len()).sum::<usize>() as f64;
     let segments = (flows * steps) as f64;
     let hz = shm_layout::tsc_hz() as f64;
     let (mut offs, mut ons, mut ratios, mut added) = (vec![], vec![], vec![], vec![]);
@@ -187,15 +205,18 @@ fn main() {
     let p = &on.counters.protect;
     assert_eq!(p.log_bound.get(), 0, "the log bound was exceeded");
     println!(
-        "{flows} flows, {steps} steps a pass ({packets} packets: {segments} client segments of {MSS} bytes and their ACKs), {rounds} rounds; TSC {:.2} GHz",
+        "{flows} flows, {steps} steps a pass ({packets} packets, {segments} client segments with data: {}), {rounds} rounds; TSC {:.2} GHz",
+        if rr() { "64-byte requests, 64-byte answers, ACKs" } else { "1448 bytes each, and their ACKs" },
         hz / 1e9
     );
     println!(
-        "protected side: {} connections, log bound exceeded {}, ring full drops {}, log gaps {}",
+        "protected side: {} connections, log bound exceeded {}, ring full drops {}, log gaps {}, truncated {}, log memory {} bytes",
         p.connections.get(),
         p.log_bound.get(),
         p.log_ring_full.get(),
-        p.log_gap.get()
+        p.log_gap.get(),
+        p.truncated.get(),
+        p.log_memory.get()
     );
     let (q1, q3) = (rounds as usize / 4, rounds as usize * 3 / 4);
     let m = median(&mut ratios);

@@ -260,6 +260,8 @@ pub struct Protection {
     /// When the table was last walked, in ns.
     last_poll: u64,
     pub outbox: Outbox,
+    /// Where a segment is rewritten.
+    scratch: Box<[u8; OUT_FRAME]>,
     /// Ends of connections checkpointd holds, not written yet (no room).
     ends_owed: Vec<u64>,
 }
@@ -295,6 +297,7 @@ impl Protection {
             // Without services, no room: nothing is ever sent.
             outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
             ends_owed: Vec::new(),
+            scratch: Box::new([0; OUT_FRAME]),
         }
     }
 
@@ -419,19 +422,28 @@ impl Protection {
             c.protect.log_ring_full.add(1);
             return Some(false);
         }
-        // The rewrite works on a copy: a rewritten segment is sent from the
-        // outbox, the received one dropped. (A frame too large for it is
-        // counted and dropped: TCP sends it again smaller or not at all.)
-        let mut buf = [0u8; OUT_FRAME];
-        let Some(copy) = buf.get_mut(..frame.len()) else {
-            c.protect.unspliceable.add(1);
-            return Some(false);
-        };
-        copy.copy_from_slice(frame);
-        let action = if from_client {
-            e.p.from_client(&t, payload, &mut copy[ETH_IP..])
+        // A segment protection may rewrite (spliced, or a server FIN or RST
+        // it may strip) is worked on as a copy, sent from the outbox, the
+        // received one dropped. (A frame too large for it is counted and
+        // dropped: TCP sends it again smaller or not at all.) Any other is
+        // never touched.
+        let rewrite = e.p.splice().is_some()
+            || (!from_client && t.flags & (tcp_flags::FIN | tcp_flags::RST) != 0);
+        let copy: &mut [u8] = if rewrite {
+            let Some(copy) = self.scratch.get_mut(..frame.len()) else {
+                c.protect.unspliceable.add(1);
+                return Some(false);
+            };
+            copy.copy_from_slice(frame);
+            copy
         } else {
-            e.p.from_server(&t, payload, &mut copy[ETH_IP..], ns)
+            &mut []
+        };
+        let tcp = copy.get_mut(ETH_IP..).unwrap_or_default();
+        let action = if from_client {
+            e.p.from_client(&t, payload, tcp)
+        } else {
+            e.p.from_server(&t, payload, tcp, ns)
         };
         if logging && !e.write_log(sink, u32::MAX) {
             // Room was made sure of above: unreachable, and still never
@@ -443,7 +455,7 @@ impl Protection {
         e.truncate(quiet, sink, (now, ns), c);
         let out_port = if from_client { self.peer[port] } else { e.client_port };
         let sent = match action {
-            Action::Forward if copy == frame => return Some(true),
+            Action::Forward if !rewrite || copy == frame => return Some(true),
             Action::Forward => self.outbox.push(out_port, |out| {
                 out[..copy.len()].copy_from_slice(copy);
                 Some(copy.len())

@@ -156,8 +156,6 @@ pub struct Protected {
 const RETRY_FIRST_NS: u64 = 50_000_000;
 const RETRY_MAX_NS: u64 = 1_000_000_000;
 
-const SEQ_AT: usize = 4;
-
 impl Protected {
     /// Protection for the connection a client's SYN `syn` opens.
     pub fn new(policy: ProtectPolicy, syn: &TcpHdr) -> Protected {
@@ -297,7 +295,8 @@ impl Protected {
     }
 
     /// A segment from the client: `t` its header, `tcp` its TCP header and
-    /// payload (rewritten in place when the connection is spliced).
+    /// payload (rewritten in place when the connection is spliced; never
+    /// touched, and may be empty, when it is not).
     pub fn from_client(&mut self, t: &TcpHdr, payload: &[u8], tcp: &mut [u8]) -> Action {
         match self.phase {
             Phase::Opening => return Action::Forward,
@@ -457,8 +456,7 @@ impl Protected {
         if matches!(self.phase, Phase::Ended(_)) {
             return Action::Forward;
         }
-        let seq =
-            u32::from_be_bytes([tcp[SEQ_AT], tcp[SEQ_AT + 1], tcp[SEQ_AT + 2], tcp[SEQ_AT + 3]]);
+        let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
         self.learn_server(seq, t, payload, self.splice);
         Action::Forward
     }
