@@ -199,6 +199,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             started,
             telemetry: telemetry.clone(),
             remote: remote_stats.clone(),
+            protect: store.protect.clone(),
         };
         let addr = listener.local_addr().context("metrics listener has no address")?;
         std::thread::Builder::new()

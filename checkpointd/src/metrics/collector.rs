@@ -30,6 +30,8 @@ pub(super) struct Snapshot {
     pub(super) dataplane: Option<Dataplane>,
     /// The remote copy's counters, flattened; None: it is off.
     pub(super) remote: Option<super::families::Families>,
+    /// What checkpointd holds of protected connections, flattened.
+    pub(super) protect: super::families::Families,
 }
 
 fn worker_label(w: u32) -> [(&'static str, String); 1] {
@@ -171,6 +173,19 @@ impl Collector for Snapshot {
                 ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
             }
         }
+        for (name, samples) in &self.protect {
+            let help =
+                "Protected connections' records and logs checkpointd holds (see docs/PROTECT.md)";
+            // Unlabelled: one sample a family.
+            if let Some((_, v)) = samples.first() {
+                ConstGauge::new(*v).encode(enc.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Gauge,
+                )?)?;
+            }
+        }
         let Some(dp) = &self.dataplane else { return Ok(()) };
         ConstGauge::new(i64::from(dp.up)).encode(enc.encode_descriptor(
             "lazarus_dataplane_up",
@@ -258,6 +273,16 @@ mod tests {
             ftp_full_drops: 0,
             stale: 2,
             remote: None,
+            protect: {
+                let mut p = BTreeMap::new();
+                flatten(
+                    "lazarus_protect",
+                    &json!({"conns": 4, "log_bytes": 120}),
+                    &Vec::new(),
+                    &mut p,
+                );
+                p
+            },
             stale_deletes: 0,
             swept: 0,
             rejected: 0,
@@ -276,6 +301,8 @@ mod tests {
             "lazarus_checkpointd_heartbeat_age_seconds 0.25\n",
             "lazarus_dataplane_up 1\n",
             "lazarus_dataplane_rx{worker=\"0\"} 5.0\n",
+            "lazarus_protect_conns 4.0\n",
+            "lazarus_protect_log_bytes 120.0\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -41,6 +41,8 @@ pub struct Exporter {
     pub telemetry: Option<PathBuf>,
     /// The remote copy's counters; None when it is off.
     pub remote: Option<Arc<crate::remote::RemoteStats>>,
+    /// What checkpointd holds of protected connections.
+    pub protect: crate::protect::Protected,
 }
 
 impl Exporter {
@@ -84,6 +86,16 @@ impl Exporter {
                 families::flatten("lazarus_remote", &r.to_json(), &Vec::new(), &mut out);
                 out
             }),
+            protect: {
+                let mut out = families::Families::new();
+                families::flatten(
+                    "lazarus_protect",
+                    &self.protect.to_json(),
+                    &Vec::new(),
+                    &mut out,
+                );
+                out
+            },
         }
     }
 }
