@@ -135,28 +135,18 @@ impl Protected {
         st.conns.store(conns.len() as u64, Ordering::Relaxed);
     }
 
-    /// Writes every connection to `out`: a JSON line
-    /// `{"protected": n, "bytes": b}`, then per connection `conn_id` u64,
-    /// `worker` u16, `broken` u8, 0 u8, snapshot length u32, log length u32,
-    /// the log's stream offset u64, the snapshot's version u64
-    /// (little-endian), the snapshot, the log.
-    /// Copied out first, so the drain loop never waits on the reader.
+    /// Writes every connection to `out` as `shm_layout::parse_protected`
+    /// reads it. Copied out first, so the drain loop never waits on the
+    /// reader.
     pub fn dump(&self, out: &mut impl Write) -> std::io::Result<()> {
         let mut body = Vec::new();
         let mut n = 0u64;
         if let Ok(conns) = self.inner.lock() {
-            // Those without a snapshot too (their first one never came):
-            // the dataplane refuses them and ends them, so none stays here.
+            // Those without a record too (their first one never came): the
+            // dataplane refuses them and ends them, so none stays here.
             for (id, e) in conns.iter() {
-                body.extend_from_slice(&id.to_le_bytes());
-                body.extend_from_slice(&e.worker.to_le_bytes());
-                body.extend_from_slice(&[u8::from(e.broken), 0]);
-                body.extend_from_slice(&(e.snapshot.len() as u32).to_le_bytes());
-                body.extend_from_slice(&(e.log.len() as u32).to_le_bytes());
-                body.extend_from_slice(&e.base.to_le_bytes());
-                body.extend_from_slice(&e.version.to_le_bytes());
-                body.extend_from_slice(&e.snapshot);
-                body.extend_from_slice(&e.log);
+                let (record, log) = ((&e.snapshot[..], e.version), (&e.log[..], e.base));
+                shm_layout::encode_protected(&mut body, *id, e.worker, e.broken, record, log);
                 n += 1;
             }
         }

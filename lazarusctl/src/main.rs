@@ -12,6 +12,7 @@ use lazarus_core::modules::{
 };
 use lazarus_core::portion::Portion;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,34 @@ impl Endpoints {
             bail!("checkpointd: {e}");
         }
         Ok(v)
+    }
+
+    /// The protected connections checkpointd holds (`protected`); empty
+    /// from a checkpointd that keeps none.
+    fn protected(&self) -> Result<Vec<shm_layout::HeldProtected>> {
+        let mut s = UnixStream::connect(&self.checkpointd).with_context(|| {
+            format!("checkpointd's control socket {}", self.checkpointd.display())
+        })?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"{\"cmd\":\"protected\"}\n")?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("checkpointd's reply is not JSON: {line}"))?;
+        if v.get("error").is_some() {
+            return Ok(Vec::new());
+        }
+        let (n, bytes) = (n(&v, "protected"), n(&v, "bytes"));
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut r, bytes), &mut body)?;
+        if body.len() as u64 != bytes {
+            bail!(
+                "checkpointd announced {bytes} bytes of protected connections and sent {}",
+                body.len()
+            );
+        }
+        Ok(shm_layout::parse_protected(&body, n)?)
     }
 
     fn telemetry(&self) -> Result<TelemetryClient> {
@@ -415,6 +444,17 @@ fn conn_line(c: &Value) -> String {
     if n(c, "inner_vlan") != 0 {
         s += &format!(" inner_vlan={}", n(c, "inner_vlan"));
     }
+    if let Some(p) = c.get("protect") {
+        s += &format!(
+            " protect={} log={} recoveries={}",
+            p["phase"].as_str().unwrap_or("?"),
+            n(p, "log_bytes"),
+            n(p, "recoveries")
+        );
+        if p["broken"] == json!(true) {
+            s += " [LOG LOST]";
+        }
+    }
     let versions: Vec<String> =
         c["versions"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}:{v}")).collect();
     s += &format!(
@@ -426,13 +466,42 @@ fn conn_line(c: &Value) -> String {
     s
 }
 
+/// What checkpointd holds of protected connections, by (client address,
+/// client port, server address, server port).
+fn protection(ep: &Endpoints) -> HashMap<(String, u64, String, u64), Value> {
+    let held = ep.protected().unwrap_or_else(|e| {
+        eprintln!("lazarusctl: protected connections not shown: {e:#}");
+        Vec::new()
+    });
+    held.iter()
+        .filter_map(|h| {
+            let v = lazarus_core::firewall::describe_record(&h.record).ok()?;
+            let s = v.snapshot;
+            let key =
+                (v.client.0.to_string(), u64::from(v.client.1), v.server.0.to_string(), u64::from(v.server.1));
+            Some((
+                key,
+                json!({"phase": s.phase, "log_bytes": s.log_bytes, "log_base": s.log_base, "recoveries": s.recoveries, "broken": h.broken}),
+            ))
+        })
+        .collect()
+}
+
 fn conns(ep: &Endpoints, limit: u64, as_json: bool) -> Result<()> {
     let reply = ep.checkpointd(json!({"cmd": "conns", "limit": limit, "payloads": true}))?;
+    let protected = protection(ep);
     let mut list = Vec::new();
     let mut bad = 0;
     for c in reply["conns"].as_array().into_iter().flatten() {
         match decode_conn(c) {
-            Ok(v) => list.push(v),
+            Ok(mut v) => {
+                let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                let key = (s("src"), n(&v, "sport"), s("dst"), n(&v, "dport"));
+                if let Some(p) = protected.get(&key) {
+                    v["protect"] = p.clone();
+                }
+                list.push(v)
+            }
             Err(e) => {
                 bad += 1;
                 eprintln!(

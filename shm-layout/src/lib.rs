@@ -32,6 +32,7 @@ mod header;
 mod mapped;
 mod origin;
 mod producer_lock;
+mod protected;
 pub mod remote;
 mod ring;
 mod segment;
@@ -49,6 +50,9 @@ pub use header::{
 pub use mapped::{is_hugetlbfs, try_lock_exclusive, MappedFile, HUGEPAGE_BYTES};
 pub use origin::{boot_id, tsc_hz, SegmentOrigin, ORIGIN_OFFSET};
 pub use producer_lock::{lock_producers, ProducerLock};
+pub use protected::{
+    encode_protected, parse_protected, HeldProtected, ProtectedReplyError, PROTECTED_HEADER_BYTES,
+};
 pub use ring::{
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
     RingsGeometry, RingsSegment, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES,

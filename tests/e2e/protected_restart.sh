@@ -87,6 +87,11 @@ lz_log "killed while the server was down: $restored1 protected connections resto
 sleep 3
 spliced1=$(lz_stat_sum protect_spliced)
 
+# The operator's view: each connection's protection beside its tracking.
+shown=$(lz_ctl conns 2>/dev/null | grep -c " protect=up log=[0-9]* recoveries=1" || true)
+lz_log "lazarusctl conns shows $shown connections protected, up again after one recovery"
+[ "$shown" -ge "$CLIENTS" ] || { lz_ctl conns | head -3; lz_fail "lazarusctl conns shows $shown protected connections after the recovery, not $CLIENTS"; }
+
 # 2. The dataplane dies after the splice.
 lz_dp_kill
 restart_dataplane

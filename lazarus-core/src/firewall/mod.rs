@@ -19,7 +19,9 @@ mod ticks;
 mod track;
 
 pub use burst::{Burst, FrameBurst, StagedBurst, STAGE_MAX};
-pub use protect::{Outbox, ProtectRestoreError, Protection, OUT_FRAME, RECORD_BYTES};
+pub use protect::{
+    describe_record, Outbox, ProtectRestoreError, Protection, RecordView, OUT_FRAME, RECORD_BYTES,
+};
 
 use crate::checkpoint::restore::{self, RestoreError, RestoreSummary, StoredPortions};
 use crate::checkpoint::{CheckpointSink, Checkpointer};

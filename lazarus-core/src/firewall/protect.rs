@@ -166,6 +166,29 @@ impl Entry {
     }
 }
 
+/// What an operator is shown of a protected connection's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView {
+    pub client: (std::net::Ipv4Addr, u16),
+    pub server: (std::net::Ipv4Addr, u16),
+    pub snapshot: crate::protect::SnapshotView,
+}
+
+/// Reads a record as checkpointd holds it (`protected`), for display.
+pub fn describe_record(record: &[u8]) -> Result<RecordView, ProtectRestoreError> {
+    let r: &[u8; RECORD_BYTES] =
+        record.try_into().map_err(|_| ProtectRestoreError::Length(record.len()))?;
+    let wire = &r[SNAPSHOT_BYTES..];
+    let ip =
+        |at: usize| std::net::Ipv4Addr::new(wire[at], wire[at + 1], wire[at + 2], wire[at + 3]);
+    let port = |at: usize| u16::from_le_bytes([wire[at], wire[at + 1]]);
+    Ok(RecordView {
+        client: (ip(12), port(20)),
+        server: (ip(16), port(22)),
+        snapshot: crate::protect::view(&r[..SNAPSHOT_BYTES])?,
+    })
+}
+
 fn entry_id(key: &Key, client_isn: u32) -> u64 {
     let mut b = [0u8; 4 + 2 + 8 + 8 + 4];
     b[..4].copy_from_slice(&key.0);
@@ -998,5 +1021,23 @@ mod tests {
         let (_, log, base) = f.sink().protected.values().next().unwrap();
         assert_eq!((log.len(), *base), (10_004, 0));
         assert_eq!(f.counters.protect.rewritten.get(), 1);
+    }
+
+    #[test]
+    fn a_record_reads_back_for_the_operator() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"PING\n"),
+            0,
+            2 * MS
+        ));
+        f.housekeeping(4 * MS);
+        let (snap, _, _) = f.sink().protected.values().next().unwrap();
+        let v = super::describe_record(snap).unwrap();
+        assert_eq!((v.client, v.server), ((C.into(), 40000), (S.into(), 80)));
+        assert_eq!((v.snapshot.phase, v.snapshot.log_bytes, v.snapshot.recoveries), ("up", 5, 0));
+        assert!(super::describe_record(&snap[..10]).is_err());
     }
 }

@@ -28,7 +28,7 @@ use super::splice::{clear_flag, ServerSide, Splice};
 use crate::parse::{tcp_flags, TcpHdr};
 
 mod snapshot;
-pub use snapshot::{SnapshotError, DOWN_FOR, SNAPSHOT_BYTES};
+pub use snapshot::{view, SnapshotError, SnapshotView, DOWN_FOR, SNAPSHOT_BYTES};
 
 /// A protected service's settings that each connection applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,8 @@ pub mod segment;
 pub mod splice;
 
 pub use conn::{
-    Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, Toward, DOWN_FOR,
-    SNAPSHOT_BYTES,
+    view, Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, SnapshotView,
+    Toward, DOWN_FOR, SNAPSHOT_BYTES,
 };
 pub use log::{Acked, AckedDigest, Checked, ClientLog, Logged};
 pub use replay::{Rebuild, Replay, ReplayError};

@@ -54,6 +54,39 @@ pub enum SnapshotError {
     Scale,
 }
 
+/// What an operator is shown of a snapshot (`lazarusctl conns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotView {
+    /// up, down, replaying or spliced (protection over, the splice kept).
+    pub phase: &'static str,
+    pub recoveries: u32,
+    /// Client bytes logged, from stream offset `log_base` on.
+    pub log_bytes: u32,
+    pub log_base: u64,
+}
+
+/// Reads what `SnapshotView` shows of a snapshot.
+pub fn view(b: &[u8]) -> Result<SnapshotView, SnapshotError> {
+    let b: &[u8; SNAPSHOT_BYTES] = b.try_into().map_err(|_| SnapshotError::Length(b.len()))?;
+    if b[0] != FORMAT {
+        return Err(SnapshotError::Format(b[0]));
+    }
+    let phase = match b[1] {
+        UP => "up",
+        DOWN => "down",
+        REPLAYING => "replaying",
+        SPLICED => "spliced",
+        other => return Err(SnapshotError::Phase(other)),
+    };
+    let w = |i: usize| u32::from_le_bytes(b[12 + 4 * i..16 + 4 * i].try_into().unwrap());
+    Ok(SnapshotView {
+        phase,
+        recoveries: w(13),
+        log_bytes: w(14),
+        log_base: u64::from_le_bytes(b[80..88].try_into().unwrap()),
+    })
+}
+
 impl Protected {
     /// Whether a snapshot is worth writing: a connection still opening has
     /// no server side yet, and one whose protection ended without a splice
