@@ -52,7 +52,12 @@ fn rr() -> bool {
 fn firewall(rings: &'static shm_layout::RingsSegment, worker: u32, protect: bool) -> Fw {
     let ct = ConntrackSection { capacity: 4096, ..Default::default() };
     let hz = shm_layout::tsc_hz();
-    let sink = WorkerSink::Ring(RingSink::new(rings.producer(worker).unwrap(), rings));
+    // SINK=off: no checkpointing on either side (what the ring writes cost).
+    let sink = if std::env::var("SINK").is_ok_and(|v| v == "off") {
+        WorkerSink::Off(lazarus_core::checkpoint::NoCheckpoint)
+    } else {
+        WorkerSink::Ring(RingSink::new(rings.producer(worker).unwrap(), rings))
+    };
     let mut fw = Firewall::new(
         &ct,
         Arc::new(Default::default()),

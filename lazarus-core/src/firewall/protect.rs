@@ -279,7 +279,9 @@ pub struct Protection {
     /// The bridge peer of each config port: where a frame received on it
     /// leaves.
     peer: Vec<usize>,
-    tsc_hz: u64,
+    /// Nanoseconds per TSC tick, as a 32.32 fixed-point factor: a multiply
+    /// a packet, not a 128-bit division.
+    ns_per_tick: u128,
     /// When the table was last walked, in ns.
     last_poll: u64,
     pub outbox: Outbox,
@@ -315,7 +317,7 @@ impl Protection {
             services,
             conns: HashMap::with_capacity_and_hasher(room, RandomState::default()),
             peer,
-            tsc_hz: tsc_hz.max(1),
+            ns_per_tick: (1_000_000_000u128 << 32) / u128::from(tsc_hz.max(1)),
             last_poll: 0,
             // Without services, no room: nothing is ever sent.
             outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
@@ -331,7 +333,7 @@ impl Protection {
     }
 
     fn ns(&self, now: u64) -> u64 {
-        (u128::from(now) * 1_000_000_000 / u128::from(self.tsc_hz)) as u64
+        ((u128::from(now) * self.ns_per_tick) >> 32) as u64
     }
 
     /// The service a frame's raw addresses name, and whether it is the
