@@ -68,6 +68,8 @@ struct Entry {
     written: Option<[u8; RECORD_BYTES]>,
     /// The stream offset up to which checkpointd holds its log.
     sent_log: u64,
+    /// Its end is written: checkpointd holds nothing of it any more.
+    end_written: bool,
 }
 
 impl Entry {
@@ -162,7 +164,21 @@ impl Entry {
 
     /// Whether checkpointd holds anything of it (an end is then owed).
     fn known(&self) -> bool {
-        self.written.is_some() || self.sent_log > 0
+        !self.end_written && (self.written.is_some() || self.sent_log > 0)
+    }
+
+    /// Protection ended without a splice to keep: the end is written now
+    /// (room permitting; else at the walk), so a restart in between cannot
+    /// bring back a connection that is over.
+    fn end_now<S: CheckpointSink>(&mut self, sink: &mut S, now: u64) {
+        if S::ENABLED
+            && self.known()
+            && self.p.ended().is_some()
+            && self.p.splice().is_none()
+            && sink.protect(self.id, ProtectRecord::End { version: now }).is_ok()
+        {
+            self.end_written = true;
+        }
     }
 }
 
@@ -478,6 +494,7 @@ impl Protection {
         }
         let quiet = e.p.truncatable();
         e.truncate(quiet, sink, (now, ns), c);
+        e.end_now(sink, now);
         let out_port = if from_client { self.peer[port] } else { e.client_port };
         let sent = match action {
             Action::Forward if !rewrite || copy == frame => return Some(true),
@@ -566,6 +583,7 @@ impl Protection {
                 id,
                 written: None,
                 sent_log: 0,
+                end_written: false,
             },
         );
     }
@@ -622,6 +640,7 @@ impl Protection {
             recoveries: 0,
             written: None,
             sent_log,
+            end_written: false,
         };
         let mut e = e;
         e.recoveries = e.p.recoveries();
@@ -1041,5 +1060,22 @@ mod tests {
         assert_eq!((v.client, v.server), ((C.into(), 40000), (S.into(), 80)));
         assert_eq!((v.snapshot.phase, v.snapshot.log_bytes, v.snapshot.recoveries), ("up", 5, 0));
         assert!(super::describe_record(&snap[..10]).is_err());
+    }
+
+    #[test]
+    fn a_connection_that_ends_while_down_is_forgotten_at_once() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        f.housekeeping(4 * MS);
+        assert_eq!(f.sink().protected.len(), 1);
+        // The client gives up while the server is down: its FIN ends the
+        // connection, and checkpointd forgets it with that segment, not at
+        // the next walk (a restart in between would replay it).
+        burst(&mut f, &tcp(C, S, (40000, 80), ACK | FIN, (1003, 5001), b""), 0, 4 * MS + 1);
+        assert!(f.sink().protected.is_empty(), "{:?}", f.sink().protected.keys());
+        f.housekeeping(6 * MS);
+        assert!(f.sink().protected.is_empty());
     }
 }
