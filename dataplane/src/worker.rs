@@ -92,8 +92,10 @@ impl Worker {
             *pool = SharedPool::lookup(POOL_NAME);
         }
         let pool = *pool;
+        // Frames for one port go out in one burst (a TX call for each run
+        // of frames to the same port, not for each frame).
+        let mut run: Option<(usize, MbufBurst)> = None;
         fw.outbox().drain(|port, bytes| {
-            let Some(pl) = self.lanes.iter().find(|pl| pl.lane.tx_port == port) else { return };
             let txc = &self.counters.ports[port];
             let Some(mut m) = pool.and_then(Mbuf::alloc_shared) else {
                 txc.tx_full.add(1);
@@ -103,14 +105,32 @@ impl Worker {
                 txc.tx_full.add(1);
                 return;
             }
-            let mut b = MbufBurst::new();
-            if b.push(m).is_err() {
-                return;
+            if run.as_ref().is_some_and(|(p, _)| *p != port) {
+                self.send_run(run.take());
             }
-            let out = b.tx(pl.tx_port_id, pl.lane.tx_queue);
-            txc.tx.add(u64::from(out.sent));
-            txc.tx_full.add(u64::from(out.unsent));
+            let (_, b) = run.get_or_insert_with(|| (port, MbufBurst::new()));
+            if let Err(m) = b.push(m) {
+                self.send_run(run.take());
+                let mut b = MbufBurst::new();
+                let _ = b.push(m);
+                run = Some((port, b));
+            }
         });
+        self.send_run(run);
+    }
+
+    /// Sends a run of outbox frames on its port's TX queue of this worker;
+    /// what the queue does not take is counted and freed.
+    fn send_run(&self, run: Option<(usize, MbufBurst)>) {
+        let Some((port, mut b)) = run else { return };
+        let txc = &self.counters.ports[port];
+        let Some(pl) = self.lanes.iter().find(|pl| pl.lane.tx_port == port) else {
+            txc.tx_full.add(b.len() as u64);
+            return;
+        };
+        let out = b.tx(pl.tx_port_id, pl.lane.tx_queue);
+        txc.tx.add(u64::from(out.sent));
+        txc.tx_full.add(u64::from(out.unsent));
     }
 }
 

@@ -73,7 +73,7 @@ lz_ns_up
 # The echo server keeps nothing between lines: its logs are truncated at
 # every answered line. redis keeps its counters in memory: its sessions'
 # logs are kept whole, so a replay rebuilds them.
-lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000' "$LZ_SERVER_IP" "$LZ_SERVER_IP")"
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP")"
 lz_dp_start
 lz_join_taps
 lz_wait_path
@@ -101,8 +101,12 @@ lz_log "redis, protected: $redis_on"
 
 # A server whose answers differ after its restart (in capitals): the
 # replay's check against the digest fails, and both sides are reset at
-# once, counted; no client is left hanging on its 5 s read timeout.
+# once, counted; no client is left hanging on its 5 s read timeout. Its
+# service (port 7001) keeps whole logs: with truncation, a connection at a
+# quiet point when the server dies has nothing to check, and would meet
+# the difference in its next answer instead.
 CLIENTS=10
+LZ_ECHO=$LZ_SERVER_IP:7001
 diverged_before=$(lz_stat_sum protect_diverged)
 lz_protect_serve echo "$APP" diverge.0
 div_pids=()
@@ -128,9 +132,13 @@ diverged=$(( $(lz_stat_sum protect_diverged) - diverged_before ))
 kill -KILL "$SERVER_PID" 2>/dev/null || true
 div="$reset of $CLIENTS clients reset in $div_ms ms, $diverged divergences counted"
 lz_log "a server whose answers differ after its restart: $div"
-[ "$reset" = "$CLIENTS" ] || lz_fail "not every client was reset when the restarted server's answers differed: $div ($(head -1 "$LZ_WORK/diverge.client1.out"))"
+if [ "$reset" != "$CLIENTS" ]; then
+    for i in $(seq 1 $CLIENTS); do grep -q "reset by peer" "$LZ_WORK/diverge.client$i.out" || tail -3 "$LZ_WORK/diverge.client$i.out"; done
+    lz_fail "not every client was reset when the restarted server's answers differed: $div"
+fi
 [ "$diverged" -ge "$CLIENTS" ] || lz_fail "the dataplane counted $diverged divergences, not $CLIENTS: $div"
 [ "$div_ms" -lt 3000 ] || lz_fail "the clients waited $div_ms ms for their reset: $div"
+LZ_ECHO=$LZ_SERVER_IP:7000
 lz_dp_stop
 
 lz_config ""
