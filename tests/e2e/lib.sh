@@ -761,6 +761,14 @@ lz_stat_sum() {
     lz_ctl stats --json 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin)['workers']; print(sum(w.get('$1', 0) for w in d.values()))"
 }
 
+# Builds the protected-server tests' program (echo server, line and redis
+# clients: lazarus-core/examples/protect_bridge.rs) and sets APP to it.
+lz_protect_app() {
+    [ -x "$LZ_BIN" ] || lz_fail "$LZ_BIN not built (cargo build --release)"
+    (cd "$LZ_ROOT" && PATH="$HOME/.cargo/bin:$PATH" cargo build --release --locked -q -p lazarus-core --example protect_bridge)
+    APP=$LZ_ROOT/target/release/examples/protect_bridge
+}
+
 # The protected services of tests/e2e/protected*.sh.
 LZ_ECHO=$LZ_SERVER_IP:7000
 LZ_REDIS=$LZ_SERVER_IP:6379

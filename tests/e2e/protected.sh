@@ -16,10 +16,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
 
-[ -x "$LZ_BIN" ] || lz_fail "$LZ_BIN not built (cargo build --release)"
-export PATH="$HOME/.cargo/bin:$PATH"
-(cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example protect_bridge)
-APP=$LZ_ROOT/target/release/examples/protect_bridge
+lz_protect_app
 FAST_MS=0
 
 # One run of $KIND with $CLIENTS clients: the server killed and restarted

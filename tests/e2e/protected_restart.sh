@@ -21,10 +21,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
 
-[ -x "$LZ_BIN" ] || lz_fail "$LZ_BIN not built (cargo build --release)"
-export PATH="$HOME/.cargo/bin:$PATH"
-(cd "$LZ_ROOT" && cargo build --release --locked -q -p lazarus-core --example protect_bridge)
-APP=$LZ_ROOT/target/release/examples/protect_bridge
+lz_protect_app
 CLIENTS=30
 
 # Starts $CLIENTS line clients for $1 seconds; their pids in CLIENT_PIDS.
@@ -63,6 +60,15 @@ kill_server() {
     kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
 }
 
+# The server dies, the hook says so, then the dataplane dies too.
+server_then_dataplane_die() {
+    kill_server
+    sleep 0.05
+    lz_ctl protect down "$LZ_ECHO" >/dev/null
+    sleep 0.3
+    lz_dp_kill
+}
+
 export LZ_CHECKPOINT=true
 lz_ns_up
 lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000\ntruncation = "request-response"' "$LZ_SERVER_IP")"
@@ -75,11 +81,7 @@ clients 18 on
 sleep 1.5
 
 # 1. The dataplane dies while the server is down.
-kill_server
-sleep 0.05
-lz_ctl protect down "$LZ_ECHO" >/dev/null
-sleep 0.3
-lz_dp_kill
+server_then_dataplane_die
 lz_protect_serve echo "$APP" on.1
 restart_dataplane
 restored1=$(lz_stat_sum protect_restored)
@@ -117,11 +119,7 @@ lz_ckpt_kill
 lz_ckpt_start
 sleep 0.5
 rewritten=$(lz_stat_sum protect_rewritten)
-kill_server
-sleep 0.05
-lz_ctl protect down "$LZ_ECHO" >/dev/null
-sleep 0.3
-lz_dp_kill
+server_then_dataplane_die
 lz_protect_serve echo "$APP" on.4
 restart_dataplane
 restored4=$(lz_stat_sum protect_restored)
@@ -146,11 +144,7 @@ kill_server
 lz_protect_serve echo "$APP" off.0
 clients 6 off
 sleep 1.5
-kill_server
-sleep 0.05
-lz_ctl protect down "$LZ_ECHO" >/dev/null
-sleep 0.3
-lz_dp_kill
+server_then_dataplane_die
 lz_ckpt_kill
 lz_ckpt_start
 lz_protect_serve echo "$APP" off.1
