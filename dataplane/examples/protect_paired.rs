@@ -74,6 +74,9 @@ fn firewall(rings: &'static shm_layout::RingsSegment, worker: u32, protect: bool
             log_bound: 1 << 30,
             connections: 4096,
             truncation: if rr() { Truncation::RequestResponse } else { Truncation::None },
+            // Its exchanges follow each other with no pause: each answer is
+            // one segment.
+            truncate_idle_ms: 0,
             ..Default::default()
         };
         fw.protect(&[svc], vec![1, 0], hz);

@@ -229,6 +229,13 @@ impl Config {
                     return Err(bad(i, key, format!("{v} is out of range 1..={DAY_MS}")));
                 }
             }
+            if p.truncate_idle_ms > 60_000 {
+                return Err(bad(
+                    i,
+                    "truncate_idle_ms",
+                    format!("{} is out of range 0..=60000", p.truncate_idle_ms),
+                ));
+            }
             if self.conntrack.ftp && self.conntrack.ftp_ports.contains(&p.port) {
                 return Err(bad(
                     i,
@@ -608,6 +615,10 @@ mod tests {
         );
         assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\nconnections = 100000"))
             .contains("protected[0].connections"));
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\ntruncate_idle_ms = 70000"))
+            .contains("protected[0].truncate_idle_ms"));
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\ntruncation = \"sometimes\""))
+            .contains("truncation"));
         assert!(Config::parse(&p("addr = \"10.0.0.1\"\nport = 7"), "t").is_ok());
     }
 

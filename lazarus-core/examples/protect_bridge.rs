@@ -359,6 +359,7 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool, redis: bool) -> Result<(
         keepalive_ns: 1_000_000_000,
         down_max_ns: 30_000_000_000,
         truncate: false,
+        truncate_idle_ns: 0,
     };
     let mut b = Bridge {
         c,

@@ -118,6 +118,10 @@ pub struct ProtectedService {
     pub down_max_ms: u64,
     /// What of the client log can be dropped before the connection ends.
     pub truncation: Truncation,
+    /// With truncation: how long the server must have sent nothing before
+    /// its answer is taken as complete (0: at once, for a service whose
+    /// every answer is one segment).
+    pub truncate_idle_ms: u64,
 }
 
 /// A protected service's truncation policy (`truncation`).
@@ -147,6 +151,7 @@ impl Default for ProtectedService {
             keepalive_ms: 1000,
             down_max_ms: 60_000,
             truncation: Truncation::None,
+            truncate_idle_ms: 10,
         }
     }
 }

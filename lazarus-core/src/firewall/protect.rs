@@ -323,6 +323,7 @@ impl Protection {
                     keepalive_ns: s.keepalive_ms * 1_000_000,
                     down_max_ns: s.down_max_ms * 1_000_000,
                     truncate: s.truncation == crate::config::Truncation::RequestResponse,
+                    truncate_idle_ns: s.truncate_idle_ms * 1_000_000,
                 },
                 connections: s.connections as usize,
                 open: 0,
@@ -449,7 +450,7 @@ impl Protection {
         e.last_seen = ns;
         let payload = p.payload(frame);
         if from_client {
-            let quiet = e.p.truncatable_before(&t);
+            let quiet = e.p.truncatable_before(&t, ns);
             e.truncate(quiet, sink, (now, ns), c);
         }
         // Output commit: the bytes are in the ring before the segment
@@ -492,7 +493,7 @@ impl Protection {
             c.protect.log_ring_full.add(1);
             return Some(false);
         }
-        let quiet = e.p.truncatable();
+        let quiet = e.p.truncatable(ns);
         e.truncate(quiet, sink, (now, ns), c);
         e.end_now(sink, now);
         let out_port = if from_client { self.peer[port] } else { e.client_port };
@@ -539,7 +540,7 @@ impl Protection {
     ) {
         match self.conns.get(&key) {
             // Its SYN again.
-            Some(e) if e.p.client_isn() == t.seq => return,
+            Some(e) if e.p.syn_isn() == t.seq => return,
             // The client's address and port, reused for a new connection:
             // the old one is over.
             Some(_) => {
@@ -708,6 +709,11 @@ impl Protection {
         let (mut held, mut memory) = (0u64, 0u64);
         conns.retain(|key, e| {
             let keep = Self::walk(key, e, ns, c, outbox, peer, services);
+            // A quiet point reached by the server's silence alone.
+            if keep {
+                let quiet = e.p.truncatable(ns);
+                e.truncate(quiet, sink, (now, ns), c);
+            }
             let log = e.p.client_log();
             held += log.bytes().len() as u64;
             memory += log.capacity() as u64;
@@ -814,11 +820,20 @@ impl Protection {
     }
 }
 
-/// Whether a record says more than the one checkpointd holds: the time
-/// since the server went down moves on by itself.
+/// Whether a record says more than the one checkpointd holds. The time
+/// since the server went down moves on by itself: it is written again
+/// when it has moved by a tenth of a second, so a restart late in an
+/// outage still keeps `down_max_ms`.
 fn changed(held: &[u8; RECORD_BYTES], now: &[u8; RECORD_BYTES]) -> bool {
-    held[..DOWN_FOR.start] != now[..DOWN_FOR.start] || held[DOWN_FOR.end..] != now[DOWN_FOR.end..]
+    let down_for = |r: &[u8; RECORD_BYTES]| u64::from_le_bytes(r[DOWN_FOR].try_into().unwrap());
+    held[..DOWN_FOR.start] != now[..DOWN_FOR.start]
+        || held[DOWN_FOR.end..] != now[DOWN_FOR.end..]
+        || down_for(now).abs_diff(down_for(held)) >= DOWN_FOR_STEP_NS
 }
+
+/// How far the time since the server went down moves before its record is
+/// written again.
+const DOWN_FOR_STEP_NS: u64 = 100_000_000;
 
 fn count_sent(c: &FwCounters, sent: bool) {
     if sent {
@@ -851,7 +866,13 @@ mod tests {
 
     fn protected_with(sink: MemorySink, truncation: Truncation) -> Fw {
         let mut f = fw(sink);
-        let svc = ProtectedService { addr: S.into(), port: 80, truncation, ..Default::default() };
+        let svc = ProtectedService {
+            addr: S.into(),
+            port: 80,
+            truncation,
+            truncate_idle_ms: 0,
+            ..Default::default()
+        };
         f.protect(&[svc], vec![1, 0], HZ);
         f
     }

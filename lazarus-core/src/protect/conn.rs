@@ -48,6 +48,9 @@ pub struct ProtectPolicy {
     /// between requests: the log is truncated wherever every client byte
     /// is answered and every answer acknowledged.
     pub truncate: bool,
+    /// How long the server must have sent nothing before its answer is
+    /// taken as complete (TCP does not say where an answer ends).
+    pub truncate_idle_ns: u64,
 }
 
 /// What to do with the segment just shown.
@@ -151,6 +154,14 @@ pub struct Protected {
     /// the one before.
     retry_at: Option<u64>,
     retry_in: u64,
+    /// The server sent bytes acknowledging every logged client byte: an
+    /// answer to the last request (cleared by the next request's bytes).
+    answered: bool,
+    /// When the server last sent bytes (ns).
+    last_server_data: u64,
+    /// The ISN of the client's SYN (`client_isn` moves with truncations):
+    /// a SYN with it is this connection's again.
+    syn_isn: u32,
 }
 
 const RETRY_FIRST_NS: u64 = 50_000_000;
@@ -196,6 +207,9 @@ impl Protected {
             recoveries: 0,
             retry_at: None,
             retry_in: 0,
+            answered: false,
+            last_server_data: 0,
+            syn_isn: client_isn,
         }
     }
 
@@ -222,9 +236,10 @@ impl Protected {
         self.replay.as_ref().and_then(Replay::mapping).or(self.splice)
     }
 
-    /// The client's ISN: a SYN with another one is a new connection.
-    pub fn client_isn(&self) -> u32 {
-        self.client_isn
+    /// The ISN of the client's SYN: a SYN with another one is a new
+    /// connection.
+    pub fn syn_isn(&self) -> u32 {
+        self.syn_isn
     }
 
     /// Still waiting for the server's SYN-ACK.
@@ -251,30 +266,36 @@ impl Protected {
     /// up, every client byte acknowledged by the server, every server byte
     /// acknowledged by the client and in the digest, nothing held, and
     /// something since the last truncation.
-    pub fn truncatable(&self) -> bool {
-        self.quiet_at(self.client_acked)
+    pub fn truncatable(&self, now: u64) -> bool {
+        self.quiet_at(self.client_acked, now)
     }
 
     /// Whether the client segment `t` opens with a quiet point: its
     /// acknowledgment completes one at the log's end, before its own bytes
     /// (a client that acknowledges an answer with its next request, as
     /// delayed ACKs have it).
-    pub fn truncatable_before(&self, t: &TcpHdr) -> bool {
+    pub fn truncatable_before(&self, t: &TcpHdr, now: u64) -> bool {
         t.flags & (tcp_flags::SYN | tcp_flags::RST | tcp_flags::FIN | tcp_flags::ACK)
             == tcp_flags::ACK
             && t.seq == self.log.end()
-            && self.quiet_at(t.ack)
+            && self.quiet_at(t.ack, now)
     }
 
-    fn quiet_at(&self, client_acked: u32) -> bool {
+    /// A quiet point: the last request answered (server bytes that
+    /// acknowledge all of it; a bare ACK is not an answer), the server
+    /// silent for `truncate_idle_ns` since (an answer in several segments
+    /// is not cut), every client byte acknowledged by the server and every
+    /// server byte by the client and in the digest, nothing held.
+    fn quiet_at(&self, client_acked: u32, now: u64) -> bool {
         self.policy.truncate
+            && self.answered
+            && now.saturating_sub(self.last_server_data) >= self.policy.truncate_idle_ns
             && self.phase == Phase::Up
             && self.held.is_none()
             && self.replay.as_ref().is_none_or(Replay::is_done)
             && self.server_acked == self.log.end()
             && client_acked == self.server_end
             && self.digest.running().end == self.server_end
-            && (!self.log.bytes().is_empty() || self.server_end != self.server.isn.wrapping_add(1))
     }
 
     /// Truncates the log at a quiet point (`truncatable`): the connection
@@ -282,6 +303,7 @@ impl Protected {
     /// next bytes, so a replay opens a new connection at this point and
     /// sends only what came after; the digest starts again with it.
     pub fn truncate(&mut self) {
+        self.answered = false;
         self.client_acked = self.server_end;
         self.log.truncate_all();
         self.client_isn = self.log.start().wrapping_sub(1);
@@ -347,6 +369,7 @@ impl Protected {
                     return self.rewrite_to_server(tcp);
                 }
                 Logged::Appended(_) => {
+                    self.answered = false;
                     if let Some(r) = self.replay.as_mut() {
                         r.log_grew(self.log.bytes().len());
                     }
@@ -409,7 +432,7 @@ impl Protected {
                 }
                 Action::Forward
             }
-            Phase::Ended(_) => self.rewrite_to_client(tcp, t, payload),
+            Phase::Ended(_) => self.rewrite_to_client(tcp, t, payload, now),
             Phase::Down => Action::Absorb,
             Phase::Replaying => self.replaying(t, payload, now),
             Phase::Up => {
@@ -431,7 +454,7 @@ impl Protected {
                         return Action::Absorb;
                     }
                     // Its data goes on; the FIN is what is held.
-                    let a = self.rewrite_to_client(tcp, t, payload);
+                    let a = self.rewrite_to_client(tcp, t, payload, now);
                     clear_flag(tcp, tcp_flags::FIN);
                     return a;
                 }
@@ -440,14 +463,20 @@ impl Protected {
                     // after it cannot be, so it was not a crash's.
                     return Action::Absorb;
                 }
-                self.rewrite_to_client(tcp, t, payload)
+                self.rewrite_to_client(tcp, t, payload, now)
             }
         }
     }
 
     /// Rewrites a server segment for the client, then learns from it what
     /// the client will see.
-    fn rewrite_to_client(&mut self, tcp: &mut [u8], t: &TcpHdr, payload: &[u8]) -> Action {
+    fn rewrite_to_client(
+        &mut self,
+        tcp: &mut [u8],
+        t: &TcpHdr,
+        payload: &[u8],
+        now: u64,
+    ) -> Action {
         if let Some(s) = self.splice {
             if s.to_client(tcp).is_err() {
                 return Action::Drop(ProtectDrop::Unspliceable);
@@ -457,13 +486,24 @@ impl Protected {
             return Action::Forward;
         }
         let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
-        self.learn_server(seq, t, payload, self.splice);
+        self.learn_server(seq, t, payload, self.splice, now);
         Action::Forward
     }
 
     /// What the client sees of the server: `seq` in its view, `t`'s TSval
     /// through `mapping`.
-    fn learn_server(&mut self, seq: u32, t: &TcpHdr, payload: &[u8], mapping: Option<Splice>) {
+    fn learn_server(
+        &mut self,
+        seq: u32,
+        t: &TcpHdr,
+        payload: &[u8],
+        mapping: Option<Splice>,
+        now: u64,
+    ) {
+        if !payload.is_empty() {
+            self.last_server_data = now;
+            self.answered |= t.flags & tcp_flags::ACK != 0 && t.ack == self.log.end();
+        }
         let end = seq.wrapping_add(payload.len() as u32);
         if (end.wrapping_sub(self.server_end) as i32) > 0 {
             self.server_end = end;
@@ -506,7 +546,7 @@ impl Protected {
                 match (handed.and_then(|at| Some((at, payload.get(at..)?))), mapping) {
                     (Some((at, part)), Some(m)) => {
                         let seq = m.client_seq(t.seq.wrapping_add(at as u32));
-                        self.learn_server(seq, t, part, Some(m));
+                        self.learn_server(seq, t, part, Some(m), now);
                         Action::ForwardFrom(at)
                     }
                     _ => Action::Absorb,
@@ -676,6 +716,7 @@ mod tests {
         keepalive_ns: 1000 * MS,
         down_max_ns: 5000 * MS,
         truncate: false,
+        truncate_idle_ns: 0,
     };
 
     /// A segment as the firewall sees it: header, payload, and the frame.
@@ -949,13 +990,13 @@ mod tests {
         let mut p = Protected::new(ProtectPolicy { truncate: true, ..POLICY }, &syn);
         server(&mut p, SYN | ACK, 499, 100, b"", 0);
         client(&mut p, ACK, 100, 500, b"");
-        assert!(!p.truncatable(), "nothing since the handshake");
+        assert!(!p.truncatable(10), "nothing since the handshake");
         client(&mut p, ACK | PSH, 100, 500, b"GET a\n");
-        assert!(!p.truncatable(), "not answered");
+        assert!(!p.truncatable(10), "not answered");
         server(&mut p, ACK | PSH, 500, 106, b"A\n", 1);
-        assert!(!p.truncatable(), "the answer not acknowledged");
+        assert!(!p.truncatable(10), "the answer not acknowledged");
         client(&mut p, ACK, 106, 502, b"");
-        assert!(p.truncatable());
+        assert!(p.truncatable(10));
         p.truncate();
         assert_eq!((p.log(), p.client_log().base()), (&b""[..], 6));
         client(&mut p, ACK | PSH, 106, 502, b"GET b\n");
@@ -984,13 +1025,13 @@ mod tests {
         // After a recovery too (q, restored, has the default policy).
         let mut c = p;
         client(&mut c, ACK, 112, 504, b"");
-        assert!(c.truncatable(), "a spliced connection truncates as any other");
+        assert!(c.truncatable(10), "a spliced connection truncates as any other");
         // Without the policy the log is never truncated.
         let mut r = up();
         client(&mut r, ACK | PSH, 100, 500, b"GET a\n");
         server(&mut r, ACK | PSH, 500, 106, b"A\n", 1);
         client(&mut r, ACK, 106, 502, b"");
-        assert!(!r.truncatable());
+        assert!(!r.truncatable(10));
     }
 
     #[test]
@@ -1025,6 +1066,72 @@ mod tests {
             drain(c, 7);
             assert_eq!(c.ended(), Some(Ended::Replay(ReplayError::Diverged)));
         }
+    }
+
+    #[test]
+    fn a_bare_ack_or_part_of_an_answer_is_no_quiet_point() {
+        let (syn, _, _) = seg(true, SYN, 99, 0, b"");
+        let policy = ProtectPolicy { truncate: true, truncate_idle_ns: 10 * MS, ..POLICY };
+        let mut p = Protected::new(policy, &syn);
+        server(&mut p, SYN | ACK, 499, 100, b"", 0);
+        client(&mut p, ACK, 100, 500, b"");
+        client(&mut p, ACK | PSH, 100, 500, b"GET a\n");
+        // The server's kernel acknowledges the request before the answer.
+        server(&mut p, ACK, 500, 106, b"", MS);
+        assert!(!p.truncatable(100 * MS), "a bare ACK is no answer");
+        // The answer's first segment, acknowledged at once by the client.
+        server(&mut p, ACK | PSH, 500, 106, b"part1-", 2 * MS);
+        client(&mut p, ACK, 106, 506, b"");
+        assert!(!p.truncatable(5 * MS), "the server may not have finished");
+        server(&mut p, ACK | PSH, 506, 106, b"part2\n", 6 * MS);
+        client(&mut p, ACK, 106, 512, b"");
+        assert!(!p.truncatable(7 * MS));
+        assert!(p.truncatable(16 * MS), "silent for the idle time: the answer is whole");
+        // Truncated at the acknowledgment that came with the next request
+        // only once the server has been silent as long.
+        let (t, _, _) = seg(true, ACK | PSH, 106, 512, b"GET b\n");
+        assert!(!p.truncatable_before(&t, 10 * MS));
+        assert!(p.truncatable_before(&t, 16 * MS));
+    }
+
+    #[test]
+    fn a_gap_then_a_crash_is_replayed_not_refused() {
+        let mut p = up();
+        client(&mut p, ACK | PSH, 100, 500, b"a\n");
+        // The server's first answer is lost on its way to the firewall; its
+        // second arrives.
+        server(&mut p, ACK | PSH, 502, 102, b"yz", 1);
+        p.service_down(2);
+        p.service_up(2);
+        drain(&mut p, 2);
+        assert_eq!(p.ended(), None);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 3);
+        drain(&mut p, 3);
+        server(&mut p, ACK | PSH, 7001, 102, b"xxyz", 4);
+        drain(&mut p, 4);
+        assert!(p.ended().is_none() && p.splice().is_some(), "{:?}", p.ended());
+    }
+
+    #[test]
+    fn a_restore_whose_log_starts_after_the_truncation_is_refused_not_a_panic() {
+        let (syn, _, _) = seg(true, SYN, 99, 0, b"");
+        let mut p = Protected::new(ProtectPolicy { truncate: true, ..POLICY }, &syn);
+        server(&mut p, SYN | ACK, 499, 100, b"", 0);
+        client(&mut p, ACK | PSH, 100, 500, b"GET a\n");
+        server(&mut p, ACK | PSH, 500, 106, b"A\n", 1);
+        client(&mut p, ACK, 106, 502, b"");
+        p.truncate();
+        let mut b = [0; SNAPSHOT_BYTES];
+        p.snapshot(&mut b, 2);
+        // checkpointd holds nothing from offset 0 (its TRIM not come yet).
+        assert!(matches!(
+            Protected::restore(POLICY, &b, Vec::new(), 0, 3),
+            Err(SnapshotError::LogShort { .. })
+        ));
+        // A late copy of the SYN is still this connection's.
+        assert_eq!(p.syn_isn(), 99);
+        let q = Protected::restore(POLICY, &b, Vec::new(), 6, 3).unwrap();
+        assert_eq!(q.syn_isn(), 99);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::protect::{Ended, ProtectPolicy};
 use thiserror::Error;
 
 /// Bytes of an encoded snapshot.
-pub const SNAPSHOT_BYTES: usize = 100;
+pub const SNAPSHOT_BYTES: usize = 104;
 /// The encoding's own version, byte 0: a record of another is refused.
 const FORMAT: u8 = 1;
 /// Where the time since the server went down sits: it changes at every
@@ -159,7 +159,7 @@ impl Protected {
         b[DOWN_FOR].copy_from_slice(&now.saturating_sub(self.down_since).to_le_bytes());
         b[80..88].copy_from_slice(&self.log.base().to_le_bytes());
         let head = checked.head.unwrap_or(Acked { end: 0, digest: 0 });
-        for (i, w) in [head.end, head.digest, checked.from].iter().enumerate() {
+        for (i, w) in [head.end, head.digest, checked.from, self.syn_isn].iter().enumerate() {
             b[88 + 4 * i..92 + 4 * i].copy_from_slice(&w.to_le_bytes());
         }
     }
@@ -189,7 +189,7 @@ impl Protected {
             return Err(SnapshotError::LogShort { held: 0, counted });
         };
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        if log.len().saturating_sub(skip) < counted {
+        if skip > log.len() || log.len() - skip < counted {
             return Err(SnapshotError::LogShort { held: log.len().saturating_sub(skip), counted });
         }
         log.drain(..skip);
@@ -235,6 +235,7 @@ impl Protected {
             Acked { end: w(7), digest: w(8) },
         );
         p.splice = splice;
+        p.syn_isn = x(3);
         p.recoveries = w(13);
         p.down_since = now.saturating_sub(u64::from_le_bytes(b[DOWN_FOR].try_into().unwrap()));
         p.next_keepalive = now;
