@@ -162,10 +162,10 @@ lz_join_taps
 lz_wait_path
 APP=target/release/examples/protect_bridge
 lz_protect_serve redis "$APP" demo.0
-session_pids=()
+CLIENT_PIDS=()
 for i in $(seq 1 $SESSIONS); do
-    ip netns exec "$LZ_NS_C" "$APP" redis-client "$LZ_REDIS" 8 >"$W/act3.session$i.out" 2>&1 &
-    session_pids+=($!); LZ_PIDS+=($!)
+    ip netns exec "$LZ_NS_C" "$APP" redis-client "$LZ_REDIS" 8 >"$W/act3.client$i.out" 2>&1 &
+    CLIENT_PIDS+=($!); LZ_PIDS+=($!)
 done
 sleep 2
 kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
@@ -174,16 +174,8 @@ lz_ctl protect down "$LZ_REDIS" >/dev/null
 lz_protect_serve redis "$APP" demo.1
 back_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 lz_ctl protect up "$LZ_REDIS" >/dev/null
-ok3=0 incr=0 longest=0 err3=
-for i in "${!session_pids[@]}"; do
-    if wait "${session_pids[$i]}"; then
-        ok3=$((ok3 + 1))
-        read -r _ n us < "$W/act3.session$((i + 1)).out"
-        incr=$((incr + n)); [ "$us" -le "$longest" ] || longest=$us
-    else
-        [ -n "$err3" ] || err3=$(head -1 "$W/act3.session$((i + 1)).out")
-    fi
-done
+lz_wait_clients act3
+ok3=$WAIT_OK incr=$WAIT_LINES longest=$WAIT_LONGEST_US err3=$WAIT_ERROR
 recovered=$(lz_stat_sum protect_spliced)
 kill -KILL "$SERVER_PID" 2>/dev/null || true
 lz_dp_stop

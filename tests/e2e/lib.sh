@@ -769,6 +769,27 @@ lz_protect_app() {
     APP=$LZ_ROOT/target/release/examples/protect_bridge
 }
 
+# Waits for the protected tests' clients, pids in CLIENT_PIDS, outputs in
+# $LZ_WORK/TAG.clientN.out ("ok LINES LONGEST_US" each): sets WAIT_OK,
+# WAIT_FAILED, WAIT_LINES, WAIT_LONGEST_US and WAIT_ERROR (the first
+# failure's first line). Not in a subshell: it waits for this shell's
+# children.
+lz_wait_clients() {
+    local i n us out
+    WAIT_OK=0 WAIT_FAILED=0 WAIT_LINES=0 WAIT_LONGEST_US=0 WAIT_ERROR=
+    for i in "${!CLIENT_PIDS[@]}"; do
+        out=$LZ_WORK/$1.client$((i + 1)).out
+        if wait "${CLIENT_PIDS[$i]}"; then
+            WAIT_OK=$((WAIT_OK + 1))
+            read -r _ n us < "$out"
+            WAIT_LINES=$((WAIT_LINES + n)); [ "$us" -le "$WAIT_LONGEST_US" ] || WAIT_LONGEST_US=$us
+        else
+            WAIT_FAILED=$((WAIT_FAILED + 1))
+            [ -n "$WAIT_ERROR" ] || WAIT_ERROR=$(head -1 "$out")
+        fi
+    done
+}
+
 # The protected services of tests/e2e/protected*.sh.
 LZ_ECHO=$LZ_SERVER_IP:7000
 LZ_REDIS=$LZ_SERVER_IP:6379

@@ -23,14 +23,14 @@ FAST_MS=0
 # $ROUNDS times, a second apart; the third time it is back at once (as
 # systemd's Restart= does), well within 100 ms.
 run() {
-    local name=$1 hook=$2 i ok=0 failed=0 lines=0 longest=0 first_error=
+    local name=$1 hook=$2 i
     local service=$LZ_ECHO mode=client secs=$((ROUNDS + 2))
     [ "$KIND" = echo ] || { service=$LZ_REDIS; mode=redis-client; }
     lz_protect_serve "$KIND" "$APP" "$name.0"
-    local pids=()
+    CLIENT_PIDS=()
     for i in $(seq 1 $CLIENTS); do
         ip netns exec "$LZ_NS_C" "$APP" $mode "$service" $secs >"$LZ_WORK/$name.client$i.out" 2>&1 &
-        pids+=($!); LZ_PIDS+=($!)
+        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
     done
     sleep 1
     for round in $(seq 1 $ROUNDS); do
@@ -49,20 +49,11 @@ run() {
         [ "$hook" = 0 ] || lz_ctl protect up "$service" >/dev/null
         sleep 1
     done
-    for i in "${!pids[@]}"; do
-        if wait "${pids[$i]}"; then
-            ok=$((ok + 1))
-            read -r _ n us < "$LZ_WORK/$name.client$((i + 1)).out"
-            lines=$((lines + n)); [ "$us" -le "$longest" ] || longest=$us
-        else
-            failed=$((failed + 1))
-            [ -n "$first_error" ] || first_error=$(head -1 "$LZ_WORK/$name.client$((i + 1)).out")
-        fi
-    done
+    lz_wait_clients "$name"
     kill -KILL "$SERVER_PID" 2>/dev/null || true
     local fast=
     [ "$ROUNDS" -lt 3 ] || fast=", fast restart back in ${FAST_MS} ms"
-    echo "$ok ok, $failed failed${first_error:+ ($first_error)}, $lines answers checked, longest wait for an answer $((longest / 1000)) ms$fast"
+    echo "$WAIT_OK ok, $WAIT_FAILED failed${WAIT_ERROR:+ ($WAIT_ERROR)}, $WAIT_LINES answers checked, longest wait for an answer $((WAIT_LONGEST_US / 1000)) ms$fast"
 }
 
 

@@ -34,21 +34,10 @@ clients() {
 }
 
 # Waits for the clients; VERDICT is "N ok, M failed (first error), L
-# answers checked, longest wait W ms". (Not in a subshell: it waits for
-# this shell's children.)
+# answers checked, longest wait W ms".
 verdict() {
-    local ok=0 failed=0 lines=0 longest=0 first_error= i n us
-    for i in "${!CLIENT_PIDS[@]}"; do
-        if wait "${CLIENT_PIDS[$i]}"; then
-            ok=$((ok + 1))
-            read -r _ n us < "$LZ_WORK/$1.client$((i + 1)).out"
-            lines=$((lines + n)); [ "$us" -le "$longest" ] || longest=$us
-        else
-            failed=$((failed + 1))
-            [ -n "$first_error" ] || first_error=$(head -1 "$LZ_WORK/$1.client$((i + 1)).out")
-        fi
-    done
-    VERDICT="$ok ok, $failed failed${first_error:+ ($first_error)}, $lines answers checked, longest wait $((longest / 1000)) ms"
+    lz_wait_clients "$1"
+    VERDICT="$WAIT_OK ok, $WAIT_FAILED failed${WAIT_ERROR:+ ($WAIT_ERROR)}, $WAIT_LINES answers checked, longest wait $((WAIT_LONGEST_US / 1000)) ms"
 }
 
 restart_dataplane() {
