@@ -18,6 +18,8 @@ struct File {
     worker: Vec<toml::Value>,
     #[serde(default)]
     conntrack: Conntrack,
+    #[serde(default)]
+    protected: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +48,9 @@ pub struct Config {
     pub store_capacity: u32,
     /// Where the Prometheus endpoint listens; None when `metrics_listen = ""`.
     pub metrics: Option<SocketAddr>,
+    /// The dataplane protects servers (`[[protected]]`): their logs live in
+    /// this process's memory.
+    pub protects: bool,
 }
 
 impl Config {
@@ -111,7 +116,8 @@ impl Config {
         }
         let metrics = parse_metrics_listen(&c.metrics_listen, c.metrics_allow_remote)
             .map_err(|reason| invalid("checkpoint.metrics_listen", reason))?;
-        Ok(Config { checkpoint: c, workers, store_capacity, metrics })
+        let protects = !file.protected.is_empty();
+        Ok(Config { checkpoint: c, workers, store_capacity, metrics, protects })
     }
 }
 

@@ -143,8 +143,14 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let (takeover_tx, takeover_rx) = std::sync::mpsc::channel();
     let (remote_side, remote_stats) = match link {
         Some(link) => {
-            let (side, stats) =
-                start_remote(link, ck, &mut store, store_created, rings_geom.workers, takeover_rx)?;
+            let (side, stats) = start_remote(
+                link,
+                ck,
+                &mut store,
+                (store_created, cfg.protects),
+                rings_geom.workers,
+                takeover_rx,
+            )?;
             (Some(side), Some(stats))
         }
         None => (None, None),
@@ -375,7 +381,7 @@ fn start_remote(
     link: remote::Link,
     ck: &config::CheckpointSection,
     store: &mut store::Store,
-    store_created: bool,
+    (store_created, protects): (bool, bool),
     workers: u32,
     takeovers: std::sync::mpsc::Receiver<remote::TakeoverRequest>,
 ) -> anyhow::Result<(remote::RemoteSide, Arc<remote::RemoteStats>)> {
@@ -413,12 +419,13 @@ fn start_remote(
     }
     store.track_changes = true;
     if store_created {
-        match remote::restore(&link, store, workers, timeout, stats) {
+        match remote::restore(&link, store, workers, timeout, stats, remote::Take::All) {
             Ok(r) => {
                 info!(
-                    "restored {} connection(s) ({} portion(s)) from the remote store {shown}; {} \
-                     refused (HMAC), {} left for the dataplane's RSS to place",
-                    r.conns, r.portions, r.forged, r.unplaced
+                    "restored {} connection(s) and {} protected connection log(s) ({} portion(s)) \
+                     from the remote store {shown}; {} refused (HMAC), {} left for the \
+                     dataplane's RSS to place",
+                    r.conns, r.protected, r.portions, r.forged, r.unplaced
                 );
                 if r.forged > 0 {
                     warn!(
@@ -442,6 +449,22 @@ fn start_remote(
             return Err(e.context(format!("remote store {shown}")));
         }
         warn!("remote store {shown} is down at start ({e:#}): checkpointing locally, retrying");
+    } else if protects {
+        // The segments survived, the protected connections' logs (in the
+        // last checkpointd's memory) did not: the remote copy has them.
+        match remote::restore(&link, store, workers, timeout, stats, remote::Take::ProtectedOnly) {
+            Ok(r) => info!(
+                "restored {} protected connection log(s) from the remote store {shown} beside \
+                 the local store ({} refused)",
+                r.protected, r.forged
+            ),
+            Err(e) => warn!(
+                "the protected connections' logs could not be read from the remote store \
+                 {shown} ({e:#}): a dataplane that restarts before it writes them again \
+                 restores those connections unprotected"
+            ),
+        }
+        store.changes.clear();
     }
     let capacity = u64::from(store.segment().geometry().conn_capacity);
     let mut tracker =

@@ -5,7 +5,7 @@
 //! (`protected`) before its ports start.
 
 use hashbrown::HashMap;
-use shm_layout::{delta_kind, Delta};
+use shm_layout::{delta_kind, Delta, ProtectedPortion};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -135,6 +135,61 @@ impl Protected {
         st.conns.store(conns.len() as u64, Ordering::Relaxed);
     }
 
+    /// `id`'s remote portion (snapshot, log, base) into `out`, cleared
+    /// first, with its worker and its snapshot's version; None when no
+    /// protected connection has that id.
+    pub fn remote_portion(&self, id: u64, out: &mut Vec<u8>) -> Option<(u16, u64)> {
+        out.clear();
+        let conns = self.inner.lock().ok()?;
+        let e = conns.get(&id)?;
+        let p =
+            ProtectedPortion { broken: e.broken, record: &e.snapshot, base: e.base, log: &e.log };
+        p.encode(out);
+        Some((e.worker, e.version))
+    }
+
+    /// Every protected connection's id (copied out).
+    pub fn ids(&self) -> Vec<u64> {
+        self.inner.lock().map(|c| c.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Takes `id` whole from the remote copy (a reboot's restore, a
+    /// standby's mirror), at version 0: another process's clock, so
+    /// whatever this dataplane writes next is newer.
+    pub fn put_remote(
+        &self,
+        id: u64,
+        worker: u16,
+        payload: &[u8],
+    ) -> Result<(), shm_layout::ProtectedPortionError> {
+        let p = ProtectedPortion::parse(payload)?;
+        let Ok(mut conns) = self.inner.lock() else { return Ok(()) };
+        let e = Entry {
+            worker,
+            version: 0,
+            snapshot: p.record.to_vec(),
+            base: p.base,
+            log: p.log.to_vec(),
+            broken: p.broken,
+        };
+        let st = &self.stats;
+        st.log_bytes.fetch_add(e.log.len() as u64, Ordering::Relaxed);
+        if let Some(old) = conns.insert(id, e) {
+            st.log_bytes.fetch_sub(old.log.len() as u64, Ordering::Relaxed);
+        }
+        st.conns.store(conns.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Forgets `id` (the remote copy no longer holds it).
+    pub fn remove(&self, id: u64) {
+        let Ok(mut conns) = self.inner.lock() else { return };
+        if let Some(e) = conns.remove(&id) {
+            self.stats.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
+        }
+        self.stats.conns.store(conns.len() as u64, Ordering::Relaxed);
+    }
+
     /// Writes every connection to `out` as `shm_layout::parse_protected`
     /// reads it. Copied out first, so the drain loop never waits on the
     /// reader.
@@ -242,5 +297,32 @@ mod tests {
         p.apply(&delta(delta_kind::DELETE, 8, 9, b""), 1);
         assert_eq!(dumped(&p).0, r#"{"bytes":0,"protected":0}"#);
         assert_eq!(p.stats.log_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// What the remote copy carries is what a restarted dataplane reads back
+    /// from the appliance that restored it, at version 0.
+    #[test]
+    fn the_remote_portion_carries_the_whole_connection() {
+        let a = Protected::default();
+        a.apply(&delta(delta_kind::LOG, 7, 0, b"SET k 1\r\nINCR k\r\n"), 2);
+        a.apply(&delta(delta_kind::TRIM, 7, 9, b""), 2);
+        a.apply(&delta(delta_kind::PORTION, 7, 500, b"snap"), 2);
+        let mut portion = Vec::new();
+        assert_eq!(a.remote_portion(7, &mut portion), Some((2, 500)));
+        assert_eq!(a.remote_portion(8, &mut portion.clone()), None);
+        let b = Protected::default();
+        b.put_remote(7, 2, &portion).unwrap();
+        let (head, body) = dumped(&b);
+        assert_eq!(head, r#"{"bytes":48,"protected":1}"#);
+        assert_eq!(&body[20..28], &9u64.to_le_bytes(), "the base");
+        assert_eq!(&body[28..36], &0u64.to_le_bytes(), "version 0");
+        assert_eq!(&body[36..], b"snapINCR k\r\n");
+        // This dataplane's next snapshot is newer than the copied one.
+        b.apply(&delta(delta_kind::PORTION, 7, 3, b"new!"), 2);
+        assert_eq!(&dumped(&b).1[36..40], b"new!");
+        assert!(b.put_remote(9, 0, &portion[..5]).is_err());
+        b.remove(7);
+        assert_eq!(dumped(&b).0, r#"{"bytes":0,"protected":0}"#);
+        assert_eq!(b.stats.log_bytes.load(Ordering::Relaxed), 0);
     }
 }

@@ -203,6 +203,14 @@ impl Store {
     pub fn apply(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {
         if d.module == module::PROTECT {
             self.protect.apply(d, worker);
+            if self.track_changes {
+                // Its own entry in the remote copy (the id is the protected
+                // connection's, not the tracked one's).
+                self.changes.push(match d.kind {
+                    delta_kind::DELETE => Change::Gone { conn_id: d.conn_id, version: d.version },
+                    _ => Change::Put { conn_id: d.conn_id, first: false },
+                });
+            }
             return Outcome::Applied;
         }
         let o = match d.kind {
@@ -221,6 +229,31 @@ impl Store {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         o
+    }
+
+    /// Stores a portion copied from the remote store (a reboot's restore, a
+    /// standby's mirror) at version 0: another process's clock, so what this
+    /// appliance's dataplane writes next is newer.
+    pub fn put_copied(&mut self, conn_id: u64, worker: u16, module: u8, payload: &[u8]) -> Outcome {
+        if module == module::PROTECT {
+            return match self.protect.put_remote(conn_id, worker, payload) {
+                Ok(()) => Outcome::Applied,
+                Err(e) => {
+                    tracing::warn!("remote record {conn_id:016x}: {e}; it goes on unprotected");
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Rejected
+                }
+            };
+        }
+        let d = Delta { seq: 0, conn_id, version: 0, module, kind: delta_kind::PORTION, payload };
+        self.apply(&d, worker)
+    }
+
+    /// Removes a copied connection whatever version its portions carry (the
+    /// remote store no longer holds it).
+    pub fn forget_copied(&mut self, conn_id: u64) {
+        self.protect.remove(conn_id);
+        self.delete(conn_id);
     }
 
     fn upsert(&mut self, d: &Delta<'_>, worker: u16) -> Outcome {

@@ -74,6 +74,20 @@ fn sealed(id: u64, version: u64, epoch: u64) -> Vec<u8> {
     out
 }
 
+/// A record with a portion past 16-bit lengths (a protected connection's
+/// log): format 4.
+fn sealed_long(id: u64, version: u64, epoch: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let log = vec![b'x'; 70_000];
+    let p = [
+        RemotePortion { module: 1, version, epoch, payload: b"tcp state" },
+        RemotePortion { module: 5, version, epoch, payload: &log },
+    ];
+    encode_record(&key(), id, 0, 1, &p, &mut out);
+    assert_eq!(out[0], 4);
+    out
+}
+
 fn deleted(id: u64, version: u64, epoch: u64) -> Vec<u8> {
     encode_delete(&key(), id, epoch, version)
 }
@@ -159,6 +173,11 @@ fn an_older_version_or_delete_is_skipped_inside_redis() {
             .await
             .unwrap();
         assert_eq!(write(&mut c, 2, "A", &[(f, sealed(7, 5, 2))]).await, (1, 2, 1, 0));
+        // Format 4 (a protected connection's long log) is ordered the same.
+        assert_eq!(write(&mut c, 2, "A", &[(f, sealed_long(7, 6, 2))]).await, (1, 2, 1, 0));
+        assert_eq!(write(&mut c, 2, "A", &[(f, sealed(7, 5, 2))]).await, (1, 2, 0, 1));
+        assert_eq!(field(&mut c, f).await, Some(sealed_long(7, 6, 2)));
+        assert_eq!(write(&mut c, 2, "A", &[(f, sealed(7, 7, 2))]).await, (1, 2, 1, 0));
     });
 }
 

@@ -15,7 +15,7 @@ mod stats;
 mod writer;
 
 pub use link::{is_fatal, probe, Link};
-pub use restore::restore;
+pub use restore::{restore, Take};
 pub use standby::{Mirror, TakeoverRequest};
 pub use stats::RemoteStats;
 
@@ -26,7 +26,7 @@ use shm_layout::remote::RemoteRecord;
 use shm_layout::remote::{
     bucket_of, conn_field, encode_delete, encode_record, RemotePortion, REMOTE_BUCKETS,
 };
-use shm_layout::UNPLACED_WORKER;
+use shm_layout::{module, UNPLACED_WORKER};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +137,8 @@ pub struct Tracker {
     batch: usize,
     last_flush: Instant,
     record: Vec<u8>,
+    /// A protected connection's remote portion, while it is sealed.
+    protected: Vec<u8>,
     /// Pending connections with an urgent change, sent at the next pass.
     urgent: Vec<u64>,
     /// This appliance's worker count, sealed with each record.
@@ -175,6 +177,7 @@ impl Tracker {
             batch: sec.batch as usize,
             last_flush: Instant::now(),
             record: Vec::with_capacity(1024),
+            protected: Vec::new(),
             urgent: Vec::new(),
             workers: u16::try_from(workers).unwrap_or(u16::MAX),
         })
@@ -234,7 +237,7 @@ impl Tracker {
         }
         let now = Instant::now();
         let mut n = 0;
-        for id in store.conn_ids() {
+        for id in store.conn_ids().chain(store.protect.ids()) {
             if mask[usize::from(bucket_of(id))] {
                 self.dirty.entry(id).or_insert(Pending { gone: None, since: now, listed: false });
                 n += 1;
@@ -306,18 +309,38 @@ impl Tracker {
                         let key = &self.link.key;
                         let out = &mut self.record;
                         let workers = self.workers;
-                        let sealed = store.with_portions(id, |worker, list| {
-                            let portions: Vec<RemotePortion<'_>> = list
-                                .iter()
-                                .map(|&(module, version, payload)| {
-                                    let m = usize::from(module).min(4);
-                                    RemoteStats::add(&stats.module_portions[m], 1);
-                                    RemoteStats::add(&stats.module_bytes[m], payload.len() as u64);
-                                    RemotePortion { module, version, epoch, payload }
-                                })
-                                .collect();
-                            encode_record(key, id, worker, workers, &portions, out);
-                        });
+                        // A protected connection's log is an entry of its
+                        // own (its id covers the client's ISN), sealed alone.
+                        let sealed = if let Some((worker, version)) =
+                            store.protect.remote_portion(id, &mut self.protected)
+                        {
+                            let p = RemotePortion {
+                                module: module::PROTECT,
+                                version,
+                                epoch,
+                                payload: &self.protected,
+                            };
+                            RemoteStats::add(&stats.module_portions[5], 1);
+                            RemoteStats::add(&stats.module_bytes[5], p.payload.len() as u64);
+                            encode_record(key, id, worker, workers, &[p], out);
+                            Some(())
+                        } else {
+                            store.with_portions(id, |worker, list| {
+                                let portions: Vec<RemotePortion<'_>> = list
+                                    .iter()
+                                    .map(|&(module, version, payload)| {
+                                        let m = usize::from(module).min(4);
+                                        RemoteStats::add(&stats.module_portions[m], 1);
+                                        RemoteStats::add(
+                                            &stats.module_bytes[m],
+                                            payload.len() as u64,
+                                        );
+                                        RemotePortion { module, version, epoch, payload }
+                                    })
+                                    .collect();
+                                encode_record(key, id, worker, workers, &portions, out);
+                            })
+                        };
                         if sealed.is_none() {
                             // Deleted since, and its delete is queued or sent.
                             continue;

@@ -7,7 +7,7 @@ use super::link::{Link, Refused};
 use super::stats::RemoteStats;
 use crate::store::{Outcome, Store};
 use shm_layout::remote::{bucket_key, bucket_of, decode_record, field_conn, REMOTE_BUCKETS};
-use shm_layout::{delta_kind, Delta, UNPLACED_WORKER};
+use shm_layout::UNPLACED_WORKER;
 use std::time::Duration;
 use tracing::warn;
 
@@ -15,6 +15,8 @@ use tracing::warn;
 #[derive(Debug, Default)]
 pub struct Restored {
     pub conns: u64,
+    /// Protected connections (their snapshots and logs).
+    pub protected: u64,
     pub portions: u64,
     /// Records whose HMAC failed (forged, transplanted, damaged), or found
     /// in another connection's bucket.
@@ -26,6 +28,16 @@ pub struct Restored {
 /// Buckets fetched in one pipeline.
 const CHUNK: u16 = 16;
 
+/// What a restore takes from the remote copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Every connection: the local store is new.
+    All,
+    /// Only the protected connections' logs, of connections the local
+    /// store holds: it survived, but they live in checkpointd's memory.
+    ProtectedOnly,
+}
+
 /// Fills `store` from the remote copy, every portion at version 0 (FTP
 /// expectations inside them are not restored, as after a rebase). Errors are the store's, unreachable
 /// or refusing (the caller decides whether to go on without it).
@@ -35,6 +47,7 @@ pub fn restore(
     workers: u32,
     timeout: Duration,
     stats: &RemoteStats,
+    take: Take,
 ) -> anyhow::Result<Restored> {
     let fetched = super::block_on_timeout(timeout, fetch(link))?.ok_or_else(|| {
         anyhow::anyhow!("no answer within checkpoint.remote.restore_timeout_ms ({timeout:?})")
@@ -60,26 +73,26 @@ pub fn restore(
             }
             let worker = super::local_worker(&rec, workers);
             r.unplaced += u64::from(worker == UNPLACED_WORKER);
-            let mut any = false;
+            let (mut conn, mut protected) = (false, false);
             for p in &rec.portions {
-                let d = Delta {
-                    seq: 0,
-                    conn_id,
-                    // Another process's clock (another boot, or another
-                    // host's): version 0, as a rebased store has; what this
-                    // dataplane writes from now on is newer.
-                    version: 0,
-                    module: p.module,
-                    kind: delta_kind::PORTION,
-                    payload: p.payload,
-                };
-                if store.apply(&d, worker) == Outcome::Applied {
+                let protect = p.module == shm_layout::module::PROTECT;
+                if take == Take::ProtectedOnly && !protect {
+                    continue;
+                }
+                // Another process's clock (another boot, or another host's):
+                // version 0, as a rebased store has.
+                if store.put_copied(conn_id, worker, p.module, p.payload) == Outcome::Applied {
                     r.portions += 1;
-                    any = true;
+                    protected |= protect;
+                    conn |= !protect;
                 }
             }
-            r.conns += u64::from(any);
+            r.conns += u64::from(conn);
+            r.protected += u64::from(protected);
         }
+    }
+    if take == Take::ProtectedOnly {
+        return Ok(r);
     }
     RemoteStats::add(&stats.restored_conns, r.conns);
     RemoteStats::add(&stats.restore_forged, r.forged);

@@ -13,7 +13,7 @@ use super::Tracker;
 use crate::store::Store;
 use serde_json::{json, Value};
 use shm_layout::remote::{bucket_of, REMOTE_BUCKETS};
-use shm_layout::{delta_kind, Delta, RemoteSection};
+use shm_layout::RemoteSection;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Instant;
@@ -98,22 +98,14 @@ impl Mirror {
                     // The record replaces what the mirror held: a portion the
                     // connection no longer has (its id reused within one
                     // interval) does not survive.
-                    delete(store, conn_id);
+                    store.forget_copied(conn_id);
                     for (module, payload) in &portions {
-                        let d = Delta {
-                            seq: 0,
-                            conn_id,
-                            version: 0,
-                            module: *module,
-                            kind: delta_kind::PORTION,
-                            payload,
-                        };
-                        store.apply(&d, worker);
+                        store.put_copied(conn_id, worker, *module, payload);
                     }
                     RemoteStats::add(&self.stats.mirror_applied, 1);
                 }
                 MirrorOp::Delete { conn_id } => {
-                    delete(store, conn_id);
+                    store.forget_copied(conn_id);
                     RemoteStats::add(&self.stats.mirror_deletes, 1);
                 }
                 MirrorOp::Prune { buckets, keep } => {
@@ -123,10 +115,11 @@ impl Mirror {
                     }
                     let gone: Vec<u64> = store
                         .conn_ids()
+                        .chain(store.protect.ids())
                         .filter(|id| mask[usize::from(bucket_of(*id))] && !keep.contains(id))
                         .collect();
                     for id in &gone {
-                        delete(store, *id);
+                        store.forget_copied(*id);
                     }
                     RemoteStats::add(&self.stats.mirror_deletes, gone.len() as u64);
                 }
@@ -273,19 +266,6 @@ impl Mirror {
         })));
         Some(tracker)
     }
-}
-
-/// Removes a mirrored connection whatever version its portions carry.
-fn delete(store: &mut Store, conn_id: u64) {
-    let d = Delta {
-        seq: 0,
-        conn_id,
-        version: u64::MAX,
-        module: 0,
-        kind: delta_kind::DELETE,
-        payload: &[],
-    };
-    store.apply(&d, 0);
 }
 
 /// Raises every bucket's epoch past the highest one held (compare and set).

@@ -41,9 +41,9 @@ pub struct RemoteStats {
     pub urgent_sends: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Bytes of sealed portions sent, by module number.
-    pub module_bytes: [AtomicU64; 5],
+    pub module_bytes: [AtomicU64; 6],
     /// Portions sent, by module number.
-    pub module_portions: [AtomicU64; 5],
+    pub module_portions: [AtomicU64; 6],
     /// From a connection's first unsent change to the store's reply, in µs.
     pub lag_last_us: AtomicU64,
     pub lag_max_us: AtomicU64,
@@ -132,9 +132,10 @@ impl RemoteStats {
     /// The figures as the control socket reports them.
     pub fn to_json(&self) -> serde_json::Value {
         let g = Self::get;
-        let by_module = |a: &[AtomicU64; 5]| {
+        let by_module = |a: &[AtomicU64; 6]| {
             serde_json::json!({
                 "ip": g(&a[0]), "tcp": g(&a[1]), "udp": g(&a[2]), "icmp": g(&a[3]), "ftp": g(&a[4]),
+                "protect": g(&a[5]),
             })
         };
         serde_json::json!({

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Protected servers through the box's own loss (issue 21, the remote log):
+# 20 line clients echo through a [[protected]] line-echo server that keeps
+# its whole session (no truncation), behind the dataplane with checkpointd,
+# which copies every connection, the protected ones with their client logs,
+# to Debian's redis-server in a namespace of its own (the remote device).
+#  1. The server dies (the hook says down), then the whole box: the
+#     dataplane and checkpointd are SIGKILLed and their segments deleted,
+#     as a reboot leaves them. The server comes back while nothing runs;
+#     checkpointd restores the connections and their logs from Redis, the
+#     dataplane rebuilds them, replays each log to the new server and
+#     splices: no client sees an error.
+#  2. The server dies again, then the dataplane and checkpointd, this time
+#     with their segments kept: the logs, which lived in checkpointd's
+#     memory, come back from Redis beside the local store.
+# Control: the first case with Redis's copy deleted before the restart,
+# whose clients fail.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+trap lz_cleanup EXIT
+
+command -v redis-server >/dev/null || lz_fail "redis-server missing: run scripts/setup.sh"
+lz_protect_app
+CLIENTS=20
+
+clients() {
+    CLIENT_PIDS=()
+    for i in $(seq 1 $CLIENTS); do
+        ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" "$1" >"$LZ_WORK/$2.client$i.out" 2>&1 &
+        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
+    done
+}
+
+verdict() {
+    lz_wait_clients "$1"
+    VERDICT="$WAIT_OK ok, $WAIT_FAILED failed${WAIT_ERROR:+ ($WAIT_ERROR)}, $WAIT_LINES answers checked, longest wait $((WAIT_LONGEST_US / 1000)) ms"
+}
+
+kill_server() {
+    kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# The server dies and the hook says so; then the box: $1 "reboot" deletes
+# the segments too, "crash" keeps them. $2 runs while nothing runs.
+box_dies() {
+    kill_server
+    sleep 0.05
+    lz_ctl protect down "$LZ_ECHO" >/dev/null
+    sleep 0.3
+    lz_dp_kill
+    lz_ckpt_kill
+    [ "$1" = reboot ] && rm -rf "$LZ_CKPT_DIR"
+    ${2:-true}
+    lz_protect_serve echo "$APP" "$3"
+    lz_ckpt_start
+    lz_dp_start
+    lz_join_taps
+}
+
+protect_sent() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["remote"]["module_portions"]["protect"])' "$(lz_ckpt_ask '{"cmd":"status"}')"; }
+
+lz_ns_up
+lz_redis_up
+export LZ_CHECKPOINT=true
+lz_config "" "$(lz_remote_toml)
+$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000' "$LZ_SERVER_IP")"
+lz_ckpt_start
+lz_dp_start
+lz_join_taps
+lz_wait_path
+lz_protect_serve echo "$APP" on.0
+clients 14 on
+sleep 1.5
+sent=$(protect_sent)
+[ "$sent" -ge "$CLIENTS" ] || lz_fail "checkpointd sent $sent protected portions to Redis, fewer than the $CLIENTS connections"
+
+# 1. A reboot.
+box_dies reboot true on.1
+restored1=$(lz_stat_sum protect_restored)
+from_redis=$(grep -o 'restored [0-9]* connection(s) and [0-9]* protected' "$LZ_WORK/checkpointd.log" | tail -1 | grep -o '[0-9]* protected' | grep -o '[0-9]*')
+sleep 3
+spliced1=$(lz_stat_sum protect_spliced)
+lz_log "rebooted while the server was down: checkpointd restored ${from_redis:-0} protected connection logs from Redis, the dataplane $restored1 protected, $spliced1 carried onto the new server"
+
+# 2. Both processes die, their segments kept.
+box_dies crash true on.2
+restored2=$(lz_stat_sum protect_restored)
+sleep 3
+spliced2=$(lz_stat_sum protect_spliced)
+verdict on
+on="$VERDICT; after the reboot restored $restored1, carried over $spliced1; after the crash restored $restored2, carried over $spliced2"
+lz_log "protected, the box lost twice: $on"
+[[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { tail -30 "$LZ_WORK/dataplane.log"; lz_fail "protected clients failed across the box's loss: $on"; }
+for r in "${from_redis:-0}" "$restored1" "$spliced1" "$restored2" "$spliced2"; do
+    [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart restored or carried over $r protected connections, not $CLIENTS: $on"
+done
+grep -q "restored [1-9][0-9]* protected connection log(s) from the remote store" "$LZ_WORK/checkpointd.log" \
+    || lz_fail "checkpointd did not read the protected connections' logs back from Redis at a start with its segments"
+kill_server
+
+# Control: the reboot again, with Redis's copy deleted while the box is down.
+lz_protect_serve echo "$APP" off.0
+clients 6 off
+sleep 1.5
+flush() { lz_redis_admin FLUSHALL >/dev/null; }
+box_dies reboot flush off.1
+verdict off
+off=$VERDICT
+lz_log "control, Redis's copy deleted: $off"
+[[ "$off" == "0 ok"* ]] || lz_fail "control: clients passed without Redis's copy: the test cannot tell ($off)"
+kill_server
+lz_dp_stop
+echo "PASS protected_reboot: $CLIENTS line clients (whole sessions logged) through the box's loss with their server down, logs restored from Redis: $on; control without Redis's copy: $(cut -d, -f1-2 <<<"$off")"
