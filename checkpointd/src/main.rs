@@ -418,9 +418,11 @@ fn start_remote(
         return Ok((remote::RemoteSide::Standby(Box::new(m)), Arc::clone(stats)));
     }
     store.track_changes = true;
+    let mut chunks = Default::default();
     if store_created {
         match remote::restore(&link, store, workers, timeout, stats, remote::Take::All) {
             Ok(r) => {
+                chunks = r.chunks;
                 info!(
                     "restored {} connection(s) and {} protected connection log(s) ({} portion(s)) \
                      from the remote store {shown}; {} refused (HMAC), {} left for the \
@@ -453,11 +455,14 @@ fn start_remote(
         // The segments survived, the protected connections' logs (in the
         // last checkpointd's memory) did not: the remote copy has them.
         match remote::restore(&link, store, workers, timeout, stats, remote::Take::ProtectedOnly) {
-            Ok(r) => info!(
-                "restored {} protected connection log(s) from the remote store {shown} beside \
-                 the local store ({} refused)",
-                r.protected, r.forged
-            ),
+            Ok(r) => {
+                info!(
+                    "restored {} protected connection log(s) from the remote store {shown} \
+                     beside the local store ({} refused)",
+                    r.protected, r.forged
+                );
+                chunks = r.chunks;
+            }
             Err(e) => warn!(
                 "the protected connections' logs could not be read from the remote store \
                  {shown} ({e:#}): a dataplane that restarts before it writes them again \
@@ -469,6 +474,7 @@ fn start_remote(
     let capacity = u64::from(store.segment().geometry().conn_capacity);
     let mut tracker =
         remote::Tracker::start(link, &ck.remote, Arc::clone(stats), capacity, workers, false)?;
+    tracker.adopt_chunks(chunks);
     if !store_created {
         // The changes drained before this start may not have reached the
         // remote store: send every connection once (older ones are skipped
@@ -476,7 +482,7 @@ fn start_remote(
         let n = tracker.queue_all(store, None);
         info!("remote store {shown}: {n} stored connection(s) queued to bring it up to date");
     }
-    Ok((remote::RemoteSide::Active(tracker), Arc::clone(stats)))
+    Ok((remote::RemoteSide::Active(Box::new(tracker)), Arc::clone(stats)))
 }
 
 /// One checkpointd per directory: an flock held for the process's life.

@@ -236,10 +236,12 @@ impl Store {
     /// appliance's dataplane writes next is newer.
     pub fn put_copied(&mut self, conn_id: u64, worker: u16, module: u8, payload: &[u8]) -> Outcome {
         if module == module::PROTECT {
-            return match self.protect.put_remote(conn_id, worker, payload) {
+            return match self.protect.put_head(conn_id, worker, payload) {
                 Ok(()) => Outcome::Applied,
                 Err(e) => {
-                    tracing::warn!("remote record {conn_id:016x}: {e}; it goes on unprotected");
+                    tracing::warn!(
+                        "remote protected connection {conn_id:016x}: {e}; it goes on unprotected"
+                    );
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     Outcome::Rejected
                 }

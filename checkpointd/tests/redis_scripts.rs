@@ -74,20 +74,6 @@ fn sealed(id: u64, version: u64, epoch: u64) -> Vec<u8> {
     out
 }
 
-/// A record with a portion past 16-bit lengths (a protected connection's
-/// log): format 4.
-fn sealed_long(id: u64, version: u64, epoch: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let log = vec![b'x'; 70_000];
-    let p = [
-        RemotePortion { module: 1, version, epoch, payload: b"tcp state" },
-        RemotePortion { module: 5, version, epoch, payload: &log },
-    ];
-    encode_record(&key(), id, 0, 1, &p, &mut out);
-    assert_eq!(out[0], 4);
-    out
-}
-
 fn deleted(id: u64, version: u64, epoch: u64) -> Vec<u8> {
     encode_delete(&key(), id, epoch, version)
 }
@@ -173,11 +159,35 @@ fn an_older_version_or_delete_is_skipped_inside_redis() {
             .await
             .unwrap();
         assert_eq!(write(&mut c, 2, "A", &[(f, sealed(7, 5, 2))]).await, (1, 2, 1, 0));
-        // Format 4 (a protected connection's long log) is ordered the same.
-        assert_eq!(write(&mut c, 2, "A", &[(f, sealed_long(7, 6, 2))]).await, (1, 2, 1, 0));
-        assert_eq!(write(&mut c, 2, "A", &[(f, sealed(7, 5, 2))]).await, (1, 2, 0, 1));
-        assert_eq!(field(&mut c, f).await, Some(sealed_long(7, 6, 2)));
-        assert_eq!(write(&mut c, 2, "A", &[(f, sealed(7, 7, 2))]).await, (1, 2, 1, 0));
+    });
+}
+
+/// A protected connection's log chunks: written and removed as they come,
+/// published, and refused with the rest of a fenced call.
+#[test]
+fn log_chunks_are_written_and_removed_inside_redis() {
+    use shm_layout::remote_log::{chunk_field, encode_chunk, CHUNK_GONE};
+    let s = server("chunks");
+    rt().block_on(async {
+        let mut c = connect(&s).await;
+        let f = "0000000000000007";
+        let (c0, c9) = (chunk_field(7, 0), chunk_field(7, 9));
+        let one = encode_chunk(&key(), 7, 0, b"SET k 1\r\n");
+        let two = encode_chunk(&key(), 7, 9, b"INCR k\r\n");
+        let w = write(&mut c, 2, "A", &[(f, sealed(7, 5, 2)), (&c0, one.clone())]).await;
+        assert_eq!(w, (2, 2, 2, 0));
+        assert_eq!(write(&mut c, 2, "A", &[(&c9, two.clone())]).await, (1, 2, 1, 0));
+        assert_eq!(field(&mut c, &c0).await, Some(one));
+        assert_eq!(field(&mut c, &c9).await, Some(two));
+        assert_eq!(write(&mut c, 2, "A", &[(&c0, CHUNK_GONE.to_vec())]).await, (1, 2, 1, 0));
+        assert_eq!(field(&mut c, &c0).await, None);
+        // A fenced writer's chunks are refused with its call.
+        let three = encode_chunk(&key(), 7, 17, b"GET k\r\n");
+        let c17 = chunk_field(7, 17);
+        assert_eq!(write(&mut c, 1, "A", &[(&c17, three)]).await.0, 0);
+        assert_eq!(write(&mut c, 1, "A", &[(&c9, CHUNK_GONE.to_vec())]).await.0, 0);
+        assert_eq!(field(&mut c, &c17).await, None);
+        assert!(field(&mut c, &c9).await.is_some());
     });
 }
 

@@ -34,6 +34,7 @@ mod origin;
 mod producer_lock;
 mod protected;
 pub mod remote;
+pub mod remote_log;
 mod ring;
 mod segment;
 mod store;
@@ -51,8 +52,7 @@ pub use mapped::{is_hugetlbfs, try_lock_exclusive, MappedFile, HUGEPAGE_BYTES};
 pub use origin::{boot_id, tsc_hz, SegmentOrigin, ORIGIN_OFFSET};
 pub use producer_lock::{lock_producers, ProducerLock};
 pub use protected::{
-    encode_protected, parse_protected, HeldProtected, ProtectedPortion, ProtectedPortionError,
-    ProtectedReplyError, PROTECTED_HEADER_BYTES, PROTECTED_PORTION_HEADER_BYTES,
+    encode_protected, parse_protected, HeldProtected, ProtectedReplyError, PROTECTED_HEADER_BYTES,
 };
 pub use ring::{
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,

@@ -83,61 +83,6 @@ pub fn parse_protected(mut body: &[u8], n: u64) -> Result<Vec<HeldProtected>, Pr
     Ok(out)
 }
 
-/// Bytes of a remote portion's header.
-pub const PROTECTED_PORTION_HEADER_BYTES: usize = 14;
-
-/// A protected connection as the remote copy carries it: the payload of its
-/// PROTECT portion in a sealed record (docs/CHECKPOINT.md#remote), so a
-/// rebooted or standby appliance restores its log with its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProtectedPortion<'a> {
-    pub broken: bool,
-    pub record: &'a [u8],
-    pub base: u64,
-    pub log: &'a [u8],
-}
-
-impl ProtectedPortion<'_> {
-    /// Appends the payload: big-endian as the rest of the remote copy,
-    /// `broken` u8, 0 u8, record length u32, the log's stream offset u64,
-    /// the record, the log.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&[u8::from(self.broken), 0]);
-        out.extend_from_slice(&(self.record.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.base.to_be_bytes());
-        out.extend_from_slice(self.record);
-        out.extend_from_slice(self.log);
-    }
-
-    pub fn parse(payload: &[u8]) -> Result<ProtectedPortion<'_>, ProtectedPortionError> {
-        let (head, rest) = payload
-            .split_at_checked(PROTECTED_PORTION_HEADER_BYTES)
-            .ok_or(ProtectedPortionError::Short(payload.len()))?;
-        if head[0] > 1 || head[1] != 0 {
-            return Err(ProtectedPortionError::Reserved);
-        }
-        let len = u32::from_be_bytes(head[2..6].try_into().unwrap()) as usize;
-        let (record, log) =
-            rest.split_at_checked(len).ok_or(ProtectedPortionError::Short(payload.len()))?;
-        Ok(ProtectedPortion {
-            broken: head[0] == 1,
-            record,
-            base: u64::from_be_bytes(head[6..14].try_into().unwrap()),
-            log,
-        })
-    }
-}
-
-/// Why a remote PROTECT portion cannot be read (its tag was valid: a writer
-/// of another build).
-#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
-pub enum ProtectedPortionError {
-    #[error("a protected connection's remote portion of {0} bytes is cut short")]
-    Short(usize),
-    #[error("a protected connection's remote portion has reserved bits set: written by another Lazarus build")]
-    Reserved,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,19 +109,5 @@ mod tests {
         assert!(parse_protected(&body[..body.len() - 1], 2).is_err());
         assert_eq!(parse_protected(&body, 1).err(), Some(ProtectedReplyError::Trailing(38)));
         assert!(parse_protected(&body, 3).is_err());
-    }
-
-    #[test]
-    fn a_remote_portion_reads_back_or_is_refused() {
-        let p =
-            ProtectedPortion { broken: true, record: b"snap", base: 1 << 40, log: b"GET k\r\n" };
-        let mut out = Vec::new();
-        p.encode(&mut out);
-        assert_eq!(ProtectedPortion::parse(&out), Ok(p));
-        for n in 0..PROTECTED_PORTION_HEADER_BYTES + 4 {
-            assert!(ProtectedPortion::parse(&out[..n]).is_err(), "cut at {n}");
-        }
-        out[1] = 1;
-        assert_eq!(ProtectedPortion::parse(&out), Err(ProtectedPortionError::Reserved));
     }
 }

@@ -20,13 +20,8 @@ use std::path::Path;
 /// 3: the writer's worker count in the header and under every tag, so a
 /// reader with another count places the connection by its own RSS. 2 is
 /// read (its worker count unknown), never written.
-/// 4: format 3 with 32-bit portion lengths, for a protected connection's
-/// portion (its client log). Written only for a record that needs it, so a
-/// reader of 3 still reads every other connection.
-pub const REMOTE_FORMAT: u8 = 4;
-/// The format written for records whose portions all fit 16-bit lengths.
-pub const REMOTE_FORMAT_SHORT: u8 = 3;
-/// The oldest format still read.
+pub const REMOTE_FORMAT: u8 = 3;
+/// The previous format, still read.
 pub const REMOTE_FORMAT_OLDEST: u8 = 2;
 /// The format byte a delete's tag covers: deletes are as format 2 made them.
 const DELETE_FORMAT: u8 = 2;
@@ -50,15 +45,7 @@ pub const TAG_BYTES: usize = 32;
 pub const KEY_MIN_BYTES: usize = 32;
 
 const RECORD_HEADER_BYTES: usize = 24;
-/// A portion's header: module, 0, length (16 bits, 32 from format 4),
-/// version, epoch.
-const fn portion_header_bytes(format: u8) -> usize {
-    if format >= 4 {
-        22
-    } else {
-        20
-    }
-}
+const PORTION_HEADER_BYTES: usize = 20;
 /// `D`, epoch, version, tag.
 const DELETE_BYTES: usize = 1 + 8 + 8 + TAG_BYTES;
 /// The module byte a delete's tag is computed with.
@@ -94,7 +81,7 @@ local function order(s)
   local t
   if f == 68 and #s >= 17 then
     t = {struct.unpack('>I4I4I4I4', s, 2)}
-  elseif (f == 2 or f == 3 or f == 4) and #s >= 24 then
+  elseif (f == 2 or f == 3) and #s >= 24 then
     t = {struct.unpack('>I4I4I4I4', s, 9)}
   else
     return nil
@@ -111,22 +98,37 @@ local written, stale = 0, 0
 local msg = {}
 for i = 4, #ARGV, 2 do
   local field, val = ARGV[i], ARGV[i + 1]
-  local new = order(val)
-  local old = redis.call('HGET', key, field)
-  local o = old and order(old)
-  local delete = string.byte(val, 1) == 68
-  if new == nil then
-    stale = stale + 1
-  elseif o and before(new, o) then
-    stale = stale + 1
-  elseif delete and not old then
-    -- nothing to delete
+  local f = string.byte(val, 1)
+  local wrote = false
+  if f == 76 then
+    -- A protected connection's log chunk (remote_log.rs): written as it
+    -- comes, its head's order covers it; X removes one.
+    redis.call('HSET', key, field, val)
+    wrote = true
+  elseif f == 88 then
+    redis.call('HDEL', key, field)
+    wrote = true
   else
-    if delete then
-      redis.call('HDEL', key, field)
+    local new = order(val)
+    local old = redis.call('HGET', key, field)
+    local o = old and order(old)
+    local delete = f == 68
+    if new == nil then
+      stale = stale + 1
+    elseif o and before(new, o) then
+      stale = stale + 1
+    elseif delete and not old then
+      -- nothing to delete
     else
-      redis.call('HSET', key, field, val)
+      if delete then
+        redis.call('HDEL', key, field)
+      else
+        redis.call('HSET', key, field, val)
+      end
+      wrote = true
     end
+  end
+  if wrote then
     written = written + 1
     msg[#msg + 1] = struct.pack('>I2', #field) .. field .. struct.pack('>I4', #val) .. val
   end
@@ -191,10 +193,12 @@ pub enum RemoteError {
     KeyTooShort { path: String, len: usize },
     #[error("record of {len} byte(s) is cut short")]
     Truncated { len: usize },
-    #[error("record format {0} is not one this build reads ({REMOTE_FORMAT_OLDEST} to {REMOTE_FORMAT}): written by another Lazarus build; upgrade this appliance")]
+    #[error("record format {0} is neither {REMOTE_FORMAT} nor {REMOTE_FORMAT_OLDEST}: written by another Lazarus build")]
     Format(u8),
     #[error("the delete's HMAC does not match (forged, or copied from another connection)")]
     ForgedDelete,
+    #[error("a protected connection's log chunk: its HMAC does not match (forged, or copied from another connection or offset)")]
+    ForgedChunk,
     #[error("reserved bytes are not zero: written by another Lazarus build, or damaged")]
     Reserved,
     #[error("portion of module {module}: its HMAC does not match (forged, or copied from another connection)")]
@@ -208,7 +212,7 @@ pub enum RemoteError {
 /// The key every portion is sealed under, read from a file so that it never
 /// sits in the config.
 #[derive(Clone)]
-pub struct SealKey(Hmac<Sha256>);
+pub struct SealKey(pub(crate) Hmac<Sha256>);
 
 impl std::fmt::Debug for SealKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -253,11 +257,7 @@ impl SealKey {
             }
             m.update(&[count]);
         }
-        if format >= 4 {
-            m.update(&(p.payload.len() as u32).to_be_bytes());
-        } else {
-            m.update(&(p.payload.len() as u16).to_be_bytes());
-        }
+        m.update(&(p.payload.len() as u16).to_be_bytes());
         m.update(p.payload);
         m
     }
@@ -367,9 +367,7 @@ pub fn encode_record(
     let newest = portions.iter().map(|p| p.version).max().unwrap_or(0);
     let epoch = portions.iter().map(|p| p.epoch).max().unwrap_or(0);
     let count = portions.len() as u8;
-    let long = portions.iter().any(|p| p.payload.len() > usize::from(u16::MAX));
-    let format = if long { REMOTE_FORMAT } else { REMOTE_FORMAT_SHORT };
-    out.extend_from_slice(&[format, count]);
+    out.extend_from_slice(&[REMOTE_FORMAT, count]);
     out.extend_from_slice(&worker.to_be_bytes());
     out.extend_from_slice(&workers.to_be_bytes());
     out.extend_from_slice(&[0; 2]);
@@ -377,16 +375,12 @@ pub fn encode_record(
     out.extend_from_slice(&newest.to_be_bytes());
     for p in portions {
         out.extend_from_slice(&[p.module, 0]);
-        if long {
-            out.extend_from_slice(&(p.payload.len() as u32).to_be_bytes());
-        } else {
-            out.extend_from_slice(&(p.payload.len() as u16).to_be_bytes());
-        }
+        out.extend_from_slice(&(p.payload.len() as u16).to_be_bytes());
         out.extend_from_slice(&p.version.to_be_bytes());
         out.extend_from_slice(&p.epoch.to_be_bytes());
         out.extend_from_slice(p.payload);
         let place = Place { worker, workers: Some(workers), count };
-        let tag = key.mac(conn_id, format, p, Some(place)).finalize();
+        let tag = key.mac(conn_id, REMOTE_FORMAT, p, Some(place)).finalize();
         out.extend_from_slice(&tag.into_bytes());
     }
 }
@@ -401,13 +395,13 @@ pub fn decode_record<'a>(
 ) -> Result<RemoteRecord<'a>, RemoteError> {
     let cut = || RemoteError::Truncated { len: bytes.len() };
     let format = *bytes.first().ok_or_else(cut)?;
-    if !(REMOTE_FORMAT_OLDEST..=REMOTE_FORMAT).contains(&format) {
+    if format != REMOTE_FORMAT && format != REMOTE_FORMAT_OLDEST {
         return Err(RemoteError::Format(format));
     }
     if bytes.len() < RECORD_HEADER_BYTES {
         return Err(cut());
     }
-    let workers = (format >= 3).then(|| u16::from_be_bytes([bytes[4], bytes[5]]));
+    let workers = (format == REMOTE_FORMAT).then(|| u16::from_be_bytes([bytes[4], bytes[5]]));
     let reserved = if workers.is_some() { &bytes[6..8] } else { &bytes[4..8] };
     if reserved.iter().any(|&b| b != 0) {
         return Err(RemoteError::Reserved);
@@ -420,30 +414,25 @@ pub fn decode_record<'a>(
     let mut at = RECORD_HEADER_BYTES;
     let mut portions = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
-        let h = bytes.get(at..at + portion_header_bytes(format)).ok_or_else(cut)?;
+        let h = bytes.get(at..at + PORTION_HEADER_BYTES).ok_or_else(cut)?;
         if h[1] != 0 {
             return Err(RemoteError::Reserved);
         }
-        let (len, rest) = if format >= 4 {
-            (u32::from_be_bytes([h[2], h[3], h[4], h[5]]) as usize, &h[6..])
-        } else {
-            (usize::from(u16::from_be_bytes([h[2], h[3]])), &h[4..])
-        };
-        let body = at + h.len();
-        let end = body.checked_add(len).ok_or_else(cut)?;
-        let payload = bytes.get(body..end).ok_or_else(cut)?;
-        let tag = bytes.get(end..end + TAG_BYTES).ok_or_else(cut)?;
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let body = at + PORTION_HEADER_BYTES;
+        let payload = bytes.get(body..body + len).ok_or_else(cut)?;
+        let tag = bytes.get(body + len..body + len + TAG_BYTES).ok_or_else(cut)?;
         let p = RemotePortion {
             module: h[0],
-            version: be64(&rest[..8]),
-            epoch: be64(&rest[8..16]),
+            version: be64(&h[4..12]),
+            epoch: be64(&h[12..20]),
             payload,
         };
         key.mac(conn_id, format, &p, place)
             .verify_slice(tag)
             .map_err(|_| RemoteError::Forged { module: p.module })?;
         portions.push(p);
-        at = end + TAG_BYTES;
+        at = body + len + TAG_BYTES;
     }
     if at != bytes.len() {
         return Err(cut());
@@ -499,35 +488,8 @@ mod tests {
             assert!(decode_record(&key(1), 42, &out[..n]).is_err(), "cut at {n}");
         }
         let mut other = out.clone();
-        other[0] = 5;
-        assert_eq!(decode_record(&key(1), 42, &other), Err(RemoteError::Format(5)));
         other[0] = 4;
-        assert!(decode_record(&key(1), 42, &other).is_err(), "format 4 lengths are 32 bits");
-    }
-
-    /// A portion past 16-bit lengths (a protected connection's log) makes
-    /// the record format 4; every other record stays format 3, which the
-    /// previous build reads.
-    #[test]
-    fn a_long_portion_makes_a_format_4_record() {
-        let mut out = Vec::new();
-        encode_record(&key(1), 42, 0, 1, &sample(), &mut out);
-        assert_eq!(out[0], 3);
-        let log = vec![7u8; 70_000];
-        let mut long = sample().to_vec();
-        long.push(RemotePortion { module: 5, version: 11, epoch: 3, payload: &log });
-        encode_record(&key(1), 42, 0, 1, &long, &mut out);
-        assert_eq!(out[0], 4);
-        let r = decode_record(&key(1), 42, &out).unwrap();
-        assert_eq!((r.order, &r.portions[..]), ((3, 11), &long[..]));
-        for i in [1, 26, 30, 60, out.len() - 1] {
-            let mut bad = out.clone();
-            bad[i] ^= 0x20;
-            assert!(decode_record(&key(1), 42, &bad).is_err(), "byte {i} flipped");
-        }
-        // Read as format 3, the lengths are misread: refused, not misparsed.
-        out[0] = 3;
-        assert!(decode_record(&key(1), 42, &out).is_err());
+        assert_eq!(decode_record(&key(1), 42, &other), Err(RemoteError::Format(4)));
     }
 
     #[test]

@@ -73,6 +73,20 @@ clients 14 on
 sleep 1.5
 sent=$(protect_sent)
 [ "$sent" -ge "$CLIENTS" ] || lz_fail "checkpointd sent $sent protected portions to Redis, fewer than the $CLIENTS connections"
+# Only new log bytes cross the network: a byte is sent again only when its
+# chunk grows by half, a few times at most, not at every change (about 60
+# times what the logs hold, at this point, if they were sent whole).
+copy=$(python3 - "$(lz_ckpt_ask '{"cmd":"status"}')" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+held, sent = s["protected"]["log_bytes"], s["remote"]["log_chunk_bytes"]
+print(f"{held} {sent} {s['remote']['module_portions']['protect']}")
+PY
+)
+read -r held chunked heads <<<"$copy"
+lz_log "remote copy: $heads protected changes sent, $chunked log bytes in chunks for $held held"
+[ "$chunked" -le $((8 * held + 65536)) ] || lz_fail "the remote copy sent $chunked log bytes for $held held: logs are sent again whole"
+[ "$chunked" -ge $((held / 2)) ] || lz_fail "the remote copy sent $chunked log bytes for $held held"
 
 # 1. A reboot.
 box_dies reboot true on.1

@@ -20,6 +20,7 @@ use shm_layout::remote::{
     bucket_key, bucket_of, decode_change, decode_delete, decode_record, field_conn, is_delete,
     REMOTE_BUCKETS, SEQ_FIELD,
 };
+use shm_layout::remote_log::{decode_chunk, field_chunk, CHUNK_GONE};
 use shm_layout::UNPLACED_WORKER;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +37,12 @@ pub enum MirrorOp {
     },
     Delete {
         conn_id: u64,
+    },
+    /// Log bytes of a protected connection, from stream offset `offset`.
+    Chunk {
+        id: u64,
+        offset: u64,
+        bytes: Vec<u8>,
     },
     /// After reading `buckets` whole: what the mirror holds of them that is
     /// not in `keep` is gone from Redis.
@@ -247,10 +254,19 @@ impl Follower {
                     .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
                     .unwrap_or(0);
                 buckets[usize::from(b)] = Bucket { seq, seen: seq };
+                // Log chunks after their heads, in order.
+                let mut chunks = Vec::new();
                 for (f, v) in &fields {
                     if let Some(id) = field_conn(f) {
                         keep.insert(id);
+                    } else if let Some(at) = field_chunk(f) {
+                        chunks.push((at, f, v));
+                        continue;
                     }
+                    self.apply(b, f, v, newest).await;
+                }
+                chunks.sort_unstable_by_key(|&(at, _, _)| at);
+                for (_, f, v) in chunks {
                     self.apply(b, f, v, newest).await;
                 }
             }
@@ -261,13 +277,13 @@ impl Follower {
     }
 
     async fn apply(&self, bucket: u16, field: &[u8], value: &[u8], newest: &mut Newest) {
-        let Some(conn_id) = field_conn(field) else { return };
-        let refused = |e: &dyn std::fmt::Display| {
-            if RemoteStats::get(&self.stats.mirror_forged) == 0 {
-                error!("standby: remote value of {conn_id:016x} refused: {e} (counted in mirror_forged)");
+        let Some(conn_id) = field_conn(field) else {
+            if let Some(at) = field_chunk(field) {
+                self.apply_chunk(bucket, at, value).await;
             }
-            RemoteStats::add(&self.stats.mirror_forged, 1);
+            return;
         };
+        let refused = |e: &dyn std::fmt::Display| self.refused(conn_id, e);
         let op = if is_delete(value) {
             let order = match decode_delete(&self.link.key, conn_id, value) {
                 Ok(o) => o,
@@ -304,6 +320,29 @@ impl Follower {
         };
         // The drain loop is gone only when checkpointd exits.
         let _ = self.tx.send(op).await;
+    }
+}
+
+impl Follower {
+    /// A protected connection's log chunk: its bytes go to the mirror; a
+    /// removed one needs nothing (its head's base says what is truncated).
+    async fn apply_chunk(&self, bucket: u16, (id, offset): (u64, u64), value: &[u8]) {
+        if value == CHUNK_GONE {
+            return;
+        }
+        let bytes = match decode_chunk(&self.link.key, (id, offset), value) {
+            Ok(b) if bucket_of(id) == bucket => b.to_vec(),
+            Ok(_) => return self.refused(id, &"a log chunk found in another connection's bucket"),
+            Err(e) => return self.refused(id, &e),
+        };
+        let _ = self.tx.send(MirrorOp::Chunk { id, offset, bytes }).await;
+    }
+
+    fn refused(&self, id: u64, e: &dyn std::fmt::Display) {
+        if RemoteStats::get(&self.stats.mirror_forged) == 0 {
+            error!("standby: remote value of {id:016x} refused: {e} (counted in mirror_forged)");
+        }
+        RemoteStats::add(&self.stats.mirror_forged, 1);
     }
 }
 

@@ -19,6 +19,7 @@ pub use restore::{restore, Take};
 pub use standby::{Mirror, TakeoverRequest};
 pub use stats::RemoteStats;
 
+use crate::protect::SentLog;
 use crate::store::{Change, Store};
 use anyhow::Context;
 use hashbrown::HashMap;
@@ -26,6 +27,7 @@ use shm_layout::remote::RemoteRecord;
 use shm_layout::remote::{
     bucket_of, conn_field, encode_delete, encode_record, RemotePortion, REMOTE_BUCKETS,
 };
+use shm_layout::remote_log::{chunk_field, encode_chunk, CHUNK_GONE};
 use shm_layout::{module, UNPLACED_WORKER};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,7 +73,7 @@ pub fn block_on_timeout<T>(
 
 /// The remote copy as the drain loop drives it.
 pub enum RemoteSide {
-    Active(Tracker),
+    Active(Box<Tracker>),
     Standby(Box<Mirror>),
 }
 
@@ -90,7 +92,7 @@ impl RemoteSide {
             RemoteSide::Active(t) => t.flush(store),
             RemoteSide::Standby(m) => {
                 if let Some(t) = m.pass(store) {
-                    *self = RemoteSide::Active(t);
+                    *self = RemoteSide::Active(Box::new(t));
                 }
             }
         }
@@ -137,8 +139,12 @@ pub struct Tracker {
     batch: usize,
     last_flush: Instant,
     record: Vec<u8>,
-    /// A protected connection's remote portion, while it is sealed.
+    /// A protected connection's head and new log bytes, while they are
+    /// sealed.
     protected: Vec<u8>,
+    chunk: Vec<u8>,
+    /// What was sent of each protected connection's log.
+    logs: HashMap<u64, SentLog>,
     /// Pending connections with an urgent change, sent at the next pass.
     urgent: Vec<u64>,
     /// This appliance's worker count, sealed with each record.
@@ -178,9 +184,19 @@ impl Tracker {
             last_flush: Instant::now(),
             record: Vec::with_capacity(1024),
             protected: Vec::new(),
+            chunk: Vec::new(),
+            logs: HashMap::new(),
             urgent: Vec::new(),
             workers: u16::try_from(workers).unwrap_or(u16::MAX),
         })
+    }
+
+    /// Chunks a restore found in Redis: removed when their log is next sent
+    /// whole (the first time it is sent).
+    pub fn adopt_chunks(&mut self, chunks: HashMap<u64, Vec<u64>>) {
+        for (id, list) in chunks {
+            self.logs.entry(id).or_default().chunks.extend(list);
+        }
     }
 
     /// Takes the store's change list.
@@ -239,6 +255,9 @@ impl Tracker {
         let mut n = 0;
         for id in store.conn_ids().chain(store.protect.ids()) {
             if mask[usize::from(bucket_of(id))] {
+                if let Some(s) = self.logs.get_mut(&id) {
+                    s.rewrite = true;
+                }
                 self.dirty.entry(id).or_insert(Pending { gone: None, since: now, listed: false });
                 n += 1;
             }
@@ -255,6 +274,10 @@ impl Tracker {
         }
         for (id, p) in std::mem::take(&mut *self.shared.retry.lock().expect("retry list")) {
             self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
+            // Its chunks may not have landed: the log goes whole.
+            if let Some(s) = self.logs.get_mut(&id) {
+                s.rewrite = true;
+            }
         }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
@@ -299,65 +322,36 @@ impl Tracker {
                 if only_urgent.is_some() {
                     RemoteStats::add(&self.stats.urgent_sends, 1);
                 }
-                let value = match p.gone {
+                let mut pairs = Vec::with_capacity(1);
+                match p.gone {
                     Some(version) => {
                         b.deletes += 1;
-                        encode_delete(&self.link.key, id, epoch, version)
+                        pairs.push((
+                            conn_field(id),
+                            encode_delete(&self.link.key, id, epoch, version),
+                        ));
+                        // A protected connection's chunks go with it.
+                        for at in self.logs.remove(&id).map(|s| s.chunks).unwrap_or_default() {
+                            pairs.push((chunk_field(id, at), CHUNK_GONE.to_vec()));
+                        }
                     }
                     None => {
-                        let stats = &self.stats;
-                        let key = &self.link.key;
-                        let out = &mut self.record;
-                        let workers = self.workers;
-                        // A protected connection's log is an entry of its
-                        // own (its id covers the client's ISN), sealed alone.
-                        let sealed = if let Some((worker, version)) =
-                            store.protect.remote_portion(id, &mut self.protected)
-                        {
-                            let p = RemotePortion {
-                                module: module::PROTECT,
-                                version,
-                                epoch,
-                                payload: &self.protected,
-                            };
-                            RemoteStats::add(&stats.module_portions[5], 1);
-                            RemoteStats::add(&stats.module_bytes[5], p.payload.len() as u64);
-                            encode_record(key, id, worker, workers, &[p], out);
-                            Some(())
-                        } else {
-                            store.with_portions(id, |worker, list| {
-                                let portions: Vec<RemotePortion<'_>> = list
-                                    .iter()
-                                    .map(|&(module, version, payload)| {
-                                        let m = usize::from(module).min(4);
-                                        RemoteStats::add(&stats.module_portions[m], 1);
-                                        RemoteStats::add(
-                                            &stats.module_bytes[m],
-                                            payload.len() as u64,
-                                        );
-                                        RemotePortion { module, version, epoch, payload }
-                                    })
-                                    .collect();
-                                encode_record(key, id, worker, workers, &portions, out);
-                            })
-                        };
-                        if sealed.is_none() {
+                        if !self.seal(store, id, epoch, &mut pairs) {
                             // Deleted since, and its delete is queued or sent.
                             continue;
                         }
                         b.records += 1;
-                        self.record.clone()
                     }
-                };
+                }
                 b.oldest = b.oldest.min(p.since);
-                b.bytes += value.len() as u64;
+                b.bytes += pairs.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
                 let bucket = bucket_of(id);
                 let w = buckets.entry(bucket).or_insert_with(|| BucketWrite {
                     bucket,
                     pairs: Vec::new(),
                     changes: Vec::new(),
                 });
-                w.pairs.push((conn_field(id), value));
+                w.pairs.extend(pairs);
                 w.changes.push((id, p));
             }
             b.buckets = buckets.into_values().collect();
@@ -374,6 +368,9 @@ impl Tracker {
                 for w in b.buckets {
                     for (id, p) in w.changes {
                         self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
+                        if let Some(s) = self.logs.get_mut(&id) {
+                            s.rewrite = true;
+                        }
                     }
                 }
                 break;
@@ -384,6 +381,68 @@ impl Tracker {
             self.urgent.extend(rest);
         }
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Tracker {
+    /// Seals `id`'s current state into `pairs`: a tracked connection's
+    /// portions, or a protected connection's head, then the chunks it
+    /// removes, then its new chunk (a follower applies them in that order).
+    /// False when neither is held any more.
+    fn seal(
+        &mut self,
+        store: &Store,
+        id: u64,
+        epoch: u64,
+        pairs: &mut Vec<(String, Vec<u8>)>,
+    ) -> bool {
+        let stats = &self.stats;
+        let key = &self.link.key;
+        let out = &mut self.record;
+        let workers = self.workers;
+        let mut sent = self.logs.remove(&id).unwrap_or_default();
+        let change =
+            store.protect.remote_change(id, &mut sent, &mut self.protected, &mut self.chunk);
+        let Some(c) = change else {
+            let sealed = store.with_portions(id, |worker, list| {
+                let portions: Vec<RemotePortion<'_>> = list
+                    .iter()
+                    .map(|&(module, version, payload)| {
+                        let m = usize::from(module).min(4);
+                        RemoteStats::add(&stats.module_portions[m], 1);
+                        RemoteStats::add(&stats.module_bytes[m], payload.len() as u64);
+                        RemotePortion { module, version, epoch, payload }
+                    })
+                    .collect();
+                encode_record(key, id, worker, workers, &portions, out);
+            });
+            if sealed.is_some() {
+                pairs.push((conn_field(id), out.clone()));
+            }
+            return sealed.is_some();
+        };
+        self.logs.insert(id, sent);
+        let head = RemotePortion {
+            module: module::PROTECT,
+            version: c.version,
+            epoch,
+            payload: &self.protected,
+        };
+        encode_record(key, id, c.worker, workers, &[head], out);
+        pairs.push((conn_field(id), out.clone()));
+        for &at in &c.gone {
+            pairs.push((chunk_field(id, at), CHUNK_GONE.to_vec()));
+        }
+        let mut bytes = self.protected.len();
+        RemoteStats::add(&stats.log_rewrites, u64::from(c.whole && !c.gone.is_empty()));
+        if let Some(at) = c.chunk {
+            bytes += self.chunk.len();
+            RemoteStats::add(&stats.log_chunk_bytes, self.chunk.len() as u64);
+            pairs.push((chunk_field(id, at), encode_chunk(key, id, at, &self.chunk)));
+        }
+        RemoteStats::add(&stats.module_portions[usize::from(module::PROTECT)], 1);
+        RemoteStats::add(&stats.module_bytes[usize::from(module::PROTECT)], bytes as u64);
+        true
     }
 }
 

@@ -6,7 +6,9 @@
 use super::link::{Link, Refused};
 use super::stats::RemoteStats;
 use crate::store::{Outcome, Store};
+use hashbrown::HashMap;
 use shm_layout::remote::{bucket_key, bucket_of, decode_record, field_conn, REMOTE_BUCKETS};
+use shm_layout::remote_log::{decode_chunk, field_chunk};
 use shm_layout::UNPLACED_WORKER;
 use std::time::Duration;
 use tracing::warn;
@@ -23,6 +25,9 @@ pub struct Restored {
     pub forged: u64,
     /// Left for the dataplane to place by its RSS.
     pub unplaced: u64,
+    /// The log chunks read, by protected connection: the tracker removes
+    /// them when it next sends that log whole.
+    pub chunks: HashMap<u64, Vec<u64>>,
 }
 
 /// Buckets fetched in one pipeline.
@@ -54,8 +59,14 @@ pub fn restore(
     })??;
     let mut r = Restored::default();
     for (bucket, fields) in fetched {
+        let mut chunks = Vec::new();
         for (field, value) in &fields {
-            let Some(conn_id) = field_conn(field) else { continue };
+            let Some(conn_id) = field_conn(field) else {
+                if let Some(at) = field_chunk(field) {
+                    chunks.push((at, value));
+                }
+                continue;
+            };
             let rec = match decode_record(&link.key, conn_id, value) {
                 Ok(rec) => rec,
                 Err(e) => {
@@ -89,6 +100,23 @@ pub fn restore(
             }
             r.conns += u64::from(conn);
             r.protected += u64::from(protected);
+        }
+        // Each log's chunks after its head, in order; a forged one leaves a
+        // hole, and its connection is not replayed.
+        chunks.sort_unstable_by_key(|&(at, _)| at);
+        for ((id, offset), value) in chunks {
+            r.chunks.entry(id).or_default().push(offset);
+            match decode_chunk(&link.key, (id, offset), value) {
+                Ok(bytes) if bucket_of(id) == bucket => store.protect.put_chunk(id, offset, bytes),
+                Ok(_) => {
+                    r.forged += 1;
+                    warn!("remote log chunk of {id:016x} found in bucket {bucket}: refused");
+                }
+                Err(e) => {
+                    r.forged += 1;
+                    warn!("remote log chunk of {id:016x} at {offset} refused: {e}");
+                }
+            }
         }
     }
     if take == Take::ProtectedOnly {

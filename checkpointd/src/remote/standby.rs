@@ -98,11 +98,18 @@ impl Mirror {
                     // The record replaces what the mirror held: a portion the
                     // connection no longer has (its id reused within one
                     // interval) does not survive.
-                    store.forget_copied(conn_id);
+                    // (A protected connection's head keeps the log its
+                    // chunks brought.)
+                    if !portions.iter().any(|(m, _)| *m == shm_layout::module::PROTECT) {
+                        store.forget_copied(conn_id);
+                    }
                     for (module, payload) in &portions {
                         store.put_copied(conn_id, worker, *module, payload);
                     }
                     RemoteStats::add(&self.stats.mirror_applied, 1);
+                }
+                MirrorOp::Chunk { id, offset, bytes } => {
+                    store.protect.put_chunk(id, offset, &bytes);
                 }
                 MirrorOp::Delete { conn_id } => {
                     store.forget_copied(conn_id);

@@ -40,6 +40,10 @@ pub struct RemoteStats {
     /// FTP, deletes.
     pub urgent_sends: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Protected connections' log bytes sent in chunks, and the logs sent
+    /// whole again (a truncation, too many chunks, a failed call).
+    pub log_chunk_bytes: AtomicU64,
+    pub log_rewrites: AtomicU64,
     /// Bytes of sealed portions sent, by module number.
     pub module_bytes: [AtomicU64; 6],
     /// Portions sent, by module number.
@@ -157,6 +161,8 @@ impl RemoteStats {
             "coalesced": g(&self.coalesced),
             "urgent_sends": g(&self.urgent_sends),
             "bytes_sent": g(&self.bytes_sent),
+            "log_chunk_bytes": g(&self.log_chunk_bytes),
+            "log_rewrites": g(&self.log_rewrites),
             "module_bytes": by_module(&self.module_bytes),
             "module_portions": by_module(&self.module_portions),
             "lag_last_us": g(&self.lag_last_us),

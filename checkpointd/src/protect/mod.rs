@@ -2,10 +2,14 @@
 //! them: each one's snapshot (its newest PROTECT portion) and its client
 //! log, rebuilt from the LOG records in order, in checkpointd's own memory.
 //! A restarted dataplane reads them back through the control socket
-//! (`protected`) before its ports start.
+//! (`protected`) before its ports start. [`remote`] is their side of the
+//! remote copy.
+
+mod remote;
+pub use remote::SentLog;
 
 use hashbrown::HashMap;
-use shm_layout::{delta_kind, Delta, ProtectedPortion};
+use shm_layout::{delta_kind, Delta};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +46,23 @@ struct Entry {
     log: Vec<u8>,
     /// A record of its log was lost: a restore must not replay it.
     broken: bool,
+    /// Counts the times `log` was emptied and written again from `base`:
+    /// what the remote copy sent of the earlier bytes is stale.
+    generation: u64,
+    /// Copied from the remote copy: where its log ends there. A log held
+    /// short of it lost a chunk.
+    copied_end: Option<u64>,
+}
+
+impl Entry {
+    fn end(&self) -> u64 {
+        self.base + self.log.len() as u64
+    }
+
+    /// Broken, or copied without all of its log.
+    fn unreplayable(&self) -> bool {
+        self.broken || self.copied_end.is_some_and(|end| self.end() < end)
+    }
 }
 
 /// Every protected connection the dataplane's rings have told of.
@@ -77,6 +98,7 @@ impl Protected {
                     st.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
                     e.log.clear();
                     e.broken = false;
+                    e.generation += 1;
                 }
                 // Bytes before the base were truncated: only a tail past it
                 // is news.
@@ -135,59 +157,9 @@ impl Protected {
         st.conns.store(conns.len() as u64, Ordering::Relaxed);
     }
 
-    /// `id`'s remote portion (snapshot, log, base) into `out`, cleared
-    /// first, with its worker and its snapshot's version; None when no
-    /// protected connection has that id.
-    pub fn remote_portion(&self, id: u64, out: &mut Vec<u8>) -> Option<(u16, u64)> {
-        out.clear();
-        let conns = self.inner.lock().ok()?;
-        let e = conns.get(&id)?;
-        let p =
-            ProtectedPortion { broken: e.broken, record: &e.snapshot, base: e.base, log: &e.log };
-        p.encode(out);
-        Some((e.worker, e.version))
-    }
-
     /// Every protected connection's id (copied out).
     pub fn ids(&self) -> Vec<u64> {
         self.inner.lock().map(|c| c.keys().copied().collect()).unwrap_or_default()
-    }
-
-    /// Takes `id` whole from the remote copy (a reboot's restore, a
-    /// standby's mirror), at version 0: another process's clock, so
-    /// whatever this dataplane writes next is newer.
-    pub fn put_remote(
-        &self,
-        id: u64,
-        worker: u16,
-        payload: &[u8],
-    ) -> Result<(), shm_layout::ProtectedPortionError> {
-        let p = ProtectedPortion::parse(payload)?;
-        let Ok(mut conns) = self.inner.lock() else { return Ok(()) };
-        let e = Entry {
-            worker,
-            version: 0,
-            snapshot: p.record.to_vec(),
-            base: p.base,
-            log: p.log.to_vec(),
-            broken: p.broken,
-        };
-        let st = &self.stats;
-        st.log_bytes.fetch_add(e.log.len() as u64, Ordering::Relaxed);
-        if let Some(old) = conns.insert(id, e) {
-            st.log_bytes.fetch_sub(old.log.len() as u64, Ordering::Relaxed);
-        }
-        st.conns.store(conns.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Forgets `id` (the remote copy no longer holds it).
-    pub fn remove(&self, id: u64) {
-        let Ok(mut conns) = self.inner.lock() else { return };
-        if let Some(e) = conns.remove(&id) {
-            self.stats.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
-        }
-        self.stats.conns.store(conns.len() as u64, Ordering::Relaxed);
     }
 
     /// Writes every connection to `out` as `shm_layout::parse_protected`
@@ -201,7 +173,8 @@ impl Protected {
             // dataplane refuses them and ends them, so none stays here.
             for (id, e) in conns.iter() {
                 let (record, log) = ((&e.snapshot[..], e.version), (&e.log[..], e.base));
-                shm_layout::encode_protected(&mut body, *id, e.worker, e.broken, record, log);
+                let broken = e.unreplayable();
+                shm_layout::encode_protected(&mut body, *id, e.worker, broken, record, log);
                 n += 1;
             }
         }
@@ -297,32 +270,5 @@ mod tests {
         p.apply(&delta(delta_kind::DELETE, 8, 9, b""), 1);
         assert_eq!(dumped(&p).0, r#"{"bytes":0,"protected":0}"#);
         assert_eq!(p.stats.log_bytes.load(Ordering::Relaxed), 0);
-    }
-
-    /// What the remote copy carries is what a restarted dataplane reads back
-    /// from the appliance that restored it, at version 0.
-    #[test]
-    fn the_remote_portion_carries_the_whole_connection() {
-        let a = Protected::default();
-        a.apply(&delta(delta_kind::LOG, 7, 0, b"SET k 1\r\nINCR k\r\n"), 2);
-        a.apply(&delta(delta_kind::TRIM, 7, 9, b""), 2);
-        a.apply(&delta(delta_kind::PORTION, 7, 500, b"snap"), 2);
-        let mut portion = Vec::new();
-        assert_eq!(a.remote_portion(7, &mut portion), Some((2, 500)));
-        assert_eq!(a.remote_portion(8, &mut portion.clone()), None);
-        let b = Protected::default();
-        b.put_remote(7, 2, &portion).unwrap();
-        let (head, body) = dumped(&b);
-        assert_eq!(head, r#"{"bytes":48,"protected":1}"#);
-        assert_eq!(&body[20..28], &9u64.to_le_bytes(), "the base");
-        assert_eq!(&body[28..36], &0u64.to_le_bytes(), "version 0");
-        assert_eq!(&body[36..], b"snapINCR k\r\n");
-        // This dataplane's next snapshot is newer than the copied one.
-        b.apply(&delta(delta_kind::PORTION, 7, 3, b"new!"), 2);
-        assert_eq!(&dumped(&b).1[36..40], b"new!");
-        assert!(b.put_remote(9, 0, &portion[..5]).is_err());
-        b.remove(7);
-        assert_eq!(dumped(&b).0, r#"{"bytes":0,"protected":0}"#);
-        assert_eq!(b.stats.log_bytes.load(Ordering::Relaxed), 0);
     }
 }
