@@ -13,8 +13,12 @@
 #  2. The server dies again, then the dataplane and checkpointd, this time
 #     with their segments kept: the logs, which lived in checkpointd's
 #     memory, come back from Redis beside the local store.
-# Control: the first case with Redis's copy deleted before the restart,
-# whose clients fail.
+#  3. The server dies again, then the box for good: a standby appliance,
+#     whose checkpointd mirrored the remote copy all along, takes over
+#     (lazarusctl takeover) and carries every connection onto the
+#     restarted server.
+# Control: a reboot of the standby, now active, with Redis's copy deleted
+# while it is down, whose clients fail.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap lz_cleanup EXIT
@@ -62,14 +66,12 @@ protect_sent() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rem
 lz_ns_up
 lz_redis_up
 export LZ_CHECKPOINT=true
-lz_config "" "$(lz_remote_toml)
-$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000' "$LZ_SERVER_IP")"
-lz_ckpt_start
-lz_dp_start
-lz_join_taps
-lz_wait_path
+protected=$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000' "$LZ_SERVER_IP")
+lz_pair_start "$(lz_remote_toml active A)
+$protected" "$(lz_remote_toml standby B)
+$protected"
 lz_protect_serve echo "$APP" on.0
-clients 14 on
+clients 20 on
 sleep 1.5
 sent=$(protect_sent)
 [ "$sent" -ge "$CLIENTS" ] || lz_fail "checkpointd sent $sent protected portions to Redis, fewer than the $CLIENTS connections"
@@ -101,27 +103,39 @@ box_dies crash true on.2
 restored2=$(lz_stat_sum protect_restored)
 sleep 3
 spliced2=$(lz_stat_sum protect_spliced)
+# 3. The box is lost for good: the standby takes over.
+kill_server
+sleep 0.05
+lz_ctl protect down "$LZ_ECHO" >/dev/null
+sleep 0.3
+mirrored=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["protected"]["conns"])' "$(lz_as_b lz_ckpt_ask '{"cmd":"status"}')")
+lz_failover
+lz_protect_serve echo "$APP" on.3
+sleep 3
+restored3=$(lz_as_b lz_stat_sum protect_restored)
+spliced3=$(lz_as_b lz_stat_sum protect_spliced)
 verdict on
-on="$VERDICT; after the reboot restored $restored1, carried over $spliced1; after the crash restored $restored2, carried over $spliced2"
-lz_log "protected, the box lost twice: $on"
-[[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { tail -30 "$LZ_WORK/dataplane.log"; lz_fail "protected clients failed across the box's loss: $on"; }
-for r in "${from_redis:-0}" "$restored1" "$spliced1" "$restored2" "$spliced2"; do
+on="$VERDICT; after the reboot restored $restored1, carried over $spliced1; after the crash restored $restored2, carried over $spliced2; the standby mirrored $mirrored, restored $restored3, carried over $spliced3"
+lz_log "protected, the box lost three times: $on"
+[[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { tail -30 "$LZ_WORK/dataplane.log"; tail -30 "$LZ_B_WORK/dataplane.log"; lz_fail "protected clients failed across the box's loss: $on"; }
+for r in "${from_redis:-0}" "$restored1" "$spliced1" "$restored2" "$spliced2" "$mirrored" "$restored3" "$spliced3"; do
     [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart restored or carried over $r protected connections, not $CLIENTS: $on"
 done
 grep -q "restored [1-9][0-9]* protected connection log(s) from the remote store" "$LZ_WORK/checkpointd.log" \
     || lz_fail "checkpointd did not read the protected connections' logs back from Redis at a start with its segments"
 kill_server
 
-# Control: the reboot again, with Redis's copy deleted while the box is down.
+# Control: the standby, active now, rebooted with Redis's copy deleted
+# while it is down.
 lz_protect_serve echo "$APP" off.0
 clients 6 off
 sleep 1.5
 flush() { lz_redis_admin FLUSHALL >/dev/null; }
-box_dies reboot flush off.1
+lz_as_b box_dies reboot flush off.1
 verdict off
 off=$VERDICT
 lz_log "control, Redis's copy deleted: $off"
 [[ "$off" == "0 ok"* ]] || lz_fail "control: clients passed without Redis's copy: the test cannot tell ($off)"
 kill_server
-lz_dp_stop
-echo "PASS protected_reboot: $CLIENTS line clients (whole sessions logged) through the box's loss with their server down, logs restored from Redis: $on; control without Redis's copy: $(cut -d, -f1-2 <<<"$off")"
+lz_as_b lz_dp_stop
+echo "PASS protected_reboot: $CLIENTS line clients (whole sessions logged) through the box's loss with their server down, logs restored from Redis, then a standby's takeover: $on; control without Redis's copy: $(cut -d, -f1-2 <<<"$off")"
