@@ -475,6 +475,7 @@ fn start_remote(
     let mut tracker =
         remote::Tracker::start(link, &ck.remote, Arc::clone(stats), capacity, workers, false)?;
     tracker.adopt_chunks(chunks);
+    tracker.adopt_chunks(store.protect.take_remote_chunks());
     if !store_created {
         // The changes drained before this start may not have reached the
         // remote store: send every connection once (older ones are skipped

@@ -172,8 +172,8 @@ fn log_chunks_are_written_and_removed_inside_redis() {
         let mut c = connect(&s).await;
         let f = "0000000000000007";
         let (c0, c9) = (chunk_field(7, 0), chunk_field(7, 9));
-        let one = encode_chunk(&key(), 7, 0, b"SET k 1\r\n");
-        let two = encode_chunk(&key(), 7, 9, b"INCR k\r\n");
+        let one = encode_chunk(&key(), 7, (1, 0), b"SET k 1\r\n");
+        let two = encode_chunk(&key(), 7, (1, 9), b"INCR k\r\n");
         let w = write(&mut c, 2, "A", &[(f, sealed(7, 5, 2)), (&c0, one.clone())]).await;
         assert_eq!(w, (2, 2, 2, 0));
         assert_eq!(write(&mut c, 2, "A", &[(&c9, two.clone())]).await, (1, 2, 1, 0));
@@ -182,12 +182,16 @@ fn log_chunks_are_written_and_removed_inside_redis() {
         assert_eq!(write(&mut c, 2, "A", &[(&c0, CHUNK_GONE.to_vec())]).await, (1, 2, 1, 0));
         assert_eq!(field(&mut c, &c0).await, None);
         // A fenced writer's chunks are refused with its call.
-        let three = encode_chunk(&key(), 7, 17, b"GET k\r\n");
+        let three = encode_chunk(&key(), 7, (1, 17), b"GET k\r\n");
         let c17 = chunk_field(7, 17);
         assert_eq!(write(&mut c, 1, "A", &[(&c17, three)]).await.0, 0);
         assert_eq!(write(&mut c, 1, "A", &[(&c9, CHUNK_GONE.to_vec())]).await.0, 0);
         assert_eq!(field(&mut c, &c17).await, None);
         assert!(field(&mut c, &c9).await.is_some());
+        // Under a connection's own field a chunk is no record: refused as
+        // one the script cannot order, the record kept.
+        assert_eq!(write(&mut c, 2, "A", &[(f, CHUNK_GONE.to_vec())]).await, (1, 2, 0, 1));
+        assert_eq!(field(&mut c, f).await, Some(sealed(7, 5, 2)));
     });
 }
 

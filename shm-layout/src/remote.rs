@@ -59,7 +59,9 @@ const DELETE_MODULE: u8 = 0xFF;
 /// value by (epoch, version): a put or delete before what the field holds
 /// is skipped; a stored value it cannot read (another format, cut short) is
 /// taken as older. What it wrote it numbers ([`SEQ_FIELD`]) and publishes on
-/// the channel named like the bucket ([`decode_change`]). Returns `{status,
+/// the channel named like the bucket ([`decode_change`]). A protected
+/// connection's log chunk (a field of 33 bytes, [`crate::remote_log`]) is
+/// written, or removed by `X`, without an order check. Returns `{status,
 /// epoch, written, stale}`: status 1 ok, 0 fenced, 2 ok but the bucket had
 /// no epoch (new, or lost by the server).
 pub const WRITE_SCRIPT: &str = r#"
@@ -100,12 +102,13 @@ for i = 4, #ARGV, 2 do
   local field, val = ARGV[i], ARGV[i + 1]
   local f = string.byte(val, 1)
   local wrote = false
-  if f == 76 then
+  local chunk = #field == 33
+  if chunk and f == 76 then
     -- A protected connection's log chunk (remote_log.rs): written as it
     -- comes, its head's order covers it; X removes one.
     redis.call('HSET', key, field, val)
     wrote = true
-  elseif f == 88 then
+  elseif chunk and f == 88 then
     redis.call('HDEL', key, field)
     wrote = true
   else

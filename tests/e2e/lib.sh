@@ -794,6 +794,38 @@ lz_wait_clients() {
 LZ_ECHO=$LZ_SERVER_IP:7000
 LZ_REDIS=$LZ_SERVER_IP:6379
 
+# Starts $CLIENTS line clients of the echo server for $1 seconds, outputs
+# tagged $2; their pids in CLIENT_PIDS.
+lz_echo_clients() {
+    local i
+    CLIENT_PIDS=()
+    for i in $(seq 1 "$CLIENTS"); do
+        ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" "$1" >"$LZ_WORK/$2.client$i.out" 2>&1 &
+        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
+    done
+}
+
+# Waits for the clients tagged $1; VERDICT is "N ok, M failed (first
+# error), L answers checked, longest wait W ms".
+lz_echo_verdict() {
+    lz_wait_clients "$1"
+    VERDICT="$WAIT_OK ok, $WAIT_FAILED failed${WAIT_ERROR:+ ($WAIT_ERROR)}, $WAIT_LINES answers checked, longest wait $((WAIT_LONGEST_US / 1000)) ms"
+}
+
+# SIGKILLs the server lz_protect_serve started.
+lz_kill_server() {
+    kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# The echo server dies and the hook says so; the clients are then answered
+# by the firewall.
+lz_echo_server_down() {
+    lz_kill_server
+    sleep 0.05
+    lz_ctl protect down "$LZ_ECHO" >/dev/null
+    sleep 0.3
+}
+
 # Starts the server of KIND (echo: protect_bridge APP's line echo; redis:
 # redis-server, persistence off) in the server namespace, logging to
 # $LZ_WORK/server.TAG.out; waits until it listens. Sets SERVER_PID. A

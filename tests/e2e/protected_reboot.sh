@@ -121,6 +121,17 @@ lz_log "protected, the box lost three times: $on"
 for r in "${from_redis:-0}" "$restored1" "$spliced1" "$restored2" "$spliced2" "$mirrored" "$restored3" "$spliced3"; do
     [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart restored or carried over $r protected connections, not $CLIENTS: $on"
 done
+# The clients closed: within the close's linger (10 s after their last
+# segments) the standby, active now, ends their entries, and their heads
+# and chunks leave Redis, those the old active wrote too (adopted at the
+# takeover).
+b_protected() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["protected"]["conns"])' "$(lz_as_b lz_ckpt_ask '{"cmd":"status"}')"; }
+protect_fields() {
+    for k in $(lz_redis_cli --scan --pattern "lazarus:{$LZ_REMOTE_NS:*}"); do lz_redis_cli --raw HKEYS "$k"; done | grep -cE '^[0-9a-f]{16}\.[0-9a-f]{16}$' || true
+}
+for _ in $(seq 1 100); do [ "$(b_protected)" = 0 ] && [ "$(protect_fields)" = 0 ] && break; sleep 0.2; done
+[ "$(b_protected)" = 0 ] || lz_fail "$(b_protected) protected entries still held 20 s after their connections closed"
+[ "$(protect_fields)" = 0 ] || lz_fail "$(protect_fields) log chunks left in Redis after every protected connection closed"
 grep -q "restored [1-9][0-9]* protected connection log(s) from the remote store" "$LZ_WORK/checkpointd.log" \
     || lz_fail "checkpointd did not read the protected connections' logs back from Redis at a start with its segments"
 kill_server

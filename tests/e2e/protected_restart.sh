@@ -24,37 +24,14 @@ trap lz_cleanup EXIT
 lz_protect_app
 CLIENTS=30
 
-# Starts $CLIENTS line clients for $1 seconds; their pids in CLIENT_PIDS.
-clients() {
-    CLIENT_PIDS=()
-    for i in $(seq 1 $CLIENTS); do
-        ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" "$1" >"$LZ_WORK/$2.client$i.out" 2>&1 &
-        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
-    done
-}
-
-# Waits for the clients; VERDICT is "N ok, M failed (first error), L
-# answers checked, longest wait W ms".
-verdict() {
-    lz_wait_clients "$1"
-    VERDICT="$WAIT_OK ok, $WAIT_FAILED failed${WAIT_ERROR:+ ($WAIT_ERROR)}, $WAIT_LINES answers checked, longest wait $((WAIT_LONGEST_US / 1000)) ms"
-}
-
 restart_dataplane() {
     lz_dp_start
     lz_join_taps
 }
 
-kill_server() {
-    kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-}
-
 # The server dies, the hook says so, then the dataplane dies too.
 server_then_dataplane_die() {
-    kill_server
-    sleep 0.05
-    lz_ctl protect down "$LZ_ECHO" >/dev/null
-    sleep 0.3
+    lz_echo_server_down
     lz_dp_kill
 }
 
@@ -66,7 +43,7 @@ lz_dp_start
 lz_join_taps
 lz_wait_path
 lz_protect_serve echo "$APP" on.0
-clients 18 on
+lz_echo_clients 18 on
 sleep 1.5
 
 # 1. The dataplane dies while the server is down.
@@ -91,10 +68,7 @@ lz_log "killed after the splice ($spliced1 recoveries): $restored2 restored"
 sleep 2
 
 # 3. The dataplane dies while the replays are in flight.
-kill_server
-sleep 0.05
-lz_ctl protect down "$LZ_ECHO" >/dev/null
-sleep 0.3
+lz_echo_server_down
 lz_protect_serve echo "$APP" on.3
 lz_ctl protect up "$LZ_ECHO" >/dev/null
 lz_dp_kill
@@ -115,7 +89,7 @@ restored4=$(lz_stat_sum protect_restored)
 refused=$(lz_stat_sum protect_restore_refused)
 sleep 3
 spliced4=$(lz_stat_sum protect_spliced)
-verdict on
+lz_echo_verdict on
 on="$VERDICT; restored $restored1, $restored2, $restored3, $restored4 ($refused refused at the last), recoveries after the first kill $spliced1, the third $spliced3, the fourth $spliced4; rewritten to a new checkpointd $rewritten"
 lz_log "protected, the dataplane killed four times: $on"
 [[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { tail -30 "$LZ_WORK/dataplane.log"; lz_fail "protected clients failed across dataplane kills: $on"; }
@@ -126,22 +100,22 @@ done
 for r in "$spliced1" "$spliced4"; do
     [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart carried $r connections onto the restarted server, not $CLIENTS: $on"
 done
-kill_server
+lz_kill_server
 
 # Control: the first kill again, with checkpointd's copy of the protected
 # connections gone (it restarted while the dataplane was dead).
 lz_protect_serve echo "$APP" off.0
-clients 6 off
+lz_echo_clients 6 off
 sleep 1.5
 server_then_dataplane_die
 lz_ckpt_kill
 lz_ckpt_start
 lz_protect_serve echo "$APP" off.1
 restart_dataplane
-verdict off
+lz_echo_verdict off
 off=$VERDICT
 lz_log "control, checkpointd's copy lost: $off"
 [[ "$off" == "0 ok"* ]] || lz_fail "control: clients passed without checkpointd's copy: the test cannot tell ($off)"
-kill_server
+lz_kill_server
 lz_dp_stop
 echo "PASS protected_restart: $CLIENTS line clients through four dataplane SIGKILLs (server down, after the splice, right after the hook's up, server down after a checkpointd restart): $on; control without checkpointd's copy: $(cut -d, -f1-2 <<<"$off")"

@@ -46,9 +46,14 @@ struct Entry {
     log: Vec<u8>,
     /// A record of its log was lost: a restore must not replay it.
     broken: bool,
-    /// Counts the times `log` was emptied and written again from `base`:
-    /// what the remote copy sent of the earlier bytes is stale.
-    generation: u64,
+    /// The lineage of `log`'s bytes in the remote copy (shm_layout::
+    /// remote_log), drawn when first sent and again whenever `log` starts
+    /// over; 0: none drawn yet.
+    lineage: u64,
+    /// Offsets of its chunks this process found in the remote copy (a
+    /// restore's, a mirror's): its tracker removes those it does not
+    /// overwrite.
+    remote_chunks: Vec<u64>,
     /// Copied from the remote copy: where its log ends there. A log held
     /// short of it lost a chunk.
     copied_end: Option<u64>,
@@ -70,6 +75,7 @@ impl Entry {
 pub struct Protected {
     inner: Arc<Mutex<HashMap<u64, Entry>>>,
     pub stats: Arc<ProtectStats>,
+    lineages: Arc<remote::Lineages>,
 }
 
 impl Protected {
@@ -98,7 +104,7 @@ impl Protected {
                     st.log_bytes.fetch_sub(e.log.len() as u64, Ordering::Relaxed);
                     e.log.clear();
                     e.broken = false;
-                    e.generation += 1;
+                    e.lineage = 0;
                 }
                 // Bytes before the base were truncated: only a tail past it
                 // is news.

@@ -3,9 +3,31 @@
 //! does not hold yet), and what a restore or a standby's mirror takes back.
 
 use super::{Entry, Protected};
+use hashbrown::HashMap;
 use shm_layout::remote::RemoteError;
-use shm_layout::remote_log::ProtectedHead;
-use std::sync::atomic::Ordering;
+use shm_layout::remote_log::{ProtectedHead, CHUNK_MAX};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where lineages come from: a keyed hash of a counter, keyed at random per
+/// process, so no two logs (of this appliance or another, before a restart
+/// or after) draw the same one but by chance.
+#[derive(Debug, Default)]
+pub struct Lineages {
+    keys: std::collections::hash_map::RandomState,
+    next: AtomicU64,
+}
+
+impl Lineages {
+    fn draw(&self) -> u64 {
+        loop {
+            let l = self.keys.hash_one(self.next.fetch_add(1, Ordering::Relaxed));
+            if l != 0 {
+                return l;
+            }
+        }
+    }
+}
 
 /// What the tracker has sent of one protected connection's log.
 #[derive(Debug, Clone)]
@@ -14,7 +36,7 @@ pub struct SentLog {
     pub chunks: Vec<u64>,
     /// Where the bytes sent end.
     end: u64,
-    generation: u64,
+    lineage: u64,
     /// Send it whole at the next change: a call that carried its chunks
     /// failed, or Redis lost the bucket, or nothing was sent yet.
     pub rewrite: bool,
@@ -22,7 +44,18 @@ pub struct SentLog {
 
 impl Default for SentLog {
     fn default() -> Self {
-        SentLog { chunks: Vec::new(), end: 0, generation: 0, rewrite: true }
+        SentLog { chunks: Vec::new(), end: 0, lineage: 0, rewrite: true }
+    }
+}
+
+impl SentLog {
+    /// Chunks Redis may hold (found there, or whose removal failed): removed
+    /// at the next whole rewrite unless it overwrites them.
+    pub fn adopt(&mut self, offsets: impl IntoIterator<Item = u64>) {
+        self.chunks.extend(offsets);
+        self.chunks.sort_unstable();
+        self.chunks.dedup();
+        self.rewrite = true;
     }
 }
 
@@ -31,8 +64,10 @@ impl Default for SentLog {
 pub struct LogChange {
     pub worker: u16,
     pub version: u64,
-    /// Its new chunk's offset, its bytes in the caller's buffer.
-    pub chunk: Option<u64>,
+    pub lineage: u64,
+    /// Chunks to write: offset and length, their bytes one after the other
+    /// in the caller's buffer.
+    pub chunks: Vec<(u64, usize)>,
     /// Chunks to remove: truncated, or superseded by a whole rewrite.
     pub gone: Vec<u64>,
     /// Sent whole again, from its base.
@@ -52,21 +87,33 @@ impl Protected {
     ) -> Option<LogChange> {
         head.clear();
         bytes.clear();
-        let conns = self.inner.lock().ok()?;
-        let e = conns.get(&id)?;
+        let mut conns = self.inner.lock().ok()?;
+        let e = conns.get_mut(&id)?;
+        if e.lineage == 0 {
+            e.lineage = self.lineages.draw();
+        }
         let end = e.end();
-        ProtectedHead { broken: e.unreplayable(), record: &e.snapshot, base: e.base, end }
-            .encode(head);
-        let mut change = LogChange { worker: e.worker, version: e.version, ..Default::default() };
+        ProtectedHead {
+            broken: e.unreplayable(),
+            record: &e.snapshot,
+            base: e.base,
+            end,
+            lineage: e.lineage,
+        }
+        .encode(head);
+        let mut change = LogChange {
+            worker: e.worker,
+            version: e.version,
+            lineage: e.lineage,
+            ..Default::default()
+        };
         let chunks = &mut sent.chunks;
-        change.whole = sent.rewrite || sent.generation != e.generation || sent.end > end;
+        change.whole = sent.rewrite || sent.lineage != e.lineage || sent.end > end;
         if change.whole {
-            // One chunk from the base replaces them all (the one at the
-            // base is overwritten in place).
-            let kept = (end > e.base).then_some(e.base);
-            change.gone = chunks.drain(..).filter(|&c| Some(c) != kept).collect();
+            // Written again from the base; what it does not overwrite goes.
+            change.gone = std::mem::take(chunks);
             sent.rewrite = false;
-            sent.generation = e.generation;
+            sent.lineage = e.lineage;
             sent.end = e.base;
         }
         // Chunks wholly before the base were truncated.
@@ -82,11 +129,11 @@ impl Protected {
             chunks.push(from);
             // Each chunk at least twice the next: at most about log2 of the
             // log's length of them, and a byte is sent again only when its
-            // chunk grows by half or more.
+            // chunk grows by half or more. (Not into a chunk that starts
+            // before the base: its first bytes are gone; nor past CHUNK_MAX.)
             while let [.., prev, last] = chunks[..] {
-                // (A chunk that starts before the base cannot be sent again:
-                // its first bytes are gone.)
-                if prev < e.base || last - prev >= 2 * (end - last) {
+                if prev < e.base || last - prev >= 2 * (end - last) || end - prev > CHUNK_MAX as u64
+                {
                     break;
                 }
                 chunks.pop();
@@ -94,9 +141,17 @@ impl Protected {
                     change.gone.push(last);
                 }
             }
-            let at = *chunks.last().expect("a chunk was pushed");
+            let at = chunks.pop().expect("a chunk was pushed");
             bytes.extend_from_slice(&e.log[(at - e.base) as usize..]);
-            change.chunk = Some(at);
+            let mut p = at;
+            while p < end {
+                let len = (end - p).min(CHUNK_MAX as u64);
+                chunks.push(p);
+                change.chunks.push((p, len as usize));
+                p += len;
+            }
+            // A chunk written again in place is not removed.
+            change.gone.retain(|g| !change.chunks.iter().any(|(c, _)| c == g));
         }
         sent.end = end;
         Some(change)
@@ -105,17 +160,18 @@ impl Protected {
     /// Takes `id`'s head from the remote copy (a reboot's restore, a
     /// standby's mirror), at version 0: another process's clock, so what
     /// this dataplane writes next is newer. The log held is kept from the
-    /// head's base; its chunks follow.
+    /// head's base if it is of the head's lineage; its chunks follow.
     pub fn put_head(&self, id: u64, worker: u16, payload: &[u8]) -> Result<(), RemoteError> {
         let h = ProtectedHead::parse(payload)?;
         let Ok(mut conns) = self.inner.lock() else { return Ok(()) };
         let e = conns.entry(id).or_default();
         let before = e.log.len();
-        if h.base < e.base || h.base > e.end() {
+        if e.lineage != h.lineage || h.base < e.base || h.base > e.end() {
             e.log.clear();
         } else {
             e.log.drain(..(h.base - e.base) as usize);
         }
+        e.lineage = h.lineage;
         e.base = h.base;
         e.log.truncate(usize::try_from(h.end - h.base).unwrap_or(usize::MAX));
         e.worker = worker;
@@ -131,15 +187,21 @@ impl Protected {
         Ok(())
     }
 
-    /// Adds a chunk of `id`'s log from the remote copy (after its head):
-    /// the bytes past what is held, up to the head's end. A chunk past a
-    /// hole adds nothing; the connection is then short of its end, and not
-    /// replayed.
-    pub fn put_chunk(&self, id: u64, offset: u64, chunk: &[u8]) {
+    /// Adds a chunk of `id`'s log of `lineage` from the remote copy (after
+    /// its head): the bytes past what is held, up to the head's end. A chunk
+    /// of another lineage adds nothing; one past a hole neither, and the
+    /// connection is then short of its end, and not replayed.
+    pub fn put_chunk(&self, id: u64, (lineage, offset): (u64, u64), chunk: &[u8]) {
         let Ok(mut conns) = self.inner.lock() else { return };
         let Some(e) = conns.get_mut(&id) else { return };
+        if let Err(at) = e.remote_chunks.binary_search(&offset) {
+            e.remote_chunks.insert(at, offset);
+        }
         let (held, end) = (e.end(), e.copied_end.unwrap_or(u64::MAX));
-        if offset > held || offset.saturating_add(chunk.len() as u64) <= held {
+        if lineage != e.lineage
+            || offset > held
+            || offset.saturating_add(chunk.len() as u64) <= held
+        {
             return;
         }
         let from = (held - offset) as usize;
@@ -147,6 +209,25 @@ impl Protected {
         let new = &chunk[from..chunk.len().min(upto).max(from)];
         e.log.extend_from_slice(new);
         self.stats.log_bytes.fetch_add(new.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A chunk of `id` removed from the remote copy (a mirror follows it).
+    pub fn chunk_gone(&self, id: u64, offset: u64) {
+        let Ok(mut conns) = self.inner.lock() else { return };
+        if let Some(e) = conns.get_mut(&id) {
+            e.remote_chunks.retain(|&c| c != offset);
+        }
+    }
+
+    /// The chunks found in the remote copy, by connection (taken: a new
+    /// tracker adopts them once).
+    pub fn take_remote_chunks(&self) -> HashMap<u64, Vec<u64>> {
+        let Ok(mut conns) = self.inner.lock() else { return HashMap::new() };
+        conns
+            .iter_mut()
+            .filter(|(_, e)| !e.remote_chunks.is_empty())
+            .map(|(&id, e)| (id, std::mem::take(&mut e.remote_chunks)))
+            .collect()
     }
 
     /// Forgets `id` (the remote copy no longer holds it).
@@ -181,8 +262,13 @@ mod tests {
         let (mut head, mut bytes) = (Vec::new(), Vec::new());
         let c = a.remote_change(id, sent, &mut head, &mut bytes).unwrap();
         b.put_head(id, c.worker, &head).unwrap();
-        if let Some(at) = c.chunk {
-            b.put_chunk(id, at, &bytes);
+        let mut from = 0;
+        for &(at, len) in &c.chunks {
+            b.put_chunk(id, (c.lineage, at), &bytes[from..from + len]);
+            from += len;
+        }
+        for &at in &c.gone {
+            b.chunk_gone(id, at);
         }
         c.gone
     }
@@ -205,19 +291,26 @@ mod tests {
         assert_eq!(carry(&a, &b, 7, &mut sent), Vec::<u64>::new());
         a.apply(&delta(delta_kind::LOG, 7, 40, b"INCR k\r\n"), 2);
         let c = a.remote_change(7, &mut sent.clone(), &mut head, &mut bytes).unwrap();
-        assert_eq!((c.chunk, &bytes[..]), (Some(40), &b"INCR k\r\n"[..]), "only the new bytes");
+        assert_eq!(
+            (&c.chunks[..], &bytes[..]),
+            (&[(40, 8)][..], &b"INCR k\r\n"[..]),
+            "only the new bytes"
+        );
         carry(&a, &b, 7, &mut sent);
         assert_eq!(sent.chunks, [0, 40]);
         // Nothing new: the head alone.
         let c = a.remote_change(7, &mut sent.clone(), &mut head, &mut bytes).unwrap();
-        assert_eq!((c.chunk, c.gone.len()), (None, 0));
+        assert_eq!((c.chunks.len(), c.gone.len()), (0, 0));
         // A chunk over half the one before merges into it: sent again from
         // there, in place.
         a.apply(&delta(delta_kind::LOG, 7, 48, b"GET k\r\n"), 2);
         let c = a.remote_change(7, &mut sent, &mut head, &mut bytes).unwrap();
-        assert_eq!((c.chunk, c.gone, &bytes[..]), (Some(40), vec![], &b"INCR k\r\nGET k\r\n"[..]));
+        assert_eq!(
+            (&c.chunks[..], c.gone, &bytes[..]),
+            (&[(40, 15)][..], vec![], &b"INCR k\r\nGET k\r\n"[..])
+        );
         b.put_head(7, 2, &head).unwrap();
-        b.put_chunk(7, 40, &bytes);
+        b.put_chunk(7, (c.lineage, 40), &bytes);
         let mut whole = first.to_vec();
         whole.extend_from_slice(b"INCR k\r\nGET k\r\n");
         assert_eq!(log(&b, 7), (0, whole, false));
@@ -280,17 +373,74 @@ mod tests {
         assert_eq!(log(&b, 7), (0, first.to_vec(), true));
         // Chunks read back in any order and repeated add each byte once.
         let c = Protected::default();
-        a.remote_change(7, &mut SentLog::default(), &mut head, &mut bytes).unwrap();
+        let l = a.remote_change(7, &mut SentLog::default(), &mut head, &mut bytes).unwrap().lineage;
         c.put_head(7, 0, &head).unwrap();
-        c.put_chunk(7, 20, b"two fourabc");
-        c.put_chunk(7, 0, &first);
-        c.put_chunk(7, 20, b"two fourabc");
+        c.put_chunk(7, (l, 20), b"two fourabc");
+        c.put_chunk(7, (l, 0), &first);
+        c.put_chunk(7, (l, 20), b"two fourabc");
         let mut longer = first.to_vec();
         longer.extend_from_slice(b"two fourabc and more");
-        c.put_chunk(7, 0, &longer);
+        c.put_chunk(7, (l, 0), &longer);
         assert_eq!(log(&c, 7), (0, longer[..31].to_vec(), false));
         assert_eq!(c.stats.log_bytes.load(Ordering::Relaxed), 31);
         c.remove(7);
         assert_eq!(c.stats.log_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// A log rebuilt after a lost record starts a new lineage: a mirror
+    /// that held the old bytes takes the new ones, not a mix.
+    #[test]
+    fn a_rebuilt_log_replaces_the_mirrored_one() {
+        let (a, b) = (Protected::default(), Protected::default());
+        let mut sent = SentLog::default();
+        a.apply(&delta(delta_kind::LOG, 7, 0, b"abcd"), 0);
+        carry(&a, &b, 7, &mut sent);
+        a.apply(&delta(delta_kind::LOG, 7, 0, b"abXd"), 0);
+        a.apply(&delta(delta_kind::LOG, 7, 0, b"abXdef"), 0);
+        carry(&a, &b, 7, &mut sent);
+        assert_eq!(log(&b, 7), (0, b"abXdef".to_vec(), false));
+    }
+
+    /// A chunk left in Redis by an earlier connection with the same id (or
+    /// an earlier lineage) never lends its bytes to the new log.
+    #[test]
+    fn a_leaked_chunk_of_another_lineage_is_passed_over() {
+        let a = Protected::default();
+        a.apply(&delta(delta_kind::LOG, 7, 0, &[b'n'; 110]), 0);
+        let (mut head, mut bytes) = (Vec::new(), Vec::new());
+        let c = a.remote_change(7, &mut SentLog::default(), &mut head, &mut bytes).unwrap();
+        let r = Protected::default();
+        r.put_head(7, 0, &head).unwrap();
+        r.put_chunk(7, (c.lineage, 0), &bytes[..100]);
+        r.put_chunk(7, (c.lineage ^ 1, 40), &[b'O'; 160]);
+        r.put_chunk(7, (c.lineage, 100), &bytes[100..]);
+        assert_eq!(log(&r, 7), (0, vec![b'n'; 110], false));
+        // Without the chunk of its own lineage at 100, it is short: broken.
+        let r = Protected::default();
+        r.put_head(7, 0, &head).unwrap();
+        r.put_chunk(7, (c.lineage, 0), &bytes[..100]);
+        r.put_chunk(7, (c.lineage ^ 1, 40), &[b'O'; 160]);
+        assert!(log(&r, 7).2);
+        let mut found = r.take_remote_chunks();
+        assert_eq!(found.remove(&7), Some(vec![0, 40]), "both removed by the next active");
+    }
+
+    /// No chunk passes CHUNK_MAX: a log sent whole goes in pieces.
+    #[test]
+    fn a_long_log_goes_in_pieces() {
+        let (a, b) = (Protected::default(), Protected::default());
+        let long = vec![b'z'; 2 * CHUNK_MAX + 5];
+        a.apply(&delta(delta_kind::LOG, 7, 0, &long), 0);
+        let mut sent = SentLog::default();
+        let (mut head, mut bytes) = (Vec::new(), Vec::new());
+        let c = a.remote_change(7, &mut sent.clone(), &mut head, &mut bytes).unwrap();
+        let m = CHUNK_MAX as u64;
+        assert_eq!(c.chunks, [(0, CHUNK_MAX), (m, CHUNK_MAX), (2 * m, 5)]);
+        carry(&a, &b, 7, &mut sent);
+        a.apply(&delta(delta_kind::LOG, 7, 2 * m + 5, b"tail"), 0);
+        let c = a.remote_change(7, &mut sent.clone(), &mut head, &mut bytes).unwrap();
+        assert_eq!((c.chunks, c.gone), (vec![(2 * m, 9)], vec![]), "merged into the short piece");
+        carry(&a, &b, 7, &mut sent);
+        assert_eq!(log(&b, 7).1.len(), long.len() + 4);
     }
 }

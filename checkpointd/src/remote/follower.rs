@@ -41,8 +41,14 @@ pub enum MirrorOp {
     /// Log bytes of a protected connection, from stream offset `offset`.
     Chunk {
         id: u64,
+        lineage: u64,
         offset: u64,
         bytes: Vec<u8>,
+    },
+    /// One of its chunks removed.
+    ChunkGone {
+        id: u64,
+        offset: u64,
     },
     /// After reading `buckets` whole: what the mirror holds of them that is
     /// not in `keep` is gone from Redis.
@@ -324,18 +330,18 @@ impl Follower {
 }
 
 impl Follower {
-    /// A protected connection's log chunk: its bytes go to the mirror; a
-    /// removed one needs nothing (its head's base says what is truncated).
+    /// A protected connection's log chunk, or its removal, for the mirror.
     async fn apply_chunk(&self, bucket: u16, (id, offset): (u64, u64), value: &[u8]) {
         if value == CHUNK_GONE {
+            let _ = self.tx.send(MirrorOp::ChunkGone { id, offset }).await;
             return;
         }
-        let bytes = match decode_chunk(&self.link.key, (id, offset), value) {
-            Ok(b) if bucket_of(id) == bucket => b.to_vec(),
+        let (lineage, bytes) = match decode_chunk(&self.link.key, (id, offset), value) {
+            Ok((l, b)) if bucket_of(id) == bucket => (l, b.to_vec()),
             Ok(_) => return self.refused(id, &"a log chunk found in another connection's bucket"),
             Err(e) => return self.refused(id, &e),
         };
-        let _ = self.tx.send(MirrorOp::Chunk { id, offset, bytes }).await;
+        let _ = self.tx.send(MirrorOp::Chunk { id, lineage, offset, bytes }).await;
     }
 
     fn refused(&self, id: u64, e: &dyn std::fmt::Display) {

@@ -99,6 +99,9 @@ impl RemoteSide {
     }
 }
 
+/// A field of a bucket and its value, as the write script takes them.
+type Pair = (String, Vec<u8>);
+
 /// Batches in flight between the tracker and the writer; beyond that the
 /// tracker keeps coalescing.
 const IN_FLIGHT: usize = 4;
@@ -191,11 +194,20 @@ impl Tracker {
         })
     }
 
-    /// Chunks a restore found in Redis: removed when their log is next sent
-    /// whole (the first time it is sent).
+    /// Chunks Redis holds that this tracker did not write (a restore's, a
+    /// mirror's): removed when their log is next sent whole (the first time
+    /// it is sent), or with its end.
     pub fn adopt_chunks(&mut self, chunks: HashMap<u64, Vec<u64>>) {
         for (id, list) in chunks {
-            self.logs.entry(id).or_default().chunks.extend(list);
+            self.logs.entry(id).or_default().adopt(list);
+        }
+    }
+
+    /// Chunks whose removal was refused or never sent: Redis may still
+    /// hold them.
+    fn unremoved(&mut self, chunks: Vec<(u64, u64)>) {
+        for (id, at) in chunks {
+            self.logs.entry(id).or_default().adopt([at]);
         }
     }
 
@@ -279,6 +291,8 @@ impl Tracker {
                 s.rewrite = true;
             }
         }
+        let unremoved = std::mem::take(&mut *self.shared.retry_chunks.lock().expect("retry list"));
+        self.unremoved(unremoved);
         self.stats.pending.store(self.dirty.len() as u64, Ordering::Relaxed);
         let epoch = self.stats.epoch.load(Ordering::Relaxed);
         if epoch == 0 {
@@ -322,7 +336,7 @@ impl Tracker {
                 if only_urgent.is_some() {
                     RemoteStats::add(&self.stats.urgent_sends, 1);
                 }
-                let mut pairs = Vec::with_capacity(1);
+                let (mut pairs, mut gone) = (Vec::with_capacity(1), Vec::new());
                 match p.gone {
                     Some(version) => {
                         b.deletes += 1;
@@ -333,10 +347,11 @@ impl Tracker {
                         // A protected connection's chunks go with it.
                         for at in self.logs.remove(&id).map(|s| s.chunks).unwrap_or_default() {
                             pairs.push((chunk_field(id, at), CHUNK_GONE.to_vec()));
+                            gone.push((id, at));
                         }
                     }
                     None => {
-                        if !self.seal(store, id, epoch, &mut pairs) {
+                        if !self.seal(store, id, epoch, (&mut pairs, &mut gone)) {
                             // Deleted since, and its delete is queued or sent.
                             continue;
                         }
@@ -350,8 +365,10 @@ impl Tracker {
                     bucket,
                     pairs: Vec::new(),
                     changes: Vec::new(),
+                    gone_chunks: Vec::new(),
                 });
                 w.pairs.extend(pairs);
+                w.gone_chunks.extend(gone);
                 w.changes.push((id, p));
             }
             b.buckets = buckets.into_values().collect();
@@ -372,6 +389,7 @@ impl Tracker {
                             s.rewrite = true;
                         }
                     }
+                    self.unremoved(w.gone_chunks);
                 }
                 break;
             }
@@ -394,7 +412,7 @@ impl Tracker {
         store: &Store,
         id: u64,
         epoch: u64,
-        pairs: &mut Vec<(String, Vec<u8>)>,
+        (pairs, gone): (&mut Vec<Pair>, &mut Vec<(u64, u64)>),
     ) -> bool {
         let stats = &self.stats;
         let key = &self.link.key;
@@ -433,13 +451,16 @@ impl Tracker {
         for &at in &c.gone {
             pairs.push((chunk_field(id, at), CHUNK_GONE.to_vec()));
         }
-        let mut bytes = self.protected.len();
+        gone.extend(c.gone.iter().map(|&at| (id, at)));
         RemoteStats::add(&stats.log_rewrites, u64::from(c.whole && !c.gone.is_empty()));
-        if let Some(at) = c.chunk {
-            bytes += self.chunk.len();
-            RemoteStats::add(&stats.log_chunk_bytes, self.chunk.len() as u64);
-            pairs.push((chunk_field(id, at), encode_chunk(key, id, at, &self.chunk)));
+        let mut from = 0;
+        for &(at, len) in &c.chunks {
+            let piece = &self.chunk[from..from + len];
+            pairs.push((chunk_field(id, at), encode_chunk(key, id, (c.lineage, at), piece)));
+            from += len;
         }
+        RemoteStats::add(&stats.log_chunk_bytes, self.chunk.len() as u64);
+        let bytes = self.protected.len() + self.chunk.len();
         RemoteStats::add(&stats.module_portions[usize::from(module::PROTECT)], 1);
         RemoteStats::add(&stats.module_bytes[usize::from(module::PROTECT)], bytes as u64);
         true

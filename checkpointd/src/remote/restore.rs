@@ -38,8 +38,8 @@ const CHUNK: u16 = 16;
 pub enum Take {
     /// Every connection: the local store is new.
     All,
-    /// Only the protected connections' logs, of connections the local
-    /// store holds: it survived, but they live in checkpointd's memory.
+    /// Only the protected connections and their logs: the local store
+    /// survived, but they live in checkpointd's memory.
     ProtectedOnly,
 }
 
@@ -107,7 +107,9 @@ pub fn restore(
         for ((id, offset), value) in chunks {
             r.chunks.entry(id).or_default().push(offset);
             match decode_chunk(&link.key, (id, offset), value) {
-                Ok(bytes) if bucket_of(id) == bucket => store.protect.put_chunk(id, offset, bytes),
+                Ok((lineage, bytes)) if bucket_of(id) == bucket => {
+                    store.protect.put_chunk(id, (lineage, offset), bytes)
+                }
                 Ok(_) => {
                     r.forged += 1;
                     warn!("remote log chunk of {id:016x} found in bucket {bucket}: refused");

@@ -108,9 +108,10 @@ impl Mirror {
                     }
                     RemoteStats::add(&self.stats.mirror_applied, 1);
                 }
-                MirrorOp::Chunk { id, offset, bytes } => {
-                    store.protect.put_chunk(id, offset, &bytes);
+                MirrorOp::Chunk { id, lineage, offset, bytes } => {
+                    store.protect.put_chunk(id, (lineage, offset), &bytes);
                 }
+                MirrorOp::ChunkGone { id, offset } => store.protect.chunk_gone(id, offset),
                 MirrorOp::Delete { conn_id } => {
                     store.forget_copied(conn_id);
                     RemoteStats::add(&self.stats.mirror_deletes, 1);
@@ -242,7 +243,7 @@ impl Mirror {
         self.stats.fenced.store(false, Ordering::Relaxed);
         store.track_changes = true;
         store.changes.clear();
-        let tracker = match Tracker::start(
+        let mut tracker = match Tracker::start(
             Arc::clone(&self.link),
             &self.sec,
             Arc::clone(&self.stats),
@@ -256,6 +257,8 @@ impl Mirror {
                 return None;
             }
         };
+        // The old active's chunks: this tracker removes them as it goes.
+        tracker.adopt_chunks(store.protect.take_remote_chunks());
         RemoteStats::add(&self.stats.takeovers, 1);
         let conns = store.stats.conns.load(Ordering::Relaxed);
         info!(

@@ -22,6 +22,8 @@ pub struct BucketWrite {
     pub bucket: u16,
     pub pairs: Vec<(String, Vec<u8>)>,
     pub changes: Vec<(u64, Pending)>,
+    /// Protected connections' chunks the call removes (given back too).
+    pub gone_chunks: Vec<(u64, u64)>,
 }
 
 /// What the tracker sends in one go.
@@ -43,6 +45,8 @@ pub struct Shared {
     /// Changes of bucket calls Redis refused (out of memory, a missing ACL
     /// permission, a script error): queued again.
     pub retry: Mutex<Vec<(u64, Pending)>>,
+    /// Chunk removals (connection, offset) of refused calls.
+    pub retry_chunks: Mutex<Vec<(u64, u64)>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -267,6 +271,8 @@ impl Writer {
                     reload |= e.to_string().contains("NOSCRIPT");
                     RemoteStats::add(&self.stats.refused_calls, 1);
                     self.shared.retry.lock().expect("retry list").extend(w.changes.iter().cloned());
+                    let mut unremoved = self.shared.retry_chunks.lock().expect("retry list");
+                    unremoved.extend(w.gone_chunks.iter().copied());
                     if *refusals_logged < 5 {
                         *refusals_logged += 1;
                         let advice = refusal_advice(&e);

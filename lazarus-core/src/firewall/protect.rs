@@ -58,6 +58,9 @@ struct Entry {
     /// protection was counted.
     last_seen: u64,
     end_counted: bool,
+    /// Closes seen on the wire: [`CLIENT_FIN`], [`SERVER_FIN`], both for a
+    /// reset.
+    closes: u8,
     /// Recoveries counted so far.
     recoveries: u32,
     /// Its id in checkpointd: its key and the client's ISN at its SYN
@@ -237,6 +240,13 @@ pub enum ProtectRestoreError {
 /// but whose splice its segments still need, or one both ends went quiet
 /// on (a connection that dies silently must not hold its place forever).
 const IDLE_NS: u64 = 2 * 3600 * 1_000_000_000;
+/// How long a spliced connection closed both ways (or reset) keeps its
+/// entry after its last segment: its last ACK and a FIN sent again come
+/// within it; a closed connection must not hold a place in `connections`
+/// for hours.
+const CLOSED_IDLE_NS: u64 = 10 * 1_000_000_000;
+const CLIENT_FIN: u8 = 1;
+const SERVER_FIN: u8 = 2;
 const POLL_NS: u64 = 1_000_000;
 /// A connection whose SYN was never answered keeps its entry this long.
 const OPENING_NS: u64 = 30 * 1_000_000_000;
@@ -448,6 +458,11 @@ impl Protection {
         }
         let Some(e) = self.conns.get_mut(&key) else { return Some(true) };
         e.last_seen = ns;
+        if t.flags & tcp_flags::RST != 0 {
+            e.closes = CLIENT_FIN | SERVER_FIN;
+        } else if t.flags & tcp_flags::FIN != 0 {
+            e.closes |= if from_client { CLIENT_FIN } else { SERVER_FIN };
+        }
         let payload = p.payload(frame);
         if from_client {
             let quiet = e.p.truncatable_before(&t, ns);
@@ -580,6 +595,7 @@ impl Protection {
                 client_port: port,
                 last_seen: ns,
                 end_counted: false,
+                closes: 0,
                 recoveries: 0,
                 id,
                 written: None,
@@ -638,6 +654,7 @@ impl Protection {
             client_port,
             last_seen: ns,
             end_counted: false,
+            closes: 0,
             recoveries: 0,
             written: None,
             sent_log,
@@ -789,11 +806,14 @@ impl Protection {
             return true;
         };
         if e.end_counted {
-            // Counted already; kept for its splice until idle.
-            if idle {
+            // Counted already; kept for its splice until idle, or until its
+            // close is over.
+            let closed = e.closes == CLIENT_FIN | SERVER_FIN
+                && ns.saturating_sub(e.last_seen) > CLOSED_IDLE_NS;
+            if idle || closed {
                 services[key.2].open -= 1;
             }
-            return !idle;
+            return !(idle || closed);
         }
         e.end_counted = true;
         let counter = match why {

@@ -891,6 +891,23 @@ mod tests {
         Protected::restore(POLICY, &b, p.log().to_vec(), p.client_log().base(), now).unwrap()
     }
 
+    /// An idle connection's record does not change with time (so it is not
+    /// written again); a down one's counts the outage.
+    #[test]
+    fn only_a_down_connection_s_record_moves_with_time() {
+        let mut p = up();
+        client(&mut p, ACK | PSH, 100, 500, b"abc");
+        let (mut a, mut b) = ([0; SNAPSHOT_BYTES], [0; SNAPSHOT_BYTES]);
+        p.snapshot(&mut a, 5 * MS);
+        p.snapshot(&mut b, 5000 * MS);
+        assert_eq!(a, b);
+        p.service_down(6000 * MS);
+        p.snapshot(&mut a, 6000 * MS);
+        p.snapshot(&mut b, 6500 * MS);
+        assert_ne!(a, b);
+        assert!(restored(&p, 7000 * MS).is_down());
+    }
+
     #[test]
     fn a_spliced_connection_is_rewritten_the_same_after_a_restore() {
         let mut p = up();

@@ -156,7 +156,10 @@ impl Protected {
         for (i, w) in words.iter().enumerate() {
             b[12 + 4 * i..16 + 4 * i].copy_from_slice(&w.to_le_bytes());
         }
-        b[DOWN_FOR].copy_from_slice(&now.saturating_sub(self.down_since).to_le_bytes());
+        // Only a server that is down has a clock running: an idle record
+        // stays the same, and is not written again.
+        let down_for = if self.is_down() { now.saturating_sub(self.down_since) } else { 0 };
+        b[DOWN_FOR].copy_from_slice(&down_for.to_le_bytes());
         b[80..88].copy_from_slice(&self.log.base().to_le_bytes());
         let head = checked.head.unwrap_or(Acked { end: 0, digest: 0 });
         for (i, w) in [head.end, head.digest, checked.from, self.syn_isn].iter().enumerate() {
