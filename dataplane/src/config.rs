@@ -224,6 +224,7 @@ impl Config {
                 ("hold_ms", p.hold_ms),
                 ("keepalive_ms", p.keepalive_ms),
                 ("down_max_ms", p.down_max_ms),
+                ("close_linger_ms", p.close_linger_ms),
             ] {
                 if v == 0 || v > DAY_MS {
                     return Err(bad(i, key, format!("{v} is out of range 1..={DAY_MS}")));
@@ -617,6 +618,8 @@ mod tests {
             .contains("protected[0].connections"));
         assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\ntruncate_idle_ms = 70000"))
             .contains("protected[0].truncate_idle_ms"));
+        assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\nclose_linger_ms = 0"))
+            .contains("protected[0].close_linger_ms"));
         assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\ntruncation = \"sometimes\""))
             .contains("truncation"));
         assert!(Config::parse(&p("addr = \"10.0.0.1\"\nport = 7"), "t").is_ok());

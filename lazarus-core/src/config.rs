@@ -122,6 +122,10 @@ pub struct ProtectedService {
     /// its answer is taken as complete (0: at once, for a service whose
     /// every answer is one segment).
     pub truncate_idle_ms: u64,
+    /// How long a spliced connection closed both ways keeps its entry (its
+    /// rewrite) after its last segment: its last ACK and FINs sent again
+    /// come within it.
+    pub close_linger_ms: u64,
 }
 
 /// A protected service's truncation policy (`truncation`).
@@ -152,6 +156,7 @@ impl Default for ProtectedService {
             down_max_ms: 60_000,
             truncation: Truncation::None,
             truncate_idle_ms: 10,
+            close_linger_ms: 60_000,
         }
     }
 }

@@ -66,7 +66,7 @@ protect_sent() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rem
 lz_ns_up
 lz_redis_up
 export LZ_CHECKPOINT=true
-protected=$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000' "$LZ_SERVER_IP")
+protected=$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ndown_max_ms = 20000\nclose_linger_ms = 3000' "$LZ_SERVER_IP")
 lz_pair_start "$(lz_remote_toml active A)
 $protected" "$(lz_remote_toml standby B)
 $protected"
@@ -121,8 +121,8 @@ lz_log "protected, the box lost three times: $on"
 for r in "${from_redis:-0}" "$restored1" "$spliced1" "$restored2" "$spliced2" "$mirrored" "$restored3" "$spliced3"; do
     [ "$r" -ge "$CLIENTS" ] || lz_fail "a restart restored or carried over $r protected connections, not $CLIENTS: $on"
 done
-# The clients closed: within the close's linger (10 s after their last
-# segments) the standby, active now, ends their entries, and their heads
+# The clients closed: within the close's linger (close_linger_ms after
+# their last segments) the standby, active now, ends their entries, and their heads
 # and chunks leave Redis, those the old active wrote too (adopted at the
 # takeover).
 b_protected() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])["protected"]["conns"])' "$(lz_as_b lz_ckpt_ask '{"cmd":"status"}')"; }

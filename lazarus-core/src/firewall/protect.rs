@@ -58,8 +58,10 @@ struct Entry {
     /// protection was counted.
     last_seen: u64,
     end_counted: bool,
-    /// Closes seen on the wire: [`CLIENT_FIN`], [`SERVER_FIN`], both for a
-    /// reset.
+    /// FINs passed on since its protection ended and its last recovery:
+    /// [`CLIENT_FIN`], [`SERVER_FIN`]. (Not those protection absorbed or
+    /// holds: a crashed server's, the replay's; not resets, which a blind
+    /// sender can forge.)
     closes: u8,
     /// Recoveries counted so far.
     recoveries: u32,
@@ -240,11 +242,9 @@ pub enum ProtectRestoreError {
 /// but whose splice its segments still need, or one both ends went quiet
 /// on (a connection that dies silently must not hold its place forever).
 const IDLE_NS: u64 = 2 * 3600 * 1_000_000_000;
-/// How long a spliced connection closed both ways (or reset) keeps its
-/// entry after its last segment: its last ACK and a FIN sent again come
-/// within it; a closed connection must not hold a place in `connections`
-/// for hours.
-const CLOSED_IDLE_NS: u64 = 10 * 1_000_000_000;
+/// FINs passed on after protection ended (`Entry::closes`): with both, a
+/// connection keeps its entry only `close_linger_ms` after its last
+/// segment, not for hours, holding a place in `connections`.
 const CLIENT_FIN: u8 = 1;
 const SERVER_FIN: u8 = 2;
 const POLL_NS: u64 = 1_000_000;
@@ -257,6 +257,8 @@ struct Service {
     policy: ProtectPolicy,
     connections: usize,
     open: usize,
+    /// `close_linger_ms`, in ns.
+    close_linger_ns: u64,
 }
 
 /// Frames the firewall sends itself, and the config port each leaves by.
@@ -337,6 +339,7 @@ impl Protection {
                 },
                 connections: s.connections as usize,
                 open: 0,
+                close_linger_ns: s.close_linger_ms * 1_000_000,
             })
             .collect();
         let room = services.iter().map(|s| s.connections).sum();
@@ -458,11 +461,6 @@ impl Protection {
         }
         let Some(e) = self.conns.get_mut(&key) else { return Some(true) };
         e.last_seen = ns;
-        if t.flags & tcp_flags::RST != 0 {
-            e.closes = CLIENT_FIN | SERVER_FIN;
-        } else if t.flags & tcp_flags::FIN != 0 {
-            e.closes |= if from_client { CLIENT_FIN } else { SERVER_FIN };
-        }
         let payload = p.payload(frame);
         if from_client {
             let quiet = e.p.truncatable_before(&t, ns);
@@ -507,6 +505,12 @@ impl Protection {
             // forwarded unlogged.
             c.protect.log_ring_full.add(1);
             return Some(false);
+        }
+        if t.flags & tcp_flags::FIN != 0
+            && e.p.ended().is_some()
+            && matches!(action, Action::Forward | Action::ForwardFrom(_))
+        {
+            e.closes |= if from_client { CLIENT_FIN } else { SERVER_FIN };
         }
         let quiet = e.p.truncatable(ns);
         e.truncate(quiet, sink, (now, ns), c);
@@ -795,6 +799,7 @@ impl Protection {
         if e.p.recoveries() != e.recoveries {
             c.protect.spliced.add(u64::from(e.p.recoveries() - e.recoveries));
             e.recoveries = e.p.recoveries();
+            e.closes = 0;
         }
         let idle = ns.saturating_sub(e.last_seen) > IDLE_NS
             || (e.p.is_opening() && ns.saturating_sub(e.last_seen) > OPENING_NS);
@@ -809,7 +814,7 @@ impl Protection {
             // Counted already; kept for its splice until idle, or until its
             // close is over.
             let closed = e.closes == CLIENT_FIN | SERVER_FIN
-                && ns.saturating_sub(e.last_seen) > CLOSED_IDLE_NS;
+                && ns.saturating_sub(e.last_seen) > services[key.2].close_linger_ns;
             if idle || closed {
                 services[key.2].open -= 1;
             }
