@@ -168,8 +168,16 @@ impl Children {
     /// and only while every running one has stood by: each start's heap
     /// allocations are then told apart by the heap before and after it.
     pub fn fill(&mut self, shared: &SharedState, quit: &AtomicBool) -> Result<(), SuperviseError> {
-        while self.running.len() < WORKER_PROCESSES
-            && self.running.iter().all(|r| r.ready)
+        // A killed process the kernel is still tearing down (on a loaded
+        // host this can take tens of seconds) runs no code of its own any
+        // more: its replacement need not wait for it.
+        // Only a process replaced as the active one, or one that never
+        // stood by, is looked at: the others are known alive, and reading
+        // /proc for them every tick would be for nothing.
+        let replaced = shared.replaced_pid.load(Ordering::Relaxed);
+        let gone = |r: &Running| (!r.ready || r.child.id() == replaced) && dying(r.child.id());
+        while self.running.iter().filter(|r| !gone(r)).count() < WORKER_PROCESSES
+            && self.running.iter().all(|r| r.ready || gone(r))
             && Instant::now() >= self.next_start
             && !quit.load(Ordering::Relaxed)
         {
@@ -265,7 +273,15 @@ impl Children {
             }
         }
         let active = shared.active_pid.load(Ordering::Relaxed);
-        let standbys = self.running.iter().filter(|r| r.ready && r.child.id() != active).count();
+        let standbys = self
+            .running
+            .iter()
+            .filter(|r| {
+                let id = r.child.id();
+                let replaced = shared.replaced_pid.load(Ordering::Relaxed);
+                r.ready && id != active && !(id == replaced && dying(id))
+            })
+            .count();
         shared.standbys.store(standbys as u32, Ordering::Relaxed);
         Ok(ended)
     }
@@ -392,6 +408,30 @@ impl Children {
     }
 }
 
+/// Whether process `pid` is on its way out: exiting in the kernel
+/// (`PF_EXITING` in its flags), or with a SIGKILL pending that it has not
+/// acted on yet (asleep in the kernel). False when it cannot be read.
+fn dying(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    let exiting = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+        // After the command name (which may hold spaces and parentheses):
+        // state, ppid, pgrp, session, tty, tpgid, flags.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+    });
+    if exiting.is_some_and(|flags| flags & PF_EXITING != 0) {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status.lines().any(|l| {
+        let pending = l.strip_prefix("SigPnd:").or_else(|| l.strip_prefix("ShdPnd:"));
+        pending
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & SIGKILL_BIT != 0)
+    })
+}
+
 /// The environment variable that tells a worker process its port owner's pid.
 pub const OWNER_ENV: &str = "LAZARUS_PORT_OWNER_PID";
 
@@ -407,6 +447,21 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// A child killed and not reaped yet is dying; a live one is not.
+    #[test]
+    fn a_killed_child_is_dying_until_reaped() {
+        let mut c = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(!dying(c.id()));
+        c.kill().unwrap();
+        let t = Instant::now();
+        while !dying(c.id()) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(dying(c.id()), "a SIGKILLed child, a zombie until reaped");
+        c.wait().unwrap();
+        assert!(!dying(c.id()), "gone");
     }
 
     #[test]

@@ -72,7 +72,7 @@ udp_pid=$!
 t0=$(date +%s.%N)
 # The kill loop in one process: a telemetry request costs a millisecond, a
 # python start fifty.
-python3 - "lz$LZ_ID" "$N" "$LZ_WORK" <<'PY' || lz_fail "the kill loop failed (above)"
+LZ_DP_PID=$LZ_DP_PID python3 - "lz$LZ_ID" "$N" "$LZ_WORK" <<'PY' || lz_fail "the kill loop failed (above)"
 import json, os, signal, socket, sys, time
 prefix, n, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -99,6 +99,14 @@ def standby(killed):
             return p
         time.sleep(0.002)
     os.system(f"tail -n 40 {work}/dataplane.log; tail -n 10 {work}/checkpointd.log")
+    # Where the port owner's main loop stands (gdb, when installed).
+    # The killed process's state (a D state and its kernel stack: the
+    # kernel still tearing it down).
+    for pid in os.popen(f"pgrep -f -- '--file-prefix {prefix} '").read().split():
+        os.system(f"grep -E '^(Name|State|PPid)' /proc/{pid}/status 2>/dev/null | tr '\\n' ' '; echo pid {pid}; cat /proc/{pid}/stack 2>/dev/null | head -12")
+    owner = os.environ.get("LZ_DP_PID", "")
+    if owner:
+        os.system(f"timeout 60 gdb -batch -p {owner} -ex 'thread apply all bt' 2>/dev/null | grep -E '^(Thread|#)' | head -80")
     sys.exit(f"no new active worker process with a standby 30 s after the kill of {killed}: {p}")
 killed = 0
 standbys_killed = 0
