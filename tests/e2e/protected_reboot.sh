@@ -27,30 +27,10 @@ command -v redis-server >/dev/null || lz_fail "redis-server missing: run scripts
 lz_protect_app
 CLIENTS=20
 
-clients() {
-    CLIENT_PIDS=()
-    for i in $(seq 1 $CLIENTS); do
-        ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" "$1" >"$LZ_WORK/$2.client$i.out" 2>&1 &
-        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
-    done
-}
-
-verdict() {
-    lz_wait_clients "$1"
-    VERDICT="$WAIT_OK ok, $WAIT_FAILED failed${WAIT_ERROR:+ ($WAIT_ERROR)}, $WAIT_LINES answers checked, longest wait $((WAIT_LONGEST_US / 1000)) ms"
-}
-
-kill_server() {
-    kill -KILL "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-}
-
 # The server dies and the hook says so; then the box: $1 "reboot" deletes
 # the segments too, "crash" keeps them. $2 runs while nothing runs.
 box_dies() {
-    kill_server
-    sleep 0.05
-    lz_ctl protect down "$LZ_ECHO" >/dev/null
-    sleep 0.3
+    lz_echo_server_down
     lz_dp_kill
     lz_ckpt_kill
     [ "$1" = reboot ] && rm -rf "$LZ_CKPT_DIR"
@@ -71,7 +51,7 @@ lz_pair_start "$(lz_remote_toml active A)
 $protected" "$(lz_remote_toml standby B)
 $protected"
 lz_protect_serve echo "$APP" on.0
-clients 20 on
+lz_echo_clients 20 on
 sleep 1.5
 sent=$(protect_sent)
 [ "$sent" -ge "$CLIENTS" ] || lz_fail "checkpointd sent $sent protected portions to Redis, fewer than the $CLIENTS connections"
@@ -104,17 +84,14 @@ restored2=$(lz_stat_sum protect_restored)
 sleep 3
 spliced2=$(lz_stat_sum protect_spliced)
 # 3. The box is lost for good: the standby takes over.
-kill_server
-sleep 0.05
-lz_ctl protect down "$LZ_ECHO" >/dev/null
-sleep 0.3
+lz_echo_server_down
 mirrored=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["protected"]["conns"])' "$(lz_as_b lz_ckpt_ask '{"cmd":"status"}')")
 lz_failover
 lz_protect_serve echo "$APP" on.3
 sleep 3
 restored3=$(lz_as_b lz_stat_sum protect_restored)
 spliced3=$(lz_as_b lz_stat_sum protect_spliced)
-verdict on
+lz_echo_verdict on
 on="$VERDICT; after the reboot restored $restored1, carried over $spliced1; after the crash restored $restored2, carried over $spliced2; the standby mirrored $mirrored, restored $restored3, carried over $spliced3"
 lz_log "protected, the box lost three times: $on"
 [[ "$on" == "$CLIENTS ok, 0 failed"* ]] || { tail -30 "$LZ_WORK/dataplane.log"; tail -30 "$LZ_B_WORK/dataplane.log"; lz_fail "protected clients failed across the box's loss: $on"; }
@@ -134,19 +111,19 @@ for _ in $(seq 1 100); do [ "$(b_protected)" = 0 ] && [ "$(protect_fields)" = 0 
 [ "$(protect_fields)" = 0 ] || lz_fail "$(protect_fields) log chunks left in Redis after every protected connection closed"
 grep -q "restored [1-9][0-9]* protected connection log(s) from the remote store" "$LZ_WORK/checkpointd.log" \
     || lz_fail "checkpointd did not read the protected connections' logs back from Redis at a start with its segments"
-kill_server
+lz_kill_server
 
 # Control: the standby, active now, rebooted with Redis's copy deleted
 # while it is down.
 lz_protect_serve echo "$APP" off.0
-clients 6 off
+lz_echo_clients 6 off
 sleep 1.5
 flush() { lz_redis_admin FLUSHALL >/dev/null; }
 lz_as_b box_dies reboot flush off.1
-verdict off
+lz_echo_verdict off
 off=$VERDICT
 lz_log "control, Redis's copy deleted: $off"
 [[ "$off" == "0 ok"* ]] || lz_fail "control: clients passed without Redis's copy: the test cannot tell ($off)"
-kill_server
+lz_kill_server
 lz_as_b lz_dp_stop
 echo "PASS protected_reboot: $CLIENTS line clients (whole sessions logged) through the box's loss with their server down, logs restored from Redis, then a standby's takeover: $on; control without Redis's copy: $(cut -d, -f1-2 <<<"$off")"
