@@ -96,6 +96,16 @@ struct Running {
     heap: Vec<HeapElement>,
 }
 
+impl Running {
+    /// Killed and not gone yet. Only a process replaced as the active one
+    /// (`replaced`), or one that never stood by, is looked at: the others
+    /// are known alive, and reading /proc for them every tick would be for
+    /// nothing.
+    fn on_its_way_out(&self, replaced: u32) -> bool {
+        (!self.ready || self.child.id() == replaced) && dying(self.child.id())
+    }
+}
+
 /// The watchdog's view of the active worker process.
 struct Watch {
     activations: u64,
@@ -171,13 +181,9 @@ impl Children {
         // A killed process the kernel is still tearing down (on a loaded
         // host this can take tens of seconds) runs no code of its own any
         // more: its replacement need not wait for it.
-        // Only a process replaced as the active one, or one that never
-        // stood by, is looked at: the others are known alive, and reading
-        // /proc for them every tick would be for nothing.
         let replaced = shared.replaced_pid.load(Ordering::Relaxed);
-        let gone = |r: &Running| (!r.ready || r.child.id() == replaced) && dying(r.child.id());
-        while self.running.iter().filter(|r| !gone(r)).count() < WORKER_PROCESSES
-            && self.running.iter().all(|r| r.ready || gone(r))
+        while self.running.iter().filter(|r| !r.on_its_way_out(replaced)).count() < WORKER_PROCESSES
+            && self.running.iter().all(|r| r.ready || r.on_its_way_out(replaced))
             && Instant::now() >= self.next_start
             && !quit.load(Ordering::Relaxed)
         {
@@ -273,14 +279,11 @@ impl Children {
             }
         }
         let active = shared.active_pid.load(Ordering::Relaxed);
+        let replaced = shared.replaced_pid.load(Ordering::Relaxed);
         let standbys = self
             .running
             .iter()
-            .filter(|r| {
-                let id = r.child.id();
-                let replaced = shared.replaced_pid.load(Ordering::Relaxed);
-                r.ready && id != active && !(id == replaced && dying(id))
-            })
+            .filter(|r| r.ready && r.child.id() != active && !r.on_its_way_out(replaced))
             .count();
         shared.standbys.store(standbys as u32, Ordering::Relaxed);
         Ok(ended)

@@ -203,6 +203,20 @@ impl Tracker {
         }
     }
 
+    /// A change that did not reach Redis, queued again.
+    fn requeue(&mut self, id: u64, p: Pending) {
+        self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
+        self.send_log_whole(id);
+    }
+
+    /// A protected connection's chunks may not be in Redis: its log goes
+    /// whole at its next change.
+    fn send_log_whole(&mut self, id: u64) {
+        if let Some(s) = self.logs.get_mut(&id) {
+            s.rewrite = true;
+        }
+    }
+
     /// Chunks whose removal was refused or never sent: Redis may still
     /// hold them.
     fn unremoved(&mut self, chunks: Vec<(u64, u64)>) {
@@ -267,9 +281,7 @@ impl Tracker {
         let mut n = 0;
         for id in store.conn_ids().chain(store.protect.ids()) {
             if mask[usize::from(bucket_of(id))] {
-                if let Some(s) = self.logs.get_mut(&id) {
-                    s.rewrite = true;
-                }
+                self.send_log_whole(id);
                 self.dirty.entry(id).or_insert(Pending { gone: None, since: now, listed: false });
                 n += 1;
             }
@@ -284,12 +296,9 @@ impl Tracker {
         if !lost.is_empty() {
             self.queue_all(store, Some(&lost));
         }
-        for (id, p) in std::mem::take(&mut *self.shared.retry.lock().expect("retry list")) {
-            self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
-            // Its chunks may not have landed: the log goes whole.
-            if let Some(s) = self.logs.get_mut(&id) {
-                s.rewrite = true;
-            }
+        let retry = std::mem::take(&mut *self.shared.retry.lock().expect("retry list"));
+        for (id, p) in retry {
+            self.requeue(id, p);
         }
         let unremoved = std::mem::take(&mut *self.shared.retry_chunks.lock().expect("retry list"));
         self.unremoved(unremoved);
@@ -384,10 +393,7 @@ impl Tracker {
                 };
                 for w in b.buckets {
                     for (id, p) in w.changes {
-                        self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
-                        if let Some(s) = self.logs.get_mut(&id) {
-                            s.rewrite = true;
-                        }
+                        self.requeue(id, p);
                     }
                     self.unremoved(w.gone_chunks);
                 }
