@@ -163,7 +163,7 @@ fn an_older_version_or_delete_is_skipped_inside_redis() {
 }
 
 /// A protected connection's log chunks: written and removed as they come,
-/// published, and refused with the rest of a fenced call.
+/// and refused with the rest of a fenced call.
 #[test]
 fn log_chunks_are_written_and_removed_inside_redis() {
     use shm_layout::remote_log::{chunk_field, encode_chunk, CHUNK_GONE};
