@@ -230,6 +230,52 @@ impl Config {
                     return Err(bad(i, key, format!("{v} is out of range 1..={DAY_MS}")));
                 }
             }
+            match (p.probe_addr, p.probe_mac) {
+                (None, None) => {}
+                (Some(a), Some(m)) => {
+                    if a.is_unspecified()
+                        || a.is_broadcast()
+                        || a.is_multicast()
+                        || a.is_loopback()
+                        || a == p.addr
+                    {
+                        return Err(bad(i, "probe_addr", format!("{a} cannot be the firewall's own address: take an unused unicast address in the server's subnet")));
+                    }
+                    if m.0[0] & 1 != 0 || m.0 == [0; 6] {
+                        return Err(bad(i, "probe_mac", "must be a unicast MAC, such as a locally administered 02:xx:xx:xx:xx:xx".into()));
+                    }
+                    if let Some(q) = self.protected[..i]
+                        .iter()
+                        .find(|q| q.probe_addr == Some(a) && q.probe_mac != Some(m))
+                    {
+                        return Err(bad(
+                            i,
+                            "probe_mac",
+                            format!(
+                                "{a} is given another MAC by the service {}:{}",
+                                q.addr, q.port
+                            ),
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(bad(i, "probe_mac", "probe_addr needs probe_mac".into()))
+                }
+                (None, Some(_)) => {
+                    return Err(bad(i, "probe_addr", "probe_mac needs probe_addr".into()))
+                }
+            }
+            for (key, v) in [
+                ("probe_timeout_ms", p.probe_timeout_ms),
+                ("probe_interval_ms", p.probe_interval_ms),
+            ] {
+                if v == 0 || v > 60_000 {
+                    return Err(bad(i, key, format!("{v} is out of range 1..=60000")));
+                }
+            }
+            if p.probe_delay_ms >= p.hold_ms {
+                return Err(bad(i, "probe_delay_ms", format!("{} must be below hold_ms ({}): a held FIN or RST is released before its probe", p.probe_delay_ms, p.hold_ms)));
+            }
             if p.truncate_idle_ms > 60_000 {
                 return Err(bad(
                     i,
@@ -620,6 +666,26 @@ mod tests {
             .contains("protected[0].truncate_idle_ms"));
         assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\nclose_linger_ms = 0"))
             .contains("protected[0].close_linger_ms"));
+        let svc = "addr = \"10.0.0.1\"\nport = 7\n";
+        assert!(
+            err(&p(&format!("{svc}probe_addr = \"10.0.0.9\""))).contains("protected[0].probe_mac")
+        );
+        assert!(err(&p(&format!("{svc}probe_mac = \"02:00:00:00:00:09\"")))
+            .contains("protected[0].probe_addr"));
+        assert!(err(&p(&format!(
+            "{svc}probe_addr = \"10.0.0.9\"\nprobe_mac = \"01:00:5e:00:00:01\""
+        )))
+        .contains("protected[0].probe_mac"));
+        assert!(err(&p(&format!(
+            "{svc}probe_addr = \"10.0.0.1\"\nprobe_mac = \"02:00:00:00:00:09\""
+        )))
+        .contains("protected[0].probe_addr"));
+        assert!(err(&p(&format!(
+            "{svc}probe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:09\""
+        )))
+        .contains("MAC address"));
+        assert!(err(&p(&format!("{svc}probe_timeout_ms = 0")))
+            .contains("protected[0].probe_timeout_ms"));
         assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\ntruncation = \"sometimes\""))
             .contains("truncation"));
         assert!(Config::parse(&p("addr = \"10.0.0.1\"\nport = 7"), "t").is_ok());

@@ -161,6 +161,7 @@ fn run_single(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         .collect();
     // Tables are rebuilt before any port starts: traffic never meets an empty table.
     let mut firewalls = new_firewalls(plan, &counters, false);
+    place_probes(&mut firewalls, &placement_of(plan, &eal));
     let restore_us: &'static AtomicU64 = Box::leak(Box::default());
     if let Some(a) = &attached {
         let t = restore_firewalls(
@@ -299,6 +300,7 @@ fn run_worker_process(eal_args: &EalArgs, plan: &Plan) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let counters = shared_refs(shared, plan);
     let mut firewalls = new_firewalls(plan, &counters, true);
+    place_probes(&mut firewalls, &placement_of(plan, &eal));
     let lock_path = dpdk::runtime_dir().join("lazarus-active.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -591,6 +593,16 @@ fn placement_of(plan: &Plan, eal: &Eal) -> Placement {
     match first {
         Some(Ok(id)) => dpdk::placement(id, workers),
         _ => Placement::spread(workers),
+    }
+}
+
+/// Gives each worker's probes of protected services source ports whose
+/// answers the ports' RSS brings back to it.
+fn place_probes(firewalls: &mut [Option<WorkerFirewall>], placement: &Placement) {
+    for (index, fw) in firewalls.iter_mut().enumerate() {
+        if let Some(fw) = fw {
+            fw.place_probes(index as u16, placement);
+        }
     }
 }
 

@@ -231,6 +231,12 @@ pub fn workers(_: &str) -> TelValue {
                 ("protect_restore_refused", f.protect.restore_refused.get()),
                 ("protect_rewritten", f.protect.rewritten.get()),
                 ("protect_truncated", f.protect.truncated.get()),
+                ("protect_probes", f.protect.probes.get()),
+                ("protect_probe_listening", f.protect.probe_listening.get()),
+                ("protect_probe_refused", f.protect.probe_refused.get()),
+                ("protect_probe_silent", f.protect.probe_silent.get()),
+                ("protect_wire_down", f.protect.wire_down.get()),
+                ("protect_arp_answered", f.protect.arp_answered.get()),
                 ("protect_log_bytes", f.protect.log_bytes.get()),
                 ("protect_log_memory", f.protect.log_memory.get()),
             ] {

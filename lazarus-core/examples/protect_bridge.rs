@@ -16,6 +16,8 @@
 //!   protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] [--redis]
 //!   protect_bridge client ADDR:PORT SECONDS       (in the client namespace)
 //!   protect_bridge redis-client ADDR:PORT SECONDS (in the client namespace)
+//!   protect_bridge close-client ADDR:PORT         (says bye; prints how
+//!                                                  long the server's close took)
 //!   protect_bridge serve ADDR:PORT [--upper]      (in the server namespace;
 //!                                                  --upper: answers differ)
 
@@ -43,6 +45,7 @@ fn main() -> Result<()> {
         Some("serve") => echo::serve(&a[2], a.get(3).is_some_and(|f| f == "--upper")),
         Some("client") => client(&a[2], a[3].parse()?),
         Some("redis-client") => redis_client(&a[2], a[3].parse()?),
+        Some("close-client") => close_client(&a[2]),
         Some("run") => {
             let flag = |f: &str| a[5..].iter().any(|x| x == f);
             run(&a[2], &a[3], a[4].parse()?, flag("--off"), flag("--redis"))
@@ -74,6 +77,28 @@ fn client(addr: &str, secs: f64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("ok {n} {}", longest.as_micros());
+    Ok(())
+}
+
+/// Echoes a line, says `bye`, and waits for the server's close: prints
+/// "closed MS" (how long after the echo of `bye` the end of the stream
+/// came). A reset, or no close within 10 s, fails it.
+fn close_client(addr: &str) -> Result<()> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    for line in ["hello\n", "bye\n"] {
+        w.write_all(line.as_bytes())?;
+        let mut got = String::new();
+        r.read_line(&mut got).with_context(|| format!("read the echo of {line:?}"))?;
+        ensure!(got == line, "echo {got:?} of {line:?}");
+    }
+    let t = Instant::now();
+    let mut rest = String::new();
+    let n = r.read_line(&mut rest).context("wait for the server's close")?;
+    ensure!(n == 0, "{rest:?} after bye");
+    println!("closed {}", t.elapsed().as_millis());
     Ok(())
 }
 

@@ -126,6 +126,49 @@ pub struct ProtectedService {
     /// rewrite) after its last segment: its last ACK and FINs sent again
     /// come within it.
     pub close_linger_ms: u64,
+    /// Wire detection: the firewall's own address and MAC on the server's
+    /// side, from which it probes the service to tell a crash from a close
+    /// without the hook. Both or neither.
+    pub probe_addr: Option<std::net::Ipv4Addr>,
+    pub probe_mac: Option<Mac>,
+    /// How long a probe waits for its answer (it is sent twice).
+    pub probe_timeout_ms: u64,
+    /// How long after a server FIN or RST the service is probed: a
+    /// crashing process may close its connections before its listening
+    /// socket.
+    pub probe_delay_ms: u64,
+    /// While clients wait for the service, how often it is probed.
+    pub probe_interval_ms: u64,
+}
+
+/// An Ethernet address, written `02:00:00:00:00:fa`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mac, String> {
+        let mut m = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut m {
+            let part = parts.next().filter(|p| p.len() == 2);
+            *b = part
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("{s:?} is not a MAC address like 02:00:00:00:00:fa"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("{s:?} is not a MAC address like 02:00:00:00:00:fa"));
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A protected service's truncation policy (`truncation`).
@@ -157,6 +200,11 @@ impl Default for ProtectedService {
             truncation: Truncation::None,
             truncate_idle_ms: 10,
             close_linger_ms: 60_000,
+            probe_addr: None,
+            probe_mac: None,
+            probe_timeout_ms: 100,
+            probe_delay_ms: 50,
+            probe_interval_ms: 50,
         }
     }
 }

@@ -160,6 +160,18 @@ pub struct ProtectCounters {
     pub rewritten: Counter,
     /// Logs truncated at a quiet point (`truncation = "request-response"`).
     pub truncated: Counter,
+    /// Wire detection (`probe_addr`): probes sent (SYNs, and the RSTs that
+    /// close a service's SYN-ACK), and what they found: listening, refused
+    /// (an RST), silent (nothing twice).
+    pub probes: Counter,
+    pub probe_listening: Counter,
+    pub probe_refused: Counter,
+    pub probe_silent: Counter,
+    /// Connections taken as crashed on a probe's verdict, with no word
+    /// from the hook.
+    pub wire_down: Counter,
+    /// ARP requests for a probe address answered.
+    pub arp_answered: Counter,
     /// Gauges, refreshed at each walk of the table (every millisecond):
     /// client bytes the logs hold, and the memory they took.
     pub log_bytes: Counter,

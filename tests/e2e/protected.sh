@@ -61,7 +61,10 @@ lz_ns_up
 # The echo server keeps nothing between lines: its logs are truncated at
 # every answered line. redis keeps its counters in memory: its sessions'
 # logs are kept whole, so a replay rebuilds them.
-lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP")"
+# A fourth service, 7002, names a probe address: it is judged on the
+# wire, without the hook.
+PROBE_IP=10.99.0.250
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7002\nhold_ms = 2000\ntruncation = "request-response"\nprobe_addr = "%s"\nprobe_mac = "02:00:00:00:00:fa"' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$PROBE_IP")"
 lz_dp_start
 lz_join_taps
 lz_wait_path
@@ -126,7 +129,44 @@ if [ "$reset" != "$CLIENTS" ]; then
 fi
 [ "$diverged" -ge "$CLIENTS" ] || lz_fail "the dataplane counted $diverged divergences, not $CLIENTS: $div"
 [ "$div_ms" -lt 3000 ] || lz_fail "the clients waited $div_ms ms for their reset: $div"
+
+# Without the hook (service 7002, with a probe address): each held FIN is
+# judged by a probe from the firewall's own address (an RST: the crash's),
+# and the probes that follow while the clients wait find the server back.
+LZ_ECHO=$LZ_SERVER_IP:7002
+spliced_before=$(lz_stat_sum protect_spliced)
+KIND=echo CLIENTS=50 ROUNDS=2
+wire_on=$(run wire-on 0)
+wire_down=$(lz_stat_sum protect_wire_down)
+wire_spliced=$(( $(lz_stat_sum protect_spliced) - spliced_before ))
+wire_on="$wire_on, $wire_spliced recoveries, $wire_down connections found down by $(lz_stat_sum protect_probes) probes (listening $(lz_stat_sum protect_probe_listening), refused $(lz_stat_sum protect_probe_refused), silent $(lz_stat_sum protect_probe_silent)), $(lz_stat_sum protect_released) closes released, $(lz_stat_sum protect_arp_answered) ARP requests answered"
+lz_log "line echo, protected, no hook, probes: $wire_on"
+[[ "$wire_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "line clients judged by probes failed: $wire_on"; }
+[ "$wire_down" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "probes found $wire_down connections down, not $((ROUNDS * CLIENTS)): $wire_on"
+[ "$wire_spliced" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "$wire_spliced recoveries without the hook, not $((ROUNDS * CLIENTS))"
+
+# A close is not a crash: the echo server closes after "bye". A probe
+# finds the service listening, and the close reaches the client at once;
+# with the hook alone (7000), only when hold_ms (2 s) runs out.
+lz_protect_serve echo "$APP" close.wire
+wire_close=$(ip netns exec "$LZ_NS_C" "$APP" close-client "$LZ_ECHO") || lz_fail "close through probes: $wire_close"
+kill -KILL "$SERVER_PID" 2>/dev/null || true
 LZ_ECHO=$LZ_SERVER_IP:7000
+lz_protect_serve echo "$APP" close.hook
+hook_close=$(ip netns exec "$LZ_NS_C" "$APP" close-client "$LZ_ECHO") || lz_fail "close with the hook alone: $hook_close"
+lz_kill_server
+wire_close=${wire_close#closed } hook_close=${hook_close#closed }
+closes="a server's close reached its client in $wire_close ms with probes, $hook_close ms with the hook alone"
+lz_log "$closes"
+[ "$wire_close" -lt 500 ] || lz_fail "a close judged by a probe took $wire_close ms"
+[ "$hook_close" -ge 1900 ] || lz_fail "control: a close without probes took $hook_close ms, not hold_ms: the test cannot tell"
+
+# Control: the same without the hook and without probes (7000): the held
+# FINs are released as closes, and the clients fail.
+KIND=echo CLIENTS=10 ROUNDS=1
+wire_off=$(run wire-off 0)
+lz_log "control, no hook and no probes: $wire_off"
+[[ "$wire_off" == "0 ok"* ]] || lz_fail "control: clients passed with neither hook nor probes: $wire_off"
 lz_dp_stop
 
 lz_config ""
@@ -139,4 +179,4 @@ redis_off=$(run redis-off 0)
 lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off"
 [[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off)"
 lz_dp_stop
-echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"
+echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; $closes; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"

@@ -1,6 +1,8 @@
 //! The line-echo server of the protected-server tests: prints "ready" once
 //! it listens, then echoes every line back on each connection, in capitals
-//! with `upper` (a server whose output after a restart differs).
+//! with `upper` (a server whose output after a restart differs). A line
+//! `bye` is echoed, then the server closes the connection: a close, not a
+//! crash.
 
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -17,7 +19,7 @@ pub fn serve(addr: &str, upper: bool) -> Result<()> {
             for line in BufReader::new(s).lines() {
                 let Ok(line) = line else { return };
                 let line = if upper { line.to_uppercase() } else { line };
-                if w.write_all(format!("{line}\n").as_bytes()).is_err() {
+                if w.write_all(format!("{line}\n").as_bytes()).is_err() || line == "bye" {
                     return;
                 }
             }

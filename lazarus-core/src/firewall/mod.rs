@@ -110,6 +110,12 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.protection = Protection::new(services, peer, tsc_hz);
     }
 
+    /// Gives the probes of protected services source ports whose answers
+    /// reach this worker, `worker` of `placement`.
+    pub fn place_probes(&mut self, worker: u16, placement: &crate::placement::Placement) {
+        self.protection.place_probes(worker, placement);
+    }
+
     /// Rebuilds protected connection `id` from checkpointd's record and log
     /// (before the ports start): `log` holds the client's stream from offset
     /// `held_from`; `log_lost` when checkpointd lost part of it (refused).

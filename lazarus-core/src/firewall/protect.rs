@@ -23,8 +23,8 @@ use crate::parse::checksum::RxChecksums;
 use crate::parse::{parse, tcp_flags, Parsed, L4};
 use crate::protect::segment::{write_v4, Endpoints, Segment};
 use crate::protect::{
-    Action, Ended, ProtectDrop, ProtectPolicy, Protected, ReplayError, SnapshotError, Toward,
-    DOWN_FOR, SNAPSHOT_BYTES,
+    Action, Ended, Judged, ProbeConfig, ProbeEvent, Prober, ProtectDrop, ProtectPolicy, Protected,
+    ReplayError, SnapshotError, Toward, Verdict, Via, DOWN_FOR, SNAPSHOT_BYTES,
 };
 use crate::stats::{FwCounters, MAX_PROTECTED};
 use foldhash::fast::RandomState;
@@ -259,7 +259,16 @@ struct Service {
     open: usize,
     /// `close_linger_ms`, in ns.
     close_linger_ns: u64,
+    /// Wire detection (`probe_addr`): probes of the service, and the
+    /// verdict of the last one, applied at the next walk.
+    probe: Option<Prober>,
+    judged: Option<Judged>,
 }
+
+/// Source ports a worker's probes use, found among these: each one's
+/// answers reach the worker by the ports' RSS.
+const PROBE_SPORTS: std::ops::Range<u16> = 33_000..61_000;
+const PROBE_SPORTS_EACH: usize = 8;
 
 /// Frames the firewall sends itself, and the config port each leaves by.
 pub struct Outbox {
@@ -340,6 +349,18 @@ impl Protection {
                 connections: s.connections as usize,
                 open: 0,
                 close_linger_ns: s.close_linger_ms * 1_000_000,
+                probe: s.probe_addr.zip(s.probe_mac).map(|(addr, mac)| {
+                    let cfg = ProbeConfig {
+                        addr: addr.octets(),
+                        mac: mac.0,
+                        timeout_ns: s.probe_timeout_ms * 1_000_000,
+                        delay_ns: s.probe_delay_ms * 1_000_000,
+                        interval_ns: s.probe_interval_ms * 1_000_000,
+                    };
+                    let sports = PROBE_SPORTS.take(PROBE_SPORTS_EACH).collect();
+                    Prober::new(cfg, (s.addr.octets(), s.port), sports, probe_seed())
+                }),
+                judged: None,
             })
             .collect();
         let room = services.iter().map(|s| s.connections).sum();
@@ -353,6 +374,25 @@ impl Protection {
             outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
             ends_owed: Vec::new(),
             scratch: Box::new([0; OUT_FRAME]),
+        }
+    }
+
+    /// Gives each service's probes source ports whose answers the ports'
+    /// RSS brings back to worker `worker`.
+    pub fn place_probes(&mut self, worker: u16, placement: &crate::placement::Placement) {
+        for s in &mut self.services {
+            let Some(p) = s.probe.as_mut() else { continue };
+            let (probe, server) = (u32::from_be_bytes(p.addr()), u32::from_be_bytes(s.addr));
+            let sports = PROBE_SPORTS
+                .filter(|&sport| {
+                    let (key, _) =
+                        crate::conn::ConnKey::canonical_v4(6, probe, sport, server, s.port, 0);
+                    placement.worker_of(&key) == worker
+                })
+                .take(PROBE_SPORTS_EACH)
+                .collect();
+            let cfg = p.config();
+            *p = Prober::new(cfg, (s.addr, s.port), sports, probe_seed());
         }
     }
 
@@ -403,7 +443,42 @@ impl Protection {
         c: &FwCounters,
         sink: &mut S,
     ) -> Option<bool> {
+        if frame.get(12..14) == Some(&[0x08, 0x06]) {
+            return self.answer_arp(frame, port, c);
+        }
         self.take(frame, port, now, c, sink, true)
+    }
+
+    /// An ARP request for a probe address is answered, out of the port it
+    /// came in by (the service's host must reach the address to answer a
+    /// probe); every other ARP frame goes on as before.
+    fn answer_arp(&mut self, f: &[u8], port: usize, c: &FwCounters) -> Option<bool> {
+        // IPv4 over Ethernet, a request.
+        if f.len() < 42 || f[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] {
+            return None;
+        }
+        let target = &f[38..42];
+        let mac = self
+            .services
+            .iter()
+            .find_map(|s| s.probe.as_ref().filter(|p| p.addr() == target).map(|p| p.mac()))?;
+        let sent = self.outbox.push(port, |out| {
+            let out = out.get_mut(..60)?;
+            out.fill(0);
+            out[0..6].copy_from_slice(&f[22..28]);
+            out[6..12].copy_from_slice(&mac);
+            out[12..22].copy_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+            out[22..28].copy_from_slice(&mac);
+            out[28..32].copy_from_slice(target);
+            out[32..42].copy_from_slice(&f[22..32]);
+            Some(60)
+        });
+        if sent {
+            c.protect.arp_answered.add(1);
+        } else {
+            c.protect.send_full.add(1);
+        }
+        Some(false)
     }
 
     /// A frame the tracker let pass, received on config port `port`: true
@@ -435,6 +510,19 @@ impl Protection {
         if p.l3_off as usize != ETH || p.l4_off as usize != ETH_IP {
             // IP options: not ours to rewrite yet.
             return None;
+        }
+        if before && !from_client {
+            if let Some(probe) = self.services[svc].probe.as_mut() {
+                if ip4(&p.dst) == probe.addr() {
+                    // The service answers a probe: never the tracker's.
+                    if crate::parse::checksum::verify(frame, &p, RxChecksums::UNKNOWN).is_err() {
+                        c.parse_drop[crate::parse::DropReason::BadL4Checksum as usize].add(1);
+                    } else if let Some(j) = probe.on_answer(&t) {
+                        self.services[svc].judged = Some(j);
+                    }
+                    return Some(false);
+                }
+            }
         }
         let client = if from_client { (ip4(&p.src), t.sport) } else { (ip4(&p.dst), t.dport) };
         let client_side = if from_client { port } else { *self.peer.get(port)? };
@@ -726,10 +814,26 @@ impl Protection {
                 e.sent_log = 0;
             }
         }
+        for i in 0..self.services.len() {
+            if let Some(j) = self.services[i].judged.take() {
+                judge(&mut self.conns, i, j, ns, c);
+            }
+        }
         let Protection { conns, outbox, peer, services, ends_owed, .. } = self;
         let (mut held, mut memory) = (0u64, 0u64);
+        let mut waiting = [false; MAX_PROTECTED];
         conns.retain(|key, e| {
             let keep = Self::walk(key, e, ns, c, outbox, peer, services);
+            if let Some(probe) = services[key.2].probe.as_mut().filter(|_| keep) {
+                let via = Via { port: peer[e.client_port], server_mac: e.ends.dst_mac };
+                if let Some(since) = e.p.held_since() {
+                    probe.want(since, via);
+                }
+                if e.p.waiting_since().is_some() {
+                    probe.route(via);
+                    waiting[key.2] = true;
+                }
+            }
             // A quiet point reached by the server's silence alone.
             if keep {
                 let quiet = e.p.truncatable(ns);
@@ -761,6 +865,23 @@ impl Protection {
         });
         c.protect.log_bytes.set(held);
         c.protect.log_memory.set(memory);
+        for (i, s) in self.services.iter_mut().enumerate() {
+            let Some(probe) = s.probe.as_mut() else { continue };
+            while let Some(ev) = probe.poll(ns, waiting[i]) {
+                match ev {
+                    ProbeEvent::Send { port, ends, seg } => {
+                        let sent = self.outbox.push(port, |buf| write_v4(buf, &ends, &seg, &[]));
+                        if sent {
+                            c.protect.probes.add(1);
+                        } else {
+                            c.protect.send_full.add(1);
+                            break;
+                        }
+                    }
+                    ProbeEvent::Judged(j) => judge(&mut self.conns, i, j, ns, c),
+                }
+            }
+        }
         while let Some(&id) = ends_owed.last() {
             if sink.protect(id, ProtectRecord::End { version: now }).is_err() {
                 break;
@@ -843,6 +964,48 @@ impl Protection {
         services[key.2].open -= 1;
         false
     }
+}
+
+/// Applies a probe's verdict to service `svc`'s connections whose evidence
+/// came before the probe: a held FIN or RST was the crash's (down) or a
+/// close (released); connections waiting for the service replay onto it.
+fn judge(
+    conns: &mut HashMap<Key, Entry, RandomState>,
+    svc: usize,
+    j: Judged,
+    ns: u64,
+    c: &FwCounters,
+) {
+    let p = &c.protect;
+    match j.verdict {
+        Verdict::Listening => &p.probe_listening,
+        Verdict::Refused => &p.probe_refused,
+        Verdict::Silent => &p.probe_silent,
+    }
+    .add(1);
+    for (_, e) in conns.iter_mut().filter(|(k, _)| k.2 == svc) {
+        let judged = e.p.held_since().is_some_and(|t| t <= j.evidence_until);
+        if j.verdict.is_down() {
+            if judged {
+                e.p.service_down(ns);
+                p.wire_down.add(1);
+            }
+        } else {
+            if judged {
+                e.p.release_held(ns);
+            }
+            if e.p.waiting_since().is_some_and(|t| t <= j.sent_at) {
+                e.p.service_up(ns);
+            }
+        }
+    }
+}
+
+fn probe_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as u32
 }
 
 /// Whether a record says more than the one checkpointd holds. The time
@@ -1106,6 +1269,200 @@ mod tests {
         assert_eq!((v.client, v.server), ((C.into(), 40000), (S.into(), 80)));
         assert_eq!((v.snapshot.phase, v.snapshot.log_bytes, v.snapshot.recoveries), ("up", 5, 0));
         assert!(super::describe_record(&snap[..10]).is_err());
+    }
+
+    const PROBE: [u8; 4] = [10, 0, 0, 250];
+    const PROBE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xfa];
+
+    fn probing(sink: MemorySink) -> Fw {
+        let mut f = fw(sink);
+        let svc = ProtectedService {
+            addr: S.into(),
+            port: 80,
+            probe_addr: Some(PROBE.into()),
+            probe_mac: Some(crate::config::Mac(PROBE_MAC)),
+            probe_delay_ms: 1,
+            ..Default::default()
+        };
+        f.protect(&[svc], vec![1, 0], HZ);
+        f
+    }
+
+    /// The frames the firewall sent: (port, source and destination
+    /// address, TCP header).
+    fn sent(f: &mut Fw) -> Vec<(usize, [u8; 4], [u8; 4], crate::parse::TcpHdr)> {
+        let mut out = Vec::new();
+        f.outbox().drain(|port, fr| {
+            if let Ok(crate::parse::Parsed::Ip(p)) = crate::parse::parse(fr) {
+                if let crate::parse::L4::Tcp(t) = p.l4 {
+                    out.push((port, super::ip4(&p.src), super::ip4(&p.dst), t));
+                }
+            }
+        });
+        out
+    }
+
+    fn the_probe(out: &[(usize, [u8; 4], [u8; 4], crate::parse::TcpHdr)]) -> crate::parse::TcpHdr {
+        let probes: Vec<_> = out.iter().filter(|o| o.1 == PROBE && o.3.flags == SYN).collect();
+        assert_eq!(probes.len(), 1, "one probe: {out:?}");
+        assert_eq!((probes[0].0, probes[0].2, probes[0].3.dport), (1, S, 80));
+        probes[0].3
+    }
+
+    #[test]
+    fn a_held_fin_is_judged_by_a_probe_without_the_hook() {
+        let mut f = probing(MemorySink::default());
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        // The server's FIN is held; the next walk probes the service.
+        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1003), b""), 1, 3 * MS));
+        f.housekeeping(4 * MS);
+        let probe = the_probe(&sent(&mut f));
+        // Nothing listens: an RST. The connection is down from then on.
+        let rst = tcp(S, PROBE, (80, probe.sport), RST | ACK, (0, probe.seq + 1), b"");
+        assert!(!burst(&mut f, &rst, 1, 5 * MS), "the probe's answer is the firewall's");
+        f.housekeeping(6 * MS);
+        assert_eq!(f.counters.protect.probe_refused.get(), 1);
+        assert_eq!(f.counters.protect.wire_down.get(), 1);
+        assert!(!burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1003, 5001), b"y\n"),
+            0,
+            7 * MS
+        ));
+        f.housekeeping(8 * MS);
+        let out = sent(&mut f);
+        assert!(
+            out.iter().any(|o| o.0 == 0 && o.2 == C && o.3.ack == 1005 && o.3.window == 0),
+            "the client is answered for the server: {out:?}"
+        );
+        // Probed again while the client waits; a SYN-ACK says it is back:
+        // the probe is reset and the replay opens in the client's name.
+        f.housekeeping(60 * MS);
+        let probe = the_probe(&sent(&mut f));
+        let back = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
+        assert!(!burst(&mut f, &back, 1, 61 * MS));
+        f.housekeeping(62 * MS);
+        let out = sent(&mut f);
+        assert!(
+            out.iter().any(|o| o.1 == PROBE && o.3.flags == RST && o.3.seq == probe.seq + 1),
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|o| o.1 == C && o.3.sport == 40000 && o.3.flags == SYN && o.3.seq == 1000),
+            "the replay's SYN: {out:?}"
+        );
+        assert_eq!(f.counters.protect.probe_listening.get(), 1);
+    }
+
+    #[test]
+    fn a_close_the_probe_finds_listening_is_released_at_once() {
+        let mut f = probing(MemorySink::default());
+        open(&mut f);
+        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1001), b""), 1, 3 * MS));
+        f.housekeeping(4 * MS);
+        let probe = the_probe(&sent(&mut f));
+        // An answer to a probe it did not send (another number) is no verdict.
+        let stray = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 7), b"");
+        assert!(!burst(&mut f, &stray, 1, 5 * MS));
+        f.housekeeping(6 * MS);
+        assert_eq!(f.counters.protect.released.get(), 0);
+        let back = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
+        assert!(!burst(&mut f, &back, 1, 7 * MS));
+        f.housekeeping(8 * MS);
+        let out = sent(&mut f);
+        assert!(
+            out.iter().any(|o| o.0 == 0 && o.2 == C && o.3.flags & FIN != 0 && o.3.seq == 5001),
+            "the FIN released, long before hold_ms: {out:?}"
+        );
+        assert_eq!(f.counters.protect.released.get(), 1);
+        assert_eq!(f.counters.protect.wire_down.get(), 0);
+    }
+
+    #[test]
+    fn an_unanswered_probe_is_sent_twice_then_taken_as_a_crash() {
+        let mut f = probing(MemorySink::default());
+        open(&mut f);
+        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | RST, (5001, 1001), b""), 1, 3 * MS));
+        f.housekeeping(4 * MS);
+        let first = the_probe(&sent(&mut f));
+        f.housekeeping(105 * MS);
+        assert_eq!(the_probe(&sent(&mut f)).seq, first.seq, "sent again");
+        f.housekeeping(206 * MS);
+        assert_eq!(f.counters.protect.probe_silent.get(), 1);
+        assert_eq!(f.counters.protect.wire_down.get(), 1);
+        assert_eq!(f.counters.protect.released.get(), 0);
+    }
+
+    #[test]
+    fn each_worker_probes_from_ports_whose_answers_reach_it() {
+        use crate::placement::{L4Hashed, Placement};
+        let placement = Placement {
+            workers: 2,
+            reta_size: 128,
+            key_len: 40,
+            l4: L4Hashed { v4_tcp: true, ..Default::default() },
+        };
+        let mut ports = Vec::new();
+        for worker in 0..2 {
+            let mut f = probing(MemorySink::default());
+            f.place_probes(worker, &placement);
+            open(&mut f);
+            assert!(!burst(
+                &mut f,
+                &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1001), b""),
+                1,
+                3 * MS
+            ));
+            let mut mine = Vec::new();
+            for i in 0..4u64 {
+                f.housekeeping((4 + 300 * i) * MS);
+                let probe = the_probe(&sent(&mut f));
+                let (key, _) = crate::conn::ConnKey::canonical_v4(
+                    6,
+                    u32::from_be_bytes(PROBE),
+                    probe.sport,
+                    u32::from_be_bytes(S),
+                    80,
+                    0,
+                );
+                assert_eq!(placement.worker_of(&key), worker, "port {}", probe.sport);
+                mine.push(probe.sport);
+                // Refused: the next walk probes again for the waiting client.
+                let rst = tcp(S, PROBE, (80, probe.sport), RST | ACK, (0, probe.seq + 1), b"");
+                assert!(!burst(&mut f, &rst, 1, (5 + 300 * i) * MS));
+            }
+            ports.push(mine);
+        }
+        assert!(ports[0].iter().all(|p| !ports[1].contains(p)), "{ports:?}");
+    }
+
+    #[test]
+    fn an_arp_request_for_the_probe_address_is_answered() {
+        let mut f = probing(MemorySink::default());
+        let asker = [2, 0, 0, 0, 0, 2];
+        let arp = |target: [u8; 4]| {
+            let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+            a.extend_from_slice(&asker);
+            a.extend_from_slice(&S);
+            a.extend_from_slice(&[0; 6]);
+            a.extend_from_slice(&target);
+            crate::frames::ether_between([0xff; 6], asker, 0x0806, &a)
+        };
+        assert!(!burst(&mut f, &arp(PROBE), 1, MS));
+        let mut out = Vec::new();
+        f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
+        assert_eq!(out.len(), 1);
+        let (port, r) = &out[0];
+        assert_eq!(*port, 1, "out of the port it came in by");
+        assert_eq!((&r[0..6], &r[6..12], &r[12..14]), (&asker[..], &PROBE_MAC[..], &[8, 6][..]));
+        assert_eq!(&r[20..22], &[0, 2], "a reply");
+        assert_eq!((&r[22..28], &r[28..32]), (&PROBE_MAC[..], &PROBE[..]));
+        assert_eq!((&r[32..38], &r[38..42]), (&asker[..], &S[..]));
+        assert_eq!(f.counters.protect.arp_answered.get(), 1);
+        // Any other address's request goes on as before.
+        assert!(burst(&mut f, &arp([10, 0, 0, 7]), 1, MS));
     }
 
     #[test]

@@ -116,6 +116,7 @@ enum Phase {
 struct Held {
     flags: u8,
     seq: u32,
+    since: u64,
     until: u64,
 }
 
@@ -447,8 +448,12 @@ impl Protected {
                     if self.held.is_none() {
                         let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
                         let seq = seq.wrapping_add(payload.len() as u32);
-                        self.held =
-                            Some(Held { flags: t.flags, seq, until: now + self.policy.hold_ns });
+                        self.held = Some(Held {
+                            flags: t.flags,
+                            seq,
+                            since: now,
+                            until: now + self.policy.hold_ns,
+                        });
                     }
                     if payload.is_empty() || t.flags & tcp_flags::RST != 0 {
                         return Action::Absorb;
@@ -570,6 +575,26 @@ impl Protected {
         self.phase = Phase::Down;
         self.next_keepalive = now;
         (self.retry_at, self.retry_in) = (None, 0);
+    }
+
+    /// Since when a server FIN or RST is held: evidence of a crash a probe
+    /// of the service judges.
+    pub fn held_since(&self) -> Option<u64> {
+        self.held.filter(|_| self.phase == Phase::Up).map(|h| h.since)
+    }
+
+    /// A probe found the service listening after the held FIN or RST: it
+    /// was a close, released at the next `poll`.
+    pub fn release_held(&mut self, now: u64) {
+        if let Some(h) = self.held.as_mut() {
+            h.until = h.until.min(now);
+        }
+    }
+
+    /// Since when the client has been kept waiting for a service that is
+    /// down, with no replay under way (a probe's SYN-ACK starts one).
+    pub fn waiting_since(&self) -> Option<u64> {
+        (self.phase == Phase::Down).then_some(self.down_since)
     }
 
     /// Word that the service is back: the replay starts.

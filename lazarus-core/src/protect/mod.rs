@@ -6,6 +6,7 @@
 //! rewrite that then carries the client's connection onto it (`splice`).
 pub mod conn;
 pub mod log;
+pub mod probe;
 pub mod replay;
 pub mod segment;
 pub mod splice;
@@ -15,6 +16,7 @@ pub use conn::{
     Toward, DOWN_FOR, SNAPSHOT_BYTES,
 };
 pub use log::{Acked, AckedDigest, Checked, ClientLog, Logged};
+pub use probe::{Judged, ProbeConfig, ProbeEvent, Prober, Verdict, Via};
 pub use replay::{Rebuild, Replay, ReplayError};
 pub use segment::{Endpoints, Segment, SynOptions};
 pub use splice::{ServerSide, Splice, SpliceError};
