@@ -298,7 +298,7 @@ impl Bridge {
         let (head, rest) = f.split_at_mut(ETH_IP);
         let payload = rest[off - ETH_IP..off - ETH_IP + len].to_vec();
         let action = if from_client {
-            c.p.from_client(&t, &payload, rest)
+            c.p.from_client(&t, &payload, rest, now)
         } else {
             c.p.from_server(&t, &payload, rest, now)
         };

@@ -145,6 +145,31 @@ lz_log "line echo, protected, no hook, probes: $wire_on"
 [ "$wire_down" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "probes found $wire_down connections down, not $((ROUNDS * CLIENTS)): $wire_on"
 [ "$wire_spliced" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "$wire_spliced recoveries without the hook, not $((ROUNDS * CLIENTS))"
 
+# A server host lost without a word: its namespace drops everything, in
+# and out (no FIN, no RST). The clients send again into its silence, two
+# probes go unanswered, and they are answered for it; the server restarts
+# behind the cut, the cut heals, and a probe finds it back.
+CLIENTS=10
+down_before=$(lz_stat_sum protect_wire_down) silent_before=$(lz_stat_sum protect_probe_silent)
+lz_protect_serve echo "$APP" silent.0
+lz_echo_clients 4 silent
+sleep 1
+ip netns exec "$LZ_NS_S" nft -f - <<'EOF'
+table inet lzcut {
+    chain in { type filter hook input priority 0; policy drop; }
+    chain out { type filter hook output priority 0; policy drop; }
+}
+EOF
+sleep 1.2
+lz_kill_server
+lz_protect_serve echo "$APP" silent.1
+ip netns exec "$LZ_NS_S" nft delete table inet lzcut
+lz_echo_verdict silent
+lz_kill_server
+silent="$VERDICT, $(( $(lz_stat_sum protect_wire_down) - down_before )) connections found down after $(( $(lz_stat_sum protect_probe_silent) - silent_before )) unanswered probes"
+lz_log "a server host cut off without a FIN or RST, probes: $silent"
+[[ "$silent" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "clients of a silent server host failed: $silent"; }
+
 # A close is not a crash: the echo server closes after "bye". A probe
 # finds the service listening, and the close reaches the client at once;
 # with the hook alone (7000), only when hold_ms (2 s) runs out.
@@ -179,4 +204,4 @@ redis_off=$(run redis-off 0)
 lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off"
 [[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off)"
 lz_dp_stop
-echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; $closes; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"
+echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; a server host cut off: $silent; $closes; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"

@@ -584,7 +584,7 @@ impl Protection {
         };
         let tcp = copy.get_mut(ETH_IP..).unwrap_or_default();
         let action = if from_client {
-            e.p.from_client(&t, payload, tcp)
+            e.p.from_client(&t, payload, tcp, ns)
         } else {
             e.p.from_server(&t, payload, tcp, ns)
         };
@@ -826,7 +826,7 @@ impl Protection {
             let keep = Self::walk(key, e, ns, c, outbox, peer, services);
             if let Some(probe) = services[key.2].probe.as_mut().filter(|_| keep) {
                 let via = Via { port: peer[e.client_port], server_mac: e.ends.dst_mac };
-                if let Some(since) = e.p.held_since() {
+                if let Some(since) = e.p.evidence_since() {
                     probe.want(since, via);
                 }
                 if e.p.waiting_since().is_some() {
@@ -984,7 +984,7 @@ fn judge(
     }
     .add(1);
     for (_, e) in conns.iter_mut().filter(|(k, _)| k.2 == svc) {
-        let judged = e.p.held_since().is_some_and(|t| t <= j.evidence_until);
+        let judged = e.p.evidence_since().is_some_and(|t| t <= j.evidence_until);
         if j.verdict.is_down() {
             if judged {
                 e.p.service_down(ns);
@@ -992,7 +992,7 @@ fn judge(
             }
         } else {
             if judged {
-                e.p.release_held(ns);
+                e.p.judged_alive(ns);
             }
             if e.p.waiting_since().is_some_and(|t| t <= j.sent_at) {
                 e.p.service_up(ns);
@@ -1436,6 +1436,58 @@ mod tests {
             ports.push(mine);
         }
         assert!(ports[0].iter().all(|p| !ports[1].contains(p)), "{ports:?}");
+    }
+
+    #[test]
+    fn a_client_retransmitting_into_silence_gets_the_service_probed() {
+        let mut f = probing(MemorySink::default());
+        open(&mut f);
+        let req = tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n");
+        assert!(burst(&mut f, &req, 0, 2 * MS));
+        // Sent again 50 ms later (a tail-loss probe): not evidence.
+        assert!(burst(&mut f, &req, 0, 52 * MS));
+        f.housekeeping(54 * MS);
+        assert!(sent(&mut f).is_empty());
+        // Sent again into 300 ms of silence: the service is probed; it
+        // listens, so the host lives and nothing changes.
+        assert!(burst(&mut f, &req, 0, 300 * MS));
+        f.housekeeping(302 * MS);
+        let probe = the_probe(&sent(&mut f));
+        let alive = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
+        assert!(!burst(&mut f, &alive, 1, 303 * MS));
+        f.housekeeping(304 * MS);
+        f.housekeeping(400 * MS);
+        assert!(sent(&mut f).iter().all(|o| o.3.flags != SYN), "no probe without new evidence");
+        assert_eq!(f.counters.protect.wire_down.get(), 0);
+        // The next retransmission, and this time nothing answers: the host
+        // is gone, and the client is answered for it.
+        assert!(burst(&mut f, &req, 0, 700 * MS));
+        f.housekeeping(702 * MS);
+        the_probe(&sent(&mut f));
+        f.housekeeping(803 * MS);
+        f.housekeeping(904 * MS);
+        assert_eq!(f.counters.protect.probe_silent.get(), 1);
+        assert_eq!(f.counters.protect.wire_down.get(), 1);
+        assert!(!burst(&mut f, &req, 0, 905 * MS), "down: absorbed and answered");
+    }
+
+    #[test]
+    fn a_server_that_answers_is_not_silent() {
+        let mut f = probing(MemorySink::default());
+        open(&mut f);
+        let req = tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n");
+        assert!(burst(&mut f, &req, 0, 2 * MS));
+        // The server acknowledged it (the ACK lost on its way to the
+        // client): the retransmission is no evidence.
+        assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK, (5001, 1003), b""), 1, 3 * MS));
+        assert!(burst(&mut f, &req, 0, 300 * MS));
+        // A window probe or a keep-alive of the server's a moment ago.
+        let more = tcp(C, S, (40000, 80), ACK | PSH, (1003, 5001), b"y\n");
+        assert!(burst(&mut f, &more, 0, 301 * MS));
+        assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK, (5001, 1003), b""), 1, 400 * MS));
+        assert!(burst(&mut f, &more, 0, 450 * MS));
+        f.housekeeping(452 * MS);
+        assert!(sent(&mut f).is_empty());
     }
 
     #[test]

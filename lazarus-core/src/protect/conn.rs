@@ -160,12 +160,23 @@ pub struct Protected {
     answered: bool,
     /// When the server last sent bytes (ns).
     last_server_data: u64,
+    /// When the server last sent anything while up (ns), and since when the
+    /// client has been retransmitting into its silence: evidence of a
+    /// server host lost without a FIN or RST, for a probe to judge.
+    last_server_seen: u64,
+    silent_since: Option<u64>,
     /// The ISN of the client's SYN (`client_isn` moves with truncations):
     /// a SYN with it is this connection's again.
     syn_isn: u32,
 }
 
 const RETRY_FIRST_NS: u64 = 50_000_000;
+/// How long the server must have been silent when the client sends
+/// unacknowledged bytes again for it to be evidence: half the least
+/// retransmission timeout most stacks use (200 ms), so that the first
+/// timeout's retransmission is evidence; a tail-loss probe a few
+/// milliseconds after a delayed ACK is not.
+const SILENCE_NS: u64 = 100_000_000;
 const RETRY_MAX_NS: u64 = 1_000_000_000;
 
 impl Protected {
@@ -210,6 +221,8 @@ impl Protected {
             retry_in: 0,
             answered: false,
             last_server_data: 0,
+            last_server_seen: 0,
+            silent_since: None,
             syn_isn: client_isn,
         }
     }
@@ -320,7 +333,7 @@ impl Protected {
     /// A segment from the client: `t` its header, `tcp` its TCP header and
     /// payload (rewritten in place when the connection is spliced; never
     /// touched, and may be empty, when it is not).
-    pub fn from_client(&mut self, t: &TcpHdr, payload: &[u8], tcp: &mut [u8]) -> Action {
+    pub fn from_client(&mut self, t: &TcpHdr, payload: &[u8], tcp: &mut [u8], now: u64) -> Action {
         match self.phase {
             Phase::Opening => return Action::Forward,
             // No longer protected, but a spliced connection is rewritten for
@@ -358,6 +371,7 @@ impl Protected {
             return self.rewrite_to_server(tcp);
         }
         if !payload.is_empty() {
+            self.note_silence(t, payload.len(), now);
             match self.log.record(t.seq, payload) {
                 Logged::Gap => return Action::Drop(ProtectDrop::LogGap),
                 Logged::Conflict => return Action::Drop(ProtectDrop::LogConflict),
@@ -399,6 +413,22 @@ impl Protected {
         }
     }
 
+    /// A client segment that sends again bytes the server has not
+    /// acknowledged, into the server's silence: its host may be gone
+    /// without a word.
+    fn note_silence(&mut self, t: &TcpHdr, len: usize, now: u64) {
+        let again = (self.log.end().wrapping_sub(t.seq) as i32) > 0;
+        let unacked = (t.seq.wrapping_add(len as u32).wrapping_sub(self.server_acked) as i32) > 0;
+        if self.phase == Phase::Up
+            && again
+            && unacked
+            && self.silent_since.is_none()
+            && now.saturating_sub(self.last_server_seen) >= SILENCE_NS
+        {
+            self.silent_since = Some(now);
+        }
+    }
+
     /// While the server is down, a client segment is answered for it.
     fn answer_for_server(&mut self) -> Option<Action> {
         self.is_down().then(|| {
@@ -430,6 +460,7 @@ impl Protected {
                     self.client_acked = self.server_end;
                     self.digest = AckedDigest::new(t.seq);
                     self.phase = Phase::Up;
+                    self.last_server_seen = now;
                 }
                 Action::Forward
             }
@@ -437,6 +468,8 @@ impl Protected {
             Phase::Down => Action::Absorb,
             Phase::Replaying => self.replaying(t, payload, now),
             Phase::Up => {
+                self.last_server_seen = now;
+                self.silent_since = None;
                 if t.flags & tcp_flags::SYN != 0 {
                     // The new server's SYN-ACK again: the replay owes it an ACK.
                     if let Some(r) = self.replay.as_mut() {
@@ -546,6 +579,7 @@ impl Protected {
                     self.splice = Some(splice);
                     self.recoveries += 1;
                     self.phase = Phase::Up;
+                    self.last_server_seen = now;
                     self.answer_due = false;
                 }
                 match (handed.and_then(|at| Some((at, payload.get(at..)?))), mapping) {
@@ -577,18 +611,27 @@ impl Protected {
         (self.retry_at, self.retry_in) = (None, 0);
     }
 
-    /// Since when a server FIN or RST is held: evidence of a crash a probe
-    /// of the service judges.
-    pub fn held_since(&self) -> Option<u64> {
-        self.held.filter(|_| self.phase == Phase::Up).map(|h| h.since)
+    /// Since when there is evidence of a crash a probe of the service
+    /// judges: a server FIN or RST held, or the client retransmitting into
+    /// the server's silence.
+    pub fn evidence_since(&self) -> Option<u64> {
+        if self.phase != Phase::Up {
+            return None;
+        }
+        match (self.held.map(|h| h.since), self.silent_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// A probe found the service listening after the held FIN or RST: it
-    /// was a close, released at the next `poll`.
-    pub fn release_held(&mut self, now: u64) {
+    /// A probe found the service listening after the evidence: a held FIN
+    /// or RST was a close, released at the next `poll`; a silence was not
+    /// the host's loss (a later retransmission is evidence again).
+    pub fn judged_alive(&mut self, now: u64) {
         if let Some(h) = self.held.as_mut() {
             h.until = h.until.min(now);
         }
+        self.silent_since = None;
     }
 
     /// Since when the client has been kept waiting for a service that is
@@ -764,7 +807,7 @@ mod tests {
 
     fn client(p: &mut Protected, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Action {
         let (t, pl, mut f) = seg(true, flags, seq, ack, payload);
-        p.from_client(&t, &pl, &mut f[34..])
+        p.from_client(&t, &pl, &mut f[34..], 0)
     }
 
     fn server(
@@ -955,7 +998,10 @@ mod tests {
         assert_eq!((a, f), (b, g), "the same rewrite to the client");
         let (t, pl, mut f) = seg(true, ACK | PSH, 103, 505, b"more");
         let mut g = f.clone();
-        assert_eq!(p.from_client(&t, &pl, &mut f[34..]), q.from_client(&t, &pl, &mut g[34..]));
+        assert_eq!(
+            p.from_client(&t, &pl, &mut f[34..], 0),
+            q.from_client(&t, &pl, &mut g[34..], 0)
+        );
         assert_eq!(f, g, "the same rewrite to the server");
         assert_eq!(q.log(), b"abcmore");
     }
