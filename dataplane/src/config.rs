@@ -273,8 +273,11 @@ impl Config {
                     return Err(bad(i, key, format!("{v} is out of range 1..=60000")));
                 }
             }
-            if p.probe_delay_ms >= p.hold_ms {
-                return Err(bad(i, "probe_delay_ms", format!("{} must be below hold_ms ({}): a held FIN or RST is released before its probe", p.probe_delay_ms, p.hold_ms)));
+            // The verdict (two SYNs, perhaps behind another probe's two)
+            // comes before the hold runs out.
+            let verdict_ms = p.probe_delay_ms.saturating_add(p.probe_timeout_ms.saturating_mul(4));
+            if p.probe_addr.is_some() && verdict_ms >= p.hold_ms {
+                return Err(bad(i, "probe_delay_ms", format!("probe_delay_ms + 4 × probe_timeout_ms ({verdict_ms}) must be below hold_ms ({}): a held FIN or RST would be released before its probe's verdict", p.hold_ms)));
             }
             if p.truncate_idle_ms > 60_000 {
                 return Err(bad(

@@ -601,7 +601,9 @@ fn placement_of(plan: &Plan, eal: &Eal) -> Placement {
 fn place_probes(firewalls: &mut [Option<WorkerFirewall>], placement: &Placement) {
     for (index, fw) in firewalls.iter_mut().enumerate() {
         if let Some(fw) = fw {
-            fw.place_probes(index as u16, placement);
+            for (addr, port) in fw.place_probes(index as u16, placement) {
+                tracing::warn!(worker = index, service = %format!("{addr}:{port}"), "no probe source port's answers reach this worker (the ports' RSS does not hash TCP ports): its connections to the service are judged by the hook alone");
+            }
         }
     }
 }

@@ -111,9 +111,14 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
     }
 
     /// Gives the probes of protected services source ports whose answers
-    /// reach this worker, `worker` of `placement`.
-    pub fn place_probes(&mut self, worker: u16, placement: &crate::placement::Placement) {
-        self.protection.place_probes(worker, placement);
+    /// reach this worker, `worker` of `placement`; returns the services it
+    /// cannot probe.
+    pub fn place_probes(
+        &mut self,
+        worker: u16,
+        placement: &crate::placement::Placement,
+    ) -> Vec<(std::net::Ipv4Addr, u16)> {
+        self.protection.place_probes(worker, placement)
     }
 
     /// Rebuilds protected connection `id` from checkpointd's record and log

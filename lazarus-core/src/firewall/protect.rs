@@ -263,6 +263,8 @@ struct Service {
     /// verdict of the last one, applied at the next walk.
     probe: Option<Prober>,
     judged: Option<Judged>,
+    /// The last walk found connections waiting for it to come back.
+    waiting: bool,
 }
 
 /// Source ports a worker's probes use, found among these: each one's
@@ -349,7 +351,7 @@ impl Protection {
                 connections: s.connections as usize,
                 open: 0,
                 close_linger_ns: s.close_linger_ms * 1_000_000,
-                probe: s.probe_addr.zip(s.probe_mac).map(|(addr, mac)| {
+                probe: s.probe_addr.zip(s.probe_mac).and_then(|(addr, mac)| {
                     let cfg = ProbeConfig {
                         addr: addr.octets(),
                         mac: mac.0,
@@ -358,9 +360,10 @@ impl Protection {
                         interval_ns: s.probe_interval_ms * 1_000_000,
                     };
                     let sports = PROBE_SPORTS.take(PROBE_SPORTS_EACH).collect();
-                    Prober::new(cfg, (s.addr.octets(), s.port), sports, probe_seed())
+                    Prober::new(cfg, (s.addr.octets(), s.port), sports, probe_key())
                 }),
                 judged: None,
+                waiting: false,
             })
             .collect();
         let room = services.iter().map(|s| s.connections).sum();
@@ -378,10 +381,17 @@ impl Protection {
     }
 
     /// Gives each service's probes source ports whose answers the ports'
-    /// RSS brings back to worker `worker`.
-    pub fn place_probes(&mut self, worker: u16, placement: &crate::placement::Placement) {
+    /// RSS brings back to worker `worker`. Returns the services this
+    /// worker cannot probe (no port's answers would reach it: RSS that
+    /// hashes addresses only); its connections rely on the hook.
+    pub fn place_probes(
+        &mut self,
+        worker: u16,
+        placement: &crate::placement::Placement,
+    ) -> Vec<(std::net::Ipv4Addr, u16)> {
+        let mut unprobed = Vec::new();
         for s in &mut self.services {
-            let Some(p) = s.probe.as_mut() else { continue };
+            let Some(p) = s.probe.as_ref() else { continue };
             let (probe, server) = (u32::from_be_bytes(p.addr()), u32::from_be_bytes(s.addr));
             let sports = PROBE_SPORTS
                 .filter(|&sport| {
@@ -392,8 +402,12 @@ impl Protection {
                 .take(PROBE_SPORTS_EACH)
                 .collect();
             let cfg = p.config();
-            *p = Prober::new(cfg, (s.addr, s.port), sports, probe_seed());
+            s.probe = Prober::new(cfg, (s.addr, s.port), sports, probe_key());
+            if s.probe.is_none() {
+                unprobed.push((s.addr.into(), s.port));
+            }
         }
+        unprobed
     }
 
     /// True when no service is protected: the packet path's one branch.
@@ -514,11 +528,32 @@ impl Protection {
         if before && !from_client {
             if let Some(probe) = self.services[svc].probe.as_mut() {
                 if ip4(&p.dst) == probe.addr() {
-                    // The service answers a probe: never the tracker's.
+                    // The service answers a probe: never the tracker's. (A
+                    // bad checksum was counted when the burst was staged.)
                     if crate::parse::checksum::verify(frame, &p, RxChecksums::UNKNOWN).is_err() {
-                        c.parse_drop[crate::parse::DropReason::BadL4Checksum as usize].add(1);
-                    } else if let Some(j) = probe.on_answer(&t) {
+                        return Some(false);
+                    }
+                    if let Some(j) = probe.on_answer(&t) {
                         self.services[svc].judged = Some(j);
+                    } else if t.flags & (tcp_flags::SYN | tcp_flags::ACK)
+                        == tcp_flags::SYN | tcp_flags::ACK
+                    {
+                        // A SYN-ACK no probe waits for (its RST lost, or a
+                        // probe already judged): reset, as a stack would.
+                        let mut ends = Endpoints {
+                            src_mac: probe.mac(),
+                            dst_mac: [0; 6],
+                            src_ip: probe.addr(),
+                            dst_ip: ip4(&p.src),
+                            sport: t.dport,
+                            dport: t.sport,
+                        };
+                        ends.dst_mac.copy_from_slice(&frame[6..12]);
+                        let rst = Segment::reset(t.ack);
+                        let sent = self.outbox.push(port, |b| write_v4(b, &ends, &rst, &[]));
+                        if sent {
+                            c.protect.probes.add(1);
+                        }
                     }
                     return Some(false);
                 }
@@ -537,9 +572,9 @@ impl Protection {
             if !e.p.is_down() && e.p.splice().is_none() {
                 return None;
             }
-            // Not seen by the tracker, so checked here.
+            // Not seen by the tracker, so checked here (and counted when
+            // the burst was staged).
             if crate::parse::checksum::verify(frame, &p, RxChecksums::UNKNOWN).is_err() {
-                c.parse_drop[crate::parse::DropReason::BadL4Checksum as usize].add(1);
                 return Some(false);
             }
         }
@@ -819,9 +854,9 @@ impl Protection {
                 judge(&mut self.conns, i, j, ns, c);
             }
         }
+        self.probe(ns, c);
         let Protection { conns, outbox, peer, services, ends_owed, .. } = self;
         let (mut held, mut memory) = (0u64, 0u64);
-        let mut waiting = [false; MAX_PROTECTED];
         conns.retain(|key, e| {
             let keep = Self::walk(key, e, ns, c, outbox, peer, services);
             if let Some(probe) = services[key.2].probe.as_mut().filter(|_| keep) {
@@ -831,7 +866,7 @@ impl Protection {
                 }
                 if e.p.waiting_since().is_some() {
                     probe.route(via);
-                    waiting[key.2] = true;
+                    services[key.2].waiting = true;
                 }
             }
             // A quiet point reached by the server's silence alone.
@@ -865,28 +900,37 @@ impl Protection {
         });
         c.protect.log_bytes.set(held);
         c.protect.log_memory.set(memory);
-        for (i, s) in self.services.iter_mut().enumerate() {
-            let Some(probe) = s.probe.as_mut() else { continue };
-            while let Some(ev) = probe.poll(ns, waiting[i]) {
-                match ev {
-                    ProbeEvent::Send { port, ends, seg } => {
-                        let sent = self.outbox.push(port, |buf| write_v4(buf, &ends, &seg, &[]));
-                        if sent {
-                            c.protect.probes.add(1);
-                        } else {
-                            c.protect.send_full.add(1);
-                            break;
-                        }
-                    }
-                    ProbeEvent::Judged(j) => judge(&mut self.conns, i, j, ns, c),
-                }
-            }
-        }
+
         while let Some(&id) = ends_owed.last() {
             if sink.protect(id, ProtectRecord::End { version: now }).is_err() {
                 break;
             }
             ends_owed.pop();
+        }
+    }
+
+    /// Each service's probes, before the walk (whose replays may fill the
+    /// outbox), for the evidence the last walk found: what `poll` gives is
+    /// sent, or given back when there is no room.
+    fn probe(&mut self, ns: u64, c: &FwCounters) {
+        for i in 0..self.services.len() {
+            let s = &mut self.services[i];
+            let waiting = std::mem::take(&mut s.waiting);
+            let Some(probe) = s.probe.as_mut() else { continue };
+            while let Some(ev) = probe.poll(ns, waiting) {
+                match &ev {
+                    ProbeEvent::Send { port, ends, seg } => {
+                        if self.outbox.push(*port, |buf| write_v4(buf, ends, seg, &[])) {
+                            c.protect.probes.add(1);
+                        } else {
+                            c.protect.send_full.add(1);
+                            probe.unsent(&ev);
+                            break;
+                        }
+                    }
+                    ProbeEvent::Judged(j) => judge(&mut self.conns, i, *j, ns, c),
+                }
+            }
         }
     }
 
@@ -1001,11 +1045,12 @@ fn judge(
     }
 }
 
-fn probe_seed() -> u32 {
+/// A random key (the std hasher's random seed).
+fn probe_key() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);
-    h.finish() as u32
+    h.finish()
 }
 
 /// Whether a record says more than the one checkpointd holds. The time
@@ -1317,6 +1362,7 @@ mod tests {
         // The server's FIN is held; the next walk probes the service.
         assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1003), b""), 1, 3 * MS));
         f.housekeeping(4 * MS);
+        f.housekeeping(4 * MS + MS);
         let probe = the_probe(&sent(&mut f));
         // Nothing listens: an RST. The connection is down from then on.
         let rst = tcp(S, PROBE, (80, probe.sport), RST | ACK, (0, probe.seq + 1), b"");
@@ -1362,10 +1408,18 @@ mod tests {
         open(&mut f);
         assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1001), b""), 1, 3 * MS));
         f.housekeeping(4 * MS);
+        f.housekeeping(4 * MS + MS);
         let probe = the_probe(&sent(&mut f));
         // An answer to a probe it did not send (another number) is no verdict.
+        // It is reset, as a stack would (a SYN-ACK whose RST was lost).
         let stray = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 7), b"");
         assert!(!burst(&mut f, &stray, 1, 5 * MS));
+        let out = sent(&mut f);
+        assert!(
+            out.iter()
+                .any(|o| o.0 == 1 && o.1 == PROBE && o.3.flags == RST && o.3.seq == probe.seq + 7),
+            "{out:?}"
+        );
         f.housekeeping(6 * MS);
         assert_eq!(f.counters.protect.released.get(), 0);
         let back = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
@@ -1386,6 +1440,7 @@ mod tests {
         open(&mut f);
         assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | RST, (5001, 1001), b""), 1, 3 * MS));
         f.housekeeping(4 * MS);
+        f.housekeeping(4 * MS + MS);
         let first = the_probe(&sent(&mut f));
         f.housekeeping(105 * MS);
         assert_eq!(the_probe(&sent(&mut f)).seq, first.seq, "sent again");
@@ -1418,6 +1473,7 @@ mod tests {
             let mut mine = Vec::new();
             for i in 0..4u64 {
                 f.housekeeping((4 + 300 * i) * MS);
+                f.housekeeping((4 + 300 * i) * MS + MS);
                 let probe = the_probe(&sent(&mut f));
                 let (key, _) = crate::conn::ConnKey::canonical_v4(
                     6,
@@ -1452,6 +1508,7 @@ mod tests {
         // listens, so the host lives and nothing changes.
         assert!(burst(&mut f, &req, 0, 300 * MS));
         f.housekeeping(302 * MS);
+        f.housekeeping(302 * MS + MS);
         let probe = the_probe(&sent(&mut f));
         let alive = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
         assert!(!burst(&mut f, &alive, 1, 303 * MS));
@@ -1463,6 +1520,7 @@ mod tests {
         // is gone, and the client is answered for it.
         assert!(burst(&mut f, &req, 0, 700 * MS));
         f.housekeeping(702 * MS);
+        f.housekeeping(702 * MS + MS);
         the_probe(&sent(&mut f));
         f.housekeeping(803 * MS);
         f.housekeeping(904 * MS);

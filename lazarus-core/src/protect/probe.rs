@@ -96,34 +96,49 @@ pub struct Prober {
     sports: Vec<u16>,
     next_sport: usize,
     out: Option<Outstanding>,
-    /// The earliest evidence no probe was sent after yet.
+    /// The earliest evidence no probe was sent after yet, and the latest
+    /// evidence a probe sent judges (its verdict may still be on its way).
     wanted: Option<u64>,
+    covered: Option<u64>,
     via: Option<Via>,
     last_probe: Option<u64>,
     /// An RST owed to the service for a probe it accepted: (port, seq).
     reset: Option<(u16, u32)>,
-    isn_state: u32,
+    /// Probe ISNs: a keyed hash of a count, so that one seen on the wire
+    /// says nothing of the next.
+    isn_key: u64,
+    probes_sent: u64,
 }
 
 /// Two SYNs per verdict: one lost frame does not make a crash.
 const TRIES: u8 = 2;
 
 impl Prober {
-    /// Probes of `server` from the source ports `sports` (none: port 9).
-    pub fn new(cfg: ProbeConfig, server: ([u8; 4], u16), sports: Vec<u16>, seed: u32) -> Prober {
-        let sports = if sports.is_empty() { vec![9] } else { sports };
-        Prober {
+    /// Probes of `server` from the source ports `sports`; None without
+    /// any (no port's answers would reach this worker). `key`: random.
+    pub fn new(
+        cfg: ProbeConfig,
+        server: ([u8; 4], u16),
+        sports: Vec<u16>,
+        key: u64,
+    ) -> Option<Prober> {
+        if sports.is_empty() {
+            return None;
+        }
+        Some(Prober {
             cfg,
             server,
             sports,
             next_sport: 0,
             out: None,
             wanted: None,
+            covered: None,
             via: None,
             last_probe: None,
             reset: None,
-            isn_state: seed | 1,
-        }
+            isn_key: key,
+            probes_sent: 0,
+        })
     }
 
     pub fn config(&self) -> ProbeConfig {
@@ -142,7 +157,30 @@ impl Prober {
     /// probe sent `delay` after it; `via` says where probes go.
     pub fn want(&mut self, since: u64, via: Via) {
         self.via = Some(via);
+        if self.covered.is_some_and(|c| since <= c) {
+            return;
+        }
         self.wanted = Some(self.wanted.map_or(since, |w| w.min(since)));
+    }
+
+    /// An event `poll` gave that could not be sent (no room): an RST stays
+    /// owed; a SYN goes again at the next poll.
+    pub fn unsent(&mut self, ev: &ProbeEvent) {
+        let ProbeEvent::Send { ends, seg, .. } = ev else { return };
+        if seg.flags & tcp_flags::RST != 0 {
+            self.reset = Some((ends.sport, seg.seq));
+        } else if let Some(o) = self.out.as_mut().filter(|o| o.isn == seg.seq) {
+            if o.tries > 1 {
+                o.tries -= 1;
+                o.last_sent = o.last_sent.saturating_sub(self.cfg.timeout_ns);
+            } else {
+                // Never left: the evidence it was for is still wanted.
+                let at = o.sent_at.saturating_sub(self.cfg.delay_ns);
+                self.out = None;
+                self.covered = None;
+                self.wanted = Some(self.wanted.map_or(at, |w| w.min(at)));
+            }
+        }
     }
 
     /// Where probes go, learnt from a connection waiting for the service.
@@ -208,15 +246,13 @@ impl Prober {
             return None;
         }
         self.wanted = None;
+        self.covered = Some(now.saturating_sub(self.cfg.delay_ns));
         self.last_probe = Some(now);
         let sport = self.sports[self.next_sport % self.sports.len()];
         self.next_sport = self.next_sport.wrapping_add(1);
-        // xorshift: probe ISNs a blind sender cannot guess from the last.
-        let mut x = self.isn_state;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.isn_state = x;
+        self.probes_sent += 1;
+        let x = xxhash_rust::xxh3::xxh3_64_with_seed(&self.probes_sent.to_le_bytes(), self.isn_key)
+            as u32;
         self.out = Some(Outstanding { sport, isn: x, sent_at: now, last_sent: now, tries: 1 });
         Some(self.send(via, sport, syn(x)))
     }
@@ -262,7 +298,7 @@ mod tests {
     const VIA: Via = Via { port: 1, server_mac: [2, 0, 0, 0, 0, 2] };
 
     fn prober() -> Prober {
-        Prober::new(CFG, ([10, 0, 0, 2], 7000), vec![40001, 40003], 12345)
+        Prober::new(CFG, ([10, 0, 0, 2], 7000), vec![40001, 40003], 12345).unwrap()
     }
 
     fn sent(e: Option<ProbeEvent>) -> (Endpoints, Segment) {
@@ -346,6 +382,22 @@ mod tests {
                 evidence_until: 0
             }))
         );
+    }
+
+    #[test]
+    fn what_found_no_room_goes_at_the_next_poll() {
+        let mut p = prober();
+        p.want(0, VIA);
+        let first = p.poll(10 * MS, false).unwrap();
+        p.unsent(&first);
+        let (ends, again) = sent(p.poll(11 * MS, false));
+        assert_eq!(again.flags, tcp_flags::SYN);
+        let ack = answer(ends.sport, again.seq, tcp_flags::SYN | tcp_flags::ACK);
+        let j = p.on_answer(&ack).unwrap();
+        assert_eq!(j.evidence_until, MS, "it judges the evidence the lost SYN was for");
+        let rst = p.poll(12 * MS, false).unwrap();
+        p.unsent(&rst);
+        assert_eq!(p.poll(13 * MS, false), Some(rst), "the RST stays owed");
     }
 
     #[test]
