@@ -12,7 +12,9 @@ pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// newest portion is ignored.
 /// 6: the rings carry `delta_kind::LOG`, `delta_kind::TRIM` and
 /// `module::PROTECT` records.
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: each ring's control block carries `remote_committed`, written by
+/// checkpointd (output commit at the remote level).
+pub const LAYOUT_VERSION: u32 = 7;
 /// The oldest layout checkpointd translates (`translate::from_previous`):
 /// the previous ones, back to `v0.1.0`'s.
 pub const LAYOUT_VERSION_OLDEST: u32 = 3;

@@ -1,5 +1,8 @@
 //! Segments of the previous layouts, brought forward in place by checkpointd
 //! (docs/CHECKPOINT.md, Format versions).
+//! * 6 → 7: the same bytes; 7 gives checkpointd a word in each ring's
+//!   control block (where the remote store has the protected connections'
+//!   records up to), which 6 left zero: nothing said yet.
 //! * 5 → 6: the same bytes; 6 adds the LOG delta kind and the PROTECT
 //!   module, which a ring written by 5 holds none of.
 //! * 4 → 5: the same bytes; 5 adds a delta kind (SWEEP) and versioned
@@ -71,7 +74,7 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
             std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), origin)
         };
     }
-    // 4 → 5 and 5 → 6: nothing but the number.
+    // 4 → 5, 5 → 6 and 6 → 7: nothing but the number.
     h.layout_version = LAYOUT_VERSION;
     h.header_checksum = h.compute_checksum();
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
@@ -81,14 +84,14 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
     Ok(Translated::From { from, origin_known })
 }
 
-/// Test support: writes the segment file at `path` as layout `version` (3,
-/// 4 or 5) would have: 4 and 5 are this layout under their numbers, 3
-/// lacks the origin.
+/// Test support: writes the segment file at `path` as layout `version` (3
+/// to 6) would have: 4 to 6 are this layout under their numbers (the
+/// control block's new word zero), 3 lacks the origin.
 /// The previous versions' encoders, kept for the translation tests. Not for
 /// production use.
 #[doc(hidden)]
 pub fn test_downgrade_to(path: &Path, version: u32) -> Result<(), LayoutError> {
-    assert!(matches!(version, 3..=5), "layout {version} is not one this build translates");
+    assert!(matches!(version, 3..=6), "layout {version} is not one this build translates");
     let mut file = MappedFile::open(path)?;
     let base = file.as_mut_ptr();
     // SAFETY: as in `from_previous`; the test owns the file.

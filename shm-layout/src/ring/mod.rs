@@ -103,7 +103,11 @@ pub(crate) struct RingCtrl {
     /// every connection it holds.
     pub(crate) resync_epoch: AtomicU64,
     pub(crate) _pad2: [u8; 120],
-    pub(crate) _reserved: [u8; 128],
+    /// Written by checkpointd (layout 7): every protected connection's
+    /// record at a position below it is in the remote store (output commit
+    /// at the remote level). 0 until it says.
+    pub(crate) remote_committed: AtomicU64,
+    pub(crate) _reserved: [u8; 120],
 }
 // Under loom the atomics are loom's (larger) and the block lives off the
 // segment, so only the real build pins its size.
@@ -123,7 +127,8 @@ impl RingCtrl {
             _pad1: [0; 104],
             resync_epoch: AtomicU64::new(0),
             _pad2: [0; 120],
-            _reserved: [0; 128],
+            remote_committed: AtomicU64::new(0),
+            _reserved: [0; 120],
         }
     }
 }

@@ -284,6 +284,12 @@ impl DeltaProducer<'_> {
         self.head
     }
 
+    /// The position below which every protected connection's record is in
+    /// the remote store, as checkpointd last said (0: nothing yet).
+    pub fn remote_committed(&self) -> u64 {
+        self.ctrl.remote_committed.load(Ordering::Acquire)
+    }
+
     /// checkpointd's resync requests so far; when it grows, re-emit every
     /// connection of this worker.
     pub fn resync_epoch(&self) -> u64 {

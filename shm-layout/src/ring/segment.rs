@@ -316,6 +316,13 @@ impl RingsSegment {
         hb.monotonic_ns.store(monotonic_ns, Ordering::Release);
     }
 
+    /// checkpointd: every protected connection's record below `position`
+    /// of ring `worker` is in the remote store. Never moves back. Panics if
+    /// `worker >= workers`.
+    pub fn set_remote_committed(&self, worker: u32, position: u64) {
+        self.ctrl(worker).remote_committed.fetch_max(position, Ordering::AcqRel);
+    }
+
     /// checkpointd: asks the producer of ring `worker` to re-emit every
     /// connection (the store was lost). Panics if `worker >= workers`.
     pub fn request_resync(&self, worker: u32) {
