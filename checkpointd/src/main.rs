@@ -319,6 +319,7 @@ fn drain_loop(
         // dropped until it takes over.
         let mirror_only = matches!(remote_side, Some(remote::RemoteSide::Standby(_)));
         for (w, c) in consumers.iter_mut().enumerate() {
+            let before = c.position();
             let r = c.drain(ck.drain_batch, |d| {
                 if mirror_only {
                     totals.ignored += 1;
@@ -342,7 +343,7 @@ fn drain_loop(
                 );
             }
             if let Some(r) = remote_side.as_mut() {
-                r.note(store);
+                r.note(store, w, (before, c.position()));
             }
             totals.applied += u64::from(r.applied);
             totals.torn += u64::from(r.torn);
@@ -350,6 +351,11 @@ fn drain_loop(
         }
         if let Some(r) = remote_side.as_mut() {
             r.pass(store);
+            for w in 0..workers {
+                if let Some(at) = r.committed(w as usize) {
+                    rings.set_remote_committed(w, at);
+                }
+            }
         }
         rings.beat(pid, monotonic_ns());
         let drops = store.stats.full_drops.load(Ordering::Relaxed)

@@ -66,7 +66,9 @@ pub enum Change {
     /// A portion of it was written. `first`: the connection, or this
     /// module's portion of it, is new (or the portion is FTP's, whose
     /// expectations a standby needs at once); otherwise a refresh.
-    Put { conn_id: u64, first: bool },
+    /// `protected`: a protected connection's record or log, which a
+    /// dataplane committing output at the remote level waits for.
+    Put { conn_id: u64, first: bool, protected: bool },
     /// It was removed by a delete or sweep stamped `version`.
     Gone { conn_id: u64, version: u64 },
 }
@@ -208,7 +210,7 @@ impl Store {
                 // connection's, not the tracked one's).
                 self.changes.push(match d.kind {
                     delta_kind::DELETE => Change::Gone { conn_id: d.conn_id, version: d.version },
-                    _ => Change::Put { conn_id: d.conn_id, first: false },
+                    _ => Change::Put { conn_id: d.conn_id, first: false, protected: true },
                 });
             }
             return Outcome::Applied;
@@ -316,7 +318,7 @@ impl Store {
         match result {
             Ok(()) => {
                 if self.track_changes {
-                    self.changes.push(Change::Put { conn_id: d.conn_id, first });
+                    self.changes.push(Change::Put { conn_id: d.conn_id, first, protected: false });
                 }
                 Outcome::Applied
             }
@@ -509,7 +511,7 @@ mod tests {
         s.apply(&portion(1, module::FTP, 4, b"ftp"), 0);
         s.apply(&portion(1, module::FTP, 5, b"ftp again"), 0);
         s.apply(&Delta { kind: delta_kind::DELETE, ..portion(1, 0, 6, &[]) }, 0);
-        let put = |first| Change::Put { conn_id: 1, first };
+        let put = |first| Change::Put { conn_id: 1, first, protected: false };
         assert_eq!(
             s.changes,
             vec![

@@ -115,7 +115,18 @@ fn describe() -> String {
     layout!(o, SlotHeader { seq, conn_id, version, module, kind, len, checksum });
     layout!(
         o,
-        RingCtrl { head, _pad0, tail, torn, applied, _pad1, resync_epoch, _pad2, remote_committed, _reserved }
+        RingCtrl {
+            head,
+            _pad0,
+            tail,
+            torn,
+            applied,
+            _pad1,
+            resync_epoch,
+            _pad2,
+            remote_committed,
+            _reserved
+        }
     );
     layout!(o, HeartbeatShm { monotonic_ns, pid, _pad0, incarnation, _pad });
     layout!(o, PortionSlot<IP_PORTION_MAX> { version, checksum, len, module, present, payload });

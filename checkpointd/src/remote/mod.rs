@@ -6,6 +6,7 @@
 //! changes again before it is sent travels once, so refreshes coalesce.
 //! docs/CHECKPOINT.md#remote has the keys and the guarantees.
 
+mod commit;
 mod epoch;
 mod follower;
 mod link;
@@ -78,11 +79,24 @@ pub enum RemoteSide {
 }
 
 impl RemoteSide {
-    /// After each ring's drain: an active appliance notes what changed.
-    pub fn note(&mut self, store: &mut Store) {
+    /// After ring `worker`'s drain from position `before` to `after`: an
+    /// active appliance notes what changed.
+    pub fn note(&mut self, store: &mut Store, worker: usize, (before, after): (u64, u64)) {
         match self {
-            RemoteSide::Active(t) => t.note(&mut store.changes),
+            RemoteSide::Active(t) => {
+                t.note(&mut store.changes);
+                t.drained(worker, before, after);
+            }
             RemoteSide::Standby(_) => store.changes.clear(),
+        }
+    }
+
+    /// Where ring `worker` is committed up to in the remote store (output
+    /// commit at the remote level); None on a standby.
+    pub fn committed(&mut self, worker: usize) -> Option<u64> {
+        match self {
+            RemoteSide::Active(t) => Some(t.commit.committed(worker)),
+            RemoteSide::Standby(_) => None,
         }
     }
 
@@ -99,6 +113,20 @@ impl RemoteSide {
     }
 }
 
+/// Files change `p` under commit generation `g` when older than its own.
+fn stamp(commit: &mut commit::Commit, p: &mut Pending, g: u64) {
+    match p.gen {
+        Some(old) if old <= g => {}
+        old => {
+            commit.add(g);
+            if let Some(old) = old {
+                commit.done(old);
+            }
+            p.gen = Some(g);
+        }
+    }
+}
+
 /// A field of a bucket and its value, as the write script takes them.
 type Pair = (String, Vec<u8>);
 
@@ -111,6 +139,9 @@ const IN_FLIGHT: usize = 4;
 pub(super) struct Pending {
     /// Some(version): deleted at that version; None: send what the store holds.
     gone: Option<u64>,
+    /// The oldest commit generation of its protected changes not sent
+    /// yet (see `commit`).
+    gen: Option<u64>,
     since: Instant,
     /// Listed in the tracker's urgent list (once, however many urgent
     /// changes it had).
@@ -120,9 +151,11 @@ pub(super) struct Pending {
 /// What crosses the network when: a connection's first state, its FTP
 /// portion and its end go at the next pass; refreshes of what was already
 /// sent (TCP window edges, timers) wait for the interval, coalesced.
+/// A protected connection's changes go at once too: a dataplane may hold
+/// its server's output for them.
 fn urgent(c: &Change) -> bool {
     match *c {
-        Change::Put { first, .. } => first,
+        Change::Put { first, protected, .. } => first || protected,
         Change::Gone { .. } => true,
     }
 }
@@ -152,6 +185,13 @@ pub struct Tracker {
     urgent: Vec<u64>,
     /// This appliance's worker count, sealed with each record.
     workers: u16,
+    /// How far each ring's protected changes are in Redis.
+    pub commit: commit::Commit,
+    /// Protected changes noted since the last drain was recorded.
+    noted_protected: bool,
+    /// A rewrite of everything replaced the changes of these generations
+    /// and later: held open until it is sent.
+    rewrite_gen: Option<u64>,
 }
 
 impl Tracker {
@@ -191,6 +231,9 @@ impl Tracker {
             logs: HashMap::new(),
             urgent: Vec::new(),
             workers: u16::try_from(workers).unwrap_or(u16::MAX),
+            commit: commit::Commit::new(workers as usize),
+            noted_protected: false,
+            rewrite_gen: None,
         })
     }
 
@@ -205,8 +248,33 @@ impl Tracker {
 
     /// A change that did not reach Redis, queued again.
     fn requeue(&mut self, id: u64, p: Pending) {
-        self.dirty.entry(id).or_insert(Pending { listed: false, ..p });
+        match self.dirty.entry(id) {
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                e.insert(Pending { listed: false, ..p });
+            }
+            hashbrown::hash_map::Entry::Occupied(mut e) => {
+                // It goes with the newer change, under the older generation.
+                if let Some(g) = p.gen {
+                    stamp(&mut self.commit, e.get_mut(), g);
+                    self.commit.done(g);
+                }
+            }
+        }
         self.send_log_whole(id);
+    }
+
+    /// Ring `worker` was drained from `before` to `after`, its changes noted.
+    pub fn drained(&mut self, worker: usize, before: u64, after: u64) {
+        let protected = std::mem::take(&mut self.noted_protected);
+        self.commit.drained(worker, before, after, protected);
+    }
+
+    /// Changes Redis now holds: their generations close.
+    fn committed(&mut self) {
+        let done = std::mem::take(&mut *self.shared.committed.lock().expect("commit list"));
+        for g in done {
+            self.commit.done(g);
+        }
     }
 
     /// A protected connection's chunks may not be in Redis: its log goes
@@ -228,16 +296,21 @@ impl Tracker {
     /// Takes the store's change list.
     pub fn note(&mut self, changes: &mut Vec<Change>) {
         let now = Instant::now();
+        let gen = self.commit.current();
         for c in changes.drain(..) {
-            let (id, gone) = match c {
-                Change::Put { conn_id, .. } => (conn_id, None),
-                Change::Gone { conn_id, version } => (conn_id, Some(version)),
+            let (id, gone, protected) = match c {
+                Change::Put { conn_id, protected, .. } => (conn_id, None, protected),
+                Change::Gone { conn_id, version } => (conn_id, Some(version), false),
             };
+            self.noted_protected |= protected;
             let urgent = urgent(&c);
             match self.dirty.entry(id) {
                 hashbrown::hash_map::Entry::Occupied(mut e) => {
                     let p = e.get_mut();
                     p.gone = gone;
+                    if protected {
+                        stamp(&mut self.commit, p, gen);
+                    }
                     if urgent && !p.listed {
                         p.listed = true;
                         self.urgent.push(id);
@@ -245,7 +318,11 @@ impl Tracker {
                     RemoteStats::add(&self.stats.coalesced, 1);
                 }
                 hashbrown::hash_map::Entry::Vacant(e) => {
-                    e.insert(Pending { gone, since: now, listed: urgent });
+                    let gen = protected.then_some(gen);
+                    if let Some(g) = gen {
+                        self.commit.add(g);
+                    }
+                    e.insert(Pending { gone, gen, since: now, listed: urgent });
                     if urgent {
                         self.urgent.push(id);
                     }
@@ -253,6 +330,15 @@ impl Tracker {
             }
         }
         if self.dirty.len() > self.cap {
+            // Their generations stay open until the rewrite is sent.
+            let oldest = self.dirty.values().filter_map(|p| p.gen).min();
+            if let Some(g) = oldest.into_iter().chain(self.rewrite_gen).min() {
+                self.rewrite_gen = Some(g);
+                self.commit.add(g);
+            }
+            for g in self.dirty.values().filter_map(|p| p.gen).collect::<Vec<_>>() {
+                self.commit.done(g);
+            }
             // Deletes of connections Redis holds are lost with the map: they
             // stay there until their id is reused (docs/CHECKPOINT.md).
             self.dirty.clear();
@@ -279,12 +365,31 @@ impl Tracker {
         }
         let now = Instant::now();
         let mut n = 0;
+        // A rewrite of everything sends what an overflow dropped: under the
+        // oldest generation it dropped, which stays open until then.
+        let gen = if only.is_none() { self.rewrite_gen.take() } else { None };
+        let protected: std::collections::HashSet<u64> = if gen.is_some() {
+            store.protect.ids().into_iter().collect()
+        } else {
+            Default::default()
+        };
         for id in store.conn_ids().chain(store.protect.ids()) {
             if mask[usize::from(bucket_of(id))] {
                 self.send_log_whole(id);
-                self.dirty.entry(id).or_insert(Pending { gone: None, since: now, listed: false });
+                let p = self.dirty.entry(id).or_insert(Pending {
+                    gone: None,
+                    gen: None,
+                    since: now,
+                    listed: false,
+                });
+                if let Some(g) = gen.filter(|_| protected.contains(&id)) {
+                    stamp(&mut self.commit, p, g);
+                }
                 n += 1;
             }
+        }
+        if let Some(g) = gen {
+            self.commit.done(g);
         }
         RemoteStats::add(&self.stats.conns_resynced, n);
         n
@@ -292,6 +397,7 @@ impl Tracker {
 
     /// Sends what is due, if the writer has room and knows its epoch.
     pub fn flush(&mut self, store: &Store) {
+        self.committed();
         let lost = std::mem::take(&mut *self.shared.resync.lock().expect("resync list"));
         if !lost.is_empty() {
             self.queue_all(store, Some(&lost));
@@ -362,6 +468,9 @@ impl Tracker {
                     None => {
                         if !self.seal(store, id, epoch, (&mut pairs, &mut gone)) {
                             // Deleted since, and its delete is queued or sent.
+                            if let Some(g) = p.gen {
+                                self.commit.done(g);
+                            }
                             continue;
                         }
                         b.records += 1;

@@ -47,6 +47,8 @@ pub struct Shared {
     pub retry: Mutex<Vec<(u64, Pending)>>,
     /// Chunk removals (connection, offset) of refused calls.
     pub retry_chunks: Mutex<Vec<(u64, u64)>>,
+    /// Commit generations of protected changes Redis took.
+    pub committed: Mutex<Vec<u64>>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -302,6 +304,8 @@ impl Writer {
             }
             written[usize::from(w.bucket)] = true;
             stale += st;
+            let gens = w.changes.iter().filter_map(|(_, p)| p.gen);
+            self.shared.committed.lock().expect("commit list").extend(gens);
         }
         if reload {
             s.sha =
