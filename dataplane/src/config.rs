@@ -279,6 +279,11 @@ impl Config {
             if p.probe_addr.is_some() && verdict_ms >= p.hold_ms {
                 return Err(bad(i, "probe_delay_ms", format!("probe_delay_ms + 4 × probe_timeout_ms ({verdict_ms}) must be below hold_ms ({}): a held FIN or RST would be released before its probe's verdict", p.hold_ms)));
             }
+            if p.output_commit == lazarus_core::config::OutputCommit::Remote
+                && (!self.checkpoint.enabled || self.checkpoint.remote.url.is_empty())
+            {
+                return Err(bad(i, "output_commit", "\"remote\" needs checkpoint.enabled and a remote store ([checkpoint.remote] url)".into()));
+            }
             if p.truncate_idle_ms > 60_000 {
                 return Err(bad(
                     i,
@@ -689,6 +694,13 @@ mod tests {
         .contains("MAC address"));
         assert!(err(&p(&format!("{svc}probe_timeout_ms = 0")))
             .contains("protected[0].probe_timeout_ms"));
+        let slow = format!(
+            "{svc}probe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:00:09\"\nprobe_timeout_ms = 300"
+        );
+        assert!(err(&p(&slow)).contains("must be below hold_ms"));
+        assert!(err(&p(&format!("{svc}output_commit = \"remote\"")))
+            .contains("protected[0].output_commit"));
+        assert!(err(&p(&format!("{svc}output_commit = \"somewhere\""))).contains("output_commit"));
         assert!(err(&p("addr = \"10.0.0.1\"\nport = 7\ntruncation = \"sometimes\""))
             .contains("truncation"));
         assert!(Config::parse(&p("addr = \"10.0.0.1\"\nport = 7"), "t").is_ok());

@@ -16,6 +16,9 @@
 //!   protect_bridge run CLIENT_NS SERVER_NS CLIENTS [--off] [--redis]
 //!   protect_bridge client ADDR:PORT SECONDS       (in the client namespace)
 //!   protect_bridge redis-client ADDR:PORT SECONDS (in the client namespace)
+//!   protect_bridge rtt ADDR:PORT LINES            (one line at a time;
+//!                                                  prints the echo's
+//!                                                  median and p99 in µs)
 //!   protect_bridge close-client ADDR:PORT         (says bye; prints how
 //!                                                  long the server's close took)
 //!   protect_bridge serve ADDR:PORT [--upper]      (in the server namespace;
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
         Some("client") => client(&a[2], a[3].parse()?),
         Some("redis-client") => redis_client(&a[2], a[3].parse()?),
         Some("close-client") => close_client(&a[2]),
+        Some("rtt") => rtt(&a[2], a[3].parse()?),
         Some("run") => {
             let flag = |f: &str| a[5..].iter().any(|x| x == f);
             run(&a[2], &a[3], a[4].parse()?, flag("--off"), flag("--redis"))
@@ -77,6 +81,30 @@ fn client(addr: &str, secs: f64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("ok {n} {}", longest.as_micros());
+    Ok(())
+}
+
+/// Sends `lines` lines one at a time, each after the last one's echo (every
+/// echo checked); prints "MEDIAN_US P99_US".
+fn rtt(addr: &str, lines: usize) -> Result<()> {
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut us = Vec::with_capacity(lines);
+    for n in 0..lines {
+        let line = format!("rtt line {n}\n");
+        let t = Instant::now();
+        w.write_all(line.as_bytes())?;
+        let mut got = String::new();
+        r.read_line(&mut got).with_context(|| format!("read the echo of line {n}"))?;
+        ensure!(got == line, "line {n}: echo {got:?}");
+        us.push(t.elapsed().as_micros() as u64);
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() - 1) as f64 * q) as usize];
+    println!("{} {}", at(0.5), at(0.99));
     Ok(())
 }
 

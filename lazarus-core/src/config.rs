@@ -139,6 +139,22 @@ pub struct ProtectedService {
     pub probe_delay_ms: u64,
     /// While clients wait for the service, how often it is probed.
     pub probe_interval_ms: u64,
+    /// Where a client's bytes must be before the server's acknowledgment
+    /// of them reaches the client.
+    pub output_commit: OutputCommit,
+}
+
+/// How durable a client's bytes are before the server's acknowledgment of
+/// them is released (`output_commit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputCommit {
+    /// In the worker's delta ring (checkpointd's memory): survives the
+    /// dataplane's death.
+    #[default]
+    Local,
+    /// In the remote store too (`[checkpoint.remote]`): survives the box's.
+    Remote,
 }
 
 /// An Ethernet address, written `02:00:00:00:00:fa`.
@@ -205,6 +221,7 @@ impl Default for ProtectedService {
             probe_timeout_ms: 100,
             probe_delay_ms: 50,
             probe_interval_ms: 50,
+            output_commit: OutputCommit::Local,
         }
     }
 }

@@ -172,6 +172,13 @@ pub struct ProtectCounters {
     pub wire_down: Counter,
     /// ARP requests for a probe address answered.
     pub arp_answered: Counter,
+    /// Output commit at the remote level: server segments held until the
+    /// client bytes they acknowledge were in the remote store, those
+    /// dropped because the hold was full (the server sends them again),
+    /// and (a gauge) how many wait now.
+    pub commit_held: Counter,
+    pub commit_full: Counter,
+    pub commit_waiting: Counter,
     /// Gauges, refreshed at each walk of the table (every millisecond):
     /// client bytes the logs hold, and the memory they took.
     pub log_bytes: Counter,

@@ -98,4 +98,16 @@ impl CheckpointSink for WorkerSink {
             WorkerSink::Ring(s) => s.free_records(),
         }
     }
+    fn position(&self) -> u64 {
+        match self {
+            WorkerSink::Off(_) => 0,
+            WorkerSink::Ring(s) => s.position(),
+        }
+    }
+    fn remote_committed(&self) -> u64 {
+        match self {
+            WorkerSink::Off(_) => u64::MAX,
+            WorkerSink::Ring(s) => s.remote_committed(),
+        }
+    }
 }

@@ -104,6 +104,12 @@ impl CheckpointSink for RingSink {
     fn free_records(&mut self) -> u32 {
         self.producer.free_slots()
     }
+    fn position(&self) -> u64 {
+        self.producer.position()
+    }
+    fn remote_committed(&self) -> u64 {
+        self.producer.remote_committed()
+    }
     fn take_protect_resync(&mut self) -> bool {
         let (now, epoch) = (self.rings.heartbeat().incarnation, self.producer.resync_epoch());
         if (now != self.drainer && now != 0) || epoch != self.protect_epoch {

@@ -99,6 +99,16 @@ pub trait CheckpointSink {
     fn take_protect_resync(&mut self) -> bool {
         false
     }
+    /// Where the next record goes: a position in the worker's ring.
+    fn position(&self) -> u64 {
+        0
+    }
+    /// The position below which the remote store holds every protected
+    /// record, as checkpointd last said (output commit at the remote
+    /// level); u64::MAX where there is nothing to wait for.
+    fn remote_committed(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// What a protected connection writes to checkpointd.
@@ -168,19 +178,22 @@ pub struct MemorySink {
     /// as checkpointd keeps them.
     pub protected: std::collections::BTreeMap<u64, (Vec<u8>, Vec<u8>, u64)>,
     pub protect_resync: bool,
+    /// Records written so far (the ring position), and where the remote
+    /// store is said to hold them up to (None: everything).
+    pub written: u64,
+    pub remote_committed: Option<u64>,
 }
 
 impl MemorySink {
     /// One delta's room, or full.
     fn take_room(&mut self) -> Result<(), SinkFull> {
         match &mut self.room {
-            Some(0) => Err(SinkFull),
-            Some(r) => {
-                *r -= 1;
-                Ok(())
-            }
-            None => Ok(()),
+            Some(0) => return Err(SinkFull),
+            Some(r) => *r -= 1,
+            None => {}
         }
+        self.written += 1;
+        Ok(())
     }
 }
 
@@ -252,5 +265,11 @@ impl CheckpointSink for MemorySink {
     }
     fn free_records(&mut self) -> u32 {
         self.room.unwrap_or(u32::MAX)
+    }
+    fn position(&self) -> u64 {
+        self.written
+    }
+    fn remote_committed(&self) -> u64 {
+        self.remote_committed.unwrap_or(u64::MAX)
     }
 }

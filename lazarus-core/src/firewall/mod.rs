@@ -12,6 +12,7 @@
 
 mod burst;
 mod fragments;
+mod held_output;
 mod housekeeping;
 mod packet;
 mod protect;

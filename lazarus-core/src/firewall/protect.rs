@@ -17,6 +17,7 @@
 //! rebuilds the table from them (`restore`) before its ports start, and a
 //! restarted checkpointd is told everything again.
 
+use super::held_output::{Ask, HeldOutput};
 use crate::checkpoint::{log_records, CheckpointSink, ProtectRecord, PORTION_BUF};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
@@ -75,6 +76,52 @@ struct Entry {
     sent_log: u64,
     /// Its end is written: checkpointd holds nothing of it any more.
     end_written: bool,
+    /// Output commit at the remote level.
+    commit: Committed,
+}
+
+/// Where a connection's client bytes are in the remote store: (stream
+/// offset, ring position after the record that carried it) of its recent
+/// log writes, oldest first, and the offset the store holds up to.
+#[derive(Clone, Copy, Default)]
+struct Committed {
+    marks: [(u64, u64); MARKS],
+    len: u8,
+    end: u64,
+    /// Its frames in the hold, which its later ones wait behind.
+    held: u16,
+    /// Restored: its log's end is marked at the next walk.
+    mark_due: bool,
+}
+
+/// Log writes remembered per connection; past it, the oldest two merge
+/// (its bytes then wait for the later write's position).
+const MARKS: usize = 8;
+
+impl Committed {
+    fn mark(&mut self, offset: u64, position: u64) {
+        if usize::from(self.len) == MARKS {
+            self.marks.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.marks[usize::from(self.len)] = (offset, position);
+        self.len += 1;
+    }
+
+    /// The offset committed, with ring positions below `committed` in the
+    /// remote store.
+    fn settle(&mut self, committed: u64) -> u64 {
+        let n = self.marks[..usize::from(self.len)]
+            .iter()
+            .take_while(|&&(_, pos)| pos <= committed)
+            .count();
+        if n > 0 {
+            self.end = self.end.max(self.marks[n - 1].0);
+            self.marks.copy_within(n.., 0);
+            self.len -= n as u8;
+        }
+        self.end
+    }
 }
 
 impl Entry {
@@ -137,6 +184,7 @@ impl Entry {
             return false;
         }
         self.sent_log = from + n as u64;
+        self.commit.mark(self.sent_log, sink.position());
         n == owed
     }
 
@@ -165,6 +213,22 @@ impl Entry {
             && sink.protect(self.id, ProtectRecord::Snapshot { version: now, bytes: &rec }).is_ok();
         self.sent_log = base;
         self.written = trimmed.then_some(rec);
+    }
+
+    /// The client's stream offset an acknowledgment number stands for
+    /// (never past what the log holds).
+    fn ack_offset(&self, ack: u32) -> u64 {
+        let log = self.p.client_log();
+        let behind = log.end().wrapping_sub(ack) as i32;
+        log.end_offset().saturating_sub(u64::from(behind.max(0) as u32))
+    }
+
+    /// The sequence number up to which the remote store holds the
+    /// client's bytes (for the firewall's own acknowledgments).
+    fn committed_seq(&self) -> u32 {
+        let log = self.p.client_log();
+        let short = log.end_offset().saturating_sub(self.commit.end);
+        log.end().wrapping_sub(short.min(u64::from(u32::MAX >> 1)) as u32)
     }
 
     /// Whether checkpointd holds anything of it (an end is then owed).
@@ -265,7 +329,12 @@ struct Service {
     judged: Option<Judged>,
     /// The last walk found connections waiting for it to come back.
     waiting: bool,
+    /// `output_commit = "remote"`.
+    remote_commit: bool,
 }
+
+/// Server segments the hold keeps at most per worker.
+const HELD_FRAMES: usize = 512;
 
 /// Source ports a worker's probes use, found among these: each one's
 /// answers reach the worker by the ports' RSS.
@@ -328,6 +397,8 @@ pub struct Protection {
     scratch: Box<[u8; OUT_FRAME]>,
     /// Ends of connections checkpointd holds, not written yet (no room).
     ends_owed: Vec<u64>,
+    /// Server segments waiting for the remote store (output commit).
+    held: HeldOutput<Key>,
 }
 
 impl Protection {
@@ -364,9 +435,11 @@ impl Protection {
                 }),
                 judged: None,
                 waiting: false,
+                remote_commit: s.output_commit == crate::config::OutputCommit::Remote,
             })
             .collect();
         let room = services.iter().map(|s| s.connections).sum();
+        let hold = if services.iter().any(|s| s.remote_commit) { HELD_FRAMES } else { 0 };
         Protection {
             services,
             conns: HashMap::with_capacity_and_hasher(room, RandomState::default()),
@@ -377,6 +450,7 @@ impl Protection {
             outbox: Outbox::new(if room == 0 { 0 } else { OUT_FRAMES }),
             ends_owed: Vec::new(),
             scratch: Box::new([0; OUT_FRAME]),
+            held: HeldOutput::new(hold),
         }
     }
 
@@ -639,18 +713,32 @@ impl Protection {
         e.truncate(quiet, sink, (now, ns), c);
         e.end_now(sink, now);
         let out_port = if from_client { self.peer[port] } else { e.client_port };
-        let sent = match action {
-            Action::Forward if !rewrite || copy == frame => return Some(true),
-            Action::Forward => self.outbox.push(out_port, |out| {
-                out[..copy.len()].copy_from_slice(copy);
-                Some(copy.len())
-            }),
+        // Output commit at the remote level: a server segment waits until
+        // the client bytes it acknowledges are in the remote store (and
+        // behind its connection's segments already waiting).
+        let hold = (!from_client
+            && self.services[svc].remote_commit
+            && e.p.is_logging()
+            && t.flags & tcp_flags::ACK != 0)
+            .then(|| e.ack_offset(t.ack))
+            .filter(|&needs| e.commit.held > 0 || needs > e.commit.settle(sink.remote_committed()))
+            .map(|needs| (key, needs));
+        let to = Out { outbox: &mut self.outbox, held: &mut self.held, hold };
+        let out = match action {
+            Action::Forward if hold.is_none() && (!rewrite || copy == frame) => return Some(true),
+            Action::Forward => {
+                let bytes: &[u8] = if rewrite { copy } else { frame };
+                to.emit(out_port, |out| {
+                    out.get_mut(..bytes.len())?.copy_from_slice(bytes);
+                    Some(bytes.len())
+                })
+            }
             Action::ForwardFrom(at) => {
                 let Some(splice) = e.p.splice() else { return Some(false) };
                 let seg = Segment::tail_of(&t, at);
                 let ends = e.ends.reversed();
                 let part = payload.get(at..).unwrap_or(&[]);
-                self.outbox.push(out_port, |buf| {
+                to.emit(out_port, |buf| {
                     let n = write_v4(buf, &ends, &seg, part)?;
                     splice.to_client(&mut buf[ETH_IP..n]).ok()?;
                     Some(n)
@@ -667,7 +755,15 @@ impl Protection {
                 return Some(false);
             }
         };
-        count_sent(c, sent);
+        match out {
+            Emitted::Sent => count_sent(c, true),
+            Emitted::NoRoom => count_sent(c, false),
+            Emitted::Held => {
+                e.commit.held += 1;
+                c.protect.commit_held.add(1);
+            }
+            Emitted::HoldFull => c.protect.commit_full.add(1),
+        }
         Some(false)
     }
 
@@ -728,6 +824,7 @@ impl Protection {
                 written: None,
                 sent_log: 0,
                 end_written: false,
+                commit: Committed::default(),
             },
         );
     }
@@ -786,6 +883,7 @@ impl Protection {
             written: None,
             sent_log,
             end_written: false,
+            commit: Committed { mark_due: true, ..Committed::default() },
         };
         let mut e = e;
         e.recoveries = e.p.recoveries();
@@ -811,6 +909,9 @@ impl Protection {
     pub fn poll<S: CheckpointSink>(&mut self, now: u64, c: &FwCounters, sink: &mut S) {
         if self.is_off() {
             return;
+        }
+        if !self.held.is_empty() {
+            self.release_held(sink.remote_committed(), c);
         }
         let ns = self.ns(now);
         // Every round would walk every protected connection: a millisecond
@@ -858,6 +959,14 @@ impl Protection {
         let Protection { conns, outbox, peer, services, ends_owed, .. } = self;
         let (mut held, mut memory) = (0u64, 0u64);
         conns.retain(|key, e| {
+            if services[key.2].remote_commit {
+                if std::mem::take(&mut e.commit.mark_due) {
+                    // Restored: what checkpointd held of its log reaches
+                    // the remote store before anything past this point.
+                    e.commit.mark(e.sent_log, sink.position());
+                }
+                e.commit.settle(sink.remote_committed());
+            }
             let keep = Self::walk(key, e, ns, c, outbox, peer, services);
             if let Some(probe) = services[key.2].probe.as_mut().filter(|_| keep) {
                 let via = Via { port: peer[e.client_port], server_mac: e.ends.dst_mac };
@@ -909,6 +1018,33 @@ impl Protection {
         }
     }
 
+    /// Sends the held server segments whose client bytes the remote store
+    /// now holds (`committed`: the ring position below which it does).
+    fn release_held(&mut self, committed: u64, c: &FwCounters) {
+        let Protection { held, conns, outbox, .. } = self;
+        let (sent, dropped) = held.release(
+            |key, ask| {
+                let e = conns.get_mut(key)?;
+                match ask {
+                    Ask::Committed => Some(e.commit.settle(committed)),
+                    Ask::Left => {
+                        e.commit.held = e.commit.held.saturating_sub(1);
+                        None
+                    }
+                }
+            },
+            |port, frame| {
+                outbox.push(port, |out| {
+                    out.get_mut(..frame.len())?.copy_from_slice(frame);
+                    Some(frame.len())
+                })
+            },
+        );
+        c.protect.sent.add(sent);
+        c.protect.commit_full.add(dropped);
+        c.protect.commit_waiting.set(held.len() as u64);
+    }
+
     /// Each service's probes, before the walk (whose replays may fill the
     /// outbox), for the evidence the last walk found: what `poll` gives is
     /// sent, or given back when there is no room.
@@ -944,9 +1080,17 @@ impl Protection {
         peer: &[usize],
         services: &mut [Service],
     ) -> bool {
-        while let Some((to, seg)) = e.p.poll(ns) {
+        while let Some((to, mut seg)) = e.p.poll(ns) {
             let sent = match to {
                 Toward::Client => {
+                    if services[key.2].remote_commit && seg.flags & tcp_flags::RST == 0 {
+                        // Answering for the server, the firewall too
+                        // acknowledges only what the remote store holds.
+                        let committed = e.committed_seq();
+                        if (seg.ack.wrapping_sub(committed) as i32) > 0 {
+                            seg.ack = committed;
+                        }
+                    }
                     let ends = e.ends.reversed();
                     outbox.push(e.client_port, |buf| write_v4(buf, &ends, &seg, &[]))
                 }
@@ -1007,6 +1151,38 @@ impl Protection {
         }
         services[key.2].open -= 1;
         false
+    }
+}
+
+/// Where a segment the firewall forwards goes: the outbox, or the hold
+/// until the remote store has what it acknowledges.
+struct Out<'a> {
+    outbox: &'a mut Outbox,
+    held: &'a mut HeldOutput<Key>,
+    hold: Option<(Key, u64)>,
+}
+
+enum Emitted {
+    Sent,
+    NoRoom,
+    Held,
+    /// The hold is full: dropped (the server sends it again).
+    HoldFull,
+}
+
+impl Out<'_> {
+    fn emit(self, port: usize, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> Emitted {
+        match self.hold {
+            Some((key, needs)) => {
+                if self.held.push(key, port, needs, write) {
+                    Emitted::Held
+                } else {
+                    Emitted::HoldFull
+                }
+            }
+            None if self.outbox.push(port, write) => Emitted::Sent,
+            None => Emitted::NoRoom,
+        }
     }
 }
 
@@ -1573,6 +1749,51 @@ mod tests {
         assert_eq!(f.counters.protect.arp_answered.get(), 1);
         // Any other address's request goes on as before.
         assert!(burst(&mut f, &arp([10, 0, 0, 7]), 1, MS));
+    }
+
+    #[test]
+    fn a_server_segment_waits_for_the_remote_store_at_the_remote_level() {
+        let mut f = fw(MemorySink { remote_committed: Some(0), ..Default::default() });
+        let svc = ProtectedService {
+            addr: S.into(),
+            port: 80,
+            output_commit: crate::config::OutputCommit::Remote,
+            ..Default::default()
+        };
+        f.protect(&[svc], vec![1, 0], HZ);
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        let logged_at = f.sink().written;
+        // The answer acknowledges bytes the remote store does not hold yet.
+        let answer = tcp(S, C, (80, 40000), ACK | PSH, (5001, 1003), b"x\n");
+        assert!(!burst(&mut f, &answer, 1, 3 * MS), "held");
+        // A bare ACK of nothing new behind it waits too (order).
+        let ack = tcp(S, C, (80, 40000), ACK, (5003, 1003), b"");
+        assert!(!burst(&mut f, &ack, 1, 3 * MS));
+        assert_eq!(f.counters.protect.commit_held.get(), 2);
+        f.housekeeping(4 * MS);
+        assert!(f.outbox().is_empty(), "still not in the remote store");
+        f.sink_mut().remote_committed = Some(logged_at);
+        f.housekeeping(5 * MS);
+        let mut out = Vec::new();
+        f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], (0, answer.clone()), "released as it came, in order");
+        assert_eq!(out[1], (0, ack));
+        assert_eq!(f.counters.protect.commit_waiting.get(), 0);
+        // Committed now: the next answer to committed bytes goes at once.
+        let again = tcp(S, C, (80, 40000), ACK, (5003, 1003), b"");
+        assert!(burst(&mut f, &again, 1, 6 * MS));
+    }
+
+    #[test]
+    fn at_the_local_level_nothing_waits_for_the_remote_store() {
+        let mut f = protected(MemorySink { remote_committed: Some(0), ..Default::default() });
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        let answer = tcp(S, C, (80, 40000), ACK | PSH, (5001, 1003), b"x\n");
+        assert!(burst(&mut f, &answer, 1, 3 * MS));
+        assert_eq!(f.counters.protect.commit_held.get(), 0);
     }
 
     #[test]
