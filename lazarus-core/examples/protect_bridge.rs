@@ -21,8 +21,13 @@
 //!                                                  median and p99 in µs)
 //!   protect_bridge close-client ADDR:PORT         (says bye; prints how
 //!                                                  long the server's close took)
-//!   protect_bridge serve ADDR:PORT [--upper]      (in the server namespace;
-//!                                                  --upper: answers differ)
+//!   protect_bridge serve ADDR:PORT [--upper] [--delay-ms N]
+//!                                                 (in the server namespace;
+//!                                                  --upper: answers differ;
+//!                                                  each echo N ms late)
+//!   protect_bridge half-close ADDR:PORT LINES     (sends its lines, then
+//!                                                  half-closes and reads
+//!                                                  every echo and the end)
 
 #[path = "common/echo.rs"]
 mod echo;
@@ -45,11 +50,20 @@ const ETH_IP: usize = 34;
 fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
     match a.get(1).map(String::as_str) {
-        Some("serve") => echo::serve(&a[2], a.get(3).is_some_and(|f| f == "--upper")),
+        Some("serve") => {
+            let flag = |f: &str| a[3..].iter().position(|x| x == f);
+            let delay = flag("--delay-ms").and_then(|i| a.get(4 + i)).map_or(Ok(0), |v| v.parse())?;
+            echo::serve(
+                &a[2],
+                flag("--upper").is_some(),
+                Duration::from_millis(delay),
+            )
+        }
         Some("client") => client(&a[2], a[3].parse()?),
         Some("redis-client") => redis_client(&a[2], a[3].parse()?),
         Some("close-client") => close_client(&a[2]),
         Some("rtt") => rtt(&a[2], a[3].parse()?),
+        Some("half-close") => half_close(&a[2], a[3].parse()?),
         Some("run") => {
             let flag = |f: &str| a[5..].iter().any(|x| x == f);
             run(&a[2], &a[3], a[4].parse()?, flag("--off"), flag("--redis"))
@@ -81,6 +95,35 @@ fn client(addr: &str, secs: f64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("ok {n} {}", longest.as_micros());
+    Ok(())
+}
+
+/// Sends `lines` lines at once and half-closes (shutdown of its writes),
+/// then reads every echo, checked, and the server's close; prints "ok
+/// LINES LONGEST_US" (the longest wait for an echo or the close).
+fn half_close(addr: &str, lines: usize) -> Result<()> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let sent: Vec<String> =
+        (0..lines).map(|n| format!("line {n} of client {}\n", std::process::id())).collect();
+    w.write_all(sent.concat().as_bytes())?;
+    w.shutdown(std::net::Shutdown::Write)?;
+    let mut t = Instant::now();
+    let mut longest = Duration::ZERO;
+    for (n, line) in sent.iter().enumerate() {
+        let mut got = String::new();
+        r.read_line(&mut got).with_context(|| format!("read the echo of line {n}"))?;
+        ensure!(&got == line, "line {n}: echo {got:?}");
+        longest = longest.max(t.elapsed());
+        t = Instant::now();
+    }
+    let mut rest = String::new();
+    let n = r.read_line(&mut rest).context("wait for the server's close")?;
+    ensure!(n == 0, "{rest:?} after the last echo");
+    longest = longest.max(t.elapsed());
+    println!("ok {lines} {}", longest.as_micros());
     Ok(())
 }
 

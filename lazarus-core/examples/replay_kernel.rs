@@ -32,7 +32,11 @@ const PORT: u16 = 7000;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("serve") => echo::serve(&args[2], args.get(3).is_some_and(|a| a == "--upper")),
+        Some("serve") => echo::serve(
+            &args[2],
+            args.get(3).is_some_and(|a| a == "--upper"),
+            std::time::Duration::ZERO,
+        ),
         Some("run") => run(),
         _ => bail!("usage: replay_kernel serve ADDR:PORT [--upper] | run (inside tests/e2e/replay.sh's namespace)"),
     }
@@ -319,6 +323,7 @@ impl Client {
             old_server_acked: self.server_acked,
             client_acked: self.rcv_nxt,
             checked: self.digest.checked(),
+            client_fin: false,
         }
     }
 }

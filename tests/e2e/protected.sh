@@ -145,6 +145,28 @@ lz_log "line echo, protected, no hook, probes: $wire_on"
 [ "$wire_down" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "probes found $wire_down connections down, not $((ROUNDS * CLIENTS)): $wire_on"
 [ "$wire_spliced" -ge $((ROUNDS * CLIENTS)) ] || lz_fail "$wire_spliced recoveries without the hook, not $((ROUNDS * CLIENTS))"
 
+# A half-close: each client sends its 5 lines at once and shuts its writes,
+# then reads the echoes, which a slow server gives 300 ms apart. The server
+# dies after the second echo; the replay sends the lines and the FIN again,
+# and the new server's last three echoes and its close reach every client.
+LZ_ECHO=$LZ_SERVER_IP:7002
+CLIENTS=10
+lz_protect_serve echo "$APP" half.0 "--delay-ms 300"
+CLIENT_PIDS=()
+for i in $(seq 1 $CLIENTS); do
+    ip netns exec "$LZ_NS_C" "$APP" half-close "$LZ_ECHO" 5 >"$LZ_WORK/half.client$i.out" 2>&1 &
+    CLIENT_PIDS+=($!); LZ_PIDS+=($!)
+done
+sleep 0.8
+lz_kill_server
+sleep 0.2
+lz_protect_serve echo "$APP" half.1 "--delay-ms 300"
+lz_echo_verdict half
+lz_kill_server
+half=$VERDICT
+lz_log "half-closed clients through a server crash, probes: $half"
+[[ "$half" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "half-closed clients failed through a server crash: $half"; }
+
 # A server host lost without a word: its namespace drops everything, in
 # and out (no FIN, no RST). The clients send again into its silence, two
 # probes go unanswered, and they are answered for it; the server restarts
@@ -204,4 +226,4 @@ redis_off=$(run redis-off 0)
 lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off"
 [[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off)"
 lz_dp_stop
-echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; a server host cut off: $silent; $closes; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"
+echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; a server host cut off: $silent; half-closed clients: $half; $closes; redis with redis-server SIGKILLed twice: $redis_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off") and $(cut -d, -f1-2 <<<"$redis_off")"

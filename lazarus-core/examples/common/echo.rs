@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
-pub fn serve(addr: &str, upper: bool) -> Result<()> {
+/// Each echo goes `delay` after its line came (a server that takes its
+/// time to answer).
+pub fn serve(addr: &str, upper: bool, delay: std::time::Duration) -> Result<()> {
     let l = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
     println!("ready");
     std::io::stdout().flush()?;
@@ -19,6 +21,7 @@ pub fn serve(addr: &str, upper: bool) -> Result<()> {
             for line in BufReader::new(s).lines() {
                 let Ok(line) = line else { return };
                 let line = if upper { line.to_uppercase() } else { line };
+                std::thread::sleep(delay);
                 if w.write_all(format!("{line}\n").as_bytes()).is_err() || line == "bye" {
                     return;
                 }

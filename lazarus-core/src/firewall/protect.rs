@@ -1130,6 +1130,15 @@ impl Protection {
             return !(idle || closed);
         }
         e.end_counted = true;
+        // FINs that passed while it was protected (a half-close, a close
+        // released) count toward its close as those after.
+        let (client_fin, server_fin) = e.p.fins();
+        if client_fin {
+            e.closes |= CLIENT_FIN;
+        }
+        if server_fin {
+            e.closes |= SERVER_FIN;
+        }
         let counter = match why {
             Ended::Closed => None,
             Ended::LogBound => Some(&c.protect.log_bound),
@@ -1804,10 +1813,18 @@ mod tests {
         f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
         f.housekeeping(4 * MS);
         assert_eq!(f.sink().protected.len(), 1);
-        // The client gives up while the server is down: its FIN ends the
-        // connection, and checkpointd forgets it with that segment, not at
-        // the next walk (a restart in between would replay it).
+        // Its FIN while the server is down is a half-close: logged after
+        // the bytes, answered, the connection kept for the replay.
         burst(&mut f, &tcp(C, S, (40000, 80), ACK | FIN, (1003, 5001), b""), 0, 4 * MS + 1);
+        assert_eq!(f.sink().protected.len(), 1);
+        f.housekeeping(5 * MS);
+        let mut acks = Vec::new();
+        f.outbox().drain(|_, fr| acks.push(u32::from_be_bytes(fr[42..46].try_into().unwrap())));
+        assert!(acks.contains(&1004), "its FIN acknowledged: {acks:?}");
+        // The client gives up (a reset at its next byte, past the FIN):
+        // checkpointd forgets the connection with that segment, not at the
+        // next walk (a restart in between would replay it).
+        burst(&mut f, &tcp(C, S, (40000, 80), RST, (1004, 0), b""), 0, 5 * MS + 1);
         assert!(f.sink().protected.is_empty(), "{:?}", f.sink().protected.keys());
         f.housekeeping(6 * MS);
         assert!(f.sink().protected.is_empty());

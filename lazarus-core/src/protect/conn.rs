@@ -168,6 +168,11 @@ pub struct Protected {
     /// The ISN of the client's SYN (`client_isn` moves with truncations):
     /// a SYN with it is this connection's again.
     syn_isn: u32,
+    /// The client half-closed: its FIN sits at the log's end, and a replay
+    /// sends it after the log.
+    client_fin: bool,
+    /// The server's FIN, held, was released to the client as a close.
+    server_fin_released: bool,
 }
 
 const RETRY_FIRST_NS: u64 = 50_000_000;
@@ -224,6 +229,8 @@ impl Protected {
             last_server_seen: 0,
             silent_since: None,
             syn_isn: client_isn,
+            client_fin: false,
+            server_fin_released: false,
         }
     }
 
@@ -233,6 +240,17 @@ impl Protected {
             Phase::Ended(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// The client's next sequence number: past its log, and its FIN.
+    pub fn client_next(&self) -> u32 {
+        self.log.end().wrapping_add(u32::from(self.client_fin))
+    }
+
+    /// Whether the client half-closed (its FIN passed while protected),
+    /// and whether a held server FIN was released as a close.
+    pub fn fins(&self) -> (bool, bool) {
+        (self.client_fin, self.server_fin_released)
     }
 
     /// Whether client bytes still go to its log.
@@ -344,7 +362,7 @@ impl Protected {
         if t.flags & tcp_flags::RST != 0 {
             // Only a reset at the exact next byte ends the connection (RFC
             // 5961 §3.2): a blind one must not end its protection.
-            if t.seq != self.log.end() {
+            if t.seq != self.client_next() {
                 return self.answer_for_server().unwrap_or(Action::Forward);
             }
             if self.is_down() {
@@ -360,15 +378,13 @@ impl Protected {
             // (RFC 5961 §4), from the server or, while it is down, from us.
             return self.answer_for_server().unwrap_or(Action::Forward);
         }
-        if t.flags & tcp_flags::FIN != 0 {
-            // The client closes: its FIN is not logged, so the connection
-            // is no longer protected.
-            if self.is_down() {
-                self.abort(Ended::Closed);
-                return Action::Absorb;
-            }
-            self.end(Ended::Closed);
-            return self.rewrite_to_server(tcp);
+        let seg_end = t.seq.wrapping_add(payload.len() as u32);
+        if self.client_fin
+            && !payload.is_empty()
+            && (seg_end.wrapping_sub(self.log.end()) as i32) > 0
+        {
+            // Bytes past the client's own FIN: no TCP sends them.
+            return Action::Drop(ProtectDrop::LogConflict);
         }
         if !payload.is_empty() {
             self.note_silence(t, payload.len(), now);
@@ -390,6 +406,23 @@ impl Protected {
                     }
                 }
                 Logged::Duplicate => {}
+            }
+        }
+        if t.flags & tcp_flags::FIN != 0 {
+            // A half-close: the FIN sits at the log's end (after a gap, or
+            // inside what was logged, it cannot be the client's), and the
+            // server may still answer; a replay sends it after the log.
+            if seg_end != self.log.end() {
+                let after = (seg_end.wrapping_sub(self.log.end()) as i32) > 0;
+                return Action::Drop(if after {
+                    ProtectDrop::LogGap
+                } else {
+                    ProtectDrop::LogConflict
+                });
+            }
+            self.client_fin = true;
+            if let Some(r) = self.replay.as_mut() {
+                r.client_fin();
             }
         }
         if let (Some((val, _)), Some(_)) = (t.opts.timestamp, self.client_tsval) {
@@ -653,6 +686,7 @@ impl Protected {
             old_server_acked: self.server_acked,
             client_acked: self.client_acked,
             checked: self.digest.checked(),
+            client_fin: self.client_fin,
         };
         match Replay::new(r, self.log.bytes().len()) {
             Ok(r) => {
@@ -686,7 +720,7 @@ impl Protected {
     fn answer(&self, window: u16) -> Segment {
         Segment {
             seq: self.server_end,
-            ack: self.log.end(),
+            ack: self.client_next(),
             flags: tcp_flags::ACK,
             window,
             syn: None,
@@ -700,7 +734,7 @@ impl Protected {
     pub fn poll(&mut self, now: u64) -> Option<(Toward, Segment)> {
         if self.reset_server {
             self.reset_server = false;
-            return Some((Toward::Server, Segment::reset(self.log.end())));
+            return Some((Toward::Server, Segment::reset(self.client_next())));
         }
         if self.reset_client {
             self.reset_client = false;
@@ -724,6 +758,7 @@ impl Protected {
                 }
                 // Nobody said the service was down: a close, released.
                 self.held = None;
+                self.server_fin_released = h.flags & tcp_flags::FIN != 0;
                 self.end(Ended::Released);
                 let mut seg = self.answer(0);
                 seg.seq = h.seq;
@@ -930,6 +965,59 @@ mod tests {
         assert!(p.is_down(), "not spliced before def is acknowledged");
         server(&mut p, ACK, 7001, 106, b"", 3);
         assert!(!p.is_down() && p.splice().is_some());
+    }
+
+    #[test]
+    fn a_half_closed_client_is_replayed_with_its_fin() {
+        let mut p = up();
+        // The client sends its request and half-closes: the FIN passes.
+        assert_eq!(client(&mut p, ACK | PSH | FIN, 100, 500, b"abc"), Action::Forward);
+        assert_eq!(p.client_next(), 104);
+        // Its acknowledgments after the FIN (at the FIN's next number)
+        // pass; bytes past its own FIN are no TCP's.
+        assert_eq!(client(&mut p, ACK, 104, 500, b""), Action::Forward);
+        assert_eq!(
+            client(&mut p, ACK | PSH, 104, 500, b"x"),
+            Action::Drop(ProtectDrop::LogConflict)
+        );
+        // The server dies before answering; the replay sends the log, then
+        // the FIN, which the new server must acknowledge before the splice.
+        p.service_down(0);
+        assert_eq!(client(&mut p, ACK | FIN, 103, 500, b""), Action::Absorb, "its FIN again");
+        let answers: Vec<_> =
+            drain(&mut p, 0).into_iter().filter(|(t, _)| *t == Toward::Client).collect();
+        assert!(answers.iter().all(|(_, s)| s.ack == 104), "{answers:?}");
+        p.service_up(0);
+        drain(&mut p, 0);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 2);
+        let sent = to_server(&drain(&mut p, 2));
+        assert!(sent.iter().any(|s| s.payload == (0..3)), "{sent:?}");
+        assert!(sent.iter().any(|s| s.flags & FIN != 0 && s.seq == 103), "{sent:?}");
+        server(&mut p, ACK, 7001, 103, b"", 3);
+        assert!(p.is_down(), "not spliced before its FIN is acknowledged");
+        // Lost: sent again after the timeout.
+        let again = to_server(&drain(&mut p, 3 + 200 * MS));
+        assert!(again.iter().any(|s| s.flags & FIN != 0 && s.seq == 103), "{again:?}");
+        server(&mut p, ACK, 7001, 104, b"", 300 * MS);
+        assert!(!p.is_down() && p.splice().is_some());
+        // The new server answers and closes: its FIN is held as any.
+        let (a, _) = server(&mut p, ACK | PSH, 7001, 104, b"ABC", 301 * MS);
+        assert_eq!(a, Action::Forward);
+        // Restored from a snapshot, it still knows the FIN was sent.
+        let q = restored(&p, 302 * MS);
+        assert_eq!(q.client_next(), 104);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_format_before_reads_with_no_half_close() {
+        let p = up();
+        let mut b = [0; SNAPSHOT_BYTES];
+        p.snapshot(&mut b, 0);
+        b[0] = 1;
+        let q = Protected::restore(POLICY, &b, Vec::new(), 0, 0).unwrap();
+        assert_eq!(q.client_next(), 100);
+        b[0] = 3;
+        assert!(Protected::restore(POLICY, &b, Vec::new(), 0, 0).is_err());
     }
 
     #[test]

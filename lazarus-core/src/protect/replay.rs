@@ -33,6 +33,8 @@ pub struct Rebuild {
     /// What the digest of the old server's output vouches for (up to
     /// `client_acked` at most).
     pub checked: Checked,
+    /// The client half-closed: its FIN follows the log.
+    pub client_fin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -187,6 +189,28 @@ impl Replay {
         self.r.client_isn.wrapping_add(1).wrapping_add(self.log_len as u32)
     }
 
+    /// Past everything the replay sends: the log, and the client's FIN.
+    fn send_end(&self) -> u32 {
+        self.log_end().wrapping_add(u32::from(self.r.client_fin))
+    }
+
+    /// The client half-closed while the replay ran: its FIN is replayed
+    /// after the log.
+    pub fn client_fin(&mut self) {
+        self.r.client_fin = true;
+    }
+
+    /// The client's FIN, at the log's end.
+    fn fin(&mut self) -> Segment {
+        let seq = self.log_end();
+        self.snd_nxt = seq.wrapping_add(1);
+        if (self.snd_nxt.wrapping_sub(self.snd_max) as i32) > 0 {
+            self.snd_max = self.snd_nxt;
+        }
+        self.ack_due = false;
+        self.segment(seq, tcp_flags::FIN | tcp_flags::ACK, 0..0)
+    }
+
     fn ts(&self, ecr: u32) -> Option<(u32, u32)> {
         self.r.client_tsval.map(|v| (v, ecr))
     }
@@ -253,10 +277,13 @@ impl Replay {
             self.tries += 1;
             self.rto = self.rto.saturating_mul(2);
             self.deadline = now + self.rto;
-            if outstanding || self.snd_nxt != end {
+            if outstanding || self.snd_nxt != self.send_end() {
                 // Go back to the first byte not acknowledged; with a zero
                 // window this sends one byte as a probe.
                 self.snd_nxt = self.snd_una;
+                if self.snd_nxt == end {
+                    return Some(self.fin());
+                }
                 let len =
                     end.wrapping_sub(self.snd_nxt).min(self.mss as u32).min(self.snd_wnd.max(1));
                 return Some(self.data(len));
@@ -274,6 +301,12 @@ impl Replay {
                 self.deadline = now + self.rto;
             }
             return Some(self.data(len));
+        }
+        if left == 0 && self.r.client_fin && self.snd_nxt == end {
+            if self.deadline == 0 {
+                self.deadline = now + self.rto;
+            }
+            return Some(self.fin());
         }
         if self.deadline == 0 && (left != 0 || self.rcv_nxt != self.discard_end) {
             // A zero window (the timeout sends the probe), or output still
@@ -448,7 +481,9 @@ impl Replay {
     fn progress(&mut self, now: u64) {
         self.tries = 0;
         self.rto = DATA_RTO_NS;
-        let awaited = self.snd_una != self.snd_max || self.rcv_nxt != self.discard_end;
+        let awaited = self.snd_una != self.snd_max
+            || self.snd_una != self.send_end()
+            || self.rcv_nxt != self.discard_end;
         self.deadline = if awaited { now + self.rto } else { 0 };
     }
 
@@ -460,7 +495,7 @@ impl Replay {
 
     fn finish_if_done(&mut self) {
         if self.phase == Phase::Replay
-            && self.snd_una == self.log_end()
+            && self.snd_una == self.send_end()
             && self.rcv_nxt == self.discard_end
             && self.checks.iter().all(|c| c.end.wrapping_sub(self.rcv_nxt) as i32 <= 0)
         {
@@ -524,6 +559,7 @@ mod tests {
                 from: OLD.wrapping_add(1),
                 acked: Acked { end, digest: digest(out) },
             },
+            client_fin: false,
         }
     }
 

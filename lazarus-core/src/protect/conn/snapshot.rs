@@ -16,7 +16,10 @@ use thiserror::Error;
 /// Bytes of an encoded snapshot.
 pub const SNAPSHOT_BYTES: usize = 104;
 /// The encoding's own version, byte 0: a record of another is refused.
-const FORMAT: u8 = 1;
+/// 2 adds byte 9, the client's half-close; a record of 1 reads as 2 with
+/// it 0 (1 ended protection at the client's FIN).
+const FORMAT: u8 = 2;
+const FORMAT_OLDEST: u8 = 1;
 /// Where the time since the server went down sits: it changes at every
 /// walk, and that alone is no reason to write a snapshot again.
 pub const DOWN_FOR: std::ops::Range<usize> = 72..80;
@@ -42,7 +45,7 @@ const F_DIGEST_HEAD: u8 = 128;
 pub enum SnapshotError {
     #[error("protection record of {0} bytes, expected {SNAPSHOT_BYTES}: written by another build; the connection goes on unprotected")]
     Length(usize),
-    #[error("protection record format {0}, this build reads {FORMAT}: the connection goes on unprotected")]
+    #[error("protection record format {0}, this build reads {FORMAT_OLDEST} to {FORMAT}: the connection goes on unprotected")]
     Format(u8),
     #[error("protection record in phase {0}, which no build writes: damaged; the connection goes on unprotected")]
     Phase(u8),
@@ -68,7 +71,7 @@ pub struct SnapshotView {
 /// Reads what `SnapshotView` shows of a snapshot.
 pub fn view(b: &[u8]) -> Result<SnapshotView, SnapshotError> {
     let b: &[u8; SNAPSHOT_BYTES] = b.try_into().map_err(|_| SnapshotError::Length(b.len()))?;
-    if b[0] != FORMAT {
+    if !(FORMAT_OLDEST..=FORMAT).contains(&b[0]) {
         return Err(SnapshotError::Format(b[0]));
     }
     let phase = match b[1] {
@@ -134,6 +137,7 @@ impl Protected {
         let (seq, ts, old, new) = splice.map_or((0, None, 0, 0), |s| s.parts());
         b[7] = old;
         b[8] = new;
+        b[9] = u8::from(self.client_fin);
         let running = self.digest.running();
         let acked = checked.acked;
         let words = [
@@ -179,7 +183,7 @@ impl Protected {
         now: u64,
     ) -> Result<Protected, SnapshotError> {
         let b: &[u8; SNAPSHOT_BYTES] = b.try_into().map_err(|_| SnapshotError::Length(b.len()))?;
-        if b[0] != FORMAT {
+        if !(FORMAT_OLDEST..=FORMAT).contains(&b[0]) {
             return Err(SnapshotError::Format(b[0]));
         }
         let w = |i: usize| u32::from_le_bytes(b[12 + 4 * i..16 + 4 * i].try_into().unwrap());
@@ -239,6 +243,8 @@ impl Protected {
         );
         p.splice = splice;
         p.syn_isn = x(3);
+        // Format 1 wrote 0 there.
+        p.client_fin = b[9] == 1;
         p.recoveries = w(13);
         p.down_since = now.saturating_sub(u64::from_le_bytes(b[DOWN_FOR].try_into().unwrap()));
         p.next_keepalive = now;
