@@ -350,7 +350,19 @@ fn drain_loop(
             busy |= r.applied + r.torn > 0;
         }
         if let Some(r) = remote_side.as_mut() {
+            let was_standby = matches!(r, remote::RemoteSide::Standby(_));
             r.pass(store);
+            if was_standby && matches!(r, remote::RemoteSide::Active(_)) {
+                // Took over: what the rings carried while this was the
+                // standby went nowhere. A new incarnation has the dataplane
+                // write its protected connections again, and its commit
+                // marks start over (they hold for one drainer only).
+                let now = xxhash_rust::xxh3::xxh3_64_with_seed(
+                    &monotonic_ns().to_le_bytes(),
+                    u64::from(pid),
+                );
+                rings.set_incarnation(now.max(1));
+            }
             for w in 0..workers {
                 if let Some(at) = r.committed(w as usize) {
                     rings.set_remote_committed(w, at);

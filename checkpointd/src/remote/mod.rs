@@ -330,11 +330,17 @@ impl Tracker {
             }
         }
         if self.dirty.len() > self.cap {
-            // Their generations stay open until the rewrite is sent.
+            // Their generations stay open until the rewrite is sent: the
+            // oldest of them (and of an earlier overflow's) holds one claim.
             let oldest = self.dirty.values().filter_map(|p| p.gen).min();
             if let Some(g) = oldest.into_iter().chain(self.rewrite_gen).min() {
+                if self.rewrite_gen != Some(g) {
+                    self.commit.add(g);
+                    if let Some(old) = self.rewrite_gen {
+                        self.commit.done(old);
+                    }
+                }
                 self.rewrite_gen = Some(g);
-                self.commit.add(g);
             }
             for g in self.dirty.values().filter_map(|p| p.gen).collect::<Vec<_>>() {
                 self.commit.done(g);
@@ -590,5 +596,87 @@ pub fn local_worker(rec: &RemoteRecord<'_>, workers: u32) -> u16 {
     match rec.workers {
         Some(n) if u32::from(n) == workers && u32::from(rec.worker) < workers => rec.worker,
         _ => UNPLACED_WORKER,
+    }
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    /// A tracker whose writer never reaches a store (nothing listens on
+    /// port 1): what it sends is settled by hand.
+    fn tracker() -> Tracker {
+        let dir = std::env::temp_dir().join(format!("lz-commit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        let sec = shm_layout::RemoteSection {
+            url: "redis://127.0.0.1:1".into(),
+            hmac_key_file: key,
+            appliance: "a".into(),
+            ..Default::default()
+        };
+        let link = Link::load(&sec).unwrap().unwrap();
+        Tracker::start(Arc::new(link), &sec, Arc::new(RemoteStats::default()), 1, 1, false).unwrap()
+    }
+
+    fn empty_store(tag: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("lz-commit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let geometry = shm_layout::StoreGeometry { conn_capacity: 4, ftp_capacity: 1 };
+        Store::rebuild(shm_layout::StoreSegment::create_file(&dir.join("store"), geometry).unwrap())
+            .0
+    }
+
+    fn put(id: u64) -> Change {
+        Change::Put { conn_id: id, first: false, protected: true }
+    }
+
+    /// Sends whatever is queued, and Redis takes it.
+    fn all_taken(t: &mut Tracker) {
+        let ids: Vec<u64> = t.dirty.keys().copied().collect();
+        for id in ids {
+            if let Some(g) = t.dirty.remove(&id).and_then(|p| p.gen) {
+                t.commit.done(g);
+            }
+        }
+    }
+
+    #[test]
+    fn overflows_before_the_rewrite_keep_one_claim_and_release_it() {
+        for overflows in [1, 2, 3] {
+            let mut t = tracker();
+            t.cap = 2;
+            t.note(&mut vec![put(1)]);
+            t.drained(0, 0, 10);
+            for i in 0..overflows {
+                t.note(&mut vec![put(10 + i), put(20 + i), put(30 + i)]);
+                t.drained(0, 10 + 10 * i, 20 + 10 * i);
+            }
+            let end = 20 + 10 * (overflows - 1);
+            assert!(t.rewrite_all);
+            assert_eq!(t.commit.committed(0), 0, "nothing sent yet");
+            // Redis is back: the rewrite goes, and Redis takes it.
+            t.queue_all(&empty_store(&overflows.to_string()), None);
+            all_taken(&mut t);
+            t.drained(0, end, end + 10);
+            assert_eq!(t.commit.committed(0), end + 10, "{overflows} overflow(s)");
+        }
+    }
+
+    #[test]
+    fn a_change_given_back_keeps_its_generation_open() {
+        let mut t = tracker();
+        t.note(&mut vec![put(1)]);
+        t.drained(0, 0, 10);
+        let p = t.dirty.remove(&1).unwrap();
+        // Refused by Redis after a newer change of it was noted.
+        t.note(&mut vec![put(1)]);
+        t.drained(0, 10, 20);
+        t.requeue(1, p);
+        assert_eq!(t.commit.committed(0), 0);
+        all_taken(&mut t);
+        assert_eq!(t.commit.committed(0), 20);
     }
 }

@@ -283,6 +283,7 @@ impl Writer {
                     continue;
                 }
             };
+            let lost = status == 2 && written[usize::from(w.bucket)];
             match status {
                 0 => {
                     if !self.stats.fenced.swap(true, Ordering::Relaxed) {
@@ -304,8 +305,16 @@ impl Writer {
             }
             written[usize::from(w.bucket)] = true;
             stale += st;
-            let gens = w.changes.iter().filter_map(|(_, p)| p.gen);
-            self.shared.committed.lock().expect("commit list").extend(gens);
+            if lost {
+                // The bucket lost what was written before (Redis restarted
+                // empty): these changes are not whole there; sent again
+                // (their logs whole), their generations stay open.
+                let again = w.changes.iter().filter(|(_, p)| p.gen.is_some()).cloned();
+                self.shared.retry.lock().expect("retry list").extend(again);
+            } else {
+                let gens = w.changes.iter().filter_map(|(_, p)| p.gen);
+                self.shared.committed.lock().expect("commit list").extend(gens);
+            }
         }
         if reload {
             s.sha =

@@ -104,9 +104,15 @@ impl CheckpointSink for WorkerSink {
             WorkerSink::Ring(s) => s.position(),
         }
     }
-    fn remote_committed(&self) -> u64 {
+    fn drainer(&self) -> u64 {
         match self {
-            WorkerSink::Off(_) => u64::MAX,
+            WorkerSink::Off(_) => 0,
+            WorkerSink::Ring(s) => s.drainer(),
+        }
+    }
+    fn remote_committed(&self) -> (u64, u64) {
+        match self {
+            WorkerSink::Off(_) => (u64::MAX, 0),
             WorkerSink::Ring(s) => s.remote_committed(),
         }
     }

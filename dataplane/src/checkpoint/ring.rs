@@ -107,8 +107,13 @@ impl CheckpointSink for RingSink {
     fn position(&self) -> u64 {
         self.producer.position()
     }
-    fn remote_committed(&self) -> u64 {
-        self.producer.remote_committed()
+    fn drainer(&self) -> u64 {
+        self.drainer ^ self.protect_epoch.rotate_left(32)
+    }
+    fn remote_committed(&self) -> (u64, u64) {
+        let live =
+            self.rings.heartbeat().incarnation ^ self.producer.resync_epoch().rotate_left(32);
+        (self.producer.remote_committed(), live)
     }
     fn take_protect_resync(&mut self) -> bool {
         let (now, epoch) = (self.rings.heartbeat().incarnation, self.producer.resync_epoch());

@@ -103,11 +103,19 @@ pub trait CheckpointSink {
     fn position(&self) -> u64 {
         0
     }
+    /// Who the records go to, as this producer last took note (at
+    /// `take_protect_resync`): a start of checkpointd and a resync of the
+    /// ring. A committed position is said by one of them, and holds only
+    /// for the records written to it.
+    fn drainer(&self) -> u64 {
+        0
+    }
     /// The position below which the remote store holds every protected
     /// record, as checkpointd last said (output commit at the remote
-    /// level); u64::MAX where there is nothing to wait for.
-    fn remote_committed(&self) -> u64 {
-        u64::MAX
+    /// level; u64::MAX where there is nothing to wait for), and the
+    /// drainer that says it (see `drainer`).
+    fn remote_committed(&self) -> (u64, u64) {
+        (u64::MAX, self.drainer())
     }
 }
 
@@ -182,6 +190,7 @@ pub struct MemorySink {
     /// store is said to hold them up to (None: everything).
     pub written: u64,
     pub remote_committed: Option<u64>,
+    pub drainer: u64,
 }
 
 impl MemorySink {
@@ -269,7 +278,10 @@ impl CheckpointSink for MemorySink {
     fn position(&self) -> u64 {
         self.written
     }
-    fn remote_committed(&self) -> u64 {
-        self.remote_committed.unwrap_or(u64::MAX)
+    fn drainer(&self) -> u64 {
+        self.drainer
+    }
+    fn remote_committed(&self) -> (u64, u64) {
+        (self.remote_committed.unwrap_or(u64::MAX), self.drainer)
     }
 }

@@ -81,11 +81,12 @@ struct Entry {
 }
 
 /// Where a connection's client bytes are in the remote store: (stream
-/// offset, ring position after the record that carried it) of its recent
-/// log writes, oldest first, and the offset the store holds up to.
+/// offset, ring position after the record that carried it, the drainer it
+/// went to) of its recent log writes, oldest first, and the offset the
+/// store holds up to.
 #[derive(Clone, Copy, Default)]
 struct Committed {
-    marks: [(u64, u64); MARKS],
+    marks: [(u64, u64, u64); MARKS],
     len: u8,
     end: u64,
     /// Its frames in the hold, which its later ones wait behind.
@@ -99,21 +100,24 @@ struct Committed {
 const MARKS: usize = 8;
 
 impl Committed {
-    fn mark(&mut self, offset: u64, position: u64) {
+    fn mark(&mut self, offset: u64, position: u64, drainer: u64) {
         if usize::from(self.len) == MARKS {
             self.marks.copy_within(1.., 0);
             self.len -= 1;
         }
-        self.marks[usize::from(self.len)] = (offset, position);
+        self.marks[usize::from(self.len)] = (offset, position, drainer);
         self.len += 1;
     }
 
     /// The offset committed, with ring positions below `committed` in the
-    /// remote store.
-    fn settle(&mut self, committed: u64) -> u64 {
+    /// remote store as `drainer` says. A write to an earlier drainer (a
+    /// checkpointd since restarted, a ring since resynced) is never
+    /// committed by a later one's word: it waits until the log, written
+    /// again to the new one, replaces its marks.
+    fn settle(&mut self, (committed, drainer): (u64, u64)) -> u64 {
         let n = self.marks[..usize::from(self.len)]
             .iter()
-            .take_while(|&&(_, pos)| pos <= committed)
+            .take_while(|&&(_, pos, d)| pos <= committed && d == drainer)
             .count();
         if n > 0 {
             self.end = self.end.max(self.marks[n - 1].0);
@@ -184,7 +188,7 @@ impl Entry {
             return false;
         }
         self.sent_log = from + n as u64;
-        self.commit.mark(self.sent_log, sink.position());
+        self.commit.mark(self.sent_log, sink.position(), sink.drainer());
         n == owed
     }
 
@@ -397,8 +401,9 @@ pub struct Protection {
     scratch: Box<[u8; OUT_FRAME]>,
     /// Ends of connections checkpointd holds, not written yet (no room).
     ends_owed: Vec<u64>,
-    /// Server segments waiting for the remote store (output commit).
-    held: HeldOutput<Key>,
+    /// Server segments waiting for the remote store (output commit), by
+    /// connection and id (a reused client port is another connection).
+    held: HeldOutput<(Key, u64)>,
 }
 
 impl Protection {
@@ -722,7 +727,7 @@ impl Protection {
             && t.flags & tcp_flags::ACK != 0)
             .then(|| e.ack_offset(t.ack))
             .filter(|&needs| e.commit.held > 0 || needs > e.commit.settle(sink.remote_committed()))
-            .map(|needs| (key, needs));
+            .map(|needs| ((key, e.id), needs));
         let to = Out { outbox: &mut self.outbox, held: &mut self.held, hold };
         let out = match action {
             Action::Forward if hold.is_none() && (!rewrite || copy == frame) => return Some(true),
@@ -910,6 +915,16 @@ impl Protection {
         if self.is_off() {
             return;
         }
+        if S::ENABLED && sink.take_protect_resync() {
+            // A new checkpointd holds nothing of them: everything again;
+            // what went to the old one is committed only by the rewrite.
+            c.protect.rewritten.add(1);
+            for e in self.conns.values_mut() {
+                e.written = None;
+                e.sent_log = 0;
+                e.commit.len = 0;
+            }
+        }
         if !self.held.is_empty() {
             self.release_held(sink.remote_committed(), c);
         }
@@ -942,14 +957,6 @@ impl Protection {
                 }
             }
         }
-        if S::ENABLED && sink.take_protect_resync() {
-            // A new checkpointd holds nothing of them: everything again.
-            c.protect.rewritten.add(1);
-            for e in self.conns.values_mut() {
-                e.written = None;
-                e.sent_log = 0;
-            }
-        }
         for i in 0..self.services.len() {
             if let Some(j) = self.services[i].judged.take() {
                 judge(&mut self.conns, i, j, ns, c);
@@ -963,7 +970,7 @@ impl Protection {
                 if std::mem::take(&mut e.commit.mark_due) {
                     // Restored: what checkpointd held of its log reaches
                     // the remote store before anything past this point.
-                    e.commit.mark(e.sent_log, sink.position());
+                    e.commit.mark(e.sent_log, sink.position(), sink.drainer());
                 }
                 e.commit.settle(sink.remote_committed());
             }
@@ -1020,13 +1027,13 @@ impl Protection {
 
     /// Sends the held server segments whose client bytes the remote store
     /// now holds (`committed`: the ring position below which it does).
-    fn release_held(&mut self, committed: u64, c: &FwCounters) {
+    fn release_held(&mut self, (committed, drainer): (u64, u64), c: &FwCounters) {
         let Protection { held, conns, outbox, .. } = self;
         let (sent, dropped) = held.release(
             |key, ask| {
-                let e = conns.get_mut(key)?;
+                let e = conns.get_mut(&key.0).filter(|e| e.id == key.1)?;
                 match ask {
-                    Ask::Committed => Some(e.commit.settle(committed)),
+                    Ask::Committed => Some(e.commit.settle((committed, drainer))),
                     Ask::Left => {
                         e.commit.held = e.commit.held.saturating_sub(1);
                         None
@@ -1167,8 +1174,8 @@ impl Protection {
 /// until the remote store has what it acknowledges.
 struct Out<'a> {
     outbox: &'a mut Outbox,
-    held: &'a mut HeldOutput<Key>,
-    hold: Option<(Key, u64)>,
+    held: &'a mut HeldOutput<(Key, u64)>,
+    hold: Option<((Key, u64), u64)>,
 }
 
 enum Emitted {
@@ -1793,6 +1800,68 @@ mod tests {
         // Committed now: the next answer to committed bytes goes at once.
         let again = tcp(S, C, (80, 40000), ACK, (5003, 1003), b"");
         assert!(burst(&mut f, &again, 1, 6 * MS));
+    }
+
+    fn remote_level() -> Fw {
+        let mut f = fw(MemorySink { remote_committed: Some(0), ..Default::default() });
+        let svc = ProtectedService {
+            addr: S.into(),
+            port: 80,
+            output_commit: crate::config::OutputCommit::Remote,
+            ..Default::default()
+        };
+        f.protect(&[svc], vec![1, 0], HZ);
+        f
+    }
+
+    #[test]
+    fn a_new_checkpointds_word_commits_nothing_written_to_the_old_one() {
+        let mut f = remote_level();
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        let answer = tcp(S, C, (80, 40000), ACK | PSH, (5001, 1003), b"x\n");
+        assert!(!burst(&mut f, &answer, 1, 3 * MS));
+        // checkpointd restarted: it drained past the record but never sent
+        // it; its word covers the position.
+        f.sink_mut().drainer = 7;
+        f.sink_mut().remote_committed = Some(u64::MAX - 1);
+        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK, (5003, 1003), b""), 1, 3 * MS));
+        f.housekeeping(3 * MS + 1);
+        assert!(f.outbox().is_empty(), "released on a word about records it never had");
+        // The dataplane takes note and writes the log to it again (it
+        // holds nothing); once that is committed, the segments go.
+        f.sink_mut().protected.clear();
+        f.sink_mut().protect_resync = true;
+        f.housekeeping(5 * MS);
+        f.housekeeping(7 * MS);
+        let mut out = 0;
+        f.outbox().drain(|port, _| out += usize::from(port == 0));
+        assert_eq!(out, 2);
+    }
+
+    #[test]
+    fn a_reused_client_port_does_not_wait_behind_the_old_connection() {
+        let mut f = remote_level();
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        assert!(!burst(
+            &mut f,
+            &tcp(S, C, (80, 40000), ACK | PSH, (5001, 1003), b"x\n"),
+            1,
+            3 * MS
+        ));
+        // The client resets and opens again from the same port.
+        burst(&mut f, &tcp(C, S, (40000, 80), RST, (1003, 0), b""), 0, 4 * MS);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), SYN, (9000, 0), b""), 0, 5 * MS));
+        assert!(burst(&mut f, &tcp(S, C, (80, 40000), SYN | ACK, (300, 9001), b""), 1, 5 * MS));
+        f.sink_mut().remote_committed = None;
+        f.housekeeping(6 * MS);
+        // The old connection's segment is dropped, not sent to the new one.
+        let mut out = Vec::new();
+        f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(f.counters.protect.commit_full.get(), 1);
+        assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK, (301, 9001), b""), 1, 7 * MS));
     }
 
     #[test]
