@@ -237,6 +237,7 @@ pub fn workers(_: &str) -> TelValue {
                 ("protect_probe_silent", f.protect.probe_silent.get()),
                 ("protect_wire_down", f.protect.wire_down.get()),
                 ("protect_arp_answered", f.protect.arp_answered.get()),
+                ("protect_unprotectable", f.protect.unprotectable.get()),
                 ("protect_commit_held", f.protect.commit_held.get()),
                 ("protect_commit_full", f.protect.commit_full.get()),
                 ("protect_commit_waiting", f.protect.commit_waiting.get()),

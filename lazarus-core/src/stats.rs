@@ -172,6 +172,10 @@ pub struct ProtectCounters {
     pub wire_down: Counter,
     /// ARP requests for a probe address answered.
     pub arp_answered: Counter,
+    /// Connections to a protected service protection cannot follow yet
+    /// (VLAN-tagged, IP options), counted at their SYN: they go on
+    /// unprotected.
+    pub unprotectable: Counter,
     /// Output commit at the remote level: server segments held until the
     /// client bytes they acknowledge were in the remote store, those
     /// dropped because the hold was full (the server sends them again),

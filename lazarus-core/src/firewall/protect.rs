@@ -585,7 +585,38 @@ impl Protection {
         c: &FwCounters,
         sink: &mut S,
     ) -> bool {
+        if frame.get(12..14).is_some_and(|t| t == [0x81, 0x00] || t == [0x88, 0xa8]) {
+            self.count_tagged_syn(frame, c);
+            return true;
+        }
         self.take(frame, port, now, c, sink, false).unwrap_or(true)
+    }
+
+    /// A VLAN-tagged client SYN to a protected service: not protected yet
+    /// (untagged frames only), so counted, and the connection goes on as
+    /// any other.
+    fn count_tagged_syn(&self, f: &[u8], c: &FwCounters) {
+        let mut at = 12;
+        for _ in 0..2 {
+            if f.get(at..at + 2).is_some_and(|t| t == [0x81, 0x00] || t == [0x88, 0xa8]) {
+                at += 4;
+            }
+        }
+        let ip = at + 2;
+        if f.get(at..at + 2) != Some(&[0x08, 0x00]) || f.get(ip + 9) != Some(&6) {
+            return;
+        }
+        let l4 = ip + usize::from(f[ip] & 0x0f) * 4;
+        let (Some(dst), Some(dport), Some(&flags)) =
+            (f.get(ip + 16..ip + 20), f.get(l4 + 2..l4 + 4), f.get(l4 + 13))
+        else {
+            return;
+        };
+        let syn = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let dport = u16::from_be_bytes([dport[0], dport[1]]);
+        if syn && self.services.iter().any(|s| s.addr == dst && s.port == dport) {
+            c.protect.unprotectable.add(1);
+        }
     }
 
     fn take<S: CheckpointSink>(
@@ -601,7 +632,13 @@ impl Protection {
         let Ok(Parsed::Ip(p)) = parse(frame) else { return None };
         let L4::Tcp(t) = p.l4 else { return None };
         if p.l3_off as usize != ETH || p.l4_off as usize != ETH_IP {
-            // IP options: not ours to rewrite yet.
+            // IP options: not ours to rewrite yet (counted at the SYN, once).
+            if !before
+                && from_client
+                && t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            {
+                c.protect.unprotectable.add(1);
+            }
             return None;
         }
         if before && !from_client {
@@ -1872,6 +1909,22 @@ mod tests {
         let answer = tcp(S, C, (80, 40000), ACK | PSH, (5001, 1003), b"x\n");
         assert!(burst(&mut f, &answer, 1, 3 * MS));
         assert_eq!(f.counters.protect.commit_held.get(), 0);
+    }
+
+    #[test]
+    fn a_connection_protection_cannot_follow_is_counted_and_goes_on() {
+        let mut f = protected(MemorySink::default());
+        // VLAN-tagged: forwarded as any other, counted at its SYN.
+        let syn = tcp(C, S, (40000, 80), SYN, (1000, 0), b"");
+        let tagged = crate::frames::ether_tagged(&[(0x8100, 7)], 0x0800, &syn[14..]);
+        assert!(burst(&mut f, &tagged, 0, MS));
+        assert_eq!(f.counters.protect.unprotectable.get(), 1);
+        // Another service's port: not counted.
+        let other = tcp(C, S, (40001, 81), SYN, (1000, 0), b"");
+        let other = crate::frames::ether_tagged(&[(0x8100, 7)], 0x0800, &other[14..]);
+        burst(&mut f, &other, 0, MS);
+        assert_eq!(f.counters.protect.unprotectable.get(), 1);
+        assert_eq!(f.counters.protect.connections.get(), 0);
     }
 
     #[test]
