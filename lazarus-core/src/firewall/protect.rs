@@ -219,20 +219,24 @@ impl Entry {
         self.written = trimmed.then_some(rec);
     }
 
-    /// The client's stream offset an acknowledgment number stands for
-    /// (never past what the log holds).
-    fn ack_offset(&self, ack: u32) -> u64 {
-        let log = self.p.client_log();
-        let behind = log.end().wrapping_sub(ack) as i32;
-        log.end_offset().saturating_sub(u64::from(behind.max(0) as u32))
+    /// The client's stream offset past everything it sent: its log, and
+    /// its FIN, counted as one more (what its record says).
+    fn stream_end(&self) -> u64 {
+        self.p.client_log().end_offset() + u64::from(self.p.fins().0)
     }
 
-    /// The sequence number up to which the remote store holds the
-    /// client's bytes (for the firewall's own acknowledgments).
+    /// The client's stream offset an acknowledgment number stands for
+    /// (never past what it sent).
+    fn ack_offset(&self, ack: u32) -> u64 {
+        let behind = self.p.client_next().wrapping_sub(ack) as i32;
+        self.stream_end().saturating_sub(u64::from(behind.max(0) as u32))
+    }
+
+    /// The sequence number up to which the remote store holds what the
+    /// client sent (for the firewall's own acknowledgments).
     fn committed_seq(&self) -> u32 {
-        let log = self.p.client_log();
-        let short = log.end_offset().saturating_sub(self.commit.end);
-        log.end().wrapping_sub(short.min(u64::from(u32::MAX >> 1)) as u32)
+        let short = self.stream_end().saturating_sub(self.commit.end);
+        self.p.client_next().wrapping_sub(short.min(u64::from(u32::MAX >> 1)) as u32)
     }
 
     /// Whether checkpointd holds anything of it (an end is then owed).
@@ -708,7 +712,15 @@ impl Protection {
         // Output commit: the bytes are in the ring before the segment
         // leaves, or it does not leave.
         let logging = S::ENABLED && from_client && !payload.is_empty() && e.p.is_logging();
-        if logging && !sink.has_room(e.records_owed(payload.len())) {
+        // The client's first FIN (a half-close) goes into its record in the
+        // ring before it leaves or is answered for, as its bytes do.
+        let first_fin = S::ENABLED
+            && from_client
+            && t.flags & tcp_flags::FIN != 0
+            && e.p.is_logging()
+            && !e.p.fins().0;
+        let room = e.records_owed(payload.len()) + u32::from(first_fin);
+        if (logging || first_fin) && !sink.has_room(room) {
             // Behind (a new checkpointd is told the log again): a piece more
             // now; the client sends the segment again.
             let room = sink.free_records();
@@ -745,6 +757,13 @@ impl Protection {
             c.protect.log_ring_full.add(1);
             return Some(false);
         }
+        if first_fin && e.p.fins().0 {
+            let rec = e.record(ns);
+            if sink.protect(e.id, ProtectRecord::Snapshot { version: now, bytes: &rec }).is_ok() {
+                e.written = Some(rec);
+                e.commit.mark(e.stream_end(), sink.position(), sink.drainer());
+            }
+        }
         if t.flags & tcp_flags::FIN != 0
             && e.p.ended().is_some()
             && matches!(action, Action::Forward | Action::ForwardFrom(_))
@@ -777,7 +796,10 @@ impl Protection {
             }
             Action::ForwardFrom(at) => {
                 let Some(splice) = e.p.splice() else { return Some(false) };
-                let seg = Segment::tail_of(&t, at);
+                let mut seg = Segment::tail_of(&t, at);
+                if e.p.holds_close() {
+                    seg.flags &= !tcp_flags::FIN;
+                }
                 let ends = e.ends.reversed();
                 let part = payload.get(at..).unwrap_or(&[]);
                 to.emit(out_port, |buf| {
@@ -1925,6 +1947,23 @@ mod tests {
         burst(&mut f, &other, 0, MS);
         assert_eq!(f.counters.protect.unprotectable.get(), 1);
         assert_eq!(f.counters.protect.connections.get(), 0);
+    }
+
+    #[test]
+    fn a_half_close_is_in_the_ring_before_it_leaves() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        f.housekeeping(3 * MS);
+        let fin = tcp(C, S, (40000, 80), ACK | FIN, (1003, 5001), b"");
+        // No room for its record: dropped, counted; the client sends it again.
+        f.sink_mut().room = Some(0);
+        assert!(!burst(&mut f, &fin, 0, 4 * MS));
+        assert_eq!(f.counters.protect.log_ring_full.get(), 1);
+        f.sink_mut().room = None;
+        assert!(burst(&mut f, &fin, 0, 5 * MS));
+        let (snap, _, _) = f.sink().protected.values().next().unwrap();
+        assert_eq!(snap[9] & 1, 1, "its record says so before the next walk");
     }
 
     #[test]

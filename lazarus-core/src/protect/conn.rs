@@ -247,6 +247,12 @@ impl Protected {
         self.log.end().wrapping_add(u32::from(self.client_fin))
     }
 
+    /// Whether a server FIN or RST is held back from the client: what is
+    /// forwarded of its segment goes without it.
+    pub fn holds_close(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Whether the client half-closed (its FIN passed while protected),
     /// and whether a held server FIN was released as a close.
     pub fn fins(&self) -> (bool, bool) {
@@ -362,7 +368,9 @@ impl Protected {
         if t.flags & tcp_flags::RST != 0 {
             // Only a reset at the exact next byte ends the connection (RFC
             // 5961 §3.2): a blind one must not end its protection.
-            if t.seq != self.client_next() {
+            // After its FIN, a client whose FIN was not acknowledged may
+            // reset at the FIN's own number.
+            if t.seq != self.client_next() && !(self.client_fin && t.seq == self.log.end()) {
                 return self.answer_for_server().unwrap_or(Action::Forward);
             }
             if self.is_down() {
@@ -618,7 +626,21 @@ impl Protected {
                 match (handed.and_then(|at| Some((at, payload.get(at..)?))), mapping) {
                     (Some((at, part)), Some(m)) => {
                         let seq = m.client_seq(t.seq.wrapping_add(at as u32));
+                        if t.flags & tcp_flags::FIN != 0 && self.held.is_none() {
+                            // The new server's close, as any: held (it is
+                            // stripped from what goes on).
+                            let fin = seq.wrapping_add(part.len() as u32);
+                            self.held = Some(Held {
+                                flags: t.flags,
+                                seq: fin,
+                                since: now,
+                                until: now + self.policy.hold_ns,
+                            });
+                        }
                         self.learn_server(seq, t, part, Some(m), now);
+                        if part.is_empty() {
+                            return Action::Absorb;
+                        }
                         Action::ForwardFrom(at)
                     }
                     _ => Action::Absorb,
@@ -991,13 +1013,21 @@ mod tests {
         drain(&mut p, 0);
         server(&mut p, SYN | ACK, 7000, 100, b"", 2);
         let sent = to_server(&drain(&mut p, 2));
-        assert!(sent.iter().any(|s| s.payload == (0..3)), "{sent:?}");
-        assert!(sent.iter().any(|s| s.flags & FIN != 0 && s.seq == 103), "{sent:?}");
+        // The log, then the FIN, and nothing past it.
+        let data: Vec<_> = sent.iter().filter(|s| !s.payload.is_empty()).collect();
+        assert_eq!(data.len(), 1, "{sent:?}");
+        assert_eq!((data[0].seq, data[0].payload.clone()), (100, 0..3));
+        let fins: Vec<_> = sent.iter().filter(|s| s.flags & FIN != 0).collect();
+        assert_eq!(fins.len(), 1, "{sent:?}");
+        assert_eq!(fins[0].seq, 103);
+        assert!(sent.iter().all(|s| s.seq <= 104), "{sent:?}");
         server(&mut p, ACK, 7001, 103, b"", 3);
         assert!(p.is_down(), "not spliced before its FIN is acknowledged");
         // Lost: sent again after the timeout.
         let again = to_server(&drain(&mut p, 3 + 200 * MS));
         assert!(again.iter().any(|s| s.flags & FIN != 0 && s.seq == 103), "{again:?}");
+        let again = to_server(&drain(&mut p, 3 + 200 * MS));
+        assert!(again.is_empty(), "nothing more until the next timeout: {again:?}");
         server(&mut p, ACK, 7001, 104, b"", 300 * MS);
         assert!(!p.is_down() && p.splice().is_some());
         // The new server answers and closes: its FIN is held as any.
@@ -1006,6 +1036,32 @@ mod tests {
         // Restored from a snapshot, it still knows the FIN was sent.
         let q = restored(&p, 302 * MS);
         assert_eq!(q.client_next(), 104);
+    }
+
+    #[test]
+    fn the_new_servers_answer_and_close_in_one_segment_hold_the_close() {
+        let mut p = up();
+        assert_eq!(client(&mut p, ACK | PSH | FIN, 100, 500, b"abc"), Action::Forward);
+        p.service_down(0);
+        p.service_up(0);
+        drain(&mut p, 0);
+        server(&mut p, SYN | ACK, 7000, 100, b"", 1);
+        drain(&mut p, 1);
+        // It reads the request and the end, answers and closes at once.
+        let (a, _) = server(&mut p, ACK | PSH | FIN, 7001, 104, b"ABC", 2);
+        assert_eq!(a, Action::ForwardFrom(0));
+        assert!(p.splice().is_some() && p.holds_close(), "its FIN held, as any close");
+        // Nobody says the service died: released, and protection ends.
+        assert!(drain(&mut p, 3).iter().all(|(_, s)| s.flags & FIN == 0));
+        let out = drain(&mut p, 2 + 100 * MS);
+        assert!(out.iter().any(|(t, s)| *t == Toward::Client && s.flags & FIN != 0), "{out:?}");
+        assert_eq!(p.ended(), Some(Ended::Released));
+        assert_eq!(p.fins(), (true, true));
+        // A client whose FIN was not acknowledged resets at its number.
+        let mut q = up();
+        assert_eq!(client(&mut q, ACK | FIN, 100, 500, b""), Action::Forward);
+        assert_eq!(client(&mut q, RST, 100, 0, b""), Action::Forward);
+        assert_eq!(q.ended(), Some(Ended::Closed));
     }
 
     #[test]

@@ -294,7 +294,8 @@ impl Replay {
         }
         let sent = self.snd_nxt.wrapping_sub(self.snd_una);
         let room = self.snd_wnd.saturating_sub(sent);
-        let left = end.wrapping_sub(self.snd_nxt);
+        // Nothing left once past the log (the FIN sent after it).
+        let left = (end.wrapping_sub(self.snd_nxt) as i32).max(0) as u32;
         if left != 0 && room != 0 {
             let len = left.min(room).min(self.mss as u32);
             if self.deadline == 0 {

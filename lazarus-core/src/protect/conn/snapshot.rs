@@ -16,8 +16,9 @@ use thiserror::Error;
 /// Bytes of an encoded snapshot.
 pub const SNAPSHOT_BYTES: usize = 104;
 /// The encoding's own version, byte 0: a record of another is refused.
-/// 2 adds byte 9, the client's half-close; a record of 1 reads as 2 with
-/// it 0 (1 ended protection at the client's FIN).
+/// 2 adds byte 9: bit 0 the client's half-close, bit 1 a server FIN
+/// released as a close; a record of 1 reads as 2 with it 0 (1 ended
+/// protection at the client's FIN).
 const FORMAT: u8 = 2;
 const FORMAT_OLDEST: u8 = 1;
 /// Where the time since the server went down sits: it changes at every
@@ -137,7 +138,7 @@ impl Protected {
         let (seq, ts, old, new) = splice.map_or((0, None, 0, 0), |s| s.parts());
         b[7] = old;
         b[8] = new;
-        b[9] = u8::from(self.client_fin);
+        b[9] = u8::from(self.client_fin) | u8::from(self.server_fin_released) << 1;
         let running = self.digest.running();
         let acked = checked.acked;
         let words = [
@@ -244,7 +245,8 @@ impl Protected {
         p.splice = splice;
         p.syn_isn = x(3);
         // Format 1 wrote 0 there.
-        p.client_fin = b[9] == 1;
+        p.client_fin = b[9] & 1 != 0;
+        p.server_fin_released = b[9] & 2 != 0;
         p.recoveries = w(13);
         p.down_since = now.saturating_sub(u64::from_le_bytes(b[DOWN_FOR].try_into().unwrap()));
         p.next_keepalive = now;
