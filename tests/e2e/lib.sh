@@ -797,10 +797,17 @@ LZ_REDIS=$LZ_SERVER_IP:6379
 # Starts $CLIENTS line clients of the echo server for $1 seconds, outputs
 # tagged $2; their pids in CLIENT_PIDS.
 lz_echo_clients() {
+    lz_clients client "$1" "$2"
+}
+
+# Starts $CLIENTS clients of $LZ_ECHO in the client namespace: $1 the APP's
+# client mode (client, half-close, ...), $2 its argument, $3 the outputs'
+# tag; their pids in CLIENT_PIDS.
+lz_clients() {
     local i
     CLIENT_PIDS=()
     for i in $(seq 1 "$CLIENTS"); do
-        ip netns exec "$LZ_NS_C" "$APP" client "$LZ_ECHO" "$1" >"$LZ_WORK/$2.client$i.out" 2>&1 &
+        ip netns exec "$LZ_NS_C" "$APP" "$1" "$LZ_ECHO" "$2" >"$LZ_WORK/$3.client$i.out" 2>&1 &
         CLIENT_PIDS+=($!); LZ_PIDS+=($!)
     done
 }

@@ -152,11 +152,7 @@ lz_log "line echo, protected, no hook, probes: $wire_on"
 LZ_ECHO=$LZ_SERVER_IP:7002
 CLIENTS=10
 lz_protect_serve echo "$APP" half.0 "--delay-ms 300"
-CLIENT_PIDS=()
-for i in $(seq 1 $CLIENTS); do
-    ip netns exec "$LZ_NS_C" "$APP" half-close "$LZ_ECHO" 5 >"$LZ_WORK/half.client$i.out" 2>&1 &
-    CLIENT_PIDS+=($!); LZ_PIDS+=($!)
-done
+lz_clients half-close 5 half
 sleep 0.8
 lz_kill_server
 sleep 0.2

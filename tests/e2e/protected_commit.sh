@@ -53,18 +53,9 @@ held=$(lz_stat_sum protect_commit_held)
 
 # 2. Redis stopped for a second while clients of both levels echo.
 CLIENTS=10
-run_clients() {
-    local tag=$1 addr=$2 i
-    for i in $(seq 1 $CLIENTS); do
-        ip netns exec "$LZ_NS_C" "$APP" client "$addr" 3 >"$LZ_WORK/$tag.client$i.out" 2>&1 &
-        CLIENT_PIDS+=($!); LZ_PIDS+=($!)
-    done
-}
-CLIENT_PIDS=()
-run_clients stop-remote "$REMOTE"
+LZ_ECHO=$REMOTE lz_clients client 3 stop-remote
 remote_pids=("${CLIENT_PIDS[@]}")
-CLIENT_PIDS=()
-run_clients stop-local "$LOCAL"
+LZ_ECHO=$LOCAL lz_clients client 3 stop-local
 local_pids=("${CLIENT_PIDS[@]}")
 sleep 1
 kill -STOP "$LZ_REDIS_PID"

@@ -1598,6 +1598,12 @@ mod tests {
         out
     }
 
+    /// The service's answer to `probe` (its acknowledgment `off` past the
+    /// probe's ISN: 1 is the probe's own).
+    fn probe_answer(probe: &crate::parse::TcpHdr, flags: u8, off: u32) -> Vec<u8> {
+        tcp(S, PROBE, (80, probe.sport), flags, (9000, probe.seq.wrapping_add(off)), b"")
+    }
+
     fn the_probe(out: &[(usize, [u8; 4], [u8; 4], crate::parse::TcpHdr)]) -> crate::parse::TcpHdr {
         let probes: Vec<_> = out.iter().filter(|o| o.1 == PROBE && o.3.flags == SYN).collect();
         assert_eq!(probes.len(), 1, "one probe: {out:?}");
@@ -1616,7 +1622,7 @@ mod tests {
         f.housekeeping(4 * MS + MS);
         let probe = the_probe(&sent(&mut f));
         // Nothing listens: an RST. The connection is down from then on.
-        let rst = tcp(S, PROBE, (80, probe.sport), RST | ACK, (0, probe.seq + 1), b"");
+        let rst = probe_answer(&probe, RST | ACK, 1);
         assert!(!burst(&mut f, &rst, 1, 5 * MS), "the probe's answer is the firewall's");
         f.housekeeping(6 * MS);
         assert_eq!(f.counters.protect.probe_refused.get(), 1);
@@ -1637,7 +1643,7 @@ mod tests {
         // the probe is reset and the replay opens in the client's name.
         f.housekeeping(60 * MS);
         let probe = the_probe(&sent(&mut f));
-        let back = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
+        let back = probe_answer(&probe, SYN | ACK, 1);
         assert!(!burst(&mut f, &back, 1, 61 * MS));
         f.housekeeping(62 * MS);
         let out = sent(&mut f);
@@ -1663,7 +1669,7 @@ mod tests {
         let probe = the_probe(&sent(&mut f));
         // An answer to a probe it did not send (another number) is no verdict.
         // It is reset, as a stack would (a SYN-ACK whose RST was lost).
-        let stray = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 7), b"");
+        let stray = probe_answer(&probe, SYN | ACK, 7);
         assert!(!burst(&mut f, &stray, 1, 5 * MS));
         let out = sent(&mut f);
         assert!(
@@ -1673,7 +1679,7 @@ mod tests {
         );
         f.housekeeping(6 * MS);
         assert_eq!(f.counters.protect.released.get(), 0);
-        let back = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
+        let back = probe_answer(&probe, SYN | ACK, 1);
         assert!(!burst(&mut f, &back, 1, 7 * MS));
         f.housekeeping(8 * MS);
         let out = sent(&mut f);
@@ -1737,7 +1743,7 @@ mod tests {
                 assert_eq!(placement.worker_of(&key), worker, "port {}", probe.sport);
                 mine.push(probe.sport);
                 // Refused: the next walk probes again for the waiting client.
-                let rst = tcp(S, PROBE, (80, probe.sport), RST | ACK, (0, probe.seq + 1), b"");
+                let rst = probe_answer(&probe, RST | ACK, 1);
                 assert!(!burst(&mut f, &rst, 1, (5 + 300 * i) * MS));
             }
             ports.push(mine);
@@ -1761,7 +1767,7 @@ mod tests {
         f.housekeeping(302 * MS);
         f.housekeeping(302 * MS + MS);
         let probe = the_probe(&sent(&mut f));
-        let alive = tcp(S, PROBE, (80, probe.sport), SYN | ACK, (9000, probe.seq + 1), b"");
+        let alive = probe_answer(&probe, SYN | ACK, 1);
         assert!(!burst(&mut f, &alive, 1, 303 * MS));
         f.housekeeping(304 * MS);
         f.housekeeping(400 * MS);
