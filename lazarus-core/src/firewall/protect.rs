@@ -1022,18 +1022,18 @@ impl Protection {
             }
         }
         self.probe(ns, c);
-        let Protection { conns, outbox, peer, services, ends_owed, .. } = self;
+        let Protection { conns, outbox, peer, services, ends_owed, held: hold, .. } = self;
         let (mut held, mut memory) = (0u64, 0u64);
         conns.retain(|key, e| {
             if services[key.2].remote_commit {
                 if std::mem::take(&mut e.commit.mark_due) {
                     // Restored: what checkpointd held of its log reaches
                     // the remote store before anything past this point.
-                    e.commit.mark(e.sent_log, sink.position(), sink.drainer());
+                    e.commit.mark(e.stream_end(), sink.position(), sink.drainer());
                 }
                 e.commit.settle(sink.remote_committed());
             }
-            let keep = Self::walk(key, e, ns, c, outbox, peer, services);
+            let keep = Self::walk(key, e, ns, c, (outbox, hold), peer, services);
             if let Some(probe) = services[key.2].probe.as_mut().filter(|_| keep) {
                 let via = Via { port: peer[e.client_port], server_mac: e.ends.dst_mac };
                 if let Some(since) = e.p.evidence_since() {
@@ -1065,6 +1065,9 @@ impl Protection {
                                 .is_ok()
                         {
                             e.written = Some(rec);
+                            // Its record says whether the client sent its
+                            // FIN: once Redis holds it, so does the commit.
+                            e.commit.mark(e.stream_end(), sink.position(), sink.drainer());
                         }
                     }
                 } else if e.known() {
@@ -1142,7 +1145,7 @@ impl Protection {
         e: &mut Entry,
         ns: u64,
         c: &FwCounters,
-        outbox: &mut Outbox,
+        (outbox, hold): (&mut Outbox, &mut HeldOutput<(Key, u64)>),
         peer: &[usize],
         services: &mut [Service],
     ) -> bool {
@@ -1158,7 +1161,19 @@ impl Protection {
                         }
                     }
                     let ends = e.ends.reversed();
-                    outbox.push(e.client_port, |buf| write_v4(buf, &ends, &seg, &[]))
+                    let write = |buf: &mut [u8]| write_v4(buf, &ends, &seg, &[]);
+                    if e.commit.held > 0 {
+                        // Behind its server segments still held (a close
+                        // released must not overtake the data before it).
+                        let held = hold.push((*key, e.id), e.client_port, 0, write);
+                        if held {
+                            e.commit.held += 1;
+                        } else {
+                            c.protect.commit_full.add(1);
+                        }
+                        continue;
+                    }
+                    outbox.push(e.client_port, write)
                 }
                 Toward::Server => {
                     let port = peer[e.client_port];
@@ -1190,10 +1205,12 @@ impl Protection {
             // close is over.
             let closed = e.closes == CLIENT_FIN | SERVER_FIN
                 && ns.saturating_sub(e.last_seen) > services[key.2].close_linger_ns;
-            if idle || closed {
+            // Kept without a splice only until its held segments are out.
+            let done = e.p.splice().is_none() && e.commit.held == 0;
+            if idle || closed || done {
                 services[key.2].open -= 1;
             }
-            return !(idle || closed);
+            return !(idle || closed || done);
         }
         e.end_counted = true;
         // FINs that passed while it was protected (a half-close, a close
@@ -1220,8 +1237,9 @@ impl Protection {
             counter.add(1);
         }
         // An ended connection is forwarded as any other; a spliced one
-        // keeps its entry, whose splice every segment still needs.
-        if e.p.splice().is_some() {
+        // keeps its entry, whose splice every segment still needs, and one
+        // with segments held until they are out.
+        if e.p.splice().is_some() || e.commit.held > 0 {
             return true;
         }
         services[key.2].open -= 1;
@@ -1995,5 +2013,251 @@ mod tests {
         assert!(f.sink().protected.is_empty(), "{:?}", f.sink().protected.keys());
         f.housekeeping(6 * MS);
         assert!(f.sink().protected.is_empty());
+    }
+}
+
+#[cfg(test)]
+/// Where probes, output commit at the remote level, the half-close and
+/// restores meet.
+mod interplay_tests {
+    use crate::checkpoint::MemorySink;
+    use crate::config::ProtectedService;
+    use crate::firewall::testing::{fw, C, HZ, S};
+    use crate::firewall::{FrameBurst, StagedBurst};
+    use crate::frames::{tcp, tcp_flags::*};
+
+    const MS: u64 = HZ / 1000;
+    type Fw = super::super::Firewall<MemorySink, allocator_api2::alloc::Global>;
+
+    fn burst(f: &mut Fw, frame: &[u8], port: usize, now: u64) -> bool {
+        let frames = [frame];
+        let mut b = FrameBurst::new(&frames);
+        f.process_burst(&mut StagedBurst::new(), &mut b, port, now);
+        b.forwarded == 1
+    }
+    fn open(f: &mut Fw) {
+        assert!(burst(f, &tcp(C, S, (40000, 80), SYN, (1000, 0), b""), 0, MS));
+        assert!(burst(f, &tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""), 1, MS));
+        assert!(burst(f, &tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0, MS));
+    }
+    fn remote(sink: MemorySink) -> Fw {
+        let mut f = fw(sink);
+        let svc = ProtectedService {
+            addr: S.into(),
+            port: 80,
+            output_commit: crate::config::OutputCommit::Remote,
+            ..Default::default()
+        };
+        f.protect(&[svc], vec![1, 0], HZ);
+        f
+    }
+    fn restart(f: &Fw, now: u64) -> Fw {
+        let held = f.sink().protected.clone();
+        let mut g = remote(MemorySink { protected: held.clone(), ..Default::default() });
+        crate::firewall::testing::restore_all(f.sink(), &mut g);
+        for (id, (snap, log, base)) in &held {
+            g.restore_protected(*id, snap, log.clone(), *base, false, now).unwrap();
+        }
+        g
+    }
+
+    /// A half-closed connection restored at the remote level: the server's
+    /// answer, which acknowledges the FIN, goes once the remote store holds
+    /// the record that says it.
+    #[test]
+    fn a_restored_half_close_commits_its_fin() {
+        let mut f = remote(MemorySink { remote_committed: Some(0), ..Default::default() });
+        open(&mut f);
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH | FIN, (1001, 5001), b"x\n"),
+            0,
+            2 * MS
+        ));
+        f.sink_mut().remote_committed = None; // Redis holds everything
+        f.housekeeping(3 * MS);
+        // Control: before the restart the answer, acking the FIN, passes.
+        let answer = tcp(S, C, (80, 40000), ACK | PSH, (5001, 1004), b"X\n");
+        let mut g = restart(&f, 4 * MS);
+        assert!(burst(&mut f, &answer, 1, 4 * MS), "control");
+        for t in 5..50 {
+            g.housekeeping(t * MS);
+        }
+        let passed = burst(&mut g, &answer, 1, 50 * MS);
+        for t in 51..200 {
+            g.housekeeping(t * MS);
+        }
+        let mut out = 0;
+        g.outbox().drain(|port, _| out += usize::from(port == 0));
+        assert!(
+            passed || out > 0,
+            "held forever: waiting={} held={}",
+            g.counters.protect.commit_waiting.get(),
+            g.counters.protect.commit_held.get()
+        );
+    }
+
+    /// The same across a checkpointd restart (a protect resync) that came
+    /// before the FIN's record was committed: the rewritten record commits
+    /// it.
+    #[test]
+    fn a_half_close_across_a_checkpointd_restart_commits_its_fin() {
+        let mut f = remote(MemorySink { remote_committed: Some(0), ..Default::default() });
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        f.sink_mut().remote_committed = None;
+        f.housekeeping(3 * MS);
+        f.sink_mut().remote_committed = Some(0);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | FIN, (1003, 5001), b""), 0, 4 * MS));
+        // checkpointd restarts before Redis took the FIN's record.
+        f.sink_mut().drainer = 7;
+        f.sink_mut().protected.clear();
+        f.sink_mut().protect_resync = true;
+        f.housekeeping(5 * MS);
+        f.sink_mut().remote_committed = None; // the new one holds everything now
+        for t in 6..20 {
+            f.housekeeping(t * MS);
+        }
+        let answer = tcp(S, C, (80, 40000), ACK | PSH, (5001, 1004), b"X\n");
+        let passed = burst(&mut f, &answer, 1, 20 * MS);
+        for t in 21..100 {
+            f.housekeeping(t * MS);
+        }
+        let mut out = 0;
+        f.outbox().drain(|port, _| out += usize::from(port == 0));
+        assert!(passed || out > 0, "held forever");
+    }
+
+    /// Restored down with its FIN, everything committed: the firewall's
+    /// answers acknowledge the FIN.
+    #[test]
+    fn a_restored_half_close_while_down_has_its_fin_acknowledged() {
+        let mut f = remote(MemorySink { remote_committed: None, ..Default::default() });
+        open(&mut f);
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH | FIN, (1001, 5001), b"x\n"),
+            0,
+            2 * MS
+        ));
+        f.counters.requests.protect_word[0].store(1 << 1, std::sync::atomic::Ordering::Release);
+        f.housekeeping(3 * MS);
+        f.housekeeping(5 * MS);
+        let mut g = restart(&f, 6 * MS);
+        for t in 7..20 {
+            g.housekeeping(t * MS);
+        }
+        g.outbox().drain(|_, _| {});
+        assert!(!burst(&mut g, &tcp(C, S, (40000, 80), ACK | FIN, (1003, 5001), b""), 0, 20 * MS));
+        g.housekeeping(21 * MS);
+        let mut acks = Vec::new();
+        g.outbox().drain(|port, fr| {
+            if port == 0 {
+                acks.push(u32::from_be_bytes(fr[42..46].try_into().unwrap()))
+            }
+        });
+        assert!(acks.contains(&1004), "the FIN is never acknowledged: {acks:?}");
+    }
+
+    const PROBE: [u8; 4] = [10, 0, 0, 250];
+
+    fn probing_remote(sink: MemorySink) -> Fw {
+        let mut f = fw(sink);
+        let svc = ProtectedService {
+            addr: S.into(),
+            port: 80,
+            probe_addr: Some(PROBE.into()),
+            probe_mac: Some(crate::config::Mac([2, 0, 0, 0, 0, 0xfa])),
+            probe_delay_ms: 1,
+            output_commit: crate::config::OutputCommit::Remote,
+            ..Default::default()
+        };
+        f.protect(&[svc], vec![1, 0], HZ);
+        f
+    }
+
+    fn probes(f: &mut Fw) -> Vec<crate::parse::TcpHdr> {
+        let mut out = Vec::new();
+        f.outbox().drain(|_, fr| {
+            if let Ok(crate::parse::Parsed::Ip(p)) = crate::parse::parse(fr) {
+                if let crate::parse::L4::Tcp(t) = p.l4 {
+                    if super::ip4(&p.src) == PROBE && t.flags == SYN {
+                        out.push(t);
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// A half-closed client whose server host vanished sends its FIN again
+    /// into the silence: evidence, as its bytes would be.
+    #[test]
+    fn a_fin_sent_again_into_silence_gets_the_service_probed() {
+        let mut f = probing_remote(MemorySink::default());
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK, (5001, 1003), b""), 1, 3 * MS));
+        let fin = tcp(C, S, (40000, 80), ACK | FIN, (1003, 5001), b"");
+        assert!(burst(&mut f, &fin, 0, 4 * MS));
+        // The server's host is gone: the FIN is sent again into silence.
+        let mut n = 0;
+        for at in [300u64, 700, 1500, 3100] {
+            burst(&mut f, &fin, 0, at * MS);
+            f.housekeeping(at * MS + 1);
+            f.housekeeping(at * MS + 2 * MS);
+            n += probes(&mut f).len();
+        }
+        assert!(n > 0, "never probed");
+    }
+
+    /// A close with data, judged a close by a probe while the data waits
+    /// for the remote store: the FIN waits behind the data, and the entry
+    /// stays until both are out.
+    #[test]
+    fn a_released_close_waits_behind_its_held_data() {
+        let mut f = probing_remote(MemorySink { remote_committed: Some(0), ..Default::default() });
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"q\n"), 0, 2 * MS));
+        // Redis is slow: the answer waits; its FIN is held by protection.
+        assert!(!burst(
+            &mut f,
+            &tcp(S, C, (80, 40000), ACK | PSH | FIN, (5001, 1003), b"bye\n"),
+            1,
+            3 * MS
+        ));
+        f.housekeeping(4 * MS);
+        f.housekeeping(5 * MS);
+        let p = probes(&mut f);
+        assert_eq!(p.len(), 1);
+        let back = tcp(S, PROBE, (80, p[0].sport), SYN | ACK, (9000, p[0].seq + 1), b"");
+        assert!(!burst(&mut f, &back, 1, 6 * MS));
+        f.housekeeping(7 * MS);
+        let mut to_client = Vec::new();
+        f.outbox().drain(|port, fr| {
+            if port == 0 {
+                to_client.push(fr.to_vec())
+            }
+        });
+        // Redis catches up.
+        f.sink_mut().remote_committed = None;
+        f.housekeeping(8 * MS);
+        f.housekeeping(9 * MS);
+        f.outbox().drain(|port, fr| {
+            if port == 0 {
+                to_client.push(fr.to_vec())
+            }
+        });
+        let fin_at = |fr: &Vec<u8>| fr[47] & FIN != 0;
+        let payload = |fr: &Vec<u8>| usize::from(u16::from_be_bytes([fr[16], fr[17]])) - 40;
+        let data = to_client.iter().position(|fr| payload(fr) > 0 && !fin_at(fr));
+        let fin = to_client.iter().position(fin_at);
+        assert!(
+            matches!((data, fin), (Some(d), Some(c)) if d < c),
+            "data {data:?} before the FIN {fin:?} ({} frames, commit_full={})",
+            to_client.len(),
+            f.counters.protect.commit_full.get()
+        );
+        assert_eq!(f.counters.protect.commit_full.get(), 0);
     }
 }

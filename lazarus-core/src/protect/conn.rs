@@ -394,8 +394,10 @@ impl Protected {
             // Bytes past the client's own FIN: no TCP sends them.
             return Action::Drop(ProtectDrop::LogConflict);
         }
-        if !payload.is_empty() {
+        if !payload.is_empty() || t.flags & tcp_flags::FIN != 0 {
             self.note_silence(t, payload.len(), now);
+        }
+        if !payload.is_empty() {
             match self.log.record(t.seq, payload) {
                 Logged::Gap => return Action::Drop(ProtectDrop::LogGap),
                 Logged::Conflict => return Action::Drop(ProtectDrop::LogConflict),
@@ -458,8 +460,12 @@ impl Protected {
     /// acknowledged, into the server's silence: its host may be gone
     /// without a word.
     fn note_silence(&mut self, t: &TcpHdr, len: usize, now: u64) {
-        let again = (self.log.end().wrapping_sub(t.seq) as i32) > 0;
-        let unacked = (t.seq.wrapping_add(len as u32).wrapping_sub(self.server_acked) as i32) > 0;
+        let end = t.seq.wrapping_add(len as u32);
+        // Its FIN sent again (a half-closed client) counts as its bytes do.
+        let fin_again = self.client_fin && t.flags & tcp_flags::FIN != 0 && end == self.log.end();
+        let again = (self.log.end().wrapping_sub(t.seq) as i32) > 0 || fin_again;
+        let sent_end = end.wrapping_add(u32::from(t.flags & tcp_flags::FIN != 0));
+        let unacked = (sent_end.wrapping_sub(self.server_acked) as i32) > 0;
         if self.phase == Phase::Up
             && again
             && unacked
