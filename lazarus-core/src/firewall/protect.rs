@@ -1677,14 +1677,21 @@ mod tests {
         assert_eq!(f.counters.protect.probe_listening.get(), 1);
     }
 
-    #[test]
-    fn a_close_the_probe_finds_listening_is_released_at_once() {
+    /// An open connection whose server's FIN or RST (`flags`) is held,
+    /// and the probe the next walks send to judge it.
+    fn held_then_probed(flags: u8) -> (Fw, crate::parse::TcpHdr) {
         let mut f = probing(MemorySink::default());
         open(&mut f);
-        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1001), b""), 1, 3 * MS));
+        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | flags, (5001, 1001), b""), 1, 3 * MS));
         f.housekeeping(4 * MS);
-        f.housekeeping(4 * MS + MS);
+        f.housekeeping(5 * MS);
         let probe = the_probe(&sent(&mut f));
+        (f, probe)
+    }
+
+    #[test]
+    fn a_close_the_probe_finds_listening_is_released_at_once() {
+        let (mut f, probe) = held_then_probed(FIN);
         // An answer to a probe it did not send (another number) is no verdict.
         // It is reset, as a stack would (a SYN-ACK whose RST was lost).
         let stray = probe_answer(&probe, SYN | ACK, 7);
@@ -1711,12 +1718,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_probe_is_sent_twice_then_taken_as_a_crash() {
-        let mut f = probing(MemorySink::default());
-        open(&mut f);
-        assert!(!burst(&mut f, &tcp(S, C, (80, 40000), ACK | RST, (5001, 1001), b""), 1, 3 * MS));
-        f.housekeeping(4 * MS);
-        f.housekeeping(4 * MS + MS);
-        let first = the_probe(&sent(&mut f));
+        let (mut f, first) = held_then_probed(RST);
         f.housekeeping(105 * MS);
         assert_eq!(the_probe(&sent(&mut f)).seq, first.seq, "sent again");
         f.housekeeping(206 * MS);
