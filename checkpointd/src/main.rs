@@ -291,6 +291,12 @@ struct Totals {
     ignored: u64,
 }
 
+/// A value no earlier start of checkpointd (nor takeover) chose: from the
+/// time and the pid, never 0.
+fn new_incarnation(pid: u32) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&monotonic_ns().to_le_bytes(), u64::from(pid)).max(1)
+}
+
 fn drain_loop(
     rings: &RingsSegment,
     store: &mut store::Store,
@@ -302,9 +308,7 @@ fn drain_loop(
     let mut consumers = (0..workers).map(|w| rings.consumer(w)).collect::<Result<Vec<_>, _>>()?;
     let pid = std::process::id();
     // Time and pid: no earlier start of checkpointd chose the same.
-    let started =
-        xxhash_rust::xxh3::xxh3_64_with_seed(&monotonic_ns().to_le_bytes(), u64::from(pid));
-    rings.set_incarnation(started.max(1));
+    rings.set_incarnation(new_incarnation(pid));
     let idle = Duration::from_micros(ck.idle_sleep_us);
     let mut totals = Totals::default();
     let mut last_drop_log = Instant::now() - Duration::from_secs(2);
@@ -357,11 +361,7 @@ fn drain_loop(
                 // standby went nowhere. A new incarnation has the dataplane
                 // write its protected connections again, and its commit
                 // marks start over (they hold for one drainer only).
-                let now = xxhash_rust::xxh3::xxh3_64_with_seed(
-                    &monotonic_ns().to_le_bytes(),
-                    u64::from(pid),
-                );
-                rings.set_incarnation(now.max(1));
+                rings.set_incarnation(new_incarnation(pid));
             }
             for w in 0..workers {
                 if let Some(at) = r.committed(w as usize) {

@@ -332,8 +332,8 @@ impl Tracker {
         if self.dirty.len() > self.cap {
             // Their generations stay open until the rewrite is sent: the
             // oldest of them (and of an earlier overflow's) holds one claim.
-            let oldest = self.dirty.values().filter_map(|p| p.gen).min();
-            if let Some(g) = oldest.into_iter().chain(self.rewrite_gen).min() {
+            let gens: Vec<u64> = self.dirty.values().filter_map(|p| p.gen).collect();
+            if let Some(g) = gens.iter().copied().chain(self.rewrite_gen).min() {
                 if self.rewrite_gen != Some(g) {
                     self.commit.add(g);
                     if let Some(old) = self.rewrite_gen {
@@ -342,7 +342,7 @@ impl Tracker {
                 }
                 self.rewrite_gen = Some(g);
             }
-            for g in self.dirty.values().filter_map(|p| p.gen).collect::<Vec<_>>() {
+            for g in gens {
                 self.commit.done(g);
             }
             // Deletes of connections Redis holds are lost with the map: they
@@ -374,12 +374,8 @@ impl Tracker {
         // A rewrite of everything sends what an overflow dropped: under the
         // oldest generation it dropped, which stays open until then.
         let gen = if only.is_none() { self.rewrite_gen.take() } else { None };
-        let protected: std::collections::HashSet<u64> = if gen.is_some() {
-            store.protect.ids().into_iter().collect()
-        } else {
-            Default::default()
-        };
-        for id in store.conn_ids().chain(store.protect.ids()) {
+        let tracked = store.conn_ids().map(|id| (id, false));
+        for (id, protected) in tracked.chain(store.protect.ids().into_iter().map(|id| (id, true))) {
             if mask[usize::from(bucket_of(id))] {
                 self.send_log_whole(id);
                 let p = self.dirty.entry(id).or_insert(Pending {
@@ -388,7 +384,7 @@ impl Tracker {
                     since: now,
                     listed: false,
                 });
-                if let Some(g) = gen.filter(|_| protected.contains(&id)) {
+                if let Some(g) = gen.filter(|_| protected) {
                     stamp(&mut self.commit, p, g);
                 }
                 n += 1;

@@ -108,11 +108,10 @@ impl CheckpointSink for RingSink {
         self.producer.position()
     }
     fn drainer(&self) -> u64 {
-        self.drainer ^ self.protect_epoch.rotate_left(32)
+        drainer_of(self.drainer, self.protect_epoch)
     }
     fn remote_committed(&self) -> (u64, u64) {
-        let live =
-            self.rings.heartbeat().incarnation ^ self.producer.resync_epoch().rotate_left(32);
+        let live = drainer_of(self.rings.heartbeat().incarnation, self.producer.resync_epoch());
         (self.producer.remote_committed(), live)
     }
     fn take_protect_resync(&mut self) -> bool {
@@ -132,4 +131,10 @@ impl CheckpointSink for RingSink {
         }
         false
     }
+}
+
+/// Who a ring's records go to: a start of checkpointd (its incarnation)
+/// and a resync of the ring (its epoch), in one word.
+fn drainer_of(incarnation: u64, resync_epoch: u64) -> u64 {
+    incarnation ^ resync_epoch.rotate_left(32)
 }

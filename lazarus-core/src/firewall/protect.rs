@@ -635,12 +635,10 @@ impl Protection {
         let (svc, from_client) = self.service_of(frame)?;
         let Ok(Parsed::Ip(p)) = parse(frame) else { return None };
         let L4::Tcp(t) = p.l4 else { return None };
+        let syn = t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         if p.l3_off as usize != ETH || p.l4_off as usize != ETH_IP {
             // IP options: not ours to rewrite yet (counted at the SYN, once).
-            if !before
-                && from_client
-                && t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
-            {
+            if !before && from_client && syn {
                 c.protect.unprotectable.add(1);
             }
             return None;
@@ -658,21 +656,12 @@ impl Protection {
                     } else if t.flags & (tcp_flags::SYN | tcp_flags::ACK)
                         == tcp_flags::SYN | tcp_flags::ACK
                     {
-                        // A SYN-ACK no probe waits for (its RST lost, or a
-                        // probe already judged): reset, as a stack would.
-                        let mut ends = Endpoints {
-                            src_mac: probe.mac(),
-                            dst_mac: [0; 6],
-                            src_ip: probe.addr(),
-                            dst_ip: ip4(&p.src),
-                            sport: t.dport,
-                            dport: t.sport,
-                        };
-                        ends.dst_mac.copy_from_slice(&frame[6..12]);
-                        let rst = Segment::reset(t.ack);
-                        let sent = self.outbox.push(port, |b| write_v4(b, &ends, &rst, &[]));
-                        if sent {
-                            c.protect.probes.add(1);
+                        let mut via = Via { port, server_mac: [0; 6] };
+                        via.server_mac.copy_from_slice(&frame[6..12]);
+                        if let ProbeEvent::Send { port, ends, seg } = probe.stray_reset(&t, via) {
+                            if self.outbox.push(port, |b| write_v4(b, &ends, &seg, &[])) {
+                                c.protect.probes.add(1);
+                            }
                         }
                     }
                     return Some(false);
@@ -682,7 +671,6 @@ impl Protection {
         let client = if from_client { (ip4(&p.src), t.sport) } else { (ip4(&p.dst), t.dport) };
         let client_side = if from_client { port } else { *self.peer.get(port)? };
         let key = (client.0, client.1, svc, client_side);
-        let syn = t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         if before {
             if from_client && syn {
                 // A new connection always meets the tracker and the policy.
@@ -787,13 +775,7 @@ impl Protection {
         let to = Out { outbox: &mut self.outbox, held: &mut self.held, hold };
         let out = match action {
             Action::Forward if hold.is_none() && (!rewrite || copy == frame) => return Some(true),
-            Action::Forward => {
-                let bytes: &[u8] = if rewrite { copy } else { frame };
-                to.emit(out_port, |out| {
-                    out.get_mut(..bytes.len())?.copy_from_slice(bytes);
-                    Some(bytes.len())
-                })
-            }
+            Action::Forward => to.emit(out_port, copied(if rewrite { copy } else { frame })),
             Action::ForwardFrom(at) => {
                 let Some(splice) = e.p.splice() else { return Some(false) };
                 let mut seg = Segment::tail_of(&t, at);
@@ -1102,12 +1084,7 @@ impl Protection {
                     }
                 }
             },
-            |port, frame| {
-                outbox.push(port, |out| {
-                    out.get_mut(..frame.len())?.copy_from_slice(frame);
-                    Some(frame.len())
-                })
-            },
+            |port, frame| outbox.push(port, copied(frame)),
         );
         c.protect.sent.add(sent);
         c.protect.commit_full.add(dropped);
@@ -1247,6 +1224,14 @@ impl Protection {
     }
 }
 
+/// Writes `bytes` as a frame, for the outbox or the hold.
+fn copied(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> Option<usize> + '_ {
+    move |out| {
+        out.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(bytes.len())
+    }
+}
+
 /// Where a segment the firewall forwards goes: the outbox, or the hold
 /// until the remote store has what it acknowledges.
 struct Out<'a> {
@@ -1316,10 +1301,8 @@ fn judge(
 
 /// A random key (the std hasher's random seed).
 fn probe_key() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(0);
-    h.finish()
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
 
 /// Whether a record says more than the one checkpointd holds. The time

@@ -525,16 +525,8 @@ impl Protected {
                     return Action::Absorb;
                 }
                 if t.flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
-                    if self.held.is_none() {
-                        let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
-                        let seq = seq.wrapping_add(payload.len() as u32);
-                        self.held = Some(Held {
-                            flags: t.flags,
-                            seq,
-                            since: now,
-                            until: now + self.policy.hold_ns,
-                        });
-                    }
+                    let seq = self.splice.map_or(t.seq, |s| s.client_seq(t.seq));
+                    self.hold_close(t.flags, seq.wrapping_add(payload.len() as u32), now);
                     if payload.is_empty() || t.flags & tcp_flags::RST != 0 {
                         return Action::Absorb;
                     }
@@ -632,16 +624,10 @@ impl Protected {
                 match (handed.and_then(|at| Some((at, payload.get(at..)?))), mapping) {
                     (Some((at, part)), Some(m)) => {
                         let seq = m.client_seq(t.seq.wrapping_add(at as u32));
-                        if t.flags & tcp_flags::FIN != 0 && self.held.is_none() {
+                        if t.flags & tcp_flags::FIN != 0 {
                             // The new server's close, as any: held (it is
                             // stripped from what goes on).
-                            let fin = seq.wrapping_add(part.len() as u32);
-                            self.held = Some(Held {
-                                flags: t.flags,
-                                seq: fin,
-                                since: now,
-                                until: now + self.policy.hold_ns,
-                            });
+                            self.hold_close(t.flags, seq.wrapping_add(part.len() as u32), now);
                         }
                         self.learn_server(seq, t, part, Some(m), now);
                         if part.is_empty() {
@@ -670,6 +656,14 @@ impl Protected {
         self.phase = Phase::Down;
         self.next_keepalive = now;
         (self.retry_at, self.retry_in) = (None, 0);
+    }
+
+    /// Holds a server FIN or RST (`flags`) at `seq` in the client's view,
+    /// unless one is held already.
+    fn hold_close(&mut self, flags: u8, seq: u32, now: u64) {
+        if self.held.is_none() {
+            self.held = Some(Held { flags, seq, since: now, until: now + self.policy.hold_ns });
+        }
     }
 
     /// Since when there is evidence of a crash a probe of the service

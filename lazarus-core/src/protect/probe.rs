@@ -183,6 +183,13 @@ impl Prober {
         }
     }
 
+    /// The RST a SYN-ACK to the probe address gets when no probe waits for
+    /// it (its RST lost, or a probe already judged), as a stack would;
+    /// `via`: where the SYN-ACK came from.
+    pub fn stray_reset(&self, t: &TcpHdr, via: Via) -> ProbeEvent {
+        self.send(via, t.dport, Segment::reset(t.ack))
+    }
+
     /// Where probes go, learnt from a connection waiting for the service.
     pub fn route(&mut self, via: Via) {
         self.via = Some(via);

@@ -203,12 +203,18 @@ impl Replay {
     /// The client's FIN, at the log's end.
     fn fin(&mut self) -> Segment {
         let seq = self.log_end();
-        self.snd_nxt = seq.wrapping_add(1);
+        self.sent_to(seq.wrapping_add(1));
+        self.segment(seq, tcp_flags::FIN | tcp_flags::ACK, 0..0)
+    }
+
+    /// What was sent now ends before `end`: the next to send, and the
+    /// furthest sent.
+    fn sent_to(&mut self, end: u32) {
+        self.snd_nxt = end;
         if (self.snd_nxt.wrapping_sub(self.snd_max) as i32) > 0 {
             self.snd_max = self.snd_nxt;
         }
         self.ack_due = false;
-        self.segment(seq, tcp_flags::FIN | tcp_flags::ACK, 0..0)
     }
 
     fn ts(&self, ecr: u32) -> Option<(u32, u32)> {
@@ -325,11 +331,7 @@ impl Replay {
     fn data(&mut self, len: u32) -> Segment {
         let from = self.snd_nxt.wrapping_sub(self.r.client_isn.wrapping_add(1)) as usize;
         let seq = self.snd_nxt;
-        self.snd_nxt = self.snd_nxt.wrapping_add(len);
-        if (self.snd_nxt.wrapping_sub(self.snd_max) as i32) > 0 {
-            self.snd_max = self.snd_nxt;
-        }
-        self.ack_due = false;
+        self.sent_to(seq.wrapping_add(len));
         self.segment(seq, tcp_flags::ACK | tcp_flags::PSH, from..from + len as usize)
     }
 
