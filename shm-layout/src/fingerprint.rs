@@ -65,7 +65,7 @@ fn describe() -> String {
     writeln!(
         o,
         "ring slot {DELTA_SLOT_BYTES} header {DELTA_HEADER_BYTES} payload {DELTA_PAYLOAD_MAX} \
-         ctrl {RING_CTRL_BYTES} checksum_at {CHECKSUM_AT}"
+         ctrl {RING_CTRL_BYTES} checksum_at {CHECKSUM_AT} record_slots_max {RECORD_SLOTS_MAX}"
     )
     .unwrap();
     writeln!(
@@ -75,12 +75,13 @@ fn describe() -> String {
     .unwrap();
     writeln!(
         o,
-        "delta kinds portion {} delete {} sweep {} log {} trim {}",
+        "delta kinds portion {} delete {} sweep {} log {} trim {} pad {}",
         delta_kind::PORTION,
         delta_kind::DELETE,
         delta_kind::SWEEP,
         delta_kind::LOG,
-        delta_kind::TRIM
+        delta_kind::TRIM,
+        delta_kind::PAD
     )
     .unwrap();
     writeln!(

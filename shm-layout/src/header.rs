@@ -14,7 +14,9 @@ pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// `module::PROTECT` records.
 /// 7: each ring's control block carries `remote_committed`, written by
 /// checkpointd (output commit at the remote level).
-pub const LAYOUT_VERSION: u32 = 7;
+/// 8: a record may span up to `RECORD_SLOTS_MAX` slots, and
+/// `delta_kind::PAD` skips to a ring's end.
+pub const LAYOUT_VERSION: u32 = 8;
 /// The oldest layout checkpointd translates (`translate::from_previous`):
 /// the previous ones, back to `v0.1.0`'s.
 pub const LAYOUT_VERSION_OLDEST: u32 = 3;

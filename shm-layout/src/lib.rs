@@ -54,10 +54,11 @@ pub use producer_lock::{lock_producers, ProducerLock};
 pub use protected::{
     encode_protected, parse_protected, HeldProtected, ProtectedReplyError, PROTECTED_HEADER_BYTES,
 };
+pub use ring::{log_bytes_within, log_slots, record_slots};
 pub use ring::{
     Delta, DeltaConsumer, DeltaProducer, DrainReport, Heartbeat, PushError, RingFull, RingStatus,
     RingsGeometry, RingsSegment, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES,
-    RINGS_FILE, RING_CTRL_BYTES, STORE_FILE,
+    RECORD_PAYLOAD_MAX, RECORD_SLOTS_MAX, RINGS_FILE, RING_CTRL_BYTES, STORE_FILE,
 };
 pub use store::{
     portion_checksum, ConnRecord, FtpRecord, PortionSlot, RestoreIter, StoreGeometry, StoreSegment,
@@ -85,12 +86,16 @@ pub mod delta_kind {
     /// Client bytes of a protected connection (module `PROTECT`): the
     /// payload continues its log at byte `version` (the offset from the
     /// first byte after the client's SYN). Written before the client's
-    /// segment is forwarded. Variable length, up to `DELTA_PAYLOAD_MAX`; a
-    /// segment's bytes take as many records as they need.
+    /// segment is forwarded. Variable length, up to `RECORD_PAYLOAD_MAX`
+    /// (layout 8: a record spans as many slots as its bytes need, up to
+    /// `RECORD_SLOTS_MAX`); a longer segment takes more records.
     pub const LOG: u8 = 4;
     /// A protected connection's log was truncated (module `PROTECT`):
     /// every byte before stream offset `version` can go.
     pub const TRIM: u8 = 5;
+    /// Layout 8: nothing; the slots from this one to the ring's end are
+    /// skipped (the next record would have wrapped). `len` 0, `conn_id` 0.
+    pub const PAD: u8 = 6;
 }
 
 /// Module numbers as they travel in deltas and sit in the store. They match

@@ -1,5 +1,8 @@
 //! Segments of the previous layouts, brought forward in place by checkpointd
 //! (docs/CHECKPOINT.md, Format versions).
+//! * 7 → 8: the same bytes; 8 lets a record span several slots and adds
+//!   the PAD kind, which a ring written by 7 holds none of (each of its
+//!   records is one slot, as 8 reads them).
 //! * 6 → 7: the same bytes; 7 gives checkpointd a word in each ring's
 //!   control block (where the remote store has the protected connections'
 //!   records up to), which 6 left zero: nothing said yet.
@@ -74,7 +77,7 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
             std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), origin)
         };
     }
-    // 4 → 5, 5 → 6 and 6 → 7: nothing but the number.
+    // 4 → 5 up to 7 → 8: nothing but the number.
     h.layout_version = LAYOUT_VERSION;
     h.header_checksum = h.compute_checksum();
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
@@ -85,13 +88,14 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
 }
 
 /// Test support: writes the segment file at `path` as layout `version` (3
-/// to 6) would have: 4 to 6 are this layout under their numbers (the
-/// control block's new word zero), 3 lacks the origin.
+/// to 7) would have: 4 to 7 are this layout under their numbers (the
+/// control block's new word zero, every record one slot), 3 lacks the
+/// origin.
 /// The previous versions' encoders, kept for the translation tests. Not for
 /// production use.
 #[doc(hidden)]
 pub fn test_downgrade_to(path: &Path, version: u32) -> Result<(), LayoutError> {
-    assert!(matches!(version, 3..=6), "layout {version} is not one this build translates");
+    assert!(matches!(version, 3..=7), "layout {version} is not one this build translates");
     let mut file = MappedFile::open(path)?;
     let base = file.as_mut_ptr();
     // SAFETY: as in `from_previous`; the test owns the file.

@@ -507,3 +507,154 @@ fn two_thread_stress() {
     });
     assert_eq!(seg.status(0).applied, N);
 }
+
+/// What the model of a ring holds per record: its first slot, the slots it
+/// spans, and what `apply` must see (None for a pad).
+type Modelled = (u64, u64, Option<(u64, Vec<u8>)>);
+
+proptest! {
+    /// Records of every length up to `RECORD_PAYLOAD_MAX` against a model
+    /// of the slots they take: each spans `record_slots` slots, one that
+    /// would wrap is padded to the ring's end, nothing is lost or torn, and
+    /// the ring is full exactly when the slots say so.
+    #[test]
+    fn multi_slot_records_match_a_model(ops in proptest::collection::vec(
+        prop_oneof![
+            6 => (0usize..=RECORD_PAYLOAD_MAX).prop_map(Some),
+            2 => Just(None),
+            2 => (0u32..80).prop_map(|m| Some(usize::MAX - m as usize)),
+        ], 1..400))
+    {
+        let (_buf, seg) = rings(1, 64);
+        let mut p = seg.producer(0).unwrap();
+        let mut c = seg.consumer(0).unwrap();
+        let (mut head, mut published_head, mut tail) = (0u64, 0u64, 0u64);
+        let mut pending: Vec<Modelled> = Vec::new();
+        let mut published: VecDeque<Modelled> = VecDeque::new();
+        let mut next_id = 0u64;
+        for op in ops {
+            match op {
+                Some(len) if len <= RECORD_PAYLOAD_MAX => {
+                    let payload: Vec<u8> = (0..len).map(|i| (next_id as u8) ^ (i as u8)).collect();
+                    let span = record_slots(len);
+                    let to_end = 64 - head % 64;
+                    let pad = if span > to_end { to_end } else { 0 };
+                    let fits = head + pad + span - tail <= 64;
+                    match p.try_push_record(next_id, 5, delta_kind::LOG, next_id, &payload) {
+                        Ok(()) => {
+                            prop_assert!(fits);
+                            if pad > 0 {
+                                pending.push((head, pad, None));
+                                head += pad;
+                            }
+                            pending.push((head, span, Some((next_id, payload))));
+                            head += span;
+                            next_id += 1;
+                        }
+                        Err(PushError::Full) => prop_assert!(!fits),
+                        Err(e) => prop_assert!(false, "{e}"),
+                    }
+                    prop_assert_eq!(p.position(), head);
+                }
+                Some(m) => {
+                    let max = (usize::MAX - m) as u64;
+                    let mut got = Vec::new();
+                    let r = c.drain(max as u32, |d| got.push((d.conn_id, d.payload.to_vec())));
+                    prop_assert_eq!(r.torn, 0);
+                    let mut want = Vec::new();
+                    let start = tail;
+                    while tail - start < max {
+                        let Some((at, span, rec)) = published.pop_front() else { break };
+                        prop_assert_eq!(at, tail);
+                        tail = at + span;
+                        want.extend(rec);
+                    }
+                    prop_assert_eq!(got, want);
+                }
+                None => {
+                    p.publish();
+                    published.extend(pending.drain(..));
+                    published_head = head;
+                }
+            }
+            prop_assert_eq!(c.lag(), published_head - tail);
+        }
+    }
+}
+
+#[test]
+fn a_record_that_would_wrap_is_padded_to_the_ring_end() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    for i in 0..60 {
+        p.try_push(i, 1, delta_kind::PORTION, 1, &[1; 8]).unwrap();
+    }
+    p.publish();
+    assert_eq!(c.drain(64, |_| {}).applied, 60);
+    // Six slots: four are left before the end, so it goes at the next lap.
+    let bytes: Vec<u8> = (0..1448u32).map(|i| (i * 7) as u8).collect();
+    p.try_push_record(99, module::PROTECT, delta_kind::LOG, 5, &bytes).unwrap();
+    assert_eq!(p.position(), 64 + 6);
+    p.publish();
+    let mut got = Vec::new();
+    let r = c.drain(64, |d| got.push((d.seq, d.conn_id, d.version, d.payload.to_vec())));
+    assert_eq!(r, DrainReport { applied: 1, torn: 0, resynced: false });
+    assert_eq!(got, vec![(64, 99, 5, bytes)]);
+    assert_eq!(c.lag(), 0);
+    // Too long for one record: a typed error, nothing written.
+    let long = vec![0; RECORD_PAYLOAD_MAX + 1];
+    assert_eq!(
+        p.try_push_record(1, module::PROTECT, delta_kind::LOG, 0, &long),
+        Err(PushError::TooLarge { len: RECORD_PAYLOAD_MAX + 1 })
+    );
+    assert_eq!(p.position(), 70);
+}
+
+#[test]
+fn a_multi_slot_record_with_a_changed_byte_is_skipped_whole() {
+    let (buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    // Its payload looks like a record header with the right position at the
+    // start of its second slot: skipped with the record, never read as one.
+    let mut bytes = vec![0u8; 1000];
+    bytes[224..232].copy_from_slice(&1u64.to_le_bytes());
+    p.try_push_record(7, module::PROTECT, delta_kind::LOG, 0, &bytes).unwrap();
+    p.try_push(8, 1, delta_kind::PORTION, 2, b"after").unwrap();
+    p.publish();
+    // A byte of its last slot changed after it was sealed.
+    let slot3 = HEADER_BYTES + RING_CTRL_BYTES + 3 * DELTA_SLOT_BYTES;
+    // SAFETY: the record is published and not drained; nobody else touches
+    // the buffer; the offset is inside slot 3 of the only ring.
+    unsafe { *buf.ptr().add(slot3 + 100) ^= 0x04 };
+    let mut got = Vec::new();
+    let r = c.drain(64, |d| got.push((d.conn_id, d.payload.to_vec())));
+    assert_eq!(r, DrainReport { applied: 1, torn: 1, resynced: false });
+    assert_eq!(got, vec![(8, b"after".to_vec())]);
+}
+
+#[test]
+fn log_slots_is_what_a_log_takes_wherever_it_falls() {
+    for len in [0, 1, 192, 193, 224, 1448, RECORD_PAYLOAD_MAX, RECORD_PAYLOAD_MAX + 1, 9000] {
+        for start in 0..64u64 {
+            let (_buf, seg) = rings(1, 64);
+            let mut p = seg.producer(0).unwrap();
+            let mut c = seg.consumer(0).unwrap();
+            for _ in 0..start {
+                p.try_push(0, 1, delta_kind::PORTION, 1, &[]).unwrap();
+            }
+            p.publish();
+            c.drain(64, |_| {});
+            let before = p.position();
+            for chunk in vec![0u8; len].chunks(RECORD_PAYLOAD_MAX) {
+                p.try_push_record(1, module::PROTECT, delta_kind::LOG, 0, chunk).unwrap();
+            }
+            if len == 0 {
+                p.try_push_record(1, module::PROTECT, delta_kind::LOG, 0, &[]).unwrap();
+            }
+            assert!(p.position() - before <= u64::from(log_slots(len)), "{len} bytes at {start}");
+            assert!(log_bytes_within(log_slots(len)) >= len, "{len}");
+        }
+    }
+}

@@ -1,9 +1,9 @@
 //! The worker's end of its delta ring in checkpointd's shared memory.
 
-use lazarus_core::checkpoint::{log_records, CheckpointSink, DeltaHead, ProtectRecord, SinkFull};
+use lazarus_core::checkpoint::{log_slots, CheckpointSink, DeltaHead, ProtectRecord, SinkFull};
 use lazarus_core::conn::ConnId;
 use lazarus_core::modules::Module;
-use shm_layout::{delta_kind, module, DeltaProducer, RingsSegment, DELTA_PAYLOAD_MAX};
+use shm_layout::{delta_kind, module, DeltaProducer, RingsSegment, RECORD_PAYLOAD_MAX};
 
 /// Writes deltas into one worker's ring; never blocks, never waits on
 /// checkpointd. The ring segment is mapped for the life of the process.
@@ -76,7 +76,7 @@ impl CheckpointSink for RingSink {
     }
     #[inline]
     fn has_room(&mut self, n: u32) -> bool {
-        self.producer.free_slots() >= n
+        self.producer.has_room_for(u64::from(n))
     }
     fn protect(&mut self, id: u64, rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
         let p = &mut self.producer;
@@ -90,12 +90,15 @@ impl CheckpointSink for RingSink {
             ProtectRecord::End { version } => push(p, delta_kind::DELETE, version, &[]),
             ProtectRecord::Trim { base } => push(p, delta_kind::TRIM, base, &[]),
             ProtectRecord::Log { offset, bytes } => {
-                if p.free_slots() < log_records(bytes.len()) {
+                if !p.has_room_for(u64::from(log_slots(bytes.len()))) {
                     return Err(SinkFull);
                 }
-                for (i, chunk) in bytes.chunks(DELTA_PAYLOAD_MAX).enumerate() {
-                    let at = offset + (i * DELTA_PAYLOAD_MAX) as u64;
-                    push(p, delta_kind::LOG, at, chunk)?;
+                // Records of up to RECORD_PAYLOAD_MAX bytes, each spanning
+                // the slots it needs: a full-sized segment is one record.
+                for (i, chunk) in bytes.chunks(RECORD_PAYLOAD_MAX).enumerate() {
+                    let at = offset + (i * RECORD_PAYLOAD_MAX) as u64;
+                    p.try_push_record(id, module::PROTECT, delta_kind::LOG, at, chunk)
+                        .map_err(|_| SinkFull)?;
                 }
                 Ok(())
             }

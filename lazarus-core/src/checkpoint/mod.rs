@@ -85,12 +85,11 @@ pub trait CheckpointSink {
     }
     /// A record of protected connection `id` (module PROTECT). A `Log` is
     /// written whole or not at all: the caller checks `has_room` for
-    /// [`log_records`] of its bytes first.
+    /// [`log_slots`] of its bytes first.
     fn protect(&mut self, _id: u64, _rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
         Ok(())
     }
-    /// Records that would fit now (a bound for writing a long log in
-    /// pieces).
+    /// Slots free now (a bound for writing a long log in pieces).
     fn free_records(&mut self) -> u32 {
         u32::MAX
     }
@@ -132,10 +131,10 @@ pub enum ProtectRecord<'a> {
     End { version: u64 },
 }
 
-/// Records a `Log` of `len` bytes takes.
-pub fn log_records(len: usize) -> u32 {
-    len.div_ceil(PORTION_BUF).max(1) as u32
-}
+/// Ring slots a `Log` of `len` bytes takes at most (`has_room` counts
+/// slots; every other record takes one), and the most bytes a `Log` may
+/// carry in a number of them.
+pub use shm_layout::{log_bytes_within, log_slots};
 
 /// `checkpoint.enabled = false`: changes go nowhere (they are still counted).
 #[derive(Debug, Default, Clone, Copy)]
@@ -244,7 +243,11 @@ impl CheckpointSink for MemorySink {
     fn protect(&mut self, id: u64, rec: ProtectRecord<'_>) -> Result<(), SinkFull> {
         match rec {
             ProtectRecord::Log { offset, bytes } => {
-                for _ in 0..log_records(bytes.len()) {
+                let slots = log_slots(bytes.len());
+                if !self.has_room(slots) {
+                    return Err(SinkFull);
+                }
+                for _ in 0..slots {
                     self.take_room()?;
                 }
                 let (_, log, base) = self.protected.entry(id).or_default();

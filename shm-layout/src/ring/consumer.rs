@@ -3,9 +3,10 @@
 
 use super::checksum::record_checksum;
 use super::{
-    prefetch_slot, Delta, DrainReport, RingCtrl, SlotHeader, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX,
-    DELTA_SLOT_BYTES, PREFETCH_SLOTS,
+    prefetch_slot, record_slots, Delta, DrainReport, RingCtrl, SlotHeader, DELTA_HEADER_BYTES,
+    DELTA_SLOT_BYTES, PREFETCH_SLOTS, RECORD_PAYLOAD_MAX, RECORD_SLOTS_MAX,
 };
+use crate::delta_kind;
 use crate::sync::{Ordering, SlotCells};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +19,7 @@ pub struct DeltaConsumer<'a> {
     pub(super) size: u64,
     pub(super) tail: u64,
     /// Each record is copied here and verified before `apply` sees it.
-    pub(super) scratch: [u8; DELTA_SLOT_BYTES],
+    pub(super) scratch: Box<[u8; RECORD_SLOTS_MAX as usize * DELTA_SLOT_BYTES]>,
     pub(super) taken: &'a AtomicBool,
     /// Slot accesses for loom's race checks (nothing in a normal build).
     pub(super) cells: SlotCells<'a>,
@@ -40,6 +41,13 @@ impl std::fmt::Debug for DeltaConsumer<'_> {
     }
 }
 
+/// What `read` found at a position, and the slots to move past it.
+enum Read<'a> {
+    Record(Delta<'a>, u64),
+    Pad(u64),
+    Torn(u64),
+}
+
 impl DeltaConsumer<'_> {
     /// Calls `apply` for each valid published record (up to `max`) in order,
     /// then publishes the new tail (Release). A record whose checksum or seq
@@ -52,10 +60,13 @@ impl DeltaConsumer<'_> {
             return self.resync(head);
         }
         let n = avail.min(u64::from(max));
+        let start = self.tail;
         let mut report = DrainReport::default();
-        for i in 0..n {
+        // Slots up to `start + n`; the last record may run on past it, up to
+        // the head.
+        while self.tail.wrapping_sub(start) < n {
             let pos = self.tail;
-            if i + PREFETCH_SLOTS < n {
+            if pos.wrapping_sub(start) + PREFETCH_SLOTS < n {
                 // SAFETY: masked position: inside this ring's slot array.
                 prefetch_slot(unsafe {
                     self.slots.as_ptr().add(
@@ -63,14 +74,19 @@ impl DeltaConsumer<'_> {
                     )
                 });
             }
-            match self.read(pos) {
-                Some(delta) => {
+            let span = match self.read(pos, head) {
+                Read::Record(delta, span) => {
                     apply(&delta);
                     report.applied += 1;
+                    span
                 }
-                None => report.torn += 1,
-            }
-            self.tail = pos.wrapping_add(1);
+                Read::Pad(span) => span,
+                Read::Torn(span) => {
+                    report.torn += 1;
+                    span
+                }
+            };
+            self.tail = pos.wrapping_add(span);
         }
         if n > 0 {
             if report.torn > 0 {
@@ -96,7 +112,12 @@ impl DeltaConsumer<'_> {
         DrainReport { resynced: true, ..DrainReport::default() }
     }
 
-    fn read(&mut self, pos: u64) -> Option<Delta<'_>> {
+    /// The record at `pos` (below the published `head`), and the slots
+    /// it spans: a record's header says how many; a slot that is no
+    /// record's header (left from an earlier lap, or a torn record's) is
+    /// skipped alone, and a record whose header is its own but whose bytes
+    /// fail the checksum is skipped whole.
+    fn read(&mut self, pos: u64, head: u64) -> Read<'_> {
         self.cells.read((pos & self.mask) as usize);
         // SAFETY: (pos & mask) < slots_per_ring, so the slot is inside this
         // ring's slot array in the validated layout.
@@ -108,11 +129,24 @@ impl DeltaConsumer<'_> {
         // bytes are a valid value.
         let header = unsafe { std::ptr::read_volatile(slot.cast::<SlotHeader>()) };
         let len = header.len as usize;
-        if header.seq != pos || len > DELTA_PAYLOAD_MAX {
-            return None;
+        let to_end = self.size - (pos & self.mask);
+        let span =
+            if header.kind == delta_kind::PAD && len == 0 { to_end } else { record_slots(len) };
+        // Its slots must be published and in one lap.
+        if header.seq != pos
+            || len > RECORD_PAYLOAD_MAX
+            || span > to_end
+            || span > head.wrapping_sub(pos)
+        {
+            return Read::Torn(1);
         }
         let n = DELTA_HEADER_BYTES + len;
-        // SAFETY: as above, and n <= 256 = the slot and the scratch buffer.
+        for i in 1..span.min(RECORD_SLOTS_MAX) {
+            self.cells.read(((pos + i) & self.mask) as usize);
+        }
+        // SAFETY: as above for every slot the record spans (below the head,
+        // checked, and in one lap, so contiguous in the slot array); n <=
+        // RECORD_SLOTS_MAX slots = the scratch buffer.
         unsafe { std::ptr::copy_nonoverlapping(slot, self.scratch.as_mut_ptr(), n) };
         // The private copy is what gets verified and applied: a producer
         // writing the slot meanwhile (a bug) cannot change it after the check.
@@ -124,16 +158,23 @@ impl DeltaConsumer<'_> {
             &self.scratch[DELTA_HEADER_BYTES..n],
         ) != header.checksum
         {
-            return None;
+            // A pad is its header alone.
+            return Read::Torn(if header.kind == delta_kind::PAD { 1 } else { span });
         }
-        Some(Delta {
-            seq: pos,
-            conn_id: header.conn_id,
-            version: header.version,
-            module: header.module,
-            kind: header.kind,
-            payload: &self.scratch[DELTA_HEADER_BYTES..n],
-        })
+        if header.kind == delta_kind::PAD {
+            return Read::Pad(span);
+        }
+        Read::Record(
+            Delta {
+                seq: pos,
+                conn_id: header.conn_id,
+                version: header.version,
+                module: header.module,
+                kind: header.kind,
+                payload: &self.scratch[DELTA_HEADER_BYTES..n],
+            },
+            span,
+        )
     }
 
     /// Published records not drained yet (head - tail).

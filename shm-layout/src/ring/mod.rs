@@ -35,6 +35,46 @@ pub const DELTA_SLOT_BYTES: usize = 256;
 pub const DELTA_HEADER_BYTES: usize = 32;
 /// The largest payload a delta carries.
 pub const DELTA_PAYLOAD_MAX: usize = DELTA_SLOT_BYTES - DELTA_HEADER_BYTES;
+/// The most slots one record spans (layout 8): a record longer than a
+/// slot's payload continues in the slots after its own, its header in the
+/// first. A record never wraps: one that would is preceded by a
+/// `delta_kind::PAD` record to the ring's end.
+pub const RECORD_SLOTS_MAX: u64 = 8;
+/// The largest payload of a record: what a protected connection's LOG
+/// record carries of its client's bytes (a full-sized segment fits one).
+pub const RECORD_PAYLOAD_MAX: usize =
+    RECORD_SLOTS_MAX as usize * DELTA_SLOT_BYTES - DELTA_HEADER_BYTES;
+
+/// Slots a record of `len` payload bytes spans.
+#[inline]
+pub const fn record_slots(len: usize) -> u64 {
+    let n = (DELTA_HEADER_BYTES + len).div_ceil(DELTA_SLOT_BYTES) as u64;
+    if n == 0 {
+        1
+    } else {
+        n
+    }
+}
+
+/// Slots `len` bytes of log take at most, however they fall in the ring:
+/// records of [`RECORD_PAYLOAD_MAX`], and a pad before the one that would
+/// wrap.
+#[inline]
+pub const fn log_slots(len: usize) -> u32 {
+    let (full, rest) = (len / RECORD_PAYLOAD_MAX, len % RECORD_PAYLOAD_MAX);
+    let last = if rest > 0 || full == 0 { record_slots(rest) } else { 0 };
+    (full as u64 * RECORD_SLOTS_MAX + last + RECORD_SLOTS_MAX - 1) as u32
+}
+
+/// The most bytes of log [`log_slots`] promises to fit in `slots`.
+#[inline]
+pub const fn log_bytes_within(slots: u32) -> usize {
+    let usable = (slots as u64).saturating_sub(RECORD_SLOTS_MAX - 1);
+    let (full, rest) = (usable / RECORD_SLOTS_MAX, usable % RECORD_SLOTS_MAX);
+    let last = if rest > 0 { rest as usize * DELTA_SLOT_BYTES - DELTA_HEADER_BYTES } else { 0 };
+    full as usize * RECORD_PAYLOAD_MAX + last
+}
+
 /// Bytes of one ring's control block (head, tail, resync lines) before its slots.
 pub const RING_CTRL_BYTES: usize = 512;
 /// How far ahead the producer (of its head) and the consumer (of its tail)
@@ -191,9 +231,10 @@ pub enum PushError {
     /// mark the connection dirty, re-emit it when `free_slots` says so.
     #[error("delta ring full; mark the connection dirty and re-emit it when space returns")]
     Full,
-    /// The payload does not fit a slot: a module's portion grew beyond
-    /// `DELTA_PAYLOAD_MAX`, a bug in that module's encoding.
-    #[error("delta payload of {len} bytes exceeds the {max}-byte slot payload; shrink the module's portion encoding", max = DELTA_PAYLOAD_MAX)]
+    /// The payload does not fit: a module's portion grew beyond
+    /// `DELTA_PAYLOAD_MAX` (a bug in that module's encoding), or a record
+    /// beyond `RECORD_PAYLOAD_MAX` (split it first).
+    #[error("delta payload of {len} bytes exceeds what the record may carry (a slot's {max} bytes, or {RECORD_PAYLOAD_MAX} for a multi-slot record); shrink the module's portion encoding or split the record", max = DELTA_PAYLOAD_MAX)]
     TooLarge { len: usize },
 }
 

@@ -3,9 +3,10 @@
 
 use super::checksum::{checksum_fields, record_checksum, words_checksum};
 use super::{
-    prefetch_slot, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, DELTA_HEADER_BYTES,
-    DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES, PREFETCH_SLOTS,
+    prefetch_slot, record_slots, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, DELTA_HEADER_BYTES,
+    DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES, PREFETCH_SLOTS, RECORD_PAYLOAD_MAX,
 };
+use crate::delta_kind;
 use crate::sync::{Ordering, SlotCells};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicBool;
@@ -65,12 +66,20 @@ impl DeltaProducer<'_> {
 
     #[inline]
     fn has_room(&mut self) -> bool {
-        if self.head.wrapping_sub(self.cached_tail) < self.size {
+        self.has_room_for(1)
+    }
+
+    /// Whether `slots` more slots are free: the cached tail first, the
+    /// consumer's (P2) only when that says no, so a producer with room
+    /// does not read the line the consumer writes.
+    #[inline]
+    pub fn has_room_for(&mut self, slots: u64) -> bool {
+        if self.head.wrapping_sub(self.cached_tail) + slots <= self.size {
             return true;
         }
         // P2: Acquire pairs with the consumer's C2.
         self.cached_tail = self.ctrl.tail.load(Ordering::Acquire);
-        self.head.wrapping_sub(self.cached_tail) < self.size
+        self.head.wrapping_sub(self.cached_tail) + slots <= self.size
     }
 
     /// Writes the record into the next slot without publishing it. Never
@@ -144,6 +153,73 @@ impl DeltaProducer<'_> {
         self.head = self.head.wrapping_add(1);
         prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
+    }
+
+    /// As [`try_push`](Self::try_push), for a payload of up to
+    /// [`RECORD_PAYLOAD_MAX`] bytes: the record spans [`record_slots`] slots
+    /// (layout 8), its header in the first and its payload running on
+    /// through the others. One that would wrap is preceded by a PAD record
+    /// to the ring's end. Never blocks; on error nothing is written.
+    pub fn try_push_record(
+        &mut self,
+        conn_id: u64,
+        module: u8,
+        kind: u8,
+        version: u64,
+        payload: &[u8],
+    ) -> Result<(), PushError> {
+        if payload.len() > RECORD_PAYLOAD_MAX {
+            return Err(PushError::TooLarge { len: payload.len() });
+        }
+        let span = record_slots(payload.len());
+        let to_end = self.size - (self.head & self.mask);
+        let pad = if span > to_end { to_end } else { 0 };
+        if !self.has_room_for(pad + span) {
+            return Err(PushError::Full);
+        }
+        if pad > 0 {
+            self.write_header(delta_kind::PAD, 0, 0, 0, 0);
+            self.head = self.head.wrapping_add(pad);
+        }
+        let slot = self.slot_to_write(self.head);
+        for i in 1..span {
+            self.cells.write(((self.head + i) & self.mask) as usize);
+        }
+        // SAFETY: positions head..head+span are the producer's (room was
+        // checked, as in try_push_with) and lie in one lap of the slot array
+        // (span <= to_end after the pad), so the payload's bytes after the
+        // header stay inside the slots, none of which anything else
+        // references until `publish`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                slot.add(DELTA_HEADER_BYTES),
+                payload.len(),
+            )
+        };
+        self.write_header(kind, conn_id, module, version, payload.len());
+        self.head = self.head.wrapping_add(span);
+        prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
+        Ok(())
+    }
+
+    /// The header of the record at `head`, its checksum left to `seal`.
+    #[inline]
+    fn write_header(&mut self, kind: u8, conn_id: u64, module: u8, version: u64, len: usize) {
+        let slot = self.slot_to_write(self.head);
+        // SAFETY: the slot at head is the producer's alone until `publish`
+        // (see try_push_with); the header is its first 32 bytes.
+        unsafe {
+            slot.cast::<SlotHeader>().write(SlotHeader {
+                seq: self.head,
+                conn_id,
+                version,
+                module,
+                kind,
+                len: len as u16,
+                checksum: 0,
+            })
+        };
     }
 
     /// As [`try_push`](Self::try_push), with the payload given as
@@ -244,16 +320,24 @@ impl DeltaProducer<'_> {
             let slot = self.slot_to_write(self.unsealed);
             // SAFETY: positions unsealed..head are pushed and unpublished, so
             // still the producer's alone (see try_push_with); the header was
-            // written whole by the push, len <= DELTA_PAYLOAD_MAX.
-            unsafe {
+            // written whole by the push, and its payload (len <=
+            // RECORD_PAYLOAD_MAX) lies in the slots the record spans, in one
+            // lap (try_push_record).
+            let h = unsafe {
                 let h = slot.cast::<SlotHeader>().read();
                 let payload =
                     std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), usize::from(h.len));
                 slot.add(CHECKSUM_AT)
                     .cast::<u32>()
                     .write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
-            }
-            self.unsealed = self.unsealed.wrapping_add(1);
+                h
+            };
+            let span = if h.kind == delta_kind::PAD {
+                self.size - (self.unsealed & self.mask)
+            } else {
+                record_slots(usize::from(h.len))
+            };
+            self.unsealed = self.unsealed.wrapping_add(span);
         }
     }
 

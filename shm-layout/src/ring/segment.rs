@@ -4,7 +4,7 @@
 
 use super::{
     DeltaConsumer, DeltaProducer, RingCtrl, RingStatus, RingsGeometry, DELTA_SLOT_BYTES,
-    RING_CTRL_BYTES,
+    RECORD_SLOTS_MAX, RING_CTRL_BYTES,
 };
 use crate::header::{SegmentKind, HEADER_BYTES};
 use crate::mapped::MappedFile;
@@ -272,7 +272,7 @@ impl RingsSegment {
             mask: u64::from(self.map.geom.slots_per_ring) - 1,
             size: u64::from(self.map.geom.slots_per_ring),
             tail: ctrl.tail.load(Ordering::Acquire),
-            scratch: [0; DELTA_SLOT_BYTES],
+            scratch: Box::new([0; RECORD_SLOTS_MAX as usize * DELTA_SLOT_BYTES]),
             taken,
             cells: self.cells(worker),
         })
