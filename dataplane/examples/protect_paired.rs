@@ -26,7 +26,7 @@
 mod common;
 
 use dataplane::checkpoint::{RingSink, WorkerSink};
-use dataplane::dpdk::KernelHugepageAlloc;
+use dataplane::dpdk::{KernelHugepageAlloc, ReservedLogs};
 use lazarus_core::config::{ConntrackSection, ProtectedService, Truncation};
 use lazarus_core::firewall::{Firewall, FrameBurst, StagedBurst};
 use lazarus_core::frames::tcp;
@@ -37,6 +37,11 @@ use std::sync::Arc;
 type Fw = Firewall<WorkerSink, KernelHugepageAlloc>;
 
 const MSS: usize = 1448;
+/// Flows a run may have (one burst).
+const FLOWS_MAX: usize = 32;
+/// What `LOG_MEMORY=warm` touches of each log's slot beforehand: more than
+/// a log grows to in the default run.
+const WARM_BYTES: usize = 16 << 20;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
 
@@ -47,6 +52,12 @@ fn rdtsc() -> u64 {
 
 fn rr() -> bool {
     std::env::var("WORKLOAD").is_ok_and(|w| w == "rr")
+}
+
+/// `WORKLOAD=download`: the server sends the full-sized segments, the client
+/// acknowledges them; nothing to log, the digest follows every byte.
+fn download() -> bool {
+    std::env::var("WORKLOAD").is_ok_and(|w| w == "download")
 }
 
 fn firewall(rings: &'static shm_layout::RingsSegment, worker: u32, protect: bool) -> Fw {
@@ -79,7 +90,24 @@ fn firewall(rings: &'static shm_layout::RingsSegment, worker: u32, protect: bool
             truncate_idle_ms: 0,
             ..Default::default()
         };
-        fw.protect(&[svc], vec![1, 0], hz);
+        fw.protect(std::slice::from_ref(&svc), vec![1, 0], hz);
+        // LOG_MEMORY=heap: the logs on the heap, as before they had their
+        // own; LOG_MEMORY=warm: their slots touched first, as connections
+        // before them would have left them (a firewall that has run a
+        // while); else fresh, every logged byte on a page the kernel must
+        // first clear.
+        let memory = std::env::var("LOG_MEMORY").unwrap_or_default();
+        if memory != "heap" {
+            let logs = ReservedLogs::reserve(svc.log_bound as usize, svc.connections as usize)
+                .expect("reserving the logs' address space");
+            if memory == "warm" {
+                let warm: Vec<_> = (0..FLOWS_MAX)
+                    .map(|_| allocator_api2::vec![in logs; 1u8; WARM_BYTES])
+                    .collect();
+                drop(warm);
+            }
+            fw.set_log_memory(0, lazarus_core::protect::LogMemory(logs));
+        }
     }
     fw
 }
@@ -99,7 +127,13 @@ fn burst(fw: &mut Fw, staged: &mut StagedBurst, frames: &[&[u8]], port: usize) -
 type Pass = Vec<(usize, Vec<Vec<u8>>)>;
 
 fn passes(flows: u32, steps: u32, count: u32) -> Vec<Pass> {
-    let (size, answer) = if rr() { (64, 64) } else { (MSS, 0) };
+    let (size, answer) = if rr() {
+        (64, 64)
+    } else if download() {
+        (0, MSS)
+    } else {
+        (MSS, 0)
+    };
     let request = vec![b'x'; size];
     let response = vec![b'y'; answer];
     let (cs, ss) = (1000u32, 5000u32);
@@ -115,10 +149,12 @@ fn passes(flows: u32, steps: u32, count: u32) -> Vec<Pass> {
                 let sa = ss + 1 + n * answer as u32;
                 let (next, snext) = (at + size as u32, sa + answer as u32);
                 let srv = common::SERVER;
-                pass.push((
-                    0,
-                    burst(&|(c, o)| tcp(c, srv, (o, 80), ACK | PSH, (at, sa), &request)),
-                ));
+                if size > 0 {
+                    pass.push((
+                        0,
+                        burst(&|(c, o)| tcp(c, srv, (o, 80), ACK | PSH, (at, sa), &request)),
+                    ));
+                }
                 pass.push((
                     1,
                     burst(&|(c, o)| tcp(srv, c, (80, o), ACK | PSH, (sa, next), &response)),
@@ -175,7 +211,7 @@ fn main() {
             .map_or(d, |a| a.parse().expect("usage: protect_paired [ROUNDS] [FLOWS] [STEPS]"))
     };
     let (rounds, flows, steps) = (arg(21), arg(16), arg(64));
-    assert!(flows <= 32, "FLOWS: at most 32, a burst");
+    assert!(flows as usize <= FLOWS_MAX, "FLOWS: at most 32, a burst");
     let rings = common::scratch_rings_for(2, 1 << 16);
     let stop = Arc::new(AtomicBool::new(false));
     let drainers: Vec<_> =
@@ -193,6 +229,14 @@ fn main() {
     let segments = (flows * steps) as f64;
     let hz = shm_layout::tsc_hz() as f64;
     let (mut offs, mut ons, mut ratios, mut added) = (vec![], vec![], vec![], vec![]);
+    // PERF_CTL: a `perf record -D -1 --control fifo:PATH` profiles the rounds
+    // alone, not the frames built before them.
+    let perf = |cmd: &str| {
+        if let Ok(path) = std::env::var("PERF_CTL") {
+            std::fs::write(path, cmd).expect("PERF_CTL: perf's control fifo");
+        }
+    };
+    perf("enable\n");
     for (r, pass) in all[1..].iter().enumerate() {
         let (a, b) = if r % 2 == 0 {
             let a = run(&mut off, &mut staged, pass);
@@ -206,6 +250,7 @@ fn main() {
         ratios.push(a as f64 / b as f64);
         added.push((b as f64 - a as f64) / segments / hz * 1e9);
     }
+    perf("disable\n");
     stop.store(true, Ordering::Relaxed);
     for d in drainers {
         d.join().unwrap();
@@ -214,7 +259,13 @@ fn main() {
     assert_eq!(p.log_bound.get(), 0, "the log bound was exceeded");
     println!(
         "{flows} flows, {steps} steps a pass ({packets} packets, {segments} client segments with data: {}), {rounds} rounds; TSC {:.2} GHz",
-        if rr() { "64-byte requests, 64-byte answers, ACKs" } else { "1448 bytes each, and their ACKs" },
+        if rr() {
+            "64-byte requests, 64-byte answers, ACKs"
+        } else if download() {
+            "the server's, 1448 bytes each, and the client's ACKs"
+        } else {
+            "1448 bytes each, and their ACKs"
+        },
         hz / 1e9
     );
     println!(

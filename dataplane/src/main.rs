@@ -573,6 +573,7 @@ fn new_firewalls(
                 );
                 if !plan.config.protected.is_empty() {
                     fw.protect(&plan.config.protected, peer.clone(), dpdk::tsc_hz());
+                    dataplane::worker::reserve_log_memory(&mut fw, &plan.config.protected);
                 }
                 fw
             })

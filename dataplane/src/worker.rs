@@ -176,3 +176,24 @@ impl LcoreTask for Worker {
         tracing::info!(worker = self.index, lcore = self.lcore, "worker stopped");
     }
 }
+
+/// Gives each protected service of `fw` its own reserved log memory (a
+/// slot of `log_bound` per connection it may hold); a service whose
+/// reservation the machine refuses keeps the heap, and says so.
+pub fn reserve_log_memory<S, A>(
+    fw: &mut Firewall<S, A>,
+    services: &[lazarus_core::config::ProtectedService],
+) where
+    S: lazarus_core::checkpoint::CheckpointSink,
+    A: lazarus_core::conn::table::TableMemory,
+{
+    for (i, s) in services.iter().enumerate() {
+        match crate::dpdk::ReservedLogs::reserve(s.log_bound as usize, s.connections as usize) {
+            Ok(logs) => fw.set_log_memory(i, lazarus_core::protect::LogMemory(logs)),
+            Err(e) => tracing::warn!(
+                service = %format!("{}:{}", s.addr, s.port),
+                "protected logs stay on the heap (they reallocate as they grow): {e}"
+            ),
+        }
+    }
+}

@@ -451,6 +451,7 @@ fn run(cns: &str, sns: &str, clients: usize, off: bool, redis: bool) -> Result<(
     let s = tap("lzps0", sns, SERVER)?;
     let policy = ProtectPolicy {
         log_bound: 1 << 20,
+        log_memory: lazarus_core::protect::LogMemory::HEAP,
         hold_ns: 2_000_000_000,
         keepalive_ns: 1_000_000_000,
         down_max_ns: 30_000_000_000,

@@ -220,7 +220,7 @@ impl Client {
             syn,
             old,
             server_acked: isn.wrapping_add(1),
-            log: ClientLog::new(isn, 1 << 20),
+            log: ClientLog::new(isn, 1 << 20, lazarus_core::protect::LogMemory::HEAP),
             digest: AckedDigest::new(sa.t.seq),
             handed: None,
         };

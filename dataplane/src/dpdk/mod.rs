@@ -6,6 +6,7 @@ mod eal;
 pub mod heap;
 mod hugepages;
 mod lcore;
+mod log_memory;
 mod mbuf;
 mod memory;
 mod mempool;
@@ -16,6 +17,7 @@ pub mod telemetry;
 pub use eal::{Eal, EalArgs};
 pub use hugepages::{check_hugepages, HugepageStatus};
 pub use lcore::{launch_on_lcore, main_lcore, rdtsc, tsc_hz, wait_all_lcores, LcoreTask};
+pub use log_memory::{ReserveError, ReservedLogs};
 pub use mbuf::{Mbuf, MbufBurst, MAX_BURST};
 pub use memory::{prefetch, HugepageAlloc, KernelHugepageAlloc};
 

@@ -111,6 +111,12 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         self.protection = Protection::new(services, peer, tsc_hz);
     }
 
+    /// Gives protected service `service` (its index in the config) the
+    /// memory its logs grow in.
+    pub fn set_log_memory(&mut self, service: usize, memory: crate::protect::LogMemory) {
+        self.protection.set_log_memory(service, memory);
+    }
+
     /// Gives the probes of protected services source ports whose answers
     /// reach this worker, `worker` of `placement`; returns the services it
     /// cannot probe.

@@ -18,7 +18,7 @@
 //! restarted checkpointd is told everything again.
 
 use super::held_output::{Ask, HeldOutput};
-use crate::checkpoint::{log_records, CheckpointSink, ProtectRecord, PORTION_BUF};
+use crate::checkpoint::{log_bytes_within, log_slots, CheckpointSink, ProtectRecord};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
 use crate::parse::{parse, tcp_flags, Parsed, L4};
@@ -150,18 +150,18 @@ impl Entry {
         (log.end_offset() - self.sent_log.max(log.base())) as usize
     }
 
-    /// Ring records `write_log` takes with `more` bytes on top.
-    fn records_owed(&self, more: usize) -> u32 {
+    /// Ring slots `write_log` takes with `more` bytes on top.
+    fn slots_owed(&self, more: usize) -> u32 {
         let trim = u32::from(self.sent_log < self.p.client_log().base());
-        log_records(self.log_owed() + more) + trim
+        log_slots(self.log_owed() + more) + trim
     }
 
     /// Writes the log bytes checkpointd does not hold yet, in at most
-    /// `records` ring records (a log longer than the ring, written again to
-    /// a new checkpointd, goes in pieces); true once it holds them all.
-    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S, records: u32) -> bool {
+    /// `slots` ring slots (a log longer than the ring, written again to a
+    /// new checkpointd, goes in pieces); true once it holds them all.
+    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S, slots: u32) -> bool {
         let log = self.p.client_log();
-        let mut records = records;
+        let mut records = slots;
         if self.sent_log < log.base() {
             // checkpointd's copy starts before this log's truncation (or it
             // holds nothing: a new checkpointd): it drops the bytes first.
@@ -178,7 +178,7 @@ impl Entry {
         if owed == 0 {
             return true;
         }
-        let n = owed.min(records as usize * PORTION_BUF);
+        let n = owed.min(log_bytes_within(records));
         if n == 0 {
             return false;
         }
@@ -422,6 +422,7 @@ impl Protection {
                 port: s.port,
                 policy: ProtectPolicy {
                     log_bound: s.log_bound as usize,
+                    log_memory: crate::protect::LogMemory::HEAP,
                     hold_ns: s.hold_ms * 1_000_000,
                     keepalive_ns: s.keepalive_ms * 1_000_000,
                     down_max_ns: s.down_max_ms * 1_000_000,
@@ -460,6 +461,14 @@ impl Protection {
             ends_owed: Vec::new(),
             scratch: Box::new([0; OUT_FRAME]),
             held: HeldOutput::new(hold),
+        }
+    }
+
+    /// Gives service `service`'s logs `memory` from now on (before any
+    /// connection opens: the dataplane's reserved address space).
+    pub fn set_log_memory(&mut self, service: usize, memory: crate::protect::LogMemory) {
+        if let Some(s) = self.services.get_mut(service) {
+            s.policy.log_memory = memory;
         }
     }
 
@@ -707,7 +716,7 @@ impl Protection {
             && t.flags & tcp_flags::FIN != 0
             && e.p.is_logging()
             && !e.p.fins().0;
-        let room = e.records_owed(payload.len()) + u32::from(first_fin);
+        let room = e.slots_owed(payload.len()) + u32::from(first_fin);
         if (logging || first_fin) && !sink.has_room(room) {
             // Behind (a new checkpointd is told the log again): a piece more
             // now; the client sends the segment again.

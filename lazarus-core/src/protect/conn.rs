@@ -21,7 +21,7 @@
 //! crash after a splice replays from the same log onto a third server.
 //! No I/O: the caller applies each `Action` and sends what `poll` returns.
 
-use super::log::{AckedDigest, ClientLog, Logged};
+use super::log::{AckedDigest, ClientLog, LogMemory, Logged};
 use super::replay::{Rebuild, Replay, ReplayError};
 use super::segment::{Segment, SynOptions};
 use super::splice::{clear_flag, ServerSide, Splice};
@@ -36,6 +36,8 @@ pub struct ProtectPolicy {
     /// The most client bytes logged for one connection; past it the
     /// connection is no longer protected.
     pub log_bound: usize,
+    /// Where its log's bytes live.
+    pub log_memory: LogMemory,
     /// How long a server FIN or RST is held waiting for word that the
     /// service is down, before it is released as a close.
     pub hold_ns: u64,
@@ -187,8 +189,11 @@ const RETRY_MAX_NS: u64 = 1_000_000_000;
 impl Protected {
     /// Protection for the connection a client's SYN `syn` opens.
     pub fn new(policy: ProtectPolicy, syn: &TcpHdr) -> Protected {
-        let mut p =
-            Protected::new_blank(policy, syn.seq, ClientLog::new(syn.seq, policy.log_bound));
+        let mut p = Protected::new_blank(
+            policy,
+            syn.seq,
+            ClientLog::new(syn.seq, policy.log_bound, policy.log_memory),
+        );
         p.syn = SynOptions {
             mss: syn.opts.mss,
             wscale: syn.opts.wscale,
@@ -837,6 +842,7 @@ mod tests {
     const MS: u64 = 1_000_000;
     const POLICY: ProtectPolicy = ProtectPolicy {
         log_bound: 16,
+        log_memory: LogMemory::HEAP,
         hold_ns: 100 * MS,
         keepalive_ns: 1000 * MS,
         down_max_ns: 5000 * MS,

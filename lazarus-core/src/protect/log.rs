@@ -4,6 +4,48 @@
 //! acknowledged (`AckedDigest`), against which the regenerated output is
 //! checked before it is discarded.
 
+use allocator_api2::alloc::{Allocator, Global};
+use allocator_api2::vec::Vec;
+
+/// Where a service's client logs take their memory. The heap by default;
+/// the dataplane gives each service address space reserved at start, a
+/// log's bound for each of its connections, where a log grows in place
+/// (`dataplane::dpdk::ReservedLogs`): no copy as it grows, and no
+/// allocation on the packet path.
+#[derive(Clone, Copy)]
+pub struct LogMemory(pub &'static (dyn Allocator + Sync));
+
+static HEAP: Global = Global;
+
+impl LogMemory {
+    /// The global heap.
+    pub const HEAP: LogMemory = LogMemory(&HEAP);
+}
+
+impl Default for LogMemory {
+    fn default() -> LogMemory {
+        LogMemory::HEAP
+    }
+}
+
+impl std::fmt::Debug for LogMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self == &LogMemory::HEAP {
+            "LogMemory(heap)"
+        } else {
+            "LogMemory(reserved)"
+        })
+    }
+}
+
+impl PartialEq for LogMemory {
+    fn eq(&self, other: &LogMemory) -> bool {
+        std::ptr::addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for LogMemory {}
+
 /// What became of a client segment's payload offered to the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logged {
@@ -17,12 +59,17 @@ pub enum Logged {
     /// (the server could acknowledge bytes no log holds); drop and count
     /// it, and the client sends it again.
     Gap,
-    /// Logging it would pass the connection's bound: protection ends here.
+    /// Logging it would pass the connection's bound (or the log's memory
+    /// could not grow: none is left where the service's logs live):
+    /// protection ends here.
     Bound,
     /// It covers logged bytes with other bytes: forwarded, the server could
     /// take bytes no log holds. Drop it.
     Conflict,
 }
+
+/// The least a log takes when it first holds a byte.
+const MIN_CAPACITY: usize = 512;
 
 /// The client→server byte stream of one connection, from the first byte
 /// after the client's SYN, or from where it was last truncated.
@@ -33,7 +80,7 @@ pub struct ClientLog {
     /// Bytes of the stream before the first held (truncated): the held
     /// bytes' offset in the whole stream, which checkpointd's records use.
     base: u64,
-    bytes: Vec<u8>,
+    bytes: Vec<u8, &'static (dyn Allocator + Sync)>,
     bound: usize,
 }
 
@@ -41,15 +88,31 @@ impl ClientLog {
     /// A log for the connection whose client chose `client_isn`, holding at
     /// most `bound` bytes. It grows with the stream, so a connection that
     /// never sends costs nothing.
-    pub fn new(client_isn: u32, bound: usize) -> ClientLog {
-        ClientLog { start: client_isn.wrapping_add(1), base: 0, bytes: Vec::new(), bound }
+    pub fn new(client_isn: u32, bound: usize, memory: LogMemory) -> ClientLog {
+        ClientLog {
+            start: client_isn.wrapping_add(1),
+            base: 0,
+            bytes: Vec::new_in(memory.0),
+            bound,
+        }
     }
 
     /// The log whose first held byte is at `start` and at offset `base` of
     /// the stream, holding `bytes` already (rebuilt from checkpointd's
-    /// copy), or None when they pass `bound`.
-    pub fn restored(start: u32, base: u64, bound: usize, bytes: Vec<u8>) -> Option<ClientLog> {
-        (bytes.len() <= bound).then_some(ClientLog { start, base, bytes, bound })
+    /// copy), or None when they pass `bound` (or find no memory).
+    pub fn restored(
+        start: u32,
+        base: u64,
+        bound: usize,
+        bytes: &[u8],
+        memory: LogMemory,
+    ) -> Option<ClientLog> {
+        let mut log = ClientLog::new(start.wrapping_sub(1), bound, memory);
+        log.base = base;
+        (bytes.len() <= bound && log.bytes.try_reserve_exact(bytes.len()).is_ok()).then(|| {
+            log.append(bytes);
+            log
+        })
     }
 
     /// The sequence number after the last logged byte.
@@ -115,11 +178,27 @@ impl ClientLog {
             return Logged::Duplicate;
         }
         let new = &payload[behind..];
-        if self.bytes.len() + new.len() > self.bound {
+        let len = self.bytes.len() + new.len();
+        if len > self.bound {
             return Logged::Bound;
         }
-        self.bytes.extend_from_slice(new);
+        if len > self.bytes.capacity() {
+            // Doubling, never past the bound (reserved memory holds no more).
+            let want = (self.bytes.capacity() * 2).max(MIN_CAPACITY).min(self.bound).max(len);
+            if self.bytes.try_reserve_exact(want - self.bytes.len()).is_err() {
+                return Logged::Bound;
+            }
+        }
+        self.append(new);
         Logged::Appended(new.len())
+    }
+
+    /// `extend_from_slice` copies this Vec's bytes one at a time; a fill
+    /// and a copy are each one pass of wide stores.
+    fn append(&mut self, bytes: &[u8]) {
+        let at = self.bytes.len();
+        self.bytes.resize(at + bytes.len(), 0);
+        self.bytes[at..].copy_from_slice(bytes);
     }
 }
 
@@ -254,7 +333,7 @@ mod tests {
 
     #[test]
     fn retransmissions_and_overlaps_are_logged_once() {
-        let mut log = ClientLog::new(999, 100);
+        let mut log = ClientLog::new(999, 100, LogMemory::HEAP);
         assert_eq!(log.record(1000, b"hello "), Logged::Appended(6));
         assert_eq!(log.record(1000, b"hello "), Logged::Duplicate);
         assert_eq!(log.record(1003, b"lo world"), Logged::Appended(5));
@@ -266,7 +345,7 @@ mod tests {
 
     #[test]
     fn a_retransmission_with_other_bytes_is_refused() {
-        let mut log = ClientLog::new(999, 100);
+        let mut log = ClientLog::new(999, 100, LogMemory::HEAP);
         assert_eq!(log.record(1000, b"GET /a"), Logged::Appended(6));
         assert_eq!(log.record(1000, b"DEL /b"), Logged::Conflict);
         assert_eq!(log.record(1004, b"/a and more"), Logged::Appended(9));
@@ -277,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_bound_stops_logging_and_keeps_what_was_logged() {
-        let mut log = ClientLog::new(0, 8);
+        let mut log = ClientLog::new(0, 8, LogMemory::HEAP);
         assert_eq!(log.record(1, b"12345"), Logged::Appended(5));
         assert_eq!(log.record(6, b"6789"), Logged::Bound);
         assert_eq!(log.bytes(), b"12345");
@@ -286,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_truncated_log_goes_on_from_its_end() {
-        let mut log = ClientLog::new(99, 8);
+        let mut log = ClientLog::new(99, 8, LogMemory::HEAP);
         assert_eq!(log.record(100, b"GET a\n"), Logged::Appended(6));
         log.truncate_all();
         assert_eq!((log.start(), log.base(), log.bytes()), (106, 6, &b""[..]));
@@ -301,7 +380,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_wrap() {
-        let mut log = ClientLog::new(u32::MAX - 2, 100);
+        let mut log = ClientLog::new(u32::MAX - 2, 100, LogMemory::HEAP);
         assert_eq!(log.record(u32::MAX - 1, b"abcdef"), Logged::Appended(6));
         assert_eq!(log.record(2, b"efgh"), Logged::Appended(2));
         assert_eq!(log.bytes(), b"abcdefgh");
@@ -344,7 +423,7 @@ mod tests {
             stream in proptest::collection::vec(any::<u8>(), 0..400),
             cuts in proptest::collection::vec((0usize..400, 0usize..64), 0..60),
         ) {
-            let mut log = ClientLog::new(isn, 1 << 20);
+            let mut log = ClientLog::new(isn, 1 << 20, LogMemory::HEAP);
             let start = isn.wrapping_add(1);
             for (at, len) in cuts {
                 let at = at.min(stream.len());

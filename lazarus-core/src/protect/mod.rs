@@ -15,7 +15,7 @@ pub use conn::{
     view, Action, Ended, ProtectDrop, ProtectPolicy, Protected, SnapshotError, SnapshotView,
     Toward, DOWN_FOR, SNAPSHOT_BYTES,
 };
-pub use log::{Acked, AckedDigest, Checked, ClientLog, Logged};
+pub use log::{Acked, AckedDigest, Checked, ClientLog, LogMemory, Logged};
 pub use probe::{Judged, ProbeConfig, ProbeEvent, Prober, Verdict, Via};
 pub use replay::{Rebuild, Replay, ReplayError};
 pub use segment::{Endpoints, Segment, SynOptions};

@@ -179,7 +179,7 @@ impl Protected {
     pub fn restore(
         policy: ProtectPolicy,
         b: &[u8],
-        mut log: Vec<u8>,
+        log: Vec<u8>,
         held_from: u64,
         now: u64,
     ) -> Result<Protected, SnapshotError> {
@@ -200,11 +200,17 @@ impl Protected {
         if skip > log.len() || log.len() - skip < counted {
             return Err(SnapshotError::LogShort { held: log.len().saturating_sub(skip), counted });
         }
-        log.drain(..skip);
+        let log = &log[skip..];
         let client_isn = w(0);
         let len = log.len();
-        let log = ClientLog::restored(client_isn.wrapping_add(1), base, policy.log_bound, log)
-            .ok_or(SnapshotError::LogBound(len))?;
+        let log = ClientLog::restored(
+            client_isn.wrapping_add(1),
+            base,
+            policy.log_bound,
+            log,
+            policy.log_memory,
+        )
+        .ok_or(SnapshotError::LogBound(len))?;
         let splice = if on(F_SPLICE) {
             let ts = on(F_SPLICE_TS).then_some(w(12));
             Some(Splice::from_parts(w(11), ts, b[7], b[8]).ok_or(SnapshotError::Scale)?)
