@@ -209,3 +209,48 @@ fn stale_lap_records_are_never_applied() {
         assert_eq!((report.applied, report.torn), (0, 2));
     });
 }
+
+/// Layout 8: a record spanning several slots, written after a pad because
+/// it would have wrapped, is seen whole or not at all, and the producer's
+/// writes of every slot it spans happen before the consumer reads them.
+#[test]
+fn a_padded_multi_slot_record_is_seen_whole() {
+    model(|| {
+        let r = ring();
+        {
+            // Outside the threads: both ends four slots before the lap's end.
+            let mut p = r.seg.producer(0).unwrap();
+            let mut cons = r.seg.consumer(0).unwrap();
+            for n in 0..u64::from(SLOTS) - 4 {
+                p.try_push(n, module::TCP, delta_kind::PORTION, n, &[]).unwrap();
+            }
+            p.publish();
+            while cons.drain(u32::MAX, |_| {}).applied > 0 {}
+        }
+        let long: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let want = long.clone();
+        let r2 = r.clone();
+        let consumer = thread::spawn(move || {
+            let mut cons = r2.seg.consumer(0).unwrap();
+            let mut seen = Seen::new();
+            let mut torn = 0;
+            for _ in 0..2 {
+                torn += drain(&mut cons, &mut seen);
+                thread::yield_now();
+            }
+            (seen, torn)
+        });
+        let mut p = r.seg.producer(0).unwrap();
+        p.try_push_record(7, module::PROTECT, delta_kind::LOG, 0, &long).unwrap();
+        p.publish();
+        p.try_push(8, module::TCP, delta_kind::PORTION, 1, &payload(1)).unwrap();
+        p.publish();
+        drop(p);
+        let (mut seen, torn) = consumer.join().unwrap();
+        assert_eq!(torn, 0);
+        let mut cons = r.seg.consumer(0).unwrap();
+        drain(&mut cons, &mut seen);
+        let lap = u64::from(SLOTS);
+        assert_eq!(seen, vec![(lap, 7, want), (lap + 5, 8, payload(1))]);
+    });
+}

@@ -21,7 +21,7 @@ use super::held_output::{Ask, HeldOutput};
 use crate::checkpoint::{log_bytes_within, log_slots, CheckpointSink, ProtectRecord};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
-use crate::parse::{parse, tcp_flags, Parsed, L4};
+use crate::parse::{parse_into, tcp_flags, FrameKind, IpPacket, L4};
 use crate::protect::segment::{write_v4, Endpoints, Segment};
 use crate::protect::{
     Action, Ended, Judged, ProbeConfig, ProbeEvent, Prober, ProtectDrop, ProtectPolicy, Protected,
@@ -642,7 +642,12 @@ impl Protection {
         before: bool,
     ) -> Option<bool> {
         let (svc, from_client) = self.service_of(frame)?;
-        let Ok(Parsed::Ip(p)) = parse(frame) else { return None };
+        if before && self.up_as_tracked(frame, svc, from_client, port) {
+            return None;
+        }
+        // Parsed in place: a `Parsed` returned by value is copied out whole.
+        let mut p = IpPacket::default();
+        let Ok(FrameKind::Ip) = parse_into(frame, &mut p) else { return None };
         let L4::Tcp(t) = p.l4 else { return None };
         let syn = t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         if p.l3_off as usize != ETH || p.l4_off as usize != ETH_IP {
@@ -820,6 +825,44 @@ impl Protection {
             Emitted::HoldFull => c.protect.commit_full.add(1),
         }
         Some(false)
+    }
+
+    /// Whether a frame of service `svc` is one the tracker sees first, told
+    /// from its raw bytes before any parse (most frames of a protected
+    /// service: a connection that is up and not spliced, a new SYN, none
+    /// of protection's, a frame with IP options). False sends it on to the
+    /// full parse: a probe's answer, a connection down, in recovery or
+    /// spliced.
+    #[inline]
+    fn up_as_tracked(&self, f: &[u8], svc: usize, from_client: bool, port: usize) -> bool {
+        // service_of checked the length up to the ports.
+        if f[ETH] & 0x0f != 5 {
+            return true;
+        }
+        let port16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+        let mut ip = [0; 4];
+        if from_client {
+            if f.get(ETH_IP + 13).is_some_and(|&fl| {
+                fl & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            }) {
+                return true;
+            }
+            ip.copy_from_slice(&f[26..30]);
+        } else {
+            ip.copy_from_slice(&f[30..34]);
+            if self.services[svc].probe.as_ref().is_some_and(|p| p.addr() == ip) {
+                return false;
+            }
+        }
+        let (client_port, client_side) = if from_client {
+            (port16(ETH_IP), port)
+        } else {
+            let Some(&side) = self.peer.get(port) else { return true };
+            (port16(ETH_IP + 2), side)
+        };
+        self.conns
+            .get(&(ip, client_port, svc, client_side))
+            .is_none_or(|e| !e.p.is_down() && e.p.splice().is_none())
     }
 
     fn open(
