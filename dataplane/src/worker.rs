@@ -187,7 +187,7 @@ pub fn reserve_log_memory<S, A>(
     S: lazarus_core::checkpoint::CheckpointSink,
     A: lazarus_core::conn::table::TableMemory,
 {
-    for (i, s) in services.iter().enumerate() {
+    for (i, s) in services.iter().enumerate().take(lazarus_core::stats::MAX_PROTECTED) {
         match crate::dpdk::ReservedLogs::reserve(s.log_bound as usize, s.connections as usize) {
             Ok(logs) => fw.set_log_memory(i, lazarus_core::protect::LogMemory(logs)),
             Err(e) => tracing::warn!(

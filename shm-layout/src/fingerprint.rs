@@ -10,7 +10,7 @@
 use crate::header::{SegmentHeader, SegmentKind, HEADER_BYTES, LAYOUT_VERSION, MAGIC};
 use crate::ring::checksum::record_checksum;
 use crate::ring::segment::{HeartbeatShm, HEARTBEAT_OFFSET};
-use crate::ring::{RingCtrl, SlotHeader, CHECKSUM_AT};
+use crate::ring::{RingCtrl, SlotHeader, CHECKSUM_AT, CONTINUATION, CONTINUATION_HEADER_BYTES};
 use crate::*;
 use std::fmt::Write;
 use std::mem::{offset_of, size_of};
@@ -65,7 +65,9 @@ fn describe() -> String {
     writeln!(
         o,
         "ring slot {DELTA_SLOT_BYTES} header {DELTA_HEADER_BYTES} payload {DELTA_PAYLOAD_MAX} \
-         ctrl {RING_CTRL_BYTES} checksum_at {CHECKSUM_AT} record_slots_max {RECORD_SLOTS_MAX}"
+         ctrl {RING_CTRL_BYTES} checksum_at {CHECKSUM_AT} record_slots_max {RECORD_SLOTS_MAX} \
+         continuation {CONTINUATION:#x} continuation_header {CONTINUATION_HEADER_BYTES} \
+         record_payload_max {RECORD_PAYLOAD_MAX}"
     )
     .unwrap();
     writeln!(

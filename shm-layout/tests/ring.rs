@@ -650,11 +650,126 @@ fn log_slots_is_what_a_log_takes_wherever_it_falls() {
             for chunk in vec![0u8; len].chunks(RECORD_PAYLOAD_MAX) {
                 p.try_push_record(1, module::PROTECT, delta_kind::LOG, 0, chunk).unwrap();
             }
-            if len == 0 {
-                p.try_push_record(1, module::PROTECT, delta_kind::LOG, 0, &[]).unwrap();
-            }
             assert!(p.position() - before <= u64::from(log_slots(len)), "{len} bytes at {start}");
             assert!(log_bytes_within(log_slots(len)) >= len, "{len}");
         }
     }
+}
+
+fn slot_off(i: usize) -> usize {
+    HEADER_BYTES + RING_CTRL_BYTES + i * DELTA_SLOT_BYTES
+}
+
+/// A sealed one-slot DELETE of `conn_id` as it would sit at ring position
+/// `pos`: what a client can compute offline (CRC-32C is public) and send as
+/// its bytes.
+fn forged_slot(pos: u64, conn_id: u64) -> Vec<u8> {
+    let (buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    for _ in 0..pos {
+        p.try_push(0, module::TCP, delta_kind::PORTION, 0, &[]).unwrap();
+    }
+    p.try_push(conn_id, module::TCP, delta_kind::DELETE, u64::MAX, &[]).unwrap();
+    p.publish();
+    // SAFETY: slot `pos` of the only ring, inside the buffer, written above.
+    unsafe { std::slice::from_raw_parts(buf.ptr().add(slot_off(pos as usize)), 32) }.to_vec()
+}
+
+/// Client bytes with a forged header for the slot after its first at
+/// every 8-byte offset: wherever slots fall, one would sit at a slot's
+/// start if the payload ran on through them unmarked.
+fn log_with_forged_headers() -> Vec<u8> {
+    let mut bytes = vec![b'A'; 1100];
+    for at in (0..bytes.len() - 32).step_by(8) {
+        let k = 1 + (at + 32) / DELTA_SLOT_BYTES;
+        bytes[at..at + 32].copy_from_slice(&forged_slot(k as u64, 666));
+    }
+    bytes
+}
+
+/// A LOG record carrying forged headers, then a good record, with the LOG
+/// record's own header damaged by `damage`.
+fn forged_then_damaged(damage: impl FnOnce(*mut u8)) -> (DrainReport, Vec<(u64, u8)>) {
+    let (buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    p.try_push_record(7, module::PROTECT, delta_kind::LOG, 0, &log_with_forged_headers()).unwrap();
+    p.try_push(8, module::TCP, delta_kind::PORTION, 1, b"after").unwrap();
+    p.publish();
+    // SAFETY: slot 0 is published and not drained; nobody else touches it.
+    damage(unsafe { buf.ptr().add(slot_off(0)) });
+    let mut got = Vec::new();
+    let r = c.drain(64, |d| got.push((d.conn_id, d.kind)));
+    (r, got)
+}
+
+#[test]
+fn client_bytes_are_never_read_as_a_header_after_a_damaged_one() {
+    let seq = forged_then_damaged(|h| {
+        // SAFETY: the header's first byte, in the slot handed over.
+        unsafe { *h ^= 0x01 }
+    });
+    let len = forged_then_damaged(|h| {
+        // SAFETY: the header's len bytes, in the slot handed over.
+        unsafe {
+            *h.add(26) = 16;
+            *h.add(27) = 0;
+        }
+    });
+    let undamaged = forged_then_damaged(|_| {});
+    for (r, got) in [seq, len] {
+        assert_eq!(got, vec![(8, delta_kind::PORTION)], "{r:?}");
+        assert_eq!((r.applied, r.torn), (1, 1), "the record counted once");
+    }
+    assert_eq!(undamaged.1, vec![(7, delta_kind::LOG), (8, delta_kind::PORTION)]);
+}
+
+#[test]
+fn a_damaged_len_does_not_swallow_the_records_after_it() {
+    let (buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    let mut c = seg.consumer(0).unwrap();
+    for i in 0..9u64 {
+        p.try_push(i, module::TCP, delta_kind::PORTION, 1, b"abcde").unwrap();
+    }
+    p.publish();
+    // len 5 -> 1797, within RECORD_PAYLOAD_MAX: it would span 8 slots.
+    // SAFETY: slot 0's len byte, published and not drained.
+    unsafe { *buf.ptr().add(slot_off(0) + 27) = 0x07 };
+    let r = c.drain(64, |_| {});
+    assert_eq!(r, DrainReport { applied: 8, torn: 1, resynced: false });
+}
+
+#[test]
+fn the_pad_kind_is_the_rings_own() {
+    let (_buf, seg) = rings(1, 64);
+    let mut p = seg.producer(0).unwrap();
+    assert_eq!(p.try_push(1, 0, delta_kind::PAD, 0, &[]), Err(PushError::ReservedKind));
+    assert_eq!(
+        p.try_push_words(1, 0, delta_kind::PAD, 0, &[0u64; 1], 0),
+        Err(PushError::ReservedKind)
+    );
+    assert_eq!(p.try_push_record(1, 0, delta_kind::PAD, 0, &[]), Err(PushError::ReservedKind));
+    assert_eq!(p.position(), 0);
+    p.publish();
+}
+
+#[test]
+fn a_tail_ahead_of_the_head_is_no_room() {
+    let (_buf, seg) = rings(1, 64);
+    {
+        let mut p = seg.producer(0).unwrap();
+        let mut c = seg.consumer(0).unwrap();
+        for _ in 0..10 {
+            p.try_push(0, module::TCP, delta_kind::PORTION, 0, &[]).unwrap();
+        }
+        p.publish();
+        c.drain(64, |_| {});
+    }
+    seg.test_force_head(0, 2);
+    let mut p = seg.producer(0).unwrap();
+    assert_eq!(
+        p.try_push_record(1, module::PROTECT, delta_kind::LOG, 0, &[0; 1800]),
+        Err(PushError::Full)
+    );
 }

@@ -4,15 +4,28 @@
 //! allocated on the packet path. Pages are the kernel's on first touch, and
 //! stay: a slot freed by one connection is taken warm by the next (the
 //! lowest free first). Past a slot's first 2 MiB the pages are transparent
-//! hugepages, so a bulk log faults once per 2 MiB, not per 4 KiB, while a
-//! short request/response log costs a 4 KiB page.
+//! hugepages (for the process's first 8192 slots), so a bulk log faults
+//! once per 2 MiB, not per 4 KiB, while a short request/response log costs
+//! a 4 KiB page.
 
 use allocator_api2::alloc::{AllocError, Allocator, Layout};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const HUGEPAGE: usize = 2 << 20;
 const PAGE: usize = 4096;
+/// Slots of all reservations in the process whose tails are hinted to
+/// transparent hugepages (two mappings each).
+const HINTED_SLOTS_MAX: usize = 8192;
+static HINTED_SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+fn take_hint_budget() -> bool {
+    HINTED_SLOTS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < HINTED_SLOTS_MAX).then_some(n + 1)
+        })
+        .is_ok()
+}
 
 /// The reserved slots of one service's logs on one worker.
 pub struct ReservedLogs {
@@ -60,16 +73,28 @@ impl ReservedLogs {
         // Slots start on a hugepage boundary (the mapping is one longer).
         let base = (p as usize).div_ceil(HUGEPAGE) * HUGEPAGE;
         if slot > HUGEPAGE {
-            for i in 0..slots {
-                let from = base + i * slot + HUGEPAGE;
+            // Each slot's hint splits the mapping in two: the process's
+            // budget of split slots keeps them far below vm.max_map_count
+            // (65530 mappings by default), which DPDK, threads and malloc
+            // need too. Slots past it get 4 KiB pages all through.
+            let mut hinted = 0;
+            while hinted < slots && take_hint_budget() {
+                let from = base + hinted * slot + HUGEPAGE;
                 // SAFETY: from..from + slot - HUGEPAGE lies inside the mapping
-                // just made; a refused hint (no THP, too many mappings) only
-                // leaves 4 KiB pages.
+                // just made; a refused hint (no THP) only leaves 4 KiB pages.
                 if unsafe { libc::madvise(from as *mut _, slot - HUGEPAGE, libc::MADV_HUGEPAGE) }
                     != 0
                 {
                     break;
                 }
+                hinted += 1;
+            }
+            if hinted < slots {
+                tracing::info!(
+                    hinted,
+                    slots,
+                    "log slots past the process's budget of {HINTED_SLOTS_MAX} take 4 KiB pages all through"
+                );
             }
         }
         let words = slots.div_ceil(64);
@@ -181,6 +206,16 @@ mod tests {
         d.extend_from_slice(b"again");
         assert_eq!(d.as_ptr(), freed, "the freed slot is taken again");
         assert_eq!((a[0], a[(3 << 20) - 1], c[9], &d[..]), (1, 2, 8, &b"again"[..]));
+    }
+
+    #[test]
+    fn many_large_slots_do_not_use_up_the_process_mappings() {
+        let maps = || std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+        let before = maps();
+        ReservedLogs::reserve(4 << 20, 40_000).unwrap();
+        assert!(maps() < before + 2 * HINTED_SLOTS_MAX + 16, "{} mappings", maps());
+        ReservedLogs::reserve(4 << 20, 16).expect("room for more mappings");
+        assert!(std::thread::spawn(|| 1).join().is_ok());
     }
 
     #[test]

@@ -842,9 +842,9 @@ impl Protection {
         let port16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         let mut ip = [0; 4];
         if from_client {
-            if f.get(ETH_IP + 13).is_some_and(|&fl| {
-                fl & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
-            }) {
+            if f.get(ETH_IP + 13)
+                .is_some_and(|&fl| fl & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN)
+            {
                 return true;
             }
             ip.copy_from_slice(&f[26..30]);

@@ -3,7 +3,8 @@
 
 use super::checksum::record_checksum;
 use super::{
-    prefetch_slot, record_slots, Delta, DrainReport, RingCtrl, SlotHeader, DELTA_HEADER_BYTES,
+    prefetch_slot, record_slots, Delta, DrainReport, RingCtrl, SlotHeader, CONTINUATION,
+    CONTINUATION_HEADER_BYTES, CONTINUATION_PAYLOAD, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX,
     DELTA_SLOT_BYTES, PREFETCH_SLOTS, RECORD_PAYLOAD_MAX, RECORD_SLOTS_MAX,
 };
 use crate::delta_kind;
@@ -45,7 +46,9 @@ impl std::fmt::Debug for DeltaConsumer<'_> {
 enum Read<'a> {
     Record(Delta<'a>, u64),
     Pad(u64),
-    Torn(u64),
+    /// A continuation slot of a record found torn: already counted.
+    Skip,
+    Torn,
 }
 
 impl DeltaConsumer<'_> {
@@ -81,9 +84,10 @@ impl DeltaConsumer<'_> {
                     span
                 }
                 Read::Pad(span) => span,
-                Read::Torn(span) => {
+                Read::Skip => 1,
+                Read::Torn => {
                     report.torn += 1;
-                    span
+                    1
                 }
             };
             self.tail = pos.wrapping_add(span);
@@ -113,56 +117,72 @@ impl DeltaConsumer<'_> {
     }
 
     /// The record at `pos` (below the published `head`), and the slots
-    /// it spans: a record's header says how many; a slot that is no
-    /// record's header (left from an earlier lap, or a torn record's) is
-    /// skipped alone, and a record whose header is its own but whose bytes
-    /// fail the checksum is skipped whole.
+    /// it spans. A slot that is no record's header (left from an earlier
+    /// lap, a damaged header, a continuation slot) is skipped alone: each
+    /// continuation slot says whose it is, so the next header is found
+    /// whatever happened to this one.
     fn read(&mut self, pos: u64, head: u64) -> Read<'_> {
         self.cells.read((pos & self.mask) as usize);
-        // SAFETY: (pos & mask) < slots_per_ring, so the slot is inside this
-        // ring's slot array in the validated layout.
-        let slot =
-            unsafe { self.slots.as_ptr().add((pos & self.mask) as usize * DELTA_SLOT_BYTES) };
+        let slot = self.slot_ptr(pos);
         // SAFETY: pos is below the head loaded with Acquire (C1), so the
         // producer finished writing the slot and will not touch it before we
         // publish a tail beyond it (C2). A slot header is plain integers: any
         // bytes are a valid value.
         let header = unsafe { std::ptr::read_volatile(slot.cast::<SlotHeader>()) };
+        if header.seq != pos {
+            // The rest of a record whose header failed: not counted again.
+            return if header.seq == pos | CONTINUATION { Read::Skip } else { Read::Torn };
+        }
         let len = header.len as usize;
         let to_end = self.size - (pos & self.mask);
-        let span =
-            if header.kind == delta_kind::PAD && len == 0 { to_end } else { record_slots(len) };
+        let pad = header.kind == delta_kind::PAD && len == 0;
+        let span = if pad { 1 } else { record_slots(len) };
         // Its slots must be published and in one lap.
-        if header.seq != pos
-            || len > RECORD_PAYLOAD_MAX
-            || span > to_end
-            || span > head.wrapping_sub(pos)
-        {
-            return Read::Torn(1);
+        if len > RECORD_PAYLOAD_MAX || span > to_end || span > head.wrapping_sub(pos) {
+            return Read::Torn;
         }
-        let n = DELTA_HEADER_BYTES + len;
-        for i in 1..span.min(RECORD_SLOTS_MAX) {
-            self.cells.read(((pos + i) & self.mask) as usize);
+        let (first, rest) = (len.min(DELTA_PAYLOAD_MAX), len.saturating_sub(DELTA_PAYLOAD_MAX));
+        // SAFETY: as above; the header and first bytes lie in the slot, and
+        // 32 + len <= the scratch buffer (len <= RECORD_PAYLOAD_MAX).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                slot,
+                self.scratch.as_mut_ptr(),
+                DELTA_HEADER_BYTES + first,
+            )
+        };
+        for i in 1..span {
+            let at = pos.wrapping_add(i);
+            self.cells.read((at & self.mask) as usize);
+            let cont = self.slot_ptr(at);
+            // SAFETY: slot `at` is below the head (span checked) and in this
+            // lap, so written and not rewritten (C1/C2); its first word is a
+            // plain integer.
+            if unsafe { std::ptr::read_volatile(cont.cast::<u64>()) } != at | CONTINUATION {
+                return Read::Torn;
+            }
+            let done = DELTA_PAYLOAD_MAX + (i as usize - 1) * CONTINUATION_PAYLOAD;
+            let n = (rest - (done - DELTA_PAYLOAD_MAX)).min(CONTINUATION_PAYLOAD);
+            // SAFETY: n bytes after the marker lie in the slot; the scratch
+            // holds DELTA_HEADER_BYTES + len >= DELTA_HEADER_BYTES + done + n.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    cont.add(CONTINUATION_HEADER_BYTES),
+                    self.scratch.as_mut_ptr().add(DELTA_HEADER_BYTES + done),
+                    n,
+                )
+            };
         }
-        // SAFETY: as above for every slot the record spans (below the head,
-        // checked, and in one lap, so contiguous in the slot array); n <=
-        // RECORD_SLOTS_MAX slots = the scratch buffer.
-        unsafe { std::ptr::copy_nonoverlapping(slot, self.scratch.as_mut_ptr(), n) };
+        let payload = &self.scratch[DELTA_HEADER_BYTES..DELTA_HEADER_BYTES + len];
         // The private copy is what gets verified and applied: a producer
         // writing the slot meanwhile (a bug) cannot change it after the check.
-        if record_checksum(
-            header.conn_id,
-            header.version,
-            header.module,
-            header.kind,
-            &self.scratch[DELTA_HEADER_BYTES..n],
-        ) != header.checksum
+        if record_checksum(header.conn_id, header.version, header.module, header.kind, payload)
+            != header.checksum
         {
-            // A pad is its header alone.
-            return Read::Torn(if header.kind == delta_kind::PAD { 1 } else { span });
+            return Read::Torn;
         }
-        if header.kind == delta_kind::PAD {
-            return Read::Pad(span);
+        if pad {
+            return Read::Pad(to_end);
         }
         Read::Record(
             Delta {
@@ -171,10 +191,16 @@ impl DeltaConsumer<'_> {
                 version: header.version,
                 module: header.module,
                 kind: header.kind,
-                payload: &self.scratch[DELTA_HEADER_BYTES..n],
+                payload,
             },
             span,
         )
+    }
+
+    fn slot_ptr(&self, pos: u64) -> *const u8 {
+        // SAFETY: (pos & mask) < slots_per_ring, so the slot is inside this
+        // ring's slot array in the validated layout.
+        unsafe { self.slots.as_ptr().add((pos & self.mask) as usize * DELTA_SLOT_BYTES) }
     }
 
     /// Published records not drained yet (head - tail).

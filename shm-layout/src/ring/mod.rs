@@ -36,33 +36,53 @@ pub const DELTA_HEADER_BYTES: usize = 32;
 /// The largest payload a delta carries.
 pub const DELTA_PAYLOAD_MAX: usize = DELTA_SLOT_BYTES - DELTA_HEADER_BYTES;
 /// The most slots one record spans (layout 8): a record longer than a
-/// slot's payload continues in the slots after its own, its header in the
-/// first. A record never wraps: one that would is preceded by a
-/// `delta_kind::PAD` record to the ring's end.
+/// slot's payload continues in the slots after its own. A record never
+/// wraps: one that would is preceded by a `delta_kind::PAD` record to the
+/// ring's end.
 pub const RECORD_SLOTS_MAX: u64 = 8;
+/// A continuation slot starts with its own position, this bit set: never a
+/// header's `seq`, so client bytes a LOG record carries never sit where the
+/// consumer looks for a header, even after a damaged one.
+pub const CONTINUATION: u64 = 1 << 63;
+/// Bytes of a continuation slot before its share of the payload.
+pub const CONTINUATION_HEADER_BYTES: usize = 8;
+/// Payload bytes a continuation slot carries.
+pub const CONTINUATION_PAYLOAD: usize = DELTA_SLOT_BYTES - CONTINUATION_HEADER_BYTES;
 /// The largest payload of a record: what a protected connection's LOG
 /// record carries of its client's bytes (a full-sized segment fits one).
 pub const RECORD_PAYLOAD_MAX: usize =
-    RECORD_SLOTS_MAX as usize * DELTA_SLOT_BYTES - DELTA_HEADER_BYTES;
+    DELTA_PAYLOAD_MAX + (RECORD_SLOTS_MAX as usize - 1) * CONTINUATION_PAYLOAD;
 
 /// Slots a record of `len` payload bytes spans.
 #[inline]
 pub const fn record_slots(len: usize) -> u64 {
-    let n = (DELTA_HEADER_BYTES + len).div_ceil(DELTA_SLOT_BYTES) as u64;
-    if n == 0 {
+    if len <= DELTA_PAYLOAD_MAX {
         1
     } else {
-        n
+        1 + (len - DELTA_PAYLOAD_MAX).div_ceil(CONTINUATION_PAYLOAD) as u64
+    }
+}
+
+/// Payload bytes a record of `slots` slots carries at most.
+#[inline]
+const fn record_bytes(slots: u64) -> usize {
+    if slots == 0 {
+        0
+    } else {
+        DELTA_PAYLOAD_MAX + (slots as usize - 1) * CONTINUATION_PAYLOAD
     }
 }
 
 /// Slots `len` bytes of log take at most, however they fall in the ring:
 /// records of [`RECORD_PAYLOAD_MAX`], and a pad before the one that would
-/// wrap.
+/// wrap. Nothing for no bytes (nothing is written).
 #[inline]
 pub const fn log_slots(len: usize) -> u32 {
+    if len == 0 {
+        return 0;
+    }
     let (full, rest) = (len / RECORD_PAYLOAD_MAX, len % RECORD_PAYLOAD_MAX);
-    let last = if rest > 0 || full == 0 { record_slots(rest) } else { 0 };
+    let last = if rest > 0 { record_slots(rest) } else { 0 };
     (full as u64 * RECORD_SLOTS_MAX + last + RECORD_SLOTS_MAX - 1) as u32
 }
 
@@ -71,8 +91,7 @@ pub const fn log_slots(len: usize) -> u32 {
 pub const fn log_bytes_within(slots: u32) -> usize {
     let usable = (slots as u64).saturating_sub(RECORD_SLOTS_MAX - 1);
     let (full, rest) = (usable / RECORD_SLOTS_MAX, usable % RECORD_SLOTS_MAX);
-    let last = if rest > 0 { rest as usize * DELTA_SLOT_BYTES - DELTA_HEADER_BYTES } else { 0 };
-    full as usize * RECORD_PAYLOAD_MAX + last
+    full as usize * RECORD_PAYLOAD_MAX + record_bytes(rest)
 }
 
 /// Bytes of one ring's control block (head, tail, resync lines) before its slots.
@@ -236,6 +255,10 @@ pub enum PushError {
     /// beyond `RECORD_PAYLOAD_MAX` (split it first).
     #[error("delta payload of {len} bytes exceeds what the record may carry (a slot's {max} bytes, or {RECORD_PAYLOAD_MAX} for a multi-slot record); shrink the module's portion encoding or split the record", max = DELTA_PAYLOAD_MAX)]
     TooLarge { len: usize },
+    /// `delta_kind::PAD` is the ring's own: the producer writes it where a
+    /// record would wrap.
+    #[error("delta kind PAD is written by the ring itself, never pushed")]
+    ReservedKind,
 }
 
 /// The name the API was first drafted with: `try_push` fails with a

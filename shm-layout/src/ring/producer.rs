@@ -1,10 +1,11 @@
 //! The producer end of a ring: a dataplane worker writes records into its
 //! slots and publishes them with one Release store of `head` (P1).
 
-use super::checksum::{checksum_fields, record_checksum, words_checksum};
+use super::checksum::{checksum_fields, record_checksum, record_checksum_parts, words_checksum};
 use super::{
-    prefetch_slot, record_slots, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, DELTA_HEADER_BYTES,
-    DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES, PREFETCH_SLOTS, RECORD_PAYLOAD_MAX,
+    prefetch_slot, record_slots, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, CONTINUATION,
+    CONTINUATION_HEADER_BYTES, CONTINUATION_PAYLOAD, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX,
+    DELTA_SLOT_BYTES, PREFETCH_SLOTS, RECORD_PAYLOAD_MAX,
 };
 use crate::delta_kind;
 use crate::sync::{Ordering, SlotCells};
@@ -74,12 +75,14 @@ impl DeltaProducer<'_> {
     /// does not read the line the consumer writes.
     #[inline]
     pub fn has_room_for(&mut self, slots: u64) -> bool {
-        if self.head.wrapping_sub(self.cached_tail) + slots <= self.size {
+        // A tail ahead of the head (a damaged control block) is no room.
+        let fits = |used: u64, size: u64| used <= size && slots <= size - used;
+        if fits(self.head.wrapping_sub(self.cached_tail), self.size) {
             return true;
         }
         // P2: Acquire pairs with the consumer's C2.
         self.cached_tail = self.ctrl.tail.load(Ordering::Acquire);
-        self.head.wrapping_sub(self.cached_tail) + slots <= self.size
+        fits(self.head.wrapping_sub(self.cached_tail), self.size)
     }
 
     /// Writes the record into the next slot without publishing it. Never
@@ -115,6 +118,9 @@ impl DeltaProducer<'_> {
         version: u64,
         encode: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<(), PushError> {
+        if kind == delta_kind::PAD {
+            return Err(PushError::ReservedKind);
+        }
         if !self.has_room() {
             return Err(PushError::Full);
         }
@@ -157,9 +163,10 @@ impl DeltaProducer<'_> {
 
     /// As [`try_push`](Self::try_push), for a payload of up to
     /// [`RECORD_PAYLOAD_MAX`] bytes: the record spans [`record_slots`] slots
-    /// (layout 8), its header in the first and its payload running on
-    /// through the others. One that would wrap is preceded by a PAD record
-    /// to the ring's end. Never blocks; on error nothing is written.
+    /// (layout 8), its header and first bytes in the first, the rest in
+    /// continuation slots, each starting with its own position marked
+    /// [`CONTINUATION`]. One that would wrap is preceded by a PAD record to
+    /// the ring's end. Never blocks; on error nothing is written.
     pub fn try_push_record(
         &mut self,
         conn_id: u64,
@@ -171,6 +178,9 @@ impl DeltaProducer<'_> {
         if payload.len() > RECORD_PAYLOAD_MAX {
             return Err(PushError::TooLarge { len: payload.len() });
         }
+        if kind == delta_kind::PAD {
+            return Err(PushError::ReservedKind);
+        }
         let span = record_slots(payload.len());
         let to_end = self.size - (self.head & self.mask);
         let pad = if span > to_end { to_end } else { 0 };
@@ -181,22 +191,30 @@ impl DeltaProducer<'_> {
             self.write_header(delta_kind::PAD, 0, 0, 0, 0);
             self.head = self.head.wrapping_add(pad);
         }
+        let (first, rest) = payload.split_at(payload.len().min(DELTA_PAYLOAD_MAX));
         let slot = self.slot_to_write(self.head);
-        for i in 1..span {
-            self.cells.write(((self.head + i) & self.mask) as usize);
-        }
         // SAFETY: positions head..head+span are the producer's (room was
-        // checked, as in try_push_with) and lie in one lap of the slot array
-        // (span <= to_end after the pad), so the payload's bytes after the
-        // header stay inside the slots, none of which anything else
-        // references until `publish`.
+        // checked, as in try_push_with) and in one lap (span <= to_end after
+        // the pad); `first` fits the first slot's payload area and each
+        // continuation chunk the 248 bytes after its slot's marker. Nothing
+        // else references these slots until `publish`.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                payload.as_ptr(),
+                first.as_ptr(),
                 slot.add(DELTA_HEADER_BYTES),
-                payload.len(),
-            )
-        };
+                first.len(),
+            );
+            for (i, chunk) in rest.chunks(CONTINUATION_PAYLOAD).enumerate() {
+                let pos = self.head.wrapping_add(1 + i as u64);
+                let cont = self.slot_to_write(pos);
+                cont.cast::<u64>().write(pos | CONTINUATION);
+                std::ptr::copy_nonoverlapping(
+                    chunk.as_ptr(),
+                    cont.add(CONTINUATION_HEADER_BYTES),
+                    chunk.len(),
+                );
+            }
+        }
         self.write_header(kind, conn_id, module, version, payload.len());
         self.head = self.head.wrapping_add(span);
         prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
@@ -241,6 +259,9 @@ impl DeltaProducer<'_> {
         const { assert!(N * 8 <= DELTA_PAYLOAD_MAX) };
         if len > N * 8 {
             return Err(PushError::TooLarge { len });
+        }
+        if kind == delta_kind::PAD {
+            return Err(PushError::ReservedKind);
         }
         if !self.has_room() {
             return Err(PushError::Full);
@@ -316,28 +337,47 @@ impl DeltaProducer<'_> {
     /// Writes the checksum of every record pushed since the last seal.
     #[inline]
     fn seal(&mut self) {
-        while self.unsealed != self.head {
+        // Signed distance: a header scribbled meanwhile (by a process that
+        // maps the ring read-write) can make a record claim more slots than
+        // were pushed; the walk stops at the head instead of going round.
+        while (self.head.wrapping_sub(self.unsealed) as i64) > 0 {
             let slot = self.slot_to_write(self.unsealed);
             // SAFETY: positions unsealed..head are pushed and unpublished, so
-            // still the producer's alone (see try_push_with); the header was
-            // written whole by the push, and its payload (len <=
-            // RECORD_PAYLOAD_MAX) lies in the slots the record spans, in one
-            // lap (try_push_record).
-            let h = unsafe {
-                let h = slot.cast::<SlotHeader>().read();
+            // still the producer's alone (see try_push_with); the header is
+            // the slot's first 32 bytes, plain integers.
+            let h = unsafe { slot.cast::<SlotHeader>().read() };
+            let len = usize::from(h.len);
+            let pushed = self.head.wrapping_sub(self.unsealed);
+            let (span, checksum) = if h.kind == delta_kind::PAD && len == 0 {
+                let span = self.size - (self.unsealed & self.mask);
+                (span, record_checksum(h.conn_id, h.version, h.module, h.kind, &[]))
+            } else if len <= DELTA_PAYLOAD_MAX {
+                // SAFETY: len bytes of the slot's payload area, written by
+                // the push.
                 let payload =
-                    std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), usize::from(h.len));
-                slot.add(CHECKSUM_AT)
-                    .cast::<u32>()
-                    .write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
-                h
-            };
-            let span = if h.kind == delta_kind::PAD {
-                self.size - (self.unsealed & self.mask)
+                    unsafe { std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), len) };
+                (1, record_checksum(h.conn_id, h.version, h.module, h.kind, payload))
             } else {
-                record_slots(usize::from(h.len))
+                let span = record_slots(len.min(RECORD_PAYLOAD_MAX)).min(pushed);
+                let parts = (0..span).map(|i| {
+                    let (at, n) = if i == 0 {
+                        (DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX)
+                    } else {
+                        let left =
+                            len - DELTA_PAYLOAD_MAX - (i as usize - 1) * CONTINUATION_PAYLOAD;
+                        (CONTINUATION_HEADER_BYTES, left.min(CONTINUATION_PAYLOAD))
+                    };
+                    let s = self.slot_ptr(self.unsealed.wrapping_add(i));
+                    // SAFETY: slot i of the record, pushed and unpublished
+                    // (i < pushed), in one lap; n bytes after its header or
+                    // marker lie inside its 256 bytes.
+                    unsafe { std::slice::from_raw_parts(s.add(at), n) }
+                });
+                (span, record_checksum_parts(h.conn_id, h.version, h.module, h.kind, len, parts))
             };
-            self.unsealed = self.unsealed.wrapping_add(span);
+            // SAFETY: the header's checksum field, same slot.
+            unsafe { slot.add(CHECKSUM_AT).cast::<u32>().write(checksum) };
+            self.unsealed = self.unsealed.wrapping_add(span.clamp(1, pushed));
         }
     }
 
