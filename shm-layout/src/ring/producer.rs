@@ -187,9 +187,13 @@ impl DeltaProducer<'_> {
         if !self.has_room_for(pad + span) {
             return Err(PushError::Full);
         }
+        // Sealed here, from the caller's contiguous bytes (already in cache,
+        // one pass of the crate's parallel CRC), not read back from the
+        // slots in pieces; `seal` skips what nothing before it waits for.
         if pad > 0 {
-            self.write_header(delta_kind::PAD, 0, 0, 0, 0);
-            self.head = self.head.wrapping_add(pad);
+            let sealed = record_checksum(0, 0, 0, delta_kind::PAD, &[]);
+            self.write_header(delta_kind::PAD, 0, 0, 0, 0, sealed);
+            self.skip_sealed(pad);
         }
         let (first, rest) = payload.split_at(payload.len().min(DELTA_PAYLOAD_MAX));
         let slot = self.slot_to_write(self.head);
@@ -215,15 +219,34 @@ impl DeltaProducer<'_> {
                 );
             }
         }
-        self.write_header(kind, conn_id, module, version, payload.len());
-        self.head = self.head.wrapping_add(span);
+        let sealed = record_checksum(conn_id, version, module, kind, payload);
+        self.write_header(kind, conn_id, module, version, payload.len(), sealed);
+        self.skip_sealed(span);
         prefetch_slot(self.slot_ptr(self.head.wrapping_add(PREFETCH_SLOTS)));
         Ok(())
     }
 
-    /// The header of the record at `head`, its checksum left to `seal`.
+    /// Moves the head past a record of `span` slots written sealed: when
+    /// nothing before it waits for `seal`, `seal` need not look at it.
     #[inline]
-    fn write_header(&mut self, kind: u8, conn_id: u64, module: u8, version: u64, len: usize) {
+    fn skip_sealed(&mut self, span: u64) {
+        if self.unsealed == self.head {
+            self.unsealed = self.unsealed.wrapping_add(span);
+        }
+        self.head = self.head.wrapping_add(span);
+    }
+
+    /// The header of the record at `head` (`checksum` 0: left to `seal`).
+    #[inline]
+    fn write_header(
+        &mut self,
+        kind: u8,
+        conn_id: u64,
+        module: u8,
+        version: u64,
+        len: usize,
+        checksum: u32,
+    ) {
         let slot = self.slot_to_write(self.head);
         // SAFETY: the slot at head is the producer's alone until `publish`
         // (see try_push_with); the header is its first 32 bytes.
@@ -235,7 +258,7 @@ impl DeltaProducer<'_> {
                 module,
                 kind,
                 len: len as u16,
-                checksum: 0,
+                checksum,
             })
         };
     }
