@@ -16,7 +16,9 @@ pub const MAGIC: [u8; 8] = *b"LAZARUS1";
 /// checkpointd (output commit at the remote level).
 /// 8: a record may span up to `RECORD_SLOTS_MAX` slots, and
 /// `delta_kind::PAD` skips to a ring's end.
-pub const LAYOUT_VERSION: u32 = 8;
+/// 9: each continuation slot starts with its position marked
+/// `CONTINUATION` (8 ran a record's payload on through bare slots).
+pub const LAYOUT_VERSION: u32 = 9;
 /// The oldest layout checkpointd translates (`translate::from_previous`):
 /// the previous ones, back to `v0.1.0`'s.
 pub const LAYOUT_VERSION_OLDEST: u32 = 3;

@@ -1,5 +1,11 @@
 //! Segments of the previous layouts, brought forward in place by checkpointd
 //! (docs/CHECKPOINT.md, Format versions).
+//! * 8 → 9: 9 marks each continuation slot of a multi-slot record, so
+//!   client bytes never sit where a header is looked for. A ring written by
+//!   8 (on main for a few hours, never released) may hold unread records
+//!   whose continuation slots are bare client bytes: they are dropped
+//!   unread (each ring's tail moved to its head) and the producer is asked
+//!   to write every connection again (its resync epoch bumped).
 //! * 7 → 8: the same bytes; 8 lets a record span several slots and adds
 //!   the PAD kind, which a ring written by 7 holds none of (each of its
 //!   records is one slot, as 8 reads them).
@@ -77,6 +83,10 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
             std::ptr::write_volatile(base.add(ORIGIN_OFFSET).cast::<SegmentOrigin>(), origin)
         };
     }
+    // 8 → 9: nothing unread is trusted.
+    if from == 8 && h.kind == crate::header::SegmentKind::Rings as u32 {
+        drop_unread_records(&mut file, &h)?;
+    }
     // 4 → 5 up to 7 → 8: nothing but the number.
     h.layout_version = LAYOUT_VERSION;
     h.header_checksum = h.compute_checksum();
@@ -87,15 +97,41 @@ pub fn from_previous(path: &Path) -> Result<Translated, LayoutError> {
     Ok(Translated::From { from, origin_known })
 }
 
+/// Moves each ring's tail to its head and bumps its resync epoch (8 → 9).
+fn drop_unread_records(file: &mut MappedFile, h: &SegmentHeader) -> Result<(), LayoutError> {
+    let (workers, slots) = (u64::from(h.geom_a), u64::from(h.geom_b));
+    let ring = u64::from(h.aux_bytes) + slots * u64::from(h.record_bytes);
+    let needed = crate::HEADER_BYTES as u64 + workers * ring;
+    if u64::from(h.aux_bytes) < 264 || (file.len() as u64) < needed {
+        return Err(LayoutError::Truncated { len: file.len() as u64, needed });
+    }
+    let base = file.as_mut_ptr();
+    for w in 0..workers {
+        let ctrl = crate::HEADER_BYTES as u64 + w * ring;
+        // SAFETY: ctrl + 264 <= needed <= the mapping's length (checked);
+        // head at 0, tail at 128 and resync_epoch at 256 of the control
+        // block are 8-aligned (the body and the ring strides are multiples
+        // of 64), and only checkpointd (the caller, at start) writes them.
+        unsafe {
+            let at = |off: u64| base.add((ctrl + off) as usize).cast::<u64>();
+            let head = std::ptr::read_volatile(at(0));
+            std::ptr::write_volatile(at(128), head);
+            let epoch = std::ptr::read_volatile(at(256));
+            std::ptr::write_volatile(at(256), epoch.wrapping_add(1));
+        }
+    }
+    Ok(())
+}
+
 /// Test support: writes the segment file at `path` as layout `version` (3
-/// to 7) would have: 4 to 7 are this layout under their numbers (the
-/// control block's new word zero, every record one slot), 3 lacks the
-/// origin.
+/// to 8) would have: 4 to 8 are this layout under their numbers (the
+/// control block's new word zero, every record one slot; 8's records as
+/// they are), 3 lacks the origin.
 /// The previous versions' encoders, kept for the translation tests. Not for
 /// production use.
 #[doc(hidden)]
 pub fn test_downgrade_to(path: &Path, version: u32) -> Result<(), LayoutError> {
-    assert!(matches!(version, 3..=7), "layout {version} is not one this build translates");
+    assert!(matches!(version, 3..=8), "layout {version} is not one this build translates");
     let mut file = MappedFile::open(path)?;
     let base = file.as_mut_ptr();
     // SAFETY: as in `from_previous`; the test owns the file.

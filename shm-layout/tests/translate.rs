@@ -113,3 +113,46 @@ fn a_store_from_another_boot_is_rebased_to_version_zero() {
     assert_eq!((c9.ip().unwrap().version, c9.l4().is_none(), it.corrupt_portions()), (0, true, 1));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A ring written by layout 8 (continuation slots of bare client bytes) is
+/// not read: its unread records are dropped and the producer asked for
+/// everything again. One written by 7 (one-slot records only) keeps them.
+#[test]
+fn unread_layout_8_records_are_dropped_and_a_resync_asked() {
+    let dir = common::temp_dir("translate-8");
+    let path = dir.join("rings");
+    let geom = RingsGeometry { workers: 2, slots_per_ring: 64 };
+    for (from, kept) in [(8u32, false), (7, true)] {
+        {
+            let seg = RingsSegment::create_file(&path, geom).unwrap();
+            for w in 0..2 {
+                let mut p = seg.producer(w).unwrap();
+                let mut c = seg.consumer(w).unwrap();
+                p.try_push(1, module::TCP, delta_kind::PORTION, 1, b"read").unwrap();
+                p.publish();
+                assert_eq!(c.drain(64, |_| {}).applied, 1);
+                p.try_push(2, module::TCP, delta_kind::PORTION, 2, b"unread").unwrap();
+                p.publish();
+            }
+        }
+        test_downgrade_to(&path, from).unwrap();
+        assert!(
+            matches!(from_previous(&path).unwrap(), Translated::From { from: f, .. } if f == from)
+        );
+        let seg = RingsSegment::open_file(&path).unwrap();
+        for w in 0..2 {
+            let st = seg.status(w);
+            assert_eq!(
+                (st.head, st.lag(), st.resync_epoch),
+                (2, u64::from(kept), u64::from(!kept)),
+                "from {from}, ring {w}"
+            );
+            let mut got = Vec::new();
+            seg.consumer(w).unwrap().drain(64, |d| got.push(d.payload.to_vec()));
+            assert_eq!(got.is_empty(), !kept, "from {from}");
+        }
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -19,6 +19,9 @@ pub struct DeltaConsumer<'a> {
     pub(super) mask: u64,
     pub(super) size: u64,
     pub(super) tail: u64,
+    /// The last slot read was torn or a continuation slot: the next
+    /// continuation slots are that record's, counted with it.
+    pub(super) skipping: bool,
     /// Each record is copied here and verified before `apply` sees it.
     pub(super) scratch: Box<[u8; RECORD_SLOTS_MAX as usize * DELTA_SLOT_BYTES]>,
     pub(super) taken: &'a AtomicBool,
@@ -46,8 +49,8 @@ impl std::fmt::Debug for DeltaConsumer<'_> {
 enum Read<'a> {
     Record(Delta<'a>, u64),
     Pad(u64),
-    /// A continuation slot of a record found torn: already counted.
-    Skip,
+    /// A continuation slot: never a header.
+    Continuation,
     Torn,
 }
 
@@ -77,19 +80,25 @@ impl DeltaConsumer<'_> {
                     )
                 });
             }
-            let span = match self.read(pos, head) {
+            let was_skipping = self.skipping;
+            let (span, skipping) = match self.read(pos, head) {
                 Read::Record(delta, span) => {
                     apply(&delta);
                     report.applied += 1;
-                    span
+                    (span, false)
                 }
-                Read::Pad(span) => span,
-                Read::Skip => 1,
-                Read::Torn => {
+                Read::Pad(span) => (span, false),
+                // The rest of a record just found torn: counted with it. A
+                // continuation slot after anything else is a header that
+                // was damaged into one, or a record's first slot lost:
+                // counted.
+                Read::Continuation if was_skipping => (1, true),
+                Read::Continuation | Read::Torn => {
                     report.torn += 1;
-                    1
+                    (1, true)
                 }
             };
+            self.skipping = skipping;
             self.tail = pos.wrapping_add(span);
         }
         if n > 0 {
@@ -111,6 +120,7 @@ impl DeltaConsumer<'_> {
     /// every connection it holds, which replaces whatever was skipped.
     fn resync(&mut self, head: u64) -> DrainReport {
         self.tail = head;
+        self.skipping = false;
         self.ctrl.tail.store(head, Ordering::Release);
         self.ctrl.resync_epoch.fetch_add(1, Ordering::AcqRel);
         DrainReport { resynced: true, ..DrainReport::default() }
@@ -130,15 +140,15 @@ impl DeltaConsumer<'_> {
         // bytes are a valid value.
         let header = unsafe { std::ptr::read_volatile(slot.cast::<SlotHeader>()) };
         if header.seq != pos {
-            // The rest of a record whose header failed: not counted again.
-            return if header.seq == pos | CONTINUATION { Read::Skip } else { Read::Torn };
+            return if header.seq == pos | CONTINUATION { Read::Continuation } else { Read::Torn };
         }
         let len = header.len as usize;
         let to_end = self.size - (pos & self.mask);
         let pad = header.kind == delta_kind::PAD && len == 0;
         let span = if pad { 1 } else { record_slots(len) };
-        // Its slots must be published and in one lap.
-        if len > RECORD_PAYLOAD_MAX || span > to_end || span > head.wrapping_sub(pos) {
+        // Its slots must be published and in one lap (a pad's: to the end).
+        let covers = if pad { to_end } else { span };
+        if len > RECORD_PAYLOAD_MAX || covers > to_end || covers > head.wrapping_sub(pos) {
             return Read::Torn;
         }
         let (first, rest) = (len.min(DELTA_PAYLOAD_MAX), len.saturating_sub(DELTA_PAYLOAD_MAX));

@@ -272,6 +272,7 @@ impl RingsSegment {
             mask: u64::from(self.map.geom.slots_per_ring) - 1,
             size: u64::from(self.map.geom.slots_per_ring),
             tail: ctrl.tail.load(Ordering::Acquire),
+            skipping: false,
             scratch: Box::new([0; RECORD_SLOTS_MAX as usize * DELTA_SLOT_BYTES]),
             taken,
             cells: self.cells(worker),
