@@ -61,6 +61,21 @@ fn check_in_order(seen: &[(u64, u64, Vec<u8>)], first: u64) {
     }
 }
 
+/// The consumer's thread: two drains with a yield after each; what it saw
+/// and how many torn.
+fn drain_twice(r: Arc<Ring>) -> thread::JoinHandle<(Seen, u32)> {
+    thread::spawn(move || {
+        let mut cons = r.seg.consumer(0).unwrap();
+        let mut seen = Seen::new();
+        let mut torn = 0;
+        for _ in 0..2 {
+            torn += drain(&mut cons, &mut seen);
+            thread::yield_now();
+        }
+        (seen, torn)
+    })
+}
+
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
@@ -76,17 +91,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn consumer_sees_only_whole_published_records() {
     model(|| {
         let r = ring();
-        let r2 = r.clone();
-        let consumer = thread::spawn(move || {
-            let mut cons = r2.seg.consumer(0).unwrap();
-            let mut seen = Seen::new();
-            let mut torn = 0;
-            for _ in 0..2 {
-                torn += drain(&mut cons, &mut seen);
-                thread::yield_now();
-            }
-            (seen, torn)
-        });
+        let consumer = drain_twice(r.clone());
         let mut p = r.seg.producer(0).unwrap();
         for n in 0..2 {
             p.try_push(n, module::TCP, delta_kind::PORTION, n, &payload(n)).unwrap();
@@ -118,17 +123,7 @@ fn consumer_sees_only_whole_published_records() {
 fn torn_records_are_skipped_never_applied() {
     model(|| {
         let r = ring();
-        let r2 = r.clone();
-        let consumer = thread::spawn(move || {
-            let mut cons = r2.seg.consumer(0).unwrap();
-            let mut seen = Seen::new();
-            let mut torn = 0;
-            for _ in 0..2 {
-                torn += drain(&mut cons, &mut seen);
-                thread::yield_now();
-            }
-            (seen, torn)
-        });
+        let consumer = drain_twice(r.clone());
         {
             // The process that dies: record 0 published, record 1 half
             // written and never published.
@@ -180,17 +175,7 @@ fn stale_lap_records_are_never_applied() {
             assert_eq!(seen.len(), SLOTS as usize);
         }
         let lap = u64::from(SLOTS);
-        let r2 = r.clone();
-        let consumer = thread::spawn(move || {
-            let mut cons = r2.seg.consumer(0).unwrap();
-            let mut seen = Seen::new();
-            let mut torn = 0;
-            for _ in 0..2 {
-                torn += drain(&mut cons, &mut seen);
-                thread::yield_now();
-            }
-            (seen, torn)
-        });
+        let consumer = drain_twice(r.clone());
         let mut p = r.seg.producer(0).unwrap();
         for n in 0..2 {
             p.try_push(n, module::TCP, delta_kind::PORTION, n, &payload(n)).unwrap();
@@ -229,17 +214,7 @@ fn a_padded_multi_slot_record_is_seen_whole() {
         }
         let long: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
         let want = long.clone();
-        let r2 = r.clone();
-        let consumer = thread::spawn(move || {
-            let mut cons = r2.seg.consumer(0).unwrap();
-            let mut seen = Seen::new();
-            let mut torn = 0;
-            for _ in 0..2 {
-                torn += drain(&mut cons, &mut seen);
-                thread::yield_now();
-            }
-            (seen, torn)
-        });
+        let consumer = drain_twice(r.clone());
         let mut p = r.seg.producer(0).unwrap();
         p.try_push_record(7, module::PROTECT, delta_kind::LOG, 0, &long).unwrap();
         p.publish();
