@@ -40,24 +40,6 @@ pub(crate) fn record_checksum(
     crc32c_portable(fields, payload)
 }
 
-/// [`record_checksum`] of a payload that lies in pieces (a multi-slot
-/// record's, in its slots): the same CRC as of the pieces joined.
-pub(crate) fn record_checksum_parts<'a>(
-    conn_id: u64,
-    version: u64,
-    module: u8,
-    kind: u8,
-    len: usize,
-    parts: impl Iterator<Item = &'a [u8]>,
-) -> u32 {
-    let fields = checksum_fields(conn_id, version, module, kind, len);
-    let mut head = [0u8; 24];
-    for (chunk, w) in head.chunks_exact_mut(8).zip(fields) {
-        chunk.copy_from_slice(&w.to_le_bytes());
-    }
-    parts.fold(crc32c::crc32c(&head), crc32c::crc32c_append)
-}
-
 /// The header words a record's checksum starts with (all but `seq`).
 #[inline(always)]
 pub(crate) fn checksum_fields(

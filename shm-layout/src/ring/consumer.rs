@@ -73,12 +73,7 @@ impl DeltaConsumer<'_> {
         while self.tail.wrapping_sub(start) < n {
             let pos = self.tail;
             if pos.wrapping_sub(start) + PREFETCH_SLOTS < n {
-                // SAFETY: masked position: inside this ring's slot array.
-                prefetch_slot(unsafe {
-                    self.slots.as_ptr().add(
-                        (pos.wrapping_add(PREFETCH_SLOTS) & self.mask) as usize * DELTA_SLOT_BYTES,
-                    )
-                });
+                prefetch_slot(self.slot_ptr(pos.wrapping_add(PREFETCH_SLOTS)));
             }
             let was_skipping = self.skipping;
             let (span, skipping) = match self.read(pos, head) {
@@ -171,14 +166,14 @@ impl DeltaConsumer<'_> {
             if unsafe { std::ptr::read_volatile(cont.cast::<u64>()) } != at | CONTINUATION {
                 return Read::Torn;
             }
-            let done = DELTA_PAYLOAD_MAX + (i as usize - 1) * CONTINUATION_PAYLOAD;
-            let n = (rest - (done - DELTA_PAYLOAD_MAX)).min(CONTINUATION_PAYLOAD);
+            let off = (i as usize - 1) * CONTINUATION_PAYLOAD;
+            let n = (rest - off).min(CONTINUATION_PAYLOAD);
             // SAFETY: n bytes after the marker lie in the slot; the scratch
-            // holds DELTA_HEADER_BYTES + len >= DELTA_HEADER_BYTES + done + n.
+            // holds 32 + len >= 32 + 224 + off + n bytes.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     cont.add(CONTINUATION_HEADER_BYTES),
-                    self.scratch.as_mut_ptr().add(DELTA_HEADER_BYTES + done),
+                    self.scratch.as_mut_ptr().add(DELTA_HEADER_BYTES + DELTA_PAYLOAD_MAX + off),
                     n,
                 )
             };

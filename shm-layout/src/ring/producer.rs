@@ -1,7 +1,7 @@
 //! The producer end of a ring: a dataplane worker writes records into its
 //! slots and publishes them with one Release store of `head` (P1).
 
-use super::checksum::{checksum_fields, record_checksum, record_checksum_parts, words_checksum};
+use super::checksum::{checksum_fields, record_checksum, words_checksum};
 use super::{
     prefetch_slot, record_slots, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, CONTINUATION,
     CONTINUATION_HEADER_BYTES, CONTINUATION_PAYLOAD, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX,
@@ -187,9 +187,10 @@ impl DeltaProducer<'_> {
         if !self.has_room_for(pad + span) {
             return Err(PushError::Full);
         }
-        // Sealed here, from the caller's contiguous bytes (already in cache,
-        // one pass of the crate's parallel CRC), not read back from the
-        // slots in pieces; `seal` skips what nothing before it waits for.
+        // Sealed here, from the caller's contiguous bytes (already in cache),
+        // not read back from the slots in pieces: what was pushed before it
+        // is sealed first, so `seal` only ever meets one-slot records.
+        self.seal();
         if pad > 0 {
             let sealed = record_checksum(0, 0, 0, delta_kind::PAD, &[]);
             self.write_header(delta_kind::PAD, 0, 0, 0, 0, sealed);
@@ -226,14 +227,12 @@ impl DeltaProducer<'_> {
         Ok(())
     }
 
-    /// Moves the head past a record of `span` slots written sealed: when
-    /// nothing before it waits for `seal`, `seal` need not look at it.
+    /// Moves the head past a record of `span` slots written sealed, with
+    /// nothing before it unsealed.
     #[inline]
     fn skip_sealed(&mut self, span: u64) {
-        if self.unsealed == self.head {
-            self.unsealed = self.unsealed.wrapping_add(span);
-        }
         self.head = self.head.wrapping_add(span);
+        self.unsealed = self.head;
     }
 
     /// The header of the record at `head` (`checksum` 0: left to `seal`).
@@ -357,50 +356,26 @@ impl DeltaProducer<'_> {
         Ok(())
     }
 
-    /// Writes the checksum of every record pushed since the last seal.
+    /// Writes the checksum of every record pushed since the last seal: each
+    /// one slot (a multi-slot record and its pad are sealed at their push,
+    /// after everything before them).
     #[inline]
     fn seal(&mut self) {
-        // Signed distance: a header scribbled meanwhile (by a process that
-        // maps the ring read-write) can make a record claim more slots than
-        // were pushed; the walk stops at the head instead of going round.
-        while (self.head.wrapping_sub(self.unsealed) as i64) > 0 {
+        while self.unsealed != self.head {
             let slot = self.slot_to_write(self.unsealed);
             // SAFETY: positions unsealed..head are pushed and unpublished, so
-            // still the producer's alone (see try_push_with); the header is
-            // the slot's first 32 bytes, plain integers.
-            let h = unsafe { slot.cast::<SlotHeader>().read() };
-            let len = usize::from(h.len);
-            let pushed = self.head.wrapping_sub(self.unsealed);
-            let (span, checksum) = if h.kind == delta_kind::PAD && len == 0 {
-                let span = self.size - (self.unsealed & self.mask);
-                (span, record_checksum(h.conn_id, h.version, h.module, h.kind, &[]))
-            } else if len <= DELTA_PAYLOAD_MAX {
-                // SAFETY: len bytes of the slot's payload area, written by
-                // the push.
-                let payload =
-                    unsafe { std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), len) };
-                (1, record_checksum(h.conn_id, h.version, h.module, h.kind, payload))
-            } else {
-                let span = record_slots(len.min(RECORD_PAYLOAD_MAX)).min(pushed);
-                let parts = (0..span).map(|i| {
-                    let (at, n) = if i == 0 {
-                        (DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX)
-                    } else {
-                        let left =
-                            len - DELTA_PAYLOAD_MAX - (i as usize - 1) * CONTINUATION_PAYLOAD;
-                        (CONTINUATION_HEADER_BYTES, left.min(CONTINUATION_PAYLOAD))
-                    };
-                    let s = self.slot_ptr(self.unsealed.wrapping_add(i));
-                    // SAFETY: slot i of the record, pushed and unpublished
-                    // (i < pushed), in one lap; n bytes after its header or
-                    // marker lie inside its 256 bytes.
-                    unsafe { std::slice::from_raw_parts(s.add(at), n) }
-                });
-                (span, record_checksum_parts(h.conn_id, h.version, h.module, h.kind, len, parts))
-            };
-            // SAFETY: the header's checksum field, same slot.
-            unsafe { slot.add(CHECKSUM_AT).cast::<u32>().write(checksum) };
-            self.unsealed = self.unsealed.wrapping_add(span.clamp(1, pushed));
+            // still the producer's alone (see try_push_with); the header was
+            // written whole by the push, and the payload read is kept inside
+            // the slot whatever its len says.
+            unsafe {
+                let h = slot.cast::<SlotHeader>().read();
+                let len = usize::from(h.len).min(DELTA_PAYLOAD_MAX);
+                let payload = std::slice::from_raw_parts(slot.add(DELTA_HEADER_BYTES), len);
+                slot.add(CHECKSUM_AT)
+                    .cast::<u32>()
+                    .write(record_checksum(h.conn_id, h.version, h.module, h.kind, payload));
+            }
+            self.unsealed = self.unsealed.wrapping_add(1);
         }
     }
 
