@@ -1889,14 +1889,7 @@ mod tests {
 
     #[test]
     fn a_server_segment_waits_for_the_remote_store_at_the_remote_level() {
-        let mut f = fw(MemorySink { remote_committed: Some(0), ..Default::default() });
-        let svc = ProtectedService {
-            addr: S.into(),
-            port: 80,
-            output_commit: crate::config::OutputCommit::Remote,
-            ..Default::default()
-        };
-        f.protect(&[svc], vec![1, 0], HZ);
+        let mut f = remote_level();
         open(&mut f);
         assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
         let logged_at = f.sink().written;
@@ -1923,7 +1916,13 @@ mod tests {
     }
 
     fn remote_level() -> Fw {
-        let mut f = fw(MemorySink { remote_committed: Some(0), ..Default::default() });
+        remote(MemorySink { remote_committed: Some(0), ..Default::default() })
+    }
+
+    /// The server protected with output commit at the remote level, writing
+    /// into `sink`.
+    pub(super) fn remote(sink: MemorySink) -> Fw {
+        let mut f = fw(sink);
         let svc = ProtectedService {
             addr: S.into(),
             port: 80,
@@ -2057,6 +2056,7 @@ mod tests {
 /// Where probes, output commit at the remote level, the half-close and
 /// restores meet.
 mod interplay_tests {
+    use super::tests::remote;
     use crate::checkpoint::MemorySink;
     use crate::config::ProtectedService;
     use crate::firewall::testing::{fw, C, HZ, S};
@@ -2076,17 +2076,6 @@ mod interplay_tests {
         assert!(burst(f, &tcp(C, S, (40000, 80), SYN, (1000, 0), b""), 0, MS));
         assert!(burst(f, &tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""), 1, MS));
         assert!(burst(f, &tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0, MS));
-    }
-    fn remote(sink: MemorySink) -> Fw {
-        let mut f = fw(sink);
-        let svc = ProtectedService {
-            addr: S.into(),
-            port: 80,
-            output_commit: crate::config::OutputCommit::Remote,
-            ..Default::default()
-        };
-        f.protect(&[svc], vec![1, 0], HZ);
-        f
     }
     fn restart(f: &Fw, now: u64) -> Fw {
         let held = f.sink().protected.clone();
