@@ -92,10 +92,10 @@ impl CheckpointSink for WorkerSink {
             WorkerSink::Ring(s) => s.take_protect_resync(),
         }
     }
-    fn free_records(&mut self) -> u32 {
+    fn free_slots(&mut self) -> u32 {
         match self {
             WorkerSink::Off(_) => u32::MAX,
-            WorkerSink::Ring(s) => s.free_records(),
+            WorkerSink::Ring(s) => s.free_slots(),
         }
     }
     fn position(&self) -> u64 {

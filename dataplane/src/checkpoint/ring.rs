@@ -104,7 +104,7 @@ impl CheckpointSink for RingSink {
             }
         }
     }
-    fn free_records(&mut self) -> u32 {
+    fn free_slots(&mut self) -> u32 {
         self.producer.free_slots()
     }
     fn position(&self) -> u64 {

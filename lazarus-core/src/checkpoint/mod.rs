@@ -90,7 +90,7 @@ pub trait CheckpointSink {
         Ok(())
     }
     /// Slots free now (a bound for writing a long log in pieces).
-    fn free_records(&mut self) -> u32 {
+    fn free_slots(&mut self) -> u32 {
         u32::MAX
     }
     /// Whether checkpointd lost what it held of protected connections (it
@@ -275,7 +275,7 @@ impl CheckpointSink for MemorySink {
     fn take_protect_resync(&mut self) -> bool {
         std::mem::take(&mut self.protect_resync)
     }
-    fn free_records(&mut self) -> u32 {
+    fn free_slots(&mut self) -> u32 {
         self.room.unwrap_or(u32::MAX)
     }
     fn position(&self) -> u64 {

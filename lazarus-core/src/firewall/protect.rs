@@ -159,18 +159,17 @@ impl Entry {
     /// Writes the log bytes checkpointd does not hold yet, in at most
     /// `slots` ring slots (a log longer than the ring, written again to a
     /// new checkpointd, goes in pieces); true once it holds them all.
-    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S, slots: u32) -> bool {
+    fn write_log<S: CheckpointSink>(&mut self, sink: &mut S, mut slots: u32) -> bool {
         let log = self.p.client_log();
-        let mut records = slots;
         if self.sent_log < log.base() {
             // checkpointd's copy starts before this log's truncation (or it
             // holds nothing: a new checkpointd): it drops the bytes first.
-            if records == 0
+            if slots == 0
                 || sink.protect(self.id, ProtectRecord::Trim { base: log.base() }).is_err()
             {
                 return false;
             }
-            records -= 1;
+            slots -= 1;
             self.sent_log = log.base();
         }
         let from = self.sent_log;
@@ -178,7 +177,7 @@ impl Entry {
         if owed == 0 {
             return true;
         }
-        let n = owed.min(log_bytes_within(records));
+        let n = owed.min(log_bytes_within(slots));
         if n == 0 {
             return false;
         }
@@ -725,7 +724,7 @@ impl Protection {
         if (logging || first_fin) && !sink.has_room(room) {
             // Behind (a new checkpointd is told the log again): a piece more
             // now; the client sends the segment again.
-            let room = sink.free_records();
+            let room = sink.free_slots();
             e.write_log(sink, room);
             c.protect.log_ring_full.add(1);
             return Some(false);
@@ -1089,7 +1088,7 @@ impl Protection {
             if S::ENABLED {
                 if keep {
                     // Half the room at most: the packets need the rest.
-                    let room = sink.free_records() / 2;
+                    let room = sink.free_slots() / 2;
                     if e.write_log(sink, room) && e.p.worth_snapshot() {
                         let rec = e.record(ns);
                         let version = now;
@@ -1582,7 +1581,8 @@ mod tests {
             cs += 1000;
         }
         // checkpointd restarted: it holds nothing, and its ring has room
-        // for 20 records at a time (4480 bytes), less than the log.
+        // for 20 slots at a time (a few hundred bytes of log a round), less
+        // than the log.
         f.sink_mut().protected.clear();
         f.sink_mut().protect_resync = true;
         let mut passed = false;
