@@ -120,7 +120,12 @@ for i in range(1, n + 1):
         others = [int(x) for x in os.popen(f"pgrep -f -- '--file-prefix {prefix} .*--worker'").read().split()]
         for pid in others:
             if pid != p["active_pid"]:
-                os.kill(pid, signal.SIGKILL)
+                # pgrep also lists the last killed active while the kernel
+                # tears it down: gone by now, it is not a standby to kill.
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
                 standbys_killed += 1
                 break
         p = standby(0)
