@@ -213,38 +213,11 @@ pub fn workers(_: &str) -> TelValue {
                 ("restore_stale_expectations", f.restore_stale_expectations.get()),
                 ("flushed", f.flushed.get()),
                 ("flush_pending", f.requests.flush.load(Ordering::Relaxed) as u64),
-                ("protect_connections", f.protect.connections.get()),
-                ("protect_table_full", f.protect.table_full.get()),
-                ("protect_spliced", f.protect.spliced.get()),
-                ("protect_replay_failed", f.protect.replay_failed.get()),
-                ("protect_diverged", f.protect.diverged.get()),
-                ("protect_log_bound", f.protect.log_bound.get()),
-                ("protect_log_gap", f.protect.log_gap.get()),
-                ("protect_log_conflict", f.protect.log_conflict.get()),
-                ("protect_released", f.protect.released.get()),
-                ("protect_down_too_long", f.protect.down_too_long.get()),
-                ("protect_sent", f.protect.sent.get()),
-                ("protect_send_full", f.protect.send_full.get()),
-                ("protect_unspliceable", f.protect.unspliceable.get()),
-                ("protect_log_ring_full", f.protect.log_ring_full.get()),
-                ("protect_restored", f.protect.restored.get()),
-                ("protect_restore_refused", f.protect.restore_refused.get()),
-                ("protect_rewritten", f.protect.rewritten.get()),
-                ("protect_truncated", f.protect.truncated.get()),
-                ("protect_probes", f.protect.probes.get()),
-                ("protect_probe_listening", f.protect.probe_listening.get()),
-                ("protect_probe_refused", f.protect.probe_refused.get()),
-                ("protect_probe_silent", f.protect.probe_silent.get()),
-                ("protect_wire_down", f.protect.wire_down.get()),
-                ("protect_arp_answered", f.protect.arp_answered.get()),
-                ("protect_unprotectable", f.protect.unprotectable.get()),
-                ("protect_commit_held", f.protect.commit_held.get()),
-                ("protect_commit_full", f.protect.commit_full.get()),
-                ("protect_commit_waiting", f.protect.commit_waiting.get()),
-                ("protect_log_bytes", f.protect.log_bytes.get()),
-                ("protect_log_memory", f.protect.log_memory.get()),
             ] {
                 d.push((k.into(), u(v)));
+            }
+            for (k, v) in f.protect.named() {
+                d.push((format!("protect_{k}"), u(v)));
             }
         }
         out.push((format!("worker{}", w.index), TelValue::Dict(d)));

@@ -189,6 +189,44 @@ pub struct ProtectCounters {
     pub log_memory: Counter,
 }
 
+impl ProtectCounters {
+    /// Every counter by name, for the metrics and the final summary.
+    pub fn named(&self) -> [(&'static str, u64); 30] {
+        [
+            ("connections", self.connections.get()),
+            ("table_full", self.table_full.get()),
+            ("spliced", self.spliced.get()),
+            ("replay_failed", self.replay_failed.get()),
+            ("diverged", self.diverged.get()),
+            ("log_bound", self.log_bound.get()),
+            ("log_gap", self.log_gap.get()),
+            ("log_conflict", self.log_conflict.get()),
+            ("released", self.released.get()),
+            ("down_too_long", self.down_too_long.get()),
+            ("sent", self.sent.get()),
+            ("send_full", self.send_full.get()),
+            ("unspliceable", self.unspliceable.get()),
+            ("log_ring_full", self.log_ring_full.get()),
+            ("restored", self.restored.get()),
+            ("restore_refused", self.restore_refused.get()),
+            ("rewritten", self.rewritten.get()),
+            ("truncated", self.truncated.get()),
+            ("probes", self.probes.get()),
+            ("probe_listening", self.probe_listening.get()),
+            ("probe_refused", self.probe_refused.get()),
+            ("probe_silent", self.probe_silent.get()),
+            ("wire_down", self.wire_down.get()),
+            ("arp_answered", self.arp_answered.get()),
+            ("unprotectable", self.unprotectable.get()),
+            ("commit_held", self.commit_held.get()),
+            ("commit_full", self.commit_full.get()),
+            ("commit_waiting", self.commit_waiting.get()),
+            ("log_bytes", self.log_bytes.get()),
+            ("log_memory", self.log_memory.get()),
+        ]
+    }
+}
+
 /// The most `[[protected]]` services a dataplane has.
 pub const MAX_PROTECTED: usize = 16;
 
@@ -327,6 +365,12 @@ impl FwCounters {
         ] {
             if c.get() != 0 {
                 parts.push(format!("{n}={}", c.get()));
+            }
+        }
+        for (n, v) in self.protect.named() {
+            // Gauges say what is, not what happened: left to the metrics.
+            if v != 0 && !matches!(n, "commit_waiting" | "log_bytes" | "log_memory") {
+                parts.push(format!("protect.{n}={v}"));
             }
         }
         if parts.is_empty() {

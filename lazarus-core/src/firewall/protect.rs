@@ -1984,6 +1984,40 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_connection_opened_again_is_protected_anew() {
+        let mut f = protected(MemorySink::default());
+        for round in 0..2u64 {
+            let t = round * 100 * MS;
+            assert!(burst(&mut f, &tcp(C, S, (40000, 80), SYN, (1000, 0), b""), 0, t + MS));
+            assert!(burst(
+                &mut f,
+                &tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""),
+                1,
+                t + MS
+            ));
+            assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK, (1001, 5001), b""), 0, t + MS));
+            assert!(burst(
+                &mut f,
+                &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"),
+                0,
+                t + 2 * MS
+            ));
+            assert!(burst(&mut f, &tcp(S, C, (80, 40000), ACK, (5001, 1003), b""), 1, t + 3 * MS));
+            assert!(burst(
+                &mut f,
+                &tcp(C, S, (40000, 80), RST | ACK, (1003, 5001), b""),
+                0,
+                t + 4 * MS
+            ));
+            f.housekeeping(t + 10 * MS);
+            f.housekeeping(t + 20 * MS);
+            // Even with the same ISN (a replayed capture), the new life is
+            // logged from its first byte.
+            assert_eq!(f.counters.protect.connections.get(), round + 1);
+        }
+    }
+
+    #[test]
     fn at_the_local_level_nothing_waits_for_the_remote_store() {
         let mut f = protected(MemorySink { remote_committed: Some(0), ..Default::default() });
         open(&mut f);
