@@ -20,6 +20,7 @@ pub(crate) mod checksum;
 mod consumer;
 mod producer;
 pub(crate) mod segment;
+mod stream;
 
 pub use consumer::DeltaConsumer;
 pub use producer::DeltaProducer;

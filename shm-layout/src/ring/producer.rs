@@ -2,10 +2,11 @@
 //! slots and publishes them with one Release store of `head` (P1).
 
 use super::checksum::{checksum_fields, record_checksum, words_checksum};
+use super::stream;
 use super::{
     prefetch_slot, record_slots, PushError, RingCtrl, SlotHeader, CHECKSUM_AT, CONTINUATION,
-    CONTINUATION_HEADER_BYTES, CONTINUATION_PAYLOAD, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX,
-    DELTA_SLOT_BYTES, PREFETCH_SLOTS, RECORD_PAYLOAD_MAX,
+    CONTINUATION_PAYLOAD, DELTA_HEADER_BYTES, DELTA_PAYLOAD_MAX, DELTA_SLOT_BYTES, PREFETCH_SLOTS,
+    RECORD_PAYLOAD_MAX,
 };
 use crate::delta_kind;
 use crate::sync::{Ordering, SlotCells};
@@ -26,6 +27,9 @@ pub struct DeltaProducer<'a> {
     pub(super) unsealed: u64,
     /// The consumer's tail as last read: the producer's view of free space.
     pub(super) cached_tail: u64,
+    /// Continuation slots were streamed since the last `publish`, which
+    /// must fence before it stores the head.
+    pub(super) streamed: bool,
     pub(super) taken: &'a AtomicBool,
     /// Slot accesses for loom's race checks (nothing in a normal build).
     pub(super) cells: SlotCells<'a>,
@@ -211,15 +215,10 @@ impl DeltaProducer<'_> {
             );
             for (i, chunk) in rest.chunks(CONTINUATION_PAYLOAD).enumerate() {
                 let pos = self.head.wrapping_add(1 + i as u64);
-                let cont = self.slot_to_write(pos);
-                cont.cast::<u64>().write(pos | CONTINUATION);
-                std::ptr::copy_nonoverlapping(
-                    chunk.as_ptr(),
-                    cont.add(CONTINUATION_HEADER_BYTES),
-                    chunk.len(),
-                );
+                stream::write_continuation(self.slot_to_write(pos), pos | CONTINUATION, chunk);
             }
         }
+        self.streamed |= !rest.is_empty();
         let sealed = record_checksum(conn_id, version, module, kind, payload);
         self.write_header(kind, conn_id, module, version, payload.len(), sealed);
         self.skip_sealed(span);
@@ -384,6 +383,9 @@ impl DeltaProducer<'_> {
     #[inline]
     pub fn publish(&mut self) {
         self.seal();
+        if std::mem::take(&mut self.streamed) {
+            stream::fence();
+        }
         // P1: Release pairs with the consumer's C1.
         self.ctrl.head.store(self.head, Ordering::Release);
     }

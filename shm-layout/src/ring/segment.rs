@@ -252,6 +252,7 @@ impl RingsSegment {
             head,
             unsealed: head,
             cached_tail: ctrl.tail.load(Ordering::Acquire),
+            streamed: false,
             taken,
             cells: self.cells(worker),
         })
