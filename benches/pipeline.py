@@ -26,6 +26,22 @@ from TIME_WAIT. Rounds alternate checkpointing off and on (checkpointd
 running, a fresh segment directory each round); the figure is the median of
 the per-round on/off ratios.
 
+Protect mode (--protect SEGMENTS): a protected bulk upload through the PMD
+(issue 21's "protected ÷ unprotected, same run"). Port a replays forever
+the clients' frames, port b the server's: 64 connections to a
+`[[protected]]` service, 32 at a time (one per lane of a burst of 32), each
+life SYN / SYN-ACK, then SEGMENTS full-sized client segments (1460 bytes)
+each acknowledged by the server, then the client's RST. The worker polls
+a, then b, 32 frames each: a server frame comes in the burst after the
+client frame it answers, so the two replays stay in step. A lane runs two
+connections in turn, so a connection's next life (the same bytes, a
+replay) opens milliseconds after its reset, when its protection is over
+and it is protected and logged anew. Rounds alternate the same config
+without and with the `[[protected]]` entry, checkpointd draining in both;
+the figure is the median of the per-round protected/unprotected ratios, and
+each protected round must show its lives protected (protect.connections)
+with no bound exceeded, or the run fails.
+
 Smoke mode (--smoke): one short round of whichever mode, to check that the
 command runs (scripts/bench-smoke.sh); its figures mean nothing.
 
@@ -36,14 +52,14 @@ by perf's cpu-clock into FILE (the last round's stays); the worker is the
 thread rte-worker-1, the packet path inlined into its run function, so
 `perf annotate` shows which loads the samples wait behind.
 
-usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--markdown] [--smoke] [--perf FILE]
+usage: benches/pipeline.py [--seconds 8] [--rounds 3] [--flows N [--churn DATA]] [--protect SEGMENTS] [--markdown] [--smoke] [--perf FILE]
 Needs root, hugepages (scripts/setup.sh) and a release build.
 """
 import argparse, os, random, re, signal, statistics, subprocess, sys, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts", "lib"))
-from frames import tcp4_frame, write_pcap  # noqa: E402
+from frames import eth, ipv4, pad, tcp, tcp4_frame, write_pcap  # noqa: E402
 
 BIN = os.environ.get("LAZARUS_BIN", os.path.join(ROOT, "target/release/lazarus-dataplane"))
 CKPT_BIN = os.environ.get("LAZARUS_CKPT_BIN", os.path.join(os.path.dirname(BIN), "lazarus-checkpointd"))
@@ -79,7 +95,7 @@ FW_CONFIG = """
 stats_interval_ms = {interval}
 burst = 32
 mbufs = {mbufs}
-mbuf_data_room = 256
+mbuf_data_room = {data_room}
 [[port]]
 name = "a"
 device = "net_pcap0"
@@ -96,6 +112,7 @@ enabled = true
 capacity = {capacity}
 ftp = false
 {checkpoint}
+{protected}
 """
 
 # The firewall's own cost (issue 3); checkpointing's is measured apart.
@@ -161,6 +178,58 @@ def make_churn_pcap(n, data, d):
     write_pcap(churn, (l[s] for s in range(len(lives[0])) for l in lives))
     write_pcap(empty, [])
     return empty, churn, n * len(lives[0])
+
+
+PROTECTED_PORT = 7000
+PROTECTED = f"""[[protected]]
+addr = "10.99.0.2"
+port = {PROTECTED_PORT}
+log_bound = {{bound}}
+connections = {{connections}}
+"""
+MSS = 1460
+
+
+def make_protect_pcaps(segments, d, lanes=32, per_lane=2):
+    """client.pcap (port a) and server.pcap (port b): bulk uploads to the
+    protected service, a burst's frames one per lane, lanes * per_lane
+    connections (see the module's doc). Returns both, the frames of a lap
+    on each port, and the connections a lap replays."""
+    cs, ss = 1000, 5000
+    syn_opts = bytes([2, 4, MSS >> 8, MSS & 0xFF])
+    body = bytes(random.Random(7).getrandbits(8) for _ in range(MSS))
+    life = segments + 2
+    lap = per_lane * life
+
+    def frame(src, dst, sport, dport, flags, seq, ack, payload=b"", opts=b""):
+        return pad(eth(ipv4(src, dst, 6, tcp(sport, dport, flags, seq, ack, opts=opts, payload=payload))))
+
+    def step(i, t):
+        """Connection i's client and server frames at step t of its life."""
+        c, p = client(i)
+        up = lambda *a, **k: frame(c, SERVER, p, PROTECTED_PORT, *a, **k)
+        down = lambda *a, **k: frame(SERVER, c, PROTECTED_PORT, p, *a, **k)
+        if t == 0:
+            return up(0x02, cs, 0, opts=syn_opts), down(0x12, ss, cs + 1, opts=syn_opts)
+        end = cs + 1 + min(t, segments) * MSS
+        if t <= segments:
+            # The first segment also completes the handshake.
+            return up(0x18, end - MSS, ss + 1, payload=body), down(0x10, ss + 1, end)
+        # The server's frame of this step finds the connection reset: the
+        # one frame a life that the firewalls drop (invalid, counted).
+        return up(0x14, end, ss + 1), down(0x10, ss + 1, end)
+
+    # A lane's lives at its own offset, so that the SYNs are spread.
+    order = [[] for _ in range(lap)]
+    for lane in range(lanes):
+        off = lane * lap // lanes
+        for q in range(lap):
+            order[(off + q) % lap].append((lane * per_lane + q // life, q % life))
+    steps = [[step(i, t) for i, t in row] for row in order]
+    cpath, spath = os.path.join(d, "client.pcap"), os.path.join(d, "server.pcap")
+    frames = write_pcap(cpath, (c for row in steps for c, _ in row))
+    write_pcap(spath, (sv for row in steps for _, sv in row))
+    return cpath, spath, frames, lanes * per_lane
 
 
 class Checkpointd:
@@ -236,7 +305,9 @@ def interval_ms():
     return 250 if SMOKE else 1000
 
 
-def lazarus(seconds, cfg, eal=EAL, steady=False, perf=None):
+def lazarus(seconds, cfg, eal=EAL, steady=False, perf=None, output=None):
+    """Median-ready per-second rates and the TSC Hz; `output` (a list), when
+    given, receives the whole output (the exit summary's counters)."""
     # Smoke runs are short: their seconds start when the ports do.
     out = run_for([BIN, *eal, "--file-prefix", "lzbench", "--", "--config", cfg], seconds, ready="forwarding" if SMOKE else None, perf=perf)
     pairs = [(float(r), float(t)) for r, t in re.findall(r"stats elapsed=\S+ .*? rx_mpps=([0-9.]+) tx_mpps=([0-9.]+)", out)]
@@ -247,6 +318,8 @@ def lazarus(seconds, cfg, eal=EAL, steady=False, perf=None):
         # was forwarded (the handshakes are done), that second excluded.
         first = next((i for i, (r, t) in enumerate(pairs) if r > 0 and t >= 0.999 * r), len(pairs))
         pairs = pairs[first + 1:]
+    if output is not None:
+        output.append(out)
     rates = [t for _, t in pairs]
     hz = re.search(r"tsc_hz=(\d+)", out)
     if not rates or not hz:
@@ -277,12 +350,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--flows", type=int, default=0, help="firewall mode: established TCP over this many flows")
     ap.add_argument("--churn", type=int, default=None, metavar="DATA", help="checkpoint mode: connections churning, DATA established packets a life; checkpointing off and on")
+    ap.add_argument("--protect", type=int, default=None, metavar="SEGMENTS", help="protect mode: bulk uploads of SEGMENTS full-sized segments to a protected service; protection off and on")
     ap.add_argument("--markdown", action="store_true", help="print a table for docs/BENCHMARKS.md")
     ap.add_argument("--smoke", action="store_true", help="one short round (2 s) to check the command runs; figures not judged")
     ap.add_argument("--perf", metavar="FILE", help="sample lazarus's steady state with perf (cpu-clock) into FILE, the last round's; read it with perf report --comm rte-worker-1 / perf annotate")
     a = ap.parse_args()
     if a.perf and a.churn is not None:
-        sys.exit("pipeline: --perf is for the firewall and bridge modes")
+        sys.exit("pipeline: --perf is for the firewall, bridge and protect modes")
+    if a.churn is not None and a.protect is not None:
+        sys.exit("pipeline: --churn or --protect, not both")
     if a.smoke:
         global SMOKE
         SMOKE = True
@@ -291,6 +367,10 @@ def main():
         if not a.flows:
             sys.exit("pipeline: --churn needs --flows")
         return churn_main(a)
+    if a.protect is not None:
+        if a.protect < 1 or a.flows:
+            sys.exit("pipeline: --protect takes at least one segment, and no --flows")
+        return protect_main(a)
     if not os.path.exists(BIN):
         sys.exit(f"pipeline: {BIN} missing: cargo build --release")
     tmp = tempfile.mkdtemp(prefix="lzbench-")
@@ -306,7 +386,7 @@ def main():
         tp_extra = (f"--total-num-mbufs={mbufs}", "--mbuf-size=256")
         name = f"lazarus-dataplane (firewall, {a.flows} flows, 1 worker)"
         with open(cfg, "w") as f:
-            f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024, checkpoint=CKPT_OFF))
+            f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=a.flows + a.flows // 8 + 1024, checkpoint=CKPT_OFF, data_room=256, protected=""))
     else:
         with open(cfg, "w") as f:
             f.write(CONFIG.format(interval=interval_ms()))
@@ -348,13 +428,13 @@ def churn_main(a):
     capacity = a.flows + a.flows // 8 + 1024
     off_cfg, on_cfg = os.path.join(tmp, "off.toml"), os.path.join(tmp, "on.toml")
     with open(off_cfg, "w") as f:
-        f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_OFF))
+        f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_OFF, data_room=256, protected=""))
     offs, ons, ratios, hz = [], [], [], 0
     try:
         for r in range(a.rounds):
             seg = os.path.join(seg_root, f"r{r}")
             with open(on_cfg, "w") as f:
-                f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_ON.format(dir=seg)))
+                f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_ON.format(dir=seg), data_room=256, protected=""))
             # Alternate which goes first, so neither always follows the other.
             order = ("off", "on") if r % 2 == 0 else ("on", "off")
             got = {}
@@ -390,6 +470,88 @@ def churn_main(a):
         print(f"checkpointing on                              {on:8.2f} Mpps {cpp(on):8.1f} cycles/packet")
         print(f"on/off: {ratio:.3f} (paired rounds: {', '.join(f'{x:.3f}' for x in ratios)})")
 
+
+def summary_counters(out):
+    """The exit summary's named counters (`name=value`), summed over workers,
+    and the ports' totals (rx=, from the last stats line)."""
+    got = {}
+    for line in out.splitlines():
+        if "conntrack summary" in line:
+            for k, v in re.findall(r"([a-z_.]+)=(\d+)", line.split("conntrack summary", 1)[1]):
+                got[k] = got.get(k, 0) + int(v)
+    return got
+
+
+def protect_main(a):
+    if not os.path.exists(CKPT_BIN):
+        sys.exit(f"pipeline: {CKPT_BIN} missing: cargo build --release")
+    tmp = tempfile.mkdtemp(prefix="lzbench-")
+    seg_root = tempfile.mkdtemp(prefix="lzbench-seg-", dir="/dev/hugepages" if os.path.ismount("/dev/hugepages") else "/dev/shm")
+    cpcap, spcap, lap, conns = make_protect_pcaps(a.protect, tmp)
+    # Both replays are held in mbufs of the pool.
+    mbufs = 2 * lap + 16384
+    mem = 128 + mbufs * 2560 // 2**20
+    eal = ["-l", "0,1", "-m", str(mem), "--no-pci", "--vdev", f"net_pcap0,rx_pcap={cpcap},infinite_rx=1", "--vdev", f"net_pcap1,rx_pcap={spcap},infinite_rx=1"]
+    capacity = conns + 1024
+    bound = max(1 << 20, (a.protect + 1) * MSS)
+    offs, ons, ratios, hz, checks = [], [], [], 0, []
+    try:
+        for r in range(a.rounds):
+            # Alternate which goes first, so neither always follows the other.
+            order = ("off", "on") if r % 2 == 0 else ("on", "off")
+            got = {}
+            for side in order:
+                seg = os.path.join(seg_root, f"r{r}{side}")
+                cfg = os.path.join(tmp, f"{side}.toml")
+                with open(cfg, "w") as f:
+                    f.write(FW_CONFIG.format(interval=interval_ms(), mbufs=mbufs, capacity=capacity, checkpoint=CKPT_ON.format(dir=seg),
+                                             data_room=2176, protected=PROTECTED.format(bound=bound, connections=conns + 64) if side == "on" else ""))
+                ck = Checkpointd(cfg, seg)
+                out = []
+                try:
+                    # Not `steady`: a life's last server frame is dropped, so
+                    # tx never reaches rx; the first seconds are dropped still.
+                    rates, hz = lazarus(a.seconds, cfg, eal, output=out, perf=a.perf if side == "on" else None)
+                finally:
+                    ck.stop()
+                got[side] = statistics.median(rates)
+                n = summary_counters(out[0])
+                rx = [int(x) for x in re.findall(r"stats elapsed=\S+ rx=(\d+)", out[0])]
+                # A lap replays each connection's life once per lane turn.
+                lives = (rx[-1] if rx else 0) // 2 * conns // lap
+                if side == "on":
+                    checks.append(n)
+                    # Every life replayed was protected anew: a replay that
+                    # found its old entry would log nothing and flatter the figure.
+                    if n.get("protect.connections", 0) < 0.9 * lives or n.get("protect.log_bound", 0):
+                        sys.exit(f"pipeline: protected round not as designed: {lives} lives replayed, counters {n}")
+            offs.append(got["off"])
+            ons.append(got["on"])
+            ratios.append(got["on"] / got["off"])
+            c = checks[-1]
+            print(f"round {r + 1}/{a.rounds}: unprotected {got['off']:.3f} Mpps, protected {got['on']:.3f} Mpps, ratio {ratios[-1]:.3f}; "
+                  f"protected connections {c.get('protect.connections', 0)}, log_ring_full {c.get('protect.log_ring_full', 0)}, "
+                  f"log_bound {c.get('protect.log_bound', 0)}, invalid {c.get('invalid', 0)}", file=sys.stderr)
+    finally:
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
+        os.rmdir(seg_root)
+    off, on, ratio = statistics.median(offs), statistics.median(ons), statistics.median(ratios)
+    cpp = lambda mpps: hz / (mpps * 1e6)
+    ring_full = sum(c.get("protect.log_ring_full", 0) for c in checks)
+    bound_hit = sum(c.get("protect.log_bound", 0) for c in checks)
+    label = f"{conns} bulk uploads of {a.protect} × {MSS} B, 1 worker"
+    if a.markdown:
+        print("| lazarus-dataplane, checkpointd draining | Mpps | cycles/packet |\n|---|---:|---:|")
+        print(f"| unprotected ({label}) | {off:.3f} | {cpp(off):.1f} |")
+        print(f"| protected, output commit local | {on:.3f} | {cpp(on):.1f} |")
+        print(f"\nprotected/unprotected: **{ratio:.3f}** (median of {len(ratios)} paired rounds: {', '.join(f'{x:.3f}' for x in ratios)}); "
+              f"bound exceeded {bound_hit}, client segments dropped for a full ring {ring_full}")
+    else:
+        print(f"unprotected ({label}) {off:8.3f} Mpps {cpp(off):8.1f} cycles/packet")
+        print(f"protected                                {on:8.3f} Mpps {cpp(on):8.1f} cycles/packet")
+        print(f"protected/unprotected: {ratio:.3f} (paired rounds: {', '.join(f'{x:.3f}' for x in ratios)}); bound exceeded {bound_hit}, ring full {ring_full}")
 
 if __name__ == "__main__":
     main()

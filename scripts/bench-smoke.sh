@@ -51,10 +51,11 @@ run() {
 run "frames.py selftest" python3 scripts/lib/frames.py
 
 # Through the PMD (benches/pipeline.py): plain forwarding, the firewall,
-# checkpointing off and on.
+# checkpointing off and on, a protected bulk upload.
 run "pipeline.py (plain forwarding)" benches/pipeline.py --smoke --markdown
 run "pipeline.py --flows 1000" benches/pipeline.py --smoke --flows 1000 --markdown
 run "pipeline.py --flows 1000 --churn 2" benches/pipeline.py --smoke --flows 1000 --churn 2 --markdown
+run "pipeline.py --protect 128" benches/pipeline.py --smoke --protect 128 --markdown
 # The remote copy (redis-server on loopback): replication, and a takeover.
 run "remote.py" benches/remote.py --smoke
 run "remote.py --takeover 2000" benches/remote.py --smoke --takeover 2000
