@@ -146,7 +146,8 @@ pub struct ProtectCounters {
     /// room to send.
     pub sent: Counter,
     pub send_full: Counter,
-    /// Segments a splice could not rewrite (dropped).
+    /// Segments a splice could not rewrite, and fragments of a connection
+    /// down, in recovery or spliced (dropped).
     pub unspliceable: Counter,
     /// Client segments dropped because the delta ring had no room for
     /// their bytes: never forwarded unlogged; the client sends them again.
@@ -172,9 +173,10 @@ pub struct ProtectCounters {
     pub wire_down: Counter,
     /// ARP requests for a probe address answered.
     pub arp_answered: Counter,
-    /// Connections to a protected service protection cannot follow yet
-    /// (VLAN-tagged, IP options), counted at their SYN: they go on
-    /// unprotected.
+    /// Connections to a protected service protection cannot follow: VLAN-
+    /// tagged, counted at their SYN; fragmented, counted when a fragment
+    /// ends their protection (up and never spliced; elsewhere the fragment
+    /// is dropped as `unspliceable`). They go on unprotected.
     pub unprotectable: Counter,
     /// Output commit at the remote level: server segments held until the
     /// client bytes they acknowledge were in the remote store, those

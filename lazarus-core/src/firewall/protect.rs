@@ -21,7 +21,7 @@ use super::held_output::{Ask, HeldOutput};
 use crate::checkpoint::{log_bytes_within, log_slots, CheckpointSink, ProtectRecord};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
-use crate::parse::{parse_into, tcp_flags, FrameKind, IpPacket, L4};
+use crate::parse::{parse_into, tcp_flags, Fragment, FrameKind, IpPacket, L4};
 use crate::protect::segment::{write_v4, Endpoints, Segment};
 use crate::protect::{
     Action, Ended, Judged, ProbeConfig, ProbeEvent, Prober, ProtectDrop, ProtectPolicy, Protected,
@@ -649,13 +649,8 @@ impl Protection {
         let Ok(FrameKind::Ip) = parse_into(frame, &mut p) else { return None };
         let L4::Tcp(t) = p.l4 else { return None };
         let syn = t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        if p.l3_off as usize != ETH || p.l4_off as usize != ETH_IP {
-            // IP options: not ours to rewrite yet (counted at the SYN, once).
-            if !before && from_client && syn {
-                c.protect.unprotectable.add(1);
-            }
-            return None;
-        }
+        // After IP options, if any (service_of took untagged frames only).
+        let l4 = usize::from(p.l4_off);
         if before && !from_client {
             if let Some(probe) = self.services[svc].probe.as_mut() {
                 if ip4(&p.dst) == probe.addr() {
@@ -684,6 +679,22 @@ impl Protection {
         let client = if from_client { (ip4(&p.src), t.sport) } else { (ip4(&p.dst), t.dport) };
         let client_side = if from_client { port } else { *self.peer.get(port)? };
         let key = (client.0, client.1, svc, client_side);
+        if p.frag != Fragment::None {
+            // Its bytes are not all here to log or rewrite: protection ends
+            // where it can, else the fragment goes no further.
+            let Some(e) = self.conns.get_mut(&key) else {
+                if !before && from_client && syn {
+                    c.protect.unprotectable.add(1);
+                }
+                return None;
+            };
+            if e.p.cannot_follow() {
+                e.end_now(sink, now);
+                return None;
+            }
+            c.protect.unspliceable.add(1);
+            return Some(false);
+        }
         if before {
             if from_client && syn {
                 // A new connection always meets the tracker and the policy.
@@ -746,7 +757,7 @@ impl Protection {
         } else {
             &mut []
         };
-        let tcp = copy.get_mut(ETH_IP..).unwrap_or_default();
+        let tcp = copy.get_mut(l4..).unwrap_or_default();
         let action = if from_client {
             e.p.from_client(&t, payload, tcp, ns)
         } else {
@@ -829,19 +840,17 @@ impl Protection {
     /// Whether a frame of service `svc` is one the tracker sees first, told
     /// from its raw bytes before any parse (most frames of a protected
     /// service: a connection that is up and not spliced, a new SYN, none
-    /// of protection's, a frame with IP options). False sends it on to the
+    /// of protection's). False sends it on to the
     /// full parse: a probe's answer, a connection down, in recovery or
     /// spliced.
     #[inline]
     fn up_as_tracked(&self, f: &[u8], svc: usize, from_client: bool, port: usize) -> bool {
         // service_of checked the length up to the ports.
-        if f[ETH] & 0x0f != 5 {
-            return true;
-        }
+        let l4 = ETH + usize::from(f[ETH] & 0x0f) * 4;
         let port16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         let mut ip = [0; 4];
         if from_client {
-            if f.get(ETH_IP + 13)
+            if f.get(l4 + 13)
                 .is_some_and(|&fl| fl & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN)
             {
                 return true;
@@ -854,10 +863,10 @@ impl Protection {
             }
         }
         let (client_port, client_side) = if from_client {
-            (port16(ETH_IP), port)
+            (port16(l4), port)
         } else {
             let Some(&side) = self.peer.get(port) else { return true };
-            (port16(ETH_IP + 2), side)
+            (port16(l4 + 2), side)
         };
         self.conns
             .get(&(ip, client_port, svc, client_side))
@@ -1253,6 +1262,7 @@ impl Protection {
         let counter = match why {
             Ended::Closed => None,
             Ended::LogBound => Some(&c.protect.log_bound),
+            Ended::Unfollowable => Some(&c.protect.unprotectable),
             Ended::Released => Some(&c.protect.released),
             Ended::DownTooLong => Some(&c.protect.down_too_long),
             Ended::Replay(ReplayError::Diverged) => {
@@ -2041,6 +2051,80 @@ mod tests {
         burst(&mut f, &other, 0, MS);
         assert_eq!(f.counters.protect.unprotectable.get(), 1);
         assert_eq!(f.counters.protect.connections.get(), 0);
+    }
+
+    /// A TCP frame whose IPv4 header carries options (four NOPs' worth),
+    /// or is a first fragment (`frag` 0x2000).
+    fn tcp_ip(
+        src: [u8; 4],
+        dst: [u8; 4],
+        ports: (u16, u16),
+        flags: u8,
+        (seq, ack): (u32, u32),
+        payload: &[u8],
+        frag: u16,
+    ) -> Vec<u8> {
+        use crate::frames::{eth, ipv4_packet, tcp_segment, Ipv4, Tcp};
+        let t = Tcp { sport: ports.0, dport: ports.1, seq, ack, flags, payload, ..Tcp::default() };
+        let h = Ipv4 { opts: &[1, 1, 1, 0], frag, ..Ipv4::new(6, src, dst) };
+        eth(ipv4_packet(&h, &tcp_segment(&t)))
+    }
+
+    #[test]
+    fn a_connection_whose_frames_carry_ip_options_is_protected_up_and_down() {
+        let mut f = protected(MemorySink::default());
+        let whole = 0x4000;
+        assert!(burst(&mut f, &tcp_ip(C, S, (40000, 80), SYN, (1000, 0), b"", whole), 0, MS));
+        assert!(burst(&mut f, &tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b""), 1, MS));
+        assert!(burst(&mut f, &tcp_ip(C, S, (40000, 80), ACK, (1001, 5001), b"", whole), 0, MS));
+        assert_eq!(f.counters.protect.connections.get(), 1);
+        assert_eq!(f.counters.protect.unprotectable.get(), 0);
+        let set = tcp_ip(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"SET a 1\n", whole);
+        assert!(burst(&mut f, &set, 0, 2 * MS));
+        assert_eq!(f.sink().protected.values().next().expect("logged").1, b"SET a 1\n");
+        // Down: its bytes are logged and answered for the server.
+        f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        f.housekeeping(4 * MS);
+        let get = tcp_ip(C, S, (40000, 80), ACK | PSH, (1009, 5001), b"GET a\n", whole);
+        assert!(!burst(&mut f, &get, 0, 5 * MS), "absorbed while the server is down");
+        assert_eq!(f.sink().protected.values().next().unwrap().1, b"SET a 1\nGET a\n");
+        f.housekeeping(7 * MS);
+        let mut acks = Vec::new();
+        f.outbox().drain(|port, fr| {
+            if port == 0 {
+                acks.push(u32::from_be_bytes(fr[42..46].try_into().unwrap()));
+            }
+        });
+        assert!(acks.contains(&1015), "{acks:?}");
+    }
+
+    #[test]
+    fn a_fragment_ends_protection_where_it_can_and_goes_no_further_where_not() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        // Up: protection ends, the fragment and what follows go on unlogged.
+        let first = tcp_ip(C, S, (40000, 80), ACK | PSH, (1003, 5001), b"abcd", 0x2000);
+        assert!(burst(&mut f, &first, 0, 3 * MS));
+        f.housekeeping(4 * MS);
+        assert_eq!(f.counters.protect.unprotectable.get(), 1);
+        assert!(f.sink().protected.is_empty(), "its end was written");
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1003, 5001), b"abcd"),
+            0,
+            5 * MS
+        ));
+        assert!(f.sink().protected.is_empty(), "no longer logged");
+
+        // Down: the fragment cannot be logged, nor go to the server.
+        let mut g = protected(MemorySink::default());
+        open(&mut g);
+        g.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        g.housekeeping(2 * MS);
+        assert!(!burst(&mut g, &first, 0, 3 * MS));
+        assert_eq!(g.counters.protect.unspliceable.get(), 1);
+        assert_eq!(g.counters.protect.unprotectable.get(), 0);
     }
 
     #[test]

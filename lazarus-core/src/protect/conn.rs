@@ -101,6 +101,9 @@ pub enum Ended {
     DownTooLong,
     /// The replay failed: both sides reset.
     Replay(ReplayError),
+    /// A segment came that protection cannot take whole (an IP fragment):
+    /// the connection goes on unprotected.
+    Unfollowable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +360,25 @@ impl Protected {
     fn end(&mut self, e: Ended) {
         self.phase = Phase::Ended(e);
         self.replay = None;
+    }
+
+    /// A segment protection cannot log or rewrite whole (an IP fragment:
+    /// its bytes are not all in it). Where nothing depends on protection
+    /// yet (opening, or up and never spliced) protection ends and the
+    /// segment goes on (true); down, in recovery or spliced, it cannot go
+    /// on (false: the caller drops it).
+    pub fn cannot_follow(&mut self) -> bool {
+        if self.splice.is_some() {
+            return false;
+        }
+        match self.phase {
+            Phase::Opening | Phase::Up => {
+                self.end(Ended::Unfollowable);
+                true
+            }
+            Phase::Ended(_) => true,
+            Phase::Down | Phase::Replaying => false,
+        }
     }
 
     /// A segment from the client: `t` its header, `tcp` its TCP header and
