@@ -360,6 +360,7 @@ impl Bridge {
                 dst_ip: dst,
                 sport: t.sport,
                 dport: t.dport,
+                tags: lazarus_core::protect::VlanTags::UNTAGGED,
             };
             ends.src_mac.copy_from_slice(&f[6..12]);
             ends.dst_mac.copy_from_slice(&f[..6]);

@@ -118,6 +118,7 @@ impl Wire {
             dst_ip: SERVER,
             sport: 40000 + (std::process::id() % 20000) as u16,
             dport: PORT,
+            tags: lazarus_core::protect::VlanTags::UNTAGGED,
         };
         Ok(Wire { tap, ends, buf: vec![0; 2048], resets: 0 })
     }

@@ -173,10 +173,10 @@ pub struct ProtectCounters {
     pub wire_down: Counter,
     /// ARP requests for a probe address answered.
     pub arp_answered: Counter,
-    /// Connections to a protected service protection cannot follow: VLAN-
-    /// tagged, counted at their SYN; fragmented, counted when a fragment
-    /// ends their protection (up and never spliced; elsewhere the fragment
-    /// is dropped as `unspliceable`). They go on unprotected.
+    /// Connections to a protected service protection cannot follow: a SYN
+    /// sent in fragments, or a fragment that ends their protection (up and
+    /// never spliced; elsewhere the fragment is dropped as `unspliceable`).
+    /// They go on unprotected.
     pub unprotectable: Counter,
     /// Output commit at the remote level: server segments held until the
     /// client bytes they acknowledge were in the remote store, those

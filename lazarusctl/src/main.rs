@@ -467,8 +467,8 @@ fn conn_line(c: &Value) -> String {
 }
 
 /// What checkpointd holds of protected connections, by (client address,
-/// client port, server address, server port).
-fn protection(ep: &Endpoints) -> HashMap<(String, u64, String, u64), Value> {
+/// client port, server address, server port, VLAN ids).
+fn protection(ep: &Endpoints) -> HashMap<(String, u64, String, u64, u64), Value> {
     let held = ep.protected().unwrap_or_else(|e| {
         eprintln!("lazarusctl: protected connections not shown: {e:#}");
         Vec::new()
@@ -477,8 +477,13 @@ fn protection(ep: &Endpoints) -> HashMap<(String, u64, String, u64), Value> {
         .filter_map(|h| {
             let v = lazarus_core::firewall::describe_record(&h.record).ok()?;
             let s = v.snapshot;
-            let key =
-                (v.client.0.to_string(), u64::from(v.client.1), v.server.0.to_string(), u64::from(v.server.1));
+            let key = (
+                v.client.0.to_string(),
+                u64::from(v.client.1),
+                v.server.0.to_string(),
+                u64::from(v.server.1),
+                u64::from(v.vlan),
+            );
             Some((
                 key,
                 json!({"phase": s.phase, "log_bytes": s.log_bytes, "log_base": s.log_base, "recoveries": s.recoveries, "broken": h.broken}),
@@ -496,7 +501,8 @@ fn conns(ep: &Endpoints, limit: u64, as_json: bool) -> Result<()> {
         match decode_conn(c) {
             Ok(mut v) => {
                 let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-                let key = (s("src"), n(&v, "sport"), s("dst"), n(&v, "dport"));
+                let vlan = n(&v, "vlan") | n(&v, "inner_vlan") << 12;
+                let key = (s("src"), n(&v, "sport"), s("dst"), n(&v, "dport"), vlan);
                 if let Some(p) = protected.get(&key) {
                     v["protect"] = p.clone();
                 }

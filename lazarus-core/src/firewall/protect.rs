@@ -25,28 +25,38 @@ use crate::parse::{parse_into, tcp_flags, Fragment, FrameKind, IpPacket, L4};
 use crate::protect::segment::{write_v4, Endpoints, Segment};
 use crate::protect::{
     Action, Ended, Judged, ProbeConfig, ProbeEvent, Prober, ProtectDrop, ProtectPolicy, Protected,
-    ReplayError, SnapshotError, Toward, Verdict, Via, DOWN_FOR, SNAPSHOT_BYTES,
+    ReplayError, SnapshotError, Toward, Verdict, Via, VlanTags, DOWN_FOR, SNAPSHOT_BYTES,
 };
 use crate::stats::{FwCounters, MAX_PROTECTED};
 use foldhash::fast::RandomState;
 use std::collections::HashMap;
 
-const ETH: usize = 14;
-const ETH_IP: usize = ETH + 20;
 /// The largest frame the outbox holds: a full-sized Ethernet frame.
-pub const OUT_FRAME: usize = 1518;
+pub const OUT_FRAME: usize = 1518 + 4 * 2;
 /// Frames the outbox holds between two drains by the worker: two lanes'
 /// bursts of spliced segments, and room for answers and the replay.
 const OUT_FRAMES: usize = 256;
 /// Bytes of a protected connection's checkpoint record: its snapshot, then
 /// where it is on the wire (both ends' addresses, the client's port).
 pub const RECORD_BYTES: usize = SNAPSHOT_BYTES + 32;
+/// Where in a record's wire part its VLAN tags are (since snapshot format
+/// 3; zero, untagged, in a record of an earlier one).
+const TAGS_AT: std::ops::Range<usize> = 26..26 + VlanTags::ENCODED;
 
-/// A protected connection: client address and port, service index, and
-/// the config port the client's frames arrive on (its side of the bridge: a
+/// A protected connection: client address and port, service index, the
+/// config port the client's frames arrive on (its side of the bridge: a
 /// frame from the wrong side matches nothing, and the same addresses on
-/// another bridge are another connection).
-type Key = ([u8; 4], u16, usize, usize);
+/// another bridge are another connection), and its VLAN ids as the tracker
+/// keys them (the same addresses in another VLAN are another connection).
+type Key = ([u8; 4], u16, usize, usize, u32);
+
+/// Where a frame's headers are, read from its raw bytes before any parse.
+#[derive(Clone, Copy)]
+struct At {
+    ip: usize,
+    l4: usize,
+    tags: VlanTags,
+}
 
 struct Entry {
     p: Protected,
@@ -141,6 +151,7 @@ impl Entry {
         wire[20..22].copy_from_slice(&e.sport.to_le_bytes());
         wire[22..24].copy_from_slice(&e.dport.to_le_bytes());
         wire[24..26].copy_from_slice(&(self.client_port as u16).to_le_bytes());
+        wire[TAGS_AT].copy_from_slice(&e.tags.encode());
         r
     }
 
@@ -263,6 +274,8 @@ impl Entry {
 pub struct RecordView {
     pub client: (std::net::Ipv4Addr, u16),
     pub server: (std::net::Ipv4Addr, u16),
+    /// Its VLAN ids as the tracker keys them (0 untagged).
+    pub vlan: u32,
     pub snapshot: crate::protect::SnapshotView,
 }
 
@@ -277,17 +290,21 @@ pub fn describe_record(record: &[u8]) -> Result<RecordView, ProtectRestoreError>
     Ok(RecordView {
         client: (ip(12), port(20)),
         server: (ip(16), port(22)),
+        vlan: VlanTags::decode(wire[TAGS_AT].try_into().expect("TAGS_AT"))
+            .ok_or(ProtectRestoreError::Tags)?
+            .id(),
         snapshot: crate::protect::view(&r[..SNAPSHOT_BYTES])?,
     })
 }
 
 fn entry_id(key: &Key, client_isn: u32) -> u64 {
-    let mut b = [0u8; 4 + 2 + 8 + 8 + 4];
+    let mut b = [0u8; 4 + 2 + 8 + 8 + 4 + 4];
     b[..4].copy_from_slice(&key.0);
     b[4..6].copy_from_slice(&key.1.to_le_bytes());
     b[6..14].copy_from_slice(&(key.2 as u64).to_le_bytes());
     b[14..22].copy_from_slice(&(key.3 as u64).to_le_bytes());
-    b[22..].copy_from_slice(&client_isn.to_le_bytes());
+    b[22..26].copy_from_slice(&client_isn.to_le_bytes());
+    b[26..].copy_from_slice(&key.4.to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&b)
 }
 
@@ -303,6 +320,8 @@ pub enum ProtectRestoreError {
     NoPort(usize),
     #[error("the service's `connections` are all taken; raise it")]
     Full,
+    #[error("the record's VLAN tags are none a build writes: damaged")]
+    Tags,
     #[error("checkpointd lost a record of its log (a torn record, or it restarted and was not told everything again yet)")]
     LogLost,
     #[error(transparent)]
@@ -511,23 +530,27 @@ impl Protection {
         ((u128::from(now) * self.ns_per_tick) >> 32) as u64
     }
 
-    /// The service a frame's raw addresses name, and whether it is the
-    /// client's (to the service) or the server's: untagged IPv4 only.
+    /// The service a frame's raw addresses name, whether it is the client's
+    /// (to the service) or the server's, and where its IPv4 header is.
     #[inline]
-    fn service_of(&self, f: &[u8]) -> Option<(usize, bool)> {
-        if f.len() < ETH_IP + 20 || f[12..14] != [0x08, 0x00] || f[ETH + 9] != 6 {
+    fn service_of(&self, f: &[u8]) -> Option<(usize, bool, At)> {
+        let (tags, et) = VlanTags::of_frame(f)?;
+        let ip = et + 2;
+        if f.get(et..ip)? != [0x08, 0x00] || *f.get(ip + 9)? != 6 {
             return None;
         }
-        let l4 = ETH + usize::from(f[ETH] & 0x0f) * 4;
+        let l4 = ip + usize::from(f[ip] & 0x0f) * 4;
         let (sport, dport) = (
             u16::from_be_bytes([*f.get(l4)?, *f.get(l4 + 1)?]),
             u16::from_be_bytes([*f.get(l4 + 2)?, *f.get(l4 + 3)?]),
         );
+        let (src, dst) = (f.get(ip + 12..ip + 16)?, f.get(ip + 16..ip + 20)?);
+        let at = At { ip, l4, tags };
         self.services.iter().enumerate().find_map(|(i, s)| {
-            if f[30..34] == s.addr && dport == s.port {
-                Some((i, true))
-            } else if f[26..30] == s.addr && sport == s.port {
-                Some((i, false))
+            if dst == s.addr && dport == s.port {
+                Some((i, true, at))
+            } else if src == s.addr && sport == s.port {
+                Some((i, false, at))
             } else {
                 None
             }
@@ -548,8 +571,10 @@ impl Protection {
         c: &FwCounters,
         sink: &mut S,
     ) -> Option<bool> {
-        if frame.get(12..14) == Some(&[0x08, 0x06]) {
-            return self.answer_arp(frame, port, c);
+        if matches!(frame.get(12..14), Some([0x08, 0x06] | [0x81, 0x00] | [0x88, 0xa8])) {
+            if let Some(taken) = self.answer_arp(frame, port, c) {
+                return Some(taken);
+            }
         }
         self.take(frame, port, now, c, sink, true)
     }
@@ -558,25 +583,28 @@ impl Protection {
     /// came in by (the service's host must reach the address to answer a
     /// probe); every other ARP frame goes on as before.
     fn answer_arp(&mut self, f: &[u8], port: usize, c: &FwCounters) -> Option<bool> {
-        // IPv4 over Ethernet, a request.
-        if f.len() < 42 || f[14..22] != [0, 1, 8, 0, 6, 4, 0, 1] {
+        // IPv4 over Ethernet, a request; tagged as the VLAN it came from.
+        let (tags, et) = VlanTags::of_frame(f)?;
+        let a = et + 2;
+        if f.get(et..a)? != [0x08, 0x06] || f.get(a..a + 8)? != [0, 1, 8, 0, 6, 4, 0, 1] {
             return None;
         }
-        let target = &f[38..42];
+        let target = f.get(a + 24..a + 28)?;
         let mac = self
             .services
             .iter()
             .find_map(|s| s.probe.as_ref().filter(|p| p.addr() == target).map(|p| p.mac()))?;
         let sent = self.outbox.push(port, |out| {
-            let out = out.get_mut(..60)?;
+            let out = out.get_mut(..60 + tags.len())?;
             out.fill(0);
-            out[0..6].copy_from_slice(&f[22..28]);
+            out[0..6].copy_from_slice(&f[a + 8..a + 14]);
             out[6..12].copy_from_slice(&mac);
-            out[12..22].copy_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
-            out[22..28].copy_from_slice(&mac);
-            out[28..32].copy_from_slice(target);
-            out[32..42].copy_from_slice(&f[22..32]);
-            Some(60)
+            out[12..a].copy_from_slice(&f[12..a]);
+            out[a..a + 8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+            out[a + 8..a + 14].copy_from_slice(&mac);
+            out[a + 14..a + 18].copy_from_slice(target);
+            out[a + 18..a + 28].copy_from_slice(&f[a + 8..a + 18]);
+            Some(60 + tags.len())
         });
         if sent {
             c.protect.arp_answered.add(1);
@@ -597,38 +625,7 @@ impl Protection {
         c: &FwCounters,
         sink: &mut S,
     ) -> bool {
-        if frame.get(12..14).is_some_and(|t| t == [0x81, 0x00] || t == [0x88, 0xa8]) {
-            self.count_tagged_syn(frame, c);
-            return true;
-        }
         self.take(frame, port, now, c, sink, false).unwrap_or(true)
-    }
-
-    /// A VLAN-tagged client SYN to a protected service: not protected yet
-    /// (untagged frames only), so counted, and the connection goes on as
-    /// any other.
-    fn count_tagged_syn(&self, f: &[u8], c: &FwCounters) {
-        let mut at = 12;
-        for _ in 0..2 {
-            if f.get(at..at + 2).is_some_and(|t| t == [0x81, 0x00] || t == [0x88, 0xa8]) {
-                at += 4;
-            }
-        }
-        let ip = at + 2;
-        if f.get(at..at + 2) != Some(&[0x08, 0x00]) || f.get(ip + 9) != Some(&6) {
-            return;
-        }
-        let l4 = ip + usize::from(f[ip] & 0x0f) * 4;
-        let (Some(dst), Some(dport), Some(&flags)) =
-            (f.get(ip + 16..ip + 20), f.get(l4 + 2..l4 + 4), f.get(l4 + 13))
-        else {
-            return;
-        };
-        let syn = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        let dport = u16::from_be_bytes([dport[0], dport[1]]);
-        if syn && self.services.iter().any(|s| s.addr == dst && s.port == dport) {
-            c.protect.unprotectable.add(1);
-        }
     }
 
     fn take<S: CheckpointSink>(
@@ -640,8 +637,8 @@ impl Protection {
         sink: &mut S,
         before: bool,
     ) -> Option<bool> {
-        let (svc, from_client) = self.service_of(frame)?;
-        if before && self.up_as_tracked(frame, svc, from_client, port) {
+        let (svc, from_client, at) = self.service_of(frame)?;
+        if before && self.up_as_tracked(frame, svc, from_client, port, at) {
             return None;
         }
         // Parsed in place: a `Parsed` returned by value is copied out whole.
@@ -649,7 +646,7 @@ impl Protection {
         let Ok(FrameKind::Ip) = parse_into(frame, &mut p) else { return None };
         let L4::Tcp(t) = p.l4 else { return None };
         let syn = t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        // After IP options, if any (service_of took untagged frames only).
+        // After VLAN tags and IP options, if any.
         let l4 = usize::from(p.l4_off);
         if before && !from_client {
             if let Some(probe) = self.services[svc].probe.as_mut() {
@@ -664,7 +661,7 @@ impl Protection {
                     } else if t.flags & (tcp_flags::SYN | tcp_flags::ACK)
                         == tcp_flags::SYN | tcp_flags::ACK
                     {
-                        let mut via = Via { port, server_mac: [0; 6] };
+                        let mut via = Via { port, server_mac: [0; 6], tags: at.tags };
                         via.server_mac.copy_from_slice(&frame[6..12]);
                         if let ProbeEvent::Send { port, ends, seg } = probe.stray_reset(&t, via) {
                             if self.outbox.push(port, |b| write_v4(b, &ends, &seg, &[])) {
@@ -678,7 +675,7 @@ impl Protection {
         }
         let client = if from_client { (ip4(&p.src), t.sport) } else { (ip4(&p.dst), t.dport) };
         let client_side = if from_client { port } else { *self.peer.get(port)? };
-        let key = (client.0, client.1, svc, client_side);
+        let key = (client.0, client.1, svc, client_side, p.vlan);
         if p.frag != Fragment::None {
             // Its bytes are not all here to log or rewrite: protection ends
             // where it can, else the fragment goes no further.
@@ -810,7 +807,7 @@ impl Protection {
                 let part = payload.get(at..).unwrap_or(&[]);
                 to.emit(out_port, |buf| {
                     let n = write_v4(buf, &ends, &seg, part)?;
-                    splice.to_client(&mut buf[ETH_IP..n]).ok()?;
+                    splice.to_client(&mut buf[ends.tcp_offset()..n]).ok()?;
                     Some(n)
                 })
             }
@@ -844,9 +841,9 @@ impl Protection {
     /// full parse: a probe's answer, a connection down, in recovery or
     /// spliced.
     #[inline]
-    fn up_as_tracked(&self, f: &[u8], svc: usize, from_client: bool, port: usize) -> bool {
+    fn up_as_tracked(&self, f: &[u8], svc: usize, from_client: bool, port: usize, at: At) -> bool {
         // service_of checked the length up to the ports.
-        let l4 = ETH + usize::from(f[ETH] & 0x0f) * 4;
+        let (ip_at, l4) = (at.ip, at.l4);
         let port16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         let mut ip = [0; 4];
         if from_client {
@@ -855,9 +852,9 @@ impl Protection {
             {
                 return true;
             }
-            ip.copy_from_slice(&f[26..30]);
+            ip.copy_from_slice(&f[ip_at + 12..ip_at + 16]);
         } else {
-            ip.copy_from_slice(&f[30..34]);
+            ip.copy_from_slice(&f[ip_at + 16..ip_at + 20]);
             if self.services[svc].probe.as_ref().is_some_and(|p| p.addr() == ip) {
                 return false;
             }
@@ -869,7 +866,7 @@ impl Protection {
             (port16(l4 + 2), side)
         };
         self.conns
-            .get(&(ip, client_port, svc, client_side))
+            .get(&(ip, client_port, svc, client_side, at.tags.id()))
             .is_none_or(|e| !e.p.is_down() && e.p.splice().is_none())
     }
 
@@ -911,6 +908,8 @@ impl Protection {
             dst_ip: s.addr,
             sport: t.sport,
             dport: t.dport,
+            // service_of read them already.
+            tags: VlanTags::of_frame(frame).map(|(t, _)| t).unwrap_or_default(),
         };
         ends.src_mac.copy_from_slice(&frame[6..12]);
         ends.dst_mac.copy_from_slice(&frame[..6]);
@@ -955,6 +954,8 @@ impl Protection {
             dst_ip: [0; 4],
             sport: u16::from_le_bytes([wire[20], wire[21]]),
             dport: u16::from_le_bytes([wire[22], wire[23]]),
+            tags: VlanTags::decode(wire[TAGS_AT].try_into().expect("TAGS_AT"))
+                .ok_or(ProtectRestoreError::Tags)?,
         };
         ends.src_mac.copy_from_slice(&wire[0..6]);
         ends.dst_mac.copy_from_slice(&wire[6..12]);
@@ -976,7 +977,7 @@ impl Protection {
         let ns = self.ns(now);
         let p = Protected::restore(s.policy, &r[..SNAPSHOT_BYTES], log, held_from, ns)?;
         let sent_log = p.client_log().end_offset();
-        let key = (ends.src_ip, ends.sport, svc, client_port);
+        let key = (ends.src_ip, ends.sport, svc, client_port, ends.tags.id());
         let e = Entry {
             id,
             p,
@@ -1077,7 +1078,11 @@ impl Protection {
             }
             let keep = Self::walk(key, e, ns, c, (outbox, hold), peer, services);
             if let Some(probe) = services[key.2].probe.as_mut().filter(|_| keep) {
-                let via = Via { port: peer[e.client_port], server_mac: e.ends.dst_mac };
+                let via = Via {
+                    port: peer[e.client_port],
+                    server_mac: e.ends.dst_mac,
+                    tags: e.ends.tags,
+                };
                 if let Some(since) = e.p.evidence_since() {
                     probe.want(since, via);
                 }
@@ -1762,6 +1767,35 @@ mod tests {
     }
 
     #[test]
+    fn a_tagged_connections_service_is_probed_in_its_vlan() {
+        let tags = [(0x8100, 100)];
+        let mut f = probing(MemorySink::default());
+        let t = |fr: Vec<u8>| tagged(&fr, &tags);
+        assert!(burst(&mut f, &t(tcp(C, S, (40000, 80), SYN, (1000, 0), b"")), 0, MS));
+        assert!(burst(&mut f, &t(tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b"")), 1, MS));
+        assert!(burst(&mut f, &t(tcp(C, S, (40000, 80), ACK, (1001, 5001), b"")), 0, MS));
+        assert!(burst(
+            &mut f,
+            &t(tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n")),
+            0,
+            2 * MS
+        ));
+        assert!(!burst(
+            &mut f,
+            &t(tcp(S, C, (80, 40000), ACK | FIN, (5001, 1003), b"")),
+            1,
+            3 * MS
+        ));
+        f.housekeeping(4 * MS);
+        f.housekeeping(5 * MS);
+        let mut probes = Vec::new();
+        f.outbox().drain(|port, fr| probes.push((port, fr.to_vec())));
+        let probe =
+            probes.iter().find(|(port, fr)| *port == 1 && fr[30..34] == PROBE).expect("a probe");
+        assert_eq!(probe.1[12..18], [0x81, 0, 0, 100, 8, 0], "tagged as the connection");
+    }
+
+    #[test]
     fn an_unanswered_probe_is_sent_twice_then_taken_as_a_crash() {
         let (mut f, first) = held_then_probed(RST);
         f.housekeeping(105 * MS);
@@ -1895,6 +1929,16 @@ mod tests {
         assert_eq!(f.counters.protect.arp_answered.get(), 1);
         // Any other address's request goes on as before.
         assert!(burst(&mut f, &arp([10, 0, 0, 7]), 1, MS));
+        // In a VLAN: answered in it.
+        let req = arp(PROBE);
+        let req = crate::frames::ether_tagged(&[(0x8100, 100)], 0x0806, &req[14..]);
+        assert!(!burst(&mut f, &req, 1, MS));
+        let mut out = Vec::new();
+        f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
+        let (_, r) = &out[0];
+        assert_eq!(&r[12..18], &[0x81, 0, 0, 100, 8, 6]);
+        assert_eq!((&r[24..26], &r[26..32], &r[32..36]), (&[0, 2][..], &PROBE_MAC[..], &PROBE[..]));
+        assert_eq!((&r[36..42], &r[42..46]), (&asker[..], &S[..]));
     }
 
     #[test]
@@ -2037,20 +2081,87 @@ mod tests {
         assert_eq!(f.counters.protect.commit_held.get(), 0);
     }
 
+    /// `frame` (untagged) with VLAN tags, outermost first.
+    fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+        crate::frames::ether_tagged(tags, 0x0800, &frame[14..])
+    }
+
+    /// The ACK numbers of the TCP segments sent out of `port`, each frame's
+    /// bytes after the MACs up to its ethertype checked against `tags`.
+    fn answers_in(f: &mut Fw, port: usize, tags: &[(u16, u16)]) -> Vec<u32> {
+        let mut acks = Vec::new();
+        f.outbox().drain(|p, fr| {
+            if p != port {
+                return;
+            }
+            let l3 = 14 + 4 * tags.len();
+            let want: Vec<u8> = tags
+                .iter()
+                .flat_map(|&(t, c)| [t.to_be_bytes(), c.to_be_bytes()])
+                .flatten()
+                .collect();
+            assert_eq!(fr[12..l3 - 2], want[..], "the connection's tags");
+            assert_eq!(fr[l3 - 2..l3], [8, 0]);
+            let Ok(crate::parse::Parsed::Ip(ip)) = crate::parse::parse(fr) else {
+                panic!("unparsed")
+            };
+            crate::parse::checksum::verify(fr, &ip, crate::parse::checksum::RxChecksums::UNKNOWN)
+                .expect("checksums");
+            let crate::parse::L4::Tcp(t) = ip.l4 else { panic!("not TCP") };
+            acks.push(t.ack);
+        });
+        acks
+    }
+
     #[test]
-    fn a_connection_protection_cannot_follow_is_counted_and_goes_on() {
+    fn a_tagged_connection_is_protected_and_answered_in_its_vlan() {
+        let tags = [(0x88a8, 7), (0x8100, 0x2064)];
         let mut f = protected(MemorySink::default());
-        // VLAN-tagged: forwarded as any other, counted at its SYN.
-        let syn = tcp(C, S, (40000, 80), SYN, (1000, 0), b"");
-        let tagged = crate::frames::ether_tagged(&[(0x8100, 7)], 0x0800, &syn[14..]);
-        assert!(burst(&mut f, &tagged, 0, MS));
-        assert_eq!(f.counters.protect.unprotectable.get(), 1);
-        // Another service's port: not counted.
-        let other = tcp(C, S, (40001, 81), SYN, (1000, 0), b"");
-        let other = crate::frames::ether_tagged(&[(0x8100, 7)], 0x0800, &other[14..]);
-        burst(&mut f, &other, 0, MS);
-        assert_eq!(f.counters.protect.unprotectable.get(), 1);
-        assert_eq!(f.counters.protect.connections.get(), 0);
+        let t = |fr: Vec<u8>| tagged(&fr, &tags);
+        assert!(burst(&mut f, &t(tcp(C, S, (40000, 80), SYN, (1000, 0), b"")), 0, MS));
+        assert!(burst(&mut f, &t(tcp(S, C, (80, 40000), SYN | ACK, (5000, 1001), b"")), 1, MS));
+        assert!(burst(&mut f, &t(tcp(C, S, (40000, 80), ACK, (1001, 5001), b"")), 0, MS));
+        assert_eq!(f.counters.protect.connections.get(), 1);
+        assert_eq!(f.counters.protect.unprotectable.get(), 0);
+        assert!(burst(
+            &mut f,
+            &t(tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"SET a 1\n")),
+            0,
+            2 * MS
+        ));
+        assert_eq!(f.sink().protected.values().next().expect("logged").1, b"SET a 1\n");
+        // Down: answered for the server, in the client's VLAN.
+        f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        f.housekeeping(4 * MS);
+        let get = t(tcp(C, S, (40000, 80), ACK | PSH, (1009, 5001), b"GET a\n"));
+        assert!(!burst(&mut f, &get, 0, 5 * MS));
+        f.housekeeping(7 * MS);
+        assert!(answers_in(&mut f, 0, &tags).contains(&1015));
+
+        // Its record keeps the tags: a restarted firewall answers in the VLAN too.
+        let held = f.sink().protected.clone();
+        let mut g = protected(MemorySink { protected: held.clone(), ..Default::default() });
+        for (id, (snap, log, base)) in &held {
+            g.restore_protected(*id, snap, log.clone(), *base, false, 8 * MS).unwrap();
+        }
+        let more = t(tcp(C, S, (40000, 80), ACK | PSH, (1015, 5001), b"INCR a\n"));
+        assert!(!burst(&mut g, &more, 0, 9 * MS));
+        g.housekeeping(11 * MS);
+        assert!(answers_in(&mut g, 0, &tags).contains(&1022));
+        // The same addresses untagged are another connection: not this one's.
+        let untagged = tcp(C, S, (40000, 80), ACK | PSH, (1022, 5001), b"GET b\n");
+        burst(&mut g, &untagged, 0, 12 * MS);
+        assert_eq!(g.sink().protected.values().next().unwrap().1, b"SET a 1\nGET a\nINCR a\n");
+
+        // A record whose tags no build writes is refused.
+        let (id, (snap, log, _)) = held.iter().next().unwrap();
+        let mut bad = snap.clone();
+        bad[super::SNAPSHOT_BYTES + super::TAGS_AT.start] = 3;
+        let mut h = protected(MemorySink::default());
+        assert_eq!(
+            h.restore_protected(*id, &bad, log.clone(), 0, false, 5 * MS),
+            Err(super::ProtectRestoreError::Tags)
+        );
     }
 
     /// A TCP frame whose IPv4 header carries options (four NOPs' worth),

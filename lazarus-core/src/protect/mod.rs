@@ -18,5 +18,5 @@ pub use conn::{
 pub use log::{Acked, AckedDigest, Checked, ClientLog, LogMemory, Logged};
 pub use probe::{Judged, ProbeConfig, ProbeEvent, Prober, Verdict, Via};
 pub use replay::{Rebuild, Replay, ReplayError};
-pub use segment::{Endpoints, Segment, SynOptions};
+pub use segment::{Endpoints, Segment, SynOptions, VlanTags};
 pub use splice::{ServerSide, Splice, SpliceError};

@@ -11,7 +11,7 @@
 //! an answer the old server gave before it died is no verdict on its death.
 //! One probe at a time per service and worker; no I/O here.
 
-use super::segment::{Endpoints, Segment, SynOptions};
+use super::segment::{Endpoints, Segment, SynOptions, VlanTags};
 use crate::parse::{tcp_flags, TcpHdr};
 
 /// A service's probe settings.
@@ -80,12 +80,14 @@ struct Outstanding {
     tries: u8,
 }
 
-/// Where probes leave: the server side's config port and the server's MAC
-/// (or its router's), as a protected connection's frames had them.
+/// Where probes leave: the server side's config port, the server's MAC
+/// (or its router's) and the VLAN tags, as a protected connection's frames
+/// had them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via {
     pub port: usize,
     pub server_mac: [u8; 6],
+    pub tags: VlanTags,
 }
 
 /// One service's probes on one worker.
@@ -272,6 +274,7 @@ impl Prober {
             dst_ip: self.server.0,
             sport,
             dport: self.server.1,
+            tags: via.tags,
         };
         ProbeEvent::Send { port: via.port, ends, seg }
     }
@@ -302,7 +305,7 @@ mod tests {
         delay_ns: 10 * MS,
         interval_ns: 50 * MS,
     };
-    const VIA: Via = Via { port: 1, server_mac: [2, 0, 0, 0, 0, 2] };
+    const VIA: Via = Via { port: 1, server_mac: [2, 0, 0, 0, 0, 2], tags: VlanTags::UNTAGGED };
 
     fn prober() -> Prober {
         Prober::new(CFG, ([10, 0, 0, 2], 7000), vec![40001, 40003], 12345).unwrap()

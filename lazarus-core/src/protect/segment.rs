@@ -60,6 +60,107 @@ impl Segment {
     }
 }
 
+/// The VLAN tags a connection's frames carry, outermost first: the
+/// firewall's own frames in its name carry the same, both ways (the
+/// firewall bridges frames with their tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VlanTags {
+    /// 0, 1 or 2.
+    count: u8,
+    /// The outer tag's TPID is 802.1ad's (0x88a8), not 802.1Q's.
+    outer_ad: bool,
+    /// Each tag's control information (priority, DEI, VLAN id).
+    tci: [u16; 2],
+}
+
+const TPID_Q: u16 = 0x8100;
+const TPID_AD: u16 = 0x88a8;
+
+impl VlanTags {
+    pub const UNTAGGED: VlanTags = VlanTags { count: 0, outer_ad: false, tci: [0; 2] };
+
+    /// Bytes of the encoding in a protection record.
+    pub const ENCODED: usize = 5;
+
+    /// A frame's tags (at most two, as the parser takes) and where its
+    /// ethertype sits; None for a frame too short or with more tags.
+    #[inline]
+    pub fn of_frame(f: &[u8]) -> Option<(VlanTags, usize)> {
+        let mut tags = VlanTags::default();
+        let mut at = 12;
+        loop {
+            let t = u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]);
+            if t != TPID_Q && t != TPID_AD {
+                return Some((tags, at));
+            }
+            if tags.count == 2 {
+                return None;
+            }
+            tags.outer_ad |= tags.count == 0 && t == TPID_AD;
+            tags.tci[usize::from(tags.count)] =
+                u16::from_be_bytes([*f.get(at + 2)?, *f.get(at + 3)?]);
+            tags.count += 1;
+            at += 4;
+        }
+    }
+
+    /// The VLAN ids as the tracker keys a connection by them: the outer's,
+    /// then the inner's above it.
+    #[inline]
+    pub fn id(&self) -> u32 {
+        let id = |i: usize| u32::from(self.tci[i] & 0x0fff);
+        match self.count {
+            0 => 0,
+            1 => id(0),
+            _ => id(0) | id(1) << 12,
+        }
+    }
+
+    /// Bytes the tags take in a frame.
+    #[inline]
+    pub fn len(&self) -> usize {
+        4 * usize::from(self.count)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the tags (TPID, TCI each) at the start of `out`.
+    fn write(&self, out: &mut [u8]) {
+        for i in 0..usize::from(self.count) {
+            let tpid = if i == 0 && self.outer_ad { TPID_AD } else { TPID_Q };
+            out[4 * i..4 * i + 2].copy_from_slice(&tpid.to_be_bytes());
+            out[4 * i + 2..4 * i + 4].copy_from_slice(&self.tci[i].to_be_bytes());
+        }
+    }
+
+    /// For a protection record: the count and the 802.1ad bit, then the
+    /// TCIs little-endian; all zero untagged.
+    pub fn encode(&self) -> [u8; Self::ENCODED] {
+        let mut b = [0; Self::ENCODED];
+        b[0] = self.count | u8::from(self.outer_ad) << 2;
+        b[1..3].copy_from_slice(&self.tci[0].to_le_bytes());
+        b[3..5].copy_from_slice(&self.tci[1].to_le_bytes());
+        b
+    }
+
+    /// None for bytes no build writes.
+    pub fn decode(b: &[u8; Self::ENCODED]) -> Option<VlanTags> {
+        let count = b[0] & 3;
+        if count > 2 || b[0] & !7 != 0 || (count == 0 && b[0] != 0) {
+            return None;
+        }
+        let tags = VlanTags {
+            count,
+            outer_ad: b[0] & 4 != 0,
+            tci: [u16::from_le_bytes([b[1], b[2]]), u16::from_le_bytes([b[3], b[4]])],
+        };
+        // Unused TCIs are zero, as `encode` leaves them.
+        (tags.tci[usize::from(count)..].iter().all(|&t| t == 0)).then_some(tags)
+    }
+}
+
 /// Who the segment is from and to, as the client's own frames had it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoints {
@@ -69,6 +170,7 @@ pub struct Endpoints {
     pub dst_ip: [u8; 4],
     pub sport: u16,
     pub dport: u16,
+    pub tags: VlanTags,
 }
 
 impl Endpoints {
@@ -81,7 +183,13 @@ impl Endpoints {
             dst_ip: self.src_ip,
             sport: self.dport,
             dport: self.sport,
+            tags: self.tags,
         }
+    }
+
+    /// Where the TCP header of a frame `write_v4` writes for them starts.
+    pub fn tcp_offset(&self) -> usize {
+        ETH + self.tags.len() + IP
     }
 }
 
@@ -89,7 +197,8 @@ const ETH: usize = 14;
 const IP: usize = 20;
 const TCP: usize = 20;
 /// The most a segment's header takes: Ethernet, IPv4, TCP and 20 bytes of
-/// options (a SYN's MSS, SACK-permitted, timestamps and window scale).
+/// options (a SYN's MSS, SACK-permitted, timestamps and window scale),
+/// untagged (each VLAN tag adds 4).
 pub const MAX_HEADERS: usize = ETH + IP + TCP + 20;
 
 /// Writes `seg` with `payload` (its bytes) into `buf` as one frame; returns
@@ -123,12 +232,14 @@ pub fn write_v4(buf: &mut [u8], e: &Endpoints, seg: &Segment, payload: &[u8]) ->
         put(&[1, 3, 3, ws]);
     }
     let tcp_len = TCP + n + payload.len();
-    let total = ETH + IP + tcp_len;
+    let l3 = ETH + e.tags.len();
+    let total = l3 + IP + tcp_len;
     let frame = buf.get_mut(..total)?;
     frame[..6].copy_from_slice(&e.dst_mac);
     frame[6..12].copy_from_slice(&e.src_mac);
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut frame[ETH..ETH + IP];
+    e.tags.write(&mut frame[12..]);
+    frame[l3 - 2..l3].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut frame[l3..l3 + IP];
     ip.fill(0);
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&((IP + tcp_len) as u16).to_be_bytes());
@@ -139,7 +250,7 @@ pub fn write_v4(buf: &mut [u8], e: &Endpoints, seg: &Segment, payload: &[u8]) ->
     ip[16..20].copy_from_slice(&e.dst_ip);
     let c = checksum_bytes(&[ip]);
     ip[10..12].copy_from_slice(&c);
-    let tcp = &mut frame[ETH + IP..];
+    let tcp = &mut frame[l3 + IP..];
     tcp[..2].copy_from_slice(&e.sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&e.dport.to_be_bytes());
     tcp[4..8].copy_from_slice(&seg.seq.to_be_bytes());
@@ -178,6 +289,7 @@ mod tests {
         dst_ip: [10, 0, 0, 1],
         sport: 40000,
         dport: 7,
+        tags: VlanTags::UNTAGGED,
     };
 
     /// What the firewall's own parser and checksum check make of a frame.
@@ -211,6 +323,35 @@ mod tests {
         assert_eq!(t.opts.wscale, Some(7));
         assert!(t.opts.sack_perm);
         assert_eq!(t.opts.timestamp, Some((123, 0)));
+    }
+
+    #[test]
+    fn a_tagged_connections_segment_carries_its_tags() {
+        for (tags, wire) in [
+            (&[(0x8100u16, 0x2064u16)][..], 1),
+            (&[(0x88a8, 0x0007), (0x8100, 0xe123)][..], 2),
+            (&[(0x8100, 5), (0x8100, 6)][..], 2),
+        ] {
+            let received = crate::frames::ether_tagged(tags, 0x0800, &[0; 40]);
+            let (t, at) = VlanTags::of_frame(&received).unwrap();
+            assert_eq!((t.len(), at), (4 * wire, 12 + 4 * wire));
+            assert_eq!(VlanTags::decode(&t.encode()), Some(t));
+            let e = Endpoints { tags: t, ..E };
+            let seg = Segment { flags: tcp_flags::ACK, payload: 0..2, ..Segment::reset(9) };
+            let mut buf = [0u8; 128];
+            let n = write_v4(&mut buf, &e, &seg, b"hi").unwrap();
+            assert_eq!(buf[12..at], received[12..at], "the tags as received");
+            assert_eq!(e.tcp_offset(), at + 2 + IP);
+            let got = read_back(&buf[..n]);
+            assert_eq!((got.seq, got.flags), (9, tcp_flags::ACK));
+        }
+        // Three tags: not a frame protection takes (nor the parser).
+        let three =
+            crate::frames::ether_tagged(&[(0x8100, 1), (0x8100, 2), (0x8100, 3)], 0x0800, &[0; 40]);
+        assert_eq!(VlanTags::of_frame(&three), None);
+        assert_eq!(VlanTags::decode(&[3, 0, 0, 0, 0]), None);
+        assert_eq!(VlanTags::decode(&[1, 5, 0, 9, 0]), None, "a second TCI behind one tag");
+        assert_eq!(VlanTags::decode(&[0; 5]), Some(VlanTags::default()));
     }
 
     #[test]

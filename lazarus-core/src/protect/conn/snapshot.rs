@@ -18,8 +18,10 @@ pub const SNAPSHOT_BYTES: usize = 104;
 /// The encoding's own version, byte 0: a record of another is refused.
 /// 2 adds byte 9: bit 0 the client's half-close, bit 1 a server FIN
 /// released as a close; a record of 1 reads as 2 with it 0 (1 ended
-/// protection at the client's FIN).
-const FORMAT: u8 = 2;
+/// protection at the client's FIN). 3 adds the VLAN tags to the record's
+/// wire part (after the snapshot, `firewall::protect`); a record of 2 has
+/// them zero there, untagged, as its connection was.
+const FORMAT: u8 = 3;
 const FORMAT_OLDEST: u8 = 1;
 /// Where the time since the server went down sits: it changes at every
 /// walk, and that alone is no reason to write a snapshot again.
