@@ -202,7 +202,7 @@ impl Config {
                 return Err(bad(
                     i,
                     if p.port == 0 { "port" } else { "addr" },
-                    "the server's IPv4 address and TCP port are required".into(),
+                    "the server's address (IPv4 or IPv6) and TCP port are required".into(),
                 ));
             }
             if p.log_bound == 0 || p.connections == 0 {
@@ -232,12 +232,15 @@ impl Config {
             }
             match (p.probe_addr, p.probe_mac) {
                 (None, None) => {}
+                (Some(_), Some(_)) if p.addr.is_ipv6() => {
+                    return Err(bad(i, "probe_addr", format!("{} is an IPv6 service: probes are IPv4 only yet; leave probe_addr and probe_mac out (the hook, lazarusctl protect down/up, tells the firewall of a crash)", p.addr)));
+                }
                 (Some(a), Some(m)) => {
                     if a.is_unspecified()
                         || a.is_broadcast()
                         || a.is_multicast()
                         || a.is_loopback()
-                        || a == p.addr
+                        || std::net::IpAddr::from(a) == p.addr
                     {
                         return Err(bad(i, "probe_addr", format!("{a} cannot be the firewall's own address: take an unused unicast address in the server's subnet")));
                     }
@@ -694,6 +697,10 @@ mod tests {
         .contains("MAC address"));
         assert!(err(&p(&format!("{svc}probe_timeout_ms = 0")))
             .contains("protected[0].probe_timeout_ms"));
+        // An IPv6 service: protected, but not probed yet.
+        assert!(Config::parse(&p("addr = \"fd00::2\"\nport = 7"), "t.toml").is_ok());
+        assert!(err(&p("addr = \"fd00::2\"\nport = 7\nprobe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:00:09\""))
+            .contains("probes are IPv4 only"));
         let slow = format!(
             "{svc}probe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:00:09\"\nprobe_timeout_ms = 300"
         );

@@ -52,7 +52,7 @@ pub struct State {
     /// A supervised dataplane's shared state (the port owner serves telemetry).
     pub shared: Option<&'static crate::shared::SharedState>,
     /// The `[[protected]]` services, in config order.
-    pub protected: Vec<(std::net::Ipv4Addr, u16)>,
+    pub protected: Vec<(std::net::IpAddr, u16)>,
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -358,10 +358,12 @@ pub fn protect(params: &str) -> TelValue {
     let (Some(word), Some(target), None) = (words.next(), words.next(), words.next()) else {
         return err(format!("expected \"down ADDR:PORT\" or \"up ADDR:PORT\", got {params:?}"));
     };
-    let Ok(target) = target.parse::<std::net::SocketAddrV4>() else {
-        return err(format!("{target:?} is not an IPv4 ADDR:PORT"));
+    let Ok(target) = target.parse::<std::net::SocketAddr>() else {
+        return err(format!(
+            "{target:?} is not an ADDR:PORT (an IPv6 address in brackets: [fd00::2]:7000)"
+        ));
     };
-    let Some(i) = s.protected.iter().position(|&(a, p)| (a, p) == (*target.ip(), target.port()))
+    let Some(i) = s.protected.iter().position(|&(a, p)| (a, p) == (target.ip(), target.port()))
     else {
         return err(format!("{target} is not a [[protected]] service of this dataplane"));
     };

@@ -34,7 +34,7 @@ mod echo;
 
 use anyhow::{bail, ensure, Context, Result};
 use lazarus_core::parse::{parse, tcp_flags, Parsed, TcpHdr, L4};
-use lazarus_core::protect::segment::write_v4;
+use lazarus_core::protect::segment::write_segment;
 use lazarus_core::protect::{Action, Endpoints, ProtectPolicy, Protected, Toward};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -356,8 +356,8 @@ impl Bridge {
             let mut ends = Endpoints {
                 src_mac: [0; 6],
                 dst_mac: [0; 6],
-                src_ip: src,
-                dst_ip: dst,
+                src_ip: lazarus_core::parse::v4_mapped(src),
+                dst_ip: lazarus_core::parse::v4_mapped(dst),
                 sport: t.sport,
                 dport: t.dport,
                 tags: lazarus_core::protect::VlanTags::UNTAGGED,
@@ -385,7 +385,7 @@ impl Bridge {
                 let seg = lazarus_core::protect::Segment::tail_of(&t, at);
                 let ends = c.ends.reversed();
                 let mut out = std::mem::take(&mut self.out);
-                let n = write_v4(&mut out, &ends, &seg, &payload[at..]).context("frame")?;
+                let n = write_segment(&mut out, &ends, &seg, &payload[at..]).context("frame")?;
                 splice.to_client(&mut out[ETH_IP..n])?;
                 self.send(&out[..n], true)?;
                 self.out = out;
@@ -403,9 +403,9 @@ impl Bridge {
                 let mut buf = vec![0u8; 2048];
                 let n = match to {
                     Toward::Server => {
-                        write_v4(&mut buf, &c.ends, &seg, &c.p.log()[seg.payload.clone()])
+                        write_segment(&mut buf, &c.ends, &seg, &c.p.log()[seg.payload.clone()])
                     }
-                    Toward::Client => write_v4(&mut buf, &c.ends.reversed(), &seg, &[]),
+                    Toward::Client => write_segment(&mut buf, &c.ends.reversed(), &seg, &[]),
                 }
                 .context("frame")?;
                 buf.truncate(n);

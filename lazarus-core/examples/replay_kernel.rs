@@ -114,8 +114,8 @@ impl Wire {
         let ends = Endpoints {
             src_mac: CLIENT_MAC,
             dst_mac,
-            src_ip: CLIENT,
-            dst_ip: SERVER,
+            src_ip: lazarus_core::parse::v4_mapped(CLIENT),
+            dst_ip: lazarus_core::parse::v4_mapped(SERVER),
             sport: 40000 + (std::process::id() % 20000) as u16,
             dport: PORT,
             tags: lazarus_core::protect::VlanTags::UNTAGGED,
@@ -125,8 +125,9 @@ impl Wire {
 
     /// Sends a segment as the client; `splice` rewrites it for a new server.
     fn send(&mut self, seg: &Segment, payload: &[u8], splice: Option<&Splice>) -> Result<()> {
-        let n = lazarus_core::protect::segment::write_v4(&mut self.buf, &self.ends, seg, payload)
-            .context("frame too large")?;
+        let n =
+            lazarus_core::protect::segment::write_segment(&mut self.buf, &self.ends, seg, payload)
+                .context("frame too large")?;
         if let Some(s) = splice {
             s.to_server(&mut self.buf[34..n])?;
         }

@@ -95,12 +95,12 @@ impl Default for Timeouts {
 
 /// A protected service (`[[protected]]`, issue 21): a TCP server behind the
 /// firewall whose clients do not notice when it crashes and restarts.
-/// IPv4, untagged frames, so far.
+/// IPv4 or IPv6; untagged or VLAN-tagged frames.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectedService {
     /// The server's address and port.
-    pub addr: std::net::Ipv4Addr,
+    pub addr: std::net::IpAddr,
     pub port: u16,
     /// Client bytes logged per connection; a connection that sends more is
     /// no longer protected (counted).
@@ -128,7 +128,7 @@ pub struct ProtectedService {
     pub close_linger_ms: u64,
     /// Wire detection: the firewall's own address and MAC on the server's
     /// side, from which it probes the service to tell a crash from a close
-    /// without the hook. Both or neither.
+    /// without the hook. Both or neither; IPv4 services only.
     pub probe_addr: Option<std::net::Ipv4Addr>,
     pub probe_mac: Option<Mac>,
     /// How long a probe waits for its answer (it is sent twice).
@@ -206,7 +206,7 @@ pub enum Truncation {
 impl Default for ProtectedService {
     fn default() -> Self {
         ProtectedService {
-            addr: std::net::Ipv4Addr::UNSPECIFIED,
+            addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
             port: 0,
             log_bound: 1 << 20,
             connections: 1024,

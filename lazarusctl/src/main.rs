@@ -77,7 +77,8 @@ enum Cmd {
         /// down or up.
         #[arg(value_parser = ["down", "up"])]
         word: String,
-        /// The service, as in its [[protected]] entry: ADDR:PORT.
+        /// The service, as in its [[protected]] entry: ADDR:PORT
+        /// ([ADDR]:PORT for IPv6).
         service: String,
     },
 }

@@ -9,8 +9,8 @@
 # ExecStartPost= would say it) follows each kill and start. Every client
 # sees every echo byte for byte and no error; redis-server is SIGKILLed and
 # restarted twice, and every session's counter goes on where it was (the
-# replay rebuilt it). Line clients in an 802.1Q VLAN are carried through a
-# server crash too. A server whose answers differ after its restart gets
+# replay rebuilt it). Line clients in an 802.1Q VLAN, and over IPv6, are
+# carried through a server crash too. A server whose answers differ after its restart gets
 # both sides reset at once, counted. Controls: the same without
 # [[protected]], whose clients fail.
 set -euo pipefail
@@ -58,16 +58,18 @@ run() {
 }
 
 
-# The VLAN path too (tests/e2e/vlan_tagger.py tags the namespaces' frames).
+# The VLAN path and IPv6 too (tests/e2e/vlan_tagger.py tags the
+# namespaces' frames in the VLAN).
 LZ_MORE_FLOWS=1
 lz_ns_up
 # The echo server keeps nothing between lines: its logs are truncated at
 # every answered line. redis keeps its counters in memory: its sessions'
 # logs are kept whole, so a replay rebuilds them.
 # A fourth service, 7002, names a probe address: it is judged on the
-# wire, without the hook. A fifth, 7003, is reached in VLAN $LZ_VLAN.
+# wire, without the hook. A fifth, 7003, is reached in VLAN $LZ_VLAN; a
+# sixth, 7004, over IPv6.
 PROBE_IP=10.99.0.250
-lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7002\nhold_ms = 2000\ntruncation = "request-response"\nprobe_addr = "%s"\nprobe_mac = "02:00:00:00:00:fa"\n\n[[protected]]\naddr = "%s"\nport = 7003\nhold_ms = 2000\ntruncation = "request-response"' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$PROBE_IP" "$LZ_SERVER_IPV")"
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7002\nhold_ms = 2000\ntruncation = "request-response"\nprobe_addr = "%s"\nprobe_mac = "02:00:00:00:00:fa"\n\n[[protected]]\naddr = "%s"\nport = 7003\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 7004\nhold_ms = 2000\ntruncation = "request-response"' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$PROBE_IP" "$LZ_SERVER_IPV" "$LZ_SERVER_IP6")"
 lz_dp_start
 lz_join_taps
 lz_wait_path
@@ -105,6 +107,17 @@ vlan_on="$vlan_on, $(( $(lz_stat_sum protect_spliced) - spliced_before )) recove
 lz_log "line echo in VLAN $LZ_VLAN, protected: $vlan_on"
 [[ "$vlan_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients in VLAN $LZ_VLAN failed: $vlan_on"; }
 [ "$(( $(lz_stat_sum protect_spliced) - spliced_before ))" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients in VLAN $LZ_VLAN: $vlan_on"
+
+# Over IPv6 (service 7004): the firewall's answers and replay are IPv6
+# segments.
+LZ_ECHO="[$LZ_SERVER_IP6]:7004"
+spliced_before=$(lz_stat_sum protect_spliced)
+KIND=echo CLIENTS=10 ROUNDS=1
+v6_on=$(run v6-on 1)
+v6_on="$v6_on, $(( $(lz_stat_sum protect_spliced) - spliced_before )) recoveries"
+lz_log "line echo over IPv6, protected: $v6_on"
+[[ "$v6_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients over IPv6 failed: $v6_on"; }
+[ "$(( $(lz_stat_sum protect_spliced) - spliced_before ))" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients over IPv6: $v6_on"
 
 # A server whose answers differ after its restart (in capitals): the
 # replay's check against the digest fails, and both sides are reset at
@@ -237,7 +250,9 @@ KIND=redis CLIENTS=10 ROUNDS=1
 redis_off=$(run redis-off 0)
 LZ_ECHO=$LZ_SERVER_IPV:7003 KIND=echo CLIENTS=10 ROUNDS=1
 vlan_off=$(run vlan-off 0)
-lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off; in VLAN $LZ_VLAN: $vlan_off"
-[[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* && "$vlan_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off; $vlan_off)"
+LZ_ECHO="[$LZ_SERVER_IP6]:7004"
+v6_off=$(run v6-off 0)
+lz_log "controls (not protected): line echo: $echo_off; redis: $redis_off; in VLAN $LZ_VLAN: $vlan_off; over IPv6: $v6_off"
+[[ "$echo_off" == "0 ok"* && "$redis_off" == "0 ok"* && "$vlan_off" == "0 ok"* && "$v6_off" == "0 ok"* ]] || lz_fail "control: clients passed without protection: the test cannot tell ($echo_off; $redis_off; $vlan_off; $v6_off)"
 lz_dp_stop
-echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; a server host cut off: $silent; half-closed clients: $half; $closes; redis with redis-server SIGKILLed twice: $redis_on; in VLAN $LZ_VLAN: $vlan_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off"), $(cut -d, -f1-2 <<<"$redis_off") and $(cut -d, -f1-2 <<<"$vlan_off")"
+echo "PASS protected: through the dataplane, line echo with the server SIGKILLed and restarted three times (once back at once): $echo_on; without the hook, by probes: $wire_on; a server host cut off: $silent; half-closed clients: $half; $closes; redis with redis-server SIGKILLed twice: $redis_on; in VLAN $LZ_VLAN: $vlan_on; over IPv6: $v6_on; a server whose answers differ after its restart: $div; controls without [[protected]]: $(cut -d, -f1-2 <<<"$echo_off"), $(cut -d, -f1-2 <<<"$redis_off"), $(cut -d, -f1-2 <<<"$vlan_off") and $(cut -d, -f1-2 <<<"$v6_off")"

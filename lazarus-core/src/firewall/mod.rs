@@ -124,7 +124,7 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         &mut self,
         worker: u16,
         placement: &crate::placement::Placement,
-    ) -> Vec<(std::net::Ipv4Addr, u16)> {
+    ) -> Vec<(std::net::IpAddr, u16)> {
         self.protection.place_probes(worker, placement)
     }
 

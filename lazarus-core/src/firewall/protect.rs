@@ -7,7 +7,7 @@
 //!
 //! Without `[[protected]]` the packet path pays one branch. With it, a
 //! packet is matched on its raw addresses first and parsed again only when
-//! it is the service's. IPv4 and untagged frames only, so far.
+//! it is the service's. IPv4 or IPv6, untagged or VLAN-tagged.
 //!
 //! Checkpointed (issue 21, slice 3): a client segment's new bytes go into
 //! the worker's delta ring (LOG records) before the segment is forwarded,
@@ -21,8 +21,9 @@ use super::held_output::{Ask, HeldOutput};
 use crate::checkpoint::{log_bytes_within, log_slots, CheckpointSink, ProtectRecord};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
-use crate::parse::{parse_into, tcp_flags, Fragment, FrameKind, IpPacket, L4};
-use crate::protect::segment::{write_v4, Endpoints, Segment};
+use crate::parse::{parse_into, tcp_flags, v4_mapped, Addr, Fragment, FrameKind, IpPacket, L4};
+use crate::protect::segment::is_v4_mapped;
+use crate::protect::segment::{write_segment, Endpoints, Segment};
 use crate::protect::{
     Action, Ended, Judged, ProbeConfig, ProbeEvent, Prober, ProtectDrop, ProtectPolicy, Protected,
     ReplayError, SnapshotError, Toward, Verdict, Via, VlanTags, DOWN_FOR, SNAPSHOT_BYTES,
@@ -37,18 +38,22 @@ pub const OUT_FRAME: usize = 1518 + 4 * 2;
 /// bursts of spliced segments, and room for answers and the replay.
 const OUT_FRAMES: usize = 256;
 /// Bytes of a protected connection's checkpoint record: its snapshot, then
-/// where it is on the wire (both ends' addresses, the client's port).
-pub const RECORD_BYTES: usize = SNAPSHOT_BYTES + 32;
-/// Where in a record's wire part its VLAN tags are (since snapshot format
-/// 3; zero, untagged, in a record of an earlier one).
-const TAGS_AT: std::ops::Range<usize> = 26..26 + VlanTags::ENCODED;
+/// where it is on the wire (`WIRE_*`: both ends' MACs, addresses and
+/// ports, the client's config port, the VLAN tags).
+pub const RECORD_BYTES: usize = SNAPSHOT_BYTES + 64;
+/// A record of snapshot format 3 or before: 4-byte addresses.
+const RECORD_BYTES_V4: usize = SNAPSHOT_BYTES + 32;
+/// Where the wire part keeps its VLAN tags (16-byte addresses before them);
+/// in a record of format 3, at 26 (zero, untagged, before 3).
+const TAGS_AT: std::ops::Range<usize> = 50..50 + VlanTags::ENCODED;
+const TAGS_AT_V4: std::ops::Range<usize> = 26..26 + VlanTags::ENCODED;
 
 /// A protected connection: client address and port, service index, the
 /// config port the client's frames arrive on (its side of the bridge: a
 /// frame from the wrong side matches nothing, and the same addresses on
 /// another bridge are another connection), and its VLAN ids as the tracker
 /// keys them (the same addresses in another VLAN are another connection).
-type Key = ([u8; 4], u16, usize, usize, u32);
+type Key = (Addr, u16, usize, usize, u32);
 
 /// Where a frame's headers are, read from its raw bytes before any parse.
 #[derive(Clone, Copy)]
@@ -56,6 +61,22 @@ struct At {
     ip: usize,
     l4: usize,
     tags: VlanTags,
+    v4: bool,
+}
+
+impl At {
+    /// The frame's source and destination addresses, as the parser keeps
+    /// them (IPv4 mapped).
+    fn addrs(&self, f: &[u8]) -> (Addr, Addr) {
+        let ip = self.ip;
+        if self.v4 {
+            let a = |at: usize| v4_mapped([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+            (a(ip + 12), a(ip + 16))
+        } else {
+            let a = |at: usize| -> Addr { f[at..at + 16].try_into().expect("16 bytes") };
+            (a(ip + 8), a(ip + 24))
+        }
+    }
 }
 
 struct Entry {
@@ -146,11 +167,11 @@ impl Entry {
         let e = &self.ends;
         wire[0..6].copy_from_slice(&e.src_mac);
         wire[6..12].copy_from_slice(&e.dst_mac);
-        wire[12..16].copy_from_slice(&e.src_ip);
-        wire[16..20].copy_from_slice(&e.dst_ip);
-        wire[20..22].copy_from_slice(&e.sport.to_le_bytes());
-        wire[22..24].copy_from_slice(&e.dport.to_le_bytes());
-        wire[24..26].copy_from_slice(&(self.client_port as u16).to_le_bytes());
+        wire[12..28].copy_from_slice(&e.src_ip);
+        wire[28..44].copy_from_slice(&e.dst_ip);
+        wire[44..46].copy_from_slice(&e.sport.to_le_bytes());
+        wire[46..48].copy_from_slice(&e.dport.to_le_bytes());
+        wire[48..50].copy_from_slice(&(self.client_port as u16).to_le_bytes());
         wire[TAGS_AT].copy_from_slice(&e.tags.encode());
         r
     }
@@ -272,8 +293,8 @@ impl Entry {
 /// What an operator is shown of a protected connection's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordView {
-    pub client: (std::net::Ipv4Addr, u16),
-    pub server: (std::net::Ipv4Addr, u16),
+    pub client: (std::net::IpAddr, u16),
+    pub server: (std::net::IpAddr, u16),
     /// Its VLAN ids as the tracker keys them (0 untagged).
     pub vlan: u32,
     pub snapshot: crate::protect::SnapshotView,
@@ -281,30 +302,71 @@ pub struct RecordView {
 
 /// Reads a record as checkpointd holds it (`protected`), for display.
 pub fn describe_record(record: &[u8]) -> Result<RecordView, ProtectRestoreError> {
-    let r: &[u8; RECORD_BYTES] =
-        record.try_into().map_err(|_| ProtectRestoreError::Length(record.len()))?;
-    let wire = &r[SNAPSHOT_BYTES..];
-    let ip =
-        |at: usize| std::net::Ipv4Addr::new(wire[at], wire[at + 1], wire[at + 2], wire[at + 3]);
-    let port = |at: usize| u16::from_le_bytes([wire[at], wire[at + 1]]);
+    let (snapshot, ends, _) = read_record(record)?;
     Ok(RecordView {
-        client: (ip(12), port(20)),
-        server: (ip(16), port(22)),
-        vlan: VlanTags::decode(wire[TAGS_AT].try_into().expect("TAGS_AT"))
-            .ok_or(ProtectRestoreError::Tags)?
-            .id(),
-        snapshot: crate::protect::view(&r[..SNAPSHOT_BYTES])?,
+        client: (ip_of(&ends.src_ip), ends.sport),
+        server: (ip_of(&ends.dst_ip), ends.dport),
+        vlan: ends.tags.id(),
+        snapshot: crate::protect::view(snapshot)?,
     })
 }
 
+/// A record's snapshot bytes, its endpoints and the client's config port:
+/// the wire part of this build's records, or of format 3 and before
+/// (IPv4 addresses in 4 bytes).
+fn read_record(record: &[u8]) -> Result<(&[u8], Endpoints, usize), ProtectRestoreError> {
+    let (snapshot, wire) = record.split_at(SNAPSHOT_BYTES.min(record.len()));
+    let tags = |at: std::ops::Range<usize>| {
+        VlanTags::decode(wire[at].try_into().expect("VlanTags::ENCODED"))
+            .ok_or(ProtectRestoreError::Tags)
+    };
+    let le16 = |at: usize| u16::from_le_bytes([wire[at], wire[at + 1]]);
+    let mut ends = Endpoints {
+        src_mac: [0; 6],
+        dst_mac: [0; 6],
+        src_ip: [0; 16],
+        dst_ip: [0; 16],
+        sport: 0,
+        dport: 0,
+        tags: VlanTags::UNTAGGED,
+    };
+    let client_port = match record.len() {
+        RECORD_BYTES => {
+            ends.src_ip.copy_from_slice(&wire[12..28]);
+            ends.dst_ip.copy_from_slice(&wire[28..44]);
+            (ends.sport, ends.dport, ends.tags) = (le16(44), le16(46), tags(TAGS_AT)?);
+            le16(48)
+        }
+        RECORD_BYTES_V4 => {
+            let ip = |at: usize| v4_mapped([wire[at], wire[at + 1], wire[at + 2], wire[at + 3]]);
+            (ends.src_ip, ends.dst_ip) = (ip(12), ip(16));
+            (ends.sport, ends.dport, ends.tags) = (le16(20), le16(22), tags(TAGS_AT_V4)?);
+            le16(24)
+        }
+        n => return Err(ProtectRestoreError::Length(n)),
+    };
+    if is_v4_mapped(&ends.src_ip) != is_v4_mapped(&ends.dst_ip) {
+        return Err(ProtectRestoreError::Family);
+    }
+    ends.src_mac.copy_from_slice(&wire[0..6]);
+    ends.dst_mac.copy_from_slice(&wire[6..12]);
+    Ok((snapshot, ends, usize::from(client_port)))
+}
+
+/// An address as the parser keeps it, as the standard library's.
+fn ip_of(a: &Addr) -> std::net::IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    v6.to_ipv4_mapped().map_or(v6.into(), Into::into)
+}
+
 fn entry_id(key: &Key, client_isn: u32) -> u64 {
-    let mut b = [0u8; 4 + 2 + 8 + 8 + 4 + 4];
-    b[..4].copy_from_slice(&key.0);
-    b[4..6].copy_from_slice(&key.1.to_le_bytes());
-    b[6..14].copy_from_slice(&(key.2 as u64).to_le_bytes());
-    b[14..22].copy_from_slice(&(key.3 as u64).to_le_bytes());
-    b[22..26].copy_from_slice(&client_isn.to_le_bytes());
-    b[26..].copy_from_slice(&key.4.to_le_bytes());
+    let mut b = [0u8; 16 + 2 + 8 + 8 + 4 + 4];
+    b[..16].copy_from_slice(&key.0);
+    b[16..18].copy_from_slice(&key.1.to_le_bytes());
+    b[18..26].copy_from_slice(&(key.2 as u64).to_le_bytes());
+    b[26..34].copy_from_slice(&(key.3 as u64).to_le_bytes());
+    b[34..38].copy_from_slice(&client_isn.to_le_bytes());
+    b[38..].copy_from_slice(&key.4.to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&b)
 }
 
@@ -315,7 +377,9 @@ pub enum ProtectRestoreError {
     #[error("protection record of {0} bytes, expected {RECORD_BYTES}: written by another build")]
     Length(usize),
     #[error("{0}:{1} is no longer a [[protected]] service")]
-    NoService(std::net::Ipv4Addr, u16),
+    NoService(std::net::IpAddr, u16),
+    #[error("the record's addresses are of two families: damaged")]
+    Family,
     #[error("config port {0} of the record is not one of this config's ports")]
     NoPort(usize),
     #[error("the service's `connections` are all taken; raise it")]
@@ -342,7 +406,9 @@ const POLL_NS: u64 = 1_000_000;
 const OPENING_NS: u64 = 30 * 1_000_000_000;
 
 struct Service {
-    addr: [u8; 4],
+    /// As the parser keeps addresses (IPv4 mapped).
+    addr: Addr,
+    v4: bool,
     port: u16,
     policy: ProtectPolicy,
     connections: usize,
@@ -409,6 +475,8 @@ impl Outbox {
 
 pub struct Protection {
     services: Vec<Service>,
+    /// Some service is IPv6: IPv6 frames are looked at at all.
+    any_v6: bool,
     conns: HashMap<Key, Entry, RandomState>,
     /// The bridge peer of each config port: where a frame received on it
     /// leaves.
@@ -436,7 +504,11 @@ impl Protection {
             .iter()
             .take(MAX_PROTECTED)
             .map(|s| Service {
-                addr: s.addr.octets(),
+                addr: match s.addr {
+                    std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
+                    std::net::IpAddr::V6(a) => a.octets(),
+                },
+                v4: s.addr.is_ipv4(),
                 port: s.port,
                 policy: ProtectPolicy {
                     log_bound: s.log_bound as usize,
@@ -451,6 +523,8 @@ impl Protection {
                 open: 0,
                 close_linger_ns: s.close_linger_ms * 1_000_000,
                 probe: s.probe_addr.zip(s.probe_mac).and_then(|(addr, mac)| {
+                    // Probes are IPv4's (the config refuses them elsewhere).
+                    let std::net::IpAddr::V4(server) = s.addr else { return None };
                     let cfg = ProbeConfig {
                         addr: addr.octets(),
                         mac: mac.0,
@@ -459,7 +533,7 @@ impl Protection {
                         interval_ns: s.probe_interval_ms * 1_000_000,
                     };
                     let sports = PROBE_SPORTS.take(PROBE_SPORTS_EACH).collect();
-                    Prober::new(cfg, (s.addr.octets(), s.port), sports, probe_key())
+                    Prober::new(cfg, (server.octets(), s.port), sports, probe_key())
                 }),
                 judged: None,
                 waiting: false,
@@ -469,6 +543,7 @@ impl Protection {
         let room = services.iter().map(|s| s.connections).sum();
         let hold = if services.iter().any(|s| s.remote_commit) { HELD_FRAMES } else { 0 };
         Protection {
+            any_v6: services.iter().any(|s| !s.v4),
             services,
             conns: HashMap::with_capacity_and_hasher(room, RandomState::default()),
             peer,
@@ -498,11 +573,11 @@ impl Protection {
         &mut self,
         worker: u16,
         placement: &crate::placement::Placement,
-    ) -> Vec<(std::net::Ipv4Addr, u16)> {
+    ) -> Vec<(std::net::IpAddr, u16)> {
         let mut unprobed = Vec::new();
         for s in &mut self.services {
             let Some(p) = s.probe.as_ref() else { continue };
-            let (probe, server) = (u32::from_be_bytes(p.addr()), u32::from_be_bytes(s.addr));
+            let (probe, server) = (u32::from_be_bytes(p.addr()), u32::from_be_bytes(ip4(&s.addr)));
             let sports = PROBE_SPORTS
                 .filter(|&sport| {
                     let (key, _) =
@@ -512,9 +587,9 @@ impl Protection {
                 .take(PROBE_SPORTS_EACH)
                 .collect();
             let cfg = p.config();
-            s.probe = Prober::new(cfg, (s.addr, s.port), sports, probe_key());
+            s.probe = Prober::new(cfg, (ip4(&s.addr), s.port), sports, probe_key());
             if s.probe.is_none() {
-                unprobed.push((s.addr.into(), s.port));
+                unprobed.push((ip_of(&s.addr), s.port));
             }
         }
         unprobed
@@ -531,25 +606,48 @@ impl Protection {
     }
 
     /// The service a frame's raw addresses name, whether it is the client's
-    /// (to the service) or the server's, and where its IPv4 header is.
+    /// (to the service) or the server's, and where its headers are.
     #[inline]
     fn service_of(&self, f: &[u8]) -> Option<(usize, bool, At)> {
         let (tags, et) = VlanTags::of_frame(f)?;
         let ip = et + 2;
-        if f.get(et..ip)? != [0x08, 0x00] || *f.get(ip + 9)? != 6 {
-            return None;
-        }
-        let l4 = ip + usize::from(f[ip] & 0x0f) * 4;
+        let at = match f.get(et..ip)? {
+            [0x08, 0x00] => {
+                if *f.get(ip + 9)? != 6 {
+                    return None;
+                }
+                At { ip, l4: ip + usize::from(f[ip] & 0x0f) * 4, tags, v4: true }
+            }
+            [0x86, 0xdd] if self.any_v6 => {
+                let l4 = if *f.get(ip + 6)? == 6 {
+                    ip + 40
+                } else {
+                    // Extension headers: where TCP starts, the parser says.
+                    let mut p = IpPacket::default();
+                    parse_into(f, &mut p).ok()?;
+                    let L4::Tcp(_) = p.l4 else { return None };
+                    usize::from(p.l4_off)
+                };
+                At { ip, l4, tags, v4: false }
+            }
+            _ => return None,
+        };
         let (sport, dport) = (
-            u16::from_be_bytes([*f.get(l4)?, *f.get(l4 + 1)?]),
-            u16::from_be_bytes([*f.get(l4 + 2)?, *f.get(l4 + 3)?]),
+            u16::from_be_bytes([*f.get(at.l4)?, *f.get(at.l4 + 1)?]),
+            u16::from_be_bytes([*f.get(at.l4 + 2)?, *f.get(at.l4 + 3)?]),
         );
-        let (src, dst) = (f.get(ip + 12..ip + 16)?, f.get(ip + 16..ip + 20)?);
-        let at = At { ip, l4, tags };
+        let (src, dst) = if at.v4 {
+            (f.get(ip + 12..ip + 16)?, f.get(ip + 16..ip + 20)?)
+        } else {
+            (f.get(ip + 8..ip + 24)?, f.get(ip + 24..ip + 40)?)
+        };
+        let tail = if at.v4 { 12 } else { 0 };
         self.services.iter().enumerate().find_map(|(i, s)| {
-            if dst == s.addr && dport == s.port {
+            if s.v4 != at.v4 {
+                None
+            } else if dst == &s.addr[tail..] && dport == s.port {
                 Some((i, true, at))
-            } else if src == s.addr && sport == s.port {
+            } else if src == &s.addr[tail..] && sport == s.port {
                 Some((i, false, at))
             } else {
                 None
@@ -650,7 +748,7 @@ impl Protection {
         let l4 = usize::from(p.l4_off);
         if before && !from_client {
             if let Some(probe) = self.services[svc].probe.as_mut() {
-                if ip4(&p.dst) == probe.addr() {
+                if p.dst == v4_mapped(probe.addr()) {
                     // The service answers a probe: never the tracker's. (A
                     // bad checksum was counted when the burst was staged.)
                     if crate::parse::checksum::verify(frame, &p, RxChecksums::UNKNOWN).is_err() {
@@ -664,7 +762,7 @@ impl Protection {
                         let mut via = Via { port, server_mac: [0; 6], tags: at.tags };
                         via.server_mac.copy_from_slice(&frame[6..12]);
                         if let ProbeEvent::Send { port, ends, seg } = probe.stray_reset(&t, via) {
-                            if self.outbox.push(port, |b| write_v4(b, &ends, &seg, &[])) {
+                            if self.outbox.push(port, |b| write_segment(b, &ends, &seg, &[])) {
                                 c.protect.probes.add(1);
                             }
                         }
@@ -673,7 +771,7 @@ impl Protection {
                 }
             }
         }
-        let client = if from_client { (ip4(&p.src), t.sport) } else { (ip4(&p.dst), t.dport) };
+        let client = if from_client { (p.src, t.sport) } else { (p.dst, t.dport) };
         let client_side = if from_client { port } else { *self.peer.get(port)? };
         let key = (client.0, client.1, svc, client_side, p.vlan);
         if p.frag != Fragment::None {
@@ -806,7 +904,7 @@ impl Protection {
                 let ends = e.ends.reversed();
                 let part = payload.get(at..).unwrap_or(&[]);
                 to.emit(out_port, |buf| {
-                    let n = write_v4(buf, &ends, &seg, part)?;
+                    let n = write_segment(buf, &ends, &seg, part)?;
                     splice.to_client(&mut buf[ends.tcp_offset()..n]).ok()?;
                     Some(n)
                 })
@@ -843,22 +941,22 @@ impl Protection {
     #[inline]
     fn up_as_tracked(&self, f: &[u8], svc: usize, from_client: bool, port: usize, at: At) -> bool {
         // service_of checked the length up to the ports.
-        let (ip_at, l4) = (at.ip, at.l4);
+        let l4 = at.l4;
         let port16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
-        let mut ip = [0; 4];
-        if from_client {
+        let (src, dst) = at.addrs(f);
+        let ip = if from_client {
             if f.get(l4 + 13)
                 .is_some_and(|&fl| fl & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN)
             {
                 return true;
             }
-            ip.copy_from_slice(&f[ip_at + 12..ip_at + 16]);
+            src
         } else {
-            ip.copy_from_slice(&f[ip_at + 16..ip_at + 20]);
-            if self.services[svc].probe.as_ref().is_some_and(|p| p.addr() == ip) {
+            if self.services[svc].probe.as_ref().is_some_and(|p| v4_mapped(p.addr()) == dst) {
                 return false;
             }
-        }
+            dst
+        };
         let (client_port, client_side) = if from_client {
             (port16(l4), port)
         } else {
@@ -944,29 +1042,12 @@ impl Protection {
         held_from: u64,
         now: u64,
     ) -> Result<(), ProtectRestoreError> {
-        let r: [u8; RECORD_BYTES] =
-            record.try_into().map_err(|_| ProtectRestoreError::Length(record.len()))?;
-        let wire = &r[SNAPSHOT_BYTES..];
-        let mut ends = Endpoints {
-            src_mac: [0; 6],
-            dst_mac: [0; 6],
-            src_ip: [0; 4],
-            dst_ip: [0; 4],
-            sport: u16::from_le_bytes([wire[20], wire[21]]),
-            dport: u16::from_le_bytes([wire[22], wire[23]]),
-            tags: VlanTags::decode(wire[TAGS_AT].try_into().expect("TAGS_AT"))
-                .ok_or(ProtectRestoreError::Tags)?,
-        };
-        ends.src_mac.copy_from_slice(&wire[0..6]);
-        ends.dst_mac.copy_from_slice(&wire[6..12]);
-        ends.src_ip.copy_from_slice(&wire[12..16]);
-        ends.dst_ip.copy_from_slice(&wire[16..20]);
-        let client_port = usize::from(u16::from_le_bytes([wire[24], wire[25]]));
+        let (snapshot, ends, client_port) = read_record(record)?;
         let svc = self
             .services
             .iter()
             .position(|s| s.addr == ends.dst_ip && s.port == ends.dport)
-            .ok_or(ProtectRestoreError::NoService(ends.dst_ip.into(), ends.dport))?;
+            .ok_or(ProtectRestoreError::NoService(ip_of(&ends.dst_ip), ends.dport))?;
         if client_port >= self.peer.len() {
             return Err(ProtectRestoreError::NoPort(client_port));
         }
@@ -975,7 +1056,7 @@ impl Protection {
             return Err(ProtectRestoreError::Full);
         }
         let ns = self.ns(now);
-        let p = Protected::restore(s.policy, &r[..SNAPSHOT_BYTES], log, held_from, ns)?;
+        let p = Protected::restore(s.policy, snapshot, log, held_from, ns)?;
         let sent_log = p.client_log().end_offset();
         let key = (ends.src_ip, ends.sport, svc, client_port, ends.tags.id());
         let e = Entry {
@@ -1167,7 +1248,7 @@ impl Protection {
             while let Some(ev) = probe.poll(ns, waiting) {
                 match &ev {
                     ProbeEvent::Send { port, ends, seg } => {
-                        if self.outbox.push(*port, |buf| write_v4(buf, ends, seg, &[])) {
+                        if self.outbox.push(*port, |buf| write_segment(buf, ends, seg, &[])) {
                             c.protect.probes.add(1);
                         } else {
                             c.protect.send_full.add(1);
@@ -1203,7 +1284,7 @@ impl Protection {
                         }
                     }
                     let ends = e.ends.reversed();
-                    let write = |buf: &mut [u8]| write_v4(buf, &ends, &seg, &[]);
+                    let write = |buf: &mut [u8]| write_segment(buf, &ends, &seg, &[]);
                     if e.commit.held > 0 {
                         // Behind its server segments still held (a close
                         // released must not overtake the data before it).
@@ -1220,7 +1301,7 @@ impl Protection {
                 Toward::Server => {
                     let port = peer[e.client_port];
                     let bytes = e.p.log().get(seg.payload.clone()).unwrap_or(&[]);
-                    outbox.push(port, |buf| write_v4(buf, &e.ends, &seg, bytes))
+                    outbox.push(port, |buf| write_segment(buf, &e.ends, &seg, bytes))
                 }
             };
             count_sent(c, sent);
@@ -2161,6 +2242,155 @@ mod tests {
         assert_eq!(
             h.restore_protected(*id, &bad, log.clone(), 0, false, 5 * MS),
             Err(super::ProtectRestoreError::Tags)
+        );
+    }
+
+    const C6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const S6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    /// An Ethernet/IPv6 frame of a TCP segment.
+    fn tcp6(
+        src: [u8; 16],
+        dst: [u8; 16],
+        ports: (u16, u16),
+        flags: u8,
+        (seq, ack): (u32, u32),
+        payload: &[u8],
+    ) -> Vec<u8> {
+        use crate::frames::{ether, ipv6, tcp_segment, Tcp};
+        let t = Tcp { sport: ports.0, dport: ports.1, seq, ack, flags, payload, ..Tcp::default() };
+        ether(0x86dd, &ipv6(6, src, dst, &tcp_segment(&t)))
+    }
+
+    /// A firewall protecting the IPv6 service [S6]:80 and the IPv4 S:80.
+    fn protected_v6(sink: MemorySink) -> Fw {
+        let mut f = fw(sink);
+        let v6 = ProtectedService { addr: S6.into(), port: 80, ..Default::default() };
+        let v4 = ProtectedService { addr: S.into(), port: 80, ..Default::default() };
+        f.protect(&[v6, v4], vec![1, 0], HZ);
+        f
+    }
+
+    /// The IPv6 TCP segments sent out of `port`, checksums verified.
+    fn sent6(f: &mut Fw, port: usize) -> Vec<crate::parse::TcpHdr> {
+        let mut out = Vec::new();
+        f.outbox().drain(|p, fr| {
+            if p != port {
+                return;
+            }
+            assert_eq!(fr[12..14], [0x86, 0xdd], "IPv6");
+            let Ok(crate::parse::Parsed::Ip(ip)) = crate::parse::parse(fr) else {
+                panic!("unparsed")
+            };
+            crate::parse::checksum::verify(fr, &ip, crate::parse::checksum::RxChecksums::UNKNOWN)
+                .expect("checksums");
+            assert_eq!((ip.src, ip.dst), (S6, C6), "from the server to the client");
+            let crate::parse::L4::Tcp(t) = ip.l4 else { panic!("not TCP") };
+            out.push(t);
+        });
+        out
+    }
+
+    #[test]
+    fn an_ipv6_service_is_protected_and_answered_over_ipv6() {
+        let mut f = protected_v6(MemorySink::default());
+        assert!(burst(&mut f, &tcp6(C6, S6, (40000, 80), SYN, (1000, 0), b""), 0, MS));
+        assert!(burst(&mut f, &tcp6(S6, C6, (80, 40000), SYN | ACK, (5000, 1001), b""), 1, MS));
+        assert!(burst(&mut f, &tcp6(C6, S6, (40000, 80), ACK, (1001, 5001), b""), 0, MS));
+        assert_eq!(f.counters.protect.connections.get(), 1);
+        assert!(burst(
+            &mut f,
+            &tcp6(C6, S6, (40000, 80), ACK | PSH, (1001, 5001), b"SET a 1\n"),
+            0,
+            2 * MS
+        ));
+        assert_eq!(f.sink().protected.values().next().expect("logged").1, b"SET a 1\n");
+        // The IPv4 service on the same port is another: its word leaves this one up.
+        f.counters.requests.protect_word[1].store(1 << 1, Ordering::Release);
+        f.housekeeping(3 * MS);
+        assert!(burst(
+            &mut f,
+            &tcp6(C6, S6, (40000, 80), ACK | PSH, (1009, 5001), b"GET a\n"),
+            0,
+            4 * MS
+        ));
+        // Down: answered for the server, over IPv6.
+        f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        f.housekeeping(5 * MS);
+        assert!(!burst(
+            &mut f,
+            &tcp6(C6, S6, (40000, 80), ACK | PSH, (1015, 5001), b"INCR a\n"),
+            0,
+            6 * MS
+        ));
+        f.housekeeping(8 * MS);
+        assert!(sent6(&mut f, 0).iter().any(|t| t.ack == 1022 && t.window == 0));
+
+        // Its record keeps its addresses: a restarted firewall answers over
+        // IPv6 too; and a record of format 3 (IPv4, 4-byte addresses) is
+        // still read.
+        let held = f.sink().protected.clone();
+        let mut g = protected_v6(MemorySink { protected: held.clone(), ..Default::default() });
+        for (id, (snap, log, base)) in &held {
+            g.restore_protected(*id, snap, log.clone(), *base, false, 9 * MS).unwrap();
+            let v = super::describe_record(snap).unwrap();
+            assert_eq!(v.server, (std::net::IpAddr::from(S6), 80));
+        }
+        assert!(!burst(
+            &mut g,
+            &tcp6(C6, S6, (40000, 80), ACK | PSH, (1022, 5001), b"x\n"),
+            0,
+            10 * MS
+        ));
+        g.housekeeping(12 * MS);
+        assert!(sent6(&mut g, 0).iter().any(|t| t.ack == 1024));
+    }
+
+    #[test]
+    fn a_record_of_format_3_restores_as_ipv4() {
+        let mut f = protected(MemorySink::default());
+        open(&mut f);
+        assert!(burst(
+            &mut f,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"SET a 1\n"),
+            0,
+            2 * MS
+        ));
+        f.counters.requests.protect_word[0].store(1 << 1, Ordering::Release);
+        f.housekeeping(4 * MS);
+        let (id, (rec, log, base)) = f.sink().protected.clone().into_iter().next().unwrap();
+        // As a build of format 3 wrote it: 4-byte addresses, tags at 26.
+        let (snap, wire) = rec.split_at(super::SNAPSHOT_BYTES);
+        let mut old = snap.to_vec();
+        old[0] = 3;
+        let mut w = [0u8; 32];
+        w[..12].copy_from_slice(&wire[..12]);
+        w[12..16].copy_from_slice(&wire[24..28]);
+        w[16..20].copy_from_slice(&wire[40..44]);
+        w[20..26].copy_from_slice(&wire[44..50]);
+        w[26..31].copy_from_slice(&wire[50..55]);
+        old.extend_from_slice(&w);
+        let v = super::describe_record(&old).unwrap();
+        assert_eq!(
+            (v.client, v.server),
+            ((std::net::IpAddr::from(C), 40000), (std::net::IpAddr::from(S), 80))
+        );
+        let mut g =
+            protected(MemorySink { protected: f.sink().protected.clone(), ..Default::default() });
+        g.restore_protected(id, &old, log, base, false, 5 * MS).unwrap();
+        assert!(!burst(
+            &mut g,
+            &tcp(C, S, (40000, 80), ACK | PSH, (1009, 5001), b"GET a\n"),
+            0,
+            6 * MS
+        ));
+        g.housekeeping(8 * MS);
+        let acks = answers_in(&mut g, 0, &[]);
+        assert!(acks.contains(&1015), "{acks:?}");
+        // Lengths no build writes are refused.
+        assert_eq!(
+            g.restore_protected(id, &old[..old.len() - 1], Vec::new(), 0, false, 9 * MS),
+            Err(super::ProtectRestoreError::Length(old.len() - 1))
         );
     }
 

@@ -14,7 +14,7 @@
 /// key type serves both families.
 pub type Addr = [u8; 16];
 
-pub fn v4_mapped(a: [u8; 4]) -> Addr {
+pub const fn v4_mapped(a: [u8; 4]) -> Addr {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
 }
 

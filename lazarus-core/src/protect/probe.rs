@@ -270,8 +270,8 @@ impl Prober {
         let ends = Endpoints {
             src_mac: self.cfg.mac,
             dst_mac: via.server_mac,
-            src_ip: self.cfg.addr,
-            dst_ip: self.server.0,
+            src_ip: crate::parse::v4_mapped(self.cfg.addr),
+            dst_ip: crate::parse::v4_mapped(self.server.0),
             sport,
             dport: self.server.1,
             tags: via.tags,
@@ -343,7 +343,10 @@ mod tests {
         let mut p = prober();
         p.want(MS, VIA);
         let (ends, seg) = sent(p.poll(12 * MS, false));
-        assert_eq!((ends.src_ip, ends.dst_ip, ends.dport), (CFG.addr, [10, 0, 0, 2], 7000));
+        assert_eq!(
+            (ends.src_ip, ends.dst_ip, ends.dport),
+            (crate::parse::v4_mapped(CFG.addr), crate::parse::v4_mapped([10, 0, 0, 2]), 7000)
+        );
         assert_eq!((ends.src_mac, ends.dst_mac), (CFG.mac, VIA.server_mac));
         assert_eq!(seg.flags, tcp_flags::SYN);
         // Evidence after the probe left waits for the next one.

@@ -1,9 +1,9 @@
 //! The segments the firewall sends in a protected connection's name (the
 //! lingering socket's reset, the replayed SYN, replayed data, ACKs), written
-//! as whole Ethernet frames into a buffer the caller owns. IPv4 for now.
+//! as whole Ethernet frames into a buffer the caller owns, IPv4 or IPv6.
 
 use crate::parse::checksum::checksum_bytes;
-use crate::parse::{proto, tcp_flags};
+use crate::parse::{proto, tcp_flags, Addr};
 use std::ops::Range;
 
 /// The SYN options a client chose, replayed as they were.
@@ -162,12 +162,14 @@ impl VlanTags {
 }
 
 /// Who the segment is from and to, as the client's own frames had it.
+/// Addresses as the parser keeps them: IPv4 ones mapped into IPv6's
+/// (`::ffff:a.b.c.d`); both of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoints {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src_ip: [u8; 4],
-    pub dst_ip: [u8; 4],
+    pub src_ip: Addr,
+    pub dst_ip: Addr,
     pub sport: u16,
     pub dport: u16,
     pub tags: VlanTags,
@@ -187,23 +189,40 @@ impl Endpoints {
         }
     }
 
-    /// Where the TCP header of a frame `write_v4` writes for them starts.
-    pub fn tcp_offset(&self) -> usize {
-        ETH + self.tags.len() + IP
+    /// Whether they are IPv4 (mapped) addresses.
+    pub fn is_v4(&self) -> bool {
+        is_v4_mapped(&self.src_ip)
     }
+
+    /// Where the TCP header of a frame `write_segment` writes for them starts.
+    pub fn tcp_offset(&self) -> usize {
+        ETH + self.tags.len() + if self.is_v4() { IP } else { IP6 }
+    }
+}
+
+/// Whether `a` is an IPv4 address mapped into IPv6's space.
+pub fn is_v4_mapped(a: &Addr) -> bool {
+    a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
 }
 
 const ETH: usize = 14;
 const IP: usize = 20;
+const IP6: usize = 40;
 const TCP: usize = 20;
-/// The most a segment's header takes: Ethernet, IPv4, TCP and 20 bytes of
+/// The most a segment's header takes: Ethernet, IPv6, TCP and 20 bytes of
 /// options (a SYN's MSS, SACK-permitted, timestamps and window scale),
-/// untagged (each VLAN tag adds 4).
-pub const MAX_HEADERS: usize = ETH + IP + TCP + 20;
+/// untagged (each VLAN tag adds 4; IPv4 takes 20 less).
+pub const MAX_HEADERS: usize = ETH + IP6 + TCP + 20;
 
-/// Writes `seg` with `payload` (its bytes) into `buf` as one frame; returns
-/// its length, or None when `buf` is too small.
-pub fn write_v4(buf: &mut [u8], e: &Endpoints, seg: &Segment, payload: &[u8]) -> Option<usize> {
+/// Writes `seg` with `payload` (its bytes) into `buf` as one frame, IPv4 or
+/// IPv6 as the endpoints are; returns its length, or None when `buf` is too
+/// small.
+pub fn write_segment(
+    buf: &mut [u8],
+    e: &Endpoints,
+    seg: &Segment,
+    payload: &[u8],
+) -> Option<usize> {
     let mut opts = [0u8; 20];
     let mut n = 0;
     let mut put = |b: &[u8]| {
@@ -232,25 +251,48 @@ pub fn write_v4(buf: &mut [u8], e: &Endpoints, seg: &Segment, payload: &[u8]) ->
         put(&[1, 3, 3, ws]);
     }
     let tcp_len = TCP + n + payload.len();
+    let v4 = e.is_v4();
     let l3 = ETH + e.tags.len();
-    let total = l3 + IP + tcp_len;
+    let ip_len = if v4 { IP } else { IP6 };
+    let total = l3 + ip_len + tcp_len;
     let frame = buf.get_mut(..total)?;
     frame[..6].copy_from_slice(&e.dst_mac);
     frame[6..12].copy_from_slice(&e.src_mac);
     e.tags.write(&mut frame[12..]);
-    frame[l3 - 2..l3].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut frame[l3..l3 + IP];
+    let ethertype: u16 = if v4 { 0x0800 } else { 0x86dd };
+    frame[l3 - 2..l3].copy_from_slice(&ethertype.to_be_bytes());
+    let ip = &mut frame[l3..l3 + ip_len];
     ip.fill(0);
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((IP + tcp_len) as u16).to_be_bytes());
-    ip[6] = 0x40; // don't fragment, as Linux sends TCP
-    ip[8] = 64;
-    ip[9] = proto::TCP;
-    ip[12..16].copy_from_slice(&e.src_ip);
-    ip[16..20].copy_from_slice(&e.dst_ip);
-    let c = checksum_bytes(&[ip]);
-    ip[10..12].copy_from_slice(&c);
-    let tcp = &mut frame[l3 + IP..];
+    // The TCP checksum's pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1).
+    let mut pseudo = [0u8; 40];
+    let pseudo = if v4 {
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((IP + tcp_len) as u16).to_be_bytes());
+        ip[6] = 0x40; // don't fragment, as Linux sends TCP
+        ip[8] = 64;
+        ip[9] = proto::TCP;
+        ip[12..16].copy_from_slice(&e.src_ip[12..]);
+        ip[16..20].copy_from_slice(&e.dst_ip[12..]);
+        let c = checksum_bytes(&[ip]);
+        ip[10..12].copy_from_slice(&c);
+        pseudo[..4].copy_from_slice(&e.src_ip[12..]);
+        pseudo[4..8].copy_from_slice(&e.dst_ip[12..]);
+        pseudo[9] = proto::TCP;
+        pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        &pseudo[..12]
+    } else {
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        ip[6] = proto::TCP;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&e.src_ip);
+        ip[24..40].copy_from_slice(&e.dst_ip);
+        pseudo[..32].copy_from_slice(&ip[8..40]);
+        pseudo[32..36].copy_from_slice(&(tcp_len as u32).to_be_bytes());
+        pseudo[39] = proto::TCP;
+        &pseudo[..]
+    };
+    let tcp = &mut frame[l3 + ip_len..];
     tcp[..2].copy_from_slice(&e.sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&e.dport.to_be_bytes());
     tcp[4..8].copy_from_slice(&seg.seq.to_be_bytes());
@@ -261,12 +303,7 @@ pub fn write_v4(buf: &mut [u8], e: &Endpoints, seg: &Segment, payload: &[u8]) ->
     tcp[16..20].fill(0);
     tcp[TCP..TCP + n].copy_from_slice(&opts[..n]);
     tcp[TCP + n..].copy_from_slice(payload);
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&e.src_ip);
-    pseudo[4..8].copy_from_slice(&e.dst_ip);
-    pseudo[9] = proto::TCP;
-    pseudo[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-    let c = checksum_bytes(&[&pseudo, tcp]);
+    let c = checksum_bytes(&[pseudo, tcp]);
     tcp[16..18].copy_from_slice(&c);
     debug_assert!(
         seg.flags
@@ -285,8 +322,8 @@ mod tests {
     const E: Endpoints = Endpoints {
         src_mac: [2, 0, 0, 0, 0, 1],
         dst_mac: [2, 0, 0, 0, 0, 2],
-        src_ip: [10, 0, 0, 2],
-        dst_ip: [10, 0, 0, 1],
+        src_ip: crate::parse::v4_mapped([10, 0, 0, 2]),
+        dst_ip: crate::parse::v4_mapped([10, 0, 0, 1]),
         sport: 40000,
         dport: 7,
         tags: VlanTags::UNTAGGED,
@@ -312,8 +349,21 @@ mod tests {
             payload: 0..0,
         };
         let mut buf = [0u8; 128];
-        let n = write_v4(&mut buf, &E, &seg, &[]).unwrap();
-        assert_eq!(n, MAX_HEADERS);
+        let n = write_segment(&mut buf, &E, &seg, &[]).unwrap();
+        assert_eq!(n, MAX_HEADERS - 20, "IPv4");
+        let v6 = Endpoints {
+            src_ip: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            dst_ip: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            ..E
+        };
+        let mut buf6 = [0u8; 128];
+        let n6 = write_segment(&mut buf6, &v6, &seg, &[]).unwrap();
+        assert_eq!(n6, MAX_HEADERS);
+        let t6 = read_back(&buf6[..n6]);
+        assert_eq!(
+            (t6.sport, t6.seq, t6.opts.mss, t6.opts.timestamp),
+            (40000, 7, 1460, Some((123, 0)))
+        );
         let t = read_back(&buf[..n]);
         assert_eq!(
             (t.sport, t.dport, t.seq, t.flags, t.window),
@@ -339,7 +389,7 @@ mod tests {
             let e = Endpoints { tags: t, ..E };
             let seg = Segment { flags: tcp_flags::ACK, payload: 0..2, ..Segment::reset(9) };
             let mut buf = [0u8; 128];
-            let n = write_v4(&mut buf, &e, &seg, b"hi").unwrap();
+            let n = write_segment(&mut buf, &e, &seg, b"hi").unwrap();
             assert_eq!(buf[12..at], received[12..at], "the tags as received");
             assert_eq!(e.tcp_offset(), at + 2 + IP);
             let got = read_back(&buf[..n]);
@@ -366,10 +416,10 @@ mod tests {
             payload: 0..5,
         };
         let mut buf = [0u8; 128];
-        let n = write_v4(&mut buf, &E, &seg, b"hello").unwrap();
+        let n = write_segment(&mut buf, &E, &seg, b"hello").unwrap();
         let t = read_back(&buf[..n]);
         assert_eq!((t.seq, t.ack, t.opts.timestamp), (u32::MAX, 99, Some((u32::MAX, 1))));
         assert_eq!(&buf[n - 5..n], b"hello");
-        assert!(write_v4(&mut buf[..n - 1], &E, &seg, b"hello").is_none());
+        assert!(write_segment(&mut buf[..n - 1], &E, &seg, b"hello").is_none());
     }
 }

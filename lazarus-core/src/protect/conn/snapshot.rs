@@ -20,8 +20,10 @@ pub const SNAPSHOT_BYTES: usize = 104;
 /// released as a close; a record of 1 reads as 2 with it 0 (1 ended
 /// protection at the client's FIN). 3 adds the VLAN tags to the record's
 /// wire part (after the snapshot, `firewall::protect`); a record of 2 has
-/// them zero there, untagged, as its connection was.
-const FORMAT: u8 = 3;
+/// them zero there, untagged, as its connection was. 4 widens the wire
+/// part's addresses to 16 bytes (IPv6, IPv4 mapped); a record of 3 or
+/// before is told by its length and read as IPv4.
+const FORMAT: u8 = 4;
 const FORMAT_OLDEST: u8 = 1;
 /// Where the time since the server went down sits: it changes at every
 /// walk, and that alone is no reason to write a snapshot again.
