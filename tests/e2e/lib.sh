@@ -295,6 +295,15 @@ lz_dp_kill() {
     kill -KILL "$LZ_DP_PID"
     wait "$LZ_DP_PID" 2>/dev/null || true
     LZ_DP_PID=
+    # Its worker processes die with it, but the kernel may still be tearing
+    # them down: a new port owner's EAL cannot set up its memory beside a
+    # process that still maps the old one's ("Cannot allocate memzone list").
+    local _
+    for _ in $(seq 1 100); do
+        [ -n "$(lz_worker_pids)" ] || return 0
+        sleep 0.05
+    done
+    lz_fail "worker processes of the killed dataplane still alive after 5 s: $(lz_worker_pids | tr '\n' ' ')"
 }
 
 # Starts checkpointd (same config file as the dataplane), logging to
