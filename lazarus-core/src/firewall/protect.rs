@@ -402,6 +402,17 @@ const IDLE_NS: u64 = 2 * 3600 * 1_000_000_000;
 const CLIENT_FIN: u8 = 1;
 const SERVER_FIN: u8 = 2;
 const POLL_NS: u64 = 1_000_000;
+/// VLANs a service's probe address is answered in.
+const VLANS_MAX: usize = 16;
+
+impl Service {
+    /// A connection came in VLAN `tags` (within the room kept at start).
+    fn saw_vlan(&mut self, tags: VlanTags) {
+        if !self.vlans.contains(&tags) && self.vlans.len() < VLANS_MAX {
+            self.vlans.push(tags);
+        }
+    }
+}
 /// A connection whose SYN was never answered keeps its entry this long.
 const OPENING_NS: u64 = 30 * 1_000_000_000;
 
@@ -409,6 +420,10 @@ struct Service {
     /// As the parser keeps addresses (IPv4 mapped).
     addr: Addr,
     v4: bool,
+    /// The VLANs (untagged one of them) its connections came in, the first
+    /// `VLANS_MAX`: where ARP for its probe address is answered, and
+    /// nowhere else on a trunk (another VLAN may hold that address).
+    vlans: Vec<VlanTags>,
     port: u16,
     policy: ProtectPolicy,
     connections: usize,
@@ -509,6 +524,7 @@ impl Protection {
                     std::net::IpAddr::V6(a) => a.octets(),
                 },
                 v4: s.addr.is_ipv4(),
+                vlans: Vec::with_capacity(VLANS_MAX),
                 port: s.port,
                 policy: ProtectPolicy {
                     log_bound: s.log_bound as usize,
@@ -688,10 +704,12 @@ impl Protection {
             return None;
         }
         let target = f.get(a + 24..a + 28)?;
-        let mac = self
-            .services
-            .iter()
-            .find_map(|s| s.probe.as_ref().filter(|p| p.addr() == target).map(|p| p.mac()))?;
+        let mac = self.services.iter().find_map(|s| {
+            s.probe
+                .as_ref()
+                .filter(|p| p.addr() == target && s.vlans.contains(&tags))
+                .map(|p| p.mac())
+        })?;
         let sent = self.outbox.push(port, |out| {
             let out = out.get_mut(..60 + tags.len())?;
             out.fill(0);
@@ -783,7 +801,7 @@ impl Protection {
                 }
                 return None;
             };
-            if e.p.cannot_follow() {
+            if e.p.cannot_follow(from_client, t.seq) {
                 e.end_now(sink, now);
                 return None;
             }
@@ -1011,6 +1029,7 @@ impl Protection {
         };
         ends.src_mac.copy_from_slice(&frame[6..12]);
         ends.dst_mac.copy_from_slice(&frame[..6]);
+        s.saw_vlan(ends.tags);
         let p = Protected::new(s.policy, t);
         let id = entry_id(&key, t.seq);
         self.conns.insert(
@@ -1057,6 +1076,7 @@ impl Protection {
         }
         let ns = self.ns(now);
         let p = Protected::restore(s.policy, snapshot, log, held_from, ns)?;
+        self.services[svc].saw_vlan(ends.tags);
         let sent_log = p.client_log().end_offset();
         let key = (ends.src_ip, ends.sport, svc, client_port, ends.tags.id());
         let e = Entry {
@@ -1997,6 +2017,9 @@ mod tests {
             a.extend_from_slice(&target);
             crate::frames::ether_between([0xff; 6], asker, 0x0806, &a)
         };
+        // No connection yet: nowhere to answer.
+        assert!(burst(&mut f, &arp(PROBE), 1, MS));
+        open(&mut f);
         assert!(!burst(&mut f, &arp(PROBE), 1, MS));
         let mut out = Vec::new();
         f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
@@ -2010,9 +2033,20 @@ mod tests {
         assert_eq!(f.counters.protect.arp_answered.get(), 1);
         // Any other address's request goes on as before.
         assert!(burst(&mut f, &arp([10, 0, 0, 7]), 1, MS));
-        // In a VLAN: answered in it.
+        // In a VLAN with none of the service's connections: not answered
+        // (another host there may own the address); once one came in it,
+        // answered in it.
         let req = arp(PROBE);
         let req = crate::frames::ether_tagged(&[(0x8100, 100)], 0x0806, &req[14..]);
+        assert!(burst(&mut f, &req, 1, MS));
+        let syn = tcp(C, S, (40001, 80), SYN, (7000, 0), b"");
+        assert!(burst(
+            &mut f,
+            &crate::frames::ether_tagged(&[(0x8100, 100)], 0x0800, &syn[14..]),
+            0,
+            MS
+        ));
+        f.outbox().drain(|_, _| {});
         assert!(!burst(&mut f, &req, 1, MS));
         let mut out = Vec::new();
         f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
@@ -2444,6 +2478,11 @@ mod tests {
         let mut f = protected(MemorySink::default());
         open(&mut f);
         assert!(burst(&mut f, &tcp(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"), 0, 2 * MS));
+        // A fragment not at the client's next byte (in the window, blind)
+        // does not end protection: dropped.
+        let blind = tcp_ip(C, S, (40000, 80), ACK | PSH, (1500, 5001), b"abcd", 0x2000);
+        assert!(!burst(&mut f, &blind, 0, 2 * MS));
+        assert_eq!(f.counters.protect.unspliceable.get(), 1);
         // Up: protection ends, the fragment and what follows go on unlogged.
         let first = tcp_ip(C, S, (40000, 80), ACK | PSH, (1003, 5001), b"abcd", 0x2000);
         assert!(burst(&mut f, &first, 0, 3 * MS));
@@ -2466,6 +2505,17 @@ mod tests {
         assert!(!burst(&mut g, &first, 0, 3 * MS));
         assert_eq!(g.counters.protect.unspliceable.get(), 1);
         assert_eq!(g.counters.protect.unprotectable.get(), 0);
+
+        // Up, but the server's close is held (crash evidence): the fragment
+        // cannot end protection then either.
+        let mut h = protected(MemorySink::default());
+        open(&mut h);
+        assert!(!burst(&mut h, &tcp(S, C, (80, 40000), ACK | FIN, (5001, 1001), b""), 1, 2 * MS));
+        let at_start = tcp_ip(C, S, (40000, 80), ACK | PSH, (1001, 5001), b"abcd", 0x2000);
+        assert!(!burst(&mut h, &at_start, 0, 3 * MS));
+        h.housekeeping(4 * MS);
+        assert_eq!(h.counters.protect.unprotectable.get(), 0);
+        assert_eq!(h.counters.protect.unspliceable.get(), 1);
     }
 
     #[test]

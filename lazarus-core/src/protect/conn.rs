@@ -363,21 +363,28 @@ impl Protected {
     }
 
     /// A segment protection cannot log or rewrite whole (an IP fragment:
-    /// its bytes are not all in it). Where nothing depends on protection
-    /// yet (opening, or up and never spliced) protection ends and the
-    /// segment goes on (true); down, in recovery or spliced, it cannot go
-    /// on (false: the caller drops it).
-    pub fn cannot_follow(&mut self) -> bool {
+    /// its bytes are not all in it), from the client or not, at `seq`.
+    /// Where nothing depends on protection (opening, or up, never spliced,
+    /// with no crash evidence pending) and the segment starts at its
+    /// sender's next byte (as a reset must: a blind one cannot end
+    /// protection), protection ends and the segment goes on (true); else it
+    /// cannot go on (false: the caller drops it).
+    pub fn cannot_follow(&mut self, from_client: bool, seq: u32) -> bool {
         if self.splice.is_some() {
             return false;
         }
+        let next = if from_client { self.client_next() } else { self.server_end };
         match self.phase {
-            Phase::Opening | Phase::Up => {
+            Phase::Ended(_) => true,
+            Phase::Opening if from_client && seq == next => {
                 self.end(Ended::Unfollowable);
                 true
             }
-            Phase::Ended(_) => true,
-            Phase::Down | Phase::Replaying => false,
+            Phase::Up if seq == next && self.held.is_none() && self.silent_since.is_none() => {
+                self.end(Ended::Unfollowable);
+                true
+            }
+            _ => false,
         }
     }
 

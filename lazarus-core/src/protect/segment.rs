@@ -67,8 +67,8 @@ impl Segment {
 pub struct VlanTags {
     /// 0, 1 or 2.
     count: u8,
-    /// The outer tag's TPID is 802.1ad's (0x88a8), not 802.1Q's.
-    outer_ad: bool,
+    /// Which tags' TPID is 802.1ad's (0x88a8), not 802.1Q's.
+    ad: [bool; 2],
     /// Each tag's control information (priority, DEI, VLAN id).
     tci: [u16; 2],
 }
@@ -77,7 +77,7 @@ const TPID_Q: u16 = 0x8100;
 const TPID_AD: u16 = 0x88a8;
 
 impl VlanTags {
-    pub const UNTAGGED: VlanTags = VlanTags { count: 0, outer_ad: false, tci: [0; 2] };
+    pub const UNTAGGED: VlanTags = VlanTags { count: 0, ad: [false; 2], tci: [0; 2] };
 
     /// Bytes of the encoding in a protection record.
     pub const ENCODED: usize = 5;
@@ -96,7 +96,7 @@ impl VlanTags {
             if tags.count == 2 {
                 return None;
             }
-            tags.outer_ad |= tags.count == 0 && t == TPID_AD;
+            tags.ad[usize::from(tags.count)] = t == TPID_AD;
             tags.tci[usize::from(tags.count)] =
                 u16::from_be_bytes([*f.get(at + 2)?, *f.get(at + 3)?]);
             tags.count += 1;
@@ -129,17 +129,17 @@ impl VlanTags {
     /// Writes the tags (TPID, TCI each) at the start of `out`.
     fn write(&self, out: &mut [u8]) {
         for i in 0..usize::from(self.count) {
-            let tpid = if i == 0 && self.outer_ad { TPID_AD } else { TPID_Q };
+            let tpid = if self.ad[i] { TPID_AD } else { TPID_Q };
             out[4 * i..4 * i + 2].copy_from_slice(&tpid.to_be_bytes());
             out[4 * i + 2..4 * i + 4].copy_from_slice(&self.tci[i].to_be_bytes());
         }
     }
 
-    /// For a protection record: the count and the 802.1ad bit, then the
-    /// TCIs little-endian; all zero untagged.
+    /// For a protection record: the count and each tag's 802.1ad bit,
+    /// then the TCIs little-endian; all zero untagged.
     pub fn encode(&self) -> [u8; Self::ENCODED] {
         let mut b = [0; Self::ENCODED];
-        b[0] = self.count | u8::from(self.outer_ad) << 2;
+        b[0] = self.count | u8::from(self.ad[0]) << 2 | u8::from(self.ad[1]) << 3;
         b[1..3].copy_from_slice(&self.tci[0].to_le_bytes());
         b[3..5].copy_from_slice(&self.tci[1].to_le_bytes());
         b
@@ -148,16 +148,18 @@ impl VlanTags {
     /// None for bytes no build writes.
     pub fn decode(b: &[u8; Self::ENCODED]) -> Option<VlanTags> {
         let count = b[0] & 3;
-        if count > 2 || b[0] & !7 != 0 || (count == 0 && b[0] != 0) {
-            return None;
-        }
         let tags = VlanTags {
             count,
-            outer_ad: b[0] & 4 != 0,
+            ad: [b[0] & 4 != 0, b[0] & 8 != 0],
             tci: [u16::from_le_bytes([b[1], b[2]]), u16::from_le_bytes([b[3], b[4]])],
         };
-        // Unused TCIs are zero, as `encode` leaves them.
-        (tags.tci[usize::from(count)..].iter().all(|&t| t == 0)).then_some(tags)
+        // Nothing set for a tag that is not there, as `encode` leaves it.
+        let n = usize::from(count);
+        let clean = count <= 2
+            && b[0] & !15 == 0
+            && tags.ad[n.min(2)..].iter().all(|&a| !a)
+            && tags.tci[n.min(2)..].iter().all(|&t| t == 0);
+        clean.then_some(tags)
     }
 }
 
@@ -381,6 +383,8 @@ mod tests {
             (&[(0x8100u16, 0x2064u16)][..], 1),
             (&[(0x88a8, 0x0007), (0x8100, 0xe123)][..], 2),
             (&[(0x8100, 5), (0x8100, 6)][..], 2),
+            (&[(0x88a8, 7), (0x88a8, 0x2064)][..], 2),
+            (&[(0x8100, 7), (0x88a8, 0x2064)][..], 2),
         ] {
             let received = crate::frames::ether_tagged(tags, 0x0800, &[0; 40]);
             let (t, at) = VlanTags::of_frame(&received).unwrap();
@@ -401,6 +405,7 @@ mod tests {
         assert_eq!(VlanTags::of_frame(&three), None);
         assert_eq!(VlanTags::decode(&[3, 0, 0, 0, 0]), None);
         assert_eq!(VlanTags::decode(&[1, 5, 0, 9, 0]), None, "a second TCI behind one tag");
+        assert_eq!(VlanTags::decode(&[1 | 8, 5, 0, 0, 0]), None, "a second TPID behind one tag");
         assert_eq!(VlanTags::decode(&[0; 5]), Some(VlanTags::default()));
     }
 

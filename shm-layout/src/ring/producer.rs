@@ -41,6 +41,10 @@ unsafe impl Send for DeltaProducer<'_> {}
 
 impl Drop for DeltaProducer<'_> {
     fn drop(&mut self) {
+        // Streamed stores are ordered by a fence on their own thread.
+        if self.streamed {
+            stream::fence();
+        }
         self.taken.store(false, std::sync::atomic::Ordering::Release);
     }
 }

@@ -7,7 +7,9 @@
 //! stores skip that read. They are weakly ordered, so the producer fences
 //! (`sfence`) before the Release store that publishes them.
 
-use super::{CONTINUATION_HEADER_BYTES, CONTINUATION_PAYLOAD, DELTA_SLOT_BYTES};
+#[cfg(all(target_arch = "x86_64", not(loom)))]
+use super::CONTINUATION_PAYLOAD;
+use super::{CONTINUATION_HEADER_BYTES, DELTA_SLOT_BYTES};
 
 const _: () = assert!(CONTINUATION_HEADER_BYTES == 8 && DELTA_SLOT_BYTES.is_multiple_of(16));
 
