@@ -232,15 +232,16 @@ impl Config {
             }
             match (p.probe_addr, p.probe_mac) {
                 (None, None) => {}
-                (Some(_), Some(_)) if p.addr.is_ipv6() => {
-                    return Err(bad(i, "probe_addr", format!("{} is an IPv6 service: probes are IPv4 only yet; leave probe_addr and probe_mac out (the hook, lazarusctl protect down/up, tells the firewall of a crash)", p.addr)));
+                (Some(a), Some(_)) if a.is_ipv4() != p.addr.is_ipv4() => {
+                    return Err(bad(i, "probe_addr", format!("{a} is not of the service's family ({}): probes go from an address in the server's subnet", p.addr)));
                 }
                 (Some(a), Some(m)) => {
+                    let broadcast = matches!(a, std::net::IpAddr::V4(v4) if v4.is_broadcast());
                     if a.is_unspecified()
-                        || a.is_broadcast()
+                        || broadcast
                         || a.is_multicast()
                         || a.is_loopback()
-                        || std::net::IpAddr::from(a) == p.addr
+                        || a == p.addr
                     {
                         return Err(bad(i, "probe_addr", format!("{a} cannot be the firewall's own address: take an unused unicast address in the server's subnet")));
                     }
@@ -697,10 +698,14 @@ mod tests {
         .contains("MAC address"));
         assert!(err(&p(&format!("{svc}probe_timeout_ms = 0")))
             .contains("protected[0].probe_timeout_ms"));
-        // An IPv6 service: protected, but not probed yet.
-        assert!(Config::parse(&p("addr = \"fd00::2\"\nport = 7"), "t.toml").is_ok());
-        assert!(err(&p("addr = \"fd00::2\"\nport = 7\nprobe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:00:09\""))
-            .contains("probes are IPv4 only"));
+        // An IPv6 service, probed from an IPv6 address.
+        let v6 = "addr = \"fd00::2\"\nport = 7\nprobe_mac = \"02:00:00:00:00:09\"\n";
+        assert!(Config::parse(&p(&format!("{v6}probe_addr = \"fd00::9\"")), "t.toml").is_ok());
+        assert!(err(&p(&format!("{v6}probe_addr = \"10.0.0.9\"")))
+            .contains("not of the service's family"));
+        assert!(
+            err(&p(&format!("{v6}probe_addr = \"ff02::1\""))).contains("protected[0].probe_addr")
+        );
         let slow = format!(
             "{svc}probe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:00:09\"\nprobe_timeout_ms = 300"
         );

@@ -128,8 +128,9 @@ pub struct ProtectedService {
     pub close_linger_ms: u64,
     /// Wire detection: the firewall's own address and MAC on the server's
     /// side, from which it probes the service to tell a crash from a close
-    /// without the hook. Both or neither; IPv4 services only.
-    pub probe_addr: Option<std::net::Ipv4Addr>,
+    /// without the hook. Both or neither; the address of the service's
+    /// family.
+    pub probe_addr: Option<std::net::IpAddr>,
     pub probe_mac: Option<Mac>,
     /// How long a probe waits for its answer (it is sent twice).
     pub probe_timeout_ms: u64,

@@ -171,7 +171,8 @@ pub struct ProtectCounters {
     /// Connections taken as crashed on a probe's verdict, with no word
     /// from the hook.
     pub wire_down: Counter,
-    /// ARP requests for a probe address answered.
+    /// ARP requests and neighbour solicitations for a probe address
+    /// answered.
     pub arp_answered: Counter,
     /// Connections to a protected service protection cannot follow: a SYN
     /// sent in fragments, or a fragment that ends their protection (up and

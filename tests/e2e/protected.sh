@@ -67,9 +67,9 @@ lz_ns_up
 # logs are kept whole, so a replay rebuilds them.
 # A fourth service, 7002, names a probe address: it is judged on the
 # wire, without the hook. A fifth, 7003, is reached in VLAN $LZ_VLAN; a
-# sixth, 7004, over IPv6.
+# sixth, 7004, over IPv6, probed from an IPv6 address.
 PROBE_IP=10.99.0.250
-lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7002\nhold_ms = 2000\ntruncation = "request-response"\nprobe_addr = "%s"\nprobe_mac = "02:00:00:00:00:fa"\n\n[[protected]]\naddr = "%s"\nport = 7003\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 7004\nhold_ms = 2000\ntruncation = "request-response"' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$PROBE_IP" "$LZ_SERVER_IPV" "$LZ_SERVER_IP6")"
+lz_config "" "$(printf '[[protected]]\naddr = "%s"\nport = 7000\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 6379\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7001\nhold_ms = 2000\n\n[[protected]]\naddr = "%s"\nport = 7002\nhold_ms = 2000\ntruncation = "request-response"\nprobe_addr = "%s"\nprobe_mac = "02:00:00:00:00:fa"\n\n[[protected]]\naddr = "%s"\nport = 7003\nhold_ms = 2000\ntruncation = "request-response"\n\n[[protected]]\naddr = "%s"\nport = 7004\nhold_ms = 2000\ntruncation = "request-response"\nprobe_addr = "fd99::fa"\nprobe_mac = "02:00:00:00:00:fb"' "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$LZ_SERVER_IP" "$PROBE_IP" "$LZ_SERVER_IPV" "$LZ_SERVER_IP6")"
 lz_dp_start
 lz_join_taps
 lz_wait_path
@@ -108,16 +108,18 @@ lz_log "line echo in VLAN $LZ_VLAN, protected: $vlan_on"
 [[ "$vlan_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients in VLAN $LZ_VLAN failed: $vlan_on"; }
 [ "$(( $(lz_stat_sum protect_spliced) - spliced_before ))" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients in VLAN $LZ_VLAN: $vlan_on"
 
-# Over IPv6 (service 7004): the firewall's answers and replay are IPv6
-# segments.
+# Over IPv6 (service 7004), without the hook: the firewall's answers,
+# replay and probes are IPv6 segments, and the server finds the probe
+# address through neighbour discovery, which the firewall answers.
 LZ_ECHO="[$LZ_SERVER_IP6]:7004"
-spliced_before=$(lz_stat_sum protect_spliced)
+spliced_before=$(lz_stat_sum protect_spliced) nd_before=$(lz_stat_sum protect_arp_answered) down_before=$(lz_stat_sum protect_wire_down)
 KIND=echo CLIENTS=10 ROUNDS=1
-v6_on=$(run v6-on 1)
-v6_on="$v6_on, $(( $(lz_stat_sum protect_spliced) - spliced_before )) recoveries"
+v6_on=$(run v6-on 0)
+v6_on="$v6_on, $(( $(lz_stat_sum protect_spliced) - spliced_before )) recoveries, $(( $(lz_stat_sum protect_wire_down) - down_before )) found down by probes, $(( $(lz_stat_sum protect_arp_answered) - nd_before )) neighbour solicitations answered"
 lz_log "line echo over IPv6, protected: $v6_on"
 [[ "$v6_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients over IPv6 failed: $v6_on"; }
 [ "$(( $(lz_stat_sum protect_spliced) - spliced_before ))" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients over IPv6: $v6_on"
+[ "$(( $(lz_stat_sum protect_wire_down) - down_before ))" -ge "$CLIENTS" ] || lz_fail "the probes did not find the IPv6 service down: $v6_on"
 
 # A server whose answers differ after its restart (in capitals): the
 # replay's check against the digest fails, and both sides are reset at

@@ -353,6 +353,14 @@ fn read_record(record: &[u8]) -> Result<(&[u8], Endpoints, usize), ProtectRestor
     Ok((snapshot, ends, usize::from(client_port)))
 }
 
+/// An address as the parser keeps it (IPv4 mapped).
+fn addr_of(a: std::net::IpAddr) -> Addr {
+    match a {
+        std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// An address as the parser keeps it, as the standard library's.
 fn ip_of(a: &Addr) -> std::net::IpAddr {
     let v6 = std::net::Ipv6Addr::from(*a);
@@ -492,6 +500,9 @@ pub struct Protection {
     services: Vec<Service>,
     /// Some service is IPv6: IPv6 frames are looked at at all.
     any_v6: bool,
+    /// Some service probes from an IPv6 address: neighbour solicitations
+    /// are looked at.
+    v6_probes: bool,
     conns: HashMap<Key, Entry, RandomState>,
     /// The bridge peer of each config port: where a frame received on it
     /// leaves.
@@ -519,10 +530,7 @@ impl Protection {
             .iter()
             .take(MAX_PROTECTED)
             .map(|s| Service {
-                addr: match s.addr {
-                    std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
-                    std::net::IpAddr::V6(a) => a.octets(),
-                },
+                addr: addr_of(s.addr),
                 v4: s.addr.is_ipv4(),
                 vlans: Vec::with_capacity(VLANS_MAX),
                 port: s.port,
@@ -539,17 +547,16 @@ impl Protection {
                 open: 0,
                 close_linger_ns: s.close_linger_ms * 1_000_000,
                 probe: s.probe_addr.zip(s.probe_mac).and_then(|(addr, mac)| {
-                    // Probes are IPv4's (the config refuses them elsewhere).
-                    let std::net::IpAddr::V4(server) = s.addr else { return None };
+                    // Of the service's family (the config checks it).
                     let cfg = ProbeConfig {
-                        addr: addr.octets(),
+                        addr: addr_of(addr),
                         mac: mac.0,
                         timeout_ns: s.probe_timeout_ms * 1_000_000,
                         delay_ns: s.probe_delay_ms * 1_000_000,
                         interval_ns: s.probe_interval_ms * 1_000_000,
                     };
                     let sports = PROBE_SPORTS.take(PROBE_SPORTS_EACH).collect();
-                    Prober::new(cfg, (server.octets(), s.port), sports, probe_key())
+                    Prober::new(cfg, (addr_of(s.addr), s.port), sports, probe_key())
                 }),
                 judged: None,
                 waiting: false,
@@ -560,6 +567,7 @@ impl Protection {
         let hold = if services.iter().any(|s| s.remote_commit) { HELD_FRAMES } else { 0 };
         Protection {
             any_v6: services.iter().any(|s| !s.v4),
+            v6_probes: services.iter().any(|s| !s.v4 && s.probe.is_some()),
             services,
             conns: HashMap::with_capacity_and_hasher(room, RandomState::default()),
             peer,
@@ -593,17 +601,24 @@ impl Protection {
         let mut unprobed = Vec::new();
         for s in &mut self.services {
             let Some(p) = s.probe.as_ref() else { continue };
-            let (probe, server) = (u32::from_be_bytes(p.addr()), u32::from_be_bytes(ip4(&s.addr)));
+            let family = if s.v4 { crate::parse::Family::V4 } else { crate::parse::Family::V6 };
+            let (probe, server) = (p.addr(), s.addr);
             let sports = PROBE_SPORTS
                 .filter(|&sport| {
-                    let (key, _) =
-                        crate::conn::ConnKey::canonical_v4(6, probe, sport, server, s.port, 0);
+                    let (key, _) = crate::conn::ConnKey::canonical(
+                        family,
+                        6,
+                        crate::conn::Endpoint { addr: probe, port: sport },
+                        crate::conn::Endpoint { addr: server, port: s.port },
+                        0,
+                        0,
+                    );
                     placement.worker_of(&key) == worker
                 })
                 .take(PROBE_SPORTS_EACH)
                 .collect();
             let cfg = p.config();
-            s.probe = Prober::new(cfg, (ip4(&s.addr), s.port), sports, probe_key());
+            s.probe = Prober::new(cfg, (s.addr, s.port), sports, probe_key());
             if s.probe.is_none() {
                 unprobed.push((ip_of(&s.addr), s.port));
             }
@@ -685,12 +700,90 @@ impl Protection {
         c: &FwCounters,
         sink: &mut S,
     ) -> Option<bool> {
-        if matches!(frame.get(12..14), Some([0x08, 0x06] | [0x81, 0x00] | [0x88, 0xa8])) {
+        let tagged = matches!(frame.get(12..14), Some([0x81, 0x00] | [0x88, 0xa8]));
+        if tagged || frame.get(12..14) == Some(&[0x08, 0x06]) {
             if let Some(taken) = self.answer_arp(frame, port, c) {
                 return Some(taken);
             }
         }
+        if self.v6_probes && (tagged || frame.get(12..14) == Some(&[0x86, 0xdd])) {
+            if let Some(taken) = self.answer_solicitation(frame, port, c) {
+                return Some(taken);
+            }
+        }
         self.take(frame, port, now, c, sink, true)
+    }
+
+    /// A neighbour solicitation for an IPv6 probe address is answered with
+    /// an advertisement (RFC 4861 §7.2.4), as ARP is for an IPv4 one: out
+    /// of the port it came in by, in the VLANs the service's connections
+    /// came in. Every other frame goes on as before, and so does a
+    /// solicitation of duplicate address detection (its source unspecified).
+    fn answer_solicitation(&mut self, f: &[u8], port: usize, c: &FwCounters) -> Option<bool> {
+        let (tags, et) = VlanTags::of_frame(f)?;
+        let ip = et + 2;
+        // ICMPv6 right after the IPv6 header, from a link neighbour (hop
+        // limit 255), a solicitation.
+        if f.get(et..ip)? != [0x86, 0xdd] || f.get(ip + 6..ip + 8)? != [58, 255] {
+            return None;
+        }
+        let icmp = ip + 40;
+        if f.get(icmp..icmp + 2)? != [135, 0] {
+            return None;
+        }
+        let target: Addr = f.get(icmp + 8..icmp + 24)?.try_into().ok()?;
+        let asker: Addr = f.get(ip + 8..ip + 24)?.try_into().ok()?;
+        let mac = self.services.iter().find_map(|s| {
+            s.probe
+                .as_ref()
+                .filter(|p| p.addr() == target && s.vlans.contains(&tags))
+                .map(|p| p.mac())
+        })?;
+        if asker == [0; 16] {
+            return None;
+        }
+        let mut p = IpPacket::default();
+        if parse_into(f, &mut p).is_err()
+            || crate::parse::checksum::verify(f, &p, RxChecksums::UNKNOWN).is_err()
+        {
+            return None;
+        }
+        const ADVERT: usize = 32;
+        let len = ip + 40 + ADVERT;
+        let sent = self.outbox.push(port, |out| {
+            let out = out.get_mut(..len)?;
+            out.fill(0);
+            out[0..6].copy_from_slice(&f[6..12]);
+            out[6..12].copy_from_slice(&mac);
+            out[12..ip].copy_from_slice(&f[12..ip]);
+            let h = &mut out[ip..ip + 40];
+            h[0] = 0x60;
+            h[4..6].copy_from_slice(&(ADVERT as u16).to_be_bytes());
+            h[6..8].copy_from_slice(&[58, 255]);
+            h[8..24].copy_from_slice(&target);
+            h[24..40].copy_from_slice(&asker);
+            let a = &mut out[icmp..len];
+            // Solicited and override; the target's link-layer address.
+            a[0] = 136;
+            a[4] = 0x60;
+            a[8..24].copy_from_slice(&target);
+            a[24..26].copy_from_slice(&[2, 1]);
+            a[26..32].copy_from_slice(&mac);
+            let mut pseudo = [0u8; 40];
+            pseudo[..16].copy_from_slice(&target);
+            pseudo[16..32].copy_from_slice(&asker);
+            pseudo[32..36].copy_from_slice(&(ADVERT as u32).to_be_bytes());
+            pseudo[39] = 58;
+            let sum = crate::parse::checksum::checksum_bytes(&[&pseudo, a]);
+            a[2..4].copy_from_slice(&sum);
+            Some(len)
+        });
+        if sent {
+            c.protect.arp_answered.add(1);
+        } else {
+            c.protect.send_full.add(1);
+        }
+        Some(false)
     }
 
     /// An ARP request for a probe address is answered, out of the port it
@@ -707,7 +800,7 @@ impl Protection {
         let mac = self.services.iter().find_map(|s| {
             s.probe
                 .as_ref()
-                .filter(|p| p.addr() == target && s.vlans.contains(&tags))
+                .filter(|p| s.v4 && p.addr()[12..] == *target && s.vlans.contains(&tags))
                 .map(|p| p.mac())
         })?;
         let sent = self.outbox.push(port, |out| {
@@ -766,7 +859,7 @@ impl Protection {
         let l4 = usize::from(p.l4_off);
         if before && !from_client {
             if let Some(probe) = self.services[svc].probe.as_mut() {
-                if p.dst == v4_mapped(probe.addr()) {
+                if p.dst == probe.addr() {
                     // The service answers a probe: never the tracker's. (A
                     // bad checksum was counted when the burst was staged.)
                     if crate::parse::checksum::verify(frame, &p, RxChecksums::UNKNOWN).is_err() {
@@ -970,7 +1063,7 @@ impl Protection {
             }
             src
         } else {
-            if self.services[svc].probe.as_ref().is_some_and(|p| v4_mapped(p.addr()) == dst) {
+            if self.services[svc].probe.as_ref().is_some_and(|p| p.addr() == dst) {
                 return false;
             }
             dst
@@ -1495,12 +1588,12 @@ fn count_sent(c: &FwCounters, sent: bool) {
     }
 }
 
-fn ip4(a: &[u8; 16]) -> [u8; 4] {
-    [a[12], a[13], a[14], a[15]]
-}
-
 #[cfg(test)]
 mod tests {
+    fn ip4(a: &[u8; 16]) -> [u8; 4] {
+        [a[12], a[13], a[14], a[15]]
+    }
+
     use crate::checkpoint::MemorySink;
     use crate::config::{ProtectedService, Truncation};
     use crate::firewall::testing::{fw, C, HZ, S};
@@ -1760,7 +1853,7 @@ mod tests {
         f.outbox().drain(|port, fr| {
             if let Ok(crate::parse::Parsed::Ip(p)) = crate::parse::parse(fr) {
                 if let crate::parse::L4::Tcp(t) = p.l4 {
-                    out.push((port, super::ip4(&p.src), super::ip4(&p.dst), t));
+                    out.push((port, ip4(&p.src), ip4(&p.dst), t));
                 }
             }
         });
@@ -2381,6 +2474,87 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_service_is_probed_and_its_probe_address_is_a_neighbour() {
+        const PROBE6: [u8; 16] = [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfa];
+        let mut f = fw(MemorySink::default());
+        let svc = ProtectedService {
+            addr: S6.into(),
+            port: 80,
+            probe_addr: Some(PROBE6.into()),
+            probe_mac: Some(crate::config::Mac(PROBE_MAC)),
+            probe_delay_ms: 1,
+            ..Default::default()
+        };
+        f.protect(&[svc], vec![1, 0], HZ);
+        let server_mac = [2, 0, 0, 0, 0, 2];
+        let solicit = |target: [u8; 16]| {
+            let mut body = target.to_vec();
+            body.extend_from_slice(&[1, 1]);
+            body.extend_from_slice(&server_mac);
+            let mut ip = crate::frames::ipv6(
+                58,
+                S6,
+                target,
+                &crate::frames::icmp_message(135, 0, [0; 4], &body),
+            );
+            ip[7] = 255;
+            crate::frames::ether_between([0x33, 0x33, 0xff, 0, 0, 0xfa], server_mac, 0x86dd, &ip)
+        };
+        // No connection yet: not answered.
+        assert!(burst(&mut f, &solicit(PROBE6), 1, MS));
+        assert!(burst(&mut f, &tcp6(C6, S6, (40000, 80), SYN, (1000, 0), b""), 0, MS));
+        assert!(burst(&mut f, &tcp6(S6, C6, (80, 40000), SYN | ACK, (5000, 1001), b""), 1, MS));
+        assert!(burst(
+            &mut f,
+            &tcp6(C6, S6, (40000, 80), ACK | PSH, (1001, 5001), b"x\n"),
+            0,
+            2 * MS
+        ));
+        // The server asks for the probe address: advertised.
+        assert!(!burst(&mut f, &solicit(PROBE6), 1, 2 * MS));
+        let mut out = Vec::new();
+        f.outbox().drain(|port, fr| out.push((port, fr.to_vec())));
+        let (port, na) = &out[0];
+        assert_eq!((*port, &na[0..6], &na[6..12]), (1, &server_mac[..], &PROBE_MAC[..]));
+        let Ok(crate::parse::Parsed::Ip(ip)) = crate::parse::parse(na) else { panic!("unparsed") };
+        crate::parse::checksum::verify(na, &ip, crate::parse::checksum::RxChecksums::UNKNOWN)
+            .expect("checksum");
+        assert_eq!((ip.src, ip.dst, na[20], na[21]), (PROBE6, S6, 58, 255));
+        assert_eq!(
+            (na[54], na[58], &na[62..78], &na[78..80], &na[80..86]),
+            (136, 0x60, &PROBE6[..], &[2, 1][..], &PROBE_MAC[..])
+        );
+        // Another address's solicitation goes on.
+        assert!(burst(&mut f, &solicit(C6), 1, 2 * MS));
+        // The server's FIN is held; the probe goes from the probe address
+        // over IPv6, and its RST says the service is down.
+        assert!(!burst(
+            &mut f,
+            &tcp6(S6, C6, (80, 40000), ACK | FIN, (5001, 1003), b""),
+            1,
+            3 * MS
+        ));
+        f.housekeeping(4 * MS);
+        f.housekeeping(5 * MS);
+        let mut probe = None;
+        f.outbox().drain(|port, fr| {
+            let Ok(crate::parse::Parsed::Ip(ip)) = crate::parse::parse(fr) else { return };
+            if let crate::parse::L4::Tcp(t) = ip.l4 {
+                if port == 1 && ip.src == PROBE6 && t.flags == SYN {
+                    probe = Some(t);
+                }
+            }
+        });
+        let probe = probe.expect("a probe over IPv6");
+        let rst =
+            tcp6(S6, PROBE6, (80, probe.sport), RST | ACK, (0, probe.seq.wrapping_add(1)), b"");
+        assert!(!burst(&mut f, &rst, 1, 6 * MS));
+        f.housekeeping(7 * MS);
+        assert_eq!(f.counters.protect.probe_refused.get(), 1);
+        assert_eq!(f.counters.protect.wire_down.get(), 1);
+    }
+
+    #[test]
     fn a_record_of_format_3_restores_as_ipv4() {
         let mut f = protected(MemorySink::default());
         open(&mut f);
@@ -2716,7 +2890,7 @@ mod interplay_tests {
         f.outbox().drain(|_, fr| {
             if let Ok(crate::parse::Parsed::Ip(p)) = crate::parse::parse(fr) {
                 if let crate::parse::L4::Tcp(t) = p.l4 {
-                    if super::ip4(&p.src) == PROBE && t.flags == SYN {
+                    if p.src == crate::parse::v4_mapped(PROBE) && t.flags == SYN {
                         out.push(t);
                     }
                 }

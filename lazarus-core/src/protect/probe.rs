@@ -12,13 +12,14 @@
 //! One probe at a time per service and worker; no I/O here.
 
 use super::segment::{Endpoints, Segment, SynOptions, VlanTags};
-use crate::parse::{tcp_flags, TcpHdr};
+use crate::parse::{tcp_flags, Addr, TcpHdr};
 
 /// A service's probe settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// The firewall's own address and MAC on the server's side.
-    pub addr: [u8; 4],
+    /// The firewall's own address and MAC on the server's side (the
+    /// address as the parser keeps it: IPv4 mapped), of the service's family.
+    pub addr: Addr,
     pub mac: [u8; 6],
     /// How long a probe waits for its answer; it is sent once more, then
     /// its silence is the verdict.
@@ -93,7 +94,7 @@ pub struct Via {
 /// One service's probes on one worker.
 pub struct Prober {
     cfg: ProbeConfig,
-    server: ([u8; 4], u16),
+    server: (Addr, u16),
     /// Source ports whose answers the ports' RSS brings to this worker.
     sports: Vec<u16>,
     next_sport: usize,
@@ -120,7 +121,7 @@ impl Prober {
     /// any (no port's answers would reach this worker). `key`: random.
     pub fn new(
         cfg: ProbeConfig,
-        server: ([u8; 4], u16),
+        server: (Addr, u16),
         sports: Vec<u16>,
         key: u64,
     ) -> Option<Prober> {
@@ -147,7 +148,7 @@ impl Prober {
         self.cfg
     }
 
-    pub fn addr(&self) -> [u8; 4] {
+    pub fn addr(&self) -> Addr {
         self.cfg.addr
     }
 
@@ -270,8 +271,8 @@ impl Prober {
         let ends = Endpoints {
             src_mac: self.cfg.mac,
             dst_mac: via.server_mac,
-            src_ip: crate::parse::v4_mapped(self.cfg.addr),
-            dst_ip: crate::parse::v4_mapped(self.server.0),
+            src_ip: self.cfg.addr,
+            dst_ip: self.server.0,
             sport,
             dport: self.server.1,
             tags: via.tags,
@@ -299,7 +300,7 @@ mod tests {
 
     const MS: u64 = 1_000_000;
     const CFG: ProbeConfig = ProbeConfig {
-        addr: [10, 0, 0, 9],
+        addr: crate::parse::v4_mapped([10, 0, 0, 9]),
         mac: [2, 0, 0, 0, 0, 9],
         timeout_ns: 100 * MS,
         delay_ns: 10 * MS,
@@ -308,7 +309,8 @@ mod tests {
     const VIA: Via = Via { port: 1, server_mac: [2, 0, 0, 0, 0, 2], tags: VlanTags::UNTAGGED };
 
     fn prober() -> Prober {
-        Prober::new(CFG, ([10, 0, 0, 2], 7000), vec![40001, 40003], 12345).unwrap()
+        Prober::new(CFG, (crate::parse::v4_mapped([10, 0, 0, 2]), 7000), vec![40001, 40003], 12345)
+            .unwrap()
     }
 
     fn sent(e: Option<ProbeEvent>) -> (Endpoints, Segment) {
@@ -345,7 +347,7 @@ mod tests {
         let (ends, seg) = sent(p.poll(12 * MS, false));
         assert_eq!(
             (ends.src_ip, ends.dst_ip, ends.dport),
-            (crate::parse::v4_mapped(CFG.addr), crate::parse::v4_mapped([10, 0, 0, 2]), 7000)
+            (CFG.addr, crate::parse::v4_mapped([10, 0, 0, 2]), 7000)
         );
         assert_eq!((ends.src_mac, ends.dst_mac), (CFG.mac, VIA.server_mac));
         assert_eq!(seg.flags, tcp_flags::SYN);
