@@ -198,6 +198,11 @@ impl Config {
             if !self.conntrack.enabled {
                 return Err(bad(i, "addr", "needs conntrack.enabled = true".into()));
             }
+            let mapped = |a: &std::net::IpAddr| matches!(a, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
+            if mapped(&p.addr) || p.probe_addr.as_ref().is_some_and(mapped) {
+                let key = if mapped(&p.addr) { "addr" } else { "probe_addr" };
+                return Err(bad(i, key, "an IPv4 address mapped into IPv6 (::ffff:a.b.c.d): write the IPv4 address itself".into()));
+            }
             if p.addr.is_unspecified() || p.port == 0 {
                 return Err(bad(
                     i,
@@ -706,6 +711,8 @@ mod tests {
         assert!(
             err(&p(&format!("{v6}probe_addr = \"ff02::1\""))).contains("protected[0].probe_addr")
         );
+        assert!(err(&p(&format!("{v6}probe_addr = \"::ffff:10.0.0.9\""))).contains("mapped"));
+        assert!(err(&p("addr = \"::ffff:10.0.0.1\"\nport = 7")).contains("protected[0].addr"));
         let slow = format!(
             "{svc}probe_addr = \"10.0.0.9\"\nprobe_mac = \"02:00:00:00:00:09\"\nprobe_timeout_ms = 300"
         );

@@ -558,6 +558,8 @@ fn new_firewalls(
     for lane in plan.workers.iter().flat_map(|w| &w.lanes) {
         peer[lane.rx_port] = lane.tx_port;
     }
+    // One for the process: ARP reaches one worker, whichever saw the VLAN.
+    let seen_vlans = std::sync::Arc::new(lazarus_core::firewall::SeenVlans::default());
     counters
         .iter()
         .map(|&(_, c, _)| {
@@ -573,6 +575,7 @@ fn new_firewalls(
                 );
                 if !plan.config.protected.is_empty() {
                     fw.protect(&plan.config.protected, peer.clone(), dpdk::tsc_hz());
+                    fw.share_seen_vlans(seen_vlans.clone());
                     dataplane::worker::reserve_log_memory(&mut fw, &plan.config.protected);
                 }
                 fw

@@ -16,6 +16,7 @@ mod held_output;
 mod housekeeping;
 mod packet;
 mod protect;
+mod seen_vlans;
 mod ticks;
 mod track;
 
@@ -23,6 +24,7 @@ pub use burst::{Burst, FrameBurst, StagedBurst, STAGE_MAX};
 pub use protect::{
     describe_record, Outbox, ProtectRestoreError, Protection, RecordView, OUT_FRAME, RECORD_BYTES,
 };
+pub use seen_vlans::SeenVlans;
 
 use crate::checkpoint::restore::{self, RestoreError, RestoreSummary, StoredPortions};
 use crate::checkpoint::{CheckpointSink, Checkpointer};
@@ -109,6 +111,13 @@ impl<S: CheckpointSink, A: TableMemory> Firewall<S, A> {
         tsc_hz: u64,
     ) {
         self.protection = Protection::new(services, peer, tsc_hz);
+    }
+
+    /// Shares with the process's other workers where its protected
+    /// services' clients were answered (where ARP and neighbour discovery
+    /// for a probe address are answered).
+    pub fn share_seen_vlans(&mut self, seen: std::sync::Arc<SeenVlans>) {
+        self.protection.share_seen_vlans(seen);
     }
 
     /// Gives protected service `service` (its index in the config) the

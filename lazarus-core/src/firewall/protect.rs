@@ -353,6 +353,9 @@ fn read_record(record: &[u8]) -> Result<(&[u8], Endpoints, usize), ProtectRestor
     Ok((snapshot, ends, usize::from(client_port)))
 }
 
+/// The first 12 bytes of an IPv4 address mapped into IPv6's.
+const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
 /// An address as the parser keeps it (IPv4 mapped).
 fn addr_of(a: std::net::IpAddr) -> Addr {
     match a {
@@ -410,17 +413,7 @@ const IDLE_NS: u64 = 2 * 3600 * 1_000_000_000;
 const CLIENT_FIN: u8 = 1;
 const SERVER_FIN: u8 = 2;
 const POLL_NS: u64 = 1_000_000;
-/// VLANs a service's probe address is answered in.
-const VLANS_MAX: usize = 16;
 
-impl Service {
-    /// A connection came in VLAN `tags` (within the room kept at start).
-    fn saw_vlan(&mut self, tags: VlanTags) {
-        if !self.vlans.contains(&tags) && self.vlans.len() < VLANS_MAX {
-            self.vlans.push(tags);
-        }
-    }
-}
 /// A connection whose SYN was never answered keeps its entry this long.
 const OPENING_NS: u64 = 30 * 1_000_000_000;
 
@@ -428,10 +421,6 @@ struct Service {
     /// As the parser keeps addresses (IPv4 mapped).
     addr: Addr,
     v4: bool,
-    /// The VLANs (untagged one of them) its connections came in, the first
-    /// `VLANS_MAX`: where ARP for its probe address is answered, and
-    /// nowhere else on a trunk (another VLAN may hold that address).
-    vlans: Vec<VlanTags>,
     port: u16,
     policy: ProtectPolicy,
     connections: usize,
@@ -503,6 +492,8 @@ pub struct Protection {
     /// Some service probes from an IPv6 address: neighbour solicitations
     /// are looked at.
     v6_probes: bool,
+    /// Where the services answered their clients, shared by the workers.
+    seen: std::sync::Arc<super::SeenVlans>,
     conns: HashMap<Key, Entry, RandomState>,
     /// The bridge peer of each config port: where a frame received on it
     /// leaves.
@@ -532,7 +523,6 @@ impl Protection {
             .map(|s| Service {
                 addr: addr_of(s.addr),
                 v4: s.addr.is_ipv4(),
-                vlans: Vec::with_capacity(VLANS_MAX),
                 port: s.port,
                 policy: ProtectPolicy {
                     log_bound: s.log_bound as usize,
@@ -568,6 +558,7 @@ impl Protection {
         Protection {
             any_v6: services.iter().any(|s| !s.v4),
             v6_probes: services.iter().any(|s| !s.v4 && s.probe.is_some()),
+            seen: Default::default(),
             services,
             conns: HashMap::with_capacity_and_hasher(room, RandomState::default()),
             peer,
@@ -579,6 +570,11 @@ impl Protection {
             scratch: Box::new([0; OUT_FRAME]),
             held: HeldOutput::new(hold),
         }
+    }
+
+    /// Shares `seen` with the other workers of the process.
+    pub fn share_seen_vlans(&mut self, seen: std::sync::Arc<super::SeenVlans>) {
+        self.seen = seen;
     }
 
     /// Gives service `service`'s logs `memory` from now on (before any
@@ -650,15 +646,25 @@ impl Protection {
                 At { ip, l4: ip + usize::from(f[ip] & 0x0f) * 4, tags, v4: true }
             }
             [0x86, 0xdd] if self.any_v6 => {
-                let l4 = if *f.get(ip + 6)? == 6 {
-                    ip + 40
-                } else {
-                    // Extension headers: where TCP starts, the parser says.
-                    let mut p = IpPacket::default();
-                    parse_into(f, &mut p).ok()?;
-                    let L4::Tcp(_) = p.l4 else { return None };
-                    usize::from(p.l4_off)
+                let l4 = match *f.get(ip + 6)? {
+                    6 => ip + 40,
+                    // Extension headers (hop-by-hop, routing, fragment,
+                    // destination options, AH): where TCP starts, the
+                    // parser says. Any other next header is not TCP.
+                    0 | 43 | 44 | 51 | 60 => {
+                        let mut p = IpPacket::default();
+                        parse_into(f, &mut p).ok()?;
+                        let L4::Tcp(_) = p.l4 else { return None };
+                        usize::from(p.l4_off)
+                    }
+                    _ => return None,
                 };
+                // An IPv4 address inside IPv6's: neither family's service.
+                let mapped =
+                    |at: usize| f.get(at..at + 16).is_some_and(|a| a[..12] == V4_MAPPED_PREFIX);
+                if mapped(ip + 8) || mapped(ip + 24) {
+                    return None;
+                }
                 At { ip, l4, tags, v4: false }
             }
             _ => return None,
@@ -731,17 +737,29 @@ impl Protection {
         if f.get(icmp..icmp + 2)? != [135, 0] {
             return None;
         }
-        let target: Addr = f.get(icmp + 8..icmp + 24)?.try_into().ok()?;
+        // RFC 4861 §7.1.1: the message at least 24 bytes, no option of
+        // length 0, a unicast target.
+        let len = usize::from(u16::from_be_bytes(f.get(ip + 4..ip + 6)?.try_into().ok()?));
+        let msg = f.get(icmp..icmp + len).filter(|_| len >= 24)?;
+        let mut opt = 24;
+        while opt < len {
+            let olen = usize::from(*msg.get(opt + 1)?) * 8;
+            if olen == 0 {
+                return None;
+            }
+            opt += olen;
+        }
+        let target: Addr = msg[8..24].try_into().ok()?;
         let asker: Addr = f.get(ip + 8..ip + 24)?.try_into().ok()?;
-        let mac = self.services.iter().find_map(|s| {
-            s.probe
-                .as_ref()
-                .filter(|p| p.addr() == target && s.vlans.contains(&tags))
-                .map(|p| p.mac())
-        })?;
-        if asker == [0; 16] {
+        if target[0] == 0xff || asker == [0; 16] || is_v4_mapped(&target) {
             return None;
         }
+        let mac = self.services.iter().enumerate().find_map(|(i, s)| {
+            s.probe
+                .as_ref()
+                .filter(|p| !s.v4 && p.addr() == target && self.seen.answers_in(i, tags))
+                .map(|p| p.mac())
+        })?;
         let mut p = IpPacket::default();
         if parse_into(f, &mut p).is_err()
             || crate::parse::checksum::verify(f, &p, RxChecksums::UNKNOWN).is_err()
@@ -797,10 +815,10 @@ impl Protection {
             return None;
         }
         let target = f.get(a + 24..a + 28)?;
-        let mac = self.services.iter().find_map(|s| {
+        let mac = self.services.iter().enumerate().find_map(|(i, s)| {
             s.probe
                 .as_ref()
-                .filter(|p| s.v4 && p.addr()[12..] == *target && s.vlans.contains(&tags))
+                .filter(|p| s.v4 && p.addr()[12..] == *target && self.seen.answers_in(i, tags))
                 .map(|p| p.mac())
         })?;
         let sent = self.outbox.push(port, |out| {
@@ -967,6 +985,11 @@ impl Protection {
         let action = if from_client {
             e.p.from_client(&t, payload, tcp, ns)
         } else {
+            if t.flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK {
+                // The service answers in this VLAN: its probe address may be
+                // asked for here.
+                self.seen.saw(svc, e.ends.tags);
+            }
             e.p.from_server(&t, payload, tcp, ns)
         };
         if logging && !e.write_log(sink, u32::MAX) {
@@ -1122,7 +1145,6 @@ impl Protection {
         };
         ends.src_mac.copy_from_slice(&frame[6..12]);
         ends.dst_mac.copy_from_slice(&frame[..6]);
-        s.saw_vlan(ends.tags);
         let p = Protected::new(s.policy, t);
         let id = entry_id(&key, t.seq);
         self.conns.insert(
@@ -1169,7 +1191,7 @@ impl Protection {
         }
         let ns = self.ns(now);
         let p = Protected::restore(s.policy, snapshot, log, held_from, ns)?;
-        self.services[svc].saw_vlan(ends.tags);
+        self.seen.saw(svc, ends.tags);
         let sent_log = p.client_log().end_offset();
         let key = (ends.src_ip, ends.sport, svc, client_port, ends.tags.id());
         let e = Entry {
@@ -2126,17 +2148,25 @@ mod tests {
         assert_eq!(f.counters.protect.arp_answered.get(), 1);
         // Any other address's request goes on as before.
         assert!(burst(&mut f, &arp([10, 0, 0, 7]), 1, MS));
-        // In a VLAN with none of the service's connections: not answered
-        // (another host there may own the address); once one came in it,
-        // answered in it.
+        // In a VLAN where the service answered no client: not answered
+        // (another host there may own the address); a client's SYN alone
+        // is not the service answering; once it did, answered there, by
+        // every worker (they share where).
         let req = arp(PROBE);
         let req = crate::frames::ether_tagged(&[(0x8100, 100)], 0x0806, &req[14..]);
         assert!(burst(&mut f, &req, 1, MS));
-        let syn = tcp(C, S, (40001, 80), SYN, (7000, 0), b"");
+        let in100 = |fr: Vec<u8>| crate::frames::ether_tagged(&[(0x8100, 100)], 0x0800, &fr[14..]);
+        assert!(burst(&mut f, &in100(tcp(C, S, (40001, 80), SYN, (7000, 0), b"")), 0, MS));
+        assert!(burst(&mut f, &req, 1, MS));
+        let mut other = probing(MemorySink::default());
+        let seen = std::sync::Arc::new(crate::firewall::SeenVlans::default());
+        f.share_seen_vlans(seen.clone());
+        other.share_seen_vlans(seen);
+        assert!(burst(&mut other, &in100(tcp(C, S, (40002, 80), SYN, (9000, 0), b"")), 0, MS));
         assert!(burst(
-            &mut f,
-            &crate::frames::ether_tagged(&[(0x8100, 100)], 0x0800, &syn[14..]),
-            0,
+            &mut other,
+            &in100(tcp(S, C, (80, 40002), SYN | ACK, (300, 9001), b"")),
+            1,
             MS
         ));
         f.outbox().drain(|_, _| {});
@@ -2432,6 +2462,11 @@ mod tests {
             2 * MS
         ));
         assert_eq!(f.sink().protected.values().next().expect("logged").1, b"SET a 1\n");
+        // An IPv6 frame with an IPv4 address mapped inside is neither
+        // family's service: not protected.
+        let mapped = crate::parse::v4_mapped([10, 99, 0, 1]);
+        assert!(burst(&mut f, &tcp6(mapped, S6, (40001, 80), SYN, (1000, 0), b""), 0, 2 * MS));
+        assert_eq!(f.counters.protect.connections.get(), 1);
         // The IPv4 service on the same port is another: its word leaves this one up.
         f.counters.requests.protect_word[1].store(1 << 1, Ordering::Release);
         f.housekeeping(3 * MS);
@@ -2524,8 +2559,34 @@ mod tests {
             (na[54], na[58], &na[62..78], &na[78..80], &na[80..86]),
             (136, 0x60, &PROBE6[..], &[2, 1][..], &PROBE_MAC[..])
         );
-        // Another address's solicitation goes on.
+        // Another address's solicitation goes on; so do malformed ones: a
+        // message shorter than its target, an option of length 0, a target
+        // that is an IPv4 address mapped.
         assert!(burst(&mut f, &solicit(C6), 1, 2 * MS));
+        // A solicitation whose message is built from `body`, with `trailing`
+        // bytes after the packet, its checksums right.
+        let ns = |body: &[u8], trailing: &[u8]| {
+            let mut ip = crate::frames::ipv6(
+                58,
+                S6,
+                PROBE6,
+                &crate::frames::icmp_message(135, 0, [0; 4], body),
+            );
+            ip[7] = 255;
+            ip.extend_from_slice(trailing);
+            crate::frames::ether_between([0x33, 0x33, 0xff, 0, 0, 0xfa], server_mac, 0x86dd, &ip)
+        };
+        // The target outside the message (its length 8), an option of length
+        // 0: not answered (both go on, to the tracker).
+        burst(&mut f, &ns(&[], &PROBE6), 1, 2 * MS);
+        let mut zero_opt = PROBE6.to_vec();
+        zero_opt.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        burst(&mut f, &ns(&zero_opt, &[]), 1, 2 * MS);
+        burst(&mut f, &solicit(crate::parse::v4_mapped([10, 0, 0, 250])), 1, 2 * MS);
+        let mut none = 0;
+        f.outbox().drain(|_, _| none += 1);
+        assert_eq!(none, 0, "nothing answered");
+        assert_eq!(f.counters.protect.arp_answered.get(), 1);
         // The server's FIN is held; the probe goes from the probe address
         // over IPv6, and its RST says the service is down.
         assert!(!burst(

@@ -116,6 +116,16 @@ impl VlanTags {
         }
     }
 
+    /// The VLAN the tags name, priority and DEI left out: their count,
+    /// TPIDs and ids, never 0.
+    pub fn vlan_key(&self) -> u64 {
+        1 << 63
+            | u64::from(self.count) << 40
+            | u64::from(self.ad[0]) << 38
+            | u64::from(self.ad[1]) << 39
+            | u64::from(self.id())
+    }
+
     /// Bytes the tags take in a frame.
     #[inline]
     pub fn len(&self) -> usize {
