@@ -92,7 +92,7 @@ def ask(sock, cmd):
 
 def write_config(path, seg, extra, capacity, mbufs, pcaps):
     text = pl.FW_CONFIG.format(interval=pl.interval_ms(), mbufs=mbufs, capacity=capacity,
-                               checkpoint=pl.CKPT_ON.format(dir=seg)) + extra
+                               checkpoint=pl.CKPT_ON.format(dir=seg), data_room=256, protected="") + extra
     with open(path, "w") as f:
         f.write(text)
 
