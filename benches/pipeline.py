@@ -416,6 +416,15 @@ def main():
         print(f"ratio lazarus/testpmd: {l / t:.3f}")
 
 
+def remove_dirs(tmp, seg_root):
+    """A round's pcaps and configs, and the segments' root (each round's
+    checkpointd removed its own)."""
+    for f in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, f))
+    os.rmdir(tmp)
+    os.rmdir(seg_root)
+
+
 def churn_main(a):
     if not os.path.exists(CKPT_BIN):
         sys.exit(f"pipeline: {CKPT_BIN} missing: cargo build --release")
@@ -454,10 +463,7 @@ def churn_main(a):
             ratios.append(got["on"] / got["off"])
             print(f"round {r + 1}/{a.rounds}: off {got['off']:.2f} Mpps, on {got['on']:.2f} Mpps, on/off {ratios[-1]:.3f}", file=sys.stderr)
     finally:
-        for f in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, f))
-        os.rmdir(tmp)
-        os.rmdir(seg_root)
+        remove_dirs(tmp, seg_root)
     off, on, ratio = statistics.median(offs), statistics.median(ons), statistics.median(ratios)
     cpp = lambda mpps: hz / (mpps * 1e6)
     label = f"{a.flows} flows churning, {a.churn + 7} packets a life, 1 worker"
@@ -537,10 +543,7 @@ def protect_main(a):
                   f"protected connections {c.get('protect.connections', 0)}, log_ring_full {c.get('protect.log_ring_full', 0)}, "
                   f"log_gap {c.get('protect.log_gap', 0)}, log_bound {c.get('protect.log_bound', 0)}, invalid {c.get('invalid', 0)}", file=sys.stderr)
     finally:
-        for f in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, f))
-        os.rmdir(tmp)
-        os.rmdir(seg_root)
+        remove_dirs(tmp, seg_root)
     off, on, ratio = statistics.median(offs), statistics.median(ons), statistics.median(ratios)
     cpp = lambda mpps: hz / (mpps * 1e6)
     ring_full = sum(c.get("protect.log_ring_full", 0) for c in checks)

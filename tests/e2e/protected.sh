@@ -95,31 +95,39 @@ redis_on=$(run redis-on 1)
 lz_log "redis, protected: $redis_on"
 [[ "$redis_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected redis sessions failed: $redis_on"; }
 
+# A run of 10 line clients as `run` (NAME, HOOK) that must carry every
+# client through the crash, one recovery each at least: sets ACT to its
+# verdict, LABEL naming it.
+act() {
+    local name=$1 hook=$2 label=$3 before
+    before=$(lz_stat_sum protect_spliced)
+    KIND=echo CLIENTS=10 ROUNDS=1
+    ACT=$(run "$name" "$hook")
+    local spliced=$(( $(lz_stat_sum protect_spliced) - before ))
+    ACT="$ACT, $spliced recoveries"
+    [[ "$ACT" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients $label failed: $ACT"; }
+    [ "$spliced" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients $label: $ACT"
+}
+
 # In VLAN $LZ_VLAN (service 7003 at its own address): every frame the
 # firewall sends for these connections (answers, the replay) must carry
 # their tag, or the tagger, which passes only tagged frames, drops it and
 # the clients fail.
 LZ_ECHO=$LZ_SERVER_IPV:7003
-spliced_before=$(lz_stat_sum protect_spliced)
-KIND=echo CLIENTS=10 ROUNDS=1
-vlan_on=$(run vlan-on 1)
-vlan_on="$vlan_on, $(( $(lz_stat_sum protect_spliced) - spliced_before )) recoveries"
+act vlan-on 1 "in VLAN $LZ_VLAN"
+vlan_on=$ACT
 lz_log "line echo in VLAN $LZ_VLAN, protected: $vlan_on"
-[[ "$vlan_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients in VLAN $LZ_VLAN failed: $vlan_on"; }
-[ "$(( $(lz_stat_sum protect_spliced) - spliced_before ))" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients in VLAN $LZ_VLAN: $vlan_on"
 
 # Over IPv6 (service 7004), without the hook: the firewall's answers,
 # replay and probes are IPv6 segments, and the server finds the probe
 # address through neighbour discovery, which the firewall answers.
 LZ_ECHO="[$LZ_SERVER_IP6]:7004"
-spliced_before=$(lz_stat_sum protect_spliced) nd_before=$(lz_stat_sum protect_arp_answered) down_before=$(lz_stat_sum protect_wire_down)
-KIND=echo CLIENTS=10 ROUNDS=1
-v6_on=$(run v6-on 0)
-v6_on="$v6_on, $(( $(lz_stat_sum protect_spliced) - spliced_before )) recoveries, $(( $(lz_stat_sum protect_wire_down) - down_before )) found down by probes, $(( $(lz_stat_sum protect_arp_answered) - nd_before )) neighbour solicitations answered"
+nd_before=$(lz_stat_sum protect_arp_answered) down_before=$(lz_stat_sum protect_wire_down)
+act v6-on 0 "over IPv6"
+down=$(( $(lz_stat_sum protect_wire_down) - down_before ))
+v6_on="$ACT, $down found down by probes, $(( $(lz_stat_sum protect_arp_answered) - nd_before )) neighbour solicitations answered"
 lz_log "line echo over IPv6, protected: $v6_on"
-[[ "$v6_on" == "$CLIENTS ok, 0 failed"* ]] || { tail -20 "$LZ_WORK/dataplane.log"; lz_fail "protected line clients over IPv6 failed: $v6_on"; }
-[ "$(( $(lz_stat_sum protect_spliced) - spliced_before ))" -ge "$CLIENTS" ] || lz_fail "fewer recoveries than clients over IPv6: $v6_on"
-[ "$(( $(lz_stat_sum protect_wire_down) - down_before ))" -ge "$CLIENTS" ] || lz_fail "the probes did not find the IPv6 service down: $v6_on"
+[ "$down" -ge "$CLIENTS" ] || lz_fail "the probes did not find the IPv6 service down: $v6_on"
 
 # A server whose answers differ after its restart (in capitals): the
 # replay's check against the digest fails, and both sides are reset at
