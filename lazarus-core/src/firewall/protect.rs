@@ -21,8 +21,9 @@ use super::held_output::{Ask, HeldOutput};
 use crate::checkpoint::{log_bytes_within, log_slots, CheckpointSink, ProtectRecord};
 use crate::config::ProtectedService;
 use crate::parse::checksum::RxChecksums;
-use crate::parse::{parse_into, tcp_flags, v4_mapped, Addr, Fragment, FrameKind, IpPacket, L4};
-use crate::protect::segment::is_v4_mapped;
+use crate::parse::{
+    is_v4_mapped, parse_into, tcp_flags, v4_mapped, Addr, Fragment, FrameKind, IpPacket, L4,
+};
 use crate::protect::segment::{write_segment, Endpoints, Segment};
 use crate::protect::{
     Action, Ended, Judged, ProbeConfig, ProbeEvent, Prober, ProtectDrop, ProtectPolicy, Protected,
@@ -353,9 +354,6 @@ fn read_record(record: &[u8]) -> Result<(&[u8], Endpoints, usize), ProtectRestor
     Ok((snapshot, ends, usize::from(client_port)))
 }
 
-/// The first 12 bytes of an IPv4 address mapped into IPv6's.
-const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
-
 /// An address as the parser keeps it (IPv4 mapped).
 fn addr_of(a: std::net::IpAddr) -> Addr {
     match a {
@@ -660,8 +658,7 @@ impl Protection {
                     _ => return None,
                 };
                 // An IPv4 address inside IPv6's: neither family's service.
-                let mapped =
-                    |at: usize| f.get(at..at + 16).is_some_and(|a| a[..12] == V4_MAPPED_PREFIX);
+                let mapped = |at: usize| f.get(at..at + 16).is_some_and(is_v4_mapped);
                 if mapped(ip + 8) || mapped(ip + 24) {
                     return None;
                 }
@@ -706,15 +703,22 @@ impl Protection {
         c: &FwCounters,
         sink: &mut S,
     ) -> Option<bool> {
-        let tagged = matches!(frame.get(12..14), Some([0x81, 0x00] | [0x88, 0xa8]));
-        if tagged || frame.get(12..14) == Some(&[0x08, 0x06]) {
-            if let Some(taken) = self.answer_arp(frame, port, c) {
-                return Some(taken);
-            }
-        }
-        if self.v6_probes && (tagged || frame.get(12..14) == Some(&[0x86, 0xdd])) {
-            if let Some(taken) = self.answer_solicitation(frame, port, c) {
-                return Some(taken);
+        // ARP, or IPv6 with probes from IPv6 addresses, behind any tags:
+        // maybe a question for a probe address.
+        if matches!(
+            frame.get(12..14),
+            Some([0x08, 0x06] | [0x86, 0xdd] | [0x81, 0x00] | [0x88, 0xa8])
+        ) {
+            let taken =
+                VlanTags::of_frame(frame).and_then(|(tags, et)| match frame.get(et..et + 2) {
+                    Some([0x08, 0x06]) => self.answer_arp(frame, tags, et, port, c),
+                    Some([0x86, 0xdd]) if self.v6_probes => {
+                        self.answer_solicitation(frame, tags, et, port, c)
+                    }
+                    _ => None,
+                });
+            if taken.is_some() {
+                return taken;
             }
         }
         self.take(frame, port, now, c, sink, true)
@@ -725,12 +729,20 @@ impl Protection {
     /// of the port it came in by, in the VLANs the service's connections
     /// came in. Every other frame goes on as before, and so does a
     /// solicitation of duplicate address detection (its source unspecified).
-    fn answer_solicitation(&mut self, f: &[u8], port: usize, c: &FwCounters) -> Option<bool> {
-        let (tags, et) = VlanTags::of_frame(f)?;
+    /// `tags` and `et` (where its ethertype sits) as `VlanTags::of_frame`
+    /// read them.
+    fn answer_solicitation(
+        &mut self,
+        f: &[u8],
+        tags: VlanTags,
+        et: usize,
+        port: usize,
+        c: &FwCounters,
+    ) -> Option<bool> {
         let ip = et + 2;
         // ICMPv6 right after the IPv6 header, from a link neighbour (hop
         // limit 255), a solicitation.
-        if f.get(et..ip)? != [0x86, 0xdd] || f.get(ip + 6..ip + 8)? != [58, 255] {
+        if f.get(ip + 6..ip + 8)? != [58, 255] {
             return None;
         }
         let icmp = ip + 40;
@@ -807,11 +819,18 @@ impl Protection {
     /// An ARP request for a probe address is answered, out of the port it
     /// came in by (the service's host must reach the address to answer a
     /// probe); every other ARP frame goes on as before.
-    fn answer_arp(&mut self, f: &[u8], port: usize, c: &FwCounters) -> Option<bool> {
-        // IPv4 over Ethernet, a request; tagged as the VLAN it came from.
-        let (tags, et) = VlanTags::of_frame(f)?;
+    /// `tags` and `et` as `answer_solicitation` takes them.
+    fn answer_arp(
+        &mut self,
+        f: &[u8],
+        tags: VlanTags,
+        et: usize,
+        port: usize,
+        c: &FwCounters,
+    ) -> Option<bool> {
+        // IPv4 over Ethernet, a request; answered in the VLAN it came from.
         let a = et + 2;
-        if f.get(et..a)? != [0x08, 0x06] || f.get(a..a + 8)? != [0, 1, 8, 0, 6, 4, 0, 1] {
+        if f.get(a..a + 8)? != [0, 1, 8, 0, 6, 4, 0, 1] {
             return None;
         }
         let target = f.get(a + 24..a + 28)?;

@@ -18,6 +18,12 @@ pub const fn v4_mapped(a: [u8; 4]) -> Addr {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
 }
 
+/// Whether `a` (an address's bytes, from the first) is an IPv4 address
+/// mapped as `v4_mapped` maps it.
+pub fn is_v4_mapped(a: &[u8]) -> bool {
+    a.len() == 16 && a[..12] == v4_mapped([0; 4])[..12]
+}
+
 /// Why a frame was dropped before any state was consulted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

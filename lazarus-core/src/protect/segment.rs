@@ -3,7 +3,7 @@
 //! as whole Ethernet frames into a buffer the caller owns, IPv4 or IPv6.
 
 use crate::parse::checksum::checksum_bytes;
-use crate::parse::{proto, tcp_flags, Addr};
+use crate::parse::{is_v4_mapped, proto, tcp_flags, Addr};
 use std::ops::Range;
 
 /// The SYN options a client chose, replayed as they were.
@@ -210,11 +210,6 @@ impl Endpoints {
     pub fn tcp_offset(&self) -> usize {
         ETH + self.tags.len() + if self.is_v4() { IP } else { IP6 }
     }
-}
-
-/// Whether `a` is an IPv4 address mapped into IPv6's space.
-pub fn is_v4_mapped(a: &Addr) -> bool {
-    a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
 }
 
 const ETH: usize = 14;
